@@ -1,0 +1,1 @@
+//! Per-shard allocator (issue 3). Depends on std only.

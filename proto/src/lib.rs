@@ -1,0 +1,1 @@
+//! Lattice protocol messages (issue 5 fills this in).
