@@ -1,0 +1,5 @@
+//! Observability: tracing set-up, per-shard metrics, the admin HTTP listener.
+
+pub mod admin;
+pub mod log;
+pub mod metrics;
