@@ -1,1 +1,253 @@
-//! Lattice protocol messages (issue 5 fills this in).
+//! Lattice protocol messages, generated from the `.proto` files in `proto/proto/`.
+//!
+//! What this crate gives:
+//! - [`pb`]: the prost message types (`pb::Hello`, `pb::Login`, ...);
+//! - the opcode registry: [`opcode`] constants, [`info`] (opcode → name and flags), [`LatticeMessage`]
+//!   (type → opcode), [`AnyMessage`] and [`decode`] (opcode + body → message);
+//! - [`error_code`]: the `Error.code` values of docs/PROTOCOL.md;
+//! - [`version`]: the packed `major.minor.revision-stage` protocol version;
+//! - the TypeScript client files that the `lattice-proto gen-ts --out DIR` command writes.
+//!
+//! What it never does: I/O, framing, compression or logging. The frame codec and the gate (which
+//! rejects `no_client` opcodes and honours the no-log flags) live in `lattice-core` / `lattice-shards`.
+//!
+//! Opcodes are explicit (`option (lattice.opcode) = N;`) and frozen in `proto/opcodes.lock`: the build
+//! fails on a duplicate, a missing or a moved opcode.
+#![warn(missing_docs)]
+
+#[cfg(test)]
+mod lockfile;
+pub mod ts;
+pub mod version;
+
+/// The prost message types, one per message of `proto/proto/lattice/*.proto` (package `lattice`).
+///
+/// Messages marked `no_log_request` / `no_log_response` have a `Debug` that prints no field
+/// (`Login { .. }`), so a stray `{:?}` cannot leak a password.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/lattice.rs"));
+}
+
+include!(concat!(env!("OUT_DIR"), "/registry.rs"));
+
+/// Name and flags of one opcode, from the message's options in its `.proto` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpcodeInfo {
+    /// The frame opcode.
+    pub opcode: u16,
+    /// The message name without package, e.g. `"Login"`.
+    pub name: &'static str,
+    /// The fully-qualified protobuf name, e.g. `"lattice.Login"`.
+    pub full_name: &'static str,
+    /// The server must not log the body when it receives this message as a request.
+    pub no_log_request: bool,
+    /// The server must not log the body when it sends this message as a response.
+    pub no_log_response: bool,
+    /// Server-internal: a client frame with this opcode is rejected (`NOT_ALLOWED`) and counted.
+    pub no_client: bool,
+}
+
+impl OpcodeInfo {
+    /// `false` when either no-log flag is set: the body may then be logged in no direction
+    /// (the conservative reading for a logger that does not track direction).
+    pub fn may_log_body(&self) -> bool {
+        !(self.no_log_request || self.no_log_response)
+    }
+}
+
+/// Looks up an opcode. `None` for an opcode no message has (the gate answers `UNKNOWN_OPCODE`).
+///
+/// Cost: a binary search over a static sorted table (no allocation).
+pub fn info(opcode: u16) -> Option<&'static OpcodeInfo> {
+    INFOS
+        .binary_search_by_key(&opcode, |i| i.opcode)
+        .ok()
+        .map(|i| &INFOS[i])
+}
+
+/// Every registered opcode, sorted by opcode.
+pub fn all() -> &'static [OpcodeInfo] {
+    &INFOS
+}
+
+/// A message type that has an opcode. Implemented by the build for every such generated type.
+pub trait LatticeMessage: prost::Message + Default + Into<AnyMessage> {
+    /// The frame opcode of this message.
+    const OPCODE: u16;
+    /// The message name without package.
+    const NAME: &'static str;
+
+    /// The registry entry of this message (flags included).
+    fn info() -> &'static OpcodeInfo {
+        info(Self::OPCODE).expect("every LatticeMessage is in the registry")
+    }
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// No message has this opcode (`Error.code` = [`error_code::UNKNOWN_OPCODE`]).
+    #[error("unknown opcode {0}")]
+    UnknownOpcode(u16),
+    /// The body is not a valid encoding of the opcode's message (`Error.code` = [`error_code::BAD_REQUEST`]).
+    #[error("body of opcode {opcode} ({name}) does not decode: {source}")]
+    Body {
+        /// The frame's opcode.
+        opcode: u16,
+        /// The message expected for it.
+        name: &'static str,
+        /// prost's reason.
+        source: prost::DecodeError,
+    },
+}
+
+impl DecodeError {
+    /// The `Error.code` the server answers with for this failure.
+    pub fn error_code(&self) -> u32 {
+        match self {
+            DecodeError::UnknownOpcode(_) => error_code::UNKNOWN_OPCODE,
+            DecodeError::Body { .. } => error_code::BAD_REQUEST,
+        }
+    }
+}
+
+/// `Error.code` values (docs/PROTOCOL.md, "Error codes").
+pub mod error_code {
+    /// The body does not decode as the opcode's message.
+    pub const BAD_REQUEST: u32 = 1;
+    /// No message has this opcode.
+    pub const UNKNOWN_OPCODE: u32 = 2;
+    /// The service's inbound queue is full; the request was dropped, retry later.
+    pub const BUSY: u32 = 3;
+    /// The handler failed (panicked); the session stays open.
+    pub const INTERNAL: u32 = 4;
+    /// `Hello.client_version` has a major version the server does not speak.
+    pub const VERSION_MISMATCH: u32 = 5;
+    /// The opcode is server-internal (`no_client`) or not allowed now.
+    pub const NOT_ALLOWED: u32 = 6;
+    /// `Say` to a room the session has not joined.
+    pub const NOT_MEMBER: u32 = 7;
+
+    /// Every code with its name, in code order (used by the TypeScript exporter and docs).
+    pub const ALL: [(u32, &str); 7] = [
+        (BAD_REQUEST, "BAD_REQUEST"),
+        (UNKNOWN_OPCODE, "UNKNOWN_OPCODE"),
+        (BUSY, "BUSY"),
+        (INTERNAL, "INTERNAL"),
+        (VERSION_MISMATCH, "VERSION_MISMATCH"),
+        (NOT_ALLOWED, "NOT_ALLOWED"),
+        (NOT_MEMBER, "NOT_MEMBER"),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn opcodes_match_protocol_md() {
+        let expected: [(u16, &str); 12] = [
+            (1, "Hello"),
+            (2, "Welcome"),
+            (3, "Error"),
+            (4, "Ping"),
+            (5, "Pong"),
+            (10, "JoinRoom"),
+            (11, "Joined"),
+            (12, "Say"),
+            (13, "Said"),
+            (20, "Login"),
+            (21, "LoginOk"),
+            (1000, "Relay"),
+        ];
+        let got: Vec<(u16, &str)> = all().iter().map(|i| (i.opcode, i.name)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(opcode::JOIN_ROOM, 10);
+        assert_eq!(opcode::LOGIN_OK, 21);
+        assert_eq!(<pb::Ping as LatticeMessage>::OPCODE, opcode::PING);
+        assert_eq!(pb::Said::info().full_name, "lattice.Said");
+    }
+
+    #[test]
+    fn flags_come_from_the_proto_options() {
+        let login = info(opcode::LOGIN).expect("registered");
+        assert!(login.no_log_request && !login.no_log_response && !login.no_client);
+        assert!(!login.may_log_body());
+        let relay = info(opcode::RELAY).expect("registered");
+        assert!(relay.no_client && relay.may_log_body());
+        let ping = info(opcode::PING).expect("registered");
+        assert!(!ping.no_client && ping.may_log_body());
+        assert_eq!(info(0), None);
+        assert_eq!(info(9), None);
+        assert_eq!(info(u16::MAX), None);
+    }
+
+    #[test]
+    fn decode_by_opcode_round_trips() {
+        let said = pb::Said {
+            room: "lobby".into(),
+            from: u64::MAX,
+            text: "héllo".into(),
+        };
+        let any: AnyMessage = said.clone().into();
+        assert_eq!(any.opcode(), opcode::SAID);
+        let mut body = Vec::new();
+        any.encode_body(&mut body);
+        assert_eq!(body.len(), any.encoded_len());
+        assert_eq!(body, said.encode_to_vec());
+        assert_eq!(decode(opcode::SAID, &body).expect("decodes"), any);
+        // Empty body = every field at its default.
+        assert_eq!(
+            decode(opcode::PING, &[]).expect("empty body"),
+            AnyMessage::Ping(pb::Ping::default())
+        );
+    }
+
+    #[test]
+    fn decode_failures_are_typed() {
+        let err = decode(999, &[]).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownOpcode(999)));
+        assert_eq!(err.error_code(), error_code::UNKNOWN_OPCODE);
+        // Field 1 (length-delimited) claiming 100 bytes that are not there.
+        let err = decode(opcode::HELLO, &[0x0a, 100, 1]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Body {
+                    opcode: 1,
+                    name: "Hello",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.error_code(), error_code::BAD_REQUEST);
+    }
+
+    #[test]
+    fn no_log_messages_never_print_their_fields() {
+        let login = pb::Login {
+            user: "alice".into(),
+            password: "hunter2-secret".into(),
+        };
+        for text in [
+            format!("{login:?}"),
+            format!("{login:#?}"),
+            format!("{:?}", AnyMessage::from(login.clone())),
+        ] {
+            assert!(!text.contains("hunter2-secret"), "{text}");
+            assert!(!text.contains("alice"), "{text}");
+            assert!(text.contains("Login"), "{text}");
+        }
+        // Other messages keep a normal Debug.
+        assert!(format!(
+            "{:?}",
+            pb::JoinRoom {
+                room: "lobby".into()
+            }
+        )
+        .contains("lobby"));
+    }
+}

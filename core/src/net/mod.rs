@@ -3,6 +3,7 @@
 //! client sockets.
 
 pub mod acceptor;
+pub mod compress;
 pub(crate) mod conn;
 pub mod frame;
 pub mod session;
