@@ -57,22 +57,26 @@ pub struct Layers<'a> {
 
 /// Merges the layers into one table. Fails on unknown keys and type mismatches.
 pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
-    let mut table: Table = layers.defaults.parse().map_err(|e: toml::de::Error| {
-        ConfigError::File {
-            path: "<built-in defaults>".into(),
-            problem: one_line(&e.to_string()),
-        }
-    })?;
+    let mut table: Table =
+        layers
+            .defaults
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: "<built-in defaults>".into(),
+                problem: one_line(&e.to_string()),
+            })?;
     if let Some(path) = layers.file {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: shown.clone(),
             problem: e.to_string(),
         })?;
-        let file: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-            path: shown.clone(),
-            problem: one_line(&e.to_string()),
-        })?;
+        let file: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: shown.clone(),
+                problem: one_line(&e.to_string()),
+            })?;
         for (section, v) in file {
             let Value::Table(keys) = v else {
                 return Err(ConfigError::UnknownKey {
@@ -81,7 +85,12 @@ pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
                 });
             };
             for (key, value) in keys {
-                set(&mut table, &format!("{section}.{key}"), Raw::Typed(value), &shown)?;
+                set(
+                    &mut table,
+                    &format!("{section}.{key}"),
+                    Raw::Typed(value),
+                    &shown,
+                )?;
             }
         }
     }
@@ -93,7 +102,12 @@ pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
             continue;
         };
         let path = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
-        set(&mut table, &path, Raw::Text(value), &format!("environment {name}"))?;
+        set(
+            &mut table,
+            &path,
+            Raw::Text(value),
+            &format!("environment {name}"),
+        )?;
     }
     for (path, value) in &layers.args {
         set(&mut table, path, Raw::Text(value), &format!("--{path}"))?;
@@ -109,6 +123,22 @@ pub fn typed<T: DeserializeOwned>(table: &Table) -> Result<T, ConfigError> {
             problem: one_line(&e.inner().to_string()),
             origin: "merged configuration".into(),
         }
+    })
+}
+
+/// Deserialises section `name` of the merged table into `T`, naming the failing key.
+pub fn typed_section<T: DeserializeOwned>(table: &Table, name: &str) -> Result<T, ConfigError> {
+    let value = table
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ConfigError::UnknownKey {
+            key: name.to_string(),
+            origin: "built-in defaults (section missing)".into(),
+        })?;
+    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::BadValue {
+        key: format!("{name}.{}", e.path()),
+        problem: one_line(&e.inner().to_string()),
+        origin: "merged configuration".into(),
     })
 }
 
@@ -157,7 +187,9 @@ fn set(table: &mut Table, path: &str, raw: Raw<'_>, origin: &str) -> Result<(), 
                 let t: Table = format!("v = {s}")
                     .parse()
                     .map_err(|e: toml::de::Error| bad(one_line(&e.to_string())))?;
-                t.get("v").cloned().ok_or_else(|| bad("empty value".into()))?
+                t.get("v")
+                    .cloned()
+                    .ok_or_else(|| bad("empty value".into()))?
             }
         },
     };
@@ -284,7 +316,10 @@ ratio = 0.5
         std::fs::write(&wrong, "[net]\nmax_frame = \"big\"\n").unwrap();
         l.file = Some(&wrong);
         let e = load(&l).unwrap_err().to_string();
-        assert!(e.contains("`net.max_frame`: expected integer, got string"), "{e}");
+        assert!(
+            e.contains("`net.max_frame`: expected integer, got string"),
+            "{e}"
+        );
 
         let broken = dir.join("broken.toml");
         std::fs::write(&broken, "[net\n").unwrap();

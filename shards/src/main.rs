@@ -1,1 +1,73 @@
-fn main() {}
+//! The `lattice` binary.
+
+use lattice_shards::cli::{self, Command};
+use lattice_shards::config::Config;
+use lattice_shards::server::{self, exit};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lattice: {e}");
+            std::process::exit(exit::CONFIG);
+        }
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let code = match cmd {
+        Command::Help => {
+            print!("{}", cli::help());
+            exit::OK
+        }
+        Command::Version => {
+            println!(
+                "lattice {} (protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                lattice_proto::version::PROTOCOL
+            );
+            exit::OK
+        }
+        Command::ShowConfig { config, overrides } => {
+            match Config::load(config.as_deref(), env, overrides) {
+                Ok(c) => {
+                    print!("{}", toml::to_string(&c.table).unwrap_or_default());
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("lattice: {e}");
+                    exit::CONFIG
+                }
+            }
+        }
+        Command::Run { config, overrides } => {
+            match Config::load(config.as_deref(), env, overrides) {
+                Ok(c) => {
+                    if let Err(e) = lattice_core::telemetry::log::init(&c.log) {
+                        eprintln!("lattice: {e}");
+                        std::process::exit(exit::CONFIG);
+                    }
+                    install_panic_hook();
+                    server::run(c)
+                }
+                Err(e) => {
+                    eprintln!("lattice: {e}");
+                    exit::CONFIG
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Panics (caught by the shard or not) are logged through tracing with their location.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = lattice_core::runtime::shard::panic_message(info.payload());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("?"), at, panic = %msg, "panic");
+    }));
+}

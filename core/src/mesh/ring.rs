@@ -102,7 +102,8 @@ impl<T> Producer<T> {
         let tail = self.tail.get();
         let cap = self.inner.mask + 1;
         if tail.wrapping_sub(self.head_cache.get()) >= cap {
-            self.head_cache.set(self.inner.head.0.load(Ordering::Acquire));
+            self.head_cache
+                .set(self.inner.head.0.load(Ordering::Acquire));
             if tail.wrapping_sub(self.head_cache.get()) >= cap {
                 return Err(value);
             }
@@ -184,7 +185,10 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert_eq!(c.pop(), Some(0));
         p.push(4).unwrap();
-        assert_eq!((1..=4).map(|_| c.pop().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            (1..=4).map(|_| c.pop().unwrap()).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         assert!(c.pop().is_none());
         assert!(c.is_empty());
     }

@@ -300,7 +300,10 @@ mod tests {
             }
         );
         assert_eq!(dec.pending_len(), 0, "nothing is kept for a refused frame");
-        assert!(collect(&mut dec, b"more", &mut Vec::new()).is_err(), "dead after error");
+        assert!(
+            collect(&mut dec, b"more", &mut Vec::new()).is_err(),
+            "dead after error"
+        );
     }
 
     #[test]
@@ -338,9 +341,15 @@ mod tests {
         let bytes = encode(4, 0, 1, b"hello");
         let mut dec = Decoder::new(1024);
         collect(&mut dec, &bytes[..5], &mut Vec::new()).unwrap();
-        assert_eq!(dec.finish(), Err(FrameError::Truncated { have: 5, need: 12 }));
+        assert_eq!(
+            dec.finish(),
+            Err(FrameError::Truncated { have: 5, need: 12 })
+        );
         collect(&mut dec, &bytes[5..14], &mut Vec::new()).unwrap();
-        assert_eq!(dec.finish(), Err(FrameError::Truncated { have: 14, need: 17 }));
+        assert_eq!(
+            dec.finish(),
+            Err(FrameError::Truncated { have: 14, need: 17 })
+        );
     }
 
     #[test]

@@ -280,7 +280,10 @@ mod tests {
         let b = t.insert_with(1, shared).id;
         assert_eq!(a.slot(), b.slot(), "slot reused");
         assert_ne!(a, b);
-        assert!(t.get(a).is_none(), "stale id does not reach the new session");
+        assert!(
+            t.get(a).is_none(),
+            "stale id does not reach the new session"
+        );
         assert_eq!(t.len(), 1);
     }
 

@@ -107,9 +107,13 @@ impl Server {
             source,
         })?;
         let metrics = Arc::new(Metrics::new(n));
-        let signals: Arc<Vec<ShardSignal>> =
-            Arc::new((0..n).map(|_| ShardSignal::new(rt.control_capacity)).collect());
-        let quiet: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+        let signals: Arc<Vec<ShardSignal>> = Arc::new(
+            (0..n)
+                .map(|_| ShardSignal::new(rt.control_capacity))
+                .collect(),
+        );
+        let quiet: Arc<Vec<AtomicBool>> =
+            Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
 
         // rings[src][dst]
         let mut producers: Vec<Vec<Option<ring::Producer<_>>>> =

@@ -32,6 +32,9 @@ pub trait ShardApp: 'static {
     /// Messages the application sends between shards.
     type Msg: Send + 'static;
 
+    /// The shard's loop is starting (called once, before any other callback).
+    fn on_start(&mut self, _cx: &ShardCx<Self::Msg>) {}
+
     /// A session opened on this shard.
     fn on_open(&mut self, _cx: &ShardCx<Self::Msg>, _session: SessionId) {}
 
@@ -321,13 +324,18 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
 
 async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let id = st.cx.id;
+    guarded(&st, "on_start", |app| app.on_start(&st.cx));
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let mut worked = false;
         for cmd in st.signal().take_control() {
             match cmd {
                 Control::Shutdown if drain_deadline.is_none() => {
-                    tracing::info!(shard = id, sessions = st.cx.session_count(), "shutdown: draining");
+                    tracing::info!(
+                        shard = id,
+                        sessions = st.cx.session_count(),
+                        "shutdown: draining"
+                    );
                     st.cx.draining.set(true);
                     drain_deadline = Some(Instant::now() + st.drain_timeout);
                     guarded(&st, "on_shutdown", |app| app.on_shutdown(&st.cx));
@@ -401,9 +409,8 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
         .sum();
     let locally_quiet = !busy && unsent == 0 && !st.has_input();
     st.quiet[id].store(locally_quiet, Ordering::SeqCst);
-    let all_quiet = locally_quiet
-        && st.quiet.iter().all(|q| q.load(Ordering::SeqCst))
-        && !st.has_input();
+    let all_quiet =
+        locally_quiet && st.quiet.iter().all(|q| q.load(Ordering::SeqCst)) && !st.has_input();
     let timed_out = Instant::now() >= deadline;
     if all_quiet || timed_out {
         let table = st.cx.sessions.borrow();
@@ -412,7 +419,12 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
             return true;
         }
         if timed_out {
-            tracing::warn!(shard = id, sessions = table.len(), unsent, "shutdown: drain timeout, closing sessions with unsent output");
+            tracing::warn!(
+                shard = id,
+                sessions = table.len(),
+                unsent,
+                "shutdown: drain timeout, closing sessions with unsent output"
+            );
         }
         for s in table.iter() {
             s.close(CloseReason::Shutdown);
@@ -445,7 +457,11 @@ pub(crate) fn guarded<A: ShardApp, R>(
     let mut app = match st.app.try_borrow_mut() {
         Ok(a) => a,
         Err(_) => {
-            tracing::error!(shard = st.cx.id, what, "application re-entered; call skipped");
+            tracing::error!(
+                shard = st.cx.id,
+                what,
+                "application re-entered; call skipped"
+            );
             return None;
         }
     };

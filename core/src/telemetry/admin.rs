@@ -80,7 +80,12 @@ fn serve(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {
-            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", b"");
+            return respond(
+                &mut s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+            );
         }
     }
     let (status, ctype, body) = route(&head, metrics);
@@ -91,7 +96,10 @@ fn serve(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
 pub fn route(head: &[u8], metrics: &Metrics) -> (&'static str, &'static str, String) {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     match (method, path) {
         (b"GET", b"/metrics") => (
             "200 OK",

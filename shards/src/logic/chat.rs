@@ -1,0 +1,140 @@
+//! Chat rooms: `JoinRoom` and `Say` are routed to the shard that owns the room (hash of its name);
+//! `Said` is broadcast to every member, whatever shard their session lives on.
+
+use std::collections::HashMap;
+
+use lattice_core::net::SessionId;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+use super::route_hash;
+use crate::component;
+use crate::service::{Component, Ctx, Registrar, Req, Route, LOGIC};
+
+/// `[chat]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Rooms one shard holds; joining a new room beyond it is refused.
+    pub max_rooms_per_shard: usize,
+    /// Members one room holds.
+    pub max_members: usize,
+    /// Longest room name in bytes.
+    pub max_room_name: usize,
+    /// Longest `Say.text` in bytes.
+    pub max_text: usize,
+}
+
+/// The chat component: rooms owned by this shard.
+pub struct Chat {
+    cfg: ChatConfig,
+    rooms: HashMap<String, Vec<SessionId>>,
+    /// Rooms of this shard each session is in (to leave them when the session closes).
+    joined: HashMap<SessionId, Vec<String>>,
+}
+
+component!(CHAT, service = LOGIC, order = 20, ty = Chat);
+
+impl Component for Chat {
+    type Config = ChatConfig;
+    const SECTION: &'static str = "chat";
+
+    fn new(cfg: ChatConfig, _shard: usize, _shards: usize) -> Self {
+        Chat {
+            cfg,
+            rooms: HashMap::new(),
+            joined: HashMap::new(),
+        }
+    }
+
+    fn register(reg: &mut Registrar<Self>) {
+        reg.on::<pb::JoinRoom>(Chat::join);
+        reg.on::<pb::Say>(Chat::say);
+    }
+
+    fn route(&self, msg: &AnyMessage, _session: SessionId) -> Route {
+        match msg {
+            AnyMessage::JoinRoom(j) => Route::Hash(route_hash(j.room.as_str())),
+            AnyMessage::Say(s) => Route::Hash(route_hash(s.room.as_str())),
+            _ => Route::Local,
+        }
+    }
+
+    fn on_session_closed(&mut self, _ctx: &mut Ctx<'_>, session: SessionId) {
+        let Some(rooms) = self.joined.remove(&session) else {
+            return;
+        };
+        for room in rooms {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                members.retain(|m| *m != session);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+    }
+}
+
+impl Chat {
+    fn join(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::JoinRoom>) {
+        let (s, rid, op) = (req.session, req.request_id, req.opcode);
+        let room = req.msg.room;
+        if room.is_empty() || room.len() > self.cfg.max_room_name {
+            return ctx.error(
+                s,
+                rid,
+                op,
+                error_code::BAD_REQUEST,
+                "room name empty or too long",
+            );
+        }
+        if !self.rooms.contains_key(&room) && self.rooms.len() >= self.cfg.max_rooms_per_shard {
+            return ctx.error(s, rid, op, error_code::BUSY, "too many rooms");
+        }
+        let members = self.rooms.entry(room.clone()).or_default();
+        if !members.contains(&s) {
+            if members.len() >= self.cfg.max_members {
+                return ctx.error(s, rid, op, error_code::BUSY, "room full");
+            }
+            members.push(s);
+            self.joined.entry(s).or_default().push(room.clone());
+        }
+        let joined = pb::Joined {
+            members: members.len() as u32,
+            room,
+        };
+        ctx.reply(s, rid, &joined);
+    }
+
+    fn say(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::Say>) {
+        let (s, rid, op) = (req.session, req.request_id, req.opcode);
+        if req.msg.text.len() > self.cfg.max_text {
+            return ctx.error(s, rid, op, error_code::BAD_REQUEST, "text too long");
+        }
+        let Some(members) = self.rooms.get(&req.msg.room) else {
+            return ctx.error(
+                s,
+                rid,
+                op,
+                error_code::NOT_MEMBER,
+                "not a member of this room",
+            );
+        };
+        if !members.contains(&s) {
+            return ctx.error(
+                s,
+                rid,
+                op,
+                error_code::NOT_MEMBER,
+                "not a member of this room",
+            );
+        }
+        let others: Vec<SessionId> = members.iter().copied().filter(|m| *m != s).collect();
+        let said = pb::Said {
+            room: req.msg.room,
+            from: s.as_u64(),
+            text: req.msg.text,
+        };
+        ctx.push_many(&others, &said);
+        ctx.reply(s, rid, &said);
+    }
+}

@@ -1,0 +1,13 @@
+//! The logic role's demo components: echo (`Ping` → `Pong`) and chat rooms.
+
+pub mod chat;
+pub mod echo;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// Stable hash of a routing key: the same value on every shard and every run.
+pub fn route_hash<T: Hash + ?Sized>(key: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}

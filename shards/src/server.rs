@@ -1,0 +1,98 @@
+//! `lattice run`: load config, start the shards, the admin listener and the signal watch; on
+//! SIGTERM/SIGINT drain and stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_core::runtime::Server;
+use lattice_core::telemetry::admin::AdminServer;
+
+use crate::app::{App, AppSettings};
+use crate::config::Config;
+
+/// Exit codes of `lattice run`.
+pub mod exit {
+    /// Clean shutdown.
+    pub const OK: i32 = 0;
+    /// Start-up or runtime failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad configuration or usage.
+    pub const CONFIG: i32 = 2;
+}
+
+/// Runs the server until a signal asks it to stop. Returns the process exit code.
+pub fn run(cfg: Config) -> i32 {
+    let n = cfg.runtime.shard_count();
+    let settings = AppSettings {
+        table: cfg.table.clone(),
+        queue_limit: cfg.logic.queue_limit,
+        batch: cfg.logic.batch,
+        compress: (&cfg.compress).into(),
+    };
+    // Build once on this thread so a bad component section is a config error, not a shard crash.
+    if let Err(e) = App::new(&settings, 0, n) {
+        eprintln!("lattice: {e}");
+        return exit::CONFIG;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("lattice: cannot install signal handler: {e}");
+            return exit::FAILURE;
+        }
+    }
+    let mut server = match Server::start(&cfg.runtime, &cfg.net, &cfg.shutdown, move |shard| {
+        App::new(&settings, shard, n).expect("services were validated before start")
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("lattice: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let admin = if cfg.admin.listen.is_empty() {
+        None
+    } else {
+        match AdminServer::start(&cfg.admin.listen, server.metrics()) {
+            Ok(a) => {
+                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz)");
+                Some(a)
+            }
+            Err(e) => {
+                eprintln!(
+                    "lattice: cannot listen on admin.listen {}: {e}",
+                    cfg.admin.listen
+                );
+                server.shutdown();
+                let _ = server.join();
+                return exit::FAILURE;
+            }
+        }
+    };
+    let mut code = exit::OK;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            tracing::info!("shutdown requested by signal");
+            break;
+        }
+        if server.any_shard_finished() {
+            tracing::error!("a shard stopped unexpectedly; shutting down");
+            code = exit::FAILURE;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.shutdown();
+    if let Err(e) = server.join() {
+        tracing::error!(error = %e, "shard failure");
+        eprintln!("lattice: {e}");
+        code = exit::FAILURE;
+    }
+    if let Some(a) = admin {
+        a.stop();
+    }
+    tracing::info!(code, "stopped");
+    code
+}
