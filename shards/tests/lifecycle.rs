@@ -1,0 +1,254 @@
+//! Process-level behaviour: configuration errors, help, metrics format, panics, busy queues,
+//! log redaction and graceful shutdown.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+fn lattice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_and_exit_2() {
+    for (args, key) in [
+        (vec!["run", "--net.max_frame", "lots"], "net.max_frame"),
+        (vec!["run", "--net.nope", "1"], "net.nope"),
+        (vec!["run", "--runtime.driver", "kqueue"], "runtime.driver"),
+        (vec!["run", "--log.level", "[[["], "log.level"),
+    ] {
+        let out = lattice(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(key), "{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(["run"])
+        .env("LATTICE_NET__MAX_CONNECTIONS", "-5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("net.max_connections"));
+    let dir = std::env::temp_dir().join(format!("lattice-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[net]\nlisten = 7\n").unwrap();
+    let out = lattice(&["run", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`net.listen`"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = lattice(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "--net.max_frame",
+        "--runtime.driver",
+        "--logic.route",
+        "--shutdown.drain_timeout_ms",
+        "--config",
+    ] {
+        assert!(text.contains(key), "--help lacks {key}");
+    }
+    assert_eq!(lattice(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn metrics_pass_promtool() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    c.send(1, &pb::Ping { payload: vec![1] });
+    c.recv();
+    let text = l.metrics();
+    assert!(text.contains("lattice_frames_in_total{shard=\"0\"}"));
+    assert!(text.contains("lattice_shard_driver{shard=\"1\""));
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = promtool.expect(
+        "promtool not found: install Debian's `prometheus` package (deploy/test.sh does this)",
+    );
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_chosen_driver_is_logged_per_shard() {
+    let l = Lattice::start(&[]);
+    let logs = l.wait_log("shard started");
+    let m = l.metrics();
+    let on: u64 = m
+        .lines()
+        .filter(|x| x.starts_with("lattice_shard_driver{"))
+        .map(|x| x.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(on, 2, "each shard reports exactly one driver:\n{m}");
+    if let Ok(want) = std::env::var("LATTICE_RUNTIME__DRIVER") {
+        if want != "auto" {
+            assert!(logs.contains(&format!("driver=\"{want}\"")), "{logs}");
+        }
+    }
+}
+
+#[test]
+fn panicking_handler_answers_internal_and_shard_goes_on() {
+    let l = Lattice::start(&[
+        "--logic.fault_panic_payload",
+        "boom",
+        "--logic.route",
+        "remote",
+    ]);
+    let mut c = l.connect();
+    c.send(
+        5,
+        &pb::Ping {
+            payload: b"boom".to_vec(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, 5);
+    expect_error(&f, error_code::INTERNAL);
+    c.send(
+        6,
+        &pb::Ping {
+            payload: b"fine".to_vec(),
+        },
+    );
+    assert!(matches!(c.recv().decode(), AnyMessage::Pong(_)));
+    let logs = l.wait_log("handler panicked");
+    assert!(logs.contains("fault injection"), "panic message is logged");
+    assert!(logs.contains("opcode=4"), "opcode is logged");
+    assert_eq!(l.metric_total("lattice_handler_panics_total"), 1);
+}
+
+#[test]
+fn full_service_queue_answers_busy_and_counts_drops() {
+    let l = Lattice::start(&[
+        "--logic.route",
+        "remote",
+        "--logic.queue_limit",
+        "4",
+        "--logic.batch",
+        "1",
+        "--logic.fault_spin_us",
+        "2000",
+    ]);
+    let mut c = l.connect();
+    let n = 200u32;
+    let mut burst = Vec::new();
+    for i in 0..n {
+        burst.extend(encode(i + 1, &pb::Ping { payload: vec![] }));
+    }
+    c.send_raw(&burst);
+    let (mut pongs, mut busy) = (0, 0);
+    for _ in 0..n {
+        match c.recv().decode() {
+            AnyMessage::Pong(_) => pongs += 1,
+            AnyMessage::Error(e) if e.code == error_code::BUSY => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(pongs + busy, n, "every request is answered once");
+    assert!(busy > 0, "a 4-deep queue with a slow handler must overflow");
+    assert!(pongs >= 4);
+    assert_eq!(l.metric_total("lattice_dropped_busy_total"), busy as u64);
+}
+
+#[test]
+fn login_password_never_reaches_the_log() {
+    let l = Lattice::start(&["--log.level", "trace"]);
+    let mut c = l.connect();
+    let secret = "hunter2-very-secret";
+    c.send(
+        3,
+        &pb::Login {
+            user: "alice".into(),
+            password: secret.into(),
+        },
+    );
+    c.recv();
+    c.send(
+        4,
+        &pb::Ping {
+            payload: b"visible-payload".to_vec(),
+        },
+    );
+    c.recv();
+    let logs = l.wait_log("msg=\"Login\"");
+    assert!(
+        logs.contains("visible-payload") || logs.contains("118, 105"),
+        "ordinary bodies are logged at trace"
+    );
+    assert!(!logs.contains(secret), "the password leaked into the log");
+}
+
+#[test]
+fn sigterm_flushes_in_flight_replies_then_exits_0() {
+    // 100 requests at 2 ms each on the other shard: ~200 ms of work in flight when SIGTERM lands.
+    let mut l = Lattice::start(&["--logic.route", "remote", "--logic.fault_spin_us", "2000"]);
+    let mut c = l.connect();
+    let mut burst = Vec::new();
+    for i in 0..100u32 {
+        burst.extend(encode(
+            i + 1,
+            &pb::Ping {
+                payload: vec![9; 16],
+            },
+        ));
+    }
+    c.send_raw(&burst);
+    // Wait until the server has read all of them (Hello + 100), then ask it to stop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while l.metric_total("lattice_frames_in_total") < 101 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not read the burst"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe_free_kill(l.child.id(), "TERM");
+    let mut ids = Vec::new();
+    while let Some(f) = c.try_recv() {
+        assert!(matches!(f.decode(), AnyMessage::Pong(_)));
+        ids.push(f.request_id);
+    }
+    assert_eq!(
+        ids,
+        (1..=100).collect::<Vec<_>>(),
+        "every request read before SIGTERM is answered, in order"
+    );
+    let code = l.terminate();
+    assert_eq!(code, 0, "{}", l.logs());
+    let logs = l.logs();
+    assert!(logs.contains("shutdown requested by signal"), "{logs}");
+    assert!(logs.contains("reason=server shutdown"), "{logs}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", l.port)).is_err(),
+        "listener closed"
+    );
+}

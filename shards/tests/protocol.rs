@@ -1,0 +1,242 @@
+//! Bad input: every kind has a defined outcome, never panics a shard, never affects other sessions.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+fn ping_ok(c: &mut Client, rid: u32) {
+    c.send(
+        rid,
+        &pb::Ping {
+            payload: b"still here".to_vec(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, rid);
+    assert!(matches!(f.decode(), AnyMessage::Pong(_)));
+}
+
+#[test]
+fn unknown_opcode_is_skipped_with_an_error_and_counted() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    c.send_raw(&raw(999, 0, 5, b"whatever"));
+    let f = c.recv();
+    assert_eq!(f.request_id, 5);
+    let e = expect_error(&f, error_code::UNKNOWN_OPCODE);
+    assert_eq!(e.opcode, 999);
+    ping_ok(&mut c, 6);
+    assert_eq!(l.metric_total("lattice_unknown_opcode_total"), 1);
+}
+
+#[test]
+fn undecodable_body_is_bad_request_and_session_survives() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    c.send_raw(&raw(4, 0, 9, &[0x0a, 0x05, 1]));
+    expect_error(&c.recv(), error_code::BAD_REQUEST);
+    ping_ok(&mut c, 10);
+    assert_eq!(l.metric_total("lattice_bad_request_total"), 1);
+}
+
+#[test]
+fn server_internal_opcode_is_rejected_and_counted() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    c.send_raw(&raw(lattice_proto::opcode::RELAY, 0, 3, b""));
+    expect_error(&c.recv(), error_code::NOT_ALLOWED);
+    ping_ok(&mut c, 4);
+    assert_eq!(l.metric_total("lattice_rejected_internal_total"), 1);
+}
+
+#[test]
+fn hello_must_come_first_and_incompatible_major_is_refused() {
+    let l = Lattice::start(&[]);
+    let mut c = Client::connect_raw(l.port);
+    c.send(1, &pb::Ping { payload: vec![] });
+    expect_error(&c.recv(), error_code::NOT_ALLOWED);
+    assert!(c.closed_by_server());
+
+    let mut c = Client::connect_raw(l.port);
+    c.send(
+        1,
+        &pb::Hello {
+            client_version: "99.0.0-release".into(),
+        },
+    );
+    let e = expect_error(&c.recv(), error_code::VERSION_MISMATCH);
+    assert!(e.message.contains("99.0.0"), "{}", e.message);
+    assert!(c.closed_by_server());
+
+    let mut c = Client::connect_raw(l.port);
+    c.send(
+        1,
+        &pb::Hello {
+            client_version: "one.two".into(),
+        },
+    );
+    expect_error(&c.recv(), error_code::VERSION_MISMATCH);
+    assert!(c.closed_by_server());
+    l.wait_log("not compatible with server protocol");
+}
+
+/// A malformed stream closes that session only, with its reason logged and counted.
+fn closes_only_the_offender(bad: &[u8], reason: &str) {
+    let l = Lattice::start(&["--net.max_frame", "4096"]);
+    let mut good = l.connect();
+    let mut bad_c = l.connect();
+    bad_c.send_raw(bad);
+    assert!(
+        bad_c.closed_by_server(),
+        "server must close a session that sent {reason}"
+    );
+    l.wait_log(reason);
+    ping_ok(&mut good, 1);
+    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 1);
+}
+
+#[test]
+fn oversize_frame_closes_the_session() {
+    let mut f = raw(4, 0, 1, b"");
+    f[0..4].copy_from_slice(&5000u32.to_le_bytes());
+    closes_only_the_offender(&f, "frame length 5000 out of range");
+}
+
+#[test]
+fn undersize_length_closes_the_session() {
+    closes_only_the_offender(
+        &[3, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0],
+        "frame length 3 out of range",
+    );
+}
+
+#[test]
+fn reserved_flags_close_the_session() {
+    closes_only_the_offender(&raw(4, 0x0100, 1, b""), "reserved flag bits");
+}
+
+#[test]
+fn garbage_closes_the_session() {
+    closes_only_the_offender(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "out of range");
+}
+
+#[test]
+fn truncated_then_closed_is_logged() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    let f = encode(
+        2,
+        &pb::Ping {
+            payload: vec![7; 100],
+        },
+    );
+    c.s.write_all(&f[..50]).unwrap();
+    c.s.shutdown(std::net::Shutdown::Both).unwrap();
+    l.wait_log("truncated frame at close (50 of 114 bytes)");
+    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 1);
+}
+
+#[test]
+fn split_frames_byte_by_byte_are_reassembled() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    let mut bytes = encode(
+        40,
+        &pb::Ping {
+            payload: b"abc".to_vec(),
+        },
+    );
+    bytes.extend(encode(
+        41,
+        &pb::Ping {
+            payload: b"def".to_vec(),
+        },
+    ));
+    for b in bytes {
+        c.s.write_all(&[b]).unwrap();
+    }
+    assert_eq!(c.recv().request_id, 40);
+    assert_eq!(c.recv().request_id, 41);
+}
+
+#[test]
+fn compressed_request_round_trips_and_bomb_closes() {
+    use flate2::write::ZlibEncoder;
+    let l = Lattice::start(&[
+        "--compress.threshold",
+        "64",
+        "--compress.max_inflated",
+        "65536",
+    ]);
+    let mut c = l.connect();
+    let payload = vec![b'x'; 5000];
+    let body = prost::Message::encode_to_vec(&pb::Ping {
+        payload: payload.clone(),
+    });
+    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&body).unwrap();
+    let zbody = z.finish().unwrap();
+    c.send_raw(&raw(4, 1, 8, &zbody));
+    let f = c.recv();
+    assert_eq!(f.flags, 1, "reply above the threshold is compressed");
+    let mut inflated = Vec::new();
+    std::io::copy(
+        &mut flate2::read::ZlibDecoder::new(&f.body[..]),
+        &mut inflated,
+    )
+    .unwrap();
+    let pong: pb::Pong = prost::Message::decode(&inflated[..]).unwrap();
+    assert_eq!(pong.payload, payload);
+
+    // 10 MB of zeros inflating past the 64 KiB cap.
+    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&vec![0u8; 10 << 20]).unwrap();
+    let bomb = z.finish().unwrap();
+    assert!(bomb.len() < 64 << 10);
+    let mut b = l.connect();
+    b.send_raw(&raw(4, 1, 9, &bomb));
+    assert!(b.closed_by_server());
+    l.wait_log("inflates beyond the cap");
+    ping_ok(&mut c, 11);
+}
+
+#[test]
+fn slow_reader_is_closed_for_send_buffer_overflow() {
+    let l = Lattice::start(&["--net.send_buffer_limit", "65536"]);
+    let mut c = l.connect();
+    // Never read; the kernel buffers fill, then the session's buffer passes its limit.
+    // Incompressible payload, so the Pongs stay large (bodies above compress.threshold are zlib'd).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let payload: Vec<u8> = (0..60_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big = encode(1, &pb::Ping { payload });
+    let mut closed = false;
+    for _ in 0..2000 {
+        if c.s.write_all(&big).is_err() {
+            closed = true;
+            break;
+        }
+        if l.logs().contains("send buffer overflow") {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "server never closed the slow reader: {}", l.logs());
+    l.wait_log("reason=send buffer overflow");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while l.metric_total("lattice_sessions_closed_send_overflow_total") != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut other = l.connect();
+    ping_ok(&mut other, 2);
+}

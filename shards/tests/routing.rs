@@ -1,0 +1,152 @@
+//! Gate → mesh → logic → back, over a real `lattice` process with 2 shards.
+
+mod common;
+
+use common::*;
+use lattice_proto::{pb, AnyMessage};
+
+fn echo_all_routes(route: &str) {
+    let l = Lattice::start(&["--logic.route", route]);
+    let mut clients: Vec<Client> = (0..4).map(|_| l.connect()).collect();
+    // Closed probe connections broadcast SessionClosed over the mesh; count only what pings cause.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before: u64 = per_shard(&l.metrics(), "lattice_mesh_sent_total")
+        .iter()
+        .sum();
+    for round in 0..50u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let payload = format!("{route}-{i}-{round}").into_bytes();
+            c.send(
+                round + 10,
+                &pb::Ping {
+                    payload: payload.clone(),
+                },
+            );
+            let f = c.recv();
+            assert_eq!(f.request_id, round + 10);
+            assert_eq!(f.decode(), AnyMessage::Pong(pb::Pong { payload }));
+        }
+    }
+    let m = l.metrics();
+    let sent: u64 = per_shard(&m, "lattice_mesh_sent_total").iter().sum::<u64>() - before;
+    match route {
+        // Each request and each reply crosses the mesh.
+        "remote" => assert!(sent >= 400, "remote routing must use the mesh, sent={sent}"),
+        "local" => assert_eq!(sent, 0, "local routing must not use the mesh"),
+        _ => {}
+    }
+}
+
+#[test]
+fn echo_local_route() {
+    echo_all_routes("local");
+}
+
+#[test]
+fn echo_hash_route() {
+    echo_all_routes("hash");
+}
+
+#[test]
+fn echo_remote_route_crosses_the_mesh() {
+    echo_all_routes("remote");
+}
+
+#[test]
+fn chat_broadcast_reaches_members_on_every_shard() {
+    let l = Lattice::start(&[]);
+    let mut cs: Vec<Client> = (0..4).map(|_| l.connect()).collect();
+    let shards: std::collections::HashSet<u64> = cs.iter().map(|c| c.session_id >> 56).collect();
+    assert_eq!(shards.len(), 2, "round robin put sessions on both shards");
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send(
+            1,
+            &pb::JoinRoom {
+                room: "lobby".into(),
+            },
+        );
+        match c.recv().decode() {
+            AnyMessage::Joined(j) => assert_eq!(j.members as usize, i + 1),
+            other => panic!("{other:?}"),
+        }
+    }
+    cs[2].send(
+        77,
+        &pb::Say {
+            room: "lobby".into(),
+            text: "hello all".into(),
+        },
+    );
+    let from = cs[2].session_id;
+    for (i, c) in cs.iter_mut().enumerate() {
+        let f = c.recv();
+        assert_eq!(f.request_id, if i == 2 { 77 } else { 0 });
+        assert_eq!(
+            f.decode(),
+            AnyMessage::Said(pb::Said {
+                room: "lobby".into(),
+                from,
+                text: "hello all".into()
+            })
+        );
+    }
+    // A session that did not join cannot speak; one that left (closed) no longer receives.
+    let mut outsider = l.connect();
+    outsider.send(
+        3,
+        &pb::Say {
+            room: "lobby".into(),
+            text: "x".into(),
+        },
+    );
+    expect_error(&outsider.recv(), lattice_proto::error_code::NOT_MEMBER);
+    drop(cs.pop());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    cs[0].send(
+        4,
+        &pb::JoinRoom {
+            room: "lobby".into(),
+        },
+    );
+    match cs[0].recv().decode() {
+        AnyMessage::Joined(j) => assert_eq!(j.members, 3, "closed session left the room"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn balance(mode: &str) {
+    let l = Lattice::start(&["--net.balance", mode]);
+    let before = per_shard(&l.metrics(), "lattice_connections_accepted_total");
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        conns.push(std::net::TcpStream::connect(("127.0.0.1", l.port)).unwrap());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let counts = loop {
+        let c: Vec<u64> = per_shard(&l.metrics(), "lattice_connections_accepted_total")
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        if c.iter().sum::<u64>() >= 1000 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(counts.iter().sum::<u64>(), 1000, "{counts:?}");
+    let (a, b) = (counts[0] as f64, counts[1] as f64);
+    assert!(
+        (a - b).abs() / 1000.0 <= 0.05,
+        "per-shard counts {counts:?} differ by more than 5 %"
+    );
+}
+
+#[test]
+fn thousand_connects_round_robin_within_5_percent() {
+    balance("round_robin");
+}
+
+#[test]
+fn thousand_connects_least_conns_within_5_percent() {
+    balance("least_conns");
+}
