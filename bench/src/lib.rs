@@ -1,1 +1,5 @@
-//! Lattice benchmarks.
+//! Lattice benchmarks: the `lattice-load` harness, the tokio baseline echo server, micro-benchmarks.
+//!
+//! Shared pieces of the harness and the baseline live here: frame encoding and the option parser.
+
+pub mod wire;

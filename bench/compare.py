@@ -1,0 +1,191 @@
+"""Runs lattice and the baseline alternately under lattice-load and prints figures and ratios.
+
+Server pinned to core 0 (1 shard), harness = two lattice-load processes pinned to core 1 (one
+generator process saturates before the server does). Server CPU time per round trip comes from
+/proc/PID/stat (utime+stime) over the whole harness run divided by every response received, at a
+fixed open-loop rate, so it stays meaningful when the harness is the bottleneck.
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
+BIN = os.path.join(TARGET, "release")
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, proc, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            sys.exit(f"server exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"server on {port} did not start")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_server(kind, port, cores="0", shards=1, route="local"):
+    log = open(os.path.join(tempfile.gettempdir(), f"compare-{kind}-{port}.log"), "w")
+    if kind == "baseline":
+        cmd = ["taskset", "-c", cores, f"{BIN}/baseline-echo", "--listen", f"127.0.0.1:{port}",
+               "--threads", str(shards)]
+    else:
+        cmd = ["taskset", "-c", cores, f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
+               "--admin.listen", "", "--runtime.shards", str(shards), "--logic.route", route,
+               "--log.level", "warn"]
+    p = subprocess.Popen(cmd, stdout=log, stderr=log)
+    # Probe through the admin-free path: the first connection is harmless (closed at once).
+    wait_port(port, p)
+    time.sleep(0.3)
+    return p
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def harness(port, args, procs=2, core="1"):
+    """Runs `procs` lattice-load processes; returns their JSON reports."""
+    outs, ps = [], []
+    for i in range(procs):
+        rep = os.path.join(tempfile.gettempdir(), f"compare-load-{port}-{i}.json")
+        outs.append(rep)
+        ps.append(subprocess.Popen(
+            ["taskset", "-c", core, f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--quiet",
+             "--report", rep, "--max-errors", "0"] + args,
+            stdout=subprocess.DEVNULL))
+    for p in ps:
+        if p.wait() != 0:
+            sys.exit("lattice-load reported errors")
+    return [json.load(open(r)) for r in outs]
+
+
+def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1"):
+    port = free_port()
+    p = start_server(kind, port, cores, shards, route)
+    per = a.rate / 2
+    common = ["--connections", str(a.connections // 2), "--depth", str(a.depth), "--payload", "100",
+              "--duration", str(a.duration), "--warmup", "1"]
+    c0 = cpu_seconds(p.pid)
+    reps = harness(port, common + ["--rate", str(per)], core=hcore)
+    c1 = cpu_seconds(p.pid)
+    responses = sum(r["responses"] for r in reps)
+    p99 = max(r["latency_us"]["p99"] for r in reps)
+    # Closed loop right after: throughput.
+    reps2 = harness(port, common, core=hcore)
+    stop(p)
+    return {
+        "cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
+        "open_rt_per_s": sum(r["rt_per_s"] for r in reps),
+        "open_p99_us": p99,
+        "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2),
+        "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2),
+    }
+
+
+def idle_run(kind, n, a):
+    port = free_port()
+    p = start_server(kind, port)
+    time.sleep(0.5)
+    before = rss_kib(p.pid)
+    load = subprocess.Popen(
+        ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--scenario", "idle",
+         "--connections", str(n), "--sources", "8", "--duration", "8", "--warmup", "0", "--quiet",
+         "--max-errors", "0"], stdout=subprocess.DEVNULL)
+    time.sleep(6)
+    after = rss_kib(p.pid)
+    if load.wait() != 0:
+        sys.exit("idle harness failed (open-files limit? ephemeral ports?)")
+    stop(p)
+    return {"rss_before_kib": before, "rss_after_kib": after, "bytes_per_conn": (after - before) * 1024 / n}
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=60000, help="total open-loop rate (req/s)")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--only", default="echo,mesh,idle")
+    ap.add_argument("--json", default="", help="write all raw results here")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    results = {}
+    print(f"# lattice vs baseline — {a.connections} conns x {a.depth} in flight, 100 B, "
+          f"{a.duration:g}s per run, open-loop rate {a.rate:g}/s, {a.reps} alternating reps, "
+          f"server on core 0, 2 harness processes on core 1")
+    if "echo" in only:
+        lat, base = [], []
+        for i in range(a.reps):
+            lat.append(echo_run("lattice", a))
+            base.append(echo_run("baseline", a))
+            print(f"  rep {i+1}: lattice {lat[-1]['cpu_us_per_rt']:.3f} µs/rt, "
+                  f"baseline {base[-1]['cpu_us_per_rt']:.3f} µs/rt", flush=True)
+        results["echo"] = {"lattice": lat, "baseline": base}
+        print("\n| figure (median) | lattice | baseline | ratio |\n|---|---:|---:|---:|")
+        for key, label in [("cpu_us_per_rt", "server CPU µs per round trip (open loop)"),
+                           ("open_rt_per_s", "round trips/s at the fixed rate"),
+                           ("open_p99_us", "p99 µs at the fixed rate"),
+                           ("closed_rt_per_s", "round trips/s closed loop"),
+                           ("closed_p99_us", "p99 µs closed loop")]:
+            l, b = med(lat, key), med(base, key)
+            print(f"| {label} | {l:.3f} | {b:.3f} | {l / b if b else float('nan'):.2f} |")
+    if "mesh" in only:
+        loc, rem = [], []
+        for i in range(a.reps):
+            loc.append(echo_run("lattice", a, shards=2, route="local", cores="0,1"))
+            rem.append(echo_run("lattice", a, shards=2, route="remote", cores="0,1"))
+        results["mesh"] = {"local": loc, "remote": rem}
+        print("\n| 2 shards (median) | route=remote (mesh) | route=local | ratio |\n|---|---:|---:|---:|")
+        for key, label in [("cpu_us_per_rt", "server CPU µs per round trip"),
+                           ("closed_rt_per_s", "round trips/s closed loop")]:
+            r_, l_ = med(rem, key), med(loc, key)
+            print(f"| {label} | {r_:.3f} | {l_:.3f} | {r_ / l_ if l_ else float('nan'):.2f} |")
+    if "idle" in only:
+        li = idle_run("lattice", a.idle, a)
+        bi = idle_run("baseline", a.idle, a)
+        results["idle"] = {"lattice": li, "baseline": bi}
+        print(f"\n| {a.idle} idle connections | lattice | baseline |\n|---|---:|---:|")
+        print(f"| RSS before (KiB) | {li['rss_before_kib']} | {bi['rss_before_kib']} |")
+        print(f"| RSS after (KiB) | {li['rss_after_kib']} | {bi['rss_after_kib']} |")
+        print(f"| bytes per connection | {li['bytes_per_conn']:.0f} | {bi['bytes_per_conn']:.0f} |")
+    if a.json:
+        json.dump(results, open(a.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+//! `lattice-load`: a load generator for Lattice (and anything speaking its frame format).
+//!
+//! N connections spread over several 127.0.0.x source addresses, D requests in flight per connection
+//! (closed loop) or a fixed total rate (open loop, latency measured from each request's intended send
+//! time so a stalled server cannot hide its queueing: no coordinated omission). Latency goes into an
+//! HdrHistogram; a progress line prints every second; a JSON report is written on request; the exit
+//! code is non-zero when errors exceed `--max-errors`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use lattice_bench::wire::{parse_flags, put_frame, whole_frame};
+use lattice_proto::{opcode, pb, AnyMessage};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+const HELP: &str = "lattice-load — load generator for Lattice
+
+USAGE: lattice-load [--option value ...]
+
+  --addr HOST:PORT      server address (default 127.0.0.1:7100)
+  --connections N       connections (default 50)
+  --depth D             requests in flight per connection, closed loop (default 16)
+  --rate R              total requests/s for open loop; 0 = closed loop (default 0)
+  --payload BYTES       payload size (default 100)
+  --duration SECS       measured duration (default 10)
+  --warmup SECS         unmeasured warm-up before it (default 1)
+  --scenario S          echo | chat | idle (default echo)
+  --rooms N             chat rooms (default connections/10, at least 1)
+  --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
+  --max-errors N        exit 1 when errors exceed N (default 0)
+  --report FILE         write a JSON report
+  --quiet               no progress line
+  --help                this text
+";
+
+#[derive(Clone)]
+struct Opts {
+    addr: SocketAddr,
+    connections: usize,
+    depth: usize,
+    rate: f64,
+    payload: usize,
+    duration: Duration,
+    warmup: Duration,
+    scenario: Scenario,
+    rooms: usize,
+    sources: u8,
+    max_errors: u64,
+    report: Option<String>,
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Scenario {
+    Echo,
+    Chat,
+    Idle,
+}
+
+fn parse_opts() -> Result<Opts, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut o = Opts {
+        addr: "127.0.0.1:7100".parse().unwrap(),
+        connections: 50,
+        depth: 16,
+        rate: 0.0,
+        payload: 100,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(1),
+        scenario: Scenario::Echo,
+        rooms: 0,
+        sources: 4,
+        max_errors: 0,
+        report: None,
+        quiet: false,
+    };
+    let num = |k: &str, v: &str| -> Result<f64, String> {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| format!("--{k}: expected a non-negative number, got {v:?}"))
+    };
+    for (k, v) in parse_flags(&args)? {
+        match k.as_str() {
+            "help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "addr" => o.addr = v.parse().map_err(|e| format!("--addr {v}: {e}"))?,
+            "connections" => o.connections = num(&k, &v)? as usize,
+            "depth" => o.depth = (num(&k, &v)? as usize).max(1),
+            "rate" => o.rate = num(&k, &v)?,
+            "payload" => o.payload = num(&k, &v)? as usize,
+            "duration" => o.duration = Duration::from_secs_f64(num(&k, &v)?),
+            "warmup" => o.warmup = Duration::from_secs_f64(num(&k, &v)?),
+            "scenario" => {
+                o.scenario = match v.as_str() {
+                    "echo" => Scenario::Echo,
+                    "chat" => Scenario::Chat,
+                    "idle" => Scenario::Idle,
+                    _ => return Err(format!("--scenario: echo, chat or idle, got {v:?}")),
+                }
+            }
+            "rooms" => o.rooms = num(&k, &v)? as usize,
+            "sources" => o.sources = (num(&k, &v)? as u8).max(1),
+            "max-errors" => o.max_errors = num(&k, &v)? as u64,
+            "report" => o.report = Some(v),
+            "quiet" => o.quiet = true,
+            _ => return Err(format!("unknown option --{k} (see --help)")),
+        }
+    }
+    if o.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if o.rooms == 0 {
+        o.rooms = (o.connections / 10).max(1);
+    }
+    Ok(o)
+}
+
+#[derive(Default)]
+struct Stats {
+    hist: Option<Histogram<u64>>,
+    window: Option<Histogram<u64>>,
+    sent: u64,
+    responses: u64,
+    measured: u64,
+    errors: u64,
+    deliveries: u64,
+    connected: u64,
+    first_error: Option<String>,
+}
+
+impl Stats {
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+}
+
+type Shared = Rc<RefCell<Stats>>;
+
+struct Clock {
+    start: Instant,
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+fn main() {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("lattice-load: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let code = local.block_on(&rt, run(o));
+    std::process::exit(code);
+}
+
+async fn run(o: Opts) -> i32 {
+    let stats: Shared = Rc::new(RefCell::new(Stats {
+        hist: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
+        window: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
+        ..Default::default()
+    }));
+    let now = Instant::now();
+    let clock = Rc::new(Clock {
+        start: now,
+        measure_from: now + o.warmup,
+        stop_at: now + o.warmup + o.duration,
+    });
+    let mut tasks = Vec::new();
+    for i in 0..o.connections {
+        let (o2, st, ck) = (o.clone(), stats.clone(), clock.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            if let Err(e) = connection(i, &o2, &st, &ck).await {
+                st.borrow_mut().error(format!("connection {i}: {e}"));
+            }
+        }));
+    }
+    // Progress, once a second.
+    let progress = {
+        let (st, ck, quiet, n) = (stats.clone(), clock.clone(), o.quiet, o.connections);
+        tokio::task::spawn_local(async move {
+            let mut last = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut guard = st.borrow_mut();
+                let s = &mut *guard;
+                let done = s.responses - last;
+                last = s.responses;
+                let w = s.window.as_mut().unwrap();
+                let line = format!(
+                    "[{:>5.1}s] {:>9} rt/s  p50 {:>8}  p99 {:>8}  max {:>8}  errors {}  connected {}/{}",
+                    ck.start.elapsed().as_secs_f64(),
+                    done,
+                    fmt_ns(w.value_at_quantile(0.5)),
+                    fmt_ns(w.value_at_quantile(0.99)),
+                    fmt_ns(w.max()),
+                    s.errors,
+                    s.connected,
+                    n
+                );
+                w.reset();
+                drop(guard);
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            }
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    progress.abort();
+    let code = report(&o, &stats.borrow(), &clock);
+    code
+}
+
+fn fmt_ns(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    }
+}
+
+async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), String> {
+    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % o.sources as usize) as u8));
+    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(src, 0))
+        .map_err(|e| format!("bind {src}: {e}"))?;
+    let mut s = sock
+        .connect(o.addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut tmp = vec![0u8; 64 * 1024];
+    // Hello / Welcome.
+    let mut out = Vec::new();
+    let hello = pb::Hello {
+        client_version: lattice_proto::version::PROTOCOL.to_string(),
+    };
+    put_frame(&mut out, opcode::HELLO, 0, 1, &hello.encode_to_vec());
+    if o.scenario == Scenario::Chat {
+        let j = pb::JoinRoom {
+            room: format!("room-{}", i % o.rooms),
+        };
+        put_frame(&mut out, opcode::JOIN_ROOM, 0, 2, &j.encode_to_vec());
+    }
+    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    let want = if o.scenario == Scenario::Chat { 2 } else { 1 };
+    let mut got = 0;
+    while got < want {
+        let n = s.read(&mut tmp).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during handshake".into());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        while let Some(h) = whole_frame(&buf, 1 << 20)? {
+            if h.opcode == opcode::ERROR {
+                return Err(format!(
+                    "handshake error: {:?}",
+                    lattice_proto::decode(h.opcode, &buf[12..h.len])
+                ));
+            }
+            if h.opcode == opcode::WELCOME || h.opcode == opcode::JOINED {
+                got += 1;
+            }
+            buf.drain(..h.len);
+        }
+    }
+    st.borrow_mut().connected += 1;
+    if o.scenario == Scenario::Idle {
+        tokio::time::sleep_until(ck.stop_at.into()).await;
+        return Ok(());
+    }
+    let payload: Vec<u8> = (0..o.payload).map(|k| b'a' + (k % 26) as u8).collect();
+    let body = match o.scenario {
+        Scenario::Chat => pb::Say {
+            room: format!("room-{}", i % o.rooms),
+            text: String::from_utf8(payload).unwrap(),
+        }
+        .encode_to_vec(),
+        _ => pb::Ping { payload }.encode_to_vec(),
+    };
+    let op = if o.scenario == Scenario::Chat {
+        opcode::SAY
+    } else {
+        opcode::PING
+    };
+    let (mut rd, mut wr) = s.into_split();
+    let pending: Rc<RefCell<HashMap<u32, Instant>>> = Rc::new(RefCell::new(HashMap::new()));
+    let per_conn_rate = o.rate / o.connections as f64;
+    let writer_done = Rc::new(std::cell::Cell::new(o.rate <= 0.0));
+    let closed_loop = o.rate <= 0.0;
+    let mut next_rid: u32 = 100;
+    let mut frame_out = Vec::new();
+    // Closed loop: prime D requests; replies trigger the next ones (in the reader below).
+    // Open loop: a writer task sends on schedule.
+    let (writer, mut wr_slot) = if closed_loop {
+        for _ in 0..o.depth {
+            pending.borrow_mut().insert(next_rid, Instant::now());
+            put_frame(&mut frame_out, op, 0, next_rid, &body);
+            next_rid += 1;
+        }
+        st.borrow_mut().sent += o.depth as u64;
+        wr.write_all(&frame_out).await.map_err(|e| e.to_string())?;
+        (None, Some(wr))
+    } else {
+        let (pending, st, body) = (pending.clone(), st.clone(), body.clone());
+        let done = writer_done.clone();
+        let stop_at = ck.stop_at;
+        let interval = Duration::from_secs_f64(1.0 / per_conn_rate.max(1e-9));
+        // Stagger connections across one interval.
+        let mut next = Instant::now() + interval.mul_f64(i as f64 / o.connections as f64);
+        let task = Some(tokio::task::spawn_local(async move {
+            let mut rid = 100u32;
+            let mut out = Vec::new();
+            while next < stop_at {
+                tokio::time::sleep_until(next.into()).await;
+                let now = Instant::now();
+                out.clear();
+                let mut n = 0;
+                while next <= now && next < stop_at {
+                    if pending.borrow().len() >= 100_000 {
+                        st.borrow_mut()
+                            .error("more than 100000 requests outstanding".into());
+                        done.set(true);
+                        return wr;
+                    }
+                    pending.borrow_mut().insert(rid, next);
+                    put_frame(&mut out, op, 0, rid, &body);
+                    rid = rid.wrapping_add(1).max(100);
+                    next += interval;
+                    n += 1;
+                }
+                st.borrow_mut().sent += n;
+                if wr.write_all(&out).await.is_err() {
+                    st.borrow_mut().error("write failed".into());
+                    done.set(true);
+                    return wr;
+                }
+            }
+            done.set(true);
+            wr
+        }));
+        (task, None)
+    };
+    let drain_deadline = ck.stop_at + Duration::from_secs(3);
+    loop {
+        let waiting = !pending.borrow().is_empty();
+        let now = Instant::now();
+        if now >= ck.stop_at && ((!waiting && writer_done.get()) || now >= drain_deadline) {
+            break;
+        }
+        let timeout_at = if now < ck.stop_at {
+            ck.stop_at
+        } else {
+            (now + Duration::from_millis(10)).min(drain_deadline)
+        };
+        let n = match tokio::time::timeout_at(timeout_at.into(), rd.read(&mut tmp)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => return Err("server closed the connection".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+        };
+        buf.extend_from_slice(&tmp[..n]);
+        frame_out.clear();
+        let now = Instant::now();
+        let mut s = st.borrow_mut();
+        let mut off = 0;
+        while let Some(h) = whole_frame(&buf[off..], 1 << 20)? {
+            let frame_body = &buf[off + 12..off + h.len];
+            off += h.len;
+            if h.rid == 0 {
+                s.deliveries += 1;
+                continue;
+            }
+            if h.opcode == opcode::ERROR {
+                let e = match lattice_proto::decode(h.opcode, frame_body) {
+                    Ok(AnyMessage::Error(e)) => format!("error {}: {}", e.code, e.message),
+                    _ => "undecodable error frame".into(),
+                };
+                pending.borrow_mut().remove(&h.rid);
+                s.error(e);
+                continue;
+            }
+            let Some(t0) = pending.borrow_mut().remove(&h.rid) else {
+                s.error(format!("response to unknown request id {}", h.rid));
+                continue;
+            };
+            s.responses += 1;
+            if t0 >= ck.measure_from && t0 < ck.stop_at {
+                let ns = now.saturating_duration_since(t0).as_nanos().max(1) as u64;
+                let _ = s.hist.as_mut().unwrap().record(ns);
+                s.measured += 1;
+            }
+            let _ = s
+                .window
+                .as_mut()
+                .unwrap()
+                .record(now.saturating_duration_since(t0).as_nanos().max(1) as u64);
+            if closed_loop && now < ck.stop_at {
+                pending.borrow_mut().insert(next_rid, now);
+                put_frame(&mut frame_out, op, 0, next_rid, &body);
+                next_rid = next_rid.wrapping_add(1).max(100);
+                s.sent += 1;
+            }
+        }
+        drop(s);
+        buf.drain(..off);
+        if let (true, Some(w)) = (!frame_out.is_empty(), wr_slot.as_mut()) {
+            w.write_all(&frame_out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+    }
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+    let left = pending.borrow().len() as u64;
+    if left > 0 {
+        let mut s = st.borrow_mut();
+        s.errors += left;
+        if s.first_error.is_none() {
+            s.first_error = Some(format!("{left} requests unanswered"));
+        }
+    }
+    Ok(())
+}
+
+fn report(o: &Opts, s: &Stats, ck: &Clock) -> i32 {
+    let h = s.hist.as_ref().unwrap();
+    let secs = o.duration.as_secs_f64().max(1e-9);
+    let q = |x: f64| h.value_at_quantile(x) as f64 / 1e3;
+    let json = serde_json::json!({
+        "scenario": format!("{:?}", o.scenario).to_lowercase(),
+        "addr": o.addr.to_string(),
+        "connections": o.connections,
+        "connected": s.connected,
+        "depth": o.depth,
+        "rate": o.rate,
+        "payload": o.payload,
+        "duration_s": secs,
+        "sent": s.sent,
+        "responses": s.responses,
+        "measured": s.measured,
+        "deliveries": s.deliveries,
+        "errors": s.errors,
+        "first_error": s.first_error,
+        "rt_per_s": s.measured as f64 / secs,
+        "latency_us": {
+            "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+            "max": h.max() as f64 / 1e3, "mean": h.mean() / 1e3,
+        },
+        "wall_s": ck.start.elapsed().as_secs_f64(),
+    });
+    if let Some(path) = &o.report {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
+            eprintln!("lattice-load: cannot write report {path}: {e}");
+        }
+    }
+    println!(
+        "{} conns={} depth={} rate={} payload={}B: {:.0} rt/s, p50 {:.1}µs p90 {:.1}µs p99 {:.1}µs p99.9 {:.1}µs max {:.1}µs, errors {}, deliveries {}",
+        json["scenario"].as_str().unwrap(),
+        s.connected,
+        o.depth,
+        o.rate,
+        o.payload,
+        s.measured as f64 / secs,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max() as f64 / 1e3,
+        s.errors,
+        s.deliveries
+    );
+    if let Some(e) = &s.first_error {
+        eprintln!("first error: {e}");
+    }
+    if s.errors > o.max_errors {
+        eprintln!(
+            "lattice-load: {} errors > --max-errors {}",
+            s.errors, o.max_errors
+        );
+        1
+    } else {
+        0
+    }
+}
