@@ -13,6 +13,12 @@ use prost_reflect::{Cardinality, Kind, MessageDescriptor, Value};
 
 #[path = "build_ts.rs"]
 mod build_ts;
+#[path = "src/error_code.rs"]
+#[allow(dead_code)]
+mod error_code;
+#[path = "src/version.rs"]
+#[allow(dead_code)]
+mod version;
 #[path = "src/lockfile.rs"]
 mod lockfile;
 
@@ -63,6 +69,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", proto_root.display());
     println!("cargo:rerun-if-changed={}", lock_path.display());
     println!("cargo:rerun-if-changed=src/lockfile.rs");
+    println!("cargo:rerun-if-changed=src/version.rs");
+    println!("cargo:rerun-if-changed=src/error_code.rs");
     println!("cargo:rerun-if-changed=build_ts.rs");
     println!("cargo:rerun-if-changed=ts-runtime");
     println!("cargo:rerun-if-env-changed=LATTICE_PROTO_UPDATE_LOCK");
@@ -205,7 +213,11 @@ fn main() {
     let ts_dir = out.join("ts");
     std::fs::create_dir_all(&ts_dir)
         .unwrap_or_else(|e| fail(&[format!("{}: {e}", ts_dir.display())]));
-    match build_ts::generate(&msgs, &enums) {
+    let consts = build_ts::Consts {
+        protocol_version: version::PROTOCOL.to_string(),
+        error_codes: &error_code::ALL,
+    };
+    match build_ts::generate(&msgs, &enums, &consts) {
         Ok(files) => {
             let mut index = String::from("&[\n");
             for (name, text) in &files {
