@@ -16,11 +16,11 @@ mod build_ts;
 #[path = "src/error_code.rs"]
 #[allow(dead_code)]
 mod error_code;
+#[path = "src/lockfile.rs"]
+mod lockfile;
 #[path = "src/version.rs"]
 #[allow(dead_code)]
 mod version;
-#[path = "src/lockfile.rs"]
-mod lockfile;
 
 /// Everything the generators need to know about one message.
 pub struct Msg {

@@ -15,9 +15,9 @@
 //! fails on a duplicate, a missing or a moved opcode.
 #![warn(missing_docs)]
 
+pub mod error_code;
 #[cfg(test)]
 mod lockfile;
-pub mod error_code;
 pub mod ts;
 pub mod version;
 

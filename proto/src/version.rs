@@ -160,7 +160,7 @@ impl Version {
     }
 
     /// The 48-bit packed form in the low bits of a `u64`; orders like the version.
-    pub const fn to_packed(&self) -> u64 {
+    pub const fn to_packed(self) -> u64 {
         ((self.major as u64) << 32)
             | ((self.minor as u64) << 16)
             | ((self.revision as u64) << 6)
@@ -183,7 +183,7 @@ impl Version {
     }
 
     /// The 6 packed bytes, big-endian (so byte order = version order).
-    pub const fn to_bytes(&self) -> [u8; 6] {
+    pub const fn to_bytes(self) -> [u8; 6] {
         let b = self.to_packed().to_be_bytes();
         [b[2], b[3], b[4], b[5], b[6], b[7]]
     }

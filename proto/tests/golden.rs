@@ -30,7 +30,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len() & 1 == 0, "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
@@ -48,14 +48,20 @@ fn vectors() -> Vec<Vector> {
             name: "protocol_md_ping",
             request_id: 7,
             compress: false,
-            message: pb::Ping { payload: b"hi".to_vec() }.into(),
+            message: pb::Ping {
+                payload: b"hi".to_vec(),
+            }
+            .into(),
             ts: json!({"payload": "6869"}),
         },
         Vector {
             name: "hello",
             request_id: 1,
             compress: false,
-            message: pb::Hello { client_version: "1.0.0-alpha".into() }.into(),
+            message: pb::Hello {
+                client_version: "1.0.0-alpha".into(),
+            }
+            .into(),
             ts: json!({"clientVersion": "1.0.0-alpha"}),
         },
         Vector {
@@ -92,7 +98,10 @@ fn vectors() -> Vec<Vector> {
             name: "join_room",
             request_id: 2,
             compress: false,
-            message: pb::JoinRoom { room: "lobby".into() }.into(),
+            message: pb::JoinRoom {
+                room: "lobby".into(),
+            }
+            .into(),
             ts: json!({"room": "lobby"}),
         },
         Vector {
@@ -193,7 +202,11 @@ fn encode(v: &Vector) -> Vec<u8> {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(&body).expect("in-memory write");
         let z = z.finish().expect("in-memory finish");
-        assert!(z.len() < body.len(), "{}: compression must shrink the body", v.name);
+        assert!(
+            z.len() < body.len(),
+            "{}: compression must shrink the body",
+            v.name
+        );
         frame(v.message.opcode(), FLAG_COMPRESSED, v.request_id, &z)
     } else {
         frame(v.message.opcode(), 0, v.request_id, &body)
@@ -235,7 +248,10 @@ fn golden_dir() -> PathBuf {
 #[test]
 fn protocol_md_example_is_exact() {
     let v = &vectors()[0];
-    assert_eq!(hex(&encode(v)), "100000000400000007000000" .to_string() + "0a026869");
+    assert_eq!(
+        hex(&encode(v)),
+        "100000000400000007000000".to_string() + "0a026869"
+    );
 }
 
 #[test]
@@ -245,7 +261,10 @@ fn rust_frames_match_committed_golden_file() {
         .map(|v| {
             let f = encode(v);
             let (opcode, flags, request_id, message) = parse(&f).expect("own frame parses");
-            assert_eq!((opcode, request_id, &message), (v.message.opcode(), v.request_id, &v.message));
+            assert_eq!(
+                (opcode, request_id, &message),
+                (v.message.opcode(), v.request_id, &v.message)
+            );
             json!({
                 "name": v.name,
                 "opcode": opcode,
@@ -306,9 +325,19 @@ fn ts_frames_decode_in_rust() {
         assert_eq!(opcode, v.message.opcode(), "{}", v.name);
         assert_eq!(request_id, v.request_id, "{}", v.name);
         assert_eq!(message, v.message, "{}", v.name);
-        assert_eq!(flags & FLAG_COMPRESSED != 0, v.compress, "{}: compressed flag", v.name);
+        assert_eq!(
+            flags & FLAG_COMPRESSED != 0,
+            v.compress,
+            "{}: compressed flag",
+            v.name
+        );
         if !v.compress {
-            assert_eq!(bytes, encode(v), "{}: TS bytes differ from Rust bytes", v.name);
+            assert_eq!(
+                bytes,
+                encode(v),
+                "{}: TS bytes differ from Rust bytes",
+                v.name
+            );
         }
     }
 }

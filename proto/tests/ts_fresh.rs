@@ -27,11 +27,27 @@ fn no_client_messages_are_not_exported() {
         let class = format!("export class {} ", info.name);
         let member = format!("  {} = {},", info.name, info.opcode);
         if info.no_client {
-            assert!(!messages.contains(&class), "{} leaked into messages.ts", info.name);
-            assert!(!protocol.contains(&member), "{} leaked into Opcode", info.name);
+            assert!(
+                !messages.contains(&class),
+                "{} leaked into messages.ts",
+                info.name
+            );
+            assert!(
+                !protocol.contains(&member),
+                "{} leaked into Opcode",
+                info.name
+            );
         } else {
-            assert!(messages.contains(&class), "{} missing from messages.ts", info.name);
-            assert!(protocol.contains(&member), "{} missing from Opcode", info.name);
+            assert!(
+                messages.contains(&class),
+                "{} missing from messages.ts",
+                info.name
+            );
+            assert!(
+                protocol.contains(&member),
+                "{} missing from Opcode",
+                info.name
+            );
         }
     }
     assert!(protocol.contains(&format!(
