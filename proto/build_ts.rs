@@ -315,7 +315,10 @@ fn message_ts(
         "  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */\n  static encode(m: I{name}, w?: $protobuf.Writer): $protobuf.Writer {{\n    if (!w) w = $Writer.create();"
     )
     .expect("fmt");
-    for f in &m.fields {
+    // Same order as prost: by field number, a oneof at its lowest number.
+    let mut in_order: Vec<&Field> = m.fields.iter().collect();
+    in_order.sort_by_key(|f| f.sort_key);
+    for f in in_order {
         let v = format!("m.{}", f.ts_name);
         let n = f.number;
         match (&f.kind, f.repeated) {
