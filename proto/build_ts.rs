@@ -47,12 +47,12 @@ pub fn generate(
     let mut out = String::from(HEADER);
     out.push_str(
         "/* eslint-disable */\nimport * as $protobuf from \"protobufjs/minimal\";\n\n\
-         const $Reader = $protobuf.Reader;\nconst $Writer = $protobuf.Writer;\n// The message `lattice.Error` shadows the global `Error` in this module.\nconst $Error = globalThis.Error;\n\n\
+         const $Reader = $protobuf.Reader;\nconst $Writer = $protobuf.Writer;\n\
          /** A 64-bit integer as protobuf.js gives it: a `Long` (when the `long` package loads) or a number. */\n\
          export type Int64 = number | $protobuf.Long;\n\n\
          function isZero64(v: Int64 | string): boolean {\n  if (typeof v === \"number\") return v === 0;\n  if (typeof v === \"string\") return v === \"\" || v === \"0\";\n  return v.low === 0 && v.high === 0;\n}\n\n\
          function zero64(unsigned: boolean): Int64 {\n  const L = $protobuf.util.Long as unknown as { fromBits(lo: number, hi: number, unsigned: boolean): $protobuf.Long } | null;\n  return L ? L.fromBits(0, 0, unsigned) : 0;\n}\n\n\
-         function wireError(type: string, field: string, wire: number): globalThis.Error {\n  return new $Error(`lattice.${type}.${field}: unexpected wire type ${wire}`);\n}\n\n",
+         // (`RangeError`, not `Error`: the message `lattice.Error` shadows `Error` in this module.)\nfunction wireError(type: string, field: string, wire: number): RangeError {\n  return new RangeError(`lattice.${type}.${field}: unexpected wire type ${wire}`);\n}\n\n",
     );
 
     for e in enums {
@@ -417,7 +417,7 @@ fn message_ts(
     }
     writeln!(
         out,
-        "        default:\n          r.skipType(t & 7);\n      }}\n    }}\n    if (r.pos !== end) throw new $Error(\"lattice.{name}: field overruns the message end\");\n    return m;\n  }}\n}}\n"
+        "        default:\n          r.skipType(t & 7);\n      }}\n    }}\n    if (r.pos !== end) throw new RangeError(\"lattice.{name}: field overruns the message end\");\n    return m;\n  }}\n}}\n"
     )
     .expect("fmt");
     Ok(())

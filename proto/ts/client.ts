@@ -16,6 +16,11 @@ import {
 import { compatibleVersions, parseVersion } from "./version";
 import { Transport, TransportFactory, webSocketTransport } from "./transport";
 
+// The host's timer functions (browsers, Node, mini-programs all have them), typed here so the
+// client needs neither the DOM nor the Node typings.
+declare function setTimeout(fn: () => void, ms: number): unknown;
+declare function clearTimeout(handle: unknown): void;
+
 /** Timer functions; injectable so tests can drive time by hand. */
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -154,7 +159,6 @@ export class LatticeClient {
   private readonly opts: Required<Omit<ClientOptions, "compression">> & { compression: CompressionOptions };
 
   constructor(options: ClientOptions) {
-    const g = globalThis as unknown as Timers;
     this.opts = {
       url: options.url,
       transport: options.transport ?? webSocketTransport(),
@@ -164,8 +168,8 @@ export class LatticeClient {
       compression: { ...DEFAULT_COMPRESSION, ...options.compression },
       clientVersion: options.clientVersion ?? PROTOCOL_VERSION,
       timers: options.timers ?? {
-        setTimeout: (fn, ms) => g.setTimeout(fn, ms),
-        clearTimeout: (h) => g.clearTimeout(h),
+        setTimeout: (fn, ms) => setTimeout(fn, ms),
+        clearTimeout: (h) => clearTimeout(h),
       },
     };
     parseVersion(this.opts.clientVersion); // fail early on a malformed version

@@ -4,9 +4,6 @@ import * as $protobuf from "protobufjs/minimal";
 
 const $Reader = $protobuf.Reader;
 const $Writer = $protobuf.Writer;
-// The message `lattice.Error` shadows the global `Error` in this module.
-const $Error = globalThis.Error;
-
 /** A 64-bit integer as protobuf.js gives it: a `Long` (when the `long` package loads) or a number. */
 export type Int64 = number | $protobuf.Long;
 
@@ -21,8 +18,9 @@ function zero64(unsigned: boolean): Int64 {
   return L ? L.fromBits(0, 0, unsigned) : 0;
 }
 
-function wireError(type: string, field: string, wire: number): globalThis.Error {
-  return new $Error(`lattice.${type}.${field}: unexpected wire type ${wire}`);
+// (`RangeError`, not `Error`: the message `lattice.Error` shadows `Error` in this module.)
+function wireError(type: string, field: string, wire: number): RangeError {
+  return new RangeError(`lattice.${type}.${field}: unexpected wire type ${wire}`);
 }
 
 /** Input form of `lattice.Hello` (opcode 1): every field optional. */
@@ -69,7 +67,7 @@ export class Hello implements IHello {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Hello: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Hello: field overruns the message end");
     return m;
   }
 }
@@ -127,7 +125,7 @@ export class Welcome implements IWelcome {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Welcome: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Welcome: field overruns the message end");
     return m;
   }
 }
@@ -194,7 +192,7 @@ export class Error implements IError {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Error: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Error: field overruns the message end");
     return m;
   }
 }
@@ -243,7 +241,7 @@ export class Ping implements IPing {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Ping: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Ping: field overruns the message end");
     return m;
   }
 }
@@ -292,7 +290,7 @@ export class Pong implements IPong {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Pong: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Pong: field overruns the message end");
     return m;
   }
 }
@@ -341,7 +339,7 @@ export class JoinRoom implements IJoinRoom {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.JoinRoom: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.JoinRoom: field overruns the message end");
     return m;
   }
 }
@@ -399,7 +397,7 @@ export class Joined implements IJoined {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Joined: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Joined: field overruns the message end");
     return m;
   }
 }
@@ -457,7 +455,7 @@ export class Say implements ISay {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Say: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Say: field overruns the message end");
     return m;
   }
 }
@@ -524,7 +522,7 @@ export class Said implements ISaid {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Said: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Said: field overruns the message end");
     return m;
   }
 }
@@ -582,7 +580,7 @@ export class Login implements ILogin {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.Login: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.Login: field overruns the message end");
     return m;
   }
 }
@@ -631,7 +629,7 @@ export class LoginOk implements ILoginOk {
           r.skipType(t & 7);
       }
     }
-    if (r.pos !== end) throw new $Error("lattice.LoginOk: field overruns the message end");
+    if (r.pos !== end) throw new RangeError("lattice.LoginOk: field overruns the message end");
     return m;
   }
 }

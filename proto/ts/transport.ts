@@ -35,6 +35,9 @@ export interface WebSocketLike {
 /** A `WebSocket` constructor. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+// The host's WebSocket, if any (typed here so the client does not need the DOM typings).
+declare const WebSocket: WebSocketConstructor | undefined;
+
 function toBytes(data: unknown): Uint8Array | null {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -50,7 +53,7 @@ function closeReason(kind: string, ev?: { code?: number; reason?: string } | nul
 /** Transport over a WHATWG WebSocket (`globalThis.WebSocket` unless a constructor is given). */
 export function webSocketTransport(ctor?: WebSocketConstructor): TransportFactory {
   return (url, events) => {
-    const C = ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    const C = ctor ?? (typeof WebSocket !== "undefined" ? WebSocket : undefined);
     if (!C) throw new Error("no WebSocket in this environment: pass a constructor or use miniProgramTransport");
     const ws = new C(url);
     ws.binaryType = "arraybuffer";
