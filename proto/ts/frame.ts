@@ -131,5 +131,29 @@ export function inflateBody(body: Uint8Array, maxInflated: number): Uint8Array {
     out.set(c, at);
     at += c.length;
   }
+  // fflate checks neither the Adler-32 trailer nor what follows the stream; the trailer must be
+  // the body's last 4 bytes (so trailing garbage fails too), as the Rust side requires.
+  const n = body.length;
+  const trailer = ((body[n - 4]! << 24) | (body[n - 3]! << 16) | (body[n - 2]! << 8) | body[n - 1]!) >>> 0;
+  if (n < 6 || trailer !== adler32(out)) {
+    throw new FrameError("compressed body has a bad Adler-32 checksum or bytes after the zlib stream");
+  }
   return out;
+}
+
+/** Adler-32 (RFC 1950) of `data`. */
+export function adler32(data: Uint8Array): number {
+  let a = 1;
+  let b = 0;
+  // 5552 bytes is the most that can be summed before b may overflow 2^32 (zlib's NMAX).
+  for (let i = 0; i < data.length; ) {
+    const end = Math.min(i + 5552, data.length);
+    for (; i < end; i++) {
+      a += data[i]!;
+      b += a;
+    }
+    a %= 65521;
+    b %= 65521;
+  }
+  return ((b << 16) | a) >>> 0;
 }

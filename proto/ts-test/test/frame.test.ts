@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as zlib from "node:zlib";
-import { FrameError, compressBody, decodeFrame, encodeFrame, inflateBody, DEFAULT_COMPRESSION } from "../../ts/index";
+import { FrameError, adler32, compressBody, decodeFrame, encodeFrame, inflateBody, DEFAULT_COMPRESSION } from "../../ts/index";
 import { unhex } from "./util";
 
 test("malformed frames are refused with a reason", () => {
@@ -61,4 +61,19 @@ test("truncated and corrupt zlib bodies are refused", () => {
   assert.throws(() => inflateBody(good.subarray(0, good.length - 6), 1 << 20), FrameError);
   assert.throws(() => inflateBody(new Uint8Array(0), 1 << 20), /empty/);
   assert.throws(() => inflateBody(new TextEncoder().encode("not zlib at all"), 1 << 20), FrameError);
+  const badSum = Buffer.from(good);
+  badSum[badSum.length - 1]! ^= 0xff;
+  assert.throws(() => inflateBody(badSum, 1 << 20), /Adler-32/);
+  assert.throws(() => inflateBody(Buffer.concat([good, Buffer.from("xyz")]), 1 << 20), /Adler-32/);
+  assert.equal(new TextDecoder().decode(inflateBody(good, 1 << 20)), "hello hello hello hello");
+});
+
+test("adler32 matches zlib's", () => {
+  const big = new Uint8Array(100_000).map((_, i) => (i * 7919) & 0xff);
+  for (const data of [new Uint8Array(0), new TextEncoder().encode("Wikipedia"), big, new Uint8Array(20_000).fill(255)]) {
+    const z = zlib.deflateSync(data);
+    const expected = z.readUInt32BE(z.length - 4);
+    assert.equal(adler32(data), expected);
+  }
+  assert.equal(adler32(new TextEncoder().encode("Wikipedia")), 0x11e60398);
 });
