@@ -13,8 +13,14 @@ use prost_reflect::{Cardinality, Kind, MessageDescriptor, Value};
 
 #[path = "build_ts.rs"]
 mod build_ts;
+#[path = "src/error_code.rs"]
+#[allow(dead_code)]
+mod error_code;
 #[path = "src/lockfile.rs"]
 mod lockfile;
+#[path = "src/version.rs"]
+#[allow(dead_code)]
+mod version;
 
 /// Everything the generators need to know about one message.
 pub struct Msg {
@@ -41,6 +47,9 @@ pub struct Field {
     /// proto3 `optional` or a real oneof member: presence is tracked.
     pub optional: bool,
     pub is_map: bool,
+    /// Encoding position: the field number, or for a real oneof member the lowest number of its
+    /// oneof (prost-derive encodes fields sorted this way).
+    pub sort_key: u32,
 }
 
 pub enum FieldKind {
@@ -63,9 +72,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", proto_root.display());
     println!("cargo:rerun-if-changed={}", lock_path.display());
     println!("cargo:rerun-if-changed=src/lockfile.rs");
+    println!("cargo:rerun-if-changed=src/version.rs");
+    println!("cargo:rerun-if-changed=src/error_code.rs");
     println!("cargo:rerun-if-changed=build_ts.rs");
     println!("cargo:rerun-if-changed=ts-runtime");
     println!("cargo:rerun-if-env-changed=LATTICE_PROTO_UPDATE_LOCK");
+    println!("cargo:rerun-if-changed=fixtures");
 
     let mut files = Vec::new();
     collect_protos(&proto_root, &proto_root, &mut files);
@@ -73,12 +85,98 @@ fn main() {
     if files.is_empty() {
         fail(&[format!("no .proto files under {}", proto_root.display())]);
     }
+    let Loaded {
+        compiler,
+        decls,
+        msgs,
+        enums,
+    } = load(&[&proto_root], &files);
 
+    let lock_text = std::fs::read_to_string(&lock_path).unwrap_or_default();
+    let update = std::env::var("LATTICE_PROTO_UPDATE_LOCK").is_ok_and(|v| v == "1");
+    let checked = match lockfile::check(&decls, &lock_text, update) {
+        Ok(c) => c,
+        Err(errors) => fail(&errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()),
+    };
+    if update && checked.lock_text != lock_text {
+        std::fs::write(&lock_path, &checked.lock_text)
+            .unwrap_or_else(|e| fail(&[format!("writing {}: {e}", lock_path.display())]));
+        for a in &checked.added {
+            println!(
+                "cargo:warning=opcodes.lock: added {} {}",
+                a.opcode, a.full_name
+            );
+        }
+    }
+
+    // Short names must be unique: they name enum variants and TypeScript types.
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for m in msgs.iter().filter(|m| m.opcode.is_some()) {
+        if let Some(prev) = seen.insert(&m.short_name, &m.full_name) {
+            fail(&[format!(
+                "messages {prev} and {} share the name {}",
+                m.full_name, m.short_name
+            )]);
+        }
+    }
+
+    // prost types. Messages with no-log flags get a redacting Debug so a `{:?}` never leaks them.
+    let redacted: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.no_log_request || m.no_log_response)
+        .map(|m| format!(".{}", m.full_name))
+        .collect();
+    let mut config = prost_build::Config::new();
+    config.out_dir(&out);
+    config.skip_debug(redacted.iter().map(String::as_str));
+    config
+        .compile_fds(compiler.file_descriptor_set())
+        .unwrap_or_else(|e| fail(&[format!("prost-build: {e}")]));
+
+    write(&out.join("registry.rs"), &registry_rs(&msgs));
+
+    let ts_dir = out.join("ts");
+    std::fs::create_dir_all(&ts_dir)
+        .unwrap_or_else(|e| fail(&[format!("{}: {e}", ts_dir.display())]));
+    let consts = build_ts::Consts {
+        protocol_version: version::PROTOCOL.to_string(),
+        error_codes: &error_code::ALL,
+    };
+    match build_ts::generate(&msgs, &enums, &consts) {
+        Ok(files) => {
+            let mut index = String::from("&[\n");
+            for (name, text) in &files {
+                write(&ts_dir.join(name), text);
+                writeln!(
+                    index,
+                    "    ({name:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/ts/{name}\"))),"
+                )
+                .expect("write to String");
+            }
+            index.push_str("]\n");
+            write(&out.join("ts_files.rs"), &index);
+        }
+        Err(e) => fail(&[format!("TypeScript exporter: {e}")]),
+    }
+
+    build_fixture(&proto_root, &manifest.join("fixtures"), &out);
+}
+
+/// One compiled set of `.proto` files.
+struct Loaded {
+    compiler: protox::Compiler,
+    decls: Vec<lockfile::Decl>,
+    msgs: Vec<Msg>,
+    enums: Vec<EnumDef>,
+}
+
+/// Compiles `files` (relative to one of `includes`) and reads every message's Lattice options.
+fn load(includes: &[&Path], files: &[PathBuf]) -> Loaded {
     let mut compiler =
-        protox::Compiler::new([&proto_root]).unwrap_or_else(|e| fail(&[format!("protox: {e}")]));
+        protox::Compiler::new(includes).unwrap_or_else(|e| fail(&[format!("protox: {e}")]));
     compiler.include_imports(false).include_source_info(false);
     compiler
-        .open_files(&files)
+        .open_files(files)
         .unwrap_or_else(|e| fail(&[format!("protox: {e:?}")]));
     let pool = compiler.descriptor_pool();
 
@@ -147,51 +245,7 @@ fn main() {
     if !problems.is_empty() {
         fail(&problems);
     }
-
-    let lock_text = std::fs::read_to_string(&lock_path).unwrap_or_default();
-    let update = std::env::var("LATTICE_PROTO_UPDATE_LOCK").is_ok_and(|v| v == "1");
-    let checked = match lockfile::check(&decls, &lock_text, update) {
-        Ok(c) => c,
-        Err(errors) => fail(&errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()),
-    };
-    if update && checked.lock_text != lock_text {
-        std::fs::write(&lock_path, &checked.lock_text)
-            .unwrap_or_else(|e| fail(&[format!("writing {}: {e}", lock_path.display())]));
-        for a in &checked.added {
-            println!(
-                "cargo:warning=opcodes.lock: added {} {}",
-                a.opcode, a.full_name
-            );
-        }
-    }
-
-    // Short names must be unique: they name enum variants and TypeScript types.
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    for m in msgs.iter().filter(|m| m.opcode.is_some()) {
-        if let Some(prev) = seen.insert(&m.short_name, &m.full_name) {
-            fail(&[format!(
-                "messages {prev} and {} share the name {}",
-                m.full_name, m.short_name
-            )]);
-        }
-    }
-
-    // prost types. Messages with no-log flags get a redacting Debug so a `{:?}` never leaks them.
-    let redacted: Vec<String> = msgs
-        .iter()
-        .filter(|m| m.no_log_request || m.no_log_response)
-        .map(|m| format!(".{}", m.full_name))
-        .collect();
-    let mut config = prost_build::Config::new();
-    config.out_dir(&out);
-    config.skip_debug(redacted.iter().map(String::as_str));
-    config
-        .compile_fds(compiler.file_descriptor_set())
-        .unwrap_or_else(|e| fail(&[format!("prost-build: {e}")]));
-
-    write(&out.join("registry.rs"), &registry_rs(&msgs));
-
-    let enums: Vec<EnumDef> = pool
+    let enums = pool
         .all_enums()
         .filter(|e| e.package_name() == "lattice")
         .map(|e| EnumDef {
@@ -202,24 +256,43 @@ fn main() {
                 .collect(),
         })
         .collect();
-    let ts_dir = out.join("ts");
+    Loaded {
+        compiler,
+        decls,
+        msgs,
+        enums,
+    }
+}
+
+/// The generator test fixture (`fixtures/`): every field shape the TypeScript exporter supports,
+/// compiled to Rust (`OUT_DIR/fixture/lattice.rs`) and TypeScript (`OUT_DIR/ts-fixture/`) for
+/// `tests/fixture.rs`. Not part of the library.
+fn build_fixture(proto_root: &Path, fixture_root: &Path, out: &Path) {
+    let files = vec![PathBuf::from("lattice/fixture.proto")];
+    let loaded = load(&[fixture_root, proto_root], &files);
+    let dir = out.join("fixture");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&[format!("{}: {e}", dir.display())]));
+    prost_build::Config::new()
+        .out_dir(&dir)
+        .compile_fds(loaded.compiler.file_descriptor_set())
+        .unwrap_or_else(|e| fail(&[format!("prost-build (fixture): {e}")]));
+    let consts = build_ts::Consts {
+        protocol_version: version::PROTOCOL.to_string(),
+        error_codes: &error_code::ALL,
+    };
+    let ts_dir = out.join("ts-fixture");
     std::fs::create_dir_all(&ts_dir)
         .unwrap_or_else(|e| fail(&[format!("{}: {e}", ts_dir.display())]));
-    match build_ts::generate(&msgs, &enums) {
+    match build_ts::generate(&loaded.msgs, &loaded.enums, &consts) {
         Ok(files) => {
-            let mut index = String::from("&[\n");
-            for (name, text) in &files {
+            for (name, text) in files
+                .iter()
+                .filter(|(n, _)| n == "messages.ts" || n == "protocol.ts")
+            {
                 write(&ts_dir.join(name), text);
-                writeln!(
-                    index,
-                    "    ({name:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/ts/{name}\"))),"
-                )
-                .expect("write to String");
             }
-            index.push_str("]\n");
-            write(&out.join("ts_files.rs"), &index);
         }
-        Err(e) => fail(&[format!("TypeScript exporter: {e}")]),
+        Err(e) => fail(&[format!("TypeScript exporter (fixture): {e}")]),
     }
 }
 
@@ -301,6 +374,11 @@ fn fields_of(m: &MessageDescriptor) -> Vec<Field> {
                 repeated: f.cardinality() == Cardinality::Repeated,
                 optional: f.supports_presence() && !matches!(f.kind(), Kind::Message(_)),
                 is_map: f.is_map(),
+                sort_key: f
+                    .containing_oneof()
+                    .filter(|o| !o.is_synthetic())
+                    .and_then(|o| o.fields().map(|x| x.number()).min())
+                    .unwrap_or(f.number()),
             }
         })
         .collect()

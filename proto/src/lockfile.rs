@@ -128,7 +128,8 @@ impl fmt::Display for CheckError {
             } => write!(
                 f,
                 "opcode {opcode} is locked to {locked} but is now declared by {now}: \
-                 pick a new opcode for {now}"
+                 pick a new opcode for {now}, or if {now} is {locked} renamed, \
+                 change the name on line `{opcode} {locked}` of opcodes.lock"
             ),
             CheckError::Vanished { message, opcode } => write!(
                 f,

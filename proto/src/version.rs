@@ -160,7 +160,7 @@ impl Version {
     }
 
     /// The 48-bit packed form in the low bits of a `u64`; orders like the version.
-    pub const fn to_packed(&self) -> u64 {
+    pub const fn to_packed(self) -> u64 {
         ((self.major as u64) << 32)
             | ((self.minor as u64) << 16)
             | ((self.revision as u64) << 6)
@@ -183,7 +183,7 @@ impl Version {
     }
 
     /// The 6 packed bytes, big-endian (so byte order = version order).
-    pub const fn to_bytes(&self) -> [u8; 6] {
+    pub const fn to_bytes(self) -> [u8; 6] {
         let b = self.to_packed().to_be_bytes();
         [b[2], b[3], b[4], b[5], b[6], b[7]]
     }
@@ -268,6 +268,54 @@ impl FromStr for Version {
     }
 }
 
+/// Why a `Hello` was refused; the `Display` text is meant for `Error.message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloRejection {
+    /// `client_version` does not parse.
+    #[error("client version {text:?} is malformed ({source}); server speaks {server}")]
+    Malformed {
+        /// What the client sent.
+        text: String,
+        /// Why it does not parse.
+        source: VersionError,
+        /// Our version.
+        server: Version,
+    },
+    /// The client's major version is not ours.
+    #[error("client version {client} is not supported: server speaks {server} (major {major} only)", major = server.major)]
+    Incompatible {
+        /// The client's version.
+        client: Version,
+        /// Our version.
+        server: Version,
+    },
+}
+
+impl HelloRejection {
+    /// The `Error.code` to answer with: always [`VERSION_MISMATCH`](crate::error_code::VERSION_MISMATCH).
+    pub const fn error_code(&self) -> u32 {
+        crate::error_code::VERSION_MISMATCH
+    }
+}
+
+/// Checks `Hello.client_version` against the server's version: accepted when it parses and has
+/// the same major. On `Err`, answer `Error{code: rejection.error_code(), message: rejection.to_string()}`
+/// with the Hello's request id, then close. Cost: one parse, no allocation on success.
+pub fn check_hello(client_version: &str, server: Version) -> Result<Version, HelloRejection> {
+    let client: Version = client_version
+        .parse()
+        .map_err(|source| HelloRejection::Malformed {
+            text: client_version.to_string(),
+            source,
+            server,
+        })?;
+    if client.compatible_with(&server) {
+        Ok(client)
+    } else {
+        Err(HelloRejection::Incompatible { client, server })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +373,23 @@ mod tests {
                 assert_eq!(a.to_bytes().cmp(&b.to_bytes()), i.cmp(&j));
             }
         }
+    }
+
+    #[test]
+    fn hello_check_accepts_same_major_only() {
+        let server = v("1.4.0-release");
+        assert_eq!(check_hello("1.0.0-alpha", server), Ok(v("1.0.0-alpha")));
+        assert_eq!(check_hello("1.9.3-beta", server), Ok(v("1.9.3-beta")));
+        let err = check_hello("2.0.0-alpha", server).unwrap_err();
+        assert_eq!(err.error_code(), crate::error_code::VERSION_MISMATCH);
+        assert_eq!(
+            err.to_string(),
+            "client version 2.0.0-alpha is not supported: server speaks 1.4.0-release (major 1 only)"
+        );
+        let err = check_hello("1.0", server).unwrap_err();
+        assert!(matches!(err, HelloRejection::Malformed { .. }));
+        assert!(err.to_string().contains("\"1.0\" is malformed"), "{err}");
+        assert_eq!(err.error_code(), crate::error_code::VERSION_MISMATCH);
     }
 
     #[test]

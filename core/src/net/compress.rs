@@ -7,7 +7,7 @@
 //! - Sending: a body longer than [`CompressConfig::threshold`] is compressed; if the result is not
 //!   smaller, it is sent as is (both cases are counted).
 //! - Receiving: inflation stops as soon as the output would exceed [`CompressConfig::max_inflated`]
-//!   (a compression bomb), so memory stays bounded by that cap plus one chunk; the caller closes
+//!   (a compression bomb), so memory stays bounded by that cap (+1 byte); the caller closes
 //!   the session with the error's message as the logged reason.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -76,7 +76,7 @@ pub enum InflateError {
     },
 }
 
-/// Most bytes inflated per step; also the slack above `max_inflated` that may be allocated.
+/// Most bytes inflated per step.
 const INFLATE_CHUNK: usize = 64 * 1024;
 
 /// Compresses outgoing bodies and inflates incoming ones, with reusable zlib state and counters.
@@ -164,7 +164,8 @@ impl BodyCompressor {
     /// Inflates the zlib stream `body` onto the end of `out`, refusing to produce more than
     /// `max_inflated` bytes.
     ///
-    /// Cost: one inflate pass; `out` grows by at most `max_inflated + 64 KiB` even for a bomb.
+    /// Cost: one inflate pass; `out`'s allocation never grows past `out.len() + max_inflated + 1`
+    /// bytes, even for a bomb (its capacity is kept after an error, for reuse).
     /// Fails with [`InflateError`] (and leaves `out` as it was) on a bomb, a corrupt or truncated
     /// stream, or bytes after the stream's end. Each failure is counted.
     pub fn inflate(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), InflateError> {
@@ -177,7 +178,6 @@ impl BodyCompressor {
         }
         if result.is_err() {
             out.truncate(start);
-            out.shrink_to(start.max(INFLATE_CHUNK));
         }
         result
     }
@@ -199,6 +199,12 @@ impl BodyCompressor {
             // Room for at most one byte beyond the cap: producing it proves the bomb.
             let room = (cap - produced + 1).min(INFLATE_CHUNK);
             let write_at = out.len();
+            // Grow geometrically, but never past the cap (+1): that is the memory bound.
+            let limit = start + cap + 1;
+            if out.capacity() < write_at + room {
+                let want = (out.capacity() * 2).clamp(write_at + room, limit.max(write_at + room));
+                out.reserve_exact(want - out.len());
+            }
             out.resize(write_at + room, 0);
             let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
             let status = self.inflate.decompress(
@@ -370,11 +376,8 @@ mod tests {
         assert_eq!(err, InflateError::TooLarge { cap });
         assert!(err.to_string().contains("cap of 1048576 bytes"), "{err}");
         assert!(out.is_empty());
-        assert!(
-            out.capacity() <= cap + INFLATE_CHUNK,
-            "capacity {}",
-            out.capacity()
-        );
+        // The capacity reached while inflating is kept: it shows the peak allocation.
+        assert!(out.capacity() <= cap + 1, "capacity {}", out.capacity());
         assert_eq!(c.stats().rejected_too_large, 1);
         // The compressor is still usable afterwards.
         let body = text(2000);
