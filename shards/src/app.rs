@@ -10,7 +10,7 @@ use lattice_core::net::compress::{BodyCompressor, CompressConfig};
 use lattice_core::net::{CloseReason, Frame, SessionId};
 use lattice_core::runtime::{ShardApp, ShardCx};
 use lattice_core::telemetry::metrics::ShardMetrics;
-use lattice_proto::version::{Version, PROTOCOL};
+use lattice_proto::version::{check_hello, PROTOCOL};
 use lattice_proto::{error_code, pb, AnyMessage, OpcodeInfo};
 
 use crate::service::ctx::Encoder;
@@ -92,9 +92,8 @@ impl App {
     }
 
     fn hello(&mut self, cx: &ShardCx<AppMsg>, session: SessionId, rid: u32, hello: pb::Hello) {
-        let mut ctx = Ctx::new(cx, &mut self.enc);
-        match hello.client_version.parse::<Version>() {
-            Ok(v) if v.compatible_with(&PROTOCOL) => {
+        match check_hello(&hello.client_version, PROTOCOL) {
+            Ok(_) => {
                 self.set_greeted(session, true);
                 let w = pb::Welcome {
                     server_version: PROTOCOL.to_string(),
@@ -102,26 +101,14 @@ impl App {
                 };
                 Ctx::new(cx, &mut self.enc).reply(session, rid, &w);
             }
-            Ok(v) => {
-                let msg = format!(
-                    "client protocol {v} is not compatible with server protocol {PROTOCOL}"
-                );
+            Err(r) => {
+                let msg = r.to_string();
+                let mut ctx = Ctx::new(cx, &mut self.enc);
                 ctx.error(
                     session,
                     rid,
                     lattice_proto::opcode::HELLO,
-                    error_code::VERSION_MISMATCH,
-                    &msg,
-                );
-                ctx.close(session, msg);
-            }
-            Err(e) => {
-                let msg = format!("bad client_version {:?}: {e}", hello.client_version);
-                ctx.error(
-                    session,
-                    rid,
-                    lattice_proto::opcode::HELLO,
-                    error_code::VERSION_MISMATCH,
+                    r.error_code(),
                     &msg,
                 );
                 ctx.close(session, msg);

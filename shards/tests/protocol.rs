@@ -80,7 +80,7 @@ fn hello_must_come_first_and_incompatible_major_is_refused() {
     );
     expect_error(&c.recv(), error_code::VERSION_MISMATCH);
     assert!(c.closed_by_server());
-    l.wait_log("not compatible with server protocol");
+    l.wait_log("is not supported: server speaks");
 }
 
 /// A malformed stream closes that session only, with its reason logged and counted.

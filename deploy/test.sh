@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, starts a throwaway MariaDB, runs every test
+# (the integration tests under both I/O drivers), the TypeScript client tests, then stops MariaDB.
+# Works on a fresh Debian 12 machine as root with network to the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]} from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest"
+  cargo install cargo-nextest --locked -q
+fi
+
+# MariaDB for the storage tests (installed from Debian's packages if missing).
+eval "$(deploy/ci/mariadb.sh start)"
+trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true' EXIT
+
+# Everything, with io_uring forced (fails loudly if the kernel refuses it)...
+LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast
+# ...and the whole-process tests again on epoll.
+LATTICE_RUNTIME__DRIVER=epoll cargo nextest run -p lattice-shards --no-fail-fast
+
+# TypeScript client: golden vectors, scripted transport, tsc --noEmit.
+deploy/ci/ts.sh
+echo "test.sh: all tests passed"
