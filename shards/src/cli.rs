@@ -100,12 +100,12 @@ Bad configuration prints one line naming the key and exits with code 2.\n\n\
 SIGTERM/SIGINT: stop accepting, flush in-flight replies (shutdown.drain_timeout_ms), close, exit 0.\n\n\
 OPTIONS:\n",
     );
-    let mut section = "";
+    let mut section = String::new();
     for d in key_docs(DEFAULTS) {
-        let sec = d.key.split('.').next().unwrap_or_default().to_string();
+        let sec = d.key.split('.').next().unwrap_or_default();
         if sec != section {
             s.push_str(&format!("\n  [{sec}]\n"));
-            section = Box::leak(sec.into_boxed_str());
+            section = sec.to_string();
         }
         s.push_str(&format!(
             "  --{:<28} default {}\n      {}\n",
