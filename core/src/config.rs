@@ -293,6 +293,7 @@ ratio = 0.5
         assert_eq!(c.net.max_frame, 4096, "command line beats environment");
         assert!(!c.net.nodelay);
         assert_eq!(c.net.listen, "0.0.0.0:7000");
+        assert_eq!(c.net.ratio, 0.5);
     }
 
     #[test]

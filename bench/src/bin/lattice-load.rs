@@ -385,47 +385,49 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         buf.extend_from_slice(&tmp[..n]);
         frame_out.clear();
         let now = Instant::now();
-        let mut s = st.borrow_mut();
-        let mut off = 0;
-        while let Some(h) = whole_frame(&buf[off..], 1 << 20)? {
-            let frame_body = &buf[off + 12..off + h.len];
-            off += h.len;
-            if h.rid == 0 {
-                s.deliveries += 1;
-                continue;
-            }
-            if h.opcode == opcode::ERROR {
-                let e = match lattice_proto::decode(h.opcode, frame_body) {
-                    Ok(AnyMessage::Error(e)) => format!("error {}: {}", e.code, e.message),
-                    _ => "undecodable error frame".into(),
+        let off = {
+            let mut s = st.borrow_mut();
+            let mut off = 0;
+            while let Some(h) = whole_frame(&buf[off..], 1 << 20)? {
+                let frame_body = &buf[off + 12..off + h.len];
+                off += h.len;
+                if h.rid == 0 {
+                    s.deliveries += 1;
+                    continue;
+                }
+                if h.opcode == opcode::ERROR {
+                    let e = match lattice_proto::decode(h.opcode, frame_body) {
+                        Ok(AnyMessage::Error(e)) => format!("error {}: {}", e.code, e.message),
+                        _ => "undecodable error frame".into(),
+                    };
+                    pending.borrow_mut().remove(&h.rid);
+                    s.error(e);
+                    continue;
+                }
+                let Some(t0) = pending.borrow_mut().remove(&h.rid) else {
+                    s.error(format!("response to unknown request id {}", h.rid));
+                    continue;
                 };
-                pending.borrow_mut().remove(&h.rid);
-                s.error(e);
-                continue;
+                s.responses += 1;
+                if t0 >= ck.measure_from && t0 < ck.stop_at {
+                    let ns = now.saturating_duration_since(t0).as_nanos().max(1) as u64;
+                    let _ = s.hist.as_mut().unwrap().record(ns);
+                    s.measured += 1;
+                }
+                let _ = s
+                    .window
+                    .as_mut()
+                    .unwrap()
+                    .record(now.saturating_duration_since(t0).as_nanos().max(1) as u64);
+                if closed_loop && now < ck.stop_at {
+                    pending.borrow_mut().insert(next_rid, now);
+                    put_frame(&mut frame_out, op, 0, next_rid, &body);
+                    next_rid = next_rid.wrapping_add(1).max(100);
+                    s.sent += 1;
+                }
             }
-            let Some(t0) = pending.borrow_mut().remove(&h.rid) else {
-                s.error(format!("response to unknown request id {}", h.rid));
-                continue;
-            };
-            s.responses += 1;
-            if t0 >= ck.measure_from && t0 < ck.stop_at {
-                let ns = now.saturating_duration_since(t0).as_nanos().max(1) as u64;
-                let _ = s.hist.as_mut().unwrap().record(ns);
-                s.measured += 1;
-            }
-            let _ = s
-                .window
-                .as_mut()
-                .unwrap()
-                .record(now.saturating_duration_since(t0).as_nanos().max(1) as u64);
-            if closed_loop && now < ck.stop_at {
-                pending.borrow_mut().insert(next_rid, now);
-                put_frame(&mut frame_out, op, 0, next_rid, &body);
-                next_rid = next_rid.wrapping_add(1).max(100);
-                s.sent += 1;
-            }
-        }
-        drop(s);
+            off
+        };
         buf.drain(..off);
         if let (true, Some(w)) = (!frame_out.is_empty(), wr_slot.as_mut()) {
             w.write_all(&frame_out)
