@@ -252,3 +252,21 @@ fn sigterm_flushes_in_flight_replies_then_exits_0() {
         "listener closed"
     );
 }
+
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let l = Lattice::start(&["--log.format", "json"]);
+    let mut c = l.connect();
+    drop(c.s.shutdown(std::net::Shutdown::Both));
+    let logs = l.wait_log("session closed");
+    let mut closed = 0;
+    for line in logs.lines().filter(|x| !x.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["fields"]["message"] == "session closed" {
+            assert_eq!(v["fields"]["reason"], "peer closed");
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1);
+}

@@ -90,6 +90,29 @@ pub(crate) enum Envelope<M> {
 }
 
 impl<M: Send + 'static> ShardCx<M> {
+    /// A context attached to no mesh and no sockets, for unit tests and tools. Sends to other shards
+    /// are refused (logged), deliveries find no session.
+    pub fn standalone(id: usize, shards: usize, net: NetConfig) -> Self {
+        ShardCx {
+            id,
+            shards,
+            metrics: Arc::new(Metrics::new(shards.max(id + 1))),
+            net,
+            outs: (0..shards).map(|_| None).collect(),
+            backlog: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
+            backlog_len: Cell::new(0),
+            self_queue: RefCell::new(VecDeque::new()),
+            signals: Arc::new(
+                (0..shards.max(id + 1))
+                    .map(|_| ShardSignal::new(1))
+                    .collect(),
+            ),
+            sessions: RefCell::new(SessionTable::default()),
+            local_work: Cell::new(false),
+            draining: Cell::new(false),
+        }
+    }
+
     /// This shard's metrics.
     pub fn m(&self) -> &ShardMetrics {
         &self.metrics.shards[self.id]
@@ -192,7 +215,14 @@ impl<M: Send + 'static> ShardCx<M> {
         let m = self.m();
         // Keep order: once a backlog exists for `dst`, new messages queue behind it.
         if backlog[dst].is_empty() {
-            let ring = self.outs[dst].as_ref().expect("no ring to self");
+            let Some(ring) = self.outs.get(dst).and_then(Option::as_ref) else {
+                tracing::error!(
+                    shard = self.id,
+                    dst,
+                    "no mesh ring to this shard; message dropped"
+                );
+                return;
+            };
             match ring.push(env) {
                 Ok(()) => {
                     ShardMetrics::add(&m.mesh_sent_total, 1);

@@ -282,3 +282,139 @@ impl ServiceInstance {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use lattice_core::net::compress::BodyCompressor;
+    use lattice_core::runtime::ShardCx;
+    use lattice_proto::pb;
+
+    use super::*;
+    use crate::app::AppMsg;
+    use crate::service::ctx::Encoder;
+
+    thread_local! {
+        static CALLS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+    fn record(s: String) {
+        CALLS.with(|c| c.borrow_mut().push(s));
+    }
+
+    static LIFECYCLE: ServiceDecl = ServiceDecl {
+        name: "lifecycle-test",
+        index: 99,
+    };
+    static CLASH: ServiceDecl = ServiceDecl {
+        name: "clash-test",
+        index: 98,
+    };
+
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+
+    struct First(String);
+    struct Second(String);
+    struct PingA;
+    struct PingB;
+
+    macro_rules! recording {
+        ($t:ident, $section:literal) => {
+            impl Component for $t {
+                type Config = Named;
+                const SECTION: &'static str = $section;
+                fn new(c: Named, _: usize, _: usize) -> Self {
+                    $t(c.name)
+                }
+                fn register(_: &mut Registrar<Self>) {}
+                fn init(&mut self, _: &mut Ctx<'_>) {
+                    record(format!("init {}", self.0));
+                }
+                fn start(&mut self, _: &mut Ctx<'_>) {
+                    record(format!("start {}", self.0));
+                }
+                fn stop(&mut self, _: &mut Ctx<'_>) {
+                    record(format!("stop {}", self.0));
+                }
+            }
+        };
+    }
+    recording!(First, "first");
+    recording!(Second, "second");
+
+    macro_rules! pinger {
+        ($t:ident) => {
+            impl Component for $t {
+                type Config = Named;
+                const SECTION: &'static str = "first";
+                fn new(_: Named, _: usize, _: usize) -> Self {
+                    $t
+                }
+                fn register(reg: &mut Registrar<Self>) {
+                    reg.on::<pb::Ping>(|_, _, _| {});
+                }
+            }
+        };
+    }
+    pinger!(PingA);
+    pinger!(PingB);
+
+    // Declared out of order on purpose: `order` decides.
+    crate::component!(SECOND_C, service = LIFECYCLE, order = 20, ty = Second);
+    crate::component!(FIRST_C, service = LIFECYCLE, order = 10, ty = First);
+    crate::component!(PING_A, service = CLASH, order = 1, ty = PingA);
+    crate::component!(PING_B, service = CLASH, order = 2, ty = PingB);
+
+    fn cfg() -> toml::Table {
+        "[first]\nname = \"a\"\n[second]\nname = \"b\"\n"
+            .parse()
+            .unwrap()
+    }
+
+    fn net() -> lattice_core::net::NetConfig {
+        crate::config::Config::load(None, vec![], vec![])
+            .unwrap()
+            .net
+    }
+
+    #[test]
+    fn lifecycle_runs_in_order_and_stop_in_reverse_with_injected_config() {
+        let mut svc = build_service(&LIFECYCLE, &cfg(), 0, 1, 8).unwrap();
+        assert_eq!(svc.components.len(), 2);
+        let cx: ShardCx<AppMsg> = ShardCx::standalone(0, 1, net());
+        let mut enc = Encoder::new(BodyCompressor::new(Default::default()));
+        svc.start(&mut Ctx::new(&cx, &mut enc));
+        svc.stop(&mut Ctx::new(&cx, &mut enc));
+        let calls = CALLS.with(|c| c.borrow().clone());
+        assert_eq!(
+            calls,
+            ["init a", "init b", "start a", "start b", "stop b", "stop a"]
+        );
+    }
+
+    #[test]
+    fn duplicate_opcode_names_both_components() {
+        let e = build_service(&CLASH, &cfg(), 0, 1, 8)
+            .err()
+            .expect("must fail");
+        let text = e.to_string();
+        assert!(
+            text.contains("opcode 4") && text.contains("PingA") && text.contains("PingB"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_component_section_names_the_key() {
+        let bad: toml::Table = "[first]\nname = 5\n[second]\nname = \"b\"\n"
+            .parse()
+            .unwrap();
+        let e = build_service(&LIFECYCLE, &bad, 0, 1, 8)
+            .err()
+            .expect("must fail");
+        assert!(e.to_string().contains("first.name"), "{e}");
+    }
+}
