@@ -1,1 +1,3 @@
 //! Lattice core.
+
+pub mod time;
