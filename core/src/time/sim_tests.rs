@@ -29,7 +29,11 @@ fn cal(tz: &str, reset_hour: u8, first_weekday: Weekday) -> Calendar {
 
 /// Runs a shard-like loop from `start` to `end`: the wheel holds one calendar timer, the clock
 /// jumps to each wheel deadline. Returns (wall time at firing, event).
-fn simulate(cal: Calendar, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, Crossed)> {
+fn simulate(
+    cal: Calendar,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, Crossed)> {
     let tick = TickLen::MILLISECOND;
     let (mut clock, manual) = Clock::manual(SystemTime::from(start));
     let mut wheel: TimerWheel<()> = TimerWheel::new(WheelConfig::default()).expect("wheel");
@@ -137,9 +141,9 @@ fn new_york_both_transitions() {
     assert_eq!(
         of_kind(&ev, Boundary::Day),
         vec![
-            utc(2026, 3, 7, 7, 0),  // 02:00 EST
-            utc(2026, 3, 8, 7, 0),  // gap → 03:00 EDT
-            utc(2026, 3, 9, 6, 0),  // 02:00 EDT (23 h later)
+            utc(2026, 3, 7, 7, 0), // 02:00 EST
+            utc(2026, 3, 8, 7, 0), // gap → 03:00 EDT
+            utc(2026, 3, 9, 6, 0), // 02:00 EDT (23 h later)
             utc(2026, 3, 10, 6, 0),
         ]
     );
@@ -217,8 +221,10 @@ fn catch_up_after_downtime_reports_counts() {
     let now = utc(2026, 4, 2, 12, 0);
     let mut ev = CalendarEvents::new(c, last, now).expect("events");
     let got = ev.poll(now).expect("poll");
-    let summary: Vec<(Boundary, u64, DateTime<Utc>)> =
-        got.iter().map(|x| (x.boundary, x.count, x.latest)).collect();
+    let summary: Vec<(Boundary, u64, DateTime<Utc>)> = got
+        .iter()
+        .map(|x| (x.boundary, x.count, x.latest))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -228,7 +234,10 @@ fn catch_up_after_downtime_reports_counts() {
         ]
     );
     assert!(ev.poll(now).expect("poll").is_empty(), "fires once");
-    assert_eq!(ev.last_fired().get(Boundary::Day), Some(utc(2026, 4, 2, 3, 0)));
+    assert_eq!(
+        ev.last_fired().get(Boundary::Day),
+        Some(utc(2026, 4, 2, 3, 0))
+    );
     // A clock stepped back before the last firing owes nothing.
     assert!(ev.poll(utc(2026, 3, 1, 0, 0)).expect("poll").is_empty());
 }

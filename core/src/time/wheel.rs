@@ -202,7 +202,9 @@ impl<T> TimerWheel<T> {
     /// Creates an empty wheel whose time starts at `now`.
     pub fn starting_at(cfg: WheelConfig, now: Tick) -> Result<Self, TimerError> {
         if cfg.max_fire_per_pass == 0 {
-            return Err(TimerError::InvalidConfig("max_fire_per_pass must be at least 1"));
+            return Err(TimerError::InvalidConfig(
+                "max_fire_per_pass must be at least 1",
+            ));
         }
         if cfg.max_timers == 0 || cfg.max_timers == u32::MAX {
             return Err(TimerError::InvalidConfig(
@@ -622,7 +624,19 @@ mod tests {
     #[test]
     fn fires_at_exact_tick_across_levels() {
         let mut w = wheel();
-        let deadlines = [0u64, 1, 63, 64, 65, 4095, 4096, 262_143, 262_144, 1 << 30, 1 << 35];
+        let deadlines = [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            4095,
+            4096,
+            262_143,
+            262_144,
+            1 << 30,
+            1 << 35,
+        ];
         for (i, d) in deadlines.iter().enumerate() {
             w.insert(*d, i as u64).expect("insert");
         }
@@ -676,7 +690,11 @@ mod tests {
         let h2 = w.insert(20, 2).expect("insert");
         assert_eq!(h2.index(), h.index(), "slot reused");
         assert_ne!(h2.generation(), h.generation());
-        assert_eq!(w.cancel(h), None, "old handle must not cancel the new timer");
+        assert_eq!(
+            w.cancel(h),
+            None,
+            "old handle must not cancel the new timer"
+        );
         assert_eq!(w.reschedule(h, 99), Ok(false));
         assert!(w.is_pending(h2));
         assert_eq!(w.cancel(h2), Some(2));
