@@ -73,6 +73,7 @@ fn wheel_cfg() -> WheelConfig {
     WheelConfig {
         max_timers: 1 << 24,
         max_fire_per_pass: u32::MAX,
+        max_cascade_per_pass: u32::MAX,
         preallocate: 0,
     }
 }

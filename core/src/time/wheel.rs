@@ -6,6 +6,10 @@
 //! Timers cascade down a level when their slot comes up, so a timer fires in exactly the tick
 //! of its deadline (no coarsening); see `docs/TIME.md` for the lateness bound.
 //!
+//! Work per [`TimerWheel::advance`] is bounded twice: at most `max_fire_per_pass` firings and
+//! at most `max_cascade_per_pass` entry moves; a big slot is moved over several passes, and
+//! inserts into its range queue behind it, so budgets delay firings but never reorder them.
+//!
 //! Entries sit in a chunked slab ([`super::slab`]) and are linked into per-slot doubly linked
 //! lists by `u32` index, so insert, cancel and reschedule are O(1) and never allocate once the
 //! slab has grown. Handles carry a generation: cancelling a timer that already fired (or whose
@@ -90,6 +94,10 @@ pub struct WheelConfig {
     /// Most timers fired by one [`TimerWheel::advance`] call; the rest fire in the next call and
     /// are counted in [`WheelStats::deferred_fired`]. At least 1.
     pub max_fire_per_pass: u32,
+    /// Most entries moved down a level (cascaded) by one advance call. When a slot holds more,
+    /// the move continues in the next call and nothing in that slot's range fires until it is
+    /// done (counted in [`WheelStats::cascade_budget_hits`]). At least 1.
+    pub max_cascade_per_pass: u32,
     /// Slots allocated up front (rounded up to 1024), so early inserts never allocate.
     pub preallocate: u32,
 }
@@ -99,6 +107,7 @@ impl Default for WheelConfig {
         Self {
             max_timers: 1 << 22,
             max_fire_per_pass: 4096,
+            max_cascade_per_pass: 16_384,
             preallocate: 0,
         }
     }
@@ -129,6 +138,8 @@ pub struct AdvanceOutcome {
     pub fired: u32,
     /// Whether the pass stopped at the fire budget with timers still due.
     pub budget_hit: bool,
+    /// Whether the pass stopped at the cascade budget in the middle of moving a slot.
+    pub cascade_pending: bool,
 }
 
 /// Counters for metrics. All monotonic except `pending` and `allocated_bytes`.
@@ -146,6 +157,8 @@ pub struct WheelStats {
     pub budget_hits: u64,
     /// Timers that fired in a later pass than the one in which they were due.
     pub deferred_fired: u64,
+    /// Passes that stopped at `max_cascade_per_pass` with a slot half moved.
+    pub cascade_budget_hits: u64,
     /// Inserts refused because the wheel was full.
     pub rejected_full: u64,
     /// Timers pending now.
@@ -176,7 +189,8 @@ struct Event {
 /// A hierarchical timer wheel holding values of type `T`.
 ///
 /// Cost: `insert`, `cancel`, `reschedule` are O(1) (a few cache lines); `advance` is O(fired +
-/// cascaded), each timer cascading at most `LEVELS - 1` times; `next_deadline` is O(LEVELS).
+/// moved), bounded by the two per-pass budgets, each timer moving at most `LEVELS - 1` times
+/// (plus once per wheel revolution while beyond the horizon); `next_deadline` is O(LEVELS).
 /// Not thread-safe by design: one wheel per shard.
 #[derive(Debug)]
 pub struct TimerWheel<T> {
@@ -187,14 +201,17 @@ pub struct TimerWheel<T> {
     cfg: WheelConfig,
     clone_fn: Option<fn(&T) -> T>,
     budget_hit_now: Option<Tick>,
+    /// A higher-level slot (level, slot) whose entries are being moved down; it started at
+    /// `elapsed`. While set, nothing fires and inserts into its range join its list.
+    cascading: Option<(usize, usize)>,
     stats: WheelStats,
 }
 
 impl<T> TimerWheel<T> {
     /// Creates an empty wheel whose time starts at tick 0.
     ///
-    /// Fails with [`TimerError::InvalidConfig`] when `max_fire_per_pass` is 0 or `max_timers`
-    /// is 0 or `u32::MAX`.
+    /// Fails with [`TimerError::InvalidConfig`] when `max_fire_per_pass` or
+    /// `max_cascade_per_pass` is 0, or `max_timers` is 0 or `u32::MAX`.
     pub fn new(cfg: WheelConfig) -> Result<Self, TimerError> {
         Self::starting_at(cfg, 0)
     }
@@ -204,6 +221,11 @@ impl<T> TimerWheel<T> {
         if cfg.max_fire_per_pass == 0 {
             return Err(TimerError::InvalidConfig(
                 "max_fire_per_pass must be at least 1",
+            ));
+        }
+        if cfg.max_cascade_per_pass == 0 {
+            return Err(TimerError::InvalidConfig(
+                "max_cascade_per_pass must be at least 1",
             ));
         }
         if cfg.max_timers == 0 || cfg.max_timers == u32::MAX {
@@ -224,6 +246,7 @@ impl<T> TimerWheel<T> {
             cfg,
             clone_fn: None,
             budget_hit_now: None,
+            cascading: None,
             stats: WheelStats::default(),
         })
     }
@@ -314,7 +337,7 @@ impl<T> TimerWheel<T> {
             });
         };
         let deadline = deadline.max(self.elapsed);
-        let loc = self.loc_for(deadline);
+        let loc = self.place(deadline);
         let e = self.slab.get_mut(idx);
         e.item = Some(item);
         e.deadline = deadline;
@@ -369,7 +392,7 @@ impl<T> TimerWheel<T> {
         self.unlink(idx);
         let deadline = deadline.max(self.elapsed);
         self.slab.get_mut(idx).deadline = deadline;
-        let loc = self.loc_for(deadline);
+        let loc = self.place(deadline);
         self.link_tail(idx, loc);
         Ok(true)
     }
@@ -379,6 +402,9 @@ impl<T> TimerWheel<T> {
     /// must be cascaded then), so a shard that parks until it wakes at most one extra time per
     /// level. Use it for the park timeout. O(LEVELS).
     pub fn next_deadline(&self) -> Option<Tick> {
+        if self.cascading.is_some() {
+            return Some(self.elapsed);
+        }
         self.next_event().map(|e| e.tick)
     }
 
@@ -401,8 +427,17 @@ impl<T> TimerWheel<T> {
         let now = now.clamp(self.elapsed, MAX_TICK.max(self.elapsed));
         let deferred_limit = self.budget_hit_now;
         let mut fired = 0u32;
+        let mut moved = 0u32;
         let mut budget_hit = false;
+        let mut cascade_pending = false;
         loop {
+            if let Some((level, slot)) = self.cascading {
+                if !self.cascade_step(level, slot, &mut moved) {
+                    cascade_pending = true;
+                    break;
+                }
+                continue;
+            }
             let ev = match self.next_event() {
                 Some(ev) if ev.tick <= now => ev,
                 _ => {
@@ -420,8 +455,7 @@ impl<T> TimerWheel<T> {
             if ev.level == LEVELS {
                 self.relink_list(OVERFLOW_LOC as usize);
             } else if ev.level > 0 {
-                self.occupied[ev.level] &= !(1u64 << ev.slot);
-                self.relink_list(ev.level * SLOTS + ev.slot);
+                self.cascading = Some((ev.level, ev.slot));
             } else {
                 while fired < max_fire {
                     let idx = self.heads[ev.slot].head;
@@ -440,13 +474,21 @@ impl<T> TimerWheel<T> {
             }
         }
         self.stats.fired += u64::from(fired);
+        if cascade_pending {
+            self.stats.cascade_budget_hits += 1;
+            budget_hit = true;
+        }
         if budget_hit {
             self.stats.budget_hits += 1;
             self.budget_hit_now = Some(now);
         } else {
             self.budget_hit_now = None;
         }
-        AdvanceOutcome { fired, budget_hit }
+        AdvanceOutcome {
+            fired,
+            budget_hit,
+            cascade_pending,
+        }
     }
 
     /// Hands an unlinked entry to `f`; re-links it first if it is periodic.
@@ -471,7 +513,7 @@ impl<T> TimerWheel<T> {
                 let e = self.slab.get_mut(idx);
                 let item = e.item.as_ref().map(clone);
                 e.deadline = next;
-                let loc = self.loc_for(next);
+                let loc = self.place(next);
                 self.link_tail(idx, loc);
                 if let Some(item) = item {
                     f(Expired {
@@ -497,6 +539,43 @@ impl<T> TimerWheel<T> {
         } else {
             debug_assert!(false, "linked timer without item");
         }
+    }
+
+    /// Moves entries of the cascading slot down, in order, within the pass's move budget.
+    /// Returns whether the slot is empty (cascade finished).
+    fn cascade_step(&mut self, level: usize, slot: usize, moved: &mut u32) -> bool {
+        let loc = level * SLOTS + slot;
+        while *moved < self.cfg.max_cascade_per_pass {
+            let idx = self.heads[loc].head;
+            if idx == NIL {
+                break;
+            }
+            self.unlink(idx);
+            let to = self.loc_for(self.slab.get(idx).deadline);
+            debug_assert!((to as usize) < level * SLOTS, "cascade must move down");
+            self.link_tail(idx, to);
+            self.stats.cascaded += 1;
+            *moved += 1;
+        }
+        if self.heads[loc].head == NIL {
+            self.cascading = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Where a new or moved entry goes: its level/slot, or the tail of the slot being
+    /// cascaded when its deadline falls in that slot's range (keeps insertion order per tick).
+    #[inline]
+    fn place(&self, deadline: Tick) -> u16 {
+        let loc = self.loc_for(deadline);
+        if let Some((level, slot)) = self.cascading {
+            if loc != OVERFLOW_LOC && (loc as usize) < level * SLOTS {
+                return (level * SLOTS + slot) as u16;
+            }
+        }
+        loc
     }
 
     /// Re-inserts every entry of list `loc` relative to the current tick, keeping their order.

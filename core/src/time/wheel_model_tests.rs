@@ -240,3 +240,127 @@ fn model_agrees_on_dense_same_tick_order() {
         panic!("{e}");
     }
 }
+
+#[derive(Debug, Clone)]
+enum BudgetOp {
+    Insert { delta: u64 },
+    Cancel { pick: usize },
+    Advance { delta: u64 },
+}
+
+fn budget_op() -> impl Strategy<Value = BudgetOp> {
+    prop_oneof![
+        8 => delta().prop_map(|delta| BudgetOp::Insert { delta }),
+        2 => any::<usize>().prop_map(|pick| BudgetOp::Cancel { pick }),
+        3 => delta().prop_map(|delta| BudgetOp::Advance { delta }),
+    ]
+}
+
+/// Fire and cascade budgets only delay firings, never reorder or lose them: a wheel with tiny
+/// budgets fires the same (id, deadline) sequence as one with unlimited budgets.
+fn run_budgets(ops: Vec<BudgetOp>, max_fire: u32, max_cascade: u32) -> Result<(), TestCaseError> {
+    let free = WheelConfig {
+        max_fire_per_pass: u32::MAX,
+        max_cascade_per_pass: u32::MAX,
+        ..WheelConfig::default()
+    };
+    let tight = WheelConfig {
+        max_fire_per_pass: max_fire,
+        max_cascade_per_pass: max_cascade,
+        ..WheelConfig::default()
+    };
+    let fail = |e: super::wheel::TimerError| TestCaseError::fail(e.to_string());
+    let mut a: TimerWheel<u64> = TimerWheel::new(free).map_err(fail)?;
+    let mut b: TimerWheel<u64> = TimerWheel::new(tight).map_err(fail)?;
+    let mut now = 0u64;
+    // (id, deadline, handle in a, handle in b)
+    let mut live: Vec<(u64, u64, TimerHandle, TimerHandle)> = Vec::new();
+    let mut next_id = 0;
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for op in ops {
+        match op {
+            BudgetOp::Insert { delta } => {
+                let d = now + delta;
+                let ha = a.insert(d, next_id).map_err(fail)?;
+                let hb = b.insert(d, next_id).map_err(fail)?;
+                live.push((next_id, d, ha, hb));
+                next_id += 1;
+            }
+            BudgetOp::Cancel { pick } => {
+                // Only timers still pending in both (deadline in the future).
+                live.retain(|x| x.1 > now);
+                if live.is_empty() {
+                    continue;
+                }
+                let (id, _, ha, hb) = live.swap_remove(pick % live.len());
+                prop_assert_eq!(a.cancel(ha), Some(id));
+                prop_assert_eq!(b.cancel(hb), Some(id));
+            }
+            BudgetOp::Advance { delta } => {
+                now += delta;
+                a.advance(now, |e| got_a.push((e.item, e.deadline)));
+                b.advance(now, |e| got_b.push((e.item, e.deadline)));
+                prop_assert!(got_b.len() <= got_a.len());
+                prop_assert_eq!(&got_a[..got_b.len()], &got_b[..]);
+            }
+        }
+    }
+    a.advance(now, |e| got_a.push((e.item, e.deadline)));
+    let mut passes = 0;
+    while b
+        .advance(now, |e| got_b.push((e.item, e.deadline)))
+        .budget_hit
+    {
+        passes += 1;
+        prop_assert!(passes < 1_000_000, "tight wheel never catches up");
+    }
+    prop_assert_eq!(&got_a, &got_b);
+    prop_assert_eq!(a.len(), b.len());
+    prop_assert_eq!(a.elapsed(), b.elapsed());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn budgets_delay_but_never_reorder(
+        ops in prop::collection::vec(budget_op(), 1..300),
+        max_fire in 1u32..5,
+        max_cascade in 1u32..5,
+    ) {
+        run_budgets(ops, max_fire, max_cascade)?;
+    }
+}
+
+#[test]
+fn cascade_budget_spreads_a_big_slot_over_passes() {
+    let cfg = WheelConfig {
+        max_cascade_per_pass: 100,
+        ..WheelConfig::default()
+    };
+    let mut w: TimerWheel<u64> = TimerWheel::new(cfg).expect("config");
+    for i in 0..1000 {
+        w.insert(10_000 + i % 7, i).expect("insert");
+    }
+    let mut fired = Vec::new();
+    let mut passes = 0;
+    loop {
+        let out = w.advance(20_000, |e| fired.push(e.deadline));
+        passes += 1;
+        if !out.budget_hit {
+            break;
+        }
+        // An insert during the pending cascade must still fire after earlier ones of its tick.
+        if passes == 3 {
+            w.insert(10_003, 5000).expect("insert");
+        }
+    }
+    assert!(passes >= 10, "1000 moves at 100 per pass: {passes} passes");
+    assert_eq!(fired.len(), 1001);
+    assert!(
+        fired.windows(2).all(|p| p[0] <= p[1]),
+        "deadline order kept"
+    );
+    assert!(w.stats().cascade_budget_hits >= 9);
+}
