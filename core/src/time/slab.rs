@@ -158,8 +158,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entry_is_48_bytes_for_u64_items() {
-        assert_eq!(std::mem::size_of::<Entry<u64>>(), 48);
+    fn entry_sizes_stay_within_64_bytes() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Entry<u64>>(), 48);
+        assert_eq!(size_of::<Entry<u32>>(), 40);
+        assert_eq!(size_of::<Entry<(u64, u64)>>(), 56);
+        assert_eq!(size_of::<Entry<String>>(), 56);
+        assert_eq!(size_of::<Entry<[u64; 3]>>(), 64);
     }
 
     #[test]
