@@ -43,7 +43,7 @@ pub(crate) struct Entry<T> {
 /// Fixed-chunk slab with an intrusive free list.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    chunks: Vec<Box<[Entry<T>]>>,
+    chunks: Vec<Box<[Entry<T>; CHUNK_LEN]>>,
     /// Head of the free list (`NIL` when every allocated slot is in use).
     free_head: u32,
     /// Number of slots handed out and not yet released.
@@ -70,7 +70,7 @@ impl<T> Slab<T> {
     /// Bytes held by the chunks and the chunk table.
     pub(crate) fn allocated_bytes(&self) -> usize {
         self.chunks.len() * CHUNK_LEN * std::mem::size_of::<Entry<T>>()
-            + self.chunks.capacity() * std::mem::size_of::<Box<[Entry<T>]>>()
+            + self.chunks.capacity() * std::mem::size_of::<Box<[Entry<T>; CHUNK_LEN]>>()
     }
 
     /// Makes sure at least `n` slots exist without further allocation.
@@ -81,7 +81,7 @@ impl<T> Slab<T> {
     }
 
     fn push_chunk(&mut self) {
-        let chunk: Box<[Entry<T>]> = (0..CHUNK_LEN)
+        let slice: Box<[Entry<T>]> = (0..CHUNK_LEN)
             .map(|_| Entry {
                 item: None,
                 deadline: 0,
@@ -92,7 +92,11 @@ impl<T> Slab<T> {
                 loc: LOC_FREE,
             })
             .collect();
-        self.chunks.push(chunk);
+        // The fixed-size type lets the inner index skip its bounds check (index & mask).
+        match slice.try_into() {
+            Ok(chunk) => self.chunks.push(chunk),
+            Err(_) => unreachable!("chunk built with CHUNK_LEN entries"),
+        }
     }
 
     /// Takes a free slot and returns its index; the caller fills it in.
