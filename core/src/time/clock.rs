@@ -121,6 +121,9 @@ pub struct ClockStats {
     pub max_backwards_ns: u64,
     /// Calls to [`Clock::resync_wall`].
     pub wall_resyncs: u64,
+    /// Resyncs that found the OS wall clock behind the derived wall time (stepped back, or the
+    /// counter runs fast); calendar catch-up then reports nothing until it passes again.
+    pub wall_steps_back: u64,
 }
 
 /// A shard's clock. See the module docs.
@@ -140,16 +143,13 @@ impl Clock {
     pub fn new() -> Clock {
         let clock = quanta::Clock::new();
         let origin = clock.raw();
-        let mut c = Clock {
+        Clock {
             source: Source::Counter { clock, origin },
             now: MonoTime(0),
-            wall_anchor_unix_ns: 0,
+            wall_anchor_unix_ns: unix_nanos(SystemTime::now()),
             wall_anchor_mono: MonoTime(0),
             stats: ClockStats::default(),
-        };
-        c.resync_wall();
-        c.stats.wall_resyncs = 0;
-        c
+        }
     }
 
     /// A clock driven by hand, starting at monotonic 0 and at wall time `wall_start`.
@@ -224,7 +224,13 @@ impl Clock {
     /// now and then, e.g. each minute, so NTP corrections reach calendar events).
     pub fn resync_wall(&mut self) {
         self.refresh();
-        self.wall_anchor_unix_ns = unix_nanos(SystemTime::now());
+        let wall = unix_nanos(SystemTime::now());
+        let derived = self.wall_anchor_unix_ns
+            + (i128::from(self.now.0) - i128::from(self.wall_anchor_mono.0));
+        if wall < derived {
+            self.stats.wall_steps_back += 1;
+        }
+        self.wall_anchor_unix_ns = wall;
         self.wall_anchor_mono = self.now;
         self.stats.wall_resyncs += 1;
     }
@@ -340,6 +346,17 @@ mod tests {
         let before_epoch = UNIX_EPOCH - Duration::from_secs(10);
         c.set_wall(before_epoch);
         assert_eq!(c.wall_now(), before_epoch);
+    }
+
+    #[test]
+    fn resync_counts_wall_clock_behind_derived_time() {
+        // Derived wall time in 2100; the OS clock is behind it, so the resync is a step back.
+        let future = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+        let (mut c, _m) = Clock::manual(future);
+        c.resync_wall();
+        assert_eq!(c.stats().wall_steps_back, 1);
+        assert_eq!(c.stats().wall_resyncs, 1);
+        assert!(c.wall_now() < future);
     }
 
     #[test]
