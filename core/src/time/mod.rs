@@ -12,6 +12,8 @@
 //! This module must not know about sockets, sessions, shards or the runtime: the shard loop
 //! feeds it ticks and wall times and acts on what it returns. See `docs/TIME.md`.
 
+#![deny(missing_docs)]
+
 mod calendar;
 mod clock;
 mod slab;

@@ -81,22 +81,17 @@ impl<T> Slab<T> {
     }
 
     fn push_chunk(&mut self) {
-        let slice: Box<[Entry<T>]> = (0..CHUNK_LEN)
-            .map(|_| Entry {
-                item: None,
-                deadline: 0,
-                period: 0,
-                prev: NIL,
-                next: NIL,
-                generation: 0,
-                loc: LOC_FREE,
-            })
-            .collect();
-        // The fixed-size type lets the inner index skip its bounds check (index & mask).
-        match slice.try_into() {
-            Ok(chunk) => self.chunks.push(chunk),
-            Err(_) => unreachable!("chunk built with CHUNK_LEN entries"),
-        }
+        // A fixed-size chunk lets the inner index skip its bounds check (index & mask).
+        let chunk: Box<[Entry<T>; CHUNK_LEN]> = Box::new(std::array::from_fn(|_| Entry {
+            item: None,
+            deadline: 0,
+            period: 0,
+            prev: NIL,
+            next: NIL,
+            generation: 0,
+            loc: LOC_FREE,
+        }));
+        self.chunks.push(chunk);
     }
 
     /// Takes a free slot and returns its index; the caller fills it in.
