@@ -136,7 +136,8 @@ pub struct Expired<T> {
 pub struct AdvanceOutcome {
     /// Timers fired in this pass.
     pub fired: u32,
-    /// Whether the pass stopped at the fire budget with timers still due.
+    /// Whether the pass stopped at a budget (fire or cascade) with work left that was due by
+    /// `now`; call again (or let the next pass do it).
     pub budget_hit: bool,
     /// Whether the pass stopped at the cascade budget in the middle of moving a slot.
     pub cascade_pending: bool,
@@ -153,7 +154,8 @@ pub struct WheelStats {
     pub fired: u64,
     /// Entry moves from a higher level (or the overflow list) to a lower one.
     pub cascaded: u64,
-    /// Passes that stopped at `max_fire_per_pass` with timers still due.
+    /// Passes that stopped at a budget (`max_fire_per_pass` with timers still due, or
+    /// `max_cascade_per_pass` in the middle of a slot).
     pub budget_hits: u64,
     /// Timers that fired in a later pass than the one in which they were due.
     pub deferred_fired: u64,
@@ -408,9 +410,12 @@ impl<T> TimerWheel<T> {
         self.next_event().map(|e| e.tick)
     }
 
-    /// Fires every timer due at or before `now`, at most `max_fire_per_pass` of them, calling
-    /// `f` for each in deadline order (insertion order within a tick).
+    /// Fires every timer due at or before `now`, at most `max_fire_per_pass` of them (and at
+    /// most `max_cascade_per_pass` entry moves), calling `f` for each in deadline order
+    /// (insertion order within a tick). What the budgets hold back is done by the next call, in
+    /// the same order, and counted ([`WheelStats::deferred_fired`], `budget_hits`).
     ///
+    /// `f` cannot touch the wheel; collect follow-up inserts and do them after the call.
     /// A `now` before the wheel's tick is treated as the wheel's tick (time never runs back).
     pub fn advance<F: FnMut(Expired<T>)>(&mut self, now: Tick, f: F) -> AdvanceOutcome {
         let max = self.cfg.max_fire_per_pass;
