@@ -431,14 +431,15 @@ fn advance_sparse(imp: usize, passes: usize, rt: &Runtime) -> f64 {
 /// 100 ms, drained after they are due, each re-inserted one period later.
 /// ns per firing (fire + re-arm).
 fn periodic_rearm(imp: usize, firings: usize, rt: &Runtime) -> f64 {
-    const TIMERS: usize = 10_000;
     const PERIOD: u64 = 100;
-    let ticks = (firings / TIMERS) as u64 * PERIOD;
+    // 10 000 timers at full size; fewer in the smoke run so each still fires ten times.
+    let timers = (firings / 10).clamp(1, 10_000);
+    let ticks = (firings / timers) as u64 * PERIOD;
     let mut acc = 0u64;
     let r = match imp {
         LATTICE => {
             let mut w = new_wheel();
-            for i in 0..TIMERS {
+            for i in 0..timers {
                 let _ = w.insert_periodic(1 + i as u64 % PERIOD, PERIOD, i as u64);
             }
             let mut fired = 0usize;
@@ -455,7 +456,7 @@ fn periodic_rearm(imp: usize, firings: usize, rt: &Runtime) -> f64 {
         }
         HEAP => {
             let mut h = Heap::new();
-            for i in 0..TIMERS {
+            for i in 0..timers {
                 h.push(Reverse((1 + i as u64 % PERIOD, i as u32)));
             }
             let mut fired = 0usize;
@@ -503,7 +504,7 @@ fn periodic_rearm(imp: usize, firings: usize, rt: &Runtime) -> f64 {
         }),
         _ => {
             let mut w = Hhwt::new();
-            for i in 0..TIMERS {
+            for i in 0..timers {
                 let _ = w.insert(hh_entry(i as u64, 1 + i as u64 % PERIOD));
             }
             let mut fired = 0usize;
@@ -641,6 +642,9 @@ fn main() {
     let mut reps = 7usize;
     let mut only: Option<String> = None;
     let mut mem = true;
+    // `cargo bench` passes `--bench`; anything else (`cargo test --all-targets`) gets a quick
+    // smoke run with small sizes so a debug build does not spend minutes here.
+    let smoke = !args.iter().any(|a| a == "--bench");
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -699,6 +703,8 @@ fn main() {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }
+        let n = if smoke { n.min(2_000) } else { n };
+        let reps = if smoke { 1 } else { reps };
         // Repetitions of 1k are too short to time alone: batch them.
         let inner = if n < 10_000 {
             100
@@ -737,6 +743,12 @@ fn main() {
             })
             .collect();
         eprintln!("  {name}: min–max over reps: {}", spread.join(" | "));
+    }
+    if smoke {
+        println!(
+            "\n(smoke run with small sizes: use `cargo bench -p lattice-bench --bench timer`)"
+        );
+        return;
     }
     if mem && only.is_none() {
         println!("\n| timer/mem_per_timer | N | lattice | binary_heap (+flag) | delay_queue | hhwt | lattice own accounting |");
