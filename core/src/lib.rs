@@ -10,3 +10,4 @@ pub mod mesh;
 pub mod net;
 pub mod runtime;
 pub mod telemetry;
+pub mod time;
