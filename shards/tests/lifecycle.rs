@@ -256,7 +256,7 @@ fn sigterm_flushes_in_flight_replies_then_exits_0() {
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let l = Lattice::start(&["--log.format", "json"]);
-    let mut c = l.connect();
+    let c = l.connect();
     drop(c.s.shutdown(std::net::Shutdown::Both));
     let logs = l.wait_log("session closed");
     let mut closed = 0;
@@ -269,4 +269,25 @@ fn json_log_format_writes_one_object_per_line() {
         }
     }
     assert_eq!(closed, 1);
+}
+
+#[test]
+fn idle_sessions_time_out_and_busy_ones_survive() {
+    let l = Lattice::start(&["--net.idle_timeout_ms", "400"]);
+    let mut idle = l.connect();
+    let mut busy = l.connect();
+    let start = std::time::Instant::now();
+    let mut rid = 10;
+    // The busy session pings every 100 ms for 1.2 s (three timeouts' worth).
+    while start.elapsed() < std::time::Duration::from_millis(1200) {
+        busy.send(rid, &pb::Ping { payload: vec![] });
+        assert!(matches!(busy.recv().decode(), AnyMessage::Pong(_)));
+        rid += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(idle.closed_by_server(), "idle session must be closed");
+    l.wait_log("reason=idle timeout");
+    assert_eq!(l.metric_total("lattice_sessions_closed_idle_total"), 1);
+    busy.send(rid, &pb::Ping { payload: vec![] });
+    assert!(matches!(busy.recv().decode(), AnyMessage::Pong(_)));
 }

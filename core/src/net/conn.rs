@@ -51,6 +51,8 @@ pub(crate) fn adopt<A: ShardApp>(st: &Rc<ShardState<A>>, stream: TcpStream) {
         return;
     }
     let sess = new_session(st, peer);
+    sess.last_seen.set(st.clock.borrow_mut().refresh());
+    st.arm_idle_timer(&sess);
     let m = cx.m();
     ShardMetrics::add(&m.connections_accepted_total, 1);
     m.sessions_open
@@ -74,6 +76,9 @@ pub(crate) fn adopt<A: ShardApp>(st: &Rc<ShardState<A>>, stream: TcpStream) {
 fn finish<A: ShardApp>(st: &Rc<ShardState<A>>, sess: &Rc<SessionShared>, reason: CloseReason) {
     let cx = &st.cx;
     cx.sessions.borrow_mut().remove(sess.id);
+    if let Some(h) = sess.idle_timer.take() {
+        st.wheel.borrow_mut().cancel(h);
+    }
     cx.open_counter().fetch_sub(1, Ordering::Relaxed);
     let m = cx.m();
     m.sessions_open
@@ -85,6 +90,7 @@ fn finish<A: ShardApp>(st: &Rc<ShardState<A>>, sess: &Rc<SessionShared>, reason:
         CloseReason::Io(_) => &m.sessions_closed_io_total,
         CloseReason::App(_) => &m.sessions_closed_app_total,
         CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
+        CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
     };
     ShardMetrics::add(counter, 1);
     match &reason {
@@ -170,6 +176,9 @@ impl<A: ShardApp> Future for Conn<A> {
                     }
                     let m = st.cx.m();
                     ShardMetrics::add(&m.bytes_in_total, n as u64);
+                    if st.idle_timeout.is_some() {
+                        this.sess.last_seen.set(st.clock.borrow_mut().refresh());
+                    }
                     let id = this.sess.id;
                     let sess = &this.sess;
                     let res = guarded(&st, "on_frame", |app| {

@@ -41,4 +41,6 @@ pub struct NetConfig {
     pub max_connections: usize,
     /// Set TCP_NODELAY on accepted sockets.
     pub nodelay: bool,
+    /// A session that sends nothing for this long is closed ("idle timeout"); 0 = never.
+    pub idle_timeout_ms: u64,
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Waker;
 
+use crate::time::{MonoTime, TimerHandle};
+
 /// Identifies a session anywhere in the process: the owning shard, a slot in that shard's table and
 /// the slot's generation (so a stale id never reaches a newer session in a reused slot).
 ///
@@ -85,6 +87,8 @@ pub enum CloseReason {
     App(String),
     /// Server shutdown.
     Shutdown,
+    /// Nothing arrived from the peer for `net.idle_timeout_ms`.
+    IdleTimeout,
 }
 
 impl CloseReason {
@@ -97,6 +101,7 @@ impl CloseReason {
             CloseReason::Io(_) => "io_error",
             CloseReason::App(_) => "app",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -110,6 +115,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "io error: {e}"),
             CloseReason::App(e) => write!(f, "closed by server: {e}"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
         }
     }
 }
@@ -127,6 +133,10 @@ pub struct SessionShared {
     pub closing: RefCell<Option<CloseReason>>,
     /// Waker of the connection task, set while it waits.
     pub waker: Cell<Option<Waker>>,
+    /// When the peer last sent bytes.
+    pub last_seen: Cell<MonoTime>,
+    /// The session's idle timer in the shard's wheel.
+    pub idle_timer: Cell<Option<TimerHandle>>,
 }
 
 /// A session's bounded send buffer.
@@ -258,6 +268,8 @@ mod tests {
             out: RefCell::default(),
             closing: RefCell::default(),
             waker: Cell::new(None),
+            last_seen: Cell::new(MonoTime(0)),
+            idle_timer: Cell::new(None),
         })
     }
 

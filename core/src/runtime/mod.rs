@@ -36,6 +36,10 @@ pub struct RuntimeConfig {
     pub uring_entries: u32,
     /// Control commands a shard's control lane holds.
     pub control_capacity: usize,
+    /// Timers one shard's wheel holds; inserts beyond it fail and are counted.
+    pub timer_max_timers: u32,
+    /// Timers fired per loop pass; the rest fire in the next pass (counted).
+    pub timer_max_fire_per_pass: u32,
 }
 
 impl RuntimeConfig {
@@ -158,6 +162,11 @@ impl Server {
                 net: net.clone(),
                 mesh_batch: rt.mesh_batch.max(1),
                 drain_timeout: Duration::from_millis(shutdown.drain_timeout_ms),
+                wheel: crate::time::WheelConfig {
+                    max_timers: rt.timer_max_timers.max(1),
+                    max_fire_per_pass: rt.timer_max_fire_per_pass.max(1),
+                    ..Default::default()
+                },
             };
             let factory = factory.clone();
             let core = if rt.pin && !cores.is_empty() {

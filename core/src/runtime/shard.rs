@@ -22,6 +22,16 @@ use crate::net::frame::Frame;
 use crate::net::session::{CloseReason, SessionId, SessionShared, SessionTable};
 use crate::net::NetConfig;
 use crate::telemetry::metrics::{Metrics, ShardMetrics};
+use crate::time::{Clock, TickLen, TimerWheel, WheelConfig};
+
+/// What a shard's timer wheel holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerItem {
+    /// Check whether a session has been idle for `net.idle_timeout_ms`.
+    SessionIdle(SessionId),
+}
+
+const TICK: TickLen = TickLen::MILLISECOND;
 
 /// The application a shard runs: the roles (gate, logic, …) composed by the binary. One instance per
 /// shard, created on the shard's thread; it is never shared, so it needs no locks.
@@ -294,6 +304,7 @@ pub(crate) struct ShardParts<M> {
     pub net: NetConfig,
     pub mesh_batch: usize,
     pub drain_timeout: Duration,
+    pub wheel: WheelConfig,
 }
 
 /// The shard's state, shared by its mesh loop and its connection tasks (same thread).
@@ -306,11 +317,85 @@ pub(crate) struct ShardState<A: ShardApp> {
     quiet: Arc<Vec<AtomicBool>>,
     mesh_batch: usize,
     drain_timeout: Duration,
+    /// The shard's clock, refreshed once per loop pass (and by a session when it reads).
+    pub clock: RefCell<Clock>,
+    /// The shard's timers.
+    pub wheel: RefCell<TimerWheel<TimerItem>>,
+    /// `net.idle_timeout_ms`, if on.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl<A: ShardApp> ShardState<A> {
     fn signal(&self) -> &ShardSignal {
         &self.cx.signals[self.cx.id]
+    }
+
+    /// Schedules the idle check of `sess` at `last_seen + idle_timeout` (no-op when off).
+    pub(crate) fn arm_idle_timer(&self, sess: &SessionShared) {
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        let at = TICK.tick_of(sess.last_seen.get().saturating_add(timeout)) + 1;
+        match self
+            .wheel
+            .borrow_mut()
+            .insert(at, TimerItem::SessionIdle(sess.id))
+        {
+            Ok(h) => sess.idle_timer.set(Some(h)),
+            Err(e) => {
+                ShardMetrics::add(&self.cx.m().timers_rejected_total, 1);
+                tracing::warn!(session = %sess.id, error = %e, "cannot arm idle timer");
+            }
+        }
+    }
+
+    /// Fires due timers (bounded per pass). Returns true if any fired.
+    fn run_timers(&self) -> bool {
+        let now = self.clock.borrow_mut().refresh();
+        let mut fired = Vec::new();
+        let outcome = self
+            .wheel
+            .borrow_mut()
+            .advance(TICK.tick_of(now), |e| fired.push(e.item));
+        let m = self.cx.m();
+        if outcome.budget_hit {
+            ShardMetrics::add(&m.timers_deferred_total, 1);
+        }
+        ShardMetrics::add(&m.timers_fired_total, fired.len() as u64);
+        for item in &fired {
+            match *item {
+                TimerItem::SessionIdle(id) => self.check_idle(id, now),
+            }
+        }
+        let stats = self.wheel.borrow().stats();
+        m.timers_pending.store(stats.pending, Ordering::Relaxed);
+        m.clock_backwards_total.store(
+            self.clock.borrow().stats().backwards_clamped,
+            Ordering::Relaxed,
+        );
+        !fired.is_empty()
+    }
+
+    fn check_idle(&self, id: SessionId, now: crate::time::MonoTime) {
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        let table = self.cx.sessions.borrow();
+        let Some(sess) = table.get(id) else {
+            return;
+        };
+        sess.idle_timer.set(None);
+        if now.saturating_since(sess.last_seen.get()) >= timeout {
+            sess.close(CloseReason::IdleTimeout);
+        } else {
+            self.arm_idle_timer(sess);
+        }
+    }
+
+    /// How long the loop may park before the next timer is due.
+    fn park_timeout(&self) -> Option<Duration> {
+        let next = self.wheel.borrow().next_deadline()?;
+        Some(self.clock.borrow().until_tick(next, TICK))
     }
 
     fn has_input(&self) -> bool {
@@ -339,7 +424,22 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         local_work: Cell::new(false),
         draining: Cell::new(false),
     };
+    let mut clock = Clock::new();
+    let now = clock.refresh();
+    let wheel = match TimerWheel::starting_at(parts.wheel, TICK.tick_of(now)) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(shard = parts.id, error = %e, "bad timer wheel settings; using defaults");
+            TimerWheel::starting_at(WheelConfig::default(), TICK.tick_of(now))
+                .expect("default wheel settings are valid")
+        }
+    };
+    let idle_timeout =
+        (cx.net.idle_timeout_ms > 0).then(|| Duration::from_millis(cx.net.idle_timeout_ms));
     let st = Rc::new(ShardState {
+        clock: RefCell::new(clock),
+        wheel: RefCell::new(wheel),
+        idle_timeout,
         cx,
         app: RefCell::new(make_app()),
         read_buf: RefCell::new(read_buf),
@@ -375,6 +475,9 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
                 }
                 Control::Shutdown => {}
             }
+            worked = true;
+        }
+        if st.run_timers() {
             worked = true;
         }
         let backlog_left = st.cx.flush_backlog();
@@ -418,11 +521,25 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         } else if backlog_left {
             monoio::time::sleep(Duration::from_micros(100)).await;
         } else {
-            Park {
+            let park = Park {
                 st: &st,
                 armed: false,
+            };
+            match st.park_timeout() {
+                None => park.await,
+                Some(d) => {
+                    let mut park = std::pin::pin!(park);
+                    let mut sleep = std::pin::pin!(monoio::time::sleep(d));
+                    std::future::poll_fn(|cx| {
+                        if park.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                }
             }
-            .await;
         }
     }
 }
@@ -536,6 +653,15 @@ struct Park<'a, A: ShardApp> {
     armed: bool,
 }
 
+impl<A: ShardApp> Drop for Park<'_, A> {
+    fn drop(&mut self) {
+        // Woken by the timer instead: we are running, so producers need not wake us.
+        if self.armed {
+            self.st.signal().cancel_park();
+        }
+    }
+}
+
 impl<A: ShardApp> Future for Park<'_, A> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -567,6 +693,8 @@ pub(crate) fn new_session<A: ShardApp>(
             out: RefCell::default(),
             closing: RefCell::default(),
             waker: Cell::new(None),
+            last_seen: Cell::new(crate::time::MonoTime(0)),
+            idle_timer: Cell::new(None),
         })
     })
 }

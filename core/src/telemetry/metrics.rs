@@ -40,6 +40,7 @@ shard_metrics! {
     sessions_closed_io_total: "counter", "Sessions closed on a socket error.";
     sessions_closed_app_total: "counter", "Sessions closed by the application (e.g. version mismatch).";
     sessions_closed_shutdown_total: "counter", "Sessions closed by server shutdown.";
+    sessions_closed_idle_total: "counter", "Sessions closed because the peer sent nothing for net.idle_timeout_ms.";
     frames_in_total: "counter", "Frames decoded from clients.";
     frames_out_total: "counter", "Frames queued to clients.";
     bytes_in_total: "counter", "Bytes read from client sockets.";
@@ -55,6 +56,11 @@ shard_metrics! {
     mesh_backlog: "gauge", "Messages waiting in this shard's backlog for a full ring.";
     mesh_wakeups_total: "counter", "Times this shard woke a parked shard.";
     service_queue_depth: "gauge", "Requests waiting in this shard's service inbound queues.";
+    timers_pending: "gauge", "Timers pending in this shard's wheel.";
+    timers_fired_total: "counter", "Timers fired by this shard's wheel.";
+    timers_deferred_total: "counter", "Passes that hit runtime.timer_max_fire_per_pass (the rest fired next pass).";
+    timers_rejected_total: "counter", "Timer inserts refused because the wheel was full (runtime.timer_max_timers).";
+    clock_backwards_total: "counter", "Clock readings that went backwards and were clamped.";
 }
 
 impl ShardMetrics {
