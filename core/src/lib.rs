@@ -1,1 +1,2 @@
 //! Lattice core.
+pub mod storage;
