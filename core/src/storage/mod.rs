@@ -80,6 +80,11 @@ impl TableId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// Id of the first registered table (for building statements by hand in tests and tools).
+    pub fn first() -> TableId {
+        TableId(0)
+    }
 }
 
 /// Shape of a table the write-behind layer writes: its name, key columns and the other columns, in the

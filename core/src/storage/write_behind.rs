@@ -841,7 +841,7 @@ impl Flusher {
         }
         let t0 = Instant::now();
         let r = self.backend.exec(&stmt.sql, &stmt.params).await;
-        self.shared.metrics.statement(stmt.kind, stmt.rows as u64, t0.elapsed(), r.is_ok());
+        self.shared.metrics.statements(stmt.kind, stmt.params.len() as u64, stmt.rows as u64, t0.elapsed(), r.is_ok());
         r.map(|_| ())
     }
 
