@@ -892,7 +892,7 @@ impl Flusher {
         let mut stop = false;
         let mut tried = 0usize;
         let mut ok = 0u64;
-        let total = lines.len();
+        let mut changed = false;
         for line in lines {
             let mut rec = match line {
                 DumpLine::Record(r) if !stop && tried < max && (at_start || r.error.is_network()) && r.backend == self.kind.as_str() => r,
@@ -910,6 +910,7 @@ impl Flusher {
                 }
                 Err(e) => {
                     m.replay_failures.fetch_add(1, Ordering::Relaxed);
+                    changed |= rec.error.class != e.class.to_string();
                     if e.is_retryable() {
                         stop = true;
                     } else {
@@ -921,7 +922,9 @@ impl Flusher {
                 }
             }
         }
-        if ok > 0 || keep.len() != total || tried > 0 {
+        // Rewrite only when records went away or changed class; a failed retry alone is not worth
+        // rewriting the file (its attempt count is then updated at the next rewrite).
+        if ok > 0 || changed || (at_start && tried > 0) {
             self.dump.rewrite(&keep).map_err(|e| StorageError::Dump(format!("rewrite {}: {e}", self.dump.path().display())))?;
         }
         m.dump_pending.store(self.dump.records(), Ordering::Relaxed);
