@@ -72,7 +72,10 @@ fn crash_child() {
         it.next().expect("db"),
         it.next().expect("dir"),
         it.next().expect("database"),
-        it.next().expect("round").parse::<i64>().expect("round number"),
+        it.next()
+            .expect("round")
+            .parse::<i64>()
+            .expect("round number"),
     );
     let db = if db == "mysql" { Db::Mysql } else { Db::Sqlite };
     let cfg = crash_config(db, std::path::Path::new(dir), database);
@@ -92,7 +95,9 @@ fn crash_child() {
             };
             match r {
                 Ok(t) => break t,
-                Err(lattice_core::storage::StorageError::Backpressure(_)) => std::thread::sleep(Duration::from_millis(1)),
+                Err(lattice_core::storage::StorageError::Backpressure(_)) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
                 Err(e) => panic!("mark failed: {e}"),
             }
         };
@@ -127,7 +132,11 @@ impl Rng {
 
 fn kill9_run(db: Db) {
     let dir = temp_dir(&format!("kill9-{db:?}"));
-    let database = format!("lt_kill9_{}_{}", if db == Db::Mysql { "my" } else { "lite" }, std::process::id());
+    let database = format!(
+        "lt_kill9_{}_{}",
+        if db == Db::Mysql { "my" } else { "lite" },
+        std::process::id()
+    );
     let exe = std::env::current_exe().expect("test binary path");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64);
     let mut acked: Vec<Option<usize>> = Vec::new();
@@ -135,8 +144,22 @@ fn kill9_run(db: Db) {
     let started = Instant::now();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{}|{}|{}|{round}", if db == Db::Mysql { "mysql" } else { "sqlite" }, dir.display(), database))
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!(
+                    "{}|{}|{}|{round}",
+                    if db == Db::Mysql { "mysql" } else { "sqlite" },
+                    dir.display(),
+                    database
+                ),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -150,7 +173,10 @@ fn kill9_run(db: Db) {
                 let mut g = l2.lock().expect("lock");
                 if line.ends_with("OPEN") {
                     g.0 = true;
-                } else if let Some(n) = line.strip_prefix("A ").and_then(|n| n.parse::<usize>().ok()) {
+                } else if let Some(n) = line
+                    .strip_prefix("A ")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
                     g.1 = Some(n);
                 }
             }
@@ -158,13 +184,20 @@ fn kill9_run(db: Db) {
         // Every 5th round: kill at a random point during start-up (journal replay, migrations,
         // initial flush). Otherwise: a random time after the child started marking.
         let early = round % 5 == 0;
-        let delay = Duration::from_millis(if early { rng.range(1, 60) } else { rng.range(5, 150) });
+        let delay = Duration::from_millis(if early {
+            rng.range(1, 60)
+        } else {
+            rng.range(5, 150)
+        });
         let deadline = Instant::now() + Duration::from_secs(30);
         if !early {
             while !lines.lock().expect("lock").0 {
                 if let Ok(Some(st)) = child.try_wait() {
                     let mut err = String::new();
-                    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+                    let _ = std::io::Read::read_to_string(
+                        &mut child.stderr.take().expect("stderr"),
+                        &mut err,
+                    );
                     panic!("child exited early ({st}): {err}");
                 }
                 assert!(Instant::now() < deadline, "child did not open within 30 s");
@@ -181,7 +214,8 @@ fn kill9_run(db: Db) {
         let g = lines.lock().expect("lock");
         if status.success() || (!g.0 && !early) {
             let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+            let _ =
+                std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
             panic!("round {round}: child ended on its own ({status}): {err}");
         }
         acked.push(g.1);
@@ -196,7 +230,10 @@ fn kill9_run(db: Db) {
     let mut total_acked = 0;
     for (round, a) in acked.iter().enumerate() {
         let r = round as i64;
-        let in_db: BTreeMap<i64, i64> = rows.range(r * ROUND_KEYS..(r + 1) * ROUND_KEYS).map(|(k, v)| (*k, *v)).collect();
+        let in_db: BTreeMap<i64, i64> = rows
+            .range(r * ROUND_KEYS..(r + 1) * ROUND_KEYS)
+            .map(|(k, v)| (*k, *v))
+            .collect();
         let acked_ops = a.map_or(0, |n| n + 1);
         total_acked += acked_ops;
         // State after the first `acked_ops` ops, then try each allowed longer prefix.
@@ -229,7 +266,10 @@ fn kill9_run(db: Db) {
     }
     assert!(kills >= ROUNDS, "only {kills} kills hit a running child");
     assert!(total_acked > 0, "children acknowledged nothing");
-    eprintln!("{db:?}: {kills} kills in {elapsed:?}, {total_acked} acknowledged ops checked, {} rows", rows.len());
+    eprintln!(
+        "{db:?}: {kills} kills in {elapsed:?}, {total_acked} acknowledged ops checked, {} rows",
+        rows.len()
+    );
     drop_database(&h);
     s.shutdown().expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,10 +6,10 @@ mod storage_common;
 use lattice_core::storage::dump::{DumpError, DumpFile, DumpRecord};
 use lattice_core::storage::sql::{self, Dialect};
 use lattice_core::storage::{
-    migrate, BackendKind, Migration, Schema, Storage, StorageConfig, StorageError, StmtKind, Value,
+    migrate, BackendKind, Migration, Schema, StmtKind, Storage, StorageConfig, StorageError, Value,
 };
-use storage_common::*;
 use std::time::{Duration, Instant};
+use storage_common::*;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -24,10 +24,16 @@ fn round_trip(db: Db) {
     let kvt = h.table("kv").expect("kv registered");
     let mut tickets = Vec::new();
     for i in 0..100 {
-        tickets.push(h.insert(kvt, vec![Value::Int(i)], kv(i * 10, Some("new"))).expect("mark"));
+        tickets.push(
+            h.insert(kvt, vec![Value::Int(i)], kv(i * 10, Some("new")))
+                .expect("mark"),
+        );
     }
     for i in 0..10 {
-        tickets.push(h.update(kvt, vec![Value::Int(i)], kv(-i, None)).expect("mark"));
+        tickets.push(
+            h.update(kvt, vec![Value::Int(i)], kv(-i, None))
+                .expect("mark"),
+        );
     }
     for i in 90..100 {
         tickets.push(h.delete(kvt, vec![Value::Int(i)]).expect("mark"));
@@ -39,8 +45,20 @@ fn round_trip(db: Db) {
         last = ack.seq;
     }
     // Dirty reads before any flush.
-    assert_eq!(h.load(kvt, vec![Value::Int(3)]).expect("load").wait_timeout(T).expect("read"), Some(kv(-3, None)));
-    assert_eq!(h.load(kvt, vec![Value::Int(95)]).expect("load").wait_timeout(T).expect("read"), None);
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(3)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        Some(kv(-3, None))
+    );
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(95)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        None
+    );
     assert_eq!(h.metrics().dirty_reads, 2);
     let rep = h.flush_and_wait(T).expect("flushed");
     assert_eq!((rep.written, rep.dumped), (100, 0));
@@ -50,11 +68,27 @@ fn round_trip(db: Db) {
     assert_eq!(rows[3], (3, -3, None));
     assert_eq!(rows[50], (50, 500, Some("new".into())));
     // Reads now come from the database.
-    assert_eq!(h.load(kvt, vec![Value::Int(50)]).expect("load").wait_timeout(T).expect("read"), Some(kv(500, Some("new"))));
-    assert_eq!(h.load(kvt, vec![Value::Int(1000)]).expect("load").wait_timeout(T).expect("read"), None);
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(50)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        Some(kv(500, Some("new")))
+    );
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(1000)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        None
+    );
     let m = h.metrics();
     assert!(m.kind(StmtKind::Select).statements >= 2);
-    assert_eq!(m.kind(StmtKind::Insert).rows, 90, "inserted rows after coalescing (10 updates folded in)");
+    assert_eq!(
+        m.kind(StmtKind::Insert).rows,
+        90,
+        "inserted rows after coalescing (10 updates folded in)"
+    );
     assert_eq!(m.kind(StmtKind::Delete).rows, 10);
     s.shutdown().expect("clean shutdown");
     // Reopen: nothing to replay, data still there.
@@ -72,21 +106,37 @@ fn update_without_insert_and_composite_keys(db: Db) {
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
     let pair = h.table("pair").expect("pair");
-    h.insert(kvt, vec![Value::Int(1)], kv(1, None)).expect("mark").wait().expect("ack");
+    h.insert(kvt, vec![Value::Int(1)], kv(1, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
     h.flush_and_wait(T).expect("flush");
     // A plain update of an existing row, and an update of a missing row (no effect).
-    h.update(kvt, vec![Value::Int(1)], kv(2, Some("u"))).expect("mark").wait().expect("ack");
-    h.update(kvt, vec![Value::Int(2)], kv(9, None)).expect("mark").wait().expect("ack");
+    h.update(kvt, vec![Value::Int(1)], kv(2, Some("u")))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    h.update(kvt, vec![Value::Int(2)], kv(9, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
     for a in 0..20i64 {
         for b in ["x", "y"] {
-            h.insert(pair, vec![Value::Int(a), Value::from(b)], vec![Value::Bytes(vec![a as u8, 0, 255])])
-                .expect("mark")
-                .wait()
-                .expect("ack");
+            h.insert(
+                pair,
+                vec![Value::Int(a), Value::from(b)],
+                vec![Value::Bytes(vec![a as u8, 0, 255])],
+            )
+            .expect("mark")
+            .wait()
+            .expect("ack");
         }
     }
     for a in 0..10i64 {
-        h.delete(pair, vec![Value::Int(a), Value::from("x")]).expect("mark").wait().expect("ack");
+        h.delete(pair, vec![Value::Int(a), Value::from("x")])
+            .expect("mark")
+            .wait()
+            .expect("ack");
     }
     h.flush_and_wait(T).expect("flush");
     assert_eq!(kv_rows(&h), vec![(1, 2, Some("u".into()))]);
@@ -103,7 +153,10 @@ fn update_without_insert_and_composite_keys(db: Db) {
         other => panic!("blob came back as {other:?}"),
     }
     assert_eq!(
-        h.load(pair, vec![Value::Int(15), Value::from("x")]).expect("load").wait_timeout(T).expect("read"),
+        h.load(pair, vec![Value::Int(15), Value::from("x")])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
         Some(vec![Value::Bytes(vec![15, 0, 255])])
     );
     drop_database(&h);
@@ -116,9 +169,15 @@ fn coalescing(db: Db) {
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
     let mut last = None;
-    h.insert(kvt, vec![Value::Int(7)], kv(0, None)).expect("mark").wait().expect("ack");
+    h.insert(kvt, vec![Value::Int(7)], kv(0, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
     for v in 1..=1000 {
-        last = Some(h.update(kvt, vec![Value::Int(7)], kv(v, None)).expect("mark"));
+        last = Some(
+            h.update(kvt, vec![Value::Int(7)], kv(v, None))
+                .expect("mark"),
+        );
     }
     last.expect("marked").wait_timeout(T).expect("ack");
     let rep = h.flush_and_wait(T).expect("flush");
@@ -127,8 +186,16 @@ fn coalescing(db: Db) {
     assert_eq!(m.dirty_marks, 1001);
     assert_eq!(m.coalesced_marks, 1000);
     assert_eq!(m.flushed_rows, 1);
-    assert_eq!(m.kind(StmtKind::Insert).statements, 1, "1001 marks, one write");
-    assert_eq!(m.kind(StmtKind::Update).statements, 0, "update after insert stays an insert");
+    assert_eq!(
+        m.kind(StmtKind::Insert).statements,
+        1,
+        "1001 marks, one write"
+    );
+    assert_eq!(
+        m.kind(StmtKind::Update).statements,
+        0,
+        "update after insert stays an insert"
+    );
     assert_eq!(kv_rows(&h), vec![(7, 1000, None)]);
     drop_database(&h);
     s.shutdown().expect("shutdown");
@@ -141,7 +208,12 @@ fn dirty_bound_triggers_flush(db: Db) {
     let s = open(&cfg);
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
-    let tickets: Vec<_> = (0..1000).map(|i| h.insert(kvt, vec![Value::Int(i)], kv(i, None)).expect("mark")).collect();
+    let tickets: Vec<_> = (0..1000)
+        .map(|i| {
+            h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+                .expect("mark")
+        })
+        .collect();
     for t in tickets {
         t.wait_timeout(T).expect("ack");
     }
@@ -151,9 +223,15 @@ fn dirty_bound_triggers_flush(db: Db) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let m = h.metrics();
-    assert_eq!(m.flushed_rows, 1000, "bound-triggered flushes wrote everything without a request");
+    assert_eq!(
+        m.flushed_rows, 1000,
+        "bound-triggered flushes wrote everything without a request"
+    );
     assert!(m.flushes >= 1);
-    assert!(m.flush_batch_rows.max >= 100, "a flush took at least the bound");
+    assert!(
+        m.flush_batch_rows.max >= 100,
+        "a flush took at least the bound"
+    );
     assert!(m.kind(StmtKind::Insert).statements >= 1000 / 64);
     assert_eq!(kv_rows(&h).len(), 1000);
     drop_database(&h);
@@ -165,14 +243,25 @@ fn crash_then_replay(db: Db) {
     let s = open(&cfg);
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
-    let tickets: Vec<_> = (0..500).map(|i| h.insert(kvt, vec![Value::Int(i)], kv(i, Some("j"))).expect("mark")).collect();
+    let tickets: Vec<_> = (0..500)
+        .map(|i| {
+            h.insert(kvt, vec![Value::Int(i)], kv(i, Some("j")))
+                .expect("mark")
+        })
+        .collect();
     for t in tickets {
         t.wait_timeout(T).expect("ack");
     }
-    h.delete(kvt, vec![Value::Int(0)]).expect("mark").wait().expect("ack");
+    h.delete(kvt, vec![Value::Int(0)])
+        .expect("mark")
+        .wait()
+        .expect("ack");
     assert!(kv_rows(&h).is_empty(), "nothing flushed yet");
     s.halt_without_flush();
-    assert!(matches!(h.insert(kvt, vec![Value::Int(1)], kv(1, None)), Err(StorageError::Closed)));
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], kv(1, None)),
+        Err(StorageError::Closed)
+    ));
     // Restart: the journal's 501 acknowledged marks are written before open returns.
     let s = open(&cfg);
     let h = s.handle();
@@ -197,12 +286,22 @@ fn sql_error_goes_to_dump_with_code(db: Db) {
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
     for i in 0..10 {
-        h.insert(kvt, vec![Value::Int(i)], kv(i, None)).expect("mark").wait().expect("ack");
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
     }
     // NULL into a NOT NULL column: a constraint error from the server, in the middle of a batch.
-    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null]).expect("mark").wait().expect("ack");
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
     let rep = h.flush_and_wait(T).expect("flush completes");
-    assert_eq!((rep.written, rep.dumped), (9, 1), "good rows land, the bad one is dumped");
+    assert_eq!(
+        (rep.written, rep.dumped),
+        (9, 1),
+        "good rows land, the bad one is dumped"
+    );
     let m = h.metrics();
     assert_eq!(m.dumps, 1);
     assert_eq!(m.retries, 0, "SQL errors are not retried");
@@ -224,16 +323,24 @@ fn sql_error_goes_to_dump_with_code(db: Db) {
     assert_eq!(rec.params, vec![Value::Int(5), Value::Null, Value::Null]);
     assert!(rec.sql.starts_with("INSERT INTO"), "{}", rec.sql);
     let logs = captured_logs();
-    assert!(logs.contains(&format!("SQL error {code}")), "log lacks the code: {logs}");
+    assert!(
+        logs.contains(&format!("SQL error {code}")),
+        "log lacks the code: {logs}"
+    );
     s.shutdown().expect("shutdown");
     // At the next start the record is tried again, fails again, and is kept (never dropped).
     let s = open(&cfg);
     let h = s.handle();
     let m = h.metrics();
     assert_eq!((m.replays, m.replay_failures, m.dump_pending), (0, 1, 1));
-    let lines = DumpFile::open(&cfg.dump_path()).expect("dump").load().expect("load");
+    let lines = DumpFile::open(&cfg.dump_path())
+        .expect("dump")
+        .load()
+        .expect("load");
     match &lines[0] {
-        lattice_core::storage::dump::DumpLine::Record(r) => assert_eq!(r.attempts, rec.attempts + 1),
+        lattice_core::storage::dump::DumpLine::Record(r) => {
+            assert_eq!(r.attempts, rec.attempts + 1)
+        }
         other => panic!("{other:?}"),
     }
     drop_database(&h);
@@ -257,7 +364,11 @@ fn dump_records_replay_at_start(db: Db) {
         values: kv(4242, Some("dumped")),
         seq: 1,
     };
-    let row = lattice_core::storage::dirty::RowRef { table: lattice_core::storage::TableId::first(), key: &key, entry: &entry };
+    let row = lattice_core::storage::dirty::RowRef {
+        table: lattice_core::storage::TableId::first(),
+        key: &key,
+        entry: &entry,
+    };
     let st = sql::upsert(dialect, &spec, &[row]);
     let rec = DumpRecord {
         v: 1,
@@ -268,7 +379,11 @@ fn dump_records_replay_at_start(db: Db) {
         seq: 1,
         sql: st.sql,
         params: st.params[0].clone(),
-        error: DumpError { class: "network".into(), code: Some(2013), message: "lost connection".into() },
+        error: DumpError {
+            class: "network".into(),
+            code: Some(2013),
+            message: "lost connection".into(),
+        },
         attempts: 9,
     };
     let mut dump = DumpFile::open(&cfg.dump_path()).expect("dump");
@@ -281,7 +396,11 @@ fn dump_records_replay_at_start(db: Db) {
     let s = open(&cfg);
     let h = s.handle();
     let m = h.metrics();
-    assert_eq!((m.replays, m.dump_pending), (1, 1), "record replayed, foreign line kept");
+    assert_eq!(
+        (m.replays, m.dump_pending),
+        (1, 1),
+        "record replayed, foreign line kept"
+    );
     assert_eq!(kv_rows(&h), vec![(42, 4242, Some("dumped".into()))]);
     let left = std::fs::read_to_string(cfg.dump_path()).expect("dump file kept");
     assert_eq!(left, "{ operator note, not a record }\n");
@@ -294,19 +413,29 @@ fn migrations_apply_once_and_verify(db: Db) {
     let s = open(&cfg);
     let h = s.handle();
     let versions = |h: &lattice_core::storage::StorageHandle| -> Vec<i64> {
-        h.query(&format!("SELECT version FROM {} ORDER BY version", migrate::VERSION_TABLE), vec![])
-            .expect("q")
-            .wait_timeout(T)
-            .expect("rows")
-            .iter()
-            .map(|r| r[0].as_i64().expect("int"))
-            .collect()
+        h.query(
+            &format!(
+                "SELECT version FROM {} ORDER BY version",
+                migrate::VERSION_TABLE
+            ),
+            vec![],
+        )
+        .expect("q")
+        .wait_timeout(T)
+        .expect("rows")
+        .iter()
+        .map(|r| r[0].as_i64().expect("int"))
+        .collect()
     };
     assert_eq!(versions(&h), vec![1, 2]);
     assert!(h.metrics().kind(StmtKind::Ddl).statements >= 2);
     s.shutdown().expect("shutdown");
     // A new migration is applied on the next start, old ones are not re-run.
-    let schema3 = schema().migration(Migration::portable(3, "index", &["CREATE INDEX kv_val ON kv (val)"]));
+    let schema3 = schema().migration(Migration::portable(
+        3,
+        "index",
+        &["CREATE INDEX kv_val ON kv (val)"],
+    ));
     let s = Storage::open(cfg.clone(), schema3.clone()).expect("open with v3");
     let h = s.handle();
     assert_eq!(versions(&h), vec![1, 2, 3]);
@@ -315,7 +444,11 @@ fn migrations_apply_once_and_verify(db: Db) {
     // auto_migrate off: a schema that lacks a version is refused with a typed error.
     let mut strict = cfg.clone();
     strict.auto_migrate = false;
-    let schema4 = schema3.clone().migration(Migration::portable(4, "more", &["CREATE INDEX kv_note ON kv (note)"]));
+    let schema4 = schema3.clone().migration(Migration::portable(
+        4,
+        "more",
+        &["CREATE INDEX kv_note ON kv (note)"],
+    ));
     match Storage::open(strict.clone(), schema4) {
         Err(StorageError::Migration(m)) => assert!(m.contains("[4]"), "{m}"),
         Err(e) => panic!("wrong error {e}"),
@@ -335,24 +468,59 @@ fn bad_input_is_a_typed_error(db: Db) {
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
     assert!(h.table("nope").is_none());
-    assert!(matches!(h.insert(kvt, vec![], kv(1, None)), Err(StorageError::Arity { what: "key", .. })));
-    assert!(matches!(h.insert(kvt, vec![Value::Int(1)], vec![]), Err(StorageError::Arity { what: "column", .. })));
-    assert!(matches!(h.mark(kvt, lattice_core::storage::Op::Delete, vec![Value::Int(1)], kv(1, None)), Err(StorageError::Arity { .. })));
-    assert!(matches!(h.load(kvt, vec![Value::Int(1), Value::Int(2)]), Err(StorageError::Arity { .. })));
+    assert!(matches!(
+        h.insert(kvt, vec![], kv(1, None)),
+        Err(StorageError::Arity { what: "key", .. })
+    ));
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], vec![]),
+        Err(StorageError::Arity { what: "column", .. })
+    ));
+    assert!(matches!(
+        h.mark(
+            kvt,
+            lattice_core::storage::Op::Delete,
+            vec![Value::Int(1)],
+            kv(1, None)
+        ),
+        Err(StorageError::Arity { .. })
+    ));
+    assert!(matches!(
+        h.load(kvt, vec![Value::Int(1), Value::Int(2)]),
+        Err(StorageError::Arity { .. })
+    ));
     let big = Value::Bytes(vec![0; 17 << 20]);
-    assert!(matches!(h.insert(kvt, vec![Value::Int(1)], vec![Value::Int(1), big]), Err(StorageError::RowTooLarge(_))));
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], vec![Value::Int(1), big]),
+        Err(StorageError::RowTooLarge(_))
+    ));
     // A query error comes back as a typed database error, and the storage goes on working.
-    match h.query("SELEC nonsense", vec![]).expect("queued").wait_timeout(T) {
-        Err(StorageError::Db(e)) => assert_eq!(e.class, lattice_core::storage::backend::ErrorClass::Sql),
+    match h
+        .query("SELEC nonsense", vec![])
+        .expect("queued")
+        .wait_timeout(T)
+    {
+        Err(StorageError::Db(e)) => {
+            assert_eq!(e.class, lattice_core::storage::backend::ErrorClass::Sql)
+        }
         other => panic!("expected a SQL error, got {other:?}"),
     }
-    h.insert(kvt, vec![Value::Int(1)], kv(1, None)).expect("mark").wait().expect("ack");
+    h.insert(kvt, vec![Value::Int(1)], kv(1, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
     h.flush_and_wait(T).expect("flush");
     assert_eq!(kv_rows(&h).len(), 1);
     drop_database(&h);
     s.shutdown().expect("shutdown");
-    let bad = StorageConfig { database: Some("x-y".into()), ..cfg };
-    assert!(matches!(Storage::open(bad, Schema::new()), Err(StorageError::Config(_))));
+    let bad = StorageConfig {
+        database: Some("x-y".into()),
+        ..cfg
+    };
+    assert!(matches!(
+        Storage::open(bad, Schema::new()),
+        Err(StorageError::Config(_))
+    ));
 }
 
 fn metrics_render_prometheus(db: Db) {
@@ -361,18 +529,35 @@ fn metrics_render_prometheus(db: Db) {
     let h = s.handle();
     let kvt = h.table("kv").expect("kv");
     for i in 0..5 {
-        h.insert(kvt, vec![Value::Int(i)], kv(i, None)).expect("mark").wait().expect("ack");
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
     }
     h.flush_and_wait(T).expect("flush");
-    h.load(kvt, vec![Value::Int(1)]).expect("load").wait_timeout(T).expect("read");
+    h.load(kvt, vec![Value::Int(1)])
+        .expect("load")
+        .wait_timeout(T)
+        .expect("read");
     let text = h.metrics().render_prometheus();
-    assert!(text.contains("lattice_storage_statements_total{kind=\"insert\"} 1\n"), "{text}");
-    assert!(text.contains("lattice_storage_statements_total{kind=\"select\"} 1\n"), "{text}");
+    assert!(
+        text.contains("lattice_storage_statements_total{kind=\"insert\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lattice_storage_statements_total{kind=\"select\"} 1\n"),
+        "{text}"
+    );
     assert!(text.contains("lattice_storage_rows_total{kind=\"insert\"} 5\n"));
     assert!(text.contains("lattice_storage_dirty_marks_total 5\n"));
     assert!(text.contains("lattice_storage_statement_seconds{kind=\"insert\",quantile=\"0.99\"}"));
     let j = h.metrics().journal_bytes_written;
-    assert!(j > 0 && text.contains(&format!("lattice_storage_journal_written_bytes_total {j}\n")));
+    assert!(
+        j > 0
+            && text.contains(&format!(
+                "lattice_storage_journal_written_bytes_total {j}\n"
+            ))
+    );
     drop_database(&h);
     s.shutdown().expect("shutdown");
 }

@@ -43,12 +43,20 @@ pub struct DbError {
 impl DbError {
     /// A network-class error without a code.
     pub fn network(message: impl Into<String>) -> DbError {
-        DbError { class: ErrorClass::Network, code: None, message: message.into() }
+        DbError {
+            class: ErrorClass::Network,
+            code: None,
+            message: message.into(),
+        }
     }
 
     /// A configuration error.
     pub fn config(message: impl Into<String>) -> DbError {
-        DbError { class: ErrorClass::Config, code: None, message: message.into() }
+        DbError {
+            class: ErrorClass::Config,
+            code: None,
+            message: message.into(),
+        }
     }
 
     /// Whether the flusher retries it.
@@ -71,10 +79,18 @@ pub trait Backend {
     fn exec_script(&self, statements: &[String]) -> impl Future<Output = Result<(), DbError>>;
 
     /// First row of a query, as values.
-    fn query_row(&self, sql: &str, params: &[Value]) -> impl Future<Output = Result<Option<Vec<Value>>, DbError>>;
+    fn query_row(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Option<Vec<Value>>, DbError>>;
 
     /// All rows of a query (used by migrations and tests; keep results small).
-    fn query_all(&self, sql: &str, params: &[Value]) -> impl Future<Output = Result<Vec<Vec<Value>>, DbError>>;
+    fn query_all(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Vec<Vec<Value>>, DbError>>;
 
     /// Checks the connection.
     fn ping(&self) -> impl Future<Output = Result<(), DbError>>;

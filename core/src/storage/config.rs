@@ -183,8 +183,12 @@ impl StorageConfig {
     /// Checks bounds and names; fails with [`StorageError::Config`].
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: &str| Err(StorageError::Config(m.to_owned()));
-        super::check_ident(&self.database_name())
-            .map_err(|_| StorageError::Config(format!("database name {:?} is not [A-Za-z0-9_]{{1,64}}", self.database_name())))?;
+        super::check_ident(&self.database_name()).map_err(|_| {
+            StorageError::Config(format!(
+                "database name {:?} is not [A-Za-z0-9_]{{1,64}}",
+                self.database_name()
+            ))
+        })?;
         if self.backend == BackendKind::Mysql && self.url.is_none() {
             return bad("backend = \"mysql\" needs url = \"mysql://user:pass@host:port\"");
         }
@@ -246,17 +250,31 @@ mod tests {
 
     #[test]
     fn validation_rejects_bad_values() {
-        let c = StorageConfig { backend: BackendKind::Mysql, ..StorageConfig::default() };
+        let c = StorageConfig {
+            backend: BackendKind::Mysql,
+            ..StorageConfig::default()
+        };
         assert!(matches!(c.validate(), Err(StorageError::Config(_))));
-        let c = StorageConfig { database: Some("a;drop".into()), ..StorageConfig::default() };
+        let c = StorageConfig {
+            database: Some("a;drop".into()),
+            ..StorageConfig::default()
+        };
         assert!(matches!(c.validate(), Err(StorageError::Config(_))));
-        let c = StorageConfig { dirty_bound: 10, dirty_limit: 5, ..StorageConfig::default() };
+        let c = StorageConfig {
+            dirty_bound: 10,
+            dirty_limit: 5,
+            ..StorageConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let c = StorageConfig { retry_backoff_ms: 10, retry_backoff_max_ms: 50, ..StorageConfig::default() };
+        let c = StorageConfig {
+            retry_backoff_ms: 10,
+            retry_backoff_max_ms: 50,
+            ..StorageConfig::default()
+        };
         let ms: Vec<u128> = (1..=5).map(|a| c.backoff(a).as_millis()).collect();
         assert_eq!(ms, vec![10, 20, 40, 50, 50]);
         assert_eq!(c.backoff(200).as_millis(), 50);

@@ -56,12 +56,23 @@ pub fn coalesce(old: Op, new: Op) -> Op {
 impl DirtyMap {
     /// A map for `tables` tables.
     pub fn new(tables: usize) -> DirtyMap {
-        DirtyMap { tables: (0..tables).map(|_| HashMap::new()).collect(), len: 0, max_seq: 0 }
+        DirtyMap {
+            tables: (0..tables).map(|_| HashMap::new()).collect(),
+            len: 0,
+            max_seq: 0,
+        }
     }
 
     /// Records a mark; returns `true` when it was folded into an existing entry (coalesced).
     /// `table` must be below the table count given to [`DirtyMap::new`] (checked by the caller).
-    pub fn mark(&mut self, table: TableId, key: Vec<Value>, op: Op, values: Vec<Value>, seq: u64) -> bool {
+    pub fn mark(
+        &mut self,
+        table: TableId,
+        key: Vec<Value>,
+        op: Op,
+        values: Vec<Value>,
+        seq: u64,
+    ) -> bool {
         self.max_seq = self.max_seq.max(seq);
         let Some(m) = self.tables.get_mut(table.index()) else {
             return false;
@@ -115,7 +126,11 @@ impl DirtyMap {
     /// Iterates the rows by reference.
     pub fn rows(&self) -> impl Iterator<Item = RowRef<'_>> {
         self.tables.iter().enumerate().flat_map(|(i, m)| {
-            m.iter().map(move |(k, e)| RowRef { table: TableId(i as u16), key: k, entry: e })
+            m.iter().map(move |(k, e)| RowRef {
+                table: TableId(i as u16),
+                key: k,
+                entry: e,
+            })
         })
     }
 
@@ -126,7 +141,11 @@ impl DirtyMap {
         for (i, m) in self.tables.iter_mut().enumerate() {
             let cap = m.capacity().min(m.len() * 2);
             for (key, entry) in std::mem::replace(m, HashMap::with_capacity(cap)) {
-                out.push(DirtyRow { table: TableId(i as u16), key, entry });
+                out.push(DirtyRow {
+                    table: TableId(i as u16),
+                    key,
+                    entry,
+                });
             }
         }
         self.len = 0;
@@ -155,7 +174,13 @@ mod tests {
         let t = TableId(1);
         assert!(!m.mark(t, vec![Value::Int(1)], Op::Insert, vec![Value::Int(0)], 1));
         for s in 2..100 {
-            assert!(m.mark(t, vec![Value::Int(1)], Op::Update, vec![Value::Int(s as i64)], s));
+            assert!(m.mark(
+                t,
+                vec![Value::Int(1)],
+                Op::Update,
+                vec![Value::Int(s as i64)],
+                s
+            ));
         }
         assert!(!m.mark(TableId(0), vec![Value::Int(1)], Op::Delete, vec![], 100));
         assert_eq!(m.len(), 2);

@@ -27,7 +27,11 @@ pub struct DumpError {
 
 impl From<&DbError> for DumpError {
     fn from(e: &DbError) -> DumpError {
-        DumpError { class: e.class.to_string(), code: e.code, message: e.message.clone() }
+        DumpError {
+            class: e.class.to_string(),
+            code: e.code,
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -67,7 +71,8 @@ impl DumpRecord {
     /// One JSON line (no trailing newline).
     pub fn to_line(&self) -> String {
         // Serialising plain data with string keys cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"v\":0,\"serialise_error\":{:?}}}", e.to_string()))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"v\":0,\"serialise_error\":{:?}}}", e.to_string()))
     }
 }
 
@@ -100,7 +105,11 @@ pub struct DumpFile {
 impl DumpFile {
     /// Opens (without creating) the dump at `path` and counts its records.
     pub fn open(path: &Path) -> io::Result<DumpFile> {
-        let mut d = DumpFile { path: path.to_owned(), records: 0, network: 0 };
+        let mut d = DumpFile {
+            path: path.to_owned(),
+            records: 0,
+            network: 0,
+        };
         let lines = d.load()?;
         d.recount(&lines);
         Ok(d)
@@ -163,7 +172,10 @@ impl DumpFile {
             text.push_str(&r.to_line());
             text.push('\n');
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         f.write_all(text.as_bytes())?;
         f.sync_data()?;
         self.records += recs.len() as u64;
@@ -222,7 +234,11 @@ mod tests {
             seq,
             sql: "INSERT INTO t VALUES (?)".into(),
             params: vec![Value::Int(seq as i64), Value::Bytes(vec![1, 2])],
-            error: DumpError::from(&DbError { class, code: Some(1048), message: "m".into() }),
+            error: DumpError::from(&DbError {
+                class,
+                code: Some(1048),
+                message: "m".into(),
+            }),
             attempts: 3,
         }
     }
@@ -234,14 +250,22 @@ mod tests {
         let path = dir.join("d.jsonl");
         let mut d = DumpFile::open(&path).expect("open missing");
         assert_eq!(d.records(), 0);
-        d.append(&[rec(1, ErrorClass::Network), rec(2, ErrorClass::Sql)]).expect("append");
+        d.append(&[rec(1, ErrorClass::Network), rec(2, ErrorClass::Sql)])
+            .expect("append");
         // A foreign line survives everything.
-        OpenOptions::new().append(true).open(&path).expect("open").write_all(b"not json\n").expect("write");
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(b"not json\n")
+            .expect("write");
         let d2 = DumpFile::open(&path).expect("reopen");
         assert_eq!((d2.records(), d2.network_pending()), (3, 1));
         let lines = d.load().expect("load");
         match &lines[0] {
-            DumpLine::Record(r) => assert_eq!(**r, rec(1, ErrorClass::Network).clone_with_at(r.at_ms)),
+            DumpLine::Record(r) => {
+                assert_eq!(**r, rec(1, ErrorClass::Network).clone_with_at(r.at_ms))
+            }
             DumpLine::Raw(_) => panic!("record expected"),
         }
         assert!(matches!(&lines[2], DumpLine::Raw(s) if s == "not json"));

@@ -114,7 +114,11 @@ pub fn mark_size(table: &str, key: &[Value], values: &[Value]) -> usize {
         + 2
         + table.len()
         + 4
-        + key.iter().chain(values).map(Value::encoded_len).sum::<usize>()
+        + key
+            .iter()
+            .chain(values)
+            .map(Value::encoded_len)
+            .sum::<usize>()
 }
 
 fn encode_checkpoint(out: &mut Vec<u8>, seq: u64) {
@@ -141,7 +145,9 @@ enum Record {
 fn decode_payload(p: &[u8]) -> Option<Record> {
     let mut pos = 1;
     match *p.first()? {
-        KIND_CHECKPOINT => Some(Record::Checkpoint(u64::from_le_bytes(take::<8>(p, &mut pos)?))),
+        KIND_CHECKPOINT => Some(Record::Checkpoint(u64::from_le_bytes(take::<8>(
+            p, &mut pos,
+        )?))),
         KIND_MARK => {
             let seq = u64::from_le_bytes(take::<8>(p, &mut pos)?);
             let op = Op::from_code(take::<1>(p, &mut pos)?[0])?;
@@ -149,10 +155,20 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
             let table = std::str::from_utf8(p.get(pos..pos + tl)?).ok()?.to_owned();
             pos += tl;
             let nk = u16::from_le_bytes(take::<2>(p, &mut pos)?) as usize;
-            let key = (0..nk).map(|_| Value::decode(p, &mut pos)).collect::<Option<Vec<_>>>()?;
+            let key = (0..nk)
+                .map(|_| Value::decode(p, &mut pos))
+                .collect::<Option<Vec<_>>>()?;
             let nv = u16::from_le_bytes(take::<2>(p, &mut pos)?) as usize;
-            let values = (0..nv).map(|_| Value::decode(p, &mut pos)).collect::<Option<Vec<_>>>()?;
-            (pos == p.len()).then_some(Record::Mark(JournalEntry { seq, op, table, key, values }))
+            let values = (0..nv)
+                .map(|_| Value::decode(p, &mut pos))
+                .collect::<Option<Vec<_>>>()?;
+            (pos == p.len()).then_some(Record::Mark(JournalEntry {
+                seq,
+                op,
+                table,
+                key,
+                values,
+            }))
         }
         _ => None,
     }
@@ -227,7 +243,10 @@ impl Journal {
                     last = i + 1 == count,
                     "journal: cutting torn or corrupt tail"
                 );
-                OpenOptions::new().write(true).open(&path)?.set_len(valid as u64)?;
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(valid as u64)?;
             }
             let mut max_seq = 0;
             for r in records {
@@ -241,7 +260,11 @@ impl Journal {
             }
             rec.last_seq = rec.last_seq.max(max_seq);
             rec.segments += 1;
-            closed.push_back(Segment { path, max_seq, bytes: valid as u64 });
+            closed.push_back(Segment {
+                path,
+                max_seq,
+                bytes: valid as u64,
+            });
         }
         rec.last_seq = rec.last_seq.max(rec.confirmed);
         marks.retain(|m| m.seq > rec.confirmed);
@@ -258,7 +281,11 @@ impl Journal {
         let mut j = Journal {
             dir: dir.to_owned(),
             closed,
-            current: Segment { path, max_seq: 0, bytes },
+            current: Segment {
+                path,
+                max_seq: 0,
+                bytes,
+            },
             file,
             policy,
             interval,
@@ -396,7 +423,14 @@ impl Journal {
             return Ok(());
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let old = std::mem::replace(&mut self.current, Segment { path, max_seq: 0, bytes: 0 });
+        let old = std::mem::replace(
+            &mut self.current,
+            Segment {
+                path,
+                max_seq: 0,
+                bytes: 0,
+            },
+        );
         self.file = file;
         self.closed.push_back(old);
         let mut b = Vec::new();
@@ -419,14 +453,22 @@ mod tests {
 
     fn put(j: &mut Journal, seq: u64, k: i64) {
         let mut b = j.take_buf();
-        encode_mark(&mut b, seq, Op::Insert, "t", &[Value::Int(k)], &[Value::Text("v".into())]);
+        encode_mark(
+            &mut b,
+            seq,
+            Op::Insert,
+            "t",
+            &[Value::Int(k)],
+            &[Value::Text("v".into())],
+        );
         j.append(b, seq).expect("append");
     }
 
     #[test]
     fn recovers_unconfirmed_and_cuts_torn_tail() {
         let d = tmp("recover");
-        let (mut j, rec) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("open");
+        let (mut j, rec) =
+            Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("open");
         assert!(rec.entries.is_empty());
         for s in 1..=5 {
             put(&mut j, s, s as i64);
@@ -435,11 +477,19 @@ mod tests {
         let path = j.current.path.clone();
         drop(j);
         // A torn record at the end: a header promising more bytes than exist.
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open seg");
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1]).expect("write garbage");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open seg");
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1])
+            .expect("write garbage");
         drop(f);
-        let (mut j, rec) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen");
-        assert_eq!(rec.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let (mut j, rec) =
+            Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen");
+        assert_eq!(
+            rec.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         assert_eq!(rec.entries[0].key, vec![Value::Int(3)]);
         assert_eq!(rec.confirmed, 2);
         assert_eq!(rec.last_seq, 5);
@@ -447,7 +497,8 @@ mod tests {
         put(&mut j, 6, 6);
         j.checkpoint(6).expect("checkpoint all");
         drop(j);
-        let (_j, rec) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen 2");
+        let (_j, rec) =
+            Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen 2");
         assert!(rec.entries.is_empty());
         assert_eq!(rec.last_seq, 6);
         let _ = fs::remove_dir_all(&d);
@@ -456,7 +507,8 @@ mod tests {
     #[test]
     fn rotates_and_deletes_confirmed_segments() {
         let d = tmp("rotate");
-        let (mut j, _) = Journal::open(&d, FsyncPolicy::Always, Duration::ZERO, 4096).expect("open");
+        let (mut j, _) =
+            Journal::open(&d, FsyncPolicy::Always, Duration::ZERO, 4096).expect("open");
         for s in 1..=400 {
             put(&mut j, s, s as i64);
         }

@@ -51,7 +51,12 @@ impl StmtKind {
 
     /// Kind of a SQL text by its first keyword.
     pub fn of_sql(sql: &str) -> StmtKind {
-        let w: String = sql.trim_start().chars().take(7).collect::<String>().to_ascii_lowercase();
+        let w: String = sql
+            .trim_start()
+            .chars()
+            .take(7)
+            .collect::<String>()
+            .to_ascii_lowercase();
         if w.starts_with("select") {
             StmtKind::Select
         } else if w.starts_with("insert") {
@@ -210,7 +215,11 @@ impl Metrics {
             .iter()
             .map(|&kind| {
                 let k = &self.kinds[kind.idx()];
-                let latency = k.latency_us.lock().map(|h| Summary::of(&h)).unwrap_or_default();
+                let latency = k
+                    .latency_us
+                    .lock()
+                    .map(|h| Summary::of(&h))
+                    .unwrap_or_default();
                 KindSnapshot {
                     kind,
                     statements: k.statements.load(Relaxed),
@@ -236,7 +245,11 @@ impl Metrics {
             journal_replayed: l(&self.journal_replayed),
             flushes: l(&self.flushes),
             flushed_rows: l(&self.flushed_rows),
-            flush_batch_rows: self.batch_rows.lock().map(|h| Summary::of(&h)).unwrap_or_default(),
+            flush_batch_rows: self
+                .batch_rows
+                .lock()
+                .map(|h| Summary::of(&h))
+                .unwrap_or_default(),
             retries: l(&self.retries),
             dumps: l(&self.dumps),
             replays: l(&self.replays),
@@ -339,40 +352,88 @@ impl MetricsSnapshot {
     pub fn render_prometheus(&self) -> String {
         let mut o = String::with_capacity(4096);
         let p = "lattice_storage";
-        let _ = writeln!(o, "# HELP {p}_statements_total Statements executed, by kind (select is a read).");
+        let _ = writeln!(
+            o,
+            "# HELP {p}_statements_total Statements executed, by kind (select is a read)."
+        );
         let _ = writeln!(o, "# TYPE {p}_statements_total counter");
         for k in &self.kinds {
-            let _ = writeln!(o, "{p}_statements_total{{kind=\"{}\"}} {}", k.kind.as_str(), k.statements);
+            let _ = writeln!(
+                o,
+                "{p}_statements_total{{kind=\"{}\"}} {}",
+                k.kind.as_str(),
+                k.statements
+            );
         }
-        let _ = writeln!(o, "# HELP {p}_rows_total Rows read or written by successful statements, by kind.");
+        let _ = writeln!(
+            o,
+            "# HELP {p}_rows_total Rows read or written by successful statements, by kind."
+        );
         let _ = writeln!(o, "# TYPE {p}_rows_total counter");
         for k in &self.kinds {
-            let _ = writeln!(o, "{p}_rows_total{{kind=\"{}\"}} {}", k.kind.as_str(), k.rows);
+            let _ = writeln!(
+                o,
+                "{p}_rows_total{{kind=\"{}\"}} {}",
+                k.kind.as_str(),
+                k.rows
+            );
         }
-        let _ = writeln!(o, "# HELP {p}_statement_errors_total Failed statements, by kind.");
+        let _ = writeln!(
+            o,
+            "# HELP {p}_statement_errors_total Failed statements, by kind."
+        );
         let _ = writeln!(o, "# TYPE {p}_statement_errors_total counter");
         for k in &self.kinds {
-            let _ = writeln!(o, "{p}_statement_errors_total{{kind=\"{}\"}} {}", k.kind.as_str(), k.errors);
+            let _ = writeln!(
+                o,
+                "{p}_statement_errors_total{{kind=\"{}\"}} {}",
+                k.kind.as_str(),
+                k.errors
+            );
         }
-        let _ = writeln!(o, "# HELP {p}_statement_seconds Statement latency, by kind.");
+        let _ = writeln!(
+            o,
+            "# HELP {p}_statement_seconds Statement latency, by kind."
+        );
         let _ = writeln!(o, "# TYPE {p}_statement_seconds summary");
         for k in &self.kinds {
             let s = &k.latency_us;
             let n = k.kind.as_str();
-            let _ = writeln!(o, "{p}_statement_seconds{{kind=\"{n}\",quantile=\"0.5\"}} {}", us(s.p50 as f64));
-            let _ = writeln!(o, "{p}_statement_seconds{{kind=\"{n}\",quantile=\"0.99\"}} {}", us(s.p99 as f64));
-            let _ = writeln!(o, "{p}_statement_seconds_sum{{kind=\"{n}\"}} {}", us(s.mean * s.count as f64));
+            let _ = writeln!(
+                o,
+                "{p}_statement_seconds{{kind=\"{n}\",quantile=\"0.5\"}} {}",
+                us(s.p50 as f64)
+            );
+            let _ = writeln!(
+                o,
+                "{p}_statement_seconds{{kind=\"{n}\",quantile=\"0.99\"}} {}",
+                us(s.p99 as f64)
+            );
+            let _ = writeln!(
+                o,
+                "{p}_statement_seconds_sum{{kind=\"{n}\"}} {}",
+                us(s.mean * s.count as f64)
+            );
             let _ = writeln!(o, "{p}_statement_seconds_count{{kind=\"{n}\"}} {}", s.count);
         }
         for (name, help, f) in [
-            ("min", "Smallest", (|s: &Summary| s.min as f64) as fn(&Summary) -> f64),
+            (
+                "min",
+                "Smallest",
+                (|s: &Summary| s.min as f64) as fn(&Summary) -> f64,
+            ),
             ("max", "Largest", |s: &Summary| s.max as f64),
             ("mean", "Mean", |s: &Summary| s.mean),
         ] {
             let _ = writeln!(o, "# HELP {p}_statement_{name}_seconds {help} statement latency since start, by kind.");
             let _ = writeln!(o, "# TYPE {p}_statement_{name}_seconds gauge");
             for k in &self.kinds {
-                let _ = writeln!(o, "{p}_statement_{name}_seconds{{kind=\"{}\"}} {}", k.kind.as_str(), us(f(&k.latency_us)));
+                let _ = writeln!(
+                    o,
+                    "{p}_statement_{name}_seconds{{kind=\"{}\"}} {}",
+                    k.kind.as_str(),
+                    us(f(&k.latency_us))
+                );
             }
         }
         let b = &self.flush_batch_rows;
@@ -383,32 +444,108 @@ impl MetricsSnapshot {
         let _ = writeln!(o, "{p}_flush_rows_sum {}", self.flushed_rows);
         let _ = writeln!(o, "{p}_flush_rows_count {}", self.flushes);
         let counters: [(&str, &str, u64); 17] = [
-            ("dirty_marks_total", "Marks journaled and acknowledged.", self.dirty_marks),
-            ("coalesced_marks_total", "Marks folded into an already dirty row.", self.coalesced_marks),
-            ("backpressure_total", "Marks refused because the queue was full.", self.backpressure),
-            ("dirty_limit_hits_total", "Pauses of the journal thread at dirty_limit.", self.dirty_limit_hits),
-            ("journal_written_bytes_total", "Bytes appended to the journal.", self.journal_bytes_written),
-            ("journal_appends_total", "Journal group writes.", self.journal_appends),
-            ("journal_errors_total", "Journal write failures (marks refused).", self.journal_errors),
-            ("journal_replayed_total", "Marks replayed from the journal at start.", self.journal_replayed),
-            ("retries_total", "Statement retries after network errors.", self.retries),
-            ("dumps_total", "Records appended to the dump file.", self.dumps),
-            ("replays_total", "Dump records replayed and removed.", self.replays),
-            ("replay_failures_total", "Dump record replays that failed (kept).", self.replay_failures),
-            ("unpersisted_total", "Flushes left to the journal (neither database nor dump worked).", self.unpersisted),
-            ("dirty_reads_total", "Reads answered from dirty rows.", self.dirty_reads),
+            (
+                "dirty_marks_total",
+                "Marks journaled and acknowledged.",
+                self.dirty_marks,
+            ),
+            (
+                "coalesced_marks_total",
+                "Marks folded into an already dirty row.",
+                self.coalesced_marks,
+            ),
+            (
+                "backpressure_total",
+                "Marks refused because the queue was full.",
+                self.backpressure,
+            ),
+            (
+                "dirty_limit_hits_total",
+                "Pauses of the journal thread at dirty_limit.",
+                self.dirty_limit_hits,
+            ),
+            (
+                "journal_written_bytes_total",
+                "Bytes appended to the journal.",
+                self.journal_bytes_written,
+            ),
+            (
+                "journal_appends_total",
+                "Journal group writes.",
+                self.journal_appends,
+            ),
+            (
+                "journal_errors_total",
+                "Journal write failures (marks refused).",
+                self.journal_errors,
+            ),
+            (
+                "journal_replayed_total",
+                "Marks replayed from the journal at start.",
+                self.journal_replayed,
+            ),
+            (
+                "retries_total",
+                "Statement retries after network errors.",
+                self.retries,
+            ),
+            (
+                "dumps_total",
+                "Records appended to the dump file.",
+                self.dumps,
+            ),
+            (
+                "replays_total",
+                "Dump records replayed and removed.",
+                self.replays,
+            ),
+            (
+                "replay_failures_total",
+                "Dump record replays that failed (kept).",
+                self.replay_failures,
+            ),
+            (
+                "unpersisted_total",
+                "Flushes left to the journal (neither database nor dump worked).",
+                self.unpersisted,
+            ),
+            (
+                "dirty_reads_total",
+                "Reads answered from dirty rows.",
+                self.dirty_reads,
+            ),
             ("pings_total", "Idle pings.", self.pings),
-            ("ping_failures_total", "Failed idle pings.", self.ping_failures),
-            ("flushed_rows_total", "Rows written by flushes.", self.flushed_rows),
+            (
+                "ping_failures_total",
+                "Failed idle pings.",
+                self.ping_failures,
+            ),
+            (
+                "flushed_rows_total",
+                "Rows written by flushes.",
+                self.flushed_rows,
+            ),
         ];
         for (n, h, v) in counters {
             let _ = writeln!(o, "# HELP {p}_{n} {h}\n# TYPE {p}_{n} counter\n{p}_{n} {v}");
         }
         let gauges: [(&str, &str, u64); 4] = [
             ("dirty_rows", "Distinct dirty rows now.", self.dirty_rows),
-            ("journal_bytes", "Bytes in live journal segments.", self.journal_bytes),
-            ("dump_pending", "Records waiting in the dump file.", self.dump_pending),
-            ("uptime_seconds", "Seconds since the storage opened.", self.uptime.as_secs()),
+            (
+                "journal_bytes",
+                "Bytes in live journal segments.",
+                self.journal_bytes,
+            ),
+            (
+                "dump_pending",
+                "Records waiting in the dump file.",
+                self.dump_pending,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the storage opened.",
+                self.uptime.as_secs(),
+            ),
         ];
         for (n, h, v) in gauges {
             let _ = writeln!(o, "# HELP {p}_{n} {h}\n# TYPE {p}_{n} gauge\n{p}_{n} {v}");
@@ -450,7 +587,10 @@ mod tests {
         assert!(ins.latency_us.min <= 100 && ins.latency_us.max >= 299);
         assert_eq!(s.kind(StmtKind::Delete).errors, 1);
         let text = s.render_prometheus();
-        assert!(text.contains("lattice_storage_statements_total{kind=\"insert\"} 2\n"), "{text}");
+        assert!(
+            text.contains("lattice_storage_statements_total{kind=\"insert\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("lattice_storage_rows_total{kind=\"insert\"} 15\n"));
         assert!(text.contains("lattice_storage_statement_errors_total{kind=\"delete\"} 1\n"));
         assert!(text.contains("lattice_storage_dirty_marks_total 3\n"));

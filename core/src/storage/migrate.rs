@@ -70,14 +70,23 @@ pub fn check(migrations: &[Migration]) -> Result<Vec<&Migration>, StorageError> 
     v.sort_by_key(|m| m.version);
     for w in v.windows(2) {
         if w[0].version == w[1].version {
-            return Err(StorageError::Migration(format!("version {} defined twice", w[0].version)));
+            return Err(StorageError::Migration(format!(
+                "version {} defined twice",
+                w[0].version
+            )));
         }
     }
     if let Some(m) = v.iter().find(|m| m.version == 0) {
-        return Err(StorageError::Migration(format!("migration {:?}: version must be > 0", m.name)));
+        return Err(StorageError::Migration(format!(
+            "migration {:?}: version must be > 0",
+            m.name
+        )));
     }
     if let Some(m) = v.iter().find(|m| m.mysql.is_empty() || m.sqlite.is_empty()) {
-        return Err(StorageError::Migration(format!("migration {} has no statements", m.version)));
+        return Err(StorageError::Migration(format!(
+            "migration {} has no statements",
+            m.version
+        )));
     }
     Ok(v)
 }
@@ -88,12 +97,24 @@ fn sql_str(s: &str) -> String {
 
 /// The whole schema as one script for `kind`: create the database (MySQL), the version table, then
 /// every migration followed by the row that records it. Statements end with `;` on their own line.
-pub fn print_sql_for(kind: BackendKind, database: &str, migrations: &[Migration]) -> Result<String, StorageError> {
+pub fn print_sql_for(
+    kind: BackendKind,
+    database: &str,
+    migrations: &[Migration],
+) -> Result<String, StorageError> {
     let ms = check(migrations)?;
     let mut o = String::new();
-    let _ = writeln!(o, "-- Lattice schema for {} database {database}: {} migration(s)", kind.as_str(), ms.len());
+    let _ = writeln!(
+        o,
+        "-- Lattice schema for {} database {database}: {} migration(s)",
+        kind.as_str(),
+        ms.len()
+    );
     if kind == BackendKind::Mysql {
-        let _ = writeln!(o, "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4;");
+        let _ = writeln!(
+            o,
+            "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4;"
+        );
         let _ = writeln!(o, "USE `{database}`;");
     }
     let _ = writeln!(o, "{};", version_table_sql(kind));
@@ -125,7 +146,10 @@ pub fn print_sql(config: &StorageConfig, migrations: &[Migration]) -> Result<Str
 pub async fn applied<B: Backend>(b: &B, kind: BackendKind) -> Result<Vec<u32>, StorageError> {
     b.exec_script(&[version_table_sql(kind)]).await?;
     let rows = b
-        .query_all(&format!("SELECT version FROM {VERSION_TABLE} ORDER BY version"), &[])
+        .query_all(
+            &format!("SELECT version FROM {VERSION_TABLE} ORDER BY version"),
+            &[],
+        )
         .await?;
     Ok(rows
         .iter()
@@ -145,7 +169,11 @@ pub async fn apply<B: Backend>(
     let done = applied(b, kind).await?;
     let known_max = ms.last().map_or(0, |m| m.version);
     if let Some(&newer) = done.iter().find(|&&v| v > known_max) {
-        tracing::warn!(version = newer, known_max, "database schema is newer than this binary's migrations");
+        tracing::warn!(
+            version = newer,
+            known_max,
+            "database schema is newer than this binary's migrations"
+        );
     }
     let mut now_applied = Vec::new();
     for m in ms.into_iter().filter(|m| !done.contains(&m.version)) {
@@ -174,9 +202,20 @@ pub async fn verify<B: Backend>(b: &B, migrations: &[Migration]) -> Result<(), S
     let rows = b
         .query_all(&format!("SELECT version FROM {VERSION_TABLE}"), &[])
         .await
-        .map_err(|e| StorageError::Migration(format!("cannot read {VERSION_TABLE} ({e}); apply `lattice tool migrate --print` first")))?;
-    let done: Vec<i64> = rows.iter().filter_map(|r| r.first().and_then(Value::as_i64)).collect();
-    let missing: Vec<u32> = ms.iter().map(|m| m.version).filter(|v| !done.contains(&i64::from(*v))).collect();
+        .map_err(|e| {
+            StorageError::Migration(format!(
+                "cannot read {VERSION_TABLE} ({e}); apply `lattice tool migrate --print` first"
+            ))
+        })?;
+    let done: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.first().and_then(Value::as_i64))
+        .collect();
+    let missing: Vec<u32> = ms
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !done.contains(&i64::from(*v)))
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -194,7 +233,12 @@ mod tests {
     fn print_and_check() {
         let ms = vec![
             Migration::portable(2, "add note", &["ALTER TABLE kv ADD COLUMN note TEXT"]),
-            Migration::new(1, "kv's table", &["CREATE TABLE kv (id BIGINT PRIMARY KEY) ENGINE=InnoDB"], &["CREATE TABLE kv (id BIGINT PRIMARY KEY)"]),
+            Migration::new(
+                1,
+                "kv's table",
+                &["CREATE TABLE kv (id BIGINT PRIMARY KEY) ENGINE=InnoDB"],
+                &["CREATE TABLE kv (id BIGINT PRIMARY KEY)"],
+            ),
         ];
         let s = print_sql_for(BackendKind::Mysql, "logic0", &ms).expect("prints");
         assert!(s.contains("CREATE DATABASE IF NOT EXISTS `logic0`"));
@@ -205,7 +249,10 @@ mod tests {
         let s = print_sql_for(BackendKind::Sqlite, "logic0", &ms).expect("prints");
         assert!(!s.contains("CREATE DATABASE"));
         assert!(s.contains("CREATE TABLE kv (id BIGINT PRIMARY KEY);"));
-        let dup = vec![Migration::portable(1, "a", &["x"]), Migration::portable(1, "b", &["y"])];
+        let dup = vec![
+            Migration::portable(1, "a", &["x"]),
+            Migration::portable(1, "b", &["y"]),
+        ];
         assert!(matches!(check(&dup), Err(StorageError::Migration(_))));
         assert!(check(&[Migration::portable(0, "zero", &["x"])]).is_err());
         assert!(check(&[Migration::portable(3, "empty", &[])]).is_err());

@@ -110,7 +110,9 @@ impl TableSpec {
         let mut all: Vec<&str> = key.iter().chain(columns).copied().collect();
         all.sort_unstable();
         if all.windows(2).any(|w| w[0] == w[1]) {
-            return Err(StorageError::Schema(format!("table {name}: duplicate column")));
+            return Err(StorageError::Schema(format!(
+                "table {name}: duplicate column"
+            )));
         }
         Ok(TableSpec {
             name: name.to_owned(),
@@ -136,9 +138,8 @@ impl TableSpec {
 }
 
 pub(crate) fn check_ident(s: &str) -> Result<(), StorageError> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok =
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -164,7 +165,10 @@ impl Schema {
     /// Adds a table; fails with [`StorageError::Schema`] on a duplicate name or past 65,535 tables.
     pub fn table(mut self, spec: TableSpec) -> Result<Schema, StorageError> {
         if self.tables.iter().any(|t| t.name == spec.name) {
-            return Err(StorageError::Schema(format!("table {} registered twice", spec.name)));
+            return Err(StorageError::Schema(format!(
+                "table {} registered twice",
+                spec.name
+            )));
         }
         if self.tables.len() >= u16::MAX as usize {
             return Err(StorageError::Schema("too many tables".into()));

@@ -13,7 +13,10 @@ use std::time::Duration;
 /// Server error codes that mean "try again" rather than "this statement is wrong": too many
 /// connections, shutdown in progress, lock wait timeout, deadlock, network read/write errors,
 /// connection killed, read-only (failover), server gone away / lost (client-side codes).
-const RETRYABLE: &[u16] = &[1040, 1053, 1077, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1205, 1213, 1290, 1927, 2002, 2003, 2006, 2013];
+const RETRYABLE: &[u16] = &[
+    1040, 1053, 1077, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1205, 1213, 1290,
+    1927, 2002, 2003, 2006, 2013,
+];
 
 /// Pool of connections to one database.
 pub struct MysqlBackend {
@@ -26,15 +29,30 @@ pub fn classify(e: mysql_async::Error) -> DbError {
     use mysql_async::{DriverError as D, Error as E};
     match e {
         E::Server(s) => DbError {
-            class: if RETRYABLE.contains(&s.code) { ErrorClass::Network } else { ErrorClass::Sql },
+            class: if RETRYABLE.contains(&s.code) {
+                ErrorClass::Network
+            } else {
+                ErrorClass::Sql
+            },
             code: Some(i64::from(s.code)),
             message: format!("{} (SQLSTATE {})", s.message, s.state),
         },
         E::Io(e) => DbError::network(e.to_string()),
         E::Driver(d) => {
-            let network = matches!(d, D::ConnectionClosed | D::PoolDisconnected | D::PacketOutOfOrder | D::UnexpectedPacket { .. } | D::BadCompressedPacketHeader);
+            let network = matches!(
+                d,
+                D::ConnectionClosed
+                    | D::PoolDisconnected
+                    | D::PacketOutOfOrder
+                    | D::UnexpectedPacket { .. }
+                    | D::BadCompressedPacketHeader
+            );
             DbError {
-                class: if network { ErrorClass::Network } else { ErrorClass::Sql },
+                class: if network {
+                    ErrorClass::Network
+                } else {
+                    ErrorClass::Sql
+                },
                 code: None,
                 message: d.to_string(),
             }
@@ -68,9 +86,9 @@ fn from_my(v: mysql_async::Value) -> Value {
             Ok(s) => Value::Text(s),
             Err(e) => Value::Bytes(e.into_bytes()),
         },
-        M::Date(y, mo, d, h, mi, s, us) => {
-            Value::Text(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"))
-        }
+        M::Date(y, mo, d, h, mi, s, us) => Value::Text(format!(
+            "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+        )),
         M::Time(neg, d, h, mi, s, us) => Value::Text(format!(
             "{}{}:{mi:02}:{s:02}.{us:06}",
             if neg { "-" } else { "" },
@@ -92,17 +110,23 @@ impl MysqlBackend {
     /// database is created first if missing. Fails with a [`DbError`] (network class when the server
     /// is unreachable).
     pub async fn connect(config: &StorageConfig) -> Result<MysqlBackend, DbError> {
-        let url = config.url.as_deref().ok_or_else(|| DbError::config("mysql backend needs url"))?;
-        let opts = Opts::from_url(url).map_err(|e| DbError::config(format!("bad mysql url: {e}")))?;
+        let url = config
+            .url
+            .as_deref()
+            .ok_or_else(|| DbError::config("mysql backend needs url"))?;
+        let opts =
+            Opts::from_url(url).map_err(|e| DbError::config(format!("bad mysql url: {e}")))?;
         let db = config.database_name();
         let timeout = Duration::from_millis(config.op_timeout_ms);
         if config.auto_migrate {
             let builder = OptsBuilder::from_opts(opts.clone()).db_name(None::<String>);
             let fut = async {
                 let mut c = Conn::new(builder).await.map_err(classify)?;
-                c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"))
-                    .await
-                    .map_err(classify)?;
+                c.query_drop(format!(
+                    "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"
+                ))
+                .await
+                .map_err(classify)?;
                 c.disconnect().await.map_err(classify)
             };
             with_timeout(timeout, fut).await?;
@@ -117,17 +141,26 @@ impl MysqlBackend {
             .pool_opts(pool_opts)
             .stmt_cache_size(256)
             .prefer_socket(false);
-        let b = MysqlBackend { pool: Pool::new(builder), timeout };
+        let b = MysqlBackend {
+            pool: Pool::new(builder),
+            timeout,
+        };
         b.ping().await?;
         Ok(b)
     }
 
     async fn conn(&self) -> Result<Conn, DbError> {
-        with_timeout(self.timeout, async { self.pool.get_conn().await.map_err(classify) }).await
+        with_timeout(self.timeout, async {
+            self.pool.get_conn().await.map_err(classify)
+        })
+        .await
     }
 }
 
-async fn with_timeout<T>(t: Duration, f: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+async fn with_timeout<T>(
+    t: Duration,
+    f: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
     match tokio::time::timeout(t, f).await {
         Ok(r) => r,
         Err(_) => Err(DbError::network(format!("timed out after {t:?}"))),
@@ -169,7 +202,8 @@ impl Backend for MysqlBackend {
     async fn query_row(&self, sql: &str, p: &[Value]) -> Result<Option<Vec<Value>>, DbError> {
         let mut c = self.conn().await?;
         with_timeout(self.timeout, async {
-            let row: Option<mysql_async::Row> = c.exec_first(sql, params(p)).await.map_err(classify)?;
+            let row: Option<mysql_async::Row> =
+                c.exec_first(sql, params(p)).await.map_err(classify)?;
             Ok(row.map(|r| r.unwrap().into_iter().map(from_my).collect()))
         })
         .await
@@ -179,7 +213,10 @@ impl Backend for MysqlBackend {
         let mut c = self.conn().await?;
         with_timeout(self.timeout, async {
             let rows: Vec<mysql_async::Row> = c.exec(sql, params(p)).await.map_err(classify)?;
-            Ok(rows.into_iter().map(|r| r.unwrap().into_iter().map(from_my).collect()).collect())
+            Ok(rows
+                .into_iter()
+                .map(|r| r.unwrap().into_iter().map(from_my).collect())
+                .collect())
         })
         .await
     }

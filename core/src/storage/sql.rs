@@ -70,7 +70,11 @@ pub fn max_rows(spec: &TableSpec, wanted: usize) -> usize {
 /// Groups a snapshot into batches per (table, op) of at most `batch_rows` rows (capped by
 /// [`max_rows`]). Deletes come after inserts and updates of the same table; updates go one row per
 /// statement.
-pub fn plan<'a>(tables: &[TableSpec], rows: impl Iterator<Item = RowRef<'a>>, batch_rows: usize) -> Vec<Batch<'a>> {
+pub fn plan<'a>(
+    tables: &[TableSpec],
+    rows: impl Iterator<Item = RowRef<'a>>,
+    batch_rows: usize,
+) -> Vec<Batch<'a>> {
     let mut rows: Vec<RowRef<'a>> = rows.collect();
     rows.sort_by_key(|r| (r.table, r.entry.op as u8));
     let mut out: Vec<Batch<'a>> = Vec::new();
@@ -80,8 +84,14 @@ pub fn plan<'a>(tables: &[TableSpec], rows: impl Iterator<Item = RowRef<'a>>, ba
             None => 1,
         };
         match out.last_mut() {
-            Some(b) if b.table == r.table && b.op == r.entry.op && b.rows.len() < limit => b.rows.push(r),
-            _ => out.push(Batch { table: r.table, op: r.entry.op, rows: vec![r] }),
+            Some(b) if b.table == r.table && b.op == r.entry.op && b.rows.len() < limit => {
+                b.rows.push(r)
+            }
+            _ => out.push(Batch {
+                table: r.table,
+                op: r.entry.op,
+                rows: vec![r],
+            }),
         }
     }
     out
@@ -98,8 +108,17 @@ pub fn batch_stmt(d: Dialect, spec: &TableSpec, b: &Batch<'_>) -> Stmt {
 
 /// Multi-row insert-or-overwrite.
 pub fn upsert(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
-    let cols: Vec<String> = spec.key.iter().chain(&spec.columns).map(|c| q(d, c)).collect();
-    let mut sql = format!("INSERT INTO {} ({}) VALUES ", q(d, &spec.name), cols.join(","));
+    let cols: Vec<String> = spec
+        .key
+        .iter()
+        .chain(&spec.columns)
+        .map(|c| q(d, c))
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        q(d, &spec.name),
+        cols.join(",")
+    );
     let ph = placeholders(cols.len());
     let mut params = Vec::with_capacity(rows.len() * cols.len());
     for (i, r) in rows.iter().enumerate() {
@@ -116,7 +135,10 @@ pub fn upsert(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
             let set: Vec<String> = if spec.columns.is_empty() {
                 vec![format!("{0}={0}", q(d, &spec.key[0]))]
             } else {
-                spec.columns.iter().map(|c| format!("{0}=VALUES({0})", q(d, c))).collect()
+                spec.columns
+                    .iter()
+                    .map(|c| format!("{0}=VALUES({0})", q(d, c)))
+                    .collect()
             };
             sql.push_str(&set.join(","));
         }
@@ -126,14 +148,22 @@ pub fn upsert(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
             if spec.columns.is_empty() {
                 sql.push_str("NOTHING");
             } else {
-                let set: Vec<String> =
-                    spec.columns.iter().map(|c| format!("{0}=excluded.{0}", q(d, c))).collect();
+                let set: Vec<String> = spec
+                    .columns
+                    .iter()
+                    .map(|c| format!("{0}=excluded.{0}", q(d, c)))
+                    .collect();
                 sql.push_str("UPDATE SET ");
                 sql.push_str(&set.join(","));
             }
         }
     }
-    Stmt { sql, params: vec![params], kind: StmtKind::Insert, rows: rows.len() }
+    Stmt {
+        sql,
+        params: vec![params],
+        kind: StmtKind::Insert,
+        rows: rows.len(),
+    }
 }
 
 fn key_where(d: Dialect, spec: &TableSpec) -> String {
@@ -144,8 +174,17 @@ fn key_where(d: Dialect, spec: &TableSpec) -> String {
 /// `UPDATE ... WHERE key`, one parameter set per row. A table without non-key columns has nothing to
 /// update: the statement then has no parameter sets.
 pub fn update(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
-    let set: Vec<String> = spec.columns.iter().map(|c| format!("{}=?", q(d, c))).collect();
-    let sql = format!("UPDATE {} SET {} WHERE {}", q(d, &spec.name), set.join(","), key_where(d, spec));
+    let set: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|c| format!("{}=?", q(d, c)))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {}",
+        q(d, &spec.name),
+        set.join(","),
+        key_where(d, spec)
+    );
     let params = if spec.columns.is_empty() {
         Vec::new()
     } else {
@@ -153,7 +192,12 @@ pub fn update(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
             .map(|r| r.entry.values.iter().chain(r.key).cloned().collect())
             .collect()
     };
-    Stmt { sql, params, kind: StmtKind::Update, rows: rows.len() }
+    Stmt {
+        sql,
+        params,
+        kind: StmtKind::Update,
+        rows: rows.len(),
+    }
 }
 
 /// Multi-row delete by key (`IN (...)`, row values for composite keys).
@@ -165,9 +209,19 @@ pub fn delete(d: Dialect, spec: &TableSpec, rows: &[RowRef<'_>]) -> Stmt {
         (format!("({})", keys.join(",")), placeholders(keys.len()))
     };
     let list: Vec<&str> = rows.iter().map(|_| ph.as_str()).collect();
-    let sql = format!("DELETE FROM {} WHERE {} IN ({})", q(d, &spec.name), lhs, list.join(","));
+    let sql = format!(
+        "DELETE FROM {} WHERE {} IN ({})",
+        q(d, &spec.name),
+        lhs,
+        list.join(",")
+    );
     let params = rows.iter().flat_map(|r| r.key.iter().cloned()).collect();
-    Stmt { sql, params: vec![params], kind: StmtKind::Delete, rows: rows.len() }
+    Stmt {
+        sql,
+        params: vec![params],
+        kind: StmtKind::Delete,
+        rows: rows.len(),
+    }
 }
 
 /// `SELECT columns FROM t WHERE key`.
@@ -177,8 +231,18 @@ pub fn select_one(d: Dialect, spec: &TableSpec, key: &[Value]) -> Stmt {
     } else {
         spec.columns.iter().map(|c| q(d, c)).collect()
     };
-    let sql = format!("SELECT {} FROM {} WHERE {}", cols.join(","), q(d, &spec.name), key_where(d, spec));
-    Stmt { sql, params: vec![key.to_vec()], kind: StmtKind::Select, rows: 1 }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        cols.join(","),
+        q(d, &spec.name),
+        key_where(d, spec)
+    );
+    Stmt {
+        sql,
+        params: vec![key.to_vec()],
+        kind: StmtKind::Select,
+        rows: 1,
+    }
 }
 
 #[cfg(test)]
@@ -187,11 +251,24 @@ mod tests {
     use super::*;
 
     fn entry(k: i64, op: Op) -> (Vec<Value>, DirtyEntry) {
-        (vec![Value::Int(k)], DirtyEntry { op, values: vec![Value::Int(k * 10), Value::Null], seq: k as u64 })
+        (
+            vec![Value::Int(k)],
+            DirtyEntry {
+                op,
+                values: vec![Value::Int(k * 10), Value::Null],
+                seq: k as u64,
+            },
+        )
     }
 
     fn refs(rows: &[(Vec<Value>, DirtyEntry)]) -> Vec<RowRef<'_>> {
-        rows.iter().map(|(k, e)| RowRef { table: TableId(0), key: k, entry: e }).collect()
+        rows.iter()
+            .map(|(k, e)| RowRef {
+                table: TableId(0),
+                key: k,
+                entry: e,
+            })
+            .collect()
     }
 
     #[test]
@@ -211,27 +288,51 @@ mod tests {
         assert_eq!(s.sql, "DELETE FROM `kv` WHERE `id` IN (?,?)");
         let spec2 = TableSpec::new("pair", &["a", "b"], &[]).expect("spec");
         let key = vec![Value::Int(1), Value::Int(2)];
-        let e = DirtyEntry { op: Op::Delete, values: vec![], seq: 1 };
-        let r = RowRef { table: TableId(0), key: &key, entry: &e };
+        let e = DirtyEntry {
+            op: Op::Delete,
+            values: vec![],
+            seq: 1,
+        };
+        let r = RowRef {
+            table: TableId(0),
+            key: &key,
+            entry: &e,
+        };
         let s = delete(Dialect::Sqlite, &spec2, &[r, r]);
-        assert_eq!(s.sql, "DELETE FROM \"pair\" WHERE (\"a\",\"b\") IN ((?,?),(?,?))");
+        assert_eq!(
+            s.sql,
+            "DELETE FROM \"pair\" WHERE (\"a\",\"b\") IN ((?,?),(?,?))"
+        );
         let s = update(Dialect::Mysql, &spec, &rows);
         assert_eq!(s.sql, "UPDATE `kv` SET `val`=?,`note`=? WHERE `id`=?");
-        assert_eq!(s.params, vec![
-            vec![Value::Int(10), Value::Null, Value::Int(1)],
-            vec![Value::Int(20), Value::Null, Value::Int(2)],
-        ]);
+        assert_eq!(
+            s.params,
+            vec![
+                vec![Value::Int(10), Value::Null, Value::Int(1)],
+                vec![Value::Int(20), Value::Null, Value::Int(2)],
+            ]
+        );
     }
 
     #[test]
     fn plan_groups_and_caps() {
         let spec = TableSpec::new("kv", &["id"], &["val", "note"]).expect("spec");
-        let mut owned: Vec<(Vec<Value>, DirtyEntry)> = (0..25).map(|k| entry(k, Op::Insert)).collect();
+        let mut owned: Vec<(Vec<Value>, DirtyEntry)> =
+            (0..25).map(|k| entry(k, Op::Insert)).collect();
         owned.extend((100..103).map(|k| entry(k, Op::Delete)));
         owned.push(entry(200, Op::Update));
         let b = plan(std::slice::from_ref(&spec), refs(&owned).into_iter(), 10);
         let shape: Vec<(Op, usize)> = b.iter().map(|b| (b.op, b.rows.len())).collect();
-        assert_eq!(shape, vec![(Op::Insert, 10), (Op::Insert, 10), (Op::Insert, 5), (Op::Update, 1), (Op::Delete, 3)]);
+        assert_eq!(
+            shape,
+            vec![
+                (Op::Insert, 10),
+                (Op::Insert, 10),
+                (Op::Insert, 5),
+                (Op::Update, 1),
+                (Op::Delete, 3)
+            ]
+        );
         assert_eq!(max_rows(&spec, 1_000_000), 32_000 / 3);
     }
 }

@@ -55,7 +55,11 @@ pub fn classify(e: rusqlite::Error) -> DbError {
             code: Some(i64::from(f.extended_code)),
             message: msg.clone().unwrap_or_else(|| f.to_string()),
         },
-        _ => DbError { class: ErrorClass::Sql, code: None, message: e.to_string() },
+        _ => DbError {
+            class: ErrorClass::Sql,
+            code: None,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -68,18 +72,27 @@ impl SqliteBackend {
                 .map_err(|e| DbError::config(format!("create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(&path).map_err(classify)?;
-        conn.busy_timeout(Duration::from_millis(config.op_timeout_ms)).map_err(classify)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
+        conn.busy_timeout(Duration::from_millis(config.op_timeout_ms))
+            .map_err(classify)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(classify)?;
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(SqliteBackend { conn: RefCell::new(conn) })
+        Ok(SqliteBackend {
+            conn: RefCell::new(conn),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
-        let mut c = self
-            .conn
-            .try_borrow_mut()
-            .map_err(|_| DbError { class: ErrorClass::Network, code: None, message: "sqlite connection busy".into() })?;
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut c = self.conn.try_borrow_mut().map_err(|_| DbError {
+            class: ErrorClass::Network,
+            code: None,
+            message: "sqlite connection busy".into(),
+        })?;
         f(&mut c).map_err(classify)
     }
 }

@@ -25,7 +25,11 @@ pub(crate) struct Slot<T> {
 impl<T> Slot<T> {
     pub(crate) fn new() -> Arc<Slot<T>> {
         Arc::new(Slot {
-            inner: Mutex::new(Inner { result: None, waker: None, taken: false }),
+            inner: Mutex::new(Inner {
+                result: None,
+                waker: None,
+                taken: false,
+            }),
             cv: Condvar::new(),
         })
     }
@@ -70,7 +74,10 @@ impl<T> Slot<T> {
                     if now >= d {
                         return Err(StorageError::Timeout(timeout.unwrap_or_default()));
                     }
-                    self.cv.wait_timeout(g, d - now).unwrap_or_else(|e| e.into_inner()).0
+                    self.cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
                 }
             };
         }
@@ -181,10 +188,16 @@ mod tests {
         assert!(s.poll(&mut cx).is_pending());
         s.complete(Err(StorageError::Closed));
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(matches!(s.poll(&mut cx), Poll::Ready(Err(StorageError::Closed))));
+        assert!(matches!(
+            s.poll(&mut cx),
+            Poll::Ready(Err(StorageError::Closed))
+        ));
 
         let s = Slot::<u32>::new();
-        assert!(matches!(s.wait(Some(Duration::from_millis(5))), Err(StorageError::Timeout(_))));
+        assert!(matches!(
+            s.wait(Some(Duration::from_millis(5))),
+            Err(StorageError::Timeout(_))
+        ));
     }
 
     struct LoadTicketLike(Arc<Slot<u32>>);

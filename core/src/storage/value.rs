@@ -221,7 +221,9 @@ fn de_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     if b.len() % 2 != 0 {
         return Err(serde::de::Error::custom("odd hex length"));
     }
-    b.chunks(2).map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    b.chunks(2)
+        .map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,7 +263,11 @@ mod tests {
 
     #[test]
     fn json_round_trip_uses_hex_for_bytes() {
-        let v = vec![Value::Bytes(vec![0xab, 0x01]), Value::Text("x".into()), Value::Null];
+        let v = vec![
+            Value::Bytes(vec![0xab, 0x01]),
+            Value::Text("x".into()),
+            Value::Null,
+        ];
         let s = serde_json::to_string(&v).expect("serialises");
         assert!(s.contains("\"ab01\""), "{s}");
         let back: Vec<Value> = serde_json::from_str(&s).expect("parses");

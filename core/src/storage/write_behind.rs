@@ -75,8 +75,16 @@ struct Pending {
 }
 
 enum ReadReq {
-    Load { table: TableId, key: Vec<Value>, ack: AckGuard<Option<Vec<Value>>> },
-    Query { sql: String, params: Vec<Value>, ack: AckGuard<Vec<Vec<Value>>> },
+    Load {
+        table: TableId,
+        key: Vec<Value>,
+        ack: AckGuard<Option<Vec<Value>>>,
+    },
+    Query {
+        sql: String,
+        params: Vec<Value>,
+        ack: AckGuard<Vec<Vec<Value>>>,
+    },
 }
 
 struct Shared {
@@ -133,14 +141,38 @@ impl StorageHandle {
     /// against a crash. Fails with [`StorageError::Backpressure`] when the queue is full (counted),
     /// [`StorageError::Arity`] / [`StorageError::UnknownTable`] / [`StorageError::RowTooLarge`] for
     /// bad input, [`StorageError::Closed`] after shutdown.
-    pub fn mark(&self, table: TableId, op: Op, key: Vec<Value>, values: Vec<Value>) -> Result<MarkTicket, StorageError> {
-        let spec = self.shared.tables.get(table.index()).ok_or(StorageError::UnknownTable(table.0))?;
+    pub fn mark(
+        &self,
+        table: TableId,
+        op: Op,
+        key: Vec<Value>,
+        values: Vec<Value>,
+    ) -> Result<MarkTicket, StorageError> {
+        let spec = self
+            .shared
+            .tables
+            .get(table.index())
+            .ok_or(StorageError::UnknownTable(table.0))?;
         if key.len() != spec.key.len() {
-            return Err(StorageError::Arity { table: spec.name.clone(), what: "key", expected: spec.key.len(), got: key.len() });
+            return Err(StorageError::Arity {
+                table: spec.name.clone(),
+                what: "key",
+                expected: spec.key.len(),
+                got: key.len(),
+            });
         }
-        let want = if op == Op::Delete { 0 } else { spec.columns.len() };
+        let want = if op == Op::Delete {
+            0
+        } else {
+            spec.columns.len()
+        };
         if values.len() != want {
-            return Err(StorageError::Arity { table: spec.name.clone(), what: "column", expected: want, got: values.len() });
+            return Err(StorageError::Arity {
+                table: spec.name.clone(),
+                what: "column",
+                expected: want,
+                got: values.len(),
+            });
         }
         let size = mark_size(&spec.name, &key, &values);
         if size > MAX_RECORD {
@@ -150,14 +182,25 @@ impl StorageHandle {
             return Err(StorageError::Closed);
         }
         let slot = Slot::new();
-        let p = Pending { table, op, key, values, ack: AckGuard(slot.clone()) };
+        let p = Pending {
+            table,
+            op,
+            key,
+            values,
+            ack: AckGuard(slot.clone()),
+        };
         match self.tx.try_send(p) {
             Ok(()) => Ok(MarkTicket(slot)),
             Err(TrySendError::Full(p)) => {
-                self.shared.metrics.backpressure.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .backpressure
+                    .fetch_add(1, Ordering::Relaxed);
                 // Not queued: the caller gets the error, not the ticket.
                 std::mem::forget(p.ack);
-                Err(StorageError::Backpressure(self.shared.config.queue_capacity))
+                Err(StorageError::Backpressure(
+                    self.shared.config.queue_capacity,
+                ))
             }
             Err(TrySendError::Disconnected(p)) => {
                 std::mem::forget(p.ack);
@@ -167,12 +210,22 @@ impl StorageHandle {
     }
 
     /// [`mark`](Self::mark) with [`Op::Insert`].
-    pub fn insert(&self, table: TableId, key: Vec<Value>, values: Vec<Value>) -> Result<MarkTicket, StorageError> {
+    pub fn insert(
+        &self,
+        table: TableId,
+        key: Vec<Value>,
+        values: Vec<Value>,
+    ) -> Result<MarkTicket, StorageError> {
         self.mark(table, Op::Insert, key, values)
     }
 
     /// [`mark`](Self::mark) with [`Op::Update`].
-    pub fn update(&self, table: TableId, key: Vec<Value>, values: Vec<Value>) -> Result<MarkTicket, StorageError> {
+    pub fn update(
+        &self,
+        table: TableId,
+        key: Vec<Value>,
+        values: Vec<Value>,
+    ) -> Result<MarkTicket, StorageError> {
         self.mark(table, Op::Update, key, values)
     }
 
@@ -207,20 +260,41 @@ impl StorageHandle {
     /// Reads a row's non-key columns: the dirty or in-flight value if there is one, else a `SELECT`.
     /// Fails with [`StorageError::Backpressure`] when the read queue is full.
     pub fn load(&self, table: TableId, key: Vec<Value>) -> Result<LoadTicket, StorageError> {
-        let spec = self.shared.tables.get(table.index()).ok_or(StorageError::UnknownTable(table.0))?;
+        let spec = self
+            .shared
+            .tables
+            .get(table.index())
+            .ok_or(StorageError::UnknownTable(table.0))?;
         if key.len() != spec.key.len() {
-            return Err(StorageError::Arity { table: spec.name.clone(), what: "key", expected: spec.key.len(), got: key.len() });
+            return Err(StorageError::Arity {
+                table: spec.name.clone(),
+                what: "key",
+                expected: spec.key.len(),
+                got: key.len(),
+            });
         }
         let slot = Slot::new();
-        self.send_read(ReadReq::Load { table, key, ack: AckGuard(slot.clone()) })?;
+        self.send_read(ReadReq::Load {
+            table,
+            key,
+            ack: AckGuard(slot.clone()),
+        })?;
         Ok(LoadTicket(slot))
     }
 
     /// Runs a query on the flusher thread's connection (diagnostics, tools, tests). Counted by its
     /// statement kind. Do not use it to write rows that the write-behind layer also writes.
-    pub fn query(&self, sql: &str, params: Vec<Value>) -> Result<super::ticket::QueryTicket, StorageError> {
+    pub fn query(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<super::ticket::QueryTicket, StorageError> {
         let slot = Slot::new();
-        self.send_read(ReadReq::Query { sql: sql.to_owned(), params, ack: AckGuard(slot.clone()) })?;
+        self.send_read(ReadReq::Query {
+            sql: sql.to_owned(),
+            params,
+            ack: AckGuard(slot.clone()),
+        })?;
         Ok(super::ticket::QueryTicket(slot))
     }
 
@@ -228,7 +302,10 @@ impl StorageHandle {
         match self.reads.try_send(r) {
             Ok(()) => Ok(()),
             Err(tokio::sync::mpsc::error::TrySendError::Full(r)) => {
-                self.shared.metrics.backpressure.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .backpressure
+                    .fetch_add(1, Ordering::Relaxed);
                 forget_read(r);
                 Err(StorageError::Backpressure(self.shared.config.read_queue))
             }
@@ -273,28 +350,53 @@ impl Storage {
             config.journal_segment_bytes,
         )
         .map_err(|e| StorageError::Journal(format!("open {}: {e}", jdir.display())))?;
-        let names: HashMap<String, TableId> =
-            schema.tables.iter().enumerate().map(|(i, t)| (t.name.clone(), TableId(i as u16))).collect();
+        let names: HashMap<String, TableId> = schema
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), TableId(i as u16)))
+            .collect();
         let mut dirty = DirtyMap::new(schema.tables.len());
         let replayed = rec.entries.len();
         for e in rec.entries {
             let id = *names.get(&e.table).ok_or_else(|| {
-                StorageError::Schema(format!("journal holds marks for unknown table {:?}; register it", e.table))
+                StorageError::Schema(format!(
+                    "journal holds marks for unknown table {:?}; register it",
+                    e.table
+                ))
             })?;
             let spec = &schema.tables[id.index()];
-            let want = if e.op == Op::Delete { 0 } else { spec.columns.len() };
+            let want = if e.op == Op::Delete {
+                0
+            } else {
+                spec.columns.len()
+            };
             if e.key.len() != spec.key.len() || e.values.len() != want {
-                return Err(StorageError::Schema(format!("journal mark for {} does not match its columns", spec.name)));
+                return Err(StorageError::Schema(format!(
+                    "journal mark for {} does not match its columns",
+                    spec.name
+                )));
             }
             dirty.mark(id, e.key, e.op, e.values, e.seq);
         }
         if replayed > 0 || rec.truncated_bytes > 0 {
-            tracing::info!(replayed, confirmed = rec.confirmed, cut_bytes = rec.truncated_bytes, "journal recovered");
+            tracing::info!(
+                replayed,
+                confirmed = rec.confirmed,
+                cut_bytes = rec.truncated_bytes,
+                "journal recovered"
+            );
         }
         let metrics = Metrics::default();
-        metrics.journal_replayed.store(replayed as u64, Ordering::Relaxed);
-        metrics.dirty_rows.store(dirty.len() as u64, Ordering::Relaxed);
-        metrics.journal_bytes.store(journal.bytes(), Ordering::Relaxed);
+        metrics
+            .journal_replayed
+            .store(replayed as u64, Ordering::Relaxed);
+        metrics
+            .dirty_rows
+            .store(dirty.len() as u64, Ordering::Relaxed);
+        metrics
+            .journal_bytes
+            .store(journal.bytes(), Ordering::Relaxed);
         let shared = Arc::new(Shared {
             tables: schema.tables.clone(),
             names,
@@ -349,7 +451,11 @@ impl Storage {
             }
         };
         Ok(Storage {
-            handle: StorageHandle { shared, tx, reads: read_tx },
+            handle: StorageHandle {
+                shared,
+                tx,
+                reads: read_tx,
+            },
             journal: Some(journal),
             flusher: Some(flusher),
         })
@@ -458,7 +564,9 @@ fn journal_main(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>
                 Duration::from_millis(50)
             }
         };
-        let first = if closing { rx.try_recv().ok() } else {
+        let first = if closing {
+            rx.try_recv().ok()
+        } else {
             match rx.recv_timeout(wait) {
                 Ok(p) => Some(p),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -491,7 +599,14 @@ fn journal_main(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>
         let first_seq = seq + 1;
         for p in &batch {
             seq += 1;
-            encode_mark(&mut buf, seq, p.op, &shared.tables[p.table.index()].name, &p.key, &p.values);
+            encode_mark(
+                &mut buf,
+                seq,
+                p.op,
+                &shared.tables[p.table.index()].name,
+                &p.key,
+                &p.values,
+            );
         }
         let bytes = buf.len() as u64;
         match journal.append(buf, seq) {
@@ -563,7 +678,10 @@ fn flusher_main(
     ready: mpsc::Sender<Result<(), StorageError>>,
     reads: tokio::sync::mpsc::Receiver<ReadReq>,
 ) -> Result<(), StorageError> {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(StorageError::Config(format!("tokio runtime: {e}"))));
@@ -580,7 +698,12 @@ fn flusher_main(
             }
         };
         let _ = ready.send(Ok(()));
-        tokio::task::spawn_local(read_loop(shared.clone(), f.backend.clone(), f.in_flight.clone(), reads));
+        tokio::task::spawn_local(read_loop(
+            shared.clone(),
+            f.backend.clone(),
+            f.in_flight.clone(),
+            reads,
+        ));
         let r = f.run().await;
         shared.flusher_done.store(true, Ordering::Release);
         if let Ok(b) = Rc::try_unwrap(f.backend) {
@@ -598,7 +721,10 @@ async fn connect(cfg: &StorageConfig) -> Result<AnyBackend, DbError> {
 }
 
 impl Flusher {
-    async fn start(shared: Arc<Shared>, migrations: &[migrate::Migration]) -> Result<Flusher, StorageError> {
+    async fn start(
+        shared: Arc<Shared>,
+        migrations: &[migrate::Migration],
+    ) -> Result<Flusher, StorageError> {
         let cfg = &shared.config;
         let mut attempt = 0;
         let backend = loop {
@@ -629,7 +755,10 @@ impl Flusher {
             last_activity: Instant::now(),
             shared,
         };
-        f.shared.metrics.dump_pending.store(f.dump.records(), Ordering::Relaxed);
+        f.shared
+            .metrics
+            .dump_pending
+            .store(f.dump.records(), Ordering::Relaxed);
         if f.dump.records() > 0 {
             let (ok, kept) = f.replay_dump(true).await?;
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
@@ -642,20 +771,27 @@ impl Flusher {
     async fn run(&mut self) -> Result<(), StorageError> {
         let cfg = self.shared.config.clone();
         let interval = cfg.flush_interval();
-        let ping_every = (cfg.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.ping_interval_ms));
+        let ping_every =
+            (cfg.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.ping_interval_ms));
         let mut next_flush = Instant::now() + interval;
         loop {
             let s = &self.shared;
-            let closing = s.closing.load(Ordering::Acquire) && s.journal_drained.load(Ordering::Acquire);
+            let closing =
+                s.closing.load(Ordering::Acquire) && s.journal_drained.load(Ordering::Acquire);
             if s.halt.load(Ordering::Acquire) && s.journal_drained.load(Ordering::Acquire) {
                 return Ok(());
             }
             if !closing {
                 let mut wait = next_flush.saturating_duration_since(Instant::now());
                 if let Some(p) = ping_every {
-                    wait = wait.min((self.last_activity + p).saturating_duration_since(Instant::now()));
+                    wait = wait
+                        .min((self.last_activity + p).saturating_duration_since(Instant::now()));
                 }
-                let _ = tokio::time::timeout(wait.max(Duration::from_millis(1)), s.flush_notify.notified()).await;
+                let _ = tokio::time::timeout(
+                    wait.max(Duration::from_millis(1)),
+                    s.flush_notify.notified(),
+                )
+                .await;
             }
             let s = &self.shared;
             if s.halt.load(Ordering::Acquire) {
@@ -689,7 +825,10 @@ impl Flusher {
         self.last_activity = Instant::now();
         self.shared.metrics.pings.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.backend.ping().await {
-            self.shared.metrics.ping_failures.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .ping_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "storage ping failed");
         }
     }
@@ -706,7 +845,10 @@ impl Flusher {
         };
         s.space.notify_all();
         let snap = Rc::new(snap);
-        let mut report = FlushReport { confirmed_seq: s.confirmed.load(Ordering::Acquire), ..FlushReport::default() };
+        let mut report = FlushReport {
+            confirmed_seq: s.confirmed.load(Ordering::Acquire),
+            ..FlushReport::default()
+        };
         let mut persisted = true;
         if !snap.is_empty() {
             self.last_activity = Instant::now();
@@ -729,7 +871,9 @@ impl Flusher {
         }
         for w in waiters {
             if self.stuck {
-                w.done(Err(StorageError::Journal("flush not persisted; kept in the journal".into())));
+                w.done(Err(StorageError::Journal(
+                    "flush not persisted; kept in the journal".into(),
+                )));
             } else {
                 w.done(Ok(report));
             }
@@ -816,7 +960,9 @@ impl Flusher {
             let r = if self.dump.network_pending() > 0 {
                 match self.replay_dump(false).await {
                     Ok(_) if self.dump.network_pending() == 0 => self.exec_stmt(stmt).await,
-                    Ok(_) => Err(DbError::network("older dumped writes are still waiting for the database")),
+                    Ok(_) => Err(DbError::network(
+                        "older dumped writes are still waiting for the database",
+                    )),
                     Err(e) => Err(DbError::network(format!("dump replay: {e}"))),
                 }
             } else {
@@ -841,12 +987,24 @@ impl Flusher {
         }
         let t0 = Instant::now();
         let r = self.backend.exec(&stmt.sql, &stmt.params).await;
-        self.shared.metrics.statements(stmt.kind, stmt.params.len() as u64, stmt.rows as u64, t0.elapsed(), r.is_ok());
+        self.shared.metrics.statements(
+            stmt.kind,
+            stmt.params.len() as u64,
+            stmt.rows as u64,
+            t0.elapsed(),
+            r.is_ok(),
+        );
         r.map(|_| ())
     }
 
     /// Appends one record per row. Returns (records, ok).
-    fn dump_rows(&mut self, spec: &TableSpec, rows: &[RowRef<'_>], e: &DbError, attempts: u32) -> (u64, bool) {
+    fn dump_rows(
+        &mut self,
+        spec: &TableSpec,
+        rows: &[RowRef<'_>],
+        e: &DbError,
+        attempts: u32,
+    ) -> (u64, bool) {
         let d = self.backend.dialect();
         let db = self.shared.config.database_name();
         let recs: Vec<DumpRecord> = rows
@@ -870,8 +1028,14 @@ impl Flusher {
             .collect();
         match self.dump.append(&recs) {
             Ok(()) => {
-                self.shared.metrics.dumps.fetch_add(recs.len() as u64, Ordering::Relaxed);
-                self.shared.metrics.dump_pending.store(self.dump.records(), Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .dumps
+                    .fetch_add(recs.len() as u64, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .dump_pending
+                    .store(self.dump.records(), Ordering::Relaxed);
                 (recs.len() as u64, true)
             }
             Err(io) => {
@@ -885,7 +1049,10 @@ impl Flusher {
     /// network-class ones (SQL-class ones would fail the same way). Stops at the first network
     /// failure, keeping it and everything after. Returns (replayed, kept).
     async fn replay_dump(&mut self, at_start: bool) -> Result<(u64, u64), StorageError> {
-        let lines = self.dump.load().map_err(|e| StorageError::Dump(e.to_string()))?;
+        let lines = self
+            .dump
+            .load()
+            .map_err(|e| StorageError::Dump(e.to_string()))?;
         let max = self.shared.config.dump_replay_max;
         let m = &self.shared.metrics;
         let mut keep: Vec<DumpLine> = Vec::new();
@@ -895,14 +1062,26 @@ impl Flusher {
         let mut changed = false;
         for line in lines {
             let mut rec = match line {
-                DumpLine::Record(r) if !stop && tried < max && (at_start || r.error.is_network()) && r.backend == self.kind.as_str() => r,
+                DumpLine::Record(r)
+                    if !stop
+                        && tried < max
+                        && (at_start || r.error.is_network())
+                        && r.backend == self.kind.as_str() =>
+                {
+                    r
+                }
                 other => {
                     keep.push(other);
                     continue;
                 }
             };
             tried += 1;
-            let stmt = Stmt { kind: StmtKind::of_sql(&rec.sql), rows: 1, params: vec![rec.params.clone()], sql: rec.sql.clone() };
+            let stmt = Stmt {
+                kind: StmtKind::of_sql(&rec.sql),
+                rows: 1,
+                params: vec![rec.params.clone()],
+                sql: rec.sql.clone(),
+            };
             match self.exec_stmt(&stmt).await {
                 Ok(()) => {
                     ok += 1;
@@ -925,7 +1104,9 @@ impl Flusher {
         // Rewrite only when records went away or changed class; a failed retry alone is not worth
         // rewriting the file (its attempt count is then updated at the next rewrite).
         if ok > 0 || changed || (at_start && tried > 0) {
-            self.dump.rewrite(&keep).map_err(|e| StorageError::Dump(format!("rewrite {}: {e}", self.dump.path().display())))?;
+            self.dump.rewrite(&keep).map_err(|e| {
+                StorageError::Dump(format!("rewrite {}: {e}", self.dump.path().display()))
+            })?;
         }
         m.dump_pending.store(self.dump.records(), Ordering::Relaxed);
         Ok((ok, keep.len() as u64))
@@ -968,7 +1149,12 @@ async fn read_loop(
                         let d = lock(&shared.dirty);
                         d.get(table, &key).cloned()
                     }
-                    .or_else(|| in_flight.borrow().as_ref().and_then(|m| m.get(table, &key).cloned()));
+                    .or_else(|| {
+                        in_flight
+                            .borrow()
+                            .as_ref()
+                            .and_then(|m| m.get(table, &key).cloned())
+                    });
                     if let Some(e) = hit {
                         shared.metrics.dirty_reads.fetch_add(1, Ordering::Relaxed);
                         ack.done(Ok((e.op != Op::Delete).then_some(e.values)));
@@ -978,16 +1164,29 @@ async fn read_loop(
                     let st = sql::select_one(backend.dialect(), spec, &key);
                     let t0 = Instant::now();
                     let r = backend.query_row(&st.sql, &key).await;
-                    shared.metrics.statement(StmtKind::Select, u64::from(matches!(r, Ok(Some(_)))), t0.elapsed(), r.is_ok());
+                    shared.metrics.statement(
+                        StmtKind::Select,
+                        u64::from(matches!(r, Ok(Some(_)))),
+                        t0.elapsed(),
+                        r.is_ok(),
+                    );
                     ack.done(r.map_err(StorageError::from).map(|row| {
-                        row.map(|v| if spec.columns.is_empty() { Vec::new() } else { v })
+                        row.map(|v| {
+                            if spec.columns.is_empty() {
+                                Vec::new()
+                            } else {
+                                v
+                            }
+                        })
                     }));
                 }
                 ReadReq::Query { sql, params, ack } => {
                     let t0 = Instant::now();
                     let r = backend.query_all(&sql, &params).await;
                     let rows = r.as_ref().map_or(0, |v| v.len() as u64);
-                    shared.metrics.statement(StmtKind::of_sql(&sql), rows, t0.elapsed(), r.is_ok());
+                    shared
+                        .metrics
+                        .statement(StmtKind::of_sql(&sql), rows, t0.elapsed(), r.is_ok());
                     ack.done(r.map_err(StorageError::from));
                 }
             }

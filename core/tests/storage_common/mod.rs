@@ -1,7 +1,9 @@
 //! Helpers shared by the storage integration tests (both backends).
 #![allow(dead_code)]
 
-use lattice_core::storage::{BackendKind, Migration, Schema, StorageConfig, StorageHandle, TableSpec, Value};
+use lattice_core::storage::{
+    BackendKind, Migration, Schema, StorageConfig, StorageHandle, TableSpec, Value,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -31,7 +33,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("lattice-storage-{name}-{}-{nanos}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "lattice-storage-{name}-{}-{nanos}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create temp dir");
     d
@@ -40,7 +45,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// A config for `db` with a private data dir and (MySQL) a private database, tuned for fast tests.
 pub fn config(db: Db, name: &str) -> StorageConfig {
     let dir = temp_dir(name);
-    let database: String = format!("lt_{name}_{}", std::process::id()).chars().take(64).collect();
+    let database: String = format!("lt_{name}_{}", std::process::id())
+        .chars()
+        .take(64)
+        .collect();
     StorageConfig {
         backend: match db {
             Db::Sqlite => BackendKind::Sqlite,
@@ -109,14 +117,20 @@ pub fn drop_database(h: &StorageHandle) {
 
 /// Values for a kv row.
 pub fn kv(val: i64, note: Option<&str>) -> Vec<Value> {
-    vec![Value::Int(val), note.map_or(Value::Null, |n| Value::Text(n.to_owned()))]
+    vec![
+        Value::Int(val),
+        note.map_or(Value::Null, |n| Value::Text(n.to_owned())),
+    ]
 }
 
 struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        logs().lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+        logs()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
