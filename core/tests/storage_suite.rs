@@ -562,6 +562,41 @@ fn metrics_render_prometheus(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+fn backpressure_is_counted_and_loses_nothing_accepted(db: Db) {
+    let mut cfg = config(db, "backpressure");
+    cfg.queue_capacity = 1;
+    cfg.journal_batch = 1;
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let mut rejected = 0u64;
+    let mut accepted = Vec::new();
+    for i in 0..20_000i64 {
+        match h.insert(kvt, vec![Value::Int(i)], kv(i, None)) {
+            Ok(t) => accepted.push((i, t)),
+            Err(StorageError::Backpressure(cap)) => {
+                assert_eq!(cap, 1);
+                rejected += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let keys: Vec<i64> = accepted
+        .into_iter()
+        .map(|(i, t)| {
+            t.wait_timeout(T).expect("accepted marks are acknowledged");
+            i
+        })
+        .collect();
+    assert_eq!(h.metrics().backpressure, rejected, "every rejection is counted");
+    assert_eq!(h.metrics().dirty_marks, keys.len() as u64);
+    h.flush_and_wait(T).expect("flush");
+    let ids: Vec<i64> = kv_rows(&h).into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, keys, "exactly the accepted marks are stored");
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 macro_rules! suite {
     ($name:ident, $db:expr) => {
         mod $name {
@@ -601,6 +636,10 @@ macro_rules! suite {
             #[test]
             fn bad_input_is_a_typed_error() {
                 super::bad_input_is_a_typed_error($db)
+            }
+            #[test]
+            fn backpressure_is_counted_and_loses_nothing_accepted() {
+                super::backpressure_is_counted_and_loses_nothing_accepted($db)
             }
             #[test]
             fn metrics_render_prometheus() {
