@@ -588,7 +588,11 @@ fn backpressure_is_counted_and_loses_nothing_accepted(db: Db) {
             i
         })
         .collect();
-    assert_eq!(h.metrics().backpressure, rejected, "every rejection is counted");
+    assert_eq!(
+        h.metrics().backpressure,
+        rejected,
+        "every rejection is counted"
+    );
     assert_eq!(h.metrics().dirty_marks, keys.len() as u64);
     h.flush_and_wait(T).expect("flush");
     let ids: Vec<i64> = kv_rows(&h).into_iter().map(|r| r.0).collect();

@@ -11,8 +11,8 @@
 //! The URL defaults to `$LATTICE_TEST_MYSQL_URL` (`eval "$(deploy/ci/mariadb.sh start)"`).
 
 use lattice_core::storage::{
-    BackendKind, FsyncPolicy, MarkTicket, Migration, Schema, Storage, StorageConfig, StorageError, StmtKind,
-    TableSpec, Value,
+    BackendKind, FsyncPolicy, MarkTicket, Migration, Schema, StmtKind, Storage, StorageConfig,
+    StorageError, TableSpec, Value,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,7 +28,9 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        url: std::env::var("LATTICE_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()),
+        url: std::env::var("LATTICE_TEST_MYSQL_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
         marks: 1_000_000,
         rows: 200_000,
         row_rows: 20_000,
@@ -63,11 +65,18 @@ fn schema() -> Schema {
 }
 
 fn row(i: u64) -> Vec<Value> {
-    vec![Value::Int(i as i64 * 7), Value::Text(format!("player-{i}")), Value::Bytes(vec![(i % 251) as u8; 32])]
+    vec![
+        Value::Int(i as i64 * 7),
+        Value::Text(format!("player-{i}")),
+        Value::Bytes(vec![(i % 251) as u8; 32]),
+    ]
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lattice-storage-bench-{name}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "lattice-storage-bench-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -131,7 +140,8 @@ fn channel_baseline(n: u64, keys: u64) -> f64 {
     });
     let start = Instant::now();
     for i in 0..n {
-        tx.send((vec![Value::Int((i % keys) as i64)], row(i))).expect("send");
+        tx.send((vec![Value::Int((i % keys) as i64)], row(i)))
+            .expect("send");
     }
     drop(tx);
     let got = c.join().expect("consumer");
@@ -147,9 +157,19 @@ struct FlushResult {
 }
 
 /// Marks `n` distinct rows, then times one flush of all of them.
-fn flush_run(backend: BackendKind, url: Option<String>, n: u64, batch_rows: usize, tag: &str) -> FlushResult {
+fn flush_run(
+    backend: BackendKind,
+    url: Option<String>,
+    n: u64,
+    batch_rows: usize,
+    tag: &str,
+) -> FlushResult {
     let db = format!("bench_{tag}_{}", std::process::id());
-    let cfg = StorageConfig { batch_rows, fsync: FsyncPolicy::Os, ..base(backend, url, tag, &db) };
+    let cfg = StorageConfig {
+        batch_rows,
+        fsync: FsyncPolicy::Os,
+        ..base(backend, url, tag, &db)
+    };
     let s = Storage::open(cfg.clone(), schema()).expect("open");
     mark_run(&s, n, n, 4096);
     let h = s.handle();
@@ -159,9 +179,16 @@ fn flush_run(backend: BackendKind, url: Option<String>, n: u64, batch_rows: usiz
     assert_eq!((rep.written, rep.dumped), (n, 0), "flush wrote everything");
     let m = h.metrics();
     let k = m.kind(StmtKind::Insert);
-    let r = FlushResult { rows_per_s: n as f64 / secs, statements: k.statements, p50_us: k.latency_us.p50, p99_us: k.latency_us.p99 };
+    let r = FlushResult {
+        rows_per_s: n as f64 / secs,
+        statements: k.statements,
+        p50_us: k.latency_us.p50,
+        p99_us: k.latency_us.p99,
+    };
     if backend == BackendKind::Mysql {
-        let _ = h.query(&format!("DROP DATABASE IF EXISTS `{db}`"), vec![]).map(|t| t.wait_timeout(WAIT));
+        let _ = h
+            .query(&format!("DROP DATABASE IF EXISTS `{db}`"), vec![])
+            .map(|t| t.wait_timeout(WAIT));
     }
     s.shutdown().expect("shutdown");
     let _ = std::fs::remove_dir_all(&cfg.data_dir);
@@ -172,26 +199,46 @@ fn main() {
     let a = args();
     let keys = 100_000;
     println!("# storage_bench\n");
-    println!("machine: {} cores (shared, noisy); marks = {}, distinct keys = {keys}\n", std::thread::available_parallelism().map_or(0, |n| n.get()), a.marks);
+    println!(
+        "machine: {} cores (shared, noisy); marks = {}, distinct keys = {keys}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        a.marks
+    );
     println!("## Dirty marks into the write-behind layer (1 producer thread, 4096 in flight)\n");
     println!("| variant | marks/s | ratio to baseline |");
     println!("|---|---:|---:|");
     let baseline = channel_baseline(a.marks, keys);
     println!("| baseline: bounded channel hop only (no journal, no ack) | {baseline:.0} | 1.00 |");
-    for (name, policy) in [("fsync = os", FsyncPolicy::Os), ("fsync = interval (10 ms)", FsyncPolicy::Interval), ("fsync = always (group commit)", FsyncPolicy::Always)] {
-        let cfg = StorageConfig { fsync: policy, ..base(BackendKind::Sqlite, None, "marks", "bench_marks") };
+    for (name, policy) in [
+        ("fsync = os", FsyncPolicy::Os),
+        ("fsync = interval (10 ms)", FsyncPolicy::Interval),
+        ("fsync = always (group commit)", FsyncPolicy::Always),
+    ] {
+        let cfg = StorageConfig {
+            fsync: policy,
+            ..base(BackendKind::Sqlite, None, "marks", "bench_marks")
+        };
         let s = Storage::open(cfg.clone(), schema()).expect("open");
         let r = mark_run(&s, a.marks, keys, 4096);
         let m = s.metrics();
-        println!("| journal + coalesce + ack, {name} | {r:.0} | {:.2} |", r / baseline);
-        eprintln!("  {name}: coalesced {} of {}, {} journal writes, {} bytes", m.coalesced_marks, m.dirty_marks, m.journal_appends, m.journal_bytes_written);
+        println!(
+            "| journal + coalesce + ack, {name} | {r:.0} | {:.2} |",
+            r / baseline
+        );
+        eprintln!(
+            "  {name}: coalesced {} of {}, {} journal writes, {} bytes",
+            m.coalesced_marks, m.dirty_marks, m.journal_appends, m.journal_bytes_written
+        );
         s.halt_without_flush();
         let _ = std::fs::remove_dir_all(&cfg.data_dir);
     }
     println!();
     let mut targets = vec![(BackendKind::Sqlite, None, "SQLite (embedded)")];
     match &a.url {
-        Some(u) => targets.insert(0, (BackendKind::Mysql, Some(u.clone()), "MariaDB (local, TCP)")),
+        Some(u) => targets.insert(
+            0,
+            (BackendKind::Mysql, Some(u.clone()), "MariaDB (local, TCP)"),
+        ),
         None => eprintln!("no --url / LATTICE_TEST_MYSQL_URL: MariaDB flush figures skipped"),
     }
     for (kind, url, label) in targets {
@@ -199,12 +246,20 @@ fn main() {
         println!("| mode | rows | rows/s | ratio to one-per-row | INSERT statements | stmt p50 | stmt p99 |");
         println!("|---|---:|---:|---:|---:|---:|---:|");
         let one = flush_run(kind, url.clone(), a.row_rows, 1, "row");
-        println!("| one statement per row (baseline) | {} | {:.0} | 1.00 | {} | {} µs | {} µs |", a.row_rows, one.rows_per_s, one.statements, one.p50_us, one.p99_us);
+        println!(
+            "| one statement per row (baseline) | {} | {:.0} | 1.00 | {} | {} µs | {} µs |",
+            a.row_rows, one.rows_per_s, one.statements, one.p50_us, one.p99_us
+        );
         for b in [100usize, 500, 2000] {
             let r = flush_run(kind, url.clone(), a.rows, b, &format!("b{b}"));
             println!(
                 "| batched, {b} rows per statement | {} | {:.0} | {:.1} | {} | {} µs | {} µs |",
-                a.rows, r.rows_per_s, r.rows_per_s / one.rows_per_s, r.statements, r.p50_us, r.p99_us
+                a.rows,
+                r.rows_per_s,
+                r.rows_per_s / one.rows_per_s,
+                r.statements,
+                r.p50_us,
+                r.p99_us
             );
         }
         println!();
