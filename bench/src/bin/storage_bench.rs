@@ -32,8 +32,8 @@ fn args() -> Args {
             .ok()
             .filter(|u| !u.is_empty()),
         marks: 1_000_000,
-        rows: 200_000,
-        row_rows: 20_000,
+        rows: 100_000,
+        row_rows: 100_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
