@@ -601,6 +601,27 @@ fn backpressure_is_counted_and_loses_nothing_accepted(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+fn idle_ping(db: Db) {
+    let mut cfg = config(db, "ping");
+    cfg.ping_interval_ms = 10;
+    let s = open(&cfg);
+    let h = s.handle();
+    let deadline = Instant::now() + T;
+    while h.metrics().pings < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let m = h.metrics();
+    assert!(m.pings >= 3, "idle storage pinged {} times", m.pings);
+    assert_eq!(m.ping_failures, 0);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+    assert!(matches!(h.flush(), Err(StorageError::Closed)));
+    assert!(matches!(
+        h.insert(h.table("kv").expect("kv"), vec![Value::Int(1)], kv(1, None)),
+        Err(StorageError::Closed)
+    ));
+}
+
 macro_rules! suite {
     ($name:ident, $db:expr) => {
         mod $name {
@@ -644,6 +665,10 @@ macro_rules! suite {
             #[test]
             fn backpressure_is_counted_and_loses_nothing_accepted() {
                 super::backpressure_is_counted_and_loses_nothing_accepted($db)
+            }
+            #[test]
+            fn idle_ping() {
+                super::idle_ping($db)
             }
             #[test]
             fn metrics_render_prometheus() {

@@ -248,6 +248,11 @@ impl StorageHandle {
         }
         let slot = Slot::new();
         lock(&self.shared.flush_waiters).push(AckGuard(slot.clone()));
+        if self.shared.flusher_done.load(Ordering::Acquire) {
+            // The flusher stopped between the check and the push: nobody will take the waiter.
+            lock(&self.shared.flush_waiters).clear();
+            return Err(StorageError::Closed);
+        }
         self.flush_now();
         Ok(FlushTicket(slot))
     }
@@ -537,6 +542,13 @@ fn journal_main(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>
             m.journal_bytes.store(journal.bytes(), Ordering::Relaxed);
         }
         if shared.flusher_done.load(Ordering::Acquire) {
+            // The flusher may have confirmed its last flush after the load above.
+            let c = shared.confirmed.load(Ordering::Acquire);
+            if c > checkpointed && !shared.halt.load(Ordering::Acquire) {
+                if let Err(e) = journal.checkpoint(c) {
+                    tracing::error!(error = %e, "final journal checkpoint failed; the next start replays the last flush (harmless)");
+                }
+            }
             break;
         }
         let closing = shared.closing.load(Ordering::Acquire);
@@ -706,6 +718,8 @@ fn flusher_main(
         ));
         let r = f.run().await;
         shared.flusher_done.store(true, Ordering::Release);
+        // Waiters that arrived after the last flush: their tickets complete with `Closed`.
+        lock(&shared.flush_waiters).clear();
         if let Ok(b) = Rc::try_unwrap(f.backend) {
             b.close().await;
         }
@@ -1140,9 +1154,15 @@ async fn read_loop(
     in_flight: Rc<std::cell::RefCell<Option<Rc<DirtyMap>>>>,
     mut rx: tokio::sync::mpsc::Receiver<ReadReq>,
 ) {
+    // At most `pool_max` reads run at once; the rest wait in the bounded queue.
+    let permits = Arc::new(tokio::sync::Semaphore::new(shared.config.pool_max));
     while let Some(req) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let (shared, backend, in_flight) = (shared.clone(), backend.clone(), in_flight.clone());
         tokio::task::spawn_local(async move {
+            let _permit = permit;
             match req {
                 ReadReq::Load { table, key, ack } => {
                     let hit = {
