@@ -112,10 +112,12 @@ fn outage_within_retry_budget() {
 /// DB down past the retry budget: writes go to the dump file (in order), a restart replays them, and
 /// a dumped write is replayed before a newer write of the same row while running.
 fn outage_past_retry_budget() {
+    // Only explicit flushes here, so each flush report covers exactly the marks made before it.
     let cfg = StorageConfig {
         retry_max: 2,
         retry_backoff_ms: 20,
         retry_backoff_max_ms: 50,
+        flush_interval_ms: 3_600_000,
         ..fault_config("dumped")
     };
     let s = Storage::open(cfg.clone(), schema()).expect("open");
