@@ -622,6 +622,41 @@ fn idle_ping(db: Db) {
     ));
 }
 
+/// Tickets are futures woken from the storage threads: await them on a monoio (shard-style) executor.
+fn await_on_monoio(db: Db) {
+    let cfg = config(db, "monoio");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("monoio runtime");
+    let (ack, report, row) = rt.block_on(async {
+        let mut last = 0;
+        for i in 0..100 {
+            last = h
+                .insert(kvt, vec![Value::Int(i)], kv(i, None))
+                .expect("mark")
+                .await
+                .expect("ack")
+                .seq;
+        }
+        let report = h.flush().expect("flush").await.expect("flushed");
+        let row = h
+            .load(kvt, vec![Value::Int(42)])
+            .expect("load")
+            .await
+            .expect("read");
+        (last, report, row)
+    });
+    assert_eq!(report.confirmed_seq, ack);
+    assert_eq!(report.written, 100);
+    assert_eq!(row, Some(kv(42, None)));
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 macro_rules! suite {
     ($name:ident, $db:expr) => {
         mod $name {
@@ -665,6 +700,10 @@ macro_rules! suite {
             #[test]
             fn backpressure_is_counted_and_loses_nothing_accepted() {
                 super::backpressure_is_counted_and_loses_nothing_accepted($db)
+            }
+            #[test]
+            fn await_on_monoio() {
+                super::await_on_monoio($db)
             }
             #[test]
             fn idle_ping() {
