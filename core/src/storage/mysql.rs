@@ -11,11 +11,12 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Server error codes that mean "try again" rather than "this statement is wrong": too many
-/// connections, shutdown in progress, lock wait timeout, deadlock, network read/write errors,
+/// connections, shutdown in progress, lock wait timeout, deadlock, network read/write errors (not
+/// 1153, packet too large: that is the statement's fault),
 /// connection killed, read-only (failover), server gone away / lost (client-side codes).
 const RETRYABLE: &[u16] = &[
-    1040, 1053, 1077, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1205, 1213, 1290,
-    1927, 2002, 2003, 2006, 2013,
+    1040, 1053, 1077, 1152, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1205, 1213, 1290, 1927,
+    2002, 2003, 2006, 2013,
 ];
 
 /// Pool of connections to one database.

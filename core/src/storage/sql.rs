@@ -60,6 +60,10 @@ fn placeholders(n: usize) -> String {
     s
 }
 
+/// Parameter bytes above which a batch is closed, well under MariaDB's default
+/// `max_allowed_packet` (16 MiB); a single larger row still gets its own statement.
+pub const MAX_STMT_BYTES: usize = 4 << 20;
+
 /// Largest rows per statement that keeps the placeholders under both servers' limits (MySQL 65,535,
 /// SQLite 32,766).
 pub fn max_rows(spec: &TableSpec, wanted: usize) -> usize {
@@ -78,20 +82,36 @@ pub fn plan<'a>(
     let mut rows: Vec<RowRef<'a>> = rows.collect();
     rows.sort_by_key(|r| (r.table, r.entry.op as u8));
     let mut out: Vec<Batch<'a>> = Vec::new();
+    let mut bytes = 0usize;
     for r in rows {
         let limit = match tables.get(r.table.index()) {
             Some(spec) => max_rows(spec, batch_rows),
             None => 1,
         };
+        let size: usize = r
+            .key
+            .iter()
+            .chain(&r.entry.values)
+            .map(Value::encoded_len)
+            .sum();
         match out.last_mut() {
-            Some(b) if b.table == r.table && b.op == r.entry.op && b.rows.len() < limit => {
+            Some(b)
+                if b.table == r.table
+                    && b.op == r.entry.op
+                    && b.rows.len() < limit
+                    && bytes + size <= MAX_STMT_BYTES =>
+            {
+                bytes += size;
                 b.rows.push(r)
             }
-            _ => out.push(Batch {
-                table: r.table,
-                op: r.entry.op,
-                rows: vec![r],
-            }),
+            _ => {
+                bytes = size;
+                out.push(Batch {
+                    table: r.table,
+                    op: r.entry.op,
+                    rows: vec![r],
+                })
+            }
         }
     }
     out
@@ -334,5 +354,23 @@ mod tests {
             ]
         );
         assert_eq!(max_rows(&spec, 1_000_000), 32_000 / 3);
+        // Byte cap: 3 MiB rows go one per statement.
+        let big: Vec<(Vec<Value>, DirtyEntry)> = (0..3)
+            .map(|k| {
+                (
+                    vec![Value::Int(k)],
+                    DirtyEntry {
+                        op: Op::Insert,
+                        values: vec![Value::Bytes(vec![0; 3 << 20]), Value::Null],
+                        seq: 1,
+                    },
+                )
+            })
+            .collect();
+        let b = plan(std::slice::from_ref(&spec), refs(&big).into_iter(), 500);
+        assert_eq!(
+            b.iter().map(|b| b.rows.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
     }
 }

@@ -525,6 +525,13 @@ impl Drop for Storage {
 // ---------------------------------------------------------------------------------------------
 // Journal thread
 
+/// Encoded bytes after which a journal group is written even if fewer than `journal_batch` marks.
+const JOURNAL_GROUP_BYTES: usize = 8 << 20;
+
+fn pending_size(shared: &Shared, p: &Pending) -> usize {
+    mark_size(&shared.tables[p.table.index()].name, &p.key, &p.values)
+}
+
 fn journal_main(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
@@ -586,10 +593,15 @@ fn journal_main(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>
             }
         };
         if let Some(p) = first {
+            let mut bytes = pending_size(&shared, &p);
             batch.push(p);
-            while batch.len() < cfg.journal_batch {
+            // Bounded group: `journal_batch` marks or JOURNAL_GROUP_BYTES, whichever comes first.
+            while batch.len() < cfg.journal_batch && bytes < JOURNAL_GROUP_BYTES {
                 match rx.try_recv() {
-                    Ok(p) => batch.push(p),
+                    Ok(p) => {
+                        bytes += pending_size(&shared, &p);
+                        batch.push(p)
+                    }
                     Err(_) => break,
                 }
             }
