@@ -314,31 +314,54 @@ pub struct KindSnapshot {
 /// Point-in-time copy of [`Metrics`]. Per-second rates: divide deltas of two snapshots by the
 /// difference of their `uptime` (Prometheus: `rate()`).
 #[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
 pub struct MetricsSnapshot {
+    /// Time since the storage opened.
     pub uptime: Duration,
+    /// Per statement kind, in [`StmtKind::ALL`] order.
     pub kinds: Vec<KindSnapshot>,
+    /// Marks journaled and acknowledged.
     pub dirty_marks: u64,
+    /// Marks folded into an already dirty row.
     pub coalesced_marks: u64,
+    /// Marks or reads refused because a queue was full.
     pub backpressure: u64,
+    /// 50 ms pauses of the journal thread at `dirty_limit`.
     pub dirty_limit_hits: u64,
+    /// Distinct dirty rows now.
     pub dirty_rows: u64,
+    /// Bytes appended to the journal.
     pub journal_bytes_written: u64,
+    /// Bytes in live journal segments.
     pub journal_bytes: u64,
+    /// Journal group writes.
     pub journal_appends: u64,
+    /// Journal write or sync failures.
     pub journal_errors: u64,
+    /// Marks replayed from the journal at start.
     pub journal_replayed: u64,
+    /// Flushes that wrote something.
     pub flushes: u64,
+    /// Rows written or dumped by flushes.
     pub flushed_rows: u64,
+    /// Rows per flush.
     pub flush_batch_rows: Summary,
+    /// Retries after network-class errors.
     pub retries: u64,
+    /// Records appended to the dump file.
     pub dumps: u64,
+    /// Dump records replayed and removed.
     pub replays: u64,
+    /// Dump record replays that failed (record kept).
     pub replay_failures: u64,
+    /// Records in the dump file.
     pub dump_pending: u64,
+    /// Flushes written neither to the database nor to the dump file.
     pub unpersisted: u64,
+    /// Reads answered from dirty or in-flight rows.
     pub dirty_reads: u64,
+    /// Idle pings.
     pub pings: u64,
+    /// Failed idle pings.
     pub ping_failures: u64,
 }
 
