@@ -14,17 +14,6 @@ pub struct DirtyEntry {
     pub seq: u64,
 }
 
-/// One row of a flush snapshot.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DirtyRow {
-    /// Table.
-    pub table: TableId,
-    /// Key values.
-    pub key: Vec<Value>,
-    /// Coalesced write.
-    pub entry: DirtyEntry,
-}
-
 /// A dirty row by reference, as handed to the statement builders.
 #[derive(Clone, Copy, Debug)]
 pub struct RowRef<'a> {
@@ -133,24 +122,6 @@ impl DirtyMap {
             })
         })
     }
-
-    /// Empties the map and returns its rows, with the highest seq they cover: every mark at or below it
-    /// is folded into the returned rows (marks enter in seq order).
-    pub fn take(&mut self) -> (Vec<DirtyRow>, u64) {
-        let mut out = Vec::with_capacity(self.len);
-        for (i, m) in self.tables.iter_mut().enumerate() {
-            let cap = m.capacity().min(m.len() * 2);
-            for (key, entry) in std::mem::replace(m, HashMap::with_capacity(cap)) {
-                out.push(DirtyRow {
-                    table: TableId(i as u16),
-                    key,
-                    entry,
-                });
-            }
-        }
-        self.len = 0;
-        (out, self.max_seq)
-    }
 }
 
 #[cfg(test)]
@@ -186,9 +157,10 @@ mod tests {
         assert_eq!(m.len(), 2);
         let e = m.get(t, &[Value::Int(1)]).expect("dirty");
         assert_eq!((e.op, e.seq), (Op::Insert, 99));
-        let (rows, max) = m.take();
+        let (snap, max) = m.take_map();
         assert_eq!(max, 100);
-        assert_eq!(rows.len(), 2);
+        assert_eq!(snap.rows().count(), 2);
+        assert_eq!(m.max_seq(), 100);
         assert!(m.is_empty());
         assert!(m.get(t, &[Value::Int(1)]).is_none());
     }
