@@ -217,22 +217,28 @@ fn dirty_bound_triggers_flush(db: Db) {
     for t in tickets {
         t.wait_timeout(T).expect("ack");
     }
-    // The interval is 60 s; only the bound can have started flushes. Wait (bounded) for them.
+    // The interval is 60 s; only the bound starts flushes. Whenever a journal group leaves 100 or
+    // more rows dirty the flusher is woken, so eventually fewer than 100 remain dirty (how many
+    // depends on how the marks were grouped). Wait for that, bounded.
     let deadline = Instant::now() + T;
-    while h.metrics().flushed_rows < 1000 && Instant::now() < deadline {
+    while h.metrics().flushed_rows < 1000 - 99 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let m = h.metrics();
-    assert_eq!(
-        m.flushed_rows, 1000,
-        "bound-triggered flushes wrote everything without a request"
+    assert!(
+        m.flushed_rows > 900,
+        "bound-triggered flushes wrote {} rows",
+        m.flushed_rows
     );
+    assert!(m.dirty_rows < 100, "{} rows still dirty", m.dirty_rows);
     assert!(m.flushes >= 1);
     assert!(
-        m.flush_batch_rows.max >= 100,
-        "a flush took at least the bound"
+        m.flush_batch_rows.min >= 100,
+        "each flush took at least the bound"
     );
-    assert!(m.kind(StmtKind::Insert).statements >= 1000 / 64);
+    assert_eq!(m.kind(StmtKind::Insert).rows, m.flushed_rows);
+    let left = h.flush_and_wait(T).expect("flush the rest").written;
+    assert_eq!(m.flushed_rows + left, 1000);
     assert_eq!(kv_rows(&h).len(), 1000);
     drop_database(&h);
     s.shutdown().expect("shutdown");

@@ -916,9 +916,14 @@ impl Flusher {
         let mut dumped = 0u64;
         let mut down: Option<(DbError, u32)> = None;
         let mut persisted = true;
-        if let Err(e) = self.backend.flush_begin().await {
-            down = Some((e, 1));
-        }
+        let began = match self.backend.flush_begin().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "flush could not begin; dumping its rows");
+                down = Some((e, 1));
+                false
+            }
+        };
         for b in &batches {
             let spec = &tables[b.table.index()];
             if let Some((e, attempts)) = &down {
@@ -969,10 +974,14 @@ impl Flusher {
                 }
             }
         }
-        if let Err(e) = self.backend.flush_end().await {
-            // SQLite commit failed: nothing of this flush is in the database.
-            tracing::error!(error = %e, "flush commit failed");
-            persisted = false;
+        if began {
+            if let Err(e) = self.backend.flush_end().await {
+                // SQLite commit failed: this flush's rows are not in the database. The journal
+                // keeps them (checkpoint frozen) for the next start.
+                tracing::error!(error = %e, "flush commit failed");
+                let _ = self.backend.exec_script(&["ROLLBACK".to_owned()]).await;
+                persisted = false;
+            }
         }
         (written, dumped, persisted)
     }
