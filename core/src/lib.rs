@@ -9,5 +9,6 @@ pub mod config;
 pub mod mesh;
 pub mod net;
 pub mod runtime;
+pub mod storage;
 pub mod telemetry;
 pub mod time;
