@@ -23,6 +23,13 @@ pub enum Command {
         /// Overrides.
         overrides: Vec<(String, String)>,
     },
+    /// `lattice tool migrate --print …`: print the schema SQL for operators.
+    MigratePrint {
+        /// `--config FILE`.
+        config: Option<PathBuf>,
+        /// Overrides.
+        overrides: Vec<(String, String)>,
+    },
     /// `lattice help`, `--help`, `-h`.
     Help,
     /// `lattice version`, `--version`.
@@ -45,6 +52,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 Command::ShowConfig { config, overrides }
             })
         }
+        "tool" => match (
+            args.get(1).map(String::as_str),
+            args.get(2).map(String::as_str),
+        ) {
+            (Some("migrate"), Some("--print")) => {
+                let (config, overrides) = parse_options(&args[3..])?;
+                Ok(Command::MigratePrint { config, overrides })
+            }
+            _ => Err(
+                "usage: lattice tool migrate --print [--config FILE] [--section.key VALUE ...]"
+                    .into(),
+            ),
+        },
         other => Err(format!("unknown command `{other}` (try `lattice --help`)")),
     }
 }
@@ -92,6 +112,7 @@ pub fn help() -> String {
         "lattice — sharded thread-per-core game server\n\n\
 USAGE:\n  lattice run [--config FILE] [--section.key VALUE ...]   start all roles in one process\n  \
 lattice config [--config FILE] [--section.key VALUE ...] print the merged configuration\n  \
+lattice tool migrate --print [--config FILE] [...]         print the schema SQL (for operators)\n  \
 lattice --help | --version\n\n\
 Every key below can be set in the TOML file given by --config, as --section.key VALUE (or\n\
 --section.key=VALUE) on the command line, or as the environment variable LATTICE_SECTION__KEY.\n\

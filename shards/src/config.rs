@@ -6,6 +6,7 @@ use lattice_core::config::{self, ConfigError, Layers};
 use lattice_core::net::compress::CompressConfig;
 use lattice_core::net::NetConfig;
 use lattice_core::runtime::{RuntimeConfig, ShutdownConfig};
+use lattice_core::storage::StorageConfig;
 use lattice_core::telemetry::log::LogConfig;
 
 use crate::logic::chat::ChatConfig;
@@ -64,6 +65,8 @@ pub struct Config {
     pub logic: LogicConfig,
     /// `[chat]`.
     pub chat: ChatConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
     /// The merged table (components read their sections from it).
     #[serde(skip)]
     pub table: toml::Table,
@@ -111,6 +114,9 @@ impl Config {
         }
         if self.compress.level > 9 {
             return Err(bad("compress.level", "must be 0..=9"));
+        }
+        if let Err(e) = self.storage.validate() {
+            return Err(bad("storage", &e.to_string()));
         }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));

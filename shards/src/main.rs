@@ -39,6 +39,27 @@ fn main() {
                 }
             }
         }
+        Command::MigratePrint { config, overrides } => {
+            match Config::load(config.as_deref(), env, overrides) {
+                Ok(c) => match lattice_core::storage::migrate::print_sql(
+                    &c.storage,
+                    lattice_shards::server::schema().migrations(),
+                ) {
+                    Ok(sql) => {
+                        print!("{sql}");
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("lattice: {e}");
+                        exit::FAILURE
+                    }
+                },
+                Err(e) => {
+                    eprintln!("lattice: {e}");
+                    exit::CONFIG
+                }
+            }
+        }
         Command::Run { config, overrides } => {
             match Config::load(config.as_deref(), env, overrides) {
                 Ok(c) => {

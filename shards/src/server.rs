@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_core::runtime::Server;
+use lattice_core::storage::{Schema, Storage};
 use lattice_core::telemetry::admin::AdminServer;
 
 use crate::app::{App, AppSettings};
@@ -19,6 +20,13 @@ pub mod exit {
     pub const FAILURE: i32 = 1;
     /// Bad configuration or usage.
     pub const CONFIG: i32 = 2;
+}
+
+/// The tables and migrations of every service. None yet: the account service that persists
+/// players comes with its own issue; the engine runs (journal, dump replay, metrics, flush at
+/// shutdown) so that services can add tables here.
+pub fn schema() -> Schema {
+    Schema::new()
 }
 
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
@@ -35,6 +43,21 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         return exit::CONFIG;
     }
+    // Storage first: its journal and dump file are replayed before any client is accepted.
+    let storage = match Storage::open(cfg.storage.clone(), schema()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open storage");
+            eprintln!("lattice: storage: {e}");
+            return exit::FAILURE;
+        }
+    };
+    tracing::info!(
+        backend = cfg.storage.backend.as_str(),
+        database = %cfg.storage.database_name(),
+        journal = %cfg.storage.journal_dir().display(),
+        "storage open"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -45,7 +68,12 @@ pub fn run(cfg: Config) -> i32 {
     let mut server = match Server::start(&cfg.runtime, &cfg.net, &cfg.shutdown, move |shard| {
         App::new(&settings, shard, n).expect("services were validated before start")
     }) {
-        Ok(s) => s,
+        Ok(s) => {
+            let h = storage.handle();
+            s.metrics()
+                .add_renderer(move |out| out.push_str(&h.metrics().render_prometheus()));
+            s
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("lattice: {e}");
@@ -92,6 +120,14 @@ pub fn run(cfg: Config) -> i32 {
     }
     if let Some(a) = admin {
         a.stop();
+    }
+    // Every shard has stopped: flush what is dirty and stop the storage threads.
+    match storage.shutdown() {
+        Ok(()) => tracing::info!("storage flushed and closed"),
+        Err(e) => {
+            tracing::error!(error = %e, "storage shutdown failed; unflushed marks stay in the journal for the next start");
+            code = exit::FAILURE;
+        }
     }
     tracing::info!(code, "stopped");
     code

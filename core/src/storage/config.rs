@@ -50,8 +50,11 @@ pub struct StorageConfig {
     pub backend: BackendKind,
     /// MySQL: `mysql://user:pass@host:port[/ignored]` (the database name comes from `database`).
     /// SQLite: path of the database file (default `<data_dir>/<database>.sqlite3`).
+    /// An empty string means "not set" (TOML has no null).
+    #[serde(deserialize_with = "empty_as_none")]
     pub url: Option<String>,
-    /// Database name; default `<role><machine_id>`, e.g. `logic1`.
+    /// Database name; default `<role><machine_id>`, e.g. `logic1`. Empty = not set.
+    #[serde(deserialize_with = "empty_as_none")]
     pub database: Option<String>,
     /// Role part of the default database name.
     pub role: String,
@@ -59,7 +62,8 @@ pub struct StorageConfig {
     pub machine_id: u32,
     /// Directory for the default journal, dump and SQLite paths.
     pub data_dir: PathBuf,
-    /// Journal directory (segments); default `<data_dir>/<database>.journal`.
+    /// Journal directory (segments); default `<data_dir>/<database>.journal`. Empty = not set.
+    #[serde(deserialize_with = "empty_as_none")]
     pub journal_dir: Option<PathBuf>,
     /// Journal fsync policy.
     pub fsync: FsyncPolicy,
@@ -89,6 +93,7 @@ pub struct StorageConfig {
     /// Largest retry delay in ms.
     pub retry_backoff_max_ms: u64,
     /// Dump file (JSON lines); default `<data_dir>/<database>.dump.jsonl`.
+    #[serde(deserialize_with = "empty_as_none")]
     pub dump_path: Option<PathBuf>,
     /// Most dump records replayed at start or before a flush in one pass.
     pub dump_replay_max: usize,
@@ -279,4 +284,14 @@ mod tests {
         assert_eq!(ms, vec![10, 20, 40, 50, 50]);
         assert_eq!(c.backoff(200).as_millis(), 50);
     }
+}
+
+/// Deserialises an optional string-like value where `""` means `None`.
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(T::from))
 }

@@ -22,6 +22,7 @@ pub struct Lattice {
     pub port: u16,
     pub admin: u16,
     pub log: PathBuf,
+    pub data: PathBuf,
 }
 
 impl Lattice {
@@ -31,6 +32,8 @@ impl Lattice {
         let admin = free_port();
         let log =
             std::env::temp_dir().join(format!("lattice-test-{}-{}.log", std::process::id(), port));
+        let data =
+            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--net.listen".into(),
@@ -41,6 +44,8 @@ impl Lattice {
             "2".into(),
             "--shutdown.drain_timeout_ms".into(),
             "3000".into(),
+            "--storage.data_dir".into(),
+            data.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
@@ -56,6 +61,7 @@ impl Lattice {
             port,
             admin,
             log,
+            data,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -148,6 +154,7 @@ impl Drop for Lattice {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
