@@ -232,6 +232,16 @@ impl StorageConfig {
     }
 }
 
+/// Deserialises an optional string-like value where `""` means `None`.
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(T::from))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,14 +294,4 @@ mod tests {
         assert_eq!(ms, vec![10, 20, 40, 50, 50]);
         assert_eq!(c.backoff(200).as_millis(), 50);
     }
-}
-
-/// Deserialises an optional string-like value where `""` means `None`.
-fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: From<String>,
-{
-    let s: Option<String> = Option::deserialize(d)?;
-    Ok(s.filter(|s| !s.is_empty()).map(T::from))
 }
