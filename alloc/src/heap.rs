@@ -1,0 +1,628 @@
+//! A heap: the slabs of one thread (a shard, a helper thread, or the shared fallback heap).
+//!
+//! The hot paths (`alloc_small`, `free_small` of an own block) touch only owner-local state:
+//! the class's page list and the page's free list. A block owned by another heap is pushed on
+//! a per-owner pending list (intrusive, no memory needed) and sent as one batch over the
+//! heap's `out` ring when it reaches [`BATCH_BYTES`] or [`BATCH_BLOCKS`]. Batches owed to this
+//! heap arrive on its `back` ring and are drained when a class runs dry or on
+//! [`crate::flush_thread`].
+//!
+//! Split into `HeapShared` (atomics any thread may read: rings, state, counters — every
+//! counter has a single writer, the current owner) and `HeapLocal` (owner-exclusive).
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::os::{self, round_up, OS_PAGE};
+use crate::ring::Ring;
+use crate::segment::*;
+use crate::size_class::{class_size, NUM_CLASSES};
+
+/// Maximum number of heaps (threads with their own heap at the same time, plus the fallback).
+/// Threads beyond it share the fallback heap under a lock; this is counted.
+pub const MAX_HEAPS: usize = 256;
+/// A pending remote batch is sent once it holds this many bytes …
+pub const BATCH_BYTES: u32 = 16 * 1024;
+/// … or this many blocks.
+pub const BATCH_BLOCKS: u32 = 512;
+/// Batches drained from the `back` ring per refill (bounds the time of one slow path).
+pub const DRAIN_BUDGET: usize = 16;
+/// Central-pool batches a heap moves when it runs the duty opportunistically.
+pub const OPPORTUNISTIC_PASS_BUDGET: usize = 64;
+/// Fully empty segments a heap keeps mapped; beyond this they go back to the OS.
+pub const RETAIN_EMPTY_SEGMENTS: u32 = 1;
+
+/// Heap slot states.
+pub const STATE_ACTIVE: u32 = 1;
+/// The owning thread exited; the central pool services the heap until a new thread adopts it.
+pub const STATE_ABANDONED: u32 = 2;
+/// The central pool is servicing an abandoned heap right now.
+pub const STATE_CENTRAL: u32 = 3;
+/// Heap 0: shared by threads without a heap, guarded by a lock.
+pub const STATE_FALLBACK: u32 = 4;
+
+/// Writes `v + 1` to a single-writer counter (plain load/store, no locked instruction).
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Pending {
+    pub head: *mut Block,
+    pub tail: *mut Block,
+    pub count: u32,
+    pub bytes: u32,
+}
+
+/// Per-heap counters and lanes readable from any thread.
+pub(crate) struct HeapShared {
+    pub id: u32,
+    pub state: AtomicU32,
+    pub out: Ring,
+    pub back: Ring,
+    /// Blocks other heaps have sent towards this heap (multi-writer: `fetch_add`, per batch).
+    pub inbound_sent: AtomicU64,
+    /// Blocks this heap got back (single writer).
+    pub inbound_received: AtomicU64,
+    pub class_allocs: [AtomicU64; NUM_CLASSES],
+    pub class_frees: [AtomicU64; NUM_CLASSES],
+    pub remote_sent_blocks: AtomicU64,
+    pub remote_sent_batches: AtomicU64,
+    pub out_ring_full: AtomicU64,
+    pub pages_in_use: AtomicU64,
+    pub segments: AtomicU64,
+    pub adoptions: AtomicU64,
+    pub name_len: AtomicU8,
+    pub name: [AtomicU8; 32],
+}
+
+/// Owner-exclusive slab state.
+pub(crate) struct HeapLocal {
+    classes: [*mut PageMeta; NUM_CLASSES],
+    segs: *mut Segment,
+    empty_segs: u32,
+    pending: [Pending; MAX_HEAPS],
+    pending_mask: [u64; MAX_HEAPS / 64],
+}
+
+/// A heap. Lives in its own OS mapping, never freed (slots are reused by new threads).
+pub(crate) struct Heap {
+    pub shared: HeapShared,
+    local: UnsafeCell<HeapLocal>,
+}
+
+// SAFETY: `local` is only touched by the one thread that currently owns the heap (its thread,
+// the holder of the fallback lock, or the central pool while the heap is abandoned); ownership
+// moves through acquire/release operations on `state` or the lock. Everything else is atomic.
+unsafe impl Sync for Heap {}
+
+static HEAPS: [AtomicPtr<Heap>; MAX_HEAPS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS];
+/// Slots handed out so far (slot 0 is the fallback heap).
+static HEAP_COUNT: AtomicUsize = AtomicUsize::new(1);
+static INIT: AtomicU32 = AtomicU32::new(0);
+pub(crate) static HEAPS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FALLBACK_USES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static META_BYTES: AtomicU64 = AtomicU64::new(0);
+
+const HEAP_MAP: usize = round_up(core::mem::size_of::<Heap>(), OS_PAGE);
+
+/// Number of heap slots that may hold a heap.
+#[inline]
+pub(crate) fn heap_count() -> usize {
+    HEAP_COUNT.load(Ordering::Acquire).min(MAX_HEAPS)
+}
+
+/// Heap in slot `i`, or null if the slot is not (yet) published.
+#[inline]
+pub(crate) fn heap_ptr(i: usize) -> *const Heap {
+    HEAPS[i].load(Ordering::Acquire)
+}
+
+fn create_heap(id: u32, state: u32) -> *mut Heap {
+    let p = os::map_aligned(HEAP_MAP, OS_PAGE) as *mut Heap;
+    if p.is_null() {
+        return p;
+    }
+    META_BYTES.fetch_add(HEAP_MAP as u64, Ordering::Relaxed);
+    // SAFETY: fresh zeroed mapping large enough for a Heap; all-zero is a valid Heap (atomics 0,
+    // null pointers, false, empty rings), so only `id` and `state` need writing.
+    unsafe {
+        ptr::addr_of_mut!((*p).shared.id).write(id);
+        (*p).shared.state.store(state, Ordering::Relaxed);
+    }
+    p
+}
+
+/// Creates the fallback heap once. Spins only while another thread is creating it.
+fn ensure_init() {
+    if INIT.load(Ordering::Acquire) == 2 {
+        return;
+    }
+    if INIT.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        let h = create_heap(0, STATE_FALLBACK);
+        HEAPS[0].store(h, Ordering::Release);
+        INIT.store(2, Ordering::Release);
+    } else {
+        while INIT.load(Ordering::Acquire) != 2 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The fallback heap (null only if the OS refused 12 KiB at start-up).
+pub(crate) fn fallback_heap() -> *const Heap {
+    ensure_init();
+    heap_ptr(0)
+}
+
+/// Gives the calling thread a heap: adopts an abandoned one, else creates one. Null when all
+/// slots are taken (counted) or the OS refuses memory; the caller then uses the fallback heap.
+pub(crate) fn acquire_heap() -> *const Heap {
+    ensure_init();
+    let n = heap_count();
+    for i in 1..n {
+        let h = heap_ptr(i);
+        if h.is_null() {
+            continue;
+        }
+        // SAFETY: published heaps are never unmapped.
+        let hs = unsafe { &(*h).shared };
+        if hs.state.load(Ordering::Relaxed) == STATE_ABANDONED
+            && hs
+                .state
+                .compare_exchange(STATE_ABANDONED, STATE_ACTIVE, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            hs.name_len.store(0, Ordering::Relaxed);
+            bump(&hs.adoptions, 1);
+            return h;
+        }
+    }
+    let id = HEAP_COUNT.fetch_add(1, Ordering::AcqRel);
+    if id >= MAX_HEAPS {
+        HEAPS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+        return ptr::null();
+    }
+    let h = create_heap(id as u32, STATE_ACTIVE);
+    HEAPS[id].store(h, Ordering::Release);
+    h
+}
+
+impl Heap {
+    /// Owner-exclusive state.
+    ///
+    /// # Safety
+    /// The caller must currently own the heap (see the `Sync` impl) and must not hold another
+    /// reference obtained from this function.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn local(&self) -> &mut HeapLocal {
+        // SAFETY: exclusivity guaranteed by the caller.
+        unsafe { &mut *self.local.get() }
+    }
+
+    /// Allocates one block of class `c`. Null only when the OS refuses memory.
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    #[inline]
+    pub(crate) unsafe fn alloc_small(&self, c: usize) -> *mut u8 {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        let page = l.classes[c];
+        if !page.is_null() {
+            // SAFETY: pages on a class list belong to a live segment of this heap and have a
+            // free block or bump space left (full pages are unlinked).
+            unsafe { return self.take_from_page(l, c, page) };
+        }
+        // SAFETY: caller owns the heap.
+        unsafe { self.alloc_slow(l, c) }
+    }
+
+    #[inline]
+    unsafe fn take_from_page(&self, l: &mut HeapLocal, c: usize, page: *mut PageMeta) -> *mut u8 {
+        // SAFETY: see alloc_small.
+        let pg = unsafe { &mut *page };
+        let b = pg.free;
+        let out = if !b.is_null() {
+            // SAFETY: free-list blocks are inside the page and hold a valid `next`.
+            pg.free = unsafe { (*b).next };
+            b as *mut u8
+        } else {
+            debug_assert!(pg.bump < pg.end);
+            let o = pg.bump;
+            pg.bump += pg.block_size as usize;
+            o as *mut u8
+        };
+        pg.used += 1;
+        if pg.free.is_null() && pg.bump >= pg.end {
+            // SAFETY: page is on list c.
+            unsafe { unlink(l, c, page) };
+        }
+        bump(&self.shared.class_allocs[c], 1);
+        out
+    }
+
+    #[cold]
+    unsafe fn alloc_slow(&self, l: &mut HeapLocal, c: usize) -> *mut u8 {
+        // 1. frees owed to us that already came back
+        // SAFETY: we own the heap.
+        unsafe { self.drain(l, DRAIN_BUDGET) };
+        if l.classes[c].is_null() && self.owed() > 0 {
+            // 2. frees owed but still at the central pool: run the duty if nobody is
+            crate::central::central_pool_pass(OPPORTUNISTIC_PASS_BUDGET);
+            // SAFETY: we own the heap.
+            unsafe { self.drain(l, DRAIN_BUDGET) };
+        }
+        if l.classes[c].is_null() {
+            // 3. a fresh page
+            // SAFETY: we own the heap.
+            if unsafe { !self.new_page(l, c) } {
+                return ptr::null_mut();
+            }
+        }
+        let page = l.classes[c];
+        // SAFETY: list c is non-empty.
+        unsafe { self.take_from_page(l, c, page) }
+    }
+
+    /// Blocks other heaps sent towards us that have not arrived yet.
+    #[inline]
+    fn owed(&self) -> u64 {
+        self.shared
+            .inbound_sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.shared.inbound_received.load(Ordering::Relaxed))
+    }
+
+    unsafe fn new_page(&self, l: &mut HeapLocal, c: usize) -> bool {
+        let mut seg = l.segs;
+        // SAFETY: the segment list holds live segments of this heap.
+        unsafe {
+            while !seg.is_null() && (*seg).free_mask == 0 {
+                seg = (*seg).next;
+            }
+        }
+        if seg.is_null() {
+            seg = os::map_aligned(SEG_SIZE, SEG_SIZE) as *mut Segment;
+            if seg.is_null() {
+                return false;
+            }
+            META_BYTES.fetch_add(META_SIZE as u64, Ordering::Relaxed);
+            bump(&self.shared.segments, 1);
+            // SAFETY: fresh zeroed segment; we initialise its header.
+            unsafe {
+                (*seg).kind = KIND_SMALL;
+                (*seg).owner = self.shared.id;
+                (*seg).free_mask = u64::MAX;
+                (*seg).used_pages = 0;
+                push_seg(l, seg);
+            }
+            l.empty_segs += 1;
+        } else if l.segs != seg {
+            // SAFETY: seg is on the list.
+            unsafe {
+                unlink_seg(l, seg);
+                push_seg(l, seg);
+            }
+        }
+        // SAFETY: seg is a live segment of ours with a free page.
+        unsafe {
+            let i = (*seg).free_mask.trailing_zeros() as usize;
+            (*seg).free_mask &= !(1u64 << i);
+            if (*seg).used_pages == 0 {
+                l.empty_segs -= 1;
+            }
+            (*seg).used_pages += 1;
+            let size = class_size(c);
+            let (start, end) = page_area(seg as usize, i);
+            let cap = (end - start) / size;
+            debug_assert!(cap >= 1);
+            let page = ptr::addr_of_mut!((*seg).pages[i]);
+            page.write(PageMeta {
+                free: ptr::null_mut(),
+                bump: start,
+                end: start + cap * size,
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+                used: 0,
+                block_size: size as u32,
+                class: c as u8,
+                in_list: false,
+                assigned: true,
+            });
+            push_front(l, c, page);
+        }
+        bump(&self.shared.pages_in_use, 1);
+        true
+    }
+
+    /// Frees a small block `p` of segment `seg` (any owner).
+    ///
+    /// # Safety
+    /// The caller owns this heap; `p` is a live small block in `seg`.
+    #[inline]
+    pub(crate) unsafe fn free_small(&self, p: *mut u8, seg: *mut Segment) {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        // SAFETY: `seg` is live while `p` is; `owner` never changes after creation.
+        if unsafe { (*seg).owner } == self.shared.id {
+            // SAFETY: our own block.
+            unsafe { self.free_local(l, p, seg) }
+        } else {
+            // SAFETY: live block of another heap.
+            unsafe { self.free_remote(l, p, seg) }
+        }
+    }
+
+    #[inline]
+    unsafe fn free_local(&self, l: &mut HeapLocal, p: *mut u8, seg: *mut Segment) {
+        // SAFETY: p is a live block of our segment; its page is assigned.
+        unsafe {
+            let page = page_of(seg, p);
+            let pg = &mut *page;
+            debug_assert!(pg.assigned && pg.used > 0);
+            debug_assert!({
+                let (start, _) = page_area(seg as usize, page_index(p));
+                let a = p as usize;
+                a >= start && a < pg.end && (a - start) % pg.block_size as usize == 0
+            });
+            let b = p as *mut Block;
+            (*b).next = pg.free;
+            pg.free = b;
+            pg.used -= 1;
+            let c = pg.class as usize;
+            bump(&self.shared.class_frees[c], 1);
+            if !pg.in_list {
+                push_front(l, c, page);
+            } else if pg.used == 0 && !(pg.prev.is_null() && pg.next.is_null()) {
+                unlink(l, c, page);
+                self.retire_page(l, seg, page);
+            }
+        }
+    }
+
+    unsafe fn retire_page(&self, l: &mut HeapLocal, seg: *mut Segment, page: *mut PageMeta) {
+        // SAFETY: page is an empty, unlinked page of our live segment.
+        unsafe {
+            (*page).assigned = false;
+            let i = (page as usize - ptr::addr_of!((*seg).pages) as usize) / core::mem::size_of::<PageMeta>();
+            (*seg).free_mask |= 1u64 << i;
+            (*seg).used_pages -= 1;
+            bump(&self.shared.pages_in_use, u64::MAX); // wrapping -1
+            if (*seg).used_pages == 0 {
+                l.empty_segs += 1;
+                if l.empty_segs > RETAIN_EMPTY_SEGMENTS {
+                    self.release_segment(l, seg);
+                }
+            }
+        }
+    }
+
+    unsafe fn release_segment(&self, l: &mut HeapLocal, seg: *mut Segment) {
+        // SAFETY: seg is ours, on the list, with no page in use: nobody can hold a block in it.
+        unsafe {
+            debug_assert!((*seg).used_pages == 0);
+            unlink_seg(l, seg);
+            l.empty_segs -= 1;
+            bump(&self.shared.segments, u64::MAX);
+            META_BYTES.fetch_sub(META_SIZE as u64, Ordering::Relaxed);
+            os::unmap(seg as *mut u8, SEG_SIZE);
+        }
+    }
+
+    /// Returns every fully empty segment beyond `retain` to the OS.
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    pub(crate) unsafe fn trim(&self, retain: u32) {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        let mut seg = l.segs;
+        while !seg.is_null() && l.empty_segs > retain {
+            // SAFETY: list of our live segments; read next before a possible unmap.
+            unsafe {
+                let next = (*seg).next;
+                if (*seg).used_pages == 0 {
+                    self.release_segment(l, seg);
+                }
+                seg = next;
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn free_remote(&self, l: &mut HeapLocal, p: *mut u8, seg: *mut Segment) {
+        // SAFETY: block is live, so its segment and page metadata are stable for reading.
+        let (owner, size) = unsafe { ((*seg).owner as usize, (*page_of(seg, p)).block_size) };
+        let b = p as *mut Block;
+        let pd = &mut l.pending[owner];
+        // SAFETY: we hold the only reference to a block the caller gave up.
+        unsafe { (*b).next = pd.head };
+        if pd.count == 0 {
+            pd.tail = b;
+            l.pending_mask[owner / 64] |= 1u64 << (owner % 64);
+        }
+        pd.head = b;
+        pd.count += 1;
+        pd.bytes = pd.bytes.saturating_add(size);
+        if pd.bytes >= BATCH_BYTES || pd.count >= BATCH_BLOCKS {
+            // SAFETY: caller owns the heap.
+            unsafe { self.send(l, owner) };
+        }
+    }
+
+    /// Sends the pending batch for `owner` over our `out` ring. On a full ring, tries one
+    /// central-pool pass and retries once; otherwise the batch stays pending (counted).
+    unsafe fn send(&self, l: &mut HeapLocal, owner: usize) -> bool {
+        let pd = l.pending[owner];
+        if pd.count == 0 {
+            return true;
+        }
+        // SAFETY: the head block is ours to write until it is published.
+        unsafe {
+            (*pd.head).count = pd.count;
+            (*pd.head).owner = owner as u32;
+        }
+        let mut ok = self.shared.out.push(pd.head as usize);
+        if !ok {
+            bump(&self.shared.out_ring_full, 1);
+            crate::central::central_pool_pass(OPPORTUNISTIC_PASS_BUDGET);
+            ok = self.shared.out.push(pd.head as usize);
+        }
+        if ok {
+            let oh = heap_ptr(owner);
+            debug_assert!(!oh.is_null());
+            // SAFETY: a heap that owns blocks is published and never unmapped.
+            unsafe { (*oh).shared.inbound_sent.fetch_add(u64::from(pd.count), Ordering::Relaxed) };
+            bump(&self.shared.remote_sent_blocks, u64::from(pd.count));
+            bump(&self.shared.remote_sent_batches, 1);
+            l.pending[owner] = Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 };
+            l.pending_mask[owner / 64] &= !(1u64 << (owner % 64));
+        }
+        ok
+    }
+
+    /// Sends every pending batch; returns how many stayed pending (rings full).
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    pub(crate) unsafe fn flush(&self) -> usize {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        let mut left = 0;
+        for w in 0..MAX_HEAPS / 64 {
+            let mut m = l.pending_mask[w];
+            while m != 0 {
+                let owner = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                // SAFETY: caller owns the heap.
+                if unsafe { !self.send(l, owner) } {
+                    left += 1;
+                }
+            }
+        }
+        left
+    }
+
+    /// Takes every pending batch out of this heap (used by the central pool while it services
+    /// an abandoned heap): calls `f(owner, pending)` for each.
+    ///
+    /// # Safety
+    /// The caller owns the heap.
+    pub(crate) unsafe fn take_pending(&self, mut f: impl FnMut(usize, Pending)) {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        for w in 0..MAX_HEAPS / 64 {
+            let mut m = l.pending_mask[w];
+            l.pending_mask[w] = 0;
+            while m != 0 {
+                let owner = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                let pd = l.pending[owner];
+                l.pending[owner] = Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 };
+                f(owner, pd);
+            }
+        }
+    }
+
+    /// Frees up to `max_batches` batches that came back on our `back` ring; returns blocks freed.
+    ///
+    /// # Safety
+    /// The caller owns the heap (it is the `back` ring's consumer).
+    pub(crate) unsafe fn drain_back(&self, max_batches: usize) -> u64 {
+        // SAFETY: caller owns the heap.
+        let l = unsafe { self.local() };
+        // SAFETY: caller owns the heap.
+        unsafe { self.drain(l, max_batches) }
+    }
+
+    unsafe fn drain(&self, l: &mut HeapLocal, max_batches: usize) -> u64 {
+        let mut total = 0u64;
+        for _ in 0..max_batches {
+            let Some(v) = self.shared.back.pop() else { break };
+            let mut b = v as *mut Block;
+            // SAFETY: a batch is `count` blocks of ours linked through `next`; each is freed
+            // after its `next` is read.
+            unsafe {
+                let n = (*b).count;
+                debug_assert!((*b).owner == self.shared.id);
+                for _ in 0..n {
+                    let next = (*b).next;
+                    let seg = segment_of(b as *const u8);
+                    debug_assert!((*seg).kind == KIND_SMALL && (*seg).owner == self.shared.id);
+                    self.free_local(l, b as *mut u8, seg);
+                    b = next;
+                }
+                total += u64::from(n);
+            }
+        }
+        if total > 0 {
+            bump(&self.shared.inbound_received, total);
+        }
+        total
+    }
+}
+
+// ---- intrusive lists (owner-local) ----
+
+unsafe fn push_front(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
+    let head = l.classes[c];
+    // SAFETY: page and head are live pages of this heap.
+    unsafe {
+        (*page).prev = ptr::null_mut();
+        (*page).next = head;
+        (*page).in_list = true;
+        if !head.is_null() {
+            (*head).prev = page;
+        }
+    }
+    l.classes[c] = page;
+}
+
+unsafe fn unlink(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
+    // SAFETY: page is on list c.
+    unsafe {
+        let (p, n) = ((*page).prev, (*page).next);
+        if p.is_null() {
+            l.classes[c] = n;
+        } else {
+            (*p).next = n;
+        }
+        if !n.is_null() {
+            (*n).prev = p;
+        }
+        (*page).prev = ptr::null_mut();
+        (*page).next = ptr::null_mut();
+        (*page).in_list = false;
+    }
+}
+
+unsafe fn push_seg(l: &mut HeapLocal, seg: *mut Segment) {
+    // SAFETY: live segments of this heap.
+    unsafe {
+        (*seg).prev = ptr::null_mut();
+        (*seg).next = l.segs;
+        if !l.segs.is_null() {
+            (*l.segs).prev = seg;
+        }
+    }
+    l.segs = seg;
+}
+
+unsafe fn unlink_seg(l: &mut HeapLocal, seg: *mut Segment) {
+    // SAFETY: seg is on the list.
+    unsafe {
+        let (p, n) = ((*seg).prev, (*seg).next);
+        if p.is_null() {
+            l.segs = n;
+        } else {
+            (*p).next = n;
+        }
+        if !n.is_null() {
+            (*n).prev = p;
+        }
+    }
+}
