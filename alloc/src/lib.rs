@@ -310,3 +310,6 @@ mod api {
         total
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;
