@@ -9,7 +9,11 @@ use crate::sync::AtomicUsize;
 use core::sync::atomic::Ordering;
 
 /// Slots per ring (a power of two). A full ring is a counted event, never a wait.
+#[cfg(not(loom))]
 pub const RING_CAP: usize = 64;
+/// Slots per ring under loom: tiny, so the model reaches the full-ring paths.
+#[cfg(loom)]
+pub const RING_CAP: usize = 2;
 
 #[repr(align(64))]
 struct Padded(AtomicUsize);

@@ -24,10 +24,13 @@ impl DutyFlag {
     pub fn new() -> Self {
         Self(AtomicBool::new(false))
     }
-    /// Takes the flag if free. Cost: one atomic swap.
+    /// Takes the flag if free. Cost: one relaxed load, and one compare-exchange when free.
+    /// (A failed compare-exchange writes nothing; with `swap`, loom 0.7 reports a lost release
+    /// in the model, see `tests/loom_remote_free.rs`.)
     #[inline]
     pub fn try_acquire(&self) -> bool {
-        !self.0.load(Ordering::Relaxed) && !self.0.swap(true, Ordering::Acquire)
+        !self.0.load(Ordering::Relaxed)
+            && self.0.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
     /// Gives the flag back; only the holder may call this.
     #[inline]
