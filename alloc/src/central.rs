@@ -8,28 +8,25 @@
 //! no thread ever blocks on the central pool.
 
 use core::cell::UnsafeCell;
-use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::heap::*;
-use crate::segment::Block;
 use crate::sync::DutyFlag;
 
 static FLAG: DutyFlag = DutyFlag::new();
 
 struct CentralState {
-    overflow: [Pending; MAX_HEAPS],
-    overflow_mask: [u64; MAX_HEAPS / 64],
+    /// Per destination: messages parked because its `back` ring was full, linked through
+    /// offset 0 of each message (tagged values).
+    parked: [usize; MAX_HEAPS],
+    parked_mask: [u64; MAX_HEAPS / 64],
 }
 
 struct CentralCell(UnsafeCell<CentralState>);
 // SAFETY: the state is only touched by the holder of FLAG (acquire/release hand-off).
 unsafe impl Sync for CentralCell {}
 
-static CENTRAL: CentralCell = CentralCell(UnsafeCell::new(CentralState {
-    overflow: [Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 }; MAX_HEAPS],
-    overflow_mask: [0; MAX_HEAPS / 64],
-}));
+static CENTRAL: CentralCell = CentralCell(UnsafeCell::new(CentralState { parked: [0; MAX_HEAPS], parked_mask: [0; MAX_HEAPS / 64] }));
 
 pub(crate) static PASSES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PASSES_SKIPPED_BUSY: AtomicU64 = AtomicU64::new(0);
@@ -60,7 +57,7 @@ pub fn central_pool_pass(budget: usize) -> usize {
     moved
 }
 
-/// Blocks parked at the central pool because their owner's `back` ring was full.
+/// Messages parked at the central pool because their destination's `back` ring was full.
 pub(crate) fn parked_blocks() -> u64 {
     OVERFLOW_BLOCKS.load(Ordering::Relaxed)
 }
@@ -69,7 +66,7 @@ unsafe fn pass(st: &mut CentralState, budget: usize) -> usize {
     let n = heap_count();
     // parked batches first: they are the oldest
     for w in 0..MAX_HEAPS / 64 {
-        let mut m = st.overflow_mask[w];
+        let mut m = st.parked_mask[w];
         while m != 0 {
             let owner = w * 64 + m.trailing_zeros() as usize;
             m &= m - 1;
@@ -86,8 +83,8 @@ unsafe fn pass(st: &mut CentralState, budget: usize) -> usize {
         // SAFETY: published heaps are never unmapped; we are the `out` ring consumer.
         let hs = unsafe { &(*h).shared };
         while let Some(v) = hs.out.pop() {
-            // SAFETY: v is a batch head published by the heap.
-            unsafe { route(st, v as *mut Block) };
+            // SAFETY: v is a message published by the heap.
+            unsafe { route(st, v) };
             moved += 1;
             if moved >= budget {
                 BUDGET_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
@@ -127,61 +124,53 @@ unsafe fn pass(st: &mut CentralState, budget: usize) -> usize {
 unsafe fn service(st: &mut CentralState, heap: &Heap, retain: u32) {
     // SAFETY: caller made us the heap's owner.
     unsafe {
-        while heap.drain_back(DRAIN_BUDGET) > 0 {}
-        heap.take_pending(|owner, pd| {
-            (*pd.head).count = pd.count;
-            (*pd.head).owner = owner as u32;
-            let oh = heap_ptr(owner);
-            (*oh).shared.inbound_sent.fetch_add(u64::from(pd.count), Ordering::Relaxed);
-            bump(&heap.shared.remote_sent_blocks, u64::from(pd.count));
-            bump(&heap.shared.remote_sent_batches, 1);
-            route(st, pd.head);
+        // only the central pool (us) fills back rings, so this ends
+        while !heap.shared.back.is_empty() {
+            heap.drain_back(DRAIN_BUDGET);
+        }
+        heap.take_pending(|v| {
+            let (blocks, dest) = message_info(v);
+            if blocks > 0 {
+                (*heap_ptr(dest)).shared.inbound_sent.fetch_add(blocks, Ordering::Relaxed);
+                bump(&heap.shared.remote_sent_blocks, blocks);
+                bump(&heap.shared.remote_sent_batches, 1);
+            }
+            route(st, v);
         });
         heap.trim(retain);
     }
 }
 
-unsafe fn route(st: &mut CentralState, head: *mut Block) {
-    // SAFETY: head is a published batch; its owner heap is published.
+unsafe fn route(st: &mut CentralState, v: usize) {
+    // SAFETY: v is a published message; its destination heap is published.
     unsafe {
-        let owner = (*head).owner as usize;
+        let dest = message_dest(v);
         BATCHES_ROUTED.fetch_add(1, Ordering::Relaxed);
-        if st.overflow[owner].count == 0 {
-            let oh = heap_ptr(owner);
-            if (*oh).shared.back.push(head as usize) {
-                return;
-            }
+        if st.parked[dest] == 0 && (*heap_ptr(dest)).shared.back.push(v) {
+            return;
         }
-        // park: append the batch to the owner's overflow chain (walk to its tail)
+        // park: push on the destination's parked list (offset 0 of the message is its link)
         OVERFLOW_EVENTS.fetch_add(1, Ordering::Relaxed);
-        let n = (*head).count;
-        let mut tail = head;
-        for _ in 1..n {
-            tail = (*tail).next;
-        }
-        let pd = &mut st.overflow[owner];
-        (*tail).next = pd.head;
-        if pd.count == 0 {
-            pd.tail = tail;
-            st.overflow_mask[owner / 64] |= 1u64 << (owner % 64);
-        }
-        pd.head = head;
-        pd.count += n;
-        OVERFLOW_BLOCKS.fetch_add(u64::from(n), Ordering::Relaxed);
+        *((v & !TAG_MASK) as *mut usize) = st.parked[dest];
+        st.parked[dest] = v;
+        st.parked_mask[dest / 64] |= 1u64 << (dest % 64);
+        OVERFLOW_BLOCKS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-unsafe fn deliver_parked(st: &mut CentralState, owner: usize) {
-    let pd = st.overflow[owner];
-    // SAFETY: parked blocks are ours (central) until published.
+unsafe fn deliver_parked(st: &mut CentralState, dest: usize) {
+    // SAFETY: parked messages belong to the central pool until published.
     unsafe {
-        (*pd.head).count = pd.count;
-        (*pd.head).owner = owner as u32;
-        let oh = heap_ptr(owner);
-        if (*oh).shared.back.push(pd.head as usize) {
-            st.overflow[owner] = Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 };
-            st.overflow_mask[owner / 64] &= !(1u64 << (owner % 64));
-            OVERFLOW_BLOCKS.fetch_sub(u64::from(pd.count), Ordering::Relaxed);
+        let oh = heap_ptr(dest);
+        while st.parked[dest] != 0 {
+            let v = st.parked[dest];
+            let next = *((v & !TAG_MASK) as *const usize);
+            if !(*oh).shared.back.push(v) {
+                return;
+            }
+            st.parked[dest] = next;
+            OVERFLOW_BLOCKS.fetch_sub(1, Ordering::Relaxed);
         }
+        st.parked_mask[dest / 64] &= !(1u64 << (dest % 64));
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The hot paths (`alloc_small`, `free_small` of an own block) touch only owner-local state:
 //! the class's page list and the page's free list. A block owned by another heap is pushed on
-//! a per-owner pending list (intrusive, no memory needed) and sent as one batch over the
-//! heap's `out` ring when it reaches [`BATCH_BYTES`] or [`BATCH_BLOCKS`]. Batches owed to this
+//! a per-owner batch node (an array of 62 pointers in a 512-byte block of our own) and the
+//! node is sent over the heap's `out` ring when full or at [`BATCH_BYTES`]. Batches owed to this
 //! heap arrive on its `back` ring and are drained when a class runs dry or on
 //! [`crate::flush_thread`].
 //!
@@ -24,10 +24,8 @@ use crate::size_class::{class_size, NUM_CLASSES};
 pub const MAX_HEAPS: usize = 256;
 /// A pending remote batch is sent once it holds this many bytes …
 pub const BATCH_BYTES: u32 = 16 * 1024;
-/// … or this many blocks.
-pub const BATCH_BLOCKS: u32 = 512;
 /// Batches drained from the `back` ring per refill (bounds the time of one slow path).
-pub const DRAIN_BUDGET: usize = 16;
+pub const DRAIN_BUDGET: usize = 64;
 /// Central-pool batches a heap moves when it runs the duty opportunistically.
 pub const OPPORTUNISTIC_PASS_BUDGET: usize = 64;
 /// Fully empty segments a heap keeps mapped; beyond this they go back to the OS.
@@ -50,9 +48,7 @@ pub(crate) fn bump(c: &AtomicU64, by: u64) {
 
 #[derive(Clone, Copy)]
 pub(crate) struct Pending {
-    pub head: *mut Block,
-    pub tail: *mut Block,
-    pub count: u32,
+    pub node: *mut Node,
     pub bytes: u32,
 }
 
@@ -71,9 +67,16 @@ pub(crate) struct HeapShared {
     pub remote_sent_blocks: AtomicU64,
     pub remote_sent_batches: AtomicU64,
     pub out_ring_full: AtomicU64,
+    pub stalled: AtomicU64,
     pub pages_in_use: AtomicU64,
     pub segments: AtomicU64,
     pub adoptions: AtomicU64,
+    pub large_allocs: AtomicU64,
+    pub large_alloc_bytes: AtomicU64,
+    pub large_frees: AtomicU64,
+    pub large_free_bytes: AtomicU64,
+    pub large_cached_bytes: AtomicU64,
+    pub large_cache_hits: AtomicU64,
     pub name_len: AtomicU8,
     pub name: [AtomicU8; 32],
 }
@@ -85,6 +88,9 @@ pub(crate) struct HeapLocal {
     empty_segs: u32,
     pending: [Pending; MAX_HEAPS],
     pending_mask: [u64; MAX_HEAPS / 64],
+    /// Messages that found the out ring full (linked through offset 0, tagged).
+    stalled: usize,
+    pub(crate) large: crate::large::LargeCache,
 }
 
 /// A heap. Lives in its own OS mapping, never freed (slots are reused by new threads).
@@ -344,7 +350,7 @@ impl Heap {
     /// # Safety
     /// The caller owns this heap; `p` is a live small block in `seg`.
     #[inline]
-    pub(crate) unsafe fn free_small(&self, p: *mut u8, seg: *mut Segment) {
+    pub(crate) unsafe fn free_small(&self, p: *mut u8, seg: *mut Segment, size_hint: usize) {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
         // SAFETY: `seg` is live while `p` is; `owner` never changes after creation.
@@ -353,7 +359,7 @@ impl Heap {
             unsafe { self.free_local(l, p, seg) }
         } else {
             // SAFETY: live block of another heap.
-            unsafe { self.free_remote(l, p, seg) }
+            unsafe { self.free_remote(l, p, seg, size_hint) }
         }
     }
 
@@ -420,6 +426,10 @@ impl Heap {
     pub(crate) unsafe fn trim(&self, retain: u32) {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
+        if retain == 0 {
+            l.large.clear();
+            self.shared.large_cached_bytes.store(0, Ordering::Relaxed);
+        }
         let mut seg = l.segs;
         while !seg.is_null() && l.empty_segs > retain {
             // SAFETY: list of our live segments; read next before a possible unmap.
@@ -434,87 +444,162 @@ impl Heap {
     }
 
     #[inline]
-    unsafe fn free_remote(&self, l: &mut HeapLocal, p: *mut u8, seg: *mut Segment) {
-        // SAFETY: block is live, so its segment and page metadata are stable for reading.
-        let (owner, size) = unsafe { ((*seg).owner as usize, (*page_of(seg, p)).block_size) };
-        let b = p as *mut Block;
-        let pd = &mut l.pending[owner];
-        // SAFETY: we hold the only reference to a block the caller gave up.
-        unsafe { (*b).next = pd.head };
-        if pd.count == 0 {
-            pd.tail = b;
+    unsafe fn free_remote(&self, l: &mut HeapLocal, p: *mut u8, seg: *mut Segment, size_hint: usize) {
+        // SAFETY: block is live, so its segment header is stable. The page metadata is not read:
+        // its owner writes that line all the time, and the caller's size is a good enough
+        // estimate for the batch byte bound.
+        let owner = unsafe { (*seg).owner } as usize;
+        let size = size_hint.clamp(16, u32::MAX as usize) as u32;
+        let mut node = l.pending[owner].node;
+        if node.is_null() {
+            // SAFETY: we own the heap; the node is a block of our own (class 512 B).
+            node = unsafe { self.alloc_in(l, node_class()) } as *mut Node;
+            if node.is_null() {
+                // out of memory for a node: send the block alone
+                // SAFETY: we own the heap; p is a dead block of `owner`.
+                unsafe { self.send_value(l, p as usize | TAG_SINGLE) };
+                return;
+            }
+            // SAFETY: fresh node of ours.
+            unsafe {
+                (*node).link = 0;
+                (*node).count = 0;
+                (*node).owner = owner as u32;
+            }
+            l.pending[owner] = Pending { node, bytes: 0 };
             l.pending_mask[owner / 64] |= 1u64 << (owner % 64);
         }
-        pd.head = b;
-        pd.count += 1;
+        // SAFETY: the pending node is ours and not full (it is sent when it fills).
+        unsafe {
+            let n = (*node).count as usize;
+            (*node).ptrs[n] = p;
+            (*node).count = n as u32 + 1;
+        }
+        let pd = &mut l.pending[owner];
         pd.bytes = pd.bytes.saturating_add(size);
-        if pd.bytes >= BATCH_BYTES || pd.count >= BATCH_BLOCKS {
-            // SAFETY: caller owns the heap.
+        // SAFETY: node is ours.
+        if pd.bytes >= BATCH_BYTES || unsafe { (*node).count } as usize >= NODE_PTRS {
+            // SAFETY: we own the heap.
             unsafe { self.send(l, owner) };
         }
     }
 
-    /// Sends the pending batch for `owner` over our `out` ring. On a full ring, tries one
-    /// central-pool pass and retries once; otherwise the batch stays pending (counted).
-    unsafe fn send(&self, l: &mut HeapLocal, owner: usize) -> bool {
+    /// Sends the pending node for `owner`.
+    unsafe fn send(&self, l: &mut HeapLocal, owner: usize) {
         let pd = l.pending[owner];
-        if pd.count == 0 {
-            return true;
+        if pd.node.is_null() {
+            return;
         }
-        // SAFETY: the head block is ours to write until it is published.
-        unsafe {
-            (*pd.head).count = pd.count;
-            (*pd.head).owner = owner as u32;
-        }
-        let mut ok = self.shared.out.push(pd.head as usize);
-        if !ok {
-            bump(&self.shared.out_ring_full, 1);
-            crate::central::central_pool_pass(OPPORTUNISTIC_PASS_BUDGET);
-            ok = self.shared.out.push(pd.head as usize);
-        }
-        if ok {
-            let oh = heap_ptr(owner);
-            debug_assert!(!oh.is_null());
-            // SAFETY: a heap that owns blocks is published and never unmapped.
-            unsafe { (*oh).shared.inbound_sent.fetch_add(u64::from(pd.count), Ordering::Relaxed) };
-            bump(&self.shared.remote_sent_blocks, u64::from(pd.count));
-            bump(&self.shared.remote_sent_batches, 1);
-            l.pending[owner] = Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 };
-            l.pending_mask[owner / 64] &= !(1u64 << (owner % 64));
-        }
-        ok
+        l.pending[owner] = Pending { node: ptr::null_mut(), bytes: 0 };
+        l.pending_mask[owner / 64] &= !(1u64 << (owner % 64));
+        // SAFETY: we own the heap and the node.
+        unsafe { self.send_value(l, pd.node as usize) };
     }
 
-    /// Sends every pending batch; returns how many stayed pending (rings full).
+    /// Puts one message on our `out` ring. On a full ring: one opportunistic central pass and a
+    /// retry; if still full the message is stalled (kept on a local list, counted) and goes
+    /// out at the next flush.
+    unsafe fn send_value(&self, l: &mut HeapLocal, v: usize) {
+        // SAFETY: v is ours until published.
+        let info = unsafe { message_info(v) };
+        if self.shared.out.push(v) {
+            self.note_sent(info);
+            return;
+        }
+        bump(&self.shared.out_ring_full, 1);
+        crate::central::central_pool_pass(OPPORTUNISTIC_PASS_BUDGET);
+        if self.shared.out.push(v) {
+            self.note_sent(info);
+            return;
+        }
+        // SAFETY: v's memory is ours until published; offset 0 is the link of every message.
+        unsafe { *((v & !TAG_MASK) as *mut usize) = l.stalled };
+        l.stalled = v;
+        bump(&self.shared.stalled, 1);
+    }
+
+    /// Counts a published message (blocks, destination) as sent by us.
+    #[inline]
+    fn note_sent(&self, (blocks, dest): (u64, usize)) {
+        if blocks > 0 {
+            let oh = heap_ptr(dest);
+            // SAFETY: a heap that owns blocks is published and never unmapped.
+            unsafe { (*oh).shared.inbound_sent.fetch_add(blocks, Ordering::Relaxed) };
+            bump(&self.shared.remote_sent_blocks, blocks);
+            bump(&self.shared.remote_sent_batches, 1);
+        }
+    }
+
+    /// Allocation from an already borrowed `HeapLocal`.
+    unsafe fn alloc_in(&self, l: &mut HeapLocal, c: usize) -> *mut u8 {
+        let page = l.classes[c];
+        if !page.is_null() {
+            // SAFETY: see alloc_small.
+            unsafe { return self.take_from_page(l, c, page) };
+        }
+        // SAFETY: we own the heap.
+        unsafe { self.alloc_slow(l, c) }
+    }
+
+    /// Sends every pending node and retries stalled messages; returns how many messages are
+    /// still stalled (out ring full).
     ///
     /// # Safety
     /// The caller owns the heap.
     pub(crate) unsafe fn flush(&self) -> usize {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
+        // stalled first, oldest last (LIFO is fine: order carries no meaning)
+        let mut v = core::mem::take(&mut l.stalled);
         let mut left = 0;
+        while v != 0 {
+            // SAFETY: stalled messages are ours; offset 0 is their link.
+            let next = unsafe { *((v & !TAG_MASK) as *const usize) };
+            // SAFETY: still ours.
+            let info = unsafe { message_info(v) };
+            if self.shared.out.push(v) {
+                self.note_sent(info);
+            } else {
+                // SAFETY: still ours.
+                unsafe { *((v & !TAG_MASK) as *mut usize) = l.stalled };
+                l.stalled = v;
+                left += 1;
+            }
+            v = next;
+        }
         for w in 0..MAX_HEAPS / 64 {
             let mut m = l.pending_mask[w];
             while m != 0 {
                 let owner = w * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
                 // SAFETY: caller owns the heap.
-                if unsafe { !self.send(l, owner) } {
-                    left += 1;
-                }
+                unsafe { self.send(l, owner) };
             }
+        }
+        let mut v = l.stalled;
+        while v != 0 && left == 0 {
+            left += 1;
+            // SAFETY: stalled messages are ours.
+            v = unsafe { *((v & !TAG_MASK) as *const usize) };
         }
         left
     }
 
-    /// Takes every pending batch out of this heap (used by the central pool while it services
-    /// an abandoned heap): calls `f(owner, pending)` for each.
+    /// Takes every pending node and stalled message out of this heap (the central pool does
+    /// this while it services an abandoned heap): calls `f(message)` for each.
     ///
     /// # Safety
     /// The caller owns the heap.
-    pub(crate) unsafe fn take_pending(&self, mut f: impl FnMut(usize, Pending)) {
+    pub(crate) unsafe fn take_pending(&self, mut f: impl FnMut(usize)) {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
+        let mut v = core::mem::take(&mut l.stalled);
+        while v != 0 {
+            // SAFETY: stalled messages are ours.
+            let next = unsafe { *((v & !TAG_MASK) as *const usize) };
+            f(v);
+            v = next;
+        }
         for w in 0..MAX_HEAPS / 64 {
             let mut m = l.pending_mask[w];
             l.pending_mask[w] = 0;
@@ -522,41 +607,58 @@ impl Heap {
                 let owner = w * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
                 let pd = l.pending[owner];
-                l.pending[owner] = Pending { head: ptr::null_mut(), tail: ptr::null_mut(), count: 0, bytes: 0 };
-                f(owner, pd);
+                l.pending[owner] = Pending { node: ptr::null_mut(), bytes: 0 };
+                f(pd.node as usize);
             }
         }
     }
 
-    /// Frees up to `max_batches` batches that came back on our `back` ring; returns blocks freed.
+    /// Handles up to `max` messages that came back on our `back` ring; returns blocks freed.
     ///
     /// # Safety
     /// The caller owns the heap (it is the `back` ring's consumer).
-    pub(crate) unsafe fn drain_back(&self, max_batches: usize) -> u64 {
+    pub(crate) unsafe fn drain_back(&self, max: usize) -> u64 {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
         // SAFETY: caller owns the heap.
-        unsafe { self.drain(l, max_batches) }
+        unsafe { self.drain(l, max) }
     }
 
-    unsafe fn drain(&self, l: &mut HeapLocal, max_batches: usize) -> u64 {
+    unsafe fn drain(&self, l: &mut HeapLocal, max: usize) -> u64 {
         let mut total = 0u64;
-        for _ in 0..max_batches {
+        for _ in 0..max {
             let Some(v) = self.shared.back.pop() else { break };
-            let mut b = v as *mut Block;
-            // SAFETY: a batch is `count` blocks of ours linked through `next`; each is freed
-            // after its `next` is read.
+            let p = v & !TAG_MASK;
+            // SAFETY: every message on our back ring is memory of ours: a node full of our
+            // blocks, our own node coming home, or a single block of ours.
             unsafe {
-                let n = (*b).count;
-                debug_assert!((*b).owner == self.shared.id);
-                for _ in 0..n {
-                    let next = (*b).next;
-                    let seg = segment_of(b as *const u8);
-                    debug_assert!((*seg).kind == KIND_SMALL && (*seg).owner == self.shared.id);
-                    self.free_local(l, b as *mut u8, seg);
-                    b = next;
+                match v & TAG_MASK {
+                    0 => {
+                        let node = p as *mut Node;
+                        debug_assert!((*node).owner == self.shared.id);
+                        let n = (*node).count as usize;
+                        for i in 0..n {
+                            let b = (*node).ptrs[i];
+                            let seg = segment_of(b);
+                            debug_assert!((*seg).kind == KIND_SMALL && (*seg).owner == self.shared.id);
+                            self.free_local(l, b, seg);
+                        }
+                        total += n as u64;
+                        // the node goes home to the heap that filled it
+                        self.send_value(l, p | TAG_RETURN);
+                    }
+                    TAG_RETURN => {
+                        let seg = segment_of(p as *const u8);
+                        debug_assert!((*seg).owner == self.shared.id);
+                        self.free_local(l, p as *mut u8, seg);
+                    }
+                    _ => {
+                        let seg = segment_of(p as *const u8);
+                        debug_assert!((*seg).owner == self.shared.id);
+                        self.free_local(l, p as *mut u8, seg);
+                        total += 1;
+                    }
                 }
-                total += u64::from(n);
             }
         }
         if total > 0 {
@@ -564,6 +666,76 @@ impl Heap {
         }
         total
     }
+}
+
+/// Tag bits of a message on a ring (messages are 16-byte aligned pointers).
+pub(crate) const TAG_MASK: usize = 3;
+/// A node of ours that the owner of its blocks has emptied and sent home.
+pub(crate) const TAG_RETURN: usize = 1;
+/// A single block (sent without a node when no node could be allocated).
+pub(crate) const TAG_SINGLE: usize = 2;
+
+/// Block pointers per batch node.
+pub const NODE_PTRS: usize = 62;
+
+/// A batch of remote frees for one owner: an array of block pointers, so the owner frees them
+/// without chasing a linked list through cold blocks. Nodes are 512-byte blocks of the heap
+/// that fills them and are sent back to it (tag [`TAG_RETURN`]) once emptied.
+#[repr(C)]
+pub(crate) struct Node {
+    /// Link for stalled/parked lists (offset 0 of every message).
+    pub link: usize,
+    pub count: u32,
+    pub owner: u32,
+    pub ptrs: [*mut u8; NODE_PTRS],
+}
+
+const _: () = assert!(core::mem::size_of::<Node>() == 512);
+
+#[inline]
+fn node_class() -> usize {
+    crate::size_class::class_of(512)
+}
+
+/// Destination heap of a message.
+///
+/// # Safety
+/// `v` is a live message.
+#[inline]
+pub(crate) unsafe fn message_dest(v: usize) -> usize {
+    let p = v & !TAG_MASK;
+    // SAFETY: caller guarantees liveness.
+    unsafe {
+        if v & TAG_MASK == 0 {
+            (*(p as *const Node)).owner as usize
+        } else {
+            (*segment_of(p as *const u8)).owner as usize
+        }
+    }
+}
+
+/// Blocks a message carries for its destination (returned nodes carry none).
+///
+/// # Safety
+/// `v` is a message not yet visible to its destination.
+#[inline]
+pub(crate) unsafe fn message_blocks(v: usize) -> u64 {
+    match v & TAG_MASK {
+        // SAFETY: caller guarantees the node is still ours.
+        0 => u64::from(unsafe { (*((v & !TAG_MASK) as *const Node)).count }),
+        TAG_RETURN => 0,
+        _ => 1,
+    }
+}
+
+/// (blocks carried, destination heap) of a message.
+///
+/// # Safety
+/// `v` is a message not yet visible to its destination.
+#[inline]
+pub(crate) unsafe fn message_info(v: usize) -> (u64, usize) {
+    // SAFETY: forwarded.
+    unsafe { (message_blocks(v), message_dest(v)) }
 }
 
 // ---- intrusive lists (owner-local) ----

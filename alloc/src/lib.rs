@@ -48,7 +48,7 @@ mod api {
     use core::sync::atomic::Ordering;
 
     pub use crate::central::central_pool_pass;
-    pub use crate::heap::{BATCH_BLOCKS, BATCH_BYTES, MAX_HEAPS};
+    pub use crate::heap::{BATCH_BYTES, MAX_HEAPS, NODE_PTRS};
     pub use crate::large::{LARGE_CACHE_BYTES, LARGE_CACHE_SLOTS};
     pub use crate::monitor::{leak_report, snapshot, ClassSnapshot, HeapSnapshot, HeapState, MemorySnapshot};
     pub use crate::pool::{ObjectPool, PoolError, PoolStats, Pooled, RemoteBox};
@@ -124,7 +124,8 @@ mod api {
                 // SAFETY: with_heap gives us exclusive use of the heap.
                 return (crate::thread::with_heap(|h| unsafe { h.alloc_small(c) }), false);
             }
-            crate::large::alloc(layout.size(), layout.align())
+            // SAFETY: with_heap gives us exclusive use of the heap.
+            crate::thread::with_heap(|h| unsafe { crate::large::alloc(h, layout.size(), layout.align()) })
         }
 
         /// Usable size of a live block (its class size, or the requested size for large ones).
@@ -167,7 +168,7 @@ mod api {
         }
 
         #[inline]
-        unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
             if p.is_null() {
                 return;
             }
@@ -175,9 +176,9 @@ mod api {
             // SAFETY: p is a live block of ours (caller contract), so its header is readable.
             unsafe {
                 if (*seg).kind == KIND_LARGE {
-                    crate::large::free(p);
+                    crate::thread::with_heap(|h| crate::large::free(h, p));
                 } else {
-                    crate::thread::with_heap(|h| h.free_small(p, seg));
+                    crate::thread::with_heap(|h| h.free_small(p, seg, layout.size()));
                 }
             }
         }
@@ -191,7 +192,7 @@ mod api {
                     return core::ptr::null_mut();
                 };
                 if (*seg).kind == KIND_LARGE {
-                    if self.slab_size(new_layout).is_none() && crate::large::resize_in_place(p, new_size) {
+                    if self.slab_size(new_layout).is_none() && crate::thread::with_heap(|h| crate::large::resize_in_place(h, p, new_size)) {
                         return p;
                     }
                 } else if let Some(s) = self.slab_size(new_layout) {

@@ -79,8 +79,9 @@ pub struct MemorySnapshot {
     pub large_cached_bytes: u64,
     /// Remote-freed blocks not yet back at their owner (sum over heaps).
     pub remote_in_flight_blocks: u64,
-    /// Of those, blocks parked at the central pool because an owner's ring was full.
-    pub remote_parked_blocks: u64,
+    /// Messages (batch nodes, returned nodes) parked at the central pool because their
+    /// destination's ring was full.
+    pub remote_parked_messages: u64,
     /// Bytes mapped from the OS since start.
     pub os_mapped_bytes: u64,
     /// Bytes returned to the OS since start.
@@ -112,6 +113,7 @@ pub struct MemorySnapshot {
 pub fn snapshot() -> MemorySnapshot {
     let mut heaps = Vec::new();
     let mut in_flight = 0u64;
+    let (mut la_n, mut la_b, mut lf_n, mut lf_b, mut l_cached) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for i in 0..heap_count() {
         let h = heap_ptr(i);
         if h.is_null() {
@@ -143,6 +145,11 @@ pub fn snapshot() -> MemorySnapshot {
         }
         let inbound = hs.inbound_sent.load(Ordering::Relaxed).saturating_sub(hs.inbound_received.load(Ordering::Relaxed));
         in_flight += inbound;
+        la_n += hs.large_allocs.load(Ordering::Relaxed);
+        la_b += hs.large_alloc_bytes.load(Ordering::Relaxed);
+        lf_n += hs.large_frees.load(Ordering::Relaxed);
+        lf_b += hs.large_free_bytes.load(Ordering::Relaxed);
+        l_cached += hs.large_cached_bytes.load(Ordering::Relaxed);
         heaps.push(HeapSnapshot {
             id: hs.id,
             name: String::from_utf8_lossy(&name_bytes).into_owned(),
@@ -163,15 +170,16 @@ pub fn snapshot() -> MemorySnapshot {
     let returned = crate::os::OS_RETURNED.load(Ordering::Relaxed);
     MemorySnapshot {
         heaps,
-        large_live_allocs: crate::large::LIVE_COUNT.load(Ordering::Relaxed),
-        large_live_bytes: crate::large::LIVE_BYTES.load(Ordering::Relaxed),
-        large_cached_bytes: crate::large::CACHED_BYTES.load(Ordering::Relaxed),
+        large_live_allocs: la_n.saturating_sub(lf_n),
+        large_live_bytes: la_b.saturating_sub(lf_b),
+        large_cached_bytes: l_cached,
         remote_in_flight_blocks: in_flight,
-        remote_parked_blocks: crate::central::parked_blocks(),
+        remote_parked_messages: crate::central::parked_blocks(),
         os_mapped_bytes: mapped,
         os_returned_bytes: returned,
         os_current_bytes: mapped.saturating_sub(returned),
-        metadata_bytes: heap::META_BYTES.load(Ordering::Relaxed),
+        metadata_bytes: heap::META_BYTES.load(Ordering::Relaxed)
+            + la_n.saturating_sub(lf_n) * crate::large::LARGE_HEADER as u64,
         central_passes: crate::central::PASSES.load(Ordering::Relaxed),
         central_passes_busy: crate::central::PASSES_SKIPPED_BUSY.load(Ordering::Relaxed),
         central_batches_routed: crate::central::BATCHES_ROUTED.load(Ordering::Relaxed),
@@ -209,7 +217,7 @@ pub fn leak_report() -> String {
         s.large_live_allocs,
         s.large_live_bytes,
         s.remote_in_flight_blocks,
-        s.remote_parked_blocks
+        s.remote_parked_messages
     );
     let _ = writeln!(
         out,

@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 
 /// Slots per ring (a power of two). A full ring is a counted event, never a wait.
 #[cfg(not(loom))]
-pub const RING_CAP: usize = 64;
+pub const RING_CAP: usize = 256;
 /// Slots per ring under loom: tiny, so the model reaches the full-ring paths.
 #[cfg(loom)]
 pub const RING_CAP: usize = 2;

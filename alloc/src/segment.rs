@@ -51,6 +51,8 @@ pub struct PageMeta {
 pub struct Segment {
     pub kind: u32,
     pub owner: u32,
+    /// Keeps `kind`/`owner` (read by every remote free) off the line the owner writes.
+    _pad: [u8; 56],
     pub free_mask: u64,
     pub used_pages: u32,
     pub prev: *mut Segment,

@@ -33,7 +33,13 @@ impl Drop for ExitGuard {
         // SAFETY: this thread owns `h` until the release store below.
         unsafe {
             (*h).flush();
-            while (*h).drain_back(crate::heap::DRAIN_BUDGET) > 0 {}
+            // bounded: the central pool may keep refilling the ring while we drain
+            for _ in 0..64 {
+                if (*h).shared.back.is_empty() {
+                    break;
+                }
+                (*h).drain_back(crate::heap::DRAIN_BUDGET);
+            }
             (*h).trim(RETAIN_EMPTY_SEGMENTS);
             (*h).shared.state.store(STATE_ABANDONED, Ordering::Release);
         }

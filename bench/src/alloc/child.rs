@@ -28,10 +28,16 @@ pub fn meta_overhead(al: Alloc, is_lattice: bool) {
         *slot = (p as usize, sz);
     }
     let after = lattice_alloc::process_rss_bytes();
-    let mut line = format!("meta requested={requested} rss_delta={}", after.saturating_sub(base));
+    let mut line = format!(
+        "meta requested={requested} rss_delta={}",
+        after.saturating_sub(base)
+    );
     if is_lattice {
         let s = lattice_alloc::snapshot();
-        line += &format!(" lattice_meta={} lattice_mapped={}", s.metadata_bytes, s.os_current_bytes);
+        line += &format!(
+            " lattice_meta={} lattice_mapped={}",
+            s.metadata_bytes, s.os_current_bytes
+        );
     }
     println!("{line}");
     for (p, sz) in ps {

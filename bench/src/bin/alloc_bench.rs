@@ -1,7 +1,8 @@
 //! Allocator benchmark: glibc (system), jemalloc, mimalloc, snmalloc and lattice-alloc in one
 //! process, cases interleaved, medians and IQR. See bench/results/alloc.md.
 //!
-//! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR]`
+//! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR]
+//! [--profile ALLOC]` (`--profile` runs the selected cases for one allocator, no report).
 //! Child mode (used internally): `alloc_bench --child meta|soak ALLOC [SECS]`.
 
 #[path = "../alloc/cases.rs"]
@@ -73,7 +74,11 @@ fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -84,7 +89,10 @@ fn main() {
         let al = by_name(name);
         match what {
             "meta" => child::meta_overhead(al, name == "lattice"),
-            "soak" => child::rss_soak(al, args.get(i + 3).and_then(|s| s.parse().ok()).unwrap_or(60)),
+            "soak" => child::rss_soak(
+                al,
+                args.get(i + 3).and_then(|s| s.parse().ok()).unwrap_or(60),
+            ),
             _ => {
                 eprintln!("unknown child mode {what}");
                 std::process::exit(2)
@@ -97,10 +105,27 @@ fn main() {
     let soak_secs: u64 = arg(&args, "--soak-secs", 60);
     let meta_reps: usize = arg(&args, "--meta-reps", 5);
     let only: String = arg(&args, "--only", String::new());
-    println!("# alloc_bench reps={reps} scale={} soak_secs={soak_secs} meta_reps={meta_reps}", scale.0);
-    let cs: Vec<Case> = cases().into_iter().filter(|c| c.0.contains(only.as_str())).collect();
+    println!(
+        "# alloc_bench reps={reps} scale={} soak_secs={soak_secs} meta_reps={meta_reps}",
+        scale.0
+    );
+    let cs: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.0.contains(only.as_str()))
+        .collect();
     let mut res: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     // warm-up: one untimed round of every case for every allocator
+    let profile_only: String = arg(&args, "--profile", String::new());
+    if !profile_only.is_empty() {
+        // profiling aid: run the selected cases for one allocator only, no report
+        for _ in 0..reps {
+            for (case, f) in &cs {
+                let ns = f(by_name(&profile_only), &scale);
+                println!("{case} {profile_only} {ns:.1}");
+            }
+        }
+        return;
+    }
     for (_, f) in &cs {
         for n in NAMES {
             f(by_name(n), &Scale(scale.0 * 0.1));
@@ -124,12 +149,22 @@ fn main() {
     if only.is_empty() || "meta_overhead".contains(only.as_str()) {
         for _ in 0..meta_reps {
             for n in NAMES {
-                let out = Command::new(&exe).args(["--child", "meta", n]).output().expect("child");
+                let out = Command::new(&exe)
+                    .args(["--child", "meta", n])
+                    .output()
+                    .expect("child");
                 let text = String::from_utf8_lossy(&out.stdout);
                 let get = |k: &str| -> f64 {
-                    text.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+                    text.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN)
                 };
-                meta.entry(n).or_default().push((get("requested="), get("rss_delta="), get("lattice_meta=") / get("lattice_mapped=")));
+                meta.entry(n).or_default().push((
+                    get("requested="),
+                    get("rss_delta="),
+                    get("lattice_meta=") / get("lattice_mapped="),
+                ));
             }
         }
     }
@@ -137,11 +172,18 @@ fn main() {
     let mut soak: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     if soak_secs > 0 && (only.is_empty() || "rss_soak".contains(only.as_str())) {
         for n in NAMES {
-            let out = Command::new(&exe).args(["--child", "soak", n, &soak_secs.to_string()]).output().expect("child");
+            let out = Command::new(&exe)
+                .args(["--child", "soak", n, &soak_secs.to_string()])
+                .output()
+                .expect("child");
             let text = String::from_utf8_lossy(&out.stdout);
             let v: Vec<f64> = text
                 .lines()
-                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("bytes=")).and_then(|v| v.parse().ok()))
+                .filter_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("bytes="))
+                        .and_then(|v| v.parse().ok())
+                })
                 .collect();
             eprintln!("soak {n}: {} samples", v.len());
             soak.insert(n, v);
@@ -182,7 +224,11 @@ fn report(
     let gm = |v: &[f64]| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
     if !ratios_glibc.is_empty() {
         println!();
-        println!("Geometric mean of lattice / glibc: {:.2}; of lattice / min(mimalloc, snmalloc): {:.2}", gm(&ratios_glibc), gm(&ratios_best));
+        println!(
+            "Geometric mean of lattice / glibc: {:.2}; of lattice / min(mimalloc, snmalloc): {:.2}",
+            gm(&ratios_glibc),
+            gm(&ratios_best)
+        );
         let mut allg = BTreeMap::new();
         for n in NAMES {
             let v: Vec<f64> = cs
@@ -197,7 +243,14 @@ fn report(
                 .collect();
             allg.insert(n, gm(&v));
         }
-        println!("Geometric mean of time / glibc per allocator: {}", NAMES.iter().map(|n| format!("{n} {:.2}", allg[n])).collect::<Vec<_>>().join(", "));
+        println!(
+            "Geometric mean of time / glibc per allocator: {}",
+            NAMES
+                .iter()
+                .map(|n| format!("{n} {:.2}", allg[n]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if !meta.is_empty() {
         println!();
@@ -211,13 +264,22 @@ fn report(
             let mut grow: Vec<f64> = v.iter().map(|(_, d, _)| d / 1e6).collect();
             let (q1, m, q3) = quartiles(&mut over);
             let (_, gm_, _) = quartiles(&mut grow);
-            println!("| {n} | {:.1} | {gm_:.1} | {:.1} % [{:.1}–{:.1}] |", v[0].0 / 1e6, m * 100.0, q1 * 100.0, q3 * 100.0);
+            println!(
+                "| {n} | {:.1} | {gm_:.1} | {:.1} % [{:.1}–{:.1}] |",
+                v[0].0 / 1e6,
+                m * 100.0,
+                q1 * 100.0,
+                q3 * 100.0
+            );
         }
         if let Some(v) = meta.get("lattice") {
             let mut r: Vec<f64> = v.iter().map(|x| x.2).collect();
             let (_, m, _) = quartiles(&mut r);
             println!();
-            println!("lattice metadata / mapped (from its own counters): {:.3} %", m * 100.0);
+            println!(
+                "lattice metadata / mapped (from its own counters): {:.3} %",
+                m * 100.0
+            );
         }
     }
     if !soak.is_empty() {
@@ -226,7 +288,10 @@ fn report(
         println!();
         println!("| allocator | samples | peak | mean first half | mean second half | last | peak / glibc peak |");
         println!("|---|---|---|---|---|---|---|");
-        let gpeak = soak.get("glibc").and_then(|v| v.iter().cloned().reduce(f64::max)).unwrap_or(f64::NAN);
+        let gpeak = soak
+            .get("glibc")
+            .and_then(|v| v.iter().cloned().reduce(f64::max))
+            .unwrap_or(f64::NAN);
         for n in NAMES {
             let Some(v) = soak.get(n) else { continue };
             if v.is_empty() {
@@ -235,7 +300,13 @@ fn report(
             }
             let peak = v.iter().cloned().fold(0.0, f64::max);
             let h = v.len() / 2;
-            let mean = |s: &[f64]| if s.is_empty() { f64::NAN } else { s.iter().sum::<f64>() / s.len() as f64 };
+            let mean = |s: &[f64]| {
+                if s.is_empty() {
+                    f64::NAN
+                } else {
+                    s.iter().sum::<f64>() / s.len() as f64
+                }
+            };
             println!(
                 "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
                 v.len(),
