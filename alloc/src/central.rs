@@ -26,7 +26,10 @@ struct CentralCell(UnsafeCell<CentralState>);
 // SAFETY: the state is only touched by the holder of FLAG (acquire/release hand-off).
 unsafe impl Sync for CentralCell {}
 
-static CENTRAL: CentralCell = CentralCell(UnsafeCell::new(CentralState { parked: [0; MAX_HEAPS], parked_mask: [0; MAX_HEAPS / 64] }));
+static CENTRAL: CentralCell = CentralCell(UnsafeCell::new(CentralState {
+    parked: [0; MAX_HEAPS],
+    parked_mask: [0; MAX_HEAPS / 64],
+}));
 
 pub(crate) static PASSES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PASSES_SKIPPED_BUSY: AtomicU64 = AtomicU64::new(0);
@@ -104,7 +107,12 @@ unsafe fn pass(st: &mut CentralState, budget: usize) -> usize {
             && heap
                 .shared
                 .state
-                .compare_exchange(STATE_ABANDONED, STATE_CENTRAL, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    STATE_ABANDONED,
+                    STATE_CENTRAL,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             // SAFETY: the CAS made us the heap's owner until we store ABANDONED again.
@@ -131,7 +139,10 @@ unsafe fn service(st: &mut CentralState, heap: &Heap, retain: u32) {
         heap.take_pending(|v| {
             let (blocks, dest) = message_info(v);
             if blocks > 0 {
-                (*heap_ptr(dest)).shared.inbound_sent.fetch_add(blocks, Ordering::Relaxed);
+                (*heap_ptr(dest))
+                    .shared
+                    .inbound_sent
+                    .fetch_add(blocks, Ordering::Relaxed);
                 bump(&heap.shared.remote_sent_blocks, blocks);
                 bump(&heap.shared.remote_sent_batches, 1);
             }

@@ -43,7 +43,10 @@ pub const STATE_FALLBACK: u32 = 4;
 /// Writes `v + 1` to a single-writer counter (plain load/store, no locked instruction).
 #[inline]
 pub(crate) fn bump(c: &AtomicU64, by: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 #[derive(Clone, Copy)]
@@ -146,7 +149,10 @@ fn ensure_init() {
     if INIT.load(Ordering::Acquire) == 2 {
         return;
     }
-    if INIT.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    if INIT
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         let h = create_heap(0, STATE_FALLBACK);
         HEAPS[0].store(h, Ordering::Release);
         INIT.store(2, Ordering::Release);
@@ -178,7 +184,12 @@ pub(crate) fn acquire_heap() -> *const Heap {
         if hs.state.load(Ordering::Relaxed) == STATE_ABANDONED
             && hs
                 .state
-                .compare_exchange(STATE_ABANDONED, STATE_ACTIVE, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    STATE_ABANDONED,
+                    STATE_ACTIVE,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             hs.name_len.store(0, Ordering::Relaxed);
@@ -373,7 +384,7 @@ impl Heap {
             debug_assert!({
                 let (start, _) = page_area(seg as usize, page_index(p));
                 let a = p as usize;
-                a >= start && a < pg.end && (a - start) % pg.block_size as usize == 0
+                a >= start && a < pg.end && (a - start).is_multiple_of(pg.block_size as usize)
             });
             let b = p as *mut Block;
             (*b).next = pg.free;
@@ -394,7 +405,8 @@ impl Heap {
         // SAFETY: page is an empty, unlinked page of our live segment.
         unsafe {
             (*page).assigned = false;
-            let i = (page as usize - ptr::addr_of!((*seg).pages) as usize) / core::mem::size_of::<PageMeta>();
+            let i = (page as usize - ptr::addr_of!((*seg).pages) as usize)
+                / core::mem::size_of::<PageMeta>();
             (*seg).free_mask |= 1u64 << i;
             (*seg).used_pages -= 1;
             bump(&self.shared.pages_in_use, u64::MAX); // wrapping -1
@@ -444,7 +456,13 @@ impl Heap {
     }
 
     #[inline]
-    unsafe fn free_remote(&self, l: &mut HeapLocal, p: *mut u8, seg: *mut Segment, size_hint: usize) {
+    unsafe fn free_remote(
+        &self,
+        l: &mut HeapLocal,
+        p: *mut u8,
+        seg: *mut Segment,
+        size_hint: usize,
+    ) {
         // SAFETY: block is live, so its segment header is stable. The page metadata is not read:
         // its owner writes that line all the time, and the caller's size is a good enough
         // estimate for the batch byte bound.
@@ -490,7 +508,10 @@ impl Heap {
         if pd.node.is_null() {
             return;
         }
-        l.pending[owner] = Pending { node: ptr::null_mut(), bytes: 0 };
+        l.pending[owner] = Pending {
+            node: ptr::null_mut(),
+            bytes: 0,
+        };
         l.pending_mask[owner / 64] &= !(1u64 << (owner % 64));
         // SAFETY: we own the heap and the node.
         unsafe { self.send_value(l, pd.node as usize) };
@@ -524,7 +545,12 @@ impl Heap {
         if blocks > 0 {
             let oh = heap_ptr(dest);
             // SAFETY: a heap that owns blocks is published and never unmapped.
-            unsafe { (*oh).shared.inbound_sent.fetch_add(blocks, Ordering::Relaxed) };
+            unsafe {
+                (*oh)
+                    .shared
+                    .inbound_sent
+                    .fetch_add(blocks, Ordering::Relaxed)
+            };
             bump(&self.shared.remote_sent_blocks, blocks);
             bump(&self.shared.remote_sent_batches, 1);
         }
@@ -607,7 +633,10 @@ impl Heap {
                 let owner = w * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
                 let pd = l.pending[owner];
-                l.pending[owner] = Pending { node: ptr::null_mut(), bytes: 0 };
+                l.pending[owner] = Pending {
+                    node: ptr::null_mut(),
+                    bytes: 0,
+                };
                 f(pd.node as usize);
             }
         }
@@ -627,7 +656,9 @@ impl Heap {
     unsafe fn drain(&self, l: &mut HeapLocal, max: usize) -> u64 {
         let mut total = 0u64;
         for _ in 0..max {
-            let Some(v) = self.shared.back.pop() else { break };
+            let Some(v) = self.shared.back.pop() else {
+                break;
+            };
             let p = v & !TAG_MASK;
             // SAFETY: every message on our back ring is memory of ours: a node full of our
             // blocks, our own node coming home, or a single block of ours.
@@ -640,7 +671,9 @@ impl Heap {
                         for i in 0..n {
                             let b = (*node).ptrs[i];
                             let seg = segment_of(b);
-                            debug_assert!((*seg).kind == KIND_SMALL && (*seg).owner == self.shared.id);
+                            debug_assert!(
+                                (*seg).kind == KIND_SMALL && (*seg).owner == self.shared.id
+                            );
                             self.free_local(l, b, seg);
                         }
                         total += n as u64;

@@ -40,7 +40,11 @@ impl LargeCache {
     fn take(&mut self, need: usize) -> usize {
         let mut best = usize::MAX;
         for (i, &(base, size)) in self.slots.iter().enumerate() {
-            if base != 0 && size >= need && size <= need.saturating_mul(2) && (best == usize::MAX || size < self.slots[best].1) {
+            if base != 0
+                && size >= need
+                && size <= need.saturating_mul(2)
+                && (best == usize::MAX || size < self.slots[best].1)
+            {
                 best = i;
             }
         }
@@ -78,7 +82,10 @@ impl LargeCache {
             }
             evicted = None;
             while self.bytes + size > LARGE_CACHE_BYTES {
-                let Some(i) = (0..LARGE_CACHE_SLOTS).filter(|&i| self.slots[i].0 != 0).max_by_key(|&i| self.slots[i].1) else {
+                let Some(i) = (0..LARGE_CACHE_SLOTS)
+                    .filter(|&i| self.slots[i].0 != 0)
+                    .max_by_key(|&i| self.slots[i].1)
+                else {
                     break;
                 };
                 let e = self.slots[i];
@@ -121,7 +128,10 @@ pub(crate) unsafe fn alloc(h: &Heap, size: usize, align: usize) -> (*mut u8, boo
         return (core::ptr::null_mut(), false);
     }
     let offset = align.max(LARGE_HEADER);
-    let Some(need) = size.checked_add(offset).and_then(|n| n.checked_add(OS_PAGE - 1)) else {
+    let Some(need) = size
+        .checked_add(offset)
+        .and_then(|n| n.checked_add(OS_PAGE - 1))
+    else {
         return (core::ptr::null_mut(), false);
     };
     let need = need & !(OS_PAGE - 1);
@@ -142,10 +152,18 @@ pub(crate) unsafe fn alloc(h: &Heap, size: usize, align: usize) -> (*mut u8, boo
         fresh = true;
         map_size = need;
     }
-    h.shared.large_cached_bytes.store(cache.bytes() as u64, Ordering::Relaxed);
+    h.shared
+        .large_cached_bytes
+        .store(cache.bytes() as u64, Ordering::Relaxed);
     // SAFETY: base is a mapping of map_size ≥ offset + size bytes owned by us.
     unsafe {
-        (base as *mut LargeHeader).write(LargeHeader { kind: KIND_LARGE, _pad: 0, map_size, offset, size });
+        (base as *mut LargeHeader).write(LargeHeader {
+            kind: KIND_LARGE,
+            _pad: 0,
+            map_size,
+            offset,
+            size,
+        });
     }
     bump(&h.shared.large_allocs, 1);
     bump(&h.shared.large_alloc_bytes, size as u64);
@@ -168,7 +186,9 @@ pub(crate) unsafe fn free(h: &Heap, p: *mut u8) {
         // SAFETY: evicted or uncacheable mappings are unused.
         unsafe { os::unmap(b as *mut u8, s) };
     }
-    h.shared.large_cached_bytes.store(cache.bytes() as u64, Ordering::Relaxed);
+    h.shared
+        .large_cached_bytes
+        .store(cache.bytes() as u64, Ordering::Relaxed);
 }
 
 /// Usable size of a large allocation.
@@ -191,7 +211,10 @@ pub(crate) unsafe fn resize_in_place(heap: &Heap, p: *mut u8, new_size: usize) -
     // SAFETY: live header, owned by the caller's allocation.
     unsafe {
         let (base, map_size, offset, old) = (h as usize, (*h).map_size, (*h).offset, (*h).size);
-        let Some(need) = new_size.checked_add(offset).and_then(|n| n.checked_add(OS_PAGE - 1)) else {
+        let Some(need) = new_size
+            .checked_add(offset)
+            .and_then(|n| n.checked_add(OS_PAGE - 1))
+        else {
             return false;
         };
         let need = need & !(OS_PAGE - 1);

@@ -50,10 +50,12 @@ mod api {
     pub use crate::central::central_pool_pass;
     pub use crate::heap::{BATCH_BYTES, MAX_HEAPS, NODE_PTRS};
     pub use crate::large::{LARGE_CACHE_BYTES, LARGE_CACHE_SLOTS};
-    pub use crate::monitor::{leak_report, snapshot, ClassSnapshot, HeapSnapshot, HeapState, MemorySnapshot};
+    pub use crate::monitor::{
+        leak_report, snapshot, ClassSnapshot, HeapSnapshot, HeapState, MemorySnapshot,
+    };
+    pub use crate::os::process_rss_bytes;
     pub use crate::pool::{ObjectPool, PoolError, PoolStats, Pooled, RemoteBox};
     use crate::segment::{page_of, segment_of, KIND_LARGE};
-    pub use crate::os::process_rss_bytes;
     pub use crate::segment::{META_SIZE, PAGE_SIZE, SEG_SIZE};
     pub use crate::size_class::MAX_SMALL;
     use crate::size_class::{class_of, class_size};
@@ -84,7 +86,9 @@ mod api {
     impl LatticeAlloc {
         /// Allocator with the default large threshold (32 KiB).
         pub const fn new() -> Self {
-            Self { large_threshold: DEFAULT_LARGE_THRESHOLD }
+            Self {
+                large_threshold: DEFAULT_LARGE_THRESHOLD,
+            }
         }
 
         /// Allocator whose large threshold is `bytes`, clamped to `16..=MAX_SMALL`: requests
@@ -122,10 +126,15 @@ mod api {
             if let Some(s) = self.slab_size(layout) {
                 let c = class_of(s);
                 // SAFETY: with_heap gives us exclusive use of the heap.
-                return (crate::thread::with_heap(|h| unsafe { h.alloc_small(c) }), false);
+                return (
+                    crate::thread::with_heap(|h| unsafe { h.alloc_small(c) }),
+                    false,
+                );
             }
             // SAFETY: with_heap gives us exclusive use of the heap.
-            crate::thread::with_heap(|h| unsafe { crate::large::alloc(h, layout.size(), layout.align()) })
+            crate::thread::with_heap(|h| unsafe {
+                crate::large::alloc(h, layout.size(), layout.align())
+            })
         }
 
         /// Usable size of a live block (its class size, or the requested size for large ones).
@@ -192,7 +201,11 @@ mod api {
                     return core::ptr::null_mut();
                 };
                 if (*seg).kind == KIND_LARGE {
-                    if self.slab_size(new_layout).is_none() && crate::thread::with_heap(|h| crate::large::resize_in_place(h, p, new_size)) {
+                    if self.slab_size(new_layout).is_none()
+                        && crate::thread::with_heap(|h| {
+                            crate::large::resize_in_place(h, p, new_size)
+                        })
+                    {
                         return p;
                     }
                 } else if let Some(s) = self.slab_size(new_layout) {
@@ -236,7 +249,10 @@ mod api {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             match self {
                 Self::NameTooLong(n) => write!(f, "heap name is {n} bytes, the limit is 32"),
-                Self::NoOwnHeap => write!(f, "no heap slot free ({MAX_HEAPS} in use) or thread exiting"),
+                Self::NoOwnHeap => write!(
+                    f,
+                    "no heap slot free ({MAX_HEAPS} in use) or thread exiting"
+                ),
             }
         }
     }

@@ -7,7 +7,9 @@
 use core::fmt::Write as _;
 use core::sync::atomic::Ordering;
 
-use crate::heap::{self, heap_count, heap_ptr, STATE_ABANDONED, STATE_ACTIVE, STATE_CENTRAL, STATE_FALLBACK};
+use crate::heap::{
+    self, heap_count, heap_ptr, STATE_ABANDONED, STATE_ACTIVE, STATE_CENTRAL, STATE_FALLBACK,
+};
 use crate::size_class::{class_size, NUM_CLASSES};
 
 /// Live blocks of one size class in one heap.
@@ -128,7 +130,10 @@ pub fn snapshot() -> MemorySnapshot {
             _ => continue,
         };
         let len = hs.name_len.load(Ordering::Acquire) as usize;
-        let name_bytes: Vec<u8> = hs.name[..len.min(32)].iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let name_bytes: Vec<u8> = hs.name[..len.min(32)]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let mut classes = Vec::new();
         let (mut lb, mut la) = (0, 0);
         for c in 0..NUM_CLASSES {
@@ -141,9 +146,17 @@ pub fn snapshot() -> MemorySnapshot {
             let bytes = live * class_size(c) as u64;
             lb += bytes;
             la += live;
-            classes.push(ClassSnapshot { class_size: class_size(c), live_allocs: live, live_bytes: bytes, total_allocs: allocs });
+            classes.push(ClassSnapshot {
+                class_size: class_size(c),
+                live_allocs: live,
+                live_bytes: bytes,
+                total_allocs: allocs,
+            });
         }
-        let inbound = hs.inbound_sent.load(Ordering::Relaxed).saturating_sub(hs.inbound_received.load(Ordering::Relaxed));
+        let inbound = hs
+            .inbound_sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(hs.inbound_received.load(Ordering::Relaxed));
         in_flight += inbound;
         la_n += hs.large_allocs.load(Ordering::Relaxed);
         la_b += hs.large_alloc_bytes.load(Ordering::Relaxed);
@@ -222,20 +235,32 @@ pub fn leak_report() -> String {
     let _ = writeln!(
         out,
         "os: mapped {} B, returned {} B, current {} B (metadata {} B), rss {} B",
-        s.os_mapped_bytes, s.os_returned_bytes, s.os_current_bytes, s.metadata_bytes, s.process_rss_bytes
+        s.os_mapped_bytes,
+        s.os_returned_bytes,
+        s.os_current_bytes,
+        s.metadata_bytes,
+        s.process_rss_bytes
     );
     for h in &s.heaps {
         if h.live_allocs == 0 && h.remote_inbound_in_flight == 0 {
             continue;
         }
-        let name = if h.name.is_empty() { "-" } else { h.name.as_str() };
+        let name = if h.name.is_empty() {
+            "-"
+        } else {
+            h.name.as_str()
+        };
         let _ = writeln!(
             out,
             "heap {} ({name}, {:?}): {} blocks, {} B live, {} inbound in flight",
             h.id, h.state, h.live_allocs, h.live_bytes, h.remote_inbound_in_flight
         );
         for c in h.classes.iter().filter(|c| c.live_allocs > 0) {
-            let _ = writeln!(out, "  class {:>6} B: {} live ({} B)", c.class_size, c.live_allocs, c.live_bytes);
+            let _ = writeln!(
+                out,
+                "  class {:>6} B: {} live ({} B)",
+                c.class_size, c.live_allocs, c.live_bytes
+            );
         }
     }
     out

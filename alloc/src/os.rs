@@ -22,7 +22,7 @@ pub const fn round_up(n: usize, to: usize) -> usize {
 /// Maps `size` bytes (a multiple of [`OS_PAGE`]) aligned to `align` (a power of two ≥ OS_PAGE).
 /// Returns null when the kernel refuses. Memory is zeroed.
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
-    debug_assert!(size % OS_PAGE == 0 && align.is_power_of_two() && align >= OS_PAGE);
+    debug_assert!(size.is_multiple_of(OS_PAGE) && align.is_power_of_two() && align >= OS_PAGE);
     let Some(reserve) = size.checked_add(align - OS_PAGE) else {
         return core::ptr::null_mut();
     };

@@ -76,7 +76,12 @@ impl<T> ObjectPool<T> {
 
     /// A pool keeping at most `capacity` free slots. Nothing is allocated until first use.
     pub fn new(capacity: usize) -> Self {
-        Self { free: Cell::new(ptr::null_mut()), capacity, stats: Cell::new(PoolStats::default()), _own: PhantomData }
+        Self {
+            free: Cell::new(ptr::null_mut()),
+            capacity,
+            stats: Cell::new(PoolStats::default()),
+            _own: PhantomData,
+        }
     }
 
     /// Counters.
@@ -112,7 +117,10 @@ impl<T> ObjectPool<T> {
         // SAFETY: slot is valid, aligned, unused memory for a T.
         unsafe { slot.write(value) };
         // SAFETY: non-null by construction.
-        Ok(Pooled { ptr: unsafe { NonNull::new_unchecked(slot) }, pool: self })
+        Ok(Pooled {
+            ptr: unsafe { NonNull::new_unchecked(slot) },
+            pool: self,
+        })
     }
 
     fn give_back(&self, slot: *mut T) {
@@ -161,7 +169,10 @@ impl<T> Pooled<'_, T> {
         let mut st = me.pool.stats.get();
         st.live -= 1;
         me.pool.stats.set(st);
-        RemoteBox { ptr: me.ptr, _own: PhantomData }
+        RemoteBox {
+            ptr: me.ptr,
+            _own: PhantomData,
+        }
     }
 }
 

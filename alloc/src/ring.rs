@@ -31,7 +31,11 @@ impl Ring {
     pub const fn new() -> Self {
         #[allow(clippy::declare_interior_mutable_const)]
         const Z: AtomicUsize = AtomicUsize::new(0);
-        Self { head: Padded(AtomicUsize::new(0)), tail: Padded(AtomicUsize::new(0)), slots: [Z; RING_CAP] }
+        Self {
+            head: Padded(AtomicUsize::new(0)),
+            tail: Padded(AtomicUsize::new(0)),
+            slots: [Z; RING_CAP],
+        }
     }
     /// An empty ring.
     #[cfg(loom)]

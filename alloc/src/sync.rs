@@ -1,10 +1,10 @@
 //! Atomics shim (loom under `cfg(loom)`) and the two tiny synchronisation primitives the
 //! allocator uses off its hot path: a try-only duty flag and a spin lock for the fallback heap.
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
 
 use core::sync::atomic::Ordering;
 
@@ -30,7 +30,10 @@ impl DutyFlag {
     #[inline]
     pub fn try_acquire(&self) -> bool {
         !self.0.load(Ordering::Relaxed)
-            && self.0.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            && self
+                .0
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
     }
     /// Gives the flag back; only the holder may call this.
     #[inline]

@@ -19,7 +19,11 @@ fn fill(p: *mut u8, n: usize, seed: u8) {
 fn check(p: *const u8, n: usize, seed: u8) {
     for i in 0..n {
         // SAFETY: p is a live block of ≥ n bytes.
-        assert_eq!(unsafe { *p.add(i) }, seed.wrapping_add(i as u8), "byte {i} of {n}");
+        assert_eq!(
+            unsafe { *p.add(i) },
+            seed.wrapping_add(i as u8),
+            "byte {i} of {n}"
+        );
     }
 }
 
@@ -102,7 +106,7 @@ fn huge_allocation_is_mapped_and_returned() {
     }
     let mid = snapshot();
     assert!(mid.large_live_bytes >= before.large_live_bytes + (64 << 20) - (1 << 20)); // other tests run concurrently
-    // SAFETY: live block.
+                                                                                       // SAFETY: live block.
     unsafe { A.dealloc(p, l) };
     let after = snapshot();
     // larger than the cache's max entry: unmapped at once
@@ -149,7 +153,10 @@ fn realloc_large_shrinks_and_grows() {
 fn large_threshold_is_configurable() {
     let small = LatticeAlloc::with_large_threshold(1024);
     assert_eq!(small.large_threshold(), 1024);
-    assert_eq!(LatticeAlloc::with_large_threshold(1 << 30).large_threshold(), MAX_SMALL);
+    assert_eq!(
+        LatticeAlloc::with_large_threshold(1 << 30).large_threshold(),
+        MAX_SMALL
+    );
     let l = Layout::from_size_align(2000, 8).unwrap();
     let before = snapshot().large_live_allocs;
     // SAFETY: live blocks.
@@ -192,7 +199,12 @@ fn remote_frees_return_to_the_owner_heap() {
             unsafe { A.dealloc(p as *mut u8, layout) };
             i += 1;
         }
-        let sent_before_flush = snapshot().heaps.iter().find(|h| Some(HeapId(h.id)) == current_heap_id()).unwrap().remote_sent_blocks;
+        let sent_before_flush = snapshot()
+            .heaps
+            .iter()
+            .find(|h| Some(HeapId(h.id)) == current_heap_id())
+            .unwrap()
+            .remote_sent_blocks;
         assert!(flush_thread() == 0);
         (i, sent_before_flush)
     });
@@ -200,11 +212,17 @@ fn remote_frees_return_to_the_owner_heap() {
     done_tx.send(()).unwrap();
     let (_id, heap, n) = owner.join().unwrap();
     assert_eq!(freed, n);
-    assert!(sent_before > 0, "full batches went out before the explicit flush");
+    assert!(
+        sent_before > 0,
+        "full batches went out before the explicit flush"
+    );
     assert_eq!(heap.name, "owner");
     let c64 = heap.classes.iter().find(|c| c.class_size == 64).unwrap();
     assert_eq!(c64.total_allocs, u64::from(n));
-    assert_eq!(c64.live_allocs, 0, "every remote free came back to its owner");
+    assert_eq!(
+        c64.live_allocs, 0,
+        "every remote free came back to its owner"
+    );
     assert_eq!(heap.remote_inbound_in_flight, 0);
 }
 
@@ -214,14 +232,20 @@ fn exiting_thread_hands_its_heap_over_and_nothing_leaks() {
     // a thread allocates, keeps some blocks alive past its exit, and exits
     let (blocks, id) = std::thread::spawn(move || {
         let id = register_heap("short-lived").unwrap();
-        let v: Vec<usize> = (0..3000).map(|_| unsafe { A.alloc(layout) } as usize).collect();
+        let v: Vec<usize> = (0..3000)
+            .map(|_| unsafe { A.alloc(layout) } as usize)
+            .collect();
         (v, id)
     })
     .join()
     .unwrap();
     let s = snapshot();
     let h = s.heaps.iter().find(|h| h.id == id.0).unwrap();
-    assert!(matches!(h.state, HeapState::Abandoned | HeapState::Active), "{:?}", h.state);
+    assert!(
+        matches!(h.state, HeapState::Abandoned | HeapState::Active),
+        "{:?}",
+        h.state
+    );
     // free them here: remote frees to an abandoned heap, serviced by the central pool
     for p in blocks {
         // SAFETY: live blocks freed once.
@@ -241,11 +265,18 @@ fn exiting_thread_hands_its_heap_over_and_nothing_leaks() {
 #[test]
 fn metadata_is_under_one_percent_of_mapped_memory() {
     let l = Layout::from_size_align(256, 8).unwrap();
-    let ps: Vec<usize> = (0..200_000).map(|_| unsafe { A.alloc(l) } as usize).collect();
+    let ps: Vec<usize> = (0..200_000)
+        .map(|_| unsafe { A.alloc(l) } as usize)
+        .collect();
     let s = snapshot();
     assert!(s.os_current_bytes > 40 << 20);
     let ratio = s.metadata_bytes as f64 / s.os_current_bytes as f64;
-    assert!(ratio < 0.01, "metadata {} of {} mapped", s.metadata_bytes, s.os_current_bytes);
+    assert!(
+        ratio < 0.01,
+        "metadata {} of {} mapped",
+        s.metadata_bytes,
+        s.os_current_bytes
+    );
     for p in ps {
         // SAFETY: live blocks.
         unsafe { A.dealloc(p as *mut u8, l) };
@@ -263,7 +294,11 @@ fn empty_segments_go_back_to_the_os() {
             unsafe { A.dealloc(p as *mut u8, l) };
         }
         let after = snapshot().os_returned_bytes;
-        assert!(after - before >= 16 << 20, "returned only {} B", after - before);
+        assert!(
+            after - before >= 16 << 20,
+            "returned only {} B",
+            after - before
+        );
     })
     .join()
     .unwrap();
@@ -288,7 +323,10 @@ fn leak_report_names_live_classes() {
 
 #[test]
 fn register_heap_rejects_long_names() {
-    assert_eq!(register_heap(&"x".repeat(33)), Err(RegisterError::NameTooLong(33)));
+    assert_eq!(
+        register_heap(&"x".repeat(33)),
+        Err(RegisterError::NameTooLong(33))
+    );
 }
 
 #[test]
@@ -299,10 +337,20 @@ fn object_pool_reuses_slots_and_frees_remote_boxes() {
         name: String,
     }
     let pool: ObjectPool<Session> = ObjectPool::new(2);
-    let a = pool.try_alloc(Session { id: 1, name: "a".into() }).unwrap();
+    let a = pool
+        .try_alloc(Session {
+            id: 1,
+            name: "a".into(),
+        })
+        .unwrap();
     let pa = &*a as *const Session as usize;
     drop(a);
-    let b = pool.try_alloc(Session { id: 2, name: "b".into() }).unwrap();
+    let b = pool
+        .try_alloc(Session {
+            id: 2,
+            name: "b".into(),
+        })
+        .unwrap();
     assert_eq!(&*b as *const Session as usize, pa, "slot reused");
     assert_eq!(b.id, 2);
     let st = pool.stats();
@@ -316,7 +364,15 @@ fn object_pool_reuses_slots_and_frees_remote_boxes() {
     .join()
     .unwrap();
     assert_eq!(name, "b");
-    let many: Vec<_> = (0..4).map(|i| pool.try_alloc(Session { id: i, name: String::new() }).unwrap()).collect();
+    let many: Vec<_> = (0..4)
+        .map(|i| {
+            pool.try_alloc(Session {
+                id: i,
+                name: String::new(),
+            })
+            .unwrap()
+        })
+        .collect();
     drop(many);
     let st = pool.stats();
     assert_eq!(st.cached, 2);
@@ -325,7 +381,14 @@ fn object_pool_reuses_slots_and_frees_remote_boxes() {
     let big: ObjectPool<[u8; 8192]> = ObjectPool::new(1);
     let v = big.try_alloc([7u8; 8192]).unwrap();
     assert_eq!(v[8191], 7);
-    let x = pool.try_alloc(Session { id: 9, name: "x".into() }).unwrap().into_remote().into_inner();
+    let x = pool
+        .try_alloc(Session {
+            id: 9,
+            name: "x".into(),
+        })
+        .unwrap()
+        .into_remote()
+        .into_inner();
     assert_eq!(x.id, 9);
 }
 
@@ -334,5 +397,8 @@ fn pool_rejects_overaligned_types() {
     #[repr(align(8192))]
     struct Big(#[allow(dead_code)] u8);
     let pool: ObjectPool<Big> = ObjectPool::new(1);
-    assert_eq!(pool.try_alloc(Big(1)).err(), Some(PoolError::UnsupportedLayout));
+    assert_eq!(
+        pool.try_alloc(Big(1)).err(),
+        Some(PoolError::UnsupportedLayout)
+    );
 }

@@ -58,7 +58,10 @@ fn batches_are_delivered_exactly_once() {
         let w = Arc::new(World {
             out: Ring::new(),
             back: Ring::new(),
-            central: Central { flag: DutyFlag::new(), parked: UnsafeCell::new(Vec::new()) },
+            central: Central {
+                flag: DutyFlag::new(),
+                parked: UnsafeCell::new(Vec::new()),
+            },
         });
         // heap A: sends 3 batches over a 2-slot ring; on a full ring it runs a pass and
         // retries once, else keeps the batch pending and sends it later (as heap.rs does)
@@ -121,7 +124,7 @@ fn abandoned_heap_has_one_owner_at_a_time() {
     model().check(|| {
         let state = Arc::new(AtomicU32::new(ACTIVE));
         let local = Arc::new(UnsafeCell::new(0u32)); // the heap's owner-local state
-        // the exiting thread: last touch of its heap, then hand-over
+                                                     // the exiting thread: last touch of its heap, then hand-over
         let (s1, l1) = (state.clone(), local.clone());
         let exiting = thread::spawn(move || {
             // SAFETY: we own the heap while ACTIVE.
@@ -131,14 +134,19 @@ fn abandoned_heap_has_one_owner_at_a_time() {
         // central pool servicing abandoned heaps
         let (s2, l2) = (state.clone(), local.clone());
         let central = thread::spawn(move || {
-            if s2.compare_exchange(ABANDONED, CENTRAL, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if s2
+                .compare_exchange(ABANDONED, CENTRAL, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 // SAFETY: the CAS made us the owner.
                 l2.with_mut(|p| unsafe { *p += 10 });
                 s2.store(ABANDONED, Ordering::Release);
             }
         });
         // a new thread adopting an abandoned heap
-        let adopted = state.compare_exchange(ABANDONED, ACTIVE, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        let adopted = state
+            .compare_exchange(ABANDONED, ACTIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
         if adopted {
             // SAFETY: the CAS made us the owner.
             local.with_mut(|p| unsafe { *p += 100 });
@@ -147,7 +155,10 @@ fn abandoned_heap_has_one_owner_at_a_time() {
         central.join().unwrap();
         // SAFETY: all threads joined.
         let v = local.with(|p| unsafe { *p });
-        assert!(v % 10 == 1 || v % 100 == 11, "exiting thread's write lost: {v}");
+        assert!(
+            v % 10 == 1 || v % 100 == 11,
+            "exiting thread's write lost: {v}"
+        );
     });
 }
 
@@ -172,4 +183,3 @@ fn flag_is_free_after_join() {
         f.release();
     });
 }
-

@@ -55,7 +55,10 @@ fn size_for(r: &mut Rng) -> usize {
 
 #[inline]
 fn pat(seed: u64, i: usize) -> u8 {
-    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64 * 31) >> 24) as u8
+    (seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i as u64 * 31)
+        >> 24) as u8
 }
 
 fn positions(size: usize) -> impl Iterator<Item = usize> {
@@ -80,12 +83,19 @@ fn verify(b: &Blk) {
     for i in positions(b.size) {
         // SAFETY: as above.
         let v = unsafe { *p.add(i) };
-        assert_eq!(v, pat(b.seed, i), "block {:#x} size {} seed {} byte {i}: corrupted", b.ptr, b.size, b.seed);
+        assert_eq!(
+            v,
+            pat(b.seed, i),
+            "block {:#x} size {} seed {} byte {i}: corrupted",
+            b.ptr,
+            b.size,
+            b.seed
+        );
     }
 }
 
 fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, if size % 16 == 0 { 16 } else { 8 }).unwrap()
+    Layout::from_size_align(size, if size.is_multiple_of(16) { 16 } else { 8 }).unwrap()
 }
 
 fn alloc(size: usize, seed: u64) -> Blk {
@@ -145,7 +155,11 @@ fn worker(id: usize, ops: u64, seed: u64, inbox: Receiver<Blk>, outs: Vec<SyncSe
                     // contents survive realloc: every patterned byte below the new size
                     for i in positions(b.size).filter(|&i| i < keep) {
                         // SAFETY: q is live with ≥ keep bytes.
-                        assert_eq!(unsafe { *(q as *const u8).add(i) }, pat(b.seed, i), "realloc lost byte {i}");
+                        assert_eq!(
+                            unsafe { *(q as *const u8).add(i) },
+                            pat(b.seed, i),
+                            "realloc lost byte {i}"
+                        );
                     }
                     b.ptr = q;
                     b.size = new_size;
@@ -185,36 +199,72 @@ fn run_round(round: u64, ops_per_thread: u64) -> u64 {
         .into_iter()
         .enumerate()
         .map(|(id, rx)| {
-            let outs: Vec<_> = (0..THREADS).filter(|&j| j != id).map(|j| txs[j].clone()).collect();
+            let outs: Vec<_> = (0..THREADS)
+                .filter(|&j| j != id)
+                .map(|j| txs[j].clone())
+                .collect();
             let seed = 0x5EED_0000 + round * 100 + id as u64;
             std::thread::spawn(move || worker(id, ops_per_thread, seed, rx, outs))
         })
         .collect();
     drop(txs);
-    handles.into_iter().map(|h| h.join().expect("worker panicked")).sum()
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("worker panicked"))
+        .sum()
 }
 
 #[test]
 fn four_threads_random_sizes_cross_frees_pattern_checked() {
-    let default_ops = if cfg!(debug_assertions) { 400_000 } else { 10_000_000 };
-    let total: u64 = std::env::var("LATTICE_ALLOC_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_ops);
+    let default_ops = if cfg!(debug_assertions) {
+        400_000
+    } else {
+        10_000_000
+    };
+    let total: u64 = std::env::var("LATTICE_ALLOC_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_ops);
     let rounds = 2u64;
     let per_thread = total / (rounds * THREADS as u64);
     let mut cross = 0;
     for round in 0..rounds {
         cross += run_round(round, per_thread);
     }
-    println!("stress: {} ops in {rounds} rounds of {THREADS} threads, {cross} cross-thread frees", per_thread * rounds * THREADS as u64);
-    assert!(cross > per_thread / 20, "too few cross-thread frees: {cross}");
+    println!(
+        "stress: {} ops in {rounds} rounds of {THREADS} threads, {cross} cross-thread frees",
+        per_thread * rounds * THREADS as u64
+    );
+    assert!(
+        cross > per_thread / 20,
+        "too few cross-thread frees: {cross}"
+    );
     lattice_alloc::settle(64);
     let s = lattice_alloc::snapshot();
     for h in &s.heaps {
         if h.state == HeapState::Abandoned && h.name.starts_with("stress") {
-            assert_eq!(h.live_allocs, 0, "abandoned heap {} ({}) still holds blocks: {h:?}", h.id, h.name);
-            assert_eq!(h.remote_inbound_in_flight, 0, "heap {} still owed: {h:?}", h.id);
+            assert_eq!(
+                h.live_allocs, 0,
+                "abandoned heap {} ({}) still holds blocks: {h:?}",
+                h.id, h.name
+            );
+            assert_eq!(
+                h.remote_inbound_in_flight, 0,
+                "heap {} still owed: {h:?}",
+                h.id
+            );
         }
     }
-    assert!(s.heaps.iter().filter(|h| h.name.starts_with("stress")).count() >= THREADS);
-    assert!(s.heaps.iter().any(|h| h.adoptions > 0), "second round should adopt abandoned heaps");
+    assert!(
+        s.heaps
+            .iter()
+            .filter(|h| h.name.starts_with("stress"))
+            .count()
+            >= THREADS
+    );
+    assert!(
+        s.heaps.iter().any(|h| h.adoptions > 0),
+        "second round should adopt abandoned heaps"
+    );
     println!("{}", lattice_alloc::leak_report());
 }
