@@ -17,14 +17,22 @@ use loom::thread;
 
 struct Central {
     flag: DutyFlag,
-    parked: UnsafeCell<Vec<usize>>,
+    /// parked messages per destination (0 = owner, 1 = heap A)
+    parked: UnsafeCell<[Vec<usize>; 2]>,
 }
 
+/// Heap A frees blocks owned by heap O: batches (values 1..=3) travel A.out → central →
+/// O.back; O empties each and sends the node home (value | RETURN) over O.out → central →
+/// A.back, as `heap.rs` does with batch nodes.
 struct World {
-    out: Ring,  // heap A -> central
-    back: Ring, // central -> owner
+    a_out: Ring,
+    a_back: Ring,
+    o_out: Ring,
+    o_back: Ring,
     central: Central,
 }
+
+const RETURN: usize = 0x100;
 
 /// One central pass; returns false if another thread held the duty.
 fn pass(w: &World) -> bool {
@@ -34,16 +42,35 @@ fn pass(w: &World) -> bool {
     w.central.parked.with_mut(|p| {
         // SAFETY: the flag gives us exclusive access (loom checks it).
         let parked = unsafe { &mut *p };
+        let backs = [&w.o_back, &w.a_back];
         // parked first
-        parked.retain(|&b| !w.back.push(b));
-        while let Some(b) = w.out.pop() {
-            if !parked.is_empty() || !w.back.push(b) {
-                parked.push(b);
+        for d in 0..2 {
+            parked[d].retain(|&m| !backs[d].push(m));
+        }
+        for out in [&w.a_out, &w.o_out] {
+            while let Some(m) = out.pop() {
+                let d = if m & RETURN != 0 { 1 } else { 0 };
+                if !parked[d].is_empty() || !backs[d].push(m) {
+                    parked[d].push(m);
+                }
             }
         }
     });
     w.central.flag.release();
     true
+}
+
+/// Heap O's drain: frees the batch (records it) and sends the node home; a full ring stalls
+/// the return, which goes out at the next flush.
+fn owner_drain(w: &World, got: &mut Vec<usize>, stalled: &mut Vec<usize>) {
+    stalled.retain(|&m| !w.o_out.push(m));
+    while let Some(m) = w.o_back.pop() {
+        assert_eq!(m & RETURN, 0, "a return reached the owner");
+        got.push(m);
+        if !w.o_out.push(m | RETURN) {
+            stalled.push(m | RETURN);
+        }
+    }
 }
 
 fn model() -> loom::model::Builder {
@@ -53,65 +80,67 @@ fn model() -> loom::model::Builder {
 }
 
 #[test]
-fn batches_are_delivered_exactly_once() {
+fn batches_and_node_returns_are_delivered_exactly_once() {
     model().check(|| {
         let w = Arc::new(World {
-            out: Ring::new(),
-            back: Ring::new(),
+            a_out: Ring::new(),
+            a_back: Ring::new(),
+            o_out: Ring::new(),
+            o_back: Ring::new(),
             central: Central {
                 flag: DutyFlag::new(),
-                parked: UnsafeCell::new(Vec::new()),
+                parked: UnsafeCell::new([Vec::new(), Vec::new()]),
             },
         });
         // heap A: sends 3 batches over a 2-slot ring; on a full ring it runs a pass and
-        // retries once, else keeps the batch pending and sends it later (as heap.rs does)
+        // retries once, else keeps the batch stalled; it also collects its returned nodes
         let wa = w.clone();
         let a = thread::spawn(move || {
             let mut pending: Vec<usize> = vec![1, 2, 3];
-            let mut tries = 0;
-            while !pending.is_empty() && tries < 3 {
-                let b = pending[0];
-                if wa.out.push(b) || (pass(&wa) && wa.out.push(b)) {
-                    pending.remove(0);
-                } else {
-                    tries += 1;
-                    thread::yield_now();
+            let mut homes = Vec::new();
+            for _ in 0..3 {
+                if let Some(&b) = pending.first() {
+                    if wa.a_out.push(b) || (pass(&wa) && wa.a_out.push(b)) {
+                        pending.remove(0);
+                    }
+                }
+                while let Some(m) = wa.a_back.pop() {
+                    homes.push(m);
                 }
             }
-            pending
+            (pending, homes)
         });
-        // another heap running the duty opportunistically
-        let wc = w.clone();
-        let c = thread::spawn(move || {
-            pass(&wc);
+        // the owner drains (and runs the duty once, as a heap that is owed frees does)
+        let wo = w.clone();
+        let o = thread::spawn(move || {
+            let (mut got, mut stalled) = (Vec::new(), Vec::new());
+            owner_drain(&wo, &mut got, &mut stalled);
+            pass(&wo);
+            owner_drain(&wo, &mut got, &mut stalled);
+            (got, stalled)
         });
-        // the owner drains its back ring
-        let mut got = Vec::new();
-        if let Some(b) = w.back.pop() {
-            got.push(b);
-        }
-        let left = a.join().unwrap();
-        c.join().unwrap();
-        // shutdown: the leftovers are flushed (ring has room now that passes drain it)
-        for b in left {
-            loop {
-                if w.out.push(b) {
-                    break;
-                }
-                assert!(pass(&w), "nobody else holds the duty now");
-                while let Some(x) = w.back.pop() {
-                    got.push(x);
-                }
-            }
-        }
-        for _ in 0..4 {
+        let (left, mut homes) = a.join().unwrap();
+        let (mut got, mut stalled) = o.join().unwrap();
+        // shutdown (what settle() does): flush what is left, pass, drain, until quiet
+        let mut left = left;
+        for _ in 0..12 {
+            left.retain(|&b| !w.a_out.push(b));
+            assert!(pass(&w), "nobody else holds the duty now");
+            owner_drain(&w, &mut got, &mut stalled);
             assert!(pass(&w));
-            while let Some(x) = w.back.pop() {
-                got.push(x);
+            while let Some(m) = w.a_back.pop() {
+                homes.push(m);
             }
         }
+        assert!(left.is_empty() && stalled.is_empty());
         got.sort_unstable();
+        homes.sort_unstable();
         assert_eq!(got, vec![1, 2, 3], "lost or duplicated batch");
+        assert_eq!(
+            homes,
+            vec![1 | RETURN, 2 | RETURN, 3 | RETURN],
+            "lost or duplicated node return"
+        );
     });
 }
 

@@ -120,8 +120,13 @@ fn main() {
         // profiling aid: run the selected cases for one allocator only, no report
         for _ in 0..reps {
             for (case, f) in &cs {
+                let before = lattice_alloc::snapshot().os_mapped_bytes;
                 let ns = f(by_name(&profile_only), &scale);
-                println!("{case} {profile_only} {ns:.1}");
+                let mapped = lattice_alloc::snapshot().os_mapped_bytes - before;
+                println!(
+                    "{case} {profile_only} {ns:.1} ns/op; lattice mapped {} KiB during the case",
+                    mapped >> 10
+                );
             }
         }
         return;
@@ -316,6 +321,20 @@ fn report(
                 v[v.len() - 1] / 1e6,
                 peak / gpeak
             );
+        }
+        println!();
+        println!("RSS samples (MB, one per second):");
+        println!();
+        for n in NAMES {
+            if let Some(v) = soak.get(n) {
+                println!(
+                    "- {n}: {}",
+                    v.iter()
+                        .map(|b| format!("{:.0}", b / 1e6))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
         }
     }
 }
