@@ -71,6 +71,7 @@ pub(crate) struct HeapShared {
     pub remote_sent_batches: AtomicU64,
     pub out_ring_full: AtomicU64,
     pub stalled: AtomicU64,
+    pub stalled_now: AtomicU64,
     pub pages_in_use: AtomicU64,
     pub segments: AtomicU64,
     pub adoptions: AtomicU64,
@@ -87,12 +88,16 @@ pub(crate) struct HeapShared {
 /// Owner-exclusive slab state.
 pub(crate) struct HeapLocal {
     classes: [*mut PageMeta; NUM_CLASSES],
+    /// Last page of each class list: pages that were full and got a block back go here, so the
+    /// head page fills up first and nearly empty pages get the chance to empty (fragmentation).
+    tails: [*mut PageMeta; NUM_CLASSES],
     segs: *mut Segment,
     empty_segs: u32,
     pending: [Pending; MAX_HEAPS],
     pending_mask: [u64; MAX_HEAPS / 64],
     /// Messages that found the out ring full (linked through offset 0, tagged).
     stalled: usize,
+    stalled_n: usize,
     pub(crate) large: crate::large::LargeCache,
 }
 
@@ -115,7 +120,7 @@ pub(crate) static HEAPS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FALLBACK_USES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static META_BYTES: AtomicU64 = AtomicU64::new(0);
 
-const HEAP_MAP: usize = round_up(core::mem::size_of::<Heap>(), OS_PAGE);
+pub(crate) const HEAP_MAP: usize = round_up(core::mem::size_of::<Heap>(), OS_PAGE);
 
 /// Number of heap slots that may hold a heap.
 #[inline]
@@ -264,6 +269,11 @@ impl Heap {
 
     #[cold]
     unsafe fn alloc_slow(&self, l: &mut HeapLocal, c: usize) -> *mut u8 {
+        // 0. our own messages that found the ring full
+        if l.stalled != 0 {
+            // SAFETY: we own the heap.
+            unsafe { self.retry_stalled(l) };
+        }
         // 1. frees owed to us that already came back
         // SAFETY: we own the heap.
         unsafe { self.drain(l, DRAIN_BUDGET) };
@@ -393,7 +403,7 @@ impl Heap {
             let c = pg.class as usize;
             bump(&self.shared.class_frees[c], 1);
             if !pg.in_list {
-                push_front(l, c, page);
+                push_back(l, c, page);
             } else if pg.used == 0 && !(pg.prev.is_null() && pg.next.is_null()) {
                 unlink(l, c, page);
                 self.retire_page(l, seg, page);
@@ -521,6 +531,19 @@ impl Heap {
     /// retry; if still full the message is stalled (kept on a local list, counted) and goes
     /// out at the next flush.
     unsafe fn send_value(&self, l: &mut HeapLocal, v: usize) {
+        // SAFETY (block): we own the heap; v is ours until published.
+        if l.stalled != 0 && unsafe { self.retry_stalled(l) } > 0 {
+            // older messages first; the ring is still full: run the duty (someone has to,
+            // or the owners never get their blocks back) and retry, else wait behind them
+            bump(&self.shared.out_ring_full, 1);
+            crate::central::central_pool_pass(OPPORTUNISTIC_PASS_BUDGET);
+            // SAFETY: as above.
+            if unsafe { self.retry_stalled(l) } > 0 {
+                // SAFETY: as above.
+                unsafe { self.stall(l, v) };
+                return;
+            }
+        }
         // SAFETY: v is ours until published.
         let info = unsafe { message_info(v) };
         if self.shared.out.push(v) {
@@ -533,10 +556,41 @@ impl Heap {
             self.note_sent(info);
             return;
         }
-        // SAFETY: v's memory is ours until published; offset 0 is the link of every message.
+        // SAFETY: v is ours until published.
+        unsafe { self.stall(l, v) };
+    }
+
+    /// Keeps a message that found the ring full (offset 0 of every message is its link).
+    unsafe fn stall(&self, l: &mut HeapLocal, v: usize) {
+        // SAFETY: v's memory is ours until published.
         unsafe { *((v & !TAG_MASK) as *mut usize) = l.stalled };
         l.stalled = v;
+        l.stalled_n += 1;
         bump(&self.shared.stalled, 1);
+        self.shared
+            .stalled_now
+            .store(l.stalled_n as u64, Ordering::Relaxed);
+    }
+
+    /// Pushes stalled messages while the ring has room; returns how many are left. Stops at
+    /// the first full push, so a full ring costs one probe, not a walk.
+    unsafe fn retry_stalled(&self, l: &mut HeapLocal) -> usize {
+        let mut v = l.stalled;
+        while v != 0 {
+            // SAFETY: stalled messages are ours; offset 0 is their link.
+            let (next, info) = unsafe { (*((v & !TAG_MASK) as *const usize), message_info(v)) };
+            if !self.shared.out.push(v) {
+                break;
+            }
+            self.note_sent(info);
+            l.stalled_n -= 1;
+            v = next;
+        }
+        l.stalled = v;
+        self.shared
+            .stalled_now
+            .store(l.stalled_n as u64, Ordering::Relaxed);
+        l.stalled_n
     }
 
     /// Counts a published message (blocks, destination) as sent by us.
@@ -575,24 +629,8 @@ impl Heap {
     pub(crate) unsafe fn flush(&self) -> usize {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
-        // stalled first, oldest last (LIFO is fine: order carries no meaning)
-        let mut v = core::mem::take(&mut l.stalled);
-        let mut left = 0;
-        while v != 0 {
-            // SAFETY: stalled messages are ours; offset 0 is their link.
-            let next = unsafe { *((v & !TAG_MASK) as *const usize) };
-            // SAFETY: still ours.
-            let info = unsafe { message_info(v) };
-            if self.shared.out.push(v) {
-                self.note_sent(info);
-            } else {
-                // SAFETY: still ours.
-                unsafe { *((v & !TAG_MASK) as *mut usize) = l.stalled };
-                l.stalled = v;
-                left += 1;
-            }
-            v = next;
-        }
+        // SAFETY: caller owns the heap.
+        unsafe { self.retry_stalled(l) };
         for w in 0..MAX_HEAPS / 64 {
             let mut m = l.pending_mask[w];
             while m != 0 {
@@ -602,13 +640,8 @@ impl Heap {
                 unsafe { self.send(l, owner) };
             }
         }
-        let mut v = l.stalled;
-        while v != 0 && left == 0 {
-            left += 1;
-            // SAFETY: stalled messages are ours.
-            v = unsafe { *((v & !TAG_MASK) as *const usize) };
-        }
-        left
+        // SAFETY: caller owns the heap.
+        unsafe { self.retry_stalled(l) }
     }
 
     /// Takes every pending node and stalled message out of this heap (the central pool does
@@ -620,6 +653,8 @@ impl Heap {
         // SAFETY: caller owns the heap.
         let l = unsafe { self.local() };
         let mut v = core::mem::take(&mut l.stalled);
+        l.stalled_n = 0;
+        self.shared.stalled_now.store(0, Ordering::Relaxed);
         while v != 0 {
             // SAFETY: stalled messages are ours.
             let next = unsafe { *((v & !TAG_MASK) as *const usize) };
@@ -782,9 +817,27 @@ unsafe fn push_front(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
         (*page).in_list = true;
         if !head.is_null() {
             (*head).prev = page;
+        } else {
+            l.tails[c] = page;
         }
     }
     l.classes[c] = page;
+}
+
+unsafe fn push_back(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
+    let tail = l.tails[c];
+    if tail.is_null() {
+        // SAFETY: forwarded.
+        return unsafe { push_front(l, c, page) };
+    }
+    // SAFETY: page and tail are live pages of this heap.
+    unsafe {
+        (*page).next = ptr::null_mut();
+        (*page).prev = tail;
+        (*page).in_list = true;
+        (*tail).next = page;
+    }
+    l.tails[c] = page;
 }
 
 unsafe fn unlink(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
@@ -798,6 +851,8 @@ unsafe fn unlink(l: &mut HeapLocal, c: usize, page: *mut PageMeta) {
         }
         if !n.is_null() {
             (*n).prev = p;
+        } else {
+            l.tails[c] = p;
         }
         (*page).prev = ptr::null_mut();
         (*page).next = ptr::null_mut();

@@ -60,6 +60,8 @@ pub struct HeapSnapshot {
     pub remote_inbound_in_flight: u64,
     /// Times this heap's outbound ring was full.
     pub out_ring_full: u64,
+    /// Messages waiting in this heap because its outbound ring was full (now).
+    pub stalled_messages: u64,
     /// Slab pages in use.
     pub pages_in_use: u64,
     /// Segments mapped.
@@ -174,6 +176,7 @@ pub fn snapshot() -> MemorySnapshot {
             remote_sent_batches: hs.remote_sent_batches.load(Ordering::Relaxed),
             remote_inbound_in_flight: inbound,
             out_ring_full: hs.out_ring_full.load(Ordering::Relaxed),
+            stalled_messages: hs.stalled_now.load(Ordering::Relaxed),
             pages_in_use: hs.pages_in_use.load(Ordering::Relaxed),
             segments: hs.segments.load(Ordering::Relaxed),
             adoptions: hs.adoptions.load(Ordering::Relaxed),

@@ -402,3 +402,14 @@ fn pool_rejects_overaligned_types() {
         Some(PoolError::UnsupportedLayout)
     );
 }
+
+#[test]
+fn heap_struct_is_small() {
+    // docs/ALLOC.md states 12 KiB per heap
+    assert_eq!(
+        crate::heap::HEAP_MAP,
+        12 << 10,
+        "heap struct maps {} bytes",
+        crate::heap::HEAP_MAP
+    );
+}

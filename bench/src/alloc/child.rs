@@ -113,6 +113,24 @@ pub fn rss_soak(al: Alloc, secs: u64) {
         let next = start + Duration::from_secs(t);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         println!("rss t={t} bytes={}", lattice_alloc::process_rss_bytes());
+        if std::env::var_os("ALLOC_BENCH_SOAK_DEBUG").is_some() {
+            let s = lattice_alloc::snapshot();
+            let pages: u64 = s.heaps.iter().map(|h| h.pages_in_use).sum();
+            let segs: u64 = s.heaps.iter().map(|h| h.segments).sum();
+            let stalled: u64 = s.heaps.iter().map(|h| h.stalled_messages).sum();
+            eprintln!(
+                "t={t} small_live={}MB pages={} ({}MB) segs={} in_flight={} parked={} stalled={stalled} large_live={}MB cached={}MB mapped={}MB",
+                s.small_live_bytes() >> 20,
+                pages,
+                (pages * 64) >> 10,
+                segs,
+                s.remote_in_flight_blocks,
+                s.remote_parked_messages,
+                s.large_live_bytes >> 20,
+                s.large_cached_bytes >> 20,
+                s.os_current_bytes >> 20
+            );
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
