@@ -413,3 +413,63 @@ fn heap_struct_is_small() {
         crate::heap::HEAP_MAP
     );
 }
+
+#[test]
+fn threads_beyond_the_heap_limit_share_the_fallback_heap() {
+    use std::sync::{Arc, Barrier};
+    let n = MAX_HEAPS + 40;
+    let bar = Arc::new(Barrier::new(n));
+    let (tx, rx) = mpsc::channel::<usize>();
+    let l = Layout::from_size_align(4000, 8).unwrap();
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (bar, tx) = (bar.clone(), tx.clone());
+            std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    // SAFETY: non-zero layout.
+                    let ps: Vec<usize> = (0..8).map(|_| unsafe { A.alloc(l) } as usize).collect();
+                    for &p in &ps {
+                        fill(p as *mut u8, 4000, i as u8);
+                    }
+                    bar.wait(); // every thread alive at once
+                    for (k, &p) in ps.iter().enumerate() {
+                        check(p as *const u8, 4000, i as u8);
+                        if k % 2 == 0 {
+                            // SAFETY: live block freed once.
+                            unsafe { A.dealloc(p as *mut u8, l) };
+                        } else {
+                            tx.send(p).unwrap();
+                        }
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    drop(tx);
+    for h in hs {
+        h.join().unwrap();
+    }
+    for p in rx {
+        // SAFETY: live blocks from the workers, freed once.
+        unsafe { A.dealloc(p as *mut u8, l) };
+    }
+    settle(64);
+    let s = snapshot();
+    assert!(
+        s.heaps_exhausted > 0,
+        "more threads than heaps must hit the limit"
+    );
+    assert!(s.fallback_uses > 0);
+    let fb = s
+        .heaps
+        .iter()
+        .find(|h| h.state == HeapState::Fallback)
+        .unwrap();
+    let c = fb
+        .classes
+        .iter()
+        .find(|c| c.class_size == 4096)
+        .expect("fallback heap served 4000-byte blocks");
+    assert_eq!(c.live_allocs, 0, "every fallback block came back: {fb:?}");
+}
