@@ -288,7 +288,8 @@ fn empty_segments_go_back_to_the_os() {
     std::thread::spawn(|| {
         let l = Layout::from_size_align(4096, 8).unwrap();
         let before = snapshot().os_returned_bytes;
-        let ps: Vec<usize> = (0..8192).map(|_| unsafe { A.alloc(l) } as usize).collect(); // 32 MiB
+        // SAFETY: non-zero layout; 8192 × 4 KiB = 32 MiB.
+        let ps: Vec<usize> = (0..8192).map(|_| unsafe { A.alloc(l) } as usize).collect();
         for p in ps {
             // SAFETY: live blocks.
             unsafe { A.dealloc(p as *mut u8, l) };

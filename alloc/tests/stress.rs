@@ -145,10 +145,10 @@ fn worker(id: usize, ops: u64, seed: u64, inbox: Receiver<Blk>, outs: Vec<SyncSe
                 let b = &mut live[i];
                 verify(b);
                 let new_size = size_for(&mut r);
-                // SAFETY: live block with its layout; same alignment for the new size when
-                // both are 16-multiples or both not; otherwise move by hand.
+                // realloc keeps the alignment: only try it when the new size wants the same one
                 let old_l = layout(b.size);
                 if old_l.align() == layout(new_size).align() {
+                    // SAFETY: live block with its layout, freed by realloc on success.
                     let q = unsafe { GLOBAL.realloc(b.ptr as *mut u8, old_l, new_size) } as usize;
                     assert!(q != 0);
                     let keep = b.size.min(new_size);
