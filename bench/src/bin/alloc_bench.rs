@@ -1,7 +1,7 @@
 //! Allocator benchmark: glibc (system), jemalloc, mimalloc, snmalloc and lattice-alloc in one
 //! process, cases interleaved, medians and IQR. See bench/results/alloc.md.
 //!
-//! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR]
+//! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR[|SUBSTR...]]
 //! [--profile ALLOC]` (`--profile` runs the selected cases for one allocator, no report).
 //! Child mode (used internally): `alloc_bench --child meta|soak ALLOC [SECS]`.
 
@@ -111,7 +111,7 @@ fn main() {
     );
     let cs: Vec<Case> = cases()
         .into_iter()
-        .filter(|c| c.0.contains(only.as_str()))
+        .filter(|c| only.split('|').any(|o| c.0.contains(o)))
         .collect();
     let mut res: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     // warm-up: one untimed round of every case for every allocator
@@ -151,7 +151,7 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     // meta_overhead: a process per allocator per repetition, interleaved
     let mut meta: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
-    if only.is_empty() || "meta_overhead".contains(only.as_str()) {
+    if only.is_empty() || only.split('|').any(|o| "meta_overhead".contains(o)) {
         for _ in 0..meta_reps {
             for n in NAMES {
                 let out = Command::new(&exe)
@@ -175,7 +175,7 @@ fn main() {
     }
     // rss_soak: a process per allocator, run one after another
     let mut soak: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    if soak_secs > 0 && (only.is_empty() || "rss_soak".contains(only.as_str())) {
+    if soak_secs > 0 && (only.is_empty() || only.split('|').any(|o| "rss_soak".contains(o))) {
         for n in NAMES {
             let out = Command::new(&exe)
                 .args(["--child", "soak", n, &soak_secs.to_string()])
