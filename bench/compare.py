@@ -47,13 +47,21 @@ def rss_kib(pid):
     return 0
 
 
-def start_server(kind, port, cores="0", shards=1, route="local"):
+def hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_server(kind, port, cores="0", shards=1, route="local", binary=None):
     log = open(os.path.join(tempfile.gettempdir(), f"compare-{kind}-{port}.log"), "w")
     if kind == "baseline":
         cmd = ["taskset", "-c", cores, f"{BIN}/baseline-echo", "--listen", f"127.0.0.1:{port}",
                "--threads", str(shards)]
     else:
-        cmd = ["taskset", "-c", cores, f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
+        cmd = ["taskset", "-c", cores, binary or f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
                "--admin.listen", "", "--runtime.shards", str(shards), "--logic.route", route,
                "--log.level", "warn"]
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -88,9 +96,9 @@ def harness(port, args, procs=2, core="1"):
     return [json.load(open(r)) for r in outs]
 
 
-def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1"):
+def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None):
     port = free_port()
-    p = start_server(kind, port, cores, shards, route)
+    p = start_server(kind, port, cores, shards, route, binary)
     per = a.rate / 2
     common = ["--connections", str(a.connections // 2), "--depth", str(a.depth), "--payload", "100",
               "--duration", str(a.duration), "--warmup", "1"]
@@ -101,6 +109,7 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1"):
     p99 = max(r["latency_us"]["p99"] for r in reps)
     # Closed loop right after: throughput.
     reps2 = harness(port, common, core=hcore)
+    peak = hwm_kib(p.pid)
     stop(p)
     return {
         "cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
@@ -108,6 +117,7 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1"):
         "open_p99_us": p99,
         "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2),
         "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2),
+        "peak_rss_kib": peak,
     }
 
 
@@ -142,6 +152,8 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--only", default="echo,mesh,idle")
     ap.add_argument("--json", default="", help="write all raw results here")
+    ap.add_argument("--variants", default="",
+                    help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
     a = ap.parse_args()
     only = set(a.only.split(","))
     results = {}
@@ -183,6 +195,23 @@ def main():
         print(f"| RSS before (KiB) | {li['rss_before_kib']} | {bi['rss_before_kib']} |")
         print(f"| RSS after (KiB) | {li['rss_after_kib']} | {bi['rss_after_kib']} |")
         print(f"| bytes per connection | {li['bytes_per_conn']:.0f} | {bi['bytes_per_conn']:.0f} |")
+    if a.variants:
+        variants = [v.split("=", 1) for v in a.variants.split(",")]
+        rows = {name: [] for name, _ in variants}
+        for i in range(a.reps):
+            for name, path in variants:
+                rows[name].append(echo_run("lattice", a, binary=path))
+            print(f"  rep {i+1}: " + ", ".join(f"{n} {rows[n][-1]['cpu_us_per_rt']:.3f} µs/rt" for n, _ in variants),
+                  flush=True)
+        results["variants"] = rows
+        first = variants[0][0]
+        print(f"\n| variant (median of {a.reps}) | server CPU µs/rt | ratio to {first} | closed-loop rt/s | peak RSS KiB |")
+        print("|---|---:|---:|---:|---:|")
+        base = med(rows[first], "cpu_us_per_rt")
+        for name, _ in variants:
+            c = med(rows[name], "cpu_us_per_rt")
+            print(f"| {name} | {c:.3f} | {c / base:.2f} | {med(rows[name], 'closed_rt_per_s'):.0f} | "
+                  f"{med(rows[name], 'peak_rss_kib'):.0f} |")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=2)
 
