@@ -5,6 +5,9 @@
 //! `lattice-shards`. Cross-shard work is always an explicit message through the mesh.
 #![warn(missing_docs)]
 
+/// The per-shard allocator (`lattice-alloc`), re-exported so the binary can install it.
+pub use lattice_alloc as alloc;
+
 pub mod config;
 pub mod mesh;
 pub mod net;

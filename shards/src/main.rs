@@ -1,5 +1,29 @@
 //! The `lattice` binary.
 
+#[cfg(any(
+    all(feature = "alloc-lattice", feature = "alloc-jemalloc"),
+    all(feature = "alloc-lattice", feature = "alloc-system"),
+    all(feature = "alloc-jemalloc", feature = "alloc-system"),
+))]
+compile_error!("choose one allocator feature: alloc-lattice, alloc-jemalloc or alloc-system (use --no-default-features)");
+
+#[cfg(feature = "alloc-lattice")]
+#[global_allocator]
+static GLOBAL: lattice_core::alloc::LatticeAlloc = lattice_core::alloc::LatticeAlloc::new();
+
+#[cfg(feature = "alloc-jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Name of the allocator this binary was built with.
+const ALLOCATOR: &str = if cfg!(feature = "alloc-lattice") {
+    "lattice"
+} else if cfg!(feature = "alloc-jemalloc") {
+    "jemalloc"
+} else {
+    "system"
+};
+
 use lattice_shards::cli::{self, Command};
 use lattice_shards::config::Config;
 use lattice_shards::server::{self, exit};
@@ -21,7 +45,7 @@ fn main() {
         }
         Command::Version => {
             println!(
-                "lattice {} (protocol {})",
+                "lattice {} (protocol {}, allocator {ALLOCATOR})",
                 env!("CARGO_PKG_VERSION"),
                 lattice_proto::version::PROTOCOL
             );
@@ -68,6 +92,10 @@ fn main() {
                         std::process::exit(exit::CONFIG);
                     }
                     install_panic_hook();
+                    if cfg!(feature = "alloc-lattice") {
+                        lattice_core::runtime::enable_allocator_duties();
+                    }
+                    tracing::info!(allocator = ALLOCATOR, "starting");
                     server::run(c)
                 }
                 Err(e) => {

@@ -72,6 +72,10 @@ pub fn run(cfg: Config) -> i32 {
             let h = storage.handle();
             s.metrics()
                 .add_renderer(move |out| out.push_str(&h.metrics().render_prometheus()));
+            if lattice_core::runtime::allocator_duties() {
+                s.metrics()
+                    .add_renderer(lattice_core::telemetry::alloc_metrics::render);
+            }
             s
         }
         Err(e) => {
@@ -128,6 +132,9 @@ pub fn run(cfg: Config) -> i32 {
             tracing::error!(error = %e, "storage shutdown failed; unflushed marks stay in the journal for the next start");
             code = exit::FAILURE;
         }
+    }
+    if lattice_core::runtime::allocator_duties() {
+        tracing::info!(report = %lattice_core::alloc::leak_report(), "allocator: still live at shutdown");
     }
     tracing::info!(code, "stopped");
     code

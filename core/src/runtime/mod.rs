@@ -12,6 +12,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use driver::{DriverChoice, DriverKind};
+
+static ALLOC_DUTIES: AtomicBool = AtomicBool::new(false);
+
+/// Tells the shards that `lattice-alloc` is the global allocator: each shard then registers its own
+/// heap, flushes its remote frees every loop pass, and shard 0 runs the central pool duty. Call
+/// before [`Server::start`]. Without it the shards do none of that (another allocator is in use).
+pub fn enable_allocator_duties() {
+    ALLOC_DUTIES.store(true, Ordering::SeqCst);
+}
+
+/// True when [`enable_allocator_duties`] was called.
+pub fn allocator_duties() -> bool {
+    ALLOC_DUTIES.load(Ordering::Relaxed)
+}
 pub use shard::{ShardApp, ShardCx};
 
 use crate::mesh::{ring, Control, ShardSignal};

@@ -454,6 +454,12 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
 
 async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let id = st.cx.id;
+    let alloc_duties = crate::runtime::allocator_duties();
+    if alloc_duties {
+        if let Err(e) = lattice_alloc::register_heap(&format!("shard-{id}")) {
+            tracing::warn!(shard = id, error = %e, "allocator: no own heap; using the shared fallback heap");
+        }
+    }
     guarded(&st, "on_start", |app| app.on_start(&st.cx));
     let mut drain_deadline: Option<Instant> = None;
     loop {
@@ -501,6 +507,12 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             let Some(msg) = next else { break };
             worked = true;
             guarded(&st, "on_message", |app| app.on_message(&st.cx, msg));
+        }
+        if alloc_duties {
+            lattice_alloc::flush_thread();
+            if id == 0 {
+                lattice_alloc::central_pool_pass(64);
+            }
         }
         st.cx.local_work.set(false);
         let more = guarded(&st, "run_queued", |app| app.run_queued(&st.cx, 256)).unwrap_or(false);
