@@ -49,7 +49,8 @@ pub fn render(out: &mut String) {
     for h in &s.heaps {
         let _ = writeln!(
             out,
-            "lattice_alloc_heap_remote_sent_blocks_total{{heap=\"{}\"}} {}",
+            "lattice_alloc_heap_remote_sent_blocks_total{{heap=\"{}\",name=\"{}\"}} {}",
+            h.id,
             label(&h.name),
             h.remote_sent_blocks
         );
