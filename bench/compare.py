@@ -154,6 +154,8 @@ def main():
     ap.add_argument("--json", default="", help="write all raw results here")
     ap.add_argument("--variants", default="",
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
+    ap.add_argument("--variant-shards", type=int, default=1, help="shards for --variants runs")
+    ap.add_argument("--variant-route", default="local", help="logic.route for --variants runs")
     a = ap.parse_args()
     only = set(a.only.split(","))
     results = {}
@@ -200,7 +202,8 @@ def main():
         rows = {name: [] for name, _ in variants}
         for i in range(a.reps):
             for name, path in variants:
-                rows[name].append(echo_run("lattice", a, binary=path))
+                rows[name].append(echo_run("lattice", a, shards=a.variant_shards, route=a.variant_route,
+                                           cores="0" if a.variant_shards == 1 else "0,1", binary=path))
             print(f"  rep {i+1}: " + ", ".join(f"{n} {rows[n][-1]['cpu_us_per_rt']:.3f} µs/rt" for n, _ in variants),
                   flush=True)
         results["variants"] = rows

@@ -139,6 +139,10 @@ impl<A: ShardApp> Future for Conn<A> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let this = self.get_mut();
         let mut reads = 0;
+        // A read that did not fill the buffer drained the socket: reading again at once would
+        // almost always be an EAGAIN syscall. Yield first (replies were written above), so other
+        // sessions run and more input can arrive.
+        let mut short_read = false;
         loop {
             let closing = this.sess.closing.borrow_mut().take();
             if let Some(reason) = closing {
@@ -154,7 +158,7 @@ impl<A: ShardApp> Future for Conn<A> {
             if this.st.cx.is_draining() {
                 break;
             }
-            if reads >= this.st.cx.net.reads_per_poll.max(1) {
+            if reads >= this.st.cx.net.reads_per_poll.max(1) || short_read {
                 // Fairness: let other sessions run, come back at once.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -168,6 +172,7 @@ impl<A: ShardApp> Future for Conn<A> {
                 Poll::Ready(Ok(())) => {
                     reads += 1;
                     let n = rb.filled().len();
+                    short_read = n < rb.capacity();
                     if n == 0 {
                         return Poll::Ready(match this.decoder.finish() {
                             Ok(()) => CloseReason::PeerClosed,
