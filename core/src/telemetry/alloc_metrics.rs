@@ -8,10 +8,17 @@ fn label(s: &str) -> String {
         .replace('\n', " ")
 }
 
+/// A per-heap gauge: metric name, help text, and how to read it from a heap's snapshot.
+type HeapGauge = (
+    &'static str,
+    &'static str,
+    fn(&lattice_alloc::HeapSnapshot) -> u64,
+);
+
 /// Appends the allocator's families to `out`. Cost: one [`lattice_alloc::snapshot`].
 pub fn render(out: &mut String) {
     let s = lattice_alloc::snapshot();
-    let heap_gauges: [(&str, &str, fn(&lattice_alloc::HeapSnapshot) -> u64); 4] = [
+    let heap_gauges: [HeapGauge; 4] = [
         (
             "lattice_alloc_heap_live_bytes",
             "Bytes live in small-object pages of each heap.",
