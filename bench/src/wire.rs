@@ -1,15 +1,14 @@
-//! Minimal frame helpers for the harness and the baseline (same format as docs/PROTOCOL.md).
+//! Frame helpers for the harness and the baseline: thin adapters over `lattice_core::net::frame`, so
+//! both speak exactly the codec the server uses.
+
+use lattice_core::net::frame::{encode_into, parse_header};
 
 /// Frame header size.
-pub const HEADER: usize = 12;
+pub const HEADER: usize = lattice_core::net::frame::HEADER_LEN;
 
 /// Appends one frame.
 pub fn put_frame(out: &mut Vec<u8>, opcode: u16, flags: u16, rid: u32, body: &[u8]) {
-    out.extend_from_slice(&((HEADER + body.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&opcode.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&rid.to_le_bytes());
-    out.extend_from_slice(body);
+    encode_into(out, opcode, flags, rid, body);
 }
 
 /// A parsed frame header.
@@ -25,24 +24,21 @@ pub struct Head {
     pub rid: u32,
 }
 
-/// Parses the header at the start of `buf` if a whole frame is there.
+/// Parses the header at the start of `buf` if a whole frame is there; errors on a header the codec
+/// refuses (bad length, reserved flags, opcode 0).
 pub fn whole_frame(buf: &[u8], max: usize) -> Result<Option<Head>, String> {
-    if buf.len() < HEADER {
-        return Ok(None);
+    let max = u32::try_from(max).unwrap_or(u32::MAX);
+    match parse_header(buf, max) {
+        Err(e) => Err(e.to_string()),
+        Ok(None) => Ok(None),
+        Ok(Some(h)) if buf.len() < h.length as usize => Ok(None),
+        Ok(Some(h)) => Ok(Some(Head {
+            len: h.length as usize,
+            opcode: h.opcode,
+            flags: h.flags,
+            rid: h.request_id,
+        })),
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if !(HEADER..=max).contains(&len) {
-        return Err(format!("bad frame length {len}"));
-    }
-    if buf.len() < len {
-        return Ok(None);
-    }
-    Ok(Some(Head {
-        len,
-        opcode: u16::from_le_bytes([buf[4], buf[5]]),
-        flags: u16::from_le_bytes([buf[6], buf[7]]),
-        rid: u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]),
-    }))
 }
 
 /// Parses `--key value` options into pairs; bare words are errors.
@@ -77,7 +73,7 @@ mod tests {
         assert_eq!((h.len, h.opcode, h.rid), (15, 4, 9));
         assert!(whole_frame(&v[..14], 1024).unwrap().is_none());
         v[0] = 2;
-        assert!(whole_frame(&v, 1024).is_err());
+        assert!(whole_frame(&v, 1024).unwrap_err().contains("out of range"));
     }
 
     #[test]
