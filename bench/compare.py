@@ -39,18 +39,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / HZ
 
 
-def rss_kib(pid):
+def status_kib(pid, key):
+    """A `KEY: N kB` line of /proc/PID/status (VmRSS, VmHWM), in KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -109,7 +102,7 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
     p99 = max(r["latency_us"]["p99"] for r in reps)
     # Closed loop right after: throughput.
     reps2 = harness(port, common, core=hcore)
-    peak = hwm_kib(p.pid)
+    peak = status_kib(p.pid, "VmHWM")
     stop(p)
     return {
         "cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
@@ -125,13 +118,13 @@ def idle_run(kind, n, a):
     port = free_port()
     p = start_server(kind, port)
     time.sleep(0.5)
-    before = rss_kib(p.pid)
+    before = status_kib(p.pid, "VmRSS")
     load = subprocess.Popen(
         ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--scenario", "idle",
          "--connections", str(n), "--sources", "8", "--duration", "8", "--warmup", "0", "--quiet",
          "--max-errors", "0"], stdout=subprocess.DEVNULL)
     time.sleep(6)
-    after = rss_kib(p.pid)
+    after = status_kib(p.pid, "VmRSS")
     if load.wait() != 0:
         sys.exit("idle harness failed (open-files limit? ephemeral ports?)")
     stop(p)

@@ -30,13 +30,7 @@ use lattice_shards::server::{self, exit};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = match cli::parse(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("lattice: {e}");
-            std::process::exit(exit::CONFIG);
-        }
-    };
+    let cmd = cli::parse(&args).unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)));
     let env: Vec<(String, String)> = std::env::vars().collect();
     let code = match cmd {
         Command::Help => {
@@ -52,60 +46,53 @@ fn main() {
             exit::OK
         }
         Command::ShowConfig { config, overrides } => {
-            match Config::load(config.as_deref(), env, overrides) {
-                Ok(c) => {
-                    print!("{}", toml::to_string(&c.table).unwrap_or_default());
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("lattice: {e}");
-                    exit::CONFIG
-                }
-            }
+            let c = load_or_exit(config, env, overrides);
+            print!("{}", toml::to_string(&c.table).unwrap_or_default());
+            exit::OK
         }
         Command::MigratePrint { config, overrides } => {
-            match Config::load(config.as_deref(), env, overrides) {
-                Ok(c) => match lattice_core::storage::migrate::print_sql(
-                    &c.storage,
-                    lattice_shards::server::schema().migrations(),
-                ) {
-                    Ok(sql) => {
-                        print!("{sql}");
-                        exit::OK
-                    }
-                    Err(e) => {
-                        eprintln!("lattice: {e}");
-                        exit::FAILURE
-                    }
-                },
-                Err(e) => {
-                    eprintln!("lattice: {e}");
-                    exit::CONFIG
+            let c = load_or_exit(config, env, overrides);
+            match lattice_core::storage::migrate::print_sql(
+                &c.storage,
+                lattice_shards::server::schema().migrations(),
+            ) {
+                Ok(sql) => {
+                    print!("{sql}");
+                    exit::OK
                 }
+                Err(e) => fail(exit::FAILURE, e),
             }
         }
         Command::Run { config, overrides } => {
-            match Config::load(config.as_deref(), env, overrides) {
-                Ok(c) => {
-                    if let Err(e) = lattice_core::telemetry::log::init(&c.log) {
-                        eprintln!("lattice: {e}");
-                        std::process::exit(exit::CONFIG);
-                    }
-                    install_panic_hook();
-                    if cfg!(feature = "alloc-lattice") {
-                        lattice_core::runtime::enable_allocator_duties();
-                    }
-                    tracing::info!(allocator = ALLOCATOR, "starting");
-                    server::run(c)
-                }
-                Err(e) => {
-                    eprintln!("lattice: {e}");
-                    exit::CONFIG
-                }
+            let c = load_or_exit(config, env, overrides);
+            if let Err(e) = lattice_core::telemetry::log::init(&c.log) {
+                std::process::exit(fail(exit::CONFIG, e));
             }
+            install_panic_hook();
+            if cfg!(feature = "alloc-lattice") {
+                lattice_core::runtime::enable_allocator_duties();
+            }
+            tracing::info!(allocator = ALLOCATOR, "starting");
+            server::run(c)
         }
     };
     std::process::exit(code);
+}
+
+/// Prints `lattice: {e}` (one line) and returns `code`.
+fn fail(code: i32, e: impl std::fmt::Display) -> i32 {
+    eprintln!("lattice: {e}");
+    code
+}
+
+/// Loads the configuration, or exits with the config exit code and a one-line error.
+fn load_or_exit(
+    config: Option<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+    overrides: Vec<(String, String)>,
+) -> Config {
+    Config::load(config.as_deref(), env, overrides)
+        .unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)))
 }
 
 /// Panics (caught by the shard or not) are logged through tracing with their location.
