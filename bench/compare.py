@@ -55,7 +55,7 @@ def start_server(kind, port, cores="0", shards=1, route="local", binary=None):
                "--threads", str(shards)]
     else:
         cmd = ["taskset", "-c", cores, binary or f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
-               "--admin.listen", "", "--runtime.shards", str(shards), "--logic.route", route,
+               "--admin.listen", "", "--runtime.shards", str(shards), "--echo.route", route,
                "--log.level", "warn"]
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     # Probe through the admin-free path: the first connection is harmless (closed at once).
@@ -148,7 +148,7 @@ def main():
     ap.add_argument("--variants", default="",
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
     ap.add_argument("--variant-shards", type=int, default=1, help="shards for --variants runs")
-    ap.add_argument("--variant-route", default="local", help="logic.route for --variants runs")
+    ap.add_argument("--variant-route", default="local", help="echo.route for --variants runs")
     a = ap.parse_args()
     only = set(a.only.split(","))
     results = {}

@@ -5,5 +5,5 @@
 #   bench/compare.sh [--reps 3] [--duration 10] [--rate 60000] [--idle 10000] [--only echo,mesh,idle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p lattice-shards -p lattice-bench
+cargo build --release -q -p lattice-server -p lattice-bench
 exec python3 bench/compare.py "$@"

@@ -3,7 +3,7 @@
 # with inferno. Installs linux-perf (Debian) and inferno (cargo) when missing.
 #
 #   bench/flamegraph.sh [OUT.svg] [SECONDS] [extra lattice overrides...]
-#   e.g. bench/flamegraph.sh /tmp/lattice.svg 10 --logic.route remote --runtime.shards 2
+#   e.g. bench/flamegraph.sh /tmp/lattice.svg 10 --echo.route remote --runtime.shards 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/flamegraph.svg}
@@ -15,7 +15,7 @@ fi
 if ! command -v inferno-flamegraph >/dev/null; then
   cargo install inferno --locked -q
 fi
-cargo build --release -q -p lattice-shards -p lattice-bench
+cargo build --release -q -p lattice-server -p lattice-bench
 target=${CARGO_TARGET_DIR:-target}/release
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 taskset -c 0 "$target/lattice" run --net.listen "127.0.0.1:$port" --admin.listen "" \

@@ -404,11 +404,17 @@ fn registry_rs(msgs: &[Msg]) -> String {
     }
     s.push_str("}\n\n");
 
+    writeln!(
+        s,
+        "/// Number of messages with an opcode ([`OpcodeInfo::index`] is below it).\npub const COUNT: usize = {};\n",
+        with_op.len()
+    )
+    .expect("fmt");
     writeln!(s, "static INFOS: [OpcodeInfo; {}] = [", with_op.len()).expect("fmt");
-    for m in &with_op {
+    for (index, m) in with_op.iter().enumerate() {
         writeln!(
             s,
-            "    OpcodeInfo {{ opcode: {}, name: {:?}, full_name: {:?}, no_log_request: {}, no_log_response: {}, no_client: {} }},",
+            "    OpcodeInfo {{ opcode: {}, index: {index}, name: {:?}, full_name: {:?}, no_log_request: {}, no_log_response: {}, no_client: {} }},",
             m.opcode.expect("filtered"),
             m.short_name,
             m.full_name,
@@ -423,10 +429,13 @@ fn registry_rs(msgs: &[Msg]) -> String {
     for m in &with_op {
         writeln!(
             s,
-            "impl LatticeMessage for pb::{} {{\n    const OPCODE: u16 = {};\n    const NAME: &'static str = {:?};\n}}\n",
-            m.rust_path,
-            m.opcode.expect("filtered"),
-            m.short_name
+            "impl LatticeMessage for pb::{p} {{\n    const OPCODE: u16 = {op};\n    const NAME: &'static str = {n:?};\n\n    \
+             #[allow(unreachable_patterns)]\n    fn from_any(m: AnyMessage) -> Option<Self> {{\n        match m {{\n            \
+             AnyMessage::{v}(x) => Some(x),\n            _ => None,\n        }}\n    }}\n}}\n",
+            p = m.rust_path,
+            op = m.opcode.expect("filtered"),
+            n = m.short_name,
+            v = m.short_name.to_upper_camel_case()
         )
         .expect("fmt");
         writeln!(

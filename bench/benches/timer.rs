@@ -1,4 +1,4 @@
-//! Timer benchmarks: `lattice_core::time::TimerWheel` against `std::collections::BinaryHeap`,
+//! Timer benchmarks: `lattice_runtime::time::TimerWheel` against `std::collections::BinaryHeap`,
 //! `tokio_util::time::DelayQueue` and `hierarchical_hash_wheel_timer` (cancellable quad wheel).
 //!
 //! Run: `cargo bench -p lattice-bench --bench timer -- [--reps N] [--only NAME] [--no-mem]`
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use hierarchical_hash_wheel_timer::wheels::cancellable::QuadWheelWithOverflow;
 use hierarchical_hash_wheel_timer::IdOnlyTimerEntry;
-use lattice_core::time::{TimerHandle, TimerWheel, WheelConfig};
+use lattice_runtime::time::{TimerHandle, TimerWheel, WheelConfig};
 use tokio::runtime::Runtime;
 use tokio_util::time::DelayQueue;
 

@@ -1,10 +1,10 @@
-//! Frame helpers for the harness and the baseline: thin adapters over `lattice_core::net::frame`, so
+//! Frame helpers for the harness and the baseline: thin adapters over `lattice_wire::frame`, so
 //! both speak exactly the codec the server uses.
 
-use lattice_core::net::frame::{encode_into, parse_header};
+use lattice_wire::frame::{encode_into, parse_header};
 
 /// Frame header size.
-pub const HEADER: usize = lattice_core::net::frame::HEADER_LEN;
+pub const HEADER: usize = lattice_wire::frame::HEADER_LEN;
 
 /// Appends one frame.
 pub fn put_frame(out: &mut Vec<u8>, opcode: u16, flags: u16, rid: u32, body: &[u8]) {

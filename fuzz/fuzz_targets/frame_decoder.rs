@@ -5,7 +5,7 @@
 //! one-shot decode of the same bytes delivers (up to the first error).
 #![no_main]
 
-use lattice_core::net::frame::Decoder;
+use lattice_wire::frame::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 const MAX: u32 = 4096;

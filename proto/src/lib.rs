@@ -9,7 +9,7 @@
 //! - the TypeScript client files that the `lattice-proto gen-ts --out DIR` command writes.
 //!
 //! What it never does: I/O, framing, compression or logging. The frame codec and the gate (which
-//! rejects `no_client` opcodes and honours the no-log flags) live in `lattice-core` / `lattice-shards`.
+//! rejects `no_client` opcodes and honours the no-log flags) live in `lattice-wire` / `lattice-server`.
 //!
 //! Opcodes are explicit (`option (lattice.opcode) = N;`) and frozen in `proto/opcodes.lock`: the build
 //! fails on a duplicate, a missing or a moved opcode.
@@ -37,6 +37,8 @@ include!(concat!(env!("OUT_DIR"), "/registry.rs"));
 pub struct OpcodeInfo {
     /// The frame opcode.
     pub opcode: u16,
+    /// Dense position of the message in [`all`] (`0..COUNT`), for tables indexed by message.
+    pub index: u16,
     /// The message name without package, e.g. `"Login"`.
     pub name: &'static str,
     /// The fully-qualified protobuf name, e.g. `"lattice.Login"`.
@@ -78,6 +80,9 @@ pub trait LatticeMessage: prost::Message + Default + Into<AnyMessage> {
     const OPCODE: u16;
     /// The message name without package.
     const NAME: &'static str;
+
+    /// The message held by `m`, if it is a `Self` (generated: one `match`).
+    fn from_any(m: AnyMessage) -> Option<Self>;
 
     /// The registry entry of this message (flags included).
     fn info() -> &'static OpcodeInfo {

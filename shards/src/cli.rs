@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use lattice_core::config::key_docs;
+use lattice_runtime::config::key_docs;
 
-use crate::config::DEFAULTS;
+use crate::config::schema;
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -30,6 +30,8 @@ pub enum Command {
         /// Overrides.
         overrides: Vec<(String, String)>,
     },
+    /// `lattice config --defaults`: print the documented defaults of every section.
+    Defaults,
     /// `lattice help`, `--help`, `-h`.
     Help,
     /// `lattice version`, `--version`.
@@ -44,6 +46,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     match first.as_str() {
         "help" | "--help" | "-h" => Ok(Command::Help),
         "version" | "--version" | "-V" => Ok(Command::Version),
+        "config" if args.get(1).map(String::as_str) == Some("--defaults") => Ok(Command::Defaults),
         "run" | "config" => {
             let (config, overrides) = parse_options(&args[1..])?;
             Ok(if first == "run" {
@@ -112,17 +115,18 @@ pub fn help() -> String {
         "lattice — sharded thread-per-core game server\n\n\
 USAGE:\n  lattice run [--config FILE] [--section.key VALUE ...]   start all roles in one process\n  \
 lattice config [--config FILE] [--section.key VALUE ...] print the merged configuration\n  \
+lattice config --defaults                                print every section's documented defaults\n  \
 lattice tool migrate --print [--config FILE] [...]         print the schema SQL (for operators)\n  \
 lattice --help | --version\n\n\
 Every key below can be set in the TOML file given by --config, as --section.key VALUE (or\n\
 --section.key=VALUE) on the command line, or as the environment variable LATTICE_SECTION__KEY.\n\
-Precedence: command line > environment > config file > defaults (deploy/lattice.toml).\n\
+Precedence: command line > environment > config file > defaults (`lattice config --defaults`).\n\
 Bad configuration prints one line naming the key and exits with code 2.\n\n\
 SIGTERM/SIGINT: stop accepting, flush in-flight replies (shutdown.drain_timeout_ms), close, exit 0.\n\n\
 OPTIONS:\n",
     );
     let mut section = String::new();
-    for d in key_docs(DEFAULTS) {
+    for d in key_docs(&schema()) {
         let sec = d.key.split('.').next().unwrap_or_default();
         if sec != section {
             s.push_str(&format!("\n  [{sec}]\n"));
@@ -181,7 +185,7 @@ mod tests {
     #[test]
     fn help_lists_every_key() {
         let h = help();
-        for d in key_docs(DEFAULTS) {
+        for d in key_docs(&schema()) {
             assert!(
                 h.contains(&format!("--{}", d.key)),
                 "{} missing from --help",

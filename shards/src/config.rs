@@ -1,40 +1,46 @@
-//! The server's configuration: one typed struct whose defaults are `deploy/lattice.toml`.
+//! The server's configuration: the runtime's sections plus every section a service, a component or
+//! the storage engine owns.
+//!
+//! The schema is the concatenation of documented defaults: `deploy/lattice.toml` (runtime, net,
+//! compress, log, admin, shutdown), the storage engine's `[storage]`, and each declared service's
+//! and component's own section. A key that is in none of them is an error naming it; a new
+//! component adds its section by declaring it, without editing anything here.
 
 use std::path::Path;
 
-use lattice_core::config::{self, ConfigError, Layers};
-use lattice_core::net::compress::CompressConfig;
-use lattice_core::net::NetConfig;
-use lattice_core::runtime::{RuntimeConfig, ShutdownConfig};
-use lattice_core::storage::StorageConfig;
-use lattice_core::telemetry::log::LogConfig;
+use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
+use lattice_runtime::net::NetConfig;
+use lattice_runtime::telemetry::log::LogConfig;
+use lattice_runtime::{RuntimeConfig, ShutdownConfig};
+use lattice_storage::StorageConfig;
+use lattice_wire::compress::CompressConfig;
 
-use crate::logic::chat::ChatConfig;
-use crate::logic::echo::LogicConfig;
+use crate::service::registry::services;
+use crate::service::COMPONENTS;
 
-/// The built-in defaults (and the documentation of every key).
+/// The runtime's documented defaults (`deploy/lattice.toml`).
 pub const DEFAULTS: &str = include_str!("../../deploy/lattice.toml");
 
-/// `[compress]` section.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompressSection {
-    /// Bodies longer than this are compressed.
-    pub threshold: usize,
-    /// Cap on an inflated body.
-    pub max_inflated: usize,
-    /// zlib level.
-    pub level: u32,
-}
-
-impl From<&CompressSection> for CompressConfig {
-    fn from(c: &CompressSection) -> Self {
-        CompressConfig {
-            threshold: c.threshold,
-            max_inflated: c.max_inflated,
-            level: c.level,
-        }
+/// The whole schema: every section's documented defaults, runtime first, then storage, services
+/// and components (by section name).
+pub fn schema() -> String {
+    let mut parts: Vec<(&str, &str)> = services().iter().map(|s| (s.name, s.defaults)).collect();
+    parts.extend(
+        COMPONENTS
+            .iter()
+            .filter(|c| !c.defaults.trim().is_empty())
+            .map(|c| (c.section, c.defaults)),
+    );
+    parts.sort_by_key(|p| p.0);
+    let mut s = String::from(DEFAULTS);
+    for text in
+        std::iter::once(lattice_storage::config::DEFAULTS).chain(parts.into_iter().map(|p| p.1))
+    {
+        s.push('\n');
+        s.push_str(text.trim_end());
+        s.push('\n');
     }
+    s
 }
 
 /// `[admin]` section.
@@ -45,30 +51,25 @@ pub struct AdminConfig {
     pub listen: String,
 }
 
-/// Everything `lattice run` reads.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Everything `lattice run` reads itself; services and components read their own sections from
+/// [`Config::table`] when they are built.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
     /// `[net]`.
     pub net: NetConfig,
     /// `[compress]`.
-    pub compress: CompressSection,
+    pub compress: CompressConfig,
     /// `[log]`.
     pub log: LogConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
-    /// `[logic]`.
-    pub logic: LogicConfig,
-    /// `[chat]`.
-    pub chat: ChatConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
-    /// The merged table (components read their sections from it).
-    #[serde(skip)]
+    /// The merged table.
     pub table: toml::Table,
 }
 
@@ -79,14 +80,23 @@ impl Config {
         env: Vec<(String, String)>,
         args: Vec<(String, String)>,
     ) -> Result<Config, ConfigError> {
+        let schema = schema();
         let table = config::load(&Layers {
-            defaults: DEFAULTS,
+            defaults: &schema,
             file,
             env,
             args,
         })?;
-        let mut cfg: Config = config::typed(&table)?;
-        cfg.table = table;
+        let cfg = Config {
+            runtime: typed_section(&table, "runtime")?,
+            net: typed_section(&table, "net")?,
+            compress: typed_section(&table, "compress")?,
+            log: typed_section(&table, "log")?,
+            admin: typed_section(&table, "admin")?,
+            shutdown: typed_section(&table, "shutdown")?,
+            storage: typed_section(&table, "storage")?,
+            table,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -112,6 +122,12 @@ impl Config {
         if self.runtime.shards > 256 {
             return Err(bad("runtime.shards", "at most 256 shards"));
         }
+        if self.runtime.mesh_backlog_limit == 0 {
+            return Err(bad("runtime.mesh_backlog_limit", "must be at least 1"));
+        }
+        if self.runtime.queued_budget == 0 {
+            return Err(bad("runtime.queued_budget", "must be at least 1"));
+        }
         if self.compress.level > 9 {
             return Err(bad("compress.level", "must be 0..=9"));
         }
@@ -133,13 +149,42 @@ mod tests {
     fn defaults_load_and_every_key_is_documented() {
         let c = Config::load(None, vec![], vec![]).expect("defaults are valid");
         assert_eq!(c.net.max_frame, 1 << 20);
-        for doc in config::key_docs(DEFAULTS) {
+        let docs = config::key_docs(&schema());
+        for section in ["runtime", "net", "storage", "logic", "echo", "chat"] {
+            assert!(
+                docs.iter()
+                    .any(|d| d.key.starts_with(&format!("{section}."))),
+                "section {section} missing from the schema"
+            );
+        }
+        for doc in docs {
             assert!(
                 !doc.help.is_empty(),
-                "{} has no comment in deploy/lattice.toml",
+                "{} has no comment in its defaults",
                 doc.key
             );
         }
+    }
+
+    #[test]
+    fn component_sections_are_part_of_the_schema_and_checked() {
+        let c = Config::load(None, vec![], vec![("echo.route".into(), "remote".into())]).unwrap();
+        assert_eq!(c.table["echo"]["route"].as_str(), Some("remote"));
+        let e =
+            Config::load(None, vec![], vec![("echo.rout".into(), "remote".into())]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown config key `echo.rout`"),
+            "{e}"
+        );
+        let e = Config::load(None, vec![], vec![("nosuch.key".into(), "1".into())]).unwrap_err();
+        assert!(e.to_string().contains("`nosuch.key`"), "{e}");
+    }
+
+    #[test]
+    fn storage_defaults_have_one_source() {
+        let c = Config::load(None, vec![], vec![]).unwrap();
+        let d = StorageConfig::default();
+        assert_eq!(format!("{:?}", c.storage), format!("{d:?}"));
     }
 
     #[test]

@@ -1,13 +1,22 @@
-//! Lattice roles as services (gate in front, logic behind) and the `lattice` binary's pieces.
+//! The Lattice server: roles as services on the shard runtime, and the `lattice` binary's pieces.
 //!
-//! `app` is the per-shard application (the gate and the service instances); `service` is the
-//! component framework; `logic` holds the demo components (echo, chat). Nothing here touches a
-//! socket: the shard runtime in `lattice-core` does.
+//! - [`service`]: the component API game code is written against (`Component`, `Ctx`,
+//!   `component!`, `service!`);
+//! - [`gate`]: every client frame's checks (handshake, opcode, flags, body) before any service;
+//! - [`host`]: the services of one shard, routing, bounded queues, calls into components;
+//! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
+//! - [`logic`]: the logic service and its demo components (echo, chat);
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`].
+//!
+//! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod gate;
+pub mod host;
 pub mod logic;
+pub mod metrics;
 pub mod server;
 pub mod service;

@@ -9,7 +9,7 @@ compile_error!("choose one allocator feature: alloc-lattice, alloc-jemalloc or a
 
 #[cfg(feature = "alloc-lattice")]
 #[global_allocator]
-static GLOBAL: lattice_core::alloc::LatticeAlloc = lattice_core::alloc::LatticeAlloc::new();
+static GLOBAL: lattice_runtime::alloc::LatticeAlloc = lattice_runtime::alloc::LatticeAlloc::new();
 
 #[cfg(feature = "alloc-jemalloc")]
 #[global_allocator]
@@ -24,9 +24,9 @@ const ALLOCATOR: &str = if cfg!(feature = "alloc-lattice") {
     "system"
 };
 
-use lattice_shards::cli::{self, Command};
-use lattice_shards::config::Config;
-use lattice_shards::server::{self, exit};
+use lattice_server::cli::{self, Command};
+use lattice_server::config::Config;
+use lattice_server::server::{self, exit};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +45,10 @@ fn main() {
             );
             exit::OK
         }
+        Command::Defaults => {
+            print!("{}", lattice_server::config::schema());
+            exit::OK
+        }
         Command::ShowConfig { config, overrides } => {
             let c = load_or_exit(config, env, overrides);
             print!("{}", toml::to_string(&c.table).unwrap_or_default());
@@ -52,9 +56,9 @@ fn main() {
         }
         Command::MigratePrint { config, overrides } => {
             let c = load_or_exit(config, env, overrides);
-            match lattice_core::storage::migrate::print_sql(
+            match lattice_storage::migrate::print_sql(
                 &c.storage,
-                lattice_shards::server::schema().migrations(),
+                lattice_server::server::schema().migrations(),
             ) {
                 Ok(sql) => {
                     print!("{sql}");
@@ -65,12 +69,12 @@ fn main() {
         }
         Command::Run { config, overrides } => {
             let c = load_or_exit(config, env, overrides);
-            if let Err(e) = lattice_core::telemetry::log::init(&c.log) {
+            if let Err(e) = lattice_runtime::telemetry::log::init(&c.log) {
                 std::process::exit(fail(exit::CONFIG, e));
             }
             install_panic_hook();
             if cfg!(feature = "alloc-lattice") {
-                lattice_core::runtime::enable_allocator_duties();
+                lattice_runtime::enable_allocator_duties();
             }
             tracing::info!(allocator = ALLOCATOR, "starting");
             server::run(c)
@@ -98,7 +102,7 @@ fn load_or_exit(
 /// Panics (caught by the shard or not) are logged through tracing with their location.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let msg = lattice_core::runtime::shard::panic_message(info.payload());
+        let msg = lattice_runtime::shard::panic_message(info.payload());
         let at = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))

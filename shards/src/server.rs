@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_core::runtime::Server;
-use lattice_core::storage::{Schema, Storage};
-use lattice_core::telemetry::admin::AdminServer;
+use lattice_runtime::telemetry::admin::AdminServer;
+use lattice_runtime::Server;
+use lattice_storage::{Schema, Storage};
 
 use crate::app::{App, AppSettings};
 use crate::config::Config;
+use crate::metrics::AppMetrics;
 
 /// Exit codes of `lattice run`.
 pub mod exit {
@@ -32,11 +33,12 @@ pub fn schema() -> Schema {
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
-    let settings = AppSettings {
+    let mut settings = AppSettings {
         table: cfg.table.clone(),
-        queue_limit: cfg.logic.queue_limit,
-        batch: cfg.logic.batch,
-        compress: (&cfg.compress).into(),
+        compress: cfg.compress,
+        max_frame: cfg.net.max_frame,
+        storage: None,
+        metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
     };
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
@@ -58,6 +60,8 @@ pub fn run(cfg: Config) -> i32 {
         journal = %cfg.storage.journal_dir().display(),
         "storage open"
     );
+    settings.storage = Some(storage.handle());
+    let app_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -69,12 +73,14 @@ pub fn run(cfg: Config) -> i32 {
         App::new(&settings, shard, n).expect("services were validated before start")
     }) {
         Ok(s) => {
+            s.metrics()
+                .add_renderer(move |w| AppMetrics::render(&app_metrics, w));
             let h = storage.handle();
             s.metrics()
-                .add_renderer(move |out| out.push_str(&h.metrics().render_prometheus()));
-            if lattice_core::runtime::allocator_duties() {
+                .add_renderer(move |w| crate::metrics::render_storage(&h.metrics(), w));
+            if lattice_runtime::allocator_duties() {
                 s.metrics()
-                    .add_renderer(lattice_core::telemetry::alloc_metrics::render);
+                    .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
             }
             s
         }
@@ -133,8 +139,8 @@ pub fn run(cfg: Config) -> i32 {
             code = exit::FAILURE;
         }
     }
-    if lattice_core::runtime::allocator_duties() {
-        tracing::info!(report = %lattice_core::alloc::leak_report(), "allocator: still live at shutdown");
+    if lattice_runtime::allocator_duties() {
+        tracing::info!(report = %lattice_runtime::alloc::leak_report(), "allocator: still live at shutdown");
     }
     tracing::info!(code, "stopped");
     code

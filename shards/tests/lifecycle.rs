@@ -54,7 +54,7 @@ fn help_documents_every_option() {
     for key in [
         "--net.max_frame",
         "--runtime.driver",
-        "--logic.route",
+        "--echo.route",
         "--shutdown.drain_timeout_ms",
         "--config",
     ] {
@@ -118,9 +118,9 @@ fn the_chosen_driver_is_logged_per_shard() {
 #[test]
 fn panicking_handler_answers_internal_and_shard_goes_on() {
     let l = Lattice::start(&[
-        "--logic.fault_panic_payload",
+        "--echo.fault_panic_payload",
         "boom",
-        "--logic.route",
+        "--echo.route",
         "remote",
     ]);
     let mut c = l.connect();
@@ -149,13 +149,13 @@ fn panicking_handler_answers_internal_and_shard_goes_on() {
 #[test]
 fn full_service_queue_answers_busy_and_counts_drops() {
     let l = Lattice::start(&[
-        "--logic.route",
+        "--echo.route",
         "remote",
         "--logic.queue_limit",
         "4",
         "--logic.batch",
         "1",
-        "--logic.fault_spin_us",
+        "--echo.fault_spin_us",
         "2000",
     ]);
     let mut c = l.connect();
@@ -210,7 +210,7 @@ fn login_password_never_reaches_the_log() {
 #[test]
 fn sigterm_flushes_in_flight_replies_then_exits_0() {
     // 100 requests at 2 ms each on the other shard: ~200 ms of work in flight when SIGTERM lands.
-    let mut l = Lattice::start(&["--logic.route", "remote", "--logic.fault_spin_us", "2000"]);
+    let mut l = Lattice::start(&["--echo.route", "remote", "--echo.fault_spin_us", "2000"]);
     let mut c = l.connect();
     let mut burst = Vec::new();
     for i in 0..100u32 {

@@ -6,7 +6,7 @@ use common::*;
 use lattice_proto::{pb, AnyMessage};
 
 fn echo_all_routes(route: &str) {
-    let l = Lattice::start(&["--logic.route", route]);
+    let l = Lattice::start(&["--echo.route", route]);
     let mut clients: Vec<Client> = (0..4).map(|_| l.connect()).collect();
     // Closed probe connections broadcast SessionClosed over the mesh; count only what pings cause.
     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -10,7 +10,7 @@
 //!         [--marks N] [--rows N] [--row-rows N]`
 //! The URL defaults to `$LATTICE_TEST_MYSQL_URL` (`eval "$(deploy/ci/mariadb.sh start)"`).
 
-use lattice_core::storage::{
+use lattice_storage::{
     BackendKind, FsyncPolicy, MarkTicket, Migration, Schema, StmtKind, Storage, StorageConfig,
     StorageError, TableSpec, Value,
 };

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 
-use lattice_core::net::SessionId;
 use lattice_proto::{error_code, pb, AnyMessage};
+use lattice_wire::SessionId;
 
 use super::route_hash;
+use super::LOGIC;
 use crate::component;
-use crate::service::{Component, Ctx, Registrar, Req, Route, LOGIC};
+use crate::service::{Component, Ctx, Registrar, Req, Route};
 
 /// `[chat]` section.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -37,6 +38,7 @@ component!(CHAT, service = LOGIC, order = 20, ty = Chat);
 impl Component for Chat {
     type Config = ChatConfig;
     const SECTION: &'static str = "chat";
+    const DEFAULTS: &'static str = include_str!("chat.toml");
 
     fn new(cfg: ChatConfig, _shard: usize, _shards: usize) -> Self {
         Chat {

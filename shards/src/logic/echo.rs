@@ -1,13 +1,14 @@
-//! Echo: answers `Ping{payload}` with `Pong{payload}`. Its routing (`logic.route`) makes the same
+//! Echo: answers `Ping{payload}` with `Pong{payload}`. Its routing (`echo.route`) makes the same
 //! request stay on the receiving shard (`local`), go to the shard its session hashes to (`hash`), or
 //! always cross the mesh (`remote`), so the mesh path can be measured.
 
-use lattice_core::net::SessionId;
 use lattice_proto::{pb, AnyMessage};
+use lattice_wire::SessionId;
 
 use super::route_hash;
+use super::LOGIC;
 use crate::component;
-use crate::service::{Component, Ctx, Registrar, Req, Route, LOGIC};
+use crate::service::{Component, Ctx, Registrar, Req, Route};
 
 /// `logic.route`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -21,16 +22,12 @@ pub enum EchoRoute {
     Remote,
 }
 
-/// `[logic]` section (shared by the logic service and its components).
+/// `[echo]` section.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogicConfig {
+pub struct EchoConfig {
     /// Echo routing.
     pub route: EchoRoute,
-    /// Requests the logic service's inbound queue holds per shard before answering `BUSY`.
-    pub queue_limit: usize,
-    /// Requests handled per shard loop pass.
-    pub batch: usize,
     /// Fault injection for tests: a `Ping` whose payload equals this string panics its handler.
     /// Empty (the default) turns it off.
     pub fault_panic_payload: String,
@@ -40,16 +37,17 @@ pub struct LogicConfig {
 
 /// The echo component.
 pub struct Echo {
-    cfg: LogicConfig,
+    cfg: EchoConfig,
 }
 
 component!(ECHO, service = LOGIC, order = 10, ty = Echo);
 
 impl Component for Echo {
-    type Config = LogicConfig;
-    const SECTION: &'static str = "logic";
+    type Config = EchoConfig;
+    const SECTION: &'static str = "echo";
+    const DEFAULTS: &'static str = include_str!("echo.toml");
 
-    fn new(cfg: LogicConfig, _shard: usize, _shards: usize) -> Self {
+    fn new(cfg: EchoConfig, _shard: usize, _shards: usize) -> Self {
         Echo { cfg }
     }
 
@@ -70,7 +68,7 @@ impl Echo {
     fn ping(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::Ping>) {
         let fault = &self.cfg.fault_panic_payload;
         if !fault.is_empty() && req.msg.payload == fault.as_bytes() {
-            panic!("fault injection: Ping payload matched logic.fault_panic_payload");
+            panic!("fault injection: Ping payload matched echo.fault_panic_payload");
         }
         if self.cfg.fault_spin_us > 0 {
             let until = std::time::Instant::now()

@@ -1,7 +1,9 @@
-//! The logic role's demo components: echo (`Ping` → `Pong`) and chat rooms.
+//! The logic service and its demo components: echo (`Ping` → `Pong`) and chat rooms.
 
 pub mod chat;
 pub mod echo;
+
+crate::service!(LOGIC, "logic", include_str!("logic.toml"));
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 

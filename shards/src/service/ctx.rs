@@ -1,15 +1,20 @@
-//! What a handler sees: the request and a context to answer, push, route and close with.
+//! What a handler sees: the request, and a context to answer, push, route, close, set timers, use
+//! storage and wait for work done off the shard — plus the messages that context puts on the mesh.
 
 use std::any::Any;
+use std::future::Future;
+use std::time::Duration;
 
-use lattice_core::net::compress::BodyCompressor;
-use lattice_core::net::frame::{self, FLAG_COMPRESSED};
-use lattice_core::net::{CloseReason, SessionId};
-use lattice_core::runtime::ShardCx;
-use lattice_core::telemetry::metrics::ShardMetrics;
-use lattice_proto::{pb, LatticeMessage};
+use lattice_proto::{error_code, pb, LatticeMessage};
+use lattice_runtime::time::TimerError;
+use lattice_runtime::ShardCx;
+use lattice_storage::StorageHandle;
+use lattice_wire::compress::BodyCompressor;
+use lattice_wire::frame::{self, FLAG_COMPRESSED, HEADER_LEN};
+use lattice_wire::{CloseReason, SessionId};
 
-use crate::app::AppMsg;
+use super::timers::TimerTable;
+use crate::metrics::AppMetrics;
 
 /// A client request as a handler receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +27,40 @@ pub struct Req<T> {
     pub opcode: u16,
     /// The decoded message.
     pub msg: T,
+}
+
+/// A continuation: runs on the component that asked for it, with the component as `Any`.
+pub type Continuation = Box<dyn FnOnce(&mut dyn Any, &mut Ctx<'_>) + Send>;
+
+/// Messages between shards (and from a shard to itself).
+pub enum ShardMsg {
+    /// A client request routed to the shard its component names.
+    Request {
+        /// Service index.
+        service: u16,
+        /// Component index within the service.
+        comp: u16,
+        /// The request.
+        req: Req<lattice_proto::AnyMessage>,
+    },
+    /// A component-to-component message.
+    Internal {
+        /// Service index.
+        service: u16,
+        /// The payload, downcast by the receiving component.
+        payload: Box<dyn Any + Send>,
+    },
+    /// A session closed on some shard: components drop what they keep for it.
+    SessionClosed(SessionId),
+    /// Work done off the shard finished ([`Ctx::then`]): continue on the component that waited.
+    Continue {
+        /// Service index.
+        service: u16,
+        /// Component index within the service.
+        comp: u16,
+        /// What to run.
+        f: Continuation,
+    },
 }
 
 /// Where a request is handled.
@@ -46,53 +85,94 @@ impl Route {
     }
 }
 
-/// Per-shard encoder state: the compressor and a scratch buffer for bodies.
+/// Per-shard encoder state: the compressor, the largest frame, scratch buffers for bodies.
 pub struct Encoder {
     pub(crate) compressor: BodyCompressor,
+    max_frame: usize,
     body: Vec<u8>,
     packed: Vec<u8>,
 }
 
 impl Encoder {
-    /// An encoder using `compressor`.
-    pub fn new(compressor: BodyCompressor) -> Self {
+    /// An encoder using `compressor` that never produces a frame above `max_frame` bytes.
+    pub fn new(compressor: BodyCompressor, max_frame: u32) -> Self {
         Encoder {
             compressor,
+            max_frame: max_frame as usize,
             body: Vec::new(),
             packed: Vec::new(),
         }
     }
 
-    /// Encodes `msg` as a complete frame (compressed when above the threshold).
-    pub fn frame<T: LatticeMessage + std::fmt::Debug>(
+    /// Encodes `msg` as one frame for `session` and hands it to the runtime. An uncompressed body
+    /// is encoded straight into the session's outbound queue when it lives on this shard.
+    /// Returns false (and sends nothing) when the frame would exceed `net.max_frame`.
+    pub fn send<T: LatticeMessage, M: Send + 'static>(
         &mut self,
+        cx: &ShardCx<M>,
+        session: SessionId,
         request_id: u32,
         msg: &T,
-    ) -> Vec<u8> {
+    ) -> bool {
+        let body_len = msg.encoded_len();
+        if body_len > self.compressor.config().threshold {
+            self.body.clear();
+            msg.encode_raw(&mut self.body);
+            self.packed.clear();
+            let (flags, body) = if self.compressor.compress(&self.body, &mut self.packed) {
+                (FLAG_COMPRESSED, &self.packed)
+            } else {
+                (0, &self.body)
+            };
+            if HEADER_LEN + body.len() > self.max_frame {
+                return false;
+            }
+            cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
+                frame::encode_into(out, T::OPCODE, flags, request_id, body)
+            });
+            return true;
+        }
+        if HEADER_LEN + body_len > self.max_frame {
+            return false;
+        }
+        cx.deliver_with(session, HEADER_LEN + body_len, |out| {
+            frame::encode_header_into(out, T::OPCODE, 0, request_id, body_len);
+            msg.encode_raw(out);
+        });
+        true
+    }
+
+    /// Encodes `msg` as a complete frame in a new buffer (compressed above the threshold), for
+    /// broadcasts. `None` when it would exceed `net.max_frame`.
+    pub fn frame<T: LatticeMessage>(&mut self, request_id: u32, msg: &T) -> Option<Vec<u8>> {
         self.body.clear();
-        // Encoding into a Vec cannot fail for lack of space.
-        let _ = msg.encode(&mut self.body);
+        msg.encode_raw(&mut self.body);
         self.packed.clear();
-        if self.compressor.compress(&self.body, &mut self.packed) {
+        let f = if self.compressor.compress(&self.body, &mut self.packed) {
             frame::encode(T::OPCODE, FLAG_COMPRESSED, request_id, &self.packed)
         } else {
             frame::encode(T::OPCODE, 0, request_id, &self.body)
-        }
+        };
+        (f.len() <= self.max_frame).then_some(f)
     }
 }
 
-/// The handler's view of its shard.
+/// An application timer, as [`Ctx::timer_after`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerId(pub(crate) u64);
+
+/// The handler's view of its shard. Built by the service host for each call.
 pub struct Ctx<'a> {
-    pub(crate) cx: &'a ShardCx<AppMsg>,
+    pub(crate) cx: &'a ShardCx<ShardMsg>,
     pub(crate) enc: &'a mut Encoder,
+    pub(crate) timers: &'a mut TimerTable,
+    pub(crate) storage: Option<&'a StorageHandle>,
+    pub(crate) metrics: &'a AppMetrics,
+    /// The component being called: (service, component) indexes.
+    pub(crate) me: Option<(u16, u16)>,
 }
 
 impl<'a> Ctx<'a> {
-    /// A context over `cx` encoding with `enc`.
-    pub fn new(cx: &'a ShardCx<AppMsg>, enc: &'a mut Encoder) -> Self {
-        Ctx { cx, enc }
-    }
-
     /// This shard's index.
     pub fn shard(&self) -> usize {
         self.cx.id
@@ -103,12 +183,13 @@ impl<'a> Ctx<'a> {
         self.cx.shards
     }
 
-    /// This shard's metrics.
-    pub fn metrics(&self) -> &ShardMetrics {
-        self.cx.m()
+    /// The runtime's context of this shard (sessions, mesh, clock).
+    pub fn shard_cx(&self) -> &ShardCx<ShardMsg> {
+        self.cx
     }
 
-    /// Answers request `request_id` of `session` with `msg`.
+    /// Answers request `request_id` of `session` with `msg`. A reply that would exceed
+    /// `net.max_frame` is logged, counted, and replaced by `Error{INTERNAL}`.
     pub fn reply<T: LatticeMessage + std::fmt::Debug>(
         &mut self,
         session: SessionId,
@@ -116,8 +197,16 @@ impl<'a> Ctx<'a> {
         msg: &T,
     ) {
         log_out::<T>(session, request_id, msg);
-        let f = self.enc.frame(request_id, msg);
-        self.cx.deliver(session, f);
+        if !self.enc.send(self.cx, session, request_id, msg) {
+            AppMetrics::add(&self.metrics.reply_too_large_total, 1);
+            tracing::error!(%session, opcode = T::OPCODE, max = self.cx.net.max_frame, "reply larger than net.max_frame; answered INTERNAL instead");
+            let e = pb::Error {
+                code: error_code::INTERNAL,
+                message: "reply too large".into(),
+                opcode: 0,
+            };
+            self.enc.send(self.cx, session, request_id, &e);
+        }
     }
 
     /// Pushes `msg` to `session` (request id 0).
@@ -134,8 +223,16 @@ impl<'a> Ctx<'a> {
         if sessions.is_empty() {
             return;
         }
-        let f = self.enc.frame(0, msg);
-        self.cx.deliver_many(sessions, &f);
+        match self.enc.frame(0, msg) {
+            Some(f) => self.cx.deliver_many(sessions, &f),
+            None => {
+                AppMetrics::add(&self.metrics.reply_too_large_total, 1);
+                tracing::error!(
+                    opcode = T::OPCODE,
+                    "broadcast larger than net.max_frame; not sent"
+                );
+            }
+        }
     }
 
     /// Answers a request with an `Error` frame.
@@ -155,14 +252,72 @@ impl<'a> Ctx<'a> {
         self.reply(session, request_id, &e);
     }
 
-    /// Closes `session` (after flushing what is queued for it).
+    /// Closes `session` (after flushing what is queued for it) with `reason` logged.
     pub fn close(&self, session: SessionId, reason: impl Into<String>) {
         self.cx.close(session, CloseReason::App(reason.into()));
     }
 
-    /// Sends an internal message to the service's components on shard `dst`.
-    pub fn send_internal(&self, dst: usize, service: usize, payload: Box<dyn Any + Send>) {
-        self.cx.send(dst, AppMsg::Internal { service, payload });
+    /// Sends an internal message to service `service`'s components on shard `dst` (never dropped).
+    pub fn send_internal(&self, dst: usize, service: u16, payload: Box<dyn Any + Send>) {
+        self.cx.send(dst, ShardMsg::Internal { service, payload });
+    }
+
+    /// The storage engine, when the server has one (always in `lattice run`): mark rows dirty
+    /// ([`StorageHandle::mark`]), load and query. Marks return tickets; wait for one with
+    /// [`Ctx::then`] before acknowledging a change to a client.
+    pub fn storage(&self) -> Option<&'a StorageHandle> {
+        self.storage
+    }
+
+    /// Waits for `fut` off the handler (it runs as a task on this shard; a storage ticket, a hash
+    /// done on a worker), then calls `f` on this same component with its output. The shard never
+    /// blocks. `C` must be the calling component's type; a mismatch is logged and `f` is not run.
+    pub fn then<C: 'static, T: Send + 'static>(
+        &mut self,
+        fut: impl Future<Output = T> + 'static,
+        f: fn(&mut C, &mut Ctx<'_>, T),
+    ) {
+        let Some((service, comp)) = self.me else {
+            tracing::error!("Ctx::then called outside a component; ignored");
+            return;
+        };
+        self.cx.spawn_then(fut, move |out| ShardMsg::Continue {
+            service,
+            comp,
+            f: Box::new(move |any: &mut dyn Any, ctx: &mut Ctx<'_>| {
+                match any.downcast_mut::<C>() {
+                    Some(c) => f(c, ctx, out),
+                    None => tracing::error!(
+                        expected = std::any::type_name::<C>(),
+                        "Ctx::then continuation reached another component type; dropped"
+                    ),
+                }
+            }),
+        });
+    }
+
+    /// Calls this component's [`super::Component::on_timer`] with `token` once, after `delay`
+    /// (1 ms resolution, never early). Fails when the shard's wheel is full (counted).
+    pub fn timer_after(&mut self, delay: Duration, token: u64) -> Result<TimerId, TimerError> {
+        self.timer(delay, token, false)
+    }
+
+    /// Calls this component's [`super::Component::on_timer`] with `token` every `period` until
+    /// [`Ctx::cancel_timer`].
+    pub fn timer_every(&mut self, period: Duration, token: u64) -> Result<TimerId, TimerError> {
+        self.timer(period, token, true)
+    }
+
+    /// Cancels a timer of this shard. Returns false when it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(self.cx, id)
+    }
+
+    fn timer(&mut self, d: Duration, token: u64, periodic: bool) -> Result<TimerId, TimerError> {
+        let (service, comp) = self
+            .me
+            .ok_or(TimerError::InvalidConfig("timers belong to a component"))?;
+        self.timers.set(self.cx, d, periodic, service, comp, token)
     }
 }
 

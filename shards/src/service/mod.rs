@@ -1,47 +1,38 @@
-//! Services and components.
+//! The component API: what a game developer writes against.
 //!
-//! A service (gate, logic, …) is a set of components running on every shard. A component declares,
-//! next to its definition, the service it belongs to and its order with [`component!`]; the
-//! declaration is collected at link time (`linkme`), so nobody edits a central list, and naming a
-//! service that does not exist does not compile. Each component gets its typed config section
-//! injected when it is built, registers typed handlers per opcode, and has lifecycle hooks called in
-//! order (`init`, `start`) and in reverse order (`stop`).
+//! A *service* (logic, …) is a set of components running on every shard, with one bounded inbound
+//! queue per shard. A *component* declares, next to its definition, the service it belongs to and
+//! its order with [`component!`]; services are declared with [`service!`]. Both are collected at
+//! link time (`linkme`), so nobody edits a central list, and naming a service that does not exist
+//! does not compile. Each owns its configuration section: its defaults (a TOML snippet with a
+//! comment above every key, shown by `lattice --help`) are part of the schema, and its typed
+//! settings are injected when it is built. A component registers typed handlers per message and has
+//! lifecycle hooks called in order (`init`, `start`) and in reverse order (`stop`).
+//!
+//! Files: `ctx.rs` what a handler sees and can do (and the messages that puts on the mesh);
+//! `registry.rs` the link-time lists and building a service for a shard; `timers.rs` the timer
+//! table behind [`Ctx::timer_after`].
 
 pub mod ctx;
 pub mod registry;
+pub(crate) mod timers;
 
-pub use ctx::{Ctx, Req, Route};
-pub use registry::{
-    build_service, ComponentDecl, ErasedComponent, Registrar, ServiceInstance, COMPONENTS,
-};
+pub use ctx::{Ctx, Encoder, Req, Route, ShardMsg, TimerId};
+pub use registry::{ComponentDecl, Registrar, ServiceDecl, COMPONENTS, SERVICES};
 
-use lattice_proto::{pb, AnyMessage};
+use lattice_proto::AnyMessage;
+use lattice_wire::SessionId;
 use serde::de::DeserializeOwned;
-
-/// A service: a name and the config section holding its settings (`queue_limit`).
-#[derive(Debug)]
-pub struct ServiceDecl {
-    /// Service name, e.g. `"logic"`.
-    pub name: &'static str,
-    /// Index of the service in the app's service list.
-    pub index: usize,
-}
-
-/// The logic role: game logic, keyed routing (echo, chat).
-pub static LOGIC: ServiceDecl = ServiceDecl {
-    name: "logic",
-    index: 0,
-};
-
-/// Every service, in index order.
-pub static SERVICES: [&ServiceDecl; 1] = [&LOGIC];
 
 /// A component of a service. One instance per shard.
 pub trait Component: Sized + 'static {
     /// Typed settings, read from the config section named [`Component::SECTION`].
     type Config: DeserializeOwned;
-    /// Config section injected at construction.
+    /// Config section injected at construction. Two components may not share a section.
     const SECTION: &'static str;
+    /// The section's defaults: TOML with a `[SECTION]` header and a `#` comment above every key
+    /// (usually `include_str!("my_component.toml")`). Empty when the component has no settings.
+    const DEFAULTS: &'static str;
 
     /// Builds the component for shard `shard` of `shards`.
     fn new(config: Self::Config, shard: usize, shards: usize) -> Self;
@@ -50,7 +41,7 @@ pub trait Component: Sized + 'static {
     fn register(reg: &mut Registrar<Self>);
 
     /// Where a request for this component is handled. Default: the shard that received it.
-    fn route(&self, _msg: &AnyMessage, _session: lattice_core::net::SessionId) -> Route {
+    fn route(&self, _msg: &AnyMessage, _session: SessionId) -> Route {
         Route::Local
     }
 
@@ -61,7 +52,9 @@ pub trait Component: Sized + 'static {
     /// Called at shutdown, in reverse order.
     fn stop(&mut self, _ctx: &mut Ctx<'_>) {}
     /// A session closed somewhere (every shard hears of it).
-    fn on_session_closed(&mut self, _ctx: &mut Ctx<'_>, _session: lattice_core::net::SessionId) {}
+    fn on_session_closed(&mut self, _ctx: &mut Ctx<'_>, _session: SessionId) {}
+    /// A timer set with [`Ctx::timer_after`] or [`Ctx::timer_every`] fired; `token` is the one given.
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _token: u64) {}
     /// An internal (shard-to-shard) message sent with [`Ctx::send_internal`]; give it back when it
     /// is not one of this component's.
     fn on_internal(
@@ -73,25 +66,21 @@ pub trait Component: Sized + 'static {
     }
 }
 
-/// Converts a decoded message back into its type (request messages only).
-pub trait FromAny: Sized {
-    /// `Some` when `m` holds a `Self`.
-    fn from_any(m: AnyMessage) -> Option<Self>;
+/// Declares a service: `service!(LOGIC, "logic", include_str!("logic.toml"));`. The defaults hold
+/// the service's own section (`queue_limit`, `batch`). The service's index is derived (services in
+/// name order); components name the static.
+#[macro_export]
+macro_rules! service {
+    ($static_name:ident, $name:literal, $defaults:expr) => {
+        #[linkme::distributed_slice($crate::service::SERVICES)]
+        #[linkme(crate = linkme)]
+        /// A service declared with `service!`.
+        pub static $static_name: $crate::service::ServiceDecl = $crate::service::ServiceDecl {
+            name: $name,
+            defaults: $defaults,
+        };
+    };
 }
-
-macro_rules! from_any {
-    ($($v:ident),* $(,)?) => {$(
-        impl FromAny for pb::$v {
-            fn from_any(m: AnyMessage) -> Option<Self> {
-                match m {
-                    AnyMessage::$v(x) => Some(x),
-                    _ => None,
-                }
-            }
-        }
-    )*};
-}
-from_any!(Hello, Ping, JoinRoom, Say, Login);
 
 /// Declares a component: `component!(STATIC_NAME, service = LOGIC, order = 10, ty = MyComponent);`
 /// A misspelled service is a compile error.
@@ -106,6 +95,7 @@ macro_rules! component {
             order: $order,
             build: $crate::service::registry::build_erased::<$ty>,
             section: <$ty as $crate::service::Component>::SECTION,
+            defaults: <$ty as $crate::service::Component>::DEFAULTS,
         };
     };
 }

@@ -1,18 +1,49 @@
-//! Link-time component registry and the per-shard service instance.
+//! The link-time lists of services and components, and building one service for one shard.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use lattice_core::config::{typed_section, ConfigError};
-use lattice_core::net::SessionId;
-use lattice_core::telemetry::metrics::ShardMetrics;
 use lattice_proto::{error_code, AnyMessage, LatticeMessage};
+use lattice_runtime::config::{typed_section, ConfigError};
+use lattice_wire::SessionId;
 
-use super::{Component, Ctx, FromAny, Req, Route, ServiceDecl};
+use super::ctx::{Ctx, Req, Route};
+use super::Component;
+
+/// Every service declared with [`crate::service!`], collected at link time.
+#[linkme::distributed_slice]
+pub static SERVICES: [ServiceDecl];
 
 /// Every component declared with [`crate::component!`], collected at link time.
 #[linkme::distributed_slice]
 pub static COMPONENTS: [ComponentDecl];
+
+/// A service declaration (made by [`crate::service!`]).
+#[derive(Debug)]
+pub struct ServiceDecl {
+    /// Service name, e.g. `"logic"`; also the name of its config section.
+    pub name: &'static str,
+    /// The section's defaults (`queue_limit`, `batch`), documented.
+    pub defaults: &'static str,
+}
+
+/// Every declared service in index order (by name, so the index is the same in every build of
+/// the same set of services).
+pub fn services() -> Vec<&'static ServiceDecl> {
+    let mut v: Vec<&'static ServiceDecl> = SERVICES.iter().collect();
+    v.sort_by_key(|s| s.name);
+    v
+}
+
+/// A service's own settings, from its section.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Requests the service queues per shard before answering `BUSY`.
+    pub queue_limit: usize,
+    /// Requests the service handles per shard loop pass.
+    pub batch: usize,
+}
 
 type Builder = fn(&toml::Table, usize, usize) -> Result<Box<dyn ErasedComponent>, ConfigError>;
 
@@ -28,6 +59,8 @@ pub struct ComponentDecl {
     pub build: Builder,
     /// Config section injected.
     pub section: &'static str,
+    /// The section's documented defaults.
+    pub defaults: &'static str,
 }
 
 type Handler<C> = Box<dyn Fn(&mut C, &mut Ctx<'_>, Req<AnyMessage>)>;
@@ -39,10 +72,7 @@ pub struct Registrar<C> {
 
 impl<C: Component> Registrar<C> {
     /// Handles requests of message type `T` with `f`.
-    pub fn on<T: LatticeMessage + FromAny + 'static>(
-        &mut self,
-        f: fn(&mut C, &mut Ctx<'_>, Req<T>),
-    ) {
+    pub fn on<T: LatticeMessage + 'static>(&mut self, f: fn(&mut C, &mut Ctx<'_>, Req<T>)) {
         self.handlers.push((
             T::OPCODE,
             Box::new(move |c, ctx, req| {
@@ -94,17 +124,22 @@ pub trait ErasedComponent {
     fn stop(&mut self, ctx: &mut Ctx<'_>);
     /// A session closed.
     fn on_session_closed(&mut self, ctx: &mut Ctx<'_>, session: SessionId);
+    /// A timer fired.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64);
     /// An internal message; returned when the component does not take it.
     fn on_internal(
         &mut self,
         ctx: &mut Ctx<'_>,
         payload: Box<dyn Any + Send>,
     ) -> Option<Box<dyn Any + Send>>;
+    /// The component itself, for continuations ([`Ctx::then`]).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 struct Holder<C> {
     comp: C,
-    handlers: HashMap<u16, Handler<C>>,
+    /// A component handles few messages: a short vector beats hashing.
+    handlers: Vec<(u16, Handler<C>)>,
 }
 
 impl<C: Component> ErasedComponent for Holder<C> {
@@ -115,7 +150,7 @@ impl<C: Component> ErasedComponent for Holder<C> {
             .unwrap_or("?")
     }
     fn opcodes(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.handlers.keys().copied().collect();
+        let mut v: Vec<u16> = self.handlers.iter().map(|h| h.0).collect();
         v.sort_unstable();
         v
     }
@@ -123,7 +158,7 @@ impl<C: Component> ErasedComponent for Holder<C> {
         self.comp.route(msg, session)
     }
     fn handle(&mut self, ctx: &mut Ctx<'_>, req: Req<AnyMessage>) {
-        if let Some(h) = self.handlers.get(&req.opcode) {
+        if let Some((_, h)) = self.handlers.iter().find(|h| h.0 == req.opcode) {
             h(&mut self.comp, ctx, req);
         }
     }
@@ -139,12 +174,18 @@ impl<C: Component> ErasedComponent for Holder<C> {
     fn on_session_closed(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
         self.comp.on_session_closed(ctx, session)
     }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
+        self.comp.on_timer(ctx, token)
+    }
     fn on_internal(
         &mut self,
         ctx: &mut Ctx<'_>,
         payload: Box<dyn Any + Send>,
     ) -> Option<Box<dyn Any + Send>> {
         self.comp.on_internal(ctx, payload)
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        &mut self.comp
     }
 }
 
@@ -161,22 +202,20 @@ pub fn build_erased<C: Component>(
     C::register(&mut reg);
     Ok(Box::new(Holder {
         comp: C::new(config, shard, shards),
-        handlers: reg.handlers.into_iter().collect(),
+        handlers: reg.handlers,
     }))
 }
 
-/// One service on one shard: its components, the opcode table and the bounded inbound queue.
+/// One service on one shard: its components and its bounded inbound queue.
 pub struct ServiceInstance {
     /// The declaration.
     pub decl: &'static ServiceDecl,
+    /// Its settings.
+    pub config: ServiceConfig,
     /// Components in lifecycle order.
     pub components: Vec<Box<dyn ErasedComponent>>,
-    /// Opcode → index in `components`.
-    pub by_opcode: HashMap<u16, usize>,
-    /// Requests waiting: (component index, request).
-    pub queue: VecDeque<(usize, Req<AnyMessage>)>,
-    /// Most requests `queue` holds; beyond it client requests are dropped with `BUSY`.
-    pub queue_limit: usize,
+    /// Requests waiting: (component index, request). Never longer than `config.queue_limit`.
+    pub queue: VecDeque<(u16, Req<AnyMessage>)>,
 }
 
 /// Why a service could not be built.
@@ -186,10 +225,8 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Two components handle the same opcode.
-    #[error("service {service}: opcode {opcode} is handled by both {first} and {second}")]
+    #[error("opcode {opcode} is handled by both {first} and {second}")]
     DuplicateOpcode {
-        /// Service name.
-        service: &'static str,
         /// The opcode.
         opcode: u16,
         /// First component.
@@ -205,52 +242,35 @@ pub fn build_service(
     cfg: &toml::Table,
     shard: usize,
     shards: usize,
-    queue_limit: usize,
 ) -> Result<ServiceInstance, BuildError> {
+    let config: ServiceConfig = typed_section(cfg, decl.name)?;
     let mut decls: Vec<&ComponentDecl> = COMPONENTS
         .iter()
         .filter(|c| std::ptr::eq(c.service, decl))
         .collect();
     decls.sort_by_key(|c| (c.order, c.name));
-    let mut components = Vec::with_capacity(decls.len());
-    let mut by_opcode: HashMap<u16, usize> = HashMap::new();
-    for d in decls {
-        let comp = (d.build)(cfg, shard, shards)?;
-        for op in comp.opcodes() {
-            if let Some(&prev) = by_opcode.get(&op) {
-                let first: &ErasedComponentRef = &components[prev];
-                return Err(BuildError::DuplicateOpcode {
-                    service: decl.name,
-                    opcode: op,
-                    first: first.name(),
-                    second: comp.name(),
-                });
-            }
-            by_opcode.insert(op, components.len());
-        }
-        components.push(comp);
-    }
+    let components = decls
+        .iter()
+        .map(|d| (d.build)(cfg, shard, shards))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ServiceInstance {
         decl,
+        config,
         components,
-        by_opcode,
         queue: VecDeque::new(),
-        queue_limit,
     })
 }
-
-type ErasedComponentRef = Box<dyn ErasedComponent>;
 
 impl ServiceInstance {
     /// Handles one request, catching a handler panic: it is logged with its message and opcode,
     /// counted, and answered with an `INTERNAL` error; the shard goes on.
-    pub fn handle(&mut self, idx: usize, ctx: &mut Ctx<'_>, req: Req<AnyMessage>) {
+    pub fn handle(&mut self, idx: u16, ctx: &mut Ctx<'_>, req: Req<AnyMessage>) {
         let (session, request_id, opcode) = (req.session, req.request_id, req.opcode);
-        let comp = &mut self.components[idx];
+        let comp = &mut self.components[idx as usize];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| comp.handle(ctx, req)));
         if let Err(p) = r {
-            let msg = lattice_core::runtime::shard::panic_message(&*p);
-            ShardMetrics::add(&ctx.metrics().handler_panics_total, 1);
+            let msg = lattice_runtime::shard::panic_message(&*p);
+            crate::metrics::AppMetrics::add(&ctx.metrics.handler_panics_total, 1);
             tracing::error!(service = self.decl.name, component = comp.name(), opcode, %session, panic = %msg, "handler panicked");
             ctx.error(
                 session,
@@ -260,161 +280,5 @@ impl ServiceInstance {
                 "internal error",
             );
         }
-    }
-
-    /// Runs each component's `init`, then each `start`, in order.
-    pub fn start(&mut self, ctx: &mut Ctx<'_>) {
-        for c in &mut self.components {
-            tracing::debug!(service = self.decl.name, component = c.name(), "init");
-            c.init(ctx);
-        }
-        for c in &mut self.components {
-            tracing::debug!(service = self.decl.name, component = c.name(), "start");
-            c.start(ctx);
-        }
-    }
-
-    /// Runs each component's `stop`, in reverse order.
-    pub fn stop(&mut self, ctx: &mut Ctx<'_>) {
-        for c in self.components.iter_mut().rev() {
-            tracing::debug!(service = self.decl.name, component = c.name(), "stop");
-            c.stop(ctx);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::RefCell;
-
-    use lattice_core::net::compress::BodyCompressor;
-    use lattice_core::runtime::ShardCx;
-    use lattice_proto::pb;
-
-    use super::*;
-    use crate::app::AppMsg;
-    use crate::service::ctx::Encoder;
-
-    thread_local! {
-        static CALLS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    }
-    fn record(s: String) {
-        CALLS.with(|c| c.borrow_mut().push(s));
-    }
-
-    static LIFECYCLE: ServiceDecl = ServiceDecl {
-        name: "lifecycle-test",
-        index: 99,
-    };
-    static CLASH: ServiceDecl = ServiceDecl {
-        name: "clash-test",
-        index: 98,
-    };
-
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
-
-    struct First(String);
-    struct Second(String);
-    struct PingA;
-    struct PingB;
-
-    macro_rules! recording {
-        ($t:ident, $section:literal) => {
-            impl Component for $t {
-                type Config = Named;
-                const SECTION: &'static str = $section;
-                fn new(c: Named, _: usize, _: usize) -> Self {
-                    $t(c.name)
-                }
-                fn register(_: &mut Registrar<Self>) {}
-                fn init(&mut self, _: &mut Ctx<'_>) {
-                    record(format!("init {}", self.0));
-                }
-                fn start(&mut self, _: &mut Ctx<'_>) {
-                    record(format!("start {}", self.0));
-                }
-                fn stop(&mut self, _: &mut Ctx<'_>) {
-                    record(format!("stop {}", self.0));
-                }
-            }
-        };
-    }
-    recording!(First, "first");
-    recording!(Second, "second");
-
-    macro_rules! pinger {
-        ($t:ident) => {
-            impl Component for $t {
-                type Config = Named;
-                const SECTION: &'static str = "first";
-                fn new(_: Named, _: usize, _: usize) -> Self {
-                    $t
-                }
-                fn register(reg: &mut Registrar<Self>) {
-                    reg.on::<pb::Ping>(|_, _, _| {});
-                }
-            }
-        };
-    }
-    pinger!(PingA);
-    pinger!(PingB);
-
-    // Declared out of order on purpose: `order` decides.
-    crate::component!(SECOND_C, service = LIFECYCLE, order = 20, ty = Second);
-    crate::component!(FIRST_C, service = LIFECYCLE, order = 10, ty = First);
-    crate::component!(PING_A, service = CLASH, order = 1, ty = PingA);
-    crate::component!(PING_B, service = CLASH, order = 2, ty = PingB);
-
-    fn cfg() -> toml::Table {
-        "[first]\nname = \"a\"\n[second]\nname = \"b\"\n"
-            .parse()
-            .unwrap()
-    }
-
-    fn net() -> lattice_core::net::NetConfig {
-        crate::config::Config::load(None, vec![], vec![])
-            .unwrap()
-            .net
-    }
-
-    #[test]
-    fn lifecycle_runs_in_order_and_stop_in_reverse_with_injected_config() {
-        let mut svc = build_service(&LIFECYCLE, &cfg(), 0, 1, 8).unwrap();
-        assert_eq!(svc.components.len(), 2);
-        let cx: ShardCx<AppMsg> = ShardCx::standalone(0, 1, net());
-        let mut enc = Encoder::new(BodyCompressor::new(Default::default()));
-        svc.start(&mut Ctx::new(&cx, &mut enc));
-        svc.stop(&mut Ctx::new(&cx, &mut enc));
-        let calls = CALLS.with(|c| c.borrow().clone());
-        assert_eq!(
-            calls,
-            ["init a", "init b", "start a", "start b", "stop b", "stop a"]
-        );
-    }
-
-    #[test]
-    fn duplicate_opcode_names_both_components() {
-        let e = build_service(&CLASH, &cfg(), 0, 1, 8)
-            .err()
-            .expect("must fail");
-        let text = e.to_string();
-        assert!(
-            text.contains("opcode 4") && text.contains("PingA") && text.contains("PingB"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn bad_component_section_names_the_key() {
-        let bad: toml::Table = "[first]\nname = 5\n[second]\nname = \"b\"\n"
-            .parse()
-            .unwrap();
-        let e = build_service(&LIFECYCLE, &bad, 0, 1, 8)
-            .err()
-            .expect("must fail");
-        assert!(e.to_string().contains("first.name"), "{e}");
     }
 }

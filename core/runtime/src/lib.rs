@@ -1,0 +1,47 @@
+//! Lattice runtime: the shards, the mesh between them, the socket glue, time, telemetry and
+//! configuration.
+//!
+//! - [`Server`] starts one pinned thread per shard, each running a monoio executor (io_uring or
+//!   epoll, [`driver`]), joined by the [`mesh`]: N×N bounded SPSC rings plus a control lane.
+//! - [`shard`]: the loop pass, [`ShardCx`] (what an application may do) and [`ShardApp`] (what
+//!   the runtime calls).
+//! - [`net`]: the acceptor, the connection task that moves bytes between a socket and its
+//!   `lattice_wire::Session`, and the per-shard session table.
+//! - [`time`], [`telemetry`], [`config`].
+//!
+//! What this crate never knows: a role (gate, logic, …), a protobuf message, or storage. Roles are
+//! [`ShardApp`]s built by `lattice-server`. Cross-shard work is always an explicit message through
+//! the mesh; nothing on a shard's request path takes a lock.
+#![warn(missing_docs)]
+
+/// The per-shard allocator (`lattice-alloc`), re-exported so the binary can install it.
+pub use lattice_alloc as alloc;
+
+pub mod config;
+pub mod driver;
+pub mod mesh;
+pub mod net;
+mod server;
+pub mod shard;
+pub mod telemetry;
+pub mod time;
+
+pub use driver::{DriverChoice, DriverKind};
+pub use server::{RuntimeConfig, Server, ShutdownConfig, StartError};
+pub use shard::{ShardApp, ShardCx};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ALLOC_DUTIES: AtomicBool = AtomicBool::new(false);
+
+/// Tells the shards that `lattice-alloc` is the global allocator: each shard then registers its own
+/// heap, flushes its remote frees every loop pass, and shard 0 runs the central pool duty. Call
+/// before [`Server::start`]. Without it the shards do none of that (another allocator is in use).
+pub fn enable_allocator_duties() {
+    ALLOC_DUTIES.store(true, Ordering::SeqCst);
+}
+
+/// True when [`enable_allocator_duties`] was called.
+pub fn allocator_duties() -> bool {
+    ALLOC_DUTIES.load(Ordering::Relaxed)
+}

@@ -1,0 +1,62 @@
+//! Socket glue: the acceptor thread, the per-connection task and the per-shard session table.
+//!
+//! The protocol itself (frames, the session state machine) is `lattice-wire`'s; this module only
+//! moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O on client
+//! sockets, and it knows the shard only through [`conn::ConnHost`].
+
+pub mod acceptor;
+pub(crate) mod conn;
+pub mod table;
+
+pub use table::{SessionCell, SessionTable};
+
+use std::time::Duration;
+
+use lattice_wire::SessionLimits;
+
+/// `net.balance`: how accepted connections are spread over shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Shard 0, 1, 2, … in turn.
+    RoundRobin,
+    /// The shard with the fewest open sessions.
+    LeastConns,
+}
+
+/// `[net]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Client listen address.
+    pub listen: String,
+    /// Connection spreading.
+    pub balance: Balance,
+    /// Largest frame accepted or sent, header included.
+    pub max_frame: u32,
+    /// Bytes a session may have queued for its socket before it is closed ("send buffer overflow");
+    /// one frame always fits an empty queue.
+    pub send_buffer_limit: usize,
+    /// Size of the per-shard read buffer every session reads into.
+    pub read_buffer: usize,
+    /// Reads one session may do before yielding to others.
+    pub reads_per_poll: usize,
+    /// Open sessions over all shards; further connections are closed at once and counted.
+    pub max_connections: usize,
+    /// Set TCP_NODELAY on accepted sockets.
+    pub nodelay: bool,
+    /// A session that sends nothing for this long is closed ("idle timeout"); 0 = never.
+    pub idle_timeout_ms: u64,
+}
+
+impl NetConfig {
+    /// The limits every session of this listener gets.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_frame: self.max_frame,
+            send_buffer_limit: self.send_buffer_limit,
+            idle_timeout: (self.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.idle_timeout_ms)),
+        }
+    }
+}

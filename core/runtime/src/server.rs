@@ -1,0 +1,296 @@
+//! [`Server`]: starts the shards (one pinned OS thread each, each running one monoio executor), joins
+//! them with the mesh, starts the acceptor, and stops them all on request.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::driver::{self, DriverChoice};
+use crate::mesh::{ring, Control, ShardSignal};
+use crate::net::{acceptor, NetConfig};
+use crate::shard::{self, CxSettings, ShardApp};
+use crate::telemetry::metrics::Metrics;
+
+/// `[runtime]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Number of shards; 0 means one per available core.
+    pub shards: usize,
+    /// I/O driver.
+    pub driver: DriverChoice,
+    /// Pin shard `i` to core `i mod cores`.
+    pub pin: bool,
+    /// Capacity of each shard-to-shard ring (messages).
+    pub ring_capacity: usize,
+    /// Messages taken from one incoming ring per loop pass before moving on.
+    pub mesh_batch: usize,
+    /// io_uring submission queue entries.
+    pub uring_entries: u32,
+    /// Control commands a shard's control lane holds.
+    pub control_capacity: usize,
+    /// Timers one shard's wheel holds; inserts beyond it fail and are counted.
+    pub timer_max_timers: u32,
+    /// Timers fired per loop pass; the rest fire in the next pass (counted).
+    pub timer_max_fire_per_pass: u32,
+    /// Messages one shard keeps waiting for one full destination ring before refusing client
+    /// requests to it (`BUSY`); never-drop messages pass it and are counted.
+    pub mesh_backlog_limit: usize,
+    /// Queued application work items one shard runs per loop pass.
+    pub queued_budget: usize,
+}
+
+impl RuntimeConfig {
+    /// The shard count after resolving 0 to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        }
+        .min(lattice_wire::SessionId::MAX_SHARD + 1)
+    }
+}
+
+/// `[shutdown]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long shards wait for in-flight replies to flush before closing sessions anyway.
+    pub drain_timeout_ms: u64,
+}
+
+/// A running set of shards.
+pub struct Server {
+    addr: SocketAddr,
+    signals: Arc<Vec<ShardSignal>>,
+    metrics: Arc<Metrics>,
+    stop_accept: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+    shards: Vec<JoinHandle<Result<(), String>>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address from `net.listen`.
+        addr: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A thread could not be spawned.
+    #[error("cannot spawn thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl Server {
+    /// Binds `net.listen`, starts the shards (each building its app with `factory(shard_id)` on its
+    /// own thread) and the acceptor.
+    pub fn start<A, F>(
+        rt: &RuntimeConfig,
+        net: &NetConfig,
+        shutdown: &ShutdownConfig,
+        factory: F,
+    ) -> Result<Server, StartError>
+    where
+        A: ShardApp,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
+        let n = rt.shard_count();
+        let listener = TcpListener::bind(&net.listen).map_err(|source| StartError::Listen {
+            addr: net.listen.clone(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: net.listen.clone(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::new(n));
+        let signals: Arc<Vec<ShardSignal>> = Arc::new(
+            (0..n)
+                .map(|_| ShardSignal::new(rt.control_capacity))
+                .collect(),
+        );
+        let quiet: Arc<Vec<AtomicBool>> =
+            Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+
+        // rings[src][dst]
+        let mut producers: Vec<Vec<Option<ring::Producer<_>>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut consumers: Vec<Vec<Option<ring::Consumer<_>>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        for (src, row) in producers.iter_mut().enumerate() {
+            for (dst, slot) in row.iter_mut().enumerate() {
+                if src != dst {
+                    let (p, c) = ring::ring(rt.ring_capacity);
+                    *slot = Some(p);
+                    consumers[dst][src] = Some(c);
+                }
+            }
+        }
+        let mut accept_producers = Vec::with_capacity(n);
+        let mut accept_consumers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (p, c) = ring::ring::<TcpStream>(1024);
+            accept_producers.push(p);
+            accept_consumers.push(c);
+        }
+
+        let factory = Arc::new(factory);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut shards = Vec::with_capacity(n);
+        for (id, ((outs, ins), accept_in)) in producers
+            .into_iter()
+            .zip(consumers)
+            .zip(accept_consumers)
+            .enumerate()
+        {
+            let parts = shard::ShardParts {
+                id,
+                shards: n,
+                outs,
+                ins,
+                accept_in,
+                signals: signals.clone(),
+                quiet: quiet.clone(),
+                metrics: metrics.clone(),
+                settings: CxSettings {
+                    net: net.clone(),
+                    backlog_limit: rt.mesh_backlog_limit.max(1),
+                    wheel: crate::time::WheelConfig {
+                        max_timers: rt.timer_max_timers.max(1),
+                        max_fire_per_pass: rt.timer_max_fire_per_pass.max(1),
+                        ..Default::default()
+                    },
+                },
+                mesh_batch: rt.mesh_batch.max(1),
+                queued_budget: rt.queued_budget.max(1),
+                drain_timeout: Duration::from_millis(shutdown.drain_timeout_ms),
+            };
+            let factory = factory.clone();
+            let core = if rt.pin && !cores.is_empty() {
+                Some(cores[id % cores.len()])
+            } else {
+                None
+            };
+            let (choice, entries) = (rt.driver, rt.uring_entries);
+            let handle = std::thread::Builder::new()
+                .name(format!("lattice-shard-{id}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(c) {
+                            tracing::warn!(shard = id, core = c.id, "could not pin shard to core");
+                        }
+                    }
+                    let metrics = parts.metrics.clone();
+                    let result = driver::run_on(choice, entries, move |kind| {
+                        metrics.drivers[id].store(kind.code(), Ordering::Relaxed);
+                        tracing::info!(shard = id, driver = kind.name(), "shard started");
+                        shard::run(parts, move || factory(id))
+                    });
+                    match result {
+                        Ok((_, fallback)) => {
+                            if let Some(why) = fallback {
+                                tracing::warn!(shard = id, "{why}");
+                            }
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::error!(shard = id, error = %e, "shard runtime failed to start");
+                            Err(format!("shard {id}: cannot start runtime: {e}"))
+                        }
+                    }
+                })
+                .map_err(StartError::Spawn)?;
+            shards.push(handle);
+        }
+
+        let stop_accept = Arc::new(AtomicBool::new(false));
+        let acceptor = acceptor::spawn(
+            listener,
+            accept_producers,
+            signals.clone(),
+            metrics.clone(),
+            net.clone(),
+            stop_accept.clone(),
+        )
+        .map_err(StartError::Spawn)?;
+        tracing::info!(%addr, shards = n, "listening");
+        Ok(Server {
+            addr,
+            signals,
+            metrics,
+            stop_accept,
+            acceptor: Some(acceptor),
+            shards,
+        })
+    }
+
+    /// The bound client address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// All shards' metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stops accepting and asks every shard to drain and stop. Returns at once; see [`Server::join`].
+    pub fn shutdown(&mut self) {
+        if !self.stop_accept.swap(true, Ordering::SeqCst) {
+            // Unblock the acceptor's accept() with a throwaway connection.
+            let mut wake = self.addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
+            if let Some(a) = self.acceptor.take() {
+                let _ = a.join();
+            }
+        }
+        for (i, s) in self.signals.iter().enumerate() {
+            if let Err(e) = s.push_control(Control::Shutdown) {
+                tracing::error!(shard = i, error = %e, "could not deliver shutdown");
+            }
+        }
+    }
+
+    /// Waits for every shard to stop. Fails if a shard could not start or panicked.
+    pub fn join(mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for (i, h) in std::mem::take(&mut self.shards).into_iter().enumerate() {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(format!("shard {i} panicked")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// True when any shard thread has finished (e.g. its runtime failed to start).
+    pub fn any_shard_finished(&self) -> bool {
+        self.shards.iter().any(|h| h.is_finished())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.shards.is_empty() {
+            self.shutdown();
+            for h in std::mem::take(&mut self.shards) {
+                let _ = h.join();
+            }
+        }
+    }
+}

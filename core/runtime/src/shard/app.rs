@@ -1,0 +1,42 @@
+//! The application a shard runs, as the runtime sees it.
+
+use lattice_wire::{CloseReason, Frame, SessionId};
+
+use super::cx::ShardCx;
+
+/// The application a shard runs: the roles (gate, services, …) composed by the server. One instance
+/// per shard, created on the shard's thread; it is never shared, so it needs no locks.
+///
+/// Callbacks must not block. A panic inside `on_frame` is caught by the runtime (per read, not per
+/// frame) and closes the session being served; an application that wants to answer the client
+/// catches handler panics itself.
+pub trait ShardApp: 'static {
+    /// Messages the application sends between shards (and to itself, see [`ShardCx::send`]).
+    type Msg: Send + 'static;
+
+    /// The shard's loop is starting (called once, before any other callback).
+    fn on_start(&mut self, _cx: &ShardCx<Self::Msg>) {}
+
+    /// A session opened on this shard.
+    fn on_open(&mut self, _cx: &ShardCx<Self::Msg>, _session: SessionId) {}
+
+    /// A complete frame arrived from one of this shard's sessions.
+    fn on_frame(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, frame: Frame<'_>);
+
+    /// A message from another shard (or from this one through [`ShardCx::send`]).
+    fn on_message(&mut self, cx: &ShardCx<Self::Msg>, msg: Self::Msg);
+
+    /// Runs queued work, at most `budget` items. Returns true if work remains.
+    fn run_queued(&mut self, _cx: &ShardCx<Self::Msg>, _budget: usize) -> bool {
+        false
+    }
+
+    /// A timer set with [`ShardCx::timer_after`] or [`ShardCx::timer_every`] fired.
+    fn on_timer(&mut self, _cx: &ShardCx<Self::Msg>, _token: u64) {}
+
+    /// A session of this shard closed (already removed from the table).
+    fn on_close(&mut self, _cx: &ShardCx<Self::Msg>, _session: SessionId, _reason: &CloseReason) {}
+
+    /// Shutdown began (called once per shard before draining).
+    fn on_shutdown(&mut self, _cx: &ShardCx<Self::Msg>) {}
+}

@@ -1,0 +1,484 @@
+//! [`ShardCx`]: what the application on a shard can do — send to shards, deliver frames to
+//! sessions anywhere, close sessions, set timers, wait for work done off the shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits};
+
+use crate::mesh::backlog::{Backlog, Queued, Refused};
+use crate::mesh::ring::Producer;
+use crate::mesh::ShardSignal;
+use crate::net::{NetConfig, SessionCell, SessionTable};
+use crate::telemetry::metrics::{Metrics, ShardMetrics};
+use crate::time::{Clock, MonoTime, TickLen, TimerError, TimerHandle, TimerWheel, WheelConfig};
+
+/// The wheel's tick: 1 ms.
+pub(crate) const TICK: TickLen = TickLen::MILLISECOND;
+
+/// What a shard's timer wheel holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerItem {
+    /// A session's deadline ([`Session::poll_timeout`]).
+    Session(SessionId),
+    /// An application timer; the token goes to [`super::ShardApp::on_timer`].
+    App(u64),
+}
+
+/// What travels on the mesh rings.
+pub(crate) enum Envelope<M> {
+    /// One encoded frame for one session of the receiving shard.
+    Deliver(SessionId, Vec<u8>),
+    /// One encoded frame for several sessions of the receiving shard (broadcast).
+    DeliverMany(Vec<SessionId>, Arc<[u8]>),
+    /// Close a session of the receiving shard.
+    Close(SessionId, CloseReason),
+    /// An application message.
+    App(M),
+}
+
+/// Settings of a shard's context.
+#[derive(Debug, Clone)]
+pub(crate) struct CxSettings {
+    pub net: NetConfig,
+    pub backlog_limit: usize,
+    pub wheel: WheelConfig,
+}
+
+/// The application's handle on its shard. Every method is cheap and never blocks.
+pub struct ShardCx<M> {
+    /// This shard's index.
+    pub id: usize,
+    /// Number of shards.
+    pub shards: usize,
+    /// Shared metrics (this shard writes `metrics.shards[id]`).
+    pub metrics: Arc<Metrics>,
+    /// Network settings.
+    pub net: NetConfig,
+    limits: SessionLimits,
+    outs: Vec<Option<Producer<Envelope<M>>>>,
+    backlog: RefCell<Backlog<Envelope<M>>>,
+    self_queue: Rc<RefCell<VecDeque<M>>>,
+    backlog_limit: usize,
+    pub(crate) signals: Arc<Vec<ShardSignal>>,
+    pub(crate) sessions: RefCell<SessionTable>,
+    pub(crate) clock: RefCell<Clock>,
+    pub(crate) wheel: RefCell<TimerWheel<TimerItem>>,
+    local_work: Cell<bool>,
+    pub(crate) draining: Cell<bool>,
+}
+
+impl<M: Send + 'static> ShardCx<M> {
+    pub(crate) fn new(
+        id: usize,
+        shards: usize,
+        metrics: Arc<Metrics>,
+        settings: CxSettings,
+        outs: Vec<Option<Producer<Envelope<M>>>>,
+        signals: Arc<Vec<ShardSignal>>,
+        clock: Clock,
+    ) -> Self {
+        let now = TICK.tick_of(clock.now());
+        let wheel = TimerWheel::starting_at(settings.wheel, now).unwrap_or_else(|e| {
+            tracing::error!(shard = id, error = %e, "bad timer wheel settings; using defaults");
+            TimerWheel::starting_at(WheelConfig::default(), now)
+                .expect("default wheel settings are valid")
+        });
+        ShardCx {
+            id,
+            shards,
+            metrics,
+            limits: settings.net.session_limits(),
+            net: settings.net,
+            outs,
+            backlog: RefCell::new(Backlog::new(shards, settings.backlog_limit)),
+            self_queue: Rc::new(RefCell::new(VecDeque::new())),
+            backlog_limit: settings.backlog_limit,
+            signals,
+            sessions: RefCell::new(SessionTable::default()),
+            clock: RefCell::new(clock),
+            wheel: RefCell::new(wheel),
+            local_work: Cell::new(false),
+            draining: Cell::new(false),
+        }
+    }
+
+    /// A context attached to no mesh and no sockets, for unit tests and tools. Sends to other
+    /// shards are refused (logged), deliveries find no session unless one is added with
+    /// [`ShardCx::open_session`].
+    pub fn standalone(id: usize, shards: usize, net: NetConfig) -> Self {
+        let shards = shards.max(id + 1);
+        ShardCx::new(
+            id,
+            shards,
+            Arc::new(Metrics::new(shards)),
+            CxSettings {
+                net,
+                backlog_limit: 1024,
+                wheel: WheelConfig::default(),
+            },
+            (0..shards).map(|_| None).collect(),
+            Arc::new((0..shards).map(|_| ShardSignal::new(1)).collect()),
+            Clock::new(),
+        )
+    }
+
+    /// This shard's metrics.
+    pub fn m(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.id]
+    }
+
+    // ---- messages ----
+
+    /// Sends an application message to shard `dst` (this shard included). Never drops: a full ring
+    /// keeps the message in the backlog, retried every pass; past `runtime.mesh_backlog_limit` it is
+    /// still queued and counted (`mesh_backlog_over_limit_total`). Use it for replies, notices and
+    /// anything whose loss would lose state; use [`ShardCx::try_send`] for client requests.
+    pub fn send(&self, dst: usize, msg: M) {
+        if dst == self.id {
+            let mut q = self.self_queue.borrow_mut();
+            if q.len() >= self.backlog_limit {
+                ShardMetrics::add(&self.m().mesh_backlog_over_limit_total, 1);
+            }
+            q.push_back(msg);
+            drop(q);
+            self.notify();
+        } else if self.push(dst, Envelope::App(msg), true).is_err() {
+            unreachable!("never-drop sends are not refused");
+        }
+    }
+
+    /// Sends a refusable message: handed back when the backlog for `dst` (or this shard's own
+    /// queue) already holds `runtime.mesh_backlog_limit` messages, counted as
+    /// `mesh_backlog_refused_total`. The caller answers `BUSY`.
+    pub fn try_send(&self, dst: usize, msg: M) -> Result<(), M> {
+        if dst == self.id {
+            let mut q = self.self_queue.borrow_mut();
+            if q.len() >= self.backlog_limit {
+                ShardMetrics::add(&self.m().mesh_backlog_refused_total, 1);
+                return Err(msg);
+            }
+            q.push_back(msg);
+            drop(q);
+            self.notify();
+            return Ok(());
+        }
+        match self.push(dst, Envelope::App(msg), false) {
+            Ok(()) => Ok(()),
+            Err(Envelope::App(m)) => Err(m),
+            Err(_) => unreachable!("push hands back what it was given"),
+        }
+    }
+
+    /// Runs `fut` on this shard (a local task) and, when it completes, queues `map(output)` for
+    /// this shard's [`super::ShardApp::on_message`]. This is how a handler waits for work done off
+    /// the shard (a storage read, a password hash) without blocking. Must be called on the shard's
+    /// own thread inside its runtime.
+    pub fn spawn_then<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+        map: impl FnOnce(T) -> M + 'static,
+    ) {
+        let queue = self.self_queue.clone();
+        let signals = self.signals.clone();
+        let id = self.id;
+        monoio::spawn(async move {
+            let out = fut.await;
+            queue.borrow_mut().push_back(map(out));
+            signals[id].wake();
+        });
+    }
+
+    // ---- sessions ----
+
+    /// Queues an encoded frame for `session`, wherever it lives.
+    pub fn deliver(&self, session: SessionId, frame: Vec<u8>) {
+        if session.shard() == self.id {
+            self.deliver_local(session, &frame);
+        } else if session.shard() < self.shards {
+            let _ = self.push(session.shard(), Envelope::Deliver(session, frame), true);
+        }
+    }
+
+    /// Queues a frame of exactly `len` bytes for `session`, written by `write`: straight into the
+    /// session's outbound queue when it lives on this shard (no copy), else into a buffer sent
+    /// through the mesh.
+    pub fn deliver_with(&self, session: SessionId, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        if session.shard() == self.id {
+            let table = self.sessions.borrow();
+            let Some(cell) = table.get(session) else {
+                return;
+            };
+            let r = cell.session.borrow_mut().send_with(len, write);
+            self.sent(cell, r);
+        } else if session.shard() < self.shards {
+            let mut frame = Vec::with_capacity(len);
+            write(&mut frame);
+            let _ = self.push(session.shard(), Envelope::Deliver(session, frame), true);
+        }
+    }
+
+    /// Queues one encoded frame for many sessions, one mesh message per owning shard.
+    pub fn deliver_many(&self, sessions: &[SessionId], frame: &[u8]) {
+        let mut per_shard: Vec<Vec<SessionId>> = vec![Vec::new(); self.shards];
+        for s in sessions {
+            if let Some(v) = per_shard.get_mut(s.shard()) {
+                v.push(*s);
+            }
+        }
+        let shared: Arc<[u8]> = Arc::from(frame);
+        for (shard, list) in per_shard.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            if shard == self.id {
+                for s in list {
+                    self.deliver_local(s, frame);
+                }
+            } else {
+                let _ = self.push(shard, Envelope::DeliverMany(list, shared.clone()), true);
+            }
+        }
+    }
+
+    /// Closes `session` (wherever it lives) with `reason`; queued output is flushed first when the
+    /// socket takes it.
+    pub fn close(&self, session: SessionId, reason: CloseReason) {
+        if session.shard() == self.id {
+            if let Some(cell) = self.sessions.borrow().get(session) {
+                cell.session.borrow_mut().close(reason);
+                cell.wake();
+            }
+        } else if session.shard() < self.shards {
+            let _ = self.push(session.shard(), Envelope::Close(session, reason), true);
+        }
+    }
+
+    /// Runs `f` on the state machine of `session` if it lives on this shard and is open. The
+    /// connection task is woken when `f` queued output or started a close.
+    pub fn with_session<R>(
+        &self,
+        session: SessionId,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        let table = self.sessions.borrow();
+        let cell = table.get(session)?;
+        let mut s = cell.session.borrow_mut();
+        let before = (s.unsent(), s.is_closing());
+        let r = f(&mut s);
+        let changed = (s.unsent(), s.is_closing()) != before;
+        drop(s);
+        if changed {
+            cell.wake();
+        }
+        Some(r)
+    }
+
+    /// Live sessions on this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// Registers a session for a connection from `peer` (the connection task, or a test).
+    pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        let now = self.clock.borrow_mut().refresh();
+        let mut table = self.sessions.borrow_mut();
+        let id = table.next_id(self.id);
+        let cell = Rc::new(SessionCell::new(Session::new(id, self.limits, now), peer));
+        table.insert(cell.clone());
+        drop(table);
+        self.arm_session_timer(&cell);
+        cell
+    }
+
+    pub(crate) fn deliver_local(&self, id: SessionId, frame: &[u8]) {
+        let table = self.sessions.borrow();
+        let Some(cell) = table.get(id) else {
+            return;
+        };
+        let r = cell.session.borrow_mut().send(frame);
+        self.sent(cell, r);
+    }
+
+    fn sent(&self, cell: &SessionCell, r: Result<(), SendError>) {
+        match r {
+            Ok(()) => {
+                ShardMetrics::add(&self.m().frames_out_total, 1);
+                cell.wake();
+            }
+            Err(SendError::Overflow) => cell.wake(),
+            Err(SendError::Closing) => {}
+        }
+    }
+
+    /// Schedules the session's next deadline in the wheel (kept when an earlier one is pending).
+    pub(crate) fn arm_session_timer(&self, cell: &SessionCell) {
+        let Some(at) = cell.session.borrow().poll_timeout() else {
+            return;
+        };
+        let tick = TICK.tick_of(at) + 1;
+        let mut wheel = self.wheel.borrow_mut();
+        if let Some(h) = cell.timer.get() {
+            match wheel.deadline_of(h) {
+                Some(d) if d <= tick => return,
+                Some(_) if wheel.reschedule(h, tick).is_ok() => return,
+                _ => {}
+            }
+        }
+        match wheel.insert(tick, TimerItem::Session(cell.id())) {
+            Ok(h) => cell.timer.set(Some(h)),
+            Err(e) => {
+                ShardMetrics::add(&self.m().timers_rejected_total, 1);
+                tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
+            }
+        }
+    }
+
+    // ---- time ----
+
+    /// The shard's time (refreshed once per loop pass and when a session reads).
+    pub fn now(&self) -> MonoTime {
+        self.clock.borrow().now()
+    }
+
+    /// Wall-clock time derived from the shard's clock.
+    pub fn wall_now(&self) -> SystemTime {
+        self.clock.borrow().wall_now()
+    }
+
+    /// Calls [`super::ShardApp::on_timer`] with `token` once, `delay` from now (1 ms resolution,
+    /// never early). Fails when the wheel is full (`runtime.timer_max_timers`, counted).
+    pub fn timer_after(&self, delay: Duration, token: u64) -> Result<TimerHandle, TimerError> {
+        let at = self.clock.borrow().deadline_after(delay, TICK);
+        let r = self.wheel.borrow_mut().insert(at, TimerItem::App(token));
+        self.count_timer(r)
+    }
+
+    /// Calls [`super::ShardApp::on_timer`] with `token` every `period` (at least 1 ms) until
+    /// cancelled. Fails when the wheel is full (counted).
+    pub fn timer_every(&self, period: Duration, token: u64) -> Result<TimerHandle, TimerError> {
+        let ticks = TICK.ticks_ceil(period).max(1);
+        let first = self.clock.borrow().deadline_after(period, TICK);
+        let r = self
+            .wheel
+            .borrow_mut()
+            .insert_periodic(first, ticks, TimerItem::App(token));
+        self.count_timer(r)
+    }
+
+    /// Cancels a timer. Returns false when it already fired (one-shot) or was cancelled.
+    pub fn cancel_timer(&self, handle: TimerHandle) -> bool {
+        self.wheel.borrow_mut().cancel(handle).is_some()
+    }
+
+    fn count_timer(&self, r: Result<TimerHandle, TimerError>) -> Result<TimerHandle, TimerError> {
+        if r.is_err() {
+            ShardMetrics::add(&self.m().timers_rejected_total, 1);
+        }
+        r
+    }
+
+    // ---- loop ----
+
+    /// Tells the shard's loop there is queued work for [`super::ShardApp::run_queued`].
+    pub fn notify(&self) {
+        self.local_work.set(true);
+        self.signals[self.id].wake();
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub(crate) fn take_local_work(&self) -> bool {
+        self.local_work.replace(false)
+    }
+
+    pub(crate) fn has_local_work(&self) -> bool {
+        self.local_work.get() || !self.self_queue.borrow().is_empty()
+    }
+
+    pub(crate) fn pop_self(&self) -> Option<M> {
+        self.self_queue.borrow_mut().pop_front()
+    }
+
+    pub(crate) fn self_queue_len(&self) -> usize {
+        self.self_queue.borrow().len()
+    }
+
+    pub(crate) fn open_counter(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.signals[self.id].open_sessions
+    }
+
+    fn push(&self, dst: usize, env: Envelope<M>, never_drop: bool) -> Result<(), Envelope<M>> {
+        let Some(ring) = self.outs.get(dst).and_then(Option::as_ref) else {
+            tracing::error!(
+                shard = self.id,
+                dst,
+                "no mesh ring to this shard; message dropped"
+            );
+            return Ok(());
+        };
+        let m = self.m();
+        let mut backlog = self.backlog.borrow_mut();
+        // Keep order: once a backlog exists for `dst`, new messages queue behind it.
+        let env = if backlog.len_for(dst) == 0 {
+            match ring.push(env) {
+                Ok(()) => {
+                    ShardMetrics::add(&m.mesh_sent_total, 1);
+                    if self.signals[dst].is_parked() {
+                        ShardMetrics::add(&m.mesh_wakeups_total, 1);
+                    }
+                    self.signals[dst].wake();
+                    return Ok(());
+                }
+                Err(back) => {
+                    ShardMetrics::add(&m.mesh_ring_full_total, 1);
+                    back
+                }
+            }
+        } else {
+            env
+        };
+        match backlog.push(dst, env, never_drop) {
+            Ok(Queued::WithinLimit) => {}
+            Ok(Queued::OverLimit) => ShardMetrics::add(&m.mesh_backlog_over_limit_total, 1),
+            Err(Refused(env)) => {
+                ShardMetrics::add(&m.mesh_backlog_refused_total, 1);
+                return Err(env);
+            }
+        }
+        ShardMetrics::set(&m.mesh_backlog, backlog.len() as u64);
+        self.signals[dst].wake();
+        Ok(())
+    }
+
+    /// Retries backlogged sends. Returns true if some remain.
+    pub(crate) fn flush_backlog(&self) -> bool {
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() {
+            return false;
+        }
+        let m = self.m();
+        for dst in 0..backlog.destinations() {
+            let Some(ring) = self.outs[dst].as_ref() else {
+                continue;
+            };
+            if backlog.len_for(dst) == 0 {
+                continue;
+            }
+            let sent = backlog.drain_into(dst, |env| ring.push(env));
+            if sent > 0 {
+                ShardMetrics::add(&m.mesh_sent_total, sent as u64);
+                self.signals[dst].wake();
+            }
+        }
+        ShardMetrics::set(&m.mesh_backlog, backlog.len() as u64);
+        !backlog.is_empty()
+    }
+}

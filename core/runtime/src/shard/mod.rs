@@ -1,0 +1,18 @@
+//! One shard: its context ([`ShardCx`]), the application it runs ([`ShardApp`]), its state and its
+//! loop.
+//!
+//! Files: `app.rs` the application trait; `cx.rs` what the application may do; `state.rs` the state
+//! the loop and the connection tasks share, and how a session enters, runs and leaves; `run.rs` the
+//! loop pass, parking and shutdown drain.
+
+mod app;
+mod cx;
+mod run;
+mod state;
+
+pub use app::ShardApp;
+pub use cx::ShardCx;
+pub use state::panic_message;
+
+pub(crate) use cx::CxSettings;
+pub(crate) use run::{run, ShardParts};

@@ -1,0 +1,283 @@
+//! The shard loop: one "pass" drains the control lane, fires due timers, retries the backlog, adopts
+//! new sockets, drains every incoming ring (a bounded batch each), runs messages the shard sent
+//! itself, then the application's queued work (bounded by `runtime.queued_budget`). When a pass
+//! finds nothing it parks until a producer, a connection task, a control command or the next timer
+//! wakes it.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use lattice_wire::CloseReason;
+
+use super::app::ShardApp;
+use super::cx::{CxSettings, Envelope, ShardCx};
+use super::state::{guarded, ShardState};
+use crate::mesh::ring::{Consumer, Producer};
+use crate::mesh::{Control, ShardSignal};
+use crate::telemetry::metrics::{Metrics, ShardMetrics};
+use crate::time::Clock;
+
+/// Everything a shard thread needs, built by [`crate::Server::start`].
+pub(crate) struct ShardParts<M> {
+    pub id: usize,
+    pub shards: usize,
+    pub outs: Vec<Option<Producer<Envelope<M>>>>,
+    pub ins: Vec<Option<Consumer<Envelope<M>>>>,
+    pub accept_in: Consumer<TcpStream>,
+    pub signals: Arc<Vec<ShardSignal>>,
+    pub quiet: Arc<Vec<AtomicBool>>,
+    pub metrics: Arc<Metrics>,
+    pub settings: CxSettings,
+    pub mesh_batch: usize,
+    pub queued_budget: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Runs one shard until it has shut down. Called inside the shard's runtime.
+pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl FnOnce() -> A) {
+    let read_buf = vec![0u8; parts.settings.net.read_buffer.max(4096)].into_boxed_slice();
+    let mut clock = Clock::new();
+    clock.refresh();
+    let cx = ShardCx::new(
+        parts.id,
+        parts.shards,
+        parts.metrics,
+        parts.settings,
+        parts.outs,
+        parts.signals,
+        clock,
+    );
+    let st = Rc::new(ShardState {
+        cx,
+        app: RefCell::new(make_app()),
+        read_buf: RefCell::new(read_buf),
+        ins: parts.ins,
+        accept_in: parts.accept_in,
+        quiet: parts.quiet,
+        mesh_batch: parts.mesh_batch,
+        queued_budget: parts.queued_budget,
+        drain_timeout: parts.drain_timeout,
+    });
+    mesh_loop(st).await;
+}
+
+async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
+    let id = st.cx.id;
+    let alloc_duties = crate::allocator_duties();
+    if alloc_duties {
+        if let Err(e) = lattice_alloc::register_heap(&format!("shard-{id}")) {
+            tracing::warn!(shard = id, error = %e, "allocator: no own heap; using the shared fallback heap");
+        }
+    }
+    guarded(&st, "on_start", |app| app.on_start(&st.cx));
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let mut worked = false;
+        for cmd in st.cx.signals[id].take_control() {
+            match cmd {
+                Control::Shutdown if drain_deadline.is_none() => {
+                    tracing::info!(
+                        shard = id,
+                        sessions = st.cx.session_count(),
+                        "shutdown: draining"
+                    );
+                    st.cx.draining.set(true);
+                    drain_deadline = Some(Instant::now() + st.drain_timeout);
+                    guarded(&st, "on_shutdown", |app| app.on_shutdown(&st.cx));
+                    for s in st.cx.sessions.borrow().iter() {
+                        s.wake();
+                    }
+                }
+                Control::Shutdown => {}
+            }
+            worked = true;
+        }
+        if st.run_timers() {
+            worked = true;
+        }
+        let backlog_left = st.cx.flush_backlog();
+        while let Some(stream) = st.accept_in.pop() {
+            worked = true;
+            crate::net::conn::adopt(&st, stream);
+        }
+        for src in 0..st.ins.len() {
+            let Some(ring) = st.ins[src].as_ref() else {
+                continue;
+            };
+            for _ in 0..st.mesh_batch {
+                let Some(env) = ring.pop() else { break };
+                worked = true;
+                ShardMetrics::add(&st.cx.m().mesh_received_total, 1);
+                dispatch(&st, env);
+            }
+        }
+        // Only what was queued before this pass: a message that queues another runs next pass.
+        let queued = st.cx.self_queue_len();
+        ShardMetrics::set(&st.cx.m().self_queue_depth, queued as u64);
+        for _ in 0..queued {
+            let Some(msg) = st.cx.pop_self() else { break };
+            worked = true;
+            guarded(&st, "on_message", |app| app.on_message(&st.cx, msg));
+        }
+        if alloc_duties {
+            lattice_alloc::flush_thread();
+            if id == 0 {
+                lattice_alloc::central_pool_pass(64);
+            }
+        }
+        st.cx.take_local_work();
+        let budget = st.queued_budget;
+        let more =
+            guarded(&st, "run_queued", |app| app.run_queued(&st.cx, budget)).unwrap_or(false);
+        if more {
+            st.cx.notify();
+            worked = true;
+        }
+
+        if let Some(deadline) = drain_deadline {
+            if drain_step(&st, worked || backlog_left, deadline) {
+                return;
+            }
+            monoio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        if worked {
+            YieldNow(false).await;
+        } else if backlog_left {
+            monoio::time::sleep(Duration::from_micros(100)).await;
+        } else {
+            let park = Park {
+                st: &st,
+                armed: false,
+            };
+            match st.park_timeout() {
+                None => park.await,
+                Some(d) => {
+                    let mut park = std::pin::pin!(park);
+                    let mut sleep = std::pin::pin!(monoio::time::sleep(d));
+                    std::future::poll_fn(|cx| {
+                        if park.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// One drain check. Returns true when the shard may stop.
+fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) -> bool {
+    let id = st.cx.id;
+    let unsent: usize = st
+        .cx
+        .sessions
+        .borrow()
+        .iter()
+        .map(|s| s.session.borrow().unsent())
+        .sum();
+    let locally_quiet = !busy && unsent == 0 && !st.has_input();
+    st.quiet[id].store(locally_quiet, Ordering::SeqCst);
+    let all_quiet =
+        locally_quiet && st.quiet.iter().all(|q| q.load(Ordering::SeqCst)) && !st.has_input();
+    let timed_out = Instant::now() >= deadline;
+    if all_quiet || timed_out {
+        let table = st.cx.sessions.borrow();
+        if table.is_empty() {
+            tracing::info!(shard = id, "shutdown: shard stopped");
+            return true;
+        }
+        if timed_out {
+            tracing::warn!(
+                shard = id,
+                sessions = table.len(),
+                unsent,
+                "shutdown: drain timeout, closing sessions with unsent output"
+            );
+        }
+        for s in table.iter() {
+            s.session.borrow_mut().close(CloseReason::Shutdown);
+            s.wake();
+        }
+    }
+    false
+}
+
+fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
+    match env {
+        Envelope::Deliver(s, frame) => {
+            debug_assert_eq!(s.shard(), st.cx.id, "delivery routed to the wrong shard");
+            st.cx.deliver_local(s, &frame)
+        }
+        Envelope::DeliverMany(list, frame) => {
+            debug_assert!(list.iter().all(|s| s.shard() == st.cx.id));
+            for s in list {
+                st.cx.deliver_local(s, &frame);
+            }
+        }
+        Envelope::Close(s, reason) => st.cx.close(s, reason),
+        Envelope::App(msg) => {
+            guarded(st, "on_message", |app| app.on_message(&st.cx, msg));
+        }
+    }
+}
+
+pub(crate) struct YieldNow(pub bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+struct Park<'a, A: ShardApp> {
+    st: &'a ShardState<A>,
+    armed: bool,
+}
+
+impl<A: ShardApp> Drop for Park<'_, A> {
+    fn drop(&mut self) {
+        // Woken by the timer instead: we are running, so producers need not wake us.
+        if self.armed {
+            self.st.cx.signals[self.st.cx.id].cancel_park();
+        }
+    }
+}
+
+impl<A: ShardApp> Future for Park<'_, A> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let sig = &self.st.cx.signals[self.st.cx.id];
+        if self.armed {
+            sig.cancel_park();
+            return Poll::Ready(());
+        }
+        debug_assert!(!sig.is_parked(), "a shard parks only once at a time");
+        sig.prepare_park(cx.waker());
+        self.armed = true;
+        // Re-check after announcing the park: a producer that published before seeing `parked`
+        // is caught here; one that publishes after sees `parked` and wakes us.
+        if self.st.has_input() {
+            sig.cancel_park();
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,232 @@
+//! A shard's state shared by its loop and its connection tasks (same thread), and how sessions
+//! enter, run and leave it.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_wire::{CloseReason, MonoTime, SessionId};
+
+use super::app::ShardApp;
+use super::cx::{Envelope, ShardCx, TimerItem, TICK};
+use crate::mesh::ring::Consumer;
+use crate::net::conn::ConnHost;
+use crate::net::SessionCell;
+use crate::telemetry::metrics::ShardMetrics;
+
+/// The shard's state: its context, its application and what its loop drains.
+pub(crate) struct ShardState<A: ShardApp> {
+    pub cx: ShardCx<A::Msg>,
+    pub app: RefCell<A>,
+    pub read_buf: RefCell<Box<[u8]>>,
+    pub ins: Vec<Option<Consumer<Envelope<A::Msg>>>>,
+    pub accept_in: Consumer<TcpStream>,
+    pub quiet: Arc<Vec<AtomicBool>>,
+    pub mesh_batch: usize,
+    pub queued_budget: usize,
+    pub drain_timeout: Duration,
+}
+
+impl<A: ShardApp> ShardState<A> {
+    /// Fires due timers (bounded per pass). Returns true if any fired.
+    pub fn run_timers(&self) -> bool {
+        let now = self.cx.clock.borrow_mut().refresh();
+        let mut fired = Vec::new();
+        let outcome = self
+            .cx
+            .wheel
+            .borrow_mut()
+            .advance(TICK.tick_of(now), |e| fired.push(e.item));
+        let m = self.cx.m();
+        if outcome.budget_hit {
+            ShardMetrics::add(&m.timers_deferred_total, 1);
+        }
+        ShardMetrics::add(&m.timers_fired_total, fired.len() as u64);
+        for item in &fired {
+            match *item {
+                TimerItem::Session(id) => self.session_deadline(id, now),
+                TimerItem::App(token) => {
+                    guarded(self, "on_timer", |app| app.on_timer(&self.cx, token));
+                }
+            }
+        }
+        let stats = self.cx.wheel.borrow().stats();
+        ShardMetrics::set(&m.timers_pending, stats.pending);
+        ShardMetrics::set(
+            &m.clock_backwards_total,
+            self.cx.clock.borrow().stats().backwards_clamped,
+        );
+        !fired.is_empty()
+    }
+
+    fn session_deadline(&self, id: SessionId, now: MonoTime) {
+        let table = self.cx.sessions.borrow();
+        let Some(cell) = table.get(id) else {
+            return;
+        };
+        cell.timer.set(None);
+        let closing = {
+            let mut s = cell.session.borrow_mut();
+            s.handle_timeout(now);
+            s.is_closing()
+        };
+        if closing {
+            cell.wake();
+        } else {
+            self.cx.arm_session_timer(cell);
+        }
+    }
+
+    /// How long the loop may park before the next timer is due.
+    pub fn park_timeout(&self) -> Option<Duration> {
+        let next = self.cx.wheel.borrow().next_deadline()?;
+        Some(self.cx.clock.borrow().until_tick(next, TICK))
+    }
+
+    /// True when the loop has something to do without waiting.
+    pub fn has_input(&self) -> bool {
+        self.cx.signals[self.cx.id].control_pending()
+            || self.cx.has_local_work()
+            || !self.accept_in.is_empty()
+            || self.ins.iter().flatten().any(|c| !c.is_empty())
+    }
+
+    fn close_counter(&self, reason: &CloseReason) -> &std::sync::atomic::AtomicU64 {
+        let m = self.cx.m();
+        match reason {
+            CloseReason::PeerClosed => &m.sessions_closed_peer_total,
+            CloseReason::Protocol(_) => &m.sessions_closed_protocol_total,
+            CloseReason::SendBufferOverflow => &m.sessions_closed_send_overflow_total,
+            CloseReason::Io(_) => &m.sessions_closed_io_total,
+            CloseReason::App(_) => &m.sessions_closed_app_total,
+            CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
+            CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
+        }
+    }
+}
+
+impl<A: ShardApp> ConnHost for ShardState<A> {
+    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>> {
+        let cx = &self.cx;
+        if cx.is_draining() {
+            return None;
+        }
+        let cell = cx.open_session(peer);
+        let id = cell.id();
+        let m = cx.m();
+        ShardMetrics::add(&m.connections_accepted_total, 1);
+        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        tracing::debug!(session = %id, %peer, "session opened");
+        guarded(self, "on_open", |app| app.on_open(cx, id));
+        Some(cell)
+    }
+
+    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
+        let cx = &self.cx;
+        let now = cx.clock.borrow_mut().refresh();
+        let id = cell.id();
+        let frames_in = &cx.m().frames_in_total;
+        let mut input = bytes;
+        // One catch_unwind per read, not per frame: a panic closes this session only.
+        let served = guarded(self, "on_frame", |app| loop {
+            // The borrow ends before the application runs: it may queue output to this session.
+            let next = cell.session.borrow_mut().receive(now, &mut input);
+            match next {
+                Ok(Some(frame)) => {
+                    ShardMetrics::add(frames_in, 1);
+                    app.on_frame(cx, id, frame.frame());
+                    if cell.session.borrow().is_closing() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        });
+        if served.is_none() {
+            cell.session
+                .borrow_mut()
+                .close(CloseReason::App("internal error".into()));
+        }
+    }
+
+    fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
+        let cx = &self.cx;
+        let id = cell.id();
+        cx.sessions.borrow_mut().remove(id);
+        if let Some(h) = cell.timer.take() {
+            cx.wheel.borrow_mut().cancel(h);
+        }
+        cx.open_counter().fetch_sub(1, Ordering::Relaxed);
+        let m = cx.m();
+        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        ShardMetrics::add(self.close_counter(&reason), 1);
+        match &reason {
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::IdleTimeout => {
+                tracing::info!(session = %id, peer = %cell.peer, %reason, "session closed")
+            }
+            _ => tracing::warn!(session = %id, peer = %cell.peer, %reason, "session closed"),
+        }
+        guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
+    }
+
+    fn read_buf(&self) -> &RefCell<Box<[u8]>> {
+        &self.read_buf
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.cx.m()
+    }
+
+    fn draining(&self) -> bool {
+        self.cx.is_draining()
+    }
+
+    fn reads_per_poll(&self) -> usize {
+        self.cx.net.reads_per_poll.max(1)
+    }
+
+    fn not_adopted(&self) {
+        self.cx.open_counter().fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Calls into the application, catching a panic so the shard goes on. Returns None on panic.
+pub(crate) fn guarded<A: ShardApp, R>(
+    st: &ShardState<A>,
+    what: &str,
+    f: impl FnOnce(&mut A) -> R,
+) -> Option<R> {
+    let mut app = match st.app.try_borrow_mut() {
+        Ok(a) => a,
+        Err(_) => {
+            tracing::error!(
+                shard = st.cx.id,
+                what,
+                "application re-entered; call skipped"
+            );
+            return None;
+        }
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut app))) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            ShardMetrics::add(&st.cx.m().app_panics_total, 1);
+            tracing::error!(shard = st.cx.id, what, panic = %panic_message(&*p), "application panicked; shard continues");
+            None
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}

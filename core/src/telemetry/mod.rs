@@ -1,6 +1,0 @@
-//! Observability: tracing set-up, per-shard metrics, the admin HTTP listener.
-
-pub mod admin;
-pub mod alloc_metrics;
-pub mod log;
-pub mod metrics;

@@ -1,0 +1,722 @@
+//! The storage behaviour suite, run against both backends: every case below is instantiated once
+//! for SQLite and once for MySQL/MariaDB (`LATTICE_TEST_MYSQL_URL`, see `deploy/ci/mariadb.sh`).
+
+mod storage_common;
+
+use lattice_storage::dump::{DumpError, DumpFile, DumpRecord};
+use lattice_storage::sql::{self, Dialect};
+use lattice_storage::{
+    migrate, BackendKind, Migration, Schema, StmtKind, Storage, StorageConfig, StorageError, Value,
+};
+use std::time::{Duration, Instant};
+use storage_common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn open(cfg: &StorageConfig) -> Storage {
+    Storage::open(cfg.clone(), schema()).expect("storage opens")
+}
+
+fn round_trip(db: Db) {
+    let cfg = config(db, "roundtrip");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv registered");
+    let mut tickets = Vec::new();
+    for i in 0..100 {
+        tickets.push(
+            h.insert(kvt, vec![Value::Int(i)], kv(i * 10, Some("new")))
+                .expect("mark"),
+        );
+    }
+    for i in 0..10 {
+        tickets.push(
+            h.update(kvt, vec![Value::Int(i)], kv(-i, None))
+                .expect("mark"),
+        );
+    }
+    for i in 90..100 {
+        tickets.push(h.delete(kvt, vec![Value::Int(i)]).expect("mark"));
+    }
+    let mut last = 0;
+    for t in tickets {
+        let ack = t.wait_timeout(T).expect("journaled");
+        assert!(ack.seq > last, "acks come in seq order");
+        last = ack.seq;
+    }
+    // Dirty reads before any flush.
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(3)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        Some(kv(-3, None))
+    );
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(95)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        None
+    );
+    assert_eq!(h.metrics().dirty_reads, 2);
+    let rep = h.flush_and_wait(T).expect("flushed");
+    assert_eq!((rep.written, rep.dumped), (100, 0));
+    assert_eq!(rep.confirmed_seq, last);
+    let rows = kv_rows(&h);
+    assert_eq!(rows.len(), 90);
+    assert_eq!(rows[3], (3, -3, None));
+    assert_eq!(rows[50], (50, 500, Some("new".into())));
+    // Reads now come from the database.
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(50)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        Some(kv(500, Some("new")))
+    );
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(1000)])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        None
+    );
+    let m = h.metrics();
+    assert!(m.kind(StmtKind::Select).statements >= 2);
+    assert_eq!(
+        m.kind(StmtKind::Insert).rows,
+        90,
+        "inserted rows after coalescing (10 updates folded in)"
+    );
+    assert_eq!(m.kind(StmtKind::Delete).rows, 10);
+    s.shutdown().expect("clean shutdown");
+    // Reopen: nothing to replay, data still there.
+    let s = open(&cfg);
+    let h = s.handle();
+    assert_eq!(h.metrics().journal_replayed, 0);
+    assert_eq!(kv_rows(&h).len(), 90);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn update_without_insert_and_composite_keys(db: Db) {
+    let cfg = config(db, "composite");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let pair = h.table("pair").expect("pair");
+    h.insert(kvt, vec![Value::Int(1)], kv(1, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    h.flush_and_wait(T).expect("flush");
+    // A plain update of an existing row, and an update of a missing row (no effect).
+    h.update(kvt, vec![Value::Int(1)], kv(2, Some("u")))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    h.update(kvt, vec![Value::Int(2)], kv(9, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    for a in 0..20i64 {
+        for b in ["x", "y"] {
+            h.insert(
+                pair,
+                vec![Value::Int(a), Value::from(b)],
+                vec![Value::Bytes(vec![a as u8, 0, 255])],
+            )
+            .expect("mark")
+            .wait()
+            .expect("ack");
+        }
+    }
+    for a in 0..10i64 {
+        h.delete(pair, vec![Value::Int(a), Value::from("x")])
+            .expect("mark")
+            .wait()
+            .expect("ack");
+    }
+    h.flush_and_wait(T).expect("flush");
+    assert_eq!(kv_rows(&h), vec![(1, 2, Some("u".into()))]);
+    assert_eq!(h.metrics().kind(StmtKind::Update).statements, 2);
+    let rows = h
+        .query("SELECT a, b, c FROM pair ORDER BY a, b", vec![])
+        .expect("q")
+        .wait_timeout(T)
+        .expect("rows");
+    assert_eq!(rows.len(), 30);
+    assert_eq!(rows[0][1].as_str(), Some("y"));
+    match &rows[29][2] {
+        Value::Bytes(b) => assert_eq!(b, &vec![19, 0, 255]),
+        other => panic!("blob came back as {other:?}"),
+    }
+    assert_eq!(
+        h.load(pair, vec![Value::Int(15), Value::from("x")])
+            .expect("load")
+            .wait_timeout(T)
+            .expect("read"),
+        Some(vec![Value::Bytes(vec![15, 0, 255])])
+    );
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn coalescing(db: Db) {
+    let cfg = config(db, "coalesce");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let mut last = None;
+    h.insert(kvt, vec![Value::Int(7)], kv(0, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    for v in 1..=1000 {
+        last = Some(
+            h.update(kvt, vec![Value::Int(7)], kv(v, None))
+                .expect("mark"),
+        );
+    }
+    last.expect("marked").wait_timeout(T).expect("ack");
+    let rep = h.flush_and_wait(T).expect("flush");
+    assert_eq!(rep.written, 1);
+    let m = h.metrics();
+    assert_eq!(m.dirty_marks, 1001);
+    assert_eq!(m.coalesced_marks, 1000);
+    assert_eq!(m.flushed_rows, 1);
+    assert_eq!(
+        m.kind(StmtKind::Insert).statements,
+        1,
+        "1001 marks, one write"
+    );
+    assert_eq!(
+        m.kind(StmtKind::Update).statements,
+        0,
+        "update after insert stays an insert"
+    );
+    assert_eq!(kv_rows(&h), vec![(7, 1000, None)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn dirty_bound_triggers_flush(db: Db) {
+    let mut cfg = config(db, "bound");
+    cfg.dirty_bound = 100;
+    cfg.batch_rows = 64;
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let tickets: Vec<_> = (0..1000)
+        .map(|i| {
+            h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+                .expect("mark")
+        })
+        .collect();
+    for t in tickets {
+        t.wait_timeout(T).expect("ack");
+    }
+    // The interval is 60 s; only the bound starts flushes. Whenever a journal group leaves 100 or
+    // more rows dirty the flusher is woken, so eventually fewer than 100 remain dirty (how many
+    // depends on how the marks were grouped). Wait for that, bounded.
+    let deadline = Instant::now() + T;
+    while h.metrics().flushed_rows < 1000 - 99 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = h.metrics();
+    assert!(
+        m.flushed_rows > 900,
+        "bound-triggered flushes wrote {} rows",
+        m.flushed_rows
+    );
+    assert!(m.dirty_rows < 100, "{} rows still dirty", m.dirty_rows);
+    assert!(m.flushes >= 1);
+    assert!(
+        m.flush_batch_rows.min >= 100,
+        "each flush took at least the bound"
+    );
+    assert_eq!(m.kind(StmtKind::Insert).rows, m.flushed_rows);
+    let left = h.flush_and_wait(T).expect("flush the rest").written;
+    assert_eq!(m.flushed_rows + left, 1000);
+    assert_eq!(kv_rows(&h).len(), 1000);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn crash_then_replay(db: Db) {
+    let cfg = config(db, "replay");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let tickets: Vec<_> = (0..500)
+        .map(|i| {
+            h.insert(kvt, vec![Value::Int(i)], kv(i, Some("j")))
+                .expect("mark")
+        })
+        .collect();
+    for t in tickets {
+        t.wait_timeout(T).expect("ack");
+    }
+    h.delete(kvt, vec![Value::Int(0)])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert!(kv_rows(&h).is_empty(), "nothing flushed yet");
+    s.halt_without_flush();
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], kv(1, None)),
+        Err(StorageError::Closed)
+    ));
+    // Restart: the journal's 501 acknowledged marks are written before open returns.
+    let s = open(&cfg);
+    let h = s.handle();
+    assert_eq!(h.metrics().journal_replayed, 501);
+    let rows = kv_rows(&h);
+    assert_eq!(rows.len(), 499);
+    assert_eq!(rows[0], (1, 1, Some("j".into())));
+    s.shutdown().expect("shutdown");
+    // And they are not replayed twice.
+    let s = open(&cfg);
+    let h = s.handle();
+    assert_eq!(h.metrics().journal_replayed, 0);
+    assert_eq!(kv_rows(&h).len(), 499);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn sql_error_goes_to_dump_with_code(db: Db) {
+    capture_logs();
+    let cfg = config(db, "sqlerr");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    for i in 0..10 {
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
+    }
+    // NULL into a NOT NULL column: a constraint error from the server, in the middle of a batch.
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    let rep = h.flush_and_wait(T).expect("flush completes");
+    assert_eq!(
+        (rep.written, rep.dumped),
+        (9, 1),
+        "good rows land, the bad one is dumped"
+    );
+    let m = h.metrics();
+    assert_eq!(m.dumps, 1);
+    assert_eq!(m.retries, 0, "SQL errors are not retried");
+    assert_eq!(kv_rows(&h).len(), 9);
+    let code = match db {
+        Db::Mysql => 1048,  // ER_BAD_NULL_ERROR
+        Db::Sqlite => 1299, // SQLITE_CONSTRAINT_NOTNULL
+    };
+    let dump = DumpFile::open(&cfg.dump_path()).expect("dump opens");
+    let lines = dump.load().expect("dump loads");
+    assert_eq!(lines.len(), 1);
+    let rec = match &lines[0] {
+        lattice_storage::dump::DumpLine::Record(r) => r.clone(),
+        other => panic!("unparsable dump line {other:?}"),
+    };
+    assert_eq!(rec.error.class, "sql");
+    assert_eq!(rec.error.code, Some(code));
+    assert_eq!(rec.table, "kv");
+    assert_eq!(rec.params, vec![Value::Int(5), Value::Null, Value::Null]);
+    assert!(rec.sql.starts_with("INSERT INTO"), "{}", rec.sql);
+    let logs = captured_logs();
+    assert!(
+        logs.contains(&format!("SQL error {code}")),
+        "log lacks the code: {logs}"
+    );
+    s.shutdown().expect("shutdown");
+    // At the next start the record is tried again, fails again, and is kept (never dropped).
+    let s = open(&cfg);
+    let h = s.handle();
+    let m = h.metrics();
+    assert_eq!((m.replays, m.replay_failures, m.dump_pending), (0, 1, 1));
+    let lines = DumpFile::open(&cfg.dump_path())
+        .expect("dump")
+        .load()
+        .expect("load");
+    match &lines[0] {
+        lattice_storage::dump::DumpLine::Record(r) => {
+            assert_eq!(r.attempts, rec.attempts + 1)
+        }
+        other => panic!("{other:?}"),
+    }
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn dump_records_replay_at_start(db: Db) {
+    let cfg = config(db, "dumpreplay");
+    // First open creates the schema; then a dump record is written by hand, as an operator or an
+    // earlier run would leave it.
+    let s = open(&cfg);
+    s.shutdown().expect("shutdown");
+    let spec = schema().tables()[0].clone();
+    let dialect = match db {
+        Db::Mysql => Dialect::Mysql,
+        Db::Sqlite => Dialect::Sqlite,
+    };
+    let key = vec![Value::Int(42)];
+    let entry = lattice_storage::dirty::DirtyEntry {
+        op: lattice_storage::Op::Insert,
+        values: kv(4242, Some("dumped")),
+        seq: 1,
+    };
+    let row = lattice_storage::dirty::RowRef {
+        table: lattice_storage::TableId::first(),
+        key: &key,
+        entry: &entry,
+    };
+    let st = sql::upsert(dialect, &spec, &[row]);
+    let rec = DumpRecord {
+        v: 1,
+        at_ms: 0,
+        backend: cfg.backend.as_str().into(),
+        database: cfg.database_name(),
+        table: "kv".into(),
+        seq: 1,
+        sql: st.sql,
+        params: st.params[0].clone(),
+        error: DumpError {
+            class: "network".into(),
+            code: Some(2013),
+            message: "lost connection".into(),
+        },
+        attempts: 9,
+    };
+    let mut dump = DumpFile::open(&cfg.dump_path()).expect("dump");
+    dump.append(&[rec]).expect("append");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(cfg.dump_path())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{ operator note, not a record }\n"))
+        .expect("write raw line");
+    let s = open(&cfg);
+    let h = s.handle();
+    let m = h.metrics();
+    assert_eq!(
+        (m.replays, m.dump_pending),
+        (1, 1),
+        "record replayed, foreign line kept"
+    );
+    assert_eq!(kv_rows(&h), vec![(42, 4242, Some("dumped".into()))]);
+    let left = std::fs::read_to_string(cfg.dump_path()).expect("dump file kept");
+    assert_eq!(left, "{ operator note, not a record }\n");
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn migrations_apply_once_and_verify(db: Db) {
+    let cfg = config(db, "migrate");
+    let s = open(&cfg);
+    let h = s.handle();
+    let versions = |h: &lattice_storage::StorageHandle| -> Vec<i64> {
+        h.query(
+            &format!(
+                "SELECT version FROM {} ORDER BY version",
+                migrate::VERSION_TABLE
+            ),
+            vec![],
+        )
+        .expect("q")
+        .wait_timeout(T)
+        .expect("rows")
+        .iter()
+        .map(|r| r[0].as_i64().expect("int"))
+        .collect()
+    };
+    assert_eq!(versions(&h), vec![1, 2]);
+    assert!(h.metrics().kind(StmtKind::Ddl).statements >= 2);
+    s.shutdown().expect("shutdown");
+    // A new migration is applied on the next start, old ones are not re-run.
+    let schema3 = schema().migration(Migration::portable(
+        3,
+        "index",
+        &["CREATE INDEX kv_val ON kv (val)"],
+    ));
+    let s = Storage::open(cfg.clone(), schema3.clone()).expect("open with v3");
+    let h = s.handle();
+    assert_eq!(versions(&h), vec![1, 2, 3]);
+    assert_eq!(h.metrics().kind(StmtKind::Ddl).statements, 1);
+    s.shutdown().expect("shutdown");
+    // auto_migrate off: a schema that lacks a version is refused with a typed error.
+    let mut strict = cfg.clone();
+    strict.auto_migrate = false;
+    let schema4 = schema3.clone().migration(Migration::portable(
+        4,
+        "more",
+        &["CREATE INDEX kv_note ON kv (note)"],
+    ));
+    match Storage::open(strict.clone(), schema4) {
+        Err(StorageError::Migration(m)) => assert!(m.contains("[4]"), "{m}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened with a missing migration"),
+    }
+    let sql = migrate::print_sql(&strict, schema().migrations()).expect("prints");
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS kv"));
+    assert_eq!(sql.contains("CREATE DATABASE"), db == Db::Mysql);
+    let s = Storage::open(cfg, schema3).expect("reopen");
+    drop_database(&s.handle());
+    s.shutdown().expect("shutdown");
+}
+
+fn bad_input_is_a_typed_error(db: Db) {
+    let cfg = config(db, "badinput");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    assert!(h.table("nope").is_none());
+    assert!(matches!(
+        h.insert(kvt, vec![], kv(1, None)),
+        Err(StorageError::Arity { what: "key", .. })
+    ));
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], vec![]),
+        Err(StorageError::Arity { what: "column", .. })
+    ));
+    assert!(matches!(
+        h.mark(
+            kvt,
+            lattice_storage::Op::Delete,
+            vec![Value::Int(1)],
+            kv(1, None)
+        ),
+        Err(StorageError::Arity { .. })
+    ));
+    assert!(matches!(
+        h.load(kvt, vec![Value::Int(1), Value::Int(2)]),
+        Err(StorageError::Arity { .. })
+    ));
+    let big = Value::Bytes(vec![0; 17 << 20]);
+    assert!(matches!(
+        h.insert(kvt, vec![Value::Int(1)], vec![Value::Int(1), big]),
+        Err(StorageError::RowTooLarge(_))
+    ));
+    // A query error comes back as a typed database error, and the storage goes on working.
+    match h
+        .query("SELEC nonsense", vec![])
+        .expect("queued")
+        .wait_timeout(T)
+    {
+        Err(StorageError::Db(e)) => {
+            assert_eq!(e.class, lattice_storage::backend::ErrorClass::Sql)
+        }
+        other => panic!("expected a SQL error, got {other:?}"),
+    }
+    h.insert(kvt, vec![Value::Int(1)], kv(1, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    h.flush_and_wait(T).expect("flush");
+    assert_eq!(kv_rows(&h).len(), 1);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+    let bad = StorageConfig {
+        database: Some("x-y".into()),
+        ..cfg
+    };
+    assert!(matches!(
+        Storage::open(bad, Schema::new()),
+        Err(StorageError::Config(_))
+    ));
+}
+
+fn metrics_snapshot_counts(db: Db) {
+    let cfg = config(db, "metrics");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    for i in 0..5 {
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
+    }
+    h.flush_and_wait(T).expect("flush");
+    h.load(kvt, vec![Value::Int(1)])
+        .expect("load")
+        .wait_timeout(T)
+        .expect("read");
+    let m = h.metrics();
+    let insert = m.kind(lattice_storage::StmtKind::Insert);
+    let select = m.kind(lattice_storage::StmtKind::Select);
+    assert_eq!((insert.statements, insert.rows), (1, 5), "{m:?}");
+    assert_eq!(select.statements, 1, "{m:?}");
+    assert_eq!(m.dirty_marks, 5);
+    assert!(insert.latency_us.count == 1 && insert.latency_us.max >= insert.latency_us.min);
+    assert!(m.journal_bytes_written > 0);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn backpressure_is_counted_and_loses_nothing_accepted(db: Db) {
+    let mut cfg = config(db, "backpressure");
+    cfg.queue_capacity = 1;
+    cfg.journal_batch = 1;
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let mut rejected = 0u64;
+    let mut accepted = Vec::new();
+    for i in 0..20_000i64 {
+        match h.insert(kvt, vec![Value::Int(i)], kv(i, None)) {
+            Ok(t) => accepted.push((i, t)),
+            Err(StorageError::Backpressure(cap)) => {
+                assert_eq!(cap, 1);
+                rejected += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let keys: Vec<i64> = accepted
+        .into_iter()
+        .map(|(i, t)| {
+            t.wait_timeout(T).expect("accepted marks are acknowledged");
+            i
+        })
+        .collect();
+    assert_eq!(
+        h.metrics().backpressure,
+        rejected,
+        "every rejection is counted"
+    );
+    assert_eq!(h.metrics().dirty_marks, keys.len() as u64);
+    h.flush_and_wait(T).expect("flush");
+    let ids: Vec<i64> = kv_rows(&h).into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, keys, "exactly the accepted marks are stored");
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+fn idle_ping(db: Db) {
+    let mut cfg = config(db, "ping");
+    cfg.ping_interval_ms = 10;
+    let s = open(&cfg);
+    let h = s.handle();
+    let deadline = Instant::now() + T;
+    while h.metrics().pings < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let m = h.metrics();
+    assert!(m.pings >= 3, "idle storage pinged {} times", m.pings);
+    assert_eq!(m.ping_failures, 0);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+    assert!(matches!(h.flush(), Err(StorageError::Closed)));
+    assert!(matches!(
+        h.insert(h.table("kv").expect("kv"), vec![Value::Int(1)], kv(1, None)),
+        Err(StorageError::Closed)
+    ));
+}
+
+/// Tickets are futures woken from the storage threads: await them on a monoio (shard-style) executor.
+fn await_on_monoio(db: Db) {
+    let cfg = config(db, "monoio");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("monoio runtime");
+    let (ack, report, row) = rt.block_on(async {
+        let mut last = 0;
+        for i in 0..100 {
+            last = h
+                .insert(kvt, vec![Value::Int(i)], kv(i, None))
+                .expect("mark")
+                .await
+                .expect("ack")
+                .seq;
+        }
+        let report = h.flush().expect("flush").await.expect("flushed");
+        let row = h
+            .load(kvt, vec![Value::Int(42)])
+            .expect("load")
+            .await
+            .expect("read");
+        (last, report, row)
+    });
+    assert_eq!(report.confirmed_seq, ack);
+    assert_eq!(report.written, 100);
+    assert_eq!(row, Some(kv(42, None)));
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
+macro_rules! suite {
+    ($name:ident, $db:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn round_trip() {
+                super::round_trip($db)
+            }
+            #[test]
+            fn update_without_insert_and_composite_keys() {
+                super::update_without_insert_and_composite_keys($db)
+            }
+            #[test]
+            fn coalescing() {
+                super::coalescing($db)
+            }
+            #[test]
+            fn dirty_bound_triggers_flush() {
+                super::dirty_bound_triggers_flush($db)
+            }
+            #[test]
+            fn crash_then_replay() {
+                super::crash_then_replay($db)
+            }
+            #[test]
+            fn sql_error_goes_to_dump_with_code() {
+                super::sql_error_goes_to_dump_with_code($db)
+            }
+            #[test]
+            fn dump_records_replay_at_start() {
+                super::dump_records_replay_at_start($db)
+            }
+            #[test]
+            fn migrations_apply_once_and_verify() {
+                super::migrations_apply_once_and_verify($db)
+            }
+            #[test]
+            fn bad_input_is_a_typed_error() {
+                super::bad_input_is_a_typed_error($db)
+            }
+            #[test]
+            fn backpressure_is_counted_and_loses_nothing_accepted() {
+                super::backpressure_is_counted_and_loses_nothing_accepted($db)
+            }
+            #[test]
+            fn await_on_monoio() {
+                super::await_on_monoio($db)
+            }
+            #[test]
+            fn idle_ping() {
+                super::idle_ping($db)
+            }
+            #[test]
+            fn metrics_snapshot_counts() {
+                super::metrics_snapshot_counts($db)
+            }
+        }
+    };
+}
+
+suite!(sqlite, Db::Sqlite);
+suite!(mysql, Db::Mysql);
+
+#[test]
+fn backend_kind_names() {
+    assert_eq!(BackendKind::Mysql.as_str(), "mysql");
+    assert_eq!(BackendKind::Sqlite.as_str(), "sqlite");
+}

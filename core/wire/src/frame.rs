@@ -1,0 +1,464 @@
+//! Sans-IO frame codec: bytes in, frames out; frames in, bytes out. No socket, no clock.
+//!
+//! Layout (little-endian, see `docs/PROTOCOL.md`): `u32 length` (whole frame, header included),
+//! `u16 opcode`, `u16 flags`, `u32 request_id`, then `length - 12` body bytes.
+
+use thiserror::Error;
+
+/// Size of the fixed frame header in bytes.
+pub const HEADER_LEN: usize = 12;
+
+/// Frame flag: the body is a zlib stream.
+pub const FLAG_COMPRESSED: u16 = 0x0001;
+/// Every flag bit this version understands; any other bit set is a protocol error.
+pub const KNOWN_FLAGS: u16 = FLAG_COMPRESSED;
+
+/// The fixed part of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Whole frame length, header included.
+    pub length: u32,
+    /// Message kind.
+    pub opcode: u16,
+    /// Flag bits (`FLAG_*`).
+    pub flags: u16,
+    /// Correlates a reply with its request; 0 for pushes.
+    pub request_id: u32,
+}
+
+impl FrameHeader {
+    /// Body length in bytes.
+    pub fn body_len(&self) -> usize {
+        self.length as usize - HEADER_LEN
+    }
+
+    /// True if the body is zlib-compressed.
+    pub fn compressed(&self) -> bool {
+        self.flags & FLAG_COMPRESSED != 0
+    }
+}
+
+/// A complete frame borrowed from the decoder's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The header.
+    pub header: FrameHeader,
+    /// The body (possibly compressed, see [`FrameHeader::compressed`]).
+    pub body: &'a [u8],
+}
+
+/// Why a byte stream cannot be decoded any further. Each closes the session that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// The length field is below the header size or above the configured maximum.
+    #[error("frame length {length} out of range ({min}..={max})")]
+    LengthOutOfRange {
+        /// Length field as received.
+        length: u32,
+        /// Smallest legal length (the header size).
+        min: u32,
+        /// Configured maximum frame size.
+        max: u32,
+    },
+    /// A flag bit this version does not know was set.
+    #[error("reserved flag bits {0:#06x} set")]
+    ReservedFlags(u16),
+    /// Opcode 0 is never valid.
+    #[error("opcode 0 is invalid")]
+    ZeroOpcode,
+    /// The peer closed the stream in the middle of a frame.
+    #[error("truncated frame at close ({have} of {need} bytes)")]
+    Truncated {
+        /// Bytes of the partial frame received.
+        have: usize,
+        /// Bytes the frame needed (or the header size if the length was not yet known).
+        need: usize,
+    },
+}
+
+/// Parses a header from the first [`HEADER_LEN`] bytes of `buf`, validating it against `max_frame`.
+/// Returns `Ok(None)` when `buf` is shorter than a header.
+pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, FrameError> {
+    let Some(h) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let length = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let opcode = u16::from_le_bytes([h[4], h[5]]);
+    let flags = u16::from_le_bytes([h[6], h[7]]);
+    let request_id = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if (length as usize) < HEADER_LEN || length > max_frame {
+        return Err(FrameError::LengthOutOfRange {
+            length,
+            min: HEADER_LEN as u32,
+            max: max_frame,
+        });
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::ReservedFlags(flags & !KNOWN_FLAGS));
+    }
+    if opcode == 0 {
+        return Err(FrameError::ZeroOpcode);
+    }
+    Ok(Some(FrameHeader {
+        length,
+        opcode,
+        flags,
+        request_id,
+    }))
+}
+
+/// Appends one encoded frame to `out`. `body` is written as given (compress it first if the
+/// `FLAG_COMPRESSED` bit is set). Panics in debug builds if the frame would exceed `u32::MAX`.
+pub fn encode_into(out: &mut Vec<u8>, opcode: u16, flags: u16, request_id: u32, body: &[u8]) {
+    encode_header_into(out, opcode, flags, request_id, body.len());
+    out.extend_from_slice(body);
+}
+
+/// Appends a frame header for a body of `body_len` bytes that the caller appends next (so a body
+/// can be encoded straight into `out`).
+pub fn encode_header_into(
+    out: &mut Vec<u8>,
+    opcode: u16,
+    flags: u16,
+    request_id: u32,
+    body_len: usize,
+) {
+    let length = HEADER_LEN + body_len;
+    debug_assert!(length <= u32::MAX as usize);
+    out.reserve(length);
+    out.extend_from_slice(&(length as u32).to_le_bytes());
+    out.extend_from_slice(&opcode.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+}
+
+/// Encodes one frame into a new buffer.
+pub fn encode(opcode: u16, flags: u16, request_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    encode_into(&mut out, opcode, flags, request_id, body);
+    out
+}
+
+/// A frame handed out by [`Decoder::next`].
+#[derive(Debug)]
+pub enum FrameBuf<'a> {
+    /// Wholly inside the caller's input.
+    Borrowed(Frame<'a>),
+    /// Assembled across calls; the bytes (header included) now belong to the caller.
+    Assembled {
+        /// The parsed header.
+        header: FrameHeader,
+        /// The whole frame, header included.
+        bytes: Vec<u8>,
+    },
+}
+
+impl FrameBuf<'_> {
+    /// The frame.
+    pub fn frame(&self) -> Frame<'_> {
+        match self {
+            FrameBuf::Borrowed(f) => *f,
+            FrameBuf::Assembled { header, bytes } => Frame {
+                header: *header,
+                body: &bytes[HEADER_LEN..],
+            },
+        }
+    }
+}
+
+/// Incremental decoder for one session.
+///
+/// Holds bytes only while a frame is incomplete, so an idle session costs an empty `Vec`. Complete
+/// frames are handed out borrowed straight from the caller's input when possible (no copy).
+#[derive(Debug)]
+pub struct Decoder {
+    pending: Vec<u8>,
+    max_frame: u32,
+    /// Set once a [`FrameError`] was returned; the decoder repeats it for any further input.
+    failed: Option<FrameError>,
+}
+
+impl Decoder {
+    /// A decoder that accepts frames up to `max_frame` bytes (header included).
+    pub fn new(max_frame: u32) -> Self {
+        Decoder {
+            pending: Vec::new(),
+            max_frame,
+            failed: None,
+        }
+    }
+
+    /// Bytes buffered for an incomplete frame.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes the next complete frame from `input` (after any bytes kept from earlier calls),
+    /// advancing `input` past it. When `input` holds no complete frame, its bytes are kept (at most
+    /// one frame, so at most `max_frame` bytes) and `Ok(None)` is returned with `input` empty.
+    ///
+    /// A frame wholly inside `input` is returned borrowed from it (no copy); one that was started in
+    /// an earlier call is returned with its bytes moved out of the decoder (no copy either). The
+    /// result never borrows the decoder, so the caller may act on the frame while it owns the
+    /// decoder's owner again.
+    ///
+    /// On error the decoder is dead: every later call returns the same error. The caller closes
+    /// the session.
+    pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<FrameBuf<'a>>, FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if !self.pending.is_empty() {
+            if self.pending.len() < HEADER_LEN {
+                let take = (HEADER_LEN - self.pending.len()).min(input.len());
+                self.pending.extend_from_slice(&input[..take]);
+                *input = &input[take..];
+            }
+            let header = match parse_header(&self.pending, self.max_frame) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(None),
+                Err(e) => return self.fail(e),
+            };
+            let need = header.length as usize - self.pending.len();
+            let take = need.min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            *input = &input[take..];
+            if self.pending.len() < header.length as usize {
+                return Ok(None);
+            }
+            let bytes = std::mem::take(&mut self.pending);
+            return Ok(Some(FrameBuf::Assembled { header, bytes }));
+        }
+        match parse_header(input, self.max_frame) {
+            Ok(Some(header)) if input.len() >= header.length as usize => {
+                let len = header.length as usize;
+                let frame = Frame {
+                    header,
+                    body: &input[HEADER_LEN..len],
+                };
+                *input = &input[len..];
+                return Ok(Some(FrameBuf::Borrowed(frame)));
+            }
+            // Incomplete: keep it. Memory grows with the bytes received, never with the length the
+            // peer claims (a 12-byte header must not reserve a megabyte).
+            Ok(Some(_)) | Ok(None) => {}
+            Err(e) => return self.fail(e),
+        }
+        self.pending.extend_from_slice(input);
+        *input = &[];
+        debug_assert!(self.pending.len() <= self.max_frame.max(HEADER_LEN as u32) as usize);
+        Ok(None)
+    }
+
+    /// Decodes every complete frame in `input`, calling `on_frame` for each in order, and keeps a
+    /// trailing partial frame for the next call. `on_frame` returns `false` to stop early (the rest
+    /// of `input` is discarded: the caller is closing the session). Returns the number of frames
+    /// delivered. Errors as [`Decoder::next`]; the frames before a bad one have been delivered.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        mut on_frame: impl FnMut(Frame<'_>) -> bool,
+    ) -> Result<usize, FrameError> {
+        let mut delivered = 0;
+        while let Some(f) = self.next(&mut input)? {
+            delivered += 1;
+            if !on_frame(f.frame()) {
+                break;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Call when the peer closed the stream: reports a partial frame left behind, if any.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let need = parse_header(&self.pending, self.max_frame)
+            .ok()
+            .flatten()
+            .map_or(HEADER_LEN, |h| h.length as usize);
+        Err(FrameError::Truncated {
+            have: self.pending.len(),
+            need,
+        })
+    }
+
+    fn fail<T>(&mut self, e: FrameError) -> Result<T, FrameError> {
+        self.failed = Some(e.clone());
+        self.pending = Vec::new();
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Owned = (FrameHeader, Vec<u8>);
+
+    fn collect(dec: &mut Decoder, input: &[u8], out: &mut Vec<Owned>) -> Result<usize, FrameError> {
+        dec.feed(input, |f| {
+            out.push((f.header, f.body.to_vec()));
+            true
+        })
+    }
+
+    #[test]
+    fn documented_example_bytes() {
+        let bytes = encode(4, 0, 7, &[0x0a, 0x02, b'h', b'i']);
+        assert_eq!(
+            bytes,
+            [0x10, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 0x0a, 0x02, b'h', b'i']
+        );
+    }
+
+    #[test]
+    fn decodes_back_to_back_frames() {
+        let mut bytes = encode(4, 0, 1, b"abc");
+        encode_into(&mut bytes, 5, FLAG_COMPRESSED, 2, b"");
+        let mut dec = Decoder::new(1024);
+        let mut out = Vec::new();
+        assert_eq!(collect(&mut dec, &bytes, &mut out), Ok(2));
+        assert_eq!(out[0].0.opcode, 4);
+        assert_eq!(out[0].1, b"abc");
+        assert_eq!(out[1].0.request_id, 2);
+        assert!(out[1].0.compressed());
+        assert_eq!(dec.pending_len(), 0);
+        assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn oversize_frame_is_rejected_before_buffering() {
+        let mut dec = Decoder::new(64);
+        let bytes = encode(4, 0, 1, &[0u8; 100]);
+        let err = collect(&mut dec, &bytes[..HEADER_LEN], &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::LengthOutOfRange {
+                length: 112,
+                min: 12,
+                max: 64
+            }
+        );
+        assert_eq!(dec.pending_len(), 0, "nothing is kept for a refused frame");
+        assert!(
+            collect(&mut dec, b"more", &mut Vec::new()).is_err(),
+            "dead after error"
+        );
+    }
+
+    #[test]
+    fn undersize_length_reserved_flags_and_zero_opcode() {
+        let mut short = encode(4, 0, 1, b"");
+        short[0] = 5;
+        assert!(matches!(
+            collect(&mut Decoder::new(1024), &short, &mut Vec::new()),
+            Err(FrameError::LengthOutOfRange { length: 5, .. })
+        ));
+        let flags = encode(4, 0x8001, 1, b"");
+        assert_eq!(
+            collect(&mut Decoder::new(1024), &flags, &mut Vec::new()),
+            Err(FrameError::ReservedFlags(0x8000))
+        );
+        let zero = encode(0, 0, 1, b"");
+        assert_eq!(
+            collect(&mut Decoder::new(1024), &zero, &mut Vec::new()),
+            Err(FrameError::ZeroOpcode)
+        );
+    }
+
+    #[test]
+    fn frames_before_a_bad_one_are_delivered() {
+        let mut bytes = encode(4, 0, 1, b"ok");
+        bytes.extend_from_slice(&[0xff; 16]);
+        let mut out = Vec::new();
+        let err = collect(&mut Decoder::new(1024), &bytes, &mut out);
+        assert!(err.is_err());
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn truncated_then_closed_is_reported() {
+        let bytes = encode(4, 0, 1, b"hello");
+        let mut dec = Decoder::new(1024);
+        collect(&mut dec, &bytes[..5], &mut Vec::new()).unwrap();
+        assert_eq!(
+            dec.finish(),
+            Err(FrameError::Truncated { have: 5, need: 12 })
+        );
+        collect(&mut dec, &bytes[5..14], &mut Vec::new()).unwrap();
+        assert_eq!(
+            dec.finish(),
+            Err(FrameError::Truncated { have: 14, need: 17 })
+        );
+    }
+
+    #[test]
+    fn stop_early_discards_rest() {
+        let mut bytes = encode(4, 0, 1, b"a");
+        encode_into(&mut bytes, 4, 0, 2, b"b");
+        let mut dec = Decoder::new(1024);
+        let mut n = 0;
+        assert_eq!(
+            dec.feed(&bytes, |_| {
+                n += 1;
+                false
+            }),
+            Ok(1)
+        );
+        assert_eq!(n, 1);
+    }
+
+    fn frames_strategy() -> impl Strategy<Value = Vec<(u16, u16, u32, Vec<u8>)>> {
+        proptest::collection::vec(
+            (
+                1u16..,
+                prop_oneof![Just(0u16), Just(FLAG_COMPRESSED)],
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..80),
+            ),
+            0..12,
+        )
+    }
+
+    proptest! {
+        /// Splitting the stream at every position (two chunks) and at random chunk sizes yields
+        /// exactly the frames that were encoded.
+        #[test]
+        fn split_anywhere_yields_same_frames(frames in frames_strategy(), chunk in 1usize..40) {
+            let mut bytes = Vec::new();
+            for (op, fl, id, body) in &frames {
+                encode_into(&mut bytes, *op, *fl, *id, body);
+            }
+            let expected: Vec<Owned> = frames.iter().map(|(op, fl, id, body)| (FrameHeader {
+                length: (HEADER_LEN + body.len()) as u32, opcode: *op, flags: *fl, request_id: *id,
+            }, body.clone())).collect();
+            for split in 0..=bytes.len() {
+                let mut dec = Decoder::new(1 << 20);
+                let mut out = Vec::new();
+                collect(&mut dec, &bytes[..split], &mut out).unwrap();
+                collect(&mut dec, &bytes[split..], &mut out).unwrap();
+                prop_assert_eq!(&out, &expected);
+                prop_assert_eq!(dec.finish(), Ok(()));
+            }
+            let mut dec = Decoder::new(1 << 20);
+            let mut out = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                collect(&mut dec, piece, &mut out).unwrap();
+            }
+            prop_assert_eq!(&out, &expected);
+        }
+
+        /// Garbage never panics and never makes the decoder hold more than one max frame.
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400), chunk in 1usize..50) {
+            let mut dec = Decoder::new(256);
+            for piece in data.chunks(chunk) {
+                if dec.feed(piece, |_| true).is_err() { break; }
+                prop_assert!(dec.pending_len() <= 256);
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The session state machine: one client connection's protocol state, with no socket and no clock.
+//!
+//! In the shape of quinn-proto's `Connection`: the runtime feeds it bytes and the time
+//! ([`Session::receive`]), queues frames for the peer ([`Session::send`]), takes bytes to write
+//! ([`Session::transmit`] / [`Session::transmitted`]), asks when it next needs the time
+//! ([`Session::poll_timeout`]) and fires that deadline ([`Session::handle_timeout`]). Everything a
+//! session is lives here: the frame decoder, the bounded outbound queue, the idle deadline, the
+//! handshake (Hello) state and the close reason. The layers to come (TLS, WebSocket, resume, rate
+//! limits) belong here too, so a test or a simulation can drive thousands of sessions with no
+//! network and a fake clock.
+//!
+//! What it never does: read a clock, touch a socket, decode a protobuf body or log.
+
+use std::time::Duration;
+
+use crate::frame::{Decoder, FrameBuf, FrameError};
+use crate::session_id::{CloseReason, SessionId};
+use crate::time::MonoTime;
+
+/// The opcode of `Hello`, the first frame of every session (fixed by the protocol).
+pub const HELLO_OPCODE: u16 = 1;
+
+/// A session's limits (from `[net]`). Cheap to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Largest frame accepted from the peer, header included.
+    pub max_frame: u32,
+    /// Bytes the outbound queue holds before the session is closed for not reading. A frame is
+    /// always accepted into an empty queue, so one frame of up to `max_frame` bytes always fits.
+    pub send_buffer_limit: usize,
+    /// Close the session when the peer sends nothing for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Where the session is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// No accepted `Hello` yet: the only frame the gate lets through is `Hello`.
+    AwaitingHello,
+    /// `Hello` was accepted (`Welcome` sent).
+    Ready,
+}
+
+/// Why [`Session::send`] refused a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session is closing; the frame was dropped.
+    #[error("session closing")]
+    Closing,
+    /// The queue would pass `send_buffer_limit`: the session is now closing with
+    /// [`CloseReason::SendBufferOverflow`].
+    #[error("send buffer overflow")]
+    Overflow,
+}
+
+/// One session's protocol state. See the module documentation.
+///
+/// Memory at rest: about 120 bytes plus the unsent output and an incomplete input frame; both
+/// buffers are released when drained, so an idle session holds no buffer.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    limits: SessionLimits,
+    decoder: Decoder,
+    out: OutQueue,
+    last_seen: MonoTime,
+    handshake: Handshake,
+    closing: Option<CloseReason>,
+}
+
+impl Session {
+    /// A new session, opened at `now`.
+    pub fn new(id: SessionId, limits: SessionLimits, now: MonoTime) -> Session {
+        Session {
+            id,
+            limits,
+            decoder: Decoder::new(limits.max_frame),
+            out: OutQueue::default(),
+            last_seen: now,
+            handshake: Handshake::AwaitingHello,
+            closing: None,
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The limits the session was opened with.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    // ---- input ----
+
+    /// Takes the next frame from `input` (bytes the peer sent, received at `now`), advancing
+    /// `input` past it. Call repeatedly until it returns `Ok(None)`: then `input` is empty and an
+    /// incomplete trailing frame is kept for the next call. The frame never borrows the session.
+    ///
+    /// Returns `Ok(None)` at once, ignoring `input`, once the session is closing.
+    ///
+    /// Fails when the bytes break the framing rules; the session is then closing with
+    /// [`CloseReason::Protocol`] and the error is that reason.
+    pub fn receive<'a>(
+        &mut self,
+        now: MonoTime,
+        input: &mut &'a [u8],
+    ) -> Result<Option<FrameBuf<'a>>, CloseReason> {
+        if self.closing.is_some() {
+            *input = &[];
+            return Ok(None);
+        }
+        if !input.is_empty() {
+            self.last_seen = now;
+        }
+        match self.decoder.next(input) {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                let reason = CloseReason::Protocol(e.to_string());
+                self.close(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// The peer closed its side: the reason the session ends (a clean close, or a frame cut short).
+    /// The session is closing afterwards.
+    pub fn peer_closed(&mut self) -> CloseReason {
+        let reason = match self.decoder.finish() {
+            Ok(()) => CloseReason::PeerClosed,
+            Err(e @ FrameError::Truncated { .. }) => CloseReason::Protocol(e.to_string()),
+            Err(e) => CloseReason::Protocol(e.to_string()),
+        };
+        self.close(reason);
+        self.closing.clone().unwrap_or(CloseReason::PeerClosed)
+    }
+
+    /// When the peer last sent bytes.
+    pub fn last_seen(&self) -> MonoTime {
+        self.last_seen
+    }
+
+    // ---- handshake ----
+
+    /// The handshake state.
+    pub fn handshake(&self) -> Handshake {
+        self.handshake
+    }
+
+    /// True once `Hello` was accepted.
+    pub fn is_ready(&self) -> bool {
+        self.handshake == Handshake::Ready
+    }
+
+    /// The gate accepted the peer's `Hello`.
+    pub fn hello_accepted(&mut self) {
+        self.handshake = Handshake::Ready;
+    }
+
+    // ---- output ----
+
+    /// Queues one encoded frame for the peer.
+    ///
+    /// Refused when the session is closing, or when the queue is not empty and would pass
+    /// `send_buffer_limit` (the session is then closing with
+    /// [`CloseReason::SendBufferOverflow`]). A frame is always accepted into an empty queue.
+    ///
+    /// Cost: one copy of `frame` into the queue.
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.send_with(frame.len(), |out| out.extend_from_slice(frame))
+    }
+
+    /// Queues a frame of exactly `len` bytes written by `write` straight into the queue (no
+    /// intermediate buffer). Same rules as [`Session::send`]; `write` is not called when refused.
+    pub fn send_with(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SendError> {
+        if self.closing.is_some() {
+            return Err(SendError::Closing);
+        }
+        let queued = self.out.unsent();
+        if queued > 0 && queued + len > self.limits.send_buffer_limit {
+            self.close(CloseReason::SendBufferOverflow);
+            return Err(SendError::Overflow);
+        }
+        let before = self.out.bytes.len();
+        write(&mut self.out.bytes);
+        debug_assert_eq!(
+            self.out.bytes.len() - before,
+            len,
+            "send_with wrote a different length"
+        );
+        Ok(())
+    }
+
+    /// Bytes waiting for the socket (the front of the queue).
+    pub fn transmit(&self) -> &[u8] {
+        &self.out.bytes[self.out.written..]
+    }
+
+    /// The socket took `n` bytes of [`Session::transmit`].
+    pub fn transmitted(&mut self, n: usize) {
+        self.out.consume(n);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn unsent(&self) -> usize {
+        self.out.unsent()
+    }
+
+    // ---- time ----
+
+    /// The next time the runtime must call [`Session::handle_timeout`], if any.
+    pub fn poll_timeout(&self) -> Option<MonoTime> {
+        if self.closing.is_some() {
+            return None;
+        }
+        self.limits
+            .idle_timeout
+            .map(|t| self.last_seen.saturating_add(t))
+    }
+
+    /// Fires what is due at `now`: a session idle for `idle_timeout` starts closing with
+    /// [`CloseReason::IdleTimeout`]. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: MonoTime) {
+        if let Some(t) = self.limits.idle_timeout {
+            if self.closing.is_none() && now.saturating_since(self.last_seen) >= t {
+                self.close(CloseReason::IdleTimeout);
+            }
+        }
+    }
+
+    // ---- close ----
+
+    /// Starts closing with `reason` (the first reason wins). Queued output may still be written.
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.closing.is_none() {
+            self.closing = Some(reason);
+        }
+    }
+
+    /// Why the session is closing, once it is.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closing.as_ref()
+    }
+
+    /// True once the session is closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+}
+
+/// The outbound queue: encoded bytes and how much of the front is written.
+#[derive(Debug, Default)]
+struct OutQueue {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl OutQueue {
+    /// Kept when drained; larger buffers are released so idle sessions stay small.
+    const KEEP: usize = 4096;
+
+    fn unsent(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.written += n;
+        assert!(
+            self.written <= self.bytes.len(),
+            "consumed more than queued"
+        );
+        if self.written == self.bytes.len() {
+            self.written = 0;
+            if self.bytes.capacity() > Self::KEEP {
+                self.bytes = Vec::new();
+            } else {
+                self.bytes.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{encode, encode_into, HEADER_LEN};
+
+    const MS: u64 = 1_000_000;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            max_frame: 1024,
+            send_buffer_limit: 100,
+            idle_timeout: Some(Duration::from_millis(50)),
+        }
+    }
+
+    fn session() -> Session {
+        Session::new(SessionId::new(0, 1, 0), limits(), MonoTime(0))
+    }
+
+    /// Feeds `bytes` and collects (opcode, request id, body) of every frame.
+    fn drain(
+        s: &mut Session,
+        now: u64,
+        bytes: &[u8],
+    ) -> Result<Vec<(u16, u32, Vec<u8>)>, CloseReason> {
+        let mut input = bytes;
+        let mut out = Vec::new();
+        while let Some(f) = s.receive(MonoTime(now), &mut input)? {
+            let f = f.frame();
+            out.push((f.header.opcode, f.header.request_id, f.body.to_vec()));
+        }
+        assert!(input.is_empty());
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_in_split_across_reads_arrive_once_in_order() {
+        let mut s = session();
+        let mut bytes = encode(HELLO_OPCODE, 0, 1, b"v");
+        encode_into(&mut bytes, 4, 0, 2, b"ping");
+        encode_into(&mut bytes, 4, 0, 3, b"");
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(5) {
+            got.extend(drain(&mut s, 1, chunk).unwrap());
+        }
+        let ids: Vec<u32> = got.iter().map(|f| f.1).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(got[1].2, b"ping");
+        assert_eq!(s.peer_closed(), CloseReason::PeerClosed);
+    }
+
+    #[test]
+    fn bad_framing_closes_with_the_frame_error() {
+        let mut s = session();
+        let mut bad = encode(4, 0, 1, b"");
+        bad[0] = 3;
+        let err = drain(&mut s, 1, &bad).unwrap_err();
+        assert!(
+            matches!(err, CloseReason::Protocol(ref m) if m.contains("out of range")),
+            "{err}"
+        );
+        assert_eq!(s.close_reason(), Some(&err));
+        assert!(
+            drain(&mut s, 2, &encode(4, 0, 2, b"")).unwrap().is_empty(),
+            "closing: input ignored"
+        );
+    }
+
+    #[test]
+    fn truncated_frame_at_peer_close_is_a_protocol_error() {
+        let mut s = session();
+        drain(&mut s, 1, &encode(4, 0, 1, b"hello")[..7]).unwrap();
+        assert!(matches!(s.peer_closed(), CloseReason::Protocol(m) if m.contains("truncated")));
+    }
+
+    #[test]
+    fn one_frame_always_fits_an_empty_queue_then_the_limit_holds() {
+        let mut s = session();
+        let big = vec![7u8; 300]; // above send_buffer_limit (100)
+        s.send(&big).expect("an empty queue takes any one frame");
+        assert_eq!(s.unsent(), 300);
+        assert_eq!(s.send(b"x"), Err(SendError::Overflow));
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
+        assert_eq!(s.send(b"y"), Err(SendError::Closing));
+    }
+
+    #[test]
+    fn transmit_and_transmitted_drain_the_queue_and_release_big_buffers() {
+        let mut s = session();
+        s.send(&[1; 60]).unwrap();
+        s.send(&[2; 40]).unwrap();
+        assert_eq!(s.transmit().len(), 100);
+        s.transmitted(70);
+        assert_eq!(s.transmit(), &[2; 30][..]);
+        s.transmitted(30);
+        assert_eq!(s.unsent(), 0);
+        let mut s = Session::new(
+            SessionId::new(0, 2, 0),
+            SessionLimits {
+                send_buffer_limit: 1 << 20,
+                ..limits()
+            },
+            MonoTime(0),
+        );
+        s.send(&vec![0; 10_000]).unwrap();
+        s.transmitted(10_000);
+        assert_eq!(
+            s.out.bytes.capacity(),
+            0,
+            "a drained large buffer is released"
+        );
+    }
+
+    #[test]
+    fn send_with_writes_in_place() {
+        let mut s = session();
+        s.send_with(HEADER_LEN + 2, |out| encode_into(out, 5, 0, 9, b"ok"))
+            .unwrap();
+        assert_eq!(s.transmit(), &encode(5, 0, 9, b"ok")[..]);
+    }
+
+    #[test]
+    fn idle_deadline_moves_with_input_and_fires_once_due() {
+        let mut s = session();
+        assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)));
+        drain(&mut s, 30 * MS, &encode(4, 0, 1, b"")).unwrap();
+        assert_eq!(s.poll_timeout(), Some(MonoTime(80 * MS)));
+        s.handle_timeout(MonoTime(50 * MS)); // the old deadline: early now
+        assert!(!s.is_closing());
+        s.handle_timeout(MonoTime(80 * MS));
+        assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn no_idle_timeout_means_no_deadline() {
+        let s = Session::new(
+            SessionId::new(0, 1, 0),
+            SessionLimits {
+                idle_timeout: None,
+                ..limits()
+            },
+            MonoTime(0),
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn first_close_reason_wins_and_handshake_moves_once() {
+        let mut s = session();
+        assert_eq!(s.handshake(), Handshake::AwaitingHello);
+        s.hello_accepted();
+        assert!(s.is_ready());
+        s.close(CloseReason::Shutdown);
+        s.close(CloseReason::IdleTimeout);
+        assert_eq!(s.close_reason(), Some(&CloseReason::Shutdown));
+    }
+}

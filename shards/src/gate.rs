@@ -1,0 +1,224 @@
+//! The gate: every client frame passes here before any service sees it.
+//!
+//! It checks the frame against the session's handshake state (kept in the session state machine),
+//! the opcode registry and the message's flags, inflates a compressed body, decodes it, and answers
+//! `Hello` itself. What it lets through is a decoded request for the service host. It never routes,
+//! queues or runs a handler.
+//!
+//! The rule before `Hello` (docs/PROTOCOL.md, "Handshake"): until a `Hello` has been accepted, any
+//! frame that is not a valid, accepted `Hello` is answered with an `Error` and the session is
+//! closed — whatever its opcode, known or not.
+
+use std::sync::Arc;
+
+use lattice_proto::version::{check_hello, PROTOCOL};
+use lattice_proto::{error_code, opcode, pb, AnyMessage, OpcodeInfo};
+use lattice_runtime::ShardCx;
+use lattice_wire::{CloseReason, Frame, SessionId};
+
+use crate::metrics::AppMetrics;
+use crate::service::{Encoder, ShardMsg};
+
+/// The gate of one shard.
+pub struct Gate {
+    inflated: Vec<u8>,
+    metrics: Arc<Vec<AppMetrics>>,
+    shard: usize,
+}
+
+/// What the gate made of a frame.
+pub enum Checked {
+    /// A request for the service host.
+    Request(&'static OpcodeInfo, AnyMessage),
+    /// Answered (or the session closed) here.
+    Done,
+}
+
+impl Gate {
+    /// The gate of shard `shard`, counting into `metrics[shard]`.
+    pub fn new(metrics: Arc<Vec<AppMetrics>>, shard: usize) -> Gate {
+        Gate {
+            inflated: Vec::new(),
+            metrics,
+            shard,
+        }
+    }
+
+    fn m(&self) -> &AppMetrics {
+        &self.metrics[self.shard]
+    }
+
+    /// Checks one frame from `session` (a session of this shard).
+    pub fn check(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        frame: Frame<'_>,
+    ) -> Checked {
+        let h = frame.header;
+        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        if !ready && h.opcode != opcode::HELLO {
+            AppMetrics::add(&self.m().not_hello_total, 1);
+            tracing::debug!(%session, opcode = h.opcode, "first frame is not Hello");
+            return self.refuse(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::NOT_ALLOWED,
+                "send Hello first",
+            );
+        }
+        let Some(info) = lattice_proto::info(h.opcode) else {
+            AppMetrics::add(&self.m().unknown_opcode_total, 1);
+            tracing::debug!(%session, opcode = h.opcode, "unknown opcode; frame skipped");
+            error(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::UNKNOWN_OPCODE,
+                "unknown opcode",
+            );
+            return Checked::Done;
+        };
+        if info.no_client {
+            AppMetrics::add(&self.m().rejected_internal_total, 1);
+            tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
+            error(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::NOT_ALLOWED,
+                "server-internal message",
+            );
+            return Checked::Done;
+        }
+        let body: &[u8] = if h.compressed() {
+            self.inflated.clear();
+            if let Err(e) = enc.compressor.inflate(frame.body, &mut self.inflated) {
+                cx.close(session, CloseReason::Protocol(e.to_string()));
+                return Checked::Done;
+            }
+            &self.inflated
+        } else {
+            frame.body
+        };
+        let msg = match lattice_proto::decode(h.opcode, body) {
+            Ok(msg) => msg,
+            Err(e) => {
+                AppMetrics::add(&self.m().bad_request_total, 1);
+                tracing::debug!(%session, opcode = h.opcode, error = %e, "bad request");
+                if !ready {
+                    AppMetrics::add(&self.m().not_hello_total, 1);
+                    return self.refuse(
+                        cx,
+                        enc,
+                        session,
+                        h.request_id,
+                        h.opcode,
+                        e.error_code(),
+                        &e.to_string(),
+                    );
+                }
+                error(
+                    cx,
+                    enc,
+                    session,
+                    h.request_id,
+                    h.opcode,
+                    e.error_code(),
+                    &e.to_string(),
+                );
+                return Checked::Done;
+            }
+        };
+        log_in(session, h.request_id, info, &msg);
+        match msg {
+            AnyMessage::Hello(hello) => {
+                self.hello(cx, enc, session, h.request_id, hello);
+                Checked::Done
+            }
+            msg => Checked::Request(info, msg),
+        }
+    }
+
+    /// `Hello`: the version check. Accepted: `Welcome` (again, with the same session id, for a
+    /// second `Hello`). Refused: `Error{VERSION_MISMATCH}` and the session closes.
+    fn hello(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        rid: u32,
+        hello: pb::Hello,
+    ) {
+        match check_hello(&hello.client_version, PROTOCOL) {
+            Ok(_) => {
+                cx.with_session(session, |s| s.hello_accepted());
+                let w = pb::Welcome {
+                    server_version: PROTOCOL.to_string(),
+                    session_id: session.as_u64(),
+                };
+                enc.send(cx, session, rid, &w);
+            }
+            Err(r) => {
+                let msg = r.to_string();
+                AppMetrics::add(&self.m().not_hello_total, 1);
+                self.refuse(cx, enc, session, rid, opcode::HELLO, r.error_code(), &msg);
+            }
+        }
+    }
+
+    /// Answers with an error and closes the session (the handshake failed).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        rid: u32,
+        op: u16,
+        code: u32,
+        message: &str,
+    ) -> Checked {
+        error(cx, enc, session, rid, op, code, message);
+        cx.close(
+            session,
+            CloseReason::App(format!("handshake failed: {message}")),
+        );
+        Checked::Done
+    }
+}
+
+fn error(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    session: SessionId,
+    rid: u32,
+    op: u16,
+    code: u32,
+    message: &str,
+) {
+    let e = pb::Error {
+        code,
+        message: message.to_string(),
+        opcode: u32::from(op),
+    };
+    enc.send(cx, session, rid, &e);
+}
+
+fn log_in(session: SessionId, rid: u32, info: &OpcodeInfo, msg: &AnyMessage) {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        if info.no_log_request {
+            tracing::trace!(%session, request_id = rid, opcode = info.opcode, msg = info.name, body = "<not logged>", "frame in");
+        } else {
+            tracing::trace!(%session, request_id = rid, opcode = info.opcode, msg = info.name, body = ?msg, "frame in");
+        }
+    }
+}

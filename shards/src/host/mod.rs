@@ -1,0 +1,312 @@
+//! The service host: the services of one shard, the table from message to component, the bounded
+//! inbound queues, and every call into a component (handlers, lifecycle, timers, continuations,
+//! internal messages, session-closed notices).
+//!
+//! A request the gate let through is routed by its component ([`crate::service::Component::route`])
+//! to a shard: handled at once when it stays here and nothing waits before it, queued when
+//! something does (`BUSY` past the service's `queue_limit`), or sent across the mesh as a
+//! refusable message (`BUSY` past `runtime.mesh_backlog_limit`). Queued work runs in
+//! [`ServiceHost::run_queued`] within the loop's budget.
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use lattice_proto::{error_code, AnyMessage, OpcodeInfo};
+use lattice_runtime::ShardCx;
+use lattice_storage::StorageHandle;
+use lattice_wire::{FrameHeader, SessionId};
+
+use crate::metrics::AppMetrics;
+use crate::service::registry::{build_service, services, BuildError, ServiceInstance};
+use crate::service::timers::TimerTable;
+use crate::service::{Ctx, Encoder, Req, ShardMsg};
+
+/// What a [`Ctx`] is built from, apart from the services themselves.
+pub(crate) struct Parts {
+    pub enc: Encoder,
+    pub timers: TimerTable,
+    pub storage: Option<StorageHandle>,
+    pub metrics: Arc<Vec<AppMetrics>>,
+    pub shard: usize,
+}
+
+impl Parts {
+    fn ctx<'a>(&'a mut self, cx: &'a ShardCx<ShardMsg>, me: Option<(u16, u16)>) -> Ctx<'a> {
+        Ctx {
+            cx,
+            enc: &mut self.enc,
+            timers: &mut self.timers,
+            storage: self.storage.as_ref(),
+            metrics: &self.metrics[self.shard],
+            me,
+        }
+    }
+}
+
+/// The services of one shard.
+pub struct ServiceHost {
+    services: Vec<ServiceInstance>,
+    /// Indexed by [`OpcodeInfo::index`]: the (service, component) that handles the message.
+    routes: Vec<Option<(u16, u16)>>,
+    pub(crate) parts: Parts,
+}
+
+impl ServiceHost {
+    /// Builds every declared service for shard `shard` of `shards` from the merged config.
+    pub(crate) fn new(
+        table: &toml::Table,
+        shard: usize,
+        shards: usize,
+        parts: Parts,
+    ) -> Result<ServiceHost, BuildError> {
+        let services = services()
+            .into_iter()
+            .map(|d| build_service(d, table, shard, shards))
+            .collect::<Result<Vec<_>, _>>()?;
+        ServiceHost::with_services(services, parts)
+    }
+
+    /// A host over built services; fails when two components handle the same message.
+    pub(crate) fn with_services(
+        services: Vec<ServiceInstance>,
+        parts: Parts,
+    ) -> Result<ServiceHost, BuildError> {
+        let mut routes: Vec<Option<(u16, u16)>> = vec![None; lattice_proto::COUNT];
+        for (si, svc) in services.iter().enumerate() {
+            for (ci, comp) in svc.components.iter().enumerate() {
+                for op in comp.opcodes() {
+                    let info =
+                        lattice_proto::info(op).expect("LatticeMessage opcodes are registered");
+                    let slot = &mut routes[info.index as usize];
+                    if let Some((psi, pci)) = *slot {
+                        return Err(BuildError::DuplicateOpcode {
+                            opcode: op,
+                            first: services[psi as usize].components[pci as usize].name(),
+                            second: comp.name(),
+                        });
+                    }
+                    *slot = Some((si as u16, ci as u16));
+                }
+            }
+        }
+        Ok(ServiceHost {
+            services,
+            routes,
+            parts,
+        })
+    }
+
+    /// The encoder (the gate answers with it too).
+    pub(crate) fn encoder(&mut self) -> &mut Encoder {
+        &mut self.parts.enc
+    }
+
+    fn m(&self) -> &AppMetrics {
+        &self.parts.metrics[self.parts.shard]
+    }
+
+    /// Routes a request the gate let through.
+    pub fn request(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        session: SessionId,
+        h: FrameHeader,
+        info: &OpcodeInfo,
+        msg: AnyMessage,
+    ) {
+        let Some((si, ci)) = self.routes[info.index as usize] else {
+            self.parts.ctx(cx, None).error(
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::NOT_ALLOWED,
+                "not a request message",
+            );
+            return;
+        };
+        let dst = self.services[si as usize].components[ci as usize]
+            .route(&msg, session)
+            .shard(cx.id, cx.shards);
+        let req = Req {
+            session,
+            request_id: h.request_id,
+            opcode: h.opcode,
+            msg,
+        };
+        if dst == cx.id {
+            self.accept(cx, si, ci, req, true);
+            return;
+        }
+        if let Err(ShardMsg::Request { req, .. }) = cx.try_send(
+            dst,
+            ShardMsg::Request {
+                service: si,
+                comp: ci,
+                req,
+            },
+        ) {
+            self.busy(cx, req, "mesh backlog full, retry later");
+        }
+    }
+
+    /// Handles (`inline` and nothing queued) or queues a request on this shard.
+    fn accept(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        si: u16,
+        ci: u16,
+        req: Req<AnyMessage>,
+        inline: bool,
+    ) {
+        let svc = &mut self.services[si as usize];
+        if inline && svc.queue.is_empty() {
+            svc.handle(ci, &mut self.parts.ctx(cx, Some((si, ci))), req);
+            return;
+        }
+        if svc.queue.len() >= svc.config.queue_limit {
+            self.busy(cx, req, "service busy, retry later");
+            return;
+        }
+        svc.queue.push_back((ci, req));
+        debug_assert!(svc.queue.len() <= svc.config.queue_limit);
+        self.publish_depth();
+        cx.notify();
+    }
+
+    fn busy(&mut self, cx: &ShardCx<ShardMsg>, req: Req<AnyMessage>, why: &str) {
+        AppMetrics::add(&self.m().dropped_busy_total, 1);
+        self.parts.ctx(cx, None).error(
+            req.session,
+            req.request_id,
+            req.opcode,
+            error_code::BUSY,
+            why,
+        );
+    }
+
+    fn publish_depth(&self) {
+        let depth: usize = self.services.iter().map(|s| s.queue.len()).sum();
+        AppMetrics::set(&self.m().service_queue_depth, depth as u64);
+    }
+
+    /// Runs queued requests, at most `budget` in all and each service's `batch`. Returns true
+    /// when some remain.
+    pub fn run_queued(&mut self, cx: &ShardCx<ShardMsg>, budget: usize) -> bool {
+        let mut left = budget;
+        let mut more = false;
+        for (si, svc) in self.services.iter_mut().enumerate() {
+            let n = svc.config.batch.max(1).min(left);
+            for _ in 0..n {
+                let Some((ci, req)) = svc.queue.pop_front() else {
+                    break;
+                };
+                left -= 1;
+                svc.handle(ci, &mut self.parts.ctx(cx, Some((si as u16, ci))), req);
+            }
+            more |= !svc.queue.is_empty();
+        }
+        self.publish_depth();
+        more
+    }
+
+    /// A message from a shard (this one included).
+    pub fn message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Request { service, comp, req } => self.accept(cx, service, comp, req, false),
+            ShardMsg::Internal { service, payload } => {
+                let mut payload = Some(payload);
+                if let Some(svc) = self.services.get_mut(service as usize) {
+                    for (ci, c) in svc.components.iter_mut().enumerate() {
+                        let Some(p) = payload.take() else { break };
+                        payload =
+                            c.on_internal(&mut self.parts.ctx(cx, Some((service, ci as u16))), p);
+                    }
+                }
+                if payload.is_some() {
+                    tracing::warn!(service, "internal message taken by no component");
+                }
+            }
+            ShardMsg::SessionClosed(session) => {
+                self.each(cx, |c, ctx| c.on_session_closed(ctx, session))
+            }
+            ShardMsg::Continue { service, comp, f } => {
+                let Some(c) = self
+                    .services
+                    .get_mut(service as usize)
+                    .and_then(|s| s.components.get_mut(comp as usize))
+                else {
+                    return;
+                };
+                let mut ctx = self.parts.ctx(cx, Some((service, comp)));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f(c.as_any_mut(), &mut ctx)
+                }));
+                if let Err(p) = r {
+                    AppMetrics::add(&ctx.metrics.handler_panics_total, 1);
+                    tracing::error!(component = c.name(), panic = %lattice_runtime::shard::panic_message(&*p), "continuation panicked");
+                }
+            }
+        }
+    }
+
+    /// A component timer fired.
+    pub fn timer(&mut self, cx: &ShardCx<ShardMsg>, token: u64) {
+        let Some(f) = self.parts.timers.fired(token) else {
+            return;
+        };
+        AppMetrics::set(&self.m().timers_app_pending, self.parts.timers.len() as u64);
+        if let Some(c) = self
+            .services
+            .get_mut(f.service as usize)
+            .and_then(|s| s.components.get_mut(f.comp as usize))
+        {
+            c.on_timer(&mut self.parts.ctx(cx, Some((f.service, f.comp))), f.token);
+        }
+    }
+
+    /// Runs each component's `init`, then each `start`, service by service, in order.
+    pub fn start(&mut self, cx: &ShardCx<ShardMsg>) {
+        for si in 0..self.services.len() {
+            for phase in ["init", "start"] {
+                let svc = &mut self.services[si];
+                for (ci, c) in svc.components.iter_mut().enumerate() {
+                    tracing::debug!(service = svc.decl.name, component = c.name(), phase);
+                    let mut ctx = self.parts.ctx(cx, Some((si as u16, ci as u16)));
+                    if phase == "init" {
+                        c.init(&mut ctx);
+                    } else {
+                        c.start(&mut ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs each component's `stop`, in reverse order of `start`.
+    pub fn stop(&mut self, cx: &ShardCx<ShardMsg>) {
+        for si in (0..self.services.len()).rev() {
+            let svc = &mut self.services[si];
+            for (ci, c) in svc.components.iter_mut().enumerate().rev() {
+                tracing::debug!(service = svc.decl.name, component = c.name(), "stop");
+                c.stop(&mut self.parts.ctx(cx, Some((si as u16, ci as u16))));
+            }
+        }
+    }
+
+    fn each(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        mut f: impl FnMut(&mut dyn crate::service::registry::ErasedComponent, &mut Ctx<'_>),
+    ) {
+        for (si, svc) in self.services.iter_mut().enumerate() {
+            for (ci, c) in svc.components.iter_mut().enumerate() {
+                f(
+                    c.as_mut(),
+                    &mut self.parts.ctx(cx, Some((si as u16, ci as u16))),
+                );
+            }
+        }
+    }
+}

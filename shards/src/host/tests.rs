@@ -1,0 +1,179 @@
+//! Service host tests on a standalone shard context (no sockets, no loop).
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_proto::pb;
+use lattice_runtime::ShardCx;
+use lattice_wire::compress::BodyCompressor;
+
+use super::*;
+use crate::service::registry::{build_service, ServiceDecl};
+use crate::service::{Component, Registrar};
+
+thread_local! {
+    static CALLS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+fn record(s: String) {
+    CALLS.with(|c| c.borrow_mut().push(s));
+}
+fn calls() -> Vec<String> {
+    CALLS.with(|c| std::mem::take(&mut *c.borrow_mut()))
+}
+
+// Not in SERVICES: these services exist only for the tests below.
+static LIFECYCLE: ServiceDecl = ServiceDecl {
+    name: "lifecycle_test",
+    defaults: "[lifecycle_test]\n# Queue.\nqueue_limit = 8\n# Batch.\nbatch = 4\n",
+};
+static CLASH: ServiceDecl = ServiceDecl {
+    name: "clash_test",
+    defaults: "[clash_test]\n# Queue.\nqueue_limit = 8\n# Batch.\nbatch = 4\n",
+};
+
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+}
+
+struct First(String);
+struct Second(String);
+struct PingA;
+struct PingB;
+
+macro_rules! recording {
+    ($t:ident, $section:literal) => {
+        impl Component for $t {
+            type Config = Named;
+            const SECTION: &'static str = $section;
+            const DEFAULTS: &'static str = concat!("[", $section, "]\n# Its name.\nname = \"x\"\n");
+            fn new(c: Named, _: usize, _: usize) -> Self {
+                $t(c.name)
+            }
+            fn register(_: &mut Registrar<Self>) {}
+            fn init(&mut self, _: &mut Ctx<'_>) {
+                record(format!("init {}", self.0));
+            }
+            fn start(&mut self, _: &mut Ctx<'_>) {
+                record(format!("start {}", self.0));
+            }
+            fn stop(&mut self, _: &mut Ctx<'_>) {
+                record(format!("stop {}", self.0));
+            }
+            fn on_timer(&mut self, _: &mut Ctx<'_>, token: u64) {
+                record(format!("timer {} {token}", self.0));
+            }
+        }
+    };
+}
+recording!(First, "first_test");
+recording!(Second, "second_test");
+
+macro_rules! pinger {
+    ($t:ident) => {
+        impl Component for $t {
+            type Config = Named;
+            const SECTION: &'static str = "first_test";
+            const DEFAULTS: &'static str = "";
+            fn new(_: Named, _: usize, _: usize) -> Self {
+                $t
+            }
+            fn register(reg: &mut Registrar<Self>) {
+                reg.on::<pb::Ping>(|_, _, _| {});
+            }
+        }
+    };
+}
+pinger!(PingA);
+pinger!(PingB);
+
+// Declared out of order on purpose: `order` decides.
+crate::component!(SECOND_C, service = LIFECYCLE, order = 20, ty = Second);
+crate::component!(FIRST_C, service = LIFECYCLE, order = 10, ty = First);
+crate::component!(PING_A, service = CLASH, order = 1, ty = PingA);
+crate::component!(PING_B, service = CLASH, order = 2, ty = PingB);
+
+fn cfg() -> toml::Table {
+    "[first_test]\nname = \"a\"\n[second_test]\nname = \"b\"\n\
+     [lifecycle_test]\nqueue_limit = 8\nbatch = 4\n[clash_test]\nqueue_limit = 8\nbatch = 4\n"
+        .parse()
+        .unwrap()
+}
+
+fn cx() -> ShardCx<ShardMsg> {
+    let net = crate::config::Config::load(None, vec![], vec![])
+        .unwrap()
+        .net;
+    ShardCx::standalone(0, 1, net)
+}
+
+fn host_of(decls: &[&'static ServiceDecl]) -> Result<ServiceHost, BuildError> {
+    let services = decls
+        .iter()
+        .map(|d| build_service(d, &cfg(), 0, 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    ServiceHost::with_services(
+        services,
+        Parts {
+            enc: Encoder::new(BodyCompressor::new(Default::default()), 1 << 20),
+            timers: TimerTable::default(),
+            storage: None,
+            metrics: Arc::new(vec![AppMetrics::default()]),
+            shard: 0,
+        },
+    )
+}
+
+#[test]
+fn lifecycle_runs_in_order_and_stop_in_reverse_with_injected_config() {
+    let cx = cx();
+    let mut host = host_of(&[&LIFECYCLE]).unwrap();
+    host.start(&cx);
+    host.stop(&cx);
+    assert_eq!(
+        calls(),
+        ["init a", "init b", "start a", "start b", "stop b", "stop a"]
+    );
+}
+
+#[test]
+fn duplicate_opcode_names_both_components() {
+    let e = host_of(&[&CLASH]).err().expect("must fail");
+    let text = e.to_string();
+    assert!(
+        text.contains("opcode 4") && text.contains("PingA") && text.contains("PingB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_component_section_names_the_key() {
+    let bad: toml::Table = "[first_test]\nname = 5\n[second_test]\nname = \"b\"\n[lifecycle_test]\nqueue_limit = 8\nbatch = 4\n"
+        .parse()
+        .unwrap();
+    let e = build_service(&LIFECYCLE, &bad, 0, 1)
+        .err()
+        .expect("must fail");
+    assert!(e.to_string().contains("first_test.name"), "{e}");
+}
+
+#[test]
+fn timers_reach_their_component_once_and_cancelled_ones_never() {
+    let cx = cx();
+    let mut host = host_of(&[&LIFECYCLE]).unwrap();
+    calls();
+    let (a, b) = {
+        let mut ctx = host.parts.ctx(&cx, Some((0, 1)));
+        let a = ctx.timer_after(Duration::from_millis(5), 7).unwrap();
+        let b = ctx.timer_after(Duration::from_millis(5), 8).unwrap();
+        assert!(ctx.cancel_timer(b));
+        assert!(!ctx.cancel_timer(b), "cancel twice");
+        (a, b)
+    };
+    host.timer(&cx, a.0);
+    host.timer(&cx, a.0); // a one-shot timer fires once
+    host.timer(&cx, b.0); // cancelled: its token finds nothing
+    assert_eq!(calls(), ["timer b 7"]);
+    assert_eq!(host.parts.timers.len(), 0);
+}
