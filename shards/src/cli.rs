@@ -1,129 +1,173 @@
-//! Command-line parsing for the `lattice` binary (no dependencies: the grammar is tiny).
+//! The `lattice` command line (clap): `run`, `config`, `tool …`, `completions`.
+//!
+//! Configuration keys are not clap arguments: they come from the schema (every section's documented
+//! defaults), so `--section.key VALUE` is collected as trailing words and checked by the config
+//! loader, which names a bad key. The key list is appended to `--help` from the same schema.
+//!
+//! A new subcommand is one variant here and one file under `tools/` for its work.
 
 use std::path::PathBuf;
 
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lattice_runtime::config::key_docs;
 
 use crate::config::schema;
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
+/// The `lattice` binary's arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lattice",
+    about = "Lattice — sharded thread-per-core game server",
+    long_about = "Lattice — sharded thread-per-core game server.\n\n\
+        `lattice run` starts every role in one process with the embedded store; no option is needed.",
+    arg_required_else_help = true,
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// Print the version, protocol version and allocator, then exit.
+    #[arg(short = 'V', long, global = false)]
+    pub version: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A subcommand.
+#[derive(Subcommand, Debug)]
 pub enum Command {
-    /// `lattice run [--config FILE] [--section.key value ...]`.
-    Run {
-        /// `--config FILE`.
-        config: Option<PathBuf>,
-        /// `--section.key value` pairs.
-        overrides: Vec<(String, String)>,
+    /// Start the server (every role in one process, the embedded store, defaults for everything).
+    ///
+    /// SIGTERM/SIGINT stop accepting, flush in-flight replies (shutdown.drain_timeout_ms), close
+    /// every session with a logged reason, flush storage, exit 0.
+    Run(ConfigArgs),
+    /// Print the merged configuration, or with --defaults every section's documented defaults.
+    Config {
+        /// Print the documented defaults of every section instead of the merged configuration.
+        #[arg(long)]
+        defaults: bool,
+        /// Configuration sources.
+        #[command(flatten)]
+        args: ConfigArgs,
     },
-    /// `lattice config …`: print the merged configuration and exit.
-    ShowConfig {
-        /// `--config FILE`.
-        config: Option<PathBuf>,
-        /// Overrides.
-        overrides: Vec<(String, String)>,
+    /// Operator tools.
+    #[command(subcommand)]
+    Tool(Tool),
+    /// Print a shell completion script.
+    ///
+    /// Example: `lattice completions bash > /etc/bash_completion.d/lattice`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
-    /// `lattice tool migrate --print …`: print the schema SQL for operators.
-    MigratePrint {
-        /// `--config FILE`.
-        config: Option<PathBuf>,
-        /// Overrides.
-        overrides: Vec<(String, String)>,
-    },
-    /// `lattice config --defaults`: print the documented defaults of every section.
-    Defaults,
-    /// `lattice help`, `--help`, `-h`.
-    Help,
-    /// `lattice version`, `--version`.
-    Version,
 }
 
-/// Parses `args` (without the program name). Errors are one line for the user.
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    let Some(first) = args.first() else {
-        return Ok(Command::Help);
-    };
-    match first.as_str() {
-        "help" | "--help" | "-h" => Ok(Command::Help),
-        "version" | "--version" | "-V" => Ok(Command::Version),
-        "config" if args.get(1).map(String::as_str) == Some("--defaults") => Ok(Command::Defaults),
-        "run" | "config" => {
-            let (config, overrides) = parse_options(&args[1..])?;
-            Ok(if first == "run" {
-                Command::Run { config, overrides }
+/// `lattice tool …`.
+#[derive(Subcommand, Debug)]
+pub enum Tool {
+    /// Print the SQL of the storage schema, for operators who apply migrations by hand.
+    Migrate {
+        /// Print the SQL (required: this tool never changes a database).
+        #[arg(long, required = true)]
+        print: bool,
+        /// Configuration sources (the storage section decides the dialect and database name).
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+/// Where configuration comes from.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ConfigArgs {
+    /// A TOML file whose keys override the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides: `--section.key VALUE` or `--section.key=VALUE` (every key is listed below).
+    #[arg(
+        value_name = "--section.key VALUE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    pub overrides: Vec<String>,
+}
+
+/// The configuration sources named on the command line.
+#[derive(Debug, PartialEq, Default)]
+pub struct Sources {
+    /// `--config FILE`.
+    pub file: Option<PathBuf>,
+    /// `(section.key, value)` pairs.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl ConfigArgs {
+    /// The file and the `(section.key, value)` overrides. Errors are one line for the user.
+    pub fn sources(&self) -> Result<Sources, String> {
+        let mut out = Sources {
+            file: self.config.clone(),
+            overrides: Vec::new(),
+        };
+        let mut it = self.overrides.iter();
+        while let Some(a) = it.next() {
+            let Some(key) = a.strip_prefix("--") else {
+                return Err(format!(
+                    "unexpected argument `{a}` (options look like --section.key value)"
+                ));
+            };
+            let (key, value) = match key.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => {
+                    let v = it
+                        .next()
+                        .ok_or_else(|| format!("option --{key} needs a value"))?;
+                    (key.to_string(), v.clone())
+                }
+            };
+            if key == "config" {
+                out.file = Some(PathBuf::from(value));
+            } else if key.contains('.') {
+                out.overrides.push((key, value));
             } else {
-                Command::ShowConfig { config, overrides }
-            })
-        }
-        "tool" => match (
-            args.get(1).map(String::as_str),
-            args.get(2).map(String::as_str),
-        ) {
-            (Some("migrate"), Some("--print")) => {
-                let (config, overrides) = parse_options(&args[3..])?;
-                Ok(Command::MigratePrint { config, overrides })
+                return Err(format!(
+                    "unknown option --{key} (config keys look like --section.key)"
+                ));
             }
-            _ => Err(
-                "usage: lattice tool migrate --print [--config FILE] [--section.key VALUE ...]"
-                    .into(),
-            ),
-        },
-        other => Err(format!("unknown command `{other}` (try `lattice --help`)")),
+        }
+        Ok(out)
     }
 }
 
-type Options = (Option<PathBuf>, Vec<(String, String)>);
-
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut config = None;
-    let mut overrides = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--help" || a == "-h" {
-            return Err("use `lattice --help`".into());
-        }
-        let Some(key) = a.strip_prefix("--") else {
-            return Err(format!(
-                "unexpected argument `{a}` (options look like --section.key value)"
-            ));
-        };
-        let (key, value) = match key.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| format!("option --{key} needs a value"))?;
-                (key.to_string(), v.clone())
-            }
-        };
-        if key == "config" {
-            config = Some(PathBuf::from(value));
-        } else if key.contains('.') {
-            overrides.push((key, value));
-        } else {
-            return Err(format!(
-                "unknown option --{key} (config keys look like --section.key)"
-            ));
-        }
-    }
-    Ok((config, overrides))
+/// The clap command with the configuration keys appended to the help of `lattice`, `run` and
+/// `config`.
+pub fn command() -> clap::Command {
+    let keys = keys_help();
+    Cli::command()
+        .after_help(keys.clone())
+        .mut_subcommand("run", |c| c.after_help(keys.clone()))
+        .mut_subcommand("config", |c| c.after_help(keys))
 }
 
-/// The `--help` text: usage, then every config key with its default and meaning.
-pub fn help() -> String {
+/// Parses the process arguments; exits with clap's message (code 2) on bad usage, 0 for --help.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` (without the program name), for tests.
+pub fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    let matches =
+        command().try_get_matches_from(std::iter::once("lattice").chain(args.iter().copied()))?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// Every config key with its default and meaning, grouped by section.
+pub fn keys_help() -> String {
     let mut s = String::from(
-        "lattice — sharded thread-per-core game server\n\n\
-USAGE:\n  lattice run [--config FILE] [--section.key VALUE ...]   start all roles in one process\n  \
-lattice config [--config FILE] [--section.key VALUE ...] print the merged configuration\n  \
-lattice config --defaults                                print every section's documented defaults\n  \
-lattice tool migrate --print [--config FILE] [...]         print the schema SQL (for operators)\n  \
-lattice --help | --version\n\n\
+        "CONFIGURATION KEYS:\n\
 Every key below can be set in the TOML file given by --config, as --section.key VALUE (or\n\
---section.key=VALUE) on the command line, or as the environment variable LATTICE_SECTION__KEY.\n\
+--section.key=VALUE) after the subcommand, or as the environment variable LATTICE_SECTION__KEY.\n\
 Precedence: command line > environment > config file > defaults (`lattice config --defaults`).\n\
-Bad configuration prints one line naming the key and exits with code 2.\n\n\
-SIGTERM/SIGINT: stop accepting, flush in-flight replies (shutdown.drain_timeout_ms), close, exit 0.\n\n\
-OPTIONS:\n",
+Bad configuration prints one line naming the key and exits with code 2.\n",
     );
     let mut section = String::new();
     for d in key_docs(&schema()) {
@@ -133,7 +177,7 @@ OPTIONS:\n",
             section = sec.to_string();
         }
         s.push_str(&format!(
-            "  --{:<28} default {}\n      {}\n",
+            "  --{:<32} default {}\n      {}\n",
             d.key, d.default, d.help
         ));
     }
@@ -144,47 +188,61 @@ OPTIONS:\n",
 mod tests {
     use super::*;
 
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
-    fn parses_run_with_overrides() {
-        let c = parse(&v(&[
+    fn parses_run_with_overrides_anywhere() {
+        let cli = try_parse(&[
             "run",
             "--config",
             "x.toml",
             "--net.listen",
             "1.2.3.4:5",
             "--log.format=json",
-        ]))
+        ])
         .unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not run: {cli:?}");
+        };
         assert_eq!(
-            c,
-            Command::Run {
-                config: Some("x.toml".into()),
+            args.sources().unwrap(),
+            Sources {
+                file: Some("x.toml".into()),
                 overrides: vec![
                     ("net.listen".into(), "1.2.3.4:5".into()),
                     ("log.format".into(), "json".into())
                 ],
             }
         );
+        let cli = try_parse(&["run", "--net.listen", "a:1", "--config", "y.toml"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.sources().unwrap().file, Some("y.toml".into()));
     }
 
     #[test]
     fn rejects_bad_usage() {
-        assert!(parse(&v(&["fly"])).is_err());
-        assert!(parse(&v(&["run", "--net.listen"]))
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(parse(&v(&["run", "stray"])).is_err());
-        assert!(parse(&v(&["run", "--verbose", "1"])).is_err());
-        assert_eq!(parse(&v(&[])).unwrap(), Command::Help);
+        assert!(try_parse(&["fly"]).is_err());
+        let Some(Command::Run(a)) = try_parse(&["run", "--net.listen"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.sources().unwrap_err().contains("needs a value"));
+        let Some(Command::Run(a)) = try_parse(&["run", "stray"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.sources().is_err());
+        let Some(Command::Run(a)) = try_parse(&["run", "--verbose", "1"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.sources().is_err());
+        assert!(
+            try_parse(&["tool", "migrate"]).is_err(),
+            "--print is required"
+        );
     }
 
     #[test]
     fn help_lists_every_key() {
-        let h = help();
+        let h = keys_help();
         for d in key_docs(&schema()) {
             assert!(
                 h.contains(&format!("--{}", d.key)),
@@ -192,5 +250,6 @@ mod tests {
                 d.key
             );
         }
+        command().debug_assert();
     }
 }

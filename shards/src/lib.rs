@@ -6,11 +6,13 @@
 //! - [`host`]: the services of one shard, routing, bounded queues, calls into components;
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
 //! - [`logic`]: the logic service and its demo components (echo, chat);
+//! - [`admin`]: the admin listener's routes;
 //! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`].
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -24,38 +24,36 @@ const ALLOCATOR: &str = if cfg!(feature = "alloc-lattice") {
     "system"
 };
 
-use lattice_server::cli::{self, Command};
+use lattice_server::cli::{self, Command, ConfigArgs, Tool};
 use lattice_server::config::Config;
 use lattice_server::server::{self, exit};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = cli::parse(&args).unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)));
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let code = match cmd {
-        Command::Help => {
-            print!("{}", cli::help());
-            exit::OK
-        }
-        Command::Version => {
-            println!(
-                "lattice {} (protocol {}, allocator {ALLOCATOR})",
-                env!("CARGO_PKG_VERSION"),
-                lattice_proto::version::PROTOCOL
-            );
-            exit::OK
-        }
-        Command::Defaults => {
+    let cli = cli::parse();
+    if cli.version {
+        println!(
+            "lattice {} (protocol {}, allocator {ALLOCATOR})",
+            env!("CARGO_PKG_VERSION"),
+            lattice_proto::version::PROTOCOL
+        );
+        std::process::exit(exit::OK);
+    }
+    let Some(command) = cli.command else {
+        // arg_required_else_help: clap printed the help already.
+        std::process::exit(exit::CONFIG);
+    };
+    let code = match command {
+        Command::Config { defaults: true, .. } => {
             print!("{}", lattice_server::config::schema());
             exit::OK
         }
-        Command::ShowConfig { config, overrides } => {
-            let c = load_or_exit(config, env, overrides);
+        Command::Config { args, .. } => {
+            let c = load_or_exit(&args);
             print!("{}", toml::to_string(&c.table).unwrap_or_default());
             exit::OK
         }
-        Command::MigratePrint { config, overrides } => {
-            let c = load_or_exit(config, env, overrides);
+        Command::Tool(Tool::Migrate { args, .. }) => {
+            let c = load_or_exit(&args);
             match lattice_storage::migrate::print_sql(
                 &c.storage,
                 lattice_server::server::schema().migrations(),
@@ -67,8 +65,17 @@ fn main() {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
-        Command::Run { config, overrides } => {
-            let c = load_or_exit(config, env, overrides);
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut cli::command(),
+                "lattice",
+                &mut std::io::stdout(),
+            );
+            exit::OK
+        }
+        Command::Run(args) => {
+            let c = load_or_exit(&args);
             if let Err(e) = lattice_runtime::telemetry::log::init(&c.log) {
                 std::process::exit(fail(exit::CONFIG, e));
             }
@@ -90,12 +97,12 @@ fn fail(code: i32, e: impl std::fmt::Display) -> i32 {
 }
 
 /// Loads the configuration, or exits with the config exit code and a one-line error.
-fn load_or_exit(
-    config: Option<std::path::PathBuf>,
-    env: Vec<(String, String)>,
-    overrides: Vec<(String, String)>,
-) -> Config {
-    Config::load(config.as_deref(), env, overrides)
+fn load_or_exit(args: &ConfigArgs) -> Config {
+    let sources = args
+        .sources()
+        .unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)));
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Config::load(sources.file.as_deref(), env, sources.overrides)
         .unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)))
 }
 

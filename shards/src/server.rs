@@ -93,7 +93,10 @@ pub fn run(cfg: Config) -> i32 {
     let admin = if cfg.admin.listen.is_empty() {
         None
     } else {
-        match AdminServer::start(&cfg.admin.listen, server.metrics()) {
+        let routes = crate::admin::routes(crate::admin::AdminCx {
+            metrics: server.metrics(),
+        });
+        match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
                 tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz)");
                 Some(a)

@@ -1,7 +1,10 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text) and `GET /healthz`.
+//! The admin HTTP listener: a small blocking HTTP/1.1 server on its own thread, with routes the
+//! server registers (`GET /metrics`, `GET /healthz`, the admin API, the console, …).
 //!
-//! Runs on its own thread with blocking sockets: it is off the request path, serves one short
-//! request per connection, and bounds what it reads (request head ≤ 8 KiB, 2 s timeouts).
+//! It runs off the shards on purpose: it must answer when every shard is saturated, and it talks to
+//! shards only through their control lanes and shared counters. It serves one request per
+//! connection and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`], 2 s socket
+//! timeouts, one connection at a time.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,9 +13,138 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::metrics::Metrics;
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 8192;
+/// Largest request body accepted (`Content-Length`).
+pub const MAX_BODY: usize = 1 << 20;
 
-const MAX_HEAD: usize = 8192;
+/// One request, parsed.
+#[derive(Debug)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string after `?` (empty when none).
+    pub query: String,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+    /// The peer.
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of query parameter `name` (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with `status`, a content type and a body.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type: content_type.to_string(),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// `text/plain` with `status`.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// `application/json` with `status`.
+    pub fn json(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status, "application/json", body.into())
+    }
+}
+
+/// A route's handler. Runs on the admin thread: it may block briefly (e.g. wait for shards to
+/// answer a control command, bounded), never for long.
+pub type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// The routes the admin listener serves, matched in order.
+#[derive(Default)]
+pub struct Routes {
+    routes: Vec<(&'static str, Match, Handler)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Match {
+    Exact(&'static str),
+    Prefix(&'static str),
+}
+
+impl Routes {
+    /// Serves `method path` (exact path) with `handler`.
+    pub fn add(&mut self, method: &'static str, path: &'static str, handler: Handler) -> &mut Self {
+        self.routes.push((method, Match::Exact(path), handler));
+        self
+    }
+
+    /// Serves `method` on every path starting with `prefix` with `handler`.
+    pub fn add_prefix(
+        &mut self,
+        method: &'static str,
+        prefix: &'static str,
+        handler: Handler,
+    ) -> &mut Self {
+        self.routes.push((method, Match::Prefix(prefix), handler));
+        self
+    }
+
+    /// The response to `req`: its route's, 405 when the path exists for another method, 404 else.
+    pub fn respond(&self, req: &Request) -> Response {
+        let mut path_known = false;
+        for (method, m, h) in &self.routes {
+            let hit = match m {
+                Match::Exact(p) => req.path == *p,
+                Match::Prefix(p) => req.path.starts_with(p),
+            };
+            if hit {
+                if *method == req.method {
+                    return h(req);
+                }
+                path_known = true;
+            }
+        }
+        if path_known {
+            Response::text(405, "method not allowed\n")
+        } else {
+            Response::text(404, "not found\n")
+        }
+    }
+}
 
 /// A running admin listener; [`AdminServer::stop`] ends its thread.
 pub struct AdminServer {
@@ -22,8 +154,8 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves `metrics` on a new thread. Fails if the address cannot be bound.
-    pub fn start(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    /// Binds `addr` and serves `routes` on a new thread. Fails if the address cannot be bound.
+    pub fn start(addr: &str, routes: Routes) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -37,11 +169,15 @@ impl AdminServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if let Err(e) = serve(s, &metrics) {
+                            if let Err(e) = serve(s, &routes) {
                                 tracing::debug!(error = %e, "admin request failed");
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "admin accept failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "admin accept failed");
+                            // EMFILE and friends: back off instead of spinning.
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                     }
                 }
             })?;
@@ -68,92 +204,229 @@ impl AdminServer {
     }
 }
 
-fn serve(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Why a request could not be read; each has its status code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The head passed [`MAX_HEAD`] bytes (431).
+    HeadTooLarge,
+    /// The head is not HTTP/1.x (400).
+    Malformed(&'static str),
+    /// The body passed [`MAX_BODY`] (413).
+    BodyTooLarge,
+    /// A chunked body (411: send Content-Length).
+    Chunked,
+}
+
+impl ReadError {
+    fn response(&self) -> Response {
+        match self {
+            ReadError::HeadTooLarge => Response::text(431, "request head too large\n"),
+            ReadError::Malformed(why) => Response::text(400, format!("bad request: {why}\n")),
+            ReadError::BodyTooLarge => Response::text(413, "request body too large\n"),
+            ReadError::Chunked => Response::text(411, "send the body with Content-Length\n"),
+        }
+    }
+}
+
+/// Parses a request head (everything before the blank line). Sans-IO.
+pub fn parse_head(head: &[u8], peer: SocketAddr) -> Result<(Request, usize), ReadError> {
+    let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed("head is not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ReadError::Malformed("request line"));
+    };
+    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+        return Err(ReadError::Malformed("request line"));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    for l in lines.filter(|l| !l.is_empty()) {
+        let (k, v) = l
+            .split_once(':')
+            .ok_or(ReadError::Malformed("header line"))?;
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+        if k == "content-length" {
+            length = v
+                .parse()
+                .map_err(|_| ReadError::Malformed("content-length"))?;
+            if length > MAX_BODY {
+                return Err(ReadError::BodyTooLarge);
+            }
+        }
+        if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+            return Err(ReadError::Chunked);
+        }
+        headers.push((k, v));
+    }
+    Ok((
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers,
+            body: Vec::new(),
+            peer,
+        },
+        length,
+    ))
+}
+
+fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf)?;
+    let peer = s.peer_addr()?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return respond(&mut s, &ReadError::HeadTooLarge.response());
+        }
+        let n = s.read(&mut chunk)?;
         if n == 0 {
             return Ok(());
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut s,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"",
-            );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let (mut req, length) = match parse_head(&buf[..head_end], peer) {
+        Ok(x) => x,
+        Err(e) => return respond(&mut s, &e.response()),
+    };
+    let mut body = buf.split_off(head_end + 4);
+    while body.len() < length {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
         }
+        body.extend_from_slice(&chunk[..n]);
     }
-    let (status, ctype, body) = route(&head, metrics);
-    respond(&mut s, status, ctype, body.as_bytes())
+    body.truncate(length);
+    req.body = body;
+    respond(&mut s, &routes.respond(&req))
 }
 
-/// Sans-IO routing of a request head to (status, content type, body).
-pub fn route(head: &[u8], metrics: &Metrics) -> (&'static str, &'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    match (method, path) {
-        (b"GET", b"/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n".into(),
-        ),
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
     }
 }
 
-fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+fn respond(s: &mut TcpStream, r: &Response) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
     );
+    for (k, v) in &r.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
-    s.write_all(body)
+    s.write_all(&r.body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn routes_metrics_health_and_errors() {
-        let m = Metrics::new(1);
-        let (st, _, body) = route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &m);
-        assert_eq!(st, "200 OK");
-        assert!(body.contains("lattice_frames_in_total"));
-        assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n", &m).0, "200 OK");
-        assert_eq!(route(b"GET /nope HTTP/1.1\r\n\r\n", &m).0, "404 Not Found");
-        assert_eq!(
-            route(b"POST /metrics HTTP/1.1\r\n\r\n", &m).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(route(b"", &m).0, "405 Method Not Allowed");
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    fn routes() -> Routes {
+        let mut r = Routes::default();
+        r.add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")))
+            .add(
+                "POST",
+                "/echo",
+                Box::new(|req| Response::new(200, "application/octet-stream", req.body.clone())),
+            )
+            .add_prefix(
+                "GET",
+                "/q/",
+                Box::new(|req| {
+                    Response::text(200, req.query_param("x").unwrap_or("-").to_string())
+                }),
+            );
+        r
+    }
+
+    fn req(method: &str, target: &str) -> Request {
+        parse_head(
+            format!("{method} {target} HTTP/1.1\r\nHost: x").as_bytes(),
+            peer(),
+        )
+        .unwrap()
+        .0
     }
 
     #[test]
-    fn serves_over_a_socket() {
-        let m = Arc::new(Metrics::new(1));
-        let srv = AdminServer::start("127.0.0.1:0", m).unwrap();
+    fn routes_by_method_and_path() {
+        let r = routes();
+        assert_eq!(r.respond(&req("GET", "/healthz")).status, 200);
+        assert_eq!(r.respond(&req("POST", "/healthz")).status, 405);
+        assert_eq!(r.respond(&req("GET", "/nope")).status, 404);
+        assert_eq!(r.respond(&req("GET", "/q/a?x=5&y")).body, b"5");
+    }
+
+    #[test]
+    fn bad_heads_have_their_status() {
+        assert_eq!(
+            parse_head(b"GARBAGE", peer()).unwrap_err(),
+            ReadError::Malformed("request line")
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nContent-Length: 99999999", peer()).unwrap_err(),
+            ReadError::BodyTooLarge
+        );
+        assert_eq!(
+            parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", peer()).unwrap_err(),
+            ReadError::Chunked
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nno colon", peer()).unwrap_err(),
+            ReadError::Malformed("header line")
+        );
+    }
+
+    #[test]
+    fn serves_over_a_socket_with_a_body() {
+        let srv = AdminServer::start("127.0.0.1:0", routes()).unwrap();
         let mut c = TcpStream::connect(srv.local_addr()).unwrap();
-        c.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel")
+            .unwrap();
+        c.write_all(b"lo").unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200 OK"));
-        assert!(resp.ends_with("ok\n"));
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert!(resp.ends_with("\r\n\r\nhello"), "{resp}");
+        let mut c = TcpStream::connect(srv.local_addr()).unwrap();
+        c.write_all(&[b'a'; MAX_HEAD + 10]).unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
         srv.stop();
     }
 }
