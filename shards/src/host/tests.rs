@@ -108,21 +108,22 @@ fn cx() -> ShardCx<ShardMsg> {
     ShardCx::standalone(0, 1, net)
 }
 
+fn parts() -> Parts {
+    Parts {
+        enc: Encoder::new(BodyCompressor::new(Default::default()), 1 << 20),
+        timers: TimerTable::default(),
+        storage: None,
+        metrics: Arc::new(vec![AppMetrics::default()]),
+        shard: 0,
+    }
+}
+
 fn host_of(decls: &[&'static ServiceDecl]) -> Result<ServiceHost, BuildError> {
     let services = decls
         .iter()
         .map(|d| build_service(d, &cfg(), 0, 1))
         .collect::<Result<Vec<_>, _>>()?;
-    ServiceHost::with_services(
-        services,
-        Parts {
-            enc: Encoder::new(BodyCompressor::new(Default::default()), 1 << 20),
-            timers: TimerTable::default(),
-            storage: None,
-            metrics: Arc::new(vec![AppMetrics::default()]),
-            shard: 0,
-        },
-    )
+    ServiceHost::with_services(services, parts())
 }
 
 #[test]
@@ -176,4 +177,64 @@ fn timers_reach_their_component_once_and_cancelled_ones_never() {
     host.timer(&cx, b.0); // cancelled: its token finds nothing
     assert_eq!(calls(), ["timer b 7"]);
     assert_eq!(host.parts.timers.len(), 0);
+}
+
+struct Waiter(u32);
+
+impl Component for Waiter {
+    type Config = Named;
+    const SECTION: &'static str = "first_test";
+    const DEFAULTS: &'static str = "";
+    fn new(_: Named, _: usize, _: usize) -> Self {
+        Waiter(0)
+    }
+    fn register(_: &mut Registrar<Self>) {}
+    fn start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.then(async { 40u32 }, |me: &mut Waiter, _ctx, v| me.0 = v + 2);
+        // A continuation aimed at the wrong type is dropped, not run.
+        ctx.then(async { 1u32 }, |_: &mut First, _ctx, _v| {
+            panic!("wrong component")
+        });
+    }
+}
+
+static WAITING: ServiceDecl = ServiceDecl {
+    name: "waiting_test",
+    defaults: "",
+};
+crate::component!(WAITER_C, service = WAITING, order = 1, ty = Waiter);
+
+#[test]
+fn then_continues_on_the_same_component_after_the_future() {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cx = cx();
+        let services = vec![build_service(&WAITING, &cfg_with_waiting(), 0, 1).unwrap()];
+        let mut host = ServiceHost::with_services(services, parts()).unwrap();
+        host.start(&cx);
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        let mut n = 0;
+        while let Some(m) = cx.take_message() {
+            host.message(&cx, m);
+            n += 1;
+        }
+        assert_eq!(n, 2, "both tasks finished into messages");
+        let w = host.services[0].components[0]
+            .as_any_mut()
+            .downcast_mut::<Waiter>()
+            .unwrap();
+        assert_eq!(w.0, 42);
+    });
+}
+
+fn cfg_with_waiting() -> toml::Table {
+    let mut t = cfg();
+    t.insert(
+        "waiting_test".into(),
+        toml::Value::Table("queue_limit = 8\nbatch = 4".parse().unwrap()),
+    );
+    t
 }

@@ -403,7 +403,9 @@ impl<M: Send + 'static> ShardCx<M> {
         self.local_work.get() || !self.self_queue.borrow().is_empty()
     }
 
-    pub(crate) fn pop_self(&self) -> Option<M> {
+    /// Takes the oldest message this shard sent itself. The shard loop does this every pass;
+    /// tests and tools that drive a standalone context call it themselves.
+    pub fn take_message(&self) -> Option<M> {
         self.self_queue.borrow_mut().pop_front()
     }
 

@@ -122,7 +122,9 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         let queued = st.cx.self_queue_len();
         ShardMetrics::set(&st.cx.m().self_queue_depth, queued as u64);
         for _ in 0..queued {
-            let Some(msg) = st.cx.pop_self() else { break };
+            let Some(msg) = st.cx.take_message() else {
+                break;
+            };
             worked = true;
             guarded(&st, "on_message", |app| app.on_message(&st.cx, msg));
         }
