@@ -27,7 +27,7 @@ trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh st
 # Everything, with io_uring forced (fails loudly if the kernel refuses it)...
 LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast
 # ...and the whole-process tests again on epoll, and with lattice-alloc as the global allocator.
-LATTICE_RUNTIME__DRIVER=epoll cargo nextest run -p lattice-server --no-fail-fast
+LATTICE_RUNTIME__DRIVER=epoll cargo nextest run -p lattice-runtime -p lattice-server --no-fail-fast
 cargo nextest run -p lattice-server --no-default-features --features alloc-lattice --no-fail-fast
 
 # lattice-alloc: 10 M-operation release stress test and the loom model of the remote-free lanes.

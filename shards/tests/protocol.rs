@@ -83,6 +83,87 @@ fn hello_must_come_first_and_incompatible_major_is_refused() {
     l.wait_log("is not supported: server speaks");
 }
 
+/// Before an accepted Hello, any other frame — unknown opcode, server-internal opcode, an
+/// undecodable Hello — is answered with an error and closes the session.
+#[test]
+fn anything_but_an_acceptable_hello_first_closes_the_session() {
+    let l = Lattice::start(&[]);
+    for (bytes, code) in [
+        (raw(999, 0, 5, b""), error_code::NOT_ALLOWED),
+        (raw(1000, 0, 5, b""), error_code::NOT_ALLOWED),
+        (raw(1, 0, 5, &[0x0a, 100, 1]), error_code::BAD_REQUEST),
+    ] {
+        let mut c = Client::connect_raw(l.port);
+        c.send_raw(&bytes);
+        let f = c.recv();
+        assert_eq!(f.request_id, 5);
+        expect_error(&f, code);
+        assert!(
+            c.closed_by_server(),
+            "opcode {} left the session open",
+            f.opcode
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while l.metric_total("lattice_not_hello_total") < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", l.metrics());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A second Hello on a greeted session is answered with Welcome and the same session id.
+    let mut c = l.connect();
+    c.send(
+        7,
+        &pb::Hello {
+            client_version: lattice_proto::version::PROTOCOL.to_string(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    match f.decode() {
+        AnyMessage::Welcome(w) => assert_eq!(w.session_id, c.session_id),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    ping_ok(&mut c, 8);
+}
+
+/// One reply larger than net.send_buffer_limit still fits an empty queue: a client that reads
+/// gets it and stays connected.
+#[test]
+fn one_reply_above_the_send_buffer_limit_is_delivered() {
+    let l = Lattice::start(&["--net.send_buffer_limit", "4096"]);
+    let mut c = l.connect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let payload: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    c.send(
+        3,
+        &pb::Ping {
+            payload: payload.clone(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(
+        (f.opcode, f.request_id, f.flags),
+        (5, 3, 0),
+        "incompressible: sent plain"
+    );
+    match f.decode() {
+        AnyMessage::Pong(p) => assert_eq!(p.payload, payload),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+    ping_ok(&mut c, 4);
+    assert_eq!(
+        l.metric_total("lattice_sessions_closed_send_overflow_total"),
+        0
+    );
+}
+
 /// A malformed stream closes that session only, with its reason logged and counted.
 fn closes_only_the_offender(bad: &[u8], reason: &str) {
     let l = Lattice::start(&["--net.max_frame", "4096"]);
