@@ -19,10 +19,14 @@ pub mod backend;
 pub mod config;
 pub mod dirty;
 pub mod dump;
+mod flusher;
 pub mod journal;
+mod journal_thread;
 pub mod metrics;
 pub mod migrate;
 pub mod mysql;
+mod reads;
+mod shared;
 pub mod sql;
 pub mod sqlite;
 pub mod ticket;
@@ -32,9 +36,9 @@ pub mod write_behind;
 pub use config::{BackendKind, FsyncPolicy, StorageConfig};
 pub use metrics::{MetricsSnapshot, StmtKind};
 pub use migrate::Migration;
-pub use ticket::{FlushTicket, LoadTicket, MarkTicket, QueryTicket};
+pub use ticket::{FlushReport, FlushTicket, LoadTicket, MarkAck, MarkTicket, QueryTicket};
 pub use value::Value;
-pub use write_behind::{FlushReport, MarkAck, Storage, StorageHandle};
+pub use write_behind::{Storage, StorageHandle};
 
 use std::fmt;
 
