@@ -7,16 +7,15 @@
 //! Owns the write path to the database and the dump file. Knows nothing of the journal file or the
 //! caller-facing handle.
 
-use super::backend::{AnyBackend, Backend, DbError, ErrorClass};
-use super::config::{BackendKind, StorageConfig};
+use super::backend::{Backend, DbError, ErrorClass};
+use super::config::BackendKind;
+use super::connect::{connect, AnyBackend};
 use super::dirty::{DirtyMap, RowRef};
 use super::dump::{now_ms, DumpError, DumpFile, DumpLine, DumpRecord};
 use super::metrics::StmtKind;
-use super::mysql::MysqlBackend;
 use super::reads::{self, InFlight, ReadReq};
 use super::shared::{lock, Shared};
 use super::sql::{self, Stmt};
-use super::sqlite::SqliteBackend;
 use super::ticket::{AckGuard, FlushReport};
 use super::{migrate, Op, StorageError, TableSpec};
 use std::rc::Rc;
@@ -79,13 +78,6 @@ pub(crate) fn run(
         }
         r
     })
-}
-
-async fn connect(cfg: &StorageConfig) -> Result<AnyBackend, DbError> {
-    match cfg.backend {
-        BackendKind::Mysql => Ok(AnyBackend::Mysql(MysqlBackend::connect(cfg).await?)),
-        BackendKind::Sqlite => Ok(AnyBackend::Sqlite(SqliteBackend::open(cfg)?)),
-    }
 }
 
 impl Flusher {

@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod connect;
 pub mod dirty;
 pub mod dump;
 mod flusher;

@@ -6,7 +6,8 @@
 //! Owns the read queue and the read tasks. Knows nothing of the journal, the dump file or how the
 //! flusher writes.
 
-use super::backend::{AnyBackend, Backend};
+use super::backend::Backend;
+use super::connect::AnyBackend;
 use super::dirty::DirtyMap;
 use super::metrics::StmtKind;
 use super::shared::{lock, Shared};
