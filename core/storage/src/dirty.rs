@@ -91,7 +91,7 @@ impl DirtyMap {
         self.len == 0
     }
 
-    /// Highest seq ever marked (also after [`DirtyMap::take`]).
+    /// Highest seq ever marked (also after [`DirtyMap::take_map`]).
     pub fn max_seq(&self) -> u64 {
         self.max_seq
     }

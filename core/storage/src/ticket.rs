@@ -2,7 +2,7 @@
 //! executor (the waker may be called from a storage thread).
 //!
 //! Owns the ticket types, the values they complete with ([`MarkAck`], [`FlushReport`]) and the
-//! completing side ([`AckGuard`]). Knows nothing of the queues or threads that complete them.
+//! completing side (`AckGuard`). Knows nothing of the queues or threads that complete them.
 
 use super::{StorageError, Value};
 use std::future::Future;
