@@ -1,12 +1,21 @@
-//! The backend trait both databases implement, and the error classification the flusher acts on.
+//! The backend trait both databases implement, the SQL dialect a backend speaks, and the error
+//! classification the flusher acts on.
 //!
 //! Owns the contract between the write-behind layer and a database. Knows no concrete backend: they
 //! import this module, never the reverse (`connect.rs` picks one at run time).
 
-use super::sql::Dialect;
 use super::Value;
 use std::fmt;
 use std::future::Future;
+
+/// SQL flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// MySQL / MariaDB.
+    Mysql,
+    /// SQLite 3.24+.
+    Sqlite,
+}
 
 /// How the flusher treats a failed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -180,7 +180,7 @@ impl StorageConfig {
     /// Checks bounds and names; fails with [`StorageError::Config`].
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: &str| Err(StorageError::Config(m.to_owned()));
-        super::check_ident(&self.database_name()).map_err(|_| {
+        super::ident::check_ident(&self.database_name()).map_err(|_| {
             StorageError::Config(format!(
                 "database name {:?} is not [A-Za-z0-9_]{{1,64}}",
                 self.database_name()

@@ -3,10 +3,9 @@
 //! Owns the only place that knows both concrete backends, so neither `backend.rs` nor the engine
 //! has to. Knows nothing of flushing, retries or the journal.
 
-use super::backend::{Backend, DbError};
+use super::backend::{Backend, DbError, Dialect};
 use super::config::{BackendKind, StorageConfig};
 use super::mysql::MysqlBackend;
-use super::sql::Dialect;
 use super::sqlite::SqliteBackend;
 use super::Value;
 
