@@ -1,4 +1,7 @@
 //! `[storage]` configuration: one typed struct with defaults.
+//!
+//! Owns the settings, their defaults (parsed from `storage.toml`, their one source) and their
+//! validation. Knows nothing of the threads or backends that read them.
 
 use super::StorageError;
 use serde::Deserialize;

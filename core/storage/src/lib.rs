@@ -12,8 +12,24 @@
 //!
 //! Threading (see `docs/STORAGE.md`): callers (shard threads) only push into a bounded queue and get a
 //! [`MarkTicket`] back; a *journal thread* appends to the journal, then completes the tickets; a
-//! *flusher thread* runs a tokio current-thread runtime for the database client. This module knows
+//! *flusher thread* runs a tokio current-thread runtime for the database client. This crate knows
 //! nothing of the network code or the shard runtime.
+//!
+//! Where things live (each module's doc says what it owns and what it must not know):
+//!
+//! * engine: [`write_behind`] (the public [`Storage`] / [`StorageHandle`]: validation, queues, open
+//!   and shutdown), `journal_thread` (journals marks, completes their tickets, writes checkpoints),
+//!   `flusher` (writes dirty rows in batches, retries, dumps and replays), `reads` (load and query,
+//!   answered from dirty and in-flight rows first), `shared` (the state those three share), and
+//!   [`ticket`] (the tickets callers wait on and the values they complete with);
+//! * data and files: `schema` ([`TableSpec`], [`Schema`], [`Op`]), [`value`], [`dirty`] (coalescing),
+//!   [`journal`], [`dump`], [`sql`] (statement text), [`migrate`], [`config`] (defaults in
+//!   `storage.toml`), [`metrics`], `error` ([`StorageError`]), `ident` (the identifier rule);
+//! * databases: [`backend`] (the trait, dialect and error classes), [`mysql`], [`sqlite`], and
+//!   [`connect`] (the only module that knows both backends: picks one from the config).
+//!
+//! Imports go one way, from the engine down to the data modules and the backend trait; no module
+//! imports one that imports it.
 
 pub mod backend;
 pub mod config;

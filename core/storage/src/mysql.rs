@@ -1,5 +1,7 @@
 //! MySQL / MariaDB backend over `mysql_async`: a connection pool, prepared statements (cached per
 //! connection by the driver), a time limit on every call, and error classification by server code.
+//!
+//! Implements `backend::Backend`; knows nothing of the write-behind layer above it.
 
 use super::backend::{Backend, DbError, Dialect, ErrorClass};
 use super::config::StorageConfig;

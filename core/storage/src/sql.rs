@@ -2,6 +2,9 @@
 //!
 //! Identifiers are checked to be `[A-Za-z0-9_]` when the [`TableSpec`] is built, so they are spliced in
 //! quoted; values always travel as bound parameters.
+//!
+//! Owns statement text and batching (pure functions). Knows nothing of connections, execution or
+//! retries.
 
 // Defined with the backend contract (a backend reports its dialect); also named here, where the
 // statement text depends on it.
