@@ -44,8 +44,8 @@ pub enum FsyncPolicy {
     Os,
 }
 
-/// Storage settings, section `[storage]` of the server config. Every field has a default (see
-/// `docs/STORAGE.md` for the table); unknown keys are rejected.
+/// Storage settings, section `[storage]` of the server config. Every field has a default, given in
+/// [`DEFAULTS`] (`storage.toml`); unknown keys are rejected.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
