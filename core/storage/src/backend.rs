@@ -1,9 +1,21 @@
-//! The backend trait both databases implement, and the error classification the flusher acts on.
+//! The backend trait both databases implement, the SQL dialect a backend speaks, and the error
+//! classification the flusher acts on.
+//!
+//! Owns the contract between the write-behind layer and a database. Knows no concrete backend: they
+//! import this module, never the reverse (`connect.rs` picks one at run time).
 
-use super::sql::Dialect;
 use super::Value;
 use std::fmt;
 use std::future::Future;
+
+/// SQL flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// MySQL / MariaDB.
+    Mysql,
+    /// SQLite 3.24+.
+    Sqlite,
+}
 
 /// How the flusher treats a failed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,77 +116,4 @@ pub trait Backend {
 
     /// Closes connections.
     fn close(self) -> impl Future<Output = ()>;
-}
-
-/// Either backend, chosen by the config at run time.
-pub enum AnyBackend {
-    /// MySQL / MariaDB.
-    Mysql(super::mysql::MysqlBackend),
-    /// SQLite.
-    Sqlite(super::sqlite::SqliteBackend),
-}
-
-impl Backend for AnyBackend {
-    fn dialect(&self) -> Dialect {
-        match self {
-            AnyBackend::Mysql(b) => b.dialect(),
-            AnyBackend::Sqlite(b) => b.dialect(),
-        }
-    }
-
-    async fn exec(&self, sql: &str, params: &[Vec<Value>]) -> Result<u64, DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.exec(sql, params).await,
-            AnyBackend::Sqlite(b) => b.exec(sql, params).await,
-        }
-    }
-
-    async fn exec_script(&self, statements: &[String]) -> Result<(), DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.exec_script(statements).await,
-            AnyBackend::Sqlite(b) => b.exec_script(statements).await,
-        }
-    }
-
-    async fn query_row(&self, sql: &str, params: &[Value]) -> Result<Option<Vec<Value>>, DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.query_row(sql, params).await,
-            AnyBackend::Sqlite(b) => b.query_row(sql, params).await,
-        }
-    }
-
-    async fn query_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.query_all(sql, params).await,
-            AnyBackend::Sqlite(b) => b.query_all(sql, params).await,
-        }
-    }
-
-    async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.ping().await,
-            AnyBackend::Sqlite(b) => b.ping().await,
-        }
-    }
-
-    async fn flush_begin(&self) -> Result<(), DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.flush_begin().await,
-            AnyBackend::Sqlite(b) => b.flush_begin().await,
-        }
-    }
-
-    async fn flush_end(&self) -> Result<(), DbError> {
-        match self {
-            AnyBackend::Mysql(b) => b.flush_end().await,
-            AnyBackend::Sqlite(b) => b.flush_end().await,
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            AnyBackend::Mysql(b) => b.close().await,
-            AnyBackend::Sqlite(b) => b.close().await,
-        }
-    }
 }

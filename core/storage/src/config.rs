@@ -1,4 +1,7 @@
 //! `[storage]` configuration: one typed struct with defaults.
+//!
+//! Owns the settings, their defaults (parsed from `storage.toml`, their one source) and their
+//! validation. Knows nothing of the threads or backends that read them.
 
 use super::StorageError;
 use serde::Deserialize;
@@ -41,8 +44,8 @@ pub enum FsyncPolicy {
     Os,
 }
 
-/// Storage settings, section `[storage]` of the server config. Every field has a default (see
-/// `docs/STORAGE.md` for the table); unknown keys are rejected.
+/// Storage settings, section `[storage]` of the server config. Every field has a default, given in
+/// [`DEFAULTS`] (`storage.toml`); unknown keys are rejected.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -180,7 +183,7 @@ impl StorageConfig {
     /// Checks bounds and names; fails with [`StorageError::Config`].
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: &str| Err(StorageError::Config(m.to_owned()));
-        super::check_ident(&self.database_name()).map_err(|_| {
+        super::ident::check_ident(&self.database_name()).map_err(|_| {
             StorageError::Config(format!(
                 "database name {:?} is not [A-Za-z0-9_]{{1,64}}",
                 self.database_name()

@@ -1,4 +1,7 @@
 //! The coalescing dirty map: the newest state of each dirty `(table, key)` since the last flush.
+//!
+//! Owns the map and the coalescing rule. Not thread-safe by itself (the storage threads share it
+//! under a lock). Knows nothing of the journal, SQL or the database.
 
 use super::{Op, TableId, Value};
 use std::collections::HashMap;
@@ -91,7 +94,7 @@ impl DirtyMap {
         self.len == 0
     }
 
-    /// Highest seq ever marked (also after [`DirtyMap::take`]).
+    /// Highest seq ever marked (also after [`DirtyMap::take_map`]).
     pub fn max_seq(&self) -> u64 {
         self.max_seq
     }

@@ -6,6 +6,9 @@
 //! process runs, so a newer write never lands before an older dumped one. Replayed records are
 //! removed by rewriting the file (`.tmp` + fsync + rename); a line that does not parse is kept
 //! verbatim. The file is never truncated otherwise.
+//!
+//! Owns the record format and the file operations (append, load, rewrite). Knows nothing of when
+//! records are written or replayed: the flusher decides that.
 
 use super::backend::{DbError, ErrorClass};
 use super::Value;

@@ -10,6 +10,9 @@
 //!
 //! Cost: one `write(2)` per group of marks (the journal thread batches), plus `fdatasync` per the
 //! [`FsyncPolicy`].
+//!
+//! Owns the on-disk format, segments, recovery and fsync. Knows nothing of threads, tickets, the dirty
+//! map or the database.
 
 use super::config::FsyncPolicy;
 use super::value::take;

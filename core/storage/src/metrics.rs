@@ -1,7 +1,10 @@
-//! Storage counters and latency histograms, with a snapshot and a Prometheus text rendering.
+//! Storage counters and latency histograms, read as a plain snapshot (the server renders it as
+//! Prometheus text).
 //!
 //! Counters are relaxed atomics (any thread); the latency histograms sit behind a mutex that only the
 //! flusher thread records into, so it is uncontended except while a snapshot is taken.
+//!
+//! Owns the counters and their rendering. Knows nothing of the code that counts.
 
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

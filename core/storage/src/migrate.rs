@@ -4,6 +4,9 @@
 //! Applied versions are recorded in `lattice_schema_migrations`. MySQL runs DDL outside transactions,
 //! so a migration that fails half-way leaves its earlier statements applied and its version
 //! unrecorded: write migrations that can be re-run (`IF NOT EXISTS`).
+//!
+//! Owns the migration list, its checks, apply/verify and the printed script. Knows databases only
+//! through the `Backend` trait, and nothing of the write-behind threads.
 
 use super::backend::Backend;
 use super::config::{BackendKind, StorageConfig};

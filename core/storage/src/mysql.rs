@@ -1,9 +1,10 @@
 //! MySQL / MariaDB backend over `mysql_async`: a connection pool, prepared statements (cached per
 //! connection by the driver), a time limit on every call, and error classification by server code.
+//!
+//! Implements `backend::Backend`; knows nothing of the write-behind layer above it.
 
-use super::backend::{Backend, DbError, ErrorClass};
+use super::backend::{Backend, DbError, Dialect, ErrorClass};
 use super::config::StorageConfig;
-use super::sql::Dialect;
 use super::Value;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};

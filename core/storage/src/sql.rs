@@ -2,19 +2,16 @@
 //!
 //! Identifiers are checked to be `[A-Za-z0-9_]` when the [`TableSpec`] is built, so they are spliced in
 //! quoted; values always travel as bound parameters.
+//!
+//! Owns statement text and batching (pure functions). Knows nothing of connections, execution or
+//! retries.
 
+// Defined with the backend contract (a backend reports its dialect); also named here, where the
+// statement text depends on it.
+pub use super::backend::Dialect;
 use super::dirty::RowRef;
 use super::metrics::StmtKind;
 use super::{Op, TableId, TableSpec, Value};
-
-/// SQL flavour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// MySQL / MariaDB.
-    Mysql,
-    /// SQLite 3.24+.
-    Sqlite,
-}
 
 /// One statement, executed once per parameter set.
 #[derive(Clone, Debug, PartialEq)]

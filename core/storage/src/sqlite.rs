@@ -1,10 +1,11 @@
 //! Embedded default backend: one SQLite file through `rusqlite` (bundled library, so nothing needs
 //! installing). WAL journal, `synchronous = NORMAL`, cached prepared statements; a flush is one
 //! transaction. Calls run synchronously on the flusher thread (they are local file I/O).
+//!
+//! Implements `backend::Backend`; knows nothing of the write-behind layer above it.
 
-use super::backend::{Backend, DbError, ErrorClass};
+use super::backend::{Backend, DbError, Dialect, ErrorClass};
 use super::config::StorageConfig;
-use super::sql::Dialect;
 use super::Value;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql};

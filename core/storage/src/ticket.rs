@@ -1,13 +1,33 @@
 //! One-shot completions handed back to callers: block on them (`wait`) or `.await` them from any
 //! executor (the waker may be called from a storage thread).
+//!
+//! Owns the ticket types, the values they complete with ([`MarkAck`], [`FlushReport`]) and the
+//! completing side (`AckGuard`). Knows nothing of the queues or threads that complete them.
 
-use super::write_behind::{FlushReport, MarkAck};
 use super::{StorageError, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+/// Acknowledgement of a journaled mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkAck {
+    /// The mark's journal sequence number.
+    pub seq: u64,
+}
+
+/// Result of a flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Rows written to the database by this flush.
+    pub written: u64,
+    /// Rows that went to the dump file instead.
+    pub dumped: u64,
+    /// Every mark at or below this seq is persisted.
+    pub confirmed_seq: u64,
+}
 
 struct Inner<T> {
     result: Option<Result<T, StorageError>>,
@@ -98,6 +118,35 @@ impl<T> Slot<T> {
 
     fn is_done(&self) -> bool {
         self.lock().result.is_some()
+    }
+}
+
+/// The completing side of a ticket, carried with the request through the storage threads. Completes
+/// its slot with `Closed` if dropped before a result was set (e.g. left in a queue at shutdown), so no
+/// caller waits forever.
+pub(crate) struct AckGuard<T>(Option<Arc<Slot<T>>>);
+
+impl<T> AckGuard<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> AckGuard<T> {
+        AckGuard(Some(slot))
+    }
+
+    pub(crate) fn done(&self, r: Result<T, StorageError>) {
+        if let Some(s) = &self.0 {
+            s.complete(r);
+        }
+    }
+
+    /// Drops the guard without completing: for a request that was refused before it was queued,
+    /// whose caller gets the error instead of the ticket.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<T> Drop for AckGuard<T> {
+    fn drop(&mut self) {
+        self.done(Err(StorageError::Closed));
     }
 }
 

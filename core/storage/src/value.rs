@@ -1,4 +1,6 @@
 //! Column values: what marks carry, what the journal encodes and what dump records hold.
+//!
+//! Owns the value type, its binary encoding and its JSON form. Knows nothing of tables or backends.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::hash::{Hash, Hasher};

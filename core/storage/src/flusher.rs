@@ -1,0 +1,504 @@
+//! The flusher thread: a tokio current-thread runtime (the MySQL client needs tokio; nothing of it
+//! leaks out of this thread) that connects, migrates, replays the dump file, then takes the dirty map
+//! at an interval, at `dirty_bound` or on request and writes it in batches. Network errors are retried
+//! with capped backoff up to `retry_max`; what cannot be written goes to the dump file. It publishes
+//! the confirmed seq that lets the journal thread checkpoint, and hosts the read tasks.
+//!
+//! Owns the write path to the database and the dump file. Knows nothing of the journal file or the
+//! caller-facing handle.
+
+use super::backend::{Backend, DbError, ErrorClass};
+use super::config::BackendKind;
+use super::connect::{connect, AnyBackend};
+use super::dirty::{DirtyMap, RowRef};
+use super::dump::{now_ms, DumpError, DumpFile, DumpLine, DumpRecord};
+use super::metrics::StmtKind;
+use super::reads::{self, InFlight, ReadReq};
+use super::shared::{lock, Shared};
+use super::sql::{self, Stmt};
+use super::ticket::{AckGuard, FlushReport};
+use super::{migrate, Op, StorageError, TableSpec};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+struct Flusher {
+    shared: Arc<Shared>,
+    backend: Rc<AnyBackend>,
+    kind: BackendKind,
+    dump: DumpFile,
+    /// Rows taken from the dirty map and not yet persisted; reads look here after the dirty map.
+    in_flight: InFlight,
+    /// A snapshot could be persisted nowhere: stop advancing the checkpoint (journal keeps all).
+    stuck: bool,
+    last_activity: Instant,
+}
+
+/// Body of the flusher thread. Reports the outcome of the start (connect, migrations, dump replay,
+/// recovered marks) on `ready` before serving; returns when shutdown is complete.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    migrations: Vec<migrate::Migration>,
+    ready: mpsc::Sender<Result<(), StorageError>>,
+    read_rx: tokio::sync::mpsc::Receiver<ReadReq>,
+) -> Result<(), StorageError> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(StorageError::Config(format!("tokio runtime: {e}"))));
+            return Err(StorageError::Closed);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let mut f = match Flusher::start(shared.clone(), &migrations).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return Err(StorageError::Closed);
+            }
+        };
+        let _ = ready.send(Ok(()));
+        tokio::task::spawn_local(reads::serve(
+            shared.clone(),
+            f.backend.clone(),
+            f.in_flight.clone(),
+            read_rx,
+        ));
+        let r = f.run().await;
+        shared.flusher_done.store(true, Ordering::Release);
+        // Waiters that arrived after the last flush: their tickets complete with `Closed`.
+        lock(&shared.flush_waiters).clear();
+        if let Ok(b) = Rc::try_unwrap(f.backend) {
+            b.close().await;
+        }
+        r
+    })
+}
+
+impl Flusher {
+    async fn start(
+        shared: Arc<Shared>,
+        migrations: &[migrate::Migration],
+    ) -> Result<Flusher, StorageError> {
+        let cfg = &shared.config;
+        let mut attempt = 0;
+        let backend = loop {
+            match connect(cfg).await {
+                Ok(b) => break b,
+                Err(e) if e.is_retryable() && attempt < cfg.retry_max => {
+                    attempt += 1;
+                    shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, attempt, "storage connect failed; retrying");
+                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if cfg.auto_migrate {
+            migrate::apply(&backend, cfg.backend, migrations, &shared.metrics).await?;
+        } else {
+            migrate::verify(&backend, migrations).await?;
+        }
+        let dump = DumpFile::open(&cfg.dump_path())
+            .map_err(|e| StorageError::Dump(format!("open {}: {e}", cfg.dump_path().display())))?;
+        let mut f = Flusher {
+            kind: cfg.backend,
+            backend: Rc::new(backend),
+            dump,
+            in_flight: InFlight::default(),
+            stuck: false,
+            last_activity: Instant::now(),
+            shared,
+        };
+        f.shared
+            .metrics
+            .dump_pending
+            .store(f.dump.records(), Ordering::Relaxed);
+        if f.dump.records() > 0 {
+            let (ok, kept) = f.replay_dump(true).await?;
+            tracing::info!(replayed = ok, kept, "dump file replayed at start");
+        }
+        // Marks recovered from the journal are in the dirty map: write them before serving.
+        f.flush_cycle().await;
+        Ok(f)
+    }
+
+    async fn run(&mut self) -> Result<(), StorageError> {
+        let cfg = self.shared.config.clone();
+        let interval = cfg.flush_interval();
+        let ping_every =
+            (cfg.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.ping_interval_ms));
+        let mut next_flush = Instant::now() + interval;
+        loop {
+            let s = &self.shared;
+            let closing =
+                s.closing.load(Ordering::Acquire) && s.journal_drained.load(Ordering::Acquire);
+            if s.halt.load(Ordering::Acquire) && s.journal_drained.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if !closing {
+                let mut wait = next_flush.saturating_duration_since(Instant::now());
+                if let Some(p) = ping_every {
+                    wait = wait
+                        .min((self.last_activity + p).saturating_duration_since(Instant::now()));
+                }
+                let _ = tokio::time::timeout(
+                    wait.max(Duration::from_millis(1)),
+                    s.flush_notify.notified(),
+                )
+                .await;
+            }
+            let s = &self.shared;
+            if s.halt.load(Ordering::Acquire) {
+                continue;
+            }
+            let due = closing
+                || Instant::now() >= next_flush
+                || s.flush_requested.swap(false, Ordering::AcqRel)
+                || lock(&s.dirty).len() >= cfg.dirty_bound
+                || !lock(&s.flush_waiters).is_empty();
+            if due {
+                self.flush_cycle().await;
+                next_flush = Instant::now() + interval;
+            } else if let Some(p) = ping_every {
+                if self.last_activity.elapsed() >= p {
+                    self.ping().await;
+                }
+            }
+            if closing {
+                if self.stuck {
+                    return Err(StorageError::Journal(
+                        "some flushes could be written neither to the database nor to the dump file; they stay in the journal for the next start".into(),
+                    ));
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    async fn ping(&mut self) {
+        self.last_activity = Instant::now();
+        self.shared.metrics.pings.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.backend.ping().await {
+            self.shared
+                .metrics
+                .ping_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "storage ping failed");
+        }
+    }
+
+    /// Takes the dirty map and persists it; completes the flush waiters registered before the take.
+    async fn flush_cycle(&mut self) {
+        let s = self.shared.clone();
+        let waiters: Vec<AckGuard<FlushReport>> = std::mem::take(&mut *lock(&s.flush_waiters));
+        let (snap, seq) = {
+            let mut d = lock(&s.dirty);
+            let r = d.take_map();
+            s.metrics.dirty_rows.store(0, Ordering::Relaxed);
+            r
+        };
+        s.space.notify_all();
+        let snap = Rc::new(snap);
+        let mut report = FlushReport {
+            confirmed_seq: s.confirmed.load(Ordering::Acquire),
+            ..FlushReport::default()
+        };
+        let mut persisted = true;
+        if !snap.is_empty() {
+            self.last_activity = Instant::now();
+            *self.in_flight.borrow_mut() = Some(snap.clone());
+            let (w, d, ok) = self.write_snapshot(&snap).await;
+            *self.in_flight.borrow_mut() = None;
+            s.metrics.flush_size(snap.len() as u64);
+            report.written = w;
+            report.dumped = d;
+            persisted = ok;
+        }
+        if !persisted && !self.stuck {
+            self.stuck = true;
+            s.metrics.unpersisted.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("flush could not be persisted to the database or the dump file; journal keeps it, checkpoint frozen");
+        }
+        if !self.stuck && seq > report.confirmed_seq {
+            s.confirmed.store(seq, Ordering::Release);
+            report.confirmed_seq = seq;
+        }
+        for w in waiters {
+            if self.stuck {
+                w.done(Err(StorageError::Journal(
+                    "flush not persisted; kept in the journal".into(),
+                )));
+            } else {
+                w.done(Ok(report));
+            }
+        }
+    }
+
+    /// Writes every row of `snap`. Returns (written, dumped, persisted).
+    async fn write_snapshot(&mut self, snap: &DirtyMap) -> (u64, u64, bool) {
+        let cfg = self.shared.config.clone();
+        let tables = self.shared.tables.clone();
+        let d = self.backend.dialect();
+        let batches = sql::plan(&tables, snap.rows(), cfg.batch_rows);
+        let mut written = 0u64;
+        let mut dumped = 0u64;
+        let mut down: Option<(DbError, u32)> = None;
+        let mut persisted = true;
+        let began = match self.backend.flush_begin().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "flush could not begin; dumping its rows");
+                down = Some((e, 1));
+                false
+            }
+        };
+        for b in &batches {
+            let spec = &tables[b.table.index()];
+            if let Some((e, attempts)) = &down {
+                let (n, ok) = self.dump_rows(spec, &b.rows, e, *attempts);
+                dumped += n;
+                persisted &= ok;
+                continue;
+            }
+            let stmt = sql::batch_stmt(d, spec, b);
+            match self.exec_retry(&stmt).await {
+                Ok(()) => written += b.rows.len() as u64,
+                Err((e, attempts)) if e.class != ErrorClass::Sql || b.rows.len() == 1 => {
+                    if e.class == ErrorClass::Sql {
+                        log_sql_error(spec, &stmt, &e);
+                    } else {
+                        tracing::error!(error = %e, attempts, table = %spec.name, "database unreachable past the retry budget; dumping");
+                        down = Some((e.clone(), attempts));
+                    }
+                    let (n, ok) = self.dump_rows(spec, &b.rows, &e, attempts);
+                    dumped += n;
+                    persisted &= ok;
+                }
+                Err(_) => {
+                    // A SQL error in a multi-row statement: find the bad rows one by one.
+                    for r in &b.rows {
+                        let one = std::slice::from_ref(r);
+                        if let Some((e, attempts)) = &down {
+                            let (n, ok) = self.dump_rows(spec, one, e, *attempts);
+                            dumped += n;
+                            persisted &= ok;
+                            continue;
+                        }
+                        let st = row_stmt(d, spec, r);
+                        match self.exec_retry(&st).await {
+                            Ok(()) => written += 1,
+                            Err((e, attempts)) => {
+                                if e.class == ErrorClass::Sql {
+                                    log_sql_error(spec, &st, &e);
+                                } else {
+                                    down = Some((e.clone(), attempts));
+                                }
+                                let (n, ok) = self.dump_rows(spec, one, &e, attempts);
+                                dumped += n;
+                                persisted &= ok;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if began {
+            if let Err(e) = self.backend.flush_end().await {
+                // SQLite commit failed: this flush's rows are not in the database. The journal
+                // keeps them (checkpoint frozen) for the next start.
+                tracing::error!(error = %e, "flush commit failed");
+                let _ = self.backend.exec_script(&["ROLLBACK".to_owned()]).await;
+                persisted = false;
+            }
+        }
+        (written, dumped, persisted)
+    }
+
+    /// Executes with retries on network errors; replays pending network dump records first so older
+    /// data lands before newer. Returns the last error and the attempts made.
+    async fn exec_retry(&mut self, stmt: &Stmt) -> Result<(), (DbError, u32)> {
+        let cfg = self.shared.config.clone();
+        let mut attempt: u32 = 0;
+        loop {
+            let r = if self.dump.network_pending() > 0 {
+                match self.replay_dump(false).await {
+                    Ok(_) if self.dump.network_pending() == 0 => self.exec_stmt(stmt).await,
+                    Ok(_) => Err(DbError::network(
+                        "older dumped writes are still waiting for the database",
+                    )),
+                    Err(e) => Err(DbError::network(format!("dump replay: {e}"))),
+                }
+            } else {
+                self.exec_stmt(stmt).await
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < cfg.retry_max => {
+                    attempt += 1;
+                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, attempt, "statement failed; retrying");
+                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                }
+                Err(e) => return Err((e, attempt + 1)),
+            }
+        }
+    }
+
+    async fn exec_stmt(&self, stmt: &Stmt) -> Result<(), DbError> {
+        if stmt.params.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let r = self.backend.exec(&stmt.sql, &stmt.params).await;
+        self.shared.metrics.statements(
+            stmt.kind,
+            stmt.params.len() as u64,
+            stmt.rows as u64,
+            t0.elapsed(),
+            r.is_ok(),
+        );
+        r.map(|_| ())
+    }
+
+    /// Appends one record per row. Returns (records, ok).
+    fn dump_rows(
+        &mut self,
+        spec: &TableSpec,
+        rows: &[RowRef<'_>],
+        e: &DbError,
+        attempts: u32,
+    ) -> (u64, bool) {
+        let d = self.backend.dialect();
+        let db = self.shared.config.database_name();
+        let recs: Vec<DumpRecord> = rows
+            .iter()
+            .filter_map(|r| {
+                let st = row_stmt(d, spec, r);
+                let params = st.params.into_iter().next()?;
+                Some(DumpRecord {
+                    v: 1,
+                    at_ms: now_ms(),
+                    backend: self.kind.as_str().into(),
+                    database: db.clone(),
+                    table: spec.name.clone(),
+                    seq: r.entry.seq,
+                    sql: st.sql,
+                    params,
+                    error: DumpError::from(e),
+                    attempts,
+                })
+            })
+            .collect();
+        match self.dump.append(&recs) {
+            Ok(()) => {
+                self.shared
+                    .metrics
+                    .dumps
+                    .fetch_add(recs.len() as u64, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .dump_pending
+                    .store(self.dump.records(), Ordering::Relaxed);
+                (recs.len() as u64, true)
+            }
+            Err(io) => {
+                tracing::error!(error = %io, records = recs.len(), path = %self.dump.path().display(), "dump file write failed");
+                (0, false)
+            }
+        }
+    }
+
+    /// Replays the dump file in order. At start every record is tried; while running only
+    /// network-class ones (SQL-class ones would fail the same way). Stops at the first network
+    /// failure, keeping it and everything after. Returns (replayed, kept).
+    async fn replay_dump(&mut self, at_start: bool) -> Result<(u64, u64), StorageError> {
+        let lines = self
+            .dump
+            .load()
+            .map_err(|e| StorageError::Dump(e.to_string()))?;
+        let max = self.shared.config.dump_replay_max;
+        let m = &self.shared.metrics;
+        let mut keep: Vec<DumpLine> = Vec::new();
+        let mut stop = false;
+        let mut tried = 0usize;
+        let mut ok = 0u64;
+        let mut changed = false;
+        for line in lines {
+            let mut rec = match line {
+                DumpLine::Record(r)
+                    if !stop
+                        && tried < max
+                        && (at_start || r.error.is_network())
+                        && r.backend == self.kind.as_str() =>
+                {
+                    r
+                }
+                other => {
+                    keep.push(other);
+                    continue;
+                }
+            };
+            tried += 1;
+            let stmt = Stmt {
+                kind: StmtKind::of_sql(&rec.sql),
+                rows: 1,
+                params: vec![rec.params.clone()],
+                sql: rec.sql.clone(),
+            };
+            match self.exec_stmt(&stmt).await {
+                Ok(()) => {
+                    ok += 1;
+                    m.replays.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    m.replay_failures.fetch_add(1, Ordering::Relaxed);
+                    changed |= rec.error.class != e.class.to_string();
+                    if e.is_retryable() {
+                        stop = true;
+                    } else {
+                        tracing::error!(code = ?e.code, error = %e, table = %rec.table, sql = %rec.sql, "dump record replay failed with a SQL error; kept");
+                    }
+                    rec.error = DumpError::from(&e);
+                    rec.attempts = rec.attempts.saturating_add(1);
+                    keep.push(DumpLine::Record(rec));
+                }
+            }
+        }
+        // Rewrite only when records went away or changed class; a failed retry alone is not worth
+        // rewriting the file (its attempt count is then updated at the next rewrite).
+        if ok > 0 || changed || (at_start && tried > 0) {
+            self.dump.rewrite(&keep).map_err(|e| {
+                StorageError::Dump(format!("rewrite {}: {e}", self.dump.path().display()))
+            })?;
+        }
+        m.dump_pending.store(self.dump.records(), Ordering::Relaxed);
+        Ok((ok, keep.len() as u64))
+    }
+}
+
+fn row_stmt(d: sql::Dialect, spec: &TableSpec, r: &RowRef<'_>) -> Stmt {
+    let one = std::slice::from_ref(r);
+    match r.entry.op {
+        Op::Insert => sql::upsert(d, spec, one),
+        Op::Update => sql::update(d, spec, one),
+        Op::Delete => sql::delete(d, spec, one),
+    }
+}
+
+fn log_sql_error(spec: &TableSpec, stmt: &Stmt, e: &DbError) {
+    tracing::error!(
+        code = ?e.code,
+        table = %spec.name,
+        sql = %stmt.sql,
+        params = ?stmt.params.first(),
+        error = %e.message,
+        "storage: SQL error {}; statement and data dumped",
+        e.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+    );
+}
