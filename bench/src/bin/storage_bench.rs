@@ -1,4 +1,4 @@
-//! Storage benchmark (issue 6).
+//! Storage benchmark.
 //!
 //! 1. Dirty marks per second into the write-behind layer (journal append + coalescing + ack), per
 //!    fsync policy, against a baseline in the same run: the same number of items through a bare

@@ -13,7 +13,7 @@ use super::{Op, StorageError, TableId, Value};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A validated mark on its way to the journal.
 pub(crate) struct Pending {
@@ -40,12 +40,29 @@ pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pendin
     let mut seq = journal.last_seq();
     let mut checkpointed = journal.confirmed();
     let mut acks: Vec<(AckGuard<MarkAck>, u64)> = Vec::with_capacity(batch.capacity());
+    // A failed checkpoint is retried with the storage retry backoff (it only delays deleting
+    // journal segments; marks keep being journaled meanwhile).
+    let mut checkpoint_backoff = Duration::ZERO;
+    let mut next_checkpoint = Instant::now();
     loop {
         let c = shared.confirmed.load(Ordering::Acquire);
-        if c > checkpointed && !shared.halt.load(Ordering::Acquire) {
+        if c > checkpointed
+            && !shared.halt.load(Ordering::Acquire)
+            && Instant::now() >= next_checkpoint
+        {
             match journal.checkpoint(c) {
-                Ok(()) => checkpointed = c,
-                Err(e) => tracing::error!(error = %e, "journal checkpoint failed; will retry"),
+                Ok(()) => {
+                    checkpointed = c;
+                    checkpoint_backoff = Duration::ZERO;
+                }
+                Err(e) => {
+                    m.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    checkpoint_backoff = (checkpoint_backoff * 2)
+                        .max(Duration::from_millis(cfg.retry_backoff_ms))
+                        .min(Duration::from_millis(cfg.retry_backoff_max_ms));
+                    next_checkpoint = Instant::now() + checkpoint_backoff;
+                    tracing::error!(error = %e, retry_in_ms = checkpoint_backoff.as_millis() as u64, "journal checkpoint failed; will retry");
+                }
             }
             m.journal_bytes.store(journal.bytes(), Ordering::Relaxed);
         }

@@ -168,12 +168,25 @@ impl StorageHandle {
 
     /// Requests a flush; the ticket completes once every mark acknowledged before this call is
     /// persisted (database or dump file). Await it on a shard; `wait` elsewhere.
+    ///
+    /// At most `read_queue` flush requests wait at once; beyond that the call fails with
+    /// [`StorageError::Backpressure`] (counted): the flushes already waiting cover this one's marks.
     pub fn flush(&self) -> Result<FlushTicket, StorageError> {
         if self.shared.flusher_done.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
         let slot = Slot::new();
-        lock(&self.shared.flush_waiters).push(AckGuard::new(slot.clone()));
+        {
+            let mut waiters = lock(&self.shared.flush_waiters);
+            if waiters.len() >= self.shared.config.read_queue {
+                self.shared
+                    .metrics
+                    .backpressure
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(StorageError::Backpressure(waiters.len()));
+            }
+            waiters.push(AckGuard::new(slot.clone()));
+        }
         if self.shared.flusher_done.load(Ordering::Acquire) {
             // The flusher stopped between the check and the push: nobody will take the waiter.
             lock(&self.shared.flush_waiters).clear();
