@@ -32,6 +32,7 @@ cargo nextest run -p lattice-server --no-default-features --features alloc-latti
 
 # lattice-alloc: 10 M-operation release stress test and the loom model of the remote-free lanes.
 deploy/ci/alloc.sh
+deploy/ci/mesh.sh
 
 # TypeScript client: golden vectors, scripted transport, tsc --noEmit.
 deploy/ci/ts.sh

@@ -136,6 +136,13 @@ impl Session {
         self.closing.clone().unwrap_or(CloseReason::PeerClosed)
     }
 
+    /// Bytes of an incomplete input frame held for the next [`Session::receive`]. Always fewer
+    /// than `max(max_frame, 12)`: an incomplete frame is shorter than its length, which is at most
+    /// `max_frame`, and a header is 12 bytes.
+    pub fn buffered_input(&self) -> usize {
+        self.decoder.pending_len()
+    }
+
     /// When the peer last sent bytes.
     pub fn last_seen(&self) -> MonoTime {
         self.last_seen
@@ -226,8 +233,12 @@ impl Session {
     /// Fires what is due at `now`: a session idle for `idle_timeout` starts closing with
     /// [`CloseReason::IdleTimeout`]. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: MonoTime) {
-        if let Some(t) = self.limits.idle_timeout {
-            if self.closing.is_none() && now.saturating_since(self.last_seen) >= t {
+        // Due exactly when `now` reaches the deadline `poll_timeout` reports. (Measuring the idle
+        // time instead disagreed with it at the edges: a `now` behind `last_seen` with a zero
+        // timeout closed before the deadline, and a deadline saturated at the end of time was
+        // reported due but never fired, so a timer re-armed on it would fire forever.)
+        if let Some(deadline) = self.poll_timeout() {
+            if now >= deadline {
                 self.close(CloseReason::IdleTimeout);
             }
         }
@@ -417,6 +428,35 @@ mod tests {
         s.handle_timeout(MonoTime(80 * MS));
         assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn handle_timeout_fires_exactly_at_the_polled_deadline() {
+        // The two edges where measuring `now - last_seen` disagreed with `poll_timeout`: the
+        // first found by the `session` fuzz target, the second (saturation) by review of the same
+        // line.
+        let zero = SessionLimits {
+            idle_timeout: Some(Duration::ZERO),
+            ..limits()
+        };
+        let mut s = Session::new(SessionId::new(0, 1, 0), zero, MonoTime(944));
+        assert_eq!(s.poll_timeout(), Some(MonoTime(944)));
+        s.handle_timeout(MonoTime(0)); // before the deadline (a caller's clock behind ours)
+        assert!(
+            !s.is_closing(),
+            "closed before the deadline poll_timeout gave"
+        );
+        s.handle_timeout(MonoTime(944));
+        assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
+
+        let mut s = Session::new(SessionId::new(0, 1, 0), limits(), MonoTime(u64::MAX - 1));
+        assert_eq!(s.poll_timeout(), Some(MonoTime(u64::MAX)), "saturated");
+        s.handle_timeout(MonoTime(u64::MAX));
+        assert_eq!(
+            s.close_reason(),
+            Some(&CloseReason::IdleTimeout),
+            "a deadline reported due must fire"
+        );
     }
 
     #[test]

@@ -11,9 +11,47 @@ pub mod backlog;
 pub mod ring;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::task::Waker;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use sync::{fence, AtomicBool, Mutex};
+
+/// The synchronisation types of the ring and of park/wake: std's, or loom's checked versions in a
+/// `--cfg loom` build, so the model (`tests/loom_mesh.rs`) explores this code and not a copy of it.
+mod sync {
+    #[cfg(loom)]
+    pub(super) use loom::{
+        cell::UnsafeCell,
+        sync::{
+            atomic::{fence, AtomicBool, AtomicUsize},
+            Arc, Mutex,
+        },
+    };
+    #[cfg(not(loom))]
+    pub(super) use std::sync::{
+        atomic::{fence, AtomicBool, AtomicUsize},
+        Arc, Mutex,
+    };
+
+    /// std's `UnsafeCell` behind loom's closure API, so the ring has one code path for both.
+    #[cfg(not(loom))]
+    pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        pub(super) fn new(value: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Calls `f` with a raw pointer to the contents; the caller upholds aliasing.
+        #[inline(always)]
+        pub(super) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
 
 /// Admin commands. Delivered through the control lane, which is checked before data every pass,
 /// so control works even when data rings are full.
@@ -35,8 +73,9 @@ pub struct ShardSignal {
     control: Mutex<VecDeque<Control>>,
     control_pending: AtomicBool,
     control_limit: usize,
-    /// Open sessions on this shard (read by the acceptor for `least_conns`).
-    pub open_sessions: AtomicUsize,
+    /// Open sessions on this shard (read by the acceptor for `least_conns`). Not part of the
+    /// park/wake protocol, so std's type even under loom.
+    pub open_sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl ShardSignal {
@@ -48,7 +87,7 @@ impl ShardSignal {
             control: Mutex::new(VecDeque::new()),
             control_pending: AtomicBool::new(false),
             control_limit,
-            open_sessions: AtomicUsize::new(0),
+            open_sessions: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -83,8 +122,12 @@ impl ShardSignal {
 
     /// Called by a producer after publishing a message: wakes the consumer only if it parked.
     pub fn wake(&self) {
-        // SeqCst pairs with `prepare_park`: either the consumer sees our message on its re-check,
-        // or we see `parked == true` here and wake it.
+        // Store buffering: we store the message (the ring's Release store of `tail`) then load
+        // `parked`; the consumer stores `parked` then loads `tail`. Without a SeqCst fence on both
+        // sides each may read the other's old value (x86 lets this load pass the earlier store
+        // still in the store buffer), and the consumer sleeps with a message queued. With the
+        // fences, either the consumer's re-check sees our message or we see `parked == true`.
+        fence(Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(w) = waker {
@@ -95,6 +138,7 @@ impl ShardSignal {
 
     /// Consumer side, step 1 of parking: store the waker and mark the shard parked. The caller must
     /// then re-check every input and call [`ShardSignal::cancel_park`] if it found work.
+    /// [`ShardSignal::park`] does all of that.
     pub fn prepare_park(&self, waker: &Waker) {
         {
             let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +148,8 @@ impl ShardSignal {
             }
         }
         self.parked.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `wake`: orders this store before the caller's re-check.
+        fence(Ordering::SeqCst);
     }
 
     /// Consumer side: found work after `prepare_park`, stay awake.
@@ -115,11 +161,67 @@ impl ShardSignal {
     pub fn is_parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst)
     }
+
+    /// The consumer's park as a future: the first poll announces the park, re-checks
+    /// `has_input` and completes at once if it finds work; otherwise the next poll (a producer's
+    /// wake, or anything else that woke the task) completes it. `has_input` must see every input
+    /// whose producer calls [`ShardSignal::wake`] after publishing.
+    pub fn park<F: Fn() -> bool>(&self, has_input: F) -> Park<'_, F> {
+        Park {
+            signal: self,
+            has_input,
+            armed: false,
+        }
+    }
 }
 
-#[cfg(test)]
+/// Future returned by [`ShardSignal::park`]. Dropping it un-parks (the consumer is running again,
+/// so producers need not wake it).
+pub struct Park<'a, F: Fn() -> bool> {
+    signal: &'a ShardSignal,
+    has_input: F,
+    armed: bool,
+}
+
+// Nothing is pinned structurally: `has_input` is only ever called through `&`.
+impl<F: Fn() -> bool> Unpin for Park<'_, F> {}
+
+impl<F: Fn() -> bool> Future for Park<'_, F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let sig = this.signal;
+        if this.armed {
+            this.armed = false;
+            sig.cancel_park();
+            return Poll::Ready(());
+        }
+        debug_assert!(!sig.is_parked(), "a shard parks only once at a time");
+        sig.prepare_park(cx.waker());
+        this.armed = true;
+        // Re-check after announcing the park: a producer that published before seeing `parked`
+        // is caught here; one that publishes after sees `parked` and wakes us.
+        if (this.has_input)() {
+            this.armed = false;
+            sig.cancel_park();
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl<F: Fn() -> bool> Drop for Park<'_, F> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal.cancel_park();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::task::Wake;
 
@@ -142,6 +244,40 @@ mod tests {
         sig.wake();
         assert_eq!(flag.0.load(Ordering::SeqCst), 1);
         assert!(!sig.is_parked());
+    }
+
+    #[test]
+    fn park_rechecks_inputs_and_completes_when_woken() {
+        let flag = Arc::new(Flag(AtomicUsize::new(0)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let sig = ShardSignal::new(4);
+        let input = std::cell::Cell::new(true);
+        let wakes = || flag.0.load(Ordering::SeqCst);
+
+        // Input arrived before the park was announced: the re-check catches it, no sleep.
+        let mut park = sig.park(|| input.get());
+        assert!(Pin::new(&mut park).poll(&mut cx).is_ready());
+        assert!(!sig.is_parked());
+        drop(park);
+
+        // Nothing to do: parks, and a producer's wake completes the park.
+        input.set(false);
+        let mut park = sig.park(|| input.get());
+        assert!(Pin::new(&mut park).poll(&mut cx).is_pending());
+        assert!(sig.is_parked());
+        sig.wake();
+        assert_eq!(wakes(), 1);
+        assert!(Pin::new(&mut park).poll(&mut cx).is_ready());
+        drop(park);
+
+        // Dropped while parked (the timer won): un-parks, so a later publish wakes nobody.
+        let mut park = sig.park(|| input.get());
+        assert!(Pin::new(&mut park).poll(&mut cx).is_pending());
+        drop(park);
+        assert!(!sig.is_parked());
+        sig.wake();
+        assert_eq!(wakes(), 1, "a running consumer is not woken");
     }
 
     #[test]

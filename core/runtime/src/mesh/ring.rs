@@ -4,11 +4,16 @@
 //! `tail`, the consumer owns `head`; each side caches the other's index and re-reads it only when the
 //! ring looks full (producer) or empty (consumer), so the steady state touches one shared cache line
 //! per batch. A full ring hands the value back to the caller: this ring never drops and never blocks.
+//!
+//! Invariants (checked by `debug_assert!`s): the capacity is a power of two, and
+//! 0 ≤ tail − head ≤ capacity in wrapping arithmetic, as seen by either side. `tests/loom_mesh.rs`
+//! model-checks the ring under `--cfg loom`.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::sync::{Arc, AtomicUsize, UnsafeCell};
 
 /// Keeps the two indices on separate cache lines so producer and consumer do not false-share.
 #[repr(align(128))]
@@ -33,12 +38,18 @@ unsafe impl<T: Send> Sync for Inner<T> {}
 
 impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
-        let head = *self.head.0.get_mut();
-        let tail = *self.tail.0.get_mut();
-        for i in head..tail {
-            // SAFETY: `&mut self` proves neither side is alive; slots in [head, tail) hold values
-            // written by the producer and not yet read by the consumer, each exactly once.
-            unsafe { (*self.slots[i & self.mask].get()).assume_init_drop() };
+        // `&mut self`: both halves are gone, and dropping the last `Arc` synchronised with the
+        // other half's drop, so Relaxed loads see the final indices.
+        let head = self.head.0.load(Ordering::Relaxed);
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        debug_assert!(tail.wrapping_sub(head) <= self.mask + 1);
+        // Wrapping walk: `head..tail` as a plain range would skip everything once `tail` wraps.
+        let mut i = head;
+        while i != tail {
+            // SAFETY: neither side is alive; slots in [head, tail) hold values written by the
+            // producer and not yet read by the consumer, each dropped exactly once here.
+            self.slots[i & self.mask].with_mut(|p| unsafe { (*p).assume_init_drop() });
+            i = i.wrapping_add(1);
         }
     }
 }
@@ -66,27 +77,34 @@ unsafe impl<T: Send> Send for Consumer<T> {}
 
 /// Creates a ring holding up to `capacity` values (rounded up to a power of two, at least 2).
 pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    ring_from(capacity, 0)
+}
+
+/// A ring whose indices start at `start` (tests start near `usize::MAX` to cross the wrap).
+fn ring_from<T>(capacity: usize, start: usize) -> (Producer<T>, Consumer<T>) {
     let cap = capacity.max(2).next_power_of_two();
+    // Indices are masked, and wrap at usize::MAX: both need a power of two.
+    debug_assert!(cap.is_power_of_two());
     let slots = (0..cap)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect::<Vec<_>>()
         .into_boxed_slice();
     let inner = Arc::new(Inner {
-        head: Padded(AtomicUsize::new(0)),
-        tail: Padded(AtomicUsize::new(0)),
+        head: Padded(AtomicUsize::new(start)),
+        tail: Padded(AtomicUsize::new(start)),
         mask: cap - 1,
         slots,
     });
     (
         Producer {
             inner: inner.clone(),
-            tail: Cell::new(0),
-            head_cache: Cell::new(0),
+            tail: Cell::new(start),
+            head_cache: Cell::new(start),
         },
         Consumer {
             inner,
-            head: Cell::new(0),
-            tail_cache: Cell::new(0),
+            head: Cell::new(start),
+            tail_cache: Cell::new(start),
         },
     )
 }
@@ -102,9 +120,11 @@ impl<T> Producer<T> {
         let tail = self.tail.get();
         let cap = self.inner.mask + 1;
         if tail.wrapping_sub(self.head_cache.get()) >= cap {
-            self.head_cache
-                .set(self.inner.head.0.load(Ordering::Acquire));
-            if tail.wrapping_sub(self.head_cache.get()) >= cap {
+            let head = self.inner.head.0.load(Ordering::Acquire);
+            // The consumer never passes `tail`, and we never run `cap` past `head`.
+            debug_assert!(tail.wrapping_sub(head) <= cap, "head {head} vs tail {tail}");
+            self.head_cache.set(head);
+            if tail.wrapping_sub(head) >= cap {
                 return Err(value);
             }
         }
@@ -112,7 +132,7 @@ impl<T> Producer<T> {
         // SAFETY: slot `tail` is outside [head, tail), so the consumer does not touch it, and it is
         // uninitialised (it was never written, or the consumer moved its value out before advancing
         // `head` past it, which the Acquire load above observed).
-        unsafe { (*self.inner.slots[tail & self.inner.mask].get()).write(value) };
+        self.inner.slots[tail & self.inner.mask].with_mut(|p| unsafe { (*p).write(value) });
         let next = tail.wrapping_add(1);
         self.tail.set(next);
         self.inner.tail.0.store(next, Ordering::Release);
@@ -121,9 +141,12 @@ impl<T> Producer<T> {
 
     /// Values currently queued (a snapshot; the consumer may be draining).
     pub fn len(&self) -> usize {
-        self.tail
+        let len = self
+            .tail
             .get()
-            .wrapping_sub(self.inner.head.0.load(Ordering::Acquire))
+            .wrapping_sub(self.inner.head.0.load(Ordering::Acquire));
+        debug_assert!(len <= self.capacity());
+        len
     }
 
     /// True when nothing is queued.
@@ -143,11 +166,13 @@ impl<T> Consumer<T> {
                 return None;
             }
         }
-        debug_assert!(self.tail_cache.get().wrapping_sub(head) <= self.inner.mask + 1);
+        // Non-empty and never more than full: 1 ≤ tail − head ≤ capacity.
+        debug_assert!((1..=self.inner.mask + 1).contains(&self.tail_cache.get().wrapping_sub(head)));
         // SAFETY: head is in [head, tail): the producer initialised this slot and published it with
         // the Release store of `tail` that our Acquire load observed; we read it exactly once and
         // then advance `head`, giving the slot back to the producer.
-        let value = unsafe { (*self.inner.slots[head & self.inner.mask].get()).assume_init_read() };
+        let value = self.inner.slots[head & self.inner.mask]
+            .with_mut(|p| unsafe { (*p).assume_init_read() });
         let next = head.wrapping_add(1);
         self.head.set(next);
         self.inner.head.0.store(next, Ordering::Release);
@@ -161,15 +186,18 @@ impl<T> Consumer<T> {
 
     /// Values currently queued (a snapshot).
     pub fn len(&self) -> usize {
-        self.inner
+        let len = self
+            .inner
             .tail
             .0
             .load(Ordering::Acquire)
-            .wrapping_sub(self.head.get())
+            .wrapping_sub(self.head.get());
+        debug_assert!(len <= self.inner.mask + 1);
+        len
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -231,6 +259,31 @@ mod tests {
         drop(p);
         drop(c);
         assert_eq!(Arc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn indices_wrap_past_usize_max() {
+        // Start one slot short of the wrap: pushes, pops and `len` then run with `tail < head`
+        // numerically, and the final drop must walk [head, tail) across the wrap.
+        let marker = Arc::new(());
+        let (p, c) = ring_from(4, usize::MAX - 1);
+        for i in 0..4 {
+            p.push((i, marker.clone())).unwrap();
+        }
+        assert!(
+            p.push((99, marker.clone())).is_err(),
+            "full across the wrap"
+        );
+        assert_eq!(c.pop().map(|v| v.0), Some(0));
+        p.push((4, marker.clone())).unwrap();
+        assert_eq!((p.len(), c.len()), (4, 4));
+        assert_eq!(Arc::strong_count(&marker), 5);
+        drop((p, c));
+        assert_eq!(
+            Arc::strong_count(&marker),
+            1,
+            "queued values leaked at the wrap"
+        );
     }
 
     #[test]

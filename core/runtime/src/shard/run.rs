@@ -155,10 +155,9 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         } else if backlog_left {
             monoio::time::sleep(Duration::from_micros(100)).await;
         } else {
-            let park = Park {
-                st: &st,
-                armed: false,
-            };
+            // The park protocol (announce, re-check every input, sleep) lives with the signal,
+            // where the loom model checks it.
+            let park = st.cx.signals[id].park(|| st.has_input());
             match st.park_timeout() {
                 None => park.await,
                 Some(d) => {
@@ -246,40 +245,5 @@ impl Future for YieldNow {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
-    }
-}
-
-struct Park<'a, A: ShardApp> {
-    st: &'a ShardState<A>,
-    armed: bool,
-}
-
-impl<A: ShardApp> Drop for Park<'_, A> {
-    fn drop(&mut self) {
-        // Woken by the timer instead: we are running, so producers need not wake us.
-        if self.armed {
-            self.st.cx.signals[self.st.cx.id].cancel_park();
-        }
-    }
-}
-
-impl<A: ShardApp> Future for Park<'_, A> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let sig = &self.st.cx.signals[self.st.cx.id];
-        if self.armed {
-            sig.cancel_park();
-            return Poll::Ready(());
-        }
-        debug_assert!(!sig.is_parked(), "a shard parks only once at a time");
-        sig.prepare_park(cx.waker());
-        self.armed = true;
-        // Re-check after announcing the park: a producer that published before seeing `parked`
-        // is caught here; one that publishes after sees `parked` and wakes us.
-        if self.st.has_input() {
-            sig.cancel_park();
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 }
