@@ -18,6 +18,20 @@ export enum Opcode {
   Said = 13,
   Login = 20,
   LoginOk = 21,
+  Register = 50,
+  RegisterOk = 51,
+  TokenLogin = 52,
+  ChangePassword = 53,
+  PasswordChanged = 54,
+  ChangeNickname = 55,
+  NicknameChanged = 56,
+  Logout = 57,
+  LoggedOut = 58,
+  Kicked = 59,
+  ProfileChanged = 60,
+  IconManifest = 70,
+  GetIcon = 71,
+  IconData = 72,
 }
 
 /** `Error.code` values. */
@@ -29,6 +43,27 @@ export enum ErrorCode {
   VERSION_MISMATCH = 5,
   NOT_ALLOWED = 6,
   NOT_MEMBER = 7,
+  ACCOUNT_TOO_SHORT = 50,
+  ACCOUNT_TOO_LONG = 51,
+  ACCOUNT_BAD_CHARS = 52,
+  PASSWORD_TOO_SHORT = 53,
+  PASSWORD_TOO_LONG = 54,
+  PASSWORD_BAD_CHARS = 55,
+  NICKNAME_TOO_SHORT = 56,
+  NICKNAME_TOO_LONG = 57,
+  NICKNAME_BAD_CHARS = 58,
+  ACCOUNT_EXISTS = 59,
+  WRONG_CREDENTIALS = 60,
+  ACCOUNT_LOCKED = 61,
+  IP_LOCKED = 62,
+  TOKEN_INVALID = 63,
+  TOKEN_EXPIRED = 64,
+  TOKEN_REVOKED = 65,
+  NOT_LOGGED_IN = 66,
+  ALREADY_LOGGED_IN = 67,
+  LOGGED_IN_ELSEWHERE = 68,
+  IDS_UNAVAILABLE = 69,
+  ICON_NOT_FOUND = 70,
 }
 
 /** Decoded message type of each opcode. */
@@ -44,6 +79,20 @@ export interface MessageOf {
   [Opcode.Said]: M.Said;
   [Opcode.Login]: M.Login;
   [Opcode.LoginOk]: M.LoginOk;
+  [Opcode.Register]: M.Register;
+  [Opcode.RegisterOk]: M.RegisterOk;
+  [Opcode.TokenLogin]: M.TokenLogin;
+  [Opcode.ChangePassword]: M.ChangePassword;
+  [Opcode.PasswordChanged]: M.PasswordChanged;
+  [Opcode.ChangeNickname]: M.ChangeNickname;
+  [Opcode.NicknameChanged]: M.NicknameChanged;
+  [Opcode.Logout]: M.Logout;
+  [Opcode.LoggedOut]: M.LoggedOut;
+  [Opcode.Kicked]: M.Kicked;
+  [Opcode.ProfileChanged]: M.ProfileChanged;
+  [Opcode.IconManifest]: M.IconManifest;
+  [Opcode.GetIcon]: M.GetIcon;
+  [Opcode.IconData]: M.IconData;
 }
 
 /** Accepted input (all fields optional) of each opcode. */
@@ -59,6 +108,20 @@ export interface InitOf {
   [Opcode.Said]: M.ISaid;
   [Opcode.Login]: M.ILogin;
   [Opcode.LoginOk]: M.ILoginOk;
+  [Opcode.Register]: M.IRegister;
+  [Opcode.RegisterOk]: M.IRegisterOk;
+  [Opcode.TokenLogin]: M.ITokenLogin;
+  [Opcode.ChangePassword]: M.IChangePassword;
+  [Opcode.PasswordChanged]: M.IPasswordChanged;
+  [Opcode.ChangeNickname]: M.IChangeNickname;
+  [Opcode.NicknameChanged]: M.INicknameChanged;
+  [Opcode.Logout]: M.ILogout;
+  [Opcode.LoggedOut]: M.ILoggedOut;
+  [Opcode.Kicked]: M.IKicked;
+  [Opcode.ProfileChanged]: M.IProfileChanged;
+  [Opcode.IconManifest]: M.IIconManifest;
+  [Opcode.GetIcon]: M.IGetIcon;
+  [Opcode.IconData]: M.IIconData;
 }
 
 /** Encoder/decoder of one message type. */
@@ -80,10 +143,24 @@ export const codecs: { [O in Opcode]: MessageCodec<MessageOf[O], InitOf[O]> } = 
   [Opcode.Said]: M.Said,
   [Opcode.Login]: M.Login,
   [Opcode.LoginOk]: M.LoginOk,
+  [Opcode.Register]: M.Register,
+  [Opcode.RegisterOk]: M.RegisterOk,
+  [Opcode.TokenLogin]: M.TokenLogin,
+  [Opcode.ChangePassword]: M.ChangePassword,
+  [Opcode.PasswordChanged]: M.PasswordChanged,
+  [Opcode.ChangeNickname]: M.ChangeNickname,
+  [Opcode.NicknameChanged]: M.NicknameChanged,
+  [Opcode.Logout]: M.Logout,
+  [Opcode.LoggedOut]: M.LoggedOut,
+  [Opcode.Kicked]: M.Kicked,
+  [Opcode.ProfileChanged]: M.ProfileChanged,
+  [Opcode.IconManifest]: M.IconManifest,
+  [Opcode.GetIcon]: M.GetIcon,
+  [Opcode.IconData]: M.IconData,
 };
 
 /** Opcodes whose bodies must never be logged (no_log_request / no_log_response). */
-export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Login]);
+export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Login, Opcode.LoginOk, Opcode.Register, Opcode.TokenLogin, Opcode.ChangePassword, Opcode.PasswordChanged]);
 
 /** `true` for an opcode this client knows. */
 export function isOpcode(op: number): op is Opcode {

@@ -5,15 +5,18 @@
 //! - [`gate`]: every client frame's checks (handshake, opcode, flags, body) before any service;
 //! - [`host`]: the services of one shard, routing, bounded queues, calls into components;
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
-//! - [`logic`]: the logic service and its demo components (echo, chat);
+//! - [`logic`]: the logic service: accounts and player profiles, icons, and the demo components
+//!   (echo, chat);
+//! - [`center`]: the center role: the machine-id lease and the per-shard unique id generators;
 //! - [`admin`]: the admin listener's routes;
-//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`].
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
+pub mod center;
 pub mod cli;
 pub mod config;
 pub mod gate;
@@ -22,3 +25,4 @@ pub mod logic;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod tools;

@@ -23,17 +23,31 @@ pub struct Lattice {
     pub admin: u16,
     pub log: PathBuf,
     pub data: PathBuf,
+    /// Leave the data directory on drop (restart tests reuse it).
+    pub keep_data: bool,
 }
 
 impl Lattice {
     /// Starts `lattice run` with 2 shards on loopback plus `extra` overrides; waits until it accepts.
     pub fn start(extra: &[&str]) -> Lattice {
         let port = free_port();
+        let data =
+            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
+        Lattice::start_at(port, data, false, extra)
+    }
+
+    /// Starts on `data` (kept on drop), with the node name `node`, so a restart finds its journal,
+    /// database and machine id again.
+    pub fn start_with_data(data: PathBuf, node: &str, extra: &[&str]) -> Lattice {
+        let mut args = vec!["--center.node", node];
+        args.extend_from_slice(extra);
+        Lattice::start_at(free_port(), data, true, &args)
+    }
+
+    fn start_at(port: u16, data: PathBuf, keep_data: bool, extra: &[&str]) -> Lattice {
         let admin = free_port();
         let log =
             std::env::temp_dir().join(format!("lattice-test-{}-{}.log", std::process::id(), port));
-        let data =
-            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--net.listen".into(),
@@ -47,6 +61,11 @@ impl Lattice {
             "--storage.data_dir".into(),
             data.display().to_string(),
         ];
+        if !extra.contains(&"--center.node") {
+            // Tests sharing one MariaDB database must not take each other's machine-id lease.
+            args.push("--center.node".into());
+            args.push(format!("test-{}-{port}", std::process::id()));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
             .args(&args)
@@ -62,6 +81,7 @@ impl Lattice {
             admin,
             log,
             data,
+            keep_data,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -154,7 +174,9 @@ impl Drop for Lattice {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
-        let _ = std::fs::remove_dir_all(&self.data);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
 }
 
@@ -199,6 +221,8 @@ pub struct Client {
     pub s: TcpStream,
     buf: Vec<u8>,
     pub session_id: u64,
+    /// The icon manifest pushed after Welcome.
+    pub icons: Option<pb::IconManifest>,
 }
 
 impl Client {
@@ -211,12 +235,26 @@ impl Client {
             s,
             buf: Vec::new(),
             session_id: 0,
+            icons: None,
         }
     }
 
     /// Connects and completes the Hello/Welcome handshake.
     pub fn connect(port: u16) -> Client {
-        let mut c = Client::connect_raw(port);
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client::handshake(s)
+    }
+
+    /// Completes the Hello/Welcome handshake on a connected stream.
+    pub fn handshake(s: TcpStream) -> Client {
+        let mut c = Client {
+            s,
+            buf: Vec::new(),
+            session_id: 0,
+            icons: None,
+        };
         c.send(
             1,
             &pb::Hello {
@@ -226,6 +264,12 @@ impl Client {
         match c.recv().decode() {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
+        }
+        // The icon manifest always follows the first Welcome (`lattice run` loads the icons before
+        // it accepts clients); keep it for the tests that look at it.
+        match c.recv().decode() {
+            AnyMessage::IconManifest(m) => c.icons = Some(m),
+            other => panic!("expected IconManifest after Welcome, got {other:?}"),
         }
         c
     }
