@@ -34,6 +34,7 @@ pub mod exit {
 pub fn schema() -> Schema {
     let tables = [
         calendar::table_spec(),
+        crate::logic::account::store::name_spec(),
         crate::logic::account::store::account_spec(),
         crate::logic::account::store::profile_spec(),
         crate::logic::icons::table_spec(),
@@ -260,4 +261,23 @@ pub fn run(mut cfg: Config) -> i32 {
     }
     tracing::info!(code, "stopped");
     code
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_table_the_services_write_is_in_the_schema() {
+        let s = super::schema();
+        let names: Vec<&str> = s.tables().iter().map(|t| t.name()).collect();
+        for t in [
+            crate::service::calendar::TABLE,
+            crate::logic::account::store::NAMES,
+            crate::logic::account::store::ACCOUNTS,
+            crate::logic::account::store::PROFILES,
+            crate::logic::icons::TABLE,
+        ] {
+            assert!(names.contains(&t), "{t} missing from server::schema()");
+        }
+        lattice_storage::migrate::check(s.migrations()).expect("migrations are consistent");
+    }
 }

@@ -30,7 +30,8 @@ USAGE: lattice-load [--option value ...]
   --payload BYTES       payload size (default 100)
   --duration SECS       measured duration (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
-  --scenario S          echo | chat | idle (default echo)
+  --scenario S          echo | chat | idle | login (default echo); login runs three phases of
+                        --duration each: registrations, password logins, token reconnects
   --rooms N             chat rooms (default connections/10, at least 1)
   --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
   --max-errors N        exit 1 when errors exceed N (default 0)
@@ -61,6 +62,7 @@ enum Scenario {
     Echo,
     Chat,
     Idle,
+    Login,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -104,7 +106,8 @@ fn parse_opts() -> Result<Opts, String> {
                     "echo" => Scenario::Echo,
                     "chat" => Scenario::Chat,
                     "idle" => Scenario::Idle,
-                    _ => return Err(format!("--scenario: echo, chat or idle, got {v:?}")),
+                    "login" => Scenario::Login,
+                    _ => return Err(format!("--scenario: echo, chat, idle or login, got {v:?}")),
                 }
             }
             "rooms" => o.rooms = num(&k, &v)? as usize,
@@ -171,7 +174,60 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `--scenario login`: three phases side by side (see `lattice_bench::login`).
+async fn run_login(o: &Opts) -> i32 {
+    let lo = lattice_bench::login::LoginOpts {
+        addr: o.addr,
+        connections: o.connections,
+        duration: o.duration,
+        sources: o.sources,
+        password: "load-test password".into(),
+    };
+    let phases = lattice_bench::login::run(&lo, o.quiet).await;
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
+    let mut json = serde_json::json!({
+        "scenario": "login", "addr": o.addr.to_string(), "connections": o.connections,
+        "duration_s": o.duration.as_secs_f64(), "errors": errors,
+    });
+    println!(
+        "login conns={}: phase, ops/s, p50 µs, p99 µs, busy, errors",
+        o.connections
+    );
+    for p in &phases {
+        json[p.name] = p.json();
+        println!(
+            "  {:<9} {:>10.1} {:>10.1} {:>10.1} {:>6} {:>6}",
+            p.name,
+            p.rate(),
+            p.q_us(0.5),
+            p.q_us(0.99),
+            p.busy,
+            p.errors
+        );
+        if let Some(e) = &p.first_error {
+            eprintln!("{}: first error: {e}", p.name);
+        }
+    }
+    if let Some(path) = &o.report {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
+            eprintln!("lattice-load: cannot write report {path}: {e}");
+        }
+    }
+    if errors > o.max_errors {
+        eprintln!(
+            "lattice-load: {errors} errors > --max-errors {}",
+            o.max_errors
+        );
+        1
+    } else {
+        0
+    }
+}
+
 async fn run(o: Opts) -> i32 {
+    if o.scenario == Scenario::Login {
+        return run_login(&o).await;
+    }
     let stats: Shared = Rc::new(RefCell::new(Stats {
         hist: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
         window: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),

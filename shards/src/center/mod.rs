@@ -150,10 +150,10 @@ impl CenterStats {
             self.machine_id.load(Ordering::Relaxed),
         );
         w.single(
-            "lattice_center_id_ceiling_ms",
+            "lattice_center_id_ceiling_timestamp_seconds",
             Kind::Gauge,
-            "Highest id timestamp confirmed in the lease store, Unix ms (0 when lost).",
-            lease.ceiling_ms(),
+            "Highest id timestamp confirmed in the lease store, Unix time (0 when lost).",
+            lease.ceiling_ms() as f64 / 1000.0,
         );
     }
 }

@@ -9,6 +9,8 @@
 //! [`ServiceHost::run_queued`] within the loop's budget.
 
 #[cfg(test)]
+mod calendar_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub struct ServiceHost {
     /// Indexed by [`OpcodeInfo::index`]: the (service, component) that handles the message.
     routes: Vec<Option<(u16, u16)>>,
     pub(crate) parts: Parts,
+    /// The calendar's pending timer (its next boundary).
+    pub(crate) calendar_timer: Option<crate::service::TimerId>,
 }
 
 impl ServiceHost {
@@ -106,6 +110,7 @@ impl ServiceHost {
             services,
             routes,
             parts,
+            calendar_timer: None,
         })
     }
 
@@ -335,12 +340,16 @@ impl ServiceHost {
                 }
             }
         }
+        if let Some(old) = self.calendar_timer.take() {
+            self.parts.timers.cancel(cx, old);
+        }
         match delay {
-            Ok(d) => {
-                if let Err(e) = self.parts.timers.set(cx, d, false, CALENDAR_TIMER, 0, 0) {
+            Ok(d) => match self.parts.timers.set(cx, d, false, CALENDAR_TIMER, 0, 0) {
+                Ok(id) => self.calendar_timer = Some(id),
+                Err(e) => {
                     tracing::error!(shard = cx.id, error = %e, "calendar: cannot set the next timer; calendar events stop");
                 }
-            }
+            },
             Err(e) => tracing::error!(shard = cx.id, error = %e, "calendar: no next boundary"),
         }
     }
