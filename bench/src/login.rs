@@ -7,6 +7,9 @@
 //!    login of that account (an HMAC and the account's rows, no hash), then the connection closes —
 //!    what a reconnect storm after a restart costs.
 //!
+//! 4. **connect** (the baseline of `reconnect`, measured in the same run): a new TCP connection,
+//!    `Hello` and one `Ping`, then the connection closes — a reconnect without any account work.
+//!
 //! Each phase reports operations per second and latency percentiles; `BUSY` answers (the hash
 //! pool's bound) are counted apart from errors, since they are the server protecting itself.
 
@@ -310,11 +313,28 @@ async fn reconnect_worker(
     }
 }
 
-/// Runs the three phases; returns them in order.
+async fn connect_worker(o: LoginOpts, i: usize, until: Instant, p: Rc<RefCell<Phase>>) {
+    let mut j = 0;
+    while Instant::now() < until {
+        j += 1;
+        let t0 = Instant::now();
+        let r = match Conn::open(&o, i + j).await {
+            Ok(mut c) => c.ask(&pb::Ping { payload: vec![1; 16] }).await,
+            Err(e) => Err(e),
+        };
+        let ok = matches!(r, Ok(AnyMessage::Pong(_)));
+        record(&p, r, t0, ok);
+    }
+}
+
+/// The phases, in order.
+pub const PHASES: [&str; 4] = ["register", "login", "reconnect", "connect"];
+
+/// Runs the phases; returns them in order.
 pub async fn run(o: &LoginOpts, quiet: bool) -> Vec<Phase> {
     let acc: Accounts = Rc::new(RefCell::new(Vec::new()));
     let mut out = Vec::new();
-    for name in ["register", "login", "reconnect"] {
+    for name in PHASES {
         let p = Rc::new(RefCell::new(Phase::new(name)));
         let t0 = Instant::now();
         let until = t0 + o.duration;
@@ -325,7 +345,8 @@ pub async fn run(o: &LoginOpts, quiet: bool) -> Vec<Phase> {
                 match name {
                     "register" => register_worker(o2, i, until, p2, a2).await,
                     "login" => login_worker(o2, i, until, p2, a2).await,
-                    _ => reconnect_worker(o2, i, until, p2, a2).await,
+                    "reconnect" => reconnect_worker(o2, i, until, p2, a2).await,
+                    _ => connect_worker(o2, i, until, p2).await,
                 }
             }));
         }

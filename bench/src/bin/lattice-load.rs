@@ -30,8 +30,9 @@ USAGE: lattice-load [--option value ...]
   --payload BYTES       payload size (default 100)
   --duration SECS       measured duration (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
-  --scenario S          echo | chat | idle | login (default echo); login runs three phases of
-                        --duration each: registrations, password logins, token reconnects
+  --scenario S          echo | chat | idle | login (default echo); login runs four phases of
+                        --duration each: registrations, password logins, token reconnects, and
+                        plain reconnects (connect + Hello + Ping, the baseline)
   --rooms N             chat rooms (default connections/10, at least 1)
   --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
   --max-errors N        exit 1 when errors exceed N (default 0)
