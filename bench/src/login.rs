@@ -319,7 +319,12 @@ async fn connect_worker(o: LoginOpts, i: usize, until: Instant, p: Rc<RefCell<Ph
         j += 1;
         let t0 = Instant::now();
         let r = match Conn::open(&o, i + j).await {
-            Ok(mut c) => c.ask(&pb::Ping { payload: vec![1; 16] }).await,
+            Ok(mut c) => {
+                c.ask(&pb::Ping {
+                    payload: vec![1; 16],
+                })
+                .await
+            }
             Err(e) => Err(e),
         };
         let ok = matches!(r, Ok(AnyMessage::Pong(_)));

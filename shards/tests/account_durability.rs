@@ -29,6 +29,9 @@ use lattice_storage::{BackendKind, StorageConfig, Value};
 const ROUNDS: usize = 20;
 const CLIENTS: usize = 3;
 
+/// Nickname changes acknowledged over the whole run (reported at the end).
+static ACKED_CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A client that reports a broken connection instead of panicking (the server dies under it).
 struct Conn {
     s: TcpStream,
@@ -217,6 +220,7 @@ fn traffic(port: u16, model: Model, round: usize, client: usize, stop: Arc<Atomi
             ) {
                 Ok(AnyMessage::NicknameChanged(n)) => {
                     assert_eq!(n.nickname, nick);
+                    ACKED_CHANGES.fetch_add(1, Ordering::Relaxed);
                     let mut m = model.lock().unwrap();
                     let a = m.get_mut(&name).unwrap();
                     a.nick = nick;
@@ -365,7 +369,8 @@ fn run_kills(name: &str, storage_args: &[&str], cfg: StorageConfig) {
         assert_eq!(stored.get(n), Some(&a.nick), "account {n} in the database");
     }
     eprintln!(
-        "{name}: {kills} kills, {acked} accounts, {} stored",
+        "{name}: {kills} kills, {acked} acknowledged accounts, {} acknowledged nickname changes, {} accounts stored",
+        ACKED_CHANGES.load(Ordering::Relaxed),
         stored.len()
     );
     let _ = std::fs::remove_dir_all(&data);
