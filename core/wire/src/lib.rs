@@ -5,7 +5,8 @@
 //! - [`compress`]: zlib bodies with a hard inflate cap;
 //! - [`SessionId`] and [`CloseReason`];
 //! - [`session`]: one session's state machine (decoder, outbound queue and its bound, idle
-//!   deadline, handshake state), driven with bytes and times.
+//!   deadline, handshake state), driven with bytes and times;
+//! - [`tls`] (feature `tls`): TLS 1.3/1.2 on rustls as a byte-transport layer of the session.
 //!
 //! What this crate never does: touch a socket, read a clock, spawn a thread, or depend on a runtime
 //! (`cargo tree -p lattice-wire` lists no monoio, tokio, rusqlite or mysql_async). Fuzz targets, the
@@ -17,6 +18,8 @@ pub mod frame;
 pub mod session;
 mod session_id;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use frame::{Decoder, Frame, FrameBuf, FrameError, FrameHeader};
 pub use session::{Handshake, SendError, Session, SessionLimits, HELLO_OPCODE};

@@ -5,9 +5,10 @@
 //! ([`Session::transmit`] / [`Session::transmitted`]), asks when it next needs the time
 //! ([`Session::poll_timeout`]) and fires that deadline ([`Session::handle_timeout`]). Everything a
 //! session is lives here: the frame decoder, the bounded outbound queue, the idle deadline, the
-//! handshake (Hello) state and the close reason. The layers to come (TLS, WebSocket, resume, rate
-//! limits) belong here too, so a test or a simulation can drive thousands of sessions with no
-//! network and a fake clock.
+//! handshake (Hello) state and the close reason. Byte-transport layers sit under the frame codec:
+//! TLS (feature `tls`, [`crate::tls::TlsLayer`], attached with [`Session::with_tls`]). The layers
+//! to come (WebSocket, resume, rate limits) belong here too, so a test or a simulation can drive
+//! thousands of sessions with no network and a fake clock.
 //!
 //! What it never does: read a clock, touch a socket, decode a protobuf body or log.
 
@@ -66,6 +67,10 @@ pub struct Session {
     last_seen: MonoTime,
     handshake: Handshake,
     closing: Option<CloseReason>,
+    /// The TLS layer under the frame codec, when the listener has TLS. Boxed: plain sessions pay
+    /// one pointer.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsLayer>>,
 }
 
 impl Session {
@@ -79,6 +84,8 @@ impl Session {
             last_seen: now,
             handshake: Handshake::AwaitingHello,
             closing: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -94,7 +101,8 @@ impl Session {
 
     // ---- input ----
 
-    /// Takes the next frame from `input` (bytes the peer sent, received at `now`), advancing
+    /// Takes the next frame from `input` (bytes the peer sent, received at `now`; on a TLS
+    /// session, the plaintext [`Session::receive_tls`] gave), advancing
     /// `input` past it. Call repeatedly until it returns `Ok(None)`: then `input` is empty and an
     /// incomplete trailing frame is kept for the next call. The frame never borrows the session.
     ///
@@ -127,6 +135,10 @@ impl Session {
     /// The peer closed its side: the reason the session ends (a clean close, or a frame cut short).
     /// The session is closing afterwards.
     pub fn peer_closed(&mut self) -> CloseReason {
+        #[cfg(feature = "tls")]
+        if let Some(reason) = self.tls.as_deref_mut().and_then(|t| t.peer_finished()) {
+            self.close(reason);
+        }
         let reason = match self.decoder.finish() {
             Ok(()) => CloseReason::PeerClosed,
             Err(e @ FrameError::Truncated { .. }) => CloseReason::Protocol(e.to_string()),
@@ -188,7 +200,7 @@ impl Session {
         if self.closing.is_some() {
             return Err(SendError::Closing);
         }
-        let queued = self.out.unsent();
+        let queued = self.unsent();
         if queued > 0 && queued + len > self.limits.send_buffer_limit {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
@@ -203,18 +215,35 @@ impl Session {
         Ok(())
     }
 
-    /// Bytes waiting for the socket (the front of the queue).
-    pub fn transmit(&self) -> &[u8] {
+    /// Bytes waiting for the socket (the front of the queue). On a TLS session the queued frames
+    /// are encrypted first (all of them, in as few records as rustls cuts), so this is ciphertext.
+    pub fn transmit(&mut self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let n = tls.seal(&self.out.bytes[self.out.written..]);
+            self.out.consume(n);
+            return tls.pending();
+        }
         &self.out.bytes[self.out.written..]
     }
 
     /// The socket took `n` bytes of [`Session::transmit`].
     pub fn transmitted(&mut self, n: usize) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.consume(n);
+            return;
+        }
         self.out.consume(n);
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (frames, and on a TLS session ciphertext not yet taken
+    /// by the socket).
     pub fn unsent(&self) -> usize {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            return self.out.unsent() + tls.unsent();
+        }
         self.out.unsent()
     }
 
@@ -225,14 +254,28 @@ impl Session {
         if self.closing.is_some() {
             return None;
         }
-        self.limits
+        let idle = self
+            .limits
             .idle_timeout
-            .map(|t| self.last_seen.saturating_add(t))
+            .map(|t| self.last_seen.saturating_add(t));
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            return earliest(idle, tls.poll_timeout());
+        }
+        idle
     }
 
     /// Fires what is due at `now`: a session idle for `idle_timeout` starts closing with
-    /// [`CloseReason::IdleTimeout`]. Early or repeated calls are harmless.
+    /// [`CloseReason::IdleTimeout`]; on a TLS session, a handshake past its deadline closes it
+    /// and a due key update is queued. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: MonoTime) {
+        #[cfg(feature = "tls")]
+        if self.closing.is_none() {
+            if let Some(Err(reason)) = self.tls.as_deref_mut().map(|t| t.handle_timeout(now)) {
+                self.close(reason);
+                return;
+            }
+        }
         // Due exactly when `now` reaches the deadline `poll_timeout` reports. (Measuring the idle
         // time instead disagreed with it at the edges: a `now` behind `last_seen` with a zero
         // timeout closed before the deadline, and a deadline saturated at the end of time was
@@ -250,6 +293,15 @@ impl Session {
     pub fn close(&mut self, reason: CloseReason) {
         if self.closing.is_none() {
             self.closing = Some(reason);
+            // TLS: the frames still queued are encrypted now, then close_notify follows them.
+            // (Not for a peer that does not read: nothing more is written to it.)
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_deref_mut() {
+                if self.closing != Some(CloseReason::SendBufferOverflow) {
+                    let n = tls.close(&self.out.bytes[self.out.written..]);
+                    self.out.consume(n);
+                }
+            }
         }
     }
 
@@ -261,6 +313,81 @@ impl Session {
     /// True once the session is closing.
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()
+    }
+}
+
+/// TLS under the frame codec (feature `tls`). The layer itself is [`crate::tls::TlsLayer`]; these
+/// are the session's few points of contact with it.
+#[cfg(feature = "tls")]
+impl Session {
+    /// Puts TLS under the frame codec: from now on the runtime feeds ciphertext through
+    /// [`Session::receive_tls`], and [`Session::transmit`] hands out ciphertext. Call before
+    /// any byte was received or queued.
+    pub fn with_tls(mut self, tls: crate::tls::TlsLayer) -> Session {
+        debug_assert!(self.out.unsent() == 0 && self.decoder.pending_len() == 0);
+        self.tls = Some(Box::new(tls));
+        self
+    }
+
+    /// True when the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS layer (version, cipher suite, server name), when the session runs over TLS.
+    pub fn tls(&self) -> Option<&crate::tls::TlsLayer> {
+        self.tls.as_deref()
+    }
+
+    /// Decrypts `input` (ciphertext received at `now`) and appends the plaintext to `plain`, a
+    /// buffer the caller owns (the shard's scratch buffer): the caller then takes frames out of
+    /// it with [`Session::receive`], so frames never borrow the session. Whatever TLS must answer
+    /// (handshake flights, alerts, a KeyUpdate answer) is queued for [`Session::transmit`] before
+    /// this returns, so the runtime's write after every read sends it.
+    ///
+    /// When the result says `peer_closed` (the peer's `close_notify`), the caller processes the
+    /// plaintext and then closes the session with [`CloseReason::PeerClosed`].
+    ///
+    /// Fails when the input breaks TLS; the session is then closing with that reason (a
+    /// [`CloseReason::Protocol`] starting `tls:`), and rustls' alert, if any, is queued. Ignores
+    /// `input` once closing. On a session without TLS, copies `input` to `plain`.
+    pub fn receive_tls(
+        &mut self,
+        now: MonoTime,
+        input: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<crate::tls::TlsRead, CloseReason> {
+        if self.closing.is_some() {
+            return Ok(crate::tls::TlsRead::default());
+        }
+        let Some(tls) = self.tls.as_deref_mut() else {
+            plain.extend_from_slice(input);
+            return Ok(crate::tls::TlsRead::default());
+        };
+        if !input.is_empty() {
+            self.last_seen = now;
+        }
+        tls.read(now, input, plain).inspect_err(|reason| {
+            self.close(reason.clone());
+        })
+    }
+
+    /// What the TLS layer did since the last call (handshakes, failures, key updates), for the
+    /// runtime to count. Empty on a session without TLS.
+    pub fn take_tls_events(&mut self) -> crate::tls::TlsEvents {
+        self.tls
+            .as_deref_mut()
+            .map(|t| t.take_events())
+            .unwrap_or_default()
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[cfg(feature = "tls")]
+fn earliest(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
