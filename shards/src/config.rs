@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
+use lattice_runtime::net::tls::TlsConfig;
 use lattice_runtime::net::NetConfig;
 use lattice_runtime::telemetry::log::LogConfig;
 use lattice_runtime::{RuntimeConfig, ShutdownConfig};
@@ -69,6 +70,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[tls]`.
+    pub tls: TlsConfig,
     /// The merged table.
     pub table: toml::Table,
 }
@@ -95,6 +98,7 @@ impl Config {
             admin: typed_section(&table, "admin")?,
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
+            tls: typed_section(&table, "tls")?,
             table,
         };
         cfg.validate()?;
@@ -136,6 +140,14 @@ impl Config {
         }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
+        }
+        if self.tls.enabled() {
+            if self.tls.cert.is_empty() {
+                return Err(bad("tls.cert", "tls.key is set: give the certificate too"));
+            }
+            if self.tls.key.is_empty() {
+                return Err(bad("tls.key", "tls.cert is set: give the private key too"));
+            }
         }
         Ok(())
     }

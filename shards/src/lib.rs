@@ -7,7 +7,7 @@
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
 //! - [`logic`]: the logic service and its demo components (echo, chat);
 //! - [`admin`]: the admin listener's routes;
-//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`].
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
@@ -22,3 +22,4 @@ pub mod logic;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod tools;

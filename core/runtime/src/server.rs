@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::driver::{self, DriverChoice};
 use crate::mesh::{ring, Control, ShardSignal};
+use crate::net::tls::{ShardTls, TlsListener, TlsMetrics};
 use crate::net::{acceptor, NetConfig};
 use crate::shard::{self, CxSettings, ShardApp};
 use crate::telemetry::metrics::Metrics;
@@ -65,6 +66,8 @@ pub struct ShutdownConfig {
 /// A running set of shards.
 pub struct Server {
     addr: SocketAddr,
+    /// The TLS listener: its address and acceptor thread.
+    tls: Option<(SocketAddr, Option<JoinHandle<()>>)>,
     signals: Arc<Vec<ShardSignal>>,
     metrics: Arc<Metrics>,
     stop_accept: Arc<AtomicBool>,
@@ -101,16 +104,47 @@ impl Server {
         A: ShardApp,
         F: Fn(usize) -> A + Send + Sync + 'static,
     {
+        Server::start_with_tls(rt, net, shutdown, None, factory)
+    }
+
+    /// [`Server::start`], plus a TLS listener when `tls` is given: its sessions carry the same
+    /// frames over TLS (the session's `TlsLayer`), spread over the same shards, counted in
+    /// `lattice_tls_*`.
+    pub fn start_with_tls<A, F>(
+        rt: &RuntimeConfig,
+        net: &NetConfig,
+        shutdown: &ShutdownConfig,
+        tls: Option<TlsListener>,
+        factory: F,
+    ) -> Result<Server, StartError>
+    where
+        A: ShardApp,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
         let n = rt.shard_count();
-        let listener = TcpListener::bind(&net.listen).map_err(|source| StartError::Listen {
-            addr: net.listen.clone(),
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: net.listen.clone(),
-            source,
-        })?;
+        let bind = |listen: &str| {
+            let l = TcpListener::bind(listen).map_err(|source| StartError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+            let a = l.local_addr().map_err(|source| StartError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+            Ok::<_, StartError>((l, a))
+        };
+        let (listener, addr) = bind(&net.listen)?;
+        let tls_bound = match &tls {
+            Some(t) => Some(bind(&t.listen)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new(n));
+        let tls_metrics: Arc<Vec<TlsMetrics>> =
+            Arc::new((0..n).map(|_| TlsMetrics::default()).collect());
+        if let Some(t) = &tls {
+            let (m, source) = (tls_metrics.clone(), t.source.clone());
+            metrics.add_renderer(move |w| crate::net::tls::render(&m, &source, w));
+        }
         let signals: Arc<Vec<ShardSignal>> = Arc::new(
             (0..n)
                 .map(|_| ShardSignal::new(rt.control_capacity))
@@ -140,14 +174,28 @@ impl Server {
             accept_producers.push(p);
             accept_consumers.push(c);
         }
+        // The TLS listener's own acceptor thread needs its own rings (one producer each).
+        let mut tls_producers = Vec::new();
+        let mut tls_shards: Vec<Option<(ring::Consumer<TcpStream>, ShardTls)>> =
+            (0..n).map(|_| None).collect();
+        if let Some(t) = &tls {
+            for (id, slot) in tls_shards.iter_mut().enumerate() {
+                let (p, c) = ring::ring::<TcpStream>(1024);
+                tls_producers.push(p);
+                let shard_tls =
+                    ShardTls::new(id, t.source.clone(), t.settings, tls_metrics.clone());
+                *slot = Some((c, shard_tls));
+            }
+        }
 
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut shards = Vec::with_capacity(n);
-        for (id, ((outs, ins), accept_in)) in producers
+        for (id, (((outs, ins), accept_in), tls)) in producers
             .into_iter()
             .zip(consumers)
             .zip(accept_consumers)
+            .zip(tls_shards)
             .enumerate()
         {
             let parts = shard::ShardParts {
@@ -156,6 +204,7 @@ impl Server {
                 outs,
                 ins,
                 accept_in,
+                tls,
                 signals: signals.clone(),
                 quiet: quiet.clone(),
                 metrics: metrics.clone(),
@@ -212,6 +261,7 @@ impl Server {
 
         let stop_accept = Arc::new(AtomicBool::new(false));
         let acceptor = acceptor::spawn(
+            "lattice-acceptor",
             listener,
             accept_producers,
             signals.clone(),
@@ -221,8 +271,26 @@ impl Server {
         )
         .map_err(StartError::Spawn)?;
         tracing::info!(%addr, shards = n, "listening");
+        let tls = match tls_bound {
+            Some((l, tls_addr)) => {
+                let h = acceptor::spawn(
+                    "lattice-acceptor-tls",
+                    l,
+                    tls_producers,
+                    signals.clone(),
+                    metrics.clone(),
+                    net.clone(),
+                    stop_accept.clone(),
+                )
+                .map_err(StartError::Spawn)?;
+                tracing::info!(addr = %tls_addr, "listening (TLS)");
+                Some((tls_addr, Some(h)))
+            }
+            None => None,
+        };
         Ok(Server {
             addr,
+            tls,
             signals,
             metrics,
             stop_accept,
@@ -236,6 +304,11 @@ impl Server {
         self.addr
     }
 
+    /// The bound TLS listener address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.0)
+    }
+
     /// All shards' metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -244,14 +317,19 @@ impl Server {
     /// Stops accepting and asks every shard to drain and stop. Returns at once; see [`Server::join`].
     pub fn shutdown(&mut self) {
         if !self.stop_accept.swap(true, Ordering::SeqCst) {
-            // Unblock the acceptor's accept() with a throwaway connection.
-            let mut wake = self.addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
-            if let Some(a) = self.acceptor.take() {
-                let _ = a.join();
+            // Unblock each acceptor's accept() with a throwaway connection.
+            let wake = |mut addr: SocketAddr, handle: Option<JoinHandle<()>>| {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+                if let Some(a) = handle {
+                    let _ = a.join();
+                }
+            };
+            wake(self.addr, self.acceptor.take());
+            if let Some((addr, handle)) = self.tls.as_mut() {
+                wake(*addr, handle.take());
             }
         }
         for (i, s) in self.signals.iter().enumerate() {

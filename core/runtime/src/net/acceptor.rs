@@ -24,8 +24,10 @@ pub fn pick(balance: Balance, next: &AtomicUsize, open: &[usize]) -> usize {
     }
 }
 
-/// Starts the acceptor thread. It stops when `stop` is set and one more connection arrives.
+/// Starts the acceptor thread (`name`). It stops when `stop` is set and one more connection
+/// arrives.
 pub(crate) fn spawn(
+    name: &str,
     listener: TcpListener,
     rings: Vec<Producer<TcpStream>>,
     signals: Arc<Vec<ShardSignal>>,
@@ -34,7 +36,7 @@ pub(crate) fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("lattice-acceptor".into())
+        .name(name.into())
         .spawn(move || {
             let next = AtomicUsize::new(0);
             let mut open = vec![0usize; rings.len()];

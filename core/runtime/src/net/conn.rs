@@ -24,8 +24,9 @@ use crate::telemetry::metrics::ShardMetrics;
 
 /// What a connection task needs from the shard that owns it.
 pub(crate) trait ConnHost: 'static {
-    /// Registers a session for a new connection from `peer`; `None` refuses it (draining).
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>>;
+    /// Registers a session for a new connection from `peer` (over TLS when `tls`); `None` refuses
+    /// it (draining).
+    fn open(&self, peer: SocketAddr, tls: bool) -> Option<Rc<SessionCell>>;
     /// Runs `input` (just read) through the session and the application.
     fn input(&self, cell: &Rc<SessionCell>, input: &[u8]);
     /// The session ended; the task is gone.
@@ -43,8 +44,9 @@ pub(crate) trait ConnHost: 'static {
     fn not_adopted(&self);
 }
 
-/// Takes ownership of an accepted socket: registers the session and spawns its task.
-pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) {
+/// Takes ownership of an accepted socket: registers the session (over TLS when it came from the
+/// TLS listener) and spawns its task.
+pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream, tls: bool) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(e) => {
@@ -64,7 +66,7 @@ pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) {
             return;
         }
     };
-    let Some(cell) = host.open(peer) else {
+    let Some(cell) = host.open(peer, tls) else {
         host.not_adopted();
         return;
     };

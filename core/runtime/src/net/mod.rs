@@ -1,4 +1,5 @@
-//! Socket glue: the acceptor thread, the per-connection task and the per-shard session table.
+//! Socket glue: the acceptor thread, the per-connection task, the per-shard session table and the
+//! TLS listener's certificate source (`tls/`).
 //!
 //! The protocol itself (frames, the session state machine) is `lattice-wire`'s; this module only
 //! moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O on client
@@ -7,6 +8,7 @@
 pub mod acceptor;
 pub(crate) mod conn;
 pub mod table;
+pub mod tls;
 
 pub use table::{SessionCell, SessionTable};
 

@@ -285,10 +285,21 @@ impl<M: Send + 'static> ShardCx<M> {
 
     /// Registers a session for a connection from `peer` (the connection task, or a test).
     pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        self.open_session_with(peer, |s| s)
+    }
+
+    /// Registers a session for a connection from `peer`, with layers added by `layers` (e.g.
+    /// TLS: `|s| s.with_tls(layer)`) before any byte flows.
+    pub fn open_session_with(
+        &self,
+        peer: std::net::SocketAddr,
+        layers: impl FnOnce(Session) -> Session,
+    ) -> Rc<SessionCell> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let cell = Rc::new(SessionCell::new(Session::new(id, self.limits, now), peer));
+        let session = layers(Session::new(id, self.limits, now));
+        let cell = Rc::new(SessionCell::new(session, peer));
         table.insert(cell.clone());
         drop(table);
         self.arm_session_timer(&cell);
@@ -325,17 +336,32 @@ impl<M: Send + 'static> ShardCx<M> {
         if let Some(h) = cell.timer.get() {
             match wheel.deadline_of(h) {
                 Some(d) if d <= tick => return,
-                Some(_) if wheel.reschedule(h, tick).is_ok() => return,
+                Some(_) if wheel.reschedule(h, tick).is_ok() => {
+                    drop(wheel);
+                    self.timer_moved();
+                    return;
+                }
                 _ => {}
             }
         }
         match wheel.insert(tick, TimerItem::Session(cell.id())) {
-            Ok(h) => cell.timer.set(Some(h)),
+            Ok(h) => {
+                cell.timer.set(Some(h));
+                drop(wheel);
+                self.timer_moved();
+            }
             Err(e) => {
                 ShardMetrics::add(&self.m().timers_rejected_total, 1);
                 tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
             }
         }
+    }
+
+    /// A deadline may now be earlier than the one the loop parked on (a connection task or a
+    /// handler set it while the loop slept): wake the loop so it parks again with the new
+    /// timeout. Costs one fence and a load when the loop is not parked.
+    fn timer_moved(&self) {
+        self.signals[self.id].wake();
     }
 
     // ---- time ----
@@ -355,6 +381,7 @@ impl<M: Send + 'static> ShardCx<M> {
     pub fn timer_after(&self, delay: Duration, token: u64) -> Result<TimerHandle, TimerError> {
         let at = self.clock.borrow().deadline_after(delay, TICK);
         let r = self.wheel.borrow_mut().insert(at, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 
@@ -367,6 +394,7 @@ impl<M: Send + 'static> ShardCx<M> {
             .wheel
             .borrow_mut()
             .insert_periodic(first, ticks, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct ShardParts<M> {
     pub outs: Vec<Option<Producer<Envelope<M>>>>,
     pub ins: Vec<Option<Consumer<Envelope<M>>>>,
     pub accept_in: Consumer<TcpStream>,
+    /// The TLS listener's accept ring and what its sessions need, when TLS is on.
+    pub tls: Option<(Consumer<TcpStream>, crate::net::tls::ShardTls)>,
     pub signals: Arc<Vec<ShardSignal>>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub metrics: Arc<Metrics>,
@@ -54,12 +56,16 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         parts.signals,
         clock,
     );
+    let (tls_accept_in, tls) = parts.tls.unzip();
     let st = Rc::new(ShardState {
         cx,
         app: RefCell::new(make_app()),
         read_buf: RefCell::new(read_buf),
+        tls_plain: RefCell::new(Vec::new()),
         ins: parts.ins,
         accept_in: parts.accept_in,
+        tls_accept_in,
+        tls,
         quiet: parts.quiet,
         mesh_batch: parts.mesh_batch,
         queued_budget: parts.queued_budget,
@@ -105,7 +111,11 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         let backlog_left = st.cx.flush_backlog();
         while let Some(stream) = st.accept_in.pop() {
             worked = true;
-            crate::net::conn::adopt(&st, stream);
+            crate::net::conn::adopt(&st, stream, false);
+        }
+        while let Some(stream) = st.tls_accept_in.as_ref().and_then(|r| r.pop()) {
+            worked = true;
+            crate::net::conn::adopt(&st, stream, true);
         }
         for src in 0..st.ins.len() {
             let Some(ring) = st.ins[src].as_ref() else {

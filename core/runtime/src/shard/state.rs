@@ -14,6 +14,7 @@ use super::app::ShardApp;
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
 use crate::net::conn::ConnHost;
+use crate::net::tls::ShardTls;
 use crate::net::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
 
@@ -22,8 +23,14 @@ pub(crate) struct ShardState<A: ShardApp> {
     pub cx: ShardCx<A::Msg>,
     pub app: RefCell<A>,
     pub read_buf: RefCell<Box<[u8]>>,
+    /// Plaintext decrypted from one read of a TLS session; frames are decoded from it, so they
+    /// borrow the shard, never the session. Grows to what one read yields (at most
+    /// `net.read_buffer` plus one incomplete TLS record, ≈ 18 KiB) and stays.
+    pub tls_plain: RefCell<Vec<u8>>,
     pub ins: Vec<Option<Consumer<Envelope<A::Msg>>>>,
     pub accept_in: Consumer<TcpStream>,
+    pub tls_accept_in: Option<Consumer<TcpStream>>,
+    pub tls: Option<ShardTls>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub mesh_batch: usize,
     pub queued_budget: usize,
@@ -68,65 +75,27 @@ impl<A: ShardApp> ShardState<A> {
             return;
         };
         cell.timer.set(None);
-        let closing = {
+        let (closing, output) = {
             let mut s = cell.session.borrow_mut();
             s.handle_timeout(now);
-            s.is_closing()
+            if let Some(tls) = &self.tls {
+                tls.count(&s.take_tls_events());
+            }
+            (s.is_closing(), s.unsent() > 0)
         };
-        if closing {
+        // A deadline may have queued bytes (a TLS key update on an idle session): the connection
+        // task writes them only when woken.
+        if closing || output {
             cell.wake();
-        } else {
+        }
+        if !closing {
             self.cx.arm_session_timer(cell);
         }
     }
 
-    /// How long the loop may park before the next timer is due.
-    pub fn park_timeout(&self) -> Option<Duration> {
-        let next = self.cx.wheel.borrow().next_deadline()?;
-        Some(self.cx.clock.borrow().until_tick(next, TICK))
-    }
-
-    /// True when the loop has something to do without waiting.
-    pub fn has_input(&self) -> bool {
-        self.cx.signals[self.cx.id].control_pending()
-            || self.cx.has_local_work()
-            || !self.accept_in.is_empty()
-            || self.ins.iter().flatten().any(|c| !c.is_empty())
-    }
-
-    fn close_counter(&self, reason: &CloseReason) -> &std::sync::atomic::AtomicU64 {
-        let m = self.cx.m();
-        match reason {
-            CloseReason::PeerClosed => &m.sessions_closed_peer_total,
-            CloseReason::Protocol(_) => &m.sessions_closed_protocol_total,
-            CloseReason::SendBufferOverflow => &m.sessions_closed_send_overflow_total,
-            CloseReason::Io(_) => &m.sessions_closed_io_total,
-            CloseReason::App(_) => &m.sessions_closed_app_total,
-            CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
-            CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
-        }
-    }
-}
-
-impl<A: ShardApp> ConnHost for ShardState<A> {
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>> {
+    /// Runs `bytes` (plaintext) through the session's frame decoder and the application.
+    fn frames(&self, cell: &Rc<SessionCell>, now: MonoTime, bytes: &[u8]) {
         let cx = &self.cx;
-        if cx.is_draining() {
-            return None;
-        }
-        let cell = cx.open_session(peer);
-        let id = cell.id();
-        let m = cx.m();
-        ShardMetrics::add(&m.connections_accepted_total, 1);
-        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
-        tracing::debug!(session = %id, %peer, "session opened");
-        guarded(self, "on_open", |app| app.on_open(cx, id));
-        Some(cell)
-    }
-
-    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
-        let cx = &self.cx;
-        let now = cx.clock.borrow_mut().refresh();
         let id = cell.id();
         let frames_in = &cx.m().frames_in_total;
         let mut input = bytes;
@@ -152,9 +121,124 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         }
     }
 
+    /// A read on a TLS session: decrypt into the shard's plaintext buffer, then frames as usual.
+    fn tls_input(&self, tls: &ShardTls, cell: &Rc<SessionCell>, now: MonoTime, bytes: &[u8]) {
+        let mut plain = self.tls_plain.borrow_mut();
+        plain.clear();
+        let read = cell
+            .session
+            .borrow_mut()
+            .receive_tls(now, bytes, &mut plain);
+        let first_handshake = {
+            let mut s = cell.session.borrow_mut();
+            let ev = s.take_tls_events();
+            tls.count(&ev);
+            ev.handshake_done
+        };
+        if let Some(version) = first_handshake {
+            let s = cell.session.borrow();
+            let t = s.tls();
+            tracing::debug!(
+                session = %cell.id(),
+                peer = %cell.peer,
+                version = version.name(),
+                suite = ?t.and_then(|t| t.cipher_suite()),
+                sni = t.and_then(|t| t.server_name()).unwrap_or(""),
+                "tls handshake complete"
+            );
+        }
+        if !plain.is_empty() {
+            self.frames(cell, now, &plain);
+        }
+        if matches!(read, Ok(r) if r.peer_closed) {
+            cell.session.borrow_mut().close(CloseReason::PeerClosed);
+        }
+        // Deadlines can move earlier here (a completed handshake schedules its first key
+        // update): re-arm, which keeps an earlier timer and is cheap otherwise.
+        self.cx.arm_session_timer(cell);
+    }
+
+    /// How long the loop may park before the next timer is due.
+    pub fn park_timeout(&self) -> Option<Duration> {
+        let next = self.cx.wheel.borrow().next_deadline()?;
+        Some(self.cx.clock.borrow().until_tick(next, TICK))
+    }
+
+    /// True when the loop has something to do without waiting.
+    pub fn has_input(&self) -> bool {
+        self.cx.signals[self.cx.id].control_pending()
+            || self.cx.has_local_work()
+            || !self.accept_in.is_empty()
+            || self.tls_accept_in.as_ref().is_some_and(|r| !r.is_empty())
+            || self.ins.iter().flatten().any(|c| !c.is_empty())
+    }
+
+    fn close_counter(&self, reason: &CloseReason) -> &std::sync::atomic::AtomicU64 {
+        let m = self.cx.m();
+        match reason {
+            CloseReason::PeerClosed => &m.sessions_closed_peer_total,
+            CloseReason::Protocol(_) => &m.sessions_closed_protocol_total,
+            CloseReason::SendBufferOverflow => &m.sessions_closed_send_overflow_total,
+            CloseReason::Io(_) => &m.sessions_closed_io_total,
+            CloseReason::App(_) => &m.sessions_closed_app_total,
+            CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
+            CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
+        }
+    }
+}
+
+impl<A: ShardApp> ConnHost for ShardState<A> {
+    fn open(&self, peer: SocketAddr, tls: bool) -> Option<Rc<SessionCell>> {
+        let cx = &self.cx;
+        if cx.is_draining() {
+            return None;
+        }
+        let cell = match (tls, &self.tls) {
+            (false, _) => cx.open_session(peer),
+            (true, Some(t)) => {
+                let now = cx.clock.borrow_mut().refresh();
+                let layer = match t.layer(now) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "cannot start TLS for a connection");
+                        return None;
+                    }
+                };
+                t.opened();
+                cx.open_session_with(peer, |s| s.with_tls(layer))
+            }
+            (true, None) => {
+                tracing::error!(%peer, "TLS connection on a shard without TLS settings");
+                return None;
+            }
+        };
+        let id = cell.id();
+        let m = cx.m();
+        ShardMetrics::add(&m.connections_accepted_total, 1);
+        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        tracing::debug!(session = %id, %peer, "session opened");
+        guarded(self, "on_open", |app| app.on_open(cx, id));
+        Some(cell)
+    }
+
+    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
+        let now = self.cx.clock.borrow_mut().refresh();
+        match &self.tls {
+            Some(tls) if cell.session.borrow().is_tls() => self.tls_input(tls, cell, now, bytes),
+            _ => self.frames(cell, now, bytes),
+        }
+    }
+
     fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
         let cx = &self.cx;
         let id = cell.id();
+        if let Some(tls) = &self.tls {
+            let mut s = cell.session.borrow_mut();
+            if s.is_tls() {
+                tls.count(&s.take_tls_events());
+                tls.closed();
+            }
+        }
         cx.sessions.borrow_mut().remove(id);
         if let Some(h) = cell.timer.take() {
             cx.wheel.borrow_mut().cancel(h);
