@@ -20,6 +20,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked -q
 fi
 
+# OpenSSL's s_client for the TLS tests (installed from Debian's packages if missing).
+deploy/ci/tls.sh
+
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
 trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true' EXIT

@@ -7,9 +7,10 @@
 //! component adds its section by declaring it, without editing anything here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
-use lattice_runtime::net::tls::TlsConfig;
+use lattice_runtime::net::tls::{TlsConfig, TlsSource};
 use lattice_runtime::net::NetConfig;
 use lattice_runtime::telemetry::log::LogConfig;
 use lattice_runtime::{RuntimeConfig, ShutdownConfig};
@@ -72,6 +73,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[tls]`.
     pub tls: TlsConfig,
+    /// The certificate and key named by `[tls]`, read and checked at load (so a bad file is a
+    /// configuration error); `None` when TLS is off.
+    pub tls_source: Option<Arc<TlsSource>>,
     /// The merged table.
     pub table: toml::Table,
 }
@@ -99,9 +103,19 @@ impl Config {
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
             tls: typed_section(&table, "tls")?,
+            tls_source: None,
             table,
         };
         cfg.validate()?;
+        let mut cfg = cfg;
+        if cfg.tls.enabled() {
+            let source = cfg.tls.load().map_err(|e| ConfigError::BadValue {
+                key: e.key().into(),
+                problem: e.to_string(),
+                origin: "merged configuration".into(),
+            })?;
+            cfg.tls_source = Some(Arc::new(source));
+        }
         Ok(cfg)
     }
 

@@ -49,6 +49,7 @@ pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
             ),
             Err(e) => tracing::error!(
                 by = why,
+                key = e.key(),
                 error = %e,
                 "tls: reload failed; the previous certificate stays in use"
             ),
@@ -71,18 +72,8 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         return exit::CONFIG;
     }
-    // The certificate and key are read now, so a bad file is a config error before anything runs.
-    let tls = if cfg.tls.enabled() {
-        match cfg.tls.load() {
-            Ok(source) => Some(Arc::new(source)),
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                return exit::CONFIG;
-            }
-        }
-    } else {
-        None
-    };
+    // Read and checked when the configuration was loaded (a bad file is a config error).
+    let tls = cfg.tls_source.clone();
     // Storage first: its journal and dump file are replayed before any client is accepted.
     let storage = match Storage::open(cfg.storage.clone(), schema()) {
         Ok(s) => s,

@@ -36,8 +36,14 @@ pub fn add(r: &mut Routes, tls: Option<Arc<TlsSource>>) {
                     )
                 }
                 Err(e) => {
-                    tracing::error!(by = %req.peer, error = %e, "tls: reload failed; the previous certificate stays in use");
-                    Response::text(500, format!("reload failed: {e}\n"))
+                    tracing::error!(by = %req.peer, key = e.key(), error = %e, "tls: reload failed; the previous certificate stays in use");
+                    Response::text(
+                        500,
+                        format!(
+                            "reload failed, the previous certificate stays in use: `{}`: {e}\n",
+                            e.key()
+                        ),
+                    )
                 }
             }
         }),

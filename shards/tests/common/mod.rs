@@ -1,6 +1,8 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -76,10 +76,18 @@ pub fn server_config(
         .collect::<Result<_, _>>()
         .map_err(|e| TlsConfigError::Cert(pem_error(e)))?;
     if chain.is_empty() {
-        return Err(TlsConfigError::Cert("no CERTIFICATE block found".into()));
+        return Err(TlsConfigError::Cert(
+            "no PEM CERTIFICATE block found".into(),
+        ));
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsConfigError::Key(pem_error(e)))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        TlsConfigError::Key(match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PEM PRIVATE KEY block found (PKCS#8, PKCS#1 or SEC1)".into()
+            }
+            other => pem_error(other),
+        })
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -101,7 +109,7 @@ pub fn server_config(
 fn pem_error(e: rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as E;
     match e {
-        E::NoItemsFound => "no PEM block of the expected kind found".into(),
+        E::NoItemsFound => "no PEM CERTIFICATE block found".into(),
         other => format!("malformed PEM ({other:?})"),
     }
 }

@@ -14,12 +14,12 @@ use lattice_wire::tls::rustls::server::ProducesTickets;
 use lattice_wire::tls::rustls::ServerConfig;
 use lattice_wire::tls::{new_ticketer, server_config, ServerOptions, TlsConfigError};
 
-/// Why the certificate or key cannot be used. Its message names the config key at fault
-/// ([`TlsLoadError::key`]) and the file.
+/// Why the certificate or key cannot be used. Its message names the file; [`TlsLoadError::key`]
+/// names the config key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsLoadError {
     /// A file cannot be read.
-    #[error("config key `{key}`: cannot read {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         /// `tls.cert` or `tls.key`.
         key: &'static str,
@@ -29,7 +29,7 @@ pub enum TlsLoadError {
         source: std::io::Error,
     },
     /// The files were read but do not make a usable certificate and key.
-    #[error("config key `{key}`: {path}: {source}")]
+    #[error("{path}: {source}")]
     Invalid {
         /// `tls.cert` or `tls.key`.
         key: &'static str,
