@@ -48,7 +48,38 @@ def status_kib(pid, key):
     return 0
 
 
-def start_server(kind, port, cores="0", shards=1, route="local", binary=None):
+_CERT = None
+
+
+def dev_cert(binary=None):
+    """A development certificate from `lattice tool gen-cert` (made once per run): (cert, key)."""
+    global _CERT
+    if _CERT is None:
+        d = tempfile.mkdtemp(prefix="compare-tls-")
+        subprocess.run([binary or f"{BIN}/lattice", "tool", "gen-cert", "--out", d], check=True,
+                       stdout=subprocess.DEVNULL)
+        _CERT = (os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+    return _CERT
+
+
+def tls_args(binary=None):
+    """lattice options for its TLS listener on a free port: (port, args)."""
+    cert, key = dev_cert(binary)
+    port = free_port()
+    return port, ["--tls.listen", f"127.0.0.1:{port}", "--tls.cert", cert, "--tls.key", key,
+                  # 10 000 handshakes at once from one harness thread can take longer than the
+                  # default 10 s on a loaded machine.
+                  "--tls.handshake_timeout_ms", "120000"]
+
+
+def load_transport_args(transport):
+    """lattice-load options for `transport` (tcp or tls)."""
+    if transport == "tls":
+        return ["--transport", "tls", "--tls-ca", dev_cert()[0]]
+    return []
+
+
+def start_server(kind, port, cores="0", shards=1, route="local", binary=None, extra=()):
     log = open(os.path.join(tempfile.gettempdir(), f"compare-{kind}-{port}.log"), "w")
     if kind == "baseline":
         cmd = ["taskset", "-c", cores, f"{BIN}/baseline-echo", "--listen", f"127.0.0.1:{port}",
@@ -56,7 +87,7 @@ def start_server(kind, port, cores="0", shards=1, route="local", binary=None):
     else:
         cmd = ["taskset", "-c", cores, binary or f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
                "--admin.listen", "", "--runtime.shards", str(shards), "--echo.route", route,
-               "--log.level", "warn"]
+               "--log.level", "warn"] + list(extra)
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     # Probe through the admin-free path: the first connection is harmless (closed at once).
     wait_port(port, p)
@@ -89,12 +120,17 @@ def harness(port, args, procs=2, core="1"):
     return [json.load(open(r)) for r in outs]
 
 
-def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None):
+def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None, transport="tcp"):
     port = free_port()
-    p = start_server(kind, port, cores, shards, route, binary)
+    extra = []
+    if transport == "tls":
+        tls_port, extra = tls_args(binary)
+    p = start_server(kind, port, cores, shards, route, binary, extra)
+    if transport == "tls":
+        port = tls_port
     per = a.rate / 2
     common = ["--connections", str(a.connections // 2), "--depth", str(a.depth), "--payload", "100",
-              "--duration", str(a.duration), "--warmup", "1"]
+              "--duration", str(a.duration), "--warmup", "1"] + load_transport_args(transport)
     c0 = cpu_seconds(p.pid)
     reps = harness(port, common + ["--rate", str(per)], core=hcore)
     c1 = cpu_seconds(p.pid)
@@ -114,16 +150,23 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
     }
 
 
-def idle_run(kind, n, a):
+def idle_run(kind, n, a, transport="tcp"):
     port = free_port()
-    p = start_server(kind, port)
+    extra = []
+    if transport == "tls":
+        tls_port, extra = tls_args()
+    p = start_server(kind, port, extra=extra)
+    if transport == "tls":
+        port = tls_port
     time.sleep(0.5)
     before = status_kib(p.pid, "VmRSS")
+    # TLS: every connection does a full handshake first (one harness thread), so allow longer.
+    hold, settle = (40, 35) if transport == "tls" else (8, 6)
     load = subprocess.Popen(
         ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--scenario", "idle",
-         "--connections", str(n), "--sources", "8", "--duration", "8", "--warmup", "0", "--quiet",
-         "--max-errors", "0"], stdout=subprocess.DEVNULL)
-    time.sleep(6)
+         "--connections", str(n), "--sources", "8", "--duration", str(hold), "--warmup", "0", "--quiet",
+         "--max-errors", "0"] + load_transport_args(transport), stdout=subprocess.DEVNULL)
+    time.sleep(settle)
     after = status_kib(p.pid, "VmRSS")
     if load.wait() != 0:
         sys.exit("idle harness failed (open-files limit? ephemeral ports?)")
@@ -143,7 +186,8 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)
-    ap.add_argument("--only", default="echo,mesh,idle")
+    ap.add_argument("--only", default="echo,mesh,idle",
+                    help="comma list of echo, mesh, idle, tls (TLS against TCP on the same server)")
     ap.add_argument("--json", default="", help="write all raw results here")
     ap.add_argument("--variants", default="",
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
@@ -190,6 +234,28 @@ def main():
         print(f"| RSS before (KiB) | {li['rss_before_kib']} | {bi['rss_before_kib']} |")
         print(f"| RSS after (KiB) | {li['rss_after_kib']} | {bi['rss_after_kib']} |")
         print(f"| bytes per connection | {li['bytes_per_conn']:.0f} | {bi['bytes_per_conn']:.0f} |")
+    if "tls" in only:
+        tcp, tls = [], []
+        for i in range(a.reps):
+            tcp.append(echo_run("lattice", a, transport="tcp"))
+            tls.append(echo_run("lattice", a, transport="tls"))
+            print(f"  rep {i+1}: tcp {tcp[-1]['cpu_us_per_rt']:.3f} µs/rt, "
+                  f"tls {tls[-1]['cpu_us_per_rt']:.3f} µs/rt", flush=True)
+        ti = idle_run("lattice", a.idle, a, transport="tcp")
+        si = idle_run("lattice", a.idle, a, transport="tls")
+        results["tls"] = {"tcp": tcp, "tls": tls, "idle_tcp": ti, "idle_tls": si}
+        print(f"\n| lattice, same build (median of {a.reps}) | TLS 1.3 | TCP | ratio |\n|---|---:|---:|---:|")
+        for key, label in [("cpu_us_per_rt", "server CPU µs per round trip (open loop)"),
+                           ("open_rt_per_s", "round trips/s at the fixed rate"),
+                           ("open_p99_us", "p99 µs at the fixed rate"),
+                           ("closed_rt_per_s", "round trips/s closed loop"),
+                           ("closed_p99_us", "p99 µs closed loop")]:
+            s_, t_ = med(tls, key), med(tcp, key)
+            print(f"| {label} | {s_:.3f} | {t_:.3f} | {s_ / t_ if t_ else float('nan'):.2f} |")
+        print(f"\n| {a.idle} idle connections | TLS 1.3 | TCP |\n|---|---:|---:|")
+        print(f"| RSS before (KiB) | {si['rss_before_kib']} | {ti['rss_before_kib']} |")
+        print(f"| RSS after (KiB) | {si['rss_after_kib']} | {ti['rss_after_kib']} |")
+        print(f"| bytes per connection | {si['bytes_per_conn']:.0f} | {ti['bytes_per_conn']:.0f} |")
     if a.variants:
         variants = [v.split("=", 1) for v in a.variants.split(",")]
         rows = {name: [] for name, _ in variants}

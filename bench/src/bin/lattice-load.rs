@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use lattice_bench::transport::{TlsClient, TlsVersions, Transport};
 use lattice_bench::wire::{parse_flags, put_frame, whole_frame};
 use lattice_proto::{opcode, pb, AnyMessage};
 use prost::Message;
@@ -31,6 +32,10 @@ USAGE: lattice-load [--option value ...]
   --duration SECS       measured duration (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
   --scenario S          echo | chat | idle (default echo)
+  --transport T         tcp | tls: binary frames over TCP, or over TLS (default tcp)
+  --tls-ca FILE         tls: trust this PEM certificate (e.g. from `lattice tool gen-cert`)
+  --tls-name NAME       tls: the server name to verify and send as SNI (default localhost)
+  --tls-version V       tls: 1.3 | 1.2 | any (default any: 1.3 is negotiated)
   --rooms N             chat rooms (default connections/10, at least 1)
   --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
   --max-errors N        exit 1 when errors exceed N (default 0)
@@ -54,6 +59,8 @@ struct Opts {
     max_errors: u64,
     report: Option<String>,
     quiet: bool,
+    /// `--transport tls`: the TLS client; `None` = TCP.
+    tls: Option<TlsClient>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -79,7 +86,11 @@ fn parse_opts() -> Result<Opts, String> {
         max_errors: 0,
         report: None,
         quiet: false,
+        tls: None,
     };
+    let mut transport = "tcp".to_string();
+    let (mut tls_ca, mut tls_name, mut tls_version) =
+        (None, "localhost".to_string(), TlsVersions::Any);
     let num = |k: &str, v: &str| -> Result<f64, String> {
         v.parse::<f64>()
             .ok()
@@ -111,12 +122,32 @@ fn parse_opts() -> Result<Opts, String> {
             "sources" => o.sources = (num(&k, &v)? as u8).max(1),
             "max-errors" => o.max_errors = num(&k, &v)? as u64,
             "report" => o.report = Some(v),
+            "transport" => transport = v,
+            "tls-ca" => tls_ca = Some(std::path::PathBuf::from(v)),
+            "tls-name" => tls_name = v,
+            "tls-version" => {
+                tls_version = match v.as_str() {
+                    "1.3" => TlsVersions::Tls13,
+                    "1.2" => TlsVersions::Tls12,
+                    "any" => TlsVersions::Any,
+                    _ => return Err(format!("--tls-version: 1.3, 1.2 or any, got {v:?}")),
+                }
+            }
             "quiet" => o.quiet = true,
             _ => return Err(format!("unknown option --{k} (see --help)")),
         }
     }
     if o.connections == 0 {
         return Err("--connections must be at least 1".into());
+    }
+    match transport.as_str() {
+        "tcp" => {}
+        "tls" => {
+            let ca =
+                tls_ca.ok_or("--transport tls needs --tls-ca FILE (the server's certificate)")?;
+            o.tls = Some(TlsClient::new(&ca, &tls_name, tls_version)?);
+        }
+        _ => return Err(format!("--transport: tcp or tls, got {transport:?}")),
     }
     if o.rooms == 0 {
         o.rooms = (o.connections / 10).max(1);
@@ -246,11 +277,25 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     sock.bind(SocketAddr::new(src, 0))
         .map_err(|e| format!("bind {src}: {e}"))?;
-    let mut s = sock
+    let s = sock
         .connect(o.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
+    match &o.tls {
+        None => session(s, i, o, st, ck).await,
+        Some(tls) => session(tls.connect(s).await?, i, o, st, ck).await,
+    }
+}
+
+/// One connection's life once its transport is up: Hello (and JoinRoom), then the scenario.
+async fn session<S: Transport>(
+    mut s: S,
+    i: usize,
+    o: &Opts,
+    st: &Shared,
+    ck: &Clock,
+) -> Result<(), String> {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut tmp = vec![0u8; 64 * 1024];
     // Hello / Welcome.
@@ -266,6 +311,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         put_frame(&mut out, opcode::JOIN_ROOM, 0, 2, &j.encode_to_vec());
     }
     s.write_all(&out).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let want = if o.scenario == Scenario::Chat { 2 } else { 1 };
     let mut got = 0;
     while got < want {
@@ -306,7 +352,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     } else {
         opcode::PING
     };
-    let (mut rd, mut wr) = s.into_split();
+    let (mut rd, mut wr) = s.halves();
     let pending: Rc<RefCell<HashMap<u32, Instant>>> = Rc::new(RefCell::new(HashMap::new()));
     let per_conn_rate = o.rate / o.connections as f64;
     let writer_done = Rc::new(std::cell::Cell::new(o.rate <= 0.0));
@@ -323,6 +369,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         }
         st.borrow_mut().sent += o.depth as u64;
         wr.write_all(&frame_out).await.map_err(|e| e.to_string())?;
+        wr.flush().await.map_err(|e| e.to_string())?;
         (None, Some(wr))
     } else {
         let (pending, st, body) = (pending.clone(), st.clone(), body.clone());
@@ -353,7 +400,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
                     n += 1;
                 }
                 st.borrow_mut().sent += n;
-                if wr.write_all(&out).await.is_err() {
+                if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                     st.borrow_mut().error("write failed".into());
                     done.set(true);
                     return wr;
@@ -433,6 +480,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
             w.write_all(&frame_out)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
+            w.flush().await.map_err(|e| format!("write: {e}"))?;
         }
     }
     if let Some(w) = writer {
@@ -455,6 +503,7 @@ fn report(o: &Opts, s: &Stats, ck: &Clock) -> i32 {
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1e3;
     let json = serde_json::json!({
         "scenario": format!("{:?}", o.scenario).to_lowercase(),
+        "transport": if o.tls.is_some() { "tls" } else { "tcp" },
         "addr": o.addr.to_string(),
         "connections": o.connections,
         "connected": s.connected,

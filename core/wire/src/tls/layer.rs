@@ -14,7 +14,7 @@
 //!
 //! Memory at rest: the rustls connection (keys, record layer, about 2 KiB here) and rustls' input
 //! buffer (4 KiB once anything was read, up to 18 KiB while a large record is incomplete); the
-//! outbound queue is released when drained, like the session's own.
+//! outbound queue is released when drained.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -124,15 +124,13 @@ impl std::fmt::Debug for TlsLayer {
         f.debug_struct("TlsLayer")
             .field("phase", &self.phase)
             .field("unsent", &self.unsent())
+            .field("out_capacity", &self.out.capacity())
             .field("next_key_update", &self.next_key_update)
             .finish_non_exhaustive()
     }
 }
 
 impl TlsLayer {
-    /// Outbound ciphertext queue capacity kept when drained; more is released.
-    const KEEP: usize = 4096;
-
     /// A layer for a connection accepted at `now` with `config` (the listener's current
     /// certificate). Fails only when rustls refuses the configuration.
     pub fn new(
@@ -277,13 +275,11 @@ impl TlsLayer {
         self.written += n;
         assert!(self.written <= self.out.len(), "consumed more than queued");
         if self.written == self.out.len() {
+            // Released, not kept: an idle TLS session holds no outbound buffer (one small
+            // allocation per write batch is cheap next to the encryption and the syscall).
             self.written = 0;
             self.key_update_unsent = false;
-            if self.out.capacity() > Self::KEEP {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
+            self.out = Vec::new();
         }
     }
 
