@@ -44,7 +44,7 @@ fn wait_until(l: &Lattice, what: &str, mut f: impl FnMut() -> bool) {
 fn tls13_and_tls12_round_trips_with_many_key_updates_both_ways() {
     let dir = TempDir::new("versions");
     let (cert, key) = gen_cert(&dir.0);
-    let t = TlsLattice::start(&cert, &key, &["--tls.key_update_interval_s", "1"]);
+    let mut t = TlsLattice::start(&cert, &key, &["--tls.key_update_interval_s", "1"]);
     let l = &t.l;
 
     // TLS 1.3: the client rotates its keys every 5 pings; the server rotates on its interval.
@@ -95,6 +95,14 @@ fn tls13_and_tls12_round_trips_with_many_key_updates_both_ways() {
     });
     assert_eq!(metric(l, "lattice_tls_errors_total"), 0);
     assert_eq!(metric(l, "lattice_tls_handshake_failures_total"), 0);
+
+    // SIGTERM: both sessions end with the server's close_notify, and the process exits 0.
+    assert_eq!(t.l.terminate(), 0, "{}", t.l.logs());
+    for cl in [&mut c, &mut c12] {
+        assert!(cl.try_recv().is_none());
+        let st = cl.s.conn.process_new_packets().unwrap();
+        assert!(st.peer_has_closed(), "no close_notify from the server");
+    }
 }
 
 use lattice_wire::tls::rustls;
