@@ -153,7 +153,21 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
 fn openssl_s_client_sees_interval_key_updates_and_makes_its_own_while_pings_flow() {
     let dir = TempDir::new("openssl");
     let (cert, key) = gen_cert(&dir.0);
-    let t = TlsLattice::start(&cert, &key, &["--tls.key_update_interval_s", "1"]);
+    // No idle or handshake deadline: the key-update deadline, set by the connection task when the
+    // handshake completes, is then the only timer, and it fires only if setting it woke the
+    // parked shard loop.
+    let t = TlsLattice::start(
+        &cert,
+        &key,
+        &[
+            "--tls.key_update_interval_s",
+            "1",
+            "--tls.handshake_timeout_ms",
+            "0",
+            "--net.idle_timeout_ms",
+            "0",
+        ],
+    );
     let l = &t.l;
     let mut c = SClient::start(t.tls_port, &cert, dir.0.join("msg.txt"));
 
