@@ -6,37 +6,17 @@ and `lattice-load` sends Pings at a fixed open-loop rate over TCP or TLS, once f
 once for a long duration; the difference in instructions divided by the difference in round
 trips is the cost of one round trip, with start-up, handshakes and shutdown cancelled out.
 Counts are user-space instructions only (the kernel's share, ~85 % of the CPU time here, is not
-in them): they measure what TLS adds in the process, not the whole cost.
+in them): they measure what TLS adds in the process, not the whole cost. They still move between
+runs (by a third here): how many requests one read or one loop pass serves depends on timing, and
+the server is ~50 times slower under valgrind. Hence several alternating repetitions and medians.
 
-    python3 bench/callgrind_rt.py [--rate 2000] [--durations 3,9] [--connections 10]
+    python3 bench/callgrind_rt.py [--reps 3] [--rate 2000] [--durations 3,9] [--connections 10]
 
 Uses CARGO_TARGET_DIR (default `target`)/release/{lattice,lattice-load}.
 """
-import argparse, json, os, re, signal, socket, subprocess, sys, tempfile, time
+import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile
 
-TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
-BIN = os.path.join(TARGET, "release")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, proc, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            sys.exit(f"server exited early with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"server on {port} did not start")
+from compare import BIN, free_port, wait_port
 
 
 def run(transport, duration, a, cert, key, tmp):
@@ -51,7 +31,7 @@ def run(transport, duration, a, cert, key, tmp):
            "--tls.listen", f"127.0.0.1:{tls_port}", "--tls.cert", cert, "--tls.key", key,
            "--tls.handshake_timeout_ms", "120000"]
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
-    wait_port(admin, p)
+    wait_port(admin, p, timeout=120)
     target = tls_port if transport == "tls" else port
     rep = os.path.join(tmp, f"cg-load-{transport}-{duration}.json")
     load = ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{target}",
@@ -78,23 +58,28 @@ def main():
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--durations", default="3,9")
     ap.add_argument("--connections", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     short, long_ = (float(x) for x in a.durations.split(","))
     tmp = tempfile.mkdtemp(prefix="callgrind-rt-")
     subprocess.run([f"{BIN}/lattice", "tool", "gen-cert", "--out", tmp], check=True,
                    stdout=subprocess.DEVNULL)
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    rows = {}
-    for transport in ["tcp", "tls"]:
-        i1, r1 = run(transport, short, a, cert, key, tmp)
-        i2, r2 = run(transport, long_, a, cert, key, tmp)
-        rows[transport] = (i2 - i1) / max(r2 - r1, 1)
-        print(f"  {transport}: {i1} Ir / {r1} rt ({short:g} s), {i2} Ir / {r2} rt ({long_:g} s)",
-              flush=True)
+    rows = {"tcp": [], "tls": []}
+    for rep in range(a.reps):
+        for transport in ["tcp", "tls"]:
+            i1, r1 = run(transport, short, a, cert, key, tmp)
+            i2, r2 = run(transport, long_, a, cert, key, tmp)
+            rows[transport].append((i2 - i1) / max(r2 - r1, 1))
+            print(f"  rep {rep + 1} {transport}: {i1} Ir / {r1} rt ({short:g} s), {i2} Ir / {r2} rt "
+                  f"({long_:g} s): {rows[transport][-1]:.0f} Ir per rt", flush=True)
+    tls, tcp = statistics.median(rows["tls"]), statistics.median(rows["tcp"])
+    ratios = [s / t for s, t in zip(rows["tls"], rows["tcp"])]
     print(f"\n| server user-space instructions per round trip ({a.connections} conns, "
-          f"{a.rate:g} rt/s, callgrind) | TLS 1.3 | TCP | ratio |\n|---|---:|---:|---:|")
-    print(f"| Ir per round trip | {rows['tls']:.0f} | {rows['tcp']:.0f} | "
-          f"{rows['tls'] / rows['tcp']:.2f} |")
+          f"{a.rate:g} rt/s, callgrind, median of {a.reps}) | TLS 1.3 | TCP | ratio |\n"
+          f"|---|---:|---:|---:|")
+    print(f"| Ir per round trip | {tls:.0f} | {tcp:.0f} | {tls / tcp:.2f} |")
+    print(f"\nratio per repetition: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

@@ -249,18 +249,8 @@ impl Client {
     /// Next frame, or None when the server closed the connection.
     pub fn try_recv(&mut self) -> Option<RawFrame> {
         loop {
-            if self.buf.len() >= 12 {
-                let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= len {
-                    let f = RawFrame {
-                        opcode: u16::from_le_bytes(self.buf[4..6].try_into().unwrap()),
-                        flags: u16::from_le_bytes(self.buf[6..8].try_into().unwrap()),
-                        request_id: u32::from_le_bytes(self.buf[8..12].try_into().unwrap()),
-                        body: self.buf[12..len].to_vec(),
-                    };
-                    self.buf.drain(..len);
-                    return Some(f);
-                }
+            if let Some(f) = take_frame(&mut self.buf) {
+                return Some(f);
             }
             let mut tmp = [0u8; 65536];
             match self.s.read(&mut tmp) {
@@ -282,6 +272,25 @@ impl Client {
         }
         false
     }
+}
+
+/// Takes the first frame out of `buf` when it is complete.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<RawFrame> {
+    if buf.len() < 12 {
+        return None;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    if buf.len() < len {
+        return None;
+    }
+    let f = RawFrame {
+        opcode: u16::from_le_bytes(buf[4..6].try_into().unwrap()),
+        flags: u16::from_le_bytes(buf[6..8].try_into().unwrap()),
+        request_id: u32::from_le_bytes(buf[8..12].try_into().unwrap()),
+        body: buf[12..len].to_vec(),
+    };
+    buf.drain(..len);
+    Some(f)
 }
 
 pub fn expect_error(f: &RawFrame, code: u32) -> pb::Error {

@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::{encode, free_port, Lattice, RawFrame};
+use super::{encode, free_port, take_frame, Lattice, RawFrame};
 
 /// A fresh directory under the temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -156,18 +156,8 @@ impl TlsClient {
     /// Next frame, or None once the server closed.
     pub fn try_recv(&mut self) -> Option<RawFrame> {
         loop {
-            if self.buf.len() >= 12 {
-                let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= len {
-                    let f = RawFrame {
-                        opcode: u16::from_le_bytes(self.buf[4..6].try_into().unwrap()),
-                        flags: u16::from_le_bytes(self.buf[6..8].try_into().unwrap()),
-                        request_id: u32::from_le_bytes(self.buf[8..12].try_into().unwrap()),
-                        body: self.buf[12..len].to_vec(),
-                    };
-                    self.buf.drain(..len);
-                    return Some(f);
-                }
+            if let Some(f) = take_frame(&mut self.buf) {
+                return Some(f);
             }
             let mut tmp = [0u8; 16384];
             match self.s.read(&mut tmp) {
