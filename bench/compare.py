@@ -7,7 +7,16 @@ fixed open-loop rate, so it stays meaningful when the harness is the bottleneck.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
+def target_dir():
+    """The cargo target dir (CARGO_TARGET_DIR, a cargo config, or ./target): ask cargo."""
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return os.environ["CARGO_TARGET_DIR"]
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                          capture_output=True, text=True, check=True)
+    return json.loads(meta.stdout)["target_directory"]
+
+
+TARGET = target_dir()
 BIN = os.path.join(TARGET, "release")
 HZ = os.sysconf("SC_CLK_TCK")
 
