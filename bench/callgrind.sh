@@ -3,15 +3,16 @@
 # `valgrind --tool=callgrind` — deterministic on a noisy machine, unlike CPU time.
 #
 #   bench/callgrind.sh [--bin DIR] [--shards N] [--route local|hash|remote] [--conns N] [--depth N]
-#                      [--secs S] [--route-key echo.route]
+#                      [--secs S] [--route-key echo.route] [--keep DIR]
 #
 # Two runs under callgrind: one under `lattice-load` for S seconds, one idle for S seconds; the
 # result is (instructions with load − instructions idle) ÷ round trips. DIR holds `lattice` and
 # `lattice-load` (default: the release dir of this checkout's target dir). The epoll driver is used
 # (valgrind does not model io_uring). Kernel work is not counted: this measures our code.
+# --keep DIR copies both callgrind outputs there (cg.load, cg.idle) for `callgrind_annotate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=""; shards=1; route=local; conns=8; depth=8; secs=8; route_key=echo.route
+dir=""; shards=1; route=local; conns=8; depth=8; secs=8; route_key=echo.route; keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) dir=$2; shift 2 ;;
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
     --depth) depth=$2; shift 2 ;;
     --secs) secs=$2; shift 2 ;;
     --route-key) route_key=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
     *) echo "callgrind.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +55,7 @@ run() { # $1 = load|idle; prints "instructions round_trips"
 }
 read -r load rts < <(run load)
 read -r idle _ < <(run idle)
+if [ -n "$keep" ]; then mkdir -p "$keep"; cp "$work/cg.load" "$work/cg.idle" "$keep/"; fi
 python3 - "$load" "$idle" "$rts" "$shards" "$route" "$conns" "$depth" <<'PY'
 import sys
 load, idle, rts = (int(x) for x in sys.argv[1:4])
