@@ -465,7 +465,9 @@ impl Heap {
         }
     }
 
-    #[inline]
+    /// Kept out of line so that the own-block path of `free_small` (inlined into every
+    /// `dealloc`) needs no saved registers.
+    #[inline(never)]
     unsafe fn free_remote(
         &self,
         l: &mut HeapLocal,
