@@ -109,16 +109,21 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
     c1 = cpu_seconds(p.pid)
     responses = sum(r["responses"] for r in reps)
     p99 = max(r["latency_us"]["p99"] for r in reps)
-    # Closed loop right after: throughput.
-    reps2 = harness(port, common, core=hcore)
+    # Closed loop right after: throughput (skipped with --closed-duration 0).
+    reps2 = None
+    if a.closed_duration != 0:
+        closed = common[:]
+        if a.closed_duration is not None:
+            closed[closed.index("--duration") + 1] = str(a.closed_duration)
+        reps2 = harness(port, closed, core=hcore)
     peak = status_kib(p.pid, "VmHWM")
     stop(p)
     return {
         "cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
         "open_rt_per_s": sum(r["rt_per_s"] for r in reps),
         "open_p99_us": p99,
-        "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2),
-        "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2),
+        "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2) if reps2 else float("nan"),
+        "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2) if reps2 else float("nan"),
         "peak_rss_kib": peak,
     }
 
@@ -149,6 +154,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--rate", type=float, default=60000, help="total open-loop rate (req/s)")
+    ap.add_argument("--closed-duration", type=float, default=None,
+                    help="seconds of the closed-loop run after each open-loop run (default: --duration; "
+                         "0 skips it)")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)

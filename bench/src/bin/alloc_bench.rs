@@ -2,7 +2,7 @@
 //! process, cases interleaved, medians and IQR. See bench/results/alloc.md.
 //!
 //! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR[|SUBSTR...]]
-//! [--profile ALLOC]` (`--profile` runs the selected cases for one allocator, no report;
+//! [--profile ALLOC] [--pause-ms MS]` (`--profile` runs the selected cases for one allocator, no report;
 //! `--profile floor` runs the `xfree_pingpong` harness without an allocator).
 //! Child mode (used internally): `alloc_bench --child meta|soak ALLOC [SECS]`.
 
@@ -108,6 +108,9 @@ fn main() {
     let soak_secs: u64 = arg(&args, "--soak-secs", 60);
     let meta_reps: usize = arg(&args, "--meta-reps", 5);
     let only: String = arg(&args, "--only", String::new());
+    // Sleep after each case's round of allocators: run under `chrt -f` (real-time priority, so the
+    // timings do not measure other processes' scheduling) it hands the machine back in between.
+    let pause = std::time::Duration::from_millis(arg(&args, "--pause-ms", 0));
     println!(
         "# alloc_bench reps={reps} scale={} soak_secs={soak_secs} meta_reps={meta_reps}",
         scale.0
@@ -160,6 +163,7 @@ fn main() {
                     .or_default()
                     .push(cases::xfree_pingpong_floor(&scale));
             }
+            std::thread::sleep(pause);
         }
         eprintln!("rep {}/{reps} done", rep + 1);
     }
