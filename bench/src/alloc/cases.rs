@@ -38,6 +38,55 @@ fn backoff(spins: &mut u32) {
     }
 }
 
+/// The first two CPUs this process may run on, if it may run on two.
+pub fn two_cpus() -> Option<(usize, usize)> {
+    // SAFETY: cpu_set_t is plain data; the kernel fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let mut it = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set));
+        Some((it.next()?, it.next()?))
+    }
+}
+
+/// The calling thread's CPU mask before [`pin`]; restored on drop.
+pub struct Pinned(Option<libc::cpu_set_t>);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restores a mask the kernel gave us.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu` until the returned guard drops. The cross-thread cases put
+/// their two threads on two different CPUs: left to the scheduler, the two sometimes share one
+/// CPU and take turns, and the case then measures a hand-off inside one core's cache (≈ 8 ns per
+/// `xfree_pingpong` message here instead of ≈ 65). Does nothing if the kernel refuses.
+pub fn pin(cpu: Option<usize>) -> Pinned {
+    let Some(cpu) = cpu else {
+        return Pinned(None);
+    };
+    // SAFETY: cpu_set_t is plain data, filled by the kernel or by CPU_SET.
+    unsafe {
+        let n = std::mem::size_of::<libc::cpu_set_t>();
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, n, &mut old) != 0 {
+            return Pinned(None);
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        if libc::sched_setaffinity(0, n, &one) != 0 {
+            return Pinned(None);
+        }
+        Pinned(Some(old))
+    }
+}
+
 #[inline]
 pub fn lay(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -151,7 +200,9 @@ pub fn xfree_spsc(al: Alloc, mode: usize, s: &Scale) -> f64 {
     let ring = Arc::new(Ring::new());
     let bar = Arc::new(Barrier::new(2));
     let (r2, b2) = (ring.clone(), bar.clone());
+    let cpus = two_cpus();
     let consumer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         b2.wait();
         let mut got = 0;
         let mut sp = 0;
@@ -169,6 +220,7 @@ pub fn xfree_spsc(al: Alloc, mode: usize, s: &Scale) -> f64 {
         }
     });
     let mut r = Rng(3);
+    let _pin = pin(cpus.map(|c| c.0));
     bar.wait();
     let t = Instant::now();
     for _ in 0..n {
@@ -254,7 +306,9 @@ fn pingpong<A: Blocks, B: Blocks>(mut mine: A, mut theirs: B, s: &Scale) -> f64 
     const INFLIGHT: u64 = 32;
     let bar = Arc::new(Barrier::new(2));
     let b2 = bar.clone();
+    let cpus = two_cpus();
     let peer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         b2.wait();
         for _ in 0..n {
             let mut sp = 0;
@@ -272,6 +326,7 @@ fn pingpong<A: Blocks, B: Blocks>(mut mine: A, mut theirs: B, s: &Scale) -> f64 
             }
         }
     });
+    let _pin = pin(cpus.map(|c| c.0));
     bar.wait();
     let t = Instant::now();
     let mut sent = 0;
@@ -307,7 +362,9 @@ pub fn xfree_burst(al: Alloc, s: &Scale) -> f64 {
     let r2 = ring.clone();
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();
+    let cpus = two_cpus();
     let consumer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         let mut sp = 0;
         loop {
             if let Some(v) = r2.pop() {
@@ -325,6 +382,7 @@ pub fn xfree_burst(al: Alloc, s: &Scale) -> f64 {
         }
     });
     let mut r = Rng(11);
+    let _pin = pin(cpus.map(|c| c.0));
     let t = Instant::now();
     for _ in 0..bursts {
         let v: Vec<(usize, usize)> = (0..10_000)
