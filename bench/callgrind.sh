@@ -3,7 +3,7 @@
 # `valgrind --tool=callgrind` — deterministic on a noisy machine, unlike CPU time.
 #
 #   bench/callgrind.sh [--bin DIR] [--shards N] [--route local|hash|remote] [--conns N] [--depth N]
-#                      [--secs S] [--route-key echo.route] [--transport tcp|tls]
+#                      [--secs S] [--route-key echo.route] [--transport tcp|tls] [--keep DIR]
 #
 # Two runs under callgrind: one under `lattice-load` for S seconds, one with the same connections
 # open and idle for S seconds (so connecting, the TLS handshake and Hello cancel out); the result
@@ -11,9 +11,10 @@
 # drives the frames over TLS 1.3 (a certificate from `lattice tool gen-cert`). DIR holds `lattice` and
 # `lattice-load` (default: the release dir of this checkout's target dir). The epoll driver is used
 # (valgrind does not model io_uring). Kernel work is not counted: this measures our code.
+# --keep DIR copies both callgrind outputs there (cg.load, cg.idle) for `callgrind_annotate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=""; shards=1; route=local; conns=8; depth=8; secs=8; route_key=echo.route; transport=tcp
+dir=""; shards=1; route=local; conns=8; depth=8; secs=8; route_key=echo.route; transport=tcp; keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) dir=$2; shift 2 ;;
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
     --secs) secs=$2; shift 2 ;;
     --route-key) route_key=$2; shift 2 ;;
     --transport) transport=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
     *) echo "callgrind.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -69,6 +71,7 @@ run() { # $1 = load|idle; prints "instructions round_trips"
 }
 read -r load rts < <(run load)
 read -r idle _ < <(run idle)
+if [ -n "$keep" ]; then mkdir -p "$keep"; cp "$work/cg.load" "$work/cg.idle" "$keep/"; fi
 python3 - "$load" "$idle" "$rts" "$shards" "$route" "$conns" "$depth" "$transport" <<'PY'
 import sys
 load, idle, rts = (int(x) for x in sys.argv[1:4])

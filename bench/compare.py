@@ -145,26 +145,31 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
     c1 = cpu_seconds(p.pid)
     responses = sum(r["responses"] for r in reps)
     p99 = max(r["latency_us"]["p99"] for r in reps)
-    # Closed loop right after: throughput.
-    reps2 = harness(port, common, core=hcore)
+    # Closed loop right after: throughput (skipped with --closed-duration 0).
+    reps2 = None
+    if a.closed_duration != 0:
+        closed = common[:]
+        if a.closed_duration is not None:
+            closed[closed.index("--duration") + 1] = str(a.closed_duration)
+        reps2 = harness(port, closed, core=hcore)
     peak = status_kib(p.pid, "VmHWM")
     stop(p)
     return {
         "cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
         "open_rt_per_s": sum(r["rt_per_s"] for r in reps),
         "open_p99_us": p99,
-        "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2),
-        "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2),
+        "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2) if reps2 else float("nan"),
+        "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2) if reps2 else float("nan"),
         "peak_rss_kib": peak,
     }
 
 
-def idle_run(kind, n, a, transport="tcp"):
+def idle_run(kind, n, a, transport="tcp", binary=None):
     port = free_port()
     extra = []
     if transport == "tls":
         tls_port, extra = tls_args()
-    p = start_server(kind, port, extra=extra)
+    p = start_server(kind, port, extra=extra, binary=binary)
     if transport == "tls":
         port = tls_port
     time.sleep(0.5)
@@ -192,6 +197,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--rate", type=float, default=60000, help="total open-loop rate (req/s)")
+    ap.add_argument("--closed-duration", type=float, default=None,
+                    help="seconds of the closed-loop run after each open-loop run (default: --duration; "
+                         "0 skips it)")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)
@@ -202,6 +210,8 @@ def main():
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
     ap.add_argument("--variant-shards", type=int, default=1, help="shards for --variants runs")
     ap.add_argument("--variant-route", default="local", help="echo.route for --variants runs")
+    ap.add_argument("--variant-idle", type=int, default=0,
+                    help="also measure idle memory per connection of each variant with this many connections")
     a = ap.parse_args()
     only = set(a.only.split(","))
     results = {}
@@ -276,13 +286,31 @@ def main():
                   flush=True)
         results["variants"] = rows
         first = variants[0][0]
-        print(f"\n| variant (median of {a.reps}) | server CPU µs/rt | ratio to {first} | closed-loop rt/s | peak RSS KiB |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"\n| variant (median of {a.reps}) | server CPU µs/rt | ratio to {first} | "
+              f"paired ratio, median [IQR] | closed-loop rt/s | peak RSS KiB |")
+        print("|---|---:|---:|---:|---:|---:|")
         base = med(rows[first], "cpu_us_per_rt")
         for name, _ in variants:
             c = med(rows[name], "cpu_us_per_rt")
-            print(f"| {name} | {c:.3f} | {c / base:.2f} | {med(rows[name], 'closed_rt_per_s'):.0f} | "
-                  f"{med(rows[name], 'peak_rss_kib'):.0f} |")
+            # each repetition's ratio to the first variant's run of the same repetition: runs
+            # next to each other share the machine's load, so these spread less than the medians
+            pr = sorted(r["cpu_us_per_rt"] / b["cpu_us_per_rt"] for r, b in zip(rows[name], rows[first]))
+            q = statistics.quantiles(pr, n=4) if len(pr) > 1 else [pr[0]] * 3
+            print(f"| {name} | {c:.3f} | {c / base:.2f} | {q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}] | "
+                  f"{med(rows[name], 'closed_rt_per_s'):.0f} | {med(rows[name], 'peak_rss_kib'):.0f} |")
+    if a.variants and a.variant_idle:
+        variants = [v.split("=", 1) for v in a.variants.split(",")]
+        idle = {name: [] for name, _ in variants}
+        for _ in range(a.reps):
+            for name, path in variants:
+                idle[name].append(idle_run("lattice", a.variant_idle, a, binary=path))
+        results["variant_idle"] = idle
+        print(f"\n| variant (median of {a.reps}) | RSS before KiB | RSS after KiB | "
+              f"bytes per idle connection ({a.variant_idle}) |")
+        print("|---|---:|---:|---:|")
+        for name, _ in variants:
+            print(f"| {name} | {med(idle[name], 'rss_before_kib'):.0f} | {med(idle[name], 'rss_after_kib'):.0f} | "
+                  f"{med(idle[name], 'bytes_per_conn'):.0f} |")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=2)
 

@@ -29,9 +29,10 @@ trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh st
 
 # Everything, with io_uring forced (fails loudly if the kernel refuses it)...
 LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast
-# ...and the whole-process tests again on epoll, and with lattice-alloc as the global allocator.
+# ...and the whole-process tests again on epoll, and with glibc's malloc as the global allocator
+# (the default is lattice-alloc).
 LATTICE_RUNTIME__DRIVER=epoll cargo nextest run -p lattice-runtime -p lattice-server --no-fail-fast
-cargo nextest run -p lattice-server --no-default-features --features alloc-lattice --no-fail-fast
+cargo nextest run -p lattice-server --no-default-features --features alloc-system --no-fail-fast
 
 # lattice-alloc: 10 M-operation release stress test and the loom model of the remote-free lanes.
 deploy/ci/alloc.sh
