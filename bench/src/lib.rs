@@ -3,3 +3,4 @@
 //! Shared pieces of the harness and the baseline live here: frame encoding and the option parser.
 
 pub mod wire;
+pub mod ws;

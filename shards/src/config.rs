@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
+use lattice_runtime::net::listener::{listener_specs, HttpConfig, ListenerSpec, ListenersConfig};
 use lattice_runtime::net::NetConfig;
 use lattice_runtime::telemetry::log::LogConfig;
 use lattice_runtime::{RuntimeConfig, ShutdownConfig};
@@ -69,6 +70,12 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[listeners]`.
+    pub listeners: ListenersConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// The listeners the shards serve (from `net.listen`, `[listeners]` and `[http]`).
+    pub listener_specs: Vec<ListenerSpec>,
     /// The merged table.
     pub table: toml::Table,
 }
@@ -95,8 +102,19 @@ impl Config {
             admin: typed_section(&table, "admin")?,
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
+            listeners: typed_section(&table, "listeners")?,
+            http: typed_section(&table, "http")?,
+            listener_specs: Vec::new(),
             table,
         };
+        let mut cfg = cfg;
+        cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http).map_err(|e| {
+            ConfigError::BadValue {
+                key: e.key,
+                problem: e.problem,
+                origin: "merged configuration".into(),
+            }
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -185,6 +203,48 @@ mod tests {
         let c = Config::load(None, vec![], vec![]).unwrap();
         let d = StorageConfig::default();
         assert_eq!(format!("{:?}", c.storage), format!("{d:?}"));
+    }
+
+    #[test]
+    fn listeners_default_and_extra_ones_are_checked() {
+        let c = Config::load(None, vec![], vec![]).unwrap();
+        let l: Vec<(&str, &str)> = c
+            .listener_specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.addr.as_str()))
+            .collect();
+        assert_eq!(l, [("binary", "0.0.0.0:7100"), ("http", "0.0.0.0:7102")]);
+        assert_eq!(c.admin.listen, "127.0.0.1:7101");
+        assert_eq!(c.listeners.backlog, 4096);
+        let c = Config::load(
+            None,
+            vec![],
+            vec![(
+                "listeners.extra".into(),
+                r#"[{ addr = "127.0.0.1:7200", stack = "binary", session = "internal" }]"#.into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.listener_specs.len(), 3);
+        for (extra, needle) in [
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "http", session = "internal" }]"#,
+                "cannot use stack",
+            ),
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "binary", session = "client", tls = true }]"#,
+                "TLS",
+            ),
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "quic", session = "client" }]"#,
+                "quic",
+            ),
+        ] {
+            let e = Config::load(None, vec![], vec![("listeners.extra".into(), extra.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("listeners.extra") && e.contains(needle), "{e}");
+        }
     }
 
     #[test]

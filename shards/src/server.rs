@@ -39,6 +39,7 @@ pub fn run(cfg: Config) -> i32 {
         max_frame: cfg.net.max_frame,
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
@@ -69,9 +70,14 @@ pub fn run(cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
-    let mut server = match Server::start(&cfg.runtime, &cfg.net, &cfg.shutdown, move |shard| {
-        App::new(&settings, shard, n).expect("services were validated before start")
-    }) {
+    let mut server = match Server::start_listeners(
+        &cfg.runtime,
+        &cfg.net,
+        &cfg.listener_specs,
+        cfg.listeners.backlog,
+        &cfg.shutdown,
+        move |shard| App::new(&settings, shard, n).expect("services were validated before start"),
+    ) {
         Ok(s) => {
             s.metrics()
                 .add_renderer(move |w| AppMetrics::render(&app_metrics, w));

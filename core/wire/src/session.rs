@@ -457,16 +457,19 @@ impl Session {
     }
 
     /// Layers queue protocol answers (pongs, echoes) on input; a peer that sends them faster than
-    /// it reads passes the bound like any other output.
+    /// it reads passes the bound like any other output (one echoed message, header included,
+    /// always fits).
     fn check_queue(&mut self) {
-        if self.out.unsent()
-            > self
-                .limits
-                .send_buffer_limit
-                .max(self.limits.max_frame as usize)
-        {
+        let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
+        if self.out.unsent() > self.limits.send_buffer_limit.max(one) {
             self.close(CloseReason::SendBufferOverflow);
         }
+    }
+
+    /// The reason the session will close with once its queue is written
+    /// ([`Session::close_after_flush`]), until then.
+    pub fn closing_after_flush(&self) -> Option<&CloseReason> {
+        self.linger.as_ref()
     }
 
     /// Why the session is closing, once it is.

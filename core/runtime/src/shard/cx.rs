@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits};
+use lattice_wire::http::Response;
+use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits, StackConfig};
 
 use crate::mesh::backlog::{Backlog, Queued, Refused};
 use crate::mesh::ring::Producer;
@@ -283,12 +284,38 @@ impl<M: Send + 'static> ShardCx<M> {
         self.sessions.borrow().len()
     }
 
-    /// Registers a session for a connection from `peer` (the connection task, or a test).
+    /// Answers the HTTP request `session` (of this shard) is waiting on; see
+    /// [`lattice_wire::Session::respond`]. Returns false when the session is gone, closing or
+    /// waits for no answer.
+    pub fn respond(&self, session: SessionId, resp: &Response) -> bool {
+        matches!(
+            self.with_session(session, |s| s.respond(resp)),
+            Some(Ok(()))
+        )
+    }
+
+    /// Registers a binary client session for a connection from `peer` (a test).
     pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        self.open_session_on(
+            peer,
+            &Arc::new(StackConfig::binary(lattice_wire::SessionType::Client)),
+        )
+    }
+
+    /// Registers a session for a connection from `peer` on a listener with protocol stack
+    /// `stack` (the connection task, or a test).
+    pub fn open_session_on(
+        &self,
+        peer: std::net::SocketAddr,
+        stack: &Arc<StackConfig>,
+    ) -> Rc<SessionCell> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let cell = Rc::new(SessionCell::new(Session::new(id, self.limits, now), peer));
+        let cell = Rc::new(SessionCell::new(
+            Session::new_on(id, self.limits, stack, now),
+            peer,
+        ));
         table.insert(cell.clone());
         drop(table);
         self.arm_session_timer(&cell);
@@ -311,6 +338,12 @@ impl<M: Send + 'static> ShardCx<M> {
                 cell.wake();
             }
             Err(SendError::Overflow) => cell.wake(),
+            Err(SendError::NoChannel) => {
+                crate::telemetry::gateway::GatewayMetrics::add(
+                    &self.metrics.gateway[self.id].frames_no_channel_total,
+                    1,
+                );
+            }
             Err(SendError::Closing) => {}
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use lattice_wire::CloseReason;
+use lattice_wire::{CloseReason, StackConfig};
 
 use super::app::ShardApp;
 use super::cx::{CxSettings, Envelope, ShardCx};
@@ -30,7 +30,8 @@ pub(crate) struct ShardParts<M> {
     pub shards: usize,
     pub outs: Vec<Option<Producer<Envelope<M>>>>,
     pub ins: Vec<Option<Consumer<Envelope<M>>>>,
-    pub accept_in: Consumer<TcpStream>,
+    /// One ring per listener, with the listener's protocol stack.
+    pub accept_in: Vec<(Arc<StackConfig>, Consumer<TcpStream>)>,
     pub signals: Arc<Vec<ShardSignal>>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub metrics: Arc<Metrics>,
@@ -103,9 +104,11 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             worked = true;
         }
         let backlog_left = st.cx.flush_backlog();
-        while let Some(stream) = st.accept_in.pop() {
-            worked = true;
-            crate::net::conn::adopt(&st, stream);
+        for (stack, ring) in &st.accept_in {
+            while let Some(stream) = ring.pop() {
+                worked = true;
+                crate::net::conn::adopt(&st, stream, stack);
+            }
         }
         for src in 0..st.ins.len() {
             let Some(ring) = st.ins[src].as_ref() else {

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_wire::{CloseReason, MonoTime, SessionId};
+use lattice_wire::{CloseReason, Event, MonoTime, SessionId, StackConfig};
 
 use super::app::ShardApp;
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
 use crate::net::conn::ConnHost;
 use crate::net::SessionCell;
+use crate::telemetry::gateway::GatewayMetrics;
 use crate::telemetry::metrics::ShardMetrics;
 
 /// The shard's state: its context, its application and what its loop drains.
@@ -23,7 +24,7 @@ pub(crate) struct ShardState<A: ShardApp> {
     pub app: RefCell<A>,
     pub read_buf: RefCell<Box<[u8]>>,
     pub ins: Vec<Option<Consumer<Envelope<A::Msg>>>>,
-    pub accept_in: Consumer<TcpStream>,
+    pub accept_in: Vec<(Arc<StackConfig>, Consumer<TcpStream>)>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub mesh_batch: usize,
     pub queued_budget: usize,
@@ -68,14 +69,41 @@ impl<A: ShardApp> ShardState<A> {
             return;
         };
         cell.timer.set(None);
-        let closing = {
+        let (closing, output) = {
             let mut s = cell.session.borrow_mut();
+            let before = s.unsent();
+            let http = s.transport() == lattice_wire::Transport::Http;
             s.handle_timeout(now);
-            s.is_closing()
+            let why = s.close_reason().or(s.closing_after_flush());
+            if http && matches!(why, Some(CloseReason::Protocol(_))) {
+                // The head deadline passed (answered 408).
+                GatewayMetrics::add(
+                    &self.cx.metrics.gateway[self.cx.id].http_bad_requests_total,
+                    1,
+                );
+            }
+            (s.is_closing(), s.unsent() != before)
         };
-        if closing {
+        // A deadline may queue output on an idle connection (a WebSocket ping, an HTTP 408 or
+        // 504): wake the task so it is written now, not after the next input.
+        if closing || output {
             cell.wake();
-        } else {
+        }
+        if !closing {
+            self.cx.arm_session_timer(cell);
+        }
+    }
+
+    /// On HTTP and WebSocket sessions, input and the application can bring the session's
+    /// deadline forward (an upgrade starts pings, a request starts a head or reply deadline):
+    /// move its timer. (A binary session's deadline only moves later with input; its timer fires
+    /// and re-arms.)
+    fn rearm(&self, cell: &Rc<SessionCell>) {
+        let binary = {
+            let s = cell.session.borrow();
+            s.is_closing() || s.transport() == lattice_wire::Transport::Binary
+        };
+        if !binary {
             self.cx.arm_session_timer(cell);
         }
     }
@@ -90,7 +118,7 @@ impl<A: ShardApp> ShardState<A> {
     pub fn has_input(&self) -> bool {
         self.cx.signals[self.cx.id].control_pending()
             || self.cx.has_local_work()
-            || !self.accept_in.is_empty()
+            || self.accept_in.iter().any(|(_, c)| !c.is_empty())
             || self.ins.iter().flatten().any(|c| !c.is_empty())
     }
 
@@ -109,12 +137,12 @@ impl<A: ShardApp> ShardState<A> {
 }
 
 impl<A: ShardApp> ConnHost for ShardState<A> {
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>> {
+    fn open(&self, peer: SocketAddr, stack: &Arc<StackConfig>) -> Option<Rc<SessionCell>> {
         let cx = &self.cx;
         if cx.is_draining() {
             return None;
         }
-        let cell = cx.open_session(peer);
+        let cell = cx.open_session_on(peer, stack);
         let id = cell.id();
         let m = cx.m();
         ShardMetrics::add(&m.connections_accepted_total, 1);
@@ -124,25 +152,51 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         Some(cell)
     }
 
-    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
+    fn input(&self, cell: &Rc<SessionCell>, bytes: &mut [u8]) {
         let cx = &self.cx;
         let now = cx.clock.borrow_mut().refresh();
         let id = cell.id();
         let frames_in = &cx.m().frames_in_total;
+        let gw = &cx.metrics.gateway[cx.id];
         let mut input = bytes;
         // One catch_unwind per read, not per frame: a panic closes this session only.
         let served = guarded(self, "on_frame", |app| loop {
             // The borrow ends before the application runs: it may queue output to this session.
-            let next = cell.session.borrow_mut().receive(now, &mut input);
+            let next = {
+                let mut s = cell.session.borrow_mut();
+                let was_http = s.transport() == lattice_wire::Transport::Http;
+                let next = s.receive_event(now, &mut input);
+                if was_http && s.transport() != lattice_wire::Transport::Http {
+                    GatewayMetrics::add(&gw.ws_upgrades_total, 1);
+                }
+                next
+            };
             match next {
-                Ok(Some(frame)) => {
+                Ok(Some(Event::Frame(frame))) => {
                     ShardMetrics::add(frames_in, 1);
                     app.on_frame(cx, id, frame.frame());
                     if cell.session.borrow().is_closing() {
                         break;
                     }
                 }
-                Ok(None) | Err(_) => break,
+                Ok(Some(Event::Request(req))) => {
+                    GatewayMetrics::add(&gw.http_requests_total, 1);
+                    app.on_http(cx, id, req);
+                    if cell.session.borrow().is_closing() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    if matches!(
+                        cell.session.borrow().transport(),
+                        lattice_wire::Transport::Http
+                    ) {
+                        GatewayMetrics::add(&gw.http_bad_requests_total, 1);
+                    }
+                    tracing::debug!(session = %id, %reason, "protocol error");
+                    break;
+                }
             }
         });
         if served.is_none() {
@@ -150,6 +204,21 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
                 .borrow_mut()
                 .close(CloseReason::App("internal error".into()));
         }
+        self.rearm(cell);
+    }
+
+    fn rpc_reply(&self, cell: &Rc<SessionCell>) {
+        let cx = &self.cx;
+        let id = cell.id();
+        let Some(reply) = cell.session.borrow_mut().take_rpc_reply() else {
+            return;
+        };
+        if guarded(self, "on_rpc_reply", |app| app.on_rpc_reply(cx, id, reply)).is_none() {
+            cell.session
+                .borrow_mut()
+                .close(CloseReason::App("internal error".into()));
+        }
+        self.rearm(cell);
     }
 
     fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
