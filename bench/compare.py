@@ -48,15 +48,17 @@ def status_kib(pid, key):
     return 0
 
 
-def start_server(kind, port, cores="0", shards=1, route="local", binary=None):
+def start_server(kind, port, cores="0", shards=1, route="local", binary=None, http_port=None):
+    """`http_port`: also serve the HTTP + WebSocket listener there (else it is off)."""
     log = open(os.path.join(tempfile.gettempdir(), f"compare-{kind}-{port}.log"), "w")
     if kind == "baseline":
         cmd = ["taskset", "-c", cores, f"{BIN}/baseline-echo", "--listen", f"127.0.0.1:{port}",
                "--threads", str(shards)]
     else:
+        http = f"127.0.0.1:{http_port}" if http_port else ""
         cmd = ["taskset", "-c", cores, binary or f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
-               "--admin.listen", "", "--runtime.shards", str(shards), "--echo.route", route,
-               "--log.level", "warn"]
+               "--listeners.http", http, "--admin.listen", "", "--runtime.shards", str(shards),
+               "--echo.route", route, "--log.level", "warn"]
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     # Probe through the admin-free path: the first connection is harmless (closed at once).
     wait_port(port, p)
@@ -89,12 +91,17 @@ def harness(port, args, procs=2, core="1"):
     return [json.load(open(r)) for r in outs]
 
 
-def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None):
+def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None, transport="tcp"):
     port = free_port()
-    p = start_server(kind, port, cores, shards, route, binary)
+    http = free_port() if transport == "ws" else None
+    p = start_server(kind, port, cores, shards, route, binary, http_port=http)
     per = a.rate / 2
     common = ["--connections", str(a.connections // 2), "--depth", str(a.depth), "--payload", "100",
               "--duration", str(a.duration), "--warmup", "1"]
+    if transport == "ws":
+        # The harness connects to the HTTP listener and speaks WebSocket there.
+        port = http
+        common += ["--transport", "ws"]
     c0 = cpu_seconds(p.pid)
     reps = harness(port, common + ["--rate", str(per)], core=hcore)
     c1 = cpu_seconds(p.pid)
@@ -114,15 +121,17 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
     }
 
 
-def idle_run(kind, n, a):
+def idle_run(kind, n, a, transport="tcp"):
     port = free_port()
-    p = start_server(kind, port)
+    http = free_port() if transport == "ws" else None
+    p = start_server(kind, port, http_port=http)
     time.sleep(0.5)
     before = status_kib(p.pid, "VmRSS")
+    target = http if transport == "ws" else port
     load = subprocess.Popen(
-        ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--scenario", "idle",
+        ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{target}", "--scenario", "idle",
          "--connections", str(n), "--sources", "8", "--duration", "8", "--warmup", "0", "--quiet",
-         "--max-errors", "0"], stdout=subprocess.DEVNULL)
+         "--max-errors", "0", "--transport", transport], stdout=subprocess.DEVNULL)
     time.sleep(6)
     after = status_kib(p.pid, "VmRSS")
     if load.wait() != 0:
@@ -143,7 +152,10 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)
-    ap.add_argument("--only", default="echo,mesh,idle")
+    ap.add_argument("--only", default="echo,mesh,idle",
+                    help="echo,mesh,idle against the baseline; transports: ws (CPU per round trip and idle "
+                         "memory, WebSocket against TCP), storm (N connections at once over tcp and ws)")
+    ap.add_argument("--storm", type=int, default=15000, help="connections opened at once for --only storm")
     ap.add_argument("--json", default="", help="write all raw results here")
     ap.add_argument("--variants", default="",
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
@@ -208,6 +220,48 @@ def main():
             c = med(rows[name], "cpu_us_per_rt")
             print(f"| {name} | {c:.3f} | {c / base:.2f} | {med(rows[name], 'closed_rt_per_s'):.0f} | "
                   f"{med(rows[name], 'peak_rss_kib'):.0f} |")
+    if "ws" in only:
+        tcp, ws = [], []
+        for i in range(a.reps):
+            tcp.append(echo_run("lattice", a, transport="tcp"))
+            ws.append(echo_run("lattice", a, transport="ws"))
+            print(f"  rep {i+1}: tcp {tcp[-1]['cpu_us_per_rt']:.3f} µs/rt, ws {ws[-1]['cpu_us_per_rt']:.3f} µs/rt",
+                  flush=True)
+        ti = idle_run("lattice", a.idle, a, transport="tcp")
+        wi = idle_run("lattice", a.idle, a, transport="ws")
+        results["ws"] = {"tcp": tcp, "ws": ws, "idle_tcp": ti, "idle_ws": wi}
+        print(f"\n| lattice, 1 shard (median of {a.reps}) | WebSocket | TCP | ratio |\n|---|---:|---:|---:|")
+        for key, label in [("cpu_us_per_rt", "server CPU µs per round trip (open loop)"),
+                           ("open_p99_us", "p99 µs at the fixed rate"),
+                           ("closed_rt_per_s", "round trips/s closed loop"),
+                           ("closed_p99_us", "p99 µs closed loop")]:
+            w_, t_ = med(ws, key), med(tcp, key)
+            print(f"| {label} | {w_:.3f} | {t_:.3f} | {w_ / t_ if t_ else float('nan'):.2f} |")
+        print(f"| bytes per idle connection ({a.idle} idle) | {wi['bytes_per_conn']:.0f} | "
+              f"{ti['bytes_per_conn']:.0f} | {wi['bytes_per_conn'] / ti['bytes_per_conn']:.2f} |")
+    if "storm" in only:
+        rows = {}
+        for transport in ("tcp", "ws"):
+            port, http = free_port(), free_port()
+            p = start_server("lattice", port, cores="0", shards=1, http_port=http)
+            rep = os.path.join(tempfile.gettempdir(), f"compare-storm-{transport}.json")
+            target = http if transport == "ws" else port
+            rc = subprocess.call(
+                ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{target}", "--scenario",
+                 "storm", "--connections", str(a.storm), "--sources", "8", "--duration", "5", "--warmup", "0",
+                 "--quiet", "--max-errors", "0", "--transport", transport, "--report", rep],
+                stdout=subprocess.DEVNULL)
+            stop(p)
+            rows[transport] = json.load(open(rep))
+            rows[transport]["exit"] = rc
+        results["storm"] = rows
+        print(f"\n| {a.storm} connections at once (1 shard) | tcp | ws |\n|---|---:|---:|")
+        for key, label in [("connected", "connected"), ("failures", "failures"),
+                           ("listen_overflows", "listen overflows (machine-wide, during the storm)")]:
+            print(f"| {label} | {rows['tcp'][key]} | {rows['ws'][key]} |")
+        for q in ("p50", "p90", "p99", "max"):
+            print(f"| connect to Welcome {q} (ms) | {rows['tcp']['connect_us'][q] / 1000:.1f} | "
+                  f"{rows['ws']['connect_us'][q] / 1000:.1f} |")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=2)
 

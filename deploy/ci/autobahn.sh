@@ -18,7 +18,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mode="${1:-check}"
-target="${CARGO_TARGET_DIR:-$root/target}"
+# Where cargo puts binaries (CARGO_TARGET_DIR, a target-dir in cargo's config, or ./target).
+target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
 py=""
 if command -v pyenv >/dev/null 2>&1 && pyenv prefix 2.7.18 >/dev/null 2>&1; then

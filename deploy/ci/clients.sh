@@ -8,7 +8,8 @@
 # and runs proto/ts-test/live/*.test.ts under `node --test`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
+# Where cargo puts binaries (CARGO_TARGET_DIR, a target-dir in cargo's config, or ./target).
+target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -81,7 +81,8 @@ pub struct Session {
     handshake: Handshake,
     closing: Option<CloseReason>,
     /// Close with this reason once the queue is written (a close handshake, `Connection: close`).
-    linger: Option<CloseReason>,
+    /// Boxed: rare, and a binary session should stay small.
+    linger: Option<Box<CloseReason>>,
 }
 
 impl Session {
@@ -376,7 +377,7 @@ impl Session {
         self.out.consume(n);
         if self.out.unsent() == 0 {
             if let Some(reason) = self.linger.take() {
-                self.close(reason);
+                self.close(*reason);
             }
         }
     }
@@ -452,7 +453,7 @@ impl Session {
         if self.out.unsent() == 0 {
             self.close(reason);
         } else if self.linger.is_none() {
-            self.linger = Some(reason);
+            self.linger = Some(Box::new(reason));
         }
     }
 
@@ -469,7 +470,7 @@ impl Session {
     /// The reason the session will close with once its queue is written
     /// ([`Session::close_after_flush`]), until then.
     pub fn closing_after_flush(&self) -> Option<&CloseReason> {
-        self.linger.as_ref()
+        self.linger.as_deref()
     }
 
     /// Why the session is closing, once it is.
