@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frame::{parse_header, Decoder, Frame, FrameBuf, FrameError, HEADER_LEN};
-use crate::http::{HttpConn, HttpLimits, Next, Request, Response};
+use crate::http::{with_head, HeadView, HttpConn, HttpLimits, Next, Request, Response};
 use crate::session_id::CloseReason;
 use crate::time::MonoTime;
 use crate::ws::frame::{close_code, encode_frame, header_len, OP_BINARY, OP_TEXT};
@@ -256,6 +256,36 @@ impl Layer {
                 Err(e) => Step::Fail(CloseReason::Protocol(e.to_string())),
             },
             Layer::Http(h) => {
+                if h.conn.buffered() == 0 && h.conn.wants_input() {
+                    // The usual upgrade: the whole request in one read. Checked borrowed from the
+                    // read buffer, so an upgrade allocates nothing but the WebSocket layer (10,000
+                    // connections opening at once leave no handshake garbage behind).
+                    let ws = &h.cfg.ws;
+                    let upgrade = with_head(input, h.conn.limits(), |raw| {
+                        let echo = !ws.echo_path.is_empty() && raw.path() == ws.echo_path;
+                        (raw.path() == ws.path || echo)
+                            .then(|| (echo, check_upgrade(raw, &ws.origins)))
+                    });
+                    if let Ok(Some((Some((echo, checked)), head_len, body_len))) = upgrade {
+                        if input.len() >= head_len + body_len {
+                            let rest = input[head_len + body_len..].to_vec();
+                            *input = &mut [];
+                            return match checked {
+                                Ok(accepted) => {
+                                    accepted.encode(out);
+                                    self.upgrade(now, echo, rest, out)
+                                }
+                                Err(resp) => {
+                                    resp.encode(true, out);
+                                    Step::Linger(CloseReason::Protocol(format!(
+                                        "websocket handshake refused ({})",
+                                        resp.status
+                                    )))
+                                }
+                            };
+                        }
+                    }
+                }
                 h.conn.feed(now, input);
                 *input = &mut [];
                 let req = match h.conn.next_request(out) {
@@ -281,18 +311,7 @@ impl Layer {
                     Ok(accepted) => {
                         accepted.encode(out);
                         let carry = h.conn.take_rest();
-                        let ping_interval = ws.ping_interval;
-                        let max_frame = h.max_frame;
-                        *self = Layer::Ws(Box::new(WsLayer {
-                            conn: WsConn::new(max_frame as usize, echo),
-                            echo,
-                            max_frame,
-                            ping_interval,
-                            next_ping: ping_interval.map(|d| now.saturating_add(d)),
-                            carry,
-                        }));
-                        // Bytes sent right behind the request are WebSocket frames.
-                        self.receive(now, &mut (&mut [][..]), out).into_owned()
+                        self.upgrade(now, echo, carry, out)
                     }
                 }
             }
@@ -309,6 +328,38 @@ impl Layer {
                 ws_step(w, input, out)
             }
         }
+    }
+
+    /// Becomes a WebSocket layer (the `101` is queued); `carry` are bytes the peer sent behind
+    /// the upgrade request.
+    fn upgrade(
+        &mut self,
+        now: MonoTime,
+        echo: bool,
+        carry: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Step<'static> {
+        let Layer::Http(h) = self else {
+            debug_assert!(false, "upgrade from a non-HTTP layer");
+            return Step::Idle;
+        };
+        let ping_interval = h.cfg.ws.ping_interval;
+        let max_frame = h.max_frame;
+        *self = Layer::Ws(Box::new(WsLayer {
+            conn: WsConn::new(max_frame as usize, echo),
+            echo,
+            max_frame,
+            ping_interval,
+            next_ping: ping_interval.map(|d| now.saturating_add(d)),
+            carry,
+        }));
+        if let Layer::Ws(w) = self {
+            if !w.carry.is_empty() {
+                // Bytes sent right behind the request are WebSocket frames.
+                return self.receive(now, &mut (&mut [][..]), out).into_owned();
+            }
+        }
+        Step::Idle
     }
 
     /// True when held bytes can give events without new input (pipelined HTTP requests behind

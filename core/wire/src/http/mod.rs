@@ -11,5 +11,5 @@ pub mod request;
 pub mod response;
 
 pub use conn::{HttpConn, Next};
-pub use request::{parse_head, Head, HttpError, HttpLimits, Request};
+pub use request::{parse_head, with_head, Head, HeadView, HttpError, HttpLimits, RawHead, Request};
 pub use response::{reason, Response};

@@ -151,11 +151,125 @@ pub struct Head {
     pub body_len: usize,
 }
 
+/// The parts of a request head a check needs, from an owned [`Request`] or borrowed from the
+/// bytes ([`RawHead`]).
+pub trait HeadView {
+    /// The method.
+    fn method(&self) -> &str;
+    /// The path, without the query.
+    fn path(&self) -> &str;
+    /// 1 for HTTP/1.1, 0 for HTTP/1.0.
+    fn minor_version(&self) -> u8;
+    /// The first header field named `name` (lower-case), trimmed.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// True when header `name` lists `token` (comma-separated, case-insensitive).
+    fn header_has_token(&self, name: &str, token: &str) -> bool;
+}
+
+impl HeadView for Request {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn minor_version(&self) -> u8 {
+        self.minor_version
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        Request::header(self, name)
+    }
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        Request::header_has_token(self, name, token)
+    }
+}
+
+/// A request head borrowed from the bytes it was parsed from: no allocation. Header values were
+/// checked to be UTF-8.
+#[derive(Debug)]
+pub struct RawHead<'b> {
+    method: &'b str,
+    path: &'b str,
+    query: &'b str,
+    minor_version: u8,
+    headers: &'b [httparse::Header<'b>],
+}
+
+impl RawHead<'_> {
+    /// The owned request (body empty).
+    pub fn to_request(&self) -> Request {
+        Request {
+            method: self.method.to_string(),
+            path: self.path.to_string(),
+            query: self.query.to_string(),
+            minor_version: self.minor_version,
+            headers: self
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        std::str::from_utf8(h.value)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    )
+                })
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+}
+
+impl HeadView for RawHead<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn minor_version(&self) -> u8 {
+        self.minor_version
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        // Values were checked to be UTF-8 when the head was parsed.
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or_default().trim())
+    }
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
 /// Parses the request head at the start of `buf`. `Ok(None)`: not complete yet (and not over the
 /// limits so far). Bytes after the head are not looked at.
 ///
 /// Cost: one pass of `httparse` over the head, then one allocation per header field kept.
 pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpError> {
+    Ok(
+        with_head(buf, limits, |raw| raw.to_request())?.map(|(request, head_len, body_len)| Head {
+            request,
+            head_len,
+            body_len,
+        }),
+    )
+}
+
+/// Parses the request head at the start of `buf` and calls `f` with it, borrowed (no
+/// allocation). Returns `f`'s result with the head's length and the body's
+/// (`Content-Length`); `Ok(None)` when the head is not complete yet. The same checks and errors
+/// as [`parse_head`].
+pub fn with_head<R>(
+    buf: &[u8],
+    limits: &HttpLimits,
+    f: impl FnOnce(&RawHead<'_>) -> R,
+) -> Result<Option<(R, usize, usize)>, HttpError> {
     let max_headers = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut fields[..max_headers]);
@@ -181,25 +295,20 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpE
         ));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut headers = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HttpError::Malformed("header value is not UTF-8"))?
             .trim();
-        let name = h.name.to_ascii_lowercase();
-        match name.as_str() {
-            "content-length" => {
-                let n: u64 = value.parse().map_err(|_| HttpError::BadContentLength)?;
-                if content_length.is_some_and(|c| c != n) {
-                    return Err(HttpError::BadContentLength);
-                }
-                content_length = Some(n);
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value.parse().map_err(|_| HttpError::BadContentLength)?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(HttpError::BadContentLength);
             }
-            "transfer-encoding" => return Err(HttpError::TransferEncoding),
-            _ => {}
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::TransferEncoding);
         }
-        headers.push((name, value.to_string()));
     }
     let body_len = content_length.unwrap_or(0);
     if body_len > limits.max_body as u64 {
@@ -208,18 +317,14 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpE
             max: limits.max_body,
         });
     }
-    Ok(Some(Head {
-        request: Request {
-            method: method.to_string(),
-            path: path.to_string(),
-            query: query.to_string(),
-            minor_version: minor,
-            headers,
-            body: Vec::new(),
-        },
-        head_len,
-        body_len: body_len as usize,
-    }))
+    let raw = RawHead {
+        method,
+        path,
+        query,
+        minor_version: minor,
+        headers: req.headers,
+    };
+    Ok(Some((f(&raw), head_len, body_len as usize)))
 }
 
 fn parse_error_text(e: httparse::Error) -> &'static str {

@@ -3,26 +3,31 @@
 
 use base64::Engine as _;
 
-use crate::http::{Request, Response};
+use crate::http::{HeadView, Response};
 
 /// The subprotocol Lattice speaks: one frame per binary message.
 pub const SUBPROTOCOL: &str = "lattice.v1";
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
-pub fn accept_key(key: &str) -> String {
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (28 base64 characters; no allocation).
+pub fn accept_key(key: &str) -> [u8; 28] {
     let mut h = sha1_smol::Sha1::new();
     h.update(key.as_bytes());
     h.update(GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(h.digest().bytes())
+    let mut out = [0u8; 28];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(h.digest().bytes(), &mut out)
+        .unwrap_or(0);
+    debug_assert_eq!(n, 28);
+    out
 }
 
 /// An accepted upgrade: the `101` response to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     /// `Sec-WebSocket-Accept`.
-    pub accept: String,
+    pub accept: [u8; 28],
     /// The subprotocol chosen (`lattice.v1` when the client offered it).
     pub protocol: Option<&'static str>,
 }
@@ -32,7 +37,7 @@ impl Accepted {
     /// no `Sec-WebSocket-Extensions` header is sent whatever the client offered.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-        out.extend_from_slice(self.accept.as_bytes());
+        out.extend_from_slice(&self.accept);
         if let Some(p) = self.protocol {
             out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
             out.extend_from_slice(p.as_bytes());
@@ -47,8 +52,8 @@ impl Accepted {
 /// - `405` not `GET`; `426` (with `Sec-WebSocket-Version: 13`) no `Upgrade: websocket` or another
 ///   version; `400` no `Connection: Upgrade`, HTTP/1.0, a missing or malformed key; `403` an
 ///   `Origin` not in the list.
-pub fn check_upgrade(req: &Request, origins: &[String]) -> Result<Accepted, Response> {
-    if req.method != "GET" {
+pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted, Response> {
+    if req.method() != "GET" {
         return Err(
             Response::text(405, "the WebSocket endpoint takes GET\n").with_header("Allow", "GET")
         );
@@ -67,15 +72,16 @@ pub fn check_upgrade(req: &Request, origins: &[String]) -> Result<Accepted, Resp
     if req.header("sec-websocket-version") != Some("13") {
         return Err(upgrade_required("WebSocket version 13 only"));
     }
-    if req.minor_version < 1 {
+    if req.minor_version() < 1 {
         return Err(Response::text(400, "WebSocket needs HTTP/1.1\n"));
     }
     if !req.header_has_token("connection", "upgrade") {
         return Err(Response::text(400, "missing Connection: Upgrade\n"));
     }
     let key = req.header("sec-websocket-key").unwrap_or_default();
-    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
-    if !matches!(decoded, Ok(ref k) if k.len() == 16) {
+    let mut decoded = [0u8; 18];
+    let n = base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded);
+    if !matches!(n, Ok(16)) {
         return Err(Response::text(
             400,
             "missing or malformed Sec-WebSocket-Key\n",
@@ -103,7 +109,7 @@ mod tests {
     use super::*;
     use crate::http::{parse_head, HttpLimits};
 
-    fn req(extra: &str) -> Request {
+    fn req(extra: &str) -> crate::http::Request {
         let text = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
         parse_head(text.as_bytes(), &HttpLimits::default())
             .unwrap()
@@ -116,8 +122,8 @@ mod tests {
     #[test]
     fn rfc_example_key() {
         assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            &accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -171,6 +177,15 @@ mod tests {
         );
         let mut post = req(GOOD);
         post.method = "POST".into();
+        let text = format!("POST /ws HTTP/1.1\r\n{GOOD}\r\n");
+        let borrowed = crate::http::with_head(text.as_bytes(), &HttpLimits::default(), |raw| {
+            check_upgrade(raw, &[]).unwrap_err().status
+        });
+        assert_eq!(
+            borrowed.unwrap().unwrap().0,
+            405,
+            "the borrowed head gives the same answer"
+        );
         assert_eq!(check_upgrade(&post, &[]).unwrap_err().status, 405);
     }
 }
