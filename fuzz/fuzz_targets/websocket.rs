@@ -25,7 +25,7 @@ enum Ev {
 }
 
 fn feed(max: usize, text: bool, chunks: &[&[u8]]) -> (Vec<Ev>, Vec<u8>, Option<WsError>) {
-    let mut c = WsConn::new(max, text);
+    let mut c = WsConn::new(max as u32, text);
     let mut evs = Vec::new();
     let mut out = Vec::new();
     for chunk in chunks {

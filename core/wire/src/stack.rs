@@ -172,15 +172,24 @@ pub(crate) struct HttpLayer {
     reply: Option<RpcReply>,
 }
 
+/// Kept small: one per open WebSocket (the idle memory budget is 1 KiB per connection).
 #[derive(Debug)]
 pub(crate) struct WsLayer {
     pub conn: WsConn,
     echo: bool,
     max_frame: u32,
-    ping_interval: Option<Duration>,
-    next_ping: Option<MonoTime>,
+    /// Ping interval in ms; 0 = never.
+    ping_ms: u32,
+    /// When the next ping is due (meaningless when `ping_ms` is 0).
+    next_ping: MonoTime,
     /// Bytes that followed the upgrade request in the same read (rare: clients wait for `101`).
-    carry: Vec<u8>,
+    carry: Option<Box<Vec<u8>>>,
+}
+
+impl WsLayer {
+    fn next_ping(&self) -> Option<MonoTime> {
+        (self.ping_ms > 0).then_some(self.next_ping)
+    }
 }
 
 /// The layers. See the module documentation.
@@ -238,7 +247,7 @@ impl Layer {
         match self {
             Layer::Binary(d) => d.pending_len(),
             Layer::Http(h) => h.conn.buffered(),
-            Layer::Ws(w) => w.conn.buffered() + w.carry.len(),
+            Layer::Ws(w) => w.conn.buffered() + w.carry.as_ref().map_or(0, |c| c.len()),
         }
     }
 
@@ -316,13 +325,14 @@ impl Layer {
                 }
             }
             Layer::Ws(w) => {
-                if !w.carry.is_empty() {
-                    w.carry.extend_from_slice(input);
+                if let Some(mut carry) = w.carry.take() {
+                    carry.extend_from_slice(input);
                     *input = &mut [];
-                    let mut carry = std::mem::take(&mut w.carry);
                     let mut rest: &mut [u8] = &mut carry;
                     let step = ws_step(w, &mut rest, out).into_owned();
-                    w.carry = rest.to_vec();
+                    if !rest.is_empty() {
+                        w.carry = Some(Box::new(rest.to_vec()));
+                    }
                     return step;
                 }
                 ws_step(w, input, out)
@@ -343,18 +353,22 @@ impl Layer {
             debug_assert!(false, "upgrade from a non-HTTP layer");
             return Step::Idle;
         };
-        let ping_interval = h.cfg.ws.ping_interval;
+        let ping_ms = h
+            .cfg
+            .ws
+            .ping_interval
+            .map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
         let max_frame = h.max_frame;
         *self = Layer::Ws(Box::new(WsLayer {
-            conn: WsConn::new(max_frame as usize, echo),
+            conn: WsConn::new(max_frame, echo),
             echo,
             max_frame,
-            ping_interval,
-            next_ping: ping_interval.map(|d| now.saturating_add(d)),
-            carry,
+            ping_ms,
+            next_ping: now.saturating_add(Duration::from_millis(u64::from(ping_ms))),
+            carry: (!carry.is_empty()).then(|| Box::new(carry)),
         }));
         if let Layer::Ws(w) = self {
-            if !w.carry.is_empty() {
+            if w.carry.is_some() {
                 // Bytes sent right behind the request are WebSocket frames.
                 return self.receive(now, &mut (&mut [][..]), out).into_owned();
             }
@@ -368,7 +382,7 @@ impl Layer {
         match self {
             Layer::Binary(_) => false,
             Layer::Http(h) => h.conn.has_pending_input(),
-            Layer::Ws(w) => !w.carry.is_empty(),
+            Layer::Ws(w) => w.carry.is_some(),
         }
     }
 
@@ -491,7 +505,7 @@ impl Layer {
             Layer::Binary(_) => None,
             Layer::Http(h) => min_opt(h.conn.poll_timeout(), h.rpc.map(|r| r.deadline)),
             Layer::Ws(w) if w.conn.close_sent() => None,
-            Layer::Ws(w) => w.next_ping,
+            Layer::Ws(w) => w.next_ping(),
         }
     }
 
@@ -521,10 +535,11 @@ impl Layer {
                 None
             }
             Layer::Ws(w) => {
-                if let (Some(at), Some(every)) = (w.next_ping, w.ping_interval) {
+                if let Some(at) = w.next_ping() {
                     if now >= at {
                         w.conn.send_ping(out);
-                        w.next_ping = Some(now.saturating_add(every.max(Duration::from_millis(1))));
+                        w.next_ping =
+                            now.saturating_add(Duration::from_millis(u64::from(w.ping_ms)));
                     }
                 }
                 None

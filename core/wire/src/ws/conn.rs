@@ -63,7 +63,7 @@ struct Cur {
 /// Memory at rest: about 100 bytes, no buffer.
 #[derive(Debug)]
 pub struct WsConn {
-    max_message: usize,
+    max_message: u32,
     text_allowed: bool,
     hdr: [u8; MAX_HEADER_LEN],
     hdr_len: u8,
@@ -72,7 +72,7 @@ pub struct WsConn {
     msg_op: u8,
     msg: Vec<u8>,
     /// Prefix of `msg` known to be valid UTF-8 (text messages).
-    utf8_valid: usize,
+    utf8_valid: u32,
     ctrl: Vec<u8>,
     close_sent: bool,
     close_received: bool,
@@ -81,7 +81,7 @@ pub struct WsConn {
 impl WsConn {
     /// A connection accepting messages up to `max_message` bytes; text messages are refused with
     /// [`WsError::Text`] unless `text_allowed`.
-    pub fn new(max_message: usize, text_allowed: bool) -> WsConn {
+    pub fn new(max_message: u32, text_allowed: bool) -> WsConn {
         WsConn {
             max_message,
             text_allowed,
@@ -278,10 +278,10 @@ impl WsConn {
             return Err(WsError::Text);
         }
         let total = self.msg.len() as u64 + h.len;
-        if total > self.max_message as u64 {
+        if total > u64::from(self.max_message) {
             return Err(WsError::TooBig {
                 len: total,
-                max: self.max_message,
+                max: self.max_message as usize,
             });
         }
         Ok(())
@@ -351,9 +351,10 @@ impl WsConn {
     }
 
     fn check_utf8(&mut self, fin: bool) -> Result<(), WsError> {
-        match std::str::from_utf8(&self.msg[self.utf8_valid..]) {
-            Ok(_) => self.utf8_valid = self.msg.len(),
-            Err(e) if e.error_len().is_none() && !fin => self.utf8_valid += e.valid_up_to(),
+        // Messages are at most `max_message` (a u32) bytes, so these fit.
+        match std::str::from_utf8(&self.msg[self.utf8_valid as usize..]) {
+            Ok(_) => self.utf8_valid = self.msg.len() as u32,
+            Err(e) if e.error_len().is_none() && !fin => self.utf8_valid += e.valid_up_to() as u32,
             Err(_) => return Err(WsError::Utf8("text message")),
         }
         Ok(())
