@@ -196,6 +196,14 @@ impl WsLayer {
 #[derive(Debug)]
 pub(crate) enum Layer {
     Binary(Decoder),
+    /// An HTTP connection before its first bytes: nothing allocated, so a WebSocket upgrade that
+    /// arrives whole in one read never allocates the HTTP layer (at 10,000 connections opening at
+    /// once, freed HTTP layers would stay behind as holes in the heap).
+    HttpFresh {
+        cfg: Arc<StackConfig>,
+        max_frame: u32,
+        opened: MonoTime,
+    },
     // Boxed: HTTP connections are few and short; a binary session stays small.
     Http(Box<HttpLayer>),
     Ws(Box<WsLayer>),
@@ -218,26 +226,44 @@ impl Layer {
     pub(crate) fn new(cfg: &Arc<StackConfig>, max_frame: u32, now: MonoTime) -> Layer {
         match cfg.kind {
             StackKind::Binary => Layer::Binary(Decoder::new(max_frame)),
-            StackKind::Http => Layer::Http(Box::new(HttpLayer {
-                conn: HttpConn::new(
-                    HttpLimits {
-                        max_body: cfg.http.max_body.min(max_frame as usize),
-                        ..cfg.http
-                    },
-                    now,
-                ),
+            StackKind::Http => Layer::HttpFresh {
                 cfg: cfg.clone(),
                 max_frame,
+                opened: now,
+            },
+        }
+    }
+
+    fn http_limits(cfg: &StackConfig, max_frame: u32) -> HttpLimits {
+        HttpLimits {
+            max_body: cfg.http.max_body.min(max_frame as usize),
+            ..cfg.http
+        }
+    }
+
+    /// A fresh HTTP connection gets its HTTP layer (its head deadline still from the open).
+    fn materialize(&mut self) {
+        if let Layer::HttpFresh {
+            cfg,
+            max_frame,
+            opened,
+        } = self
+        {
+            let conn = HttpConn::new(Layer::http_limits(cfg, *max_frame), *opened);
+            *self = Layer::Http(Box::new(HttpLayer {
+                conn,
+                cfg: cfg.clone(),
+                max_frame: *max_frame,
                 rpc: None,
                 reply: None,
-            })),
+            }));
         }
     }
 
     pub(crate) fn transport(&self) -> Transport {
         match self {
             Layer::Binary(_) => Transport::Binary,
-            Layer::Http(_) => Transport::Http,
+            Layer::Http(_) | Layer::HttpFresh { .. } => Transport::Http,
             Layer::Ws(w) if w.echo => Transport::WebSocketEcho,
             Layer::Ws(_) => Transport::WebSocket,
         }
@@ -247,6 +273,7 @@ impl Layer {
         match self {
             Layer::Binary(d) => d.pending_len(),
             Layer::Http(h) => h.conn.buffered(),
+            Layer::HttpFresh { .. } => 0,
             Layer::Ws(w) => w.conn.buffered() + w.carry.as_ref().map_or(0, |c| c.len()),
         }
     }
@@ -264,37 +291,42 @@ impl Layer {
                 Ok(None) => Step::Idle,
                 Err(e) => Step::Fail(CloseReason::Protocol(e.to_string())),
             },
-            Layer::Http(h) => {
-                if h.conn.buffered() == 0 && h.conn.wants_input() {
-                    // The usual upgrade: the whole request in one read. Checked borrowed from the
-                    // read buffer, so an upgrade allocates nothing but the WebSocket layer (10,000
-                    // connections opening at once leave no handshake garbage behind).
-                    let ws = &h.cfg.ws;
-                    let upgrade = with_head(input, h.conn.limits(), |raw| {
-                        let echo = !ws.echo_path.is_empty() && raw.path() == ws.echo_path;
-                        (raw.path() == ws.path || echo)
-                            .then(|| (echo, check_upgrade(raw, &ws.origins)))
-                    });
-                    if let Ok(Some((Some((echo, checked)), head_len, body_len))) = upgrade {
-                        if input.len() >= head_len + body_len {
-                            let rest = input[head_len + body_len..].to_vec();
-                            *input = &mut [];
-                            return match checked {
-                                Ok(accepted) => {
-                                    accepted.encode(out);
-                                    self.upgrade(now, echo, rest, out)
-                                }
-                                Err(resp) => {
-                                    resp.encode(true, out);
-                                    Step::Linger(CloseReason::Protocol(format!(
-                                        "websocket handshake refused ({})",
-                                        resp.status
-                                    )))
-                                }
-                            };
-                        }
+            Layer::HttpFresh { cfg, max_frame, .. } => {
+                if input.is_empty() {
+                    return Step::Idle;
+                }
+                // The usual upgrade: the whole request in one read. Checked borrowed from the
+                // read buffer, so an upgrade allocates nothing but the WebSocket layer.
+                let ws = &cfg.ws;
+                let limits = Layer::http_limits(cfg, *max_frame);
+                let upgrade = with_head(input, &limits, |raw| {
+                    let echo = !ws.echo_path.is_empty() && raw.path() == ws.echo_path;
+                    (raw.path() == ws.path || echo).then(|| (echo, check_upgrade(raw, &ws.origins)))
+                });
+                if let Ok(Some((Some((echo, checked)), head_len, body_len))) = upgrade {
+                    if input.len() >= head_len + body_len {
+                        let rest = input[head_len + body_len..].to_vec();
+                        *input = &mut [];
+                        return match checked {
+                            Ok(accepted) => {
+                                accepted.encode(out);
+                                let (cfg, max_frame) = (cfg.clone(), *max_frame);
+                                self.upgrade(&cfg, max_frame, now, echo, rest, out)
+                            }
+                            Err(resp) => {
+                                resp.encode(true, out);
+                                Step::Linger(CloseReason::Protocol(format!(
+                                    "websocket handshake refused ({})",
+                                    resp.status
+                                )))
+                            }
+                        };
                     }
                 }
+                self.materialize();
+                self.receive(now, input, out)
+            }
+            Layer::Http(h) => {
                 h.conn.feed(now, input);
                 *input = &mut [];
                 let req = match h.conn.next_request(out) {
@@ -320,7 +352,8 @@ impl Layer {
                     Ok(accepted) => {
                         accepted.encode(out);
                         let carry = h.conn.take_rest();
-                        self.upgrade(now, echo, carry, out)
+                        let (cfg, max_frame) = (h.cfg.clone(), h.max_frame);
+                        self.upgrade(&cfg, max_frame, now, echo, carry, out)
                     }
                 }
             }
@@ -344,21 +377,17 @@ impl Layer {
     /// the upgrade request.
     fn upgrade(
         &mut self,
+        cfg: &StackConfig,
+        max_frame: u32,
         now: MonoTime,
         echo: bool,
         carry: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Step<'static> {
-        let Layer::Http(h) = self else {
-            debug_assert!(false, "upgrade from a non-HTTP layer");
-            return Step::Idle;
-        };
-        let ping_ms = h
-            .cfg
+        let ping_ms = cfg
             .ws
             .ping_interval
             .map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
-        let max_frame = h.max_frame;
         *self = Layer::Ws(Box::new(WsLayer {
             conn: WsConn::new(max_frame, echo),
             echo,
@@ -380,7 +409,7 @@ impl Layer {
     /// an answered one, WebSocket bytes carried over the upgrade).
     pub(crate) fn has_pending_input(&self) -> bool {
         match self {
-            Layer::Binary(_) => false,
+            Layer::Binary(_) | Layer::HttpFresh { .. } => false,
             Layer::Http(h) => h.conn.has_pending_input(),
             Layer::Ws(w) => w.carry.is_some(),
         }
@@ -425,7 +454,7 @@ impl Layer {
                 WsConn::binary_header(out, len);
                 write(out);
             }
-            Layer::Ws(_) => return false,
+            Layer::Ws(_) | Layer::HttpFresh { .. } => return false,
             Layer::Http(h) => {
                 let Some(rpc) = h.rpc else { return false };
                 let mut frame = Vec::with_capacity(len);
@@ -503,6 +532,9 @@ impl Layer {
     pub(crate) fn poll_timeout(&self) -> Option<MonoTime> {
         match self {
             Layer::Binary(_) => None,
+            Layer::HttpFresh { cfg, opened, .. } => {
+                Some(opened.saturating_add(cfg.http.head_timeout))
+            }
             Layer::Http(h) => min_opt(h.conn.poll_timeout(), h.rpc.map(|r| r.deadline)),
             Layer::Ws(w) if w.conn.close_sent() => None,
             Layer::Ws(w) => w.next_ping(),
@@ -515,7 +547,12 @@ impl Layer {
         now: MonoTime,
         out: &mut Vec<u8>,
     ) -> Option<CloseReason> {
+        if matches!(self, Layer::HttpFresh { .. }) && self.poll_timeout().is_some_and(|d| now >= d)
+        {
+            self.materialize();
+        }
         match self {
+            Layer::HttpFresh { .. } => None,
             Layer::Binary(_) => None,
             Layer::Http(h) => {
                 if let Some(e) = h.conn.handle_timeout(now, out) {
