@@ -202,7 +202,14 @@ impl Session {
         if !input.is_empty() {
             self.last_seen = now;
         }
-        match self.layer.receive(now, input, &mut self.out.bytes) {
+        let was_http = self.layer.transport() == Transport::Http;
+        let step = self.layer.receive(now, input, &mut self.out.bytes);
+        if was_http && self.layer.transport() != Transport::Http {
+            // The 101 grew the queue past what a WebSocket session's frames need: let the buffer
+            // go once it is written, so an idle WebSocket holds none.
+            self.out.release_when_drained = true;
+        }
+        match step {
             Step::Event(e) => Ok(Some(e)),
             Step::Idle => {
                 self.check_queue();
@@ -489,6 +496,8 @@ impl Session {
 struct OutQueue {
     bytes: Vec<u8>,
     written: usize,
+    /// Release the buffer (whatever its size) the next time it drains.
+    release_when_drained: bool,
 }
 
 impl OutQueue {
@@ -507,7 +516,8 @@ impl OutQueue {
         );
         if self.written == self.bytes.len() {
             self.written = 0;
-            if self.bytes.capacity() > Self::KEEP {
+            if self.bytes.capacity() > Self::KEEP || self.release_when_drained {
+                self.release_when_drained = false;
                 self.bytes = Vec::new();
             } else {
                 self.bytes.clear();
