@@ -119,7 +119,11 @@ mod tests {
         server.extend_from_slice(&312u16.to_be_bytes());
         server.extend_from_slice(&frames[13..]);
         let mut got = Vec::new();
-        assert_eq!(unwrap(&server[..20], &mut got).unwrap(), 15);
+        assert_eq!(
+            unwrap(&server[..20], &mut got).unwrap(),
+            17,
+            "the frame and the ping"
+        );
         let mut got = Vec::new();
         assert_eq!(unwrap(&server, &mut got).unwrap(), server.len());
         assert_eq!(got, frames);
