@@ -183,7 +183,7 @@ pub(crate) struct WsLayer {
     /// When the next ping is due (meaningless when `ping_ms` is 0).
     next_ping: MonoTime,
     /// Bytes that followed the upgrade request in the same read (rare: clients wait for `101`).
-    carry: Option<Box<Vec<u8>>>,
+    carry: Option<Box<[u8]>>,
 }
 
 impl WsLayer {
@@ -358,13 +358,14 @@ impl Layer {
                 }
             }
             Layer::Ws(w) => {
-                if let Some(mut carry) = w.carry.take() {
+                if let Some(carry) = w.carry.take() {
+                    let mut carry = carry.into_vec();
                     carry.extend_from_slice(input);
                     *input = &mut [];
                     let mut rest: &mut [u8] = &mut carry;
                     let step = ws_step(w, &mut rest, out).into_owned();
                     if !rest.is_empty() {
-                        w.carry = Some(Box::new(rest.to_vec()));
+                        w.carry = Some(rest.to_vec().into_boxed_slice());
                     }
                     return step;
                 }
@@ -394,7 +395,7 @@ impl Layer {
             max_frame,
             ping_ms,
             next_ping: now.saturating_add(Duration::from_millis(u64::from(ping_ms))),
-            carry: (!carry.is_empty()).then(|| Box::new(carry)),
+            carry: (!carry.is_empty()).then(|| carry.into_boxed_slice()),
         }));
         if let Layer::Ws(w) = self {
             if w.carry.is_some() {
