@@ -71,20 +71,28 @@ def dev_cert(binary=None):
     return _CERT
 
 
-def tls_args(binary=None):
-    """lattice options for its TLS listener on a free port: (port, args)."""
-    cert, key = dev_cert(binary)
+def transport_args(transport, binary=None):
+    """Where the harness connects for `transport` (tcp, ws, tls, wss) and the server options that
+    open that listener on a free port: (port or None for net.listen, server args)."""
+    if transport == "tcp":
+        return None, []
     port = free_port()
-    return port, ["--tls.listen", f"127.0.0.1:{port}", "--tls.cert", cert, "--tls.key", key,
+    if transport == "ws":
+        return port, ["--listeners.http", f"127.0.0.1:{port}"]
+    cert, key = dev_cert(binary)
+    key_ = "--tls.listen" if transport == "tls" else "--tls.http_listen"
+    return port, [key_, f"127.0.0.1:{port}", "--tls.cert", cert, "--tls.key", key,
                   # 10 000 handshakes at once from one harness thread can take longer than the
                   # default 10 s on a loaded machine.
                   "--tls.handshake_timeout_ms", "120000"]
 
 
 def load_transport_args(transport):
-    """lattice-load options for `transport` (tcp or tls)."""
-    if transport == "tls":
-        return ["--transport", "tls", "--tls-ca", dev_cert()[0]]
+    """lattice-load options for `transport` (tcp, ws, tls, wss)."""
+    if transport in ("tls", "wss"):
+        return ["--transport", transport, "--tls-ca", dev_cert()[0]]
+    if transport == "ws":
+        return ["--transport", "ws"]
     return []
 
 
@@ -94,7 +102,10 @@ def start_server(kind, port, cores="0", shards=1, route="local", binary=None, ex
         cmd = ["taskset", "-c", cores, f"{BIN}/baseline-echo", "--listen", f"127.0.0.1:{port}",
                "--threads", str(shards)]
     else:
+        # Listeners other than net.listen are off unless `extra` opens them (the defaults bind
+        # fixed ports).
         cmd = ["taskset", "-c", cores, binary or f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
+               "--listeners.http", "", "--tls.listen", "", "--tls.http_listen", "",
                "--admin.listen", "", "--runtime.shards", str(shards), "--echo.route", route,
                "--log.level", "warn"] + list(extra)
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -131,12 +142,9 @@ def harness(port, args, procs=2, core="1"):
 
 def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None, transport="tcp"):
     port = free_port()
-    extra = []
-    if transport == "tls":
-        tls_port, extra = tls_args(binary)
+    tport, extra = transport_args(transport, binary)
     p = start_server(kind, port, cores, shards, route, binary, extra)
-    if transport == "tls":
-        port = tls_port
+    port = tport or port
     per = a.rate / 2
     common = ["--connections", str(a.connections // 2), "--depth", str(a.depth), "--payload", "100",
               "--duration", str(a.duration), "--warmup", "1"] + load_transport_args(transport)
@@ -166,16 +174,13 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
 
 def idle_run(kind, n, a, transport="tcp", binary=None):
     port = free_port()
-    extra = []
-    if transport == "tls":
-        tls_port, extra = tls_args()
+    tport, extra = transport_args(transport, binary)
     p = start_server(kind, port, extra=extra, binary=binary)
-    if transport == "tls":
-        port = tls_port
+    port = tport or port
     time.sleep(0.5)
     before = status_kib(p.pid, "VmRSS")
     # TLS: every connection does a full handshake first (one harness thread), so allow longer.
-    hold, settle = (40, 35) if transport == "tls" else (8, 6)
+    hold, settle = (40, 35) if transport in ("tls", "wss") else (8, 6)
     load = subprocess.Popen(
         ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{port}", "--scenario", "idle",
          "--connections", str(n), "--sources", "8", "--duration", str(hold), "--warmup", "0", "--quiet",
@@ -204,7 +209,11 @@ def main():
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--only", default="echo,mesh,idle",
-                    help="comma list of echo, mesh, idle, tls (TLS against TCP on the same server)")
+                    help="comma list of echo, mesh, idle (against the baseline); transports on the same "
+                         "server: ws (WebSocket against TCP), tls (TLS against TCP), wss (WebSocket over "
+                         "TLS against TCP): CPU per round trip and idle memory; storm (N connections at "
+                         "once over tcp and ws)")
+    ap.add_argument("--storm", type=int, default=15000, help="connections opened at once for --only storm")
     ap.add_argument("--json", default="", help="write all raw results here")
     ap.add_argument("--variants", default="",
                     help="name=path,... : compare lattice binaries (e.g. built with different allocators)")
@@ -311,6 +320,51 @@ def main():
         for name, _ in variants:
             print(f"| {name} | {med(idle[name], 'rss_before_kib'):.0f} | {med(idle[name], 'rss_after_kib'):.0f} | "
                   f"{med(idle[name], 'bytes_per_conn'):.0f} |")
+    for other, title in (("ws", "WebSocket"), ("wss", "WebSocket over TLS")):
+        if other not in only:
+            continue
+        tcp, ws = [], []
+        for i in range(a.reps):
+            tcp.append(echo_run("lattice", a, transport="tcp"))
+            ws.append(echo_run("lattice", a, transport=other))
+            print(f"  rep {i+1}: tcp {tcp[-1]['cpu_us_per_rt']:.3f} µs/rt, {other} {ws[-1]['cpu_us_per_rt']:.3f} µs/rt",
+                  flush=True)
+        ti = idle_run("lattice", a.idle, a, transport="tcp")
+        wi = idle_run("lattice", a.idle, a, transport=other)
+        results[other] = {"tcp": tcp, other: ws, "idle_tcp": ti, f"idle_{other}": wi}
+        print(f"\n| lattice, 1 shard (median of {a.reps}) | {title} | TCP | ratio |\n|---|---:|---:|---:|")
+        for key, label in [("cpu_us_per_rt", "server CPU µs per round trip (open loop)"),
+                           ("open_p99_us", "p99 µs at the fixed rate"),
+                           ("closed_rt_per_s", "round trips/s closed loop"),
+                           ("closed_p99_us", "p99 µs closed loop")]:
+            w_, t_ = med(ws, key), med(tcp, key)
+            print(f"| {label} | {w_:.3f} | {t_:.3f} | {w_ / t_ if t_ else float('nan'):.2f} |")
+        print(f"| bytes per idle connection ({a.idle} idle) | {wi['bytes_per_conn']:.0f} | "
+              f"{ti['bytes_per_conn']:.0f} | {wi['bytes_per_conn'] / ti['bytes_per_conn']:.2f} |")
+    if "storm" in only:
+        rows = {}
+        for transport in ("tcp", "ws"):
+            port = free_port()
+            tport, extra = transport_args(transport)
+            p = start_server("lattice", port, cores="0", shards=1, extra=extra)
+            rep = os.path.join(tempfile.gettempdir(), f"compare-storm-{transport}.json")
+            target = tport or port
+            rc = subprocess.call(
+                ["taskset", "-c", "1", f"{BIN}/lattice-load", "--addr", f"127.0.0.1:{target}", "--scenario",
+                 "storm", "--connections", str(a.storm), "--sources", "8", "--duration", "5", "--warmup", "0",
+                 "--quiet", "--max-errors", "0", "--report", rep] + load_transport_args(transport),
+                stdout=subprocess.DEVNULL)
+            stop(p)
+            rows[transport] = json.load(open(rep))
+            rows[transport]["exit"] = rc
+        results["storm"] = rows
+        print(f"\n| {a.storm} connections at once (1 shard) | tcp | ws |\n|---|---:|---:|")
+        for key, label in [("connected", "connected"), ("failures", "failures"),
+                           ("listen_overflows", "listen overflows (machine-wide, during the storm)")]:
+            print(f"| {label} | {rows['tcp'][key]} | {rows['ws'][key]} |")
+        for q in ("p50", "p90", "p99", "max"):
+            print(f"| connect to Welcome {q} (ms) | {rows['tcp']['connect_us'][q] / 1000:.1f} | "
+                  f"{rows['ws']['connect_us'][q] / 1000:.1f} |")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=2)
 

@@ -38,6 +38,10 @@ cargo nextest run -p lattice-server --no-default-features --features alloc-syste
 deploy/ci/alloc.sh
 deploy/ci/mesh.sh
 
-# TypeScript client: golden vectors, scripted transport, tsc --noEmit.
+# TypeScript client: golden vectors, scripted transport, tsc --noEmit, the embedded demo bundle.
 deploy/ci/ts.sh
+# Real clients over WebSocket (Chromium + Python websockets, Node mini-game adapter) and the
+# Autobahn conformance suite (sections 1-7, 10, 12-13).
+deploy/ci/clients.sh
+deploy/ci/autobahn.sh check
 echo "test.sh: all tests passed"

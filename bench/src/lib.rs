@@ -5,3 +5,4 @@
 
 pub mod transport;
 pub mod wire;
+pub mod ws;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_runtime::net::tls::{TlsListener, TlsSource};
+use lattice_runtime::net::tls::{TlsServing, TlsSource};
 use lattice_runtime::telemetry::admin::AdminServer;
 use lattice_runtime::Server;
 use lattice_storage::{Schema, Storage};
@@ -66,6 +66,7 @@ pub fn run(cfg: Config) -> i32 {
         max_frame: cfg.net.max_frame,
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
@@ -103,16 +104,17 @@ pub fn run(cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
-    let tls_listener = tls.as_ref().map(|source| TlsListener {
-        listen: cfg.tls.listen.clone(),
+    let tls_serving = tls.as_ref().map(|source| TlsServing {
         source: source.clone(),
         settings: cfg.tls.settings(),
     });
-    let mut server = match Server::start_with_tls(
+    let mut server = match Server::start_listeners(
         &cfg.runtime,
         &cfg.net,
+        &cfg.listener_specs,
+        cfg.listeners.backlog,
+        tls_serving,
         &cfg.shutdown,
-        tls_listener,
         move |shard| App::new(&settings, shard, n).expect("services were validated before start"),
     ) {
         Ok(s) => {

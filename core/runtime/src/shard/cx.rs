@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits};
+use lattice_wire::http::Response;
+use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits, StackConfig};
 
 use crate::mesh::backlog::{Backlog, Queued, Refused};
 use crate::mesh::ring::Producer;
@@ -283,22 +284,38 @@ impl<M: Send + 'static> ShardCx<M> {
         self.sessions.borrow().len()
     }
 
-    /// Registers a session for a connection from `peer` (the connection task, or a test).
-    pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
-        self.open_session_with(peer, |s| s)
+    /// Answers the HTTP request `session` (of this shard) is waiting on; see
+    /// [`lattice_wire::Session::respond`]. Returns false when the session is gone, closing or
+    /// waits for no answer.
+    pub fn respond(&self, session: SessionId, resp: &Response) -> bool {
+        matches!(
+            self.with_session(session, |s| s.respond(resp)),
+            Some(Ok(()))
+        )
     }
 
-    /// Registers a session for a connection from `peer`, with layers added by `layers` (e.g.
-    /// TLS: `|s| s.with_tls(layer)`) before any byte flows.
-    pub fn open_session_with(
+    /// Registers a binary client session for a connection from `peer` (a test).
+    pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        self.open_session_on(
+            peer,
+            &Arc::new(StackConfig::binary(lattice_wire::SessionType::Client)),
+            |s| s,
+        )
+    }
+
+    /// Registers a session for a connection from `peer` on a listener with protocol stack
+    /// `stack` (the connection task, or a test), with layers added by `layers` before any byte
+    /// flows (e.g. TLS: `|s| s.with_tls(layer)`).
+    pub fn open_session_on(
         &self,
         peer: std::net::SocketAddr,
+        stack: &Arc<StackConfig>,
         layers: impl FnOnce(Session) -> Session,
     ) -> Rc<SessionCell> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let session = layers(Session::new(id, self.limits, now));
+        let session = layers(Session::new_on(id, self.limits, stack, now));
         let cell = Rc::new(SessionCell::new(session, peer));
         table.insert(cell.clone());
         drop(table);
@@ -322,6 +339,12 @@ impl<M: Send + 'static> ShardCx<M> {
                 cell.wake();
             }
             Err(SendError::Overflow) => cell.wake(),
+            Err(SendError::NoChannel) => {
+                crate::telemetry::gateway::GatewayMetrics::add(
+                    &self.metrics.gateway[self.id].frames_no_channel_total,
+                    1,
+                );
+            }
             Err(SendError::Closing) => {}
         }
     }

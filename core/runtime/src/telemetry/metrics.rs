@@ -52,6 +52,8 @@ pub struct Metrics {
     pub shards: Vec<ShardMetrics>,
     /// I/O driver of each shard: 0 unknown, 1 io_uring, 2 epoll.
     pub drivers: Vec<AtomicU64>,
+    /// Gateway transport counters, one entry per shard.
+    pub gateway: Vec<super::gateway::GatewayMetrics>,
     extra: Mutex<Vec<Renderer>>,
 }
 
@@ -61,6 +63,7 @@ impl Metrics {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
             drivers: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            gateway: (0..shards).map(|_| Default::default()).collect(),
             extra: Mutex::new(Vec::new()),
         }
     }
@@ -86,6 +89,7 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         let mut w = Writer::new(&mut out);
         ShardMetrics::render(&self.shards, &mut w);
+        super::gateway::GatewayMetrics::render(&self.gateway, &mut w);
         w.family(
             "lattice_shard_driver",
             Kind::Gauge,

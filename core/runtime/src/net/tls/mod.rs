@@ -20,12 +20,15 @@ use lattice_wire::tls::rustls::ServerConfig;
 use lattice_wire::tls::{TlsEvents, TlsLayer, TlsSettings};
 use lattice_wire::MonoTime;
 
-/// `[tls]` section: a listener serving the binary frame protocol over TLS.
+/// `[tls]` section: the certificate, the TLS listeners (binary frames over TLS; HTTPS and WSS) and
+/// the per-session settings.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// Listen address of the TLS listener.
+    /// Listen address of the binary-frames-over-TLS listener; empty = off.
     pub listen: String,
+    /// Listen address of the HTTPS + WSS listener; empty = off.
+    pub http_listen: String,
     /// PEM certificate chain file (leaf first); empty = TLS off.
     pub cert: String,
     /// PEM private key file (PKCS#8, PKCS#1 or SEC1); empty = TLS off.
@@ -71,11 +74,10 @@ impl TlsConfig {
     }
 }
 
-/// A TLS listener for [`crate::Server::start_with_tls`].
+/// What the TLS listeners serve with (given to [`crate::Server::start_listeners`]): one
+/// certificate source for all of them, reloaded in one place.
 #[derive(Debug, Clone)]
-pub struct TlsListener {
-    /// Listen address.
-    pub listen: String,
+pub struct TlsServing {
     /// Certificate source (shared with whoever reloads it).
     pub source: Arc<TlsSource>,
     /// Per-session settings.
