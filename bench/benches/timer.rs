@@ -1,7 +1,9 @@
 //! Timer benchmarks: `lattice_runtime::time::TimerWheel` against `std::collections::BinaryHeap`,
 //! `tokio_util::time::DelayQueue` and `hierarchical_hash_wheel_timer` (cancellable quad wheel).
 //!
-//! Run: `cargo bench -p lattice-bench --bench timer -- [--reps N] [--only NAME] [--no-mem]`
+//! Run: `cargo bench -p lattice-bench --bench timer -- [--reps N] [--only NAME] [--impl NAME]
+//! [--no-mem]` (`--impl lattice|binary_heap|delay_queue|hhwt` runs one implementation, for
+//! `bench/timer_callgrind.sh`).
 //!
 //! Every scenario runs every implementation once per repetition, in a rotated order, so the
 //! implementations share the machine's noise; the table gives the median ns/op per
@@ -95,6 +97,32 @@ fn hh_entry(id: u64, ms: u64) -> IdOnlyTimerEntry<u64> {
 
 // ---------------------------------------------------------------- scenarios
 
+// The timed Lattice loops live in functions of their own so that `bench/timer_callgrind.sh` can
+// count exactly their instructions and cache misses (`callgrind --toggle-collect`).
+
+#[inline(never)]
+fn lattice_insert_loop(w: &mut TimerWheel<u64>, ds: &[u64]) {
+    for (i, d) in ds.iter().enumerate() {
+        black_box(w.insert(*d, i as u64).ok());
+    }
+}
+
+#[inline(never)]
+fn lattice_cancel_loop(w: &mut TimerWheel<u64>, hs: &[TimerHandle], order: &[usize]) {
+    for &i in order {
+        black_box(w.cancel(hs[i]));
+    }
+}
+
+#[inline(never)]
+fn lattice_expire_loop(w: &mut TimerWheel<u64>, ticks: u64) -> u64 {
+    let mut acc = 0u64;
+    for now in 1..=ticks {
+        w.advance(now, |e| acc = acc.wrapping_add(e.item));
+    }
+    acc
+}
+
 /// Insert `n` timers with deadlines uniform in 1 ms .. 10 min into an empty structure.
 fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
     let ds = deadlines(n, 1, 600_000, 1);
@@ -102,9 +130,7 @@ fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
         LATTICE => {
             let mut w = new_wheel();
             let t = Instant::now();
-            for (i, d) in ds.iter().enumerate() {
-                black_box(w.insert(*d, i as u64).ok());
-            }
+            lattice_insert_loop(&mut w, &ds);
             ns_per(t, n)
         }
         HEAP => {
@@ -154,9 +180,7 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 .filter_map(|(i, d)| w.insert(*d, i as u64).ok())
                 .collect();
             let t = Instant::now();
-            for &i in &order {
-                black_box(w.cancel(hs[i]));
-            }
+            lattice_cancel_loop(&mut w, &hs, &order);
             ns_per(t, n)
         }
         HEAP => {
@@ -300,9 +324,7 @@ fn expire_bulk(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 let _ = w.insert(*d, i as u64);
             }
             let t = Instant::now();
-            for now in 1..=100 {
-                w.advance(now, |e| acc = acc.wrapping_add(e.item));
-            }
+            acc = lattice_expire_loop(&mut w, 100);
             ns_per(t, n)
         }
         HEAP => {
@@ -641,6 +663,7 @@ fn main() {
     }
     let mut reps = 7usize;
     let mut only: Option<String> = None;
+    let mut only_impl: Option<usize> = None;
     let mut mem = true;
     // `cargo bench` passes `--bench`; anything else (`cargo test --all-targets`) gets a quick
     // smoke run with small sizes so a debug build does not spend minutes here.
@@ -654,6 +677,16 @@ fn main() {
             }
             "--only" => {
                 only = args.get(i + 1).cloned();
+                i += 1;
+            }
+            "--impl" => {
+                only_impl = args
+                    .get(i + 1)
+                    .and_then(|name| IMPLS.iter().position(|x| x == name));
+                if only_impl.is_none() {
+                    eprintln!("--impl takes one of {IMPLS:?}");
+                    std::process::exit(2);
+                }
                 i += 1;
             }
             "--no-mem" => mem = false,
@@ -717,6 +750,10 @@ fn main() {
         for rep in 0..reps {
             for k in 0..IMPLS.len() {
                 let imp = (k + rep) % IMPLS.len();
+                if only_impl.is_some_and(|o| o != imp) {
+                    res[imp].push(f64::NAN);
+                    continue;
+                }
                 let mut v: Vec<f64> = (0..inner).map(|_| f(imp, n, &rt)).collect();
                 res[imp].push(median(&mut v));
             }
@@ -737,6 +774,9 @@ fn main() {
         let spread: Vec<String> = res
             .iter()
             .map(|v| {
+                if v.iter().all(|x| x.is_nan()) {
+                    return "—".to_string();
+                }
                 let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().cloned().fold(0.0, f64::max);
                 format!("{lo:.1}–{hi:.1}")
