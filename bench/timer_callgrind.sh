@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Instructions and simulated cache misses per operation of the Lattice timer wheel, counted by
 # `valgrind --tool=callgrind` over exactly the timed loops of `bench/benches/timer.rs`
-# (`lattice_insert_loop`, `lattice_cancel_loop`, `lattice_expire_loop`; `--toggle-collect`).
+# (`lattice_insert_loop`, `lattice_cancel_loop`, `lattice_churn_loop`, `lattice_expire_loop`;
+# `--toggle-collect`).
 # Counts are deterministic for a given binary, unlike times on this shared machine.
 #
-#   bench/timer_callgrind.sh [--bin PATH] [--only insert|cancel|expire]
+#   bench/timer_callgrind.sh [--bin PATH] [--only insert|cancel|churn|expire]
 #
 # Cache model (this machine's per-core caches): D1 48 KiB 12-way, LL = the 2 MiB 16-way L2, 64-byte
 # lines. "LL misses" are therefore reads and writes that leave the core's private caches — the
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
 done
 command -v valgrind >/dev/null || { echo "timer_callgrind.sh: install valgrind (apt-get install valgrind)" >&2; exit 1; }
 if [ -z "$bin" ]; then
-  bin=$(cargo bench -q -p lattice-bench --bench timer --no-run --message-format=json 2>/dev/null |
+  bin=$(cargo bench -q -p lattice-bench --bench timer --no-run --message-format=json |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -36,6 +37,7 @@ trap 'rm -rf "$work"' EXIT
 cases=(
   "insert timer/insert/1M lattice_insert_loop 1000000 insert"
   "cancel timer/cancel/1M lattice_cancel_loop 1000000 cancel"
+  "churn timer/insert_cancel_90 lattice_churn_loop 1000000 timer"
   "expire timer/expire_bulk lattice_expire_loop 100000 fired"
 )
 printf '| loop | ops | Ir/op | D1 misses/op | LL misses/op (reads + writes) |\n|---|---:|---:|---:|---:|\n'

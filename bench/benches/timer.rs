@@ -76,7 +76,7 @@ fn wheel_cfg() -> WheelConfig {
         max_timers: 1 << 24,
         max_fire_per_pass: u32::MAX,
         max_cascade_per_pass: u32::MAX,
-        preallocate: 0,
+        ..WheelConfig::default()
     }
 }
 
@@ -111,6 +111,30 @@ fn lattice_insert_loop(w: &mut TimerWheel<u64>, ds: &[u64]) {
 fn lattice_cancel_loop(w: &mut TimerWheel<u64>, hs: &[TimerHandle], order: &[usize]) {
     for &i in order {
         black_box(w.cancel(hs[i]));
+    }
+}
+
+#[inline(never)]
+fn lattice_churn_loop(
+    w: &mut TimerWheel<u64>,
+    ds: &[u64],
+    kill: &[bool],
+    hs: &mut Vec<TimerHandle>,
+    window: usize,
+) {
+    let n = ds.len();
+    for i in 0..n {
+        if let Ok(h) = w.insert(ds[i], i as u64) {
+            hs.push(h);
+        }
+        if i >= window && kill[i - window] {
+            black_box(w.cancel(hs[i - window]));
+        }
+    }
+    for i in n.saturating_sub(window)..n {
+        if kill[i] {
+            black_box(w.cancel(hs[i]));
+        }
     }
 }
 
@@ -237,19 +261,7 @@ fn insert_cancel_90(imp: usize, n: usize, rt: &Runtime) -> f64 {
             let mut w = new_wheel();
             let mut hs: Vec<TimerHandle> = Vec::with_capacity(n);
             let t = Instant::now();
-            for i in 0..n {
-                if let Ok(h) = w.insert(ds[i], i as u64) {
-                    hs.push(h);
-                }
-                if i >= WINDOW && kill[i - WINDOW] {
-                    black_box(w.cancel(hs[i - WINDOW]));
-                }
-            }
-            for i in n.saturating_sub(WINDOW)..n {
-                if kill[i] {
-                    black_box(w.cancel(hs[i]));
-                }
-            }
+            lattice_churn_loop(&mut w, &ds, &kill, &mut hs, WINDOW);
             ns_per(t, n)
         }
         HEAP => {

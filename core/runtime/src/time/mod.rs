@@ -16,6 +16,7 @@
 
 mod calendar;
 mod clock;
+mod records;
 mod slab;
 mod wheel;
 
