@@ -88,17 +88,15 @@ pub(crate) struct Compaction {
     write: Cursor,
 }
 
-/// What one compaction step did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Kept a live record (possibly moving it forward).
-    Kept,
-    /// Dropped a dead record.
-    Dropped,
-    /// Passed a record emptied earlier or a block boundary.
-    Passed,
-    /// Reached the tail: the list is compacted and truncated.
-    Done,
+/// What a [`RecordPool::compact`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Compacted {
+    /// Steps used (at most the budget).
+    pub(crate) steps: u32,
+    /// Dead records dropped.
+    pub(crate) dropped: u32,
+    /// Whether the tail was reached: the list is compacted and truncated.
+    pub(crate) done: bool,
 }
 
 /// The blocks of all slot lists of one wheel.
@@ -275,52 +273,60 @@ impl RecordPool {
         })
     }
 
-    /// One step of an in-place, order-keeping compaction of `list`.
+    /// Runs an in-place, order-keeping compaction of `list` for at most `budget` steps (a step
+    /// looks at one position or crosses a block boundary).
     ///
     /// `relocate(rec, from, to)` says whether the record `rec` at address `from` is live and, if
     /// it is, points the timer's entry at its new address `to` (which may equal `from`). Dead
-    /// records are dropped. Appends to `list` between steps are fine; consuming it is not (drop
+    /// records are dropped. Appends to `list` between calls are fine; consuming it is not (drop
     /// the compaction first: the records it passed are `NIL`, which consumers skip).
-    pub(crate) fn compact_step(
+    pub(crate) fn compact(
         &mut self,
         list: &mut RecordList,
         c: &mut Compaction,
+        budget: u32,
         mut relocate: impl FnMut(u32, u32, u32) -> bool,
-    ) -> Step {
-        if c.read.block == list.tail && c.read.pos == list.tail_pos {
-            self.truncate(list, c.write);
-            return Step::Done;
+    ) -> Compacted {
+        let mut out = Compacted::default();
+        while out.steps < budget {
+            out.steps += 1;
+            if c.read.block == list.tail && c.read.pos == list.tail_pos {
+                self.truncate(list, c.write);
+                out.done = true;
+                return out;
+            }
+            if c.read.pos == PER_BLOCK {
+                c.read = Cursor {
+                    block: self.block(c.read.block).words[NEXT_WORD],
+                    pos: 0,
+                };
+                continue;
+            }
+            let from = c.read;
+            let rec = std::mem::replace(
+                &mut self.block_mut(from.block).words[from.pos as usize],
+                NIL,
+            );
+            c.read.pos += 1;
+            if rec == NIL {
+                continue;
+            }
+            if c.write.pos == PER_BLOCK {
+                // `write` trails `read`, so the next block exists.
+                c.write = Cursor {
+                    block: self.block(c.write.block).words[NEXT_WORD],
+                    pos: 0,
+                };
+            }
+            let to = c.write;
+            if !relocate(rec, from.addr(), to.addr()) {
+                out.dropped += 1;
+                continue;
+            }
+            self.block_mut(to.block).words[to.pos as usize] = rec;
+            c.write.pos += 1;
         }
-        if c.read.pos == PER_BLOCK {
-            c.read = Cursor {
-                block: self.block(c.read.block).words[NEXT_WORD],
-                pos: 0,
-            };
-            return Step::Passed;
-        }
-        let from = c.read;
-        let rec = std::mem::replace(
-            &mut self.block_mut(from.block).words[from.pos as usize],
-            NIL,
-        );
-        c.read.pos += 1;
-        if rec == NIL {
-            return Step::Passed;
-        }
-        if c.write.pos == PER_BLOCK {
-            // `write` trails `read`, so the next block exists.
-            c.write = Cursor {
-                block: self.block(c.write.block).words[NEXT_WORD],
-                pos: 0,
-            };
-        }
-        let to = c.write;
-        if !relocate(rec, from.addr(), to.addr()) {
-            return Step::Dropped;
-        }
-        self.block_mut(to.block).words[to.pos as usize] = rec;
-        c.write.pos += 1;
-        Step::Kept
+        out
     }
 
     /// Every position of `list` from head to tail: (record, address). For test audits.
@@ -432,14 +438,15 @@ mod tests {
         }
         let before = pool.blocks_in_use();
         let mut c = pool.start_compaction(&mut list).expect("non-empty");
-        let mut steps = 0;
+        let mut calls = 0;
+        let mut dropped = 0;
         loop {
-            if steps == 50 {
+            if calls == 10 {
                 for i in 200..210u32 {
                     addr_of.insert(i, pool.push(&mut list, i).expect("block"));
                 }
             }
-            let step = pool.compact_step(&mut list, &mut c, |rec, from, to| {
+            let out = pool.compact(&mut list, &mut c, 5, |rec, from, to| {
                 assert_eq!(addr_of[&rec], from, "record found where it was put");
                 if rec % 2 == 0 {
                     addr_of.insert(rec, to);
@@ -448,12 +455,15 @@ mod tests {
                     false
                 }
             });
-            steps += 1;
-            if step == Step::Done {
+            assert!(out.steps <= 5);
+            dropped += out.dropped;
+            calls += 1;
+            if out.done {
                 break;
             }
-            assert!(steps < 10_000);
+            assert!(calls < 10_000);
         }
+        assert_eq!(dropped, 104, "odd records of 3..210");
         assert!(pool.blocks_in_use() < before, "freed half the blocks");
         // Addresses handed out are where the records are now.
         let mut check = list;
@@ -476,7 +486,7 @@ mod tests {
             pool.push(&mut list, i).expect("block");
         }
         let mut c = pool.start_compaction(&mut list).expect("non-empty");
-        while pool.compact_step(&mut list, &mut c, |_, _, _| false) != Step::Done {}
+        while !pool.compact(&mut list, &mut c, 1, |_, _, _| false).done {}
         assert!(list.is_empty());
         assert_eq!(pool.blocks_in_use(), 0);
     }
@@ -489,9 +499,8 @@ mod tests {
             pool.push(&mut list, i).expect("block");
         }
         let mut c = pool.start_compaction(&mut list).expect("non-empty");
-        for _ in 0..20 {
-            pool.compact_step(&mut list, &mut c, |rec, _, _| rec % 3 == 0);
-        }
+        let out = pool.compact(&mut list, &mut c, 20, |rec, _, _| rec % 3 == 0);
+        assert!(!out.done);
         // Dropped mid-way: the consumer sees the kept records, NILs (skipped), then the rest.
         let got = drain(&mut pool, &mut list);
         let mut want: Vec<u32> = (0..19).filter(|r| r % 3 == 0).collect();
