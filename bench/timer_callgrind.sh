@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Instructions and simulated cache misses per operation of the Lattice timer wheel, counted by
 # `valgrind --tool=callgrind` over exactly the timed loops of `bench/benches/timer.rs`
-# (`lattice_insert_loop`, `lattice_cancel_loop`, `lattice_churn_loop`, `lattice_expire_loop`;
-# `--toggle-collect`).
+# (`lattice_insert_loop`, `lattice_cancel_loop`, `lattice_cancel_lookup_loop`, `lattice_remove_loop`,
+# `lattice_churn_loop`, `lattice_expire_loop`; `--toggle-collect`).
 # Counts are deterministic for a given binary, unlike times on this shared machine.
 #
-#   bench/timer_callgrind.sh [--bin PATH] [--only insert|cancel|churn|expire]
+#   bench/timer_callgrind.sh [--bin PATH] [--only insert|cancel|cancel_handle_array|remove|churn|expire]
 #
 # Cache model (this machine's per-core caches): D1 48 KiB 12-way, LL = the 2 MiB 16-way L2, 64-byte
 # lines. "LL misses" are therefore reads and writes that leave the core's private caches — the
@@ -37,6 +37,8 @@ trap 'rm -rf "$work"' EXIT
 cases=(
   "insert timer/insert/1M lattice_insert_loop 1000000 insert"
   "cancel timer/cancel/1M lattice_cancel_loop 1000000 cancel"
+  "cancel_handle_array timer/cancel_handle_array/1M lattice_cancel_lookup_loop 1000000 cancel"
+  "remove timer/remove/1M lattice_remove_loop 1000000 cancel"
   "churn timer/insert_cancel_90 lattice_churn_loop 1000000 timer"
   "expire timer/expire_bulk lattice_expire_loop 100000 fired"
 )

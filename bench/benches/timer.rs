@@ -108,10 +108,26 @@ fn lattice_insert_loop(w: &mut TimerWheel<u64>, ds: &[u64]) {
 }
 
 #[inline(never)]
-fn lattice_cancel_loop(w: &mut TimerWheel<u64>, hs: &[TimerHandle], order: &[usize]) {
+fn lattice_cancel_loop(w: &mut TimerWheel<u64>, handles: &[TimerHandle]) {
+    for h in handles {
+        black_box(w.cancel(*h));
+    }
+}
+
+#[inline(never)]
+fn lattice_cancel_lookup_loop(w: &mut TimerWheel<u64>, hs: &[TimerHandle], order: &[usize]) {
     for &i in order {
         black_box(w.cancel(hs[i]));
     }
+}
+
+#[inline(never)]
+fn lattice_remove_loop(w: &mut TimerWheel<u64>, handles: &[TimerHandle]) -> u64 {
+    let mut acc = 0u64;
+    for h in handles {
+        acc = acc.wrapping_add(w.remove(*h).unwrap_or(0));
+    }
+    acc
 }
 
 #[inline(never)]
@@ -191,8 +207,23 @@ fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
     }
 }
 
-/// Cancel all of `n` pending timers in random order (inserting is not timed).
-fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
+/// How the `cancel` scenarios reach their timers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CancelMode {
+    /// Handles (DelayQueue keys) are read in the cancel order from an array permuted beforehand,
+    /// as a caller that holds each handle in the object it is working on: what is timed is the
+    /// structure's own work. Lattice `cancel`, DelayQueue `try_remove`.
+    Cancel,
+    /// As before this scenario was split: the handle is read at a random index of an 8 MB
+    /// array, one more cache miss per cancel that belongs to the harness.
+    HandleArray,
+    /// Like `Cancel`, but Lattice hands the value back (`remove`), as DelayQueue does.
+    Remove,
+}
+
+/// Cancel all of `n` pending timers in random order (inserting is not timed). The binary heap
+/// sets a flag at the timer's index (its lazy cancel); hhwt cancels by id (a hash-map removal).
+fn cancel_with(mode: CancelMode, imp: usize, n: usize, rt: &Runtime) -> f64 {
     let ds = deadlines(n, 1, 600_000, 2);
     let order = permutation(n, 3);
     match imp {
@@ -203,8 +234,15 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 .enumerate()
                 .filter_map(|(i, d)| w.insert(*d, i as u64).ok())
                 .collect();
+            let in_order: Vec<TimerHandle> = order.iter().map(|&i| hs[i]).collect();
             let t = Instant::now();
-            lattice_cancel_loop(&mut w, &hs, &order);
+            match mode {
+                CancelMode::Cancel => lattice_cancel_loop(&mut w, &in_order),
+                CancelMode::HandleArray => lattice_cancel_lookup_loop(&mut w, &hs, &order),
+                CancelMode::Remove => {
+                    black_box(lattice_remove_loop(&mut w, &in_order));
+                }
+            }
             ns_per(t, n)
         }
         HEAP => {
@@ -229,9 +267,17 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 .enumerate()
                 .map(|(i, d)| q.insert_at(i as u64, base + Duration::from_millis(*d)))
                 .collect();
+            if mode == CancelMode::HandleArray {
+                let t = Instant::now();
+                for &i in &order {
+                    black_box(q.try_remove(&keys[i]));
+                }
+                return ns_per(t, n);
+            }
+            let in_order: Vec<_> = order.iter().map(|&i| keys[i].clone()).collect();
             let t = Instant::now();
-            for &i in &order {
-                black_box(q.try_remove(&keys[i]));
+            for k in &in_order {
+                black_box(q.try_remove(k));
             }
             ns_per(t, n)
         }),
@@ -247,6 +293,18 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
             ns_per(t, n)
         }
     }
+}
+
+fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::Cancel, imp, n, rt)
+}
+
+fn cancel_handle_array(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::HandleArray, imp, n, rt)
+}
+
+fn remove(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::Remove, imp, n, rt)
 }
 
 /// Heartbeat-like churn: insert `n` timers; 90 % of them are cancelled 1024 inserts later
@@ -712,7 +770,7 @@ fn main() {
         .expect("tokio runtime");
     assert_eq!(IMPLS[HHWT], "hhwt");
 
-    let scenarios: [(&str, usize, Scenario, &str); 9] = [
+    let scenarios: [(&str, usize, Scenario, &str); 11] = [
         ("timer/insert/1k", 1_000, insert, "ns/insert"),
         ("timer/insert/100k", 100_000, insert, "ns/insert"),
         ("timer/insert/1M", 1_000_000, insert, "ns/insert"),
@@ -727,6 +785,18 @@ fn main() {
             1_000_000,
             cancel,
             "ns/cancel (random order)",
+        ),
+        (
+            "timer/cancel_handle_array/1M",
+            1_000_000,
+            cancel_handle_array,
+            "ns/cancel (random order, handle read from an 8 MB array)",
+        ),
+        (
+            "timer/remove/1M",
+            1_000_000,
+            remove,
+            "ns/cancel returning the value (random order)",
         ),
         (
             "timer/insert_cancel_90",
