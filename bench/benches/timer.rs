@@ -274,7 +274,7 @@ fn cancel_with(mode: CancelMode, imp: usize, n: usize, rt: &Runtime) -> f64 {
                 }
                 return ns_per(t, n);
             }
-            let in_order: Vec<_> = order.iter().map(|&i| keys[i].clone()).collect();
+            let in_order: Vec<_> = order.iter().map(|&i| keys[i]).collect();
             let t = Instant::now();
             for k in &in_order {
                 black_box(q.try_remove(k));
