@@ -16,8 +16,8 @@
 //! and leaves the timer's record where it is; the record is recognised as dead (its entry no
 //! longer points back at it) and dropped when its slot is fired, cascaded or compacted. So a
 //! cancel touches one entry and no list, and dead records cost 4 bytes each until then. Their
-//! number is bounded: past `pending + dead_record_slack` the wheel compacts its lists a few
-//! records per call. Handles carry a generation: cancelling a timer that already fired (or
+//! number is bounded: past `pending / 2 + dead_record_slack` the wheel compacts its lists a
+//! few records per call. Handles carry a generation: cancelling a timer that already fired (or
 //! whose slot was reused) is a no-op.
 //!
 //! The wheel knows nothing of clocks, sockets or shards; the caller passes ticks in.
@@ -114,8 +114,8 @@ pub struct WheelConfig {
     /// [`WheelStats::cascade_budget_hits`]). What is left of it after the pass's own work goes
     /// to compaction. At least 1.
     pub max_cascade_per_pass: u32,
-    /// Records of cancelled or rescheduled timers allowed beyond the number of pending timers
-    /// before the wheel compacts its slot lists (4 bytes each; see
+    /// Records of cancelled or rescheduled timers allowed beyond half the number of pending
+    /// timers before the wheel compacts its slot lists (4 bytes each; see
     /// [`WheelStats::dead_records`]).
     pub dead_record_slack: u32,
     /// Slots allocated up front (rounded up to 1024), so early inserts never allocate.
@@ -187,7 +187,7 @@ pub struct WheelStats {
     /// Timers pending now.
     pub pending: u64,
     /// Records of cancelled or rescheduled timers still in slot lists (4 bytes each). Bounded:
-    /// compaction starts past `pending + dead_record_slack`.
+    /// compaction starts past `pending / 2 + dead_record_slack`.
     pub dead_records: u64,
     /// Dead records dropped by compaction (the rest are dropped when their slot comes up).
     pub compacted: u64,
@@ -796,10 +796,10 @@ impl<T> TimerWheel<T> {
         Some(addr)
     }
 
-    /// Whether dead records are past their bound: the pending timers plus the slack.
+    /// Whether dead records are past their bound: half the pending timers plus the slack.
     #[inline]
     fn over_dead_bound(&self) -> bool {
-        self.dead > self.slab.len() as u64 + u64::from(self.cfg.dead_record_slack)
+        self.dead > self.slab.len() as u64 / 2 + u64::from(self.cfg.dead_record_slack)
     }
 
     /// An insert's or reschedule's share of compaction while dead records are over their bound:
@@ -1196,10 +1196,10 @@ mod dead_record_tests {
     }
 
     /// The bound the wheel promises after any insert, reschedule or advance: dead records at most
-    /// one compaction round's lag past `pending + slack`, i.e. twice that.
+    /// one compaction round's lag past `pending / 2 + slack`, i.e. twice that.
     fn check(w: &TimerWheel<u64>, what: &str) {
         let s = w.stats();
-        let bound = 2 * (s.pending + u64::from(SLACK));
+        let bound = 2 * (s.pending / 2 + u64::from(SLACK));
         assert!(
             s.dead_records <= bound,
             "{what}: {} dead records, {} pending, bound {bound}",
@@ -1264,7 +1264,7 @@ mod dead_record_tests {
             check(&w, "heartbeat");
             max_dead = max_dead.max(w.stats().dead_records);
         }
-        assert!(max_dead <= 2 * (1000 + u64::from(SLACK)), "max {max_dead}");
+        assert!(max_dead <= 2 * (500 + u64::from(SLACK)), "max {max_dead}");
         w.audit().expect("bookkeeping");
     }
 
