@@ -474,8 +474,9 @@ impl<T> TimerWheel<T> {
     /// Moves a pending timer to a new deadline (it goes to the back of that tick's order).
     ///
     /// Returns `Ok(false)` and changes nothing when the handle is stale;
-    /// [`TimerError::OutOfRange`] past [`MAX_TICK`]. Cost: like an insert; the old record is
-    /// left dead in its list.
+    /// [`TimerError::OutOfRange`] past [`MAX_TICK`]; [`TimerError::Full`] (nothing changed) only
+    /// when the slot lists hold 2^31 records. Cost: like an insert; the old record is left dead
+    /// in its list.
     pub fn reschedule(&mut self, handle: TimerHandle, deadline: Tick) -> Result<bool, TimerError> {
         if deadline > MAX_TICK {
             return Err(TimerError::OutOfRange(deadline));
