@@ -22,7 +22,7 @@
 //!
 //! The wheel knows nothing of clocks, sockets or shards; the caller passes ticks in.
 
-use super::records::{Compaction, RecordList, RecordPool, NIL};
+use super::records::{Compaction, RecordList, RecordPool, Run, NIL};
 use super::slab::Slab;
 
 /// Number of levels.
@@ -35,6 +35,7 @@ const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 pub const WHEEL_BITS: u32 = SLOT_BITS * LEVELS as u32;
 const OVERFLOW_LOC: u16 = (LEVELS * SLOTS) as u16;
 const LISTS: usize = LEVELS * SLOTS + 1;
+const RUN_LEN: usize = std::mem::size_of::<Run>() / 4;
 /// Compaction steps (records looked at) owed by each insert and reschedule while dead records
 /// are over their bound. Each such call adds at most one record, so 4 steps keep well ahead.
 const COMPACT_STEPS_PER_OP: u32 = 4;
@@ -612,31 +613,39 @@ impl<T> TimerWheel<T> {
         f: &mut F,
     ) -> SlotEnd {
         self.stop_compacting(slot);
+        let mut run: Run = [NIL; RUN_LEN];
         loop {
-            let Some((rec, addr)) = self.pool.front(&mut self.lists[slot]) else {
+            // Firing never appends to this slot (a periodic timer's next deadline is later than
+            // this tick, so in another slot), so the copied run stays the list's head.
+            let (n, first) = self.pool.head_run(&mut self.lists[slot], &mut run);
+            if n == 0 {
                 self.occupied[0] &= !(1u64 << slot);
                 return SlotEnd::Empty;
-            };
-            if rec != NIL && self.slab.live_link(rec) == Some(addr) {
-                if *fired >= max_fire {
-                    return SlotEnd::Budget;
-                }
-                self.pool.pop_front(&mut self.lists[slot]);
-                if deferred_limit.is_some_and(|limit| self.slab.cold(rec).deadline <= limit) {
-                    self.stats.deferred_fired += 1;
-                }
-                self.fire(rec, now, f);
-                *fired += 1;
-            } else {
-                if *moved >= self.cfg.max_cascade_per_pass {
-                    return SlotEnd::Budget;
-                }
-                self.pool.pop_front(&mut self.lists[slot]);
-                if rec != NIL {
-                    self.dead -= 1;
-                }
-                *moved += 1;
             }
+            for (k, &rec) in run[..n].iter().enumerate() {
+                let addr = first + k as u32;
+                if rec != NIL && self.slab.live_link(rec) == Some(addr) {
+                    if *fired >= max_fire {
+                        self.pool.consume(&mut self.lists[slot], k);
+                        return SlotEnd::Budget;
+                    }
+                    if deferred_limit.is_some_and(|limit| self.slab.cold(rec).deadline <= limit) {
+                        self.stats.deferred_fired += 1;
+                    }
+                    self.fire(rec, now, f);
+                    *fired += 1;
+                } else {
+                    if *moved >= self.cfg.max_cascade_per_pass {
+                        self.pool.consume(&mut self.lists[slot], k);
+                        return SlotEnd::Budget;
+                    }
+                    if rec != NIL {
+                        self.dead -= 1;
+                    }
+                    *moved += 1;
+                }
+            }
+            self.pool.consume(&mut self.lists[slot], n);
         }
     }
 
@@ -700,28 +709,36 @@ impl<T> TimerWheel<T> {
     /// drops its dead ones. Returns whether the slot is empty (cascade finished).
     fn cascade_step(&mut self, level: usize, slot: usize, moved: &mut u32) -> bool {
         let loc = level * SLOTS + slot;
-        while *moved < self.cfg.max_cascade_per_pass {
-            let Some((rec, addr)) = self.pool.front(&mut self.lists[loc]) else {
+        let mut run: Run = [NIL; RUN_LEN];
+        'runs: while *moved < self.cfg.max_cascade_per_pass {
+            // Moves go to lower levels, never to this list, so the copied run stays its head.
+            let (n, first) = self.pool.head_run(&mut self.lists[loc], &mut run);
+            if n == 0 {
                 break;
-            };
-            *moved += 1;
-            if rec == NIL || self.slab.live_link(rec) != Some(addr) {
-                self.pool.pop_front(&mut self.lists[loc]);
-                if rec != NIL {
-                    self.dead -= 1;
-                }
-                continue;
             }
-            let to = self.loc_for(self.slab.cold(rec).deadline);
-            debug_assert!((to as usize) < level * SLOTS, "cascade must move down");
-            // Push before pop: should a block ever be missing, the record stays put.
-            let Some(new) = self.push_record(to, rec) else {
-                debug_assert!(false, "a move lacked a record block");
-                break;
-            };
-            self.pool.pop_front(&mut self.lists[loc]);
-            self.slab.set_link(rec, new);
-            self.stats.cascaded += 1;
+            let n = n.min((self.cfg.max_cascade_per_pass - *moved) as usize);
+            for (k, &rec) in run[..n].iter().enumerate() {
+                let addr = first + k as u32;
+                if rec == NIL || self.slab.live_link(rec) != Some(addr) {
+                    if rec != NIL {
+                        self.dead -= 1;
+                    }
+                    continue;
+                }
+                let to = self.loc_for(self.slab.cold(rec).deadline);
+                debug_assert!((to as usize) < level * SLOTS, "cascade must move down");
+                // Should a block ever be missing, the record stays put (taken up to `k` only).
+                let Some(new) = self.push_record(to, rec) else {
+                    debug_assert!(false, "a move lacked a record block");
+                    *moved += k as u32;
+                    self.pool.consume(&mut self.lists[loc], k);
+                    break 'runs;
+                };
+                self.slab.set_link(rec, new);
+                self.stats.cascaded += 1;
+            }
+            *moved += n as u32;
+            self.pool.consume(&mut self.lists[loc], n);
         }
         if self.pool.front(&mut self.lists[loc]).is_none() {
             self.occupied[level] &= !(1u64 << slot);
