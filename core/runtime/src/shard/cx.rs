@@ -423,7 +423,7 @@ impl<M: Send + 'static> ShardCx<M> {
 
     /// Cancels a timer. Returns false when it already fired (one-shot) or was cancelled.
     pub fn cancel_timer(&self, handle: TimerHandle) -> bool {
-        self.wheel.borrow_mut().cancel(handle).is_some()
+        self.wheel.borrow_mut().cancel(handle)
     }
 
     fn count_timer(&self, r: Result<TimerHandle, TimerError>) -> Result<TimerHandle, TimerError> {

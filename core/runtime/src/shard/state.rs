@@ -72,6 +72,8 @@ impl<A: ShardApp> ShardState<A> {
         }
         let stats = self.cx.wheel.borrow().stats();
         ShardMetrics::set(&m.timers_pending, stats.pending);
+        ShardMetrics::set(&m.timers_dead_records, stats.dead_records);
+        ShardMetrics::set(&m.timers_compacted_total, stats.compacted);
         ShardMetrics::set(
             &m.clock_backwards_total,
             self.cx.clock.borrow().stats().backwards_clamped,

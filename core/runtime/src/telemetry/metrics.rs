@@ -40,6 +40,8 @@ crate::shard_counters! {
         timers_fired_total: Counter, "Timers fired by this shard's wheel.";
         timers_deferred_total: Counter, "Passes that hit runtime.timer_max_fire_per_pass (the rest fired next pass).";
         timers_rejected_total: Counter, "Timer inserts refused because the wheel was full (runtime.timer_max_timers).";
+        timers_dead_records: Gauge, "Records of cancelled or rescheduled timers still in this shard's wheel (4 bytes each; compacted once they exceed half the pending timers + 16384, the wheel's dead_record_slack).";
+        timers_compacted_total: Counter, "Dead timer records dropped by the wheel's compaction (the rest go when their slot comes up).";
         clock_backwards_total: Counter, "Clock readings that went backwards and were clamped.";
     }
 }
