@@ -5,11 +5,13 @@ use std::sync::Arc;
 use lattice_runtime::{ShardApp, ShardCx};
 use lattice_storage::StorageHandle;
 use lattice_wire::compress::{BodyCompressor, CompressConfig};
-use lattice_wire::{CloseReason, Frame, SessionId};
+use lattice_wire::http::Request;
+use lattice_wire::{CloseReason, Frame, RpcReply, SessionId};
 
 use crate::center::ids::{IdGen, IdLease};
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
+use crate::http::HttpRoutes;
 use crate::metrics::AppMetrics;
 use crate::service::calendar::CalendarDriver;
 use crate::service::registry::BuildError;
@@ -37,12 +39,15 @@ pub struct AppSettings {
     pub calendar: Option<Calendar>,
     /// Persisted last-fired calendar times per shard (missing = a first start, nothing owed).
     pub calendar_last: Arc<Vec<LastFired>>,
+    /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
+    pub rpc_timeout: std::time::Duration,
 }
 
 /// One shard's application.
 pub struct App {
     gate: Gate,
     host: ServiceHost,
+    http: HttpRoutes,
 }
 
 impl App {
@@ -77,6 +82,7 @@ impl App {
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
             host: ServiceHost::new(&s.table, shard, shards, parts)?,
+            http: HttpRoutes::new(s.rpc_timeout),
         })
     }
 }
@@ -94,6 +100,14 @@ impl ShardApp for App {
             Checked::Welcomed => self.host.session_ready(cx, session),
             Checked::Done => {}
         }
+    }
+
+    fn on_http(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, req: Request) {
+        self.http.request(cx, &mut self.host, session, req);
+    }
+
+    fn on_rpc_reply(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, reply: RpcReply) {
+        self.http.reply(cx, self.host.encoder(), session, reply);
     }
 
     fn on_message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {

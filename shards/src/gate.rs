@@ -60,7 +60,11 @@ impl Gate {
         frame: Frame<'_>,
     ) -> Checked {
         let h = frame.header;
-        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        let (ready, may_internal) = cx
+            .with_session(session, |s| {
+                (s.is_ready(), s.session_type().may_send_internal())
+            })
+            .unwrap_or((false, false));
         if !ready && h.opcode != opcode::HELLO {
             AppMetrics::add(&self.m().not_hello_total, 1);
             tracing::debug!(%session, opcode = h.opcode, "first frame is not Hello");
@@ -88,7 +92,7 @@ impl Gate {
             );
             return Checked::Done;
         };
-        if info.no_client {
+        if info.no_client && !may_internal {
             AppMetrics::add(&self.m().rejected_internal_total, 1);
             tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
             error(

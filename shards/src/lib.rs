@@ -9,6 +9,7 @@
 //!   (echo, chat);
 //! - [`center`]: the center role: the machine-id lease and the per-shard unique id generators;
 //! - [`admin`]: the admin listener's routes;
+//! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
 //! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod host;
+pub mod http;
 pub mod logic;
 pub mod metrics;
 pub mod server;

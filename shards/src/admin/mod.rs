@@ -1,8 +1,12 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here
-//! (metrics and health below; the admin API, the console and profiling add theirs).
+//! (metrics and health below; TLS reload in `tls.rs`; the admin API, the console and profiling add
+//! theirs).
+
+pub mod tls;
 
 use std::sync::Arc;
 
+use lattice_runtime::net::tls::TlsSource;
 use lattice_runtime::telemetry::admin::{Response, Routes};
 use lattice_runtime::telemetry::metrics::Metrics;
 
@@ -10,6 +14,8 @@ use lattice_runtime::telemetry::metrics::Metrics;
 pub struct AdminCx {
     /// Every family `/metrics` renders.
     pub metrics: Arc<Metrics>,
+    /// The TLS listener's certificate source, when TLS is on.
+    pub tls: Option<Arc<TlsSource>>,
 }
 
 /// Every route of the admin listener.
@@ -28,5 +34,6 @@ pub fn routes(cx: AdminCx) -> Routes {
         }),
     )
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
+    tls::add(&mut r, cx.tls);
     r
 }

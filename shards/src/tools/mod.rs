@@ -1,10 +1,11 @@
-//! `lattice tool …`: operator tools, one file each. They talk to the database directly
+//! `lattice tool …`: operator tools, one file each. The database tools talk to it directly
 //! (`lattice_storage::direct`), never through a running server's write-behind engine, so they work
 //! whether the server runs or not (except `db-restore`, which needs it stopped).
 //!
 //! Exit codes: 0 done, 1 the work failed (one line on stderr saying why), 2 bad usage or config.
 
 pub mod db_backup;
+pub mod gen_cert;
 pub mod gen_password;
 pub mod icons_import;
 pub mod machine_id;
@@ -17,6 +18,7 @@ use crate::server::exit;
 pub fn run(tool: Tool, load: &dyn Fn(&ConfigArgs) -> Config) -> i32 {
     let r = match tool {
         Tool::Migrate { .. } => Err("tool migrate is run by the binary itself".to_string()),
+        Tool::GenCert { .. } => Err("tool gen-cert is run by the binary itself".to_string()),
         Tool::MachineId(cmd) => match cmd {
             MachineIdCmd::Show { args } => machine_id::show(&load(&args)),
             MachineIdCmd::Request {
