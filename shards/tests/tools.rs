@@ -372,6 +372,41 @@ fn icons_import_then_manifest_after_welcome_and_fetch() {
         code(&ask(&mut c, 99, &pb::GetIcon { id: 999 })),
         ec::ICON_NOT_FOUND
     );
+    // The same icons over HTTP: bytes with the hash as ETag, then 304 (no body) for a client that
+    // has them, on one keep-alive connection.
+    let mut h = std::net::TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+    h.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut get = |path: &str, extra: &str| {
+        use std::io::Write;
+        h.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes())
+            .unwrap();
+        read_response(&mut h).expect("a response")
+    };
+    for i in &m.icons {
+        let png = std::fs::read(dir.join(format!("{}.png", i.name))).unwrap();
+        let (st, head, body) = get(&format!("/icons/{}", i.id), "");
+        assert_eq!((st, body == png), (200, true), "{head}");
+        assert!(head.contains("Content-Type: image/png"), "{head}");
+        let hex: String = i.hash.iter().map(|b| format!("{b:02x}")).collect();
+        let etag = format!("\"{hex}\"");
+        assert!(head.contains(&format!("ETag: {etag}")), "{head}");
+        let (st, head, body) = get(
+            &format!("/icons/{}", i.id),
+            &format!("If-None-Match: \"stale\", {etag}\r\n"),
+        );
+        assert_eq!((st, body.len()), (304, 0), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        let (st, _, body) = get(&format!("/icons/{}", i.id), "If-None-Match: \"stale\"\r\n");
+        assert_eq!(
+            (st, body == png),
+            (200, true),
+            "a changed icon is sent again"
+        );
+    }
+    assert_eq!(get("/icons/999", "").0, 404);
+    assert_eq!(get("/icons/coin", "").0, 404);
+    assert_eq!(get("/icons/-1", "").0, 404);
     assert_eq!(l.terminate(), 0);
     let _ = std::fs::remove_dir_all(&data);
 }

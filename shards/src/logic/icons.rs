@@ -159,6 +159,11 @@ pub fn preload(set: IconSet) {
     let _ = PRELOADED.set(Arc::new(set));
 }
 
+/// The set read before the shards start, if any (`GET /icons/{id}` serves from it).
+pub fn preloaded() -> Option<Arc<IconSet>> {
+    PRELOADED.get().cloned()
+}
+
 /// The icons component.
 pub struct Icons {
     cfg: IconsConfig,
