@@ -117,13 +117,12 @@ impl Config {
             table,
         };
         let mut cfg = cfg;
-        cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http, &cfg.tls).map_err(|e| {
-            ConfigError::BadValue {
+        cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http, &cfg.tls)
+            .map_err(|e| ConfigError::BadValue {
                 key: e.key,
                 problem: e.problem,
                 origin: "merged configuration".into(),
-            }
-        })?;
+            })?;
         cfg.validate()?;
         if cfg.tls.enabled() {
             let source = cfg.tls.load().map_err(|e| ConfigError::BadValue {
@@ -258,7 +257,7 @@ mod tests {
             ),
             (
                 r#"[{ addr = "127.0.0.1:1", stack = "binary", session = "client", tls = true }]"#,
-                "TLS",
+                "needs tls.cert and tls.key",
             ),
             (
                 r#"[{ addr = "127.0.0.1:1", stack = "quic", session = "client" }]"#,

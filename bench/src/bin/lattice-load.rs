@@ -162,7 +162,11 @@ fn parse_opts() -> Result<Opts, String> {
             o.ws = true;
             true
         }
-        _ => return Err(format!("--transport: tcp, ws, tls or wss, got {transport:?}")),
+        _ => {
+            return Err(format!(
+                "--transport: tcp, ws, tls or wss, got {transport:?}"
+            ))
+        }
     };
     if tls {
         let ca = tls_ca

@@ -27,7 +27,12 @@ use crate::telemetry::metrics::ShardMetrics;
 pub(crate) trait ConnHost: 'static {
     /// Registers a session for a new connection from `peer` on a listener with protocol stack
     /// `stack` (over TLS when `tls`); `None` refuses it (draining).
-    fn open(&self, peer: SocketAddr, stack: &Arc<StackConfig>, tls: bool) -> Option<Rc<SessionCell>>;
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>>;
     /// Runs `input` (just read; layers may transform it in place; ciphertext on a TLS session)
     /// through the session and the application. An empty `input` runs input the session holds
     /// (pipelined HTTP requests).

@@ -197,10 +197,7 @@ pub fn listener_specs(
             ));
         }
         if x.tls && !tls.enabled() {
-            return Err(err(
-                &key,
-                "tls = true needs tls.cert and tls.key".into(),
-            ));
+            return Err(err(&key, "tls = true needs tls.cert and tls.key".into()));
         }
         if x.addr.is_empty() {
             return Err(err(&key, "addr is empty".into()));
@@ -355,13 +352,20 @@ mod tests {
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["binary", "http", "extra0"]);
         assert!(specs.iter().all(|s| !s.tls));
+        assert_eq!(specs[2].stack.session_type, SessionType::Internal);
         // With a certificate: binary over TLS and HTTPS/WSS too, and an extra listener may ask TLS.
         let l = extra(StackKind::Binary, SessionType::Client, true);
         let specs = listener_specs(&net(), &l, &http(), &with_tls()).unwrap();
         let named: Vec<_> = specs.iter().map(|s| (s.name.as_str(), s.tls)).collect();
         assert_eq!(
             named,
-            [("binary", false), ("http", false), ("tls", true), ("https", true), ("extra0", true)]
+            [
+                ("binary", false),
+                ("http", false),
+                ("tls", true),
+                ("https", true),
+                ("extra0", true)
+            ]
         );
         assert_eq!(specs[3].stack.kind, StackKind::Http);
         assert_eq!(specs[1].stack.kind, StackKind::Http);
@@ -369,7 +373,7 @@ mod tests {
             specs[1].stack.http.max_body, 4096,
             "body bound is net.max_frame"
         );
-        assert_eq!(specs[2].stack.session_type, SessionType::Internal);
+        assert_eq!(specs[2].stack.kind, StackKind::Binary);
         for (l, needle) in [
             (
                 extra(StackKind::Http, SessionType::Internal, false),
