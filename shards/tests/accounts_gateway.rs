@@ -122,11 +122,19 @@ fn accounts_over_rpc_map_their_errors_to_statuses() {
         (st, v["code"].as_u64()),
         (401, Some(ec::NOT_LOGGED_IN as u64))
     );
-    // The IP lock-out counts failures over /rpc like any others and answers 429.
+    // The IP lock-out counts failures over /rpc like any others and answers 429 (on a logged-out
+    // connection: the logged-in one answers ALREADY_LOGGED_IN, 409).
+    let (st, _, _) = rpc(
+        &mut h,
+        "Login",
+        r#"{"account":"rpc_1","password":"correct horse"}"#,
+    );
+    assert_eq!(st, 409);
+    let mut out = http_conn(&l);
     let mut last = 0;
     for i in 0..12 {
         let (st, _, _) = rpc(
-            &mut h,
+            &mut out,
             "Login",
             &format!(r#"{{"account":"nobody{i}","password":"wrong horse"}}"#),
         );

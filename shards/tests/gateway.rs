@@ -340,6 +340,8 @@ fn accept_survives_running_out_of_descriptors() {
             Ok(n) if n > 0 => {
                 c.recv();
                 c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                // The icon manifest follows the first Welcome.
+                assert!(matches!(c.recv().decode(), AnyMessage::IconManifest(_)));
                 clients.push(c);
             }
             _ => break c,

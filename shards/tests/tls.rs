@@ -442,6 +442,12 @@ fn https_and_wss_serve_the_http_stack_over_tls() {
         AnyMessage::Welcome(w) => assert!(w.session_id != 0),
         other => panic!("expected Welcome, got {other:?}"),
     }
+    // The icon manifest always follows the first Welcome.
+    let mut buf = ws_recv(&mut c.s);
+    match take_frame(&mut buf).expect("a frame").decode() {
+        AnyMessage::IconManifest(_) => {}
+        other => panic!("expected IconManifest, got {other:?}"),
+    }
     ws_send(
         &mut c.s,
         &encode(

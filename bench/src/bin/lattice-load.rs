@@ -644,7 +644,10 @@ async fn session<S: Transport>(
                 let frame_body = &buf[off + 12..off + h.len];
                 off += h.len;
                 if h.rid == 0 {
-                    s.deliveries += 1;
+                    // The icon manifest pushed once after Welcome is not a chat delivery.
+                    if h.opcode != opcode::ICON_MANIFEST {
+                        s.deliveries += 1;
+                    }
                     continue;
                 }
                 if h.opcode == opcode::ERROR {

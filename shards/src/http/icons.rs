@@ -23,8 +23,9 @@ pub fn get(req: &Request, rest: &str) -> Response {
     };
     let etag = etag(&icon.hash);
     if req
-        .header("If-None-Match")
-        .is_some_and(|v| matches_etag(v, &etag))
+        .headers
+        .iter()
+        .any(|(k, v)| k == "if-none-match" && matches_etag(v, &etag))
     {
         return Response {
             status: 304,

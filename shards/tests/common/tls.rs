@@ -154,6 +154,11 @@ impl TlsClient {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
         }
+        // The icon manifest always follows the first Welcome (see `Client::handshake`).
+        match c.recv().decode() {
+            AnyMessage::IconManifest(_) => {}
+            other => panic!("expected IconManifest after Welcome, got {other:?}"),
+        }
         c
     }
 
