@@ -23,8 +23,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d /tmp/lattice-login-bench.XXXXXX)
 log="$data/server.log"
+# listeners.http is off: the scenario speaks frames over TCP only, and port 7102 may be taken.
 "$bin/lattice" run --net.listen "127.0.0.1:$port" --admin.listen "127.0.0.1:$admin" \
-  --runtime.shards "$shards" --storage.data_dir "$data" "$@" >"$log" 2>&1 &
+  --listeners.http "" --runtime.shards "$shards" --storage.data_dir "$data" "$@" >"$log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 200); do curl -fs "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
