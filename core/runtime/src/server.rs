@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::control::ControlHandle;
 use crate::driver::{self, DriverChoice};
 use crate::mesh::{ring, Control, ShardSignal};
+use crate::net::continuity::ContinuityConfig;
+use crate::net::switch::Switch;
 use crate::net::{acceptor, NetConfig};
 use crate::shard::{self, CxSettings, ShardApp};
+use crate::telemetry::continuity::{AcceptMetrics, ContinuityMetrics};
 use crate::telemetry::metrics::Metrics;
 
 /// `[runtime]` section.
@@ -66,6 +70,7 @@ pub struct ShutdownConfig {
 pub struct Server {
     addr: SocketAddr,
     signals: Arc<Vec<ShardSignal>>,
+    control: ControlHandle,
     metrics: Arc<Metrics>,
     stop_accept: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
@@ -86,11 +91,24 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("cannot spawn thread: {0}")]
     Spawn(std::io::Error),
+    /// The `[access]` rules do not parse.
+    #[error("config key `access`: {0}")]
+    Access(#[from] crate::net::access::CidrError),
+}
+
+/// What the acceptor sends a connection refused by the per-address rate limit under the `error`
+/// policy: an encoded `Error{RATE_LIMITED}` frame (the runtime knows no message encoding, so the
+/// server gives it). Empty: close without a word.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalFrames {
+    /// The frame for a rate-limited connection.
+    pub rate_limited: Vec<u8>,
 }
 
 impl Server {
     /// Binds `net.listen`, starts the shards (each building its app with `factory(shard_id)` on its
-    /// own thread) and the acceptor.
+    /// own thread) and the acceptor, with the default `[session]`, `[limits]` and `[access]`
+    /// settings.
     pub fn start<A, F>(
         rt: &RuntimeConfig,
         net: &NetConfig,
@@ -101,7 +119,33 @@ impl Server {
         A: ShardApp,
         F: Fn(usize) -> A + Send + Sync + 'static,
     {
+        Server::start_with(
+            rt,
+            net,
+            shutdown,
+            &ContinuityConfig::default(),
+            RefusalFrames::default(),
+            factory,
+        )
+    }
+
+    /// [`Server::start`] with the session continuity and operator settings: resume
+    /// (`[session]`), rate limits (`[limits]`), IP rules (`[access]`), and the frame refused
+    /// connections get. Fails when the IP rules do not parse.
+    pub fn start_with<A, F>(
+        rt: &RuntimeConfig,
+        net: &NetConfig,
+        shutdown: &ShutdownConfig,
+        cont: &ContinuityConfig,
+        refusals: RefusalFrames,
+        factory: F,
+    ) -> Result<Server, StartError>
+    where
+        A: ShardApp,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
         let n = rt.shard_count();
+        let rules = cont.rules()?;
         let listener = TcpListener::bind(&net.listen).map_err(|source| StartError::Listen {
             addr: net.listen.clone(),
             source,
@@ -111,11 +155,26 @@ impl Server {
             source,
         })?;
         let metrics = Arc::new(Metrics::new(n));
+        let continuity_metrics: Arc<Vec<ContinuityMetrics>> =
+            Arc::new((0..n).map(|_| ContinuityMetrics::default()).collect());
+        let accept_metrics = Arc::new(AcceptMetrics::default());
+        {
+            let (c, a) = (continuity_metrics.clone(), accept_metrics.clone());
+            metrics.add_renderer(move |w| {
+                ContinuityMetrics::render(&c, w);
+                a.render(w);
+            });
+        }
         let signals: Arc<Vec<ShardSignal>> = Arc::new(
             (0..n)
                 .map(|_| ShardSignal::new(rt.control_capacity))
                 .collect(),
         );
+        let control = ControlHandle {
+            signals: signals.clone(),
+            access: Arc::new(Switch::new(rules)),
+            limits: Arc::new(Switch::new(cont.limits.clone())),
+        };
         let quiet: Arc<Vec<AtomicBool>> =
             Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
 
@@ -161,6 +220,8 @@ impl Server {
                 metrics: metrics.clone(),
                 settings: CxSettings {
                     net: net.clone(),
+                    continuity: cont.clone(),
+                    continuity_metrics: continuity_metrics.clone(),
                     backlog_limit: rt.mesh_backlog_limit.max(1),
                     wheel: crate::time::WheelConfig {
                         max_timers: rt.timer_max_timers.max(1),
@@ -214,8 +275,14 @@ impl Server {
         let acceptor = acceptor::spawn(
             listener,
             accept_producers,
-            signals.clone(),
-            metrics.clone(),
+            acceptor::Gates {
+                signals: signals.clone(),
+                metrics: metrics.clone(),
+                accept_metrics,
+                access: control.access.clone(),
+                limits: control.limits.clone(),
+                refusals,
+            },
             net.clone(),
             stop_accept.clone(),
         )
@@ -224,6 +291,7 @@ impl Server {
         Ok(Server {
             addr,
             signals,
+            control,
             metrics,
             stop_accept,
             acceptor: Some(acceptor),
@@ -239,6 +307,12 @@ impl Server {
     /// All shards' metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The handle operators (the admin API) use on the shards' control lanes and on the settings
+    /// the acceptor reads.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
     }
 
     /// Stops accepting and asks every shard to drain and stop. Returns at once; see [`Server::join`].

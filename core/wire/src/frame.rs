@@ -560,7 +560,12 @@ mod tests {
         proptest::collection::vec(
             (
                 1u16..,
-                prop_oneof![Just(0u16), Just(FLAG_COMPRESSED), Just(FLAG_SEQ), Just(FLAG_SEQ | FLAG_COMPRESSED)],
+                prop_oneof![
+                    Just(0u16),
+                    Just(FLAG_COMPRESSED),
+                    Just(FLAG_SEQ),
+                    Just(FLAG_SEQ | FLAG_COMPRESSED)
+                ],
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 0..80),
             ),

@@ -206,7 +206,10 @@ mod tests {
         let passed = (0..20).filter(|_| g.allow(&l, t0, 1)).count();
         assert_eq!(passed, 10, "a full bucket passes exactly the burst");
         assert!(!g.allow(&l, MonoTime(t0.0 + 9 * MS), 1), "not yet refilled");
-        assert!(g.allow(&l, MonoTime(t0.0 + 10 * MS), 1), "one unit per 10 ms");
+        assert!(
+            g.allow(&l, MonoTime(t0.0 + 10 * MS), 1),
+            "one unit per 10 ms"
+        );
         assert!(!g.allow(&l, MonoTime(t0.0 + 10 * MS), 1));
         // A long pause refills to the burst, never beyond.
         let later = MonoTime(t0.0 + 10_000 * MS);
@@ -220,7 +223,10 @@ mod tests {
         assert!(g.allow(&l, MonoTime(5 * MS), 5000), "charged as one burst");
         assert!(!g.allow(&l, MonoTime(5 * MS), 1));
         let saved = g;
-        assert!(!g.allow(&l, MonoTime(0), 1), "a clock behind is not a refill");
+        assert!(
+            !g.allow(&l, MonoTime(0), 1),
+            "a clock behind is not a refill"
+        );
         assert_eq!(g, saved, "a refused request changes nothing");
         assert!(RateLimit::per_second(0, 5).is_none(), "rate 0 = no limit");
     }

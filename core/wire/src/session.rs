@@ -344,9 +344,7 @@ impl Session {
             Err(e) => return Err(self.protocol_error(e.to_string())),
         };
         let h = frame.frame().header;
-        let limited = self
-            .rate
-            .check(&self.limits.rates, now, h.length as usize);
+        let limited = self.rate.check(&self.limits.rates, now, h.length as usize);
         if let Some(r) = self.resume.as_deref_mut() {
             if !h.sequenced() {
                 return Err(self.protocol_error(format!(
@@ -582,7 +580,11 @@ impl Session {
             resync,
             received: received as u32,
             sent: sent as u32,
-            replayed: if resync { 0 } else { self.out.retained_frames() },
+            replayed: if resync {
+                0
+            } else {
+                self.out.retained_frames()
+            },
         };
         let mut first = Vec::new();
         answer(&res, &mut first);

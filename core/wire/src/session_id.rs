@@ -88,6 +88,8 @@ pub enum CloseReason {
     /// A resumable session lost its socket (the text says why) and no `Resume` came within
     /// `session.resume_window_ms`.
     ResumeExpired(String),
+    /// An operator closed it (admin API or an IP rule change; the text says which).
+    Admin(String),
     /// A temporary session whose socket carried a `Resume`: the socket now serves the resumed
     /// session (on this shard or another); nothing was lost.
     HandedOver,
@@ -105,6 +107,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::RateLimited => "rate_limited",
+            CloseReason::Admin(_) => "admin",
             CloseReason::ResumeExpired(_) => "resume_expired",
             CloseReason::HandedOver => "handed_over",
         }
@@ -122,6 +125,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::RateLimited => f.write_str("rate limited"),
+            CloseReason::Admin(why) => write!(f, "closed by operator: {why}"),
             CloseReason::ResumeExpired(why) => {
                 write!(f, "resume window expired (socket lost: {why})")
             }

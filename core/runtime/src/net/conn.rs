@@ -1,10 +1,17 @@
-//! The connection task: one per session, moving bytes between its socket and its [`Session`].
+//! The connection task: one per socket, moving bytes between the socket and the [`Session`] it is
+//! bound to.
 //!
 //! Reads are readiness-then-read into the shard's shared read buffer (monoio's poll-io mode), so a
 //! session that waits for input holds no buffer of its own; the session keeps bytes only for an
 //! incomplete frame. Writes drain the session's bounded outbound queue whenever the socket takes
 //! them. The task knows nothing of frames' meaning: it hands input to its [`ConnHost`] (the shard),
 //! which runs the session state machine and the application.
+//!
+//! A task serves one [`Binding`] of its session. When the session is rebound to a newer socket
+//! (a resume) or detaches, the binding is no longer current: the task stops at its next poll
+//! without touching the session ([`Ended::Stale`]) and its socket is closed. When its own session
+//! asks for the socket to go elsewhere (the socket carried a `Resume`), the task stops and hands
+//! the socket back ([`Ended::HandOver`]).
 //!
 //! [`Session`]: lattice_wire::Session
 
@@ -14,7 +21,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use lattice_wire::CloseReason;
+use lattice_wire::{Binding, CloseReason};
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,14 +29,37 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::table::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
 
+/// Why a connection task stopped.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The session is closing (its queued output was flushed as far as the socket took it).
+    Closing(CloseReason),
+    /// The peer closed the socket (read returned 0).
+    PeerClosed,
+    /// A socket error.
+    Failed(String),
+    /// The task's binding is not the session's any more: the session was not touched.
+    Stale,
+    /// The session's socket goes to another session (it carried a `Resume`).
+    HandOver,
+}
+
 /// What a connection task needs from the shard that owns it.
 pub(crate) trait ConnHost: 'static {
     /// Registers a session for a new connection from `peer`; `None` refuses it (draining).
     fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>>;
-    /// Runs `input` (just read) through the session and the application.
-    fn input(&self, cell: &Rc<SessionCell>, input: &[u8]);
-    /// The session ended; the task is gone.
-    fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason);
+    /// Runs `input` (just read by the socket of `binding`) through the session and the
+    /// application.
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, input: &[u8]);
+    /// The task of `binding` stopped; the host decides what becomes of the session and of the
+    /// socket (closed when dropped, or handed over).
+    fn ended(
+        self: &Rc<Self>,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        end: Ended,
+        stream: TcpStreamPoll,
+    );
     /// The shard's read buffer, lent to one task at a time.
     fn read_buf(&self) -> &std::cell::RefCell<Box<[u8]>>;
     /// This shard's counters.
@@ -43,48 +73,84 @@ pub(crate) trait ConnHost: 'static {
     fn not_adopted(&self);
 }
 
+/// Registers a std socket with this shard's driver in poll-io mode.
+pub(crate) fn register(stream: TcpStream) -> Result<TcpStreamPoll, String> {
+    monoio::net::TcpStream::from_std(stream)
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.into_poll_io().map_err(|e| e.to_string()))
+}
+
+/// Takes a socket back from this shard's driver (deregistered, not closed) so another shard can
+/// adopt it.
+pub(crate) fn into_std(stream: TcpStreamPoll) -> Result<TcpStream, String> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let comp = stream
+        .try_into_comp_io()
+        .map_err(|(e, _)| format!("cannot leave poll-io mode: {e}"))?;
+    // `into_raw_fd` deregisters the descriptor from this thread's driver and gives up ownership
+    // without closing it.
+    let fd = comp.into_raw_fd();
+    // SAFETY: `fd` is an open TCP socket that nothing else owns: monoio released it just above
+    // (deregistered, not closed) and we hand its only owner to the std type, which closes it on
+    // drop. A dup would avoid this block but cost two system calls and a descriptor per handover.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
 /// Takes ownership of an accepted socket: registers the session and spawns its task.
-pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) {
+pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) -> Option<Rc<SessionCell>> {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, "accepted socket already gone");
             host.not_adopted();
-            return;
+            return None;
         }
     };
-    let poll_stream = match monoio::net::TcpStream::from_std(stream)
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.into_poll_io().map_err(|e| e.to_string()))
-    {
+    let poll_stream = match register(stream) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot register accepted socket");
             host.not_adopted();
-            return;
+            return None;
         }
     };
     let Some(cell) = host.open(peer) else {
         host.not_adopted();
-        return;
+        return None;
     };
-    let conn = Conn {
+    let binding = cell.session.borrow().binding();
+    spawn(host, cell.clone(), binding, poll_stream);
+    Some(cell)
+}
+
+/// Spawns the task that serves `cell`'s binding `binding` with `stream`.
+pub(crate) fn spawn<H: ConnHost>(
+    host: &Rc<H>,
+    cell: Rc<SessionCell>,
+    binding: Binding,
+    stream: TcpStreamPoll,
+) {
+    let mut conn = Conn {
         host: host.clone(),
-        stream: poll_stream,
+        stream: Some(stream),
         cell,
+        binding,
     };
     monoio::spawn(async move {
-        let host = conn.host.clone();
-        let cell = conn.cell.clone();
-        let reason = conn.await;
-        host.closed(&cell, reason);
+        let end = (&mut conn).await;
+        let Some(stream) = conn.stream.take() else {
+            return;
+        };
+        conn.host.ended(&conn.cell, conn.binding, end, stream);
     });
 }
 
 struct Conn<H: ConnHost> {
     host: Rc<H>,
-    stream: TcpStreamPoll,
+    /// Always `Some` while the task runs; taken when it ends.
+    stream: Option<TcpStreamPoll>,
     cell: Rc<SessionCell>,
+    binding: Binding,
 }
 
 enum Written {
@@ -93,20 +159,23 @@ enum Written {
 }
 
 impl<H: ConnHost> Conn<H> {
-    fn write_out(&mut self, cx: &mut Context<'_>) -> Result<Written, CloseReason> {
+    fn write_out(&mut self, cx: &mut Context<'_>) -> Result<Written, Ended> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Written::Drained);
+        };
         loop {
             let mut s = self.cell.session.borrow_mut();
-            let out = s.transmit();
+            let out = s.transmit(self.binding);
             if out.is_empty() {
                 return Ok(Written::Drained);
             }
-            match Pin::new(&mut self.stream).poll_write(cx, out) {
-                Poll::Ready(Ok(0)) => return Err(CloseReason::Io("socket wrote 0 bytes".into())),
+            match Pin::new(&mut *stream).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => return Err(Ended::Failed("socket wrote 0 bytes".into())),
                 Poll::Ready(Ok(n)) => {
-                    s.transmitted(n);
+                    s.transmitted(self.binding, n);
                     ShardMetrics::add(&self.host.metrics().bytes_out_total, n as u64);
                 }
-                Poll::Ready(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+                Poll::Ready(Err(e)) => return Err(Ended::Failed(e.to_string())),
                 Poll::Pending => return Ok(Written::Blocked),
             }
         }
@@ -114,9 +183,9 @@ impl<H: ConnHost> Conn<H> {
 }
 
 impl<H: ConnHost> Future for Conn<H> {
-    type Output = CloseReason;
+    type Output = Ended;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         let mut reads = 0;
         // A read that did not fill the buffer drained the socket: reading again at once would
@@ -124,16 +193,31 @@ impl<H: ConnHost> Future for Conn<H> {
         // sessions run and more input can arrive.
         let mut short_read = false;
         loop {
-            let closing = this.cell.session.borrow().close_reason().cloned();
+            let (current, closing) = {
+                let s = this.cell.session.borrow();
+                (s.is_current(this.binding), s.close_reason().cloned())
+            };
+            if !current {
+                // Rebound to a newer socket, or detached: this socket is done, the session is not.
+                return Poll::Ready(Ended::Stale);
+            }
             if let Some(reason) = closing {
                 // Best effort: flush what the socket takes now (e.g. an error frame), then close.
                 if reason != CloseReason::SendBufferOverflow {
                     let _ = this.write_out(cx);
                 }
-                return Poll::Ready(reason);
+                return Poll::Ready(Ended::Closing(reason));
             }
-            if let Err(reason) = this.write_out(cx) {
-                return Poll::Ready(reason);
+            if this.cell.handover.borrow().is_some() {
+                return Poll::Ready(Ended::HandOver);
+            }
+            let pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
+            if !pending.is_empty() {
+                this.host.input(&this.cell, this.binding, &pending);
+                continue;
+            }
+            if let Err(end) = this.write_out(cx) {
+                return Poll::Ready(end);
             }
             if this.host.draining() {
                 break;
@@ -143,21 +227,24 @@ impl<H: ConnHost> Future for Conn<H> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(Ended::Stale);
+            };
             let host = this.host.clone();
             let mut buf = host.read_buf().borrow_mut();
             let mut rb = ReadBuf::new(&mut buf[..]);
-            match Pin::new(&mut this.stream).poll_read(cx, &mut rb) {
+            match Pin::new(stream).poll_read(cx, &mut rb) {
                 Poll::Pending => break,
-                Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::Io(e.to_string())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Ended::Failed(e.to_string())),
                 Poll::Ready(Ok(())) => {
                     reads += 1;
                     let n = rb.filled().len();
                     short_read = n < rb.capacity();
                     if n == 0 {
-                        return Poll::Ready(this.cell.session.borrow_mut().peer_closed());
+                        return Poll::Ready(Ended::PeerClosed);
                     }
                     ShardMetrics::add(&host.metrics().bytes_in_total, n as u64);
-                    host.input(&this.cell, &buf[..n]);
+                    host.input(&this.cell, this.binding, &buf[..n]);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The application a shard runs, as the runtime sees it.
 
-use lattice_wire::{CloseReason, Frame, SessionId};
+use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, SessionId};
 
 use super::cx::ShardCx;
 
@@ -22,6 +22,28 @@ pub trait ShardApp: 'static {
 
     /// A complete frame arrived from one of this shard's sessions.
     fn on_frame(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, frame: Frame<'_>);
+
+    /// A frame from `session` passed one of its rate limits and was not handed to
+    /// [`ShardApp::on_frame`]; `header` is its header (request id, opcode). Answer it (the
+    /// protocol says `Error{RATE_LIMITED}`). When the limit's policy closes the session, it is
+    /// already closing. Default: nothing is answered.
+    fn on_rate_limited(
+        &mut self,
+        _cx: &ShardCx<Self::Msg>,
+        _session: SessionId,
+        _header: FrameHeader,
+        _which: Limited,
+    ) {
+    }
+
+    /// A socket handed over by another shard ([`ShardCx::hand_over`]) now belongs to `session`,
+    /// a new session of this shard, with the message the other shard gave. Default: close it.
+    fn on_handover(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, _msg: Self::Msg) {
+        cx.close(
+            session,
+            CloseReason::App("socket handover not supported".into()),
+        );
+    }
 
     /// A message from another shard (or from this one through [`ShardCx::send`]).
     fn on_message(&mut self, cx: &ShardCx<Self::Msg>, msg: Self::Msg);

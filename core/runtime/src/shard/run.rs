@@ -83,6 +83,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
                 Control::Shutdown if drain_deadline.is_none() => {
+                    ShardMetrics::add(&st.cx.cm().control_commands_total, 1);
                     tracing::info!(
                         shard = id,
                         sessions = st.cx.session_count(),
@@ -96,7 +97,11 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
                     }
                 }
                 Control::Shutdown => {}
+                other => st.run_control(other),
             }
+            worked = true;
+        }
+        if st.reap() {
             worked = true;
         }
         if st.run_timers() {
@@ -227,6 +232,12 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             }
         }
         Envelope::Close(s, reason) => st.cx.close(s, reason),
+        Envelope::Adopt {
+            stream,
+            peer,
+            leftover,
+            msg,
+        } => st.adopt_handed(stream, peer, leftover, msg),
         Envelope::App(msg) => {
             guarded(st, "on_message", |app| app.on_message(&st.cx, msg));
         }

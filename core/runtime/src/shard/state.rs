@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_wire::{CloseReason, MonoTime, SessionId};
+use lattice_wire::{Binding, CloseReason, Input, Limited, MonoTime, SessionId, SocketEnd};
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use super::app::ShardApp;
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
-use crate::net::conn::ConnHost;
+use crate::net::conn::{self, ConnHost, Ended};
+use crate::net::table::Handover;
 use crate::net::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
 
@@ -63,21 +65,158 @@ impl<A: ShardApp> ShardState<A> {
     }
 
     fn session_deadline(&self, id: SessionId, now: MonoTime) {
-        let table = self.cx.sessions.borrow();
-        let Some(cell) = table.get(id) else {
+        let Some(cell) = self.cx.sessions.borrow().get(id).cloned() else {
             return;
         };
         cell.timer.set(None);
-        let closing = {
+        let (was_attached, closing, attached, unsent) = {
             let mut s = cell.session.borrow_mut();
+            let was_attached = s.is_attached();
             s.handle_timeout(now);
-            s.is_closing()
+            (was_attached, s.is_closing(), s.is_attached(), s.unsent())
         };
         if closing {
-            cell.wake();
-        } else {
-            self.cx.arm_session_timer(cell);
+            if attached {
+                cell.wake();
+            } else {
+                self.closed(&cell, None);
+            }
+            return;
         }
+        if was_attached && !attached {
+            // Idle: the socket is dropped (its task finds itself stale), the session waits.
+            self.detached(&cell, &CloseReason::IdleTimeout);
+            cell.wake();
+        } else if unsent > 0 {
+            cell.wake();
+        }
+        self.cx.arm_session_timer(&cell);
+    }
+
+    /// A resumable session lost its socket: count, log, arm the resume window.
+    fn detached(&self, cell: &Rc<SessionCell>, why: &CloseReason) {
+        let cx = &self.cx;
+        ShardMetrics::add(&cx.cm().sessions_detached_total, 1);
+        cx.detached_changed(1);
+        tracing::info!(session = %cell.id(), peer = %cell.peer(), reason = %why, window_ms = cx.continuity.session.resume_window_ms, "session detached; resumable");
+        cx.arm_session_timer(cell);
+    }
+
+    /// Removes sessions that closed while detached (no socket task will end them).
+    pub fn reap(&self) -> bool {
+        let cells = self.cx.take_reap();
+        let any = !cells.is_empty();
+        for cell in cells {
+            self.closed(&cell, None);
+        }
+        any
+    }
+
+    /// Removes `cell`'s session (once), counts and logs why it closed, and tells the application.
+    /// `reason` overrides the session's own close reason (a socket end seen by the task).
+    pub(crate) fn closed(&self, cell: &Rc<SessionCell>, reason: Option<CloseReason>) {
+        let cx = &self.cx;
+        let id = cell.id();
+        if !cx.sessions.borrow_mut().remove(id) {
+            return;
+        }
+        let (reason, was_detached) = {
+            let s = cell.session.borrow();
+            let reason = reason
+                .or_else(|| s.close_reason().cloned())
+                .unwrap_or(CloseReason::PeerClosed);
+            (reason, !s.is_attached())
+        };
+        if was_detached {
+            cx.detached_changed(-1);
+        }
+        if let Some(h) = cell.timer.take() {
+            cx.wheel.borrow_mut().cancel(h);
+        }
+        cx.open_counter().fetch_sub(1, Ordering::Relaxed);
+        let m = cx.m();
+        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        ShardMetrics::add(self.close_counter(&reason), 1);
+        match &reason {
+            CloseReason::HandedOver => {
+                tracing::debug!(session = %id, peer = %cell.peer(), %reason, "session closed")
+            }
+            CloseReason::PeerClosed
+            | CloseReason::Shutdown
+            | CloseReason::IdleTimeout
+            | CloseReason::ResumeExpired(_)
+            | CloseReason::Admin(_) => {
+                tracing::info!(session = %id, peer = %cell.peer(), %reason, "session closed")
+            }
+            _ => tracing::warn!(session = %id, peer = %cell.peer(), %reason, "session closed"),
+        }
+        guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
+    }
+
+    /// Hands the socket of `cell` (which carried a `Resume`) to where its handover says.
+    fn hand_over_socket(self: &Rc<Self>, cell: &Rc<SessionCell>, stream: TcpStreamPoll) {
+        let cx = &self.cx;
+        let leftover = std::mem::take(&mut *cell.pending_input.borrow_mut());
+        match cell.handover.borrow_mut().take() {
+            Some(Handover::Local(target, binding)) => {
+                let live = target.session.borrow().is_current(binding);
+                if live {
+                    target.set_peer(cell.peer());
+                    *target.pending_input.borrow_mut() = leftover;
+                    conn::spawn(self, target, binding, stream);
+                } else {
+                    // A newer socket won meanwhile (or the session closed): this one is stale.
+                    ShardMetrics::add(&cx.cm().stale_sockets_total, 1);
+                }
+            }
+            Some(Handover::Remote) => match cx.take_handover(cell.id()) {
+                Some((dst, msg)) => match conn::into_std(stream) {
+                    Ok(stream) => {
+                        ShardMetrics::add(&cx.cm().handovers_sent_total, 1);
+                        cx.hand_off(dst, stream, cell.peer(), leftover, msg);
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %cell.id(), error = %e, "cannot hand the socket over; closed")
+                    }
+                },
+                None => tracing::error!(session = %cell.id(), "handover without its message"),
+            },
+            None => {}
+        }
+        self.closed(cell, Some(CloseReason::HandedOver));
+    }
+
+    /// A socket handed over by another shard: adopt it as a temporary session, give it the bytes
+    /// that followed its `Resume`, and let the application resume the session it names.
+    pub(crate) fn adopt_handed(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        leftover: Vec<u8>,
+        msg: A::Msg,
+    ) {
+        let cx = &self.cx;
+        if cx.is_draining() {
+            return;
+        }
+        let stream = match conn::register(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot register a handed-over socket");
+                return;
+            }
+        };
+        cx.open_counter().fetch_add(1, Ordering::Relaxed);
+        let Some(cell) = self.open(peer) else {
+            self.not_adopted();
+            return;
+        };
+        ShardMetrics::add(&cx.cm().handovers_received_total, 1);
+        *cell.pending_input.borrow_mut() = leftover;
+        let binding = cell.session.borrow().binding();
+        let id = cell.id();
+        conn::spawn(self, cell, binding, stream);
+        guarded(self, "on_handover", |app| app.on_handover(cx, id, msg));
     }
 
     /// How long the loop may park before the next timer is due.
@@ -104,6 +243,10 @@ impl<A: ShardApp> ShardState<A> {
             CloseReason::App(_) => &m.sessions_closed_app_total,
             CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
             CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
+            CloseReason::RateLimited => &self.cx.cm().sessions_closed_rate_limited_total,
+            CloseReason::ResumeExpired(_) => &self.cx.cm().sessions_closed_resume_expired_total,
+            CloseReason::Admin(_) => &self.cx.cm().sessions_closed_admin_total,
+            CloseReason::HandedOver => &self.cx.cm().sessions_closed_handed_over_total,
         }
     }
 }
@@ -124,25 +267,47 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         Some(cell)
     }
 
-    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, bytes: &[u8]) {
         let cx = &self.cx;
         let now = cx.clock.borrow_mut().refresh();
         let id = cell.id();
-        let frames_in = &cx.m().frames_in_total;
+        let m = cx.m();
+        let cm = cx.cm();
         let mut input = bytes;
         // One catch_unwind per read, not per frame: a panic closes this session only.
         let served = guarded(self, "on_frame", |app| loop {
             // The borrow ends before the application runs: it may queue output to this session.
-            let next = cell.session.borrow_mut().receive(now, &mut input);
+            let next = cell.session.borrow_mut().receive(binding, now, &mut input);
             match next {
-                Ok(Some(frame)) => {
-                    ShardMetrics::add(frames_in, 1);
+                Ok(Some(Input::Frame(frame))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
                     app.on_frame(cx, id, frame.frame());
-                    if cell.session.borrow().is_closing() {
-                        break;
-                    }
                 }
+                Ok(Some(Input::RateLimited(header, which))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(
+                        match which {
+                            Limited::Messages => &cm.rate_limited_msgs_total,
+                            Limited::Bytes => &cm.rate_limited_bytes_total,
+                        },
+                        1,
+                    );
+                    app.on_rate_limited(cx, id, header, which);
+                }
+                Ok(Some(Input::Duplicate(_))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(&cm.duplicates_dropped_total, 1);
+                }
+                Ok(Some(Input::Ack)) => ShardMetrics::add(&m.frames_in_total, 1),
                 Ok(None) | Err(_) => break,
+            }
+            if cell.session.borrow().is_closing() {
+                break;
+            }
+            if cell.handover.borrow().is_some() {
+                // The socket goes to another session: what follows is that session's input.
+                cell.pending_input.borrow_mut().extend_from_slice(input);
+                break;
             }
         });
         if served.is_none() {
@@ -150,26 +315,43 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
                 .borrow_mut()
                 .close(CloseReason::App("internal error".into()));
         }
+        // An acknowledgement may now be due before the idle deadline.
+        cx.arm_session_timer(cell);
     }
 
-    fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
+    fn ended(
+        self: &Rc<Self>,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        end: Ended,
+        stream: TcpStreamPoll,
+    ) {
         let cx = &self.cx;
-        let id = cell.id();
-        cx.sessions.borrow_mut().remove(id);
-        if let Some(h) = cell.timer.take() {
-            cx.wheel.borrow_mut().cancel(h);
-        }
-        cx.open_counter().fetch_sub(1, Ordering::Relaxed);
-        let m = cx.m();
-        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
-        ShardMetrics::add(self.close_counter(&reason), 1);
-        match &reason {
-            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::IdleTimeout => {
-                tracing::info!(session = %id, peer = %cell.peer, %reason, "session closed")
+        let now = cx.clock.borrow_mut().refresh();
+        let outcome = match end {
+            Ended::HandOver => return self.hand_over_socket(cell, stream),
+            Ended::Stale => SocketEnd::Stale,
+            Ended::Closing(reason) => SocketEnd::Closed(reason),
+            Ended::PeerClosed => cell.session.borrow_mut().peer_closed(binding, now),
+            Ended::Failed(e) => cell.session.borrow_mut().socket_failed(binding, now, e),
+        };
+        drop(stream);
+        match outcome {
+            SocketEnd::Stale => {
+                ShardMetrics::add(&cx.cm().stale_sockets_total, 1);
+                tracing::debug!(session = %cell.id(), "stale socket closed");
             }
-            _ => tracing::warn!(session = %id, peer = %cell.peer, %reason, "session closed"),
+            SocketEnd::Detached => {
+                let why = cell
+                    .session
+                    .borrow()
+                    .detached()
+                    .map(|d| d.1.clone())
+                    .unwrap_or(CloseReason::PeerClosed);
+                self.detached(cell, &why);
+            }
+            SocketEnd::Closed(reason) => self.closed(cell, Some(reason)),
         }
-        guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
     }
 
     fn read_buf(&self) -> &RefCell<Box<[u8]>> {

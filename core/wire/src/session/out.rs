@@ -92,13 +92,25 @@ impl OutQueue {
 
     /// Appends one frame written by `write` (exactly `len` bytes), with sequence number `seq` (0
     /// for unsequenced). Returns the absolute offset where it starts.
-    pub(crate) fn push_with(&mut self, len: usize, seq: u64, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
+    pub(crate) fn push_with(
+        &mut self,
+        len: usize,
+        seq: u64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> u64 {
         let at = self.end();
         let before = self.bytes.len();
         write(&mut self.bytes);
-        debug_assert_eq!(self.bytes.len() - before, len, "send_with wrote a different length");
+        debug_assert_eq!(
+            self.bytes.len() - before,
+            len,
+            "send_with wrote a different length"
+        );
         if self.tracking {
-            self.marks.push_back(Mark { end: self.end(), seq });
+            self.marks.push_back(Mark {
+                end: self.end(),
+                seq,
+            });
             if seq != 0 {
                 self.seq_frames += 1;
             }
@@ -345,7 +357,11 @@ mod tests {
             q.trim(s.saturating_sub(2));
             assert!(q.retained_bytes() <= 300);
         }
-        assert!(q.bytes.len() <= 600, "dead bytes are released: {}", q.bytes.len());
+        assert!(
+            q.bytes.len() <= 600,
+            "dead bytes are released: {}",
+            q.bytes.len()
+        );
         q.rebind(Vec::new());
         assert_eq!(q.transmit()[0], 99, "the oldest kept frame is 99");
         q.transmitted(q.transmit().len());

@@ -173,7 +173,10 @@ fn handle_timeout_fires_exactly_at_the_polled_deadline() {
     let mut s = Session::new(SessionId::new(0, 1, 0), zero, MonoTime(944));
     assert_eq!(s.poll_timeout(), Some(MonoTime(944)));
     s.handle_timeout(MonoTime(0)); // before the deadline (a caller's clock behind ours)
-    assert!(!s.is_closing(), "closed before the deadline poll_timeout gave");
+    assert!(
+        !s.is_closing(),
+        "closed before the deadline poll_timeout gave"
+    );
     s.handle_timeout(MonoTime(944));
     assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
 
@@ -253,7 +256,10 @@ fn sequenced_frames_carry_seq_and_the_piggybacked_ack() {
     let mut ack = Vec::new();
     encode_seq_into(&mut ack, ACK_OPCODE, 0, 0, 0, 2, b"");
     let mut input = &ack[..];
-    assert!(matches!(s.receive(b, MonoTime(2 * MS), &mut input), Ok(Some(Input::Ack))));
+    assert!(matches!(
+        s.receive(b, MonoTime(2 * MS), &mut input),
+        Ok(Some(Input::Ack))
+    ));
     assert_eq!(s.replay_held(), (0, 0));
 }
 
@@ -265,7 +271,10 @@ fn an_ack_frame_leaves_when_nothing_carries_the_acknowledgement() {
     let mut req = Vec::new();
     encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
     drain(&mut s, 10 * MS, &req).unwrap();
-    assert_eq!(s.poll_timeout(), Some(MonoTime(10 * MS + 200 * MS).min(MonoTime(60 * MS))));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(MonoTime(10 * MS + 200 * MS).min(MonoTime(60 * MS)))
+    );
     let s2 = SessionLimits {
         idle_timeout: Some(Duration::from_secs(10)),
         ..s.limits()
@@ -285,22 +294,35 @@ fn duplicates_are_dropped_and_gaps_or_plain_frames_close() {
     encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
     let b = s.binding();
     let mut input = &req[..];
-    assert!(matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Frame(_)))));
-    assert!(matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Duplicate(h))) if h.request_id == 10));
+    assert!(matches!(
+        s.receive(b, MonoTime(1), &mut input),
+        Ok(Some(Input::Frame(_)))
+    ));
+    assert!(
+        matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Duplicate(h))) if h.request_id == 10)
+    );
     let mut gap = Vec::new();
     encode_seq_into(&mut gap, 4, 0, 12, 3, 0, b"");
-    assert!(matches!(drain(&mut s, 2, &gap), Err(CloseReason::Protocol(m)) if m.contains("sequence gap")));
+    assert!(
+        matches!(drain(&mut s, 2, &gap), Err(CloseReason::Protocol(m)) if m.contains("sequence gap"))
+    );
 
     let mut s = resumable();
-    assert!(matches!(drain(&mut s, 2, &encode(4, 0, 1, b"")), Err(CloseReason::Protocol(m)) if m.contains("without SEQ")));
+    assert!(
+        matches!(drain(&mut s, 2, &encode(4, 0, 1, b"")), Err(CloseReason::Protocol(m)) if m.contains("without SEQ"))
+    );
     let mut s = resumable();
     let mut bad_ack = Vec::new();
     encode_seq_into(&mut bad_ack, 4, 0, 1, 1, 5, b"");
-    assert!(matches!(drain(&mut s, 2, &bad_ack), Err(CloseReason::Protocol(m)) if m.contains("never sent")));
+    assert!(
+        matches!(drain(&mut s, 2, &bad_ack), Err(CloseReason::Protocol(m)) if m.contains("never sent"))
+    );
     let mut s = session();
     let mut seq = Vec::new();
     encode_seq_into(&mut seq, 4, 0, 1, 1, 0, b"");
-    assert!(matches!(drain(&mut s, 2, &seq), Err(CloseReason::Protocol(m)) if m.contains("without resume")));
+    assert!(
+        matches!(drain(&mut s, 2, &seq), Err(CloseReason::Protocol(m)) if m.contains("without resume"))
+    );
 }
 
 #[test]
@@ -315,16 +337,28 @@ fn a_lost_socket_detaches_and_a_resume_replays_what_the_peer_lacks() {
     s.transmitted(b0, t - 2 * 24 - 5);
     assert_eq!(s.peer_closed(b0, MonoTime(5 * MS)), SocketEnd::Detached);
     assert!(!s.is_attached());
-    assert_eq!(s.poll_timeout(), Some(MonoTime(5 * MS + 30_000 * MS)), "the resume window");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(MonoTime(5 * MS + 30_000 * MS)),
+        "the resume window"
+    );
     // Meanwhile the application goes on.
     reply(&mut s, 5);
     // The stale socket's late calls change nothing.
-    assert!(drain_on(&mut s, b0, 6 * MS, &encode(4, 0, 1, b"")).unwrap().is_empty());
+    assert!(drain_on(&mut s, b0, 6 * MS, &encode(4, 0, 1, b""))
+        .unwrap()
+        .is_empty());
     assert!(s.transmit(b0).is_empty());
     assert_eq!(s.peer_closed(b0, MonoTime(6 * MS)), SocketEnd::Stale);
 
-    assert_eq!(s.resume(MonoTime(7 * MS), &[0; 16], 2, [8; 16], |_, _| {}), Err(ResumeError::BadToken));
-    assert_eq!(s.resume(MonoTime(7 * MS), &TOKEN, 9, [8; 16], |_, _| {}), Err(ResumeError::BadSeq));
+    assert_eq!(
+        s.resume(MonoTime(7 * MS), &[0; 16], 2, [8; 16], |_, _| {}),
+        Err(ResumeError::BadToken)
+    );
+    assert_eq!(
+        s.resume(MonoTime(7 * MS), &TOKEN, 9, [8; 16], |_, _| {}),
+        Err(ResumeError::BadSeq)
+    );
     let r = s
         .resume(MonoTime(7 * MS), &TOKEN, 2, [8; 16], |r, out| {
             encode_into(out, RESUMED_OPCODE, 0, 0, &[r.resync as u8])
@@ -349,13 +383,22 @@ fn a_newer_socket_fences_the_old_one_while_attached() {
     let mut s = resumable();
     let old = s.binding();
     reply(&mut s, 1);
-    let r = s.resume(MonoTime(MS), &TOKEN, 0, [2; 16], |_, _| {}).unwrap();
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, [2; 16], |_, _| {})
+        .unwrap();
     assert_ne!(r.binding, old);
-    assert!(s.transmit(old).is_empty(), "the old socket writes nothing more");
+    assert!(
+        s.transmit(old).is_empty(),
+        "the old socket writes nothing more"
+    );
     s.transmitted(old, 5); // a late completion: ignored
     assert_eq!(s.peer_closed(old, MonoTime(2 * MS)), SocketEnd::Stale);
     assert!(s.is_attached());
-    assert_eq!(written(&mut s, r.binding).len(), 1, "frame 1 replayed on the new socket");
+    assert_eq!(
+        written(&mut s, r.binding).len(),
+        1,
+        "frame 1 replayed on the new socket"
+    );
 }
 
 #[test]
@@ -365,7 +408,10 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
         s.limits.resume.max_frames = 3;
         let b = s.binding();
         written(&mut s, b);
-        assert_eq!(s.socket_failed(b, MonoTime(MS), "reset".into()), SocketEnd::Detached);
+        assert_eq!(
+            s.socket_failed(b, MonoTime(MS), "reset".into()),
+            SocketEnd::Detached
+        );
         let mut evicted = 0;
         for rid in 1..=5 {
             evicted += s.send(&encode(5, 0, rid, b"x")).unwrap().evicted;
@@ -376,9 +422,13 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
     };
     let mut s = build();
     let mut t = build();
-    let r = t.resume(MonoTime(2 * MS), &TOKEN, 2, [1; 16], |_, _| {}).unwrap();
+    let r = t
+        .resume(MonoTime(2 * MS), &TOKEN, 2, [1; 16], |_, _| {})
+        .unwrap();
     assert!(!r.resync, "the peer had 1 and 2: nothing it lacks is gone");
-    let r = s.resume(MonoTime(2 * MS), &TOKEN, 0, [1; 16], |_, _| {}).unwrap();
+    let r = s
+        .resume(MonoTime(2 * MS), &TOKEN, 0, [1; 16], |_, _| {})
+        .unwrap();
     assert!(r.resync);
     assert_eq!((r.sent, r.replayed), (5, 0));
     let out = written(&mut s, r.binding);
@@ -395,7 +445,10 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
         s.close_reason(),
         Some(&CloseReason::ResumeExpired("peer closed".into()))
     );
-    assert_eq!(s.resume(MonoTime(41_000 * MS), &[1; 16], 6, [0; 16], |_, _| {}), Err(ResumeError::Closed));
+    assert_eq!(
+        s.resume(MonoTime(41_000 * MS), &[1; 16], 6, [0; 16], |_, _| {}),
+        Err(ResumeError::Closed)
+    );
 }
 
 #[test]
@@ -403,7 +456,10 @@ fn idle_resumable_session_detaches_instead_of_closing() {
     let mut s = resumable();
     s.handle_timeout(MonoTime(50 * MS));
     assert!(!s.is_closing());
-    assert_eq!(s.detached().map(|d| d.1.clone()), Some(CloseReason::IdleTimeout));
+    assert_eq!(
+        s.detached().map(|d| d.1.clone()),
+        Some(CloseReason::IdleTimeout)
+    );
     s.handle_timeout(MonoTime(50 * MS + 30_000 * MS));
     assert_eq!(
         s.close_reason(),
@@ -421,10 +477,15 @@ fn replayed_bytes_do_not_count_against_the_send_limit() {
         reply(&mut s, rid);
         written(&mut s, b);
     }
-    let r = s.resume(MonoTime(MS), &TOKEN, 0, [1; 16], |_, _| {}).unwrap();
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, [1; 16], |_, _| {})
+        .unwrap();
     assert_eq!(s.unsent(), 48, "two frames to replay");
     reply(&mut s, 3);
-    assert!(!s.is_closing(), "48 replayed + 24 new is under the limit for new bytes");
+    assert!(
+        !s.is_closing(),
+        "48 replayed + 24 new is under the limit for new bytes"
+    );
     reply(&mut s, 4);
     assert_eq!(s.send(&encode(5, 0, 5, b"pong")), Err(SendError::Overflow));
     assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
@@ -455,7 +516,15 @@ fn rate_limited_frames_are_reported_and_the_close_policy_closes() {
             other => format!("{other:?}"),
         });
     }
-    assert_eq!(seen, ["frame 1", "frame 2", "limited 3 Messages", "limited 4 Messages"]);
+    assert_eq!(
+        seen,
+        [
+            "frame 1",
+            "frame 2",
+            "limited 3 Messages",
+            "limited 4 Messages"
+        ]
+    );
     assert_eq!(s.close_reason(), Some(&CloseReason::RateLimited));
 }
 
