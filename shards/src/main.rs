@@ -65,6 +65,7 @@ fn main() {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
+        Command::Admin(args) => lattice_server::tools::admin::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

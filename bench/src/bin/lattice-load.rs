@@ -257,6 +257,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     let mut out = Vec::new();
     let hello = pb::Hello {
         client_version: lattice_proto::version::PROTOCOL.to_string(),
+        ..Default::default()
     };
     put_frame(&mut out, opcode::HELLO, 0, 1, &hello.encode_to_vec());
     if o.scenario == Scenario::Chat {

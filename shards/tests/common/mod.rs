@@ -221,6 +221,7 @@ impl Client {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
             },
         );
         match c.recv().decode() {

@@ -23,14 +23,22 @@ pub struct SessionConfig {
     pub ack_delay_ms: u64,
 }
 
+/// The runtime's documented defaults: the one source of every default below.
+const DEFAULTS: &str = include_str!("../../../../deploy/lattice.toml");
+
+/// Section `name` of the documented defaults.
+fn default_section<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let table: toml::Table = DEFAULTS
+        .parse()
+        .expect("deploy/lattice.toml is valid TOML (a test checks)");
+    crate::config::typed_section(&table, name)
+        .unwrap_or_else(|e| panic!("deploy/lattice.toml [{name}]: {e}"))
+}
+
 impl Default for SessionConfig {
+    /// `[session]` of `deploy/lattice.toml`.
     fn default() -> Self {
-        SessionConfig {
-            resume_window_ms: 30_000,
-            replay_max_frames: 1024,
-            replay_max_bytes: 1 << 20,
-            ack_delay_ms: 200,
-        }
+        default_section("session")
     }
 }
 
@@ -86,20 +94,9 @@ pub struct LimitsConfig {
 }
 
 impl Default for LimitsConfig {
+    /// `[limits]` of `deploy/lattice.toml`.
     fn default() -> Self {
-        LimitsConfig {
-            session_msgs_per_s: 0,
-            session_msgs_burst: 200,
-            session_msgs_policy: PolicyName::Error,
-            session_bytes_per_s: 0,
-            session_bytes_burst: 2 << 20,
-            session_bytes_policy: PolicyName::Error,
-            session_close_after: 10,
-            ip_conns_per_s: 0,
-            ip_conns_burst: 20,
-            ip_policy: PolicyName::Error,
-            ip_table_size: 65_536,
-        }
+        default_section("limits")
     }
 }
 
@@ -164,8 +161,8 @@ impl LimitsConfig {
     }
 }
 
-/// Everything above, as `Server::start_with` takes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Everything above, as `Server::start_with` takes it. `Default` is the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContinuityConfig {
     /// `[session]`.
     pub session: SessionConfig,
@@ -175,9 +172,41 @@ pub struct ContinuityConfig {
     pub access: AccessConfig,
 }
 
+impl Default for ContinuityConfig {
+    fn default() -> Self {
+        ContinuityConfig {
+            session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            access: default_section("access"),
+        }
+    }
+}
+
 impl ContinuityConfig {
     /// The access rules of `[access]`.
     pub fn rules(&self) -> Result<AccessRules, CidrError> {
         AccessRules::new(&self.access)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_come_from_the_documented_file_and_validate() {
+        let c = ContinuityConfig::default();
+        assert_eq!(c.session.resume_window_ms, 30_000);
+        assert_eq!(c.limits.session_msgs_per_s, 0, "off by default");
+        assert!(c.limits.session_rates().msgs.is_none());
+        assert!(c.rules().unwrap().is_open());
+        assert_eq!(c.limits.validate(1 << 20), Ok(()));
+        let mut bad = c.limits.clone();
+        bad.session_bytes_per_s = 1000;
+        bad.session_bytes_burst = 10;
+        assert_eq!(
+            bad.validate(1 << 20).unwrap_err().0,
+            "limits.session_bytes_burst"
+        );
     }
 }

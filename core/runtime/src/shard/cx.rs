@@ -406,10 +406,7 @@ impl<M: Send + 'static> ShardCx<M> {
             let tcell = table.get(temp).cloned().ok_or(RebindError::NoSocket)?;
             let cell = match table.get(target) {
                 Some(c) if target != temp => c.clone(),
-                _ => {
-                    ShardMetrics::add(&self.cm().resume_rejected_total, 1);
-                    return Err(RebindError::UnknownSession);
-                }
+                _ => return Err(RebindError::UnknownSession),
             };
             (tcell, cell)
         };
@@ -418,13 +415,7 @@ impl<M: Send + 'static> ShardCx<M> {
             let was_detached = !s.is_attached();
             (was_detached, resume(&mut s))
         };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                ShardMetrics::add(&self.cm().resume_rejected_total, 1);
-                return Err(e.into());
-            }
-        };
+        let r = r?;
         *tcell.handover.borrow_mut() = Some(Handover::Local(cell.clone(), r.binding));
         tcell.wake();
         // The old binding's task, if one still runs, finds itself fenced.
