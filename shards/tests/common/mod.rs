@@ -1,6 +1,8 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod seq;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -171,12 +173,15 @@ pub struct RawFrame {
     pub opcode: u16,
     pub flags: u16,
     pub request_id: u32,
+    /// The sequence extension's fields (0 without the SEQ flag).
+    pub seq: u32,
+    pub ack: u32,
     pub body: Vec<u8>,
 }
 
 impl RawFrame {
     pub fn decode(&self) -> AnyMessage {
-        assert_eq!(self.flags, 0, "compressed frame: inflate first");
+        assert_eq!(self.flags & 1, 0, "compressed frame: inflate first");
         lattice_proto::decode(self.opcode, &self.body).expect("server sent a valid body")
     }
 }
@@ -211,6 +216,15 @@ impl Client {
             s,
             buf: Vec::new(),
             session_id: 0,
+        }
+    }
+
+    /// A second handle on the same socket (a dup: the socket stays open while either lives).
+    pub fn duplicate(&self) -> Client {
+        Client {
+            s: self.s.try_clone().unwrap(),
+            buf: Vec::new(),
+            session_id: self.session_id,
         }
     }
 
@@ -251,11 +265,24 @@ impl Client {
             if self.buf.len() >= 12 {
                 let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
                 if self.buf.len() >= len {
+                    let flags = u16::from_le_bytes(self.buf[6..8].try_into().unwrap());
+                    // The SEQ flag (0x0002) puts `u32 seq, u32 ack` before the body.
+                    let (seq, ack, body_at) = if flags & 2 != 0 {
+                        (
+                            u32::from_le_bytes(self.buf[12..16].try_into().unwrap()),
+                            u32::from_le_bytes(self.buf[16..20].try_into().unwrap()),
+                            20,
+                        )
+                    } else {
+                        (0, 0, 12)
+                    };
                     let f = RawFrame {
                         opcode: u16::from_le_bytes(self.buf[4..6].try_into().unwrap()),
-                        flags: u16::from_le_bytes(self.buf[6..8].try_into().unwrap()),
+                        flags,
                         request_id: u32::from_le_bytes(self.buf[8..12].try_into().unwrap()),
-                        body: self.buf[12..len].to_vec(),
+                        seq,
+                        ack,
+                        body: self.buf[body_at..len].to_vec(),
                     };
                     self.buf.drain(..len);
                     return Some(f);

@@ -71,6 +71,10 @@ pub(crate) trait ConnHost: 'static {
     /// The acceptor counted this socket as open on our shard; undo that when it never becomes a
     /// session.
     fn not_adopted(&self);
+    /// The session is closing and its socket does not take the rest of its output now: true while
+    /// the task may wait for it (`session.close_linger_ms` from the first call; a timer wakes the
+    /// task when it passes).
+    fn may_linger(&self, cell: &Rc<SessionCell>) -> bool;
 }
 
 /// Registers a std socket with this shard's driver in poll-io mode.
@@ -202,9 +206,15 @@ impl<H: ConnHost> Future for Conn<H> {
                 return Poll::Ready(Ended::Stale);
             }
             if let Some(reason) = closing {
-                // Best effort: flush what the socket takes now (e.g. an error frame), then close.
+                // Flush what is queued (an error answer, the last replies) for a bounded time; a
+                // session closed for not reading gets nothing more.
                 if reason != CloseReason::SendBufferOverflow {
-                    let _ = this.write_out(cx);
+                    if let Ok(Written::Blocked) = this.write_out(cx) {
+                        if this.host.may_linger(&this.cell) {
+                            this.cell.set_waker(cx.waker().clone());
+                            return Poll::Pending;
+                        }
+                    }
                 }
                 return Poll::Ready(Ended::Closing(reason));
             }

@@ -33,6 +33,8 @@ pub struct SessionCell {
     /// Bytes read from the socket and not yet given to the session: what followed a `Resume` in
     /// the same read, carried to the session the socket goes to.
     pub(crate) pending_input: RefCell<Vec<u8>>,
+    /// While closing with output the socket does not take: until when to keep trying.
+    pub(crate) linger_until: Cell<Option<MonoTime>>,
 }
 
 impl SessionCell {
@@ -46,6 +48,7 @@ impl SessionCell {
             timer: Cell::new(None),
             handover: RefCell::new(None),
             pending_input: RefCell::new(Vec::new()),
+            linger_until: Cell::new(None),
         }
     }
 

@@ -538,21 +538,34 @@ impl<M: Send + 'static> ShardCx<M> {
         let Some(at) = cell.session.borrow().poll_timeout() else {
             return;
         };
+        self.arm_timer_at(cell, at);
+    }
+
+    /// Schedules a deadline of the session at `at` (kept when an earlier one is pending).
+    pub(crate) fn arm_timer_at(&self, cell: &SessionCell, at: MonoTime) {
         let tick = TICK.tick_of(at) + 1;
         let mut wheel = self.wheel.borrow_mut();
-        if let Some(h) = cell.timer.get() {
-            match wheel.deadline_of(h) {
-                Some(d) if d <= tick => return,
-                Some(_) if wheel.reschedule(h, tick).is_ok() => return,
-                _ => {}
-            }
-        }
-        match wheel.insert(tick, TimerItem::Session(cell.id())) {
-            Ok(h) => cell.timer.set(Some(h)),
-            Err(e) => {
-                ShardMetrics::add(&self.m().timers_rejected_total, 1);
-                tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
-            }
+        let next = wheel.next_deadline();
+        let armed = match cell.timer.get().map(|h| (h, wheel.deadline_of(h))) {
+            Some((_, Some(d))) if d <= tick => return,
+            Some((h, Some(_))) if wheel.reschedule(h, tick).is_ok() => true,
+            _ => match wheel.insert(tick, TimerItem::Session(cell.id())) {
+                Ok(h) => {
+                    cell.timer.set(Some(h));
+                    true
+                }
+                Err(e) => {
+                    ShardMetrics::add(&self.m().timers_rejected_total, 1);
+                    tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
+                    false
+                }
+            },
+        };
+        drop(wheel);
+        // A connection task (not the loop) may arm a deadline earlier than the one the parked
+        // loop sleeps until (a detach, an acknowledgement due): wake it to sleep less.
+        if armed && next.is_none_or(|n| tick < n) {
+            self.signals[self.id].wake();
         }
     }
 

@@ -373,6 +373,19 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     fn not_adopted(&self) {
         self.cx.open_counter().fetch_sub(1, Ordering::Relaxed);
     }
+
+    fn may_linger(&self, cell: &Rc<SessionCell>) -> bool {
+        let cx = &self.cx;
+        let now = cx.clock.borrow_mut().refresh();
+        if let Some(until) = cell.linger_until.get() {
+            return now < until;
+        }
+        let until =
+            now.saturating_add(Duration::from_millis(cx.continuity.session.close_linger_ms));
+        cell.linger_until.set(Some(until));
+        cx.arm_timer_at(cell, until);
+        true
+    }
 }
 
 /// Calls into the application, catching a panic so the shard goes on. Returns None on panic.
