@@ -96,9 +96,10 @@ fn vectors() -> Vec<Vector> {
                 session_id: (1 << 56) | 7,
                 token: vec![0xab; 16],
                 last_received_seq: u32::MAX,
+                attempt: 3,
             }
             .into(),
-            ts: json!({"sessionId": "72057594037927943", "token": "abababababababababababababababab", "lastReceivedSeq": 4294967295u32}),
+            ts: json!({"sessionId": "72057594037927943", "token": "abababababababababababababababab", "lastReceivedSeq": 4294967295u32, "attempt": 3}),
         },
         Vector {
             name: "resumed_resync",

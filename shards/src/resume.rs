@@ -24,6 +24,8 @@ pub struct ResumeRequest {
     pub token: Vec<u8>,
     /// The `seq` of the last frame the client received.
     pub last_received: u32,
+    /// The client's attempt number.
+    pub attempt: u32,
     /// The `Resume` frame's request id (echoed in the answer).
     pub request_id: u32,
 }
@@ -41,6 +43,7 @@ pub fn on_resume(
         target: SessionId::from_u64(msg.session_id),
         token: msg.token,
         last_received: msg.last_received_seq,
+        attempt: msg.attempt,
         request_id,
     };
     let owner = req.target.shard();
@@ -80,17 +83,24 @@ pub fn resume_here(
     let now = cx.now();
     let rid = req.request_id;
     let result = cx.rebind(socket, req.target, |s| {
-        s.resume(now, &req.token, req.last_received, next_token, |r, out| {
-            let answer = pb::Resumed {
-                resume_token: next_token.to_vec(),
-                last_received_seq: r.received,
-                server_seq: r.sent,
-                resync: r.resync,
-            };
-            let body_len = answer.encoded_len();
-            frame::encode_header_into(out, opcode::RESUMED, 0, rid, body_len);
-            answer.encode_raw(out);
-        })
+        s.resume(
+            now,
+            &req.token,
+            req.last_received,
+            req.attempt,
+            next_token,
+            |r, out| {
+                let answer = pb::Resumed {
+                    resume_token: next_token.to_vec(),
+                    last_received_seq: r.received,
+                    server_seq: r.sent,
+                    resync: r.resync,
+                };
+                let body_len = answer.encoded_len();
+                frame::encode_header_into(out, opcode::RESUMED, 0, rid, body_len);
+                answer.encode_raw(out);
+            },
+        )
     });
     match result {
         Ok(r) => tracing::info!(

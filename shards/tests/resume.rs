@@ -188,9 +188,18 @@ fn the_newest_socket_wins_and_the_old_one_is_closed() {
     let f = c.recv().unwrap();
     assert!(matches!(f.decode(), AnyMessage::Pong(p) if p.payload == b"new"));
     wait_metric(&l, "lattice_stale_sockets_total", 1);
-    // Each resume spends its token: the one before the last is refused.
+    // A resume spends its token once the client sends on the new socket (until then the token
+    // still works: the Resumed carrying the next one may have been lost).
     let token = c.token.clone();
     c.resumed();
+    let mut lost = c.c.duplicate();
+    assert!(
+        matches!(c.resume_with(token.clone()), Resumption::Resumed(_)),
+        "Resumed lost: retry with the same token"
+    );
+    assert!(lost.closed_by_server());
+    c.send(3, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
     match c.resume_with(token) {
         Resumption::Rejected(e) => assert!(e.message.contains("bad resume token"), "{e:?}"),
         Resumption::Resumed(_) => panic!("a spent token must not resume"),

@@ -125,8 +125,7 @@ pub fn header_len(flags: u16) -> usize {
 /// it against `max_frame`. Returns `Ok(None)` when `buf` is shorter than the header it announces
 /// (12 bytes, or 20 with [`FLAG_SEQ`]).
 ///
-/// The flags are checked before the length, so a frame whose length is too short for its own
-/// extension is a `LengthOutOfRange` with `min` 20.
+/// A frame whose length is too short for its own extension is a `LengthOutOfRange` with `min` 20.
 pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, FrameError> {
     let Some(h) = buf.get(..HEADER_LEN) else {
         return Ok(None);
@@ -135,16 +134,22 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
     let opcode = u16::from_le_bytes([h[4], h[5]]);
     let flags = u16::from_le_bytes([h[6], h[7]]);
     let request_id = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(FrameError::ReservedFlags(flags & !KNOWN_FLAGS));
-    }
-    let min = header_len(flags);
+    // The length is checked first (as before the extension existed); its minimum counts the
+    // extension when the flags are valid and announce it.
+    let min = if flags & !KNOWN_FLAGS == 0 {
+        header_len(flags)
+    } else {
+        HEADER_LEN
+    };
     if (length as usize) < min || length > max_frame {
         return Err(FrameError::LengthOutOfRange {
             length,
             min: min as u32,
             max: max_frame,
         });
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::ReservedFlags(flags & !KNOWN_FLAGS));
     }
     if opcode == 0 {
         return Err(FrameError::ZeroOpcode);

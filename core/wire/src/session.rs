@@ -205,6 +205,14 @@ pub enum ResumeError {
     /// The peer claims a frame that was never sent.
     #[error("last_received_seq is ahead of what was sent")]
     BadSeq,
+    /// A newer attempt was accepted already: this one arrived late.
+    #[error("attempt {got} is not above the last accepted ({last})")]
+    StaleAttempt {
+        /// The attempt number given.
+        got: u32,
+        /// The last one accepted.
+        last: u32,
+    },
 }
 
 /// Expands a 32-bit wire sequence number to the 64-bit counter value congruent to it (mod 2³²)
@@ -219,12 +227,17 @@ pub fn expand_seq(wire: u32, reference: u64) -> u64 {
 #[derive(Debug)]
 struct Resume {
     token: [u8; TOKEN_LEN],
+    /// The token the peer resumed with last, still accepted until the peer sends a frame on the
+    /// new socket: the `Resumed` that carried the new token may have been lost with that socket.
+    fallback: Option<[u8; TOKEN_LEN]>,
     /// Sequence number of the next frame sent (the first is 1).
     next_seq: u64,
     /// Highest sequence number the peer acknowledged.
     acked: u64,
     /// Highest sequence number received from the peer.
     received: u64,
+    /// The `attempt` of the last accepted resume (0 before any).
+    attempt: u32,
     /// When an `Ack` frame must leave (a frame was received and no outgoing frame carried it).
     ack_due: Option<MonoTime>,
 }
@@ -364,6 +377,8 @@ impl Session {
                 r.acked = ack;
                 self.out.trim(ack);
             }
+            // A frame on this socket: the peer read the `Resumed` and holds the new token.
+            r.fallback = None;
             if h.opcode == ACK_OPCODE {
                 return Ok(Some(Input::Ack));
             }
@@ -499,9 +514,11 @@ impl Session {
         self.out.track();
         self.resume = Some(Box::new(Resume {
             token,
+            fallback: None,
             next_seq: 1,
             acked: 0,
             received: 0,
+            attempt: 0,
             ack_due: None,
         }));
     }
@@ -528,20 +545,26 @@ impl Session {
         (self.out.retained_frames(), self.out.retained_bytes())
     }
 
-    /// A new socket presents `token` and the `seq` of the last frame it received
-    /// (`last_received`, as on the wire). On success the old binding (if any) is fenced, the
+    /// A new socket presents `token`, the `seq` of the last frame it received (`last_received`, as
+    /// on the wire) and its `attempt` number (raised by the peer at every resume of the session,
+    /// so an older attempt that reaches the server late cannot take the session back). On success the old binding (if any) is fenced, the
     /// token becomes `new_token`, the input decoder starts afresh, `answer` writes the frame that
     /// goes out first on the new socket (`Resumed`, built from the [`Resumption`]), and the frames
     /// the peer lacks follow it — or, when one of them was evicted, none do and the resumption says
     /// `resync`. The idle deadline restarts at `now`.
     ///
-    /// Refused (nothing changes) when the session is closing, not resumable, the token differs
-    /// (compared in constant time) or `last_received` is ahead of what was sent.
+    /// The token is accepted when it is the current one or, until the peer sends its first frame
+    /// on the socket of the last resume, the one that resume used (its `Resumed` may have been
+    /// lost with that socket). Refused (nothing changes) when the session is closing, not
+    /// resumable, the token is neither (compared in constant time), `last_received` is ahead of
+    /// what was sent or `attempt` is not above the last accepted one.
+    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         &mut self,
         now: MonoTime,
         token: &[u8],
         last_received: u32,
+        attempt: u32,
         new_token: [u8; TOKEN_LEN],
         answer: impl FnOnce(&Resumption, &mut Vec<u8>),
     ) -> Result<Resumption, ResumeError> {
@@ -552,7 +575,10 @@ impl Session {
             .resume
             .as_deref_mut()
             .ok_or(ResumeError::NotResumable)?;
-        if !tokens_equal(token, &r.token) {
+        // Both compared, always: which one matched must not show in the time taken.
+        let current = tokens_equal(token, &r.token);
+        let fallback = r.fallback.is_some_and(|f| tokens_equal(token, &f));
+        if !current && !fallback {
             return Err(ResumeError::BadToken);
         }
         let sent = r.next_seq - 1;
@@ -560,9 +586,20 @@ impl Session {
         if last > sent {
             return Err(ResumeError::BadSeq);
         }
+        if attempt <= r.attempt {
+            return Err(ResumeError::StaleAttempt {
+                got: attempt,
+                last: r.attempt,
+            });
+        }
+        r.attempt = attempt;
         let first_kept = self.out.oldest_seq().unwrap_or(sent + 1);
         let resync = last + 1 < first_kept;
         r.acked = r.acked.max(last);
+        if current {
+            // Until the peer shows it got `new_token`, the token it just used still works.
+            r.fallback = Some(r.token);
+        }
         r.token = new_token;
         r.ack_due = None;
         let received = r.received;

@@ -44,6 +44,8 @@ pub struct SeqClient {
     pub unacked: Vec<(u32, Vec<u8>)>,
     /// Every sequenced frame received, in order (seq, frame).
     pub received: Vec<(u32, RawFrame)>,
+    /// The attempt number of the last `Resume`.
+    pub attempt: u32,
 }
 
 impl SeqClient {
@@ -72,6 +74,7 @@ impl SeqClient {
             last_sent: 0,
             unacked: Vec::new(),
             received: Vec::new(),
+            attempt: 0,
         }
     }
 
@@ -136,10 +139,12 @@ impl SeqClient {
     pub fn resume_with(&mut self, token: Vec<u8>) -> Resumption {
         let old = std::mem::replace(&mut self.c, Client::connect_raw(self.port));
         drop(old);
+        self.attempt += 1;
         let r = pb::Resume {
             session_id: self.session_id,
             token,
             last_received_seq: self.last_recv,
+            attempt: self.attempt,
         };
         self.c.send(7, &r);
         let f = self.c.recv();

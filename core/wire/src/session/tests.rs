@@ -218,6 +218,13 @@ fn first_close_reason_wins_and_handshake_moves_once() {
 
 const TOKEN: [u8; TOKEN_LEN] = [7; TOKEN_LEN];
 
+/// A fresh attempt number for every call (the peer raises it at every resume).
+fn next_attempt() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 fn resumable() -> Session {
     let mut s = Session::new(
         SessionId::new(0, 1, 0),
@@ -352,17 +359,36 @@ fn a_lost_socket_detaches_and_a_resume_replays_what_the_peer_lacks() {
     assert_eq!(s.peer_closed(b0, MonoTime(6 * MS)), SocketEnd::Stale);
 
     assert_eq!(
-        s.resume(MonoTime(7 * MS), &[0; 16], 2, [8; 16], |_, _| {}),
+        s.resume(
+            MonoTime(7 * MS),
+            &[0; 16],
+            2,
+            next_attempt(),
+            [8; 16],
+            |_, _| {}
+        ),
         Err(ResumeError::BadToken)
     );
     assert_eq!(
-        s.resume(MonoTime(7 * MS), &TOKEN, 9, [8; 16], |_, _| {}),
+        s.resume(
+            MonoTime(7 * MS),
+            &TOKEN,
+            9,
+            next_attempt(),
+            [8; 16],
+            |_, _| {}
+        ),
         Err(ResumeError::BadSeq)
     );
     let r = s
-        .resume(MonoTime(7 * MS), &TOKEN, 2, [8; 16], |r, out| {
-            encode_into(out, RESUMED_OPCODE, 0, 0, &[r.resync as u8])
-        })
+        .resume(
+            MonoTime(7 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [8; 16],
+            |r, out| encode_into(out, RESUMED_OPCODE, 0, 0, &[r.resync as u8]),
+        )
         .unwrap();
     assert_eq!((r.resync, r.received, r.sent, r.replayed), (false, 0, 5, 3));
     assert_eq!(s.token(), Some(&[8; 16]), "rotated");
@@ -371,11 +397,56 @@ fn a_lost_socket_detaches_and_a_resume_replays_what_the_peer_lacks() {
     assert_eq!(out[0].0, RESUMED_OPCODE);
     assert_eq!(out[0].1, 0, "Resumed goes out plain");
     assert_eq!(&seqs[1..], [3, 4, 5]);
+    // The Resumed may be lost with the new socket: the token just used works once more...
+    let again = s
+        .resume(
+            MonoTime(8 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [9; 16],
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(again.replayed, 3);
+    // ...until the peer sends a frame on the socket of the resume.
+    let mut ack = Vec::new();
+    encode_seq_into(&mut ack, ACK_OPCODE, 0, 0, 0, 5, b"");
+    drain_on(&mut s, again.binding, 9 * MS, &ack).unwrap();
     assert_eq!(
-        s.resume(MonoTime(8 * MS), &TOKEN, 5, [9; 16], |_, _| {}),
+        s.resume(
+            MonoTime(10 * MS),
+            &TOKEN,
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        ),
         Err(ResumeError::BadToken),
         "the old token is spent"
     );
+    assert_eq!(
+        s.resume(
+            MonoTime(10 * MS),
+            &[8; 16],
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::BadToken),
+        "so is the one of the lost Resumed"
+    );
+    assert!(s
+        .resume(
+            MonoTime(10 * MS),
+            &[9; 16],
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        )
+        .is_ok());
 }
 
 #[test]
@@ -384,7 +455,7 @@ fn a_newer_socket_fences_the_old_one_while_attached() {
     let old = s.binding();
     reply(&mut s, 1);
     let r = s
-        .resume(MonoTime(MS), &TOKEN, 0, [2; 16], |_, _| {})
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [2; 16], |_, _| {})
         .unwrap();
     assert_ne!(r.binding, old);
     assert!(
@@ -423,11 +494,25 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
     let mut s = build();
     let mut t = build();
     let r = t
-        .resume(MonoTime(2 * MS), &TOKEN, 2, [1; 16], |_, _| {})
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [1; 16],
+            |_, _| {},
+        )
         .unwrap();
     assert!(!r.resync, "the peer had 1 and 2: nothing it lacks is gone");
     let r = s
-        .resume(MonoTime(2 * MS), &TOKEN, 0, [1; 16], |_, _| {})
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            0,
+            next_attempt(),
+            [1; 16],
+            |_, _| {},
+        )
         .unwrap();
     assert!(r.resync);
     assert_eq!((r.sent, r.replayed), (5, 0));
@@ -446,7 +531,14 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
         Some(&CloseReason::ResumeExpired("peer closed".into()))
     );
     assert_eq!(
-        s.resume(MonoTime(41_000 * MS), &[1; 16], 6, [0; 16], |_, _| {}),
+        s.resume(
+            MonoTime(41_000 * MS),
+            &[1; 16],
+            6,
+            next_attempt(),
+            [0; 16],
+            |_, _| {}
+        ),
         Err(ResumeError::Closed)
     );
 }
@@ -478,7 +570,7 @@ fn replayed_bytes_do_not_count_against_the_send_limit() {
         written(&mut s, b);
     }
     let r = s
-        .resume(MonoTime(MS), &TOKEN, 0, [1; 16], |_, _| {})
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [1; 16], |_, _| {})
         .unwrap();
     assert_eq!(s.unsent(), 48, "two frames to replay");
     reply(&mut s, 3);
@@ -547,4 +639,25 @@ fn tokens_compare_whole() {
     let mut t = TOKEN;
     t[15] ^= 1;
     assert!(!tokens_equal(&t, &TOKEN));
+}
+
+#[test]
+fn a_late_older_attempt_cannot_take_the_session_back() {
+    let mut s = resumable();
+    let b = s
+        .resume(MonoTime(MS), &TOKEN, 0, 5, [1; 16], |_, _| {})
+        .unwrap();
+    // Attempt 4 (sent before 5, on a socket the client gave up) arrives late, with the same
+    // token the fallback still accepts: refused.
+    assert_eq!(
+        s.resume(MonoTime(2 * MS), &TOKEN, 0, 4, [2; 16], |_, _| {}),
+        Err(ResumeError::StaleAttempt { got: 4, last: 5 })
+    );
+    assert!(
+        s.is_current(b.binding),
+        "the newer socket keeps the session"
+    );
+    assert!(s
+        .resume(MonoTime(3 * MS), &TOKEN, 0, 6, [3; 16], |_, _| {})
+        .is_ok());
 }
