@@ -63,7 +63,7 @@ fn vectors() -> Vec<Vector> {
                 resume: false,
             }
             .into(),
-            ts: json!({"clientVersion": "1.0.0-alpha"}),
+            ts: json!({"clientVersion": "1.0.0-alpha", "resume": false}),
         },
         Vector {
             name: "hello_resume",
@@ -86,7 +86,7 @@ fn vectors() -> Vec<Vector> {
                 resume_token: (1..=16).collect(),
             }
             .into(),
-            ts: json!({"serverVersion": "1.1.0-alpha", "resumeToken": "0102030405060708090a0b0c0d0e0f10"}),
+            ts: json!({"serverVersion": "1.1.0-alpha", "sessionId": "0", "resumeToken": "0102030405060708090a0b0c0d0e0f10"}),
         },
         Vector {
             name: "resume",
@@ -124,7 +124,7 @@ fn vectors() -> Vec<Vector> {
                 resume_token: vec![],
             }
             .into(),
-            ts: json!({"serverVersion": "1.2.3-release", "sessionId": "81985529216486895"}),
+            ts: json!({"serverVersion": "1.2.3-release", "sessionId": "81985529216486895", "resumeToken": ""}),
         },
         Vector {
             name: "error_version_mismatch",
