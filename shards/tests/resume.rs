@@ -294,6 +294,7 @@ fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
             session_id: plain.session_id,
             token: vec![],
             last_received_seq: 0,
+            attempt: 1,
         },
     );
     expect_error(&greeted.recv(), lattice_proto::error_code::NOT_ALLOWED);

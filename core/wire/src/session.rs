@@ -153,9 +153,9 @@ pub enum Input<'a> {
     /// A frame for the application.
     Frame(FrameBuf<'a>),
     /// A frame over a rate limit: not for the application; answer it with `Error{RATE_LIMITED}`
-    /// (its request id and opcode are in the header). When the limit's policy closes the session,
-    /// the session is already closing.
-    RateLimited(FrameHeader, Limited),
+    /// (its request id and opcode are in the header). When the third field is true the limit's
+    /// policy closes the session: answer, then close it with [`CloseReason::RateLimited`].
+    RateLimited(FrameHeader, Limited, bool),
     /// A sequenced frame received before (a resend after a resume): dropped.
     Duplicate(FrameHeader),
     /// An `Ack` frame: its acknowledgement was applied.
@@ -405,12 +405,7 @@ impl Session {
         }
         match limited {
             Ok(()) => Ok(Some(Input::Frame(frame))),
-            Err((which, close)) => {
-                if close {
-                    self.close(CloseReason::RateLimited);
-                }
-                Ok(Some(Input::RateLimited(h, which)))
-            }
+            Err((which, close)) => Ok(Some(Input::RateLimited(h, which, close))),
         }
     }
 

@@ -25,8 +25,8 @@ pub trait ShardApp: 'static {
 
     /// A frame from `session` passed one of its rate limits and was not handed to
     /// [`ShardApp::on_frame`]; `header` is its header (request id, opcode). Answer it (the
-    /// protocol says `Error{RATE_LIMITED}`). When the limit's policy closes the session, it is
-    /// already closing. Default: nothing is answered.
+    /// protocol says `Error{RATE_LIMITED}`). When the limit's policy closes the session, the
+    /// runtime closes it after this call. Default: nothing is answered.
     fn on_rate_limited(
         &mut self,
         _cx: &ShardCx<Self::Msg>,

@@ -283,7 +283,7 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
                     ShardMetrics::add(&m.frames_in_total, 1);
                     app.on_frame(cx, id, frame.frame());
                 }
-                Ok(Some(Input::RateLimited(header, which))) => {
+                Ok(Some(Input::RateLimited(header, which, close))) => {
                     ShardMetrics::add(&m.frames_in_total, 1);
                     ShardMetrics::add(
                         match which {
@@ -293,6 +293,10 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
                         1,
                     );
                     app.on_rate_limited(cx, id, header, which);
+                    if close {
+                        // After the answer, so the client learns why.
+                        cell.session.borrow_mut().close(CloseReason::RateLimited);
+                    }
                 }
                 Ok(Some(Input::Duplicate(_))) => {
                     ShardMetrics::add(&m.frames_in_total, 1);
