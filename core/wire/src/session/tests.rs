@@ -604,7 +604,13 @@ fn rate_limited_frames_are_reported_and_the_close_policy_closes() {
     while let Ok(Some(i)) = s.receive(b, MonoTime(MS), &mut input) {
         seen.push(match i {
             Input::Frame(f) => format!("frame {}", f.frame().header.request_id),
-            Input::RateLimited(h, which) => format!("limited {} {which:?}", h.request_id),
+            Input::RateLimited(h, which, close) => {
+                if close {
+                    // The caller answers, then closes.
+                    s.close(CloseReason::RateLimited);
+                }
+                format!("limited {} {which:?} {close}", h.request_id)
+            }
             other => format!("{other:?}"),
         });
     }
@@ -613,8 +619,8 @@ fn rate_limited_frames_are_reported_and_the_close_policy_closes() {
         [
             "frame 1",
             "frame 2",
-            "limited 3 Messages",
-            "limited 4 Messages"
+            "limited 3 Messages false",
+            "limited 4 Messages true"
         ]
     );
     assert_eq!(s.close_reason(), Some(&CloseReason::RateLimited));
