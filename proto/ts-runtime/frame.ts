@@ -113,7 +113,7 @@ export function decodeFrame(data: Uint8Array, maxFrame: number = DEFAULT_MAX_FRA
   };
 }
 
-/** Body compression settings (the server's `net.compress_threshold` / `net.max_inflated`). */
+/** Body compression settings (the server's `compress.threshold` / `compress.max_inflated`). */
 export interface CompressionOptions {
   /** Bodies strictly longer than this are compressed. `Infinity` turns sending compression off. */
   threshold: number;

@@ -129,3 +129,17 @@ fn reject(cx: &ShardCx<ShardMsg>, enc: &mut Encoder, socket: SessionId, rid: u32
     enc.send(cx, socket, rid, &e);
     cx.close(socket, CloseReason::App(format!("resume rejected: {why}")));
 }
+
+#[cfg(test)]
+mod tests {
+    use lattice_proto::opcode;
+
+    #[test]
+    fn the_wire_crate_knows_the_same_opcodes() {
+        assert_eq!(lattice_wire::HELLO_OPCODE, opcode::HELLO);
+        assert_eq!(lattice_wire::RESUME_OPCODE, opcode::RESUME);
+        assert_eq!(lattice_wire::RESUMED_OPCODE, opcode::RESUMED);
+        assert_eq!(lattice_wire::ACK_OPCODE, opcode::ACK);
+        assert_eq!(lattice_wire::TOKEN_LEN, 16);
+    }
+}

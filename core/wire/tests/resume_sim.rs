@@ -342,6 +342,7 @@ impl Sim {
     // ---- server (the runtime's part) ----
 
     /// Stale-call guard: a call on a binding that is not current must change nothing.
+    #[allow(clippy::type_complexity)]
     fn snapshot(
         &self,
     ) -> (
@@ -841,12 +842,8 @@ impl Sim {
                     self.server_socket_ended(s);
                 }
             }
-            92..=94 if faults => {
-                // The client notices its socket was cut and reconnects.
-                if self.sockets[self.client.sock].cut {
-                    self.client_reconnect();
-                }
-            }
+            // The client notices its socket was cut and reconnects.
+            92..=94 if faults && self.sockets[self.client.sock].cut => self.client_reconnect(),
             95 if faults => {
                 // A duplicate reconnect: the old socket still works; the client leaves it.
                 self.client_reconnect();

@@ -32,7 +32,7 @@ impl Default for TokenSource {
 impl TokenSource {
     /// The next token. Fails (and the caller refuses resume for this session, logged) only when
     /// `/dev/urandom` cannot be opened or read.
-    pub fn next(&mut self) -> Result<[u8; TOKEN_LEN], TokenError> {
+    pub fn token(&mut self) -> Result<[u8; TOKEN_LEN], TokenError> {
         if self.used + TOKEN_LEN > self.buf.len() {
             let file = match &mut self.file {
                 Some(f) => f,
@@ -57,7 +57,7 @@ mod tests {
     #[test]
     fn tokens_differ_across_refills() {
         let mut s = TokenSource::default();
-        let tokens: Vec<_> = (0..600).map(|_| s.next().unwrap()).collect();
+        let tokens: Vec<_> = (0..600).map(|_| s.token().unwrap()).collect();
         let mut sorted = tokens.clone();
         sorted.sort();
         sorted.dedup();

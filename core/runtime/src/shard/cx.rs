@@ -381,7 +381,7 @@ impl<M: Send + 'static> ShardCx<M> {
     /// A fresh resume token (16 bytes from the kernel's CSPRNG). `None` (logged) when
     /// `/dev/urandom` cannot be read: the caller then offers no resume.
     pub fn new_token(&self) -> Option<[u8; TOKEN_LEN]> {
-        match self.tokens.borrow_mut().next() {
+        match self.tokens.borrow_mut().token() {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(shard = self.id, error = %e, "no resume token");

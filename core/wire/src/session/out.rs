@@ -352,7 +352,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.track();
         for s in 1..=100u64 {
-            push(&mut q, s, &vec![s as u8; 100]);
+            push(&mut q, s, &[s as u8; 100]);
             q.transmitted(100);
             q.trim(s.saturating_sub(2));
             assert!(q.retained_bytes() <= 300);
