@@ -356,3 +356,17 @@ fn old_clients_without_resume_work_as_before() {
     assert!(c.closed_by_server());
     l.wait_log("SEQ flag on a session without resume");
 }
+
+#[test]
+fn shutdown_closes_detached_sessions_too() {
+    let mut l = Lattice::start(&[]);
+    let mut c = SeqClient::connect(l.port);
+    c.send(1, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
+    c.cut();
+    l.wait_log("session detached; resumable");
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+    let logs = l.logs();
+    assert!(logs.contains("reason=server shutdown"), "{logs}");
+    assert_eq!(logs.matches("shutdown: shard stopped").count(), 2, "{logs}");
+}

@@ -211,9 +211,20 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
                 "shutdown: drain timeout, closing sessions with unsent output"
             );
         }
-        for s in table.iter() {
-            s.session.borrow_mut().close(CloseReason::Shutdown);
-            s.wake();
+        let cells: Vec<_> = table.iter().cloned().collect();
+        drop(table);
+        for s in cells {
+            let attached = {
+                let mut session = s.session.borrow_mut();
+                session.close(CloseReason::Shutdown);
+                session.is_attached()
+            };
+            if attached {
+                s.wake();
+            } else {
+                // A detached session has no task to end it: the next pass removes it.
+                st.cx.reap_later(s);
+            }
         }
     }
     false

@@ -153,6 +153,33 @@ impl<A: ShardApp> ShardState<A> {
         guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
     }
 
+    /// The socket of `cell` ended before it could be handed over (its session closed first): the
+    /// session it was to serve, already rebound to it, must not wait for a socket that will not
+    /// come — it detaches (and waits for another resume); a message for another shard is dropped.
+    fn abandon_handover(&self, cell: &Rc<SessionCell>, now: MonoTime) {
+        match cell.handover.borrow_mut().take() {
+            Some(Handover::Local(target, binding)) => {
+                let end = target.session.borrow_mut().socket_failed(
+                    binding,
+                    now,
+                    "the resuming socket closed before it was handed over".into(),
+                );
+                match end {
+                    SocketEnd::Detached => {
+                        self.detached(&target, &CloseReason::Io("handover aborted".into()))
+                    }
+                    // Closing with no socket task to end it.
+                    SocketEnd::Closed(_) => self.cx.reap_later(target),
+                    SocketEnd::Stale => {}
+                }
+            }
+            Some(Handover::Remote) => {
+                let _ = self.cx.take_handover(cell.id());
+            }
+            None => {}
+        }
+    }
+
     /// Hands the socket of `cell` (which carried a `Resume`) to where its handover says.
     fn hand_over_socket(self: &Rc<Self>, cell: &Rc<SessionCell>, stream: TcpStreamPoll) {
         let cx = &self.cx;
@@ -332,6 +359,9 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     ) {
         let cx = &self.cx;
         let now = cx.clock.borrow_mut().refresh();
+        if !matches!(end, Ended::HandOver) {
+            self.abandon_handover(cell, now);
+        }
         let outcome = match end {
             Ended::HandOver => return self.hand_over_socket(cell, stream),
             Ended::Stale => SocketEnd::Stale,
