@@ -5,10 +5,12 @@ use std::sync::Arc;
 use lattice_runtime::{ShardApp, ShardCx};
 use lattice_storage::StorageHandle;
 use lattice_wire::compress::{BodyCompressor, CompressConfig};
-use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, SessionId};
+use lattice_wire::http::Request;
+use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, RpcReply, SessionId};
 
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
+use crate::http::HttpRoutes;
 use crate::metrics::AppMetrics;
 use crate::service::registry::BuildError;
 use crate::service::timers::TimerTable;
@@ -27,12 +29,15 @@ pub struct AppSettings {
     pub storage: Option<StorageHandle>,
     /// Counters of every shard's application (index = shard).
     pub metrics: Arc<Vec<AppMetrics>>,
+    /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
+    pub rpc_timeout: std::time::Duration,
 }
 
 /// One shard's application.
 pub struct App {
     gate: Gate,
     host: ServiceHost,
+    http: HttpRoutes,
 }
 
 impl App {
@@ -48,6 +53,7 @@ impl App {
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
             host: ServiceHost::new(&s.table, shard, shards, parts)?,
+            http: HttpRoutes::new(s.rpc_timeout),
         })
     }
 }
@@ -88,6 +94,14 @@ impl ShardApp for App {
                 CloseReason::App("unexpected socket handover".into()),
             ),
         }
+    }
+
+    fn on_http(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, req: Request) {
+        self.http.request(cx, &mut self.host, session, req);
+    }
+
+    fn on_rpc_reply(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, reply: RpcReply) {
+        self.http.reply(cx, self.host.encoder(), session, reply);
     }
 
     fn on_message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {

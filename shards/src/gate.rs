@@ -58,7 +58,11 @@ impl Gate {
         frame: Frame<'_>,
     ) -> Checked {
         let h = frame.header;
-        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        let (ready, may_internal) = cx
+            .with_session(session, |s| {
+                (s.is_ready(), s.session_type().may_send_internal())
+            })
+            .unwrap_or((false, false));
         if ready && h.opcode == opcode::RESUME {
             tracing::debug!(%session, "Resume on a greeted session");
             error(
@@ -99,7 +103,7 @@ impl Gate {
             );
             return Checked::Done;
         };
-        if info.no_client {
+        if info.no_client && !may_internal {
             AppMetrics::add(&self.m().rejected_internal_total, 1);
             tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
             error(
@@ -220,16 +224,17 @@ impl Gate {
     ) {
         match check_hello(&hello.client_version, PROTOCOL) {
             Ok(_) => {
-                let (first, token) = cx
+                let (first, token, resumable) = cx
                     .with_session(session, |s| {
                         let first = !s.is_ready();
                         s.hello_accepted();
-                        (first, s.token().copied())
+                        (first, s.token().copied(), s.supports_resume())
                     })
-                    .unwrap_or((false, None));
-                // Resume is granted by the first accepted Hello only; a later Hello gets the
-                // token in force.
-                let new_token = if first && hello.resume {
+                    .unwrap_or((false, None, false));
+                // Resume is granted by the first accepted Hello only (a later Hello gets the
+                // token in force), and only where the transport supports it (binary frames
+                // without TLS): elsewhere the Welcome carries no token.
+                let new_token = if first && hello.resume && resumable {
                     cx.new_token()
                 } else {
                     None

@@ -8,7 +8,9 @@
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
 //! - [`logic`]: the logic service and its demo components (echo, chat);
 //! - [`admin`]: the admin listener's routes;
-//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice admin`).
+//! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice admin`,
+//!   `lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod host;
+pub mod http;
 pub mod logic;
 pub mod metrics;
 pub mod resume;

@@ -66,6 +66,22 @@ fn main() {
             }
         }
         Command::Admin(args) => lattice_server::tools::admin::run(&args),
+        Command::Tool(Tool::GenCert { out, force }) => {
+            match lattice_server::tools::gen_cert::run(&out, force) {
+                Ok(w) => {
+                    println!(
+                        "wrote {} and {} (self-signed, for {}); run with --tls.cert {} --tls.key {}",
+                        w.cert.display(),
+                        w.key.display(),
+                        lattice_server::tools::gen_cert::NAMES.join(", "),
+                        w.cert.display(),
+                        w.key.display()
+                    );
+                    exit::OK
+                }
+                Err(e) => fail(exit::FAILURE, e),
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

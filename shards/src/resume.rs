@@ -46,6 +46,19 @@ pub fn on_resume(
         attempt: msg.attempt,
         request_id,
     };
+    let supported = cx
+        .with_session(socket, |s| s.supports_resume())
+        .unwrap_or(false);
+    if !supported {
+        // A WebSocket or TLS socket's layer state does not move with a socket handover.
+        return reject(
+            cx,
+            enc,
+            socket,
+            request_id,
+            "resume is supported on the binary listener without TLS only",
+        );
+    }
     let owner = req.target.shard();
     if owner == cx.id {
         return resume_here(cx, enc, socket, req);

@@ -1,13 +1,14 @@
 //! `lattice run`: load config, start the shards, the admin listener and the signal watch; on
-//! SIGTERM/SIGINT drain and stop.
+//! SIGTERM/SIGINT drain and stop; on SIGHUP reload the TLS certificate and key.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_proto::{error_code, pb};
+use lattice_runtime::net::tls::{TlsServing, TlsSource};
 use lattice_runtime::telemetry::admin::AdminServer;
-use lattice_runtime::{RefusalFrames, Server};
+use lattice_runtime::{OperatorSettings, RefusalFrames, Server};
 use lattice_storage::{Schema, Storage};
 use prost::Message;
 
@@ -32,6 +33,32 @@ pub fn schema() -> Schema {
     Schema::new()
 }
 
+/// Reloads the TLS certificate and key (`why`: what asked for it) and logs the outcome. New
+/// handshakes use the new certificate; live sessions go on with theirs.
+pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
+    match tls {
+        None => tracing::warn!(
+            by = why,
+            "tls: nothing to reload (tls.cert and tls.key are not set)"
+        ),
+        Some(source) => match source.reload() {
+            Ok(l) => tracing::info!(
+                by = why,
+                generation = l.generation,
+                certificates = l.chain_len,
+                cert = %source.cert_path().display(),
+                "tls: certificate reloaded; new handshakes use it, live sessions keep theirs"
+            ),
+            Err(e) => tracing::error!(
+                by = why,
+                key = e.key(),
+                error = %e,
+                "tls: reload failed; the previous certificate stays in use"
+            ),
+        },
+    }
+}
+
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
@@ -41,12 +68,15 @@ pub fn run(cfg: Config) -> i32 {
         max_frame: cfg.net.max_frame,
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
         eprintln!("lattice: {e}");
         return exit::CONFIG;
     }
+    // Read and checked when the configuration was loaded (a bad file is a config error).
+    let tls = cfg.tls_source.clone();
     // Storage first: its journal and dump file are replayed before any client is accepted.
     let storage = match Storage::open(cfg.storage.clone(), schema()) {
         Ok(s) => s,
@@ -65,21 +95,35 @@ pub fn run(cfg: Config) -> i32 {
     settings.storage = Some(storage.handle());
     let app_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
             eprintln!("lattice: cannot install signal handler: {e}");
             return exit::FAILURE;
         }
     }
-    let refusals = RefusalFrames {
-        rate_limited: rate_limited_frame(),
+    let tls_serving = tls.as_ref().map(|source| TlsServing {
+        source: source.clone(),
+        settings: cfg.tls.settings(),
+    });
+    let ops = OperatorSettings {
+        continuity: cfg.continuity.clone(),
+        refusals: RefusalFrames {
+            rate_limited: rate_limited_frame(),
+        },
     };
-    let mut server = match Server::start_with(
+    let mut server = match Server::start_listeners(
         &cfg.runtime,
         &cfg.net,
+        &cfg.listener_specs,
+        cfg.listeners.backlog,
+        tls_serving,
         &cfg.shutdown,
-        &cfg.continuity,
-        refusals,
+        &ops,
         move |shard| App::new(&settings, shard, n).expect("services were validated before start"),
     ) {
         Ok(s) => {
@@ -131,6 +175,7 @@ pub fn run(cfg: Config) -> i32 {
             token,
             wait: Duration::from_millis(cfg.admin.control_wait_ms),
             config: Arc::new(std::sync::Mutex::new(cfg.clone())),
+            tls: tls.clone(),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
@@ -153,6 +198,9 @@ pub fn run(cfg: Config) -> i32 {
         if stop.load(Ordering::SeqCst) {
             tracing::info!("shutdown requested by signal");
             break;
+        }
+        if hup.swap(false, Ordering::SeqCst) {
+            reload_tls(tls.as_deref(), "SIGHUP");
         }
         if server.any_shard_finished() {
             tracing::error!("a shard stopped unexpectedly; shutting down");

@@ -43,7 +43,9 @@ pub mod time;
 #[cfg(not(loom))]
 pub use driver::{DriverChoice, DriverKind};
 #[cfg(not(loom))]
-pub use server::{RefusalFrames, RuntimeConfig, Server, ShutdownConfig, StartError};
+pub use server::{
+    OperatorSettings, RefusalFrames, RuntimeConfig, Server, ShutdownConfig, StartError,
+};
 #[cfg(not(loom))]
 pub use shard::{ShardApp, ShardCx};
 

@@ -1,11 +1,20 @@
-//! The session state machine: one client session's protocol state, with no socket and no clock.
+//! The session state machine: one client connection's protocol state, with no socket and no clock.
 //!
 //! In the shape of quinn-proto's `Connection`: the runtime feeds it bytes and the time
 //! ([`Session::receive`]), queues frames for the peer ([`Session::send`]), takes bytes to write
 //! ([`Session::transmit`] / [`Session::transmitted`]), asks when it next needs the time
 //! ([`Session::poll_timeout`]) and fires that deadline ([`Session::handle_timeout`]). Everything a
 //! session is lives here: the frame decoder, the bounded outbound queue, the idle deadline, the
-//! handshake (Hello) state, the close reason, the rate limits, and resume:
+//! handshake (Hello) state, the close reason, the rate limits, and resume. The byte-transport
+//! layers under the frames (binary, HTTP/1.1, WebSocket: [`crate::stack`]) are the session's too,
+//! so a test or a simulation can drive thousands of sessions with no network and a fake clock. TLS
+//! (feature `tls`, [`crate::tls::TlsLayer`], attached with [`Session::with_tls`]) sits under them:
+//! the runtime decrypts with [`Session::receive_tls`] into a buffer it owns, then takes input out
+//! of the plaintext; [`Session::transmit`] encrypts what is queued.
+//!
+//! Input: [`Session::receive_event`] gives [`Input`]s — frames, and HTTP requests the application
+//! answers with [`Session::respond`]. [`Session::receive`] is the frames-only form for binary
+//! sessions.
 //!
 //! - **Bindings.** A session is served by at most one socket at a time, its *binding*. Every call
 //!   that comes from a socket names the [`Binding`] it was given; a call from an older binding (a
@@ -31,17 +40,25 @@
 //! against the nearest expected value ([`expand_seq`]), which is unambiguous because the replay
 //! buffer holds far fewer than 2³¹ frames.
 //!
+//! Resume is offered on binary sessions without TLS only ([`Session::supports_resume`]): a
+//! WebSocket or TLS socket's layer state (WebSocket framing, the TLS connection) is not carried
+//! from the socket that presents a `Resume` to the session it resumes, so the gate refuses such a
+//! `Resume` and does not grant resume in `Welcome` there.
+//!
 //! What it never does: read a clock, touch a socket, decode a protobuf body or log.
 
 mod out;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frame::{
     encode_seq_into, Decoder, FrameBuf, FrameHeader, EXT_LEN, FLAG_SEQ, HEADER_LEN,
 };
+use crate::http::{Request, Response};
 use crate::rate::{Limited, RateState, SessionRates};
 use crate::session_id::{CloseReason, SessionId};
+use crate::stack::{Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
 use crate::time::MonoTime;
 use out::OutQueue;
 
@@ -91,7 +108,11 @@ pub struct SessionLimits {
 impl SessionLimits {
     /// Limits with resume bounds of 30 s, 1024 frames, 1 MiB, a 200 ms ack delay and no rate
     /// limit (for tests and tools; the server takes them from its configuration).
-    pub fn basic(max_frame: u32, send_buffer_limit: usize, idle_timeout: Option<Duration>) -> Self {
+    pub const fn basic(
+        max_frame: u32,
+        send_buffer_limit: usize,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         SessionLimits {
             max_frame,
             send_buffer_limit,
@@ -126,6 +147,10 @@ pub enum SendError {
     /// [`CloseReason::SendBufferOverflow`].
     #[error("send buffer overflow")]
     Overflow,
+    /// The session's transport cannot carry this frame (an HTTP connection not waiting for a
+    /// reply with this request id, or the WebSocket echo endpoint); the frame was dropped.
+    #[error("no channel for frames on this transport")]
+    NoChannel,
 }
 
 /// What [`Session::send`] did with an accepted frame.
@@ -147,11 +172,13 @@ impl Binding {
     }
 }
 
-/// What [`Session::receive`] took from the input.
+/// What [`Session::receive`] and [`Session::receive_event`] took from the input.
 #[derive(Debug)]
 pub enum Input<'a> {
     /// A frame for the application.
     Frame(FrameBuf<'a>),
+    /// An HTTP request to answer with [`Session::respond`] (HTTP sessions only).
+    Request(Request),
     /// A frame over a rate limit: not for the application; answer it with `Error{RATE_LIMITED}`
     /// (its request id and opcode are in the header). When the third field is true the limit's
     /// policy closes the session: answer, then close it with [`CloseReason::RateLimited`].
@@ -244,14 +271,16 @@ struct Resume {
 
 /// One session's protocol state. See the module documentation.
 ///
-/// Memory at rest: about 200 bytes plus the unsent output, an incomplete input frame and, with
+/// Memory at rest: about 220 bytes plus the unsent output, an incomplete input frame and, with
 /// resume, a boxed 56-byte state and the replay buffer; buffers are released when drained, so an
-/// idle session without unacknowledged frames holds no buffer.
+/// idle session without unacknowledged frames holds no buffer. An HTTP or WebSocket session adds
+/// its layer (one allocation of about 100–200 bytes).
 #[derive(Debug)]
 pub struct Session {
     id: SessionId,
     limits: SessionLimits,
-    decoder: Decoder,
+    layer: Layer,
+    session_type: SessionType,
     out: OutQueue,
     /// Absolute queue offset where the current socket was bound: the send limit counts unsent
     /// bytes after it (what is replayed before it is bounded by the replay limits).
@@ -259,29 +288,56 @@ pub struct Session {
     last_seen: MonoTime,
     handshake: Handshake,
     closing: Option<CloseReason>,
+    /// Close with this reason once the queue is written (a close handshake, `Connection: close`).
+    /// Boxed: rare, and a binary session should stay small.
+    linger: Option<Box<CloseReason>>,
     binding: Binding,
     /// Without a socket since (time, why).
     detached: Option<(MonoTime, CloseReason)>,
     resume: Option<Box<Resume>>,
     rate: RateState,
+    /// The TLS layer under the other layers, when the listener has TLS. Boxed: plain sessions pay
+    /// one pointer.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsLayer>>,
 }
 
 impl Session {
-    /// A new session, opened at `now`, served by the socket of [`Session::binding`].
+    /// A new binary client session (frames over the byte stream), opened at `now`, served by the
+    /// socket of [`Session::binding`].
     pub fn new(id: SessionId, limits: SessionLimits, now: MonoTime) -> Session {
+        Session::new_on(
+            id,
+            limits,
+            &Arc::new(StackConfig::binary(SessionType::Client)),
+            now,
+        )
+    }
+
+    /// A new session of a listener with protocol stack `stack`, opened at `now`.
+    pub fn new_on(
+        id: SessionId,
+        limits: SessionLimits,
+        stack: &Arc<StackConfig>,
+        now: MonoTime,
+    ) -> Session {
         Session {
             id,
             limits,
-            decoder: Decoder::new(limits.max_frame),
+            layer: Layer::new(stack, limits.max_frame, now),
+            session_type: stack.session_type,
             out: OutQueue::default(),
             bound_at: 0,
             last_seen: now,
             handshake: Handshake::AwaitingHello,
             closing: None,
+            linger: None,
             binding: Binding(0),
             detached: None,
             resume: None,
             rate: RateState::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -298,6 +354,16 @@ impl Session {
     /// Replaces the rate limits (a live reload). The limiter state is kept.
     pub fn set_rates(&mut self, rates: SessionRates) {
         self.limits.rates = rates;
+    }
+
+    /// What the session is (its listener's session type).
+    pub fn session_type(&self) -> SessionType {
+        self.session_type
+    }
+
+    /// The layer the session speaks now (an HTTP session becomes WebSocket when it upgrades).
+    pub fn transport(&self) -> Transport {
+        self.layer.transport()
     }
 
     // ---- bindings ----
@@ -328,6 +394,9 @@ impl Session {
     /// `input` past it. Call repeatedly until it returns `Ok(None)`: then `input` is empty and an
     /// incomplete trailing frame is kept for the next call. A frame never borrows the session.
     ///
+    /// Binary sessions only (their input needs no transformation): on another transport use
+    /// [`Session::receive_event`]; here the session closes with a protocol error.
+    ///
     /// Returns `Ok(None)` at once, ignoring `input`, once the session is closing or when `b` is
     /// not the current binding (a stale socket's late read).
     ///
@@ -344,18 +413,85 @@ impl Session {
         now: MonoTime,
         input: &mut &'a [u8],
     ) -> Result<Option<Input<'a>>, CloseReason> {
-        if self.closing.is_some() || !self.is_current(b) {
+        if self.closing.is_some() || self.linger.is_some() || !self.is_current(b) {
             *input = &[];
+            return Ok(None);
+        }
+        let Layer::Binary(decoder) = &mut self.layer else {
+            *input = &[];
+            return Err(self.protocol_error("receive() on a non-binary session".into()));
+        };
+        if !input.is_empty() {
+            self.last_seen = now;
+        }
+        let frame = match decoder.next(input) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.protocol_error(e.to_string())),
+        };
+        self.on_frame(now, frame)
+    }
+
+    /// Takes the next item from `input` (bytes the socket of binding `b` read at `now`),
+    /// advancing `input` past what it used. Call repeatedly until `Ok(None)`: then `input` is
+    /// empty and incomplete input is kept. Items never borrow the session.
+    ///
+    /// `input` is mutable because layers transform it in place (WebSocket unmasking), so a frame
+    /// that arrives whole in one read is handed out borrowed from it, with no copy. An HTTP
+    /// request is answered with [`Session::respond`]; until then no further request is given
+    /// (pipelined ones wait, see [`Session::has_pending_input`]). A WebSocket upgrade, pings,
+    /// and the close handshake are handled here. Frames go through the same rate limits and
+    /// sequencing as in [`Session::receive`].
+    ///
+    /// Returns `Ok(None)` at once, ignoring `input`, once the session is closing or `b` is stale.
+    /// Fails when the bytes break the protocol; what the protocol answers (an HTTP status, a
+    /// close frame with its code) is queued, the session is closing, and the error is the reason.
+    pub fn receive_event<'a>(
+        &mut self,
+        b: Binding,
+        now: MonoTime,
+        input: &mut &'a mut [u8],
+    ) -> Result<Option<Input<'a>>, CloseReason> {
+        if self.closing.is_some() || self.linger.is_some() || !self.is_current(b) {
+            *input = &mut [];
             return Ok(None);
         }
         if !input.is_empty() {
             self.last_seen = now;
         }
-        let frame = match self.decoder.next(input) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(self.protocol_error(e.to_string())),
-        };
+        let was_http = self.layer.transport() == Transport::Http;
+        let step = self.layer.receive(now, input, self.out.raw());
+        if was_http && self.layer.transport() != Transport::Http {
+            // The 101 grew the queue past what a WebSocket session's frames need: let the buffer
+            // go once it is written, so an idle WebSocket holds none.
+            self.out.release_when_drained();
+        }
+        match step {
+            Step::Event(Event::Frame(f)) => self.on_frame(now, f),
+            Step::Event(Event::Request(r)) => Ok(Some(Input::Request(r))),
+            Step::Idle => {
+                self.check_queue();
+                Ok(None)
+            }
+            Step::Linger(reason) => {
+                *input = &mut [];
+                self.close_after_flush(reason);
+                Ok(None)
+            }
+            Step::Fail(reason) => {
+                *input = &mut [];
+                self.close(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Rate limits and sequencing of one frame the peer sent.
+    fn on_frame<'a>(
+        &mut self,
+        now: MonoTime,
+        frame: FrameBuf<'a>,
+    ) -> Result<Option<Input<'a>>, CloseReason> {
         let h = frame.frame().header;
         let limited = self.rate.check(&self.limits.rates, now, h.length as usize);
         if let Some(r) = self.resume.as_deref_mut() {
@@ -415,18 +551,48 @@ impl Session {
         reason
     }
 
+    /// True when held input can give events without new bytes: call
+    /// [`Session::receive_event`] with an empty input (pipelined HTTP requests behind one just
+    /// answered).
+    pub fn has_pending_input(&self) -> bool {
+        self.closing.is_none() && self.linger.is_none() && self.layer.has_pending_input()
+    }
+
+    /// False while an HTTP request waits for its response: the runtime stops reading, so a
+    /// pipelining client is held back by TCP instead of by the server's memory.
+    pub fn wants_input(&self) -> bool {
+        self.layer.wants_input()
+    }
+
     /// The peer closed the socket of binding `b`: a clean end, or one in the middle of a frame.
     /// A resumable session detaches (both are how a network cut looks); another closes with
-    /// [`CloseReason::PeerClosed`] or, mid-frame, [`CloseReason::Protocol`].
+    /// [`CloseReason::PeerClosed`] or, mid-frame (or TLS without `close_notify`),
+    /// [`CloseReason::Protocol`].
     pub fn peer_closed(&mut self, b: Binding, now: MonoTime) -> SocketEnd {
         if !self.is_current(b) && self.closing.is_none() {
             return SocketEnd::Stale;
         }
-        let reason = match self.decoder.finish() {
+        if self.closing.is_none() {
+            #[cfg(feature = "tls")]
+            if let Some(reason) = self.tls.as_deref_mut().and_then(|t| t.peer_finished()) {
+                self.close(reason);
+            }
+        }
+        let reason = match self.layer.finish() {
             Ok(()) => CloseReason::PeerClosed,
-            Err(e) => CloseReason::Protocol(e.to_string()),
+            Err(e) => CloseReason::Protocol(e),
         };
         self.socket_ended(b, now, reason)
+    }
+
+    /// [`Session::peer_closed`] on the current binding, returning the reason (tests).
+    #[cfg(test)]
+    pub(crate) fn peer_closed_reason(&mut self) -> CloseReason {
+        let (b, now) = (self.binding, self.last_seen);
+        match self.peer_closed(b, now) {
+            SocketEnd::Closed(r) => r,
+            other => panic!("not closed: {other:?}"),
+        }
     }
 
     /// The socket of binding `b` failed (`why` is the error's text): detach a resumable session,
@@ -459,7 +625,8 @@ impl Session {
     fn detach(&mut self, now: MonoTime, reason: CloseReason) {
         self.binding = Binding(self.binding.0.wrapping_add(1));
         self.detached = Some((now, reason));
-        self.decoder = Decoder::new(self.limits.max_frame);
+        self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
+        self.linger = None;
         self.out.write_off();
         if let Some(r) = self.resume.as_deref_mut() {
             r.ack_due = None;
@@ -468,10 +635,13 @@ impl Session {
         self.out.evict(max.max_frames, max.max_bytes);
     }
 
-    /// Bytes of an incomplete input frame held for the next [`Session::receive`]. Always fewer
-    /// than `max(max_frame, 20)`.
+    /// Bytes of incomplete input held for the next call. On a binary session always fewer than
+    /// `max(max_frame, 20)`: an incomplete frame is shorter than its length, which is at most
+    /// `max_frame`, and a header with its extension is 20 bytes. An HTTP session holds at most
+    /// one request being received (head ≤ its limit, body ≤ `max_frame`) plus one read
+    /// pipelined behind it.
     pub fn buffered_input(&self) -> usize {
-        self.decoder.pending_len()
+        self.layer.buffered()
     }
 
     /// When the peer last sent bytes.
@@ -498,12 +668,24 @@ impl Session {
 
     // ---- resume ----
 
+    /// True when this session's socket can carry resume: a binary session without TLS. A
+    /// WebSocket or TLS socket's layer state is not carried by a socket handover, so resume is
+    /// neither granted nor accepted there (the module documentation says why).
+    pub fn supports_resume(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return false;
+        }
+        matches!(self.layer, Layer::Binary(_))
+    }
+
     /// Turns sequencing and resume on, with `token` as the first resume token. Frames queued
     /// before (the `Welcome` that carries the token) go out without the extension; every frame
     /// queued after carries it, and every frame the peer sends from now on must. Called once;
-    /// later calls change nothing.
+    /// later calls change nothing, and so does a call on a session that does not
+    /// [`Session::supports_resume`].
     pub fn enable_resume(&mut self, token: [u8; TOKEN_LEN]) {
-        if self.resume.is_some() {
+        if self.resume.is_some() || !self.supports_resume() {
             return;
         }
         self.out.track();
@@ -517,7 +699,6 @@ impl Session {
             ack_due: None,
         }));
     }
-
     /// True once resume is enabled.
     pub fn is_resumable(&self) -> bool {
         self.resume.is_some()
@@ -606,7 +787,8 @@ impl Session {
         self.binding = Binding(self.binding.0.wrapping_add(1));
         self.detached = None;
         self.last_seen = now;
-        self.decoder = Decoder::new(self.limits.max_frame);
+        self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
+        self.linger = None;
         let res = Resumption {
             binding: self.binding,
             resync,
@@ -644,16 +826,22 @@ impl Session {
     /// Queues a frame of exactly `len` bytes (12-byte header, no extension) written by `write`
     /// straight into the queue (no intermediate buffer). Same rules as [`Session::send`]; `write`
     /// is not called when refused.
+    ///
+    /// On a WebSocket session the frame goes out as one binary message (a 2–10 byte header
+    /// before it, counted against the bound). On an HTTP session it is taken only as the reply
+    /// awaited with [`Session::expect_reply`], else refused with [`SendError::NoChannel`].
     pub fn send_with(
         &mut self,
         len: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Sent, SendError> {
-        if self.closing.is_some() {
+        if self.closing.is_some() || self.linger.is_some() {
             return Err(SendError::Closing);
         }
-        let queued = self.out.unsent_since(self.bound_at);
-        let wire_len = len + if self.resume.is_some() { EXT_LEN } else { 0 };
+        let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
+        let wire_len = self
+            .layer
+            .framed_len(len + if self.resume.is_some() { EXT_LEN } else { 0 });
         if self.detached.is_none()
             && queued > 0
             && queued + wire_len > self.limits.send_buffer_limit
@@ -662,14 +850,27 @@ impl Session {
             return Err(SendError::Overflow);
         }
         let Some(r) = self.resume.as_deref_mut() else {
-            self.out.push_with(len, 0, write);
-            return Ok(Sent::default());
+            let layer = &mut self.layer;
+            let mut carried = false;
+            self.out.push_with(0, |out| {
+                carried = layer.write_frame(out, len, |out| {
+                    let at = out.len();
+                    write(out);
+                    debug_assert_eq!(out.len() - at, len, "send_with wrote a different length");
+                });
+            });
+            return if carried {
+                Ok(Sent::default())
+            } else {
+                Err(SendError::NoChannel)
+            };
         };
+        // Resumable: a binary session (`supports_resume`), so the frame goes out as it is.
         let seq = r.next_seq;
         r.next_seq += 1;
         r.ack_due = None;
         let ack = r.received as u32;
-        self.out.push_with(len + EXT_LEN, seq, |v| {
+        self.out.push_with(seq, |v| {
             let at = v.len();
             write(v);
             debug_assert_eq!(v.len() - at, len, "send_with wrote a different length");
@@ -683,33 +884,117 @@ impl Session {
         Ok(Sent { evicted })
     }
 
-    /// Bytes waiting for the socket of binding `b` (empty for a stale binding).
-    pub fn transmit(&self, b: Binding) -> &[u8] {
-        if self.is_current(b) {
-            self.out.transmit()
-        } else {
-            &[]
+    // ---- HTTP ----
+
+    /// Answers the HTTP request last handed out by [`Session::receive_event`]. When that request
+    /// asked to close (`Connection: close`, HTTP/1.0), the session closes once the response is
+    /// written. Refused ([`SendError::NoChannel`]) when no request waits for an answer; bounded
+    /// like [`Session::send`] (a response always fits an empty queue).
+    pub fn respond(&mut self, resp: &Response) -> Result<(), SendError> {
+        if self.closing.is_some() || self.linger.is_some() {
+            return Err(SendError::Closing);
         }
+        let queued = self.unsent();
+        if queued > 0 && queued + resp.body.len() > self.limits.send_buffer_limit {
+            self.close(CloseReason::SendBufferOverflow);
+            return Err(SendError::Overflow);
+        }
+        match self.layer.respond(resp, self.out.raw()) {
+            None => Err(SendError::NoChannel),
+            Some(true) => Ok(()),
+            Some(false) => {
+                self.close_after_flush(CloseReason::PeerClosed);
+                Ok(())
+            }
+        }
+    }
+
+    /// The request last handed out is relayed to a handler as a frame with `request_id`: the
+    /// first frame queued to this session with that request id becomes its reply
+    /// ([`Session::take_rpc_reply`]). Past `deadline` the session answers `504` itself. `tag`
+    /// is the caller's (e.g. the reply's encoding). False when no request waits or one reply is
+    /// already awaited.
+    pub fn expect_reply(&mut self, request_id: u32, tag: u32, deadline: MonoTime) -> bool {
+        self.layer.expect_reply(request_id, tag, deadline)
+    }
+
+    /// True when an awaited reply frame arrived: take it with [`Session::take_rpc_reply`] and
+    /// answer the request with [`Session::respond`].
+    pub fn has_rpc_reply(&self) -> bool {
+        self.layer.has_reply()
+    }
+
+    /// The awaited reply frame, once it arrived.
+    pub fn take_rpc_reply(&mut self) -> Option<RpcReply> {
+        self.layer.take_reply()
+    }
+
+    /// Bytes waiting for the socket of binding `b` (empty for a stale binding). On a TLS session
+    /// the queued bytes are encrypted first (all of them, in as few records as rustls cuts), so
+    /// this is ciphertext.
+    pub fn transmit(&mut self, b: Binding) -> &[u8] {
+        if !self.is_current(b) {
+            return &[];
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            loop {
+                let plain = self.out.transmit();
+                if plain.is_empty() {
+                    break;
+                }
+                let n = tls.seal(plain);
+                if n == 0 {
+                    break;
+                }
+                self.out.transmitted(n);
+            }
+            return tls.pending();
+        }
+        self.out.transmit()
     }
 
     /// The socket of binding `b` took `n` bytes of [`Session::transmit`] (ignored for a stale
     /// binding).
     pub fn transmitted(&mut self, b: Binding, n: usize) {
-        if self.is_current(b) {
+        if !self.is_current(b) {
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.consume(n);
+        } else {
             self.out.transmitted(n);
+        }
+        #[cfg(not(feature = "tls"))]
+        self.out.transmitted(n);
+        if self.unsent() == 0 {
+            if let Some(reason) = self.linger.take() {
+                self.close(*reason);
+            }
         }
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (on a TLS session, plaintext not yet sealed plus
+    /// ciphertext not yet taken by the socket).
     pub fn unsent(&self) -> usize {
-        self.out.unsent()
+        self.out.unsent() + self.tls_unsent()
+    }
+
+    fn tls_unsent(&self) -> usize {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            return tls.unsent();
+        }
+        0
     }
 
     // ---- time ----
 
     /// The next time the runtime must call [`Session::handle_timeout`], if any: the end of the
     /// resume window while detached; otherwise the idle deadline or, earlier, an acknowledgement
-    /// due.
+    /// due or a layer's deadline (an HTTP head or reply deadline, a WebSocket ping, a TLS
+    /// handshake or key update).
     pub fn poll_timeout(&self) -> Option<MonoTime> {
         if self.closing.is_some() {
             return None;
@@ -717,21 +1002,29 @@ impl Session {
         if let Some((at, _)) = &self.detached {
             return Some(at.saturating_add(self.limits.resume.window));
         }
-        let idle = self
-            .limits
-            .idle_timeout
-            .map(|t| self.last_seen.saturating_add(t));
         let ack = self.resume.as_ref().and_then(|r| r.ack_due);
-        match (idle, ack) {
-            (Some(i), Some(a)) => Some(i.min(a)),
-            (i, a) => i.or(a),
+        let t = earliest(
+            earliest(self.idle_deadline(), ack),
+            self.layer.poll_timeout(),
+        );
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            return earliest(t, tls.poll_timeout());
         }
+        t
+    }
+
+    fn idle_deadline(&self) -> Option<MonoTime> {
+        self.limits
+            .idle_timeout
+            .map(|t| self.last_seen.saturating_add(t))
     }
 
     /// Fires what is due at `now`: a detached session whose window passed closes
     /// ([`CloseReason::ResumeExpired`]); a session idle for `idle_timeout` detaches (resumable) or
-    /// closes ([`CloseReason::IdleTimeout`]); an acknowledgement due goes out in an `Ack` frame.
-    /// Early or repeated calls are harmless.
+    /// closes ([`CloseReason::IdleTimeout`]); an acknowledgement due goes out in an `Ack` frame; a
+    /// layer's deadline queues what it sends (a `408` or `504`, a ping). Early or repeated calls
+    /// are harmless. Output may be queued: write it.
     pub fn handle_timeout(&mut self, now: MonoTime) {
         // Each deadline fires exactly when `now` reaches what `poll_timeout` reports. (Measuring
         // the idle time instead disagreed with it at the edges: see the fuzz target `session`.)
@@ -745,8 +1038,14 @@ impl Session {
             }
             return;
         }
-        if let Some(t) = self.limits.idle_timeout {
-            if now >= self.last_seen.saturating_add(t) {
+        // TLS: a handshake past its deadline closes the session; a due key update is queued.
+        #[cfg(feature = "tls")]
+        if let Some(Err(reason)) = self.tls.as_deref_mut().map(|t| t.handle_timeout(now)) {
+            self.close(reason);
+            return;
+        }
+        if let Some(deadline) = self.idle_deadline() {
+            if now >= deadline {
                 if self.resume.is_some() {
                     self.detach(now, CloseReason::IdleTimeout);
                 } else {
@@ -755,25 +1054,68 @@ impl Session {
                 return;
             }
         }
-        let Some(r) = self.resume.as_deref_mut() else {
-            return;
-        };
-        if r.ack_due.is_some_and(|d| now >= d) {
-            r.ack_due = None;
-            let ack = r.received as u32;
-            self.out.push_with(HEADER_LEN + EXT_LEN, 0, |v| {
-                encode_seq_into(v, ACK_OPCODE, 0, 0, 0, ack, &[]);
-            });
+        if let Some(reason) = self.layer.handle_timeout(now, self.out.raw()) {
+            self.close_after_flush(reason);
         }
+        if let Some(r) = self.resume.as_deref_mut() {
+            if r.ack_due.is_some_and(|d| now >= d) {
+                r.ack_due = None;
+                let ack = r.received as u32;
+                self.out.push_with(0, |v| {
+                    encode_seq_into(v, ACK_OPCODE, 0, 0, 0, ack, &[]);
+                });
+            }
+        }
+        self.check_queue();
     }
 
     // ---- close ----
 
-    /// Starts closing with `reason` (the first reason wins). Queued output may still be written.
+    /// Starts closing with `reason` (the first reason wins). Queued output may still be written;
+    /// a WebSocket session queues its close frame (with the code for `reason`) first.
     pub fn close(&mut self, reason: CloseReason) {
         if self.closing.is_none() {
+            // Not for a peer that does not read: nothing more is written to it.
+            if reason != CloseReason::SendBufferOverflow {
+                self.layer.on_close(&reason, self.out.raw());
+                // TLS: what is still queued is encrypted now, then close_notify follows it.
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    let n = tls.close(self.out.transmit());
+                    self.out.transmitted(n);
+                }
+            }
             self.closing = Some(reason);
         }
+    }
+
+    /// Closes with `reason` once everything queued is written (at once when nothing is). Input
+    /// is ignored from now on; the idle deadline still bounds a peer that does not read.
+    pub fn close_after_flush(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        if self.unsent() == 0 {
+            self.close(reason);
+        } else if self.linger.is_none() {
+            self.linger = Some(Box::new(reason));
+        }
+    }
+
+    /// Layers queue protocol answers (pongs, echoes) on input; a peer that sends them faster than
+    /// it reads passes the bound like any other output (one echoed message, header included,
+    /// always fits).
+    fn check_queue(&mut self) {
+        let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
+        if self.unsent() > self.limits.send_buffer_limit.max(one) {
+            self.close(CloseReason::SendBufferOverflow);
+        }
+    }
+
+    /// The reason the session will close with once its queue is written
+    /// ([`Session::close_after_flush`]), until then.
+    pub fn closing_after_flush(&self) -> Option<&CloseReason> {
+        self.linger.as_deref()
     }
 
     /// Why the session is closing, once it is.
@@ -784,6 +1126,74 @@ impl Session {
     /// True once the session is closing.
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()
+    }
+}
+
+/// TLS under the other layers (feature `tls`). The layer itself is [`crate::tls::TlsLayer`]; these
+/// are the session's few points of contact with it.
+#[cfg(feature = "tls")]
+impl Session {
+    /// Puts TLS under the frame codec: from now on the runtime feeds ciphertext through
+    /// [`Session::receive_tls`], and [`Session::transmit`] hands out ciphertext. Call before
+    /// any byte was received or queued.
+    pub fn with_tls(mut self, tls: crate::tls::TlsLayer) -> Session {
+        debug_assert!(self.out.unsent() == 0 && self.layer.buffered() == 0);
+        debug_assert!(self.resume.is_none(), "resume is not offered over TLS");
+        self.tls = Some(Box::new(tls));
+        self
+    }
+
+    /// True when the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS layer (version, cipher suite, server name), when the session runs over TLS.
+    pub fn tls(&self) -> Option<&crate::tls::TlsLayer> {
+        self.tls.as_deref()
+    }
+
+    /// Decrypts `input` (ciphertext received at `now`) and appends the plaintext to `plain`, a
+    /// buffer the caller owns (the shard's scratch buffer): the caller then takes frames or events
+    /// out of it with [`Session::receive`] / [`Session::receive_event`], so they never borrow
+    /// the session. Whatever TLS must answer
+    /// (handshake flights, alerts, a KeyUpdate answer) is queued for [`Session::transmit`] before
+    /// this returns, so the runtime's write after every read sends it.
+    ///
+    /// When the result says `peer_closed` (the peer's `close_notify`), the caller processes the
+    /// plaintext and then closes the session with [`CloseReason::PeerClosed`].
+    ///
+    /// Fails when the input breaks TLS; the session is then closing with that reason (a
+    /// [`CloseReason::Protocol`] starting `tls:`), and rustls' alert, if any, is queued. Ignores
+    /// `input` once closing. On a session without TLS, copies `input` to `plain`.
+    pub fn receive_tls(
+        &mut self,
+        now: MonoTime,
+        input: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<crate::tls::TlsRead, CloseReason> {
+        if self.closing.is_some() {
+            return Ok(crate::tls::TlsRead::default());
+        }
+        let Some(tls) = self.tls.as_deref_mut() else {
+            plain.extend_from_slice(input);
+            return Ok(crate::tls::TlsRead::default());
+        };
+        if !input.is_empty() {
+            self.last_seen = now;
+        }
+        tls.read(now, input, plain).inspect_err(|reason| {
+            self.close(reason.clone());
+        })
+    }
+
+    /// What the TLS layer did since the last call (handshakes, failures, key updates), for the
+    /// runtime to count. Empty on a session without TLS.
+    pub fn take_tls_events(&mut self) -> crate::tls::TlsEvents {
+        self.tls
+            .as_deref_mut()
+            .map(|t| t.take_events())
+            .unwrap_or_default()
     }
 }
 
@@ -816,5 +1226,15 @@ fn tokens_equal(a: &[u8], b: &[u8; TOKEN_LEN]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;

@@ -429,6 +429,7 @@ impl Sim {
                 Ok(Some(Input::Duplicate(_))) => self.stats.duplicates += 1,
                 Ok(Some(Input::Ack)) => {}
                 Ok(Some(Input::RateLimited(..))) => panic!("no rate limit in the simulation"),
+                Ok(Some(Input::Request(_))) => panic!("a binary session gives no HTTP request"),
                 Ok(None) => break,
                 Err(e) => panic!("the honest client broke the protocol: {e}"),
             }

@@ -1,10 +1,12 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here:
-//! metrics and health below; the operator API under `/admin/` (`sessions.rs`, `close.rs`,
-//! `ip_rules.rs`, `reload.rs`), every route of which is behind the bearer-token guard of
-//! `auth.rs`, registered once for the whole prefix.
+//! metrics and health below; TLS reload in `tls.rs`; the operator API under `/admin/`
+//! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`). Every `/admin/` route (TLS reload
+//! included) is behind the bearer-token guard of `auth.rs`, registered once for the whole prefix.
 //!
 //! Handlers run on the admin thread. They reach the shards only through control commands
 //! ([`ControlHandle`]), waiting at most `admin.control_wait_ms` for the answers.
+
+pub mod tls;
 
 pub mod auth;
 mod close;
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lattice_runtime::control::ControlHandle;
+use lattice_runtime::net::tls::TlsSource;
 use lattice_runtime::telemetry::admin::{Response, Routes};
 use lattice_runtime::telemetry::metrics::Metrics;
 
@@ -34,6 +37,8 @@ pub struct AdminCx {
     pub wait: Duration,
     /// The configuration in force (what `POST /admin/reload` compares a new load with).
     pub config: Arc<Mutex<Config>>,
+    /// The TLS listener's certificate source, when TLS is on.
+    pub tls: Option<Arc<TlsSource>>,
 }
 
 /// Every route of the admin listener.
@@ -66,6 +71,7 @@ pub fn routes(cx: AdminCx) -> Routes {
         ip_rules::register(&mut r, &cx);
         reload::register(&mut r, &cx);
     }
+    tls::add(&mut r, cx.tls);
     r
 }
 

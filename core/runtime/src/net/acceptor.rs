@@ -1,9 +1,15 @@
-//! The acceptor: one thread that accepts client connections, checks each against the IP rules and
-//! the per-address connection rate, and hands it to a shard (`net.balance`) through a bounded SPSC
-//! ring per shard. The shard owns the socket from then on.
+//! The acceptors: one thread per listener that accepts connections, checks each against the IP
+//! rules and the per-address connection rate, and hands it to a shard (`net.balance`) through a
+//! bounded SPSC ring per (listener, shard). The shard owns the socket from then on; the ring it
+//! came from tells the shard the listener's protocol stack.
 //!
 //! The rules and limits are read through [`Switch`] caches (one atomic load per connection while
-//! nothing changes); the per-address table is this thread's own.
+//! nothing changes); the per-address table is each acceptor thread's own (so the limit
+//! `limits.ip_conns_per_s` applies per listener).
+//!
+//! `accept` failing for lack of descriptors (EMFILE, ENFILE) or memory is survived: counted,
+//! logged at most once a second, retried after a short backoff while the shards go on serving
+//! existing sessions; connections wait in the kernel's listen queue meanwhile.
 
 use std::io::Write;
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -17,6 +23,7 @@ use lattice_wire::MonoTime;
 use super::access::{AccessRules, Verdict};
 use super::continuity::{LimitsConfig, PolicyName};
 use super::ip_limit::IpLimiter;
+use super::listener::ListenerMetrics;
 use super::switch::{Cached, Switch};
 use super::{Balance, NetConfig};
 use crate::mesh::ring::Producer;
@@ -43,10 +50,12 @@ struct Admission {
     origin: Instant,
     metrics: Arc<AcceptMetrics>,
     refusals: RefusalFrames,
+    /// The listener speaks binary frames without TLS (a refusal may be answered with a frame).
+    binary: bool,
 }
 
 impl Admission {
-    fn new(g: &Gates) -> Admission {
+    fn new(g: &Gates, binary: bool) -> Admission {
         let limits = g.limits.current();
         Admission {
             access: g.access.cache(),
@@ -55,6 +64,7 @@ impl Admission {
             origin: Instant::now(),
             metrics: g.accept_metrics.clone(),
             refusals: g.refusals.clone(),
+            binary,
         }
     }
 
@@ -94,7 +104,7 @@ impl Admission {
         }
         m.ip_limited_total.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%ip, "connection refused: limits.ip_conns_per_s");
-        if policy == PolicyName::Error && !self.refusals.rate_limited.is_empty() {
+        if policy == PolicyName::Error && self.binary && !self.refusals.rate_limited.is_empty() {
             // Best effort on a fresh socket: its send buffer takes a small frame at once.
             let _ = stream.set_nonblocking(true);
             let _ = stream.write(&self.refusals.rate_limited);
@@ -115,22 +125,63 @@ pub fn pick(balance: Balance, next: &AtomicUsize, open: &[usize]) -> usize {
     }
 }
 
-/// Starts the acceptor thread. It stops when `stop` is set and one more connection arrives.
-pub(crate) fn spawn(
-    listener: TcpListener,
-    rings: Vec<Producer<TcpStream>>,
-    gates: Gates,
-    net: NetConfig,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+/// What one acceptor thread needs.
+pub(crate) struct AcceptorParts {
+    /// The listener's name (logs).
+    pub name: String,
+    /// The bound listening socket.
+    pub listener: TcpListener,
+    /// One ring per shard.
+    pub rings: Vec<Producer<TcpStream>>,
+    /// The shards' signals and metrics, the IP rules and limits.
+    pub gates: Gates,
+    /// True when the listener speaks binary frames without TLS: only there is a refused
+    /// connection answered with an `Error{RATE_LIMITED}` frame.
+    pub binary: bool,
+    /// This listener's counters.
+    pub counters: Arc<ListenerMetrics>,
+    /// `[net]`.
+    pub net: NetConfig,
+    /// Set to stop; the thread then ends at the next connection (see [`crate::Server::shutdown`]).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Backoff after an `accept` failure. Descriptors free up when sessions close; the kernel keeps
+/// new connections in the listen queue meanwhile (up to the backlog).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// True for failures that mean "out of descriptors or memory" (retry later), not a bad socket.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Starts one listener's acceptor thread. It stops when `stop` is set and one more connection
+/// arrives.
+pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("lattice-acceptor".into())
+        .name(format!("lattice-accept-{}", p.name))
         .spawn(move || {
+            let AcceptorParts {
+                name,
+                listener,
+                rings,
+                gates,
+                binary,
+                counters,
+                net,
+                stop,
+            } = p;
             let signals = gates.signals.clone();
             let metrics = gates.metrics.clone();
-            let mut admission = Admission::new(&gates);
+            let mut admission = Admission::new(&gates, binary);
             let next = AtomicUsize::new(0);
             let mut open = vec![0usize; rings.len()];
+            // Failures are logged at most once per second (with how many were not logged).
+            let mut last_log: Option<Instant> = None;
+            let mut unlogged = 0u64;
             loop {
                 let accepted = listener.accept();
                 if stop.load(Ordering::SeqCst) {
@@ -139,9 +190,20 @@ pub(crate) fn spawn(
                 let (mut stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        std::thread::sleep(Duration::from_millis(10));
+                        let c = if out_of_resources(&e) {
+                            &counters.accept_errors_resources_total
+                        } else {
+                            &counters.accept_errors_other_total
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(listener = %name, error = %e, unlogged, "accept failed; backing off (existing sessions are served)");
+                            last_log = Some(Instant::now());
+                            unlogged = 0;
+                        } else {
+                            unlogged += 1;
+                        }
+                        std::thread::sleep(ACCEPT_BACKOFF);
                         continue;
                     }
                 };
@@ -155,16 +217,17 @@ pub(crate) fn spawn(
                 let shard = pick(net.balance, &next, &open);
                 if total >= net.max_connections {
                     ShardMetrics::add(&metrics.shards[shard].connections_rejected_total, 1);
-                    tracing::warn!(%peer, limit = net.max_connections, "connection refused: net.max_connections reached");
+                    tracing::warn!(listener = %name, %peer, limit = net.max_connections, "connection refused: net.max_connections reached");
                     continue;
                 }
                 if let Err(e) = stream
                     .set_nonblocking(true)
                     .and_then(|_| stream.set_nodelay(net.nodelay))
                 {
-                    tracing::warn!(%peer, error = %e, "cannot set up accepted socket");
+                    tracing::warn!(listener = %name, %peer, error = %e, "cannot set up accepted socket");
                     continue;
                 }
+                counters.accepted_total.fetch_add(1, Ordering::Relaxed);
                 signals[shard].open_sessions.fetch_add(1, Ordering::Relaxed);
                 let mut s = stream;
                 // The ring is bounded: a shard that does not take sockets stalls accepting (the

@@ -19,9 +19,10 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use lattice_wire::{Binding, CloseReason};
+use lattice_wire::{Binding, CloseReason, StackConfig};
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,11 +47,20 @@ pub(crate) enum Ended {
 
 /// What a connection task needs from the shard that owns it.
 pub(crate) trait ConnHost: 'static {
-    /// Registers a session for a new connection from `peer`; `None` refuses it (draining).
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>>;
-    /// Runs `input` (just read by the socket of `binding`) through the session and the
-    /// application.
-    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, input: &[u8]);
+    /// Registers a session for a new connection from `peer` on a listener with protocol stack
+    /// `stack` (over TLS when `tls`); `None` refuses it (draining).
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>>;
+    /// Runs `input` (just read by the socket of `binding`; layers may transform it in place;
+    /// ciphertext on a TLS session) through the session and the application. An empty `input`
+    /// runs input the session holds (pipelined HTTP requests).
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, input: &mut [u8]);
+    /// Hands the application the reply frame an HTTP request was waiting for.
+    fn rpc_reply(&self, cell: &Rc<SessionCell>);
     /// The task of `binding` stopped; the host decides what becomes of the session and of the
     /// socket (closed when dropped, or handed over).
     fn ended(
@@ -100,8 +110,14 @@ pub(crate) fn into_std(stream: TcpStreamPoll) -> Result<TcpStream, String> {
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
-/// Takes ownership of an accepted socket: registers the session and spawns its task.
-pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) -> Option<Rc<SessionCell>> {
+/// Takes ownership of an accepted socket: registers the session (over TLS when its listener has
+/// TLS) and spawns its task.
+pub(crate) fn adopt<H: ConnHost>(
+    host: &Rc<H>,
+    stream: TcpStream,
+    stack: &Arc<StackConfig>,
+    tls: bool,
+) -> Option<Rc<SessionCell>> {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(e) => {
@@ -118,7 +134,7 @@ pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) -> Option<Rc<S
             return None;
         }
     };
-    let Some(cell) = host.open(peer) else {
+    let Some(cell) = host.open(peer, stack, tls) else {
         host.not_adopted();
         return None;
     };
@@ -186,6 +202,26 @@ impl<H: ConnHost> Conn<H> {
     }
 }
 
+impl<H: ConnHost> Conn<H> {
+    /// Reads and drops what the peer already sent (bounded: `reads_per_poll` reads). Closing a
+    /// socket with unread input makes the kernel send a reset, which can destroy what was just
+    /// written (the answer to a bad request, a close frame) before the peer reads it.
+    fn discard_input(&mut self, cx: &mut Context<'_>) {
+        let host = self.host.clone();
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let mut buf = host.read_buf().borrow_mut();
+        for _ in 0..host.reads_per_poll() {
+            let mut rb = ReadBuf::new(&mut buf[..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
+                _ => break,
+            }
+        }
+    }
+}
+
 impl<H: ConnHost> Future for Conn<H> {
     type Output = Ended;
 
@@ -197,17 +233,28 @@ impl<H: ConnHost> Future for Conn<H> {
         // sessions run and more input can arrive.
         let mut short_read = false;
         loop {
-            let (current, closing) = {
-                let s = this.cell.session.borrow();
-                (s.is_current(this.binding), s.close_reason().cloned())
-            };
+            let current = this.cell.session.borrow().is_current(this.binding);
             if !current {
                 // Rebound to a newer socket, or detached: this socket is done, the session is not.
                 return Poll::Ready(Ended::Stale);
             }
+            // Work the session holds without new bytes: a reply an HTTP request waited for,
+            // requests pipelined behind an answered one.
+            let (reply, pending) = {
+                let s = this.cell.session.borrow();
+                (s.has_rpc_reply(), s.has_pending_input())
+            };
+            if reply {
+                this.host.rpc_reply(&this.cell);
+            }
+            if pending {
+                this.host.input(&this.cell, this.binding, &mut []);
+            }
+            let closing = this.cell.session.borrow().close_reason().cloned();
             if let Some(reason) = closing {
-                // Flush what is queued (an error answer, the last replies) for a bounded time; a
-                // session closed for not reading gets nothing more.
+                // Flush what is queued (an error answer, the last replies, an HTTP status, a
+                // WebSocket close frame) for a bounded time; a session closed for not reading gets
+                // nothing more.
                 if reason != CloseReason::SendBufferOverflow {
                     if let Ok(Written::Blocked) = this.write_out(cx) {
                         if this.host.may_linger(&this.cell) {
@@ -216,20 +263,28 @@ impl<H: ConnHost> Future for Conn<H> {
                         }
                     }
                 }
+                if !matches!(reason, CloseReason::Io(_)) {
+                    this.discard_input(cx);
+                }
                 return Poll::Ready(Ended::Closing(reason));
             }
             if this.cell.handover.borrow().is_some() {
                 return Poll::Ready(Ended::HandOver);
             }
-            let pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
+            let mut pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
             if !pending.is_empty() {
-                this.host.input(&this.cell, this.binding, &pending);
+                this.host.input(&this.cell, this.binding, &mut pending);
                 continue;
             }
             if let Err(end) = this.write_out(cx) {
                 return Poll::Ready(end);
             }
             if this.host.draining() {
+                break;
+            }
+            if !this.cell.session.borrow().wants_input() {
+                // An HTTP request waits for its answer: read nothing more until it is sent (TCP
+                // holds a pipelining client back). The answer wakes the task.
                 break;
             }
             if reads >= this.host.reads_per_poll() || short_read {
@@ -254,7 +309,7 @@ impl<H: ConnHost> Future for Conn<H> {
                         return Poll::Ready(Ended::PeerClosed);
                     }
                     ShardMetrics::add(&host.metrics().bytes_in_total, n as u64);
-                    host.input(&this.cell, this.binding, &buf[..n]);
+                    host.input(&this.cell, this.binding, &mut buf[..n]);
                 }
             }
         }

@@ -1,6 +1,6 @@
-//! Socket glue: the acceptor thread, the per-connection task and the per-shard session table,
-//! plus what is checked at accept (IP rules, the per-address connection rate) and the settings of
-//! session continuity.
+//! Socket glue: the listeners and their acceptor threads, the per-connection task, the per-shard
+//! session table, the TLS listeners' certificate source (`tls/`), plus what is checked at accept
+//! (IP rules, the per-address connection rate) and the settings of session continuity.
 //!
 //! The protocol itself (frames, the session state machine, resume) is `lattice-wire`'s; this
 //! module only moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O
@@ -16,8 +16,10 @@ pub mod access;
 pub(crate) mod conn;
 pub mod continuity;
 pub mod ip_limit;
+pub mod listener;
 pub mod switch;
 pub mod table;
+pub mod tls;
 pub mod tokens;
 
 pub use table::{SessionCell, SessionTable};
@@ -42,7 +44,7 @@ pub enum Balance {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
-    /// Client listen address.
+    /// Binary client listen address (frames over TCP); empty = off.
     pub listen: String,
     /// Connection spreading.
     pub balance: Balance,

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use lattice_wire::http::Response;
 use lattice_wire::{
     CloseReason, ResumeError, Resumption, SendError, Sent, Session, SessionId, SessionLimits,
-    SessionRates, TOKEN_LEN,
+    SessionRates, StackConfig, TOKEN_LEN,
 };
 
 use crate::mesh::backlog::{Backlog, Queued, Refused};
@@ -355,16 +356,39 @@ impl<M: Send + 'static> ShardCx<M> {
         self.sessions.borrow().len()
     }
 
-    /// Registers a session for a connection from `peer` (the connection task, or a test).
+    /// Answers the HTTP request `session` (of this shard) is waiting on; see
+    /// [`lattice_wire::Session::respond`]. Returns false when the session is gone, closing or
+    /// waits for no answer.
+    pub fn respond(&self, session: SessionId, resp: &Response) -> bool {
+        matches!(
+            self.with_session(session, |s| s.respond(resp)),
+            Some(Ok(()))
+        )
+    }
+
+    /// Registers a binary client session for a connection from `peer` (a test).
     pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        self.open_session_on(
+            peer,
+            &Arc::new(StackConfig::binary(lattice_wire::SessionType::Client)),
+            |s| s,
+        )
+    }
+
+    /// Registers a session for a connection from `peer` on a listener with protocol stack
+    /// `stack` (the connection task, or a test), with layers added by `layers` before any byte
+    /// flows (e.g. TLS: `|s| s.with_tls(layer)`).
+    pub fn open_session_on(
+        &self,
+        peer: std::net::SocketAddr,
+        stack: &Arc<StackConfig>,
+        layers: impl FnOnce(Session) -> Session,
+    ) -> Rc<SessionCell> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let cell = Rc::new(SessionCell::new(
-            Session::new(id, self.limits.get(), now),
-            peer,
-            now,
-        ));
+        let session = layers(Session::new_on(id, self.limits.get(), stack, now));
+        let cell = Rc::new(SessionCell::new(session, peer, now));
         table.insert(cell.clone());
         drop(table);
         self.arm_session_timer(&cell);
@@ -529,6 +553,12 @@ impl<M: Send + 'static> ShardCx<M> {
                 cell.wake();
             }
             Err(SendError::Overflow) => cell.wake(),
+            Err(SendError::NoChannel) => {
+                crate::telemetry::gateway::GatewayMetrics::add(
+                    &self.metrics.gateway[self.id].frames_no_channel_total,
+                    1,
+                );
+            }
             Err(SendError::Closing) => {}
         }
     }
@@ -565,8 +595,15 @@ impl<M: Send + 'static> ShardCx<M> {
         // A connection task (not the loop) may arm a deadline earlier than the one the parked
         // loop sleeps until (a detach, an acknowledgement due): wake it to sleep less.
         if armed && next.is_none_or(|n| tick < n) {
-            self.signals[self.id].wake();
+            self.timer_moved();
         }
+    }
+
+    /// A deadline may now be earlier than the one the loop parked on (a connection task or a
+    /// handler set it while the loop slept): wake the loop so it parks again with the new
+    /// timeout. Costs one fence and a load when the loop is not parked.
+    fn timer_moved(&self) {
+        self.signals[self.id].wake();
     }
 
     // ---- time ----
@@ -586,6 +623,7 @@ impl<M: Send + 'static> ShardCx<M> {
     pub fn timer_after(&self, delay: Duration, token: u64) -> Result<TimerHandle, TimerError> {
         let at = self.clock.borrow().deadline_after(delay, TICK);
         let r = self.wheel.borrow_mut().insert(at, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 
@@ -598,12 +636,13 @@ impl<M: Send + 'static> ShardCx<M> {
             .wheel
             .borrow_mut()
             .insert_periodic(first, ticks, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 
     /// Cancels a timer. Returns false when it already fired (one-shot) or was cancelled.
     pub fn cancel_timer(&self, handle: TimerHandle) -> bool {
-        self.wheel.borrow_mut().cancel(handle).is_some()
+        self.wheel.borrow_mut().cancel(handle)
     }
 
     fn count_timer(&self, r: Result<TimerHandle, TimerError>) -> Result<TimerHandle, TimerError> {

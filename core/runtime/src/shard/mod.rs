@@ -18,3 +18,4 @@ pub use state::panic_message;
 
 pub(crate) use cx::CxSettings;
 pub(crate) use run::{run, ShardParts};
+pub(crate) use state::AcceptIn;

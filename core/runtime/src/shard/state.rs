@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_wire::{Binding, CloseReason, Input, Limited, MonoTime, SessionId, SocketEnd};
+use lattice_wire::{
+    Binding, CloseReason, Input, Limited, MonoTime, SessionId, SessionType, SocketEnd, StackConfig,
+};
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use super::app::ShardApp;
@@ -16,16 +18,33 @@ use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
 use crate::net::conn::{self, ConnHost, Ended};
 use crate::net::table::Handover;
+use crate::net::tls::ShardTls;
 use crate::net::SessionCell;
+use crate::telemetry::gateway::GatewayMetrics;
 use crate::telemetry::metrics::ShardMetrics;
+
+/// One listener's accept ring on a shard: sockets its acceptor handed to this shard, what its
+/// sessions speak, and whether they run over TLS.
+pub(crate) struct AcceptIn {
+    pub stack: Arc<StackConfig>,
+    pub ring: Consumer<TcpStream>,
+    pub tls: bool,
+}
 
 /// The shard's state: its context, its application and what its loop drains.
 pub(crate) struct ShardState<A: ShardApp> {
     pub cx: ShardCx<A::Msg>,
     pub app: RefCell<A>,
     pub read_buf: RefCell<Box<[u8]>>,
+    /// Plaintext decrypted from one read of a TLS session; frames and requests are taken from it,
+    /// so they borrow the shard, never the session. Grows to what one read yields (at most
+    /// `net.read_buffer` plus one incomplete TLS record, ≈ 18 KiB) and stays.
+    pub tls_plain: RefCell<Vec<u8>>,
     pub ins: Vec<Option<Consumer<Envelope<A::Msg>>>>,
-    pub accept_in: Consumer<TcpStream>,
+    /// One ring per listener.
+    pub accept_in: Vec<AcceptIn>,
+    /// What TLS sessions of this shard need (every TLS listener shares one certificate source).
+    pub tls: Option<ShardTls>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub mesh_batch: usize,
     pub queued_budget: usize,
@@ -57,6 +76,8 @@ impl<A: ShardApp> ShardState<A> {
         }
         let stats = self.cx.wheel.borrow().stats();
         ShardMetrics::set(&m.timers_pending, stats.pending);
+        ShardMetrics::set(&m.timers_dead_records, stats.dead_records);
+        ShardMetrics::set(&m.timers_compacted_total, stats.compacted);
         ShardMetrics::set(
             &m.clock_backwards_total,
             self.cx.clock.borrow().stats().backwards_clamped,
@@ -69,11 +90,29 @@ impl<A: ShardApp> ShardState<A> {
             return;
         };
         cell.timer.set(None);
-        let (was_attached, closing, attached, unsent) = {
+        let (was_attached, closing, attached, output) = {
             let mut s = cell.session.borrow_mut();
             let was_attached = s.is_attached();
+            let before = s.unsent();
+            let http = s.transport() == lattice_wire::Transport::Http;
             s.handle_timeout(now);
-            (was_attached, s.is_closing(), s.is_attached(), s.unsent())
+            if let Some(tls) = &self.tls {
+                tls.count(&s.take_tls_events());
+            }
+            let why = s.close_reason().or(s.closing_after_flush());
+            if http && matches!(why, Some(CloseReason::Protocol(_))) {
+                // The head deadline passed (answered 408).
+                GatewayMetrics::add(
+                    &self.cx.metrics.gateway[self.cx.id].http_bad_requests_total,
+                    1,
+                );
+            }
+            (
+                was_attached,
+                s.is_closing(),
+                s.is_attached(),
+                s.unsent() != before,
+            )
         };
         if closing {
             if attached {
@@ -87,10 +126,28 @@ impl<A: ShardApp> ShardState<A> {
             // Idle: the socket is dropped (its task finds itself stale), the session waits.
             self.detached(&cell, &CloseReason::IdleTimeout);
             cell.wake();
-        } else if unsent > 0 {
+        } else if output {
+            // A deadline may queue output on an idle connection (an `Ack`, a WebSocket ping, an
+            // HTTP 408 or 504): wake the task so it is written now, not after the next input.
             cell.wake();
         }
         self.cx.arm_session_timer(&cell);
+    }
+
+    /// On HTTP and WebSocket sessions, input and the application can bring the session's
+    /// deadline forward (an upgrade starts pings, a request starts a head or reply deadline),
+    /// and on a resumable session an acknowledgement may now be due before the idle deadline:
+    /// move its timer. (A plain binary session's deadline only moves later with input; its timer
+    /// fires and re-arms.)
+    fn rearm(&self, cell: &Rc<SessionCell>) {
+        let plain_binary = {
+            let s = cell.session.borrow();
+            s.is_closing()
+                || (s.transport() == lattice_wire::Transport::Binary && !s.is_resumable())
+        };
+        if !plain_binary {
+            self.cx.arm_session_timer(cell);
+        }
     }
 
     /// A resumable session lost its socket: count, log, arm the resume window.
@@ -119,6 +176,13 @@ impl<A: ShardApp> ShardState<A> {
         let id = cell.id();
         if !cx.sessions.borrow_mut().remove(id) {
             return;
+        }
+        if let Some(tls) = &self.tls {
+            let mut s = cell.session.borrow_mut();
+            if s.is_tls() {
+                tls.count(&s.take_tls_events());
+                tls.closed();
+            }
         }
         let (reason, was_detached) = {
             let s = cell.session.borrow();
@@ -234,7 +298,9 @@ impl<A: ShardApp> ShardState<A> {
             }
         };
         cx.open_counter().fetch_add(1, Ordering::Relaxed);
-        let Some(cell) = self.open(peer) else {
+        // Resume is offered on binary sessions without TLS only, so a handed-over socket is one.
+        let stack = Arc::new(StackConfig::binary(SessionType::Client));
+        let Some(cell) = self.open(peer, &stack, false) else {
             self.not_adopted();
             return;
         };
@@ -256,7 +322,7 @@ impl<A: ShardApp> ShardState<A> {
     pub fn has_input(&self) -> bool {
         self.cx.signals[self.cx.id].control_pending()
             || self.cx.has_local_work()
-            || !self.accept_in.is_empty()
+            || self.accept_in.iter().any(|a| !a.ring.is_empty())
             || self.ins.iter().flatten().any(|c| !c.is_empty())
     }
 
@@ -279,12 +345,35 @@ impl<A: ShardApp> ShardState<A> {
 }
 
 impl<A: ShardApp> ConnHost for ShardState<A> {
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>> {
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>> {
         let cx = &self.cx;
         if cx.is_draining() {
             return None;
         }
-        let cell = cx.open_session(peer);
+        let cell = match (tls, &self.tls) {
+            (false, _) => cx.open_session_on(peer, stack, |s| s),
+            (true, Some(t)) => {
+                let now = cx.clock.borrow_mut().refresh();
+                let layer = match t.layer(now) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "cannot start TLS for a connection");
+                        return None;
+                    }
+                };
+                t.opened();
+                cx.open_session_on(peer, stack, |s| s.with_tls(layer))
+            }
+            (true, None) => {
+                tracing::error!(%peer, "TLS connection on a shard without TLS settings");
+                return None;
+            }
+        };
         let id = cell.id();
         let m = cx.m();
         ShardMetrics::add(&m.connections_accepted_total, 1);
@@ -294,60 +383,28 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         Some(cell)
     }
 
-    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, bytes: &[u8]) {
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, bytes: &mut [u8]) {
+        let now = self.cx.clock.borrow_mut().refresh();
+        match &self.tls {
+            Some(tls) if cell.session.borrow().is_tls() => {
+                self.tls_input(tls, cell, binding, now, bytes)
+            }
+            _ => self.events(cell, binding, now, bytes),
+        }
+    }
+
+    fn rpc_reply(&self, cell: &Rc<SessionCell>) {
         let cx = &self.cx;
-        let now = cx.clock.borrow_mut().refresh();
         let id = cell.id();
-        let m = cx.m();
-        let cm = cx.cm();
-        let mut input = bytes;
-        // One catch_unwind per read, not per frame: a panic closes this session only.
-        let served = guarded(self, "on_frame", |app| loop {
-            // The borrow ends before the application runs: it may queue output to this session.
-            let next = cell.session.borrow_mut().receive(binding, now, &mut input);
-            match next {
-                Ok(Some(Input::Frame(frame))) => {
-                    ShardMetrics::add(&m.frames_in_total, 1);
-                    app.on_frame(cx, id, frame.frame());
-                }
-                Ok(Some(Input::RateLimited(header, which, close))) => {
-                    ShardMetrics::add(&m.frames_in_total, 1);
-                    ShardMetrics::add(
-                        match which {
-                            Limited::Messages => &cm.rate_limited_msgs_total,
-                            Limited::Bytes => &cm.rate_limited_bytes_total,
-                        },
-                        1,
-                    );
-                    app.on_rate_limited(cx, id, header, which);
-                    if close {
-                        // After the answer, so the client learns why.
-                        cell.session.borrow_mut().close(CloseReason::RateLimited);
-                    }
-                }
-                Ok(Some(Input::Duplicate(_))) => {
-                    ShardMetrics::add(&m.frames_in_total, 1);
-                    ShardMetrics::add(&cm.duplicates_dropped_total, 1);
-                }
-                Ok(Some(Input::Ack)) => ShardMetrics::add(&m.frames_in_total, 1),
-                Ok(None) | Err(_) => break,
-            }
-            if cell.session.borrow().is_closing() {
-                break;
-            }
-            if cell.handover.borrow().is_some() {
-                // The socket goes to another session: what follows is that session's input.
-                cell.pending_input.borrow_mut().extend_from_slice(input);
-                break;
-            }
-        });
-        if served.is_none() {
+        let Some(reply) = cell.session.borrow_mut().take_rpc_reply() else {
+            return;
+        };
+        if guarded(self, "on_rpc_reply", |app| app.on_rpc_reply(cx, id, reply)).is_none() {
             cell.session
                 .borrow_mut()
                 .close(CloseReason::App("internal error".into()));
         }
-        // An acknowledgement may now be due before the idle deadline.
-        cx.arm_session_timer(cell);
+        self.rearm(cell);
     }
 
     fn ended(
@@ -419,6 +476,130 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         cell.linger_until.set(Some(until));
         cx.arm_timer_at(cell, until);
         true
+    }
+}
+
+impl<A: ShardApp> ShardState<A> {
+    /// Runs `bytes` (plaintext, transformed in place by the layers) through the session's layers
+    /// and the application: frames to `on_frame`, HTTP requests to `on_http`.
+    fn events(&self, cell: &Rc<SessionCell>, binding: Binding, now: MonoTime, bytes: &mut [u8]) {
+        let cx = &self.cx;
+        let id = cell.id();
+        let m = cx.m();
+        let cm = cx.cm();
+        let gw = &cx.metrics.gateway[cx.id];
+        let mut input = bytes;
+        // One catch_unwind per read, not per frame: a panic closes this session only.
+        let served = guarded(self, "on_frame", |app| loop {
+            // The borrow ends before the application runs: it may queue output to this session.
+            let next = {
+                let mut s = cell.session.borrow_mut();
+                let was_http = s.transport() == lattice_wire::Transport::Http;
+                let next = s.receive_event(binding, now, &mut input);
+                if was_http && s.transport() != lattice_wire::Transport::Http {
+                    GatewayMetrics::add(&gw.ws_upgrades_total, 1);
+                }
+                next
+            };
+            match next {
+                Ok(Some(Input::Frame(frame))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    app.on_frame(cx, id, frame.frame());
+                }
+                Ok(Some(Input::Request(req))) => {
+                    GatewayMetrics::add(&gw.http_requests_total, 1);
+                    app.on_http(cx, id, req);
+                }
+                Ok(Some(Input::RateLimited(header, which, close))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(
+                        match which {
+                            Limited::Messages => &cm.rate_limited_msgs_total,
+                            Limited::Bytes => &cm.rate_limited_bytes_total,
+                        },
+                        1,
+                    );
+                    app.on_rate_limited(cx, id, header, which);
+                    if close {
+                        // After the answer, so the client learns why.
+                        cell.session.borrow_mut().close(CloseReason::RateLimited);
+                    }
+                }
+                Ok(Some(Input::Duplicate(_))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(&cm.duplicates_dropped_total, 1);
+                }
+                Ok(Some(Input::Ack)) => ShardMetrics::add(&m.frames_in_total, 1),
+                Ok(None) => break,
+                Err(reason) => {
+                    if matches!(
+                        cell.session.borrow().transport(),
+                        lattice_wire::Transport::Http
+                    ) {
+                        GatewayMetrics::add(&gw.http_bad_requests_total, 1);
+                    }
+                    tracing::debug!(session = %id, %reason, "protocol error");
+                    break;
+                }
+            }
+            if cell.session.borrow().is_closing() {
+                break;
+            }
+            if cell.handover.borrow().is_some() {
+                // The socket goes to another session: what follows is that session's input.
+                cell.pending_input.borrow_mut().extend_from_slice(input);
+                break;
+            }
+        });
+        if served.is_none() {
+            cell.session
+                .borrow_mut()
+                .close(CloseReason::App("internal error".into()));
+        }
+        self.rearm(cell);
+    }
+
+    /// A read on a TLS session: decrypt into the shard's plaintext buffer, then the layers above
+    /// as usual. An empty read still runs input the session holds (pipelined HTTP requests).
+    fn tls_input(
+        &self,
+        tls: &ShardTls,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        now: MonoTime,
+        bytes: &[u8],
+    ) {
+        let mut plain = self.tls_plain.borrow_mut();
+        plain.clear();
+        let read = cell
+            .session
+            .borrow_mut()
+            .receive_tls(now, bytes, &mut plain);
+        let first_handshake = {
+            let mut s = cell.session.borrow_mut();
+            let ev = s.take_tls_events();
+            tls.count(&ev);
+            ev.handshake_done
+        };
+        if let Some(version) = first_handshake {
+            let s = cell.session.borrow();
+            let t = s.tls();
+            tracing::debug!(
+                session = %cell.id(),
+                peer = %cell.peer(),
+                version = version.name(),
+                suite = ?t.and_then(|t| t.cipher_suite()),
+                sni = t.and_then(|t| t.server_name()).unwrap_or(""),
+                "tls handshake complete"
+            );
+        }
+        self.events(cell, binding, now, &mut plain[..]);
+        if matches!(read, Ok(r) if r.peer_closed) {
+            cell.session.borrow_mut().close(CloseReason::PeerClosed);
+        }
+        // Deadlines can move earlier here (a completed handshake schedules its first key
+        // update): re-arm, which keeps an earlier timer and is cheap otherwise.
+        self.cx.arm_session_timer(cell);
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct OutQueue {
     /// A handshake answer (`Resumed`) written before the queue on a new socket.
     prefix: Vec<u8>,
     prefix_written: usize,
+    /// Release the buffer (whatever its size) the next time it drains.
+    release_when_drained: bool,
 }
 
 impl OutQueue {
@@ -90,23 +92,13 @@ impl OutQueue {
         }
     }
 
-    /// Appends one frame written by `write` (exactly `len` bytes), with sequence number `seq` (0
-    /// for unsequenced). Returns the absolute offset where it starts.
-    pub(crate) fn push_with(
-        &mut self,
-        len: usize,
-        seq: u64,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) -> u64 {
+    /// Appends one frame written by `write`, with sequence number `seq` (0 for unsequenced).
+    /// Nothing is marked when `write` wrote nothing. Returns the absolute offset where it starts.
+    pub(crate) fn push_with(&mut self, seq: u64, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let at = self.end();
         let before = self.bytes.len();
         write(&mut self.bytes);
-        debug_assert_eq!(
-            self.bytes.len() - before,
-            len,
-            "send_with wrote a different length"
-        );
-        if self.tracking {
+        if self.tracking && self.bytes.len() > before {
             self.marks.push_back(Mark {
                 end: self.end(),
                 seq,
@@ -116,6 +108,18 @@ impl OutQueue {
             }
         }
         at
+    }
+
+    /// The byte buffer, for a transport layer to append what it answers by itself (an HTTP
+    /// response, a WebSocket pong or close frame). Such bytes are not frames: only a queue that
+    /// does not track frames (a session without resume) is given to layers that write.
+    pub(crate) fn raw(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Releases the buffer, whatever its size, the next time it drains.
+    pub(crate) fn release_when_drained(&mut self) {
+        self.release_when_drained = true;
     }
 
     /// Index in `bytes` of absolute offset `at`.
@@ -268,7 +272,8 @@ impl OutQueue {
         self.phys = self.end();
         self.start = self.phys;
         self.written = self.phys;
-        if self.bytes.capacity() > Self::KEEP {
+        if self.bytes.capacity() > Self::KEEP || self.release_when_drained {
+            self.release_when_drained = false;
             self.bytes = Vec::new();
         } else {
             self.bytes.clear();
@@ -287,7 +292,7 @@ mod tests {
     use super::*;
 
     fn push(q: &mut OutQueue, seq: u64, b: &[u8]) {
-        q.push_with(b.len(), seq, |v| v.extend_from_slice(b));
+        q.push_with(seq, |v| v.extend_from_slice(b));
     }
 
     #[test]
