@@ -589,10 +589,11 @@ fn free_port_v6() -> u16 {
         .port()
 }
 
-/// The client port the server really listens on (from its log).
+/// The binary client port the server really listens on (from its log).
 fn listen_port(l: &Lattice) -> u16 {
-    let logs = l.wait_log("listening addr=");
-    let at = logs.find("listening addr=").unwrap() + "listening addr=".len();
+    const LINE: &str = "listening listener=binary addr=";
+    let logs = l.wait_log(LINE);
+    let at = logs.find(LINE).unwrap() + LINE.len();
     let addr: String = logs[at..]
         .chars()
         .take_while(|c| !c.is_whitespace())

@@ -40,7 +40,8 @@ fn room_pair(l: &Lattice, room: &str) -> (Client, SeqClient) {
     assert!(matches!(plain.recv().decode(), AnyMessage::Joined(_)));
     let mut r = SeqClient::connect(l.port);
     r.send(2, &pb::JoinRoom { room: room.into() });
-    assert!(matches!(r.recv().unwrap().decode(), AnyMessage::Joined(_)));
+    let got = r.recv().unwrap().decode();
+    assert!(matches!(got, AnyMessage::Joined(_)), "{got:?}");
     (plain, r)
 }
 

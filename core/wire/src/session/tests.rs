@@ -667,3 +667,35 @@ fn a_late_older_attempt_cannot_take_the_session_back() {
         .resume(MonoTime(3 * MS), &TOKEN, 0, 6, [3; 16], |_, _| {})
         .is_ok());
 }
+
+/// The runtime reads through `receive_event` (the layers' path): a sequenced frame's body starts
+/// after its extension whether the frame arrives whole in one read (borrowed) or split across
+/// reads (assembled), and its `seq` and `ack` are applied.
+#[test]
+fn receive_event_hands_out_sequenced_bodies_without_the_extension() {
+    let mut s = resumable();
+    let b = s.binding();
+    written(&mut s, b);
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"whole");
+    encode_seq_into(&mut req, 4, 0, 11, 2, 0, b"split-body");
+    let first_len = HEADER_LEN + EXT_LEN + 5;
+    let mut got = Vec::new();
+    for chunk in [&req[..first_len + 7], &req[first_len + 7..]] {
+        let mut bytes = chunk.to_vec();
+        let mut input = &mut bytes[..];
+        while let Some(item) = s.receive_event(b, MonoTime(MS), &mut input).unwrap() {
+            let Input::Frame(f) = item else {
+                panic!("a frame: {item:?}");
+            };
+            let f = f.frame();
+            assert!(f.header.sequenced());
+            got.push((f.header.request_id, f.header.seq, f.body.to_vec()));
+        }
+    }
+    assert_eq!(
+        got,
+        [(10, 1, b"whole".to_vec()), (11, 2, b"split-body".to_vec())]
+    );
+    assert_eq!(s.seqs(), Some((0, 0, 2)));
+}
