@@ -894,7 +894,7 @@ impl Session {
         if self.closing.is_some() || self.linger.is_some() {
             return Err(SendError::Closing);
         }
-        let queued = self.unsent();
+        let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
         if queued > 0 && queued + resp.body.len() > self.limits.send_buffer_limit {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
@@ -1105,9 +1105,12 @@ impl Session {
     /// Layers queue protocol answers (pongs, echoes) on input; a peer that sends them faster than
     /// it reads passes the bound like any other output (one echoed message, header included,
     /// always fits).
+    /// Frames replayed to a new socket do not count here either (as in [`Session::send_with`]):
+    /// the replay limits bound them.
     fn check_queue(&mut self) {
         let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
-        if self.unsent() > self.limits.send_buffer_limit.max(one) {
+        let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
+        if queued > self.limits.send_buffer_limit.max(one) {
             self.close(CloseReason::SendBufferOverflow);
         }
     }

@@ -699,3 +699,35 @@ fn receive_event_hands_out_sequenced_bodies_without_the_extension() {
     );
     assert_eq!(s.seqs(), Some((0, 0, 2)));
 }
+
+/// Reads through the layers' path check the queue bound too (for answers layers queue by
+/// themselves); a replay larger than that bound must not close the resumed session there.
+#[test]
+fn a_replay_over_the_send_limit_survives_the_read_path_check() {
+    let mut s = resumable();
+    s.limits.max_frame = 24;
+    s.limits.send_buffer_limit = 30;
+    let b = s.binding();
+    written(&mut s, b);
+    for rid in 1..=3 {
+        reply(&mut s, rid);
+        written(&mut s, b);
+    }
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [1; 16], |_, _| {})
+        .unwrap();
+    assert_eq!(
+        s.unsent(),
+        72,
+        "three frames to replay, over the bound of 38"
+    );
+    let mut frame = Vec::new();
+    encode_seq_into(&mut frame, 4, 0, 9, 1, 0, b"x");
+    let mut part = frame[..5].to_vec();
+    let mut input = &mut part[..];
+    assert!(matches!(
+        s.receive_event(r.binding, MonoTime(MS), &mut input),
+        Ok(None)
+    ));
+    assert!(!s.is_closing(), "{:?}", s.close_reason());
+}
