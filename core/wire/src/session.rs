@@ -585,8 +585,8 @@ impl Session {
         self.socket_ended(b, now, reason)
     }
 
-    /// [`Session::peer_closed`] on the current binding, returning the reason (tests).
-    #[cfg(test)]
+    /// [`Session::peer_closed`] on the current binding, returning the reason (the TLS tests).
+    #[cfg(all(test, feature = "tls"))]
     pub(crate) fn peer_closed_reason(&mut self) -> CloseReason {
         let (b, now) = (self.binding, self.last_seen);
         match self.peer_closed(b, now) {
