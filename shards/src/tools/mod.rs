@@ -1,3 +1,5 @@
-//! Operator tools run by `lattice tool …`, one file each.
+//! The work of the operator subcommands of the `lattice` binary (`lattice admin`, `lattice tool
+//! …`), one file each.
 
+pub mod admin;
 pub mod gen_cert;
