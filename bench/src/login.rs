@@ -126,6 +126,7 @@ impl Conn {
         let w = c
             .ask(&pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             })
             .await?;
         match w {

@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn opcodes_match_protocol_md() {
-        let expected: [(u16, &str); 26] = [
+        let expected: [(u16, &str); 29] = [
             (1, "Hello"),
             (2, "Welcome"),
             (3, "Error"),
@@ -144,6 +144,9 @@ mod tests {
             (13, "Said"),
             (20, "Login"),
             (21, "LoginOk"),
+            (30, "Resume"),
+            (31, "Resumed"),
+            (32, "Ack"),
             (50, "Register"),
             (51, "RegisterOk"),
             (52, "TokenLogin"),

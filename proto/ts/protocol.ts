@@ -3,7 +3,7 @@ import * as $protobuf from "protobufjs/minimal";
 import * as M from "./messages";
 
 /** The protocol version this client speaks (sent in `Hello`). */
-export const PROTOCOL_VERSION = "1.0.0-alpha";
+export const PROTOCOL_VERSION = "1.1.0-alpha";
 
 /** Frame opcode of every client-visible message. */
 export enum Opcode {
@@ -18,6 +18,9 @@ export enum Opcode {
   Said = 13,
   Login = 20,
   LoginOk = 21,
+  Resume = 30,
+  Resumed = 31,
+  Ack = 32,
   Register = 50,
   RegisterOk = 51,
   TokenLogin = 52,
@@ -43,6 +46,8 @@ export enum ErrorCode {
   VERSION_MISMATCH = 5,
   NOT_ALLOWED = 6,
   NOT_MEMBER = 7,
+  RATE_LIMITED = 8,
+  RESUME_REJECTED = 9,
   ACCOUNT_TOO_SHORT = 50,
   ACCOUNT_TOO_LONG = 51,
   ACCOUNT_BAD_CHARS = 52,
@@ -79,6 +84,9 @@ export interface MessageOf {
   [Opcode.Said]: M.Said;
   [Opcode.Login]: M.Login;
   [Opcode.LoginOk]: M.LoginOk;
+  [Opcode.Resume]: M.Resume;
+  [Opcode.Resumed]: M.Resumed;
+  [Opcode.Ack]: M.Ack;
   [Opcode.Register]: M.Register;
   [Opcode.RegisterOk]: M.RegisterOk;
   [Opcode.TokenLogin]: M.TokenLogin;
@@ -108,6 +116,9 @@ export interface InitOf {
   [Opcode.Said]: M.ISaid;
   [Opcode.Login]: M.ILogin;
   [Opcode.LoginOk]: M.ILoginOk;
+  [Opcode.Resume]: M.IResume;
+  [Opcode.Resumed]: M.IResumed;
+  [Opcode.Ack]: M.IAck;
   [Opcode.Register]: M.IRegister;
   [Opcode.RegisterOk]: M.IRegisterOk;
   [Opcode.TokenLogin]: M.ITokenLogin;
@@ -143,6 +154,9 @@ export const codecs: { [O in Opcode]: MessageCodec<MessageOf[O], InitOf[O]> } = 
   [Opcode.Said]: M.Said,
   [Opcode.Login]: M.Login,
   [Opcode.LoginOk]: M.LoginOk,
+  [Opcode.Resume]: M.Resume,
+  [Opcode.Resumed]: M.Resumed,
+  [Opcode.Ack]: M.Ack,
   [Opcode.Register]: M.Register,
   [Opcode.RegisterOk]: M.RegisterOk,
   [Opcode.TokenLogin]: M.TokenLogin,
@@ -160,7 +174,7 @@ export const codecs: { [O in Opcode]: MessageCodec<MessageOf[O], InitOf[O]> } = 
 };
 
 /** Opcodes whose bodies must never be logged (no_log_request / no_log_response). */
-export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Login, Opcode.LoginOk, Opcode.Register, Opcode.TokenLogin, Opcode.ChangePassword, Opcode.PasswordChanged]);
+export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Welcome, Opcode.Login, Opcode.LoginOk, Opcode.Resume, Opcode.Resumed, Opcode.Register, Opcode.TokenLogin, Opcode.ChangePassword, Opcode.PasswordChanged]);
 
 /** `true` for an opcode this client knows. */
 export function isOpcode(op: number): op is Opcode {

@@ -65,6 +65,7 @@ fn main() {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
+        Command::Admin(args) => lattice_server::tools::admin::run(&args),
         Command::Tool(Tool::GenCert { out, force }) => {
             match lattice_server::tools::gen_cert::run(&out, force) {
                 Ok(w) => {

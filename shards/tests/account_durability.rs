@@ -48,6 +48,7 @@ impl Conn {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
             },
         )?;
         // Welcome, then the icon manifest.

@@ -333,6 +333,7 @@ fn accept_survives_running_out_of_descriptors() {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         let mut b = [0u8; 1];
@@ -340,8 +341,6 @@ fn accept_survives_running_out_of_descriptors() {
             Ok(n) if n > 0 => {
                 c.recv();
                 c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                // The icon manifest follows the first Welcome.
-                assert!(matches!(c.recv().decode(), AnyMessage::IconManifest(_)));
                 clients.push(c);
             }
             _ => break c,

@@ -352,8 +352,8 @@ fn icons_import_then_manifest_after_welcome_and_fetch() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("ghost.png"));
 
-    let mut l = Lattice::start_with_data(data.clone(), "icons", &[]);
-    let mut c = l.connect();
+    let mut l = Lattice::start_with_data(data.clone(), "icons", &["--icons.push_manifest", "true"]);
+    let mut c = Client::connect_with_manifest(l.port);
     let m = c.icons.clone().expect("manifest after Welcome");
     assert_eq!(m.icons.len(), 4, "the bad import changed nothing");
     for i in &m.icons {

@@ -134,8 +134,9 @@ fn catch_up_at_start_then_each_boundary_once() {
 /// Frames queued for `cell`'s session, decoded.
 fn drain(cell: &lattice_runtime::net::SessionCell) -> Vec<(u32, AnyMessage)> {
     let mut s = cell.session.borrow_mut();
-    let bytes = s.transmit().to_vec();
-    s.transmitted(bytes.len());
+    let b = s.binding();
+    let bytes = s.transmit(b).to_vec();
+    s.transmitted(b, bytes.len());
     let mut out = Vec::new();
     let mut b = &bytes[..];
     while b.len() >= 12 {
@@ -161,6 +162,8 @@ fn request<T: LatticeMessage>(
         opcode: T::OPCODE,
         flags: 0,
         request_id: rid,
+        seq: 0,
+        ack: 0,
     };
     host.request(cx, session, h, info, msg.into());
 }

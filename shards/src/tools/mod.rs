@@ -1,9 +1,12 @@
-//! `lattice tool …`: operator tools, one file each. The database tools talk to it directly
-//! (`lattice_storage::direct`), never through a running server's write-behind engine, so they work
-//! whether the server runs or not (except `db-restore`, which needs it stopped).
+//! The work of the operator subcommands of the `lattice` binary (`lattice admin`, `lattice tool
+//! …`), one file each. The database tools talk to it directly (`lattice_storage::direct`), never
+//! through a running server's write-behind engine, so they work whether the server runs or not
+//! (except `db-restore`, which needs it stopped).
 //!
-//! Exit codes: 0 done, 1 the work failed (one line on stderr saying why), 2 bad usage or config.
+//! Exit codes of the database tools: 0 done, 1 the work failed (one line on stderr saying why), 2
+//! bad usage or config.
 
+pub mod admin;
 pub mod db_backup;
 pub mod gen_cert;
 pub mod gen_password;

@@ -1,6 +1,9 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod operator;
+pub mod seq;
+
 pub mod tls;
 
 use std::io::{Read, Write};
@@ -80,6 +83,12 @@ impl Lattice {
             "--storage.data_dir".into(),
             data.display().to_string(),
         ];
+        if !extra.contains(&"--icons.push_manifest") {
+            // Tests count the frames that follow Welcome (sequence numbers, replays): the icon
+            // manifest push is on only where a test asks for it.
+            args.push("--icons.push_manifest".into());
+            args.push("false".into());
+        }
         if !extra.contains(&"--center.node") {
             // Tests sharing one MariaDB database must not take each other's machine-id lease.
             args.push("--center.node".into());
@@ -223,12 +232,15 @@ pub struct RawFrame {
     pub opcode: u16,
     pub flags: u16,
     pub request_id: u32,
+    /// The sequence extension's fields (0 without the SEQ flag).
+    pub seq: u32,
+    pub ack: u32,
     pub body: Vec<u8>,
 }
 
 impl RawFrame {
     pub fn decode(&self) -> AnyMessage {
-        assert_eq!(self.flags, 0, "compressed frame: inflate first");
+        assert_eq!(self.flags & 1, 0, "compressed frame: inflate first");
         lattice_proto::decode(self.opcode, &self.body).expect("server sent a valid body")
     }
 }
@@ -269,6 +281,16 @@ impl Client {
         }
     }
 
+    /// A second handle on the same socket (a dup: the socket stays open while either lives).
+    pub fn duplicate(&self) -> Client {
+        Client {
+            s: self.s.try_clone().unwrap(),
+            buf: Vec::new(),
+            session_id: self.session_id,
+            icons: None,
+        }
+    }
+
     /// Connects and completes the Hello/Welcome handshake.
     pub fn connect(port: u16) -> Client {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -289,14 +311,23 @@ impl Client {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
             },
         );
         match c.recv().decode() {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
         }
-        // The icon manifest always follows the first Welcome (`lattice run` loads the icons before
-        // it accepts clients); keep it for the tests that look at it.
+        c
+    }
+
+    /// As [`Client::connect`] on a server started with `--icons.push_manifest true`: also reads
+    /// the icon manifest that follows the first Welcome into `icons`.
+    pub fn connect_with_manifest(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut c = Client::handshake(s);
         match c.recv().decode() {
             AnyMessage::IconManifest(m) => c.icons = Some(m),
             other => panic!("expected IconManifest after Welcome, got {other:?}"),
@@ -355,11 +386,24 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<RawFrame> {
     if buf.len() < len {
         return None;
     }
+    let flags = u16::from_le_bytes(buf[6..8].try_into().unwrap());
+    // The SEQ flag (0x0002) puts `u32 seq, u32 ack` before the body.
+    let (seq, ack, body_at) = if flags & 2 != 0 {
+        (
+            u32::from_le_bytes(buf[12..16].try_into().unwrap()),
+            u32::from_le_bytes(buf[16..20].try_into().unwrap()),
+            20,
+        )
+    } else {
+        (0, 0, 12)
+    };
     let f = RawFrame {
         opcode: u16::from_le_bytes(buf[4..6].try_into().unwrap()),
-        flags: u16::from_le_bytes(buf[6..8].try_into().unwrap()),
+        flags,
         request_id: u32::from_le_bytes(buf[8..12].try_into().unwrap()),
-        body: buf[12..len].to_vec(),
+        seq,
+        ack,
+        body: buf[body_at..len].to_vec(),
     };
     buf.drain(..len);
     Some(f)
@@ -494,16 +538,12 @@ impl WsClient {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         match c.recv().decode() {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
-        }
-        // The icon manifest always follows the first Welcome (see `Client::handshake`).
-        match c.recv().decode() {
-            AnyMessage::IconManifest(_) => {}
-            other => panic!("expected IconManifest after Welcome, got {other:?}"),
         }
         c
     }
@@ -589,12 +629,8 @@ impl WsClient {
             Some(WsMsg::Binary(b)) => {
                 let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
                 assert_eq!(len, b.len(), "one frame per binary message");
-                RawFrame {
-                    opcode: u16::from_le_bytes(b[4..6].try_into().unwrap()),
-                    flags: u16::from_le_bytes(b[6..8].try_into().unwrap()),
-                    request_id: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-                    body: b[12..].to_vec(),
-                }
+                let mut buf = b;
+                take_frame(&mut buf).expect("a whole frame")
             }
             other => panic!("expected a binary message, got {other:?}"),
         }

@@ -148,16 +148,12 @@ impl TlsClient {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         match c.recv().decode() {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
-        }
-        // The icon manifest always follows the first Welcome (see `Client::handshake`).
-        match c.recv().decode() {
-            AnyMessage::IconManifest(_) => {}
-            other => panic!("expected IconManifest after Welcome, got {other:?}"),
         }
         c
     }

@@ -2,16 +2,18 @@
 //! loop.
 //!
 //! Files: `app.rs` the application trait; `cx.rs` what the application may do; `state.rs` the state
-//! the loop and the connection tasks share, and how a session enters, runs and leaves; `run.rs` the
-//! loop pass, parking and shutdown drain.
+//! the loop and the connection tasks share, and how a session enters, runs, detaches and leaves;
+//! `control.rs` the operator commands of the control lane; `run.rs` the loop pass, parking and
+//! shutdown drain.
 
 mod app;
+mod control;
 mod cx;
 mod run;
 mod state;
 
 pub use app::ShardApp;
-pub use cx::ShardCx;
+pub use cx::{RebindError, ShardCx};
 pub use state::panic_message;
 
 pub(crate) use cx::CxSettings;
