@@ -78,6 +78,8 @@ pub fn run(cfg: Config) -> i32 {
             let h = storage.handle();
             s.metrics()
                 .add_renderer(move |w| crate::metrics::render_storage(&h.metrics(), w));
+            s.metrics()
+                .add_renderer(lattice_runtime::telemetry::log_writer::render);
             if lattice_runtime::allocator_duties() {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
@@ -112,6 +114,7 @@ pub fn run(cfg: Config) -> i32 {
             }
         }
     };
+    crate::crash::inject_if_asked();
     let mut code = exit::OK;
     loop {
         if stop.load(Ordering::SeqCst) {

@@ -64,6 +64,7 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         mesh_batch: parts.mesh_batch,
         queued_budget: parts.queued_budget,
         drain_timeout: parts.drain_timeout,
+        warns: RefCell::new(crate::telemetry::warn_limit::WarnLimiter::from_defaults()),
     });
     mesh_loop(st).await;
 }

@@ -16,6 +16,7 @@ use crate::mesh::ring::Consumer;
 use crate::net::conn::ConnHost;
 use crate::net::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
+use crate::telemetry::warn_limit::{Summary, Verdict, WarnLimiter};
 
 /// The shard's state: its context, its application and what its loop drains.
 pub(crate) struct ShardState<A: ShardApp> {
@@ -28,6 +29,8 @@ pub(crate) struct ShardState<A: ShardApp> {
     pub mesh_batch: usize,
     pub queued_budget: usize,
     pub drain_timeout: Duration,
+    /// Rate limit of protocol-violation warnings on this shard.
+    pub warns: RefCell<WarnLimiter>,
 }
 
 impl<A: ShardApp> ShardState<A> {
@@ -59,6 +62,11 @@ impl<A: ShardApp> ShardState<A> {
             &m.clock_backwards_total,
             self.cx.clock.borrow().stats().backwards_clamped,
         );
+        self.warns
+            .borrow_mut()
+            .poll(now.as_nanos() / 1_000_000, |s| {
+                log_suppressed(self.cx.id, s)
+            });
         !fired.is_empty()
     }
 
@@ -82,8 +90,21 @@ impl<A: ShardApp> ShardState<A> {
 
     /// How long the loop may park before the next timer is due.
     pub fn park_timeout(&self) -> Option<Duration> {
-        let next = self.cx.wheel.borrow().next_deadline()?;
-        Some(self.cx.clock.borrow().until_tick(next, TICK))
+        let timer = self
+            .cx
+            .wheel
+            .borrow()
+            .next_deadline()
+            .map(|next| self.cx.clock.borrow().until_tick(next, TICK));
+        // Suppressed warnings are summarised when their window ends, even on an idle shard.
+        let summary = self.warns.borrow().next_due().map(|due| {
+            let now = self.cx.clock.borrow().now().as_nanos() / 1_000_000;
+            Duration::from_millis(due.saturating_sub(now))
+        });
+        match (timer, summary) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True when the loop has something to do without waiting.
@@ -164,10 +185,26 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
         ShardMetrics::add(self.close_counter(&reason), 1);
         match &reason {
-            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::IdleTimeout => {
+            // Ordinary for a game: clients leave, reset, lose their network or go idle.
+            CloseReason::PeerClosed
+            | CloseReason::Shutdown
+            | CloseReason::IdleTimeout
+            | CloseReason::Io(_) => {
                 tracing::info!(session = %id, peer = %cell.peer, %reason, "session closed")
             }
-            _ => tracing::warn!(session = %id, peer = %cell.peer, %reason, "session closed"),
+            // Protocol violations and overflows stay at warn, rate-limited per reason.
+            CloseReason::Protocol(_) | CloseReason::SendBufferOverflow | CloseReason::App(_) => {
+                let now_ms = cx.clock.borrow().now().as_nanos() / 1_000_000;
+                let (verdict, summary) = self.warns.borrow_mut().check(reason.label(), now_ms);
+                if let Some(s) = summary {
+                    log_suppressed(cx.id, s);
+                }
+                if verdict == Verdict::Log {
+                    tracing::warn!(session = %id, peer = %cell.peer, %reason, "session closed");
+                } else {
+                    tracing::debug!(session = %id, peer = %cell.peer, %reason, "session closed");
+                }
+            }
         }
         guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
     }
@@ -191,6 +228,17 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     fn not_adopted(&self) {
         self.cx.open_counter().fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// One summary line for warnings the shard's limiter held back.
+fn log_suppressed(shard: usize, s: Summary) {
+    tracing::warn!(
+        shard,
+        reason = s.reason,
+        suppressed = s.suppressed,
+        window_ms = s.window_ms,
+        "session closed: further warnings of this reason suppressed in the last window"
+    );
 }
 
 /// Calls into the application, catching a panic so the shard goes on. Returns None on panic.

@@ -1,0 +1,4 @@
+//! `lattice tool …`: operator tools, one file each (`migrate --print` lives with the storage crate).
+
+pub mod ps;
+pub mod version;
