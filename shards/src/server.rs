@@ -69,6 +69,8 @@ pub fn run(cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    // Before the shards start, so no request goes uncounted.
+    let opcodes = crate::host::opcode_metrics::init(n);
     let mut server = match Server::start(&cfg.runtime, &cfg.net, &cfg.shutdown, move |shard| {
         App::new(&settings, shard, n).expect("services were validated before start")
     }) {
@@ -80,6 +82,8 @@ pub fn run(cfg: Config) -> i32 {
                 .add_renderer(move |w| crate::metrics::render_storage(&h.metrics(), w));
             s.metrics()
                 .add_renderer(lattice_runtime::telemetry::log_writer::render);
+            s.metrics()
+                .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
             if lattice_runtime::allocator_duties() {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);

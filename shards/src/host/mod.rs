@@ -8,6 +8,7 @@
 //! refusable message (`BUSY` past `runtime.mesh_backlog_limit`). Queued work runs in
 //! [`ServiceHost::run_queued`] within the loop's budget.
 
+pub mod opcode_metrics;
 #[cfg(test)]
 mod tests;
 
