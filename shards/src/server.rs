@@ -40,6 +40,14 @@ pub fn run(cfg: Config) -> i32 {
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
     };
+    let profile: crate::admin::pprof::ProfileConfig =
+        match lattice_runtime::config::typed_section(&cfg.table, "profile") {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+        };
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
         eprintln!("lattice: {e}");
@@ -101,10 +109,11 @@ pub fn run(cfg: Config) -> i32 {
     } else {
         let routes = crate::admin::routes(crate::admin::AdminCx {
             metrics: server.metrics(),
+            profile,
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
-                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz)");
+                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz, /debug/pprof/profile)");
                 Some(a)
             }
             Err(e) => {

@@ -73,7 +73,9 @@ fn metrics_pass_promtool() {
     assert!(text.contains("lattice_frames_in_total{shard=\"0\"}"));
     // The Ping went through the echo handler: counted, with a latency histogram.
     assert_eq!(
-        per_shard(&text, "lattice_requests_total").iter().sum::<u64>(),
+        per_shard(&text, "lattice_requests_total")
+            .iter()
+            .sum::<u64>(),
         1,
         "{text}"
     );

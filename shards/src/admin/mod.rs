@@ -1,6 +1,9 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here
 //! (metrics and health below; the admin API, the console and profiling add theirs).
 
+pub mod flame;
+pub mod pprof;
+
 use std::sync::Arc;
 
 use lattice_runtime::telemetry::admin::{Response, Routes};
@@ -10,6 +13,8 @@ use lattice_runtime::telemetry::metrics::Metrics;
 pub struct AdminCx {
     /// Every family `/metrics` renders.
     pub metrics: Arc<Metrics>,
+    /// `[profile]`: bounds of `GET /debug/pprof/profile`.
+    pub profile: pprof::ProfileConfig,
 }
 
 /// Every route of the admin listener.
@@ -28,5 +33,6 @@ pub fn routes(cx: AdminCx) -> Routes {
         }),
     )
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
+    pprof::register(&mut r, cx.profile);
     r
 }

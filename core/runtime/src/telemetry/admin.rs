@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -97,7 +97,12 @@ pub type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync>;
 #[derive(Default)]
 pub struct Routes {
     routes: Vec<(&'static str, Match, Handler)>,
+    /// Indexes of routes served on their own thread ([`Routes::add_detached`]).
+    detached: Vec<usize>,
 }
+
+/// Requests of detached routes served at once; more are answered 503.
+pub const MAX_DETACHED: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 enum Match {
@@ -110,6 +115,27 @@ impl Routes {
     pub fn add(&mut self, method: &'static str, path: &'static str, handler: Handler) -> &mut Self {
         self.routes.push((method, Match::Exact(path), handler));
         self
+    }
+
+    /// Serves `method path` (exact path) with `handler` on a thread of its own, for handlers that
+    /// take seconds (a CPU profile): the listener keeps answering other requests meanwhile. At most
+    /// [`MAX_DETACHED`] such requests run at once; the next gets 503.
+    pub fn add_detached(
+        &mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: Handler,
+    ) -> &mut Self {
+        self.detached.push(self.routes.len());
+        self.add(method, path, handler)
+    }
+
+    /// True when `req` goes to a detached route.
+    fn is_detached(&self, req: &Request) -> bool {
+        self.detached.iter().any(|&i| {
+            let (method, m, _) = &self.routes[i];
+            *method == req.method && matches!(m, Match::Exact(p) if req.path == *p)
+        })
     }
 
     /// Serves `method` on every path starting with `prefix` with `handler`.
@@ -160,6 +186,8 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let routes = Arc::new(routes);
+        let detached = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("lattice-admin".into())
             .spawn(move || {
@@ -169,10 +197,12 @@ impl AdminServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if let Err(e) = serve(s, &routes) {
+                            if let Err(e) = serve(s, &routes, &detached) {
                                 tracing::debug!(error = %e, "admin request failed");
                             }
                         }
+                        // A profiling signal (SIGPROF) interrupted accept: not an error.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "admin accept failed");
                             // EMFILE and friends: back off instead of spinning.
@@ -276,7 +306,21 @@ pub fn parse_head(head: &[u8], peer: SocketAddr) -> Result<(Request, usize), Rea
     ))
 }
 
-fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
+/// `read` that retries when a signal (SIGPROF while profiling) interrupts it.
+fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    routes: &Arc<Routes>,
+    detached: &Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let peer = s.peer_addr()?;
@@ -289,7 +333,7 @@ fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
         if buf.len() > MAX_HEAD {
             return respond(&mut s, &ReadError::HeadTooLarge.response());
         }
-        let n = s.read(&mut chunk)?;
+        let n = read_retrying(&mut s, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -301,7 +345,7 @@ fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
     };
     let mut body = buf.split_off(head_end + 4);
     while body.len() < length {
-        let n = s.read(&mut chunk)?;
+        let n = read_retrying(&mut s, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -309,6 +353,28 @@ fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
     }
     body.truncate(length);
     req.body = body;
+    if routes.is_detached(&req) {
+        if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
+            detached.fetch_sub(1, Ordering::SeqCst);
+            return respond(&mut s, &Response::text(503, "busy: try again later\n"));
+        }
+        let (routes, slots) = (routes.clone(), detached.clone());
+        let spawned = std::thread::Builder::new()
+            .name("lattice-admin-req".into())
+            .spawn(move || {
+                // The handler may take its time: the write timeout starts after it.
+                let r = routes.respond(&req);
+                if let Err(e) = respond(&mut s, &r) {
+                    tracing::debug!(error = %e, "admin response failed");
+                }
+                slots.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            detached.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(error = %e, "admin: cannot spawn a request thread");
+        }
+        return Ok(());
+    }
     respond(&mut s, &routes.respond(&req))
 }
 
@@ -409,6 +475,57 @@ mod tests {
             parse_head(b"GET / HTTP/1.1\r\nno colon", peer()).unwrap_err(),
             ReadError::Malformed("header line")
         );
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        resp
+    }
+
+    #[test]
+    fn a_detached_route_does_not_hold_up_the_others_and_is_bounded() {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let entered = Arc::new(AtomicUsize::new(0));
+        let entered2 = entered.clone();
+        let mut r = routes();
+        r.add_detached(
+            "GET",
+            "/slow",
+            Box::new(move |_| {
+                entered2.fetch_add(1, Ordering::SeqCst);
+                let _ = release_rx.lock().unwrap().recv();
+                Response::text(200, "slow done\n")
+            }),
+        );
+        let srv = AdminServer::start("127.0.0.1:0", r).unwrap();
+        let addr = srv.local_addr();
+        let slow: Vec<_> = (0..MAX_DETACHED)
+            .map(|_| std::thread::spawn(move || get(addr, "/slow")))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while entered.load(Ordering::SeqCst) < MAX_DETACHED {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow requests never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Both slots are taken: the next one is refused.
+        assert!(get(addr, "/slow").starts_with("HTTP/1.1 503"));
+        // Meanwhile the listener answers.
+        assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+        for _ in 0..MAX_DETACHED {
+            release_tx.send(()).unwrap();
+        }
+        for t in slow {
+            assert!(t.join().unwrap().ends_with("slow done\n"));
+        }
+        srv.stop();
     }
 
     #[test]
