@@ -48,6 +48,24 @@ pub fn run(cfg: Config) -> i32 {
                 return exit::CONFIG;
             }
         };
+    let alerts_cfg: crate::alerts::AlertsConfig =
+        match lattice_runtime::config::typed_section(&cfg.table, "alerts") {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+        };
+    if alerts_cfg.stall_ms != 0 && alerts_cfg.stall_ms < 1500 {
+        eprintln!("lattice: alerts.stall_ms: must be 0 (off) or at least 1500 (an idle shard passes every 500 ms), got {}", alerts_cfg.stall_ms);
+        return exit::CONFIG;
+    }
+    if !alerts_cfg.webhook.is_empty() {
+        if let Err(e) = crate::alerts::feishu::parse_url(&alerts_cfg.webhook) {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
+    }
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
         eprintln!("lattice: {e}");
@@ -70,6 +88,7 @@ pub fn run(cfg: Config) -> i32 {
     );
     settings.storage = Some(storage.handle());
     let app_metrics = settings.metrics.clone();
+    let watch_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -90,6 +109,7 @@ pub fn run(cfg: Config) -> i32 {
                 .add_renderer(move |w| crate::metrics::render_storage(&h.metrics(), w));
             s.metrics()
                 .add_renderer(lattice_runtime::telemetry::log_writer::render);
+            s.metrics().add_renderer(crate::alerts::render);
             s.metrics()
                 .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
             if lattice_runtime::allocator_duties() {
@@ -127,6 +147,21 @@ pub fn run(cfg: Config) -> i32 {
             }
         }
     };
+    let alerts = match crate::alerts::start(
+        &alerts_cfg,
+        crate::alerts::Sources {
+            shards: server.watch(),
+            app: watch_metrics,
+            storage: Some(storage.handle()),
+        },
+        &cfg.storage.data_dir,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts not started");
+            None
+        }
+    };
     crate::crash::inject_if_asked();
     let mut code = exit::OK;
     loop {
@@ -160,6 +195,12 @@ pub fn run(cfg: Config) -> i32 {
     }
     if lattice_runtime::allocator_duties() {
         tracing::info!(report = %lattice_runtime::alloc::leak_report(), "allocator: still live at shutdown");
+    }
+    if let Some(a) = alerts {
+        a.stop();
+    }
+    if code == exit::OK {
+        crate::alerts::clean_exit(&cfg.storage.data_dir);
     }
     tracing::info!(code, "stopped");
     code

@@ -39,7 +39,7 @@ pub mod time;
 #[cfg(not(loom))]
 pub use driver::{DriverChoice, DriverKind};
 #[cfg(not(loom))]
-pub use server::{RuntimeConfig, Server, ShutdownConfig, StartError};
+pub use server::{RuntimeConfig, Server, ShardWatch, ShutdownConfig, StartError};
 #[cfg(not(loom))]
 pub use shard::{ShardApp, ShardCx};
 

@@ -12,7 +12,7 @@ mod state;
 
 pub use app::ShardApp;
 pub use cx::ShardCx;
-pub use state::panic_message;
+pub use state::{panic_message, IDLE_PASS_MAX};
 
 pub(crate) use cx::CxSettings;
 pub(crate) use run::{run, ShardParts};

@@ -81,6 +81,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let mut worked = false;
+        ShardMetrics::add(&st.cx.m().loop_passes_total, 1);
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
                 Control::Shutdown if drain_deadline.is_none() => {

@@ -18,6 +18,9 @@ use crate::net::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
 use crate::telemetry::warn_limit::{Summary, Verdict, WarnLimiter};
 
+/// Longest a parked shard sleeps before its next loop pass, even with nothing to do.
+pub const IDLE_PASS_MAX: Duration = Duration::from_millis(500);
+
 /// The shard's state: its context, its application and what its loop drains.
 pub(crate) struct ShardState<A: ShardApp> {
     pub cx: ShardCx<A::Msg>,
@@ -101,10 +104,13 @@ impl<A: ShardApp> ShardState<A> {
             let now = self.cx.clock.borrow().now().as_nanos() / 1_000_000;
             Duration::from_millis(due.saturating_sub(now))
         });
-        match (timer, summary) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let due = match (timer, summary) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(IDLE_PASS_MAX),
+        };
+        // An idle shard still makes a pass every IDLE_PASS_MAX: a pass count that stops moving
+        // means the shard is stuck in a callback (the alert watcher relies on it).
+        Some(due.min(IDLE_PASS_MAX))
     }
 
     /// True when the loop has something to do without waiting.

@@ -41,6 +41,7 @@ crate::shard_counters! {
         timers_deferred_total: Counter, "Passes that hit runtime.timer_max_fire_per_pass (the rest fired next pass).";
         timers_rejected_total: Counter, "Timer inserts refused because the wheel was full (runtime.timer_max_timers).";
         clock_backwards_total: Counter, "Clock readings that went backwards and were clamped.";
+        loop_passes_total: Counter, "Loop passes this shard completed (a shard that is not parked and makes no pass is stuck).";
     }
 }
 
