@@ -21,6 +21,7 @@ pub mod crash;
 pub mod gate;
 pub mod host;
 pub mod logic;
+pub mod lua;
 pub mod metrics;
 pub mod server;
 pub mod service;

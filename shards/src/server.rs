@@ -39,6 +39,7 @@ pub fn run(cfg: Config) -> i32 {
         max_frame: cfg.net.max_frame,
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        lua: None,
     };
     let profile: crate::admin::pprof::ProfileConfig =
         match lattice_runtime::config::typed_section(&cfg.table, "profile") {
@@ -66,6 +67,30 @@ pub fn run(cfg: Config) -> i32 {
             return exit::CONFIG;
         }
     }
+    let lua_cfg: crate::lua::LuaConfig =
+        match lattice_runtime::config::typed_section(&cfg.table, "lua") {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+        };
+    let scripts = match crate::lua::Scripts::open(&lua_cfg, n) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Some(s) = &scripts {
+        let args: Vec<String> = std::env::args().collect();
+        if let Err(e) = s.check_args(&args, &cfg.table) {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
+        tracing::info!(dir = %lua_cfg.dir, "lua scripts loaded and checked");
+    }
+    settings.lua = scripts.clone();
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
         eprintln!("lattice: {e}");
@@ -110,6 +135,9 @@ pub fn run(cfg: Config) -> i32 {
             s.metrics()
                 .add_renderer(lattice_runtime::telemetry::log_writer::render);
             s.metrics().add_renderer(crate::alerts::render);
+            if let Some(l) = scripts.clone() {
+                s.metrics().add_renderer(move |w| l.render(w));
+            }
             s.metrics()
                 .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
             if lattice_runtime::allocator_duties() {
@@ -130,6 +158,7 @@ pub fn run(cfg: Config) -> i32 {
         let routes = crate::admin::routes(crate::admin::AdminCx {
             metrics: server.metrics(),
             profile,
+            lua: scripts.clone(),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {

@@ -15,6 +15,8 @@ pub struct AdminCx {
     pub metrics: Arc<Metrics>,
     /// `[profile]`: bounds of `GET /debug/pprof/profile`.
     pub profile: pprof::ProfileConfig,
+    /// The Lua scripts, for `POST /lua/reload`.
+    pub lua: Option<Arc<crate::lua::Scripts>>,
 }
 
 /// Every route of the admin listener.
@@ -34,5 +36,6 @@ pub fn routes(cx: AdminCx) -> Routes {
     )
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
     pprof::register(&mut r, cx.profile);
+    crate::lua::register(&mut r, cx.lua);
     r
 }
