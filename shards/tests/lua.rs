@@ -74,21 +74,15 @@ fn scripts_answer_survive_runaways_and_reload() {
     c.send(
         2,
         &pb::Say {
+            room: String::new(),
             text: "hi".into(),
-            ..Default::default()
         },
     );
     let f = c.recv();
     assert_eq!(f.request_id, 2);
     expect_error(&f, error_code::INTERNAL);
     // A memory hog: the same.
-    c.send(
-        3,
-        &pb::JoinRoom {
-            room: "r".into(),
-            ..Default::default()
-        },
-    );
+    c.send(3, &pb::JoinRoom { room: "r".into() });
     expect_error(&c.recv(), error_code::INTERNAL);
     assert_eq!(
         login(&mut c, 4),
