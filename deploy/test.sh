@@ -20,6 +20,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked -q
 fi
 
+# Operations: Jenkinsfile lint, deploy script syntax, systemd-analyze for the unit test.
+deploy/ci/ops.sh
+
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
 trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true' EXIT
