@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Operations checks that are not cargo tests: the Jenkinsfile passes npm-groovy-lint (and a broken
-# copy does not, so the lint is known to bite), and the deploy scripts pass shellcheck-free bash
-# syntax checks. Installs what it needs (npm-groovy-lint into a cache dir; Java must be present:
-# Debian's default-jre-headless). Idempotent; fails loudly saying what to install.
+# copy does not, so the lint is known to bite), and the deploy scripts pass `bash -n`. Also installs
+# what the operations tests need (python3 for the webhook stub, systemd-analyze), npm-groovy-lint
+# into a cache dir, and Java for it (Debian's default-jre-headless). Idempotent; fails loudly.
 #
 #   deploy/ci/ops.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cache="${LATTICE_CI_CACHE:-/tmp/lattice-ci-cache}/npm-groovy-lint"
 
-command -v java >/dev/null || {
-  echo "ops.sh: installing Java for npm-groovy-lint (Debian default-jre-headless)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless
+apt_install() {
+  echo "ops.sh: installing $* from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@"
 }
+command -v java >/dev/null || apt_install default-jre-headless
+command -v python3 >/dev/null || apt_install python3
 command -v npm >/dev/null || { echo "ops.sh: npm missing: apt-get install nodejs npm" >&2; exit 1; }
 if [ ! -x "$cache/node_modules/.bin/npm-groovy-lint" ]; then
   echo "ops.sh: installing npm-groovy-lint into $cache"
@@ -35,8 +39,6 @@ fi
 
 echo "ops.sh: bash -n on the deploy scripts"
 for s in deploy/install.sh deploy/init-env.sh deploy/schema/*.sh; do bash -n "$s"; done
-command -v systemd-analyze >/dev/null || {
-  echo "ops.sh: installing systemd (systemd-analyze checks deploy/lattice.service)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd
-}
+# systemd-analyze checks deploy/lattice.service (shards/tests/deploy.rs).
+command -v systemd-analyze >/dev/null || apt_install systemd
 echo "ops.sh: ok"
