@@ -7,7 +7,11 @@ connection (Ping is answered by the echo component, so it passes the gate, the s
 handler), and reports (I(2N) - I(N)) / N: start-up and shutdown cancel out. Instruction counts do
 not depend on the machine's load, so two binaries can be compared on this noisy machine.
 
-    bench/callgrind_rt.py BINARY [BINARY ...] [--n 2000]
+    bench/callgrind_rt.py BINARY [BINARY ...] [--n 2000] [--toggle FUNCTION_PATTERN]
+
+With --toggle, only instructions executed inside functions matching the pattern (callgrind's
+--toggle-collect, e.g. '*ServiceInstance*handle*') are counted: the cost of one code path per
+round trip, free of the timing-dependent work of idle threads and loop passes.
 """
 import argparse
 import os
@@ -51,12 +55,13 @@ def recv_frame(s, buf):
         buf.extend(d)
 
 
-def run(binary, n, version):
+def run(binary, n, version, toggle=None):
     port = free_port()
     out = tempfile.mktemp(prefix="lattice-callgrind.")
     data = tempfile.mkdtemp(prefix="lattice-callgrind-data.")
     p = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "run",
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+         *([f"--toggle-collect={toggle}"] if toggle else []), binary, "run",
          "--net.listen", f"127.0.0.1:{port}", "--admin.listen", "", "--runtime.shards", "1",
          "--runtime.driver", "epoll", "--runtime.pin", "false", "--log.level", "warn",
          "--storage.data_dir", data],
@@ -95,11 +100,13 @@ def main():
     ap.add_argument("binaries", nargs="+")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--version", default="1.0.0-alpha")
+    ap.add_argument("--toggle", default=None)
     a = ap.parse_args()
     for b in a.binaries:
-        i1 = run(b, a.n, a.version)
-        i2 = run(b, 2 * a.n, a.version)
-        print(f"{b}: {(i2 - i1) / a.n:.0f} instructions per round trip "
+        i1 = run(b, a.n, a.version, a.toggle)
+        i2 = run(b, 2 * a.n, a.version, a.toggle)
+        scope = f" inside {a.toggle}" if a.toggle else ""
+        print(f"{b}: {(i2 - i1) / a.n:.0f} instructions per round trip{scope} "
               f"(I({a.n})={i1}, I({2 * a.n})={i2})")
         sys.stdout.flush()
 

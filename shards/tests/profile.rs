@@ -45,7 +45,8 @@ fn profile_under_load_is_a_flame_graph_of_the_shards() {
         .collect();
     let admin = l.admin;
     let profile = std::thread::spawn(move || get(admin, "/debug/pprof/profile?seconds=3"));
-    std::thread::sleep(Duration::from_millis(500));
+    // The profiler reads every module's unwind tables before sampling: wait until it samples.
+    l.wait_log("CPU profile started");
     // During the profile: metrics still answer, and a second profile is refused.
     let (st, _, m) = get(l.admin, "/metrics");
     assert_eq!(st, 200);
