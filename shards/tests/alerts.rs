@@ -259,3 +259,49 @@ fn a_crash_is_reported_by_the_next_start() {
     );
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// Runs `deploy/ci/mariadb.sh CMD alerts` (an instance of its own, so stopping it disturbs no other
+/// test); returns its stdout.
+fn mariadb(cmd: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ci/mariadb.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args([cmd, "alerts"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`deploy/ci/mariadb.sh {cmd} alerts` failed (it installs mariadb-server from Debian's packages if missing):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_storage_outage_is_alerted() {
+    mariadb("start");
+    let url = mariadb("url");
+    let stub = Stub::start("k", "storage");
+    let hook = stub.url();
+    let l = Lattice::start(&[
+        "--storage.backend",
+        "mysql",
+        "--storage.url",
+        &url,
+        "--storage.ping_interval_ms",
+        "200",
+        "--storage.flush_interval_ms",
+        "60000",
+        "--alerts.webhook",
+        &hook,
+        "--alerts.secret",
+        "k",
+        "--alerts.check_interval_ms",
+        "100",
+    ]);
+    mariadb("stop");
+    let r = stub.wait_for("storage failing");
+    assert_eq!(r["sign_ok"], true);
+    drop(l);
+}
