@@ -1,7 +1,8 @@
 //! Alerts against a local Feishu webhook stub (tests/feishu_stub.py, Python's own HMAC): signed
 //! and well-formed, raised for a handler-panic burst (once: deduplicated), a stalled shard and its
-//! recovery, and a crash of the previous run; a wrong secret is refused by the stub and counted
-//! as failed.
+//! recovery, a storage outage (MariaDB stopped mid-run) and a crash of the previous run; a wrong
+//! secret is refused by the stub and counted as failed. (The dump-file alert is covered by the
+//! watcher's unit tests: no service writes rows in this build, so nothing can be dumped.)
 
 mod common;
 
