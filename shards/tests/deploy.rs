@@ -1,7 +1,7 @@
 //! The deploy scripts, run into a scratch root: `deploy/install.sh` installs the binary, config,
 //! unit and docs, keeps an operator's changed config, refuses a bad one without installing
 //! anything; `deploy/init-env.sh` writes the sysctl and limits for 100 k connections; the unit
-//! passes `systemd-analyze verify`.
+//! passes `systemd-analyze verify`; `deploy/schema/apply.sh` applies the schema to MariaDB.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -194,5 +194,93 @@ fn the_unit_passes_systemd_analyze() {
         out.status.success() && !err.contains("lattice.service:"),
         "systemd-analyze verify: {err}"
     );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `deploy/schema/apply.sh` against the test MariaDB: prints the SQL, applies it (the migrations
+/// table exists afterwards), and refuses a single-node (SQLite) config.
+#[test]
+fn schema_apply_script_creates_the_tables_on_mariadb() {
+    let url = std::env::var("LATTICE_TEST_MYSQL_URL").expect(
+        "LATTICE_TEST_MYSQL_URL is not set: run `eval \"$(deploy/ci/mariadb.sh start)\"` (deploy/test.sh does)",
+    );
+    // mysql://user:pass@host:port[/db] → server URL and parts for the client.
+    let server = match url.rfind('/') {
+        Some(i) if i > "mysql://".len() => url[..i].to_string(),
+        _ => url.clone(),
+    };
+    let rest = server.trim_start_matches("mysql://");
+    let (cred, hostport) = rest.split_once('@').unwrap();
+    let (user, pass) = cred.split_once(':').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let db = format!("lattice_ops_apply_{}", std::process::id());
+    let root = scratch("schema");
+    let cfg = root.join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\nbackend = \"mysql\"\nurl = \"{server}\"\ndatabase = \"{db}\"\n"),
+    )
+    .unwrap();
+    let apply = |args: &[&str], cfg: &Path| {
+        Command::new("bash")
+            .arg(repo().join("deploy/schema/apply.sh"))
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .env("LATTICE_BIN", env!("CARGO_BIN_EXE_lattice"))
+            .output()
+            .unwrap()
+    };
+    let out = apply(&["--print"], &cfg);
+    assert!(out.status.success());
+    let sql = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        sql.contains("CREATE TABLE IF NOT EXISTS") && sql.contains(&db),
+        "{sql}"
+    );
+    // Twice: the statements are idempotent.
+    for _ in 0..2 {
+        let out = apply(&[], &cfg);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = ["mariadb", "mysql"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("no mariadb/mysql client: apt-get install mariadb-client");
+    let q = |sql: &str| {
+        Command::new(client)
+            .args([
+                "--protocol=TCP",
+                "-h",
+                host,
+                "-P",
+                port,
+                "-u",
+                user,
+                "-N",
+                "-e",
+                sql,
+            ])
+            .env("MYSQL_PWD", pass)
+            .output()
+            .unwrap()
+    };
+    let tables = q(&format!("SHOW TABLES IN `{db}`"));
+    assert!(
+        String::from_utf8_lossy(&tables.stdout).contains("lattice_schema_migrations"),
+        "{}",
+        String::from_utf8_lossy(&tables.stderr)
+    );
+    q(&format!("DROP DATABASE `{db}`"));
+    let sqlite = root.join("single.toml");
+    std::fs::write(&sqlite, "[storage]\nbackend = \"sqlite\"\n").unwrap();
+    let out = apply(&[], &sqlite);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a mysql:// URL"));
     std::fs::remove_dir_all(&root).unwrap();
 }
