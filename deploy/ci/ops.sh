@@ -17,6 +17,8 @@ apt_install() {
 }
 command -v java >/dev/null || apt_install default-jre-headless
 command -v python3 >/dev/null || apt_install python3
+# The HTTPS alert test makes its certificate with the openssl CLI.
+command -v openssl >/dev/null || apt_install openssl
 command -v npm >/dev/null || { echo "ops.sh: npm missing: apt-get install nodejs npm" >&2; exit 1; }
 if [ ! -x "$cache/node_modules/.bin/npm-groovy-lint" ]; then
   echo "ops.sh: installing npm-groovy-lint into $cache"

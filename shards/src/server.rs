@@ -62,9 +62,18 @@ pub fn run(cfg: Config) -> i32 {
         return exit::CONFIG;
     }
     if !alerts_cfg.webhook.is_empty() {
-        if let Err(e) = crate::alerts::feishu::parse_url(&alerts_cfg.webhook) {
-            eprintln!("lattice: {e}");
-            return exit::CONFIG;
+        match crate::alerts::feishu::parse_url(&alerts_cfg.webhook) {
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+            Ok(u) if u.tls => {
+                if let Err(e) = crate::alerts::feishu::tls_config(&alerts_cfg.ca_file) {
+                    eprintln!("lattice: {e}");
+                    return exit::CONFIG;
+                }
+            }
+            Ok(_) => {}
         }
     }
     let lua_cfg: crate::lua::LuaConfig =

@@ -1,7 +1,8 @@
 //! Alerts against a local Feishu webhook stub (tests/feishu_stub.py, Python's own HMAC): signed
 //! and well-formed, raised for a handler-panic burst (once: deduplicated), a stalled shard and its
 //! recovery, a storage outage (MariaDB stopped mid-run) and a crash of the previous run; a wrong
-//! secret is refused by the stub and counted as failed. (The dump-file alert is covered by the
+//! secret is refused by the stub and counted as failed; an HTTPS webhook is verified against
+//! `alerts.ca_file` (and refused without it). (The dump-file alert is covered by the
 //! watcher's unit tests: no service writes rows in this build, so nothing can be dumped.)
 
 mod common;
@@ -22,6 +23,11 @@ struct Stub {
 
 impl Stub {
     fn start(secret: &str, name: &str) -> Stub {
+        Stub::start_with(secret, name, &[])
+    }
+
+    /// `tls`: `[cert.pem, key.pem]` to serve HTTPS.
+    fn start_with(secret: &str, name: &str, tls: &[&Path]) -> Stub {
         let out = std::env::temp_dir().join(format!(
             "lattice-feishu-{name}-{}.jsonl",
             std::process::id()
@@ -31,6 +37,7 @@ impl Stub {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/feishu_stub.py"))
             .arg(secret)
             .arg(&out)
+            .args(tls)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 not found: install Debian's python3");
@@ -305,4 +312,95 @@ fn a_storage_outage_is_alerted() {
     let r = stub.wait_for("storage failing");
     assert_eq!(r["sign_ok"], true);
     drop(l);
+}
+
+/// A self-signed end-entity certificate for 127.0.0.1 (openssl CLI), in `dir`: (cert, key).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate: webpki refuses a CA certificate as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl not found: install Debian's openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn an_https_webhook_is_verified_against_the_ca_file() {
+    let dir = std::env::temp_dir().join(format!("lattice-alert-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let stub = Stub::start_with("k", "tls", &[&cert, &key]);
+    let url = format!("https://127.0.0.1:{}/open-apis/bot/v2/hook/tls", stub.port);
+    let l = Lattice::start(&[
+        "--alerts.webhook",
+        &url,
+        "--alerts.secret",
+        "k",
+        "--alerts.ca_file",
+        cert.to_str().unwrap(),
+        "--alerts.panics_per_minute",
+        "1",
+        "--alerts.check_interval_ms",
+        "50",
+        "--echo.fault_panic_payload",
+        "boom",
+    ]);
+    let mut c = l.connect();
+    c.send(
+        1,
+        &pb::Ping {
+            payload: b"boom".to_vec(),
+        },
+    );
+    c.recv();
+    let r = stub.wait_for("handler panics");
+    assert_eq!(r["sign_ok"], true);
+    assert_eq!(r["path"], "/open-apis/bot/v2/hook/tls");
+    wait_metric(&l, "lattice_alerts_sent_total", 1);
+    drop(l);
+
+    // The same server with the system's CAs only: its certificate is refused, nothing is sent.
+    let l = Lattice::start(&[
+        "--alerts.webhook",
+        &url,
+        "--alerts.retries",
+        "0",
+        "--alerts.panics_per_minute",
+        "1",
+        "--alerts.check_interval_ms",
+        "50",
+        "--echo.fault_panic_payload",
+        "boom",
+    ]);
+    let mut c = l.connect();
+    c.send(
+        1,
+        &pb::Ping {
+            payload: b"boom".to_vec(),
+        },
+    );
+    c.recv();
+    wait_metric(&l, "lattice_alerts_failed_total", 1);
+    assert!(l.logs().contains("webhook TLS"), "{}", l.logs());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A local stand-in for a Feishu custom-bot webhook, for shards/tests/alerts.rs.
 
-    feishu_stub.py SECRET OUT_FILE
+    feishu_stub.py SECRET OUT_FILE [CERT_PEM KEY_PEM]
 
 Binds 127.0.0.1 on a free port and prints it. For each POST it checks, with Python's own
 hmac/hashlib/base64 (an implementation independent of the server's): the JSON shape the custom
@@ -9,13 +9,14 @@ bot requires (msg_type "text", content.text), the timestamp (Unix seconds as a s
 hour of now) and the signature base64(HMAC-SHA256(key = "{timestamp}\\n{secret}", msg = "")).
 It appends one JSON line per request to OUT_FILE ({"sign_ok", "shape_ok", "text", "path"}) and
 answers like the bot: {"code": 0} when everything checks, {"code": 19021} for a bad signature,
-{"code": 9499} for a bad body. Runs until killed.
+{"code": 9499} for a bad body. With CERT_PEM and KEY_PEM it serves HTTPS. Runs until killed.
 """
 import base64
 import hashlib
 import hmac
 import http.server
 import json
+import ssl
 import sys
 import time
 
@@ -71,5 +72,9 @@ class H(http.server.BaseHTTPRequestHandler):
 
 
 srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+if len(sys.argv) > 4:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()

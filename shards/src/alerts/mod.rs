@@ -4,8 +4,8 @@
 //! shards and the storage engine publish ([`watch`]: handler-panic rate, stalled shards, storage
 //! outage, dump file written); `lattice-alerts` sends. Between them, and for any code that calls
 //! [`raise`], one bounded queue (`alerts.queue`; a full queue drops the alert and counts it). The
-//! sender deduplicates and rate-limits ([`limit`]), signs ([`feishu`]) and posts with a timeout
-//! and bounded retries. A crash cannot send from its signal handler: the next start finds the
+//! sender deduplicates and rate-limits ([`limit`]), signs ([`feishu`]) and posts (HTTPS through
+//! rustls, or HTTP) with a timeout and bounded retries. A crash cannot send from its signal handler: the next start finds the
 //! run marker the crashed process left in `storage.data_dir` and sends "previous run crashed".
 
 pub mod feishu;
@@ -34,6 +34,8 @@ pub struct AlertsConfig {
     pub webhook: String,
     /// The bot's signing secret; empty = unsigned.
     pub secret: String,
+    /// PEM bundle of the CAs trusted for an `https://` webhook.
+    pub ca_file: String,
     /// Alerts waiting to be sent.
     pub queue: usize,
     /// The same alert key is sent at most once per this many ms.
@@ -178,6 +180,11 @@ pub fn start(
         return Ok(None);
     }
     let url = feishu::parse_url(&cfg.webhook)?;
+    let tls = if url.tls {
+        Some(feishu::tls_config(&cfg.ca_file)?)
+    } else {
+        None
+    };
     let (tx, rx) = sync_channel(cfg.queue.max(1));
     let _ = QUEUE.set(tx.clone());
     if let Some(pid) = previous {
@@ -198,7 +205,7 @@ pub fn start(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("lattice-alerts".into())
-            .spawn(move || send_loop(rx, url, cfg, stop))
+            .spawn(move || send_loop(rx, url, tls, cfg, stop))
             .map_err(feishu::SendError::Io)?
     };
     let watcher = {
@@ -283,7 +290,13 @@ fn watch_loop(
 /// How long the sender keeps trying after stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn send_loop(rx: Receiver<Alert>, url: feishu::Url, cfg: AlertsConfig, stop: Arc<AtomicBool>) {
+fn send_loop(
+    rx: Receiver<Alert>,
+    url: feishu::Url,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    cfg: AlertsConfig,
+    stop: Arc<AtomicBool>,
+) {
     let mut limiter = limit::Limiter::new(cfg.dedup_ms, cfg.per_minute);
     let host = hostname();
     let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
@@ -320,7 +333,12 @@ fn send_loop(rx: Receiver<Alert>, url: feishu::Url, cfg: AlertsConfig, stop: Arc
                 break;
             }
             let ts = now_ms() / 1000;
-            match feishu::post(&url, &feishu::body(&text, ts, &cfg.secret), timeout) {
+            match feishu::post(
+                &url,
+                tls.as_ref(),
+                &feishu::body(&text, ts, &cfg.secret),
+                timeout,
+            ) {
                 Ok(()) => {
                     ok = true;
                     break;
