@@ -30,6 +30,15 @@ pub fn schema() -> Schema {
     Schema::new()
 }
 
+/// A section the server reads itself (profile, alerts, lua), or the config exit code after
+/// printing the one-line error.
+fn section<T: serde::de::DeserializeOwned>(table: &toml::Table, name: &str) -> Result<T, i32> {
+    lattice_runtime::config::typed_section(table, name).map_err(|e| {
+        eprintln!("lattice: {e}");
+        exit::CONFIG
+    })
+}
+
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
@@ -41,22 +50,14 @@ pub fn run(cfg: Config) -> i32 {
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
         lua: None,
     };
-    let profile: crate::admin::pprof::ProfileConfig =
-        match lattice_runtime::config::typed_section(&cfg.table, "profile") {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                return exit::CONFIG;
-            }
-        };
-    let alerts_cfg: crate::alerts::AlertsConfig =
-        match lattice_runtime::config::typed_section(&cfg.table, "alerts") {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                return exit::CONFIG;
-            }
-        };
+    let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let alerts_cfg: crate::alerts::AlertsConfig = match section(&cfg.table, "alerts") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     if alerts_cfg.stall_ms != 0 && alerts_cfg.stall_ms < 1500 {
         eprintln!("lattice: alerts.stall_ms: must be 0 (off) or at least 1500 (an idle shard passes every 500 ms), got {}", alerts_cfg.stall_ms);
         return exit::CONFIG;
@@ -76,14 +77,10 @@ pub fn run(cfg: Config) -> i32 {
             Ok(_) => {}
         }
     }
-    let lua_cfg: crate::lua::LuaConfig =
-        match lattice_runtime::config::typed_section(&cfg.table, "lua") {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                return exit::CONFIG;
-            }
-        };
+    let lua_cfg: crate::lua::LuaConfig = match section(&cfg.table, "lua") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let scripts = match crate::lua::Scripts::open(&lua_cfg, n) {
         Ok(s) => s,
         Err(e) => {

@@ -102,7 +102,11 @@ fn single(l: &Lattice, name: &str) -> u64 {
 fn wait_metric(l: &Lattice, name: &str, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while single(l, name) < at_least {
-        assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed below {at_least}:\n{}",
+            l.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

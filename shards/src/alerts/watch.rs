@@ -78,6 +78,11 @@ impl Watch {
     pub fn observe(&mut self, now_ms: u64, o: &Observation) -> Vec<Alert> {
         let mut out = Vec::new();
         if self.t.panics_per_minute > 0 {
+            // Counters start at zero with the process, which started just before the watcher:
+            // panics before the first look count as new.
+            if self.panics.is_empty() {
+                self.panics.push_back((now_ms, 0));
+            }
             self.panics.push_back((now_ms, o.handler_panics));
             while self
                 .panics
@@ -173,16 +178,16 @@ mod tests {
     #[test]
     fn panic_rate_counts_the_last_minute_only() {
         let mut w = Watch::new(t());
-        assert!(
-            w.observe(0, &obs(10, &[])).is_empty(),
-            "old panics are not new"
-        );
-        assert!(w.observe(1000, &obs(12, &[])).is_empty());
-        let a = w.observe(2000, &obs(13, &[]));
+        assert!(w.observe(0, &obs(0, &[])).is_empty());
+        assert!(w.observe(1000, &obs(2, &[])).is_empty());
+        let a = w.observe(2000, &obs(3, &[]));
         assert_eq!(a[0].key, "handler_panics");
         assert!(a[0].text.starts_with("3 handler panics"));
         // A minute later the burst has left the window.
-        assert!(w.observe(70_000, &obs(13, &[])).is_empty());
+        assert!(w.observe(70_000, &obs(3, &[])).is_empty());
+        // Panics before the watcher's first look (the process had just started) count.
+        let mut w = Watch::new(t());
+        assert_eq!(w.observe(5, &obs(4, &[]))[0].key, "handler_panics");
     }
 
     #[test]
