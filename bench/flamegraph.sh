@@ -16,9 +16,9 @@ if ! command -v inferno-flamegraph >/dev/null; then
   cargo install inferno --locked -q
 fi
 cargo build --release -q -p lattice-server -p lattice-bench
-target=${CARGO_TARGET_DIR:-target}/release
+target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 "$target/lattice" run --net.listen "127.0.0.1:$port" --admin.listen "" \
+taskset -c 0 "$target/lattice" run --net.listen "127.0.0.1:$port" --admin.listen "" --listeners.http "" \
   --runtime.shards 1 --log.level warn "$@" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

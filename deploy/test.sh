@@ -23,20 +23,28 @@ fi
 # Operations: Jenkinsfile lint, deploy script syntax, systemd-analyze for the unit test.
 deploy/ci/ops.sh
 
+# OpenSSL's s_client for the TLS tests (installed from Debian's packages if missing).
+deploy/ci/tls.sh
+
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
 trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop alerts >/dev/null 2>&1 || true' EXIT
 
 # Everything, with io_uring forced (fails loudly if the kernel refuses it)...
 LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast
-# ...and the whole-process tests again on epoll, and with lattice-alloc as the global allocator.
+# ...and the whole-process tests again on epoll, and with glibc's malloc as the global allocator
+# (the default is lattice-alloc).
 LATTICE_RUNTIME__DRIVER=epoll cargo nextest run -p lattice-runtime -p lattice-server --no-fail-fast
-cargo nextest run -p lattice-server --no-default-features --features alloc-lattice --no-fail-fast
+cargo nextest run -p lattice-server --no-default-features --features alloc-system --no-fail-fast
 
 # lattice-alloc: 10 M-operation release stress test and the loom model of the remote-free lanes.
 deploy/ci/alloc.sh
 deploy/ci/mesh.sh
 
-# TypeScript client: golden vectors, scripted transport, tsc --noEmit.
+# TypeScript client: golden vectors, scripted transport, tsc --noEmit, the embedded demo bundle.
 deploy/ci/ts.sh
+# Real clients over WebSocket (Chromium + Python websockets, Node mini-game adapter) and the
+# Autobahn conformance suite (sections 1-7, 10, 12-13).
+deploy/ci/clients.sh
+deploy/ci/autobahn.sh check
 echo "test.sh: all tests passed"

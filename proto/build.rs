@@ -86,7 +86,7 @@ fn main() {
         fail(&[format!("no .proto files under {}", proto_root.display())]);
     }
     let Loaded {
-        compiler,
+        mut compiler,
         decls,
         msgs,
         enums,
@@ -139,6 +139,14 @@ fn main() {
         .unwrap_or_else(|e| fail(&[format!("prost-build: {e}")]));
 
     write(&out.join("registry.rs"), &registry_rs(&msgs));
+    // The descriptors themselves, with their imports (options.proto needs descriptor.proto), for
+    // mapping messages to and from JSON at run time (HTTP RPC).
+    compiler.include_imports(true);
+    std::fs::write(
+        out.join("descriptors.bin"),
+        prost_reflect::prost::Message::encode_to_vec(&compiler.file_descriptor_set()),
+    )
+    .unwrap_or_else(|e| fail(&[format!("descriptors.bin: {e}")]));
 
     let ts_dir = out.join("ts");
     std::fs::create_dir_all(&ts_dir)

@@ -465,7 +465,10 @@ impl Heap {
         }
     }
 
-    #[inline]
+    /// Kept out of line so that the own-block path of `free_small` (inlined into every
+    /// `dealloc`) needs no saved registers. The common case — append to the owner's pending
+    /// node — is a handful of instructions; starting and sending a node are out of line too.
+    #[inline(never)]
     unsafe fn free_remote(
         &self,
         l: &mut HeapLocal,
@@ -478,41 +481,55 @@ impl Heap {
         // estimate for the batch byte bound.
         let owner = unsafe { (*seg).owner } as usize;
         let size = size_hint.clamp(16, u32::MAX as usize) as u32;
-        let mut node = l.pending[owner].node;
+        let pd = &mut l.pending[owner];
+        let node = pd.node;
         if node.is_null() {
-            // SAFETY: we own the heap; the node is a block of our own (class 512 B).
-            node = unsafe { self.alloc_in(l, node_class()) } as *mut Node;
-            if node.is_null() {
-                // out of memory for a node: send the block alone
-                // SAFETY: we own the heap; p is a dead block of `owner`.
-                unsafe { self.send_value(l, p as usize | TAG_SINGLE) };
-                return;
-            }
-            // SAFETY: fresh node of ours.
-            unsafe {
-                (*node).link = 0;
-                (*node).count = 0;
-                (*node).owner = owner as u32;
-            }
-            l.pending[owner] = Pending { node, bytes: 0 };
-            l.pending_mask[owner / 64] |= 1u64 << (owner % 64);
+            // SAFETY: we own the heap; p is a dead block of `owner`.
+            return unsafe { self.start_batch(l, owner, p, size) };
         }
         // SAFETY: the pending node is ours and not full (it is sent when it fills).
-        unsafe {
+        let full = unsafe {
             let n = (*node).count as usize;
             (*node).ptrs[n] = p;
             (*node).count = n as u32 + 1;
-        }
-        let pd = &mut l.pending[owner];
+            n + 1 >= NODE_PTRS
+        };
         pd.bytes = pd.bytes.saturating_add(size);
-        // SAFETY: node is ours.
-        if pd.bytes >= BATCH_BYTES || unsafe { (*node).count } as usize >= NODE_PTRS {
+        if full || pd.bytes >= BATCH_BYTES {
+            // SAFETY: we own the heap.
+            unsafe { self.send(l, owner) };
+        }
+    }
+
+    /// First remote free towards `owner` since its last batch went: a new node holding `p`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn start_batch(&self, l: &mut HeapLocal, owner: usize, p: *mut u8, size: u32) {
+        // SAFETY: we own the heap; the node is a block of our own (class 512 B).
+        let node = unsafe { self.alloc_in(l, node_class()) } as *mut Node;
+        if node.is_null() {
+            // out of memory for a node: send the block alone
+            // SAFETY: we own the heap; p is a dead block of `owner`.
+            unsafe { self.send_value(l, p as usize | TAG_SINGLE) };
+            return;
+        }
+        // SAFETY: fresh node of ours.
+        unsafe {
+            (*node).link = 0;
+            (*node).count = 1;
+            (*node).owner = owner as u32;
+            (*node).ptrs[0] = p;
+        }
+        l.pending[owner] = Pending { node, bytes: size };
+        l.pending_mask[owner / 64] |= 1u64 << (owner % 64);
+        if size >= BATCH_BYTES {
             // SAFETY: we own the heap.
             unsafe { self.send(l, owner) };
         }
     }
 
     /// Sends the pending node for `owner`.
+    #[inline(never)]
     unsafe fn send(&self, l: &mut HeapLocal, owner: usize) {
         let pd = l.pending[owner];
         if pd.node.is_null() {

@@ -121,6 +121,13 @@ mod api {
             (s <= self.large_threshold).then_some(s)
         }
 
+        /// Every case of `alloc` outside its fast path (large, aligned above 8, no heap yet).
+        #[inline(never)]
+        unsafe fn alloc_general(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: forwarded contract.
+            unsafe { self.alloc_inner(layout).0 }
+        }
+
         #[inline]
         unsafe fn alloc_inner(&self, layout: Layout) -> (*mut u8, bool) {
             if let Some(s) = self.slab_size(layout) {
@@ -160,8 +167,18 @@ mod api {
     unsafe impl GlobalAlloc for LatticeAlloc {
         #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // Fast path: alignment ≤ 8 (every class size is a multiple of 8, so every slab
+            // block is 8-aligned) and a size under the threshold, on a thread with its own
+            // heap. No closure and no tuple, so nothing is spilled on the way.
+            if layout.align() <= 8 && layout.size() <= self.large_threshold {
+                let h = crate::thread::current_heap();
+                if !h.is_null() {
+                    // SAFETY: the thread owns its heap; class_of's argument is ≤ MAX_SMALL.
+                    return unsafe { (*h).alloc_small(class_of(layout.size())) };
+                }
+            }
             // SAFETY: forwarded contract.
-            unsafe { self.alloc_inner(layout).0 }
+            unsafe { self.alloc_general(layout) }
         }
 
         #[inline]
@@ -182,13 +199,17 @@ mod api {
                 return;
             }
             let seg = segment_of(p);
-            // SAFETY: p is a live block of ours (caller contract), so its header is readable.
+            // SAFETY: p is a live block of ours (caller contract), so its header is readable;
+            // the thread owns its heap.
             unsafe {
-                if (*seg).kind == KIND_LARGE {
-                    crate::thread::with_heap(|h| crate::large::free(h, p));
-                } else {
-                    crate::thread::with_heap(|h| h.free_small(p, seg, layout.size()));
+                if (*seg).kind != KIND_LARGE {
+                    let h = crate::thread::current_heap();
+                    if !h.is_null() {
+                        (*h).free_small(p, seg, layout.size());
+                        return;
+                    }
                 }
+                dealloc_general(p, seg, layout.size());
             }
         }
 
@@ -221,6 +242,24 @@ mod api {
                     self.dealloc(p, layout);
                 }
                 q
+            }
+        }
+    }
+
+    /// Every case of `dealloc` outside its fast path: large blocks, and threads without their own
+    /// heap (before the first allocation, after TLS teardown, or beyond [`MAX_HEAPS`]).
+    ///
+    /// # Safety
+    /// `p` is a live block of this allocator in `seg`; `size` is its layout size.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_general(p: *mut u8, seg: *mut crate::segment::Segment, size: usize) {
+        // SAFETY: forwarded contract; with_heap gives us exclusive use of the heap.
+        unsafe {
+            if (*seg).kind == KIND_LARGE {
+                crate::thread::with_heap(|h| crate::large::free(h, p));
+            } else {
+                crate::thread::with_heap(|h| h.free_small(p, seg, size));
             }
         }
     }

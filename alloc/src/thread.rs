@@ -92,6 +92,7 @@ fn with_heap_slow<R>(f: impl FnOnce(&Heap) -> R) -> R {
 }
 
 /// Id of the calling thread's own heap, if it has one yet.
+#[inline]
 pub(crate) fn current_heap() -> *const Heap {
     CUR.with(|c| c.get())
 }

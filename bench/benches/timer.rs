@@ -1,7 +1,9 @@
 //! Timer benchmarks: `lattice_runtime::time::TimerWheel` against `std::collections::BinaryHeap`,
 //! `tokio_util::time::DelayQueue` and `hierarchical_hash_wheel_timer` (cancellable quad wheel).
 //!
-//! Run: `cargo bench -p lattice-bench --bench timer -- [--reps N] [--only NAME] [--no-mem]`
+//! Run: `cargo bench -p lattice-bench --bench timer -- [--reps N] [--only NAME] [--impl NAME]
+//! [--no-mem]` (`--impl lattice|binary_heap|delay_queue|hhwt` runs one implementation, for
+//! `bench/timer_callgrind.sh`).
 //!
 //! Every scenario runs every implementation once per repetition, in a rotated order, so the
 //! implementations share the machine's noise; the table gives the median ns/op per
@@ -74,7 +76,7 @@ fn wheel_cfg() -> WheelConfig {
         max_timers: 1 << 24,
         max_fire_per_pass: u32::MAX,
         max_cascade_per_pass: u32::MAX,
-        preallocate: 0,
+        ..WheelConfig::default()
     }
 }
 
@@ -95,6 +97,72 @@ fn hh_entry(id: u64, ms: u64) -> IdOnlyTimerEntry<u64> {
 
 // ---------------------------------------------------------------- scenarios
 
+// The timed Lattice loops live in functions of their own so that `bench/timer_callgrind.sh` can
+// count exactly their instructions and cache misses (`callgrind --toggle-collect`).
+
+#[inline(never)]
+fn lattice_insert_loop(w: &mut TimerWheel<u64>, ds: &[u64]) {
+    for (i, d) in ds.iter().enumerate() {
+        black_box(w.insert(*d, i as u64).ok());
+    }
+}
+
+#[inline(never)]
+fn lattice_cancel_loop(w: &mut TimerWheel<u64>, handles: &[TimerHandle]) {
+    for h in handles {
+        black_box(w.cancel(*h));
+    }
+}
+
+#[inline(never)]
+fn lattice_cancel_lookup_loop(w: &mut TimerWheel<u64>, hs: &[TimerHandle], order: &[usize]) {
+    for &i in order {
+        black_box(w.cancel(hs[i]));
+    }
+}
+
+#[inline(never)]
+fn lattice_remove_loop(w: &mut TimerWheel<u64>, handles: &[TimerHandle]) -> u64 {
+    let mut acc = 0u64;
+    for h in handles {
+        acc = acc.wrapping_add(w.remove(*h).unwrap_or(0));
+    }
+    acc
+}
+
+#[inline(never)]
+fn lattice_churn_loop(
+    w: &mut TimerWheel<u64>,
+    ds: &[u64],
+    kill: &[bool],
+    hs: &mut Vec<TimerHandle>,
+    window: usize,
+) {
+    let n = ds.len();
+    for i in 0..n {
+        if let Ok(h) = w.insert(ds[i], i as u64) {
+            hs.push(h);
+        }
+        if i >= window && kill[i - window] {
+            black_box(w.cancel(hs[i - window]));
+        }
+    }
+    for i in n.saturating_sub(window)..n {
+        if kill[i] {
+            black_box(w.cancel(hs[i]));
+        }
+    }
+}
+
+#[inline(never)]
+fn lattice_expire_loop(w: &mut TimerWheel<u64>, ticks: u64) -> u64 {
+    let mut acc = 0u64;
+    for now in 1..=ticks {
+        w.advance(now, |e| acc = acc.wrapping_add(e.item));
+    }
+    acc
+}
+
 /// Insert `n` timers with deadlines uniform in 1 ms .. 10 min into an empty structure.
 fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
     let ds = deadlines(n, 1, 600_000, 1);
@@ -102,9 +170,7 @@ fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
         LATTICE => {
             let mut w = new_wheel();
             let t = Instant::now();
-            for (i, d) in ds.iter().enumerate() {
-                black_box(w.insert(*d, i as u64).ok());
-            }
+            lattice_insert_loop(&mut w, &ds);
             ns_per(t, n)
         }
         HEAP => {
@@ -141,8 +207,23 @@ fn insert(imp: usize, n: usize, rt: &Runtime) -> f64 {
     }
 }
 
-/// Cancel all of `n` pending timers in random order (inserting is not timed).
-fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
+/// How the `cancel` scenarios reach their timers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CancelMode {
+    /// Handles (DelayQueue keys) are read in the cancel order from an array permuted beforehand,
+    /// as a caller that holds each handle in the object it is working on: what is timed is the
+    /// structure's own work. Lattice `cancel`, DelayQueue `try_remove`.
+    Cancel,
+    /// As before this scenario was split: the handle is read at a random index of an 8 MB
+    /// array, one more cache miss per cancel that belongs to the harness.
+    HandleArray,
+    /// Like `Cancel`, but Lattice hands the value back (`remove`), as DelayQueue does.
+    Remove,
+}
+
+/// Cancel all of `n` pending timers in random order (inserting is not timed). The binary heap
+/// sets a flag at the timer's index (its lazy cancel); hhwt cancels by id (a hash-map removal).
+fn cancel_with(mode: CancelMode, imp: usize, n: usize, rt: &Runtime) -> f64 {
     let ds = deadlines(n, 1, 600_000, 2);
     let order = permutation(n, 3);
     match imp {
@@ -153,9 +234,14 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 .enumerate()
                 .filter_map(|(i, d)| w.insert(*d, i as u64).ok())
                 .collect();
+            let in_order: Vec<TimerHandle> = order.iter().map(|&i| hs[i]).collect();
             let t = Instant::now();
-            for &i in &order {
-                black_box(w.cancel(hs[i]));
+            match mode {
+                CancelMode::Cancel => lattice_cancel_loop(&mut w, &in_order),
+                CancelMode::HandleArray => lattice_cancel_lookup_loop(&mut w, &hs, &order),
+                CancelMode::Remove => {
+                    black_box(lattice_remove_loop(&mut w, &in_order));
+                }
             }
             ns_per(t, n)
         }
@@ -181,9 +267,17 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 .enumerate()
                 .map(|(i, d)| q.insert_at(i as u64, base + Duration::from_millis(*d)))
                 .collect();
+            if mode == CancelMode::HandleArray {
+                let t = Instant::now();
+                for &i in &order {
+                    black_box(q.try_remove(&keys[i]));
+                }
+                return ns_per(t, n);
+            }
+            let in_order: Vec<_> = order.iter().map(|&i| keys[i]).collect();
             let t = Instant::now();
-            for &i in &order {
-                black_box(q.try_remove(&keys[i]));
+            for k in &in_order {
+                black_box(q.try_remove(k));
             }
             ns_per(t, n)
         }),
@@ -201,6 +295,18 @@ fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
     }
 }
 
+fn cancel(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::Cancel, imp, n, rt)
+}
+
+fn cancel_handle_array(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::HandleArray, imp, n, rt)
+}
+
+fn remove(imp: usize, n: usize, rt: &Runtime) -> f64 {
+    cancel_with(CancelMode::Remove, imp, n, rt)
+}
+
 /// Heartbeat-like churn: insert `n` timers; 90 % of them are cancelled 1024 inserts later
 /// (well before expiry). ns per inserted timer (insert + 0.9 cancel).
 fn insert_cancel_90(imp: usize, n: usize, rt: &Runtime) -> f64 {
@@ -213,19 +319,7 @@ fn insert_cancel_90(imp: usize, n: usize, rt: &Runtime) -> f64 {
             let mut w = new_wheel();
             let mut hs: Vec<TimerHandle> = Vec::with_capacity(n);
             let t = Instant::now();
-            for i in 0..n {
-                if let Ok(h) = w.insert(ds[i], i as u64) {
-                    hs.push(h);
-                }
-                if i >= WINDOW && kill[i - WINDOW] {
-                    black_box(w.cancel(hs[i - WINDOW]));
-                }
-            }
-            for i in n.saturating_sub(WINDOW)..n {
-                if kill[i] {
-                    black_box(w.cancel(hs[i]));
-                }
-            }
+            lattice_churn_loop(&mut w, &ds, &kill, &mut hs, WINDOW);
             ns_per(t, n)
         }
         HEAP => {
@@ -300,9 +394,7 @@ fn expire_bulk(imp: usize, n: usize, rt: &Runtime) -> f64 {
                 let _ = w.insert(*d, i as u64);
             }
             let t = Instant::now();
-            for now in 1..=100 {
-                w.advance(now, |e| acc = acc.wrapping_add(e.item));
-            }
+            acc = lattice_expire_loop(&mut w, 100);
             ns_per(t, n)
         }
         HEAP => {
@@ -641,6 +733,7 @@ fn main() {
     }
     let mut reps = 7usize;
     let mut only: Option<String> = None;
+    let mut only_impl: Option<usize> = None;
     let mut mem = true;
     // `cargo bench` passes `--bench`; anything else (`cargo test --all-targets`) gets a quick
     // smoke run with small sizes so a debug build does not spend minutes here.
@@ -656,6 +749,16 @@ fn main() {
                 only = args.get(i + 1).cloned();
                 i += 1;
             }
+            "--impl" => {
+                only_impl = args
+                    .get(i + 1)
+                    .and_then(|name| IMPLS.iter().position(|x| x == name));
+                if only_impl.is_none() {
+                    eprintln!("--impl takes one of {IMPLS:?}");
+                    std::process::exit(2);
+                }
+                i += 1;
+            }
             "--no-mem" => mem = false,
             _ => {} // `cargo bench` passes `--bench`
         }
@@ -667,7 +770,7 @@ fn main() {
         .expect("tokio runtime");
     assert_eq!(IMPLS[HHWT], "hhwt");
 
-    let scenarios: [(&str, usize, Scenario, &str); 9] = [
+    let scenarios: [(&str, usize, Scenario, &str); 11] = [
         ("timer/insert/1k", 1_000, insert, "ns/insert"),
         ("timer/insert/100k", 100_000, insert, "ns/insert"),
         ("timer/insert/1M", 1_000_000, insert, "ns/insert"),
@@ -682,6 +785,18 @@ fn main() {
             1_000_000,
             cancel,
             "ns/cancel (random order)",
+        ),
+        (
+            "timer/cancel_handle_array/1M",
+            1_000_000,
+            cancel_handle_array,
+            "ns/cancel (random order, handle read from an 8 MB array)",
+        ),
+        (
+            "timer/remove/1M",
+            1_000_000,
+            remove,
+            "ns/cancel returning the value (random order)",
         ),
         (
             "timer/insert_cancel_90",
@@ -717,6 +832,10 @@ fn main() {
         for rep in 0..reps {
             for k in 0..IMPLS.len() {
                 let imp = (k + rep) % IMPLS.len();
+                if only_impl.is_some_and(|o| o != imp) {
+                    res[imp].push(f64::NAN);
+                    continue;
+                }
                 let mut v: Vec<f64> = (0..inner).map(|_| f(imp, n, &rt)).collect();
                 res[imp].push(median(&mut v));
             }
@@ -737,6 +856,9 @@ fn main() {
         let spread: Vec<String> = res
             .iter()
             .map(|v| {
+                if v.iter().all(|x| x.is_nan()) {
+                    return "—".to_string();
+                }
                 let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().cloned().fold(0.0, f64::max);
                 format!("{lo:.1}–{hi:.1}")

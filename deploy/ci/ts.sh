@@ -37,6 +37,16 @@ echo "ts.sh: tsc --noEmit (client + example as a browser bundle: DOM, ESM, no No
 npx --no-install tsc -p tsconfig.browser.json
 echo "ts.sh: tsc --noEmit (client + example as a mini-game: no DOM, no Node typings, CommonJS)"
 npx --no-install tsc -p tsconfig.minigame.json
+echo "ts.sh: the demo bundle the server embeds (shards/src/http/demo/lattice.js) is the one esbuild builds now"
+bundle="$root/shards/src/http/demo/lattice.js"
+committed="$(mktemp)"
+cp "$bundle" "$committed"
+npm run -s bundle >/dev/null 2>&1 || { cp "$committed" "$bundle"; echo "ts.sh: npm run bundle failed" >&2; exit 1; }
+if ! cmp -s "$committed" "$bundle"; then
+  echo "ts.sh: shards/src/http/demo/lattice.js is stale: run \`npm run bundle\` in proto/ts-test and commit it" >&2
+  exit 1
+fi
+rm -f "$committed"
 echo "ts.sh: node tests"
 rm -rf build
 npm test

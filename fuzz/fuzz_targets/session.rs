@@ -130,6 +130,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                         assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
                     }
                     Err(SendError::Closing) => {}
+                    Err(SendError::NoChannel) => panic!("a binary session carries every frame"),
                 }
             }
             // The socket takes part of what is queued.

@@ -32,6 +32,11 @@ pub mod pb {
 
 include!(concat!(env!("OUT_DIR"), "/registry.rs"));
 
+/// The encoded `google.protobuf.FileDescriptorSet` of every `.proto` file (with imports), for
+/// code that maps messages by their descriptors (e.g. to and from JSON), such as the server's
+/// HTTP RPC route.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 /// Name and flags of one opcode, from the message's options in its `.proto` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpcodeInfo {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use lattice_runtime::{ShardApp, ShardCx};
 use lattice_storage::StorageHandle;
 use lattice_wire::compress::{BodyCompressor, CompressConfig};
-use lattice_wire::{CloseReason, Frame, SessionId};
+use lattice_wire::http::Request;
+use lattice_wire::{CloseReason, Frame, RpcReply, SessionId};
 
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
+use crate::http::HttpRoutes;
 use crate::metrics::AppMetrics;
 use crate::service::registry::BuildError;
 use crate::service::timers::TimerTable;
@@ -29,12 +31,15 @@ pub struct AppSettings {
     pub metrics: Arc<Vec<AppMetrics>>,
     /// Lua scripts, when `lua.dir` is set.
     pub lua: Option<Arc<crate::lua::Scripts>>,
+    /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
+    pub rpc_timeout: std::time::Duration,
 }
 
 /// One shard's application.
 pub struct App {
     gate: Gate,
     host: ServiceHost,
+    http: HttpRoutes,
 }
 
 impl App {
@@ -54,6 +59,7 @@ impl App {
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
             host,
+            http: HttpRoutes::new(s.rpc_timeout),
         })
     }
 }
@@ -71,6 +77,14 @@ impl ShardApp for App {
         {
             self.host.request(cx, session, frame.header, info, msg);
         }
+    }
+
+    fn on_http(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, req: Request) {
+        self.http.request(cx, &mut self.host, session, req);
+    }
+
+    fn on_rpc_reply(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, reply: RpcReply) {
+        self.http.reply(cx, self.host.encoder(), session, reply);
     }
 
     fn on_message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {

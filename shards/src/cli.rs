@@ -84,6 +84,16 @@ pub enum Tool {
         /// A version to convert instead of this build's.
         version: Option<String>,
     },
+    /// Write a self-signed development certificate and key (DIR/cert.pem, DIR/key.pem) for
+    /// localhost, 127.0.0.1 and ::1; use them with --tls.cert and --tls.key.
+    GenCert {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Where configuration comes from.

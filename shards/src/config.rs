@@ -7,8 +7,11 @@
 //! component adds its section by declaring it, without editing anything here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
+use lattice_runtime::net::listener::{listener_specs, HttpConfig, ListenerSpec, ListenersConfig};
+use lattice_runtime::net::tls::{TlsConfig, TlsSource};
 use lattice_runtime::net::NetConfig;
 use lattice_runtime::telemetry::log::LogConfig;
 use lattice_runtime::{RuntimeConfig, ShutdownConfig};
@@ -69,6 +72,17 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[tls]`.
+    pub tls: TlsConfig,
+    /// The certificate and key named by `[tls]`, read and checked at load (so a bad file is a
+    /// configuration error); `None` when TLS is off.
+    pub tls_source: Option<Arc<TlsSource>>,
+    /// `[listeners]`.
+    pub listeners: ListenersConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// The listeners the shards serve (from `net.listen`, `[listeners]`, `[http]` and `[tls]`).
+    pub listener_specs: Vec<ListenerSpec>,
     /// The merged table.
     pub table: toml::Table,
 }
@@ -95,9 +109,29 @@ impl Config {
             admin: typed_section(&table, "admin")?,
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
+            tls: typed_section(&table, "tls")?,
+            tls_source: None,
+            listeners: typed_section(&table, "listeners")?,
+            http: typed_section(&table, "http")?,
+            listener_specs: Vec::new(),
             table,
         };
+        let mut cfg = cfg;
+        cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http, &cfg.tls)
+            .map_err(|e| ConfigError::BadValue {
+                key: e.key,
+                problem: e.problem,
+                origin: "merged configuration".into(),
+            })?;
         cfg.validate()?;
+        if cfg.tls.enabled() {
+            let source = cfg.tls.load().map_err(|e| ConfigError::BadValue {
+                key: e.key().into(),
+                problem: e.to_string(),
+                origin: "merged configuration".into(),
+            })?;
+            cfg.tls_source = Some(Arc::new(source));
+        }
         Ok(cfg)
     }
 
@@ -136,6 +170,14 @@ impl Config {
         }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
+        }
+        if self.tls.enabled() {
+            if self.tls.cert.is_empty() {
+                return Err(bad("tls.cert", "tls.key is set: give the certificate too"));
+            }
+            if self.tls.key.is_empty() {
+                return Err(bad("tls.key", "tls.cert is set: give the private key too"));
+            }
         }
         Ok(())
     }
@@ -185,6 +227,48 @@ mod tests {
         let c = Config::load(None, vec![], vec![]).unwrap();
         let d = StorageConfig::default();
         assert_eq!(format!("{:?}", c.storage), format!("{d:?}"));
+    }
+
+    #[test]
+    fn listeners_default_and_extra_ones_are_checked() {
+        let c = Config::load(None, vec![], vec![]).unwrap();
+        let l: Vec<(&str, &str)> = c
+            .listener_specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.addr.as_str()))
+            .collect();
+        assert_eq!(l, [("binary", "0.0.0.0:7100"), ("http", "0.0.0.0:7102")]);
+        assert_eq!(c.admin.listen, "127.0.0.1:7101");
+        assert_eq!(c.listeners.backlog, 4096);
+        let c = Config::load(
+            None,
+            vec![],
+            vec![(
+                "listeners.extra".into(),
+                r#"[{ addr = "127.0.0.1:7200", stack = "binary", session = "internal" }]"#.into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.listener_specs.len(), 3);
+        for (extra, needle) in [
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "http", session = "internal" }]"#,
+                "cannot use stack",
+            ),
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "binary", session = "client", tls = true }]"#,
+                "TLS",
+            ),
+            (
+                r#"[{ addr = "127.0.0.1:1", stack = "quic", session = "client" }]"#,
+                "quic",
+            ),
+        ] {
+            let e = Config::load(None, vec![], vec![("listeners.extra".into(), extra.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("listeners.extra") && e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -63,7 +63,11 @@ impl Gate {
         frame: Frame<'_>,
     ) -> Checked {
         let h = frame.header;
-        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        let (ready, may_internal) = cx
+            .with_session(session, |s| {
+                (s.is_ready(), s.session_type().may_send_internal())
+            })
+            .unwrap_or((false, false));
         if !ready && h.opcode != opcode::HELLO {
             AppMetrics::add(&self.m().not_hello_total, 1);
             tracing::debug!(%session, opcode = h.opcode, "first frame is not Hello");
@@ -91,7 +95,7 @@ impl Gate {
             );
             return Checked::Done;
         };
-        if info.no_client {
+        if info.no_client && !may_internal {
             AppMetrics::add(&self.m().rejected_internal_total, 1);
             let now_ms = self.born.elapsed().as_millis() as u64;
             let (verdict, summary) = self.warns.check("server_internal_message", now_ms);

@@ -7,7 +7,8 @@
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
 //! - [`logic`]: the logic service and its demo components (echo, chat);
 //! - [`admin`]: the admin listener's routes;
-//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`].
+//! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod config;
 pub mod crash;
 pub mod gate;
 pub mod host;
+pub mod http;
 pub mod logic;
 pub mod lua;
 pub mod metrics;

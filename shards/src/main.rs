@@ -79,6 +79,22 @@ fn main() {
                 Err(e) => fail(exit::CONFIG, e),
             }
         }
+        Command::Tool(Tool::GenCert { out, force }) => {
+            match lattice_server::tools::gen_cert::run(&out, force) {
+                Ok(w) => {
+                    println!(
+                        "wrote {} and {} (self-signed, for {}); run with --tls.cert {} --tls.key {}",
+                        w.cert.display(),
+                        w.key.display(),
+                        lattice_server::tools::gen_cert::NAMES.join(", "),
+                        w.cert.display(),
+                        w.key.display()
+                    );
+                    exit::OK
+                }
+                Err(e) => fail(exit::FAILURE, e),
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

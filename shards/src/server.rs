@@ -1,10 +1,11 @@
 //! `lattice run`: load config, start the shards, the admin listener and the signal watch; on
-//! SIGTERM/SIGINT drain and stop.
+//! SIGTERM/SIGINT drain and stop; on SIGHUP reload the TLS certificate and key.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lattice_runtime::net::tls::{TlsServing, TlsSource};
 use lattice_runtime::telemetry::admin::AdminServer;
 use lattice_runtime::Server;
 use lattice_storage::{Schema, Storage};
@@ -39,6 +40,32 @@ fn section<T: serde::de::DeserializeOwned>(table: &toml::Table, name: &str) -> R
     })
 }
 
+/// Reloads the TLS certificate and key (`why`: what asked for it) and logs the outcome. New
+/// handshakes use the new certificate; live sessions go on with theirs.
+pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
+    match tls {
+        None => tracing::warn!(
+            by = why,
+            "tls: nothing to reload (tls.cert and tls.key are not set)"
+        ),
+        Some(source) => match source.reload() {
+            Ok(l) => tracing::info!(
+                by = why,
+                generation = l.generation,
+                certificates = l.chain_len,
+                cert = %source.cert_path().display(),
+                "tls: certificate reloaded; new handshakes use it, live sessions keep theirs"
+            ),
+            Err(e) => tracing::error!(
+                by = why,
+                key = e.key(),
+                error = %e,
+                "tls: reload failed; the previous certificate stays in use"
+            ),
+        },
+    }
+}
+
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
@@ -49,6 +76,7 @@ pub fn run(cfg: Config) -> i32 {
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
         lua: None,
+        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
     let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
         Ok(s) => s,
@@ -102,6 +130,8 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         return exit::CONFIG;
     }
+    // Read and checked when the configuration was loaded (a bad file is a config error).
+    let tls = cfg.tls_source.clone();
     // Storage first: its journal and dump file are replayed before any client is accepted.
     let storage = match Storage::open(cfg.storage.clone(), schema()) {
         Ok(s) => s,
@@ -121,17 +151,32 @@ pub fn run(cfg: Config) -> i32 {
     let app_metrics = settings.metrics.clone();
     let watch_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
             eprintln!("lattice: cannot install signal handler: {e}");
             return exit::FAILURE;
         }
     }
     // Before the shards start, so no request goes uncounted.
     let opcodes = crate::host::opcode_metrics::init(n);
-    let mut server = match Server::start(&cfg.runtime, &cfg.net, &cfg.shutdown, move |shard| {
-        App::new(&settings, shard, n).expect("services were validated before start")
-    }) {
+    let tls_serving = tls.as_ref().map(|source| TlsServing {
+        source: source.clone(),
+        settings: cfg.tls.settings(),
+    });
+    let mut server = match Server::start_listeners(
+        &cfg.runtime,
+        &cfg.net,
+        &cfg.listener_specs,
+        cfg.listeners.backlog,
+        tls_serving,
+        &cfg.shutdown,
+        move |shard| App::new(&settings, shard, n).expect("services were validated before start"),
+    ) {
         Ok(s) => {
             s.metrics()
                 .add_renderer(move |w| AppMetrics::render(&app_metrics, w));
@@ -165,6 +210,7 @@ pub fn run(cfg: Config) -> i32 {
             metrics: server.metrics(),
             profile,
             lua: scripts.clone(),
+            tls: tls.clone(),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
@@ -203,6 +249,9 @@ pub fn run(cfg: Config) -> i32 {
         if stop.load(Ordering::SeqCst) {
             tracing::info!("shutdown requested by signal");
             break;
+        }
+        if hup.swap(false, Ordering::SeqCst) {
+            reload_tls(tls.as_deref(), "SIGHUP");
         }
         if server.any_shard_finished() {
             tracing::error!("a shard stopped unexpectedly; shutting down");

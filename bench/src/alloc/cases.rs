@@ -38,6 +38,55 @@ fn backoff(spins: &mut u32) {
     }
 }
 
+/// The first two CPUs this process may run on, if it may run on two.
+pub fn two_cpus() -> Option<(usize, usize)> {
+    // SAFETY: cpu_set_t is plain data; the kernel fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let mut it = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set));
+        Some((it.next()?, it.next()?))
+    }
+}
+
+/// The calling thread's CPU mask before [`pin`]; restored on drop.
+pub struct Pinned(Option<libc::cpu_set_t>);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restores a mask the kernel gave us.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu` until the returned guard drops. The cross-thread cases put
+/// their two threads on two different CPUs: left to the scheduler, the two sometimes share one
+/// CPU and take turns, and the case then measures a hand-off inside one core's cache (≈ 8 ns per
+/// `xfree_pingpong` message here instead of ≈ 65). Does nothing if the kernel refuses.
+pub fn pin(cpu: Option<usize>) -> Pinned {
+    let Some(cpu) = cpu else {
+        return Pinned(None);
+    };
+    // SAFETY: cpu_set_t is plain data, filled by the kernel or by CPU_SET.
+    unsafe {
+        let n = std::mem::size_of::<libc::cpu_set_t>();
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, n, &mut old) != 0 {
+            return Pinned(None);
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        if libc::sched_setaffinity(0, n, &one) != 0 {
+            return Pinned(None);
+        }
+        Pinned(Some(old))
+    }
+}
+
 #[inline]
 pub fn lay(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -151,7 +200,9 @@ pub fn xfree_spsc(al: Alloc, mode: usize, s: &Scale) -> f64 {
     let ring = Arc::new(Ring::new());
     let bar = Arc::new(Barrier::new(2));
     let (r2, b2) = (ring.clone(), bar.clone());
+    let cpus = two_cpus();
     let consumer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         b2.wait();
         let mut got = 0;
         let mut sp = 0;
@@ -169,6 +220,7 @@ pub fn xfree_spsc(al: Alloc, mode: usize, s: &Scale) -> f64 {
         }
     });
     let mut r = Rng(3);
+    let _pin = pin(cpus.map(|c| c.0));
     bar.wait();
     let t = Instant::now();
     for _ in 0..n {
@@ -185,9 +237,68 @@ pub fn xfree_spsc(al: Alloc, mode: usize, s: &Scale) -> f64 {
     ns_per(t, n)
 }
 
+/// Where `pingpong` gets the block it sends and what it does with a block it receives.
+trait Blocks: Send + 'static {
+    fn get(&mut self) -> *mut u8;
+    fn put(&mut self, p: *mut u8);
+}
+
+/// Through the allocator: a fresh 64 B block per message, each received block freed.
+struct ViaAlloc(Alloc);
+impl Blocks for ViaAlloc {
+    #[inline]
+    fn get(&mut self) -> *mut u8 {
+        a(self.0, 64)
+    }
+    #[inline]
+    fn put(&mut self, p: *mut u8) {
+        f(self.0, p, 64)
+    }
+}
+
+/// No allocator at all: each side cycles through 4096 blocks of its own (first byte written,
+/// like `a`), and a received block is dropped untouched. What is left is the harness itself —
+/// the rings, the waits and the sender's own write — so no allocator can take less time.
+struct Floor {
+    mem: Vec<[u8; 64]>,
+    next: usize,
+}
+impl Floor {
+    fn new() -> Self {
+        Self {
+            mem: vec![[0u8; 64]; 4096],
+            next: 0,
+        }
+    }
+}
+impl Blocks for Floor {
+    #[inline]
+    fn get(&mut self) -> *mut u8 {
+        self.next = (self.next + 1) % self.mem.len();
+        let p = self.mem[self.next].as_mut_ptr();
+        // SAFETY: a block of our own array.
+        unsafe { p.write_volatile(64) };
+        p
+    }
+    #[inline]
+    fn put(&mut self, p: *mut u8) {
+        std::hint::black_box(p);
+    }
+}
+
 /// Two threads; each message is a fresh 64 B block allocated by the sender and freed by the
 /// receiver, which answers with a fresh block of its own. ns per message (one way).
 pub fn xfree_pingpong(al: Alloc, s: &Scale) -> f64 {
+    pingpong(ViaAlloc(al), ViaAlloc(al), s)
+}
+
+/// `xfree_pingpong`'s harness without an allocator (see [`Floor`]): the least time any
+/// allocator can take in that case. ns per message.
+pub fn xfree_pingpong_floor(s: &Scale) -> f64 {
+    pingpong(Floor::new(), Floor::new(), s)
+}
+
+fn pingpong<A: Blocks, B: Blocks>(mut mine: A, mut theirs: B, s: &Scale) -> f64 {
     let n = s.n(100_000);
     let ab = Arc::new(Ring::new());
     let ba = Arc::new(Ring::new());
@@ -195,7 +306,9 @@ pub fn xfree_pingpong(al: Alloc, s: &Scale) -> f64 {
     const INFLIGHT: u64 = 32;
     let bar = Arc::new(Barrier::new(2));
     let b2 = bar.clone();
+    let cpus = two_cpus();
     let peer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         b2.wait();
         for _ in 0..n {
             let mut sp = 0;
@@ -205,14 +318,15 @@ pub fn xfree_pingpong(al: Alloc, s: &Scale) -> f64 {
                 }
                 backoff(&mut sp);
             };
-            f(al, v as *mut u8, 64);
-            let p = a(al, 64);
+            theirs.put(v as *mut u8);
+            let p = theirs.get();
             let mut sp = 0;
             while !ba2.push(p as usize) {
                 backoff(&mut sp);
             }
         }
     });
+    let _pin = pin(cpus.map(|c| c.0));
     bar.wait();
     let t = Instant::now();
     let mut sent = 0;
@@ -220,23 +334,24 @@ pub fn xfree_pingpong(al: Alloc, s: &Scale) -> f64 {
     let mut sp = 0;
     while recv < n {
         while sent < n && sent - recv < INFLIGHT {
-            let p = a(al, 64);
+            let p = mine.get();
             if !ab.push(p as usize) {
-                f(al, p, 64);
+                mine.put(p);
                 break;
             }
             sent += 1;
         }
         if let Some(v) = ba.pop() {
-            f(al, v as *mut u8, 64);
+            mine.put(v as *mut u8);
             recv += 1;
             sp = 0;
         } else {
             backoff(&mut sp);
         }
     }
+    let out = ns_per(t, 2 * n);
     peer.join().unwrap();
-    ns_per(t, 2 * n)
+    out
 }
 
 /// One thread allocates bursts of 10 000 blocks (16..256 B) and hands each burst to a second
@@ -247,7 +362,9 @@ pub fn xfree_burst(al: Alloc, s: &Scale) -> f64 {
     let r2 = ring.clone();
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();
+    let cpus = two_cpus();
     let consumer = std::thread::spawn(move || {
+        let _pin = pin(cpus.map(|c| c.1));
         let mut sp = 0;
         loop {
             if let Some(v) = r2.pop() {
@@ -265,6 +382,7 @@ pub fn xfree_burst(al: Alloc, s: &Scale) -> f64 {
         }
     });
     let mut r = Rng(11);
+    let _pin = pin(cpus.map(|c| c.0));
     let t = Instant::now();
     for _ in 0..bursts {
         let v: Vec<(usize, usize)> = (0..10_000)

@@ -2,7 +2,8 @@
 //! process, cases interleaved, medians and IQR. See bench/results/alloc.md.
 //!
 //! Usage: `alloc_bench [--reps N] [--scale F] [--soak-secs S] [--meta-reps N] [--only SUBSTR[|SUBSTR...]]
-//! [--profile ALLOC]` (`--profile` runs the selected cases for one allocator, no report).
+//! [--profile ALLOC] [--pause-ms MS]` (`--profile` runs the selected cases for one allocator, no report;
+//! `--profile floor` runs the `xfree_pingpong` harness without an allocator).
 //! Child mode (used internally): `alloc_bench --child meta|soak ALLOC [SECS]`.
 
 #[path = "../alloc/cases.rs"]
@@ -23,6 +24,8 @@ static SN: snmalloc_rs::SnMalloc = snmalloc_rs::SnMalloc;
 static LA: lattice_alloc::LatticeAlloc = lattice_alloc::LatticeAlloc::new();
 
 const NAMES: [&str; 5] = ["glibc", "jemalloc", "mimalloc", "snmalloc", "lattice"];
+/// Results key of a case's harness run without any allocator (`xfree_pingpong` only).
+const FLOOR: &str = "floor";
 
 fn by_name(n: &str) -> Alloc {
     match n {
@@ -105,6 +108,9 @@ fn main() {
     let soak_secs: u64 = arg(&args, "--soak-secs", 60);
     let meta_reps: usize = arg(&args, "--meta-reps", 5);
     let only: String = arg(&args, "--only", String::new());
+    // Sleep after each case's round of allocators: run under `chrt -f` (real-time priority, so the
+    // timings do not measure other processes' scheduling) it hands the machine back in between.
+    let pause = std::time::Duration::from_millis(arg(&args, "--pause-ms", 0));
     println!(
         "# alloc_bench reps={reps} scale={} soak_secs={soak_secs} meta_reps={meta_reps}",
         scale.0
@@ -118,6 +124,13 @@ fn main() {
     let profile_only: String = arg(&args, "--profile", String::new());
     if !profile_only.is_empty() {
         // profiling aid: run the selected cases for one allocator only, no report
+        if profile_only == FLOOR {
+            for _ in 0..reps {
+                let ns = cases::xfree_pingpong_floor(&scale);
+                println!("xfree_pingpong floor {ns:.1} ns/op");
+            }
+            return;
+        }
         for _ in 0..reps {
             for (case, f) in &cs {
                 let before = lattice_alloc::snapshot().os_mapped_bytes;
@@ -145,6 +158,12 @@ fn main() {
                 let ns = f(by_name(n), &scale);
                 res.entry((case, n)).or_default().push(ns);
             }
+            if *case == "xfree_pingpong" {
+                res.entry((case, FLOOR))
+                    .or_default()
+                    .push(cases::xfree_pingpong_floor(&scale));
+            }
+            std::thread::sleep(pause);
         }
         eprintln!("rep {}/{reps} done", rep + 1);
     }
@@ -225,6 +244,21 @@ fn report(
         ratios_best.push(rb);
         row += &format!(" {rg:.2} | {rb:.2} |");
         println!("{row}");
+    }
+    if let Some(mut v) = res.get(&("xfree_pingpong", FLOOR)).cloned() {
+        let (q1, m, q3) = quartiles(&mut v);
+        let med = |n| {
+            let mut x = res[&("xfree_pingpong", n)].clone();
+            quartiles(&mut x).1
+        };
+        let (g, l) = (med("glibc"), med("lattice"));
+        println!();
+        println!(
+            "xfree_pingpong without any allocator (the harness floor): {m:.1} [{q1:.1}–{q3:.1}] ns; \
+             above the floor: glibc {:.1}, lattice {:.1} ns",
+            g - m,
+            l - m
+        );
     }
     let gm = |v: &[f64]| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
     if !ratios_glibc.is_empty() {

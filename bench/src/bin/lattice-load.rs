@@ -5,6 +5,11 @@
 //! time so a stalled server cannot hide its queueing: no coordinated omission). Latency goes into an
 //! HdrHistogram; a progress line prints every second; a JSON report is written on request; the exit
 //! code is non-zero when errors exceed `--max-errors`.
+//!
+//! `--transport ws` speaks WebSocket (`GET /ws` on the HTTP listener, one frame per masked binary
+//! message) instead of frames over TCP; `tls` and `wss` do the same inside TLS (rustls on ring). `--scenario storm` opens every connection at once and
+//! reports connect-time percentiles (TCP connect, upgrade, Hello/Welcome), failures, and the
+//! kernel's listen-queue overflows during the storm (`/proc/net/netstat`, `ListenOverflows`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use lattice_bench::transport::{TlsClient, TlsVersions, Transport};
 use lattice_bench::wire::{parse_flags, put_frame, whole_frame};
 use lattice_proto::{opcode, pb, AnyMessage};
 use prost::Message;
@@ -30,7 +36,13 @@ USAGE: lattice-load [--option value ...]
   --payload BYTES       payload size (default 100)
   --duration SECS       measured duration (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
-  --scenario S          echo | chat | idle (default echo)
+  --scenario S          echo | chat | idle | storm (default echo)
+  --transport T         tcp | ws | tls | wss (default tcp): frames over TCP, over WebSocket (--addr
+                        is the HTTP listener, 7102), over TLS (7104), over WebSocket over TLS (7103)
+  --path P              WebSocket path (default /ws)
+  --tls-ca FILE         tls, wss: trust this PEM certificate (e.g. from `lattice tool gen-cert`)
+  --tls-name NAME       tls, wss: the server name to verify and send as SNI (default localhost)
+  --tls-version V       tls, wss: 1.3 | 1.2 | any (default any: 1.3 is negotiated)
   --rooms N             chat rooms (default connections/10, at least 1)
   --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
   --max-errors N        exit 1 when errors exceed N (default 0)
@@ -51,6 +63,10 @@ struct Opts {
     scenario: Scenario,
     rooms: usize,
     sources: u8,
+    ws: bool,
+    path: String,
+    /// `--transport tls|wss`: the TLS client; `None` = plain TCP.
+    tls: Option<TlsClient>,
     max_errors: u64,
     report: Option<String>,
     quiet: bool,
@@ -61,6 +77,7 @@ enum Scenario {
     Echo,
     Chat,
     Idle,
+    Storm,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -76,6 +93,9 @@ fn parse_opts() -> Result<Opts, String> {
         scenario: Scenario::Echo,
         rooms: 0,
         sources: 4,
+        ws: false,
+        path: "/ws".into(),
+        tls: None,
         max_errors: 0,
         report: None,
         quiet: false,
@@ -86,6 +106,9 @@ fn parse_opts() -> Result<Opts, String> {
             .filter(|x| x.is_finite() && *x >= 0.0)
             .ok_or_else(|| format!("--{k}: expected a non-negative number, got {v:?}"))
     };
+    let (mut tls_ca, mut tls_name, mut tls_version) =
+        (None, "localhost".to_string(), TlsVersions::Any);
+    let mut transport = String::from("tcp");
     for (k, v) in parse_flags(&args)? {
         match k.as_str() {
             "help" => {
@@ -104,9 +127,22 @@ fn parse_opts() -> Result<Opts, String> {
                     "echo" => Scenario::Echo,
                     "chat" => Scenario::Chat,
                     "idle" => Scenario::Idle,
-                    _ => return Err(format!("--scenario: echo, chat or idle, got {v:?}")),
+                    "storm" => Scenario::Storm,
+                    _ => return Err(format!("--scenario: echo, chat, idle or storm, got {v:?}")),
                 }
             }
+            "transport" => transport = v,
+            "tls-ca" => tls_ca = Some(std::path::PathBuf::from(v)),
+            "tls-name" => tls_name = v,
+            "tls-version" => {
+                tls_version = match v.as_str() {
+                    "1.3" => TlsVersions::Tls13,
+                    "1.2" => TlsVersions::Tls12,
+                    "any" => TlsVersions::Any,
+                    _ => return Err(format!("--tls-version: 1.3, 1.2 or any, got {v:?}")),
+                }
+            }
+            "path" => o.path = v,
             "rooms" => o.rooms = num(&k, &v)? as usize,
             "sources" => o.sources = (num(&k, &v)? as u8).max(1),
             "max-errors" => o.max_errors = num(&k, &v)? as u64,
@@ -114,6 +150,28 @@ fn parse_opts() -> Result<Opts, String> {
             "quiet" => o.quiet = true,
             _ => return Err(format!("unknown option --{k} (see --help)")),
         }
+    }
+    let tls = match transport.as_str() {
+        "tcp" => false,
+        "ws" => {
+            o.ws = true;
+            false
+        }
+        "tls" => true,
+        "wss" => {
+            o.ws = true;
+            true
+        }
+        _ => {
+            return Err(format!(
+                "--transport: tcp, ws, tls or wss, got {transport:?}"
+            ))
+        }
+    };
+    if tls {
+        let ca = tls_ca
+            .ok_or("--transport tls and wss need --tls-ca FILE (the server's certificate)")?;
+        o.tls = Some(TlsClient::new(&ca, &tls_name, tls_version)?);
     }
     if o.connections == 0 {
         return Err("--connections must be at least 1".into());
@@ -135,6 +193,8 @@ struct Stats {
     deliveries: u64,
     connected: u64,
     first_error: Option<String>,
+    /// Storm: nanoseconds from connect start to Welcome, per connection.
+    connect: Option<Histogram<u64>>,
 }
 
 impl Stats {
@@ -175,8 +235,10 @@ async fn run(o: Opts) -> i32 {
     let stats: Shared = Rc::new(RefCell::new(Stats {
         hist: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
         window: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
+        connect: Some(Histogram::new_with_bounds(1, 600_000_000_000, 3).unwrap()),
         ..Default::default()
     }));
+    let overflows_before = listen_overflows();
     let now = Instant::now();
     let clock = Rc::new(Clock {
         start: now,
@@ -229,8 +291,30 @@ async fn run(o: Opts) -> i32 {
         let _ = t.await;
     }
     progress.abort();
-    let code = report(&o, &stats.borrow(), &clock);
+    let overflows = match (overflows_before, listen_overflows()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let code = report(&o, &stats.borrow(), &clock, overflows);
     code
+}
+
+/// `TcpExt: ListenOverflows` of `/proc/net/netstat` (connections the kernel dropped because a
+/// listen queue was full), machine-wide; None where it cannot be read.
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let Some(names) = lines.next() {
+        let values = lines.next()?;
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        return values.split_whitespace().nth(i)?.parse().ok();
+    }
+    None
 }
 
 fn fmt_ns(ns: u64) -> String {
@@ -246,13 +330,78 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     sock.bind(SocketAddr::new(src, 0))
         .map_err(|e| format!("bind {src}: {e}"))?;
-    let mut s = sock
+    let t_connect = Instant::now();
+    let s = sock
         .connect(o.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut tmp = vec![0u8; 64 * 1024];
+    match &o.tls {
+        None => session(s, i, o, st, ck, t_connect).await,
+        Some(tls) => session(tls.connect(s).await?, i, o, st, ck, t_connect).await,
+    }
+}
+
+/// One connection's life once its byte stream is up: the WebSocket upgrade (ws, wss), Hello (and
+/// JoinRoom), then the scenario.
+async fn session<S: Transport>(
+    mut s: S,
+    i: usize,
+    o: &Opts,
+    st: &Shared,
+    ck: &Clock,
+    t_connect: Instant,
+) -> Result<(), String> {
+    // Connections that only connect and wait keep small buffers (10,000+ of them at once).
+    let quiet = matches!(o.scenario, Scenario::Storm | Scenario::Idle);
+    let mut buf = Vec::with_capacity(if quiet { 256 } else { 64 * 1024 });
+    let mut tmp = vec![0u8; if quiet { 1024 } else { 64 * 1024 }];
+    // WebSocket: raw bytes from the socket go to `wsbuf`, the frames they carry to `buf`.
+    let mut wsbuf = Vec::new();
+    let mask = [(i as u8) | 1, 0x5a, (i >> 8) as u8, 0xa5];
+    if o.ws {
+        let host = o.addr.to_string();
+        s.write_all(&lattice_bench::ws::upgrade_request(&host, &o.path))
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        s.flush().await.map_err(|e| format!("upgrade: {e}"))?;
+        loop {
+            let n = s
+                .read(&mut tmp)
+                .await
+                .map_err(|e| format!("upgrade: {e}"))?;
+            if n == 0 {
+                return Err("closed during the upgrade".into());
+            }
+            wsbuf.extend_from_slice(&tmp[..n]);
+            if let Some(head) = lattice_bench::ws::upgrade_response(&wsbuf)? {
+                wsbuf.drain(..head);
+                break;
+            }
+        }
+    }
+    let ws = o.ws;
+    // Frames as written on the wire: as they are (tcp) or one masked binary message each (ws).
+    let framed = move |frames: &[u8], out: &mut Vec<u8>| -> Result<(), String> {
+        if ws {
+            lattice_bench::ws::wrap(frames, mask, out)
+        } else {
+            out.extend_from_slice(frames);
+            Ok(())
+        }
+    };
+    // Bytes read go into `buf` as frames.
+    let take_in =
+        move |bytes: &[u8], wsbuf: &mut Vec<u8>, buf: &mut Vec<u8>| -> Result<(), String> {
+            if ws {
+                wsbuf.extend_from_slice(bytes);
+                let used = lattice_bench::ws::unwrap(wsbuf, buf)?;
+                wsbuf.drain(..used);
+            } else {
+                buf.extend_from_slice(bytes);
+            }
+            Ok(())
+        };
     // Hello / Welcome.
     let mut out = Vec::new();
     let hello = pb::Hello {
@@ -265,15 +414,37 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         };
         put_frame(&mut out, opcode::JOIN_ROOM, 0, 2, &j.encode_to_vec());
     }
-    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut wire_out = Vec::new();
+    framed(&out, &mut wire_out)?;
+    s.write_all(&wire_out).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    // Bytes that followed the 101 in the same read.
+    if !wsbuf.is_empty() {
+        take_in(&[], &mut wsbuf, &mut buf)?;
+    }
     let want = if o.scenario == Scenario::Chat { 2 } else { 1 };
     let mut got = 0;
     while got < want {
+        while let Some(h) = whole_frame(&buf, 1 << 20)? {
+            if h.opcode == opcode::ERROR {
+                return Err(format!(
+                    "handshake error: {:?}",
+                    lattice_proto::decode(h.opcode, &buf[12..h.len])
+                ));
+            }
+            if h.opcode == opcode::WELCOME || h.opcode == opcode::JOINED {
+                got += 1;
+            }
+            buf.drain(..h.len);
+        }
+        if got >= want {
+            break;
+        }
         let n = s.read(&mut tmp).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed during handshake".into());
         }
-        buf.extend_from_slice(&tmp[..n]);
+        take_in(&tmp[..n], &mut wsbuf, &mut buf)?;
         while let Some(h) = whole_frame(&buf, 1 << 20)? {
             if h.opcode == opcode::ERROR {
                 return Err(format!(
@@ -287,8 +458,13 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
             buf.drain(..h.len);
         }
     }
-    st.borrow_mut().connected += 1;
-    if o.scenario == Scenario::Idle {
+    {
+        let mut st = st.borrow_mut();
+        st.connected += 1;
+        let ns = t_connect.elapsed().as_nanos().max(1) as u64;
+        let _ = st.connect.as_mut().unwrap().record(ns);
+    }
+    if quiet {
         tokio::time::sleep_until(ck.stop_at.into()).await;
         return Ok(());
     }
@@ -306,7 +482,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     } else {
         opcode::PING
     };
-    let (mut rd, mut wr) = s.into_split();
+    let (mut rd, mut wr) = s.halves();
     let pending: Rc<RefCell<HashMap<u32, Instant>>> = Rc::new(RefCell::new(HashMap::new()));
     let per_conn_rate = o.rate / o.connections as f64;
     let writer_done = Rc::new(std::cell::Cell::new(o.rate <= 0.0));
@@ -322,7 +498,10 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
             next_rid += 1;
         }
         st.borrow_mut().sent += o.depth as u64;
-        wr.write_all(&frame_out).await.map_err(|e| e.to_string())?;
+        let mut w = Vec::new();
+        framed(&frame_out, &mut w)?;
+        wr.write_all(&w).await.map_err(|e| e.to_string())?;
+        wr.flush().await.map_err(|e| e.to_string())?;
         (None, Some(wr))
     } else {
         let (pending, st, body) = (pending.clone(), st.clone(), body.clone());
@@ -334,6 +513,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         let task = Some(tokio::task::spawn_local(async move {
             let mut rid = 100u32;
             let mut out = Vec::new();
+            let mut wire = Vec::new();
             while next < stop_at {
                 tokio::time::sleep_until(next.into()).await;
                 let now = Instant::now();
@@ -353,7 +533,13 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
                     n += 1;
                 }
                 st.borrow_mut().sent += n;
-                if wr.write_all(&out).await.is_err() {
+                wire.clear();
+                if let Err(e) = framed(&out, &mut wire) {
+                    st.borrow_mut().error(e);
+                    done.set(true);
+                    return wr;
+                }
+                if wr.write_all(&wire).await.is_err() || wr.flush().await.is_err() {
                     st.borrow_mut().error("write failed".into());
                     done.set(true);
                     return wr;
@@ -382,7 +568,7 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(format!("read: {e}")),
         };
-        buf.extend_from_slice(&tmp[..n]);
+        take_in(&tmp[..n], &mut wsbuf, &mut buf)?;
         frame_out.clear();
         let now = Instant::now();
         let off = {
@@ -430,9 +616,12 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
         };
         buf.drain(..off);
         if let (true, Some(w)) = (!frame_out.is_empty(), wr_slot.as_mut()) {
-            w.write_all(&frame_out)
+            let mut wire = Vec::with_capacity(frame_out.len() + 16 * 8);
+            framed(&frame_out, &mut wire)?;
+            w.write_all(&wire)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
+            w.flush().await.map_err(|e| format!("write: {e}"))?;
         }
     }
     if let Some(w) = writer {
@@ -449,12 +638,16 @@ async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), S
     Ok(())
 }
 
-fn report(o: &Opts, s: &Stats, ck: &Clock) -> i32 {
+fn report(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
+    if o.scenario == Scenario::Storm {
+        return report_storm(o, s, ck, overflows);
+    }
     let h = s.hist.as_ref().unwrap();
     let secs = o.duration.as_secs_f64().max(1e-9);
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1e3;
     let json = serde_json::json!({
         "scenario": format!("{:?}", o.scenario).to_lowercase(),
+        "transport": transport_name(o),
         "addr": o.addr.to_string(),
         "connections": o.connections,
         "connected": s.connected,
@@ -507,5 +700,67 @@ fn report(o: &Opts, s: &Stats, ck: &Clock) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// Storm: every connection opened at once; connect-time percentiles, failures, overflows.
+fn report_storm(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
+    let h = s.connect.as_ref().unwrap();
+    let q = |x: f64| h.value_at_quantile(x) as f64 / 1e3;
+    let failures = o.connections as u64 - s.connected;
+    let json = serde_json::json!({
+        "scenario": "storm",
+        "transport": transport_name(o),
+        "addr": o.addr.to_string(),
+        "connections": o.connections,
+        "connected": s.connected,
+        "failures": failures,
+        "errors": s.errors,
+        "first_error": s.first_error,
+        "listen_overflows": overflows,
+        "connect_us": {
+            "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+            "max": h.max() as f64 / 1e3,
+        },
+        "wall_s": ck.start.elapsed().as_secs_f64(),
+    });
+    if let Some(path) = &o.report {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
+            eprintln!("lattice-load: cannot write report {path}: {e}");
+        }
+    }
+    println!(
+        "storm {} connections over {}: connected {}, failures {}, listen overflows {}, connect p50 {:.0}µs p90 {:.0}µs p99 {:.0}µs max {:.0}µs",
+        o.connections,
+        if o.ws { "ws" } else { "tcp" },
+        s.connected,
+        failures,
+        overflows.map_or("unknown".to_string(), |v| v.to_string()),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        h.max() as f64 / 1e3
+    );
+    if let Some(e) = &s.first_error {
+        eprintln!("first error: {e}");
+    }
+    if s.errors > o.max_errors {
+        eprintln!(
+            "lattice-load: {} errors > --max-errors {}",
+            s.errors, o.max_errors
+        );
+        1
+    } else {
+        0
+    }
+}
+
+/// `tcp`, `ws`, `tls` or `wss`, as given to `--transport`.
+fn transport_name(o: &Opts) -> &'static str {
+    match (o.ws, o.tls.is_some()) {
+        (false, false) => "tcp",
+        (true, false) => "ws",
+        (false, true) => "tls",
+        (true, true) => "wss",
     }
 }

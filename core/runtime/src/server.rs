@@ -1,16 +1,21 @@
 //! [`Server`]: starts the shards (one pinned OS thread each, each running one monoio executor), joins
-//! them with the mesh, starts the acceptor, and stops them all on request.
+//! them with the mesh, binds the listeners and starts one acceptor per listener, and stops them all
+//! on request.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::driver::{self, DriverChoice};
+use lattice_wire::{SessionType, StackConfig};
+
 use crate::mesh::{ring, Control, ShardSignal};
+use crate::net::listener::{self, ListenerMetrics, ListenerSpec};
+use crate::net::tls::{ShardTls, TlsMetrics, TlsServing};
 use crate::net::{acceptor, NetConfig};
-use crate::shard::{self, CxSettings, ShardApp};
+use crate::shard::{self, AcceptIn, CxSettings, ShardApp};
 use crate::telemetry::metrics::Metrics;
 
 /// `[runtime]` section.
@@ -64,21 +69,21 @@ pub struct ShutdownConfig {
 
 /// A running set of shards.
 pub struct Server {
-    addr: SocketAddr,
+    addrs: Vec<(String, SocketAddr)>,
     signals: Arc<Vec<ShardSignal>>,
     metrics: Arc<Metrics>,
     stop_accept: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptors: Vec<JoinHandle<()>>,
     shards: Vec<JoinHandle<Result<(), String>>>,
 }
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The listen address could not be bound.
+    /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// Address from `net.listen`.
+        /// The listener's address.
         addr: String,
         /// OS error.
         source: std::io::Error,
@@ -89,8 +94,8 @@ pub enum StartError {
 }
 
 impl Server {
-    /// Binds `net.listen`, starts the shards (each building its app with `factory(shard_id)` on its
-    /// own thread) and the acceptor.
+    /// Binds `net.listen` (binary frames, client sessions, backlog 4096) and starts the shards;
+    /// see [`Server::start_listeners`].
     pub fn start<A, F>(
         rt: &RuntimeConfig,
         net: &NetConfig,
@@ -101,16 +106,62 @@ impl Server {
         A: ShardApp,
         F: Fn(usize) -> A + Send + Sync + 'static,
     {
+        let spec = ListenerSpec {
+            name: "binary".into(),
+            addr: net.listen.clone(),
+            stack: Arc::new(StackConfig::binary(SessionType::Client)),
+            tls: false,
+        };
+        Server::start_listeners(rt, net, &[spec], 4096, None, shutdown, factory)
+    }
+
+    /// Binds every listener of `listeners` with a listen backlog of `backlog`, starts the shards
+    /// (each building its app with `factory(shard_id)` on its own thread) and one acceptor thread
+    /// per listener. Listeners with `tls` serve their sessions over TLS with `tls`'s certificate
+    /// (counted in `lattice_tls_*`). Fails when an address cannot be bound, or when a listener
+    /// wants TLS and `tls` is `None` (nothing is left running).
+    pub fn start_listeners<A, F>(
+        rt: &RuntimeConfig,
+        net: &NetConfig,
+        listeners: &[ListenerSpec],
+        backlog: u32,
+        tls: Option<TlsServing>,
+        shutdown: &ShutdownConfig,
+        factory: F,
+    ) -> Result<Server, StartError>
+    where
+        A: ShardApp,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
         let n = rt.shard_count();
-        let listener = TcpListener::bind(&net.listen).map_err(|source| StartError::Listen {
-            addr: net.listen.clone(),
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: net.listen.clone(),
-            source,
-        })?;
+        if let Some(spec) = listeners.iter().find(|l| l.tls && tls.is_none()) {
+            return Err(StartError::Listen {
+                addr: spec.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the listener wants TLS but no certificate is configured",
+                ),
+            });
+        }
+        let mut bound = Vec::with_capacity(listeners.len());
+        for spec in listeners {
+            let l = listener::bind(&spec.addr, backlog).map_err(|source| StartError::Listen {
+                addr: spec.addr.clone(),
+                source,
+            })?;
+            let addr = l.local_addr().map_err(|source| StartError::Listen {
+                addr: spec.addr.clone(),
+                source,
+            })?;
+            bound.push((spec, l, addr));
+        }
         let metrics = Arc::new(Metrics::new(n));
+        let tls_metrics: Arc<Vec<TlsMetrics>> =
+            Arc::new((0..n).map(|_| TlsMetrics::default()).collect());
+        if let Some(t) = &tls {
+            let (m, source) = (tls_metrics.clone(), t.source.clone());
+            metrics.add_renderer(move |w| crate::net::tls::render(&m, &source, w));
+        }
         let signals: Arc<Vec<ShardSignal>> = Arc::new(
             (0..n)
                 .map(|_| ShardSignal::new(rt.control_capacity))
@@ -133,12 +184,21 @@ impl Server {
                 }
             }
         }
-        let mut accept_producers = Vec::with_capacity(n);
-        let mut accept_consumers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (p, c) = ring::ring::<TcpStream>(1024);
-            accept_producers.push(p);
-            accept_consumers.push(c);
+        // accept_producers[listener][shard]; accept_consumers[shard][listener].
+        let mut accept_producers: Vec<Vec<ring::Producer<TcpStream>>> =
+            (0..bound.len()).map(|_| Vec::with_capacity(n)).collect();
+        let mut accept_consumers: Vec<Vec<AcceptIn>> =
+            (0..n).map(|_| Vec::with_capacity(bound.len())).collect();
+        for (li, (spec, _, _)) in bound.iter().enumerate() {
+            for consumers in accept_consumers.iter_mut() {
+                let (p, c) = ring::ring::<TcpStream>(1024);
+                accept_producers[li].push(p);
+                consumers.push(AcceptIn {
+                    stack: spec.stack.clone(),
+                    ring: c,
+                    tls: spec.tls,
+                });
+            }
         }
 
         let factory = Arc::new(factory);
@@ -156,6 +216,9 @@ impl Server {
                 outs,
                 ins,
                 accept_in,
+                tls: tls
+                    .as_ref()
+                    .map(|t| ShardTls::new(id, t.source.clone(), t.settings, tls_metrics.clone())),
                 signals: signals.clone(),
                 quiet: quiet.clone(),
                 metrics: metrics.clone(),
@@ -211,29 +274,68 @@ impl Server {
         }
 
         let stop_accept = Arc::new(AtomicBool::new(false));
-        let acceptor = acceptor::spawn(
-            listener,
-            accept_producers,
-            signals.clone(),
-            metrics.clone(),
-            net.clone(),
-            stop_accept.clone(),
-        )
-        .map_err(StartError::Spawn)?;
-        tracing::info!(%addr, shards = n, "listening");
+        let mut acceptors = Vec::with_capacity(bound.len());
+        let mut addrs = Vec::with_capacity(bound.len());
+        let mut counters = Vec::with_capacity(bound.len());
+        for ((spec, l, addr), rings) in bound.into_iter().zip(accept_producers) {
+            let c = Arc::new(ListenerMetrics::default());
+            counters.push((spec.name.clone(), addr, c.clone()));
+            let spawned = acceptor::spawn(acceptor::AcceptorParts {
+                name: spec.name.clone(),
+                listener: l,
+                rings,
+                signals: signals.clone(),
+                metrics: metrics.clone(),
+                counters: c,
+                net: net.clone(),
+                stop: stop_accept.clone(),
+            });
+            match spawned {
+                Ok(h) => acceptors.push(h),
+                Err(e) => {
+                    let mut partial = Server {
+                        addrs,
+                        signals,
+                        metrics,
+                        stop_accept,
+                        acceptors,
+                        shards,
+                    };
+                    partial.shutdown();
+                    return Err(StartError::Spawn(e));
+                }
+            }
+            tracing::info!(listener = %spec.name, %addr, stack = ?spec.stack.kind, session = spec.stack.session_type.as_str(), tls = spec.tls, backlog, "listening");
+            addrs.push((spec.name.clone(), addr));
+        }
+        metrics.add_renderer(move |w| listener::render_listeners(&counters, w));
+        tracing::info!(shards = n, listeners = addrs.len(), "started");
         Ok(Server {
-            addr,
+            addrs,
             signals,
             metrics,
             stop_accept,
-            acceptor: Some(acceptor),
+            acceptors,
             shards,
         })
     }
 
-    /// The bound client address.
+    /// The first listener's bound address (`net.listen` for [`Server::start`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs
+            .first()
+            .map(|a| a.1)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Every listener's name and bound address, in the order given.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn addr_of(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|a| a.0 == name).map(|a| a.1)
     }
 
     /// All shards' metrics.
@@ -244,13 +346,15 @@ impl Server {
     /// Stops accepting and asks every shard to drain and stop. Returns at once; see [`Server::join`].
     pub fn shutdown(&mut self) {
         if !self.stop_accept.swap(true, Ordering::SeqCst) {
-            // Unblock the acceptor's accept() with a throwaway connection.
-            let mut wake = self.addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            // Unblock each acceptor's accept() with a throwaway connection.
+            for (_, addr) in &self.addrs {
+                let mut wake = *addr;
+                if wake.ip().is_unspecified() {
+                    wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
             }
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
-            if let Some(a) = self.acceptor.take() {
+            for a in std::mem::take(&mut self.acceptors) {
                 let _ = a.join();
             }
         }

@@ -188,6 +188,11 @@ impl Decoder {
         }
     }
 
+    /// The largest frame accepted.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
     /// Bytes buffered for an incomplete frame.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

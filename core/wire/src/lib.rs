@@ -4,7 +4,12 @@
 //!   typed [`FrameError`];
 //! - [`compress`]: zlib bodies with a hard inflate cap;
 //! - [`SessionId`] and [`CloseReason`];
-//! - [`session`]: one session's state machine (decoder, outbound queue and its bound, idle
+//! - [`http`]: HTTP/1.1 requests and responses, keep-alive, pipelining, limits;
+//! - [`ws`]: WebSocket (RFC 6455): handshake, frames, masking, one connection's state;
+//! - [`stack`]: a listener's protocol stack and session type, and the layers (binary, HTTP,
+//!   WebSocket) between a connection's bytes and a session's events;
+//! - [`tls`] (feature `tls`): TLS 1.3/1.2 on rustls, the byte-transport layer under the others;
+//! - [`session`]: one session's state machine (its layers, outbound queue and its bound, idle
 //!   deadline, handshake state), driven with bytes and times.
 //!
 //! What this crate never does: touch a socket, read a clock, spawn a thread, or depend on a runtime
@@ -14,11 +19,17 @@
 
 pub mod compress;
 pub mod frame;
+pub mod http;
 pub mod session;
 mod session_id;
+pub mod stack;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod ws;
 
 pub use frame::{Decoder, Frame, FrameBuf, FrameError, FrameHeader};
 pub use session::{Handshake, SendError, Session, SessionLimits, HELLO_OPCODE};
 pub use session_id::{CloseReason, SessionId};
+pub use stack::{Event, RpcReply, SessionType, StackConfig, StackKind, Transport, WsSettings};
 pub use time::MonoTime;

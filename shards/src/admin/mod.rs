@@ -1,11 +1,14 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here
-//! (metrics and health below; the admin API, the console and profiling add theirs).
+//! (metrics and health below; TLS reload in `tls.rs`; CPU profiles in `pprof.rs` drawn by
+//! `flame.rs`; Lua reload in `crate::lua`; the admin API and the console add theirs).
 
 pub mod flame;
 pub mod pprof;
+pub mod tls;
 
 use std::sync::Arc;
 
+use lattice_runtime::net::tls::TlsSource;
 use lattice_runtime::telemetry::admin::{Response, Routes};
 use lattice_runtime::telemetry::metrics::Metrics;
 
@@ -17,6 +20,8 @@ pub struct AdminCx {
     pub profile: pprof::ProfileConfig,
     /// The Lua scripts, for `POST /lua/reload`.
     pub lua: Option<Arc<crate::lua::Scripts>>,
+    /// The TLS listener's certificate source, when TLS is on.
+    pub tls: Option<Arc<TlsSource>>,
 }
 
 /// Every route of the admin listener.
@@ -37,5 +42,6 @@ pub fn routes(cx: AdminCx) -> Routes {
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
     pprof::register(&mut r, cx.profile);
     crate::lua::register(&mut r, cx.lua);
+    tls::add(&mut r, cx.tls);
     r
 }

@@ -109,12 +109,14 @@ mod tests {
     use super::*;
 
     fn req(q: &str) -> Request {
-        lattice_runtime::telemetry::admin::parse_head(
-            format!("GET /debug/pprof/profile{q} HTTP/1.1").as_bytes(),
-            "127.0.0.1:1".parse().unwrap(),
-        )
-        .unwrap()
-        .0
+        Request {
+            method: "GET".into(),
+            path: "/debug/pprof/profile".into(),
+            query: q.trim_start_matches('?').into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+        }
     }
 
     #[test]

@@ -238,3 +238,106 @@ fn cfg_with_waiting() -> toml::Table {
     );
     t
 }
+
+/// A component that writes a row through `Ctx::storage`, waits for the journal acknowledgement
+/// with `Ctx::then`, then reads the row back the same way.
+struct Keeper {
+    acked: bool,
+    loaded: Option<Vec<lattice_storage::Value>>,
+}
+
+impl Component for Keeper {
+    type Config = Named;
+    const SECTION: &'static str = "first_test";
+    const DEFAULTS: &'static str = "";
+    fn new(_: Named, _: usize, _: usize) -> Self {
+        Keeper {
+            acked: false,
+            loaded: None,
+        }
+    }
+    fn register(_: &mut Registrar<Self>) {}
+    fn start(&mut self, ctx: &mut Ctx<'_>) {
+        use lattice_storage::Value;
+        let s = ctx.storage().expect("storage given");
+        let kv = s.table("kv").expect("kv table");
+        let ticket = s
+            .insert(kv, vec![Value::Int(7)], vec![Value::Int(42)])
+            .expect("mark queued");
+        ctx.then(ticket, |me: &mut Keeper, ctx, ack| {
+            ack.expect("journaled");
+            me.acked = true;
+            let s = ctx.storage().expect("storage given");
+            let kv = s.table("kv").expect("kv table");
+            let load = s.load(kv, vec![Value::Int(7)]).expect("read queued");
+            ctx.then(load, |me: &mut Keeper, _ctx, row| {
+                me.loaded = row.expect("read ran");
+            });
+        });
+    }
+}
+
+static KEEPING: ServiceDecl = ServiceDecl {
+    name: "keeping_test",
+    defaults: "",
+};
+crate::component!(KEEPER_C, service = KEEPING, order = 1, ty = Keeper);
+
+#[test]
+fn components_mark_and_load_rows_through_ctx() {
+    use lattice_storage::{Migration, Schema, Storage, StorageConfig, TableSpec, Value};
+    let dir = std::env::temp_dir().join(format!("lattice-host-storage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage_cfg = StorageConfig {
+        data_dir: dir.clone(),
+        ..StorageConfig::default()
+    };
+    let schema = Schema::new()
+        .table(TableSpec::new("kv", &["id"], &["val"]).unwrap())
+        .unwrap()
+        .migration(Migration::portable(
+            1,
+            "kv",
+            &["CREATE TABLE IF NOT EXISTS kv (id BIGINT NOT NULL PRIMARY KEY, val BIGINT NOT NULL)"],
+        ));
+    let storage = Storage::open(storage_cfg, schema).unwrap();
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cx = cx();
+        let mut t = cfg();
+        t.insert(
+            "keeping_test".into(),
+            toml::Value::Table("queue_limit = 8\nbatch = 4".parse().unwrap()),
+        );
+        let services = vec![build_service(&KEEPING, &t, 0, 1).unwrap()];
+        let mut p = parts();
+        p.storage = Some(storage.handle());
+        let mut host = ServiceHost::with_services(services, p).unwrap();
+        host.start(&cx);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            while let Some(m) = cx.take_message() {
+                host.message(&cx, m);
+            }
+            let k = host.services[0].components[0]
+                .as_any_mut()
+                .downcast_mut::<Keeper>()
+                .unwrap();
+            if k.loaded.is_some() {
+                assert!(k.acked);
+                assert_eq!(k.loaded, Some(vec![Value::Int(42)]), "the non-key columns");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer from storage"
+            );
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    storage.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

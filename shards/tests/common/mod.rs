@@ -1,6 +1,8 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ pub fn free_port() -> u16 {
 pub struct Lattice {
     pub child: Child,
     pub port: u16,
+    /// The HTTP + WebSocket listener (`listeners.http`).
+    pub http: u16,
     pub admin: u16,
     pub log: PathBuf,
     pub data: PathBuf,
@@ -28,7 +32,14 @@ pub struct Lattice {
 impl Lattice {
     /// Starts `lattice run` with 2 shards on loopback plus `extra` overrides; waits until it accepts.
     pub fn start(extra: &[&str]) -> Lattice {
+        Lattice::start_in(None, extra)
+    }
+
+    /// As [`Lattice::start`], with the open-files limit of the process set to `nofile` (through
+    /// the shell's `ulimit -n`, in the child only).
+    pub fn start_in(nofile: Option<u32>, extra: &[&str]) -> Lattice {
         let port = free_port();
+        let http = free_port();
         let admin = free_port();
         let log =
             std::env::temp_dir().join(format!("lattice-test-{}-{}.log", std::process::id(), port));
@@ -40,6 +51,8 @@ impl Lattice {
             format!("127.0.0.1:{port}"),
             "--admin.listen".into(),
             format!("127.0.0.1:{admin}"),
+            "--listeners.http".into(),
+            format!("127.0.0.1:{http}"),
             "--runtime.shards".into(),
             "2".into(),
             "--shutdown.drain_timeout_ms".into(),
@@ -48,7 +61,17 @@ impl Lattice {
             data.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        let mut cmd = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_lattice")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_lattice"));
+                c
+            }
+        };
+        let child = cmd
             .args(&args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -59,6 +82,7 @@ impl Lattice {
         let mut l = Lattice {
             child,
             port,
+            http,
             admin,
             log,
             data,
@@ -247,18 +271,8 @@ impl Client {
     /// Next frame, or None when the server closed the connection.
     pub fn try_recv(&mut self) -> Option<RawFrame> {
         loop {
-            if self.buf.len() >= 12 {
-                let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= len {
-                    let f = RawFrame {
-                        opcode: u16::from_le_bytes(self.buf[4..6].try_into().unwrap()),
-                        flags: u16::from_le_bytes(self.buf[6..8].try_into().unwrap()),
-                        request_id: u32::from_le_bytes(self.buf[8..12].try_into().unwrap()),
-                        body: self.buf[12..len].to_vec(),
-                    };
-                    self.buf.drain(..len);
-                    return Some(f);
-                }
+            if let Some(f) = take_frame(&mut self.buf) {
+                return Some(f);
             }
             let mut tmp = [0u8; 65536];
             match self.s.read(&mut tmp) {
@@ -282,6 +296,25 @@ impl Client {
     }
 }
 
+/// Takes the first frame out of `buf` when it is complete.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<RawFrame> {
+    if buf.len() < 12 {
+        return None;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    if buf.len() < len {
+        return None;
+    }
+    let f = RawFrame {
+        opcode: u16::from_le_bytes(buf[4..6].try_into().unwrap()),
+        flags: u16::from_le_bytes(buf[6..8].try_into().unwrap()),
+        request_id: u32::from_le_bytes(buf[8..12].try_into().unwrap()),
+        body: buf[12..len].to_vec(),
+    };
+    buf.drain(..len);
+    Some(f)
+}
+
 pub fn expect_error(f: &RawFrame, code: u32) -> pb::Error {
     match f.decode() {
         AnyMessage::Error(e) => {
@@ -289,5 +322,238 @@ pub fn expect_error(f: &RawFrame, code: u32) -> pb::Error {
             e
         }
         other => panic!("expected Error {code}, got {other:?}"),
+    }
+}
+
+/// One HTTP/1.1 exchange on a new connection: sends `request` as is, returns (status, head,
+/// body) of the response, read until the server closes or `Content-Length` is complete.
+pub fn http_exchange(port: u16, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    read_response(&mut s).expect("a response")
+}
+
+/// Reads one HTTP response from `s` (which must not send more behind it).
+pub fn read_response(s: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let r = read_response_buffered(s, &mut buf);
+    assert!(buf.is_empty(), "unexpected bytes after the response");
+    r
+}
+
+/// Reads the next HTTP response from `s`, keeping bytes of later ones in `buf`.
+pub fn read_response_buffered(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut tmp = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut tmp).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((status, head, body));
+        }
+        let n = s.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// A minimal WebSocket client (masked frames, one frame per binary message), for tests.
+pub struct WsClient {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+    pub session_id: u64,
+    /// The server's pings seen (answered automatically).
+    pub pings: usize,
+}
+
+/// One message or control frame from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsMsg {
+    Binary(Vec<u8>),
+    Text(String),
+    Close(Option<u16>, String),
+}
+
+impl WsClient {
+    /// Opens a WebSocket on `path` with extra request header lines; returns the client or the
+    /// refusal's (status, body).
+    pub fn open(port: u16, path: &str, headers: &str) -> Result<WsClient, (u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: lattice.v1\r\n{headers}\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        // Read the head byte by byte: frames may follow it.
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        if status != 101 {
+            let mut rest = String::new();
+            let _ = s.read_to_string(&mut rest);
+            return Err((status, format!("{head}{rest}")));
+        }
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Sec-WebSocket-Protocol: lattice.v1\r\n"),
+            "{head}"
+        );
+        Ok(WsClient {
+            s,
+            buf: Vec::new(),
+            session_id: 0,
+            pings: 0,
+        })
+    }
+
+    /// Opens `/ws` and says Hello.
+    pub fn connect(port: u16) -> WsClient {
+        let mut c = WsClient::open(port, "/ws", "").expect("upgrade");
+        c.send(
+            1,
+            &pb::Hello {
+                client_version: lattice_proto::version::PROTOCOL.to_string(),
+            },
+        );
+        match c.recv().decode() {
+            AnyMessage::Welcome(w) => c.session_id = w.session_id,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        c
+    }
+
+    /// Sends a frame (masked, with `opcode`, final).
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut v = vec![0x80 | opcode];
+        let n = payload.len();
+        if n < 126 {
+            v.push(0x80 | n as u8);
+        } else if n <= 0xffff {
+            v.push(0x80 | 126);
+            v.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            v.push(0x80 | 127);
+            v.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        v.extend_from_slice(&mask);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&v).unwrap();
+    }
+
+    pub fn send<T: LatticeMessage>(&mut self, rid: u32, msg: &T) {
+        self.send_frame(2, &encode(rid, msg));
+    }
+
+    /// The next message (pings are answered and skipped); None when the server closed.
+    pub fn next(&mut self) -> Option<WsMsg> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (b0, b1) = (self.buf[0], self.buf[1]);
+                assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+                let (len, at) = match b1 & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if at > 0 && self.buf.len() >= at + len {
+                    assert_eq!(b0 & 0x80, 0x80, "server frames are final");
+                    let payload: Vec<u8> = self.buf[at..at + len].to_vec();
+                    self.buf.drain(..at + len);
+                    match b0 & 0x0f {
+                        1 => return Some(WsMsg::Text(String::from_utf8(payload).unwrap())),
+                        2 => return Some(WsMsg::Binary(payload)),
+                        8 => {
+                            let code = (payload.len() >= 2)
+                                .then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                            let reason =
+                                String::from_utf8_lossy(payload.get(2..).unwrap_or_default())
+                                    .to_string();
+                            return Some(WsMsg::Close(code, reason));
+                        }
+                        9 => {
+                            self.pings += 1;
+                            self.send_frame(10, &payload);
+                            continue;
+                        }
+                        10 => continue,
+                        op => panic!("unexpected opcode {op}"),
+                    }
+                }
+            }
+            let mut tmp = [0u8; 65536];
+            match self.s.read(&mut tmp) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// The next Lattice frame (one binary message).
+    pub fn recv(&mut self) -> RawFrame {
+        match self.next() {
+            Some(WsMsg::Binary(b)) => {
+                let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+                assert_eq!(len, b.len(), "one frame per binary message");
+                RawFrame {
+                    opcode: u16::from_le_bytes(b[4..6].try_into().unwrap()),
+                    flags: u16::from_le_bytes(b[6..8].try_into().unwrap()),
+                    request_id: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+                    body: b[12..].to_vec(),
+                }
+            }
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code and reason (the TCP close
+    /// follows).
+    pub fn expect_close(&mut self) -> (Option<u16>, String) {
+        loop {
+            match self.next() {
+                Some(WsMsg::Close(code, reason)) => return (code, reason),
+                Some(_) => continue,
+                None => panic!("connection closed without a close frame"),
+            }
+        }
     }
 }

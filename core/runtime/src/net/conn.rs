@@ -12,9 +12,10 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use lattice_wire::CloseReason;
+use lattice_wire::{CloseReason, StackConfig};
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,10 +25,20 @@ use crate::telemetry::metrics::ShardMetrics;
 
 /// What a connection task needs from the shard that owns it.
 pub(crate) trait ConnHost: 'static {
-    /// Registers a session for a new connection from `peer`; `None` refuses it (draining).
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>>;
-    /// Runs `input` (just read) through the session and the application.
-    fn input(&self, cell: &Rc<SessionCell>, input: &[u8]);
+    /// Registers a session for a new connection from `peer` on a listener with protocol stack
+    /// `stack` (over TLS when `tls`); `None` refuses it (draining).
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>>;
+    /// Runs `input` (just read; layers may transform it in place; ciphertext on a TLS session)
+    /// through the session and the application. An empty `input` runs input the session holds
+    /// (pipelined HTTP requests).
+    fn input(&self, cell: &Rc<SessionCell>, input: &mut [u8]);
+    /// Hands the application the reply frame an HTTP request was waiting for.
+    fn rpc_reply(&self, cell: &Rc<SessionCell>);
     /// The session ended; the task is gone.
     fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason);
     /// The shard's read buffer, lent to one task at a time.
@@ -43,8 +54,14 @@ pub(crate) trait ConnHost: 'static {
     fn not_adopted(&self);
 }
 
-/// Takes ownership of an accepted socket: registers the session and spawns its task.
-pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) {
+/// Takes ownership of an accepted socket: registers the session (over TLS when its listener has
+/// TLS) and spawns its task.
+pub(crate) fn adopt<H: ConnHost>(
+    host: &Rc<H>,
+    stream: TcpStream,
+    stack: &Arc<StackConfig>,
+    tls: bool,
+) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(e) => {
@@ -64,7 +81,7 @@ pub(crate) fn adopt<H: ConnHost>(host: &Rc<H>, stream: TcpStream) {
             return;
         }
     };
-    let Some(cell) = host.open(peer) else {
+    let Some(cell) = host.open(peer, stack, tls) else {
         host.not_adopted();
         return;
     };
@@ -113,6 +130,23 @@ impl<H: ConnHost> Conn<H> {
     }
 }
 
+impl<H: ConnHost> Conn<H> {
+    /// Reads and drops what the peer already sent (bounded: `reads_per_poll` reads). Closing a
+    /// socket with unread input makes the kernel send a reset, which can destroy what was just
+    /// written (the answer to a bad request, a close frame) before the peer reads it.
+    fn discard_input(&mut self, cx: &mut Context<'_>) {
+        let host = self.host.clone();
+        let mut buf = host.read_buf().borrow_mut();
+        for _ in 0..host.reads_per_poll() {
+            let mut rb = ReadBuf::new(&mut buf[..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
+                _ => break,
+            }
+        }
+    }
+}
+
 impl<H: ConnHost> Future for Conn<H> {
     type Output = CloseReason;
 
@@ -124,11 +158,27 @@ impl<H: ConnHost> Future for Conn<H> {
         // sessions run and more input can arrive.
         let mut short_read = false;
         loop {
+            // Work the session holds without new bytes: a reply an HTTP request waited for,
+            // requests pipelined behind an answered one.
+            let (reply, pending) = {
+                let s = this.cell.session.borrow();
+                (s.has_rpc_reply(), s.has_pending_input())
+            };
+            if reply {
+                this.host.rpc_reply(&this.cell);
+            }
+            if pending {
+                this.host.input(&this.cell, &mut []);
+            }
             let closing = this.cell.session.borrow().close_reason().cloned();
             if let Some(reason) = closing {
-                // Best effort: flush what the socket takes now (e.g. an error frame), then close.
+                // Best effort: flush what the socket takes now (e.g. an error frame, an HTTP
+                // status, a WebSocket close frame), then close.
                 if reason != CloseReason::SendBufferOverflow {
                     let _ = this.write_out(cx);
+                }
+                if !matches!(reason, CloseReason::Io(_)) {
+                    this.discard_input(cx);
                 }
                 return Poll::Ready(reason);
             }
@@ -136,6 +186,11 @@ impl<H: ConnHost> Future for Conn<H> {
                 return Poll::Ready(reason);
             }
             if this.host.draining() {
+                break;
+            }
+            if !this.cell.session.borrow().wants_input() {
+                // An HTTP request waits for its answer: read nothing more until it is sent (TCP
+                // holds a pipelining client back). The answer wakes the task.
                 break;
             }
             if reads >= this.host.reads_per_poll() || short_read {
@@ -157,7 +212,7 @@ impl<H: ConnHost> Future for Conn<H> {
                         return Poll::Ready(this.cell.session.borrow_mut().peer_closed());
                     }
                     ShardMetrics::add(&host.metrics().bytes_in_total, n as u64);
-                    host.input(&this.cell, &buf[..n]);
+                    host.input(&this.cell, &mut buf[..n]);
                 }
             }
         }

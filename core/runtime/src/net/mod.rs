@@ -1,4 +1,5 @@
-//! Socket glue: the acceptor thread, the per-connection task and the per-shard session table.
+//! Socket glue: the listeners and their acceptor threads, the per-connection task, the per-shard
+//! session table, and the TLS listeners' certificate source (`tls/`).
 //!
 //! The protocol itself (frames, the session state machine) is `lattice-wire`'s; this module only
 //! moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O on client
@@ -6,7 +7,9 @@
 
 pub mod acceptor;
 pub(crate) mod conn;
+pub mod listener;
 pub mod table;
+pub mod tls;
 
 pub use table::{SessionCell, SessionTable};
 
@@ -28,7 +31,7 @@ pub enum Balance {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
-    /// Client listen address.
+    /// Binary client listen address (frames over TCP); empty = off.
     pub listen: String,
     /// Connection spreading.
     pub balance: Balance,

@@ -1,6 +1,7 @@
 //! The application a shard runs, as the runtime sees it.
 
-use lattice_wire::{CloseReason, Frame, SessionId};
+use lattice_wire::http::{Request, Response};
+use lattice_wire::{CloseReason, Frame, RpcReply, SessionId};
 
 use super::cx::ShardCx;
 
@@ -22,6 +23,19 @@ pub trait ShardApp: 'static {
 
     /// A complete frame arrived from one of this shard's sessions.
     fn on_frame(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, frame: Frame<'_>);
+
+    /// An HTTP request from one of this shard's sessions (an `http` listener). Answer it with
+    /// [`ShardCx::respond`], now or later (no further request of that connection is read until
+    /// then). The default answers `404`.
+    fn on_http(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, _req: Request) {
+        cx.respond(session, &Response::text(404, "not found\n"));
+    }
+
+    /// The reply frame an HTTP request was relayed for (`Session::expect_reply`) arrived: turn it
+    /// into the request's response with [`ShardCx::respond`]. The default answers `500`.
+    fn on_rpc_reply(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, _reply: RpcReply) {
+        cx.respond(session, &Response::text(500, "no handler for replies\n"));
+    }
 
     /// A message from another shard (or from this one through [`ShardCx::send`]).
     fn on_message(&mut self, cx: &ShardCx<Self::Msg>, msg: Self::Msg);

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits};
+use lattice_wire::http::Response;
+use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits, StackConfig};
 
 use crate::mesh::backlog::{Backlog, Queued, Refused};
 use crate::mesh::ring::Producer;
@@ -283,12 +284,39 @@ impl<M: Send + 'static> ShardCx<M> {
         self.sessions.borrow().len()
     }
 
-    /// Registers a session for a connection from `peer` (the connection task, or a test).
+    /// Answers the HTTP request `session` (of this shard) is waiting on; see
+    /// [`lattice_wire::Session::respond`]. Returns false when the session is gone, closing or
+    /// waits for no answer.
+    pub fn respond(&self, session: SessionId, resp: &Response) -> bool {
+        matches!(
+            self.with_session(session, |s| s.respond(resp)),
+            Some(Ok(()))
+        )
+    }
+
+    /// Registers a binary client session for a connection from `peer` (a test).
     pub fn open_session(&self, peer: std::net::SocketAddr) -> Rc<SessionCell> {
+        self.open_session_on(
+            peer,
+            &Arc::new(StackConfig::binary(lattice_wire::SessionType::Client)),
+            |s| s,
+        )
+    }
+
+    /// Registers a session for a connection from `peer` on a listener with protocol stack
+    /// `stack` (the connection task, or a test), with layers added by `layers` before any byte
+    /// flows (e.g. TLS: `|s| s.with_tls(layer)`).
+    pub fn open_session_on(
+        &self,
+        peer: std::net::SocketAddr,
+        stack: &Arc<StackConfig>,
+        layers: impl FnOnce(Session) -> Session,
+    ) -> Rc<SessionCell> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let cell = Rc::new(SessionCell::new(Session::new(id, self.limits, now), peer));
+        let session = layers(Session::new_on(id, self.limits, stack, now));
+        let cell = Rc::new(SessionCell::new(session, peer));
         table.insert(cell.clone());
         drop(table);
         self.arm_session_timer(&cell);
@@ -311,6 +339,12 @@ impl<M: Send + 'static> ShardCx<M> {
                 cell.wake();
             }
             Err(SendError::Overflow) => cell.wake(),
+            Err(SendError::NoChannel) => {
+                crate::telemetry::gateway::GatewayMetrics::add(
+                    &self.metrics.gateway[self.id].frames_no_channel_total,
+                    1,
+                );
+            }
             Err(SendError::Closing) => {}
         }
     }
@@ -325,17 +359,32 @@ impl<M: Send + 'static> ShardCx<M> {
         if let Some(h) = cell.timer.get() {
             match wheel.deadline_of(h) {
                 Some(d) if d <= tick => return,
-                Some(_) if wheel.reschedule(h, tick).is_ok() => return,
+                Some(_) if wheel.reschedule(h, tick).is_ok() => {
+                    drop(wheel);
+                    self.timer_moved();
+                    return;
+                }
                 _ => {}
             }
         }
         match wheel.insert(tick, TimerItem::Session(cell.id())) {
-            Ok(h) => cell.timer.set(Some(h)),
+            Ok(h) => {
+                cell.timer.set(Some(h));
+                drop(wheel);
+                self.timer_moved();
+            }
             Err(e) => {
                 ShardMetrics::add(&self.m().timers_rejected_total, 1);
                 tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
             }
         }
+    }
+
+    /// A deadline may now be earlier than the one the loop parked on (a connection task or a
+    /// handler set it while the loop slept): wake the loop so it parks again with the new
+    /// timeout. Costs one fence and a load when the loop is not parked.
+    fn timer_moved(&self) {
+        self.signals[self.id].wake();
     }
 
     // ---- time ----
@@ -355,6 +404,7 @@ impl<M: Send + 'static> ShardCx<M> {
     pub fn timer_after(&self, delay: Duration, token: u64) -> Result<TimerHandle, TimerError> {
         let at = self.clock.borrow().deadline_after(delay, TICK);
         let r = self.wheel.borrow_mut().insert(at, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 
@@ -367,12 +417,13 @@ impl<M: Send + 'static> ShardCx<M> {
             .wheel
             .borrow_mut()
             .insert_periodic(first, ticks, TimerItem::App(token));
+        self.timer_moved();
         self.count_timer(r)
     }
 
     /// Cancels a timer. Returns false when it already fired (one-shot) or was cancelled.
     pub fn cancel_timer(&self, handle: TimerHandle) -> bool {
-        self.wheel.borrow_mut().cancel(handle).is_some()
+        self.wheel.borrow_mut().cancel(handle)
     }
 
     fn count_timer(&self, r: Result<TimerHandle, TimerError>) -> Result<TimerHandle, TimerError> {

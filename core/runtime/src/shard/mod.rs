@@ -2,10 +2,12 @@
 //! loop.
 //!
 //! Files: `app.rs` the application trait; `cx.rs` what the application may do; `state.rs` the state
-//! the loop and the connection tasks share, and how a session enters, runs and leaves; `run.rs` the
+//! the loop and the connection tasks share, and how a session enters, runs and leaves; `close_log.rs`
+//! which closes are ordinary (info) and which are violations (warn, rate-limited per reason); `run.rs` the
 //! loop pass, parking and shutdown drain.
 
 mod app;
+mod close_log;
 mod cx;
 mod run;
 mod state;
@@ -16,3 +18,4 @@ pub use state::{panic_message, IDLE_PASS_MAX};
 
 pub(crate) use cx::CxSettings;
 pub(crate) use run::{run, ShardParts};
+pub(crate) use state::AcceptIn;

@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::TcpStream;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +17,7 @@ use lattice_wire::CloseReason;
 
 use super::app::ShardApp;
 use super::cx::{CxSettings, Envelope, ShardCx};
-use super::state::{guarded, ShardState};
+use super::state::{guarded, AcceptIn, ShardState};
 use crate::mesh::ring::{Consumer, Producer};
 use crate::mesh::{Control, ShardSignal};
 use crate::telemetry::metrics::{Metrics, ShardMetrics};
@@ -30,7 +29,10 @@ pub(crate) struct ShardParts<M> {
     pub shards: usize,
     pub outs: Vec<Option<Producer<Envelope<M>>>>,
     pub ins: Vec<Option<Consumer<Envelope<M>>>>,
-    pub accept_in: Consumer<TcpStream>,
+    /// One ring per listener, with the listener's protocol stack and TLS flag.
+    pub accept_in: Vec<AcceptIn>,
+    /// What TLS sessions need, when a listener has TLS.
+    pub tls: Option<crate::net::tls::ShardTls>,
     pub signals: Arc<Vec<ShardSignal>>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub metrics: Arc<Metrics>,
@@ -58,8 +60,10 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         cx,
         app: RefCell::new(make_app()),
         read_buf: RefCell::new(read_buf),
+        tls_plain: RefCell::new(Vec::new()),
         ins: parts.ins,
         accept_in: parts.accept_in,
+        tls: parts.tls,
         quiet: parts.quiet,
         mesh_batch: parts.mesh_batch,
         queued_budget: parts.queued_budget,
@@ -105,9 +109,11 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             worked = true;
         }
         let backlog_left = st.cx.flush_backlog();
-        while let Some(stream) = st.accept_in.pop() {
-            worked = true;
-            crate::net::conn::adopt(&st, stream);
+        for a in &st.accept_in {
+            while let Some(stream) = a.ring.pop() {
+                worked = true;
+                crate::net::conn::adopt(&st, stream, &a.stack, a.tls);
+            }
         }
         for src in 0..st.ins.len() {
             let Some(ring) = st.ins[src].as_ref() else {

@@ -8,26 +8,44 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_wire::{CloseReason, MonoTime, SessionId};
+use lattice_wire::{CloseReason, Event, MonoTime, SessionId, StackConfig};
 
 use super::app::ShardApp;
+use super::close_log::{self, CloseLog};
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
 use crate::net::conn::ConnHost;
+use crate::net::tls::ShardTls;
 use crate::net::SessionCell;
+use crate::telemetry::gateway::GatewayMetrics;
 use crate::telemetry::metrics::ShardMetrics;
 use crate::telemetry::warn_limit::{Summary, Verdict, WarnLimiter};
 
 /// Longest a parked shard sleeps before its next loop pass, even with nothing to do.
 pub const IDLE_PASS_MAX: Duration = Duration::from_millis(500);
 
+/// One listener's accept ring on a shard: sockets its acceptor handed to this shard, what its
+/// sessions speak, and whether they run over TLS.
+pub(crate) struct AcceptIn {
+    pub stack: Arc<StackConfig>,
+    pub ring: Consumer<TcpStream>,
+    pub tls: bool,
+}
+
 /// The shard's state: its context, its application and what its loop drains.
 pub(crate) struct ShardState<A: ShardApp> {
     pub cx: ShardCx<A::Msg>,
     pub app: RefCell<A>,
     pub read_buf: RefCell<Box<[u8]>>,
+    /// Plaintext decrypted from one read of a TLS session; frames and requests are taken from it,
+    /// so they borrow the shard, never the session. Grows to what one read yields (at most
+    /// `net.read_buffer` plus one incomplete TLS record, ≈ 18 KiB) and stays.
+    pub tls_plain: RefCell<Vec<u8>>,
     pub ins: Vec<Option<Consumer<Envelope<A::Msg>>>>,
-    pub accept_in: Consumer<TcpStream>,
+    /// One ring per listener.
+    pub accept_in: Vec<AcceptIn>,
+    /// What TLS sessions of this shard need (every TLS listener shares one certificate source).
+    pub tls: Option<ShardTls>,
     pub quiet: Arc<Vec<AtomicBool>>,
     pub mesh_batch: usize,
     pub queued_budget: usize,
@@ -61,6 +79,8 @@ impl<A: ShardApp> ShardState<A> {
         }
         let stats = self.cx.wheel.borrow().stats();
         ShardMetrics::set(&m.timers_pending, stats.pending);
+        ShardMetrics::set(&m.timers_dead_records, stats.dead_records);
+        ShardMetrics::set(&m.timers_compacted_total, stats.compacted);
         ShardMetrics::set(
             &m.clock_backwards_total,
             self.cx.clock.borrow().stats().backwards_clamped,
@@ -79,14 +99,44 @@ impl<A: ShardApp> ShardState<A> {
             return;
         };
         cell.timer.set(None);
-        let closing = {
+        let (closing, output) = {
             let mut s = cell.session.borrow_mut();
+            let before = s.unsent();
+            let http = s.transport() == lattice_wire::Transport::Http;
             s.handle_timeout(now);
-            s.is_closing()
+            if let Some(tls) = &self.tls {
+                tls.count(&s.take_tls_events());
+            }
+            let why = s.close_reason().or(s.closing_after_flush());
+            if http && matches!(why, Some(CloseReason::Protocol(_))) {
+                // The head deadline passed (answered 408).
+                GatewayMetrics::add(
+                    &self.cx.metrics.gateway[self.cx.id].http_bad_requests_total,
+                    1,
+                );
+            }
+            (s.is_closing(), s.unsent() != before)
         };
-        if closing {
+        // A deadline may queue output on an idle connection (a WebSocket ping, an HTTP 408 or
+        // 504): wake the task so it is written now, not after the next input.
+        if closing || output {
             cell.wake();
-        } else {
+        }
+        if !closing {
+            self.cx.arm_session_timer(cell);
+        }
+    }
+
+    /// On HTTP and WebSocket sessions, input and the application can bring the session's
+    /// deadline forward (an upgrade starts pings, a request starts a head or reply deadline):
+    /// move its timer. (A binary session's deadline only moves later with input; its timer fires
+    /// and re-arms.)
+    fn rearm(&self, cell: &Rc<SessionCell>) {
+        let binary = {
+            let s = cell.session.borrow();
+            s.is_closing() || s.transport() == lattice_wire::Transport::Binary
+        };
+        if !binary {
             self.cx.arm_session_timer(cell);
         }
     }
@@ -117,7 +167,7 @@ impl<A: ShardApp> ShardState<A> {
     pub fn has_input(&self) -> bool {
         self.cx.signals[self.cx.id].control_pending()
             || self.cx.has_local_work()
-            || !self.accept_in.is_empty()
+            || self.accept_in.iter().any(|a| !a.ring.is_empty())
             || self.ins.iter().flatten().any(|c| !c.is_empty())
     }
 
@@ -136,12 +186,35 @@ impl<A: ShardApp> ShardState<A> {
 }
 
 impl<A: ShardApp> ConnHost for ShardState<A> {
-    fn open(&self, peer: SocketAddr) -> Option<Rc<SessionCell>> {
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>> {
         let cx = &self.cx;
         if cx.is_draining() {
             return None;
         }
-        let cell = cx.open_session(peer);
+        let cell = match (tls, &self.tls) {
+            (false, _) => cx.open_session_on(peer, stack, |s| s),
+            (true, Some(t)) => {
+                let now = cx.clock.borrow_mut().refresh();
+                let layer = match t.layer(now) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "cannot start TLS for a connection");
+                        return None;
+                    }
+                };
+                t.opened();
+                cx.open_session_on(peer, stack, |s| s.with_tls(layer))
+            }
+            (true, None) => {
+                tracing::error!(%peer, "TLS connection on a shard without TLS settings");
+                return None;
+            }
+        };
         let id = cell.id();
         let m = cx.m();
         ShardMetrics::add(&m.connections_accepted_total, 1);
@@ -151,37 +224,38 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         Some(cell)
     }
 
-    fn input(&self, cell: &Rc<SessionCell>, bytes: &[u8]) {
+    fn input(&self, cell: &Rc<SessionCell>, bytes: &mut [u8]) {
+        let now = self.cx.clock.borrow_mut().refresh();
+        match &self.tls {
+            Some(tls) if cell.session.borrow().is_tls() => self.tls_input(tls, cell, now, bytes),
+            _ => self.events(cell, now, bytes),
+        }
+    }
+
+    fn rpc_reply(&self, cell: &Rc<SessionCell>) {
         let cx = &self.cx;
-        let now = cx.clock.borrow_mut().refresh();
         let id = cell.id();
-        let frames_in = &cx.m().frames_in_total;
-        let mut input = bytes;
-        // One catch_unwind per read, not per frame: a panic closes this session only.
-        let served = guarded(self, "on_frame", |app| loop {
-            // The borrow ends before the application runs: it may queue output to this session.
-            let next = cell.session.borrow_mut().receive(now, &mut input);
-            match next {
-                Ok(Some(frame)) => {
-                    ShardMetrics::add(frames_in, 1);
-                    app.on_frame(cx, id, frame.frame());
-                    if cell.session.borrow().is_closing() {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        });
-        if served.is_none() {
+        let Some(reply) = cell.session.borrow_mut().take_rpc_reply() else {
+            return;
+        };
+        if guarded(self, "on_rpc_reply", |app| app.on_rpc_reply(cx, id, reply)).is_none() {
             cell.session
                 .borrow_mut()
                 .close(CloseReason::App("internal error".into()));
         }
+        self.rearm(cell);
     }
 
     fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
         let cx = &self.cx;
         let id = cell.id();
+        if let Some(tls) = &self.tls {
+            let mut s = cell.session.borrow_mut();
+            if s.is_tls() {
+                tls.count(&s.take_tls_events());
+                tls.closed();
+            }
+        }
         cx.sessions.borrow_mut().remove(id);
         if let Some(h) = cell.timer.take() {
             cx.wheel.borrow_mut().cancel(h);
@@ -190,18 +264,15 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         let m = cx.m();
         ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
         ShardMetrics::add(self.close_counter(&reason), 1);
-        match &reason {
-            // Ordinary for a game: clients leave, reset, lose their network or go idle.
-            CloseReason::PeerClosed
-            | CloseReason::Shutdown
-            | CloseReason::IdleTimeout
-            | CloseReason::Io(_) => {
+        match close_log::classify(&reason) {
+            CloseLog::Ordinary => {
                 tracing::info!(session = %id, peer = %cell.peer, %reason, "session closed")
             }
-            // Protocol violations and overflows stay at warn, rate-limited per reason.
-            CloseReason::Protocol(_) | CloseReason::SendBufferOverflow | CloseReason::App(_) => {
+            // Protocol violations (every layer: frames, HTTP, WebSocket, TLS) and overflows stay
+            // at warn, rate-limited per reason.
+            CloseLog::Violation(key) => {
                 let now_ms = cx.clock.borrow().now().as_nanos() / 1_000_000;
-                let (verdict, summary) = self.warns.borrow_mut().check(reason.label(), now_ms);
+                let (verdict, summary) = self.warns.borrow_mut().check(key, now_ms);
                 if let Some(s) = summary {
                     log_suppressed(cx.id, s);
                 }
@@ -245,6 +316,100 @@ fn log_suppressed(shard: usize, s: Summary) {
         window_ms = s.window_ms,
         "session closed: further warnings of this reason suppressed in the last window"
     );
+}
+
+impl<A: ShardApp> ShardState<A> {
+    /// Runs `bytes` (plaintext, transformed in place by the layers) through the session's layers
+    /// and the application: frames to `on_frame`, HTTP requests to `on_http`.
+    fn events(&self, cell: &Rc<SessionCell>, now: MonoTime, bytes: &mut [u8]) {
+        let cx = &self.cx;
+        let id = cell.id();
+        let frames_in = &cx.m().frames_in_total;
+        let gw = &cx.metrics.gateway[cx.id];
+        let mut input = bytes;
+        // One catch_unwind per read, not per frame: a panic closes this session only.
+        let served = guarded(self, "on_frame", |app| loop {
+            // The borrow ends before the application runs: it may queue output to this session.
+            let next = {
+                let mut s = cell.session.borrow_mut();
+                let was_http = s.transport() == lattice_wire::Transport::Http;
+                let next = s.receive_event(now, &mut input);
+                if was_http && s.transport() != lattice_wire::Transport::Http {
+                    GatewayMetrics::add(&gw.ws_upgrades_total, 1);
+                }
+                next
+            };
+            match next {
+                Ok(Some(Event::Frame(frame))) => {
+                    ShardMetrics::add(frames_in, 1);
+                    app.on_frame(cx, id, frame.frame());
+                    if cell.session.borrow().is_closing() {
+                        break;
+                    }
+                }
+                Ok(Some(Event::Request(req))) => {
+                    GatewayMetrics::add(&gw.http_requests_total, 1);
+                    app.on_http(cx, id, req);
+                    if cell.session.borrow().is_closing() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    if matches!(
+                        cell.session.borrow().transport(),
+                        lattice_wire::Transport::Http
+                    ) {
+                        GatewayMetrics::add(&gw.http_bad_requests_total, 1);
+                    }
+                    tracing::debug!(session = %id, %reason, "protocol error");
+                    break;
+                }
+            }
+        });
+        if served.is_none() {
+            cell.session
+                .borrow_mut()
+                .close(CloseReason::App("internal error".into()));
+        }
+        self.rearm(cell);
+    }
+
+    /// A read on a TLS session: decrypt into the shard's plaintext buffer, then the layers above
+    /// as usual. An empty read still runs input the session holds (pipelined HTTP requests).
+    fn tls_input(&self, tls: &ShardTls, cell: &Rc<SessionCell>, now: MonoTime, bytes: &[u8]) {
+        let mut plain = self.tls_plain.borrow_mut();
+        plain.clear();
+        let read = cell
+            .session
+            .borrow_mut()
+            .receive_tls(now, bytes, &mut plain);
+        let first_handshake = {
+            let mut s = cell.session.borrow_mut();
+            let ev = s.take_tls_events();
+            tls.count(&ev);
+            ev.handshake_done
+        };
+        if let Some(version) = first_handshake {
+            let s = cell.session.borrow();
+            let t = s.tls();
+            tracing::debug!(
+                session = %cell.id(),
+                peer = %cell.peer,
+                version = version.name(),
+                suite = ?t.and_then(|t| t.cipher_suite()),
+                sni = t.and_then(|t| t.server_name()).unwrap_or(""),
+                "tls handshake complete"
+            );
+        }
+        self.events(cell, now, &mut plain[..]);
+        if matches!(read, Ok(r) if r.peer_closed) {
+            cell.session.borrow_mut().close(CloseReason::PeerClosed);
+        }
+        // Deadlines can move earlier here (a completed handshake schedules its first key
+        // update): re-arm, which keeps an earlier timer and is cheap otherwise.
+        self.cx.arm_session_timer(cell);
+    }
 }
 
 /// Calls into the application, catching a panic so the shard goes on. Returns None on panic.

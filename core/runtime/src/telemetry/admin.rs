@@ -4,7 +4,10 @@
 //! It runs off the shards on purpose: it must answer when every shard is saturated, and it talks to
 //! shards only through their control lanes and shared counters. It serves one request per
 //! connection and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`], 2 s socket
-//! timeouts, one connection at a time.
+//! timeouts, one connection at a time (except detached routes, [`Routes::add_detached`], which answer
+//! on a thread of their own, at most [`MAX_DETACHED`] at once). Requests are parsed and responses encoded by the same
+//! sans-IO HTTP/1.1 code as the shards' HTTP listeners (`lattice_wire::http`), so a bad request
+//! gets the same status codes here as there.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use lattice_wire::http::{HttpConn, HttpLimits, Next, Response as WireResponse};
+use lattice_wire::MonoTime;
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 8192;
@@ -234,76 +240,14 @@ impl AdminServer {
     }
 }
 
-/// Why a request could not be read; each has its status code.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadError {
-    /// The head passed [`MAX_HEAD`] bytes (431).
-    HeadTooLarge,
-    /// The head is not HTTP/1.x (400).
-    Malformed(&'static str),
-    /// The body passed [`MAX_BODY`] (413).
-    BodyTooLarge,
-    /// A chunked body (411: send Content-Length).
-    Chunked,
-}
-
-impl ReadError {
-    fn response(&self) -> Response {
-        match self {
-            ReadError::HeadTooLarge => Response::text(431, "request head too large\n"),
-            ReadError::Malformed(why) => Response::text(400, format!("bad request: {why}\n")),
-            ReadError::BodyTooLarge => Response::text(413, "request body too large\n"),
-            ReadError::Chunked => Response::text(411, "send the body with Content-Length\n"),
-        }
+/// The limits the admin listener reads requests with.
+fn limits() -> HttpLimits {
+    HttpLimits {
+        max_head: MAX_HEAD,
+        max_headers: 64,
+        max_body: MAX_BODY,
+        head_timeout: Duration::from_secs(2),
     }
-}
-
-/// Parses a request head (everything before the blank line). Sans-IO.
-pub fn parse_head(head: &[u8], peer: SocketAddr) -> Result<(Request, usize), ReadError> {
-    let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed("head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let line = lines.next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ReadError::Malformed("request line"));
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-        return Err(ReadError::Malformed("request line"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut headers = Vec::new();
-    let mut length = 0usize;
-    for l in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = l
-            .split_once(':')
-            .ok_or(ReadError::Malformed("header line"))?;
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-        if k == "content-length" {
-            length = v
-                .parse()
-                .map_err(|_| ReadError::Malformed("content-length"))?;
-            if length > MAX_BODY {
-                return Err(ReadError::BodyTooLarge);
-            }
-        }
-        if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            return Err(ReadError::Chunked);
-        }
-        headers.push((k, v));
-    }
-    Ok((
-        Request {
-            method: method.to_string(),
-            path: path.to_string(),
-            query: query.to_string(),
-            headers,
-            body: Vec::new(),
-            peer,
-        },
-        length,
-    ))
 }
 
 /// `read` that retries when a signal (SIGPROF while profiling) interrupts it.
@@ -324,39 +268,37 @@ fn serve(
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let peer = s.peer_addr()?;
-    let mut buf = Vec::with_capacity(1024);
+    // Time is not read here: the socket timeouts bound a slow sender.
+    let mut conn = HttpConn::new(limits(), MonoTime(0));
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_HEAD {
-            return respond(&mut s, &ReadError::HeadTooLarge.response());
+    let mut out = Vec::new();
+    let req = loop {
+        match conn.next_request(&mut out) {
+            Next::Request(r) => break r,
+            Next::Failed(_) => {
+                s.write_all(&out)?;
+                return linger(s);
+            }
+            Next::Wait => {}
         }
         let n = read_retrying(&mut s, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
+        conn.feed(MonoTime(0), &chunk[..n]);
     };
-    let (mut req, length) = match parse_head(&buf[..head_end], peer) {
-        Ok(x) => x,
-        Err(e) => return respond(&mut s, &e.response()),
+    let req = Request {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        body: req.body,
+        peer,
     };
-    let mut body = buf.split_off(head_end + 4);
-    while body.len() < length {
-        let n = read_retrying(&mut s, &mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    req.body = body;
     if routes.is_detached(&req) {
         if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
             detached.fetch_sub(1, Ordering::SeqCst);
-            return respond(&mut s, &Response::text(503, "busy: try again later\n"));
+            return respond(s, out, Response::text(503, "busy: try again later\n"));
         }
         let (routes, slots) = (routes.clone(), detached.clone());
         let spawned = std::thread::Builder::new()
@@ -364,7 +306,7 @@ fn serve(
             .spawn(move || {
                 // The handler may take its time: the write timeout starts after it.
                 let r = routes.respond(&req);
-                if let Err(e) = respond(&mut s, &r) {
+                if let Err(e) = respond(s, out, r) {
                     tracing::debug!(error = %e, "admin response failed");
                 }
                 slots.fetch_sub(1, Ordering::SeqCst);
@@ -375,42 +317,33 @@ fn serve(
         }
         return Ok(());
     }
-    respond(&mut s, &routes.respond(&req))
+    let r = routes.respond(&req);
+    respond(s, out, r)
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
+/// Encodes `r` into `out` (empty or holding nothing yet) and writes it, then lingers.
+fn respond(mut s: TcpStream, mut out: Vec<u8>, r: Response) -> std::io::Result<()> {
+    let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
+    wire.headers.extend(r.headers);
+    // One request per connection: the listener serves one connection at a time.
+    wire.encode(true, &mut out);
+    s.write_all(&out)?;
+    linger(s)
 }
 
-fn respond(s: &mut TcpStream, r: &Response) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        r.status,
-        reason(r.status),
-        r.content_type,
-        r.body.len()
-    );
-    for (k, v) in &r.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the
+/// response at the peer before it is read. So: stop writing, then read and drop what the peer
+/// still sends until it closes (bounded: 64 KiB, and the 2 s socket timeout).
+fn linger(mut s: TcpStream) -> std::io::Result<()> {
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match read_retrying(&mut s, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(&r.body)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -440,12 +373,15 @@ mod tests {
     }
 
     fn req(method: &str, target: &str) -> Request {
-        parse_head(
-            format!("{method} {target} HTTP/1.1\r\nHost: x").as_bytes(),
-            peer(),
-        )
-        .unwrap()
-        .0
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![],
+            body: vec![],
+            peer: peer(),
+        }
     }
 
     #[test]
@@ -457,24 +393,31 @@ mod tests {
         assert_eq!(r.respond(&req("GET", "/q/a?x=5&y")).body, b"5");
     }
 
+    /// Sends `bytes`, returns the whole response.
+    fn exchange(srv: &AdminServer, bytes: &[u8]) -> String {
+        let mut c = TcpStream::connect(srv.local_addr()).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        resp
+    }
+
     #[test]
-    fn bad_heads_have_their_status() {
-        assert_eq!(
-            parse_head(b"GARBAGE", peer()).unwrap_err(),
-            ReadError::Malformed("request line")
-        );
-        assert_eq!(
-            parse_head(b"GET / HTTP/1.1\r\nContent-Length: 99999999", peer()).unwrap_err(),
-            ReadError::BodyTooLarge
-        );
-        assert_eq!(
-            parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", peer()).unwrap_err(),
-            ReadError::Chunked
-        );
-        assert_eq!(
-            parse_head(b"GET / HTTP/1.1\r\nno colon", peer()).unwrap_err(),
-            ReadError::Malformed("header line")
-        );
+    fn bad_requests_have_their_status() {
+        let srv = AdminServer::start("127.0.0.1:0", routes()).unwrap();
+        for (bytes, status) in [
+            (&b"GARBAGE\r\n\r\n"[..], "400"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", "413"),
+            (
+                b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "411",
+            ),
+            (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", "400"),
+        ] {
+            let resp = exchange(&srv, bytes);
+            assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")), "{resp}");
+        }
+        srv.stop();
     }
 
     fn get(addr: SocketAddr, path: &str) -> String {
@@ -534,6 +477,7 @@ mod tests {
         let mut c = TcpStream::connect(srv.local_addr()).unwrap();
         c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel")
             .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
         c.write_all(b"lo").unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();

@@ -40,6 +40,8 @@ crate::shard_counters! {
         timers_fired_total: Counter, "Timers fired by this shard's wheel.";
         timers_deferred_total: Counter, "Passes that hit runtime.timer_max_fire_per_pass (the rest fired next pass).";
         timers_rejected_total: Counter, "Timer inserts refused because the wheel was full (runtime.timer_max_timers).";
+        timers_dead_records: Gauge, "Records of cancelled or rescheduled timers still in this shard's wheel (4 bytes each; compacted once they exceed half the pending timers + 16384, the wheel's dead_record_slack).";
+        timers_compacted_total: Counter, "Dead timer records dropped by the wheel's compaction (the rest go when their slot comes up).";
         clock_backwards_total: Counter, "Clock readings that went backwards and were clamped.";
         loop_passes_total: Counter, "Loop passes this shard completed (a shard that is not parked and makes no pass is stuck).";
     }
@@ -53,6 +55,8 @@ pub struct Metrics {
     pub shards: Vec<ShardMetrics>,
     /// I/O driver of each shard: 0 unknown, 1 io_uring, 2 epoll.
     pub drivers: Vec<AtomicU64>,
+    /// Gateway transport counters, one entry per shard.
+    pub gateway: Vec<super::gateway::GatewayMetrics>,
     extra: Mutex<Vec<Renderer>>,
 }
 
@@ -62,6 +66,7 @@ impl Metrics {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
             drivers: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            gateway: (0..shards).map(|_| Default::default()).collect(),
             extra: Mutex::new(Vec::new()),
         }
     }
@@ -87,6 +92,7 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         let mut w = Writer::new(&mut out);
         ShardMetrics::render(&self.shards, &mut w);
+        super::gateway::GatewayMetrics::render(&self.gateway, &mut w);
         w.family(
             "lattice_shard_driver",
             Kind::Gauge,

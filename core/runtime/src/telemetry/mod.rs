@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod alloc_metrics;
 pub mod crash;
+pub mod gateway;
 pub mod log;
 pub mod log_file;
 pub mod log_writer;

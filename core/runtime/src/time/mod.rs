@@ -3,7 +3,8 @@
 //! - [`Clock`]: read once per loop pass ([`Clock::refresh`]), monotonic (backward readings are
 //!   clamped and counted), with a wall-time mapping for calendar use.
 //! - [`TimerWheel`]: 6 levels × 64 slots of 1 ms ticks plus an overflow list; O(1) insert,
-//!   cancel and reschedule through generation-checked [`TimerHandle`]s; exact firing tick;
+//!   cancel (lazy: one 8-byte word, the slot's record is swept later, their number bounded) and
+//!   reschedule through generation-checked [`TimerHandle`]s; exact firing tick;
 //!   insertion order within a tick; periodic timers; a bounded number of firings per
 //!   [`TimerWheel::advance`].
 //! - [`Calendar`] / [`CalendarEvents`]: day/week/month/year boundaries in an IANA zone with a
@@ -16,6 +17,7 @@
 
 mod calendar;
 mod clock;
+mod records;
 mod slab;
 mod wheel;
 

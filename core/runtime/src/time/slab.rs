@@ -1,64 +1,89 @@
-//! Chunked slab that stores the timer wheel's entries.
+//! Chunked slab that stores the timer wheel's entries, split in a hot and a cold half.
 //!
-//! Entries live in fixed-size chunks that are allocated once and never moved or freed while the
-//! wheel lives, so memory per pending timer stays close to `size_of::<Entry<T>>()` at any
-//! population (a `Vec` that doubles could waste up to half of its capacity). Freed slots go on an
-//! intrusive free list and are reused LIFO, which keeps recently used cache lines hot.
+//! The hot half of a slot is 8 bytes: its generation and its link (see below). It is all that
+//! cancel, the liveness test of a record and compaction read, so at a million timers they touch
+//! an 8 MB array instead of 40 MB of entries (one cache miss into a smaller, more often cached
+//! working set). The cold half holds the item, deadline and period; insert, fire and cascade
+//! read it.
 //!
-//! Knows nothing about levels or slots; the wheel owns list linking.
+//! Both halves live in fixed-size chunks that are allocated once and never moved or freed while
+//! the wheel lives, so memory per pending timer stays close to 8 + `size_of::<Cold<T>>()` at any
+//! population (a `Vec` that doubles could waste up to half of its capacity, and would copy
+//! megabytes in the middle of an insert). Freed slots go on an intrusive free list (through the
+//! hot link) and are reused LIFO, which keeps recently used cache lines hot.
+//!
+//! A slot's generation is odd while it holds a timer and even while it is free; it moves on at
+//! every allocation and every release, so a handle (index, odd generation) names one timer only.
+//! A slot whose generation would wrap is retired instead of reused (once per 2^31 timers in that
+//! slot), so a stale handle can never reach a later timer.
+//!
+//! Knows nothing about levels or slot lists; the wheel keeps `link` pointing at the timer's
+//! record (see [`super::records`]).
 
-/// Index of "no entry" in the intrusive lists.
+/// "No slot" in the free list.
 pub(crate) const NIL: u32 = u32::MAX;
-
-/// `Entry::loc` value of a slot that holds no timer.
-pub(crate) const LOC_FREE: u16 = u16::MAX;
 
 /// Entries per chunk (power of two).
 const CHUNK_SHIFT: u32 = 10;
 const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
 const CHUNK_MASK: u32 = (CHUNK_LEN as u32) - 1;
 
-/// One timer (or one free slot).
+/// The hot half of a slot: what cancel and every liveness test read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hot {
+    /// Odd while the slot holds a timer, even while free.
+    pub(crate) generation: u32,
+    /// Live: the address of the timer's record in its slot list. Free: the next free slot.
+    pub(crate) link: u32,
+}
+
+const FREE_HOT: Hot = Hot {
+    generation: 0,
+    link: NIL,
+};
+
+/// The cold half of a slot.
 ///
-/// Layout for `T = u64`: 16 (item) + 8 (deadline) + 8 (period) + 4 × 3 (links, generation)
-/// + 2 (location) → 48 bytes after padding.
+/// Layout for `T = u64`: 16 (item) + 8 (deadline) + 8 (period) → 32 bytes, so with the 8-byte
+/// hot half a timer costs 40 bytes of slab.
 #[derive(Debug)]
-pub(crate) struct Entry<T> {
-    /// The caller's value; `None` while the slot is free.
+pub(crate) struct Cold<T> {
+    /// The caller's value; `None` once handed out. For a `T` without drop glue a cancelled
+    /// timer's value is left here (it is dead data) until the slot is reused.
     pub(crate) item: Option<T>,
     /// Tick at which the timer is due (already clamped to the wheel's time at insertion).
     pub(crate) deadline: u64,
     /// Period in ticks for a periodic timer, 0 for one-shot.
     pub(crate) period: u64,
-    /// Previous entry in its slot list, or `NIL`.
-    pub(crate) prev: u32,
-    /// Next entry in its slot list (or in the free list), or `NIL`.
-    pub(crate) next: u32,
-    /// Bumped each time the slot is freed, so stale handles are detected.
-    pub(crate) generation: u32,
-    /// Which list holds the entry (`level * 64 + slot`, the overflow list) or `LOC_FREE`.
-    pub(crate) loc: u16,
 }
+
+type HotChunk = Box<[Hot; CHUNK_LEN]>;
+type ColdChunk<T> = Box<[Cold<T>; CHUNK_LEN]>;
 
 /// Fixed-chunk slab with an intrusive free list.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    chunks: Vec<Box<[Entry<T>; CHUNK_LEN]>>,
+    hot: Vec<HotChunk>,
+    cold: Vec<ColdChunk<T>>,
     /// Head of the free list (`NIL` when every allocated slot is in use).
     free_head: u32,
     /// Number of slots handed out and not yet released.
     len: u32,
     /// Slots ever allocated (chunks × chunk length, minus the unused tail of the last chunk).
     high_water: u32,
+    /// Slots retired because their generation would wrap.
+    retired: u64,
 }
 
 impl<T> Slab<T> {
     pub(crate) fn new() -> Self {
         Self {
-            chunks: Vec::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             free_head: NIL,
             len: 0,
             high_water: 0,
+            retired: 0,
         }
     }
 
@@ -67,88 +92,141 @@ impl<T> Slab<T> {
         self.len as usize
     }
 
-    /// Bytes held by the chunks and the chunk table.
+    /// Slots retired at a generation wrap (never reused).
+    pub(crate) fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// Bytes held by the chunks and the chunk tables.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK_LEN * std::mem::size_of::<Entry<T>>()
-            + self.chunks.capacity() * std::mem::size_of::<Box<[Entry<T>; CHUNK_LEN]>>()
+        self.hot.len() * CHUNK_LEN * (std::mem::size_of::<Hot>() + std::mem::size_of::<Cold<T>>())
+            + self.hot.capacity() * std::mem::size_of::<HotChunk>()
+            + self.cold.capacity() * std::mem::size_of::<ColdChunk<T>>()
     }
 
     /// Makes sure at least `n` slots exist without further allocation.
     pub(crate) fn reserve_total(&mut self, n: usize) {
-        while (self.chunks.len() * CHUNK_LEN) < n {
+        while (self.hot.len() * CHUNK_LEN) < n {
             self.push_chunk();
         }
     }
 
     fn push_chunk(&mut self) {
-        // A fixed-size chunk lets the inner index skip its bounds check (index & mask).
-        let chunk: Box<[Entry<T>; CHUNK_LEN]> = Box::new(std::array::from_fn(|_| Entry {
+        // Built in place on the heap (a `Box::new([..])` would be built on the stack and
+        // copied: 40 KB per chunk). Fixed-size chunks let the inner index skip its bounds
+        // check (index & mask).
+        let hot: Box<[Hot]> = vec![FREE_HOT; CHUNK_LEN].into_boxed_slice();
+        let hot: HotChunk = match hot.try_into() {
+            Ok(chunk) => chunk,
+            Err(_) => Box::new([FREE_HOT; CHUNK_LEN]),
+        };
+        let empty = || Cold {
             item: None,
             deadline: 0,
             period: 0,
-            prev: NIL,
-            next: NIL,
-            generation: 0,
-            loc: LOC_FREE,
-        }));
-        self.chunks.push(chunk);
+        };
+        let cold: Box<[Cold<T>]> = (0..CHUNK_LEN).map(|_| empty()).collect();
+        let cold: ColdChunk<T> = match cold.try_into() {
+            Ok(chunk) => chunk,
+            Err(_) => Box::new(std::array::from_fn(|_| empty())),
+        };
+        self.hot.push(hot);
+        self.cold.push(cold);
     }
 
-    /// Takes a free slot and returns its index; the caller fills it in.
+    /// Takes a free slot and returns its index and new (odd) generation; the caller fills it in.
     ///
-    /// `max_index` bounds the number of slots (the wheel's capacity); `None` when it is reached.
+    /// `max_slots` bounds the number of slots (the wheel's capacity); `None` when it is reached.
     #[inline]
-    pub(crate) fn alloc(&mut self, max_slots: u32) -> Option<u32> {
-        if self.free_head != NIL {
+    pub(crate) fn alloc(&mut self, max_slots: u32) -> Option<(u32, u32)> {
+        let idx = if self.free_head != NIL {
             let idx = self.free_head;
-            self.free_head = self.get(idx).next;
-            self.len += 1;
-            return Some(idx);
-        }
-        if self.high_water >= max_slots {
-            return None;
-        }
-        let idx = self.high_water;
-        if (idx as usize) >= self.chunks.len() * CHUNK_LEN {
-            self.push_chunk();
-        }
-        self.high_water += 1;
+            self.free_head = self.hot(idx).link;
+            idx
+        } else {
+            if self.high_water >= max_slots {
+                return None;
+            }
+            let idx = self.high_water;
+            if (idx as usize) >= self.hot.len() * CHUNK_LEN {
+                self.push_chunk();
+            }
+            self.high_water += 1;
+            idx
+        };
         self.len += 1;
-        Some(idx)
+        let h = self.hot_mut(idx);
+        h.generation = h.generation.wrapping_add(1);
+        debug_assert!(h.generation & 1 == 1);
+        Some((idx, h.generation))
     }
 
-    /// Returns a slot to the free list and bumps its generation; gives back the item.
+    /// Frees a slot: its generation moves on (stale handles stop matching) and it goes on the
+    /// free list, or is retired when its generation wraps. Touches only the hot half; the item
+    /// is the caller's to take (or to leave, when it has no drop glue).
     #[inline]
-    pub(crate) fn release(&mut self, idx: u32) -> Option<T> {
+    pub(crate) fn release(&mut self, idx: u32) {
         let head = self.free_head;
-        let e = self.get_mut(idx);
-        let item = e.item.take();
-        e.generation = e.generation.wrapping_add(1);
-        e.loc = LOC_FREE;
-        e.prev = NIL;
-        e.next = head;
-        self.free_head = idx;
         self.len -= 1;
-        item
-    }
-
-    #[inline]
-    pub(crate) fn get(&self, idx: u32) -> &Entry<T> {
-        &self.chunks[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
-    }
-
-    #[inline]
-    pub(crate) fn get_mut(&mut self, idx: u32) -> &mut Entry<T> {
-        &mut self.chunks[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
-    }
-
-    /// The entry at `idx` if `idx` was ever allocated.
-    #[inline]
-    pub(crate) fn try_get(&self, idx: u32) -> Option<&Entry<T>> {
-        if idx >= self.high_water {
-            return None;
+        let h = self.hot_mut(idx);
+        debug_assert!(h.generation & 1 == 1, "release of a free slot");
+        h.generation = h.generation.wrapping_add(1);
+        if h.generation == 0 {
+            // Reusing it would hand out generation 1 again: a handle from 2^31 timers ago
+            // would match. 40 bytes per 2^31 timers is the price of never confusing them.
+            h.link = NIL;
+            self.retired += 1;
+            return;
         }
-        Some(self.get(idx))
+        h.link = head;
+        self.free_head = idx;
+    }
+
+    #[inline]
+    pub(crate) fn hot(&self, idx: u32) -> &Hot {
+        &self.hot[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
+    }
+
+    #[inline]
+    pub(crate) fn hot_mut(&mut self, idx: u32) -> &mut Hot {
+        &mut self.hot[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
+    }
+
+    #[inline]
+    pub(crate) fn cold(&self, idx: u32) -> &Cold<T> {
+        &self.cold[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
+    }
+
+    #[inline]
+    pub(crate) fn cold_mut(&mut self, idx: u32) -> &mut Cold<T> {
+        &mut self.cold[(idx >> CHUNK_SHIFT) as usize][(idx & CHUNK_MASK) as usize]
+    }
+
+    /// Whether `idx` holds the timer of generation `generation` (an odd number from
+    /// [`Self::alloc`]). Reads the hot half only.
+    #[inline]
+    pub(crate) fn is_live(&self, idx: u32, generation: u32) -> bool {
+        idx < self.high_water && self.hot(idx).generation == generation && generation & 1 == 1
+    }
+
+    /// The record address a live slot points at; `None` for a free slot. Hot half only.
+    #[inline]
+    pub(crate) fn live_link(&self, idx: u32) -> Option<u32> {
+        let h = self.hot(idx);
+        (h.generation & 1 == 1).then_some(h.link)
+    }
+
+    /// Points a live slot at its record's new address.
+    #[inline]
+    pub(crate) fn set_link(&mut self, idx: u32, addr: u32) {
+        debug_assert!(self.hot(idx).generation & 1 == 1);
+        self.hot_mut(idx).link = addr;
+    }
+
+    /// Test hook: put a slot's generation just before the wrap.
+    #[cfg(test)]
+    pub(crate) fn set_generation(&mut self, idx: u32, generation: u32) {
+        self.hot_mut(idx).generation = generation;
     }
 }
 
@@ -157,25 +235,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entry_sizes_stay_within_64_bytes() {
+    fn slot_sizes() {
         use std::mem::size_of;
-        assert_eq!(size_of::<Entry<u64>>(), 48);
-        assert_eq!(size_of::<Entry<u32>>(), 40);
-        assert_eq!(size_of::<Entry<(u64, u64)>>(), 56);
-        assert_eq!(size_of::<Entry<String>>(), 56);
-        assert_eq!(size_of::<Entry<[u64; 3]>>(), 64);
+        // Per timer: 8 hot bytes + the cold half (+ 4 bytes of record in its slot list).
+        assert_eq!(size_of::<Hot>(), 8);
+        assert_eq!(size_of::<Cold<u64>>(), 32);
+        assert_eq!(size_of::<Cold<u32>>(), 24);
+        assert_eq!(size_of::<Cold<(u64, u64)>>(), 40);
+        assert_eq!(size_of::<Cold<String>>(), 40);
+        assert_eq!(size_of::<Cold<[u64; 3]>>(), 48);
     }
 
     #[test]
     fn alloc_release_reuses_and_bumps_generation() {
         let mut s: Slab<u64> = Slab::new();
-        let a = s.alloc(10).expect("slot");
-        s.get_mut(a).item = Some(7);
-        let g = s.get(a).generation;
-        assert_eq!(s.release(a), Some(7));
-        assert_eq!(s.get(a).generation, g + 1);
-        let b = s.alloc(10).expect("slot");
+        let (a, g) = s.alloc(10).expect("slot");
+        assert!(s.is_live(a, g));
+        s.release(a);
+        assert!(!s.is_live(a, g));
+        assert_eq!(s.hot(a).generation, g + 1);
+        let (b, g2) = s.alloc(10).expect("slot");
         assert_eq!(a, b, "free list reuses the last freed slot");
+        assert_eq!(g2, g + 2);
         assert_eq!(s.len(), 1);
     }
 
@@ -185,6 +266,20 @@ mod tests {
         assert!(s.alloc(2).is_some());
         assert!(s.alloc(2).is_some());
         assert!(s.alloc(2).is_none());
-        assert!(s.try_get(5).is_none());
+        assert!(!s.is_live(5, 1));
+    }
+
+    #[test]
+    fn slot_is_retired_instead_of_wrapping() {
+        let mut s: Slab<u8> = Slab::new();
+        let (a, _) = s.alloc(10).expect("slot");
+        s.set_generation(a, u32::MAX);
+        assert!(s.is_live(a, u32::MAX));
+        s.release(a);
+        assert!(!s.is_live(a, u32::MAX));
+        assert_eq!(s.retired(), 1);
+        let (b, g) = s.alloc(10).expect("slot");
+        assert_ne!(a, b, "a retired slot is never handed out again");
+        assert_eq!(g, 1);
     }
 }

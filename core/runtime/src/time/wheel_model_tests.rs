@@ -15,7 +15,7 @@ use super::wheel::{TimerHandle, TimerWheel, WheelConfig, WHEEL_BITS};
 enum Op {
     Insert { delta: u64 },
     InsertPeriodic { delta: u64, period: u64 },
-    Cancel { pick: usize },
+    Cancel { pick: usize, take: bool },
     Reschedule { pick: usize, delta: u64 },
     Advance { delta: u64, budget: u32 },
 }
@@ -37,7 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => delta().prop_map(|delta| Op::Insert { delta }),
         1 => (delta(), 1u64..5_000).prop_map(|(delta, period)| Op::InsertPeriodic { delta, period }),
-        3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, take)| Op::Cancel { pick, take }),
         1 => (any::<usize>(), delta()).prop_map(|(pick, delta)| Op::Reschedule { pick, delta }),
         4 => (delta(), prop_oneof![1u32..4, Just(1000u32), Just(0u32)])
             .prop_map(|(delta, budget)| Op::Advance { delta, budget }),
@@ -125,9 +125,10 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, dead_record_slack: u32) -> Result<(), TestCaseError> {
     let cfg = WheelConfig {
         max_fire_per_pass: 1000,
+        dead_record_slack,
         ..WheelConfig::default()
     };
     let mut wheel: TimerWheel<u64> =
@@ -139,7 +140,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut want: Vec<Firing> = Vec::new();
     let mut calls = 0usize;
     let mut checked = 0usize;
-    for op in ops {
+    // Auditing walks every list: every op for short runs, 250 times over long ones.
+    let audit_every = (ops.len() / 250).max(1);
+    for (n, op) in ops.into_iter().enumerate() {
         match op {
             Op::Insert { delta } => {
                 let d = wheel.elapsed() + delta;
@@ -159,12 +162,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 handles.push((next_id, h));
                 next_id += 1;
             }
-            Op::Cancel { pick } => {
+            Op::Cancel { pick, take } => {
                 if handles.is_empty() {
                     continue;
                 }
                 let (id, h) = handles[pick % handles.len()];
-                prop_assert_eq!(wheel.cancel(h), model.cancel(id), "cancel of {}", id);
+                let want = model.cancel(id);
+                if take {
+                    prop_assert_eq!(wheel.remove(h), want, "remove of {}", id);
+                } else {
+                    prop_assert_eq!(wheel.cancel(h), want.is_some(), "cancel of {}", id);
+                }
             }
             Op::Reschedule { pick, delta } => {
                 if handles.is_empty() {
@@ -190,6 +198,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(wheel.elapsed(), model.elapsed);
         prop_assert_eq!(wheel.len(), model.map.len());
+        if n % audit_every == 0 {
+            wheel.audit().map_err(TestCaseError::fail)?;
+        }
         let first = model.map.keys().next().map(|k| k.0);
         match (wheel.next_deadline(), first) {
             (None, None) => {}
@@ -212,8 +223,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn wheel_matches_btreemap_model(ops in prop::collection::vec(op(), 1..250)) {
-        run(ops)?;
+    fn wheel_matches_btreemap_model(
+        ops in prop::collection::vec(op(), 1..250),
+        slack in prop_oneof![0u32..4, Just(16_384u32)],
+    ) {
+        run(ops, slack)?;
     }
 }
 
@@ -238,8 +252,10 @@ fn model_agrees_on_dense_same_tick_order() {
             budget: 11,
         });
     }
-    if let Err(e) = run(ops) {
-        panic!("{e}");
+    for slack in [0, 16_384] {
+        if let Err(e) = run(ops.clone(), slack) {
+            panic!("slack {slack}: {e}");
+        }
     }
 }
 
@@ -295,8 +311,8 @@ fn run_budgets(ops: Vec<BudgetOp>, max_fire: u32, max_cascade: u32) -> Result<()
                     continue;
                 }
                 let (id, _, ha, hb) = live.swap_remove(pick % live.len());
-                prop_assert_eq!(a.cancel(ha), Some(id));
-                prop_assert_eq!(b.cancel(hb), Some(id));
+                prop_assert_eq!(a.remove(ha), Some(id));
+                prop_assert_eq!(b.remove(hb), Some(id));
             }
             BudgetOp::Advance { delta } => {
                 now += delta;
@@ -390,6 +406,7 @@ fn model_agrees_at_scale_across_slab_chunks() {
             }),
             7 | 8 => ops.push(Op::Cancel {
                 pick: next() as usize,
+                take: r % 3 == 0,
             }),
             _ => ops.push(Op::Advance {
                 delta: next() % 20_000,
@@ -397,7 +414,9 @@ fn model_agrees_at_scale_across_slab_chunks() {
             }),
         }
     }
-    if let Err(e) = run(ops) {
-        panic!("{e}");
+    for slack in [0, 64, 16_384] {
+        if let Err(e) = run(ops.clone(), slack) {
+            panic!("slack {slack}: {e}");
+        }
     }
 }

@@ -1,0 +1,78 @@
+// The demo page in headless Chromium (Debian's chromium, driven by playwright-core): the page
+// loads the bundled generated client from the server, says Hello, joins a room and exchanges
+// `Said` with a Python client written on the `websockets` package (deploy/ci/ws_client.py).
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { spawn } from "node:child_process";
+import * as readline from "node:readline";
+import { chromium } from "playwright-core";
+import { startLattice } from "./server";
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+test("the demo page in Chromium chats with a Python websockets client", async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+  const server = await startLattice();
+  // playwright launches with a fresh temporary profile of its own (--user-data-dir).
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(`http://127.0.0.1:${server.http}/`);
+    const session = await page.evaluate(() => (window as any).demo.connect());
+    assert.match(session, /^\d+$/);
+    assert.equal(await page.evaluate(() => (window as any).demo.join("lobby")), 1);
+
+    const script = path.resolve(__dirname, "../../../../../deploy/ci/ws_client.py");
+    const py = spawn("python3", [script, `ws://127.0.0.1:${server.http}/ws`, "lobby",
+      "--expect", "hello from chromium", "--say", "hello from python"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    py.stderr.on("data", (d) => (stderr += d));
+    // Every line the client prints, in order; next() waits for the next one.
+    const lines: string[] = [];
+    let wake: (() => void) | null = null;
+    let exited: number | null = null;
+    readline.createInterface({ input: py.stdout! }).on("line", (l) => {
+      lines.push(l);
+      wake?.();
+    });
+    py.on("exit", (code) => {
+      exited = code ?? -1;
+      wake?.();
+    });
+    const next = async (): Promise<string> => {
+      for (;;) {
+        const l = lines.shift();
+        if (l !== undefined) return l;
+        if (exited !== null) throw new Error(`python client exited ${exited} before printing: ${stderr}`);
+        await new Promise<void>((r) => (wake = r));
+      }
+    };
+    const ready = await next();
+    assert.match(ready, /^READY \d+$/);
+    const pySession = ready.split(" ")[1];
+    // Chromium speaks; Python hears it, then answers.
+    assert.equal(await page.evaluate(() => (window as any).demo.say("lobby", "hello from chromium")), "hello from chromium");
+    assert.equal(await next(), `GOT ${session} hello from chromium`);
+    assert.equal(await next(), "DONE");
+    await page.waitForFunction(() => (window as any).demo.said.some((s: any) => s.text === "hello from python"));
+    const said = await page.evaluate(() => (window as any).demo.said.find((s: any) => s.text === "hello from python"));
+    assert.equal(said.from, pySession);
+    assert.equal(said.room, "lobby");
+    await page.screenshot({ path: path.join(os.tmpdir(), "lattice-demo.png") });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});

@@ -1,0 +1,77 @@
+//! The routes of the shards' HTTP listeners (stack `http`): what an HTTP request that is not a
+//! WebSocket upgrade gets. The upgrade itself (`GET /ws`), the request parsing, limits and bad
+//! input statuses are the session's (`lattice_wire::http`, `lattice_wire::stack`).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` | `200 ok` |
+//! | `GET /` | the demo page ([`demo`]) |
+//! | `GET /lattice.js` | the generated TypeScript client, bundled ([`demo`]) |
+//! | `POST /rpc/{MessageName}` | the message handled like a frame, the reply as the body ([`rpc`]) |
+//!
+//! A known path with another method gets `405` (with `Allow`), any other path `404`.
+
+pub mod demo;
+pub mod rpc;
+
+use lattice_runtime::ShardCx;
+use lattice_wire::http::{Request, Response};
+use lattice_wire::{RpcReply, SessionId};
+
+use crate::host::ServiceHost;
+use crate::service::{Encoder, ShardMsg};
+
+/// The HTTP routes of one shard.
+pub struct HttpRoutes {
+    rpc: rpc::Rpc,
+}
+
+impl HttpRoutes {
+    /// Routes whose RPCs wait `rpc_timeout` for a reply.
+    pub fn new(rpc_timeout: std::time::Duration) -> HttpRoutes {
+        HttpRoutes {
+            rpc: rpc::Rpc::new(rpc_timeout),
+        }
+    }
+
+    /// Answers `req` from `session` (now, or for an RPC when the reply arrives).
+    pub fn request(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        host: &mut ServiceHost,
+        session: SessionId,
+        req: Request,
+    ) {
+        let resp = match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/healthz") => Response::text(200, "ok\n"),
+            ("GET", "/") => demo::page(),
+            ("GET", "/lattice.js") => demo::script(),
+            ("POST", p) if p.starts_with("/rpc/") => {
+                match self.rpc.start(cx, host, session, &req) {
+                    Ok(()) => return,
+                    Err(resp) => resp,
+                }
+            }
+            (_, "/healthz" | "/" | "/lattice.js") => {
+                Response::text(405, "method not allowed\n").with_header("Allow", "GET")
+            }
+            (_, p) if p.starts_with("/rpc/") => {
+                Response::text(405, "method not allowed\n").with_header("Allow", "POST")
+            }
+            _ => Response::text(404, "not found\n"),
+        };
+        cx.respond(session, &resp);
+    }
+
+    /// The reply frame of an RPC arrived: answer its request.
+    pub fn reply(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        reply: RpcReply,
+    ) {
+        let resp = self.rpc.finish(enc, &reply);
+        cx.respond(session, &resp);
+    }
+}
