@@ -257,7 +257,7 @@ mod tests {
             ),
             (
                 r#"[{ addr = "127.0.0.1:1", stack = "binary", session = "client", tls = true }]"#,
-                "TLS",
+                "needs tls.cert and tls.key",
             ),
             (
                 r#"[{ addr = "127.0.0.1:1", stack = "quic", session = "client" }]"#,

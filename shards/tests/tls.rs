@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::tls::*;
 use common::*;
+use lattice_proto::{pb, AnyMessage};
 
 fn metric(l: &Lattice, name: &str) -> u64 {
     l.metric_total(name)
@@ -358,4 +359,103 @@ fn reload_without_tls_is_refused() {
     unsafe_free_kill(l.child.id(), "HUP");
     l.wait_log("tls: nothing to reload");
     l.connect();
+}
+
+/// Reads one HTTP response head (up to the blank line) from `s`, byte by byte, so frames after it
+/// stay unread.
+fn read_head(s: &mut impl std::io::Read) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed inside a response head");
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[test]
+fn https_and_wss_serve_the_http_stack_over_tls() {
+    use std::io::Read;
+    let d = TempDir::new("cert-https");
+    let (cert, key) = gen_cert(&d.0);
+    let t = TlsLattice::start(&cert, &key, &[]);
+    let trust = client_config(&cert, Versions::Tls13);
+
+    // HTTPS: a route of the HTTP stack, answered inside TLS.
+    let mut c = TlsClient::handshake(t.https_port, trust.clone()).expect("TLS handshake");
+    c.s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut c.s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 3];
+    c.s.read_exact(&mut body).unwrap();
+    assert_eq!(&body, b"ok\n");
+
+    // WSS: upgrade inside TLS, then Hello → Welcome and Ping → Pong as binary messages.
+    let mut c = TlsClient::handshake(t.https_port, trust.clone()).expect("TLS handshake");
+    c.s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let head = read_head(&mut c.s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{head}"
+    );
+    let ws_send = |s: &mut dyn Write, payload: &[u8]| {
+        assert!(payload.len() < 126);
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut v = vec![0x82, 0x80 | payload.len() as u8];
+        v.extend_from_slice(&mask);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        s.write_all(&v).unwrap();
+        s.flush().unwrap();
+    };
+    let ws_recv = |s: &mut dyn std::io::Read| -> Vec<u8> {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(h[0], 0x82, "a final binary frame from the server");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).unwrap();
+        p
+    };
+    ws_send(
+        &mut c.s,
+        &encode(
+            1,
+            &pb::Hello {
+                client_version: lattice_proto::version::PROTOCOL.to_string(),
+            },
+        ),
+    );
+    let mut buf = ws_recv(&mut c.s);
+    match take_frame(&mut buf).expect("a frame").decode() {
+        AnyMessage::Welcome(w) => assert!(w.session_id != 0),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    ws_send(
+        &mut c.s,
+        &encode(
+            2,
+            &pb::Ping {
+                payload: b"over wss".to_vec(),
+            },
+        ),
+    );
+    let mut buf = ws_recv(&mut c.s);
+    let f = take_frame(&mut buf).expect("a frame");
+    assert_eq!(f.request_id, 2);
+    match f.decode() {
+        AnyMessage::Pong(p) => assert_eq!(p.payload, b"over wss"),
+        other => panic!("expected Pong, got {other:?}"),
+    }
 }

@@ -56,19 +56,34 @@ pub fn gen_cert(dir: &Path) -> (PathBuf, PathBuf) {
 /// A `lattice` with its TLS listener on, using `cert`/`key`.
 pub struct TlsLattice {
     pub l: Lattice,
+    /// The binary frame protocol over TLS (`tls.listen`).
     pub tls_port: u16,
+    /// HTTPS and WSS (`tls.http_listen`).
+    pub https_port: u16,
 }
 
 impl TlsLattice {
     pub fn start(cert: &Path, key: &Path, extra: &[&str]) -> TlsLattice {
         let tls_port = free_port();
+        let https_port = free_port();
         let listen = format!("127.0.0.1:{tls_port}");
+        let https = format!("127.0.0.1:{https_port}");
         let (c, k) = (cert.display().to_string(), key.display().to_string());
-        let mut args: Vec<&str> = vec!["--tls.listen", &listen, "--tls.cert", &c, "--tls.key", &k];
+        let mut args: Vec<&str> = vec![
+            "--tls.listen",
+            &listen,
+            "--tls.http_listen",
+            &https,
+            "--tls.cert",
+            &c,
+            "--tls.key",
+            &k,
+        ];
         args.extend_from_slice(extra);
         TlsLattice {
             l: Lattice::start(&args),
             tls_port,
+            https_port,
         }
     }
 }

@@ -352,6 +352,7 @@ mod tests {
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["binary", "http", "extra0"]);
         assert!(specs.iter().all(|s| !s.tls));
+        assert_eq!(specs[2].stack.session_type, SessionType::Internal);
         // With a certificate: binary over TLS and HTTPS/WSS too, and an extra listener may ask TLS.
         let l = extra(StackKind::Binary, SessionType::Client, true);
         let specs = listener_specs(&net(), &l, &http(), &with_tls()).unwrap();
@@ -372,7 +373,7 @@ mod tests {
             specs[1].stack.http.max_body, 4096,
             "body bound is net.max_frame"
         );
-        assert_eq!(specs[2].stack.session_type, SessionType::Internal);
+        assert_eq!(specs[2].stack.kind, StackKind::Binary);
         for (l, needle) in [
             (
                 extra(StackKind::Http, SessionType::Internal, false),
