@@ -229,6 +229,9 @@ fn a_crash_is_reported_by_the_next_start() {
         data.display().to_string(),
         "--admin.listen".into(),
         String::new(),
+        // The HTTP listener's default port would clash between tests running in parallel.
+        "--listeners.http".into(),
+        String::new(),
     ];
     let mut crashed = Command::new(env!("CARGO_BIN_EXE_lattice"))
         .arg("run")

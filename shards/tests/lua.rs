@@ -149,6 +149,9 @@ fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
             format!("127.0.0.1:{}", free_port()),
             "--admin.listen".into(),
             String::new(),
+            // The HTTP listener's default port would clash between tests running in parallel.
+            "--listeners.http".into(),
+            String::new(),
             "--storage.data_dir".into(),
             d.join("data").display().to_string(),
         ];

@@ -27,6 +27,9 @@ fn spawn(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> std::process::Chil
         format!("127.0.0.1:{}", free_port()),
         "--admin.listen".into(),
         format!("127.0.0.1:{}", free_port()),
+        // The HTTP listener's default port would clash between tests running in parallel.
+        "--listeners.http".into(),
+        String::new(),
         "--runtime.shards".into(),
         "2".into(),
         "--storage.data_dir".into(),
@@ -329,7 +332,10 @@ fn tool_ps_lists_a_running_server_with_its_ports() {
     assert!(row.contains(" all "), "{row}");
     let ports = row.split_whitespace().nth(2).unwrap();
     let ports: Vec<u16> = ports.split(',').map(|p| p.parse().unwrap()).collect();
-    assert!(ports.contains(&l.port) && ports.contains(&l.admin), "{row}");
+    assert!(
+        ports.contains(&l.port) && ports.contains(&l.http) && ports.contains(&l.admin),
+        "{row}"
+    );
     assert!(row.contains("MiB"), "{row}");
 }
 
