@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TypeScript client checks (issue 5): installs the npm packages of proto/ts-test with `npm ci`
 # (committed package-lock.json), type-checks the generated client + example + tests with
-# `tsc --noEmit`, then runs the golden-vector and scripted-transport tests under Node.
+# `tsc --noEmit`, then runs the golden-vector and scripted-transport tests under Node, and the live
+# tests (the client resuming against a real `lattice` built here, over TCP; LATTICE_BIN).
 #
 # Idempotent; runs as root on a fresh Debian 12 (installs nodejs + npm from apt when `node` is
 # missing; Debian 12 ships Node 18, which is enough; Node 20 is what CI uses here).
@@ -47,6 +48,10 @@ if ! cmp -s "$committed" "$bundle"; then
   exit 1
 fi
 rm -f "$committed"
+echo "ts.sh: building the lattice binary for the live tests (client against a real server over TCP)"
+(cd "$root" && cargo build -q -p lattice-server --bin lattice)
+target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")).target_directory)')"
+export LATTICE_BIN="$target_dir/debug/lattice"
 echo "ts.sh: node tests"
 rm -rf build
 npm test

@@ -2,14 +2,14 @@
 """A Lattice chat client over WebSocket written with the Python `websockets` package, from
 docs/PROTOCOL.md alone (frames and protobuf bodies encoded by hand): used by the real-client tests.
 
-  ws_client.py URL ROOM --expect TEXT --say TEXT
+  ws_client.py URL ROOM --expect TEXT --say TEXT [--ca CERT.pem]
 
 Connects (subprotocol lattice.v1), says Hello, joins ROOM and prints `READY <session id>`; waits
 for a `Said` whose text is --expect (from another client) and prints `GOT <from> <text>`; then says
 --say, waits for its own `Said` echo, prints `DONE` and exits 0. Any Error frame, close or timeout
 exits 1 with the reason.
 """
-import argparse, struct, sys
+import argparse, ssl, struct, sys
 
 from websockets.sync.client import connect
 
@@ -84,8 +84,12 @@ def main():
     ap.add_argument("--expect", required=True)
     ap.add_argument("--say", required=True)
     ap.add_argument("--version", default="1.0.0-alpha")
+    ap.add_argument("--ca", help="PEM certificate to trust for a wss:// URL")
     a = ap.parse_args()
-    with connect(a.url, subprotocols=["lattice.v1"], open_timeout=20) as ws:
+    ctx = None
+    if a.url.startswith("wss://"):
+        ctx = ssl.create_default_context(cafile=a.ca)
+    with connect(a.url, subprotocols=["lattice.v1"], open_timeout=20, ssl=ctx) as ws:
         assert ws.subprotocol == "lattice.v1", ws.subprotocol
         ws.send(frame(HELLO, 1, field_str(1, a.version)))
         op, rid, f = recv(ws)

@@ -79,7 +79,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                     Next::Request(r) => {
                         assert!(!waiting && !done, "a request while one waits");
                         waiting = true;
-                        let cl = r.header("content-length").map_or(0, |v| v.parse::<usize>().unwrap());
+                        let cl = r
+                            .header("content-length")
+                            .map_or(0, |v| v.parse::<usize>().unwrap());
                         assert_eq!(r.body.len(), cl);
                         assert!(r.body.len() <= l.max_body);
                         assert!(!c.wants_input());
@@ -88,7 +90,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                         assert!(!done);
                         done = true;
                         let text = String::from_utf8(out[before..].to_vec()).unwrap();
-                        assert!(text.starts_with(&format!("HTTP/1.1 {} ", e.status())), "{text}");
+                        assert!(
+                            text.starts_with(&format!("HTTP/1.1 {} ", e.status())),
+                            "{text}"
+                        );
                         assert!(text.contains("Connection: close\r\n"));
                         assert!(!c.wants_input());
                     }

@@ -4,8 +4,9 @@
 //!
 //! Besides "no panic", every step is checked against a plain model of what the session documents:
 //! - input: the frames received, in order, are exactly those a one-shot decode of the same bytes
-//!   gives (up to the first framing error, which closes the session with `Protocol`); once
-//!   closing, input is ignored; an incomplete frame held is shorter than `max(max_frame, 12)`;
+//!   gives (up to the first framing error, or the first frame with the SEQ extension, which a
+//!   session without resume refuses; either closes the session with `Protocol`); once closing,
+//!   input is ignored; an incomplete frame held is shorter than `max(max_frame, 20)`;
 //! - output: `transmit` is exactly the accepted bytes not yet written, in order; a frame is always
 //!   accepted into an empty queue, otherwise refused with `Overflow` (and the session closing)
 //!   when the queue would pass `send_buffer_limit`; so the queue never holds more than
@@ -18,7 +19,9 @@
 use std::time::Duration;
 
 use lattice_wire::frame::{encode_into, FrameHeader, HEADER_LEN};
-use lattice_wire::{CloseReason, Decoder, MonoTime, SendError, Session, SessionId, SessionLimits};
+use lattice_wire::{
+    CloseReason, Decoder, Input, MonoTime, SendError, Session, SessionId, SessionLimits, SocketEnd,
+};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -38,18 +41,20 @@ fn next_time(u: &mut Unstructured<'_>, now: MonoTime) -> Result<MonoTime> {
 
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     // Small limits, so frames, overflows and timeouts are all within reach.
-    let limits = SessionLimits {
-        max_frame: u.int_in_range(0..=300u32)?,
-        send_buffer_limit: u.int_in_range(0..=600usize)?,
-        idle_timeout: if u.arbitrary()? {
+    let limits = SessionLimits::basic(
+        u.int_in_range(0..=300u32)?,
+        u.int_in_range(0..=600usize)?,
+        if u.arbitrary()? {
             Some(Duration::from_nanos(u.int_in_range(0..=1000u64)?))
         } else {
             None
         },
-    };
+    );
     let max_frame = limits.max_frame as usize;
     let mut now = MonoTime(u.int_in_range(0..=1000u64)?);
     let mut s = Session::new(SessionId::new(0, 1, 0), limits, now);
+    // A session that never enables resume keeps its first binding for life.
+    let b = s.binding();
 
     // The model.
     let mut last_seen = now;
@@ -70,12 +75,13 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 let bytes = u.bytes(len.min(u.len()))?;
                 let mut input = bytes;
                 loop {
-                    match s.receive(now, &mut input) {
-                        Ok(Some(f)) => {
+                    match s.receive(b, now, &mut input) {
+                        Ok(Some(Input::Frame(f))) => {
                             assert!(!was_closing, "a frame after closing");
                             let f = f.frame();
                             frames.push((f.header, f.body.to_vec()));
                         }
+                        Ok(Some(other)) => panic!("no resume, no rate limit: {other:?}"),
                         Ok(None) => {
                             assert!(input.is_empty(), "Ok(None) left input unread");
                             break;
@@ -118,6 +124,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 } else {
                     Ok(())
                 };
+                let r = r.map(|sent| assert_eq!(sent.evicted, 0, "no replay without resume"));
                 assert_eq!(r, expected);
                 match r {
                     Ok(()) => {
@@ -135,9 +142,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             }
             // The socket takes part of what is queued.
             2 => {
-                assert_eq!(s.transmit(), &out[..]);
+                assert_eq!(s.transmit(b), &out[..]);
                 let n = u.int_in_range(0..=out.len())?;
-                s.transmitted(n);
+                s.transmitted(b, n);
                 out.drain(..n);
             }
             // The runtime's timer fires.
@@ -175,7 +182,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             // The peer closed its side.
             5 => {
                 let held = s.buffered_input();
-                let reason = s.peer_closed();
+                let SocketEnd::Closed(reason) = s.peer_closed(b, now) else {
+                    panic!("a session without resume closes when its socket ends");
+                };
                 assert_eq!(s.close_reason(), Some(&reason));
                 match &first_reason {
                     Some(first) => assert_eq!(&reason, first, "the first reason wins"),
@@ -203,7 +212,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         }
         assert_eq!(s.last_seen(), last_seen);
         assert_eq!(s.unsent(), out.len());
-        assert_eq!(s.transmit(), &out[..]);
+        assert_eq!(s.transmit(b), &out[..]);
         if out.is_empty() {
             alone = 0;
         }
@@ -214,7 +223,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             limits.send_buffer_limit
         );
         assert!(
-            s.buffered_input() < max_frame.max(HEADER_LEN),
+            s.buffered_input() < max_frame.max(HEADER_LEN + 8),
             "holding {} bytes of input (max_frame {max_frame})",
             s.buffered_input()
         );
@@ -223,13 +232,19 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         }
     }
 
-    // The frames received in pieces are the frames of a one-shot decode of the same bytes.
+    // The frames received in pieces are the frames of a one-shot decode of the same bytes, up to
+    // the first one with the SEQ extension (a protocol error on a session without resume).
     let mut whole = Vec::new();
+    let mut seq_frame = false;
     let res = Decoder::new(limits.max_frame).feed(&stream, |f| {
+        if f.header.sequenced() {
+            seq_frame = true;
+            return false;
+        }
         whole.push((f.header, f.body.to_vec()));
         true
     });
     assert_eq!(frames, whole);
-    assert_eq!(res.is_err(), framing_error);
+    assert_eq!(res.is_err() || seq_frame, framing_error);
     Ok(())
 }

@@ -54,23 +54,17 @@ fn pki() -> &'static Pki {
         let mut roots = RootCertStore::empty();
         roots.add(ck.cert.der().clone()).unwrap();
         let client = Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
         );
         Pki { server, client }
     })
 }
 
-const LIMITS: SessionLimits = SessionLimits {
-    max_frame: 4096,
-    send_buffer_limit: 8192,
-    idle_timeout: Some(Duration::from_secs(60)),
-};
+const LIMITS: SessionLimits = SessionLimits::basic(4096, 8192, Some(Duration::from_secs(60)));
 
 const SEC: u64 = 1_000_000_000;
 
@@ -120,11 +114,17 @@ fn feed(
         }
         let mut input = &plain[..];
         loop {
-            match s.receive(now, &mut input) {
-                Ok(Some(f)) => {
+            match s.receive(s.binding(), now, &mut input) {
+                Ok(Some(lattice_wire::Input::Frame(f))) => {
                     let f = f.frame();
-                    frames.push(encode(f.header.opcode, f.header.flags, f.header.request_id, f.body));
+                    frames.push(encode(
+                        f.header.opcode,
+                        f.header.flags,
+                        f.header.request_id,
+                        f.body,
+                    ));
                 }
+                Ok(Some(other)) => panic!("no rate limit or resume here: {other:?}"),
                 Ok(None) => break,
                 Err(reason) => return Ok(Err(reason)),
             }
@@ -135,8 +135,8 @@ fn feed(
 
 /// Moves everything the server queued to the client. Returns false if the client refused it.
 fn to_client(s: &mut Session, c: &mut ClientConnection) -> bool {
-    let out = s.transmit().to_vec();
-    s.transmitted(out.len());
+    let out = s.transmit(s.binding()).to_vec();
+    s.transmitted(s.binding(), out.len());
     let mut rd = &out[..];
     while !rd.is_empty() {
         if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
@@ -172,7 +172,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                     s.handle_timeout(now);
                 }
                 _ => {
-                    s.peer_closed();
+                    s.peer_closed(s.binding(), now);
                 }
             }
         }
@@ -181,14 +181,20 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     }
 
     // A real handshake first.
-    let mut c = ClientConnection::new(pki().client.clone(), ServerName::try_from("localhost").unwrap())
-        .unwrap();
+    let mut c = ClientConnection::new(
+        pki().client.clone(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
     for _ in 0..10 {
         let b = client_bytes(&mut c);
         if let Ok(Err(_)) = feed(u, &mut s, now, &b, &mut frames) {
             return Ok(());
         }
-        assert!(to_client(&mut s, &mut c), "the client refused the handshake");
+        assert!(
+            to_client(&mut s, &mut c),
+            "the client refused the handshake"
+        );
         if !c.is_handshaking() && !c.wants_write() {
             break;
         }
@@ -270,7 +276,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 );
             }
             _ => {
-                s.peer_closed();
+                s.peer_closed(s.binding(), now);
             }
         }
     }
@@ -279,7 +285,12 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         // (up to where the frame codec stopped).
         let mut whole = Vec::new();
         let _ = Decoder::new(LIMITS.max_frame).feed(&sent_plain, |f| {
-            whole.push(encode(f.header.opcode, f.header.flags, f.header.request_id, f.body));
+            whole.push(encode(
+                f.header.opcode,
+                f.header.flags,
+                f.header.request_id,
+                f.body,
+            ));
             true
         });
         assert!(frames.len() <= whole.len());

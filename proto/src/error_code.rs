@@ -15,9 +15,14 @@ pub const VERSION_MISMATCH: u32 = 5;
 pub const NOT_ALLOWED: u32 = 6;
 /// `Say` to a room the session has not joined.
 pub const NOT_MEMBER: u32 = 7;
+/// The frame passed one of the session's rate limits (`[limits]`) and was not handled.
+pub const RATE_LIMITED: u32 = 8;
+/// `Resume` refused: unknown or closed session, bad token, or a `last_received_seq` ahead of what
+/// the server sent. The socket closes; start a new session with `Hello`.
+pub const RESUME_REJECTED: u32 = 9;
 
 /// Every code with its name, in code order (used by the TypeScript exporter and docs).
-pub const ALL: [(u32, &str); 7] = [
+pub const ALL: [(u32, &str); 9] = [
     (BAD_REQUEST, "BAD_REQUEST"),
     (UNKNOWN_OPCODE, "UNKNOWN_OPCODE"),
     (BUSY, "BUSY"),
@@ -25,4 +30,6 @@ pub const ALL: [(u32, &str); 7] = [
     (VERSION_MISMATCH, "VERSION_MISMATCH"),
     (NOT_ALLOWED, "NOT_ALLOWED"),
     (NOT_MEMBER, "NOT_MEMBER"),
+    (RATE_LIMITED, "RATE_LIMITED"),
+    (RESUME_REJECTED, "RESUME_REJECTED"),
 ];

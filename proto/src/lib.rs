@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn opcodes_match_protocol_md() {
-        let expected: [(u16, &str); 12] = [
+        let expected: [(u16, &str); 15] = [
             (1, "Hello"),
             (2, "Welcome"),
             (3, "Error"),
@@ -142,6 +142,9 @@ mod tests {
             (13, "Said"),
             (20, "Login"),
             (21, "LoginOk"),
+            (30, "Resume"),
+            (31, "Resumed"),
+            (32, "Ack"),
             (1000, "Relay"),
         ];
         let got: Vec<(u16, &str)> = all().iter().map(|i| (i.opcode, i.name)).collect();

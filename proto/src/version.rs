@@ -64,7 +64,7 @@ pub struct Version {
 /// The protocol version this build of `lattice-proto` speaks (also exported to TypeScript).
 pub const PROTOCOL: Version = Version {
     major: 1,
-    minor: 0,
+    minor: 1,
     revision: 0,
     stage: Stage::Alpha,
 };
@@ -345,7 +345,7 @@ mod tests {
         );
         assert_eq!(ver.to_packed(), (1 << 32) | (4 << 16) | (17 << 6) | 1);
         assert_eq!(ver.to_bytes(), [0, 1, 0, 4, 0x04, 0x41]);
-        assert_eq!(PROTOCOL.to_string(), "1.0.0-alpha");
+        assert_eq!(PROTOCOL.to_string(), "1.1.0-alpha");
     }
 
     #[test]

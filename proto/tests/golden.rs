@@ -60,9 +60,59 @@ fn vectors() -> Vec<Vector> {
             compress: false,
             message: pb::Hello {
                 client_version: "1.0.0-alpha".into(),
+                resume: false,
             }
             .into(),
-            ts: json!({"clientVersion": "1.0.0-alpha"}),
+            ts: json!({"clientVersion": "1.0.0-alpha", "resume": false}),
+        },
+        Vector {
+            name: "hello_resume",
+            request_id: 1,
+            compress: false,
+            message: pb::Hello {
+                client_version: "1.1.0-alpha".into(),
+                resume: true,
+            }
+            .into(),
+            ts: json!({"clientVersion": "1.1.0-alpha", "resume": true}),
+        },
+        Vector {
+            name: "welcome_resume_token",
+            request_id: 1,
+            compress: false,
+            message: pb::Welcome {
+                server_version: "1.1.0-alpha".into(),
+                session_id: 0,
+                resume_token: (1..=16).collect(),
+            }
+            .into(),
+            ts: json!({"serverVersion": "1.1.0-alpha", "sessionId": "0", "resumeToken": "0102030405060708090a0b0c0d0e0f10"}),
+        },
+        Vector {
+            name: "resume",
+            request_id: 1,
+            compress: false,
+            message: pb::Resume {
+                session_id: (1 << 56) | 7,
+                token: vec![0xab; 16],
+                last_received_seq: u32::MAX,
+                attempt: 3,
+            }
+            .into(),
+            ts: json!({"sessionId": "72057594037927943", "token": "abababababababababababababababab", "lastReceivedSeq": 4294967295u32, "attempt": 3}),
+        },
+        Vector {
+            name: "resumed_resync",
+            request_id: 1,
+            compress: false,
+            message: pb::Resumed {
+                resume_token: vec![0xcd; 16],
+                last_received_seq: 12,
+                server_seq: 300,
+                resync: true,
+            }
+            .into(),
+            ts: json!({"resumeToken": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd", "lastReceivedSeq": 12, "serverSeq": 300, "resync": true}),
         },
         Vector {
             name: "welcome",
@@ -71,9 +121,10 @@ fn vectors() -> Vec<Vector> {
             message: pb::Welcome {
                 server_version: "1.2.3-release".into(),
                 session_id: 0x0123_4567_89ab_cdef,
+                resume_token: vec![],
             }
             .into(),
-            ts: json!({"serverVersion": "1.2.3-release", "sessionId": "81985529216486895"}),
+            ts: json!({"serverVersion": "1.2.3-release", "sessionId": "81985529216486895", "resumeToken": ""}),
         },
         Vector {
             name: "error_version_mismatch",

@@ -6,6 +6,8 @@ import {
   DEFAULT_COMPRESSION,
   DEFAULT_MAX_FRAME,
   FLAG_COMPRESSED,
+  FLAG_SEQ,
+  Frame,
   FrameError,
   compressBody,
   decodeFrame,
@@ -44,7 +46,44 @@ export interface ClientOptions {
   clientVersion?: string;
   /** Default: the global `setTimeout` / `clearTimeout`. */
   timers?: Timers;
+  /**
+   * Resume: ask the server for sequencing in `Hello`; when it grants it, a lost connection is
+   * reopened automatically (exponential backoff with full jitter) and the session resumed with
+   * nothing lost: unacknowledged requests are resent, missed server frames replayed. `true` takes
+   * the defaults. Off by default.
+   */
+  resume?: boolean | ResumeOptions;
 }
+
+/** Settings of resume and automatic reconnection. Every bound has a default. */
+export interface ResumeOptions {
+  /** Consecutive failed reconnects before the session is given up (closed). Default 20. */
+  maxAttempts?: number;
+  /** Reconnect `n` (0, 1, …) waits a random time in [0, min(maxDelayMs, baseDelayMs·2ⁿ)). Default 100. */
+  baseDelayMs?: number;
+  /** Cap of the backoff. Default 5000. */
+  maxDelayMs?: number;
+  /** An acknowledgement waits this long for an outgoing frame to carry it, then goes in an `Ack`. Default 200. */
+  ackDelayMs?: number;
+  /** Sent frames kept until the server acknowledges them (resent after a resume); beyond it sends refuse. Default 1024. */
+  maxUnacked?: number;
+  /** Random numbers in [0, 1) for the jitter. Default `Math.random`. */
+  random?: () => number;
+}
+
+/** What a resume told the client. */
+export interface ResumeInfo {
+  /**
+   * Frames the client had not received were evicted from the server's replay buffer: they are
+   * lost, and the application must fetch its state afresh (e.g. rejoin rooms, reload lists).
+   */
+  resync: boolean;
+  /** Reconnects it took (1 when the first one worked). */
+  attempts: number;
+}
+
+// The host's random source (every JavaScript environment has `Math`).
+declare const Math: { random(): number; min(a: number, b: number): number; pow(a: number, b: number): number };
 
 /** Counters; each bound that is hit and each dropped frame is counted here. */
 export interface ClientStats {
@@ -60,6 +99,18 @@ export interface ClientStats {
   decodeErrors: number;
   /** Pushes (or late replies) with no handler registered. */
   unhandled: number;
+  /** Connections lost and reopened to resume (each attempt counts). */
+  reconnects: number;
+  /** Resumes the server accepted. */
+  resumes: number;
+  /** Resumes that came with `resync` (frames lost to the server's replay bound). */
+  resyncs: number;
+  /** Frames sent again after a resume. */
+  framesResent: number;
+  /** `Ack` frames sent. */
+  acksSent: number;
+  /** Sends refused because `maxUnacked` frames waited for an acknowledgement. */
+  rejectedUnackedFull: number;
 }
 
 /** A decoded incoming frame. */
@@ -108,7 +159,8 @@ export class ProtocolError extends Error {
   }
 }
 
-type State = "idle" | "handshake" | "open" | "closed";
+/** Where a client is: `reconnecting` while a lost connection is being replaced (resume). */
+export type ConnectionState = "idle" | "handshake" | "open" | "reconnecting" | "closed";
 
 interface Pending {
   opcode: number;
@@ -143,19 +195,41 @@ export class LatticeClient {
     unknownOpcodes: 0,
     decodeErrors: 0,
     unhandled: 0,
+    reconnects: 0,
+    resumes: 0,
+    resyncs: 0,
+    framesResent: 0,
+    acksSent: 0,
+    rejectedUnackedFull: 0,
   };
   /** Session id from `Welcome` (a `Long` when the `long` package is present). */
   sessionId: M.Int64 | null = null;
   /** Server version from `Welcome`. */
   serverVersion: string | null = null;
 
-  private state: State = "idle";
+  private state: ConnectionState = "idle";
   private transport: Transport | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly handlers = new Map<number, Set<Handler>>();
   private readonly closeHandlers = new Set<(reason: string) => void>();
-  private readonly opts: Required<Omit<ClientOptions, "compression">> & { compression: CompressionOptions };
+  private readonly resumedHandlers = new Set<(info: ResumeInfo) => void>();
+  private readonly opts: Required<Omit<ClientOptions, "compression" | "resume">> & {
+    compression: CompressionOptions;
+    resume: Required<ResumeOptions> | null;
+  };
+  // Sequencing (docs/PROTOCOL.md, "Resume"), once `Welcome` granted it.
+  private sequenced = false;
+  private token: Uint8Array | null = null;
+  private lastRecv = 0;
+  private lastSent = 0;
+  private lastAckSent = 0;
+  private unacked: { seq: number; frame: Uint8Array }[] = [];
+  private ackTimer: unknown = null;
+  private reconnectTimer: unknown = null;
+  private attempt = 0;
+  private failures = 0;
+  private generation = 0;
 
   constructor(options: ClientOptions) {
     this.opts = {
@@ -170,13 +244,24 @@ export class LatticeClient {
         setTimeout: (fn, ms) => setTimeout(fn, ms),
         clearTimeout: (h) => clearTimeout(h),
       },
+      resume: resumeOptions(options.resume),
     };
     parseVersion(this.opts.clientVersion); // fail early on a malformed version
   }
 
-  /** `true` between a successful `connect` and the close. */
+  /** `true` between a successful `connect` and the close, except while reconnecting. */
   get isOpen(): boolean {
     return this.state === "open";
+  }
+
+  /** Where the client is. */
+  get connectionState(): ConnectionState {
+    return this.state;
+  }
+
+  /** `true` once `Welcome` granted resume: a lost connection is then replaced automatically. */
+  get resumable(): boolean {
+    return this.sequenced;
   }
 
   /** Number of requests awaiting an answer. */
@@ -198,9 +283,14 @@ export class LatticeClient {
         reject(err);
       };
       try {
+        const hello = { clientVersion: this.opts.clientVersion, resume: this.opts.resume !== null };
+        // Every transport gets a generation; events of an older one are ignored (its socket was
+        // replaced), the client-side twin of the server's binding generation.
+        const gen = ++this.generation;
         this.transport = this.opts.transport(this.opts.url, {
           open: () => {
-            this.sendRequest(Opcode.Hello, { clientVersion: this.opts.clientVersion }).then((reply) => {
+            if (this.generation !== gen) return;
+            this.sendRequest(Opcode.Hello, hello).then((reply) => {
               if (reply.opcode !== Opcode.Welcome) {
                 fail(new ProtocolError(`expected Welcome, got opcode ${reply.opcode}`));
                 return;
@@ -219,17 +309,29 @@ export class LatticeClient {
               }
               this.sessionId = welcome.sessionId;
               this.serverVersion = welcome.serverVersion;
+              if (this.opts.resume && welcome.resumeToken.length > 0) {
+                // From here on every frame either way carries the SEQ extension.
+                this.sequenced = true;
+                this.token = welcome.resumeToken;
+              }
               this.state = "open";
               resolve(welcome);
             }, fail);
           },
-          message: (data) => this.receive(data),
+          message: (data) => {
+            if (this.generation === gen) this.receive(data);
+          },
           close: (reason) => {
-            const err = new ConnectionClosedError(reason);
-            if (this.state === "handshake") reject(err);
-            this.shutdown(reason);
+            if (this.generation !== gen) return;
+            if (this.state === "handshake") {
+              reject(new ConnectionClosedError(reason));
+              this.shutdown(reason);
+            } else {
+              this.lost(reason);
+            }
           },
           error: (err) => {
+            if (this.generation !== gen) return;
             if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${String(err)}`));
           },
         });
@@ -245,7 +347,7 @@ export class LatticeClient {
    * `ConnectionClosedError`, or `ProtocolError` (too many pending requests, frame too large).
    */
   request<O extends Opcode>(opcode: O, message: InitOf[O], opts?: { timeoutMs?: number }): Promise<AnyIncoming> {
-    if (this.state !== "open") {
+    if (!this.canSend()) {
       return Promise.reject(new ConnectionClosedError(this.state === "closed" ? "closed" : "not connected: await connect() first"));
     }
     return this.sendRequest(opcode, message, opts);
@@ -265,9 +367,12 @@ export class LatticeClient {
     return frame.message as MessageOf[R];
   }
 
-  /** Sends a message that expects no answer (request id 0). Throws when not open. */
+  /**
+   * Sends a message that expects no answer (request id 0). Throws when not open. While
+   * reconnecting (resume), requests and sends are kept and go out after the resume.
+   */
   send<O extends Opcode>(opcode: O, message: InitOf[O]): void {
-    if (this.state !== "open") throw new ConnectionClosedError("not connected");
+    if (!this.canSend()) throw new ConnectionClosedError("not connected");
     this.writeFrame(opcode, message, 0);
   }
 
@@ -286,6 +391,19 @@ export class LatticeClient {
   onClose(handler: (reason: string) => void): () => void {
     this.closeHandlers.add(handler);
     return () => this.closeHandlers.delete(handler);
+  }
+
+  /**
+   * Calls `handler` after every accepted resume (the connection was lost and replaced). When
+   * `info.resync` is true, frames were lost: fetch the application's state afresh.
+   */
+  onResumed(handler: (info: ResumeInfo) => void): () => void {
+    this.resumedHandlers.add(handler);
+    return () => this.resumedHandlers.delete(handler);
+  }
+
+  private canSend(): boolean {
+    return this.state === "open" || (this.state === "reconnecting" && this.sequenced);
   }
 
   /** Closes the session; pending requests reject with `ConnectionClosedError`. */
@@ -327,17 +445,196 @@ export class LatticeClient {
   }
 
   private writeFrame(opcode: Opcode, message: unknown, requestId: number): void {
-    if (!this.transport) throw new ConnectionClosedError("not connected");
+    if (!this.transport && !this.sequenced) throw new ConnectionClosedError("not connected");
     const codec = codecs[opcode] as unknown as MessageCodec<unknown, unknown>;
     const raw = codec.encode(message).finish();
     const { body, compressed } = compressBody(raw, this.opts.compression);
-    const frame = encodeFrame(opcode, compressed ? FLAG_COMPRESSED : 0, requestId, body);
+    const flags = compressed ? FLAG_COMPRESSED : 0;
+    const seq = this.sequenced ? { seq: (this.lastSent + 1) >>> 0, ack: this.lastRecv } : undefined;
+    const frame = encodeFrame(opcode, flags, requestId, body, seq);
     if (frame.length > this.opts.maxFrame) {
       throw new ProtocolError(`frame of ${frame.length} bytes exceeds maxFrame ${this.opts.maxFrame}`);
     }
-    this.transport.send(frame);
+    if (seq) {
+      const max = this.opts.resume!.maxUnacked;
+      if (this.unacked.length >= max) {
+        this.stats.rejectedUnackedFull++;
+        throw new ProtocolError(`too many frames waiting for the server's acknowledgement (${max})`);
+      }
+      this.lastSent = seq.seq;
+      this.unacked.push({ seq: seq.seq, frame });
+      this.ackSent();
+    }
+    // While reconnecting the frame waits in `unacked` and goes out after the resume.
+    if (this.state !== "reconnecting" && this.transport) this.transport.send(frame);
     this.stats.framesSent++;
     if (compressed) this.stats.compressedSent++;
+  }
+
+  /** The acknowledgement of `lastRecv` left (on a frame or in an `Ack`). */
+  private ackSent(): void {
+    this.lastAckSent = this.lastRecv;
+    if (this.ackTimer !== null) {
+      this.opts.timers.clearTimeout(this.ackTimer);
+      this.ackTimer = null;
+    }
+  }
+
+  /** Something was received: acknowledge it within `ackDelayMs`. */
+  private scheduleAck(): void {
+    if (this.ackTimer !== null) return;
+    this.ackTimer = this.opts.timers.setTimeout(() => {
+      this.ackTimer = null;
+      if (this.state !== "open" || !this.transport || this.lastRecv === this.lastAckSent) return;
+      const frame = encodeFrame(Opcode.Ack, 0, 0, new Uint8Array(0), { seq: 0, ack: this.lastRecv });
+      this.transport.send(frame);
+      this.ackSent();
+      this.stats.acksSent++;
+    }, this.opts.resume!.ackDelayMs);
+  }
+
+  /** The server acknowledged everything up to `ack`: forget those frames. */
+  private acked(ack: number): void {
+    let n = 0;
+    while (n < this.unacked.length && !seqAfter(this.unacked[n]!.seq, ack)) n++;
+    if (n > 0) this.unacked.splice(0, n);
+  }
+
+  /** Sequencing checks of a frame of a sequenced session. Returns false when it is consumed. */
+  private sequence(frame: Frame): boolean {
+    if ((frame.flags & FLAG_SEQ) === 0) {
+      this.shutdown(`protocol error: frame (opcode ${frame.opcode}) without SEQ on a resumable session`);
+      return false;
+    }
+    this.acked(frame.ack);
+    if (frame.opcode === Opcode.Ack) return false;
+    const expected = (this.lastRecv + 1) >>> 0;
+    if (frame.seq !== expected) {
+      this.shutdown(`protocol error: got seq ${frame.seq}, expected ${expected}`);
+      return false;
+    }
+    this.lastRecv = frame.seq;
+    this.scheduleAck();
+    return true;
+  }
+
+  /** The connection was lost (not closed by us): resume when we can, else the session ends. */
+  private lost(reason: string): void {
+    if (this.state === "closed") return;
+    if (!this.sequenced || !this.opts.resume) {
+      this.shutdown(reason);
+      return;
+    }
+    this.state = "reconnecting";
+    this.transport = null;
+    ++this.generation;
+    if (this.ackTimer !== null) {
+      this.opts.timers.clearTimeout(this.ackTimer);
+      this.ackTimer = null;
+    }
+    this.scheduleReconnect(reason);
+  }
+
+  private scheduleReconnect(reason: string): void {
+    const r = this.opts.resume!;
+    if (this.failures >= r.maxAttempts) {
+      this.shutdown(`connection lost (${reason}); gave up after ${r.maxAttempts} reconnects`);
+      return;
+    }
+    // Full jitter: a crowd of clients cut at once does not come back at once.
+    const cap = Math.min(r.maxDelayMs, r.baseDelayMs * Math.pow(2, this.failures));
+    const delay = r.random() * cap;
+    this.failures++;
+    this.reconnectTimer = this.opts.timers.setTimeout(() => {
+      this.reconnectTimer = null;
+      this.reconnect();
+    }, delay);
+  }
+
+  /** Opens a new transport and sends `Resume`; its answer is handled in `resumeAnswer`. */
+  private reconnect(): void {
+    if (this.state !== "reconnecting") return;
+    this.stats.reconnects++;
+    const gen = ++this.generation;
+    const retry = (why: string) => {
+      if (this.generation !== gen || this.state !== "reconnecting") return;
+      this.transport = null;
+      ++this.generation;
+      this.scheduleReconnect(why);
+    };
+    try {
+      this.transport = this.opts.transport(this.opts.url, {
+        open: () => {
+          if (this.generation !== gen || !this.transport) return;
+          this.attempt++;
+          const body = M.Resume.encode({
+            sessionId: this.sessionId ?? 0,
+            token: this.token ?? new Uint8Array(0),
+            lastReceivedSeq: this.lastRecv,
+            attempt: this.attempt,
+          }).finish();
+          this.transport.send(encodeFrame(Opcode.Resume, 0, this.allocateId(), body));
+        },
+        message: (data) => {
+          if (this.generation !== gen) return;
+          if (this.state === "reconnecting") this.resumeAnswer(data);
+          else this.receive(data);
+        },
+        close: (why) => {
+          if (this.generation !== gen) return;
+          if (this.state === "reconnecting") retry(why);
+          else this.lost(why);
+        },
+        error: (err) => retry(`transport error: ${String(err)}`),
+      });
+    } catch (e) {
+      retry(String(e));
+    }
+  }
+
+  /** The first frame on a reconnected transport: `Resumed`, or the refusal. */
+  private resumeAnswer(data: Uint8Array): void {
+    let frame: Frame;
+    let message: unknown;
+    try {
+      frame = decodeFrame(data, this.opts.maxFrame);
+      if ((frame.flags & (FLAG_SEQ | FLAG_COMPRESSED)) !== 0 || !isOpcode(frame.opcode)) {
+        throw new FrameError(`unexpected answer to Resume (opcode ${frame.opcode}, flags ${frame.flags})`);
+      }
+      message = (codecs[frame.opcode] as unknown as MessageCodec<unknown, unknown>).decode(frame.body);
+    } catch (e) {
+      this.shutdown(`resume failed: ${(e as Error).message}`);
+      return;
+    }
+    if (frame.opcode === Opcode.Error) {
+      const err = message as M.Error;
+      // The session is gone (closed, expired): nothing to resume; the application starts anew.
+      this.shutdown(`session lost: ${err.message} (${ErrorCode[err.code] ?? err.code})`);
+      return;
+    }
+    if (frame.opcode !== Opcode.Resumed) {
+      this.shutdown(`resume failed: expected Resumed, got opcode ${frame.opcode}`);
+      return;
+    }
+    const r = message as M.Resumed;
+    this.token = r.resumeToken;
+    if (r.resync) {
+      // Frames we lacked were evicted: numbering goes on after the server's last frame.
+      this.lastRecv = r.serverSeq >>> 0;
+      this.stats.resyncs++;
+    }
+    this.lastAckSent = this.lastRecv;
+    this.acked(r.lastReceivedSeq);
+    this.state = "open";
+    const info: ResumeInfo = { resync: r.resync, attempts: this.failures };
+    this.failures = 0;
+    this.stats.resumes++;
+    // What the server did not get goes again, in order.
+    for (const u of this.unacked) {
+      this.transport!.send(u.frame);
+      this.stats.framesResent++;
+    }
+    for (const h of [...this.resumedHandlers]) h(info);
   }
 
   private receive(data: Uint8Array): void {
@@ -346,6 +643,7 @@ export class LatticeClient {
     let opcode: number, requestId: number, body: Uint8Array;
     try {
       const frame = decodeFrame(data, this.opts.maxFrame);
+      if (this.sequenced && !this.sequence(frame)) return;
       ({ opcode, requestId, body } = frame);
       if (frame.flags & FLAG_COMPRESSED) {
         body = inflateBody(body, this.opts.compression.maxInflated);
@@ -395,6 +693,12 @@ export class LatticeClient {
   private shutdown(reason: string): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    ++this.generation;
+    for (const timer of [this.ackTimer, this.reconnectTimer]) {
+      if (timer !== null) this.opts.timers.clearTimeout(timer);
+    }
+    this.ackTimer = this.reconnectTimer = null;
+    this.unacked = [];
     const t = this.transport;
     this.transport = null;
     if (t) {
@@ -412,4 +716,23 @@ export class LatticeClient {
     }
     for (const h of [...this.closeHandlers]) h(reason);
   }
+}
+
+/** `a` comes after `b` in 32-bit serial-number order (RFC 1982). */
+function seqAfter(a: number, b: number): boolean {
+  const d = (a - b) >>> 0;
+  return d !== 0 && d < 0x80000000;
+}
+
+function resumeOptions(o: boolean | ResumeOptions | undefined): Required<ResumeOptions> | null {
+  if (!o) return null;
+  const r = o === true ? {} : o;
+  return {
+    maxAttempts: r.maxAttempts ?? 20,
+    baseDelayMs: r.baseDelayMs ?? 100,
+    maxDelayMs: r.maxDelayMs ?? 5000,
+    ackDelayMs: r.ackDelayMs ?? 200,
+    maxUnacked: r.maxUnacked ?? 1024,
+    random: r.random ?? (() => Math.random()),
+  };
 }

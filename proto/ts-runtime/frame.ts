@@ -1,12 +1,17 @@
-// Frame layout of docs/PROTOCOL.md: 12-byte little-endian header + body. Sans-IO: bytes in, bytes out.
+// Frame layout of docs/PROTOCOL.md: 12-byte little-endian header (plus the 8-byte sequence extension
+// when the SEQ flag is set) + body. Sans-IO: bytes in, bytes out.
 import { Unzlib, zlibSync } from "fflate";
 
-/** Size of the frame header in bytes. */
+/** Size of the frame header in bytes (without the sequence extension). */
 export const HEADER_LEN = 12;
+/** Size of the sequence extension (`u32 seq`, `u32 ack`) that follows the header with `FLAG_SEQ`. */
+export const EXT_LEN = 8;
 /** Flag bit 0: the body is a zlib stream (RFC 1950) of the protobuf bytes. */
 export const FLAG_COMPRESSED = 0x0001;
-/** Flag bits 1–15: reserved, must be 0. */
-export const RESERVED_FLAGS = 0xfffe;
+/** Flag bit 1: the sequence extension follows the header (sessions that resume). */
+export const FLAG_SEQ = 0x0002;
+/** Flag bits 2–15: reserved, must be 0. */
+export const RESERVED_FLAGS = 0xfffc;
 /** Default `net.max_frame` of the server. */
 export const DEFAULT_MAX_FRAME = 1_048_576;
 
@@ -15,6 +20,10 @@ export interface Frame {
   opcode: number;
   flags: number;
   requestId: number;
+  /** The sender's sequence number of this frame (0 without `FLAG_SEQ`). */
+  seq: number;
+  /** The sender's cumulative acknowledgement (0 without `FLAG_SEQ`). */
+  ack: number;
   body: Uint8Array;
 }
 
@@ -32,21 +41,37 @@ function checkUint(name: string, value: number, max: number): void {
   }
 }
 
-/** Builds a frame. Throws `FrameError` on out-of-range header fields. */
-export function encodeFrame(opcode: number, flags: number, requestId: number, body: Uint8Array): Uint8Array {
+/**
+ * Builds a frame. With `seq` given (a sequenced session), `FLAG_SEQ` is set and the extension
+ * (`seq`, `ack`) follows the header. Throws `FrameError` on out-of-range header fields.
+ */
+export function encodeFrame(
+  opcode: number,
+  flags: number,
+  requestId: number,
+  body: Uint8Array,
+  seq?: { seq: number; ack: number },
+): Uint8Array {
   checkUint("opcode", opcode, 0xffff);
   if (opcode === 0) throw new FrameError("opcode 0 is never valid");
   checkUint("flags", flags, 0xffff);
   checkUint("request id", requestId, 0xffffffff);
-  const length = HEADER_LEN + body.length;
+  const head = seq ? HEADER_LEN + EXT_LEN : HEADER_LEN;
+  const length = head + body.length;
   checkUint("frame length", length, 0xffffffff);
   const out = new Uint8Array(length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, length, true);
   dv.setUint16(4, opcode, true);
-  dv.setUint16(6, flags, true);
+  dv.setUint16(6, seq ? flags | FLAG_SEQ : flags, true);
   dv.setUint32(8, requestId, true);
-  out.set(body, HEADER_LEN);
+  if (seq) {
+    checkUint("seq", seq.seq, 0xffffffff);
+    checkUint("ack", seq.ack, 0xffffffff);
+    dv.setUint32(12, seq.seq, true);
+    dv.setUint32(16, seq.ack, true);
+  }
+  out.set(body, head);
   return out;
 }
 
@@ -71,10 +96,24 @@ export function decodeFrame(data: Uint8Array, maxFrame: number = DEFAULT_MAX_FRA
   if ((flags & RESERVED_FLAGS) !== 0) {
     throw new FrameError(`reserved flag bits 0x${(flags & RESERVED_FLAGS).toString(16).padStart(4, "0")}`);
   }
-  return { opcode, flags, requestId: dv.getUint32(8, true), body: data.subarray(HEADER_LEN) };
+  const requestId = dv.getUint32(8, true);
+  if ((flags & FLAG_SEQ) === 0) {
+    return { opcode, flags, requestId, seq: 0, ack: 0, body: data.subarray(HEADER_LEN) };
+  }
+  if (length < HEADER_LEN + EXT_LEN) {
+    throw new FrameError(`frame length ${length} is too short for the sequence extension (20 bytes)`);
+  }
+  return {
+    opcode,
+    flags,
+    requestId,
+    seq: dv.getUint32(12, true),
+    ack: dv.getUint32(16, true),
+    body: data.subarray(HEADER_LEN + EXT_LEN),
+  };
 }
 
-/** Body compression settings (the server's `net.compress_threshold` / `net.max_inflated`). */
+/** Body compression settings (the server's `compress.threshold` / `compress.max_inflated`). */
 export interface CompressionOptions {
   /** Bodies strictly longer than this are compressed. `Infinity` turns sending compression off. */
   threshold: number;

@@ -26,15 +26,18 @@ function wireError(type: string, field: string, wire: number): RangeError {
 /** Input form of `lattice.Hello` (opcode 1): every field optional. */
 export interface IHello {
   clientVersion?: string | null;
+  resume?: boolean | null;
 }
 
 /** `lattice.Hello` (opcode 1). */
 export class Hello implements IHello {
   clientVersion: string = "";
+  resume: boolean = false;
 
   constructor(init?: IHello) {
     if (init) {
       if (init.clientVersion != null) this.clientVersion = init.clientVersion;
+      if (init.resume != null) this.resume = init.resume;
     }
   }
 
@@ -47,6 +50,7 @@ export class Hello implements IHello {
   static encode(m: IHello, w?: $protobuf.Writer): $protobuf.Writer {
     if (!w) w = $Writer.create();
     if (m.clientVersion != null && m.clientVersion !== "") w.uint32(10).string(m.clientVersion);
+    if (m.resume != null && m.resume === true) w.uint32(16).bool(m.resume);
     return w;
   }
 
@@ -63,6 +67,11 @@ export class Hello implements IHello {
           m.clientVersion = r.string();
           break;
         }
+        case 2: {
+          if ((t & 7) !== 0) throw wireError("Hello", "resume", t & 7);
+          m.resume = r.bool();
+          break;
+        }
         default:
           r.skipType(t & 7);
       }
@@ -76,17 +85,20 @@ export class Hello implements IHello {
 export interface IWelcome {
   serverVersion?: string | null;
   sessionId?: Int64 | null;
+  resumeToken?: Uint8Array | null;
 }
 
 /** `lattice.Welcome` (opcode 2). */
 export class Welcome implements IWelcome {
   serverVersion: string = "";
   sessionId: Int64 = zero64(true);
+  resumeToken: Uint8Array = new Uint8Array(0);
 
   constructor(init?: IWelcome) {
     if (init) {
       if (init.serverVersion != null) this.serverVersion = init.serverVersion;
       if (init.sessionId != null) this.sessionId = init.sessionId;
+      if (init.resumeToken != null) this.resumeToken = init.resumeToken;
     }
   }
 
@@ -100,6 +112,7 @@ export class Welcome implements IWelcome {
     if (!w) w = $Writer.create();
     if (m.serverVersion != null && m.serverVersion !== "") w.uint32(10).string(m.serverVersion);
     if (m.sessionId != null && !isZero64(m.sessionId)) w.uint32(16).uint64(m.sessionId);
+    if (m.resumeToken != null && m.resumeToken.length > 0) w.uint32(26).bytes(m.resumeToken);
     return w;
   }
 
@@ -119,6 +132,11 @@ export class Welcome implements IWelcome {
         case 2: {
           if ((t & 7) !== 0) throw wireError("Welcome", "session_id", t & 7);
           m.sessionId = r.uint64();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 2) throw wireError("Welcome", "resume_token", t & 7);
+          m.resumeToken = r.bytes();
           break;
         }
         default:
@@ -630,6 +648,198 @@ export class LoginOk implements ILoginOk {
       }
     }
     if (r.pos !== end) throw new RangeError("lattice.LoginOk: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Resume` (opcode 30): every field optional. */
+export interface IResume {
+  sessionId?: Int64 | null;
+  token?: Uint8Array | null;
+  lastReceivedSeq?: number | null;
+  attempt?: number | null;
+}
+
+/** `lattice.Resume` (opcode 30). */
+export class Resume implements IResume {
+  sessionId: Int64 = zero64(true);
+  token: Uint8Array = new Uint8Array(0);
+  lastReceivedSeq: number = 0;
+  attempt: number = 0;
+
+  constructor(init?: IResume) {
+    if (init) {
+      if (init.sessionId != null) this.sessionId = init.sessionId;
+      if (init.token != null) this.token = init.token;
+      if (init.lastReceivedSeq != null) this.lastReceivedSeq = init.lastReceivedSeq;
+      if (init.attempt != null) this.attempt = init.attempt;
+    }
+  }
+
+  /** A new `Resume` with the given fields set. */
+  static create(init?: IResume): Resume {
+    return new Resume(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IResume, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.sessionId != null && !isZero64(m.sessionId)) w.uint32(8).uint64(m.sessionId);
+    if (m.token != null && m.token.length > 0) w.uint32(18).bytes(m.token);
+    if (m.lastReceivedSeq != null && m.lastReceivedSeq !== 0) w.uint32(24).uint32(m.lastReceivedSeq);
+    if (m.attempt != null && m.attempt !== 0) w.uint32(32).uint32(m.attempt);
+    return w;
+  }
+
+  /** Decodes a `Resume`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Resume {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Resume();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("Resume", "session_id", t & 7);
+          m.sessionId = r.uint64();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("Resume", "token", t & 7);
+          m.token = r.bytes();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 0) throw wireError("Resume", "last_received_seq", t & 7);
+          m.lastReceivedSeq = r.uint32();
+          break;
+        }
+        case 4: {
+          if ((t & 7) !== 0) throw wireError("Resume", "attempt", t & 7);
+          m.attempt = r.uint32();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Resume: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Resumed` (opcode 31): every field optional. */
+export interface IResumed {
+  resumeToken?: Uint8Array | null;
+  lastReceivedSeq?: number | null;
+  serverSeq?: number | null;
+  resync?: boolean | null;
+}
+
+/** `lattice.Resumed` (opcode 31). */
+export class Resumed implements IResumed {
+  resumeToken: Uint8Array = new Uint8Array(0);
+  lastReceivedSeq: number = 0;
+  serverSeq: number = 0;
+  resync: boolean = false;
+
+  constructor(init?: IResumed) {
+    if (init) {
+      if (init.resumeToken != null) this.resumeToken = init.resumeToken;
+      if (init.lastReceivedSeq != null) this.lastReceivedSeq = init.lastReceivedSeq;
+      if (init.serverSeq != null) this.serverSeq = init.serverSeq;
+      if (init.resync != null) this.resync = init.resync;
+    }
+  }
+
+  /** A new `Resumed` with the given fields set. */
+  static create(init?: IResumed): Resumed {
+    return new Resumed(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IResumed, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.resumeToken != null && m.resumeToken.length > 0) w.uint32(10).bytes(m.resumeToken);
+    if (m.lastReceivedSeq != null && m.lastReceivedSeq !== 0) w.uint32(16).uint32(m.lastReceivedSeq);
+    if (m.serverSeq != null && m.serverSeq !== 0) w.uint32(24).uint32(m.serverSeq);
+    if (m.resync != null && m.resync === true) w.uint32(32).bool(m.resync);
+    return w;
+  }
+
+  /** Decodes a `Resumed`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Resumed {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Resumed();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("Resumed", "resume_token", t & 7);
+          m.resumeToken = r.bytes();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 0) throw wireError("Resumed", "last_received_seq", t & 7);
+          m.lastReceivedSeq = r.uint32();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 0) throw wireError("Resumed", "server_seq", t & 7);
+          m.serverSeq = r.uint32();
+          break;
+        }
+        case 4: {
+          if ((t & 7) !== 0) throw wireError("Resumed", "resync", t & 7);
+          m.resync = r.bool();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Resumed: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Ack` (opcode 32): every field optional. */
+export interface IAck {
+}
+
+/** `lattice.Ack` (opcode 32). */
+export class Ack implements IAck {
+
+  constructor(init?: IAck) {
+    if (init) {
+    }
+  }
+
+  /** A new `Ack` with the given fields set. */
+  static create(init?: IAck): Ack {
+    return new Ack(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IAck, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    return w;
+  }
+
+  /** Decodes a `Ack`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Ack {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Ack();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Ack: field overruns the message end");
     return m;
   }
 }

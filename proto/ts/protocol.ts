@@ -3,7 +3,7 @@ import * as $protobuf from "protobufjs/minimal";
 import * as M from "./messages";
 
 /** The protocol version this client speaks (sent in `Hello`). */
-export const PROTOCOL_VERSION = "1.0.0-alpha";
+export const PROTOCOL_VERSION = "1.1.0-alpha";
 
 /** Frame opcode of every client-visible message. */
 export enum Opcode {
@@ -18,6 +18,9 @@ export enum Opcode {
   Said = 13,
   Login = 20,
   LoginOk = 21,
+  Resume = 30,
+  Resumed = 31,
+  Ack = 32,
 }
 
 /** `Error.code` values. */
@@ -29,6 +32,8 @@ export enum ErrorCode {
   VERSION_MISMATCH = 5,
   NOT_ALLOWED = 6,
   NOT_MEMBER = 7,
+  RATE_LIMITED = 8,
+  RESUME_REJECTED = 9,
 }
 
 /** Decoded message type of each opcode. */
@@ -44,6 +49,9 @@ export interface MessageOf {
   [Opcode.Said]: M.Said;
   [Opcode.Login]: M.Login;
   [Opcode.LoginOk]: M.LoginOk;
+  [Opcode.Resume]: M.Resume;
+  [Opcode.Resumed]: M.Resumed;
+  [Opcode.Ack]: M.Ack;
 }
 
 /** Accepted input (all fields optional) of each opcode. */
@@ -59,6 +67,9 @@ export interface InitOf {
   [Opcode.Said]: M.ISaid;
   [Opcode.Login]: M.ILogin;
   [Opcode.LoginOk]: M.ILoginOk;
+  [Opcode.Resume]: M.IResume;
+  [Opcode.Resumed]: M.IResumed;
+  [Opcode.Ack]: M.IAck;
 }
 
 /** Encoder/decoder of one message type. */
@@ -80,10 +91,13 @@ export const codecs: { [O in Opcode]: MessageCodec<MessageOf[O], InitOf[O]> } = 
   [Opcode.Said]: M.Said,
   [Opcode.Login]: M.Login,
   [Opcode.LoginOk]: M.LoginOk,
+  [Opcode.Resume]: M.Resume,
+  [Opcode.Resumed]: M.Resumed,
+  [Opcode.Ack]: M.Ack,
 };
 
 /** Opcodes whose bodies must never be logged (no_log_request / no_log_response). */
-export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Login]);
+export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Welcome, Opcode.Login, Opcode.Resume, Opcode.Resumed]);
 
 /** `true` for an opcode this client knows. */
 export function isOpcode(op: number): op is Opcode {

@@ -6,7 +6,7 @@ use lattice_runtime::{ShardApp, ShardCx};
 use lattice_storage::StorageHandle;
 use lattice_wire::compress::{BodyCompressor, CompressConfig};
 use lattice_wire::http::Request;
-use lattice_wire::{CloseReason, Frame, RpcReply, SessionId};
+use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, RpcReply, SessionId};
 
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
@@ -79,6 +79,29 @@ impl ShardApp for App {
         }
     }
 
+    fn on_rate_limited(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        session: SessionId,
+        header: FrameHeader,
+        which: Limited,
+    ) {
+        self.gate
+            .rate_limited(cx, self.host.encoder(), session, header, which);
+    }
+
+    fn on_handover(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Resume(req) => {
+                crate::resume::resume_here(cx, self.host.encoder(), session, req)
+            }
+            _ => cx.close(
+                session,
+                CloseReason::App("unexpected socket handover".into()),
+            ),
+        }
+    }
+
     fn on_http(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, req: Request) {
         self.http.request(cx, &mut self.host, session, req);
     }
@@ -99,7 +122,11 @@ impl ShardApp for App {
         self.host.timer(cx, token);
     }
 
-    fn on_close(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, _reason: &CloseReason) {
+    fn on_close(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, reason: &CloseReason) {
+        if *reason == CloseReason::HandedOver {
+            // It only carried a socket to a resumed session: no component ever saw it.
+            return;
+        }
         for shard in 0..cx.shards {
             cx.send(shard, ShardMsg::SessionClosed(session));
         }

@@ -1,4 +1,4 @@
-//! The `lattice` command line (clap): `run`, `config`, `tool …`, `completions`.
+//! The `lattice` command line (clap): `run`, `config`, `tool …`, `admin …`, `completions`.
 //!
 //! Configuration keys are not clap arguments: they come from the schema (every section's documented
 //! defaults), so `--section.key VALUE` is collected as trailing words and checked by the config
@@ -52,6 +52,11 @@ pub enum Command {
     /// Operator tools.
     #[command(subcommand)]
     Tool(Tool),
+    /// Call the admin API of a running server: sessions, close, ip-rules, reload.
+    ///
+    /// Reads the address and the bearer token from the configuration (admin.listen, admin.token or
+    /// the data directory's admin.token file) unless --addr / --token / --token-file are given.
+    Admin(crate::tools::admin::AdminArgs),
     /// Print a shell completion script.
     ///
     /// Example: `lattice completions bash > /etc/bash_completion.d/lattice`.

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lattice_runtime::config::{self, typed_section, ConfigError, Layers};
+use lattice_runtime::net::access::{AccessConfig, AccessRules};
+use lattice_runtime::net::continuity::{ContinuityConfig, LimitsConfig, SessionConfig};
 use lattice_runtime::net::listener::{listener_specs, HttpConfig, ListenerSpec, ListenersConfig};
 use lattice_runtime::net::tls::{TlsConfig, TlsSource};
 use lattice_runtime::net::NetConfig;
@@ -52,6 +54,21 @@ pub fn schema() -> String {
 pub struct AdminConfig {
     /// Admin listen address; empty = off.
     pub listen: String,
+    /// Bearer token of the `/admin/` API; empty = generated into the data directory.
+    pub token: String,
+    /// How long an admin request waits for the shards' answers, in ms.
+    pub control_wait_ms: u64,
+}
+
+/// Where a configuration came from, so `POST /admin/reload` can load it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `--config FILE`.
+    pub file: Option<std::path::PathBuf>,
+    /// The `LATTICE_*` environment at start.
+    pub env: Vec<(String, String)>,
+    /// `--section.key value` overrides.
+    pub args: Vec<(String, String)>,
 }
 
 /// Everything `lattice run` reads itself; services and components read their own sections from
@@ -72,6 +89,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[session]`, `[limits]`, `[access]`.
+    pub continuity: ContinuityConfig,
     /// `[tls]`.
     pub tls: TlsConfig,
     /// The certificate and key named by `[tls]`, read and checked at load (so a bad file is a
@@ -85,6 +104,8 @@ pub struct Config {
     pub listener_specs: Vec<ListenerSpec>,
     /// The merged table.
     pub table: toml::Table,
+    /// Where it was loaded from.
+    pub origin: Origin,
 }
 
 impl Config {
@@ -95,11 +116,15 @@ impl Config {
         args: Vec<(String, String)>,
     ) -> Result<Config, ConfigError> {
         let schema = schema();
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("LATTICE_"))
+            .collect();
         let table = config::load(&Layers {
             defaults: &schema,
             file,
-            env,
-            args,
+            env: env.clone(),
+            args: args.clone(),
         })?;
         let cfg = Config {
             runtime: typed_section(&table, "runtime")?,
@@ -109,12 +134,22 @@ impl Config {
             admin: typed_section(&table, "admin")?,
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
+            continuity: ContinuityConfig {
+                session: typed_section::<SessionConfig>(&table, "session")?,
+                limits: typed_section::<LimitsConfig>(&table, "limits")?,
+                access: typed_section::<AccessConfig>(&table, "access")?,
+            },
             tls: typed_section(&table, "tls")?,
             tls_source: None,
             listeners: typed_section(&table, "listeners")?,
             http: typed_section(&table, "http")?,
             listener_specs: Vec::new(),
             table,
+            origin: Origin {
+                file: file.map(Path::to_path_buf),
+                env,
+                args,
+            },
         };
         let mut cfg = cfg;
         cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http, &cfg.tls)
@@ -171,6 +206,27 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
         }
+        let c = &self.continuity;
+        if let Err((key, problem)) = c.limits.validate(self.net.max_frame) {
+            return Err(bad(key, &problem));
+        }
+        if let Err(e) = AccessRules::new(&c.access) {
+            let key = if c.access.allow.contains(&e.text) {
+                "access.allow"
+            } else {
+                "access.deny"
+            };
+            return Err(bad(key, &e.to_string()));
+        }
+        if c.session.replay_max_frames == 0 || c.session.replay_max_bytes == 0 {
+            return Err(bad(
+                "session.replay_max_frames",
+                "replay_max_frames and replay_max_bytes must be at least 1",
+            ));
+        }
+        if self.admin.control_wait_ms == 0 {
+            return Err(bad("admin.control_wait_ms", "must be at least 1"));
+        }
         if self.tls.enabled() {
             if self.tls.cert.is_empty() {
                 return Err(bad("tls.cert", "tls.key is set: give the certificate too"));
@@ -192,7 +248,9 @@ mod tests {
         let c = Config::load(None, vec![], vec![]).expect("defaults are valid");
         assert_eq!(c.net.max_frame, 1 << 20);
         let docs = config::key_docs(&schema());
-        for section in ["runtime", "net", "storage", "logic", "echo", "chat"] {
+        for section in [
+            "runtime", "net", "storage", "logic", "echo", "chat", "session", "limits", "access",
+        ] {
             assert!(
                 docs.iter()
                     .any(|d| d.key.starts_with(&format!("{section}."))),
@@ -227,6 +285,50 @@ mod tests {
         let c = Config::load(None, vec![], vec![]).unwrap();
         let d = StorageConfig::default();
         assert_eq!(format!("{:?}", c.storage), format!("{d:?}"));
+    }
+
+    #[test]
+    fn continuity_sections_load_and_are_checked() {
+        let c = Config::load(
+            None,
+            vec![("LATTICE_LIMITS__SESSION_MSGS_PER_S".into(), "50".into())],
+            vec![("access.deny".into(), r#"["10.0.0.0/8", "::1"]"#.into())],
+        )
+        .unwrap();
+        assert_eq!(c.continuity.limits.session_msgs_per_s, 50);
+        assert_eq!(c.continuity.access.deny, ["10.0.0.0/8", "::1"]);
+        assert_eq!(c.origin.args.len(), 1);
+        assert_eq!(c.origin.env.len(), 1, "only LATTICE_ variables are kept");
+        let e = Config::load(
+            None,
+            vec![],
+            vec![("access.deny".into(), r#"["10.0.0.1/8"]"#.into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`access.deny`") && e.contains("host bits"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            vec![],
+            vec![
+                ("limits.session_bytes_per_s".into(), "1000".into()),
+                ("limits.session_bytes_burst".into(), "100".into()),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`limits.session_bytes_burst`"), "{e}");
+        let e = Config::load(
+            None,
+            vec![],
+            vec![("limits.ip_policy".into(), "maybe".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`limits.ip_policy`"), "{e}");
     }
 
     #[test]

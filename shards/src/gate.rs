@@ -6,8 +6,9 @@
 //! queues or runs a handler.
 //!
 //! The rule before `Hello` (docs/PROTOCOL.md, "Handshake"): until a `Hello` has been accepted, any
-//! frame that is not a valid, accepted `Hello` is answered with an `Error` and the session is
-//! closed — whatever its opcode, known or not.
+//! frame that is not a valid, accepted `Hello` — or a `Resume` taking the socket to an existing
+//! session ([`crate::resume`]) — is answered with an `Error` and the session is closed, whatever
+//! its opcode, known or not.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use lattice_proto::version::{check_hello, PROTOCOL};
 use lattice_proto::{error_code, opcode, pb, AnyMessage, OpcodeInfo};
 use lattice_runtime::telemetry::warn_limit::{Verdict, WarnLimiter};
 use lattice_runtime::ShardCx;
-use lattice_wire::{CloseReason, Frame, SessionId};
+use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, SessionId};
 
 use crate::metrics::AppMetrics;
 use crate::service::{Encoder, ShardMsg};
@@ -68,7 +69,20 @@ impl Gate {
                 (s.is_ready(), s.session_type().may_send_internal())
             })
             .unwrap_or((false, false));
-        if !ready && h.opcode != opcode::HELLO {
+        if ready && h.opcode == opcode::RESUME {
+            tracing::debug!(%session, "Resume on a greeted session");
+            error(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::NOT_ALLOWED,
+                "Resume must be the first frame of a socket",
+            );
+            return Checked::Done;
+        }
+        if !ready && h.opcode != opcode::HELLO && h.opcode != opcode::RESUME {
             AppMetrics::add(&self.m().not_hello_total, 1);
             tracing::debug!(%session, opcode = h.opcode, "first frame is not Hello");
             return self.refuse(
@@ -161,7 +175,53 @@ impl Gate {
                 self.hello(cx, enc, session, h.request_id, hello);
                 Checked::Done
             }
+            AnyMessage::Resume(r) => {
+                crate::resume::on_resume(cx, enc, session, h.request_id, r);
+                Checked::Done
+            }
             msg => Checked::Request(info, msg),
+        }
+    }
+
+    /// A frame over one of the session's rate limits: `Error{RATE_LIMITED}` with its request id
+    /// and opcode (and, before the handshake, the session closes like any refused first frame).
+    pub fn rate_limited(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        h: FrameHeader,
+        which: Limited,
+    ) {
+        let why = match which {
+            Limited::Messages => {
+                "rate limited: too many frames per second (limits.session_msgs_per_s)"
+            }
+            Limited::Bytes => {
+                "rate limited: too many bytes per second (limits.session_bytes_per_s)"
+            }
+        };
+        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        if ready {
+            error(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::RATE_LIMITED,
+                why,
+            );
+        } else {
+            self.refuse(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::RATE_LIMITED,
+                why,
+            );
         }
     }
 
@@ -177,12 +237,32 @@ impl Gate {
     ) {
         match check_hello(&hello.client_version, PROTOCOL) {
             Ok(_) => {
-                cx.with_session(session, |s| s.hello_accepted());
+                let (first, token, resumable) = cx
+                    .with_session(session, |s| {
+                        let first = !s.is_ready();
+                        s.hello_accepted();
+                        (first, s.token().copied(), s.supports_resume())
+                    })
+                    .unwrap_or((false, None, false));
+                // Resume is granted by the first accepted Hello only (a later Hello gets the
+                // token in force), and only where the transport supports it (binary frames
+                // without TLS): elsewhere the Welcome carries no token.
+                let new_token = if first && hello.resume && resumable {
+                    cx.new_token()
+                } else {
+                    None
+                };
                 let w = pb::Welcome {
                     server_version: PROTOCOL.to_string(),
                     session_id: session.as_u64(),
+                    resume_token: new_token.or(token).map(|t| t.to_vec()).unwrap_or_default(),
                 };
                 enc.send(cx, session, rid, &w);
+                if let Some(t) = new_token {
+                    // After the Welcome is queued: it goes out without the extension, every
+                    // later frame with it.
+                    cx.with_session(session, |s| s.enable_resume(t));
+                }
             }
             Err(r) => {
                 let msg = r.to_string();

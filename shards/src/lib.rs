@@ -3,12 +3,14 @@
 //! - [`service`]: the component API game code is written against (`Component`, `Ctx`,
 //!   `component!`, `service!`);
 //! - [`gate`]: every client frame's checks (handshake, opcode, flags, body) before any service;
+//! - [`resume`]: a socket whose first frame is `Resume` taking over its session;
 //! - [`host`]: the services of one shard, routing, bounded queues, calls into components;
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
 //! - [`logic`]: the logic service and its demo components (echo, chat);
 //! - [`admin`]: the admin listener's routes;
 //! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
-//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice tool …`).
+//! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice admin`,
+//!   `lattice tool …`).
 //!
 //! Nothing here touches a socket (the runtime does) or writes SQL (the storage crate does).
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod http;
 pub mod logic;
 pub mod lua;
 pub mod metrics;
+pub mod resume;
 pub mod server;
 pub mod service;
 pub mod tools;

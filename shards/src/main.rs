@@ -65,6 +65,7 @@ fn main() {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
+        Command::Admin(args) => lattice_server::tools::admin::run(&args),
         Command::Tool(Tool::Ps) => {
             let procs = lattice_server::tools::ps::scan(std::path::Path::new("/proc"));
             print!("{}", lattice_server::tools::ps::render(&procs));

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lattice_proto::{error_code, pb};
 use lattice_runtime::net::tls::{TlsServing, TlsSource};
 use lattice_runtime::telemetry::admin::AdminServer;
-use lattice_runtime::Server;
+use lattice_runtime::{OperatorSettings, RefusalFrames, Server};
 use lattice_storage::{Schema, Storage};
+use prost::Message;
 
 use crate::app::{App, AppSettings};
 use crate::config::Config;
@@ -168,6 +170,12 @@ pub fn run(cfg: Config) -> i32 {
         source: source.clone(),
         settings: cfg.tls.settings(),
     });
+    let ops = OperatorSettings {
+        continuity: cfg.continuity.clone(),
+        refusals: RefusalFrames {
+            rate_limited: rate_limited_frame(),
+        },
+    };
     let mut server = match Server::start_listeners(
         &cfg.runtime,
         &cfg.net,
@@ -175,6 +183,7 @@ pub fn run(cfg: Config) -> i32 {
         cfg.listeners.backlog,
         tls_serving,
         &cfg.shutdown,
+        &ops,
         move |shard| App::new(&settings, shard, n).expect("services were validated before start"),
     ) {
         Ok(s) => {
@@ -206,15 +215,41 @@ pub fn run(cfg: Config) -> i32 {
     let admin = if cfg.admin.listen.is_empty() {
         None
     } else {
+        let token = match crate::admin::auth::resolve(&cfg.admin.token, &cfg.storage.data_dir) {
+            Ok((token, source)) => {
+                match source {
+                    crate::admin::auth::TokenSource::Config => {
+                        tracing::info!("admin token: from admin.token")
+                    }
+                    crate::admin::auth::TokenSource::File(p) => {
+                        tracing::info!(path = %p.display(), "admin token: read from its file")
+                    }
+                    crate::admin::auth::TokenSource::Generated(p) => {
+                        tracing::info!(path = %p.display(), "admin token: generated (mode 0600)")
+                    }
+                }
+                token
+            }
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                server.shutdown();
+                let _ = server.join();
+                return exit::FAILURE;
+            }
+        };
         let routes = crate::admin::routes(crate::admin::AdminCx {
             metrics: server.metrics(),
             profile,
             lua: scripts.clone(),
+            control: Some(server.control()),
+            token,
+            wait: Duration::from_millis(cfg.admin.control_wait_ms),
+            config: Arc::new(std::sync::Mutex::new(cfg.clone())),
             tls: tls.clone(),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
-                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz, /debug/pprof/profile)");
+                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz; /admin/ API, /debug/pprof/profile and /lua/reload with the bearer token)");
                 Some(a)
             }
             Err(e) => {
@@ -288,4 +323,14 @@ pub fn run(cfg: Config) -> i32 {
     }
     tracing::info!(code, "stopped");
     code
+}
+
+/// The frame a connection refused by `limits.ip_conns_per_s` gets (policy `error`).
+fn rate_limited_frame() -> Vec<u8> {
+    let e = pb::Error {
+        code: error_code::RATE_LIMITED,
+        message: "too many new connections from this address (limits.ip_conns_per_s)".into(),
+        opcode: 0,
+    };
+    lattice_wire::frame::encode(lattice_proto::opcode::ERROR, 0, 0, &e.encode_to_vec())
 }

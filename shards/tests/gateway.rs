@@ -333,6 +333,7 @@ fn accept_survives_running_out_of_descriptors() {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         let mut b = [0u8; 1];

@@ -32,9 +32,16 @@ lattice.on("JoinRoom", function(req)
 end)
 "#;
 
+/// The admin bearer token the tests start the server with (`/lua/` is behind it).
+const TOKEN: &str = "lua-test-token";
+
 fn post(port: u16, path: &str) -> (u16, String) {
+    post_as(port, path, &format!("Authorization: Bearer {TOKEN}\r\n"))
+}
+
+fn post_as(port: u16, path: &str, auth: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("POST {path} HTTP/1.1\r\nContent-Length: 0\r\n\r\n").as_bytes())
+    s.write_all(format!("POST {path} HTTP/1.1\r\n{auth}Content-Length: 0\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -64,6 +71,8 @@ fn scripts_answer_survive_runaways_and_reload() {
         "2000000",
         "--lua.memory_limit",
         "4194304",
+        "--admin.token",
+        TOKEN,
     ]);
     let mut c = l.connect();
     assert_eq!(
@@ -97,6 +106,10 @@ fn scripts_answer_survive_runaways_and_reload() {
         r#"lattice.on("Login", function(req) return "LoginOk", { user_id = 7 } end)"#,
     )
     .unwrap();
+    // Behind the admin bearer token: refused without it, nothing reloaded.
+    let (st, body) = post_as(l.admin, "/lua/reload", "");
+    assert_eq!(st, 401, "{body}");
+    assert_eq!(l.metric_total("lattice_lua_reloads_total"), 0);
     let (st, body) = post(l.admin, "/lua/reload");
     assert_eq!(st, 200, "{body}");
     assert!(

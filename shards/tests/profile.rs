@@ -11,9 +11,16 @@ use std::sync::Arc;
 use common::*;
 use lattice_proto::pb;
 
+/// The admin bearer token the tests start the server with (`/debug/` is behind it).
+const TOKEN: &str = "profile-test-token";
+
 fn get(port: u16, path: &str) -> (u16, String, String) {
+    get_as(port, path, &format!("Authorization: Bearer {TOKEN}\r\n"))
+}
+
+fn get_as(port: u16, path: &str, auth: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -24,7 +31,7 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
 
 #[test]
 fn profile_under_load_is_a_flame_graph_of_the_shards() {
-    let l = Lattice::start(&["--echo.fault_spin_us", "50"]);
+    let l = Lattice::start(&["--echo.fault_spin_us", "50", "--admin.token", TOKEN]);
     let stop = Arc::new(AtomicBool::new(false));
     // Load: 4 clients ping in a loop (each Ping spins 50 µs in its handler) until told to stop.
     let load: Vec<_> = (0..4)
@@ -77,7 +84,12 @@ fn profile_under_load_is_a_flame_graph_of_the_shards() {
 
 #[test]
 fn bad_profile_requests_get_400() {
-    let l = Lattice::start(&["--profile.max_seconds", "5"]);
+    let l = Lattice::start(&["--profile.max_seconds", "5", "--admin.token", TOKEN]);
+    // Behind the admin bearer token: refused without it or with another one.
+    for auth in ["", "Authorization: Bearer wrong\r\n"] {
+        let (st, _, body) = get_as(l.admin, "/debug/pprof/profile?seconds=1", auth);
+        assert_eq!(st, 401, "{auth:?}: {body}");
+    }
     for q in ["?seconds=0", "?seconds=6", "?seconds=two"] {
         let (st, _, body) = get(l.admin, &format!("/debug/pprof/profile{q}"));
         assert_eq!(st, 400, "{q}: {body}");

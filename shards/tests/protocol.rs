@@ -65,6 +65,7 @@ fn hello_must_come_first_and_incompatible_major_is_refused() {
         1,
         &pb::Hello {
             client_version: "99.0.0-release".into(),
+            ..Default::default()
         },
     );
     let e = expect_error(&c.recv(), error_code::VERSION_MISMATCH);
@@ -76,6 +77,7 @@ fn hello_must_come_first_and_incompatible_major_is_refused() {
         1,
         &pb::Hello {
             client_version: "one.two".into(),
+            ..Default::default()
         },
     );
     expect_error(&c.recv(), error_code::VERSION_MISMATCH);
@@ -115,6 +117,7 @@ fn anything_but_an_acceptable_hello_first_closes_the_session() {
         7,
         &pb::Hello {
             client_version: lattice_proto::version::PROTOCOL.to_string(),
+            ..Default::default()
         },
     );
     let f = c.recv();

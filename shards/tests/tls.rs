@@ -272,23 +272,9 @@ fn certificate_reload_keeps_live_sessions() {
     assert_eq!(metric_single(l, "lattice_tls_cert_generation"), 3);
 }
 
+/// `POST path` on the admin listener with the bearer token (every `/admin/` route needs it).
 fn admin_post(l: &Lattice, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = TcpStream::connect(("127.0.0.1", l.admin)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-    (status, body)
+    l.admin_raw("POST", path, Some(&l.token()), "")
 }
 
 #[test]
@@ -434,6 +420,7 @@ fn https_and_wss_serve_the_http_stack_over_tls() {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         ),
     );

@@ -176,6 +176,7 @@ fn openssl_s_client_sees_interval_key_updates_and_makes_its_own_while_pings_flow
         1,
         &pb::Hello {
             client_version: lattice_proto::version::PROTOCOL.to_string(),
+            resume: false,
         },
     );
     c.write(&hello);

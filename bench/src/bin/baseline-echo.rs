@@ -86,6 +86,7 @@ async fn serve(mut s: tokio::net::TcpStream) {
                     let w = pb::Welcome {
                         server_version: lattice_proto::version::PROTOCOL.to_string(),
                         session_id: 1,
+                        ..Default::default()
                     };
                     put_frame(&mut out, opcode::WELCOME, 0, h.rid, &w.encode_to_vec());
                 }

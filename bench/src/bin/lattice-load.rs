@@ -406,6 +406,7 @@ async fn session<S: Transport>(
     let mut out = Vec::new();
     let hello = pb::Hello {
         client_version: lattice_proto::version::PROTOCOL.to_string(),
+        ..Default::default()
     };
     put_frame(&mut out, opcode::HELLO, 0, 1, &hello.encode_to_vec());
     if o.scenario == Scenario::Chat {

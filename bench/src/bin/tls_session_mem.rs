@@ -64,11 +64,7 @@ fn snapshot() -> Snapshot {
 }
 
 fn limits() -> SessionLimits {
-    SessionLimits {
-        max_frame: 1 << 20,
-        send_buffer_limit: 1 << 18,
-        idle_timeout: Some(Duration::from_secs(60)),
-    }
+    SessionLimits::basic(1 << 20, 1 << 18, Some(Duration::from_secs(60)))
 }
 
 fn main() {
@@ -149,10 +145,10 @@ fn main() {
                 // One frame in, one out, as a Hello/Welcome.
                 let hello = encode(1, 0, 1, b"\x0a\x0b1.0.0-alpha");
                 let mut input = &hello[..];
-                while let Ok(Some(_)) = s.receive(now, &mut input) {}
+                while let Ok(Some(_)) = s.receive(s.binding(), now, &mut input) {}
                 s.send(&encode(2, 0, 1, &[0; 30])).unwrap();
-                let k = s.transmit().len();
-                s.transmitted(k);
+                let k = s.transmit(s.binding()).len();
+                s.transmitted(s.binding(), k);
                 sessions.push(s);
                 continue;
             }
@@ -171,12 +167,12 @@ fn main() {
                 plain.clear();
                 s.receive_tls(now, &wire, &mut plain).unwrap();
                 let mut input = &plain[..];
-                while let Ok(Some(_)) = s.receive(now, &mut input) {}
+                while let Ok(Some(_)) = s.receive(s.binding(), now, &mut input) {}
                 if !plain.is_empty() {
                     s.send(&encode(2, 0, 1, &[0; 30])).unwrap();
                 }
-                let out = s.transmit().to_vec();
-                s.transmitted(out.len());
+                let out = s.transmit(s.binding()).to_vec();
+                s.transmitted(s.binding(), out.len());
                 let mut rd = &out[..];
                 while !rd.is_empty() {
                     c.read_tls(&mut rd).unwrap();

@@ -7,6 +7,8 @@
 //!   the runtime calls).
 //! - [`net`]: the acceptor, the connection task that moves bytes between a socket and its
 //!   `lattice_wire::Session`, and the per-shard session table.
+//! - [`control`]: operator commands on the shards' control lanes (mass close, session listing,
+//!   live rate limits) and the admin thread's handle on them.
 //! - [`time`], [`telemetry`], [`config`].
 //!
 //! What this crate never knows: a role (gate, logic, …), a protobuf message, or storage. Roles are
@@ -22,6 +24,8 @@ pub use lattice_alloc as alloc;
 
 #[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
+pub mod control;
 #[cfg(not(loom))]
 pub mod driver;
 pub mod mesh;
@@ -39,7 +43,9 @@ pub mod time;
 #[cfg(not(loom))]
 pub use driver::{DriverChoice, DriverKind};
 #[cfg(not(loom))]
-pub use server::{RuntimeConfig, Server, ShardWatch, ShutdownConfig, StartError};
+pub use server::{
+    OperatorSettings, RefusalFrames, RuntimeConfig, Server, ShardWatch, ShutdownConfig, StartError,
+};
 #[cfg(not(loom))]
 pub use shard::{ShardApp, ShardCx};
 

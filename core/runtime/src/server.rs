@@ -8,14 +8,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::control::ControlHandle;
 use crate::driver::{self, DriverChoice};
 use lattice_wire::{SessionType, StackConfig};
 
 use crate::mesh::{ring, Control, ShardSignal};
+use crate::net::continuity::ContinuityConfig;
 use crate::net::listener::{self, ListenerMetrics, ListenerSpec};
+use crate::net::switch::Switch;
 use crate::net::tls::{ShardTls, TlsMetrics, TlsServing};
 use crate::net::{acceptor, NetConfig};
 use crate::shard::{self, AcceptIn, CxSettings, ShardApp};
+use crate::telemetry::continuity::{AcceptMetrics, ContinuityMetrics};
 use crate::telemetry::metrics::Metrics;
 
 /// `[runtime]` section.
@@ -71,6 +75,7 @@ pub struct ShutdownConfig {
 pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
     signals: Arc<Vec<ShardSignal>>,
+    control: ControlHandle,
     metrics: Arc<Metrics>,
     stop_accept: Arc<AtomicBool>,
     acceptors: Vec<JoinHandle<()>>,
@@ -91,6 +96,27 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("cannot spawn thread: {0}")]
     Spawn(std::io::Error),
+    /// The `[access]` rules do not parse.
+    #[error("config key `access`: {0}")]
+    Access(#[from] crate::net::access::CidrError),
+}
+
+/// What the acceptor sends a connection refused by the per-address rate limit under the `error`
+/// policy: an encoded `Error{RATE_LIMITED}` frame (the runtime knows no message encoding, so the
+/// server gives it). Empty: close without a word.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalFrames {
+    /// The frame for a rate-limited connection.
+    pub rate_limited: Vec<u8>,
+}
+
+/// The session continuity and operator settings of a server (see [`Server::start_listeners`]).
+#[derive(Debug, Clone, Default)]
+pub struct OperatorSettings {
+    /// `[session]`, `[limits]`, `[access]`.
+    pub continuity: ContinuityConfig,
+    /// What connections refused at accept get.
+    pub refusals: RefusalFrames,
 }
 
 impl Server {
@@ -112,14 +138,27 @@ impl Server {
             stack: Arc::new(StackConfig::binary(SessionType::Client)),
             tls: false,
         };
-        Server::start_listeners(rt, net, &[spec], 4096, None, shutdown, factory)
+        Server::start_listeners(
+            rt,
+            net,
+            &[spec],
+            4096,
+            None,
+            shutdown,
+            &OperatorSettings::default(),
+            factory,
+        )
     }
 
     /// Binds every listener of `listeners` with a listen backlog of `backlog`, starts the shards
     /// (each building its app with `factory(shard_id)` on its own thread) and one acceptor thread
     /// per listener. Listeners with `tls` serve their sessions over TLS with `tls`'s certificate
     /// (counted in `lattice_tls_*`). Fails when an address cannot be bound, or when a listener
-    /// wants TLS and `tls` is `None` (nothing is left running).
+    /// wants TLS and `tls` is `None` (nothing is left running), or when the IP rules of `ops`
+    /// do not parse. `ops` gives the session continuity and operator settings: resume
+    /// (`[session]`), rate limits (`[limits]`), IP rules (`[access]`), and the frame refused
+    /// connections get.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_listeners<A, F>(
         rt: &RuntimeConfig,
         net: &NetConfig,
@@ -127,6 +166,7 @@ impl Server {
         backlog: u32,
         tls: Option<TlsServing>,
         shutdown: &ShutdownConfig,
+        ops: &OperatorSettings,
         factory: F,
     ) -> Result<Server, StartError>
     where
@@ -134,6 +174,8 @@ impl Server {
         F: Fn(usize) -> A + Send + Sync + 'static,
     {
         let n = rt.shard_count();
+        let cont = &ops.continuity;
+        let rules = cont.rules()?;
         if let Some(spec) = listeners.iter().find(|l| l.tls && tls.is_none()) {
             return Err(StartError::Listen {
                 addr: spec.addr.clone(),
@@ -156,6 +198,16 @@ impl Server {
             bound.push((spec, l, addr));
         }
         let metrics = Arc::new(Metrics::new(n));
+        let continuity_metrics: Arc<Vec<ContinuityMetrics>> =
+            Arc::new((0..n).map(|_| ContinuityMetrics::default()).collect());
+        let accept_metrics = Arc::new(AcceptMetrics::default());
+        {
+            let (c, a) = (continuity_metrics.clone(), accept_metrics.clone());
+            metrics.add_renderer(move |w| {
+                ContinuityMetrics::render(&c, w);
+                a.render(w);
+            });
+        }
         let tls_metrics: Arc<Vec<TlsMetrics>> =
             Arc::new((0..n).map(|_| TlsMetrics::default()).collect());
         if let Some(t) = &tls {
@@ -167,6 +219,11 @@ impl Server {
                 .map(|_| ShardSignal::new(rt.control_capacity))
                 .collect(),
         );
+        let control = ControlHandle {
+            signals: signals.clone(),
+            access: Arc::new(Switch::new(rules)),
+            limits: Arc::new(Switch::new(cont.limits.clone())),
+        };
         let quiet: Arc<Vec<AtomicBool>> =
             Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
 
@@ -224,6 +281,8 @@ impl Server {
                 metrics: metrics.clone(),
                 settings: CxSettings {
                     net: net.clone(),
+                    continuity: cont.clone(),
+                    continuity_metrics: continuity_metrics.clone(),
                     backlog_limit: rt.mesh_backlog_limit.max(1),
                     wheel: crate::time::WheelConfig {
                         max_timers: rt.timer_max_timers.max(1),
@@ -280,12 +339,20 @@ impl Server {
         for ((spec, l, addr), rings) in bound.into_iter().zip(accept_producers) {
             let c = Arc::new(ListenerMetrics::default());
             counters.push((spec.name.clone(), addr, c.clone()));
+            let binary = !spec.tls && spec.stack.kind == lattice_wire::StackKind::Binary;
             let spawned = acceptor::spawn(acceptor::AcceptorParts {
                 name: spec.name.clone(),
                 listener: l,
                 rings,
-                signals: signals.clone(),
-                metrics: metrics.clone(),
+                gates: acceptor::Gates {
+                    signals: signals.clone(),
+                    metrics: metrics.clone(),
+                    accept_metrics: accept_metrics.clone(),
+                    access: control.access.clone(),
+                    limits: control.limits.clone(),
+                    refusals: ops.refusals.clone(),
+                },
+                binary,
                 counters: c,
                 net: net.clone(),
                 stop: stop_accept.clone(),
@@ -296,6 +363,7 @@ impl Server {
                     let mut partial = Server {
                         addrs,
                         signals,
+                        control,
                         metrics,
                         stop_accept,
                         acceptors,
@@ -313,6 +381,7 @@ impl Server {
         Ok(Server {
             addrs,
             signals,
+            control,
             metrics,
             stop_accept,
             acceptors,
@@ -341,6 +410,12 @@ impl Server {
     /// All shards' metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The handle operators (the admin API) use on the shards' control lanes and on the settings
+    /// the acceptor reads.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
     }
 
     /// Stops accepting and asks every shard to drain and stop. Returns at once; see [`Server::join`].

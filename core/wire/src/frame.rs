@@ -1,17 +1,26 @@
 //! Sans-IO frame codec: bytes in, frames out; frames in, bytes out. No socket, no clock.
 //!
 //! Layout (little-endian, see `docs/PROTOCOL.md`): `u32 length` (whole frame, header included),
-//! `u16 opcode`, `u16 flags`, `u32 request_id`, then `length - 12` body bytes.
+//! `u16 opcode`, `u16 flags`, `u32 request_id`; when the `SEQ` flag is set, `u32 seq` and `u32 ack`
+//! follow (the 8-byte sequence extension of sessions that can resume); then the body.
 
 use thiserror::Error;
 
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 12;
 
+/// Size of the sequence extension (`u32 seq`, `u32 ack`) that follows the header when
+/// [`FLAG_SEQ`] is set.
+pub const EXT_LEN: usize = 8;
+
 /// Frame flag: the body is a zlib stream.
 pub const FLAG_COMPRESSED: u16 = 0x0001;
+/// Frame flag: the 8-byte sequence extension (`u32 seq`, `u32 ack`) follows the header; the body
+/// starts after it. Set on every frame of a session that negotiated resume (docs/PROTOCOL.md,
+/// "Resume").
+pub const FLAG_SEQ: u16 = 0x0002;
 /// Every flag bit this version understands; any other bit set is a protocol error.
-pub const KNOWN_FLAGS: u16 = FLAG_COMPRESSED;
+pub const KNOWN_FLAGS: u16 = FLAG_COMPRESSED | FLAG_SEQ;
 
 /// The fixed part of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +33,39 @@ pub struct FrameHeader {
     pub flags: u16,
     /// Correlates a reply with its request; 0 for pushes.
     pub request_id: u32,
+    /// The sender's sequence number of this frame (0 without [`FLAG_SEQ`]).
+    pub seq: u32,
+    /// The sender's cumulative acknowledgement: the `seq` of the last frame it received from its
+    /// peer (0 without [`FLAG_SEQ`]).
+    pub ack: u32,
 }
 
 impl FrameHeader {
+    /// A header without the sequence extension.
+    pub fn new(length: u32, opcode: u16, flags: u16, request_id: u32) -> FrameHeader {
+        FrameHeader {
+            length,
+            opcode,
+            flags,
+            request_id,
+            seq: 0,
+            ack: 0,
+        }
+    }
+
+    /// Bytes before the body: 12, or 20 with the sequence extension.
+    pub fn header_len(&self) -> usize {
+        header_len(self.flags)
+    }
+
     /// Body length in bytes.
     pub fn body_len(&self) -> usize {
-        self.length as usize - HEADER_LEN
+        self.length as usize - self.header_len()
+    }
+
+    /// True if the sequence extension is present.
+    pub fn sequenced(&self) -> bool {
+        self.flags & FLAG_SEQ != 0
     }
 
     /// True if the body is zlib-compressed.
@@ -76,8 +112,20 @@ pub enum FrameError {
     },
 }
 
-/// Parses a header from the first [`HEADER_LEN`] bytes of `buf`, validating it against `max_frame`.
-/// Returns `Ok(None)` when `buf` is shorter than a header.
+/// Bytes before the body of a frame with these flags: 12, or 20 when [`FLAG_SEQ`] is set.
+pub fn header_len(flags: u16) -> usize {
+    if flags & FLAG_SEQ != 0 {
+        HEADER_LEN + EXT_LEN
+    } else {
+        HEADER_LEN
+    }
+}
+
+/// Parses a header (and its sequence extension, when flagged) from the start of `buf`, validating
+/// it against `max_frame`. Returns `Ok(None)` when `buf` is shorter than the header it announces
+/// (12 bytes, or 20 with [`FLAG_SEQ`]).
+///
+/// A frame whose length is too short for its own extension is a `LengthOutOfRange` with `min` 20.
 pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, FrameError> {
     let Some(h) = buf.get(..HEADER_LEN) else {
         return Ok(None);
@@ -86,10 +134,17 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
     let opcode = u16::from_le_bytes([h[4], h[5]]);
     let flags = u16::from_le_bytes([h[6], h[7]]);
     let request_id = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if (length as usize) < HEADER_LEN || length > max_frame {
+    // The length is checked first (as before the extension existed); its minimum counts the
+    // extension when the flags are valid and announce it.
+    let min = if flags & !KNOWN_FLAGS == 0 {
+        header_len(flags)
+    } else {
+        HEADER_LEN
+    };
+    if (length as usize) < min || length > max_frame {
         return Err(FrameError::LengthOutOfRange {
             length,
-            min: HEADER_LEN as u32,
+            min: min as u32,
             max: max_frame,
         });
     }
@@ -99,11 +154,24 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
     if opcode == 0 {
         return Err(FrameError::ZeroOpcode);
     }
+    let (seq, ack) = if flags & FLAG_SEQ != 0 {
+        let Some(e) = buf.get(HEADER_LEN..HEADER_LEN + EXT_LEN) else {
+            return Ok(None);
+        };
+        (
+            u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        )
+    } else {
+        (0, 0)
+    };
     Ok(Some(FrameHeader {
         length,
         opcode,
         flags,
         request_id,
+        seq,
+        ack,
     }))
 }
 
@@ -130,6 +198,28 @@ pub fn encode_header_into(
     out.extend_from_slice(&opcode.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&request_id.to_le_bytes());
+}
+
+/// Appends one frame with the sequence extension ([`FLAG_SEQ`] is added to `flags`).
+pub fn encode_seq_into(
+    out: &mut Vec<u8>,
+    opcode: u16,
+    flags: u16,
+    request_id: u32,
+    seq: u32,
+    ack: u32,
+    body: &[u8],
+) {
+    let length = HEADER_LEN + EXT_LEN + body.len();
+    debug_assert!(length <= u32::MAX as usize);
+    out.reserve(length);
+    out.extend_from_slice(&(length as u32).to_le_bytes());
+    out.extend_from_slice(&opcode.to_le_bytes());
+    out.extend_from_slice(&(flags | FLAG_SEQ).to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ack.to_le_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Encodes one frame into a new buffer.
@@ -160,7 +250,7 @@ impl FrameBuf<'_> {
             FrameBuf::Borrowed(f) => *f,
             FrameBuf::Assembled { header, bytes } => Frame {
                 header: *header,
-                body: &bytes[HEADER_LEN..],
+                body: &bytes[header.header_len()..],
             },
         }
     }
@@ -214,14 +304,18 @@ impl Decoder {
             return Err(e.clone());
         }
         if !self.pending.is_empty() {
-            if self.pending.len() < HEADER_LEN {
-                let take = (HEADER_LEN - self.pending.len()).min(input.len());
-                self.pending.extend_from_slice(&input[..take]);
-                *input = &input[take..];
+            self.top_up(input, HEADER_LEN);
+            if self.pending.len() >= HEADER_LEN {
+                // The flags say whether the sequence extension follows.
+                let flags = u16::from_le_bytes([self.pending[6], self.pending[7]]);
+                self.top_up(input, header_len(flags));
             }
             let header = match parse_header(&self.pending, self.max_frame) {
                 Ok(Some(h)) => h,
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    debug_assert!(input.is_empty());
+                    return Ok(None);
+                }
                 Err(e) => return self.fail(e),
             };
             let need = header.length as usize - self.pending.len();
@@ -239,7 +333,7 @@ impl Decoder {
                 let len = header.length as usize;
                 let frame = Frame {
                     header,
-                    body: &input[HEADER_LEN..len],
+                    body: &input[header.header_len()..len],
                 };
                 *input = &input[len..];
                 return Ok(Some(FrameBuf::Borrowed(frame)));
@@ -282,11 +376,29 @@ impl Decoder {
         let need = parse_header(&self.pending, self.max_frame)
             .ok()
             .flatten()
-            .map_or(HEADER_LEN, |h| h.length as usize);
+            .map_or_else(
+                || {
+                    if self.pending.len() >= HEADER_LEN {
+                        header_len(u16::from_le_bytes([self.pending[6], self.pending[7]]))
+                    } else {
+                        HEADER_LEN
+                    }
+                },
+                |h| h.length as usize,
+            );
         Err(FrameError::Truncated {
             have: self.pending.len(),
             need,
         })
+    }
+
+    /// Moves bytes from `input` into `pending` until it holds `n` (or `input` is empty).
+    fn top_up(&mut self, input: &mut &[u8], n: usize) {
+        if self.pending.len() < n {
+            let take = (n - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            *input = &input[take..];
+        }
     }
 
     fn fail<T>(&mut self, e: FrameError) -> Result<T, FrameError> {
@@ -367,10 +479,48 @@ mod tests {
             collect(&mut Decoder::new(1024), &flags, &mut Vec::new()),
             Err(FrameError::ReservedFlags(0x8000))
         );
+        // SEQ announces 8 more header bytes: a 12..19-byte frame with it is too short.
+        let no_room = encode(4, FLAG_SEQ, 1, b"1234567");
+        assert_eq!(
+            collect(&mut Decoder::new(1024), &no_room, &mut Vec::new()),
+            Err(FrameError::LengthOutOfRange {
+                length: 19,
+                min: 20,
+                max: 1024
+            })
+        );
         let zero = encode(0, 0, 1, b"");
         assert_eq!(
             collect(&mut Decoder::new(1024), &zero, &mut Vec::new()),
             Err(FrameError::ZeroOpcode)
+        );
+    }
+
+    #[test]
+    fn sequence_extension_round_trips_split_inside_the_extension() {
+        let mut bytes = Vec::new();
+        encode_seq_into(&mut bytes, 5, 0, 9, 0xfffffffe, 3, b"pong");
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(&bytes[6..8], &FLAG_SEQ.to_le_bytes());
+        for split in 1..bytes.len() {
+            let mut dec = Decoder::new(1024);
+            let mut out = Vec::new();
+            collect(&mut dec, &bytes[..split], &mut out).unwrap();
+            assert!(out.is_empty());
+            collect(&mut dec, &bytes[split..], &mut out).unwrap();
+            assert_eq!(out.len(), 1, "split at {split}");
+            let (h, body) = &out[0];
+            assert_eq!((h.seq, h.ack, h.request_id), (0xfffffffe, 3, 9));
+            assert!(h.sequenced());
+            assert_eq!(body, b"pong");
+            assert_eq!(h.body_len(), 4);
+        }
+        let mut dec = Decoder::new(1024);
+        collect(&mut dec, &bytes[..15], &mut Vec::new()).unwrap();
+        assert_eq!(
+            dec.finish(),
+            Err(FrameError::Truncated { have: 15, need: 20 }),
+            "a cut inside the extension names the extended header"
         );
     }
 
@@ -420,7 +570,12 @@ mod tests {
         proptest::collection::vec(
             (
                 1u16..,
-                prop_oneof![Just(0u16), Just(FLAG_COMPRESSED)],
+                prop_oneof![
+                    Just(0u16),
+                    Just(FLAG_COMPRESSED),
+                    Just(FLAG_SEQ),
+                    Just(FLAG_SEQ | FLAG_COMPRESSED)
+                ],
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 0..80),
             ),
@@ -435,11 +590,19 @@ mod tests {
         fn split_anywhere_yields_same_frames(frames in frames_strategy(), chunk in 1usize..40) {
             let mut bytes = Vec::new();
             for (op, fl, id, body) in &frames {
-                encode_into(&mut bytes, *op, *fl, *id, body);
+                if *fl & FLAG_SEQ != 0 {
+                    encode_seq_into(&mut bytes, *op, *fl, *id, *id ^ 0x5555, id.wrapping_mul(7), body);
+                } else {
+                    encode_into(&mut bytes, *op, *fl, *id, body);
+                }
             }
-            let expected: Vec<Owned> = frames.iter().map(|(op, fl, id, body)| (FrameHeader {
-                length: (HEADER_LEN + body.len()) as u32, opcode: *op, flags: *fl, request_id: *id,
-            }, body.clone())).collect();
+            let expected: Vec<Owned> = frames.iter().map(|(op, fl, id, body)| {
+                let mut h = FrameHeader::new((header_len(*fl) + body.len()) as u32, *op, *fl, *id);
+                if *fl & FLAG_SEQ != 0 {
+                    (h.seq, h.ack) = (*id ^ 0x5555, id.wrapping_mul(7));
+                }
+                (h, body.clone())
+            }).collect();
             for split in 0..=bytes.len() {
                 let mut dec = Decoder::new(1 << 20);
                 let mut out = Vec::new();

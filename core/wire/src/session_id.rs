@@ -83,6 +83,16 @@ pub enum CloseReason {
     Shutdown,
     /// Nothing arrived from the peer for `net.idle_timeout_ms`.
     IdleTimeout,
+    /// The peer passed a rate limit whose policy closes the session.
+    RateLimited,
+    /// A resumable session lost its socket (the text says why) and no `Resume` came within
+    /// `session.resume_window_ms`.
+    ResumeExpired(String),
+    /// An operator closed it (admin API or an IP rule change; the text says which).
+    Admin(String),
+    /// A temporary session whose socket carried a `Resume`: the socket now serves the resumed
+    /// session (on this shard or another); nothing was lost.
+    HandedOver,
 }
 
 impl CloseReason {
@@ -96,6 +106,10 @@ impl CloseReason {
             CloseReason::App(_) => "app",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::Admin(_) => "admin",
+            CloseReason::ResumeExpired(_) => "resume_expired",
+            CloseReason::HandedOver => "handed_over",
         }
     }
 }
@@ -110,6 +124,12 @@ impl fmt::Display for CloseReason {
             CloseReason::App(e) => write!(f, "closed by server: {e}"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::RateLimited => f.write_str("rate limited"),
+            CloseReason::Admin(why) => write!(f, "closed by operator: {why}"),
+            CloseReason::ResumeExpired(why) => {
+                write!(f, "resume window expired (socket lost: {why})")
+            }
+            CloseReason::HandedOver => f.write_str("socket handed to a resumed session"),
         }
     }
 }

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::frame::{parse_header, Decoder, Frame, FrameBuf, FrameError, HEADER_LEN};
+use crate::frame::{parse_header, Decoder, Frame, FrameBuf, FrameError};
 use crate::http::{with_head, HeadView, HttpConn, HttpLimits, Next, Request, Response};
 use crate::session_id::CloseReason;
 use crate::time::MonoTime;
@@ -521,7 +521,12 @@ impl Layer {
                 CloseReason::Shutdown | CloseReason::IdleTimeout => close_code::GOING_AWAY,
                 CloseReason::Protocol(_) => close_code::PROTOCOL_ERROR,
                 CloseReason::App(m) if m == "internal error" => close_code::INTERNAL,
-                CloseReason::App(_) | CloseReason::SendBufferOverflow => close_code::POLICY,
+                CloseReason::App(_)
+                | CloseReason::SendBufferOverflow
+                | CloseReason::RateLimited => close_code::POLICY,
+                CloseReason::Admin(_) => close_code::GOING_AWAY,
+                // Never on a WebSocket session (resume is offered on binary sessions only).
+                CloseReason::ResumeExpired(_) | CloseReason::HandedOver => close_code::GOING_AWAY,
                 CloseReason::Io(_) => return,
             };
             w.conn.send_close(out, code, &reason.to_string());
@@ -602,14 +607,21 @@ fn owned_frame(f: FrameBuf<'_>) -> FrameBuf<'static> {
     match f {
         FrameBuf::Assembled { header, bytes } => FrameBuf::Assembled { header, bytes },
         FrameBuf::Borrowed(fr) => {
-            let mut bytes = Vec::with_capacity(HEADER_LEN + fr.body.len());
-            crate::frame::encode_into(
-                &mut bytes,
-                fr.header.opcode,
-                fr.header.flags,
-                fr.header.request_id,
-                fr.body,
-            );
+            let h = fr.header;
+            let mut bytes = Vec::with_capacity(h.header_len() + fr.body.len());
+            if h.sequenced() {
+                crate::frame::encode_seq_into(
+                    &mut bytes,
+                    h.opcode,
+                    h.flags,
+                    h.request_id,
+                    h.seq,
+                    h.ack,
+                    fr.body,
+                );
+            } else {
+                crate::frame::encode_into(&mut bytes, h.opcode, h.flags, h.request_id, fr.body);
+            }
             FrameBuf::Assembled {
                 header: fr.header,
                 bytes,
@@ -640,7 +652,8 @@ fn next_frame<'a>(
                 let frame: &'a [u8] = frame;
                 return Ok(Some(FrameBuf::Borrowed(Frame {
                     header: h,
-                    body: &frame[HEADER_LEN..],
+                    // After the sequence extension when the frame has one.
+                    body: &frame[h.header_len()..],
                 })));
             }
         }
@@ -715,7 +728,7 @@ fn one_frame(p: Payload<'_>, max_frame: u32) -> Result<FrameBuf<'_>, String> {
     Ok(match p {
         Payload::Borrowed(b) => FrameBuf::Borrowed(Frame {
             header,
-            body: &b[HEADER_LEN..],
+            body: &b[header.header_len()..],
         }),
         Payload::Owned(bytes) => FrameBuf::Assembled { header, bytes },
     })

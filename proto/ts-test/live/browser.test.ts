@@ -1,6 +1,7 @@
 // The demo page in headless Chromium (Debian's chromium, driven by playwright-core): the page
 // loads the bundled generated client from the server, says Hello, joins a room and exchanges
-// `Said` with a Python client written on the `websockets` package (deploy/ci/ws_client.py).
+// `Said` with a Python client written on the `websockets` package (deploy/ci/ws_client.py);
+// once over ws:// from the HTTP listener and once over wss:// from the HTTPS listener.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -13,9 +14,14 @@ import { startLattice } from "./server";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
-test("the demo page in Chromium chats with a Python websockets client", async () => {
+for (const scheme of ["ws", "wss"] as const) test(`the demo page in Chromium chats with a Python websockets client over ${scheme}://`, async () => {
   assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
-  const server = await startLattice();
+  const tls = scheme === "wss";
+  const server = await startLattice([], { tls });
+  // Over wss the page comes from the HTTPS listener with the development certificate, which
+  // Chromium is told to accept; the Python client trusts exactly that certificate.
+  const origin = tls ? `https://127.0.0.1:${server.https}` : `http://127.0.0.1:${server.http}`;
+  const wsUrl = tls ? `wss://127.0.0.1:${server.https}/ws` : `ws://127.0.0.1:${server.http}/ws`;
   // playwright launches with a fresh temporary profile of its own (--user-data-dir).
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -25,17 +31,19 @@ test("the demo page in Chromium chats with a Python websockets client", async ()
     ],
   });
   try {
-    const page = await browser.newPage();
+    const context = await browser.newContext({ ignoreHTTPSErrors: tls });
+    const page = await context.newPage();
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(String(e)));
-    await page.goto(`http://127.0.0.1:${server.http}/`);
+    await page.goto(`${origin}/`);
+    assert.equal(await page.evaluate(() => location.protocol), tls ? "https:" : "http:");
     const session = await page.evaluate(() => (window as any).demo.connect());
     assert.match(session, /^\d+$/);
     assert.equal(await page.evaluate(() => (window as any).demo.join("lobby")), 1);
 
     const script = path.resolve(__dirname, "../../../../../deploy/ci/ws_client.py");
-    const py = spawn("python3", [script, `ws://127.0.0.1:${server.http}/ws`, "lobby",
-      "--expect", "hello from chromium", "--say", "hello from python"], { stdio: ["ignore", "pipe", "pipe"] });
+    const py = spawn("python3", [script, wsUrl, "lobby", "--expect", "hello from chromium",
+      "--say", "hello from python", ...(tls ? ["--ca", server.certFile!] : [])], { stdio: ["ignore", "pipe", "pipe"] });
     let stderr = "";
     py.stderr.on("data", (d) => (stderr += d));
     // Every line the client prints, in order; next() waits for the next one.
@@ -69,7 +77,7 @@ test("the demo page in Chromium chats with a Python websockets client", async ()
     const said = await page.evaluate(() => (window as any).demo.said.find((s: any) => s.text === "hello from python"));
     assert.equal(said.from, pySession);
     assert.equal(said.room, "lobby");
-    await page.screenshot({ path: path.join(os.tmpdir(), "lattice-demo.png") });
+    await page.screenshot({ path: path.join(os.tmpdir(), `lattice-demo-${scheme}.png`) });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

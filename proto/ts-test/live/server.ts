@@ -1,6 +1,6 @@
 // Starts a real `lattice` (LATTICE_BIN) on free loopback ports for the live client tests and
 // stops it afterwards. deploy/ci/clients.sh builds the binary and runs these tests.
-import { spawn, ChildProcess } from "node:child_process";
+import { spawn, spawnSync, ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -10,6 +10,10 @@ export interface Lattice {
   proc: ChildProcess;
   tcp: number;
   http: number;
+  /** HTTPS + WSS (`tls.http_listen`), when started with `{ tls: true }`. */
+  https?: number;
+  /** The development certificate (PEM) the TLS listeners serve, when started with `{ tls: true }`. */
+  certFile?: string;
   logFile: string;
   stop(): Promise<void>;
 }
@@ -34,11 +38,27 @@ async function healthy(port: number): Promise<boolean> {
   }
 }
 
-export async function startLattice(extra: string[] = []): Promise<Lattice> {
+export async function startLattice(extra: string[] = [], opts: { tls?: boolean } = {}): Promise<Lattice> {
   const bin = process.env.LATTICE_BIN;
   if (!bin) throw new Error("LATTICE_BIN is not set: run these tests through deploy/ci/clients.sh");
   const [tcp, http] = [await freePort(), await freePort()];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lattice-live-"));
+  let https: number | undefined;
+  let certFile: string | undefined;
+  const tlsArgs: string[] = [];
+  if (opts.tls) {
+    // A development certificate for localhost/127.0.0.1 from `lattice tool gen-cert`.
+    const gen = spawnSync(bin, ["tool", "gen-cert", "--out", path.join(dir, "cert")], { encoding: "utf8" });
+    if (gen.status !== 0) throw new Error(`lattice tool gen-cert failed: ${gen.stderr}`);
+    certFile = path.join(dir, "cert", "cert.pem");
+    https = await freePort();
+    tlsArgs.push(
+      "--tls.cert", certFile,
+      "--tls.key", path.join(dir, "cert", "key.pem"),
+      "--tls.http_listen", `127.0.0.1:${https}`,
+      "--tls.listen", `127.0.0.1:${await freePort()}`,
+    );
+  }
   const logFile = path.join(dir, "lattice.log");
   const log = fs.openSync(logFile, "w");
   const proc = spawn(
@@ -50,6 +70,7 @@ export async function startLattice(extra: string[] = []): Promise<Lattice> {
       "--admin.listen", "",
       "--runtime.shards", "2",
       "--storage.data_dir", path.join(dir, "data"),
+      ...tlsArgs,
       ...extra,
     ],
     { stdio: ["ignore", log, log] },
@@ -64,6 +85,8 @@ export async function startLattice(extra: string[] = []): Promise<Lattice> {
     proc,
     tcp,
     http,
+    https,
+    certFile,
     logFile,
     stop: () =>
       new Promise<void>((resolve) => {

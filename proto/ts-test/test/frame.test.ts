@@ -10,13 +10,23 @@ test("malformed frames are refused with a reason", () => {
     ["short", unhex("0b000000040000000700"), /shorter than the 12-byte header/],
     ["length mismatch", unhex("1100000004000000070000000a026869"), /length field says 17 bytes but the message has 16/],
     ["opcode 0", unhex("0c0000000000000001000000"), /opcode 0/],
-    ["reserved flag", unhex("0c0000000400020001000000"), /reserved flag bits 0x0002/],
+    ["reserved flag", unhex("0c0000000400040001000000"), /reserved flag bits 0x0004/],
+    ["SEQ without room for the extension", unhex("0c0000000400020001000000"), /too short for the sequence extension/],
     ["too large", unhex("0c0000100400000001000000"), /exceeds the limit/],
   ];
   for (const [name, bytes, re] of cases) {
     assert.throws(() => decodeFrame(bytes), (e: unknown) => e instanceof FrameError && re.test(e.message), name);
   }
   assert.throws(() => decodeFrame(unhex("1000000004000000070000000a026869"), 15), /exceeds the limit of 15/);
+});
+
+test("the SEQ extension round-trips after the header", () => {
+  const f = encodeFrame(5, 0, 9, new Uint8Array([1, 2]), { seq: 0xfffffffe, ack: 3 });
+  assert.equal(f.length, 22);
+  const d = decodeFrame(f);
+  assert.deepEqual([d.opcode, d.flags, d.requestId, d.seq, d.ack, Array.from(d.body)], [5, 2, 9, 0xfffffffe, 3, [1, 2]]);
+  const plain = decodeFrame(encodeFrame(5, 0, 9, new Uint8Array([1])));
+  assert.deepEqual([plain.seq, plain.ack], [0, 0]);
 });
 
 test("encodeFrame refuses out-of-range header fields", () => {

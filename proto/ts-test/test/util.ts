@@ -126,3 +126,56 @@ export class ScriptedServer {
     this.ev().message(bytes);
   }
 }
+
+/** One scripted connection of a `ScriptedNet`. */
+export class Endpoint {
+  readonly sent: Frame[] = [];
+  closed = false;
+  constructor(readonly events: TransportEvents) {}
+
+  open(): void {
+    this.events.open();
+  }
+
+  last(): Frame {
+    const f = this.sent[this.sent.length - 1];
+    if (!f) throw new Error("client sent nothing on this connection");
+    return f;
+  }
+
+  /** Sends a plain frame to the client. */
+  plain<O extends Opcode>(opcode: O, message: InitOf[O], requestId = 0): void {
+    const body = (codecs[opcode].encode as (m: unknown) => protobuf.Writer)(message).finish();
+    this.events.message(encodeFrame(opcode, 0, requestId, body));
+  }
+
+  /** Sends a frame with the SEQ extension to the client. */
+  seq<O extends Opcode>(opcode: O, message: InitOf[O], requestId: number, seq: number, ack: number): void {
+    const body = (codecs[opcode].encode as (m: unknown) => protobuf.Writer)(message).finish();
+    this.events.message(encodeFrame(opcode, 0, requestId, body, { seq, ack }));
+  }
+}
+
+/** A scripted network: every transport the client opens is a new `Endpoint`. */
+export class ScriptedNet {
+  readonly endpoints: Endpoint[] = [];
+
+  readonly factory: TransportFactory = (_url, events) => {
+    const ep = new Endpoint(events);
+    this.endpoints.push(ep);
+    return {
+      send: (frame) => {
+        ep.sent.push(decodeFrame(frame));
+      },
+      close: () => {
+        ep.closed = true;
+      },
+    };
+  };
+
+  last(): Endpoint {
+    const ep = this.endpoints[this.endpoints.length - 1];
+    if (!ep) throw new Error("client opened no connection");
+    return ep;
+  }
+}

@@ -1,16 +1,32 @@
-//! The admin listener's routes. Each concern registers its own routes from its own file here
-//! (metrics and health below; TLS reload in `tls.rs`; CPU profiles in `pprof.rs` drawn by
-//! `flame.rs`; Lua reload in `crate::lua`; the admin API and the console add theirs).
+//! The admin listener's routes. Each concern registers its own routes from its own file here:
+//! metrics and health below; TLS reload in `tls.rs`; the operator API under `/admin/`
+//! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`); CPU profiles in `pprof.rs` drawn by
+//! `flame.rs`; Lua reload in `crate::lua`. Every `/admin/` route (TLS reload included), `/debug/`
+//! and `/lua/` are behind the bearer-token guard of `auth.rs`, registered once per prefix.
+//!
+//! Handlers run on the admin thread. They reach the shards only through control commands
+//! ([`ControlHandle`]), waiting at most `admin.control_wait_ms` for the answers.
 
 pub mod flame;
 pub mod pprof;
 pub mod tls;
 
-use std::sync::Arc;
+pub mod auth;
+mod close;
+mod ip_rules;
+mod json;
+mod reload;
+mod sessions;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lattice_runtime::control::ControlHandle;
 use lattice_runtime::net::tls::TlsSource;
 use lattice_runtime::telemetry::admin::{Response, Routes};
 use lattice_runtime::telemetry::metrics::Metrics;
+
+use crate::config::Config;
 
 /// What the admin routes can reach.
 pub struct AdminCx {
@@ -20,6 +36,14 @@ pub struct AdminCx {
     pub profile: pprof::ProfileConfig,
     /// The Lua scripts, for `POST /lua/reload`.
     pub lua: Option<Arc<crate::lua::Scripts>>,
+    /// The shards' control lanes and the acceptor's settings (`None`: no operator API).
+    pub control: Option<ControlHandle>,
+    /// The bearer token of `/admin/`.
+    pub token: String,
+    /// How long to wait for the shards' answers.
+    pub wait: Duration,
+    /// The configuration in force (what `POST /admin/reload` compares a new load with).
+    pub config: Arc<Mutex<Config>>,
     /// The TLS listener's certificate source, when TLS is on.
     pub tls: Option<Arc<TlsSource>>,
 }
@@ -42,6 +66,30 @@ pub fn routes(cx: AdminCx) -> Routes {
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
     pprof::register(&mut r, cx.profile);
     crate::lua::register(&mut r, cx.lua);
+    // Before any /admin/ route exists: every one of them, and every unknown /admin/ path, is
+    // behind it.
+    r.guard_prefix("/admin/", auth::guard(cx.token.clone()));
+    // Profiling (CPU cost, a detached thread) and script reload are operator actions too.
+    r.guard_prefix("/debug/", auth::guard(cx.token.clone()));
+    r.guard_prefix("/lua/", auth::guard(cx.token.clone()));
+    if let Some(control) = &cx.control {
+        let cx = Arc::new(Api {
+            control: control.clone(),
+            wait: cx.wait,
+            config: cx.config.clone(),
+        });
+        sessions::register(&mut r, &cx);
+        close::register(&mut r, &cx);
+        ip_rules::register(&mut r, &cx);
+        reload::register(&mut r, &cx);
+    }
     tls::add(&mut r, cx.tls);
     r
+}
+
+/// What the operator API's handlers share.
+pub(crate) struct Api {
+    pub control: ControlHandle,
+    pub wait: Duration,
+    pub config: Arc<Mutex<Config>>,
 }

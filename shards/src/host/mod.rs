@@ -286,6 +286,9 @@ impl ServiceHost {
                     tracing::warn!(service, "internal message taken by no component");
                 }
             }
+            ShardMsg::Resume(req) => {
+                tracing::error!(session = %req.target, "Resume request outside a socket handover; dropped")
+            }
             ShardMsg::SessionClosed(session) => {
                 self.each(cx, |c, ctx| c.on_session_closed(ctx, session))
             }

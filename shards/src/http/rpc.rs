@@ -144,6 +144,8 @@ impl Rpc {
             opcode: info.opcode,
             flags: 0,
             request_id: rid,
+            seq: 0,
+            ack: 0,
         };
         host.request(cx, session, header, info, msg);
         Ok(())

@@ -52,6 +52,9 @@ pub enum ShardMsg {
     },
     /// A session closed on some shard: components drop what they keep for it.
     SessionClosed(SessionId),
+    /// A `Resume` whose socket is handed to the shard that owns the session (delivered with the
+    /// socket, to the gate, never to components).
+    Resume(crate::resume::ResumeRequest),
     /// Work done off the shard finished ([`Ctx::then`]): continue on the component that waited.
     Continue {
         /// Service index.
@@ -94,11 +97,12 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder using `compressor` that never produces a frame above `max_frame` bytes.
+    /// An encoder using `compressor` that never produces a frame above `max_frame` bytes, the
+    /// sequence extension a resumable session adds included (so its frames stop 8 bytes short).
     pub fn new(compressor: BodyCompressor, max_frame: u32) -> Self {
         Encoder {
             compressor,
-            max_frame: max_frame as usize,
+            max_frame: (max_frame as usize).saturating_sub(frame::EXT_LEN),
             body: Vec::new(),
             packed: Vec::new(),
         }

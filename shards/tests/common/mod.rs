@@ -1,6 +1,9 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod operator;
+pub mod seq;
+
 pub mod tls;
 
 use std::io::{Read, Write};
@@ -195,12 +198,15 @@ pub struct RawFrame {
     pub opcode: u16,
     pub flags: u16,
     pub request_id: u32,
+    /// The sequence extension's fields (0 without the SEQ flag).
+    pub seq: u32,
+    pub ack: u32,
     pub body: Vec<u8>,
 }
 
 impl RawFrame {
     pub fn decode(&self) -> AnyMessage {
-        assert_eq!(self.flags, 0, "compressed frame: inflate first");
+        assert_eq!(self.flags & 1, 0, "compressed frame: inflate first");
         lattice_proto::decode(self.opcode, &self.body).expect("server sent a valid body")
     }
 }
@@ -238,6 +244,15 @@ impl Client {
         }
     }
 
+    /// A second handle on the same socket (a dup: the socket stays open while either lives).
+    pub fn duplicate(&self) -> Client {
+        Client {
+            s: self.s.try_clone().unwrap(),
+            buf: Vec::new(),
+            session_id: self.session_id,
+        }
+    }
+
     /// Connects and completes the Hello/Welcome handshake.
     pub fn connect(port: u16) -> Client {
         let mut c = Client::connect_raw(port);
@@ -245,6 +260,7 @@ impl Client {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
             },
         );
         match c.recv().decode() {
@@ -305,11 +321,24 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<RawFrame> {
     if buf.len() < len {
         return None;
     }
+    let flags = u16::from_le_bytes(buf[6..8].try_into().unwrap());
+    // The SEQ flag (0x0002) puts `u32 seq, u32 ack` before the body.
+    let (seq, ack, body_at) = if flags & 2 != 0 {
+        (
+            u32::from_le_bytes(buf[12..16].try_into().unwrap()),
+            u32::from_le_bytes(buf[16..20].try_into().unwrap()),
+            20,
+        )
+    } else {
+        (0, 0, 12)
+    };
     let f = RawFrame {
         opcode: u16::from_le_bytes(buf[4..6].try_into().unwrap()),
-        flags: u16::from_le_bytes(buf[6..8].try_into().unwrap()),
+        flags,
         request_id: u32::from_le_bytes(buf[8..12].try_into().unwrap()),
-        body: buf[12..len].to_vec(),
+        seq,
+        ack,
+        body: buf[body_at..len].to_vec(),
     };
     buf.drain(..len);
     Some(f)
@@ -444,6 +473,7 @@ impl WsClient {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         match c.recv().decode() {
@@ -534,12 +564,8 @@ impl WsClient {
             Some(WsMsg::Binary(b)) => {
                 let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
                 assert_eq!(len, b.len(), "one frame per binary message");
-                RawFrame {
-                    opcode: u16::from_le_bytes(b[4..6].try_into().unwrap()),
-                    flags: u16::from_le_bytes(b[6..8].try_into().unwrap()),
-                    request_id: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-                    body: b[12..].to_vec(),
-                }
+                let mut buf = b;
+                take_frame(&mut buf).expect("a whole frame")
             }
             other => panic!("expected a binary message, got {other:?}"),
         }

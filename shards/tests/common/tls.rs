@@ -148,6 +148,7 @@ impl TlsClient {
             1,
             &pb::Hello {
                 client_version: lattice_proto::version::PROTOCOL.to_string(),
+                resume: false,
             },
         );
         match c.recv().decode() {

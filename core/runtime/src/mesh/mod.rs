@@ -54,10 +54,16 @@ mod sync {
 }
 
 /// Admin commands. Delivered through the control lane, which is checked before data every pass,
-/// so control works even when data rings are full.
+/// so control works even when data rings are full. Defined with the admin side in
+/// [`crate::control`].
+#[cfg(not(loom))]
+pub use crate::control::Control;
+
+/// The loom model's control command (the real set needs the rest of the crate).
+#[cfg(loom)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    /// Stop reading client input, flush replies (bounded wait), close sessions, stop the shard.
+    /// Stop the shard.
     Shutdown,
 }
 

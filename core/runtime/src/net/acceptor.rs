@@ -1,6 +1,11 @@
-//! The acceptors: one thread per listener that accepts connections and hands each socket to a
-//! shard (`net.balance`), through a bounded SPSC ring per (listener, shard). The shard owns the
-//! socket from then on; the ring it came from tells the shard the listener's protocol stack.
+//! The acceptors: one thread per listener that accepts connections, checks each against the IP
+//! rules and the per-address connection rate, and hands it to a shard (`net.balance`) through a
+//! bounded SPSC ring per (listener, shard). The shard owns the socket from then on; the ring it
+//! came from tells the shard the listener's protocol stack.
+//!
+//! The rules and limits are read through [`Switch`] caches (one atomic load per connection while
+//! nothing changes); the per-address table is each acceptor thread's own (so the limit
+//! `limits.ip_conns_per_s` applies per listener).
 //!
 //! `accept` failing for lack of descriptors (EMFILE, ENFILE) or memory is survived: counted,
 //! logged at most once a second, retried after a short backoff while the shards go on serving
@@ -8,18 +13,108 @@
 //! `net.max_connections` are counted and their warnings rate-limited (a summary tells how many
 //! were not logged, at the next refusal after the window).
 
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use lattice_wire::MonoTime;
+
+use super::access::{AccessRules, Verdict};
+use super::continuity::{LimitsConfig, PolicyName};
+use super::ip_limit::IpLimiter;
 use super::listener::ListenerMetrics;
+use super::switch::{Cached, Switch};
 use super::{Balance, NetConfig};
 use crate::mesh::ring::Producer;
 use crate::mesh::ShardSignal;
+use crate::server::RefusalFrames;
+use crate::telemetry::continuity::AcceptMetrics;
 use crate::telemetry::metrics::{Metrics, ShardMetrics};
-use crate::telemetry::warn_limit::{Verdict, WarnLimiter};
+use crate::telemetry::warn_limit::{self, WarnLimiter};
+
+/// What the acceptor checks connections against and reports to.
+pub(crate) struct Gates {
+    pub signals: Arc<Vec<ShardSignal>>,
+    pub metrics: Arc<Metrics>,
+    pub accept_metrics: Arc<AcceptMetrics>,
+    pub access: Arc<Switch<AccessRules>>,
+    pub limits: Arc<Switch<LimitsConfig>>,
+    pub refusals: RefusalFrames,
+}
+
+/// The acceptor's admission state: cached rules and limits, the per-address table, its clock.
+struct Admission {
+    access: Cached<AccessRules>,
+    limits: Cached<LimitsConfig>,
+    table: IpLimiter,
+    origin: Instant,
+    metrics: Arc<AcceptMetrics>,
+    refusals: RefusalFrames,
+    /// The listener speaks binary frames without TLS (a refusal may be answered with a frame).
+    binary: bool,
+}
+
+impl Admission {
+    fn new(g: &Gates, binary: bool) -> Admission {
+        let limits = g.limits.current();
+        Admission {
+            access: g.access.cache(),
+            limits: g.limits.cache(),
+            table: IpLimiter::new(limits.ip_limit(), limits.ip_table_size),
+            origin: Instant::now(),
+            metrics: g.accept_metrics.clone(),
+            refusals: g.refusals.clone(),
+            binary,
+        }
+    }
+
+    /// True when a connection from `ip` may go on; otherwise it was answered (or not) and counted,
+    /// and the caller drops it.
+    fn admit(&mut self, ip: IpAddr, stream: &mut TcpStream) -> bool {
+        let (rules, _) = self.access.get();
+        let verdict = if rules.is_open() {
+            Verdict::Admitted
+        } else {
+            rules.check(ip)
+        };
+        if let Some(why) = verdict.reason() {
+            self.metrics.denied_total.fetch_add(1, Ordering::Relaxed);
+            // Debug level: a refused address must not be able to flood the log.
+            tracing::debug!(%ip, reason = %why, "connection refused");
+            return false;
+        }
+        let (limits, changed) = self.limits.get();
+        let policy = limits.ip_policy;
+        if changed {
+            self.table
+                .reconfigure(limits.ip_limit(), limits.ip_table_size);
+        }
+        if matches!(verdict, Verdict::Allowed(_)) {
+            return true;
+        }
+        let now = MonoTime(self.origin.elapsed().as_nanos() as u64);
+        let check = self.table.allow(ip, now);
+        let m = &self.metrics;
+        m.ip_table_evicted_total
+            .fetch_add(check.evicted as u64, Ordering::Relaxed);
+        m.ip_table_entries
+            .store(self.table.len() as u64, Ordering::Relaxed);
+        if check.allowed {
+            return true;
+        }
+        m.ip_limited_total.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%ip, "connection refused: limits.ip_conns_per_s");
+        if policy == PolicyName::Error && self.binary && !self.refusals.rate_limited.is_empty() {
+            // Best effort on a fresh socket: its send buffer takes a small frame at once.
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write(&self.refusals.rate_limited);
+        }
+        false
+    }
+}
 
 /// Picks the shard for the next connection.
 pub fn pick(balance: Balance, next: &AtomicUsize, open: &[usize]) -> usize {
@@ -41,10 +136,11 @@ pub(crate) struct AcceptorParts {
     pub listener: TcpListener,
     /// One ring per shard.
     pub rings: Vec<Producer<TcpStream>>,
-    /// Every shard's signal (open counts, wake-ups).
-    pub signals: Arc<Vec<ShardSignal>>,
-    /// Shard metrics (refusals, full rings).
-    pub metrics: Arc<Metrics>,
+    /// The shards' signals and metrics, the IP rules and limits.
+    pub gates: Gates,
+    /// True when the listener speaks binary frames without TLS: only there is a refused
+    /// connection answered with an `Error{RATE_LIMITED}` frame.
+    pub binary: bool,
     /// This listener's counters.
     pub counters: Arc<ListenerMetrics>,
     /// `[net]`.
@@ -75,12 +171,15 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                 name,
                 listener,
                 rings,
-                signals,
-                metrics,
+                gates,
+                binary,
                 counters,
                 net,
                 stop,
             } = p;
+            let signals = gates.signals.clone();
+            let metrics = gates.metrics.clone();
+            let mut admission = Admission::new(&gates, binary);
             let next = AtomicUsize::new(0);
             let mut open = vec![0usize; rings.len()];
             // Failures are logged at most once per second (with how many were not logged).
@@ -95,7 +194,7 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let (stream, peer) = match accepted {
+                let (mut stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         let c = if out_of_resources(&e) {
@@ -115,6 +214,9 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                         continue;
                     }
                 };
+                if !admission.admit(peer.ip(), &mut stream) {
+                    continue;
+                }
                 for (i, s) in signals.iter().enumerate() {
                     open[i] = s.open_sessions.load(Ordering::Relaxed);
                 }
@@ -127,7 +229,7 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                     if let Some(s) = summary {
                         tracing::warn!(listener = %name, reason = s.reason, suppressed = s.suppressed, window_ms = s.window_ms, "connection refused: further warnings of this reason suppressed in the last window");
                     }
-                    if verdict == Verdict::Log {
+                    if verdict == warn_limit::Verdict::Log {
                         tracing::warn!(listener = %name, %peer, limit = net.max_connections, "connection refused: net.max_connections reached");
                     }
                     continue;

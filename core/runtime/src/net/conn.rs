@@ -1,10 +1,17 @@
-//! The connection task: one per session, moving bytes between its socket and its [`Session`].
+//! The connection task: one per socket, moving bytes between the socket and the [`Session`] it is
+//! bound to.
 //!
 //! Reads are readiness-then-read into the shard's shared read buffer (monoio's poll-io mode), so a
 //! session that waits for input holds no buffer of its own; the session keeps bytes only for an
 //! incomplete frame. Writes drain the session's bounded outbound queue whenever the socket takes
 //! them. The task knows nothing of frames' meaning: it hands input to its [`ConnHost`] (the shard),
 //! which runs the session state machine and the application.
+//!
+//! A task serves one [`Binding`] of its session. When the session is rebound to a newer socket
+//! (a resume) or detaches, the binding is no longer current: the task stops at its next poll
+//! without touching the session ([`Ended::Stale`]) and its socket is closed. When its own session
+//! asks for the socket to go elsewhere (the socket carried a `Resume`), the task stops and hands
+//! the socket back ([`Ended::HandOver`]).
 //!
 //! [`Session`]: lattice_wire::Session
 
@@ -15,13 +22,28 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use lattice_wire::{CloseReason, StackConfig};
+use lattice_wire::{Binding, CloseReason, StackConfig};
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::table::SessionCell;
 use crate::telemetry::metrics::ShardMetrics;
+
+/// Why a connection task stopped.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The session is closing (its queued output was flushed as far as the socket took it).
+    Closing(CloseReason),
+    /// The peer closed the socket (read returned 0).
+    PeerClosed,
+    /// A socket error.
+    Failed(String),
+    /// The task's binding is not the session's any more: the session was not touched.
+    Stale,
+    /// The session's socket goes to another session (it carried a `Resume`).
+    HandOver,
+}
 
 /// What a connection task needs from the shard that owns it.
 pub(crate) trait ConnHost: 'static {
@@ -33,14 +55,21 @@ pub(crate) trait ConnHost: 'static {
         stack: &Arc<StackConfig>,
         tls: bool,
     ) -> Option<Rc<SessionCell>>;
-    /// Runs `input` (just read; layers may transform it in place; ciphertext on a TLS session)
-    /// through the session and the application. An empty `input` runs input the session holds
-    /// (pipelined HTTP requests).
-    fn input(&self, cell: &Rc<SessionCell>, input: &mut [u8]);
+    /// Runs `input` (just read by the socket of `binding`; layers may transform it in place;
+    /// ciphertext on a TLS session) through the session and the application. An empty `input`
+    /// runs input the session holds (pipelined HTTP requests).
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, input: &mut [u8]);
     /// Hands the application the reply frame an HTTP request was waiting for.
     fn rpc_reply(&self, cell: &Rc<SessionCell>);
-    /// The session ended; the task is gone.
-    fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason);
+    /// The task of `binding` stopped; the host decides what becomes of the session and of the
+    /// socket (closed when dropped, or handed over).
+    fn ended(
+        self: &Rc<Self>,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        end: Ended,
+        stream: TcpStreamPoll,
+    );
     /// The shard's read buffer, lent to one task at a time.
     fn read_buf(&self) -> &std::cell::RefCell<Box<[u8]>>;
     /// This shard's counters.
@@ -52,6 +81,33 @@ pub(crate) trait ConnHost: 'static {
     /// The acceptor counted this socket as open on our shard; undo that when it never becomes a
     /// session.
     fn not_adopted(&self);
+    /// The session is closing and its socket does not take the rest of its output now: true while
+    /// the task may wait for it (`session.close_linger_ms` from the first call; a timer wakes the
+    /// task when it passes).
+    fn may_linger(&self, cell: &Rc<SessionCell>) -> bool;
+}
+
+/// Registers a std socket with this shard's driver in poll-io mode.
+pub(crate) fn register(stream: TcpStream) -> Result<TcpStreamPoll, String> {
+    monoio::net::TcpStream::from_std(stream)
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.into_poll_io().map_err(|e| e.to_string()))
+}
+
+/// Takes a socket back from this shard's driver (deregistered, not closed) so another shard can
+/// adopt it.
+pub(crate) fn into_std(stream: TcpStreamPoll) -> Result<TcpStream, String> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let comp = stream
+        .try_into_comp_io()
+        .map_err(|(e, _)| format!("cannot leave poll-io mode: {e}"))?;
+    // `into_raw_fd` deregisters the descriptor from this thread's driver and gives up ownership
+    // without closing it.
+    let fd = comp.into_raw_fd();
+    // SAFETY: `fd` is an open TCP socket that nothing else owns: monoio released it just above
+    // (deregistered, not closed) and we hand its only owner to the std type, which closes it on
+    // drop. A dup would avoid this block but cost two system calls and a descriptor per handover.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
 /// Takes ownership of an accepted socket: registers the session (over TLS when its listener has
@@ -61,47 +117,60 @@ pub(crate) fn adopt<H: ConnHost>(
     stream: TcpStream,
     stack: &Arc<StackConfig>,
     tls: bool,
-) {
+) -> Option<Rc<SessionCell>> {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, "accepted socket already gone");
             host.not_adopted();
-            return;
+            return None;
         }
     };
-    let poll_stream = match monoio::net::TcpStream::from_std(stream)
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.into_poll_io().map_err(|e| e.to_string()))
-    {
+    let poll_stream = match register(stream) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot register accepted socket");
             host.not_adopted();
-            return;
+            return None;
         }
     };
     let Some(cell) = host.open(peer, stack, tls) else {
         host.not_adopted();
-        return;
+        return None;
     };
-    let conn = Conn {
+    let binding = cell.session.borrow().binding();
+    spawn(host, cell.clone(), binding, poll_stream);
+    Some(cell)
+}
+
+/// Spawns the task that serves `cell`'s binding `binding` with `stream`.
+pub(crate) fn spawn<H: ConnHost>(
+    host: &Rc<H>,
+    cell: Rc<SessionCell>,
+    binding: Binding,
+    stream: TcpStreamPoll,
+) {
+    let mut conn = Conn {
         host: host.clone(),
-        stream: poll_stream,
+        stream: Some(stream),
         cell,
+        binding,
     };
     monoio::spawn(async move {
-        let host = conn.host.clone();
-        let cell = conn.cell.clone();
-        let reason = conn.await;
-        host.closed(&cell, reason);
+        let end = (&mut conn).await;
+        let Some(stream) = conn.stream.take() else {
+            return;
+        };
+        conn.host.ended(&conn.cell, conn.binding, end, stream);
     });
 }
 
 struct Conn<H: ConnHost> {
     host: Rc<H>,
-    stream: TcpStreamPoll,
+    /// Always `Some` while the task runs; taken when it ends.
+    stream: Option<TcpStreamPoll>,
     cell: Rc<SessionCell>,
+    binding: Binding,
 }
 
 enum Written {
@@ -110,20 +179,23 @@ enum Written {
 }
 
 impl<H: ConnHost> Conn<H> {
-    fn write_out(&mut self, cx: &mut Context<'_>) -> Result<Written, CloseReason> {
+    fn write_out(&mut self, cx: &mut Context<'_>) -> Result<Written, Ended> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Written::Drained);
+        };
         loop {
             let mut s = self.cell.session.borrow_mut();
-            let out = s.transmit();
+            let out = s.transmit(self.binding);
             if out.is_empty() {
                 return Ok(Written::Drained);
             }
-            match Pin::new(&mut self.stream).poll_write(cx, out) {
-                Poll::Ready(Ok(0)) => return Err(CloseReason::Io("socket wrote 0 bytes".into())),
+            match Pin::new(&mut *stream).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => return Err(Ended::Failed("socket wrote 0 bytes".into())),
                 Poll::Ready(Ok(n)) => {
-                    s.transmitted(n);
+                    s.transmitted(self.binding, n);
                     ShardMetrics::add(&self.host.metrics().bytes_out_total, n as u64);
                 }
-                Poll::Ready(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+                Poll::Ready(Err(e)) => return Err(Ended::Failed(e.to_string())),
                 Poll::Pending => return Ok(Written::Blocked),
             }
         }
@@ -136,10 +208,13 @@ impl<H: ConnHost> Conn<H> {
     /// written (the answer to a bad request, a close frame) before the peer reads it.
     fn discard_input(&mut self, cx: &mut Context<'_>) {
         let host = self.host.clone();
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         let mut buf = host.read_buf().borrow_mut();
         for _ in 0..host.reads_per_poll() {
             let mut rb = ReadBuf::new(&mut buf[..]);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
                 _ => break,
             }
@@ -148,9 +223,9 @@ impl<H: ConnHost> Conn<H> {
 }
 
 impl<H: ConnHost> Future for Conn<H> {
-    type Output = CloseReason;
+    type Output = Ended;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         let mut reads = 0;
         // A read that did not fill the buffer drained the socket: reading again at once would
@@ -158,6 +233,11 @@ impl<H: ConnHost> Future for Conn<H> {
         // sessions run and more input can arrive.
         let mut short_read = false;
         loop {
+            let current = this.cell.session.borrow().is_current(this.binding);
+            if !current {
+                // Rebound to a newer socket, or detached: this socket is done, the session is not.
+                return Poll::Ready(Ended::Stale);
+            }
             // Work the session holds without new bytes: a reply an HTTP request waited for,
             // requests pipelined behind an answered one.
             let (reply, pending) = {
@@ -168,22 +248,36 @@ impl<H: ConnHost> Future for Conn<H> {
                 this.host.rpc_reply(&this.cell);
             }
             if pending {
-                this.host.input(&this.cell, &mut []);
+                this.host.input(&this.cell, this.binding, &mut []);
             }
             let closing = this.cell.session.borrow().close_reason().cloned();
             if let Some(reason) = closing {
-                // Best effort: flush what the socket takes now (e.g. an error frame, an HTTP
-                // status, a WebSocket close frame), then close.
+                // Flush what is queued (an error answer, the last replies, an HTTP status, a
+                // WebSocket close frame) for a bounded time; a session closed for not reading gets
+                // nothing more.
                 if reason != CloseReason::SendBufferOverflow {
-                    let _ = this.write_out(cx);
+                    if let Ok(Written::Blocked) = this.write_out(cx) {
+                        if this.host.may_linger(&this.cell) {
+                            this.cell.set_waker(cx.waker().clone());
+                            return Poll::Pending;
+                        }
+                    }
                 }
                 if !matches!(reason, CloseReason::Io(_)) {
                     this.discard_input(cx);
                 }
-                return Poll::Ready(reason);
+                return Poll::Ready(Ended::Closing(reason));
             }
-            if let Err(reason) = this.write_out(cx) {
-                return Poll::Ready(reason);
+            if this.cell.handover.borrow().is_some() {
+                return Poll::Ready(Ended::HandOver);
+            }
+            let mut pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
+            if !pending.is_empty() {
+                this.host.input(&this.cell, this.binding, &mut pending);
+                continue;
+            }
+            if let Err(end) = this.write_out(cx) {
+                return Poll::Ready(end);
             }
             if this.host.draining() {
                 break;
@@ -198,21 +292,24 @@ impl<H: ConnHost> Future for Conn<H> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(Ended::Stale);
+            };
             let host = this.host.clone();
             let mut buf = host.read_buf().borrow_mut();
             let mut rb = ReadBuf::new(&mut buf[..]);
-            match Pin::new(&mut this.stream).poll_read(cx, &mut rb) {
+            match Pin::new(stream).poll_read(cx, &mut rb) {
                 Poll::Pending => break,
-                Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::Io(e.to_string())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Ended::Failed(e.to_string())),
                 Poll::Ready(Ok(())) => {
                     reads += 1;
                     let n = rb.filled().len();
                     short_read = n < rb.capacity();
                     if n == 0 {
-                        return Poll::Ready(this.cell.session.borrow_mut().peer_closed());
+                        return Poll::Ready(Ended::PeerClosed);
                     }
                     ShardMetrics::add(&host.metrics().bytes_in_total, n as u64);
-                    host.input(&this.cell, &mut buf[..n]);
+                    host.input(&this.cell, this.binding, &mut buf[..n]);
                 }
             }
         }

@@ -1,21 +1,34 @@
 //! Socket glue: the listeners and their acceptor threads, the per-connection task, the per-shard
-//! session table, and the TLS listeners' certificate source (`tls/`).
+//! session table, the TLS listeners' certificate source (`tls/`), plus what is checked at accept
+//! (IP rules, the per-address connection rate) and the settings of session continuity.
 //!
-//! The protocol itself (frames, the session state machine) is `lattice-wire`'s; this module only
-//! moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O on client
-//! sockets, and it knows the shard only through [`conn::ConnHost`].
+//! The protocol itself (frames, the session state machine, resume) is `lattice-wire`'s; this
+//! module only moves bytes between sockets and sessions. `conn.rs` is the only file that does I/O
+//! on client sockets, and it knows the shard only through [`conn::ConnHost`].
+//!
+//! Files: `acceptor.rs` the accept thread; `access.rs` IP rules; `ip_limit.rs` the per-address
+//! connection limit; `conn.rs` the connection task; `table.rs` the session table; `tokens.rs`
+//! resume tokens; `continuity.rs` the `[session]`, `[limits]` and `[access]` settings;
+//! `switch.rs` publishing settings to threads without a lock on their read path.
 
 pub mod acceptor;
+pub mod access;
 pub(crate) mod conn;
+pub mod continuity;
+pub mod ip_limit;
 pub mod listener;
+pub mod switch;
 pub mod table;
 pub mod tls;
+pub mod tokens;
 
 pub use table::{SessionCell, SessionTable};
 
 use std::time::Duration;
 
 use lattice_wire::SessionLimits;
+
+use continuity::ContinuityConfig;
 
 /// `net.balance`: how accepted connections are spread over shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -54,12 +67,14 @@ pub struct NetConfig {
 
 impl NetConfig {
     /// The limits every session of this listener gets.
-    pub fn session_limits(&self) -> SessionLimits {
+    pub fn session_limits(&self, cont: &ContinuityConfig) -> SessionLimits {
         SessionLimits {
             max_frame: self.max_frame,
             send_buffer_limit: self.send_buffer_limit,
             idle_timeout: (self.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.idle_timeout_ms)),
+            resume: cont.session.resume_limits(),
+            rates: cont.limits.session_rates(),
         }
     }
 }

@@ -5,35 +5,70 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Waker;
 
-use lattice_wire::{Session, SessionId};
+use lattice_wire::{Binding, MonoTime, Session, SessionId};
 
 use crate::time::TimerHandle;
 
+/// Where the socket of a session goes when it carried a `Resume` (see `ShardCx::rebind` and
+/// `ShardCx::hand_over`).
+pub(crate) enum Handover {
+    /// To a session of this shard, as its binding `binding` (a newer resume may have fenced that
+    /// binding meanwhile: the socket is then closed as stale).
+    Local(Rc<SessionCell>, Binding),
+    /// To another shard, with the application's message (kept by the shard's context).
+    Remote,
+}
+
 /// A live session on its shard: the sans-IO [`Session`] plus the runtime's handles on it (the
-/// connection task's waker and the session's timer in the shard's wheel).
+/// connection task's waker, the session's timer in the shard's wheel, and a pending socket
+/// handover).
 pub struct SessionCell {
     /// The protocol state. Borrowed briefly (never across an application callback).
     pub session: RefCell<Session>,
-    /// Peer address.
-    pub peer: SocketAddr,
+    peer: Cell<SocketAddr>,
+    opened: MonoTime,
     waker: Cell<Option<Waker>>,
     pub(crate) timer: Cell<Option<TimerHandle>>,
+    pub(crate) handover: RefCell<Option<Handover>>,
+    /// Bytes read from the socket and not yet given to the session: what followed a `Resume` in
+    /// the same read, carried to the session the socket goes to.
+    pub(crate) pending_input: RefCell<Vec<u8>>,
+    /// While closing with output the socket does not take: until when to keep trying.
+    pub(crate) linger_until: Cell<Option<MonoTime>>,
 }
 
 impl SessionCell {
-    /// A cell for `session` from `peer`.
-    pub fn new(session: Session, peer: SocketAddr) -> Self {
+    /// A cell for `session` from `peer`, opened at `opened`.
+    pub fn new(session: Session, peer: SocketAddr, opened: MonoTime) -> Self {
         SessionCell {
             session: RefCell::new(session),
-            peer,
+            peer: Cell::new(peer),
+            opened,
             waker: Cell::new(None),
             timer: Cell::new(None),
+            handover: RefCell::new(None),
+            pending_input: RefCell::new(Vec::new()),
+            linger_until: Cell::new(None),
         }
     }
 
     /// The session id.
     pub fn id(&self) -> SessionId {
         self.session.borrow().id()
+    }
+
+    /// The address of the socket serving the session (the newest one after a resume).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer.get()
+    }
+
+    pub(crate) fn set_peer(&self, peer: SocketAddr) {
+        self.peer.set(peer);
+    }
+
+    /// When the session was opened (shard clock).
+    pub fn opened(&self) -> MonoTime {
+        self.opened
     }
 
     /// Stores the connection task's waker while it waits.
@@ -144,18 +179,15 @@ impl SessionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lattice_wire::{MonoTime, SessionLimits};
+    use lattice_wire::SessionLimits;
 
     fn add(t: &mut SessionTable) -> SessionId {
         let id = t.next_id(1);
-        let limits = SessionLimits {
-            max_frame: 64,
-            send_buffer_limit: 64,
-            idle_timeout: None,
-        };
+        let limits = SessionLimits::basic(64, 64, None);
         t.insert(Rc::new(SessionCell::new(
             Session::new(id, limits, MonoTime(0)),
             "127.0.0.1:1".parse().unwrap(),
+            MonoTime(0),
         )));
         id
     }

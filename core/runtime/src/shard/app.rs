@@ -1,7 +1,7 @@
 //! The application a shard runs, as the runtime sees it.
 
 use lattice_wire::http::{Request, Response};
-use lattice_wire::{CloseReason, Frame, RpcReply, SessionId};
+use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, RpcReply, SessionId};
 
 use super::cx::ShardCx;
 
@@ -23,6 +23,28 @@ pub trait ShardApp: 'static {
 
     /// A complete frame arrived from one of this shard's sessions.
     fn on_frame(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, frame: Frame<'_>);
+
+    /// A frame from `session` passed one of its rate limits and was not handed to
+    /// [`ShardApp::on_frame`]; `header` is its header (request id, opcode). Answer it (the
+    /// protocol says `Error{RATE_LIMITED}`). When the limit's policy closes the session, the
+    /// runtime closes it after this call. Default: nothing is answered.
+    fn on_rate_limited(
+        &mut self,
+        _cx: &ShardCx<Self::Msg>,
+        _session: SessionId,
+        _header: FrameHeader,
+        _which: Limited,
+    ) {
+    }
+
+    /// A socket handed over by another shard ([`ShardCx::hand_over`]) now belongs to `session`,
+    /// a new session of this shard, with the message the other shard gave. Default: close it.
+    fn on_handover(&mut self, cx: &ShardCx<Self::Msg>, session: SessionId, _msg: Self::Msg) {
+        cx.close(
+            session,
+            CloseReason::App("socket handover not supported".into()),
+        );
+    }
 
     /// An HTTP request from one of this shard's sessions (an `http` listener). Answer it with
     /// [`ShardCx::respond`], now or later (no further request of that connection is read until

@@ -13,6 +13,8 @@ use lattice_wire::CloseReason;
 /// How one close is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseLog {
+    /// Nothing was lost (a socket handed over to a resumed session): debug.
+    Quiet,
     /// Ordinary for a game server: logged at info, never rate-limited.
     Ordinary,
     /// A violation or an overflow: logged at warn, rate-limited under this reason.
@@ -26,7 +28,12 @@ pub(crate) fn classify(reason: &CloseReason) -> CloseLog {
         CloseReason::PeerClosed
         | CloseReason::Shutdown
         | CloseReason::IdleTimeout
-        | CloseReason::Io(_) => CloseLog::Ordinary,
+        | CloseReason::Io(_)
+        // A resume window that ran out is a client that went away; an operator's close was asked.
+        | CloseReason::ResumeExpired(_)
+        | CloseReason::Admin(_) => CloseLog::Ordinary,
+        CloseReason::HandedOver => CloseLog::Quiet,
+        CloseReason::RateLimited => CloseLog::Violation("rate_limited"),
         CloseReason::SendBufferOverflow => CloseLog::Violation("send_buffer_overflow"),
         CloseReason::App(_) => CloseLog::Violation("app"),
         CloseReason::Protocol(m) => protocol(m),
@@ -86,6 +93,19 @@ mod tests {
         ] {
             assert_eq!(classify(&r), CloseLog::Ordinary, "{r}");
         }
+        assert_eq!(
+            classify(&CloseReason::ResumeExpired("peer closed".into())),
+            CloseLog::Ordinary
+        );
+        assert_eq!(
+            classify(&CloseReason::Admin("ip rule".into())),
+            CloseLog::Ordinary
+        );
+        assert_eq!(classify(&CloseReason::HandedOver), CloseLog::Quiet);
+        assert_eq!(
+            classify(&CloseReason::RateLimited),
+            CloseLog::Violation("rate_limited")
+        );
         assert_eq!(
             p("tls: handshake not complete after 10000 ms"),
             CloseLog::Ordinary

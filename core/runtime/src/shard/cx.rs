@@ -9,12 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lattice_wire::http::Response;
-use lattice_wire::{CloseReason, SendError, Session, SessionId, SessionLimits, StackConfig};
+use lattice_wire::{
+    CloseReason, ResumeError, Resumption, SendError, Sent, Session, SessionId, SessionLimits,
+    SessionRates, StackConfig, TOKEN_LEN,
+};
 
 use crate::mesh::backlog::{Backlog, Queued, Refused};
 use crate::mesh::ring::Producer;
 use crate::mesh::ShardSignal;
+use crate::net::continuity::ContinuityConfig;
+use crate::net::table::Handover;
+use crate::net::tokens::TokenSource;
 use crate::net::{NetConfig, SessionCell, SessionTable};
+use crate::telemetry::continuity::ContinuityMetrics;
 use crate::telemetry::metrics::{Metrics, ShardMetrics};
 use crate::time::{Clock, MonoTime, TickLen, TimerError, TimerHandle, TimerWheel, WheelConfig};
 
@@ -40,12 +47,41 @@ pub(crate) enum Envelope<M> {
     Close(SessionId, CloseReason),
     /// An application message.
     App(M),
+    /// A socket that carried a `Resume` for a session of the receiving shard: adopt it, give it
+    /// `leftover` (bytes read after the `Resume`) first, and pass `msg` to
+    /// [`super::ShardApp::on_handover`].
+    Adopt {
+        /// The socket, deregistered from the sending shard.
+        stream: std::net::TcpStream,
+        /// Its peer address.
+        peer: std::net::SocketAddr,
+        /// Bytes it sent after the `Resume`, not yet processed.
+        leftover: Vec<u8>,
+        /// What the application asked to carry.
+        msg: M,
+    },
+}
+
+/// Why [`ShardCx::rebind`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebindError {
+    /// No live session has that id on this shard.
+    #[error("unknown or closed session")]
+    UnknownSession,
+    /// The socket's own session is gone (it closed meanwhile).
+    #[error("the resuming socket is gone")]
+    NoSocket,
+    /// The session refused the resume.
+    #[error("{0}")]
+    Resume(#[from] ResumeError),
 }
 
 /// Settings of a shard's context.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct CxSettings {
     pub net: NetConfig,
+    pub continuity: ContinuityConfig,
+    pub continuity_metrics: Arc<Vec<ContinuityMetrics>>,
     pub backlog_limit: usize,
     pub wheel: WheelConfig,
 }
@@ -60,7 +96,17 @@ pub struct ShardCx<M> {
     pub metrics: Arc<Metrics>,
     /// Network settings.
     pub net: NetConfig,
-    limits: SessionLimits,
+    /// Resume, rate-limit and access settings as the shard started with them (rate limits may
+    /// change live: see [`ShardCx::session_rates`]).
+    pub continuity: ContinuityConfig,
+    continuity_metrics: Arc<Vec<ContinuityMetrics>>,
+    limits: Cell<SessionLimits>,
+    tokens: RefCell<TokenSource>,
+    /// Sessions that closed while detached (no connection task to end them): removed by the loop.
+    reap: RefCell<Vec<Rc<SessionCell>>>,
+    /// Sockets on their way to another shard: (temporary session, destination, message).
+    handovers: RefCell<Vec<(SessionId, usize, M)>>,
+    detached: Cell<u64>,
     outs: Vec<Option<Producer<Envelope<M>>>>,
     backlog: RefCell<Backlog<Envelope<M>>>,
     self_queue: Rc<RefCell<VecDeque<M>>>,
@@ -93,8 +139,14 @@ impl<M: Send + 'static> ShardCx<M> {
             id,
             shards,
             metrics,
-            limits: settings.net.session_limits(),
+            limits: Cell::new(settings.net.session_limits(&settings.continuity)),
             net: settings.net,
+            continuity: settings.continuity,
+            continuity_metrics: settings.continuity_metrics,
+            tokens: RefCell::new(TokenSource::default()),
+            reap: RefCell::new(Vec::new()),
+            handovers: RefCell::new(Vec::new()),
+            detached: Cell::new(0),
             outs,
             backlog: RefCell::new(Backlog::new(shards, settings.backlog_limit)),
             self_queue: Rc::new(RefCell::new(VecDeque::new())),
@@ -119,6 +171,8 @@ impl<M: Send + 'static> ShardCx<M> {
             Arc::new(Metrics::new(shards)),
             CxSettings {
                 net,
+                continuity: ContinuityConfig::default(),
+                continuity_metrics: Arc::new((0..shards).map(|_| Default::default()).collect()),
                 backlog_limit: 1024,
                 wheel: WheelConfig::default(),
             },
@@ -131,6 +185,11 @@ impl<M: Send + 'static> ShardCx<M> {
     /// This shard's metrics.
     pub fn m(&self) -> &ShardMetrics {
         &self.metrics.shards[self.id]
+    }
+
+    /// This shard's resume, rate-limit and operator counters.
+    pub fn cm(&self) -> &ContinuityMetrics {
+        &self.continuity_metrics[self.id]
     }
 
     // ---- messages ----
@@ -251,8 +310,18 @@ impl<M: Send + 'static> ShardCx<M> {
     pub fn close(&self, session: SessionId, reason: CloseReason) {
         if session.shard() == self.id {
             if let Some(cell) = self.sessions.borrow().get(session) {
-                cell.session.borrow_mut().close(reason);
-                cell.wake();
+                let attached = {
+                    let mut s = cell.session.borrow_mut();
+                    s.close(reason);
+                    s.is_attached()
+                };
+                if attached {
+                    cell.wake();
+                } else {
+                    // No socket task will end it: the loop removes it.
+                    self.reap.borrow_mut().push(cell.clone());
+                    self.notify();
+                }
             }
         } else if session.shard() < self.shards {
             let _ = self.push(session.shard(), Envelope::Close(session, reason), true);
@@ -272,8 +341,11 @@ impl<M: Send + 'static> ShardCx<M> {
         let before = (s.unsent(), s.is_closing());
         let r = f(&mut s);
         let changed = (s.unsent(), s.is_closing()) != before;
+        let orphan = s.is_closing() && !s.is_attached() && !before.1;
         drop(s);
-        if changed {
+        if orphan {
+            self.reap_later(cell.clone());
+        } else if changed {
             cell.wake();
         }
         Some(r)
@@ -315,12 +387,151 @@ impl<M: Send + 'static> ShardCx<M> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let session = layers(Session::new_on(id, self.limits, stack, now));
-        let cell = Rc::new(SessionCell::new(session, peer));
+        let session = layers(Session::new_on(id, self.limits.get(), stack, now));
+        let cell = Rc::new(SessionCell::new(session, peer, now));
         table.insert(cell.clone());
         drop(table);
         self.arm_session_timer(&cell);
         cell
+    }
+
+    /// The peer address of a session of this shard.
+    pub fn session_peer(&self, session: SessionId) -> Option<std::net::SocketAddr> {
+        self.sessions.borrow().get(session).map(|c| c.peer())
+    }
+
+    // ---- resume ----
+
+    /// A fresh resume token (16 bytes from the kernel's CSPRNG). `None` (logged) when
+    /// `/dev/urandom` cannot be read: the caller then offers no resume.
+    pub fn new_token(&self) -> Option<[u8; TOKEN_LEN]> {
+        match self.tokens.borrow_mut().token() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(shard = self.id, error = %e, "no resume token");
+                None
+            }
+        }
+    }
+
+    /// Rebinds session `target` of this shard to the socket of session `temp` (whose first frame
+    /// was a `Resume`): `resume` runs the session's [`Session::resume`]; when it accepts, the old
+    /// socket of `target` (if any) is fenced, `temp`'s connection task hands its socket (and any
+    /// bytes read after the `Resume`) to `target`, and `temp` ends ([`CloseReason::HandedOver`]).
+    /// Refused (nothing changes) when `target` is not a live session here or the session refuses.
+    pub fn rebind(
+        &self,
+        temp: SessionId,
+        target: SessionId,
+        resume: impl FnOnce(&mut Session) -> Result<Resumption, ResumeError>,
+    ) -> Result<Resumption, RebindError> {
+        let (tcell, cell) = {
+            let table = self.sessions.borrow();
+            let tcell = table.get(temp).cloned().ok_or(RebindError::NoSocket)?;
+            let cell = match table.get(target) {
+                Some(c) if target != temp => c.clone(),
+                _ => return Err(RebindError::UnknownSession),
+            };
+            (tcell, cell)
+        };
+        let (was_detached, r) = {
+            let mut s = cell.session.borrow_mut();
+            let was_detached = !s.is_attached();
+            (was_detached, resume(&mut s))
+        };
+        let r = r?;
+        *tcell.handover.borrow_mut() = Some(Handover::Local(cell.clone(), r.binding));
+        tcell.wake();
+        // The old binding's task, if one still runs, finds itself fenced.
+        cell.wake();
+        if was_detached {
+            self.detached_changed(-1);
+        }
+        self.arm_session_timer(&cell);
+        let m = self.cm();
+        ShardMetrics::add(&m.sessions_resumed_total, 1);
+        ShardMetrics::add(&m.replayed_frames_total, r.replayed as u64);
+        if r.resync {
+            ShardMetrics::add(&m.resyncs_total, 1);
+        }
+        Ok(r)
+    }
+
+    /// Sends the socket of session `temp` (whose first frame was a `Resume` for a session of shard
+    /// `dst`) to shard `dst` with `msg`, which that shard's application gets in
+    /// [`super::ShardApp::on_handover`] with the id of the session that holds the socket there.
+    /// `temp` ends ([`CloseReason::HandedOver`]). Hands `msg` back when `dst` is this shard or out
+    /// of range, or `temp` is not a live session here.
+    pub fn hand_over(&self, temp: SessionId, dst: usize, msg: M) -> Result<(), M> {
+        if dst >= self.shards || dst == self.id {
+            return Err(msg);
+        }
+        let table = self.sessions.borrow();
+        let Some(tcell) = table.get(temp) else {
+            return Err(msg);
+        };
+        *tcell.handover.borrow_mut() = Some(Handover::Remote);
+        tcell.wake();
+        self.handovers.borrow_mut().push((temp, dst, msg));
+        Ok(())
+    }
+
+    /// Sends a socket to shard `dst` (never dropped: a handover is bounded by the resumes that
+    /// caused it).
+    pub(crate) fn hand_off(
+        &self,
+        dst: usize,
+        stream: std::net::TcpStream,
+        peer: std::net::SocketAddr,
+        leftover: Vec<u8>,
+        msg: M,
+    ) {
+        let env = Envelope::Adopt {
+            stream,
+            peer,
+            leftover,
+            msg,
+        };
+        if self.push(dst, env, true).is_err() {
+            unreachable!("never-drop sends are not refused");
+        }
+    }
+
+    pub(crate) fn take_handover(&self, temp: SessionId) -> Option<(usize, M)> {
+        let mut list = self.handovers.borrow_mut();
+        let i = list.iter().position(|h| h.0 == temp)?;
+        let (_, dst, msg) = list.swap_remove(i);
+        Some((dst, msg))
+    }
+
+    /// The rate limits new sessions get (and, after a live change, every session of this shard).
+    pub fn session_rates(&self) -> SessionRates {
+        self.limits.get().rates
+    }
+
+    pub(crate) fn set_session_rates(&self, rates: SessionRates) {
+        let mut l = self.limits.get();
+        l.rates = rates;
+        self.limits.set(l);
+        for cell in self.sessions.borrow().iter() {
+            cell.session.borrow_mut().set_rates(rates);
+        }
+    }
+
+    pub(crate) fn take_reap(&self) -> Vec<Rc<SessionCell>> {
+        std::mem::take(&mut *self.reap.borrow_mut())
+    }
+
+    pub(crate) fn reap_later(&self, cell: Rc<SessionCell>) {
+        self.reap.borrow_mut().push(cell);
+        self.notify();
+    }
+
+    /// Moves the detached-sessions gauge by `delta`.
+    pub(crate) fn detached_changed(&self, delta: i64) {
+        let v = self.detached.get().saturating_add_signed(delta);
+        self.detached.set(v);
+        ShardMetrics::set(&self.cm().sessions_detached, v);
     }
 
     pub(crate) fn deliver_local(&self, id: SessionId, frame: &[u8]) {
@@ -332,10 +543,13 @@ impl<M: Send + 'static> ShardCx<M> {
         self.sent(cell, r);
     }
 
-    fn sent(&self, cell: &SessionCell, r: Result<(), SendError>) {
+    fn sent(&self, cell: &SessionCell, r: Result<Sent, SendError>) {
         match r {
-            Ok(()) => {
+            Ok(sent) => {
                 ShardMetrics::add(&self.m().frames_out_total, 1);
+                if sent.evicted > 0 {
+                    ShardMetrics::add(&self.cm().replay_evicted_total, sent.evicted as u64);
+                }
                 cell.wake();
             }
             Err(SendError::Overflow) => cell.wake(),
@@ -354,29 +568,34 @@ impl<M: Send + 'static> ShardCx<M> {
         let Some(at) = cell.session.borrow().poll_timeout() else {
             return;
         };
+        self.arm_timer_at(cell, at);
+    }
+
+    /// Schedules a deadline of the session at `at` (kept when an earlier one is pending).
+    pub(crate) fn arm_timer_at(&self, cell: &SessionCell, at: MonoTime) {
         let tick = TICK.tick_of(at) + 1;
         let mut wheel = self.wheel.borrow_mut();
-        if let Some(h) = cell.timer.get() {
-            match wheel.deadline_of(h) {
-                Some(d) if d <= tick => return,
-                Some(_) if wheel.reschedule(h, tick).is_ok() => {
-                    drop(wheel);
-                    self.timer_moved();
-                    return;
+        let next = wheel.next_deadline();
+        let armed = match cell.timer.get().map(|h| (h, wheel.deadline_of(h))) {
+            Some((_, Some(d))) if d <= tick => return,
+            Some((h, Some(_))) if wheel.reschedule(h, tick).is_ok() => true,
+            _ => match wheel.insert(tick, TimerItem::Session(cell.id())) {
+                Ok(h) => {
+                    cell.timer.set(Some(h));
+                    true
                 }
-                _ => {}
-            }
-        }
-        match wheel.insert(tick, TimerItem::Session(cell.id())) {
-            Ok(h) => {
-                cell.timer.set(Some(h));
-                drop(wheel);
-                self.timer_moved();
-            }
-            Err(e) => {
-                ShardMetrics::add(&self.m().timers_rejected_total, 1);
-                tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
-            }
+                Err(e) => {
+                    ShardMetrics::add(&self.m().timers_rejected_total, 1);
+                    tracing::warn!(session = %cell.id(), error = %e, "cannot arm session timer");
+                    false
+                }
+            },
+        };
+        drop(wheel);
+        // A connection task (not the loop) may arm a deadline earlier than the one the parked
+        // loop sleeps until (a detach, an acknowledgement due): wake it to sleep less.
+        if armed && next.is_none_or(|n| tick < n) {
+            self.timer_moved();
         }
     }
 
@@ -451,7 +670,9 @@ impl<M: Send + 'static> ShardCx<M> {
     }
 
     pub(crate) fn has_local_work(&self) -> bool {
-        self.local_work.get() || !self.self_queue.borrow().is_empty()
+        self.local_work.get()
+            || !self.self_queue.borrow().is_empty()
+            || !self.reap.borrow().is_empty()
     }
 
     /// Takes the oldest message this shard sent itself. The shard loop does this every pass;

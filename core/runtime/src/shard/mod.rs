@@ -2,18 +2,20 @@
 //! loop.
 //!
 //! Files: `app.rs` the application trait; `cx.rs` what the application may do; `state.rs` the state
-//! the loop and the connection tasks share, and how a session enters, runs and leaves; `close_log.rs`
-//! which closes are ordinary (info) and which are violations (warn, rate-limited per reason); `run.rs` the
-//! loop pass, parking and shutdown drain.
+//! the loop and the connection tasks share, and how a session enters, runs, detaches and leaves;
+//! `close_log.rs` which closes are ordinary (info) and which are violations (warn, rate-limited
+//! per reason); `control.rs` the operator commands of the control lane; `run.rs` the loop pass,
+//! parking and shutdown drain.
 
 mod app;
 mod close_log;
+mod control;
 mod cx;
 mod run;
 mod state;
 
 pub use app::ShardApp;
-pub use cx::ShardCx;
+pub use cx::{RebindError, ShardCx};
 pub use state::{panic_message, IDLE_PASS_MAX};
 
 pub(crate) use cx::CxSettings;

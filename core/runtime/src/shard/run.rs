@@ -89,6 +89,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
                 Control::Shutdown if drain_deadline.is_none() => {
+                    ShardMetrics::add(&st.cx.cm().control_commands_total, 1);
                     tracing::info!(
                         shard = id,
                         sessions = st.cx.session_count(),
@@ -102,7 +103,11 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
                     }
                 }
                 Control::Shutdown => {}
+                other => st.run_control(other),
             }
+            worked = true;
+        }
+        if st.reap() {
             worked = true;
         }
         if st.run_timers() {
@@ -214,9 +219,20 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
                 "shutdown: drain timeout, closing sessions with unsent output"
             );
         }
-        for s in table.iter() {
-            s.session.borrow_mut().close(CloseReason::Shutdown);
-            s.wake();
+        let cells: Vec<_> = table.iter().cloned().collect();
+        drop(table);
+        for s in cells {
+            let attached = {
+                let mut session = s.session.borrow_mut();
+                session.close(CloseReason::Shutdown);
+                session.is_attached()
+            };
+            if attached {
+                s.wake();
+            } else {
+                // A detached session has no task to end it: the next pass removes it.
+                st.cx.reap_later(s);
+            }
         }
     }
     false
@@ -235,6 +251,12 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             }
         }
         Envelope::Close(s, reason) => st.cx.close(s, reason),
+        Envelope::Adopt {
+            stream,
+            peer,
+            leftover,
+            msg,
+        } => st.adopt_handed(stream, peer, leftover, msg),
         Envelope::App(msg) => {
             guarded(st, "on_message", |app| app.on_message(&st.cx, msg));
         }

@@ -8,13 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_wire::{CloseReason, Event, MonoTime, SessionId, StackConfig};
+use lattice_wire::{
+    Binding, CloseReason, Input, Limited, MonoTime, SessionId, SessionType, SocketEnd, StackConfig,
+};
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use super::app::ShardApp;
 use super::close_log::{self, CloseLog};
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
-use crate::net::conn::ConnHost;
+use crate::net::conn::{self, ConnHost, Ended};
+use crate::net::table::Handover;
 use crate::net::tls::ShardTls;
 use crate::net::SessionCell;
 use crate::telemetry::gateway::GatewayMetrics;
@@ -94,13 +98,13 @@ impl<A: ShardApp> ShardState<A> {
     }
 
     fn session_deadline(&self, id: SessionId, now: MonoTime) {
-        let table = self.cx.sessions.borrow();
-        let Some(cell) = table.get(id) else {
+        let Some(cell) = self.cx.sessions.borrow().get(id).cloned() else {
             return;
         };
         cell.timer.set(None);
-        let (closing, output) = {
+        let (was_attached, closing, attached, output) = {
             let mut s = cell.session.borrow_mut();
+            let was_attached = s.is_attached();
             let before = s.unsent();
             let http = s.transport() == lattice_wire::Transport::Http;
             s.handle_timeout(now);
@@ -115,30 +119,218 @@ impl<A: ShardApp> ShardState<A> {
                     1,
                 );
             }
-            (s.is_closing(), s.unsent() != before)
+            (
+                was_attached,
+                s.is_closing(),
+                s.is_attached(),
+                s.unsent() != before,
+            )
         };
-        // A deadline may queue output on an idle connection (a WebSocket ping, an HTTP 408 or
-        // 504): wake the task so it is written now, not after the next input.
-        if closing || output {
+        if closing {
+            if attached {
+                cell.wake();
+            } else {
+                self.closed(&cell, None);
+            }
+            return;
+        }
+        if was_attached && !attached {
+            // Idle: the socket is dropped (its task finds itself stale), the session waits.
+            self.detached(&cell, &CloseReason::IdleTimeout);
+            cell.wake();
+        } else if output {
+            // A deadline may queue output on an idle connection (an `Ack`, a WebSocket ping, an
+            // HTTP 408 or 504): wake the task so it is written now, not after the next input.
             cell.wake();
         }
-        if !closing {
+        self.cx.arm_session_timer(&cell);
+    }
+
+    /// On HTTP and WebSocket sessions, input and the application can bring the session's
+    /// deadline forward (an upgrade starts pings, a request starts a head or reply deadline),
+    /// and on a resumable session an acknowledgement may now be due before the idle deadline:
+    /// move its timer. (A plain binary session's deadline only moves later with input; its timer
+    /// fires and re-arms.)
+    fn rearm(&self, cell: &Rc<SessionCell>) {
+        let plain_binary = {
+            let s = cell.session.borrow();
+            s.is_closing()
+                || (s.transport() == lattice_wire::Transport::Binary && !s.is_resumable())
+        };
+        if !plain_binary {
             self.cx.arm_session_timer(cell);
         }
     }
 
-    /// On HTTP and WebSocket sessions, input and the application can bring the session's
-    /// deadline forward (an upgrade starts pings, a request starts a head or reply deadline):
-    /// move its timer. (A binary session's deadline only moves later with input; its timer fires
-    /// and re-arms.)
-    fn rearm(&self, cell: &Rc<SessionCell>) {
-        let binary = {
-            let s = cell.session.borrow();
-            s.is_closing() || s.transport() == lattice_wire::Transport::Binary
-        };
-        if !binary {
-            self.cx.arm_session_timer(cell);
+    /// A resumable session lost its socket: count, log, arm the resume window.
+    fn detached(&self, cell: &Rc<SessionCell>, why: &CloseReason) {
+        let cx = &self.cx;
+        ShardMetrics::add(&cx.cm().sessions_detached_total, 1);
+        cx.detached_changed(1);
+        tracing::info!(session = %cell.id(), peer = %cell.peer(), reason = %why, window_ms = cx.continuity.session.resume_window_ms, "session detached; resumable");
+        cx.arm_session_timer(cell);
+    }
+
+    /// Removes sessions that closed while detached (no socket task will end them).
+    pub fn reap(&self) -> bool {
+        let cells = self.cx.take_reap();
+        let any = !cells.is_empty();
+        for cell in cells {
+            self.closed(&cell, None);
         }
+        any
+    }
+
+    /// Removes `cell`'s session (once), counts and logs why it closed, and tells the application.
+    /// `reason` overrides the session's own close reason (a socket end seen by the task).
+    pub(crate) fn closed(&self, cell: &Rc<SessionCell>, reason: Option<CloseReason>) {
+        let cx = &self.cx;
+        let id = cell.id();
+        if !cx.sessions.borrow_mut().remove(id) {
+            return;
+        }
+        if let Some(tls) = &self.tls {
+            let mut s = cell.session.borrow_mut();
+            if s.is_tls() {
+                tls.count(&s.take_tls_events());
+                tls.closed();
+            }
+        }
+        let (reason, was_detached) = {
+            let s = cell.session.borrow();
+            let reason = reason
+                .or_else(|| s.close_reason().cloned())
+                .unwrap_or(CloseReason::PeerClosed);
+            (reason, !s.is_attached())
+        };
+        if was_detached {
+            cx.detached_changed(-1);
+        }
+        if let Some(h) = cell.timer.take() {
+            cx.wheel.borrow_mut().cancel(h);
+        }
+        cx.open_counter().fetch_sub(1, Ordering::Relaxed);
+        let m = cx.m();
+        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        ShardMetrics::add(self.close_counter(&reason), 1);
+        match close_log::classify(&reason) {
+            CloseLog::Quiet => {
+                tracing::debug!(session = %id, peer = %cell.peer(), %reason, "session closed")
+            }
+            CloseLog::Ordinary => {
+                tracing::info!(session = %id, peer = %cell.peer(), %reason, "session closed")
+            }
+            // Protocol violations (every layer: frames, HTTP, WebSocket, TLS), rate-limit closes
+            // and overflows stay at warn, rate-limited per reason.
+            CloseLog::Violation(key) => {
+                let now_ms = cx.clock.borrow().now().as_nanos() / 1_000_000;
+                let (verdict, summary) = self.warns.borrow_mut().check(key, now_ms);
+                if let Some(s) = summary {
+                    log_suppressed(cx.id, s);
+                }
+                if verdict == Verdict::Log {
+                    tracing::warn!(session = %id, peer = %cell.peer(), %reason, "session closed");
+                } else {
+                    tracing::debug!(session = %id, peer = %cell.peer(), %reason, "session closed");
+                }
+            }
+        }
+        guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
+    }
+
+    /// The socket of `cell` ended before it could be handed over (its session closed first): the
+    /// session it was to serve, already rebound to it, must not wait for a socket that will not
+    /// come — it detaches (and waits for another resume); a message for another shard is dropped.
+    fn abandon_handover(&self, cell: &Rc<SessionCell>, now: MonoTime) {
+        match cell.handover.borrow_mut().take() {
+            Some(Handover::Local(target, binding)) => {
+                let end = target.session.borrow_mut().socket_failed(
+                    binding,
+                    now,
+                    "the resuming socket closed before it was handed over".into(),
+                );
+                match end {
+                    SocketEnd::Detached => {
+                        self.detached(&target, &CloseReason::Io("handover aborted".into()))
+                    }
+                    // Closing with no socket task to end it.
+                    SocketEnd::Closed(_) => self.cx.reap_later(target),
+                    SocketEnd::Stale => {}
+                }
+            }
+            Some(Handover::Remote) => {
+                let _ = self.cx.take_handover(cell.id());
+            }
+            None => {}
+        }
+    }
+
+    /// Hands the socket of `cell` (which carried a `Resume`) to where its handover says.
+    fn hand_over_socket(self: &Rc<Self>, cell: &Rc<SessionCell>, stream: TcpStreamPoll) {
+        let cx = &self.cx;
+        let leftover = std::mem::take(&mut *cell.pending_input.borrow_mut());
+        match cell.handover.borrow_mut().take() {
+            Some(Handover::Local(target, binding)) => {
+                let live = target.session.borrow().is_current(binding);
+                if live {
+                    target.set_peer(cell.peer());
+                    *target.pending_input.borrow_mut() = leftover;
+                    conn::spawn(self, target, binding, stream);
+                } else {
+                    // A newer socket won meanwhile (or the session closed): this one is stale.
+                    ShardMetrics::add(&cx.cm().stale_sockets_total, 1);
+                }
+            }
+            Some(Handover::Remote) => match cx.take_handover(cell.id()) {
+                Some((dst, msg)) => match conn::into_std(stream) {
+                    Ok(stream) => {
+                        ShardMetrics::add(&cx.cm().handovers_sent_total, 1);
+                        cx.hand_off(dst, stream, cell.peer(), leftover, msg);
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %cell.id(), error = %e, "cannot hand the socket over; closed")
+                    }
+                },
+                None => tracing::error!(session = %cell.id(), "handover without its message"),
+            },
+            None => {}
+        }
+        self.closed(cell, Some(CloseReason::HandedOver));
+    }
+
+    /// A socket handed over by another shard: adopt it as a temporary session, give it the bytes
+    /// that followed its `Resume`, and let the application resume the session it names.
+    pub(crate) fn adopt_handed(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        leftover: Vec<u8>,
+        msg: A::Msg,
+    ) {
+        let cx = &self.cx;
+        if cx.is_draining() {
+            return;
+        }
+        let stream = match conn::register(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot register a handed-over socket");
+                return;
+            }
+        };
+        cx.open_counter().fetch_add(1, Ordering::Relaxed);
+        // Resume is offered on binary sessions without TLS only, so a handed-over socket is one.
+        let stack = Arc::new(StackConfig::binary(SessionType::Client));
+        let Some(cell) = self.open(peer, &stack, false) else {
+            self.not_adopted();
+            return;
+        };
+        ShardMetrics::add(&cx.cm().handovers_received_total, 1);
+        *cell.pending_input.borrow_mut() = leftover;
+        let binding = cell.session.borrow().binding();
+        let id = cell.id();
+        conn::spawn(self, cell, binding, stream);
+        guarded(self, "on_handover", |app| app.on_handover(cx, id, msg));
     }
 
     /// How long the loop may park before the next timer is due.
@@ -181,6 +373,10 @@ impl<A: ShardApp> ShardState<A> {
             CloseReason::App(_) => &m.sessions_closed_app_total,
             CloseReason::Shutdown => &m.sessions_closed_shutdown_total,
             CloseReason::IdleTimeout => &m.sessions_closed_idle_total,
+            CloseReason::RateLimited => &self.cx.cm().sessions_closed_rate_limited_total,
+            CloseReason::ResumeExpired(_) => &self.cx.cm().sessions_closed_resume_expired_total,
+            CloseReason::Admin(_) => &self.cx.cm().sessions_closed_admin_total,
+            CloseReason::HandedOver => &self.cx.cm().sessions_closed_handed_over_total,
         }
     }
 }
@@ -224,11 +420,13 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         Some(cell)
     }
 
-    fn input(&self, cell: &Rc<SessionCell>, bytes: &mut [u8]) {
+    fn input(&self, cell: &Rc<SessionCell>, binding: Binding, bytes: &mut [u8]) {
         let now = self.cx.clock.borrow_mut().refresh();
         match &self.tls {
-            Some(tls) if cell.session.borrow().is_tls() => self.tls_input(tls, cell, now, bytes),
-            _ => self.events(cell, now, bytes),
+            Some(tls) if cell.session.borrow().is_tls() => {
+                self.tls_input(tls, cell, binding, now, bytes)
+            }
+            _ => self.events(cell, binding, now, bytes),
         }
     }
 
@@ -246,44 +444,42 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
         self.rearm(cell);
     }
 
-    fn closed(&self, cell: &Rc<SessionCell>, reason: CloseReason) {
+    fn ended(
+        self: &Rc<Self>,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        end: Ended,
+        stream: TcpStreamPoll,
+    ) {
         let cx = &self.cx;
-        let id = cell.id();
-        if let Some(tls) = &self.tls {
-            let mut s = cell.session.borrow_mut();
-            if s.is_tls() {
-                tls.count(&s.take_tls_events());
-                tls.closed();
-            }
+        let now = cx.clock.borrow_mut().refresh();
+        if !matches!(end, Ended::HandOver) {
+            self.abandon_handover(cell, now);
         }
-        cx.sessions.borrow_mut().remove(id);
-        if let Some(h) = cell.timer.take() {
-            cx.wheel.borrow_mut().cancel(h);
-        }
-        cx.open_counter().fetch_sub(1, Ordering::Relaxed);
-        let m = cx.m();
-        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
-        ShardMetrics::add(self.close_counter(&reason), 1);
-        match close_log::classify(&reason) {
-            CloseLog::Ordinary => {
-                tracing::info!(session = %id, peer = %cell.peer, %reason, "session closed")
+        let outcome = match end {
+            Ended::HandOver => return self.hand_over_socket(cell, stream),
+            Ended::Stale => SocketEnd::Stale,
+            Ended::Closing(reason) => SocketEnd::Closed(reason),
+            Ended::PeerClosed => cell.session.borrow_mut().peer_closed(binding, now),
+            Ended::Failed(e) => cell.session.borrow_mut().socket_failed(binding, now, e),
+        };
+        drop(stream);
+        match outcome {
+            SocketEnd::Stale => {
+                ShardMetrics::add(&cx.cm().stale_sockets_total, 1);
+                tracing::debug!(session = %cell.id(), "stale socket closed");
             }
-            // Protocol violations (every layer: frames, HTTP, WebSocket, TLS) and overflows stay
-            // at warn, rate-limited per reason.
-            CloseLog::Violation(key) => {
-                let now_ms = cx.clock.borrow().now().as_nanos() / 1_000_000;
-                let (verdict, summary) = self.warns.borrow_mut().check(key, now_ms);
-                if let Some(s) = summary {
-                    log_suppressed(cx.id, s);
-                }
-                if verdict == Verdict::Log {
-                    tracing::warn!(session = %id, peer = %cell.peer, %reason, "session closed");
-                } else {
-                    tracing::debug!(session = %id, peer = %cell.peer, %reason, "session closed");
-                }
+            SocketEnd::Detached => {
+                let why = cell
+                    .session
+                    .borrow()
+                    .detached()
+                    .map(|d| d.1.clone())
+                    .unwrap_or(CloseReason::PeerClosed);
+                self.detached(cell, &why);
             }
+            SocketEnd::Closed(reason) => self.closed(cell, Some(reason)),
         }
-        guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
     }
 
     fn read_buf(&self) -> &RefCell<Box<[u8]>> {
@@ -305,26 +501,29 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     fn not_adopted(&self) {
         self.cx.open_counter().fetch_sub(1, Ordering::Relaxed);
     }
-}
 
-/// One summary line for warnings the shard's limiter held back.
-fn log_suppressed(shard: usize, s: Summary) {
-    tracing::warn!(
-        shard,
-        reason = s.reason,
-        suppressed = s.suppressed,
-        window_ms = s.window_ms,
-        "session closed: further warnings of this reason suppressed in the last window"
-    );
+    fn may_linger(&self, cell: &Rc<SessionCell>) -> bool {
+        let cx = &self.cx;
+        let now = cx.clock.borrow_mut().refresh();
+        if let Some(until) = cell.linger_until.get() {
+            return now < until;
+        }
+        let until =
+            now.saturating_add(Duration::from_millis(cx.continuity.session.close_linger_ms));
+        cell.linger_until.set(Some(until));
+        cx.arm_timer_at(cell, until);
+        true
+    }
 }
 
 impl<A: ShardApp> ShardState<A> {
     /// Runs `bytes` (plaintext, transformed in place by the layers) through the session's layers
     /// and the application: frames to `on_frame`, HTTP requests to `on_http`.
-    fn events(&self, cell: &Rc<SessionCell>, now: MonoTime, bytes: &mut [u8]) {
+    fn events(&self, cell: &Rc<SessionCell>, binding: Binding, now: MonoTime, bytes: &mut [u8]) {
         let cx = &self.cx;
         let id = cell.id();
-        let frames_in = &cx.m().frames_in_total;
+        let m = cx.m();
+        let cm = cx.cm();
         let gw = &cx.metrics.gateway[cx.id];
         let mut input = bytes;
         // One catch_unwind per read, not per frame: a panic closes this session only.
@@ -333,27 +532,41 @@ impl<A: ShardApp> ShardState<A> {
             let next = {
                 let mut s = cell.session.borrow_mut();
                 let was_http = s.transport() == lattice_wire::Transport::Http;
-                let next = s.receive_event(now, &mut input);
+                let next = s.receive_event(binding, now, &mut input);
                 if was_http && s.transport() != lattice_wire::Transport::Http {
                     GatewayMetrics::add(&gw.ws_upgrades_total, 1);
                 }
                 next
             };
             match next {
-                Ok(Some(Event::Frame(frame))) => {
-                    ShardMetrics::add(frames_in, 1);
+                Ok(Some(Input::Frame(frame))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
                     app.on_frame(cx, id, frame.frame());
-                    if cell.session.borrow().is_closing() {
-                        break;
-                    }
                 }
-                Ok(Some(Event::Request(req))) => {
+                Ok(Some(Input::Request(req))) => {
                     GatewayMetrics::add(&gw.http_requests_total, 1);
                     app.on_http(cx, id, req);
-                    if cell.session.borrow().is_closing() {
-                        break;
+                }
+                Ok(Some(Input::RateLimited(header, which, close))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(
+                        match which {
+                            Limited::Messages => &cm.rate_limited_msgs_total,
+                            Limited::Bytes => &cm.rate_limited_bytes_total,
+                        },
+                        1,
+                    );
+                    app.on_rate_limited(cx, id, header, which);
+                    if close {
+                        // After the answer, so the client learns why.
+                        cell.session.borrow_mut().close(CloseReason::RateLimited);
                     }
                 }
+                Ok(Some(Input::Duplicate(_))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    ShardMetrics::add(&cm.duplicates_dropped_total, 1);
+                }
+                Ok(Some(Input::Ack)) => ShardMetrics::add(&m.frames_in_total, 1),
                 Ok(None) => break,
                 Err(reason) => {
                     if matches!(
@@ -366,6 +579,14 @@ impl<A: ShardApp> ShardState<A> {
                     break;
                 }
             }
+            if cell.session.borrow().is_closing() {
+                break;
+            }
+            if cell.handover.borrow().is_some() {
+                // The socket goes to another session: what follows is that session's input.
+                cell.pending_input.borrow_mut().extend_from_slice(input);
+                break;
+            }
         });
         if served.is_none() {
             cell.session
@@ -377,7 +598,14 @@ impl<A: ShardApp> ShardState<A> {
 
     /// A read on a TLS session: decrypt into the shard's plaintext buffer, then the layers above
     /// as usual. An empty read still runs input the session holds (pipelined HTTP requests).
-    fn tls_input(&self, tls: &ShardTls, cell: &Rc<SessionCell>, now: MonoTime, bytes: &[u8]) {
+    fn tls_input(
+        &self,
+        tls: &ShardTls,
+        cell: &Rc<SessionCell>,
+        binding: Binding,
+        now: MonoTime,
+        bytes: &[u8],
+    ) {
         let mut plain = self.tls_plain.borrow_mut();
         plain.clear();
         let read = cell
@@ -395,14 +623,14 @@ impl<A: ShardApp> ShardState<A> {
             let t = s.tls();
             tracing::debug!(
                 session = %cell.id(),
-                peer = %cell.peer,
+                peer = %cell.peer(),
                 version = version.name(),
                 suite = ?t.and_then(|t| t.cipher_suite()),
                 sni = t.and_then(|t| t.server_name()).unwrap_or(""),
                 "tls handshake complete"
             );
         }
-        self.events(cell, now, &mut plain[..]);
+        self.events(cell, binding, now, &mut plain[..]);
         if matches!(read, Ok(r) if r.peer_closed) {
             cell.session.borrow_mut().close(CloseReason::PeerClosed);
         }
@@ -410,6 +638,17 @@ impl<A: ShardApp> ShardState<A> {
         // update): re-arm, which keeps an earlier timer and is cheap otherwise.
         self.cx.arm_session_timer(cell);
     }
+}
+
+/// One summary line for warnings the shard's limiter held back.
+fn log_suppressed(shard: usize, s: Summary) {
+    tracing::warn!(
+        shard,
+        reason = s.reason,
+        suppressed = s.suppressed,
+        window_ms = s.window_ms,
+        "session closed: further warnings of this reason suppressed in the last window"
+    );
 }
 
 /// Calls into the application, catching a panic so the shard goes on. Returns None on panic.

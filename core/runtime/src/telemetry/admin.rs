@@ -99,12 +99,17 @@ impl Response {
 /// answer a control command, bounded), never for long.
 pub type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync>;
 
-/// The routes the admin listener serves, matched in order.
+/// A check run before every route under a path prefix: `Some(response)` answers the request
+/// instead of the route (e.g. 401 without the bearer token).
+pub type Guard = Box<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
+
+/// The routes the admin listener serves, matched in order, and the guards in front of them.
 #[derive(Default)]
 pub struct Routes {
     routes: Vec<(&'static str, Match, Handler)>,
     /// Indexes of routes served on their own thread ([`Routes::add_detached`]).
     detached: Vec<usize>,
+    guards: Vec<(&'static str, Guard)>,
 }
 
 /// Requests of detached routes served at once; more are answered 503.
@@ -155,8 +160,24 @@ impl Routes {
         self
     }
 
-    /// The response to `req`: its route's, 405 when the path exists for another method, 404 else.
+    /// Puts `guard` in front of every request whose path starts with `prefix`, whatever route (or
+    /// none) serves it: routes added before or after are all behind it, so a route cannot forget
+    /// it. Guards run in the order added; the first answer wins.
+    pub fn guard_prefix(&mut self, prefix: &'static str, guard: Guard) -> &mut Self {
+        self.guards.push((prefix, guard));
+        self
+    }
+
+    /// The response to `req`: a guard's answer, else its route's, 405 when the path exists for
+    /// another method, 404 else.
     pub fn respond(&self, req: &Request) -> Response {
+        for (prefix, guard) in &self.guards {
+            if req.path.starts_with(prefix) {
+                if let Some(r) = guard(req) {
+                    return r;
+                }
+            }
+        }
         let mut path_known = false;
         for (method, m, h) in &self.routes {
             let hit = match m {
@@ -400,6 +421,43 @@ mod tests {
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
         resp
+    }
+
+    #[test]
+    fn guards_answer_before_any_route_under_their_prefix() {
+        let mut r = routes();
+        r.add(
+            "GET",
+            "/q/secret",
+            Box::new(|_| Response::text(200, "secret")),
+        );
+        r.guard_prefix(
+            "/q/",
+            Box::new(|req| (req.header("x-key") != Some("k")).then(|| Response::text(401, "no"))),
+        );
+        assert_eq!(r.respond(&req("GET", "/q/secret")).status, 401);
+        assert_eq!(
+            r.respond(&req("GET", "/q/unknown")).status,
+            401,
+            "before the 404"
+        );
+        assert_eq!(
+            r.respond(&req("POST", "/q/secret")).status,
+            401,
+            "before the 405"
+        );
+        assert_eq!(
+            r.respond(&req("GET", "/healthz")).status,
+            200,
+            "other paths are open"
+        );
+        let mut ok = req("GET", "/q/secret");
+        ok.headers.push(("x-key".into(), "k".into()));
+        assert_eq!(
+            r.respond(&ok).body,
+            b"-",
+            "the first matching route still serves it"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alloc_metrics;
+pub mod continuity;
 pub mod crash;
 pub mod gateway;
 pub mod log;

@@ -53,11 +53,7 @@ fn client(pki: &Pki, version: TlsVersion) -> ClientConnection {
 }
 
 fn limits() -> SessionLimits {
-    SessionLimits {
-        max_frame: 1 << 16,
-        send_buffer_limit: 1 << 16,
-        idle_timeout: Some(Duration::from_secs(600)),
-    }
+    SessionLimits::basic(1 << 16, 1 << 16, Some(Duration::from_secs(600)))
 }
 
 fn settings() -> TlsSettings {
@@ -119,7 +115,13 @@ impl Pair {
                 .s
                 .receive_tls(MonoTime(self.now), piece, &mut self.plain)?;
             let mut input = &self.plain[..];
-            while let Some(f) = self.s.receive(MonoTime(self.now), &mut input)? {
+            while let Some(item) =
+                self.s
+                    .receive(self.s.binding(), MonoTime(self.now), &mut input)?
+            {
+                let crate::Input::Frame(f) = item else {
+                    panic!("a frame: {item:?}");
+                };
                 let f = f.frame();
                 self.frames
                     .push((f.header.opcode, f.header.request_id, f.body.to_vec()));
@@ -130,8 +132,8 @@ impl Pair {
 
     /// Server ciphertext to the client. Returns how many bytes went.
     fn server_to_client(&mut self) -> usize {
-        let wire = self.s.transmit().to_vec();
-        self.s.transmitted(wire.len());
+        let wire = self.s.transmit(self.s.binding()).to_vec();
+        self.s.transmitted(self.s.binding(), wire.len());
         let mut rd = &wire[..];
         while !rd.is_empty() {
             self.c.read_tls(&mut rd).unwrap();
@@ -322,7 +324,7 @@ fn garbage_instead_of_a_client_hello_is_refused() {
     assert!(e.to_string().starts_with("protocol error: tls: "), "{e}");
     assert!(s.take_tls_events().handshake_failed);
     assert!(
-        !s.transmit().is_empty(),
+        !s.transmit(s.binding()).is_empty(),
         "rustls' alert is queued for the peer"
     );
 }
@@ -352,7 +354,10 @@ fn oversize_and_corrupt_records_after_the_handshake_close_with_their_reason() {
         "nothing of a forged record is delivered"
     );
     assert_eq!(p.s.take_tls_events().errors, 1);
-    assert!(!p.s.transmit().is_empty(), "the alert goes to the peer");
+    assert!(
+        !p.s.transmit(p.s.binding()).is_empty(),
+        "the alert goes to the peer"
+    );
 }
 
 #[test]
@@ -362,12 +367,12 @@ fn a_record_cut_short_at_close_is_reported() {
     let mut wire = Vec::new();
     p.c.write_tls(&mut wire).unwrap();
     p.deliver(&wire[..wire.len() - 3], 1 << 20).unwrap();
-    let r = p.s.peer_closed();
+    let r = p.s.peer_closed_reason();
     assert!(r.to_string().contains("truncated record at close"), "{r}");
     // A clean close at a record boundary is a clean close.
     let mut p = Pair::new(TlsVersion::Tls13, settings());
     p.round_trip(1, 100);
-    assert_eq!(p.s.peer_closed(), CloseReason::PeerClosed);
+    assert_eq!(p.s.peer_closed_reason(), CloseReason::PeerClosed);
 }
 
 #[test]
@@ -418,8 +423,8 @@ fn the_send_bound_counts_ciphertext_not_yet_written() {
             c.write_tls(&mut w).unwrap();
         }
         s.receive_tls(now, &w, &mut plain).unwrap();
-        let out = s.transmit().to_vec();
-        s.transmitted(out.len());
+        let out = s.transmit(s.binding()).to_vec();
+        s.transmitted(s.binding(), out.len());
         let mut rd = &out[..];
         while !rd.is_empty() {
             c.read_tls(&mut rd).unwrap();
@@ -428,7 +433,7 @@ fn the_send_bound_counts_ciphertext_not_yet_written() {
     }
     assert!(!c.is_handshaking());
     s.send(&[7; 60]).unwrap();
-    let sealed = s.transmit().len();
+    let sealed = s.transmit(s.binding()).len();
     assert!(sealed > 60, "sealed into a record with its overhead");
     assert_eq!(s.unsent(), sealed, "ciphertext waiting counts");
     assert_eq!(s.send(&[8; 50]), Err(SendError::Overflow));
@@ -466,7 +471,7 @@ fn garbage_never_panics_and_the_session_stays_bounded() {
             plain.is_empty(),
             "no plaintext before a completed handshake"
         );
-        let _ = s.peer_closed();
+        let _ = s.peer_closed_reason();
         assert!(s.is_closing());
     }
 }

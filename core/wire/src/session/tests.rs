@@ -1,0 +1,733 @@
+use super::*;
+use crate::frame::{encode, encode_into, encode_seq_into, parse_header, HEADER_LEN};
+use crate::rate::{RateLimit, RatePolicy};
+
+const MS: u64 = 1_000_000;
+
+fn limits() -> SessionLimits {
+    SessionLimits::basic(1024, 100, Some(Duration::from_millis(50)))
+}
+
+fn session() -> Session {
+    Session::new(SessionId::new(0, 1, 0), limits(), MonoTime(0))
+}
+
+/// Feeds `bytes` on binding `b` and collects (opcode, request id, body) of every frame for the
+/// application.
+fn drain_on(
+    s: &mut Session,
+    b: Binding,
+    now: u64,
+    bytes: &[u8],
+) -> Result<Vec<(u16, u32, Vec<u8>)>, CloseReason> {
+    let mut input = bytes;
+    let mut out = Vec::new();
+    while let Some(i) = s.receive(b, MonoTime(now), &mut input)? {
+        if let Input::Frame(f) = i {
+            let f = f.frame();
+            out.push((f.header.opcode, f.header.request_id, f.body.to_vec()));
+        }
+    }
+    assert!(input.is_empty());
+    Ok(out)
+}
+
+fn drain(s: &mut Session, now: u64, bytes: &[u8]) -> Result<Vec<(u16, u32, Vec<u8>)>, CloseReason> {
+    let b = s.binding();
+    drain_on(s, b, now, bytes)
+}
+
+/// Everything the socket of `b` would write, as (opcode, flags, request id, seq, ack) per frame.
+fn written(s: &mut Session, b: Binding) -> Vec<(u16, u16, u32, u32, u32)> {
+    let mut bytes = Vec::new();
+    loop {
+        let t = s.transmit(b).to_vec();
+        if t.is_empty() {
+            break;
+        }
+        s.transmitted(b, t.len());
+        bytes.extend_from_slice(&t);
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let h = parse_header(&bytes[at..], 1 << 20).unwrap().unwrap();
+        frames.push((h.opcode, h.flags, h.request_id, h.seq, h.ack));
+        at += h.length as usize;
+    }
+    frames
+}
+
+#[test]
+fn frames_in_split_across_reads_arrive_once_in_order() {
+    let mut s = session();
+    let mut bytes = encode(HELLO_OPCODE, 0, 1, b"v");
+    encode_into(&mut bytes, 4, 0, 2, b"ping");
+    encode_into(&mut bytes, 4, 0, 3, b"");
+    let mut got = Vec::new();
+    for chunk in bytes.chunks(5) {
+        got.extend(drain(&mut s, 1, chunk).unwrap());
+    }
+    let ids: Vec<u32> = got.iter().map(|f| f.1).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(got[1].2, b"ping");
+    let b = s.binding();
+    assert_eq!(
+        s.peer_closed(b, MonoTime(2)),
+        SocketEnd::Closed(CloseReason::PeerClosed)
+    );
+}
+
+#[test]
+fn bad_framing_closes_with_the_frame_error() {
+    let mut s = session();
+    let mut bad = encode(4, 0, 1, b"");
+    bad[0] = 3;
+    let err = drain(&mut s, 1, &bad).unwrap_err();
+    assert!(
+        matches!(err, CloseReason::Protocol(ref m) if m.contains("out of range")),
+        "{err}"
+    );
+    assert_eq!(s.close_reason(), Some(&err));
+    assert!(
+        drain(&mut s, 2, &encode(4, 0, 2, b"")).unwrap().is_empty(),
+        "closing: input ignored"
+    );
+}
+
+#[test]
+fn truncated_frame_at_peer_close_is_a_protocol_error() {
+    let mut s = session();
+    drain(&mut s, 1, &encode(4, 0, 1, b"hello")[..7]).unwrap();
+    let b = s.binding();
+    assert!(matches!(
+        s.peer_closed(b, MonoTime(2)),
+        SocketEnd::Closed(CloseReason::Protocol(m)) if m.contains("truncated")
+    ));
+}
+
+#[test]
+fn one_frame_always_fits_an_empty_queue_then_the_limit_holds() {
+    let mut s = session();
+    let big = encode(5, 0, 0, &[7u8; 300]); // above send_buffer_limit (100)
+    s.send(&big).expect("an empty queue takes any one frame");
+    assert_eq!(s.unsent(), 312);
+    assert_eq!(s.send(&encode(5, 0, 0, b"x")), Err(SendError::Overflow));
+    assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
+    assert_eq!(s.send(&encode(5, 0, 0, b"y")), Err(SendError::Closing));
+}
+
+#[test]
+fn transmit_and_transmitted_drain_the_queue_and_release_big_buffers() {
+    let mut s = session();
+    let b = s.binding();
+    s.send(&[1; 60]).unwrap();
+    s.send(&[2; 40]).unwrap();
+    assert_eq!(s.transmit(b).len(), 100);
+    s.transmitted(b, 70);
+    assert_eq!(s.transmit(b), &[2; 30][..]);
+    s.transmitted(b, 30);
+    assert_eq!(s.unsent(), 0);
+    let mut s = Session::new(
+        SessionId::new(0, 2, 0),
+        SessionLimits {
+            send_buffer_limit: 1 << 20,
+            ..limits()
+        },
+        MonoTime(0),
+    );
+    s.send(&vec![0; 10_000]).unwrap();
+    s.transmitted(b, 10_000);
+    assert_eq!(s.out.capacity(), 0, "a drained large buffer is released");
+}
+
+#[test]
+fn send_with_writes_in_place() {
+    let mut s = session();
+    s.send_with(HEADER_LEN + 2, |out| encode_into(out, 5, 0, 9, b"ok"))
+        .unwrap();
+    assert_eq!(s.transmit(s.binding()), &encode(5, 0, 9, b"ok")[..]);
+}
+
+#[test]
+fn idle_deadline_moves_with_input_and_fires_once_due() {
+    let mut s = session();
+    assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)));
+    drain(&mut s, 30 * MS, &encode(4, 0, 1, b"")).unwrap();
+    assert_eq!(s.poll_timeout(), Some(MonoTime(80 * MS)));
+    s.handle_timeout(MonoTime(50 * MS)); // the old deadline: early now
+    assert!(!s.is_closing());
+    s.handle_timeout(MonoTime(80 * MS));
+    assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn handle_timeout_fires_exactly_at_the_polled_deadline() {
+    // The two edges where measuring `now - last_seen` disagreed with `poll_timeout`: the first
+    // found by the `session` fuzz target, the second (saturation) by review of the same line.
+    let zero = SessionLimits {
+        idle_timeout: Some(Duration::ZERO),
+        ..limits()
+    };
+    let mut s = Session::new(SessionId::new(0, 1, 0), zero, MonoTime(944));
+    assert_eq!(s.poll_timeout(), Some(MonoTime(944)));
+    s.handle_timeout(MonoTime(0)); // before the deadline (a caller's clock behind ours)
+    assert!(
+        !s.is_closing(),
+        "closed before the deadline poll_timeout gave"
+    );
+    s.handle_timeout(MonoTime(944));
+    assert_eq!(s.close_reason(), Some(&CloseReason::IdleTimeout));
+
+    let mut s = Session::new(SessionId::new(0, 1, 0), limits(), MonoTime(u64::MAX - 1));
+    assert_eq!(s.poll_timeout(), Some(MonoTime(u64::MAX)), "saturated");
+    s.handle_timeout(MonoTime(u64::MAX));
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::IdleTimeout),
+        "a deadline reported due must fire"
+    );
+}
+
+#[test]
+fn no_idle_timeout_means_no_deadline() {
+    let s = Session::new(
+        SessionId::new(0, 1, 0),
+        SessionLimits {
+            idle_timeout: None,
+            ..limits()
+        },
+        MonoTime(0),
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn first_close_reason_wins_and_handshake_moves_once() {
+    let mut s = session();
+    assert_eq!(s.handshake(), Handshake::AwaitingHello);
+    s.hello_accepted();
+    assert!(s.is_ready());
+    s.close(CloseReason::Shutdown);
+    s.close(CloseReason::IdleTimeout);
+    assert_eq!(s.close_reason(), Some(&CloseReason::Shutdown));
+}
+
+// ---- resume ----
+
+const TOKEN: [u8; TOKEN_LEN] = [7; TOKEN_LEN];
+
+/// A fresh attempt number for every call (the peer raises it at every resume).
+fn next_attempt() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn resumable() -> Session {
+    let mut s = Session::new(
+        SessionId::new(0, 1, 0),
+        SessionLimits {
+            send_buffer_limit: 10_000,
+            ..limits()
+        },
+        MonoTime(0),
+    );
+    s.hello_accepted();
+    s.send(&encode(2, 0, 1, b"welcome")).unwrap();
+    s.enable_resume(TOKEN);
+    s
+}
+
+fn reply(s: &mut Session, rid: u32) {
+    s.send(&encode(5, 0, rid, b"pong")).unwrap();
+}
+
+#[test]
+fn sequenced_frames_carry_seq_and_the_piggybacked_ack() {
+    let mut s = resumable();
+    let b = s.binding();
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
+    encode_seq_into(&mut req, 4, 0, 11, 2, 0, b"");
+    assert_eq!(drain(&mut s, MS, &req).unwrap().len(), 2);
+    reply(&mut s, 10);
+    reply(&mut s, 11);
+    let out = written(&mut s, b);
+    assert_eq!(out[0], (2, 0, 1, 0, 0), "Welcome goes out plain");
+    assert_eq!(out[1], (5, FLAG_SEQ, 10, 1, 2));
+    assert_eq!(out[2], (5, FLAG_SEQ, 11, 2, 2));
+    assert_eq!(s.seqs(), Some((2, 0, 2)));
+    assert_eq!(s.replay_held().0, 2, "kept until acknowledged");
+    let mut ack = Vec::new();
+    encode_seq_into(&mut ack, ACK_OPCODE, 0, 0, 0, 2, b"");
+    let mut input = &ack[..];
+    assert!(matches!(
+        s.receive(b, MonoTime(2 * MS), &mut input),
+        Ok(Some(Input::Ack))
+    ));
+    assert_eq!(s.replay_held(), (0, 0));
+}
+
+#[test]
+fn an_ack_frame_leaves_when_nothing_carries_the_acknowledgement() {
+    let mut s = resumable();
+    let b = s.binding();
+    written(&mut s, b);
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
+    drain(&mut s, 10 * MS, &req).unwrap();
+    assert_eq!(
+        s.poll_timeout(),
+        Some(MonoTime(10 * MS + 200 * MS).min(MonoTime(60 * MS)))
+    );
+    let s2 = SessionLimits {
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..s.limits()
+    };
+    s.limits = s2;
+    assert_eq!(s.poll_timeout(), Some(MonoTime(210 * MS)));
+    s.handle_timeout(MonoTime(210 * MS));
+    assert_eq!(written(&mut s, b), [(ACK_OPCODE, FLAG_SEQ, 0, 0, 1)]);
+    assert_eq!(s.poll_timeout(), Some(MonoTime(10 * MS + 10_000 * MS)));
+}
+
+#[test]
+fn duplicates_are_dropped_and_gaps_or_plain_frames_close() {
+    let mut s = resumable();
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"");
+    let b = s.binding();
+    let mut input = &req[..];
+    assert!(matches!(
+        s.receive(b, MonoTime(1), &mut input),
+        Ok(Some(Input::Frame(_)))
+    ));
+    assert!(
+        matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Duplicate(h))) if h.request_id == 10)
+    );
+    let mut gap = Vec::new();
+    encode_seq_into(&mut gap, 4, 0, 12, 3, 0, b"");
+    assert!(
+        matches!(drain(&mut s, 2, &gap), Err(CloseReason::Protocol(m)) if m.contains("sequence gap"))
+    );
+
+    let mut s = resumable();
+    assert!(
+        matches!(drain(&mut s, 2, &encode(4, 0, 1, b"")), Err(CloseReason::Protocol(m)) if m.contains("without SEQ"))
+    );
+    let mut s = resumable();
+    let mut bad_ack = Vec::new();
+    encode_seq_into(&mut bad_ack, 4, 0, 1, 1, 5, b"");
+    assert!(
+        matches!(drain(&mut s, 2, &bad_ack), Err(CloseReason::Protocol(m)) if m.contains("never sent"))
+    );
+    let mut s = session();
+    let mut seq = Vec::new();
+    encode_seq_into(&mut seq, 4, 0, 1, 1, 0, b"");
+    assert!(
+        matches!(drain(&mut s, 2, &seq), Err(CloseReason::Protocol(m)) if m.contains("without resume"))
+    );
+}
+
+#[test]
+fn a_lost_socket_detaches_and_a_resume_replays_what_the_peer_lacks() {
+    let mut s = resumable();
+    let b0 = s.binding();
+    for rid in 1..=4 {
+        reply(&mut s, rid);
+    }
+    // The peer got Welcome and frames 1 and 2; 3 and 4 are cut.
+    let t = s.transmit(b0).len();
+    s.transmitted(b0, t - 2 * 24 - 5);
+    assert_eq!(s.peer_closed(b0, MonoTime(5 * MS)), SocketEnd::Detached);
+    assert!(!s.is_attached());
+    assert_eq!(
+        s.poll_timeout(),
+        Some(MonoTime(5 * MS + 30_000 * MS)),
+        "the resume window"
+    );
+    // Meanwhile the application goes on.
+    reply(&mut s, 5);
+    // The stale socket's late calls change nothing.
+    assert!(drain_on(&mut s, b0, 6 * MS, &encode(4, 0, 1, b""))
+        .unwrap()
+        .is_empty());
+    assert!(s.transmit(b0).is_empty());
+    assert_eq!(s.peer_closed(b0, MonoTime(6 * MS)), SocketEnd::Stale);
+
+    assert_eq!(
+        s.resume(
+            MonoTime(7 * MS),
+            &[0; 16],
+            2,
+            next_attempt(),
+            [8; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::BadToken)
+    );
+    assert_eq!(
+        s.resume(
+            MonoTime(7 * MS),
+            &TOKEN,
+            9,
+            next_attempt(),
+            [8; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::BadSeq)
+    );
+    let r = s
+        .resume(
+            MonoTime(7 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [8; 16],
+            |r, out| encode_into(out, RESUMED_OPCODE, 0, 0, &[r.resync as u8]),
+        )
+        .unwrap();
+    assert_eq!((r.resync, r.received, r.sent, r.replayed), (false, 0, 5, 3));
+    assert_eq!(s.token(), Some(&[8; 16]), "rotated");
+    let out = written(&mut s, r.binding);
+    let seqs: Vec<u32> = out.iter().map(|f| f.3).collect();
+    assert_eq!(out[0].0, RESUMED_OPCODE);
+    assert_eq!(out[0].1, 0, "Resumed goes out plain");
+    assert_eq!(&seqs[1..], [3, 4, 5]);
+    // The Resumed may be lost with the new socket: the token just used works once more...
+    let again = s
+        .resume(
+            MonoTime(8 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [9; 16],
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(again.replayed, 3);
+    // ...until the peer sends a frame on the socket of the resume.
+    let mut ack = Vec::new();
+    encode_seq_into(&mut ack, ACK_OPCODE, 0, 0, 0, 5, b"");
+    drain_on(&mut s, again.binding, 9 * MS, &ack).unwrap();
+    assert_eq!(
+        s.resume(
+            MonoTime(10 * MS),
+            &TOKEN,
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::BadToken),
+        "the old token is spent"
+    );
+    assert_eq!(
+        s.resume(
+            MonoTime(10 * MS),
+            &[8; 16],
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::BadToken),
+        "so is the one of the lost Resumed"
+    );
+    assert!(s
+        .resume(
+            MonoTime(10 * MS),
+            &[9; 16],
+            5,
+            next_attempt(),
+            [10; 16],
+            |_, _| {}
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_newer_socket_fences_the_old_one_while_attached() {
+    let mut s = resumable();
+    let old = s.binding();
+    reply(&mut s, 1);
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [2; 16], |_, _| {})
+        .unwrap();
+    assert_ne!(r.binding, old);
+    assert!(
+        s.transmit(old).is_empty(),
+        "the old socket writes nothing more"
+    );
+    s.transmitted(old, 5); // a late completion: ignored
+    assert_eq!(s.peer_closed(old, MonoTime(2 * MS)), SocketEnd::Stale);
+    assert!(s.is_attached());
+    assert_eq!(
+        written(&mut s, r.binding).len(),
+        1,
+        "frame 1 replayed on the new socket"
+    );
+}
+
+#[test]
+fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
+    let build = || {
+        let mut s = resumable();
+        s.limits.resume.max_frames = 3;
+        let b = s.binding();
+        written(&mut s, b);
+        assert_eq!(
+            s.socket_failed(b, MonoTime(MS), "reset".into()),
+            SocketEnd::Detached
+        );
+        let mut evicted = 0;
+        for rid in 1..=5 {
+            evicted += s.send(&encode(5, 0, rid, b"x")).unwrap().evicted;
+        }
+        assert_eq!(evicted, 2, "frames 1 and 2 evicted while detached");
+        assert_eq!(s.replay_held().0, 3);
+        s
+    };
+    let mut s = build();
+    let mut t = build();
+    let r = t
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            2,
+            next_attempt(),
+            [1; 16],
+            |_, _| {},
+        )
+        .unwrap();
+    assert!(!r.resync, "the peer had 1 and 2: nothing it lacks is gone");
+    let r = s
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            0,
+            next_attempt(),
+            [1; 16],
+            |_, _| {},
+        )
+        .unwrap();
+    assert!(r.resync);
+    assert_eq!((r.sent, r.replayed), (5, 0));
+    let out = written(&mut s, r.binding);
+    assert!(out.is_empty(), "nothing replayed after a resync");
+    reply(&mut s, 6);
+    assert_eq!(written(&mut s, r.binding)[0].3, 6, "numbering goes on");
+
+    let b = s.binding();
+    assert_eq!(s.peer_closed(b, MonoTime(10 * MS)), SocketEnd::Detached);
+    s.handle_timeout(MonoTime(10 * MS + 29_999 * MS));
+    assert!(!s.is_closing());
+    s.handle_timeout(MonoTime(10 * MS + 30_000 * MS));
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::ResumeExpired("peer closed".into()))
+    );
+    assert_eq!(
+        s.resume(
+            MonoTime(41_000 * MS),
+            &[1; 16],
+            6,
+            next_attempt(),
+            [0; 16],
+            |_, _| {}
+        ),
+        Err(ResumeError::Closed)
+    );
+}
+
+#[test]
+fn idle_resumable_session_detaches_instead_of_closing() {
+    let mut s = resumable();
+    s.handle_timeout(MonoTime(50 * MS));
+    assert!(!s.is_closing());
+    assert_eq!(
+        s.detached().map(|d| d.1.clone()),
+        Some(CloseReason::IdleTimeout)
+    );
+    s.handle_timeout(MonoTime(50 * MS + 30_000 * MS));
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::ResumeExpired("idle timeout".into()))
+    );
+}
+
+#[test]
+fn replayed_bytes_do_not_count_against_the_send_limit() {
+    let mut s = resumable();
+    s.limits.send_buffer_limit = 60;
+    let b = s.binding();
+    written(&mut s, b);
+    for rid in 1..=2 {
+        reply(&mut s, rid);
+        written(&mut s, b);
+    }
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [1; 16], |_, _| {})
+        .unwrap();
+    assert_eq!(s.unsent(), 48, "two frames to replay");
+    reply(&mut s, 3);
+    assert!(
+        !s.is_closing(),
+        "48 replayed + 24 new is under the limit for new bytes"
+    );
+    reply(&mut s, 4);
+    assert_eq!(s.send(&encode(5, 0, 5, b"pong")), Err(SendError::Overflow));
+    assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
+    let _ = r;
+}
+
+#[test]
+fn rate_limited_frames_are_reported_and_the_close_policy_closes() {
+    let mut s = session();
+    s.set_rates(SessionRates {
+        msgs: RateLimit::per_second(10, 2),
+        msgs_policy: RatePolicy::Close,
+        bytes: None,
+        bytes_policy: RatePolicy::Error,
+        close_after: 2,
+    });
+    let mut bytes = Vec::new();
+    for rid in 1..=5 {
+        encode_into(&mut bytes, 4, 0, rid, b"");
+    }
+    let b = s.binding();
+    let mut input = &bytes[..];
+    let mut seen = Vec::new();
+    while let Ok(Some(i)) = s.receive(b, MonoTime(MS), &mut input) {
+        seen.push(match i {
+            Input::Frame(f) => format!("frame {}", f.frame().header.request_id),
+            Input::RateLimited(h, which, close) => {
+                if close {
+                    // The caller answers, then closes.
+                    s.close(CloseReason::RateLimited);
+                }
+                format!("limited {} {which:?} {close}", h.request_id)
+            }
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "frame 1",
+            "frame 2",
+            "limited 3 Messages false",
+            "limited 4 Messages true"
+        ]
+    );
+    assert_eq!(s.close_reason(), Some(&CloseReason::RateLimited));
+}
+
+#[test]
+fn sequence_numbers_expand_across_the_32_bit_wrap() {
+    assert_eq!(expand_seq(5, 3), 5);
+    assert_eq!(expand_seq(2, 3), 2);
+    assert_eq!(expand_seq(0, 0), 0);
+    assert_eq!(expand_seq(u32::MAX, 0), 0, "before 0 clamps to 0");
+    let near = (1u64 << 32) + 3;
+    assert_eq!(expand_seq(1, near), (1 << 32) + 1);
+    assert_eq!(expand_seq(u32::MAX, near), (1 << 32) - 1);
+    assert_eq!(expand_seq(10, near), (1 << 32) + 10);
+}
+
+#[test]
+fn tokens_compare_whole() {
+    assert!(tokens_equal(&TOKEN, &TOKEN));
+    assert!(!tokens_equal(&TOKEN[..15], &TOKEN));
+    let mut t = TOKEN;
+    t[15] ^= 1;
+    assert!(!tokens_equal(&t, &TOKEN));
+}
+
+#[test]
+fn a_late_older_attempt_cannot_take_the_session_back() {
+    let mut s = resumable();
+    let b = s
+        .resume(MonoTime(MS), &TOKEN, 0, 5, [1; 16], |_, _| {})
+        .unwrap();
+    // Attempt 4 (sent before 5, on a socket the client gave up) arrives late, with the same
+    // token the fallback still accepts: refused.
+    assert_eq!(
+        s.resume(MonoTime(2 * MS), &TOKEN, 0, 4, [2; 16], |_, _| {}),
+        Err(ResumeError::StaleAttempt { got: 4, last: 5 })
+    );
+    assert!(
+        s.is_current(b.binding),
+        "the newer socket keeps the session"
+    );
+    assert!(s
+        .resume(MonoTime(3 * MS), &TOKEN, 0, 6, [3; 16], |_, _| {})
+        .is_ok());
+}
+
+/// The runtime reads through `receive_event` (the layers' path): a sequenced frame's body starts
+/// after its extension whether the frame arrives whole in one read (borrowed) or split across
+/// reads (assembled), and its `seq` and `ack` are applied.
+#[test]
+fn receive_event_hands_out_sequenced_bodies_without_the_extension() {
+    let mut s = resumable();
+    let b = s.binding();
+    written(&mut s, b);
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 10, 1, 0, b"whole");
+    encode_seq_into(&mut req, 4, 0, 11, 2, 0, b"split-body");
+    let first_len = HEADER_LEN + EXT_LEN + 5;
+    let mut got = Vec::new();
+    for chunk in [&req[..first_len + 7], &req[first_len + 7..]] {
+        let mut bytes = chunk.to_vec();
+        let mut input = &mut bytes[..];
+        while let Some(item) = s.receive_event(b, MonoTime(MS), &mut input).unwrap() {
+            let Input::Frame(f) = item else {
+                panic!("a frame: {item:?}");
+            };
+            let f = f.frame();
+            assert!(f.header.sequenced());
+            got.push((f.header.request_id, f.header.seq, f.body.to_vec()));
+        }
+    }
+    assert_eq!(
+        got,
+        [(10, 1, b"whole".to_vec()), (11, 2, b"split-body".to_vec())]
+    );
+    assert_eq!(s.seqs(), Some((0, 0, 2)));
+}
+
+/// Reads through the layers' path check the queue bound too (for answers layers queue by
+/// themselves); a replay larger than that bound must not close the resumed session there.
+#[test]
+fn a_replay_over_the_send_limit_survives_the_read_path_check() {
+    let mut s = resumable();
+    s.limits.max_frame = 24;
+    s.limits.send_buffer_limit = 30;
+    let b = s.binding();
+    written(&mut s, b);
+    for rid in 1..=3 {
+        reply(&mut s, rid);
+        written(&mut s, b);
+    }
+    let r = s
+        .resume(MonoTime(MS), &TOKEN, 0, next_attempt(), [1; 16], |_, _| {})
+        .unwrap();
+    assert_eq!(
+        s.unsent(),
+        72,
+        "three frames to replay, over the bound of 38"
+    );
+    let mut frame = Vec::new();
+    encode_seq_into(&mut frame, 4, 0, 9, 1, 0, b"x");
+    let mut part = frame[..5].to_vec();
+    let mut input = &mut part[..];
+    assert!(matches!(
+        s.receive_event(r.binding, MonoTime(MS), &mut input),
+        Ok(None)
+    ));
+    assert!(!s.is_closing(), "{:?}", s.close_reason());
+}

@@ -1,0 +1,200 @@
+// Resume in LatticeClient against a scripted network (no sockets, time driven by hand): sequence
+// numbers and acks, reconnect with backoff and jitter, Resume/Resumed, resends, resync, loss.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  ConnectionClosedError,
+  ErrorCode,
+  FLAG_SEQ,
+  LatticeClient,
+  Opcode,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  ResumeInfo,
+  ResumeOptions,
+  codecs,
+  Hello,
+  Resume,
+} from "../../ts/index";
+import { ManualTimers, ScriptedNet } from "./util";
+
+const TOKEN = new Uint8Array(16).fill(7);
+
+async function resumable(resume: ResumeOptions = {}) {
+  const net = new ScriptedNet();
+  const timers = new ManualTimers();
+  const client = new LatticeClient({
+    url: "ws://t",
+    transport: net.factory,
+    timers,
+    resume: { random: () => 0.5, ...resume },
+  });
+  const p = client.connect();
+  const ep = net.last();
+  ep.open();
+  const hello = codecs[Opcode.Hello].decode(ep.last().body) as Hello;
+  assert.equal(hello.resume, true, "Hello asks for resume");
+  assert.equal(ep.last().flags & FLAG_SEQ, 0, "Hello goes out plain");
+  ep.plain(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 42, resumeToken: TOKEN }, ep.last().requestId);
+  await p;
+  assert.ok(client.resumable);
+  return { net, timers, client };
+}
+
+/** The armed timer with this delay (fails if there is none). */
+function fire(timers: ManualTimers, ms: number): void {
+  const e = [...timers.armed.entries()].find(([, t]) => t.ms === ms);
+  assert.ok(e, `a timer of ${ms} ms (armed: ${[...timers.armed.values()].map((t) => t.ms)})`);
+  timers.armed.delete(e[0]);
+  e[1].fn();
+}
+
+test("without a token from the server the client stays unsequenced", async () => {
+  const net = new ScriptedNet();
+  const client = new LatticeClient({ url: "ws://t", transport: net.factory, timers: new ManualTimers(), resume: true });
+  const p = client.connect();
+  net.last().open();
+  net.last().plain(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 1 }, net.last().last().requestId);
+  await p;
+  assert.ok(!client.resumable);
+  client.send(Opcode.Ping, {});
+  assert.equal(net.last().last().flags, 0);
+});
+
+test("frames carry seq and the piggybacked ack; an Ack leaves on a timer", async () => {
+  const { net, timers, client } = await resumable({ ackDelayMs: 150 });
+  const ep = net.last();
+  const ping = client.request(Opcode.Ping, {});
+  let f = ep.last();
+  assert.deepEqual([f.flags, f.seq, f.ack], [FLAG_SEQ, 1, 0]);
+  ep.seq(Opcode.Pong, {}, f.requestId, 1, 1);
+  await ping;
+  ep.seq(Opcode.Said, { room: "r", text: "push" }, 0, 2, 1);
+  assert.equal([...timers.armed.values()].filter((t) => t.ms === 150).length, 1, "one ack timer");
+  fire(timers, 150);
+  f = ep.last();
+  assert.deepEqual([f.opcode, f.seq, f.ack, f.flags], [Opcode.Ack, 0, 2, FLAG_SEQ]);
+  assert.equal(client.stats.acksSent, 1);
+  client.send(Opcode.Ping, {});
+  assert.deepEqual([ep.last().seq, ep.last().ack], [2, 2]);
+});
+
+test("a gap or a plain frame on a sequenced session closes it", async () => {
+  const { net, client } = await resumable();
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().seq(Opcode.Said, { text: "x" }, 0, 2, 0);
+  assert.match(reasons[0] ?? "", /got seq 2, expected 1/);
+  const b = await resumable();
+  const r2: string[] = [];
+  b.client.onClose((r) => r2.push(r));
+  b.net.last().plain(Opcode.Said, { text: "x" });
+  assert.match(r2[0] ?? "", /without SEQ/);
+});
+
+test("a lost connection is resumed after a jittered backoff; unacknowledged frames go again", async () => {
+  const { net, timers, client } = await resumable({ baseDelayMs: 100, maxDelayMs: 1000 });
+  const first = net.last();
+  const a = client.call(Opcode.Ping, { payload: new Uint8Array([1]) }, Opcode.Pong);
+  const b = client.call(Opcode.Ping, { payload: new Uint8Array([2]) }, Opcode.Pong);
+  first.seq(Opcode.Said, { text: "one" }, 0, 1, 1); // the server got frame 1 only
+  first.events.close("socket closed code 1006");
+  assert.equal(client.connectionState, "reconnecting");
+  // Sends while reconnecting wait for the resume.
+  client.send(Opcode.Say, { room: "r", text: "queued" });
+  // Reconnect 0 waits random() · min(max, base · 2⁰) = 0.5 · 100.
+  fire(timers, 50);
+  const second = net.last();
+  assert.notEqual(second, first);
+  // Reconnect 1 (the second fails before Resumed) waits 0.5 · 200.
+  second.events.close("refused");
+  fire(timers, 100);
+  const third = net.last();
+  third.open();
+  const resume = codecs[Opcode.Resume].decode(third.last().body) as Resume;
+  assert.equal(third.last().flags, 0, "Resume goes out plain");
+  assert.deepEqual([String(resume.sessionId), resume.lastReceivedSeq, resume.attempt], ["42", 1, 1]);
+  assert.deepEqual(Array.from(resume.token), Array.from(TOKEN));
+  const infos: ResumeInfo[] = [];
+  client.onResumed((i) => infos.push(i));
+  third.plain(Opcode.Resumed, { resumeToken: new Uint8Array(16).fill(9), lastReceivedSeq: 1, serverSeq: 1 });
+  assert.deepEqual(infos, [{ resync: false, attempts: 2 }]);
+  // Frames 2 and 3 (the second Ping, the queued Say) go again; frame 1 was received.
+  const resent = third.sent.slice(1).map((f) => [f.opcode, f.seq]);
+  assert.deepEqual(resent, [[Opcode.Ping, 2], [Opcode.Say, 3]]);
+  assert.equal(client.stats.framesResent, 2);
+  // The replies come in the replay; both calls settle.
+  third.seq(Opcode.Pong, { payload: new Uint8Array([1]) }, first.sent[1]!.requestId, 2, 3);
+  third.seq(Opcode.Pong, { payload: new Uint8Array([2]) }, first.sent[2]!.requestId, 3, 3);
+  assert.deepEqual(Array.from((await a).payload), [1]);
+  assert.deepEqual(Array.from((await b).payload), [2]);
+  // The next resume uses the rotated token and the next attempt number.
+  third.events.close("cut again");
+  fire(timers, 50);
+  net.last().open();
+  const again = codecs[Opcode.Resume].decode(net.last().last().body) as Resume;
+  assert.equal(again.attempt, 2);
+  assert.deepEqual(Array.from(again.token), Array.from(new Uint8Array(16).fill(9)));
+});
+
+test("an old transport's late events are ignored", async () => {
+  const { net, timers, client } = await resumable();
+  const old = net.last();
+  old.events.close("lost");
+  fire(timers, 50);
+  net.last().open();
+  net.last().plain(Opcode.Resumed, { resumeToken: TOKEN, lastReceivedSeq: 0, serverSeq: 0 });
+  const before = client.stats.framesReceived;
+  old.seq(Opcode.Said, { text: "late" }, 0, 1, 0);
+  old.events.close("late close");
+  assert.equal(client.stats.framesReceived, before);
+  assert.equal(client.connectionState, "open");
+});
+
+test("resync is reported and numbering goes on after the server's last frame", async () => {
+  const { net, timers, client } = await resumable();
+  net.last().events.close("lost");
+  fire(timers, 50);
+  net.last().open();
+  const infos: ResumeInfo[] = [];
+  client.onResumed((i) => infos.push(i));
+  net.last().plain(Opcode.Resumed, { resumeToken: TOKEN, lastReceivedSeq: 0, serverSeq: 70, resync: true });
+  assert.deepEqual(infos, [{ resync: true, attempts: 1 }]);
+  const got: string[] = [];
+  client.on(Opcode.Said, (m) => got.push(m.text));
+  net.last().seq(Opcode.Said, { text: "after" }, 0, 71, 0);
+  assert.deepEqual(got, ["after"]);
+  assert.equal(client.stats.resyncs, 1);
+});
+
+test("a rejected resume ends the session; so does running out of attempts", async () => {
+  const { net, timers, client } = await resumable();
+  const pending = client.request(Opcode.Ping, {});
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().events.close("lost");
+  fire(timers, 50);
+  net.last().open();
+  net.last().plain(Opcode.Error, { code: ErrorCode.RESUME_REJECTED, message: "resume rejected: unknown or closed session", opcode: Opcode.Resume });
+  await assert.rejects(pending, ConnectionClosedError);
+  assert.match(reasons[0] ?? "", /session lost: .*RESUME_REJECTED/);
+
+  const two = await resumable({ maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 15 });
+  const r2: string[] = [];
+  two.client.onClose((r) => r2.push(r));
+  two.net.last().events.close("lost");
+  fire(two.timers, 5);
+  two.net.last().events.close("refused");
+  fire(two.timers, 7.5);
+  two.net.last().events.close("refused");
+  assert.match(r2[0] ?? "", /gave up after 2 reconnects/);
+  assert.equal(two.client.connectionState, "closed");
+});
+
+test("unacknowledged frames are bounded", async () => {
+  const { client } = await resumable({ maxUnacked: 2 });
+  client.send(Opcode.Ping, {});
+  client.send(Opcode.Ping, {});
+  assert.throws(() => client.send(Opcode.Ping, {}), ProtocolError);
+  assert.equal(client.stats.rejectedUnackedFull, 1);
+});

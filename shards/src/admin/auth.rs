@@ -1,0 +1,195 @@
+//! The bearer token of the `/admin/` API: where it comes from, and the guard every `/admin/`
+//! request passes (registered once for the prefix, so a route added by any file is behind it).
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use lattice_runtime::telemetry::admin::{Guard, Request, Response};
+
+/// Bytes of randomness in a generated token (written as 64 hex digits).
+const TOKEN_BYTES: usize = 32;
+
+/// Where the token of this run comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `admin.token` was set.
+    Config,
+    /// Read from this file (generated there at an earlier start).
+    File(PathBuf),
+    /// Generated now into this file.
+    Generated(PathBuf),
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token file could not be read, created or written.
+    #[error("admin token file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The token file holds no usable token.
+    #[error("admin token file {0} is empty or not one line of printable text")]
+    Bad(PathBuf),
+    /// The token file can be read by others.
+    #[error("admin token file {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// The token file inside the data directory.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// The token: `configured` when not empty; else the one in `data_dir/admin.token`, generated
+/// (mode 0600, created exclusively) when the file does not exist yet.
+pub fn resolve(configured: &str, data_dir: &Path) -> Result<(String, TokenSource), TokenError> {
+    if !configured.is_empty() {
+        return Ok((configured.to_string(), TokenSource::Config));
+    }
+    let path = token_path(data_dir);
+    let io = |source| TokenError::Io {
+        path: path.clone(),
+        source,
+    };
+    match read_token(&path) {
+        Ok(t) => return Ok((t, TokenSource::File(path))),
+        Err(TokenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let mut raw = [0u8; TOKEN_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(io)?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io)?;
+    Ok((token, TokenSource::Generated(path)))
+}
+
+/// Reads a token file, refusing one that others can read.
+pub fn read_token(path: &Path) -> Result<String, TokenError> {
+    let io = |source| TokenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TokenError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let t = text.trim();
+    if t.is_empty() || t.contains(char::is_whitespace) || !t.is_ascii() {
+        return Err(TokenError::Bad(path.to_path_buf()));
+    }
+    Ok(t.to_string())
+}
+
+/// Compares in time that depends only on the lengths (the length of a token is no secret worth
+/// keeping: a generated one is always 64 characters).
+pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let diff = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
+/// The guard: 401 unless the request carries `Authorization: Bearer <token>`.
+pub fn guard(token: String) -> Guard {
+    Box::new(move |req: &Request| {
+        let given = req
+            .header("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        match given {
+            Some(t) if same_token(t.as_bytes(), token.as_bytes()) => None,
+            Some(_) => Some(unauthorized("wrong bearer token")),
+            None => Some(unauthorized(
+                "missing Authorization: Bearer <admin token> (admin.token or the data directory's admin.token file)",
+            )),
+        }
+    })
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = Response::json(401, serde_json::json!({ "error": why }).to_string());
+    r.headers.push((
+        "WWW-Authenticate".into(),
+        "Bearer realm=\"lattice-admin\"".into(),
+    ));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lattice-token-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn generated_once_with_mode_0600_then_reused() {
+        let d = dir("gen");
+        let (t, src) = resolve("", &d).unwrap();
+        assert_eq!(src, TokenSource::Generated(token_path(&d)));
+        assert_eq!(t.len(), 64);
+        let mode = std::fs::metadata(token_path(&d))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, src) = resolve("", &d).unwrap();
+        assert_eq!((again, src), (t, TokenSource::File(token_path(&d))));
+        assert_eq!(
+            resolve("abc", &d).unwrap(),
+            ("abc".into(), TokenSource::Config)
+        );
+        std::fs::set_permissions(token_path(&d), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            resolve("", &d),
+            Err(TokenError::Exposed { mode: 0o644, .. })
+        ));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abd", b"abc"));
+        assert!(!same_token(b"ab", b"abc"));
+        assert!(!same_token(b"", b"abc"));
+    }
+}

@@ -1,0 +1,372 @@
+//! `lattice admin …`: calls the admin API of a running server over HTTP/1.1 and prints its JSON
+//! answer.
+//!
+//! The address and the token come from the same configuration the server reads (`admin.listen`,
+//! `admin.token`, else the data directory's `admin.token` file), unless `--addr`, `--token` or
+//! `--token-file` say otherwise. Exit code 0 on a 2xx answer, 1 otherwise (the answer is printed
+//! on stderr), 2 on bad usage or configuration.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::admin::auth;
+use crate::config::Config;
+
+/// Longest answer read (a session listing of every shard at the maximum limit fits).
+const MAX_ANSWER: usize = 64 << 20;
+
+/// `lattice admin` options.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Admin listener address (default: admin.listen of the configuration).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Bearer token (default: admin.token, else the data directory's admin.token file).
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Configuration file the server runs with (for the defaults above).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `lattice admin` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// List sessions: counts per shard and the matching sessions (GET /admin/sessions).
+    Sessions {
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<usize>,
+        /// Only sessions whose peer is in this CIDR block.
+        #[arg(long, value_name = "CIDR")]
+        peer: Option<String>,
+        /// Only detached sessions (waiting for a resume).
+        #[arg(long, conflicts_with = "attached")]
+        detached: bool,
+        /// Only sessions with a socket.
+        #[arg(long)]
+        attached: bool,
+        /// Sessions listed per shard.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Close sessions (POST /admin/close): exactly one of --all, --shard, --session, --cidr.
+    Close {
+        /// Every session.
+        #[arg(long, conflicts_with_all = ["shard", "session", "cidr"])]
+        all: bool,
+        /// Every session of this shard.
+        #[arg(long, conflicts_with_all = ["session", "cidr"])]
+        shard: Option<usize>,
+        /// These sessions (ids as printed by `sessions`), repeatable.
+        #[arg(long, value_name = "ID", conflicts_with = "cidr")]
+        session: Vec<u64>,
+        /// Sessions whose peer is in these blocks, repeatable.
+        #[arg(long, value_name = "CIDR")]
+        cidr: Vec<String>,
+        /// Logged with each close.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show or replace the IP rules (GET / PUT /admin/ip-rules).
+    #[command(subcommand)]
+    IpRules(IpRulesCommand),
+    /// Reload the configuration; apply what can change live (POST /admin/reload).
+    Reload {
+        /// Also close the sessions that reloaded IP rules refuse.
+        #[arg(long)]
+        close_matching: bool,
+    },
+}
+
+/// `lattice admin ip-rules …`.
+#[derive(Subcommand, Debug)]
+pub enum IpRulesCommand {
+    /// Print the rules in force.
+    Get,
+    /// Replace the rules (the lists given are the whole new lists).
+    Set {
+        /// Always admitted, repeatable.
+        #[arg(long, value_name = "CIDR")]
+        allow: Vec<String>,
+        /// Refused, repeatable.
+        #[arg(long, value_name = "CIDR")]
+        deny: Vec<String>,
+        /// Refuse every address outside --allow.
+        #[arg(long)]
+        allow_only: bool,
+        /// Also close the existing sessions the new rules refuse.
+        #[arg(long)]
+        close_matching: bool,
+    },
+}
+
+/// One request to make.
+#[derive(Debug, PartialEq)]
+pub struct Call {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path and query.
+    pub target: String,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+/// The request a command makes.
+pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
+    Ok(match cmd {
+        AdminCommand::Sessions {
+            shard,
+            peer,
+            detached,
+            attached,
+            limit,
+        } => {
+            let mut q = vec![format!("limit={limit}")];
+            if let Some(s) = shard {
+                q.push(format!("shard={s}"));
+            }
+            if let Some(p) = peer {
+                q.push(format!(
+                    "peer={}",
+                    p.replace('%', "%25").replace('/', "%2F")
+                ));
+            }
+            if *detached {
+                q.push("state=detached".into());
+            } else if *attached {
+                q.push("state=attached".into());
+            }
+            Call {
+                method: "GET",
+                target: format!("/admin/sessions?{}", q.join("&")),
+                body: None,
+            }
+        }
+        AdminCommand::Close {
+            all,
+            shard,
+            session,
+            cidr,
+            reason,
+        } => {
+            let mut b = if *all {
+                json!({ "all": true })
+            } else if let Some(s) = shard {
+                json!({ "shard": s })
+            } else if !session.is_empty() {
+                json!({ "sessions": session.iter().map(u64::to_string).collect::<Vec<_>>() })
+            } else if !cidr.is_empty() {
+                json!({ "cidr": cidr })
+            } else {
+                return Err(
+                    "close needs one of --all, --shard N, --session ID, --cidr CIDR".into(),
+                );
+            };
+            if let Some(r) = reason {
+                b["reason"] = json!(r);
+            }
+            Call {
+                method: "POST",
+                target: "/admin/close".into(),
+                body: Some(b),
+            }
+        }
+        AdminCommand::IpRules(IpRulesCommand::Get) => Call {
+            method: "GET",
+            target: "/admin/ip-rules".into(),
+            body: None,
+        },
+        AdminCommand::IpRules(IpRulesCommand::Set {
+            allow,
+            deny,
+            allow_only,
+            close_matching,
+        }) => Call {
+            method: "PUT",
+            target: "/admin/ip-rules".into(),
+            body: Some(json!({
+                "allow": allow, "deny": deny, "allow_only": allow_only, "close_matching": close_matching,
+            })),
+        },
+        AdminCommand::Reload { close_matching } => Call {
+            method: "POST",
+            target: if *close_matching {
+                "/admin/reload?close_matching=1".into()
+            } else {
+                "/admin/reload".into()
+            },
+            body: None,
+        },
+    })
+}
+
+/// Runs `lattice admin`; returns the exit code.
+pub fn run(args: &AdminArgs) -> i32 {
+    let needs_config = args.addr.is_none() || (args.token.is_none() && args.token_file.is_none());
+    let cfg = if needs_config {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        match Config::load(args.config.as_deref(), env, vec![]) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("lattice admin: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
+    let addr = match (&args.addr, &cfg) {
+        (Some(a), _) => a.clone(),
+        (None, Some(c)) if !c.admin.listen.is_empty() => c.admin.listen.clone(),
+        _ => {
+            eprintln!(
+                "lattice admin: admin.listen is empty (the admin listener is off); give --addr"
+            );
+            return 2;
+        }
+    };
+    let token = match (&args.token, &args.token_file, &cfg) {
+        (Some(t), _, _) => Ok(t.clone()),
+        (None, Some(f), _) => auth::read_token(f).map_err(|e| e.to_string()),
+        (None, None, Some(c)) if !c.admin.token.is_empty() => Ok(c.admin.token.clone()),
+        (None, None, Some(c)) => {
+            auth::read_token(&auth::token_path(&c.storage.data_dir)).map_err(|e| e.to_string())
+        }
+        (None, None, None) => Err("no token".to_string()),
+    };
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("lattice admin: {e} (give --token or --token-file)");
+            return 2;
+        }
+    };
+    let c = match call(&args.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lattice admin: {e}");
+            return 2;
+        }
+    };
+    match request(&addr, &token, &c, Duration::from_secs(args.timeout.max(1))) {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            print!("{body}");
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("lattice admin: HTTP {status}: {}", body.trim_end());
+            1
+        }
+        Err(e) => {
+            eprintln!("lattice admin: {addr}: {e}");
+            1
+        }
+    }
+}
+
+/// Makes one request and returns the status and body.
+pub fn request(
+    addr: &str,
+    token: &str,
+    c: &Call,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address: {e}"))?
+        .next()
+        .ok_or("address resolves to nothing")?;
+    let mut s =
+        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("cannot connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let body = c.body.as_ref().map(Value::to_string).unwrap_or_default();
+    let head = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        c.method,
+        c.target,
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body.as_bytes()))
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let mut answer = Vec::new();
+    s.take(MAX_ANSWER as u64 + 1)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    if answer.len() > MAX_ANSWER {
+        return Err(format!("answer larger than {MAX_ANSWER} bytes"));
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("malformed HTTP status line")?;
+    Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_make_their_requests() {
+        let c = call(&AdminCommand::Sessions {
+            shard: Some(1),
+            peer: Some("10.0.0.0/8".into()),
+            detached: true,
+            attached: false,
+            limit: 5,
+        })
+        .unwrap();
+        assert_eq!(
+            c.target,
+            "/admin/sessions?limit=5&shard=1&peer=10.0.0.0%2F8&state=detached"
+        );
+        let c = call(&AdminCommand::Close {
+            all: false,
+            shard: None,
+            session: vec![1, 72057594037927943],
+            cidr: vec![],
+            reason: Some("maintenance".into()),
+        })
+        .unwrap();
+        assert_eq!(c.method, "POST");
+        assert_eq!(
+            c.body.unwrap(),
+            json!({"sessions": ["1", "72057594037927943"], "reason": "maintenance"})
+        );
+        assert!(call(&AdminCommand::Close {
+            all: false,
+            shard: None,
+            session: vec![],
+            cidr: vec![],
+            reason: None
+        })
+        .is_err());
+        let c = call(&AdminCommand::Reload {
+            close_matching: true,
+        })
+        .unwrap();
+        assert_eq!(c.target, "/admin/reload?close_matching=1");
+    }
+}

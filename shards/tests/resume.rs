@@ -1,0 +1,373 @@
+//! Resume over TCP against a real `lattice` process: sockets cut mid-stream, resumed on whichever
+//! shard the new socket lands on (same shard: rebind; other shard: socket handover), nothing lost
+//! and nothing handled twice; stale sockets fenced; expiry, bad tokens and evicted gaps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::seq::{Resumption, SeqClient};
+use common::*;
+use lattice_proto::{pb, AnyMessage};
+
+fn said_text(f: &RawFrame) -> String {
+    match f.decode() {
+        AnyMessage::Said(s) => s.text,
+        other => panic!("expected Said, got {other:?}"),
+    }
+}
+
+fn wait_metric(l: &Lattice, name: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = l.metric_total(name);
+        if v >= at_least {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at {v} (< {at_least})\n{}",
+            l.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Joins `room` with a plain client and a resumable one.
+fn room_pair(l: &Lattice, room: &str) -> (Client, SeqClient) {
+    let mut plain = l.connect();
+    plain.send(1, &pb::JoinRoom { room: room.into() });
+    assert!(matches!(plain.recv().decode(), AnyMessage::Joined(_)));
+    let mut r = SeqClient::connect(l.port);
+    r.send(2, &pb::JoinRoom { room: room.into() });
+    let got = r.recv().unwrap().decode();
+    assert!(matches!(got, AnyMessage::Joined(_)), "{got:?}");
+    (plain, r)
+}
+
+#[test]
+fn cut_mid_stream_and_resume_loses_nothing_on_either_shard() {
+    let l = Lattice::start(&[]);
+    let (mut speaker, mut listener) = room_pair(&l, "lobby");
+    let mut next = 0u32;
+    // Twelve cuts: with two shards and round-robin accepting, the new sockets land on both the
+    // session's shard and the other one.
+    for round in 0..12 {
+        for _ in 0..25 {
+            speaker.send(
+                100 + next,
+                &pb::Say {
+                    room: "lobby".into(),
+                    text: format!("line {next}"),
+                },
+            );
+            next += 1;
+        }
+        // Read a few, then cut while the rest are in flight or queued.
+        for _ in 0..(round % 5) {
+            listener.recv().expect("frame before the cut");
+        }
+        listener.cut();
+        let r = listener.resumed();
+        assert!(!r.resync, "nothing was evicted");
+        assert_eq!(r.resume_token.len(), 16);
+        // Everything the speaker said so far reaches the listener, once, in order.
+        let have = listener
+            .received
+            .iter()
+            .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
+            .count() as u32;
+        for _ in have..next {
+            listener.recv().expect("replayed or live frame");
+        }
+        // Drain the speaker's own copies.
+        for _ in 0..25 {
+            assert!(matches!(speaker.recv().decode(), AnyMessage::Said(_)));
+        }
+    }
+    let texts: Vec<String> = listener
+        .received
+        .iter()
+        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
+        .map(|(_, f)| said_text(f))
+        .collect();
+    let want: Vec<String> = (0..next).map(|i| format!("line {i}")).collect();
+    assert_eq!(texts, want, "every line exactly once, in order");
+    assert_eq!(wait_metric(&l, "lattice_sessions_resumed_total", 12), 12);
+    assert!(
+        l.metric_total("lattice_handovers_sent_total") > 0,
+        "some resumes crossed shards"
+    );
+    assert!(
+        l.metric_total("lattice_handovers_sent_total") < 12,
+        "some resumes stayed on the session's shard"
+    );
+    assert_eq!(l.metric_total("lattice_resume_rejected_total"), 0);
+    l.wait_log("session resumed on a new socket");
+}
+
+#[test]
+fn a_resent_request_is_handled_once_and_its_reply_replayed() {
+    let l = Lattice::start(&[]);
+    let (mut speaker, mut c) = room_pair(&l, "once");
+    // The Say leaves, the socket is cut before the reply is read.
+    c.send(
+        9,
+        &pb::Say {
+            room: "once".into(),
+            text: "exactly once".into(),
+        },
+    );
+    assert_eq!(said_text(&speaker.recv()), "exactly once");
+    c.cut();
+    // The client does not know whether the server got it: it resends unless Resumed says so.
+    let sent = c.last_sent;
+    let r = c.resumed();
+    assert_eq!(r.last_received_seq, sent, "the server got the Say");
+    // Resend it anyway, as a client that lost track would: the server drops the duplicate.
+    let frame = common::seq::seq_frame(
+        lattice_proto::opcode::SAY,
+        9,
+        sent,
+        c.last_recv,
+        &prost::Message::encode_to_vec(&pb::Say {
+            room: "once".into(),
+            text: "exactly once".into(),
+        }),
+    );
+    std::io::Write::write_all(&mut c.c.s, &frame).unwrap();
+    let reply = c.recv().expect("the reply, replayed");
+    assert_eq!(reply.request_id, 9);
+    assert_eq!(said_text(&reply), "exactly once");
+    wait_metric(&l, "lattice_duplicates_dropped_total", 1);
+    // The room heard it once: a ping round trip proves nothing else is on the way.
+    speaker.send(50, &pb::Ping { payload: vec![] });
+    let f = speaker.recv();
+    assert!(
+        matches!(f.decode(), AnyMessage::Pong(_)),
+        "no second Said: {f:?}"
+    );
+    // A request that never reached the server is resent by the client and handled once.
+    c.cut();
+    c.send(
+        10,
+        &pb::Ping {
+            payload: b"after cut".to_vec(),
+        },
+    );
+    let r = c.resumed();
+    assert_eq!(
+        r.last_received_seq,
+        c.last_sent - 1,
+        "the Ping never arrived"
+    );
+    let pong = c.recv().unwrap();
+    assert_eq!(pong.request_id, 10);
+    assert!(matches!(pong.decode(), AnyMessage::Pong(p) if p.payload == b"after cut"));
+}
+
+#[test]
+fn the_newest_socket_wins_and_the_old_one_is_closed() {
+    let l = Lattice::start(&[]);
+    let mut c = SeqClient::connect(l.port);
+    c.send(1, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
+    // Keep the old socket open (no cut) and resume from a second one: a duplicate reconnect.
+    let mut old = c.c.duplicate();
+    let r = c.resumed();
+    assert!(!r.resync);
+    assert!(
+        old.closed_by_server(),
+        "the fenced socket is closed by the server"
+    );
+    c.send(
+        2,
+        &pb::Ping {
+            payload: b"new".to_vec(),
+        },
+    );
+    let f = c.recv().unwrap();
+    assert!(matches!(f.decode(), AnyMessage::Pong(p) if p.payload == b"new"));
+    wait_metric(&l, "lattice_stale_sockets_total", 1);
+    // A resume spends its token once the client sends on the new socket (until then the token
+    // still works: the Resumed carrying the next one may have been lost).
+    let token = c.token.clone();
+    c.resumed();
+    let mut lost = c.c.duplicate();
+    assert!(
+        matches!(c.resume_with(token.clone()), Resumption::Resumed(_)),
+        "Resumed lost: retry with the same token"
+    );
+    assert!(lost.closed_by_server());
+    c.send(3, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
+    match c.resume_with(token) {
+        Resumption::Rejected(e) => assert!(e.message.contains("bad resume token"), "{e:?}"),
+        Resumption::Resumed(_) => panic!("a spent token must not resume"),
+    }
+}
+
+#[test]
+fn a_lost_socket_waits_for_the_resume_window_then_closes_with_its_reason() {
+    let l = Lattice::start(&["--session.resume_window_ms", "300"]);
+    let mut c = SeqClient::connect(l.port);
+    c.cut();
+    l.wait_log("session detached; resumable");
+    let logs = l.wait_log("resume window expired (socket lost: peer closed)");
+    assert!(logs.contains("session closed"), "{logs}");
+    assert!(
+        matches!(c.resume(), Resumption::Rejected(_)),
+        "the session is gone"
+    );
+    assert_eq!(
+        wait_metric(&l, "lattice_sessions_closed_resume_expired_total", 1),
+        1
+    );
+    assert_eq!(l.metric_total("lattice_sessions_detached"), 0);
+}
+
+#[test]
+fn idle_socket_detaches_and_a_quick_reconnect_beats_the_window() {
+    let l = Lattice::start(&[
+        "--net.idle_timeout_ms",
+        "200",
+        "--session.resume_window_ms",
+        "20000",
+    ]);
+    let mut c = SeqClient::connect(l.port);
+    c.send(1, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
+    // Silence past the idle timeout: the server drops the socket but keeps the session.
+    assert!(c.c.closed_by_server());
+    l.wait_log("reason=idle timeout");
+    assert_eq!(wait_metric(&l, "lattice_sessions_detached", 1), 1);
+    let r = c.resumed();
+    assert!(!r.resync);
+    c.send(
+        2,
+        &pb::Ping {
+            payload: b"back".to_vec(),
+        },
+    );
+    assert!(matches!(c.recv().unwrap().decode(), AnyMessage::Pong(p) if p.payload == b"back"));
+    assert_eq!(l.metric_total("lattice_sessions_detached"), 0);
+}
+
+#[test]
+fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
+    let l = Lattice::start(&[]);
+    let mut c = SeqClient::connect(l.port);
+    let good = c.token.clone();
+    match c.resume_with(vec![0; 16]) {
+        Resumption::Rejected(e) => assert!(e.message.contains("bad resume token"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.c.closed_by_server());
+    c.session_id ^= 1 << 40;
+    match c.resume_with(good.clone()) {
+        Resumption::Rejected(e) => assert!(e.message.contains("unknown"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    c.session_id ^= 1 << 40;
+    c.last_recv = 1000;
+    match c.resume_with(good.clone()) {
+        Resumption::Rejected(e) => assert!(e.message.contains("ahead"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    c.last_recv = 0;
+    // The session survived all of that.
+    assert!(matches!(c.resume_with(good), Resumption::Resumed(_)));
+    assert!(wait_metric(&l, "lattice_resume_rejected_total", 3) >= 3);
+    // A plain session cannot be resumed; Resume after a handshake is refused in place.
+    let plain = l.connect();
+    let mut p = SeqClient {
+        session_id: plain.session_id,
+        ..SeqClient::connect(l.port)
+    };
+    assert!(matches!(
+        p.resume_with(vec![1; 16]),
+        Resumption::Rejected(_)
+    ));
+    let mut greeted = l.connect();
+    greeted.send(
+        3,
+        &pb::Resume {
+            session_id: plain.session_id,
+            token: vec![],
+            last_received_seq: 0,
+            attempt: 1,
+        },
+    );
+    expect_error(&greeted.recv(), lattice_proto::error_code::NOT_ALLOWED);
+}
+
+#[test]
+fn an_evicted_gap_tells_the_client_to_resynchronise() {
+    let l = Lattice::start(&["--session.replay_max_frames", "4"]);
+    let (mut speaker, mut c) = room_pair(&l, "busy");
+    c.cut();
+    l.wait_log("session detached; resumable");
+    for i in 0..20 {
+        speaker.send(
+            10 + i,
+            &pb::Say {
+                room: "busy".into(),
+                text: format!("{i}"),
+            },
+        );
+        speaker.recv();
+    }
+    let r = c.resumed();
+    assert!(r.resync, "16 of the 20 lines were evicted");
+    assert_eq!(
+        r.server_seq, c.last_recv,
+        "the client starts after the server's last frame"
+    );
+    assert!(wait_metric(&l, "lattice_replay_evicted_total", 16) >= 16);
+    assert_eq!(wait_metric(&l, "lattice_resyncs_total", 1), 1);
+    // The stream goes on from there.
+    speaker.send(
+        99,
+        &pb::Say {
+            room: "busy".into(),
+            text: "after".into(),
+        },
+    );
+    assert_eq!(said_text(&c.recv().unwrap()), "after");
+}
+
+#[test]
+fn old_clients_without_resume_work_as_before() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    c.send(
+        5,
+        &pb::Ping {
+            payload: b"x".to_vec(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(
+        (f.flags, f.seq),
+        (0, 0),
+        "no extension for a session that did not ask"
+    );
+    // A sequenced frame on such a session is a protocol error.
+    c.send_raw(&common::seq::seq_frame(4, 6, 1, 0, &[]));
+    assert!(c.closed_by_server());
+    l.wait_log("SEQ flag on a session without resume");
+}
+
+#[test]
+fn shutdown_closes_detached_sessions_too() {
+    let mut l = Lattice::start(&[]);
+    let mut c = SeqClient::connect(l.port);
+    c.send(1, &pb::Ping { payload: vec![] });
+    c.recv().unwrap();
+    c.cut();
+    l.wait_log("session detached; resumable");
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+    let logs = l.logs();
+    assert!(logs.contains("reason=server shutdown"), "{logs}");
+    assert_eq!(logs.matches("shutdown: shard stopped").count(), 2, "{logs}");
+}

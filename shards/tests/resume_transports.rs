@@ -1,0 +1,132 @@
+//! Resume on the transports that do not carry it (WebSocket, TLS), against a real `lattice`
+//! process: `Hello{resume: true}` gets a `Welcome` without a token and the session stays
+//! unsequenced; a `Resume` there is answered `RESUME_REJECTED` and the socket closed; the session
+//! it named is untouched and still resumes over TCP (docs/PROTOCOL.md, "Resume", Transports).
+
+mod common;
+
+use common::seq::{Resumption, SeqClient};
+use common::tls::{client_config, gen_cert, TempDir, TlsClient, TlsLattice, Versions};
+use common::*;
+use lattice_proto::{error_code, opcode, pb, AnyMessage};
+
+const FLAG_SEQ: u16 = 2;
+
+fn hello_resume() -> pb::Hello {
+    pb::Hello {
+        client_version: lattice_proto::version::PROTOCOL.to_string(),
+        resume: true,
+    }
+}
+
+/// A binary session over TCP that is resumable, detached by a cut socket.
+fn detached_session(l: &Lattice) -> SeqClient {
+    let mut s = SeqClient::connect(l.port);
+    assert_eq!(s.token.len(), 16, "TCP grants resume");
+    s.send(2, &pb::Ping { payload: vec![1] });
+    assert!(matches!(s.recv().unwrap().decode(), AnyMessage::Pong(_)));
+    s.cut();
+    l.wait_log("session detached; resumable");
+    s
+}
+
+fn resume_msg(s: &SeqClient) -> pb::Resume {
+    pb::Resume {
+        session_id: s.session_id,
+        token: s.token.clone(),
+        last_received_seq: s.last_recv,
+        attempt: 1,
+    }
+}
+
+fn expect_rejected(f: &RawFrame) {
+    assert_eq!(f.flags & FLAG_SEQ, 0);
+    match f.decode() {
+        AnyMessage::Error(e) => {
+            assert_eq!(e.code, error_code::RESUME_REJECTED, "{e:?}");
+            assert_eq!(e.opcode, u32::from(opcode::RESUME));
+            assert!(
+                e.message.contains("binary listener without TLS"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected RESUME_REJECTED, got {other:?}"),
+    }
+}
+
+#[test]
+fn websocket_grants_no_resume_and_refuses_a_resume() {
+    let l = Lattice::start(&[]);
+    // Hello{resume: true} over WebSocket: a Welcome without a token, frames stay plain.
+    let mut ws = WsClient::open(l.http, "/ws", "").expect("upgrade");
+    ws.send(1, &hello_resume());
+    match ws.recv().decode() {
+        AnyMessage::Welcome(w) => assert!(w.resume_token.is_empty(), "{w:?}"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    ws.send(
+        2,
+        &pb::Ping {
+            payload: b"ws".to_vec(),
+        },
+    );
+    let f = ws.recv();
+    assert_eq!(f.flags & FLAG_SEQ, 0, "an unsequenced session");
+    assert!(matches!(f.decode(), AnyMessage::Pong(p) if p.payload == b"ws"));
+
+    // A Resume over WebSocket for a detached TCP session: refused, the socket closed.
+    let mut s = detached_session(&l);
+    let mut ws = WsClient::open(l.http, "/ws", "").expect("upgrade");
+    ws.send(7, &resume_msg(&s));
+    expect_rejected(&ws.recv());
+    match ws.next() {
+        None | Some(WsMsg::Close(..)) => {}
+        Some(other) => panic!("expected the socket to close, got {other:?}"),
+    }
+    // The session it named was not touched: it resumes over TCP with its token.
+    match s.resume() {
+        Resumption::Resumed(r) => assert!(!r.resync),
+        Resumption::Rejected(e) => panic!("resume over TCP after the refusal: {e:?}"),
+    }
+    s.send(3, &pb::Ping { payload: vec![3] });
+    assert!(matches!(s.recv().unwrap().decode(), AnyMessage::Pong(p) if p.payload == [3]));
+    assert!(l.metric_total("lattice_resume_rejected_total") >= 1);
+}
+
+#[test]
+fn tls_grants_no_resume_and_refuses_a_resume() {
+    let dir = TempDir::new("resume-tls");
+    let (cert, key) = gen_cert(&dir.0);
+    let t = TlsLattice::start(&cert, &key, &[]);
+    let cfg = client_config(&cert, Versions::Tls13);
+
+    let mut c = TlsClient::handshake(t.tls_port, cfg.clone()).expect("TLS handshake");
+    c.send(1, &hello_resume());
+    match c.recv().decode() {
+        AnyMessage::Welcome(w) => assert!(w.resume_token.is_empty(), "{w:?}"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    c.send(
+        2,
+        &pb::Ping {
+            payload: b"tls".to_vec(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.flags & FLAG_SEQ, 0, "an unsequenced session");
+    assert!(matches!(f.decode(), AnyMessage::Pong(p) if p.payload == b"tls"));
+
+    let mut s = detached_session(&t.l);
+    let mut c = TlsClient::handshake(t.tls_port, cfg).expect("TLS handshake");
+    c.send(7, &resume_msg(&s));
+    expect_rejected(&c.recv());
+    assert!(
+        c.try_recv().is_none(),
+        "the socket closes after the refusal"
+    );
+    match s.resume() {
+        Resumption::Resumed(r) => assert!(!r.resync),
+        Resumption::Rejected(e) => panic!("resume over TCP after the refusal: {e:?}"),
+    }
+}
