@@ -29,6 +29,8 @@ pub struct AppSettings {
     pub storage: Option<StorageHandle>,
     /// Counters of every shard's application (index = shard).
     pub metrics: Arc<Vec<AppMetrics>>,
+    /// Lua scripts, when `lua.dir` is set.
+    pub lua: Option<Arc<crate::lua::Scripts>>,
     /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
     pub rpc_timeout: std::time::Duration,
 }
@@ -50,9 +52,13 @@ impl App {
             metrics: s.metrics.clone(),
             shard,
         };
+        let mut host = ServiceHost::new(&s.table, shard, shards, parts)?;
+        if let Some(scripts) = &s.lua {
+            host.set_lua(crate::lua::LuaShard::new(scripts.clone(), shard));
+        }
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
-            host: ServiceHost::new(&s.table, shard, shards, parts)?,
+            host,
             http: HttpRoutes::new(s.rpc_timeout),
         })
     }

@@ -16,13 +16,16 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod gate;
 pub mod host;
 pub mod http;
 pub mod logic;
+pub mod lua;
 pub mod metrics;
 pub mod resume;
 pub mod server;

@@ -3,3 +3,5 @@
 
 pub mod admin;
 pub mod gen_cert;
+pub mod ps;
+pub mod version;
