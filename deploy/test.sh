@@ -20,12 +20,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked -q
 fi
 
+# Operations: Jenkinsfile lint, deploy script syntax, systemd-analyze for the unit test.
+deploy/ci/ops.sh
+
 # OpenSSL's s_client for the TLS tests (installed from Debian's packages if missing).
 deploy/ci/tls.sh
 
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
-trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop acctfault >/dev/null 2>&1 || true' EXIT
+trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop alerts >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop acctfault >/dev/null 2>&1 || true' EXIT
 
 # Everything, with io_uring forced (fails loudly if the kernel refuses it)...
 LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast

@@ -135,6 +135,11 @@ fn main() {
     let mut config = prost_build::Config::new();
     config.out_dir(&out);
     config.skip_debug(redacted.iter().map(String::as_str));
+    // Optional serde support (feature `serde`): scripts (Lua) read and build messages as tables.
+    config.type_attribute(
+        ".lattice",
+        "#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize))]",
+    );
     config
         .compile_fds(compiler.file_descriptor_set())
         .unwrap_or_else(|e| fail(&[format!("prost-build: {e}")]));
@@ -542,5 +547,54 @@ fn registry_rs(msgs: &[Msg]) -> String {
         .expect("fmt");
     }
     s.push_str("        _ => Err(DecodeError::UnknownOpcode(opcode)),\n    }\n}\n");
+
+    // Feature `serde`: a message by opcode from any deserializer, and AnyMessage as its message.
+    s.push_str(
+        "\n/// Deserializes the message registered for `opcode` (feature `serde`). `None` when no\n\
+         /// message has this opcode.\n\
+         #[cfg(feature = \"serde\")]\n\
+         pub fn deserialize_as<'de, D: serde::Deserializer<'de>>(opcode: u16, d: D) -> Result<Option<AnyMessage>, D::Error> {\n    match opcode {\n",
+    );
+    for m in &with_op {
+        writeln!(
+            s,
+            "        {op} => <pb::{p} as serde::Deserialize>::deserialize(d).map(|m| Some(AnyMessage::{v}(m))),",
+            op = m.opcode.expect("filtered"),
+            p = m.rust_path,
+            v = m.short_name.to_upper_camel_case(),
+        )
+        .expect("fmt");
+    }
+    s.push_str("        _ => Ok(None),\n    }\n}\n\n");
+    s.push_str(
+        "/// The message registered for `opcode` with every field at its default. `None` when no\n\
+         /// message has this opcode.\n\
+         pub fn default_of(opcode: u16) -> Option<AnyMessage> {\n    match opcode {\n",
+    );
+    for m in &with_op {
+        writeln!(
+            s,
+            "        {op} => Some(AnyMessage::{v}(pb::{p}::default())),",
+            op = m.opcode.expect("filtered"),
+            p = m.rust_path,
+            v = m.short_name.to_upper_camel_case(),
+        )
+        .expect("fmt");
+    }
+    s.push_str("        _ => None,\n    }\n}\n\n");
+    s.push_str(
+        "/// Serializes the message held (feature `serde`), as the message itself.\n\
+         #[cfg(feature = \"serde\")]\n\
+         impl serde::Serialize for AnyMessage {\n    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {\n        match self {\n",
+    );
+    for m in &with_op {
+        writeln!(
+            s,
+            "            AnyMessage::{}(m) => serde::Serialize::serialize(m, ser),",
+            m.short_name.to_upper_camel_case()
+        )
+        .expect("fmt");
+    }
+    s.push_str("        }\n    }\n}\n");
     s
 }

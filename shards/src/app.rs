@@ -39,6 +39,8 @@ pub struct AppSettings {
     pub calendar: Option<Calendar>,
     /// Persisted last-fired calendar times per shard (missing = a first start, nothing owed).
     pub calendar_last: Arc<Vec<LastFired>>,
+    /// Lua scripts, when `lua.dir` is set.
+    pub lua: Option<Arc<crate::lua::Scripts>>,
     /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
     pub rpc_timeout: std::time::Duration,
 }
@@ -79,9 +81,13 @@ impl App {
             ids,
             calendar,
         };
+        let mut host = ServiceHost::new(&s.table, shard, shards, parts)?;
+        if let Some(scripts) = &s.lua {
+            host.set_lua(crate::lua::LuaShard::new(scripts.clone(), shard));
+        }
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
-            host: ServiceHost::new(&s.table, shard, shards, parts)?,
+            host,
             http: HttpRoutes::new(s.rpc_timeout),
         })
     }

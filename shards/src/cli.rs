@@ -78,6 +78,17 @@ pub enum Tool {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// List the lattice processes running on this machine: pid, role, listening ports, uptime,
+    /// resident memory (found by scanning /proc/*/exe).
+    Ps,
+    /// Print the protocol version (6 bytes) packed and unpacked: this build's, or VERSION's.
+    ///
+    /// VERSION is a text version (1.4.17-beta) or a packed one (12 hex digits, e.g.
+    /// 0x000100040441); the tool prints the other forms and whether this build is compatible.
+    Version {
+        /// A version to convert instead of this build's.
+        version: Option<String>,
+    },
     /// Write a self-signed development certificate and key (DIR/cert.pem, DIR/key.pem) for
     /// localhost, 127.0.0.1 and ::1; use them with --tls.cert and --tls.key.
     GenCert {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use lattice_proto::version::{check_hello, PROTOCOL};
 use lattice_proto::{error_code, opcode, pb, AnyMessage, OpcodeInfo};
+use lattice_runtime::telemetry::warn_limit::{Verdict, WarnLimiter};
 use lattice_runtime::ShardCx;
 use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, SessionId};
 
@@ -25,6 +26,9 @@ pub struct Gate {
     inflated: Vec<u8>,
     metrics: Arc<Vec<AppMetrics>>,
     shard: usize,
+    /// Rate limit of the gate's protocol-violation warnings (`log.warn_burst`).
+    warns: WarnLimiter,
+    born: std::time::Instant,
 }
 
 /// What the gate made of a frame.
@@ -45,6 +49,8 @@ impl Gate {
             inflated: Vec::new(),
             metrics,
             shard,
+            warns: WarnLimiter::from_defaults(),
+            born: std::time::Instant::now(),
         }
     }
 
@@ -108,7 +114,14 @@ impl Gate {
         };
         if info.no_client && !may_internal {
             AppMetrics::add(&self.m().rejected_internal_total, 1);
-            tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
+            let now_ms = self.born.elapsed().as_millis() as u64;
+            let (verdict, summary) = self.warns.check("server_internal_message", now_ms);
+            if let Some(s) = summary {
+                tracing::warn!(shard = self.shard, reason = s.reason, suppressed = s.suppressed, window_ms = s.window_ms, "client sent a server-internal message: further warnings of this reason suppressed in the last window");
+            }
+            if verdict == Verdict::Log {
+                tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
+            }
             error(
                 cx,
                 enc,

@@ -18,14 +18,17 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod center;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod gate;
 pub mod host;
 pub mod http;
 pub mod logic;
+pub mod lua;
 pub mod metrics;
 pub mod resume;
 pub mod server;

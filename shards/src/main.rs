@@ -66,6 +66,20 @@ fn main() {
             }
         }
         Command::Admin(args) => lattice_server::tools::admin::run(&args),
+        Command::Tool(Tool::Ps) => {
+            let procs = lattice_server::tools::ps::scan(std::path::Path::new("/proc"));
+            print!("{}", lattice_server::tools::ps::render(&procs));
+            exit::OK
+        }
+        Command::Tool(Tool::Version { version }) => {
+            match lattice_server::tools::version::run(version.as_deref()) {
+                Ok(s) => {
+                    print!("{s}");
+                    exit::OK
+                }
+                Err(e) => fail(exit::CONFIG, e),
+            }
+        }
         Command::Tool(Tool::GenCert { out, force }) => {
             match lattice_server::tools::gen_cert::run(&out, force) {
                 Ok(w) => {
@@ -97,12 +111,15 @@ fn main() {
             if let Err(e) = lattice_runtime::telemetry::log::init(&c.log) {
                 std::process::exit(fail(exit::CONFIG, e));
             }
-            install_panic_hook();
+            lattice_server::crash::setup();
             if cfg!(feature = "alloc-lattice") {
                 lattice_runtime::enable_allocator_duties();
             }
             tracing::info!(allocator = ALLOCATOR, "starting");
-            server::run(c)
+            let code = server::run(c);
+            // Every line logged so far reaches stderr and the file before the process ends.
+            lattice_runtime::telemetry::log_writer::flush(std::time::Duration::from_secs(2));
+            code
         }
     };
     std::process::exit(code);
@@ -122,17 +139,4 @@ fn load_or_exit(args: &ConfigArgs) -> Config {
     let env: Vec<(String, String)> = std::env::vars().collect();
     Config::load(sources.file.as_deref(), env, sources.overrides)
         .unwrap_or_else(|e| std::process::exit(fail(exit::CONFIG, e)))
-}
-
-/// Panics (caught by the shard or not) are logged through tracing with their location.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = lattice_runtime::shard::panic_message(info.payload());
-        let at = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let thread = std::thread::current();
-        tracing::error!(thread = thread.name().unwrap_or("?"), at, panic = %msg, "panic");
-    }));
 }

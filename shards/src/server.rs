@@ -92,6 +92,15 @@ fn load_icons(
     Ok(set)
 }
 
+/// A section the server reads itself (profile, alerts, lua), or the config exit code after
+/// printing the one-line error.
+fn section<T: serde::de::DeserializeOwned>(table: &toml::Table, name: &str) -> Result<T, i32> {
+    lattice_runtime::config::typed_section(table, name).map_err(|e| {
+        eprintln!("lattice: {e}");
+        exit::CONFIG
+    })
+}
+
 /// Reloads the TLS certificate and key (`why`: what asked for it) and logs the outcome. New
 /// handshakes use the new certificate; live sessions go on with theirs.
 pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
@@ -141,8 +150,56 @@ pub fn run(mut cfg: Config) -> i32 {
         ids: None,
         calendar: Some(calendar),
         calendar_last: Arc::new(Vec::new()),
+        lua: None,
         rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
+    let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let alerts_cfg: crate::alerts::AlertsConfig = match section(&cfg.table, "alerts") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if alerts_cfg.stall_ms != 0 && alerts_cfg.stall_ms < 1500 {
+        eprintln!("lattice: alerts.stall_ms: must be 0 (off) or at least 1500 (an idle shard passes every 500 ms), got {}", alerts_cfg.stall_ms);
+        return exit::CONFIG;
+    }
+    if !alerts_cfg.webhook.is_empty() {
+        match crate::alerts::feishu::parse_url(&alerts_cfg.webhook) {
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+            Ok(u) if u.tls => {
+                if let Err(e) = crate::alerts::feishu::tls_config(&alerts_cfg.ca_file) {
+                    eprintln!("lattice: {e}");
+                    return exit::CONFIG;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    let lua_cfg: crate::lua::LuaConfig = match section(&cfg.table, "lua") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let scripts = match crate::lua::Scripts::open(&lua_cfg, n) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Some(s) = &scripts {
+        let args: Vec<String> = std::env::args().collect();
+        if let Err(e) = s.check_args(&args, &cfg.table) {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
+        tracing::info!(dir = %lua_cfg.dir, "lua scripts loaded and checked");
+    }
+    settings.lua = scripts.clone();
     // Build once on this thread so a bad component section is a config error, not a shard crash.
     if let Err(e) = App::new(&settings, 0, n) {
         eprintln!("lattice: {e}");
@@ -198,6 +255,7 @@ pub fn run(mut cfg: Config) -> i32 {
     let center_stats = center.stats();
     let center_lease = center.lease();
     let app_metrics = settings.metrics.clone();
+    let watch_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
@@ -210,6 +268,8 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    // Before the shards start, so no request goes uncounted.
+    let opcodes = crate::host::opcode_metrics::init(n);
     let tls_serving = tls.as_ref().map(|source| TlsServing {
         source: source.clone(),
         settings: cfg.tls.settings(),
@@ -242,6 +302,14 @@ pub fn run(mut cfg: Config) -> i32 {
                 .add_renderer(move |w| crate::center::render_id_metrics(n, w));
             s.metrics()
                 .add_renderer(move |w| crate::logic::account::metrics::render(n, w));
+            s.metrics()
+                .add_renderer(lattice_runtime::telemetry::log_writer::render);
+            s.metrics().add_renderer(crate::alerts::render);
+            if let Some(l) = scripts.clone() {
+                s.metrics().add_renderer(move |w| l.render(w));
+            }
+            s.metrics()
+                .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
             if lattice_runtime::allocator_duties() {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
@@ -282,6 +350,8 @@ pub fn run(mut cfg: Config) -> i32 {
         };
         let routes = crate::admin::routes(crate::admin::AdminCx {
             metrics: server.metrics(),
+            profile,
+            lua: scripts.clone(),
             control: Some(server.control()),
             token,
             wait: Duration::from_millis(cfg.admin.control_wait_ms),
@@ -290,7 +360,7 @@ pub fn run(mut cfg: Config) -> i32 {
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
-                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz; /admin/ API with the bearer token)");
+                tracing::info!(addr = %a.local_addr(), "admin listening (GET /metrics, /healthz; /admin/ API, /debug/pprof/profile and /lua/reload with the bearer token)");
                 Some(a)
             }
             Err(e) => {
@@ -305,6 +375,22 @@ pub fn run(mut cfg: Config) -> i32 {
             }
         }
     };
+    let alerts = match crate::alerts::start(
+        &alerts_cfg,
+        crate::alerts::Sources {
+            shards: server.watch(),
+            app: watch_metrics,
+            storage: Some(storage.handle()),
+        },
+        &cfg.storage.data_dir,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts not started");
+            None
+        }
+    };
+    crate::crash::inject_if_asked();
     let mut code = exit::OK;
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -342,6 +428,12 @@ pub fn run(mut cfg: Config) -> i32 {
     }
     if lattice_runtime::allocator_duties() {
         tracing::info!(report = %lattice_runtime::alloc::leak_report(), "allocator: still live at shutdown");
+    }
+    if let Some(a) = alerts {
+        a.stop();
+    }
+    if code == exit::OK {
+        crate::alerts::clean_exit(&cfg.storage.data_dir);
     }
     tracing::info!(code, "stopped");
     code

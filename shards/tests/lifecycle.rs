@@ -71,6 +71,17 @@ fn metrics_pass_promtool() {
     c.recv();
     let text = l.metrics();
     assert!(text.contains("lattice_frames_in_total{shard=\"0\"}"));
+    // The Ping went through the echo handler: counted, with a latency histogram.
+    assert_eq!(
+        per_shard(&text, "lattice_requests_total")
+            .iter()
+            .sum::<u64>(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("lattice_handler_seconds_bucket{shard="));
+    assert!(text.contains(",msg=\"Ping\",le=\"+Inf\"} "));
+    assert!(text.contains("lattice_log_lines_dropped_total 0\n"));
     assert!(text.contains("lattice_shard_driver{shard=\"1\""));
     let promtool = Command::new("promtool")
         .args(["check", "metrics"])

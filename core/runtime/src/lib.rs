@@ -44,7 +44,7 @@ pub mod time;
 pub use driver::{DriverChoice, DriverKind};
 #[cfg(not(loom))]
 pub use server::{
-    OperatorSettings, RefusalFrames, RuntimeConfig, Server, ShutdownConfig, StartError,
+    OperatorSettings, RefusalFrames, RuntimeConfig, Server, ShardWatch, ShutdownConfig, StartError,
 };
 #[cfg(not(loom))]
 pub use shard::{ShardApp, ShardCx};

@@ -457,9 +457,40 @@ impl Server {
         }
     }
 
+    /// A handle another thread (the alert watcher) uses to tell a stuck shard from an idle one.
+    pub fn watch(&self) -> ShardWatch {
+        ShardWatch {
+            shards: self.signals.len(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// True when any shard thread has finished (e.g. its runtime failed to start).
     pub fn any_shard_finished(&self) -> bool {
         self.shards.iter().any(|h| h.is_finished())
+    }
+}
+
+/// Progress of every shard, readable from any thread. Even an idle shard makes a loop pass at
+/// least every 500 ms (`shard::IDLE_PASS_MAX`), so a pass count that stops moving for longer means
+/// the shard is stuck in a callback (a handler running inline in a connection task included).
+#[derive(Clone)]
+pub struct ShardWatch {
+    shards: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl ShardWatch {
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Loop passes shard `i` has completed (`lattice_loop_passes_total`).
+    pub fn passes(&self, i: usize) -> u64 {
+        self.metrics.shards[i]
+            .loop_passes_total
+            .load(Ordering::Relaxed)
     }
 }
 

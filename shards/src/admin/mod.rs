@@ -1,11 +1,14 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here:
 //! metrics and health below; TLS reload in `tls.rs`; the operator API under `/admin/`
-//! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`). Every `/admin/` route (TLS reload
-//! included) is behind the bearer-token guard of `auth.rs`, registered once for the whole prefix.
+//! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`); CPU profiles in `pprof.rs` drawn by
+//! `flame.rs`; Lua reload in `crate::lua`. Every `/admin/` route (TLS reload included), `/debug/`
+//! and `/lua/` are behind the bearer-token guard of `auth.rs`, registered once per prefix.
 //!
 //! Handlers run on the admin thread. They reach the shards only through control commands
 //! ([`ControlHandle`]), waiting at most `admin.control_wait_ms` for the answers.
 
+pub mod flame;
+pub mod pprof;
 pub mod tls;
 
 pub mod auth;
@@ -29,6 +32,10 @@ use crate::config::Config;
 pub struct AdminCx {
     /// Every family `/metrics` renders.
     pub metrics: Arc<Metrics>,
+    /// `[profile]`: bounds of `GET /debug/pprof/profile`.
+    pub profile: pprof::ProfileConfig,
+    /// The Lua scripts, for `POST /lua/reload`.
+    pub lua: Option<Arc<crate::lua::Scripts>>,
     /// The shards' control lanes and the acceptor's settings (`None`: no operator API).
     pub control: Option<ControlHandle>,
     /// The bearer token of `/admin/`.
@@ -57,9 +64,14 @@ pub fn routes(cx: AdminCx) -> Routes {
         }),
     )
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
+    pprof::register(&mut r, cx.profile);
+    crate::lua::register(&mut r, cx.lua);
     // Before any /admin/ route exists: every one of them, and every unknown /admin/ path, is
     // behind it.
     r.guard_prefix("/admin/", auth::guard(cx.token.clone()));
+    // Profiling (CPU cost, a detached thread) and script reload are operator actions too.
+    r.guard_prefix("/debug/", auth::guard(cx.token.clone()));
+    r.guard_prefix("/lua/", auth::guard(cx.token.clone()));
     if let Some(control) = &cx.control {
         let cx = Arc::new(Api {
             control: control.clone(),

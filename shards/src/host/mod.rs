@@ -10,6 +10,7 @@
 
 #[cfg(test)]
 mod calendar_tests;
+pub mod opcode_metrics;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +67,8 @@ pub struct ServiceHost {
     pub(crate) parts: Parts,
     /// The calendar's pending timer (its next boundary).
     pub(crate) calendar_timer: Option<crate::service::TimerId>,
+    /// This shard's Lua scripts, if any: they take a request before the components.
+    lua: Option<crate::lua::LuaShard>,
 }
 
 impl ServiceHost {
@@ -111,7 +114,59 @@ impl ServiceHost {
             routes,
             parts,
             calendar_timer: None,
+            lua: None,
         })
+    }
+
+    /// Gives this shard's scripts to the host.
+    pub(crate) fn set_lua(&mut self, lua: crate::lua::LuaShard) {
+        self.lua = Some(lua);
+    }
+
+    /// This shard's scripts (the calendar wiring calls [`crate::lua::LuaShard::calendar`]).
+    pub fn lua(&mut self) -> Option<&mut crate::lua::LuaShard> {
+        self.lua.as_mut()
+    }
+
+    /// A script handles the request: reply with what it returns, or `INTERNAL` when it fails.
+    /// Returns false when no script handles this opcode.
+    fn scripted(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        session: SessionId,
+        h: FrameHeader,
+        msg: &AnyMessage,
+    ) -> bool {
+        let Some(lua) = self.lua.as_mut() else {
+            return false;
+        };
+        let Some(host) = lua.handler_for(h.opcode) else {
+            return false;
+        };
+        let t0 = opcode_metrics::now();
+        let r = host.handle(msg, session.as_u64());
+        lua.count(&r);
+        let mut ctx = self.parts.ctx(cx, None);
+        match r {
+            Ok(Some(reply)) => {
+                if !ctx.enc.send_any(cx, session, h.request_id, &reply) {
+                    AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%session, opcode = h.opcode, error = %e, "lua: script failed; answered INTERNAL");
+                ctx.error(
+                    session,
+                    h.request_id,
+                    h.opcode,
+                    error_code::INTERNAL,
+                    "script error",
+                );
+            }
+        }
+        opcode_metrics::record(cx.id, h.opcode, t0.elapsed());
+        true
     }
 
     /// The encoder (the gate answers with it too).
@@ -132,6 +187,9 @@ impl ServiceHost {
         info: &OpcodeInfo,
         msg: AnyMessage,
     ) {
+        if self.scripted(cx, session, h, &msg) {
+            return;
+        }
         let Some((si, ci)) = self.routes[info.index as usize] else {
             self.parts.ctx(cx, None).error(
                 session,

@@ -149,6 +149,32 @@ impl Encoder {
         true
     }
 
+    /// Like [`Encoder::send`] for a message whose type is known only at run time (script replies).
+    pub fn send_any<M: Send + 'static>(
+        &mut self,
+        cx: &ShardCx<M>,
+        session: SessionId,
+        request_id: u32,
+        msg: &lattice_proto::AnyMessage,
+    ) -> bool {
+        self.body.clear();
+        msg.encode_body(&mut self.body);
+        self.packed.clear();
+        let (flags, body) = if self.compressor.compress(&self.body, &mut self.packed) {
+            (FLAG_COMPRESSED, &self.packed)
+        } else {
+            (0, &self.body)
+        };
+        if HEADER_LEN + body.len() > self.max_frame {
+            return false;
+        }
+        let op = msg.opcode();
+        cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
+            frame::encode_into(out, op, flags, request_id, body)
+        });
+        true
+    }
+
     /// Encodes `msg` as a complete frame in a new buffer (compressed above the threshold), for
     /// broadcasts. `None` when it would exceed `net.max_frame`.
     pub fn frame<T: LatticeMessage>(&mut self, request_id: u32, msg: &T) -> Option<Vec<u8>> {

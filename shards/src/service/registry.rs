@@ -277,7 +277,9 @@ impl ServiceInstance {
     pub fn handle(&mut self, idx: u16, ctx: &mut Ctx<'_>, req: Req<AnyMessage>) {
         let (session, request_id, opcode) = (req.session, req.request_id, req.opcode);
         let comp = &mut self.components[idx as usize];
+        let t0 = crate::host::opcode_metrics::now();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| comp.handle(ctx, req)));
+        crate::host::opcode_metrics::record(ctx.cx.id, opcode, t0.elapsed());
         if let Err(p) = r {
             let msg = lattice_runtime::shard::panic_message(&*p);
             crate::metrics::AppMetrics::add(&ctx.metrics.handler_panics_total, 1);

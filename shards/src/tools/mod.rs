@@ -21,7 +21,9 @@ use crate::server::exit;
 pub fn run(tool: Tool, load: &dyn Fn(&ConfigArgs) -> Config) -> i32 {
     let r = match tool {
         Tool::Migrate { .. } => Err("tool migrate is run by the binary itself".to_string()),
-        Tool::GenCert { .. } => Err("tool gen-cert is run by the binary itself".to_string()),
+        Tool::GenCert { .. } | Tool::Ps | Tool::Version { .. } => {
+            Err("this tool is run by the binary itself".to_string())
+        }
         Tool::MachineId(cmd) => match cmd {
             MachineIdCmd::Show { args } => machine_id::show(&load(&args)),
             MachineIdCmd::Request {
@@ -55,3 +57,5 @@ pub fn run(tool: Tool, load: &dyn Fn(&ConfigArgs) -> Config) -> i32 {
         }
     }
 }
+pub mod ps;
+pub mod version;

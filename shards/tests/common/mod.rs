@@ -14,12 +14,26 @@ use std::time::{Duration, Instant};
 
 use lattice_proto::{pb, AnyMessage, LatticeMessage};
 
+/// A loopback port that was free a moment ago and that this test process has not handed out
+/// before (the kernel may give the same ephemeral port to two quick binds in a row, and two
+/// listeners of one server must not get the same one).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no fresh loopback port after 1000 binds");
 }
 
 pub struct Lattice {

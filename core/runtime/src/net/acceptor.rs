@@ -9,7 +9,9 @@
 //!
 //! `accept` failing for lack of descriptors (EMFILE, ENFILE) or memory is survived: counted,
 //! logged at most once a second, retried after a short backoff while the shards go on serving
-//! existing sessions; connections wait in the kernel's listen queue meanwhile.
+//! existing sessions; connections wait in the kernel's listen queue meanwhile. Refusals at
+//! `net.max_connections` are counted and their warnings rate-limited (a summary tells how many
+//! were not logged, at the next refusal after the window).
 
 use std::io::Write;
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -31,6 +33,7 @@ use crate::mesh::ShardSignal;
 use crate::server::RefusalFrames;
 use crate::telemetry::continuity::AcceptMetrics;
 use crate::telemetry::metrics::{Metrics, ShardMetrics};
+use crate::telemetry::warn_limit::{self, WarnLimiter};
 
 /// What the acceptor checks connections against and reports to.
 pub(crate) struct Gates {
@@ -181,6 +184,10 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
             let mut open = vec![0usize; rings.len()];
             // Failures are logged at most once per second (with how many were not logged).
             let mut last_log: Option<Instant> = None;
+            // Refusals at net.max_connections come in floods: warnings rate-limited like the
+            // shards' protocol violations (log.warn_burst per log.warn_window_ms, then a summary).
+            let mut warns = WarnLimiter::from_defaults();
+            let born = Instant::now();
             let mut unlogged = 0u64;
             loop {
                 let accepted = listener.accept();
@@ -217,7 +224,14 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                 let shard = pick(net.balance, &next, &open);
                 if total >= net.max_connections {
                     ShardMetrics::add(&metrics.shards[shard].connections_rejected_total, 1);
-                    tracing::warn!(listener = %name, %peer, limit = net.max_connections, "connection refused: net.max_connections reached");
+                    let now_ms = born.elapsed().as_millis() as u64;
+                    let (verdict, summary) = warns.check("max_connections", now_ms);
+                    if let Some(s) = summary {
+                        tracing::warn!(listener = %name, reason = s.reason, suppressed = s.suppressed, window_ms = s.window_ms, "connection refused: further warnings of this reason suppressed in the last window");
+                    }
+                    if verdict == warn_limit::Verdict::Log {
+                        tracing::warn!(listener = %name, %peer, limit = net.max_connections, "connection refused: net.max_connections reached");
+                    }
                     continue;
                 }
                 if let Err(e) = stream

@@ -3,10 +3,12 @@
 //!
 //! Files: `app.rs` the application trait; `cx.rs` what the application may do; `state.rs` the state
 //! the loop and the connection tasks share, and how a session enters, runs, detaches and leaves;
-//! `control.rs` the operator commands of the control lane; `run.rs` the loop pass, parking and
-//! shutdown drain.
+//! `close_log.rs` which closes are ordinary (info) and which are violations (warn, rate-limited
+//! per reason); `control.rs` the operator commands of the control lane; `run.rs` the loop pass,
+//! parking and shutdown drain.
 
 mod app;
+mod close_log;
 mod control;
 mod cx;
 mod run;
@@ -14,7 +16,7 @@ mod state;
 
 pub use app::ShardApp;
 pub use cx::{RebindError, ShardCx};
-pub use state::panic_message;
+pub use state::{panic_message, IDLE_PASS_MAX};
 
 pub(crate) use cx::CxSettings;
 pub(crate) use run::{run, ShardParts};

@@ -68,6 +68,7 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         mesh_batch: parts.mesh_batch,
         queued_budget: parts.queued_budget,
         drain_timeout: parts.drain_timeout,
+        warns: RefCell::new(crate::telemetry::warn_limit::WarnLimiter::from_defaults()),
     });
     mesh_loop(st).await;
 }
@@ -84,6 +85,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let mut worked = false;
+        ShardMetrics::add(&st.cx.m().loop_passes_total, 1);
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
                 Control::Shutdown if drain_deadline.is_none() => {

@@ -14,6 +14,7 @@ use lattice_wire::{
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use super::app::ShardApp;
+use super::close_log::{self, CloseLog};
 use super::cx::{Envelope, ShardCx, TimerItem, TICK};
 use crate::mesh::ring::Consumer;
 use crate::net::conn::{self, ConnHost, Ended};
@@ -22,6 +23,10 @@ use crate::net::tls::ShardTls;
 use crate::net::SessionCell;
 use crate::telemetry::gateway::GatewayMetrics;
 use crate::telemetry::metrics::ShardMetrics;
+use crate::telemetry::warn_limit::{Summary, Verdict, WarnLimiter};
+
+/// Longest a parked shard sleeps before its next loop pass, even with nothing to do.
+pub const IDLE_PASS_MAX: Duration = Duration::from_millis(500);
 
 /// One listener's accept ring on a shard: sockets its acceptor handed to this shard, what its
 /// sessions speak, and whether they run over TLS.
@@ -49,6 +54,8 @@ pub(crate) struct ShardState<A: ShardApp> {
     pub mesh_batch: usize,
     pub queued_budget: usize,
     pub drain_timeout: Duration,
+    /// Rate limit of protocol-violation warnings on this shard.
+    pub warns: RefCell<WarnLimiter>,
 }
 
 impl<A: ShardApp> ShardState<A> {
@@ -82,6 +89,11 @@ impl<A: ShardApp> ShardState<A> {
             &m.clock_backwards_total,
             self.cx.clock.borrow().stats().backwards_clamped,
         );
+        self.warns
+            .borrow_mut()
+            .poll(now.as_nanos() / 1_000_000, |s| {
+                log_suppressed(self.cx.id, s)
+            });
         !fired.is_empty()
     }
 
@@ -201,18 +213,27 @@ impl<A: ShardApp> ShardState<A> {
         let m = cx.m();
         ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
         ShardMetrics::add(self.close_counter(&reason), 1);
-        match &reason {
-            CloseReason::HandedOver => {
+        match close_log::classify(&reason) {
+            CloseLog::Quiet => {
                 tracing::debug!(session = %id, peer = %cell.peer(), %reason, "session closed")
             }
-            CloseReason::PeerClosed
-            | CloseReason::Shutdown
-            | CloseReason::IdleTimeout
-            | CloseReason::ResumeExpired(_)
-            | CloseReason::Admin(_) => {
+            CloseLog::Ordinary => {
                 tracing::info!(session = %id, peer = %cell.peer(), %reason, "session closed")
             }
-            _ => tracing::warn!(session = %id, peer = %cell.peer(), %reason, "session closed"),
+            // Protocol violations (every layer: frames, HTTP, WebSocket, TLS), rate-limit closes
+            // and overflows stay at warn, rate-limited per reason.
+            CloseLog::Violation(key) => {
+                let now_ms = cx.clock.borrow().now().as_nanos() / 1_000_000;
+                let (verdict, summary) = self.warns.borrow_mut().check(key, now_ms);
+                if let Some(s) = summary {
+                    log_suppressed(cx.id, s);
+                }
+                if verdict == Verdict::Log {
+                    tracing::warn!(session = %id, peer = %cell.peer(), %reason, "session closed");
+                } else {
+                    tracing::debug!(session = %id, peer = %cell.peer(), %reason, "session closed");
+                }
+            }
         }
         guarded(self, "on_close", |app| app.on_close(cx, id, &reason));
     }
@@ -314,8 +335,24 @@ impl<A: ShardApp> ShardState<A> {
 
     /// How long the loop may park before the next timer is due.
     pub fn park_timeout(&self) -> Option<Duration> {
-        let next = self.cx.wheel.borrow().next_deadline()?;
-        Some(self.cx.clock.borrow().until_tick(next, TICK))
+        let timer = self
+            .cx
+            .wheel
+            .borrow()
+            .next_deadline()
+            .map(|next| self.cx.clock.borrow().until_tick(next, TICK));
+        // Suppressed warnings are summarised when their window ends, even on an idle shard.
+        let summary = self.warns.borrow().next_due().map(|due| {
+            let now = self.cx.clock.borrow().now().as_nanos() / 1_000_000;
+            Duration::from_millis(due.saturating_sub(now))
+        });
+        let due = match (timer, summary) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(IDLE_PASS_MAX),
+        };
+        // An idle shard still makes a pass every IDLE_PASS_MAX: a pass count that stops moving
+        // means the shard is stuck in a callback (the alert watcher relies on it).
+        Some(due.min(IDLE_PASS_MAX))
     }
 
     /// True when the loop has something to do without waiting.
@@ -601,6 +638,17 @@ impl<A: ShardApp> ShardState<A> {
         // update): re-arm, which keeps an earlier timer and is cheap otherwise.
         self.cx.arm_session_timer(cell);
     }
+}
+
+/// One summary line for warnings the shard's limiter held back.
+fn log_suppressed(shard: usize, s: Summary) {
+    tracing::warn!(
+        shard,
+        reason = s.reason,
+        suppressed = s.suppressed,
+        window_ms = s.window_ms,
+        "session closed: further warnings of this reason suppressed in the last window"
+    );
 }
 
 /// Calls into the application, catching a panic so the shard goes on. Returns None on panic.

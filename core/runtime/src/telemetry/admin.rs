@@ -4,13 +4,14 @@
 //! It runs off the shards on purpose: it must answer when every shard is saturated, and it talks to
 //! shards only through their control lanes and shared counters. It serves one request per
 //! connection and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`], 2 s socket
-//! timeouts, one connection at a time. Requests are parsed and responses encoded by the same
+//! timeouts, one connection at a time (except detached routes, [`Routes::add_detached`], which answer
+//! on a thread of their own, at most [`MAX_DETACHED`] at once). Requests are parsed and responses encoded by the same
 //! sans-IO HTTP/1.1 code as the shards' HTTP listeners (`lattice_wire::http`), so a bad request
 //! gets the same status codes here as there.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -106,8 +107,13 @@ pub type Guard = Box<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
 #[derive(Default)]
 pub struct Routes {
     routes: Vec<(&'static str, Match, Handler)>,
+    /// Indexes of routes served on their own thread ([`Routes::add_detached`]).
+    detached: Vec<usize>,
     guards: Vec<(&'static str, Guard)>,
 }
+
+/// Requests of detached routes served at once; more are answered 503.
+pub const MAX_DETACHED: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 enum Match {
@@ -120,6 +126,27 @@ impl Routes {
     pub fn add(&mut self, method: &'static str, path: &'static str, handler: Handler) -> &mut Self {
         self.routes.push((method, Match::Exact(path), handler));
         self
+    }
+
+    /// Serves `method path` (exact path) with `handler` on a thread of its own, for handlers that
+    /// take seconds (a CPU profile): the listener keeps answering other requests meanwhile. At most
+    /// [`MAX_DETACHED`] such requests run at once; the next gets 503.
+    pub fn add_detached(
+        &mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: Handler,
+    ) -> &mut Self {
+        self.detached.push(self.routes.len());
+        self.add(method, path, handler)
+    }
+
+    /// True when `req` goes to a detached route.
+    fn is_detached(&self, req: &Request) -> bool {
+        self.detached.iter().any(|&i| {
+            let (method, m, _) = &self.routes[i];
+            *method == req.method && matches!(m, Match::Exact(p) if req.path == *p)
+        })
     }
 
     /// Serves `method` on every path starting with `prefix` with `handler`.
@@ -186,6 +213,8 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let routes = Arc::new(routes);
+        let detached = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("lattice-admin".into())
             .spawn(move || {
@@ -195,10 +224,12 @@ impl AdminServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if let Err(e) = serve(s, &routes) {
+                            if let Err(e) = serve(s, &routes, &detached) {
                                 tracing::debug!(error = %e, "admin request failed");
                             }
                         }
+                        // A profiling signal (SIGPROF) interrupted accept: not an error.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "admin accept failed");
                             // EMFILE and friends: back off instead of spinning.
@@ -240,7 +271,21 @@ fn limits() -> HttpLimits {
     }
 }
 
-fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
+/// `read` that retries when a signal (SIGPROF while profiling) interrupts it.
+fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    routes: &Arc<Routes>,
+    detached: &Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let peer = s.peer_addr()?;
@@ -257,7 +302,7 @@ fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
             }
             Next::Wait => {}
         }
-        let n = s.read(&mut chunk)?;
+        let n = read_retrying(&mut s, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -271,7 +316,34 @@ fn serve(mut s: TcpStream, routes: &Routes) -> std::io::Result<()> {
         body: req.body,
         peer,
     };
+    if routes.is_detached(&req) {
+        if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
+            detached.fetch_sub(1, Ordering::SeqCst);
+            return respond(s, out, Response::text(503, "busy: try again later\n"));
+        }
+        let (routes, slots) = (routes.clone(), detached.clone());
+        let spawned = std::thread::Builder::new()
+            .name("lattice-admin-req".into())
+            .spawn(move || {
+                // The handler may take its time: the write timeout starts after it.
+                let r = routes.respond(&req);
+                if let Err(e) = respond(s, out, r) {
+                    tracing::debug!(error = %e, "admin response failed");
+                }
+                slots.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            detached.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(error = %e, "admin: cannot spawn a request thread");
+        }
+        return Ok(());
+    }
     let r = routes.respond(&req);
+    respond(s, out, r)
+}
+
+/// Encodes `r` into `out` (empty or holding nothing yet) and writes it, then lingers.
+fn respond(mut s: TcpStream, mut out: Vec<u8>, r: Response) -> std::io::Result<()> {
     let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
     wire.headers.extend(r.headers);
     // One request per connection: the listener serves one connection at a time.
@@ -287,7 +359,7 @@ fn linger(mut s: TcpStream) -> std::io::Result<()> {
     s.shutdown(std::net::Shutdown::Write)?;
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
-        match s.read(&mut sink) {
+        match read_retrying(&mut s, &mut sink) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -402,6 +474,57 @@ mod tests {
         ] {
             let resp = exchange(&srv, bytes);
             assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")), "{resp}");
+        }
+        srv.stop();
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        resp
+    }
+
+    #[test]
+    fn a_detached_route_does_not_hold_up_the_others_and_is_bounded() {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let entered = Arc::new(AtomicUsize::new(0));
+        let entered2 = entered.clone();
+        let mut r = routes();
+        r.add_detached(
+            "GET",
+            "/slow",
+            Box::new(move |_| {
+                entered2.fetch_add(1, Ordering::SeqCst);
+                let _ = release_rx.lock().unwrap().recv();
+                Response::text(200, "slow done\n")
+            }),
+        );
+        let srv = AdminServer::start("127.0.0.1:0", r).unwrap();
+        let addr = srv.local_addr();
+        let slow: Vec<_> = (0..MAX_DETACHED)
+            .map(|_| std::thread::spawn(move || get(addr, "/slow")))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while entered.load(Ordering::SeqCst) < MAX_DETACHED {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow requests never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Both slots are taken: the next one is refused.
+        assert!(get(addr, "/slow").starts_with("HTTP/1.1 503"));
+        // Meanwhile the listener answers.
+        assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+        for _ in 0..MAX_DETACHED {
+            release_tx.send(()).unwrap();
+        }
+        for t in slow {
+            assert!(t.join().unwrap().ends_with("slow done\n"));
         }
         srv.stop();
     }

@@ -43,6 +43,7 @@ crate::shard_counters! {
         timers_dead_records: Gauge, "Records of cancelled or rescheduled timers still in this shard's wheel (4 bytes each; compacted once they exceed half the pending timers + 16384, the wheel's dead_record_slack).";
         timers_compacted_total: Counter, "Dead timer records dropped by the wheel's compaction (the rest go when their slot comes up).";
         clock_backwards_total: Counter, "Clock readings that went backwards and were clamped.";
+        loop_passes_total: Counter, "Loop passes this shard completed (a shard that is not parked and makes no pass is stuck).";
     }
 }
 

@@ -12,7 +12,7 @@
 //! the same for every shard count); `generation` is the account's token generation, raised by every
 //! password change, so older tokens stop working.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Encoded length.
@@ -81,7 +81,7 @@ impl TokenKey {
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length")
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
     }
 
     /// Encodes and signs `c`. Cost: one HMAC-SHA256 over 25 bytes (about a microsecond).

@@ -1,0 +1,228 @@
+//! A log file that rotates by day and by size, keeping a bounded number of old files.
+//!
+//! The live file is always `path`. Rotation renames it to `path.YYYY-MM-DD.N` (the UTC day its
+//! first line was written, N counting from 1 within that day) and opens a fresh `path`; the oldest
+//! rotated files beyond `keep` are deleted. Only the log writer thread touches it, so nothing here
+//! is shared or locked.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+/// When a [`RotatingFile`] rotates and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a write that would take the file past this many bytes (0 = never by size).
+    pub max_bytes: u64,
+    /// Rotate when the UTC day changes.
+    pub daily: bool,
+    /// Rotated files kept (the oldest beyond this are deleted).
+    pub keep: usize,
+}
+
+/// A rotating append-only log file. Errors are returned, never panicked on: the writer counts
+/// them and goes on writing to the console.
+pub struct RotatingFile {
+    path: PathBuf,
+    rotation: Rotation,
+    file: File,
+    size: u64,
+    day: NaiveDate,
+}
+
+impl RotatingFile {
+    /// Opens (appends to) `path`, creating its directory. `today` is the current UTC day.
+    pub fn open(path: &Path, rotation: Rotation, today: NaiveDate) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        // A file left by an earlier run keeps the day it was last written.
+        let day = meta
+            .modified()
+            .ok()
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).date_naive())
+            .unwrap_or(today);
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            rotation,
+            file,
+            size: meta.len(),
+            day,
+        })
+    }
+
+    /// The live file's descriptor (for the crash path, which writes with `write(2)`).
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    /// Appends `bytes`, rotating first when the day changed or the size limit would be passed.
+    /// Returns true when it rotated.
+    pub fn write(&mut self, bytes: &[u8], today: NaiveDate) -> std::io::Result<bool> {
+        let by_day = self.rotation.daily && today != self.day && self.size > 0;
+        let by_size = self.rotation.max_bytes > 0
+            && self.size > 0
+            && self.size + bytes.len() as u64 > self.rotation.max_bytes;
+        let rotated = by_day || by_size;
+        if rotated {
+            self.rotate(today)?;
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        if self.size == bytes.len() as u64 {
+            self.day = today;
+        }
+        Ok(rotated)
+    }
+
+    fn rotate(&mut self, today: NaiveDate) -> std::io::Result<()> {
+        let day = self.day.format("%Y-%m-%d").to_string();
+        // After the newest of that day, never into a gap left by pruning (order = age).
+        let n = self
+            .rotated()?
+            .iter()
+            .filter(|r| r.0 == self.day)
+            .map(|r| r.1)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let target = self.suffixed(&format!("{day}.{n}"));
+        std::fs::rename(&self.path, &target)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        self.day = today;
+        self.prune()
+    }
+
+    fn suffixed(&self, suffix: &str) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(".");
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// The rotated files, oldest first: `(day, n, path)`.
+    pub fn rotated(&self) -> std::io::Result<Vec<(NaiveDate, u32, PathBuf)>> {
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!("{name}.");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let f = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = f.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((d, n)) = rest.rsplit_once('.') else {
+                continue;
+            };
+            if let (Ok(d), Ok(n)) = (NaiveDate::parse_from_str(d, "%Y-%m-%d"), n.parse::<u32>()) {
+                out.push((d, n, e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn prune(&self) -> std::io::Result<()> {
+        let files = self.rotated()?;
+        let extra = files.len().saturating_sub(self.rotation.keep);
+        for (_, _, p) in files.into_iter().take(extra) {
+            std::fs::remove_file(p)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lattice-logfile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_newest() {
+        let d = dir("size");
+        let path = d.join("sub/lattice.log");
+        let rot = Rotation {
+            max_bytes: 10,
+            daily: false,
+            keep: 2,
+        };
+        let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
+        let mut rotations = 0;
+        for i in 0..5 {
+            if f.write(format!("line {i}\n").as_bytes(), day(1)).unwrap() {
+                rotations += 1;
+            }
+        }
+        // 7 bytes a line, 10 allowed: every line after the first rotates.
+        assert_eq!(rotations, 4);
+        let kept = f.rotated().unwrap();
+        assert_eq!(
+            kept.iter().map(|k| k.1).collect::<Vec<_>>(),
+            vec![3, 4],
+            "the two newest"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 4\n");
+        assert_eq!(std::fs::read_to_string(&kept[1].2).unwrap(), "line 3\n");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn rotates_when_the_day_changes_and_names_the_old_day() {
+        let d = dir("day");
+        let path = d.join("lattice.log");
+        let rot = Rotation {
+            max_bytes: 0,
+            daily: true,
+            keep: 5,
+        };
+        let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
+        f.day = day(1);
+        assert!(!f.write(b"a\n", day(1)).unwrap());
+        assert!(!f.write(b"b\n", day(1)).unwrap());
+        assert!(f.write(b"c\n", day(2)).unwrap());
+        assert!(!f.write(b"d\n", day(2)).unwrap());
+        let kept = f.rotated().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, day(1));
+        assert!(kept[0].2.ends_with("lattice.log.2026-11-01.1"));
+        assert_eq!(std::fs::read_to_string(&kept[0].2).unwrap(), "a\nb\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "c\nd\n");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_path_is_an_error() {
+        let rot = Rotation {
+            max_bytes: 0,
+            daily: false,
+            keep: 1,
+        };
+        assert!(RotatingFile::open(Path::new("/proc/nope/lattice.log"), rot, day(1)).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One-command deploy of a built `lattice` binary and its configuration.
+#
+#   deploy/install.sh [--root DIR] [--binary PATH] [--config FILE] [--no-start]
+#
+# Installs, under DIR (default /):
+#   usr/local/bin/lattice                     the binary (default: target/release/lattice)
+#   etc/lattice/lattice.toml                  the configuration (default: deploy/lattice.prod.toml);
+#                                             an existing one is kept and the new one written beside
+#                                             it as lattice.toml.new
+#   etc/systemd/system/lattice.service        the unit (deploy/lattice.service)
+#   usr/local/share/doc/lattice/              OPERATIONS.md, the schema scripts
+#   var/lib/lattice, var/log/lattice          state and logs, owned by the `lattice` user when it exists
+# The configuration is checked with the new binary first; a bad one installs nothing (exit 2).
+# With DIR = / (a real install) and systemd running, it reloads systemd, enables the unit and
+# (re)starts it unless --no-start. With another DIR nothing outside DIR is touched (used by tests).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+root=/
+binary="${CARGO_TARGET_DIR:-$repo/target}/release/lattice"
+config="$here/lattice.prod.toml"
+start=1
+die() { echo "install.sh: $*" >&2; exit "${2:-1}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root="${2:?--root needs a directory}"; shift 2 ;;
+    --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
+    --config) config="${2:?--config needs a file}"; shift 2 ;;
+    --no-start) start=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" 2 ;;
+  esac
+done
+[ -x "$binary" ] || die "no executable binary at $binary (build it: cargo build --release -p lattice-server)"
+[ -f "$config" ] || die "no config file at $config"
+"$binary" config --config "$config" >/dev/null || die "configuration $config is invalid; nothing installed" 2
+root="${root%/}"
+dest() { echo "$root$1"; }
+
+install -d -m 0755 "$(dest /usr/local/bin)" "$(dest /etc/lattice)" "$(dest /etc/systemd/system)" \
+  "$(dest /usr/local/share/doc/lattice/schema)"
+install -d -m 0750 "$(dest /var/lib/lattice)" "$(dest /var/log/lattice)"
+# Replace the binary atomically (a running process keeps the old inode).
+install -m 0755 "$binary" "$(dest /usr/local/bin/lattice.new)"
+mv -f "$(dest /usr/local/bin/lattice.new)" "$(dest /usr/local/bin/lattice)"
+if [ -e "$(dest /etc/lattice/lattice.toml)" ] && ! cmp -s "$config" "$(dest /etc/lattice/lattice.toml)"; then
+  install -m 0640 "$config" "$(dest /etc/lattice/lattice.toml.new)"
+  echo "install.sh: kept the existing /etc/lattice/lattice.toml; the new one is lattice.toml.new"
+else
+  install -m 0640 "$config" "$(dest /etc/lattice/lattice.toml)"
+fi
+install -m 0644 "$here/lattice.service" "$(dest /etc/systemd/system/lattice.service)"
+install -m 0644 "$repo/docs/OPERATIONS.md" "$(dest /usr/local/share/doc/lattice/OPERATIONS.md)"
+install -m 0755 "$here"/schema/*.sh "$(dest /usr/local/share/doc/lattice/schema/)"
+if getent passwd lattice >/dev/null && [ "$(id -u)" = 0 ]; then
+  chown lattice:lattice "$(dest /var/lib/lattice)" "$(dest /var/log/lattice)"
+  chgrp lattice "$(dest /etc/lattice/lattice.toml)"
+fi
+echo "install.sh: installed $("$(dest /usr/local/bin/lattice)" --version) under ${root:-/}"
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+  getent passwd lattice >/dev/null || die "no lattice user: run deploy/init-env.sh first"
+  systemctl daemon-reload
+  systemctl enable lattice.service
+  if [ "$start" = 1 ]; then
+    systemctl restart lattice.service
+    systemctl --no-pager status lattice.service | head -5
+  fi
+fi

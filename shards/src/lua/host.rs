@@ -1,0 +1,344 @@
+//! The Lua state of one shard: the scripts loaded into a [`Sandbox`], the handlers they registered
+//! by message name, their calendar hooks, and calls into them.
+//!
+//! Script API (globals):
+//! - `lattice.on(name, fn)`: handle client requests of message `name` (e.g. `"Login"`); `fn(req,
+//!   session)` gets the message as a table (bytes fields are arrays of integers) and the session id,
+//!   and returns nothing, or a reply as `name, table` (fields not given keep their defaults; a
+//!   field the message does not have is an error);
+//! - `lattice.on_calendar(event, fn)`: called with the event's name when a calendar event fires;
+//! - `lattice.log(text)`: one info line; `lattice.shard`, `lattice.shards`: where it runs;
+//! - a global function `check_args(args, config)` (optional): called once at start-up with the
+//!   command line and the merged configuration; returning `false, reason` (or a string) refuses
+//!   to start.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use lattice_proto::AnyMessage;
+use mlua::{Function, LuaSerdeExt, Value};
+
+use super::sandbox::{Limits, Sandbox};
+
+/// Why scripts could not be loaded or called.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// A Lua error (syntax, runtime, memory, budget).
+    #[error("{0}")]
+    Lua(#[from] mlua::Error),
+    /// A script named a message that is not a client message.
+    #[error("no client message is called {0:?}")]
+    UnknownMessage(String),
+    /// A reply table had a field its message does not have.
+    #[error("{msg} has no field {field:?}")]
+    UnknownField {
+        /// The message.
+        msg: String,
+        /// The field.
+        field: String,
+    },
+}
+
+#[derive(Default)]
+struct Registered {
+    handlers: HashMap<u16, Function>,
+    calendar: HashMap<String, Function>,
+}
+
+/// One shard's scripts.
+pub struct LuaHost {
+    sb: Sandbox,
+    reg: Rc<RefCell<Registered>>,
+}
+
+/// The opcode of client message `name`, if there is one.
+pub fn client_opcode(name: &str) -> Option<u16> {
+    lattice_proto::all()
+        .iter()
+        .find(|i| i.name == name && !i.no_client)
+        .map(|i| i.opcode)
+}
+
+impl LuaHost {
+    /// Loads `scripts` (name, source), in order, into a new sandbox for shard `shard` of `shards`.
+    pub fn load(
+        scripts: &[(String, String)],
+        limits: Limits,
+        shard: usize,
+        shards: usize,
+    ) -> Result<LuaHost, ScriptError> {
+        let sb = Sandbox::new(limits)?;
+        let reg = Rc::new(RefCell::new(Registered::default()));
+        let lua = &sb.lua;
+        let api = lua.create_table()?;
+        let r = reg.clone();
+        api.set(
+            "on",
+            lua.create_function(move |_, (name, f): (String, Function)| {
+                let op = client_opcode(&name).ok_or_else(|| {
+                    mlua::Error::runtime(format!(
+                        "lattice.on: no client message is called {name:?}"
+                    ))
+                })?;
+                r.borrow_mut().handlers.insert(op, f);
+                Ok(())
+            })?,
+        )?;
+        let r = reg.clone();
+        api.set(
+            "on_calendar",
+            lua.create_function(move |_, (event, f): (String, Function)| {
+                r.borrow_mut().calendar.insert(event, f);
+                Ok(())
+            })?,
+        )?;
+        api.set(
+            "log",
+            lua.create_function(move |_, text: String| {
+                tracing::info!(target: "lua", shard, "{text}");
+                Ok(())
+            })?,
+        )?;
+        api.set("shard", shard)?;
+        api.set("shards", shards)?;
+        lua.globals().set("lattice", api)?;
+        for (name, src) in scripts {
+            sb.exec(name, src)?;
+        }
+        Ok(LuaHost { sb, reg })
+    }
+
+    /// True when a script handles requests with this opcode.
+    pub fn handles(&self, opcode: u16) -> bool {
+        self.reg.borrow().handlers.contains_key(&opcode)
+    }
+
+    /// Names of the messages scripts handle.
+    pub fn handled(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self
+            .reg
+            .borrow()
+            .handlers
+            .keys()
+            .filter_map(|&op| lattice_proto::info(op).map(|i| i.name))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Bytes the state uses.
+    pub fn used_memory(&self) -> usize {
+        self.sb.used_memory()
+    }
+
+    /// Calls the handler of `msg` (one call, one budget). `Ok(None)`: no reply.
+    pub fn handle(
+        &self,
+        msg: &AnyMessage,
+        session: u64,
+    ) -> Result<Option<AnyMessage>, ScriptError> {
+        let Some(f) = self.reg.borrow().handlers.get(&msg.opcode()).cloned() else {
+            return Ok(None);
+        };
+        let (name, reply): (Option<String>, Value) = self.sb.call(|lua| {
+            let req = lua.to_value(msg)?;
+            f.call((req, session))
+        })?;
+        let Some(name) = name else { return Ok(None) };
+        self.to_message(&name, reply).map(Some)
+    }
+
+    /// Calls the hook of calendar event `event`, if a script set one. Returns whether one ran.
+    pub fn calendar(&self, event: &str) -> Result<bool, ScriptError> {
+        let Some(f) = self.reg.borrow().calendar.get(event).cloned() else {
+            return Ok(false);
+        };
+        self.sb.call(|_| f.call::<()>(event))?;
+        Ok(true)
+    }
+
+    /// Calls the global `check_args(args, config)` if defined: `Ok(None)` accepts, `Ok(Some(why))`
+    /// refuses.
+    pub fn check_args<C: serde::Serialize>(
+        &self,
+        args: &[String],
+        config: &C,
+    ) -> Result<Option<String>, ScriptError> {
+        let f: Option<Function> = self.sb.lua.globals().get("check_args")?;
+        let Some(f) = f else { return Ok(None) };
+        let (ok, why): (Value, Option<String>) = self.sb.call(|lua| {
+            let cfg = lua.to_value(config)?;
+            f.call((args.to_vec(), cfg))
+        })?;
+        Ok(match ok {
+            Value::Nil | Value::Boolean(true) => None,
+            Value::String(s) => Some(s.to_str()?.to_string()),
+            _ => Some(why.unwrap_or_else(|| "check_args refused the arguments".into())),
+        })
+    }
+
+    /// A message `name` built from `fields` over its defaults.
+    fn to_message(&self, name: &str, fields: Value) -> Result<AnyMessage, ScriptError> {
+        let op = lattice_proto::all()
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.opcode)
+            .ok_or_else(|| ScriptError::UnknownMessage(name.to_string()))?;
+        let lua = &self.sb.lua;
+        let base = lattice_proto::default_of(op).expect("registered opcode");
+        let Value::Table(merged) = lua.to_value(&base)? else {
+            return Err(ScriptError::UnknownMessage(name.to_string()));
+        };
+        match fields {
+            Value::Nil => {}
+            Value::Table(t) => {
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    let key = match &k {
+                        Value::String(s) => s.to_str()?.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    if !merged.contains_key(key.as_str())? {
+                        return Err(ScriptError::UnknownField {
+                            msg: name.to_string(),
+                            field: key,
+                        });
+                    }
+                    merged.set(key, v)?;
+                }
+            }
+            other => {
+                return Err(ScriptError::Lua(mlua::Error::runtime(format!(
+                    "the reply to send as {name} must be a table, got {}",
+                    other.type_name()
+                ))))
+            }
+        }
+        let de = mlua::serde::Deserializer::new(Value::Table(merged));
+        let msg = lattice_proto::deserialize_as(op, de)?
+            .ok_or_else(|| ScriptError::UnknownMessage(name.to_string()))?;
+        Ok(msg)
+    }
+}
+
+/// Reads the table of handlers, for tests.
+#[cfg(test)]
+fn table_keys(t: &mlua::Table) -> Vec<String> {
+    t.pairs::<String, Value>()
+        .filter_map(|p| p.ok())
+        .map(|p| p.0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_proto::pb;
+
+    fn limits() -> Limits {
+        Limits {
+            memory: 4 << 20,
+            instructions: 1_000_000,
+        }
+    }
+
+    fn host(src: &str) -> LuaHost {
+        LuaHost::load(&[("t.lua".into(), src.into())], limits(), 0, 2).unwrap()
+    }
+
+    #[test]
+    fn a_handler_by_message_name_replies_with_a_table() {
+        let h = host(
+            r#"lattice.on("Login", function(req, session)
+                 if req.account == "bad" then error("refused") end
+                 return "LoginOk", { user_id = #req.account * 100 + lattice.shard }
+               end)"#,
+        );
+        assert_eq!(h.handled(), vec!["Login"]);
+        let login = AnyMessage::Login(pb::Login {
+            account: "alice".into(),
+            password: "x".into(),
+        });
+        assert_eq!(
+            h.handle(&login, 7).unwrap(),
+            Some(AnyMessage::LoginOk(pb::LoginOk {
+                user_id: 500,
+                ..Default::default()
+            }))
+        );
+        let bad = AnyMessage::Login(pb::Login {
+            account: "bad".into(),
+            password: String::new(),
+        });
+        assert!(h
+            .handle(&bad, 7)
+            .unwrap_err()
+            .to_string()
+            .contains("refused"));
+    }
+
+    #[test]
+    fn bad_replies_and_names_are_errors() {
+        assert!(LuaHost::load(
+            &[(
+                "t.lua".into(),
+                r#"lattice.on("Nope", function() end)"#.into()
+            )],
+            limits(),
+            0,
+            1
+        )
+        .is_err());
+        let h = host(r#"lattice.on("Ping", function() return "Pong", { nope = 1 } end)"#);
+        let ping = AnyMessage::Ping(pb::Ping { payload: vec![1] });
+        assert!(matches!(
+            h.handle(&ping, 1),
+            Err(ScriptError::UnknownField { .. })
+        ));
+        let h = host(
+            r#"lattice.on("Ping", function(req) return "Pong", { payload = req.payload } end)"#,
+        );
+        assert_eq!(
+            h.handle(&ping, 1).unwrap(),
+            Some(AnyMessage::Pong(pb::Pong { payload: vec![1] }))
+        );
+        let h = host(r#"lattice.on("Ping", function() return "Nope", {} end)"#);
+        assert!(matches!(
+            h.handle(&ping, 1),
+            Err(ScriptError::UnknownMessage(_))
+        ));
+    }
+
+    #[test]
+    fn calendar_hooks_and_check_args() {
+        let h = host(
+            r#"fired = 0
+               lattice.on_calendar("daily_reset", function(ev) fired = fired + 1 end)
+               function check_args(args, config)
+                 if config.net.max_frame < 4096 then return false, "net.max_frame too small for our game" end
+                 for _, a in ipairs(args) do if a == "--forbidden" then return "no --forbidden" end end
+                 return true
+               end"#,
+        );
+        assert!(h.calendar("daily_reset").unwrap());
+        assert!(!h.calendar("other").unwrap());
+        let fired: i64 = h.sb.lua.globals().get("fired").unwrap();
+        assert_eq!(fired, 1);
+        let cfg: toml::Table = toml::from_str("[net]\nmax_frame = 1024\n").unwrap();
+        assert_eq!(
+            h.check_args(&[], &cfg).unwrap().as_deref(),
+            Some("net.max_frame too small for our game")
+        );
+        let cfg: toml::Table = toml::from_str("[net]\nmax_frame = 65536\n").unwrap();
+        assert_eq!(h.check_args(&["run".into()], &cfg).unwrap(), None);
+        assert_eq!(
+            h.check_args(&["--forbidden".into()], &cfg)
+                .unwrap()
+                .as_deref(),
+            Some("no --forbidden")
+        );
+        let t: mlua::Table = h.sb.lua.globals().get("lattice").unwrap();
+        assert!(table_keys(&t).contains(&"on".to_string()));
+    }
+}

@@ -1,0 +1,246 @@
+//! Lua 5.4 scripts: one sandboxed state per shard ([`host::LuaHost`]), loaded from the `*.lua`
+//! files of `lua.dir` in name order.
+//!
+//! Scripts handle client requests by message name, hook calendar events and check the start-up
+//! arguments (the API is in `host.rs`). Each call runs under `lua.instruction_budget` and the state
+//! under `lua.memory_limit`; a script error, a runaway loop or a memory hog answers the request
+//! with an `INTERNAL` error frame, is counted (`lattice_lua_errors_total`) and logged, and the
+//! shard goes on. `POST /lua/reload` on the admin listener re-reads the directory, checks the new
+//! scripts in a scratch state (a broken script changes nothing and answers 422), then bumps a
+//! generation every shard compares at its next script call, reloading its own state there.
+
+pub mod host;
+pub mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lattice_runtime::telemetry::admin::{Response, Routes};
+
+use host::{LuaHost, ScriptError};
+use sandbox::Limits;
+
+/// `[lua]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LuaConfig {
+    /// Directory of `*.lua` scripts; empty = no scripts.
+    pub dir: String,
+    /// Bytes one shard's state may allocate.
+    pub memory_limit: usize,
+    /// Lua instructions one call may run.
+    pub instruction_budget: u64,
+}
+
+lattice_runtime::shard_counters! {
+    /// Script counters of one shard.
+    pub struct LuaMetrics("lattice_lua") {
+        calls_total: Counter, "Calls into this shard's scripts (requests and calendar hooks).";
+        errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply); requests were answered INTERNAL.";
+        reloads_total: Counter, "Times this shard reloaded its scripts.";
+        generation: Gauge, "Script generation this shard runs (POST /lua/reload increments it).";
+        memory_bytes: Gauge, "Bytes this shard's Lua state uses.";
+    }
+}
+
+/// The scripts every shard loads, and the generation that tells shards to reload.
+pub struct Scripts {
+    dir: PathBuf,
+    limits: Limits,
+    sources: Mutex<Arc<Vec<(String, String)>>>,
+    generation: AtomicU64,
+    /// Per-shard counters.
+    pub metrics: Vec<LuaMetrics>,
+}
+
+/// Reads every `*.lua` file of `dir`, in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("lua.dir {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lua"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::fs::read_to_string(&p)
+                .map(|s| (name, s))
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+impl Scripts {
+    /// Reads and checks the scripts of `cfg.dir` for `shards` shards. `Ok(None)` when `dir` is
+    /// empty. The check loads them into a scratch state: a syntax or top-level error is reported
+    /// here, before any shard starts.
+    pub fn open(cfg: &LuaConfig, shards: usize) -> Result<Option<Arc<Scripts>>, String> {
+        if cfg.dir.is_empty() {
+            return Ok(None);
+        }
+        let limits = Limits {
+            memory: cfg.memory_limit,
+            instructions: cfg.instruction_budget,
+        };
+        let sources = read_dir(Path::new(&cfg.dir))?;
+        LuaHost::load(&sources, limits, 0, shards).map_err(|e| format!("lua: {e}"))?;
+        Ok(Some(Arc::new(Scripts {
+            dir: PathBuf::from(&cfg.dir),
+            limits,
+            sources: Mutex::new(Arc::new(sources)),
+            generation: AtomicU64::new(1),
+            metrics: (0..shards).map(|_| LuaMetrics::default()).collect(),
+        })))
+    }
+
+    /// Calls `check_args(args, config)` in a scratch state: `Err` with the reason when a script
+    /// refuses to start.
+    pub fn check_args(&self, args: &[String], config: &toml::Table) -> Result<(), String> {
+        let sources = self.current();
+        let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
+            .map_err(|e| format!("lua: {e}"))?;
+        match h.check_args(args, config) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(format!("lua check_args refused to start: {why}")),
+            Err(e) => Err(format!("lua check_args failed: {e}")),
+        }
+    }
+
+    fn current(&self) -> Arc<Vec<(String, String)>> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the directory and checks it; on success the shards reload at their next call.
+    /// Returns the new generation and the handled messages.
+    pub fn reload(&self) -> Result<(u64, Vec<&'static str>), String> {
+        let sources = read_dir(&self.dir)?;
+        let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
+            .map_err(|e| format!("lua: {e}"))?;
+        *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok((g, h.handled()))
+    }
+
+    /// Renders the per-shard counters.
+    pub fn render(&self, w: &mut lattice_runtime::telemetry::prom::Writer<'_>) {
+        LuaMetrics::render(&self.metrics, w);
+    }
+}
+
+/// One shard's scripts: its state, rebuilt when the generation moves.
+pub struct LuaShard {
+    scripts: Arc<Scripts>,
+    shard: usize,
+    generation: u64,
+    host: Option<LuaHost>,
+}
+
+impl LuaShard {
+    /// The state of shard `shard`, loaded now.
+    pub fn new(scripts: Arc<Scripts>, shard: usize) -> LuaShard {
+        let mut s = LuaShard {
+            scripts,
+            shard,
+            generation: 0,
+            host: None,
+        };
+        s.refresh();
+        s
+    }
+
+    /// Reloads when `POST /lua/reload` moved the generation. A load that fails keeps the old state.
+    fn refresh(&mut self) {
+        let g = self.scripts.generation.load(Ordering::Relaxed);
+        if g == self.generation {
+            return;
+        }
+        let sources = self.scripts.current();
+        let m = &self.scripts.metrics[self.shard];
+        match LuaHost::load(
+            &sources,
+            self.scripts.limits,
+            self.shard,
+            self.scripts.metrics.len(),
+        ) {
+            Ok(h) => {
+                if self.host.is_some() {
+                    LuaMetrics::add(&m.reloads_total, 1);
+                    tracing::info!(shard = self.shard, generation = g, "lua: scripts reloaded");
+                }
+                LuaMetrics::set(&m.memory_bytes, h.used_memory() as u64);
+                self.host = Some(h);
+            }
+            Err(e) => {
+                LuaMetrics::add(&m.errors_total, 1);
+                tracing::error!(shard = self.shard, error = %e, "lua: reload failed; keeping the previous scripts");
+            }
+        }
+        self.generation = g;
+        LuaMetrics::set(&m.generation, g);
+    }
+
+    /// The state, refreshed, if it handles `opcode`.
+    pub fn handler_for(&mut self, opcode: u16) -> Option<&LuaHost> {
+        self.refresh();
+        self.host.as_ref().filter(|h| h.handles(opcode))
+    }
+
+    /// Counts one call and its outcome.
+    pub fn count(&self, r: &Result<impl Sized, ScriptError>) {
+        let m = &self.scripts.metrics[self.shard];
+        LuaMetrics::add(&m.calls_total, 1);
+        if r.is_err() {
+            LuaMetrics::add(&m.errors_total, 1);
+        }
+        if let Some(h) = &self.host {
+            LuaMetrics::set(&m.memory_bytes, h.used_memory() as u64);
+        }
+    }
+
+    /// Runs the calendar hook of `event` on this shard: the hook the calendar wiring calls.
+    pub fn calendar(&mut self, event: &str) -> Result<bool, ScriptError> {
+        self.refresh();
+        let Some(h) = self.host.as_ref() else {
+            return Ok(false);
+        };
+        let r = h.calendar(event);
+        self.count(&r);
+        r
+    }
+}
+
+/// Registers `POST /lua/reload`.
+pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
+    r.add(
+        "POST",
+        "/lua/reload",
+        Box::new(move |_| match &scripts {
+            None => Response::text(409, "no scripts: lua.dir is empty\n"),
+            Some(s) => match s.reload() {
+                Ok((g, handled)) => Response::json(
+                    200,
+                    serde_json::json!({
+                        "generation": g,
+                        "handles": handled,
+                        "note": "each shard reloads at its next script call",
+                    })
+                    .to_string(),
+                ),
+                Err(e) => Response::json(
+                    422,
+                    serde_json::json!({ "error": e, "note": "nothing changed" }).to_string(),
+                ),
+            },
+        }),
+    );
+}

@@ -1,0 +1,193 @@
+//! A sandboxed Lua 5.4 state: only the table, string, math, utf8 and coroutine libraries (plus the
+//! safe part of the base library), no `load`, `loadfile`, `dofile`, `require`, `collectgarbage`,
+//! `print` or `string.dump`, no `io`, `os`, `package` or `debug`; a memory limit for the state and
+//! an instruction budget for each call into it.
+//!
+//! The budget is counted by a hook every [`HOOK_EVERY`] instructions, set for the main thread and
+//! every coroutine (a global hook); past the budget the call fails with a Lua error, which unwinds
+//! the script and leaves the state usable. Past the memory limit an allocation fails with a Lua
+//! "not enough memory" error, with the same outcome.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, VmState};
+
+/// Instructions between two budget checks.
+pub const HOOK_EVERY: u32 = 1000;
+
+/// Globals removed from the base library.
+pub const REMOVED: [&str; 7] = [
+    "load",
+    "loadfile",
+    "dofile",
+    "require",
+    "collectgarbage",
+    "print",
+    "loadstring",
+];
+
+/// Limits of one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes the state may allocate.
+    pub memory: usize,
+    /// Instructions one call may run.
+    pub instructions: u64,
+}
+
+/// A sandboxed state and its per-call budget.
+pub struct Sandbox {
+    /// The state.
+    pub lua: Lua,
+    left: Rc<Cell<u64>>,
+    limits: Limits,
+}
+
+/// The error text of an exhausted budget.
+pub const BUDGET_EXCEEDED: &str = "instruction budget exceeded";
+
+impl Sandbox {
+    /// A new state with `limits`.
+    pub fn new(limits: Limits) -> mlua::Result<Sandbox> {
+        let lua = Lua::new_with(
+            StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE,
+            LuaOptions::default(),
+        )?;
+        let g = lua.globals();
+        for name in REMOVED {
+            g.raw_remove(name)?;
+        }
+        let string: mlua::Table = g.get("string")?;
+        string.raw_remove("dump")?;
+        let left = Rc::new(Cell::new(limits.instructions));
+        let l2 = left.clone();
+        lua.set_global_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| {
+                let now = l2.get().saturating_sub(u64::from(HOOK_EVERY));
+                l2.set(now);
+                if now == 0 {
+                    Err(mlua::Error::runtime(BUDGET_EXCEEDED))
+                } else {
+                    Ok(VmState::Continue)
+                }
+            },
+        )?;
+        lua.set_memory_limit(limits.memory)?;
+        Ok(Sandbox { lua, left, limits })
+    }
+
+    /// Runs `f` (a call into the state) with a fresh instruction budget.
+    pub fn call<R>(&self, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> mlua::Result<R> {
+        self.left.set(self.limits.instructions.max(1));
+        f(&self.lua)
+    }
+
+    /// Runs a chunk of source named `name` with a fresh budget.
+    pub fn exec(&self, name: &str, source: &str) -> mlua::Result<()> {
+        self.call(|lua| lua.load(source).set_name(format!("@{name}")).exec())
+    }
+
+    /// Bytes the state uses now.
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb() -> Sandbox {
+        Sandbox::new(Limits {
+            memory: 4 << 20,
+            instructions: 200_000,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_safe_libraries_are_there() {
+        let s = sb();
+        for absent in [
+            "io",
+            "os",
+            "package",
+            "debug",
+            "load",
+            "loadfile",
+            "dofile",
+            "require",
+            "collectgarbage",
+            "print",
+        ] {
+            let t: String = s
+                .call(|l| l.load(format!("return type({absent})")).eval())
+                .unwrap();
+            assert_eq!(t, "nil", "{absent} must not exist");
+        }
+        for present in [
+            "table",
+            "string",
+            "math",
+            "utf8",
+            "coroutine",
+            "pairs",
+            "pcall",
+        ] {
+            let t: String = s
+                .call(|l| l.load(format!("return type({present})")).eval())
+                .unwrap();
+            assert_ne!(t, "nil", "{present} must exist");
+        }
+        let t: String = s
+            .call(|l| l.load("return type(string.dump)").eval())
+            .unwrap();
+        assert_eq!(t, "nil");
+    }
+
+    #[test]
+    fn a_runaway_loop_hits_the_budget_and_the_state_lives() {
+        let s = sb();
+        let e = s.exec("spin.lua", "while true do end").unwrap_err();
+        assert!(e.to_string().contains(BUDGET_EXCEEDED), "{e}");
+        // Also inside a coroutine (the hook is global).
+        let e = s
+            .exec(
+                "co.lua",
+                "local c = coroutine.wrap(function() while true do end end) c()",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(BUDGET_EXCEEDED), "{e}");
+        // And pcall cannot swallow it for long: the budget is for the whole call.
+        let e = s
+            .exec("pcall.lua", "for i = 1, 1e9 do pcall(function() end) end")
+            .unwrap_err();
+        assert!(e.to_string().contains(BUDGET_EXCEEDED), "{e}");
+        let v: i64 = s.call(|l| l.load("return 1 + 2").eval()).unwrap();
+        assert_eq!(v, 3, "the state still works");
+    }
+
+    #[test]
+    fn memory_is_capped_and_the_state_lives() {
+        let s = Sandbox::new(Limits {
+            memory: 1 << 20,
+            instructions: u64::MAX,
+        })
+        .unwrap();
+        let e = s
+            .exec(
+                "hog.lua",
+                "local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 64) .. i end",
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, mlua::Error::MemoryError(_)) || e.to_string().contains("memory"),
+            "{e}"
+        );
+        assert!(s.used_memory() <= 1 << 20);
+        let v: i64 = s.call(|l| l.load("return 40 + 2").eval()).unwrap();
+        assert_eq!(v, 42);
+    }
+}

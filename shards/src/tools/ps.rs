@@ -1,0 +1,233 @@
+//! `lattice tool ps`: the lattice processes running on this machine, found by scanning
+//! `/proc/*/exe`, with pid, role, listening ports, uptime and resident memory.
+//!
+//! A process is a lattice process when its executable's file name is `lattice` (a binary replaced
+//! on disk shows as `lattice (deleted)` and still counts). Its role is its subcommand: `run`
+//! starts every role in one process today (gate, logic, center, admin), so it reads `all`. Ports
+//! are its listening TCP sockets, matched by inode between `/proc/PID/fd` and `/proc/net/tcp{,6}`.
+//! Processes that vanish or cannot be read while scanning are skipped (another user's process
+//! without root shows no ports).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+/// One lattice process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proc {
+    /// Process id.
+    pub pid: u32,
+    /// `all` for `lattice run`, else the subcommand (`tool`, `config`, …).
+    pub role: String,
+    /// Listening TCP ports, ascending.
+    pub ports: Vec<u16>,
+    /// Seconds since the process started.
+    pub uptime_s: u64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// The command line.
+    pub cmdline: String,
+}
+
+/// Scans `/proc` (rooted at `proc_root`, for tests) for lattice processes.
+pub fn scan(proc_root: &Path) -> Vec<Proc> {
+    let listening = listening_inodes(proc_root);
+    let boot_ticks = uptime_ticks(proc_root);
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir(proc_root) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let base = e.path();
+        let Ok(exe) = fs::read_link(base.join("exe")) else {
+            continue;
+        };
+        let name = exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.trim_end_matches(" (deleted)") != "lattice" {
+            continue;
+        }
+        let args: Vec<String> = fs::read(base.join("cmdline"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let role = match args.get(1).map(String::as_str) {
+            Some("run") => "all".to_string(),
+            Some(sub) => sub.to_string(),
+            None => "-".to_string(),
+        };
+        let mut ports: Vec<u16> = socket_inodes(&base)
+            .iter()
+            .filter_map(|i| listening.iter().find(|(inode, _)| inode == i).map(|p| p.1))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let start = start_ticks(&base);
+        let uptime_s = match (boot_ticks, start) {
+            (Some(now), Some(s)) => now.saturating_sub(s) / clk_tck(),
+            _ => 0,
+        };
+        out.push(Proc {
+            pid,
+            role,
+            ports,
+            uptime_s,
+            rss_kib: rss_kib(&base).unwrap_or(0),
+            cmdline: args.join(" "),
+        });
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Seconds since boot, in clock ticks.
+fn uptime_ticks(root: &Path) -> Option<u64> {
+    let s = fs::read_to_string(root.join("uptime")).ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * clk_tck() as f64) as u64)
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in ticks since boot). The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+fn start_ticks(base: &Path) -> Option<u64> {
+    let s = fs::read_to_string(base.join("stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn rss_kib(base: &Path) -> Option<u64> {
+    let s = fs::read_to_string(base.join("status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn socket_inodes(base: &Path) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    let Ok(fds) = fs::read_dir(base.join("fd")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        if let Ok(t) = fs::read_link(fd.path()) {
+            let t = t.to_string_lossy();
+            if let Some(i) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|i| i.parse().ok())
+            {
+                out.insert(i);
+            }
+        }
+    }
+    out
+}
+
+/// `(inode, port)` of every listening TCP socket (state 0A) in `/proc/net/tcp` and `tcp6`.
+fn listening_inodes(root: &Path) -> Vec<(u64, u16)> {
+    let mut out = Vec::new();
+    for f in ["net/tcp", "net/tcp6"] {
+        let Ok(text) = fs::read_to_string(root.join(f)) else {
+            continue;
+        };
+        out.extend(text.lines().skip(1).filter_map(parse_tcp_line));
+    }
+    out
+}
+
+/// One row of `/proc/net/tcp`: `sl local rem st tx:rx tr:when retr uid timeout inode …`.
+fn parse_tcp_line(line: &str) -> Option<(u64, u16)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.get(3)? != &"0A" {
+        return None;
+    }
+    let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+    let inode = f.get(9)?.parse().ok()?;
+    Some((inode, port))
+}
+
+/// The table `lattice tool ps` prints.
+pub fn render(procs: &[Proc]) -> String {
+    let mut s = format!(
+        "{:>8}  {:<6}  {:<20}  {:>10}  {:>10}  COMMAND\n",
+        "PID", "ROLE", "PORTS", "UPTIME", "RSS"
+    );
+    for p in procs {
+        let ports = if p.ports.is_empty() {
+            "-".to_string()
+        } else {
+            p.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        s.push_str(&format!(
+            "{:>8}  {:<6}  {:<20}  {:>10}  {:>10}  {}\n",
+            p.pid,
+            p.role,
+            ports,
+            uptime(p.uptime_s),
+            format!("{:.1} MiB", p.rss_kib as f64 / 1024.0),
+            p.cmdline
+        ));
+    }
+    if procs.is_empty() {
+        s.push_str("(no lattice process running)\n");
+    }
+    s
+}
+
+fn uptime(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_rows_only() {
+        let listen = "   0: 0100007F:1BAC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(parse_tcp_line(listen), Some((12345, 0x1BAC)));
+        let est = listen.replace(" 0A ", " 01 ");
+        assert_eq!(parse_tcp_line(&est), None);
+        assert_eq!(parse_tcp_line("garbage"), None);
+    }
+
+    #[test]
+    fn renders_a_row_and_an_empty_table() {
+        let t = render(&[Proc {
+            pid: 42,
+            role: "all".into(),
+            ports: vec![7100, 7101],
+            uptime_s: 3725,
+            rss_kib: 14336,
+            cmdline: "lattice run".into(),
+        }]);
+        assert!(t.contains("42  all     7100,7101"), "{t}");
+        assert!(t.contains("1h02m"), "{t}");
+        assert!(t.contains("14.0 MiB"), "{t}");
+        assert!(render(&[]).contains("no lattice process"));
+    }
+}

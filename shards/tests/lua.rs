@@ -1,0 +1,206 @@
+//! Lua scripts in a running server: a script answers a request by message name; a runaway loop and
+//! a memory hog answer INTERNAL and the shard goes on; `POST /lua/reload` swaps scripts (a broken
+//! one changes nothing); `check_args` can refuse to start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lattice-lua-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SCRIPT: &str = r#"
+lattice.on("Login", function(req, session)
+  return "LoginOk", { user_id = 1000 + #req.account }
+end)
+lattice.on("Say", function(req)
+  while true do end
+end)
+lattice.on("JoinRoom", function(req)
+  local t = {}
+  for i = 1, 1e9 do t[i] = string.rep("x", 100) .. i end
+end)
+"#;
+
+/// The admin bearer token the tests start the server with (`/lua/` is behind it).
+const TOKEN: &str = "lua-test-token";
+
+fn post(port: u16, path: &str) -> (u16, String) {
+    post_as(port, path, &format!("Authorization: Bearer {TOKEN}\r\n"))
+}
+
+fn post_as(port: u16, path: &str, auth: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("POST {path} HTTP/1.1\r\n{auth}Content-Length: 0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, out.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+fn login(c: &mut Client, rid: u32) -> AnyMessage {
+    c.send(
+        rid,
+        &pb::Login {
+            account: "alice".into(),
+            password: "pw".into(),
+        },
+    );
+    c.recv().decode()
+}
+
+#[test]
+fn scripts_answer_survive_runaways_and_reload() {
+    let d = dir("run");
+    std::fs::write(d.join("10-game.lua"), SCRIPT).unwrap();
+    let l = Lattice::start(&[
+        "--lua.dir",
+        d.to_str().unwrap(),
+        "--lua.instruction_budget",
+        "2000000",
+        "--lua.memory_limit",
+        "4194304",
+        "--admin.token",
+        TOKEN,
+    ]);
+    let mut c = l.connect();
+    assert_eq!(
+        login(&mut c, 1),
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 1005,
+            ..Default::default()
+        })
+    );
+    // A runaway loop: an error frame, the session and the shard go on.
+    c.send(
+        2,
+        &pb::Say {
+            room: String::new(),
+            text: "hi".into(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, 2);
+    expect_error(&f, error_code::INTERNAL);
+    // A memory hog: the same.
+    c.send(3, &pb::JoinRoom { room: "r".into() });
+    expect_error(&c.recv(), error_code::INTERNAL);
+    assert_eq!(
+        login(&mut c, 4),
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 1005,
+            ..Default::default()
+        })
+    );
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 2);
+    assert!(l.logs().contains(sandbox_budget()), "{}", l.logs());
+
+    // Reload with a new script.
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"lattice.on("Login", function(req) return "LoginOk", { user_id = 7 } end)"#,
+    )
+    .unwrap();
+    // Behind the admin bearer token: refused without it, nothing reloaded.
+    let (st, body) = post_as(l.admin, "/lua/reload", "");
+    assert_eq!(st, 401, "{body}");
+    assert_eq!(l.metric_total("lattice_lua_reloads_total"), 0);
+    let (st, body) = post(l.admin, "/lua/reload");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.contains("\"generation\":2") && body.contains("Login"),
+        "{body}"
+    );
+    assert_eq!(
+        login(&mut c, 5),
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 7,
+            ..Default::default()
+        })
+    );
+    // Say is no longer scripted: back to the chat component.
+    assert_eq!(l.metric_total("lattice_lua_reloads_total"), 1);
+
+    // A broken script: 422, nothing changes.
+    std::fs::write(d.join("20-broken.lua"), "this is not lua (").unwrap();
+    let (st, body) = post(l.admin, "/lua/reload");
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("20-broken.lua"), "{body}");
+    assert_eq!(
+        login(&mut c, 6),
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 7,
+            ..Default::default()
+        })
+    );
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn sandbox_budget() -> &'static str {
+    "instruction budget exceeded"
+}
+
+#[test]
+fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
+    let d = dir("args");
+    std::fs::write(
+        d.join("args.lua"),
+        r#"function check_args(args, config)
+             if config.net.max_frame < 65536 then
+               return false, "this game needs net.max_frame >= 65536"
+             end
+             return true
+           end"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "run".to_string(),
+            "--lua.dir".into(),
+            d.display().to_string(),
+            "--net.listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin.listen".into(),
+            String::new(),
+            // The HTTP listener's default port would clash between tests running in parallel.
+            "--listeners.http".into(),
+            String::new(),
+            "--storage.data_dir".into(),
+            d.join("data").display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_lattice"))
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--net.max_frame", "4096"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this game needs net.max_frame >= 65536"),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("bad.lua"),
+        "lattice.on('NoSuchMessage', function() end)",
+    )
+    .unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NoSuchMessage"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
