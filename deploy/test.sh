@@ -28,7 +28,7 @@ deploy/ci/tls.sh
 
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
-trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop alerts >/dev/null 2>&1 || true' EXIT
+trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop alerts >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop acctfault >/dev/null 2>&1 || true' EXIT
 
 # Everything, with io_uring forced (fails loudly if the kernel refuses it)...
 LATTICE_RUNTIME__DRIVER=uring cargo nextest run --workspace --no-fail-fast

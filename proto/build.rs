@@ -16,6 +16,9 @@ mod build_ts;
 #[path = "src/error_code.rs"]
 #[allow(dead_code)]
 mod error_code;
+#[path = "src/icons.rs"]
+#[allow(dead_code)]
+mod icons;
 #[path = "src/lockfile.rs"]
 mod lockfile;
 #[path = "src/version.rs"]
@@ -78,6 +81,9 @@ fn main() {
     println!("cargo:rerun-if-changed=ts-runtime");
     println!("cargo:rerun-if-env-changed=LATTICE_PROTO_UPDATE_LOCK");
     println!("cargo:rerun-if-changed=fixtures");
+    println!("cargo:rerun-if-changed=src/icons.rs");
+    let icons_path = manifest.join("icons").join("icons.txt");
+    println!("cargo:rerun-if-changed={}", icons_path.display());
 
     let mut files = Vec::new();
     collect_protos(&proto_root, &proto_root, &mut files);
@@ -151,9 +157,13 @@ fn main() {
     let ts_dir = out.join("ts");
     std::fs::create_dir_all(&ts_dir)
         .unwrap_or_else(|e| fail(&[format!("{}: {e}", ts_dir.display())]));
+    let icon_text = std::fs::read_to_string(&icons_path)
+        .unwrap_or_else(|e| fail(&[format!("{}: {e}", icons_path.display())]));
+    let icon_decls = icons::parse(&icon_text).unwrap_or_else(|e| fail(&[e.to_string()]));
     let consts = build_ts::Consts {
         protocol_version: version::PROTOCOL.to_string(),
         error_codes: &error_code::ALL,
+        icons: &icon_decls,
     };
     match build_ts::generate(&msgs, &enums, &consts) {
         Ok(files) => {
@@ -292,6 +302,7 @@ fn build_fixture(proto_root: &Path, fixture_root: &Path, out: &Path) {
     let consts = build_ts::Consts {
         protocol_version: version::PROTOCOL.to_string(),
         error_codes: &error_code::ALL,
+        icons: &[],
     };
     let ts_dir = out.join("ts-fixture");
     std::fs::create_dir_all(&ts_dir)

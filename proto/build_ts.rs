@@ -8,6 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use heck::ToUpperCamelCase;
+
+use super::icons::IconDecl;
 use super::{EnumDef, Field, FieldKind, Msg};
 
 /// Hand-written runtime files, copied verbatim.
@@ -25,6 +28,7 @@ const HEADER: &str =
 pub struct Consts<'a> {
     pub protocol_version: String,
     pub error_codes: &'a [(u32, &'a str)],
+    pub icons: &'a [IconDecl],
 }
 
 /// Returns (file name, contents) for every file of the TypeScript client.
@@ -114,6 +118,7 @@ pub fn generate(
     let mut files = vec![
         ("messages.ts".to_string(), out),
         ("protocol.ts".to_string(), proto),
+        ("icons.ts".to_string(), icons_ts(consts.icons)),
     ];
     for (name, text) in RUNTIME {
         files.push((name.to_string(), format!("{HEADER}{text}")));
@@ -421,4 +426,25 @@ fn message_ts(
     )
     .expect("fmt");
     Ok(())
+}
+
+/// `icons.ts`: the `Icon` enum (descriptions as doc comments) and each icon's name.
+fn icons_ts(icons: &[IconDecl]) -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "// From proto/icons/icons.txt. The server sends the manifest (id, name, SHA-256) after `Welcome`;\n\
+         // fetch an icon's PNG with `GetIcon`.\n\n/** Every icon of the game, by id. */\nexport enum Icon {\n",
+    );
+    for i in icons {
+        if !i.description.is_empty() {
+            writeln!(s, "  /** {} */", i.description.replace("*/", "*\\/")).expect("fmt");
+        }
+        writeln!(s, "  {} = {},", i.name.to_upper_camel_case(), i.id).expect("fmt");
+    }
+    s.push_str("}\n\n/** The name of each icon (its file is `NAME.png`). */\nexport const ICON_NAMES: { readonly [id: number]: string } = {\n");
+    for i in icons {
+        writeln!(s, "  {}: {:?},", i.id, i.name).expect("fmt");
+    }
+    s.push_str("};\n");
+    s
 }

@@ -14,6 +14,7 @@ import argparse, ssl, struct, sys
 from websockets.sync.client import connect
 
 HELLO, WELCOME, ERROR, JOIN_ROOM, JOINED, SAY, SAID = 1, 2, 3, 10, 11, 12, 13
+ICON_MANIFEST = 70
 
 
 def varint(n):
@@ -97,6 +98,9 @@ def main():
         me = f.get(2, 0)
         ws.send(frame(JOIN_ROOM, 2, field_str(1, a.room)))
         op, rid, f = recv(ws)
+        # The server pushes its icon manifest (request id 0) right after the first Welcome.
+        if op == ICON_MANIFEST and rid == 0:
+            op, rid, f = recv(ws)
         assert op == JOINED and rid == 2, (op, rid)
         print(f"READY {me}", flush=True)
         while True:

@@ -6,6 +6,7 @@
 //!   (type → opcode), [`AnyMessage`] and [`decode`] (opcode + body → message);
 //! - [`error_code`]: the `Error.code` values of docs/PROTOCOL.md;
 //! - [`version`]: the packed `major.minor.revision-stage` protocol version;
+//! - [`icons`]: the icon description file's parser (`proto/icons/icons.txt`);
 //! - the TypeScript client files that the `lattice-proto gen-ts --out DIR` command writes.
 //!
 //! What it never does: I/O, framing, compression or logging. The frame codec and the gate (which
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod error_code;
+pub mod icons;
 #[cfg(test)]
 mod lockfile;
 pub mod ts;
@@ -130,7 +132,7 @@ mod tests {
 
     #[test]
     fn opcodes_match_protocol_md() {
-        let expected: [(u16, &str); 15] = [
+        let expected: [(u16, &str); 29] = [
             (1, "Hello"),
             (2, "Welcome"),
             (3, "Error"),
@@ -145,6 +147,20 @@ mod tests {
             (30, "Resume"),
             (31, "Resumed"),
             (32, "Ack"),
+            (50, "Register"),
+            (51, "RegisterOk"),
+            (52, "TokenLogin"),
+            (53, "ChangePassword"),
+            (54, "PasswordChanged"),
+            (55, "ChangeNickname"),
+            (56, "NicknameChanged"),
+            (57, "Logout"),
+            (58, "LoggedOut"),
+            (59, "Kicked"),
+            (60, "ProfileChanged"),
+            (70, "IconManifest"),
+            (71, "GetIcon"),
+            (72, "IconData"),
             (1000, "Relay"),
         ];
         let got: Vec<(u16, &str)> = all().iter().map(|i| (i.opcode, i.name)).collect();
@@ -160,6 +176,17 @@ mod tests {
         let login = info(opcode::LOGIN).expect("registered");
         assert!(login.no_log_request && !login.no_log_response && !login.no_client);
         assert!(!login.may_log_body());
+        // Every message that carries a password or a token is never logged.
+        for op in [
+            opcode::REGISTER,
+            opcode::TOKEN_LOGIN,
+            opcode::CHANGE_PASSWORD,
+        ] {
+            assert!(info(op).expect("registered").no_log_request, "{op}");
+        }
+        for op in [opcode::LOGIN_OK, opcode::PASSWORD_CHANGED] {
+            assert!(info(op).expect("registered").no_log_response, "{op}");
+        }
         let relay = info(opcode::RELAY).expect("registered");
         assert!(relay.no_client && relay.may_log_body());
         let ping = info(opcode::PING).expect("registered");
@@ -214,7 +241,7 @@ mod tests {
     #[test]
     fn no_log_messages_never_print_their_fields() {
         let login = pb::Login {
-            user: "alice".into(),
+            account: "alice".into(),
             password: "hunter2-secret".into(),
         };
         for text in [
@@ -226,6 +253,18 @@ mod tests {
             assert!(!text.contains("alice"), "{text}");
             assert!(text.contains("Login"), "{text}");
         }
+        let ok = pb::LoginOk {
+            user_id: 7,
+            session_token: b"token-secret".to_vec(),
+            token_expires_ms: 1,
+            profile: None,
+        };
+        assert!(!format!("{ok:?}").contains("116"), "token bytes leaked");
+        let ch = pb::ChangePassword {
+            old_password: "old-secret".into(),
+            new_password: "new-secret".into(),
+        };
+        assert!(!format!("{ch:?}").contains("secret"));
         // Other messages keep a normal Debug.
         assert!(format!(
             "{:?}",

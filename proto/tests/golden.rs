@@ -194,11 +194,11 @@ fn vectors() -> Vec<Vector> {
             request_id: 4,
             compress: false,
             message: pb::Login {
-                user: "alice".into(),
+                account: "alice".into(),
                 password: "s3cret".into(),
             }
             .into(),
-            ts: json!({"user": "alice", "password": "s3cret"}),
+            ts: json!({"account": "alice", "password": "s3cret"}),
         },
         Vector {
             name: "login_ok_above_2_pow_53",
@@ -206,9 +206,13 @@ fn vectors() -> Vec<Vector> {
             compress: false,
             message: pb::LoginOk {
                 user_id: (1 << 53) + 1,
+                session_token: vec![1, 2, 3, 0xff],
+                token_expires_ms: 1_800_000_000_000,
+                profile: None,
             }
             .into(),
-            ts: json!({"userId": "9007199254740993"}),
+            ts: json!({"userId": "9007199254740993", "sessionToken": "010203ff",
+                       "tokenExpiresMs": "1800000000000", "profile": null}),
         },
         Vector {
             name: "ping_all_bytes_max_request_id",

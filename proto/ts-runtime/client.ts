@@ -673,6 +673,15 @@ export class LatticeClient {
       return;
     }
     const incoming = { opcode, requestId, message } as AnyIncoming;
+    if (pending && this.state === "handshake" && opcode === Opcode.Welcome && this.opts.resume) {
+      // The frame behind Welcome (a push such as the icon manifest) may be handled before the
+      // handshake's promise callback runs: sequencing starts here, with the Welcome itself.
+      const welcome = message as M.Welcome;
+      if (welcome.resumeToken.length > 0) {
+        this.sequenced = true;
+        this.token = welcome.resumeToken;
+      }
+    }
     if (pending) {
       if (opcode === Opcode.Error) {
         const err = message as M.Error;

@@ -547,18 +547,18 @@ export class Said implements ISaid {
 
 /** Input form of `lattice.Login` (opcode 20): every field optional. */
 export interface ILogin {
-  user?: string | null;
+  account?: string | null;
   password?: string | null;
 }
 
 /** `lattice.Login` (opcode 20). */
 export class Login implements ILogin {
-  user: string = "";
+  account: string = "";
   password: string = "";
 
   constructor(init?: ILogin) {
     if (init) {
-      if (init.user != null) this.user = init.user;
+      if (init.account != null) this.account = init.account;
       if (init.password != null) this.password = init.password;
     }
   }
@@ -571,7 +571,7 @@ export class Login implements ILogin {
   /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
   static encode(m: ILogin, w?: $protobuf.Writer): $protobuf.Writer {
     if (!w) w = $Writer.create();
-    if (m.user != null && m.user !== "") w.uint32(10).string(m.user);
+    if (m.account != null && m.account !== "") w.uint32(10).string(m.account);
     if (m.password != null && m.password !== "") w.uint32(18).string(m.password);
     return w;
   }
@@ -585,8 +585,8 @@ export class Login implements ILogin {
       const t = r.uint32();
       switch (t >>> 3) {
         case 1: {
-          if ((t & 7) !== 2) throw wireError("Login", "user", t & 7);
-          m.user = r.string();
+          if ((t & 7) !== 2) throw wireError("Login", "account", t & 7);
+          m.account = r.string();
           break;
         }
         case 2: {
@@ -606,15 +606,24 @@ export class Login implements ILogin {
 /** Input form of `lattice.LoginOk` (opcode 21): every field optional. */
 export interface ILoginOk {
   userId?: Int64 | null;
+  sessionToken?: Uint8Array | null;
+  tokenExpiresMs?: Int64 | null;
+  profile?: IProfile | null;
 }
 
 /** `lattice.LoginOk` (opcode 21). */
 export class LoginOk implements ILoginOk {
   userId: Int64 = zero64(true);
+  sessionToken: Uint8Array = new Uint8Array(0);
+  tokenExpiresMs: Int64 = zero64(true);
+  profile: Profile | null = null;
 
   constructor(init?: ILoginOk) {
     if (init) {
       if (init.userId != null) this.userId = init.userId;
+      if (init.sessionToken != null) this.sessionToken = init.sessionToken;
+      if (init.tokenExpiresMs != null) this.tokenExpiresMs = init.tokenExpiresMs;
+      if (init.profile != null) this.profile = Profile.create(init.profile);
     }
   }
 
@@ -627,6 +636,9 @@ export class LoginOk implements ILoginOk {
   static encode(m: ILoginOk, w?: $protobuf.Writer): $protobuf.Writer {
     if (!w) w = $Writer.create();
     if (m.userId != null && !isZero64(m.userId)) w.uint32(8).uint64(m.userId);
+    if (m.sessionToken != null && m.sessionToken.length > 0) w.uint32(18).bytes(m.sessionToken);
+    if (m.tokenExpiresMs != null && !isZero64(m.tokenExpiresMs)) w.uint32(24).uint64(m.tokenExpiresMs);
+    if (m.profile != null) Profile.encode(m.profile, w.uint32(34).fork()).ldelim();
     return w;
   }
 
@@ -641,6 +653,21 @@ export class LoginOk implements ILoginOk {
         case 1: {
           if ((t & 7) !== 0) throw wireError("LoginOk", "user_id", t & 7);
           m.userId = r.uint64();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("LoginOk", "session_token", t & 7);
+          m.sessionToken = r.bytes();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 0) throw wireError("LoginOk", "token_expires_ms", t & 7);
+          m.tokenExpiresMs = r.uint64();
+          break;
+        }
+        case 4: {
+          if ((t & 7) !== 2) throw wireError("LoginOk", "profile", t & 7);
+          m.profile = Profile.decode(r, r.uint32());
           break;
         }
         default:
@@ -840,6 +867,889 @@ export class Ack implements IAck {
       }
     }
     if (r.pos !== end) throw new RangeError("lattice.Ack: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Register` (opcode 50): every field optional. */
+export interface IRegister {
+  account?: string | null;
+  password?: string | null;
+  nickname?: string | null;
+}
+
+/** `lattice.Register` (opcode 50). */
+export class Register implements IRegister {
+  account: string = "";
+  password: string = "";
+  nickname: string = "";
+
+  constructor(init?: IRegister) {
+    if (init) {
+      if (init.account != null) this.account = init.account;
+      if (init.password != null) this.password = init.password;
+      if (init.nickname != null) this.nickname = init.nickname;
+    }
+  }
+
+  /** A new `Register` with the given fields set. */
+  static create(init?: IRegister): Register {
+    return new Register(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IRegister, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.account != null && m.account !== "") w.uint32(10).string(m.account);
+    if (m.password != null && m.password !== "") w.uint32(18).string(m.password);
+    if (m.nickname != null && m.nickname !== "") w.uint32(26).string(m.nickname);
+    return w;
+  }
+
+  /** Decodes a `Register`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Register {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Register();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("Register", "account", t & 7);
+          m.account = r.string();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("Register", "password", t & 7);
+          m.password = r.string();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 2) throw wireError("Register", "nickname", t & 7);
+          m.nickname = r.string();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Register: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.RegisterOk` (opcode 51): every field optional. */
+export interface IRegisterOk {
+  userId?: Int64 | null;
+}
+
+/** `lattice.RegisterOk` (opcode 51). */
+export class RegisterOk implements IRegisterOk {
+  userId: Int64 = zero64(true);
+
+  constructor(init?: IRegisterOk) {
+    if (init) {
+      if (init.userId != null) this.userId = init.userId;
+    }
+  }
+
+  /** A new `RegisterOk` with the given fields set. */
+  static create(init?: IRegisterOk): RegisterOk {
+    return new RegisterOk(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IRegisterOk, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.userId != null && !isZero64(m.userId)) w.uint32(8).uint64(m.userId);
+    return w;
+  }
+
+  /** Decodes a `RegisterOk`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): RegisterOk {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new RegisterOk();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("RegisterOk", "user_id", t & 7);
+          m.userId = r.uint64();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.RegisterOk: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.TokenLogin` (opcode 52): every field optional. */
+export interface ITokenLogin {
+  sessionToken?: Uint8Array | null;
+}
+
+/** `lattice.TokenLogin` (opcode 52). */
+export class TokenLogin implements ITokenLogin {
+  sessionToken: Uint8Array = new Uint8Array(0);
+
+  constructor(init?: ITokenLogin) {
+    if (init) {
+      if (init.sessionToken != null) this.sessionToken = init.sessionToken;
+    }
+  }
+
+  /** A new `TokenLogin` with the given fields set. */
+  static create(init?: ITokenLogin): TokenLogin {
+    return new TokenLogin(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: ITokenLogin, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.sessionToken != null && m.sessionToken.length > 0) w.uint32(10).bytes(m.sessionToken);
+    return w;
+  }
+
+  /** Decodes a `TokenLogin`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): TokenLogin {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new TokenLogin();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("TokenLogin", "session_token", t & 7);
+          m.sessionToken = r.bytes();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.TokenLogin: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.ChangePassword` (opcode 53): every field optional. */
+export interface IChangePassword {
+  oldPassword?: string | null;
+  newPassword?: string | null;
+}
+
+/** `lattice.ChangePassword` (opcode 53). */
+export class ChangePassword implements IChangePassword {
+  oldPassword: string = "";
+  newPassword: string = "";
+
+  constructor(init?: IChangePassword) {
+    if (init) {
+      if (init.oldPassword != null) this.oldPassword = init.oldPassword;
+      if (init.newPassword != null) this.newPassword = init.newPassword;
+    }
+  }
+
+  /** A new `ChangePassword` with the given fields set. */
+  static create(init?: IChangePassword): ChangePassword {
+    return new ChangePassword(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IChangePassword, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.oldPassword != null && m.oldPassword !== "") w.uint32(10).string(m.oldPassword);
+    if (m.newPassword != null && m.newPassword !== "") w.uint32(18).string(m.newPassword);
+    return w;
+  }
+
+  /** Decodes a `ChangePassword`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): ChangePassword {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new ChangePassword();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("ChangePassword", "old_password", t & 7);
+          m.oldPassword = r.string();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("ChangePassword", "new_password", t & 7);
+          m.newPassword = r.string();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.ChangePassword: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.PasswordChanged` (opcode 54): every field optional. */
+export interface IPasswordChanged {
+  sessionToken?: Uint8Array | null;
+  tokenExpiresMs?: Int64 | null;
+}
+
+/** `lattice.PasswordChanged` (opcode 54). */
+export class PasswordChanged implements IPasswordChanged {
+  sessionToken: Uint8Array = new Uint8Array(0);
+  tokenExpiresMs: Int64 = zero64(true);
+
+  constructor(init?: IPasswordChanged) {
+    if (init) {
+      if (init.sessionToken != null) this.sessionToken = init.sessionToken;
+      if (init.tokenExpiresMs != null) this.tokenExpiresMs = init.tokenExpiresMs;
+    }
+  }
+
+  /** A new `PasswordChanged` with the given fields set. */
+  static create(init?: IPasswordChanged): PasswordChanged {
+    return new PasswordChanged(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IPasswordChanged, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.sessionToken != null && m.sessionToken.length > 0) w.uint32(10).bytes(m.sessionToken);
+    if (m.tokenExpiresMs != null && !isZero64(m.tokenExpiresMs)) w.uint32(16).uint64(m.tokenExpiresMs);
+    return w;
+  }
+
+  /** Decodes a `PasswordChanged`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): PasswordChanged {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new PasswordChanged();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("PasswordChanged", "session_token", t & 7);
+          m.sessionToken = r.bytes();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 0) throw wireError("PasswordChanged", "token_expires_ms", t & 7);
+          m.tokenExpiresMs = r.uint64();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.PasswordChanged: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.ChangeNickname` (opcode 55): every field optional. */
+export interface IChangeNickname {
+  nickname?: string | null;
+}
+
+/** `lattice.ChangeNickname` (opcode 55). */
+export class ChangeNickname implements IChangeNickname {
+  nickname: string = "";
+
+  constructor(init?: IChangeNickname) {
+    if (init) {
+      if (init.nickname != null) this.nickname = init.nickname;
+    }
+  }
+
+  /** A new `ChangeNickname` with the given fields set. */
+  static create(init?: IChangeNickname): ChangeNickname {
+    return new ChangeNickname(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IChangeNickname, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.nickname != null && m.nickname !== "") w.uint32(10).string(m.nickname);
+    return w;
+  }
+
+  /** Decodes a `ChangeNickname`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): ChangeNickname {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new ChangeNickname();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("ChangeNickname", "nickname", t & 7);
+          m.nickname = r.string();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.ChangeNickname: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.NicknameChanged` (opcode 56): every field optional. */
+export interface INicknameChanged {
+  nickname?: string | null;
+}
+
+/** `lattice.NicknameChanged` (opcode 56). */
+export class NicknameChanged implements INicknameChanged {
+  nickname: string = "";
+
+  constructor(init?: INicknameChanged) {
+    if (init) {
+      if (init.nickname != null) this.nickname = init.nickname;
+    }
+  }
+
+  /** A new `NicknameChanged` with the given fields set. */
+  static create(init?: INicknameChanged): NicknameChanged {
+    return new NicknameChanged(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: INicknameChanged, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.nickname != null && m.nickname !== "") w.uint32(10).string(m.nickname);
+    return w;
+  }
+
+  /** Decodes a `NicknameChanged`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): NicknameChanged {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new NicknameChanged();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("NicknameChanged", "nickname", t & 7);
+          m.nickname = r.string();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.NicknameChanged: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Logout` (opcode 57): every field optional. */
+export interface ILogout {
+}
+
+/** `lattice.Logout` (opcode 57). */
+export class Logout implements ILogout {
+
+  constructor(init?: ILogout) {
+    if (init) {
+    }
+  }
+
+  /** A new `Logout` with the given fields set. */
+  static create(init?: ILogout): Logout {
+    return new Logout(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: ILogout, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    return w;
+  }
+
+  /** Decodes a `Logout`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Logout {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Logout();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Logout: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.LoggedOut` (opcode 58): every field optional. */
+export interface ILoggedOut {
+}
+
+/** `lattice.LoggedOut` (opcode 58). */
+export class LoggedOut implements ILoggedOut {
+
+  constructor(init?: ILoggedOut) {
+    if (init) {
+    }
+  }
+
+  /** A new `LoggedOut` with the given fields set. */
+  static create(init?: ILoggedOut): LoggedOut {
+    return new LoggedOut(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: ILoggedOut, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    return w;
+  }
+
+  /** Decodes a `LoggedOut`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): LoggedOut {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new LoggedOut();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.LoggedOut: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Kicked` (opcode 59): every field optional. */
+export interface IKicked {
+  code?: number | null;
+  message?: string | null;
+}
+
+/** `lattice.Kicked` (opcode 59). */
+export class Kicked implements IKicked {
+  code: number = 0;
+  message: string = "";
+
+  constructor(init?: IKicked) {
+    if (init) {
+      if (init.code != null) this.code = init.code;
+      if (init.message != null) this.message = init.message;
+    }
+  }
+
+  /** A new `Kicked` with the given fields set. */
+  static create(init?: IKicked): Kicked {
+    return new Kicked(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IKicked, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.code != null && m.code !== 0) w.uint32(8).uint32(m.code);
+    if (m.message != null && m.message !== "") w.uint32(18).string(m.message);
+    return w;
+  }
+
+  /** Decodes a `Kicked`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Kicked {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Kicked();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("Kicked", "code", t & 7);
+          m.code = r.uint32();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("Kicked", "message", t & 7);
+          m.message = r.string();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Kicked: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.ProfileChanged` (opcode 60): every field optional. */
+export interface IProfileChanged {
+  profile?: IProfile | null;
+}
+
+/** `lattice.ProfileChanged` (opcode 60). */
+export class ProfileChanged implements IProfileChanged {
+  profile: Profile | null = null;
+
+  constructor(init?: IProfileChanged) {
+    if (init) {
+      if (init.profile != null) this.profile = Profile.create(init.profile);
+    }
+  }
+
+  /** A new `ProfileChanged` with the given fields set. */
+  static create(init?: IProfileChanged): ProfileChanged {
+    return new ProfileChanged(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IProfileChanged, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.profile != null) Profile.encode(m.profile, w.uint32(10).fork()).ldelim();
+    return w;
+  }
+
+  /** Decodes a `ProfileChanged`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): ProfileChanged {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new ProfileChanged();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("ProfileChanged", "profile", t & 7);
+          m.profile = Profile.decode(r, r.uint32());
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.ProfileChanged: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.IconManifest` (opcode 70): every field optional. */
+export interface IIconManifest {
+  icons?: IIconInfo[] | null;
+}
+
+/** `lattice.IconManifest` (opcode 70). */
+export class IconManifest implements IIconManifest {
+  icons: IconInfo[] = [];
+
+  constructor(init?: IIconManifest) {
+    if (init) {
+      if (init.icons != null) this.icons = init.icons.map((v) => IconInfo.create(v));
+    }
+  }
+
+  /** A new `IconManifest` with the given fields set. */
+  static create(init?: IIconManifest): IconManifest {
+    return new IconManifest(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IIconManifest, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.icons != null) for (const v of m.icons) IconInfo.encode(v, w.uint32(10).fork()).ldelim();
+    return w;
+  }
+
+  /** Decodes a `IconManifest`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): IconManifest {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new IconManifest();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("IconManifest", "icons", t & 7);
+          m.icons.push(IconInfo.decode(r, r.uint32()));
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.IconManifest: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.GetIcon` (opcode 71): every field optional. */
+export interface IGetIcon {
+  id?: number | null;
+}
+
+/** `lattice.GetIcon` (opcode 71). */
+export class GetIcon implements IGetIcon {
+  id: number = 0;
+
+  constructor(init?: IGetIcon) {
+    if (init) {
+      if (init.id != null) this.id = init.id;
+    }
+  }
+
+  /** A new `GetIcon` with the given fields set. */
+  static create(init?: IGetIcon): GetIcon {
+    return new GetIcon(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IGetIcon, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.id != null && m.id !== 0) w.uint32(8).uint32(m.id);
+    return w;
+  }
+
+  /** Decodes a `GetIcon`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): GetIcon {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new GetIcon();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("GetIcon", "id", t & 7);
+          m.id = r.uint32();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.GetIcon: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.IconData` (opcode 72): every field optional. */
+export interface IIconData {
+  id?: number | null;
+  hash?: Uint8Array | null;
+  png?: Uint8Array | null;
+}
+
+/** `lattice.IconData` (opcode 72). */
+export class IconData implements IIconData {
+  id: number = 0;
+  hash: Uint8Array = new Uint8Array(0);
+  png: Uint8Array = new Uint8Array(0);
+
+  constructor(init?: IIconData) {
+    if (init) {
+      if (init.id != null) this.id = init.id;
+      if (init.hash != null) this.hash = init.hash;
+      if (init.png != null) this.png = init.png;
+    }
+  }
+
+  /** A new `IconData` with the given fields set. */
+  static create(init?: IIconData): IconData {
+    return new IconData(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IIconData, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.id != null && m.id !== 0) w.uint32(8).uint32(m.id);
+    if (m.hash != null && m.hash.length > 0) w.uint32(18).bytes(m.hash);
+    if (m.png != null && m.png.length > 0) w.uint32(26).bytes(m.png);
+    return w;
+  }
+
+  /** Decodes a `IconData`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): IconData {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new IconData();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("IconData", "id", t & 7);
+          m.id = r.uint32();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("IconData", "hash", t & 7);
+          m.hash = r.bytes();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 2) throw wireError("IconData", "png", t & 7);
+          m.png = r.bytes();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.IconData: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.IconInfo` (no opcode: used as a field): every field optional. */
+export interface IIconInfo {
+  id?: number | null;
+  name?: string | null;
+  hash?: Uint8Array | null;
+  size?: number | null;
+}
+
+/** `lattice.IconInfo` (no opcode: used as a field). */
+export class IconInfo implements IIconInfo {
+  id: number = 0;
+  name: string = "";
+  hash: Uint8Array = new Uint8Array(0);
+  size: number = 0;
+
+  constructor(init?: IIconInfo) {
+    if (init) {
+      if (init.id != null) this.id = init.id;
+      if (init.name != null) this.name = init.name;
+      if (init.hash != null) this.hash = init.hash;
+      if (init.size != null) this.size = init.size;
+    }
+  }
+
+  /** A new `IconInfo` with the given fields set. */
+  static create(init?: IIconInfo): IconInfo {
+    return new IconInfo(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IIconInfo, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.id != null && m.id !== 0) w.uint32(8).uint32(m.id);
+    if (m.name != null && m.name !== "") w.uint32(18).string(m.name);
+    if (m.hash != null && m.hash.length > 0) w.uint32(26).bytes(m.hash);
+    if (m.size != null && m.size !== 0) w.uint32(32).uint32(m.size);
+    return w;
+  }
+
+  /** Decodes a `IconInfo`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): IconInfo {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new IconInfo();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 0) throw wireError("IconInfo", "id", t & 7);
+          m.id = r.uint32();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 2) throw wireError("IconInfo", "name", t & 7);
+          m.name = r.string();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 2) throw wireError("IconInfo", "hash", t & 7);
+          m.hash = r.bytes();
+          break;
+        }
+        case 4: {
+          if ((t & 7) !== 0) throw wireError("IconInfo", "size", t & 7);
+          m.size = r.uint32();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.IconInfo: field overruns the message end");
+    return m;
+  }
+}
+
+/** Input form of `lattice.Profile` (no opcode: used as a field): every field optional. */
+export interface IProfile {
+  nickname?: string | null;
+  createdMs?: Int64 | null;
+  lastLoginMs?: Int64 | null;
+  loginStreak?: number | null;
+}
+
+/** `lattice.Profile` (no opcode: used as a field). */
+export class Profile implements IProfile {
+  nickname: string = "";
+  createdMs: Int64 = zero64(true);
+  lastLoginMs: Int64 = zero64(true);
+  loginStreak: number = 0;
+
+  constructor(init?: IProfile) {
+    if (init) {
+      if (init.nickname != null) this.nickname = init.nickname;
+      if (init.createdMs != null) this.createdMs = init.createdMs;
+      if (init.lastLoginMs != null) this.lastLoginMs = init.lastLoginMs;
+      if (init.loginStreak != null) this.loginStreak = init.loginStreak;
+    }
+  }
+
+  /** A new `Profile` with the given fields set. */
+  static create(init?: IProfile): Profile {
+    return new Profile(init);
+  }
+
+  /** Encodes `m` (proto3, defaults skipped: same bytes as the Rust side). */
+  static encode(m: IProfile, w?: $protobuf.Writer): $protobuf.Writer {
+    if (!w) w = $Writer.create();
+    if (m.nickname != null && m.nickname !== "") w.uint32(10).string(m.nickname);
+    if (m.createdMs != null && !isZero64(m.createdMs)) w.uint32(16).uint64(m.createdMs);
+    if (m.lastLoginMs != null && !isZero64(m.lastLoginMs)) w.uint32(24).uint64(m.lastLoginMs);
+    if (m.loginStreak != null && m.loginStreak !== 0) w.uint32(32).uint32(m.loginStreak);
+    return w;
+  }
+
+  /** Decodes a `Profile`; throws on malformed input. Unknown fields are skipped. */
+  static decode(r: $protobuf.Reader | Uint8Array, length?: number): Profile {
+    if (!(r instanceof $Reader)) r = $Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const m = new Profile();
+    while (r.pos < end) {
+      const t = r.uint32();
+      switch (t >>> 3) {
+        case 1: {
+          if ((t & 7) !== 2) throw wireError("Profile", "nickname", t & 7);
+          m.nickname = r.string();
+          break;
+        }
+        case 2: {
+          if ((t & 7) !== 0) throw wireError("Profile", "created_ms", t & 7);
+          m.createdMs = r.uint64();
+          break;
+        }
+        case 3: {
+          if ((t & 7) !== 0) throw wireError("Profile", "last_login_ms", t & 7);
+          m.lastLoginMs = r.uint64();
+          break;
+        }
+        case 4: {
+          if ((t & 7) !== 0) throw wireError("Profile", "login_streak", t & 7);
+          m.loginStreak = r.uint32();
+          break;
+        }
+        default:
+          r.skipType(t & 7);
+      }
+    }
+    if (r.pos !== end) throw new RangeError("lattice.Profile: field overruns the message end");
     return m;
   }
 }

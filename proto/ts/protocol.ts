@@ -21,6 +21,20 @@ export enum Opcode {
   Resume = 30,
   Resumed = 31,
   Ack = 32,
+  Register = 50,
+  RegisterOk = 51,
+  TokenLogin = 52,
+  ChangePassword = 53,
+  PasswordChanged = 54,
+  ChangeNickname = 55,
+  NicknameChanged = 56,
+  Logout = 57,
+  LoggedOut = 58,
+  Kicked = 59,
+  ProfileChanged = 60,
+  IconManifest = 70,
+  GetIcon = 71,
+  IconData = 72,
 }
 
 /** `Error.code` values. */
@@ -34,6 +48,27 @@ export enum ErrorCode {
   NOT_MEMBER = 7,
   RATE_LIMITED = 8,
   RESUME_REJECTED = 9,
+  ACCOUNT_TOO_SHORT = 50,
+  ACCOUNT_TOO_LONG = 51,
+  ACCOUNT_BAD_CHARS = 52,
+  PASSWORD_TOO_SHORT = 53,
+  PASSWORD_TOO_LONG = 54,
+  PASSWORD_BAD_CHARS = 55,
+  NICKNAME_TOO_SHORT = 56,
+  NICKNAME_TOO_LONG = 57,
+  NICKNAME_BAD_CHARS = 58,
+  ACCOUNT_EXISTS = 59,
+  WRONG_CREDENTIALS = 60,
+  ACCOUNT_LOCKED = 61,
+  IP_LOCKED = 62,
+  TOKEN_INVALID = 63,
+  TOKEN_EXPIRED = 64,
+  TOKEN_REVOKED = 65,
+  NOT_LOGGED_IN = 66,
+  ALREADY_LOGGED_IN = 67,
+  LOGGED_IN_ELSEWHERE = 68,
+  IDS_UNAVAILABLE = 69,
+  ICON_NOT_FOUND = 70,
 }
 
 /** Decoded message type of each opcode. */
@@ -52,6 +87,20 @@ export interface MessageOf {
   [Opcode.Resume]: M.Resume;
   [Opcode.Resumed]: M.Resumed;
   [Opcode.Ack]: M.Ack;
+  [Opcode.Register]: M.Register;
+  [Opcode.RegisterOk]: M.RegisterOk;
+  [Opcode.TokenLogin]: M.TokenLogin;
+  [Opcode.ChangePassword]: M.ChangePassword;
+  [Opcode.PasswordChanged]: M.PasswordChanged;
+  [Opcode.ChangeNickname]: M.ChangeNickname;
+  [Opcode.NicknameChanged]: M.NicknameChanged;
+  [Opcode.Logout]: M.Logout;
+  [Opcode.LoggedOut]: M.LoggedOut;
+  [Opcode.Kicked]: M.Kicked;
+  [Opcode.ProfileChanged]: M.ProfileChanged;
+  [Opcode.IconManifest]: M.IconManifest;
+  [Opcode.GetIcon]: M.GetIcon;
+  [Opcode.IconData]: M.IconData;
 }
 
 /** Accepted input (all fields optional) of each opcode. */
@@ -70,6 +119,20 @@ export interface InitOf {
   [Opcode.Resume]: M.IResume;
   [Opcode.Resumed]: M.IResumed;
   [Opcode.Ack]: M.IAck;
+  [Opcode.Register]: M.IRegister;
+  [Opcode.RegisterOk]: M.IRegisterOk;
+  [Opcode.TokenLogin]: M.ITokenLogin;
+  [Opcode.ChangePassword]: M.IChangePassword;
+  [Opcode.PasswordChanged]: M.IPasswordChanged;
+  [Opcode.ChangeNickname]: M.IChangeNickname;
+  [Opcode.NicknameChanged]: M.INicknameChanged;
+  [Opcode.Logout]: M.ILogout;
+  [Opcode.LoggedOut]: M.ILoggedOut;
+  [Opcode.Kicked]: M.IKicked;
+  [Opcode.ProfileChanged]: M.IProfileChanged;
+  [Opcode.IconManifest]: M.IIconManifest;
+  [Opcode.GetIcon]: M.IGetIcon;
+  [Opcode.IconData]: M.IIconData;
 }
 
 /** Encoder/decoder of one message type. */
@@ -94,10 +157,24 @@ export const codecs: { [O in Opcode]: MessageCodec<MessageOf[O], InitOf[O]> } = 
   [Opcode.Resume]: M.Resume,
   [Opcode.Resumed]: M.Resumed,
   [Opcode.Ack]: M.Ack,
+  [Opcode.Register]: M.Register,
+  [Opcode.RegisterOk]: M.RegisterOk,
+  [Opcode.TokenLogin]: M.TokenLogin,
+  [Opcode.ChangePassword]: M.ChangePassword,
+  [Opcode.PasswordChanged]: M.PasswordChanged,
+  [Opcode.ChangeNickname]: M.ChangeNickname,
+  [Opcode.NicknameChanged]: M.NicknameChanged,
+  [Opcode.Logout]: M.Logout,
+  [Opcode.LoggedOut]: M.LoggedOut,
+  [Opcode.Kicked]: M.Kicked,
+  [Opcode.ProfileChanged]: M.ProfileChanged,
+  [Opcode.IconManifest]: M.IconManifest,
+  [Opcode.GetIcon]: M.GetIcon,
+  [Opcode.IconData]: M.IconData,
 };
 
 /** Opcodes whose bodies must never be logged (no_log_request / no_log_response). */
-export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Welcome, Opcode.Login, Opcode.Resume, Opcode.Resumed]);
+export const NO_LOG: ReadonlySet<number> = new Set<number>([Opcode.Welcome, Opcode.Login, Opcode.LoginOk, Opcode.Resume, Opcode.Resumed, Opcode.Register, Opcode.TokenLogin, Opcode.ChangePassword, Opcode.PasswordChanged]);
 
 /** `true` for an opcode this client knows. */
 export function isOpcode(op: number): op is Opcode {

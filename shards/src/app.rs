@@ -8,13 +8,16 @@ use lattice_wire::compress::{BodyCompressor, CompressConfig};
 use lattice_wire::http::Request;
 use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, RpcReply, SessionId};
 
+use crate::center::ids::{IdGen, IdLease};
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
 use crate::http::HttpRoutes;
 use crate::metrics::AppMetrics;
+use crate::service::calendar::CalendarDriver;
 use crate::service::registry::BuildError;
 use crate::service::timers::TimerTable;
 use crate::service::{Encoder, ShardMsg};
+use lattice_runtime::time::{Calendar, LastFired};
 
 /// What every shard's application is built from.
 #[derive(Clone)]
@@ -29,6 +32,13 @@ pub struct AppSettings {
     pub storage: Option<StorageHandle>,
     /// Counters of every shard's application (index = shard).
     pub metrics: Arc<Vec<AppMetrics>>,
+    /// The machine-id lease and the persisted last id timestamp (every id goes above it). Without
+    /// one, `Ctx::next_id` always fails.
+    pub ids: Option<(Arc<IdLease>, u64)>,
+    /// The game calendar (`[calendar]`); without one components get no calendar events.
+    pub calendar: Option<Calendar>,
+    /// Persisted last-fired calendar times per shard (missing = a first start, nothing owed).
+    pub calendar_last: Arc<Vec<LastFired>>,
     /// Lua scripts, when `lua.dir` is set.
     pub lua: Option<Arc<crate::lua::Scripts>>,
     /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
@@ -45,12 +55,31 @@ pub struct App {
 impl App {
     /// Builds every service for shard `shard` of `shards`.
     pub fn new(s: &AppSettings, shard: usize, shards: usize) -> Result<App, BuildError> {
+        let ids = match &s.ids {
+            Some((lease, floor)) => IdGen::new(lease.clone(), shard, *floor),
+            None => IdGen::none(shard),
+        };
+        let calendar = match &s.calendar {
+            Some(cal) => {
+                let last = s.calendar_last.get(shard).copied().unwrap_or_default();
+                match CalendarDriver::new(cal.clone(), last, std::time::SystemTime::now()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::error!(shard, error = %e, "calendar unavailable on this shard");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let parts = Parts {
             enc: Encoder::new(BodyCompressor::new(s.compress), s.max_frame),
             timers: TimerTable::default(),
             storage: s.storage.clone(),
             metrics: s.metrics.clone(),
             shard,
+            ids,
+            calendar,
         };
         let mut host = ServiceHost::new(&s.table, shard, shards, parts)?;
         if let Some(scripts) = &s.lua {
@@ -72,10 +101,10 @@ impl ShardApp for App {
     }
 
     fn on_frame(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, frame: Frame<'_>) {
-        if let Checked::Request(info, msg) =
-            self.gate.check(cx, self.host.encoder(), session, frame)
-        {
-            self.host.request(cx, session, frame.header, info, msg);
+        match self.gate.check(cx, self.host.encoder(), session, frame) {
+            Checked::Request(info, msg) => self.host.request(cx, session, frame.header, info, msg),
+            Checked::Welcomed => self.host.session_ready(cx, session),
+            Checked::Done => {}
         }
     }
 

@@ -99,6 +99,95 @@ pub enum Tool {
         #[arg(long)]
         force: bool,
     },
+    /// Machine-id leases in the storage database: list them, take one for a node, free one.
+    #[command(subcommand)]
+    MachineId(MachineIdCmd),
+    /// Back up the storage database into a file named <database>-<YYYYmmdd-HHMMSS> (UTC):
+    /// SQLite's online backup (an SQLite file), or mariadb-dump/mysqldump (SQL text). Safe while
+    /// the server runs. Prints the file's path.
+    DbBackup {
+        /// Directory of the backup file (default: storage.data_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Configuration sources (the storage section names the database).
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Restore a backup written by `db-backup` into the configured database. Stop the server
+    /// first; marks still in its journal are written on top at its next start.
+    DbRestore {
+        /// The backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Configuration sources (the storage section names the database).
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Print random passwords (letters, digits and symbols, from the OS's randomness).
+    GenPassword {
+        /// Characters per password (8..=256).
+        #[arg(long, default_value_t = 20)]
+        length: usize,
+        /// How many passwords, one per line.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Icons: store the icon folder (PNG files and icons.txt) in the database.
+    #[command(subcommand)]
+    Icons(IconsCmd),
+}
+
+/// `lattice tool machine-id …`. Options go before the `--section.key` overrides.
+#[derive(Subcommand, Debug)]
+pub enum MachineIdCmd {
+    /// List every machine id ever leased: holder, expiry, last id timestamp.
+    Show {
+        /// Configuration sources.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Take a lease for a node (it keeps it when it starts under that name), and print the id.
+    Request {
+        /// Node name (default: center.node, else the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// This id (default: the node's previous id, else the lowest free one).
+        #[arg(long)]
+        id: Option<u32>,
+        /// Lease duration in ms (default: center.lease_ttl_ms).
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        /// Configuration sources.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Free a machine id (its last id timestamp is kept). Refuses a live lease without --force.
+    Release {
+        /// The machine id.
+        #[arg(long)]
+        id: u32,
+        /// Free it even though its lease has not expired (only when its holder is gone).
+        #[arg(long)]
+        force: bool,
+        /// Configuration sources.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+/// `lattice tool icons …`.
+#[derive(Subcommand, Debug)]
+pub enum IconsCmd {
+    /// Store every icon of DIR (icons.txt + NAME.png) in the database (id, name, description,
+    /// PNG bytes, SHA-256), replacing what was there; icons no longer listed are deleted.
+    Import {
+        /// The icon folder.
+        #[arg(long, value_name = "DIR", default_value = "proto/icons")]
+        dir: PathBuf,
+        /// Configuration sources.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
 }
 
 /// Where configuration comes from.
@@ -264,6 +353,43 @@ mod tests {
             try_parse(&["tool", "migrate"]).is_err(),
             "--print is required"
         );
+        assert!(
+            try_parse(&["tool", "db-restore"]).is_err(),
+            "FILE is required"
+        );
+        assert!(
+            try_parse(&["tool", "machine-id", "release"]).is_err(),
+            "--id is required"
+        );
+    }
+
+    #[test]
+    fn parses_tools_with_overrides() {
+        let cli = try_parse(&[
+            "tool",
+            "machine-id",
+            "request",
+            "--node",
+            "n1",
+            "--id",
+            "3",
+            "--storage.backend",
+            "mysql",
+        ])
+        .unwrap();
+        let Some(Command::Tool(Tool::MachineId(MachineIdCmd::Request { node, id, args, .. }))) =
+            cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((node.as_deref(), id), (Some("n1"), Some(3)));
+        assert_eq!(args.sources().unwrap().overrides.len(), 1);
+        let cli = try_parse(&["tool", "db-restore", "f.bak", "--storage.database", "x"]).unwrap();
+        let Some(Command::Tool(Tool::DbRestore { file, args })) = cli.command else {
+            panic!()
+        };
+        assert_eq!(file, PathBuf::from("f.bak"));
+        assert_eq!(args.sources().unwrap().overrides[0].0, "storage.database");
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[center]`.
+    pub center: crate::center::CenterConfig,
+    /// `[calendar]`.
+    pub calendar: crate::service::CalendarSection,
     /// `[session]`, `[limits]`, `[access]`.
     pub continuity: ContinuityConfig,
     /// `[tls]`.
@@ -134,6 +138,8 @@ impl Config {
             admin: typed_section(&table, "admin")?,
             shutdown: typed_section(&table, "shutdown")?,
             storage: typed_section(&table, "storage")?,
+            center: typed_section(&table, "center")?,
+            calendar: typed_section(&table, "calendar")?,
             continuity: ContinuityConfig {
                 session: typed_section::<SessionConfig>(&table, "session")?,
                 limits: typed_section::<LimitsConfig>(&table, "limits")?,
@@ -203,6 +209,18 @@ impl Config {
         if let Err(e) = self.storage.validate() {
             return Err(bad("storage", &e.to_string()));
         }
+        if let Err((key, problem)) = self.center.validate() {
+            return Err(bad(key, &problem));
+        }
+        if let Err(e) = self.calendar.calendar() {
+            return Err(bad("calendar", &e.to_string()));
+        }
+        let account: crate::logic::account::config::AccountConfig =
+            typed_section(&self.table, "account")?;
+        if let Err(e) = account.validate(true) {
+            let (key, problem) = e.split_once(": ").unwrap_or(("account", &e));
+            return Err(bad(key, problem));
+        }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
         }
@@ -250,6 +268,7 @@ mod tests {
         let docs = config::key_docs(&schema());
         for section in [
             "runtime", "net", "storage", "logic", "echo", "chat", "session", "limits", "access",
+            "center", "calendar", "account", "icons",
         ] {
             assert!(
                 docs.iter()
@@ -285,6 +304,26 @@ mod tests {
         let c = Config::load(None, vec![], vec![]).unwrap();
         let d = StorageConfig::default();
         assert_eq!(format!("{:?}", c.storage), format!("{d:?}"));
+    }
+
+    #[test]
+    fn account_and_center_bounds_name_the_key() {
+        for (k, v, want) in [
+            (
+                "account.hash_memory_kib",
+                "1024",
+                "`account.hash_memory_kib`",
+            ),
+            ("account.hash_passes", "1", "`account.hash_passes`"),
+            ("account.token_secret", "abc", "`account.token_secret`"),
+            ("center.reserve_ms", "10", "`center.reserve_ms`"),
+            ("calendar.time_zone", "Nowhere/City", "calendar"),
+        ] {
+            let e = Config::load(None, vec![], vec![(k.into(), v.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{k}: {e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum Checked {
     Request(&'static OpcodeInfo, AnyMessage),
     /// Answered (or the session closed) here.
     Done,
+    /// The session's first `Hello` was accepted and answered with `Welcome`: the services hear
+    /// that the session is ready.
+    Welcomed,
 }
 
 impl Gate {
@@ -172,8 +175,11 @@ impl Gate {
         log_in(session, h.request_id, info, &msg);
         match msg {
             AnyMessage::Hello(hello) => {
-                self.hello(cx, enc, session, h.request_id, hello);
-                Checked::Done
+                if self.hello(cx, enc, session, h.request_id, hello) && !ready {
+                    Checked::Welcomed
+                } else {
+                    Checked::Done
+                }
             }
             AnyMessage::Resume(r) => {
                 crate::resume::on_resume(cx, enc, session, h.request_id, r);
@@ -226,7 +232,7 @@ impl Gate {
     }
 
     /// `Hello`: the version check. Accepted: `Welcome` (again, with the same session id, for a
-    /// second `Hello`). Refused: `Error{VERSION_MISMATCH}` and the session closes.
+    /// second `Hello`) and true. Refused: `Error{VERSION_MISMATCH}`, the session closes, false.
     fn hello(
         &mut self,
         cx: &ShardCx<ShardMsg>,
@@ -234,7 +240,7 @@ impl Gate {
         session: SessionId,
         rid: u32,
         hello: pb::Hello,
-    ) {
+    ) -> bool {
         match check_hello(&hello.client_version, PROTOCOL) {
             Ok(_) => {
                 let (first, token, resumable) = cx
@@ -263,11 +269,13 @@ impl Gate {
                     // later frame with it.
                     cx.with_session(session, |s| s.enable_resume(t));
                 }
+                true
             }
             Err(r) => {
                 let msg = r.to_string();
                 AppMetrics::add(&self.m().not_hello_total, 1);
                 self.refuse(cx, enc, session, rid, opcode::HELLO, r.error_code(), &msg);
+                false
             }
         }
     }

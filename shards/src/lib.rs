@@ -6,7 +6,9 @@
 //! - [`resume`]: a socket whose first frame is `Resume` taking over its session;
 //! - [`host`]: the services of one shard, routing, bounded queues, calls into components;
 //! - [`app`]: the gate and the host composed as the runtime's `ShardApp`;
-//! - [`logic`]: the logic service and its demo components (echo, chat);
+//! - [`logic`]: the logic service: accounts and player profiles, icons, and the demo components
+//!   (echo, chat);
+//! - [`center`]: the center role: the machine-id lease and the per-shard unique id generators;
 //! - [`admin`]: the admin listener's routes;
 //! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
 //! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice admin`,
@@ -18,6 +20,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod center;
 pub mod cli;
 pub mod config;
 pub mod crash;

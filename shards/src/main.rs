@@ -96,6 +96,7 @@ fn main() {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
+        Command::Tool(tool) => lattice_server::tools::run(tool, &load_or_exit),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

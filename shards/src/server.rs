@@ -8,13 +8,17 @@ use std::time::Duration;
 use lattice_proto::{error_code, pb};
 use lattice_runtime::net::tls::{TlsServing, TlsSource};
 use lattice_runtime::telemetry::admin::AdminServer;
+use lattice_runtime::time::LastFired;
 use lattice_runtime::{OperatorSettings, RefusalFrames, Server};
-use lattice_storage::{Schema, Storage};
+use lattice_storage::{Migration, Schema, Storage, StorageHandle, Value};
 use prost::Message;
 
 use crate::app::{App, AppSettings};
+use crate::center::lease::StorageLeases;
+use crate::center::Center;
 use crate::config::Config;
 use crate::metrics::AppMetrics;
+use crate::service::calendar;
 
 /// Exit codes of `lattice run`.
 pub mod exit {
@@ -26,11 +30,66 @@ pub mod exit {
     pub const CONFIG: i32 = 2;
 }
 
-/// The tables and migrations of every service. None yet: the account service that persists
-/// players comes with its own issue; the engine runs (journal, dump replay, metrics, flush at
-/// shutdown) so that services can add tables here.
+/// The tables and migrations of every service: the center's lease table (written directly, not
+/// through write-behind, so it has a migration but no table spec), the calendar's last-fired times,
+/// accounts and profiles, and icons. Migration versions are global: a new one takes the next
+/// number.
 pub fn schema() -> Schema {
-    Schema::new()
+    let tables = [
+        calendar::table_spec(),
+        crate::logic::account::store::name_spec(),
+        crate::logic::account::store::account_spec(),
+        crate::logic::account::store::profile_spec(),
+        crate::logic::icons::table_spec(),
+    ];
+    let mut s = Schema::new();
+    for t in tables {
+        s = s
+            .table(t.expect("built-in table specs are valid"))
+            .expect("built-in table names are unique");
+    }
+    s.migration(Migration::portable(
+        1,
+        "machine-id leases",
+        &[&lattice_storage::lease::ddl()],
+    ))
+    .migration(calendar::migration(2))
+    .migration(crate::logic::account::store::migration(3))
+    .migration(crate::logic::icons::migration(4))
+}
+
+/// The persisted calendar last-fired times of shards `0..n` (blocking; before the shards start).
+fn load_calendar(h: &StorageHandle, n: usize, timeout: Duration) -> Result<Vec<LastFired>, String> {
+    let t = h
+        .table(calendar::TABLE)
+        .ok_or_else(|| format!("table {} missing from the schema", calendar::TABLE))?;
+    (0..n)
+        .map(|shard| {
+            let row = h
+                .load(t, vec![Value::Int(shard as i64)])
+                .and_then(|ticket| ticket.wait_timeout(timeout))
+                .map_err(|e| format!("calendar state of shard {shard}: {e}"))?;
+            Ok(row.map(|v| calendar::from_row(&v)).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Every stored icon (blocking; before the shards start).
+fn load_icons(
+    cfg: &Config,
+    h: &StorageHandle,
+    timeout: Duration,
+) -> Result<crate::logic::icons::IconSet, String> {
+    let icfg: crate::logic::icons::IconsConfig =
+        lattice_runtime::config::typed_section(&cfg.table, "icons").map_err(|e| e.to_string())?;
+    let rows = h
+        .query(crate::logic::icons::SELECT_ALL, Vec::new())
+        .and_then(|t| t.wait_timeout(timeout))
+        .map_err(|e| e.to_string())?;
+    let set =
+        crate::logic::icons::IconSet::from_rows(rows, icfg.max_icon_bytes, icfg.max_total_bytes);
+    tracing::info!(icons = set.manifest().icons.len(), "icons loaded");
+    Ok(set)
 }
 
 /// A section the server reads itself (profile, alerts, lua), or the config exit code after
@@ -69,14 +128,28 @@ pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
 }
 
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
-pub fn run(cfg: Config) -> i32 {
+pub fn run(mut cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
+    if let Err(e) = crate::logic::account::secret::resolve(&mut cfg) {
+        eprintln!("lattice: {e}");
+        return exit::FAILURE;
+    }
+    let calendar = match cfg.calendar.calendar() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lattice: calendar: {e}");
+            return exit::CONFIG;
+        }
+    };
     let mut settings = AppSettings {
         table: cfg.table.clone(),
         compress: cfg.compress,
         max_frame: cfg.net.max_frame,
         storage: None,
         metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        ids: None,
+        calendar: Some(calendar),
+        calendar_last: Arc::new(Vec::new()),
         lua: None,
         rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
     };
@@ -150,6 +223,37 @@ pub fn run(cfg: Config) -> i32 {
         "storage open"
     );
     settings.storage = Some(storage.handle());
+    let op_timeout = Duration::from_millis(cfg.storage.op_timeout_ms.saturating_mul(2));
+    match load_calendar(&storage.handle(), n, op_timeout) {
+        Ok(v) => settings.calendar_last = Arc::new(v),
+        Err(e) => {
+            eprintln!("lattice: storage: {e}");
+            return exit::FAILURE;
+        }
+    }
+    // Icons are read before clients are accepted, so the manifest follows every first Welcome.
+    match load_icons(&cfg, &storage.handle(), op_timeout) {
+        Ok(set) => crate::logic::icons::preload(set),
+        Err(e) => {
+            eprintln!("lattice: icons: {e}");
+            return exit::FAILURE;
+        }
+    }
+    // The center leases the machine id before any service starts: no lease, no server.
+    let center = match StorageLeases::open(&cfg.storage)
+        .map_err(crate::center::CenterError::from)
+        .and_then(|store| Center::start(&cfg.center, Box::new(store), n, crate::center::now_ms))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "center: cannot lease a machine id");
+            eprintln!("lattice: center: {e}");
+            return exit::FAILURE;
+        }
+    };
+    settings.ids = Some((center.lease(), center.floor_ms()));
+    let center_stats = center.stats();
+    let center_lease = center.lease();
     let app_metrics = settings.metrics.clone();
     let watch_metrics = settings.metrics.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -193,6 +297,12 @@ pub fn run(cfg: Config) -> i32 {
             s.metrics()
                 .add_renderer(move |w| crate::metrics::render_storage(&h.metrics(), w));
             s.metrics()
+                .add_renderer(move |w| center_stats.render(&center_lease, w));
+            s.metrics()
+                .add_renderer(move |w| crate::center::render_id_metrics(n, w));
+            s.metrics()
+                .add_renderer(move |w| crate::logic::account::metrics::render(n, w));
+            s.metrics()
                 .add_renderer(lattice_runtime::telemetry::log_writer::render);
             s.metrics().add_renderer(crate::alerts::render);
             if let Some(l) = scripts.clone() {
@@ -209,6 +319,7 @@ pub fn run(cfg: Config) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("lattice: {e}");
+            center.stop();
             return exit::FAILURE;
         }
     };
@@ -259,6 +370,7 @@ pub fn run(cfg: Config) -> i32 {
                 );
                 server.shutdown();
                 let _ = server.join();
+                center.stop();
                 return exit::FAILURE;
             }
         }
@@ -304,7 +416,9 @@ pub fn run(cfg: Config) -> i32 {
     if let Some(a) = admin {
         a.stop();
     }
-    // Every shard has stopped: flush what is dirty and stop the storage threads.
+    // Every shard has stopped and reported its last id: release the machine id.
+    center.stop();
+    // Flush what is dirty and stop the storage threads.
     match storage.shutdown() {
         Ok(()) => tracing::info!("storage flushed and closed"),
         Err(e) => {
@@ -333,4 +447,23 @@ fn rate_limited_frame() -> Vec<u8> {
         opcode: 0,
     };
     lattice_wire::frame::encode(lattice_proto::opcode::ERROR, 0, 0, &e.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_table_the_services_write_is_in_the_schema() {
+        let s = super::schema();
+        let names: Vec<&str> = s.tables().iter().map(|t| t.name()).collect();
+        for t in [
+            crate::service::calendar::TABLE,
+            crate::logic::account::store::NAMES,
+            crate::logic::account::store::ACCOUNTS,
+            crate::logic::account::store::PROFILES,
+            crate::logic::icons::TABLE,
+        ] {
+            assert!(names.contains(&t), "{t} missing from server::schema()");
+        }
+        lattice_storage::migrate::check(s.migrations()).expect("migrations are consistent");
+    }
 }

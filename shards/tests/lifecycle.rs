@@ -198,7 +198,7 @@ fn login_password_never_reaches_the_log() {
     c.send(
         3,
         &pb::Login {
-            user: "alice".into(),
+            account: "alice".into(),
             password: secret.into(),
         },
     );

@@ -21,7 +21,7 @@ fn dir(name: &str) -> PathBuf {
 
 const SCRIPT: &str = r#"
 lattice.on("Login", function(req, session)
-  return "LoginOk", { user_id = 1000 + #req.user }
+  return "LoginOk", { user_id = 1000 + #req.account }
 end)
 lattice.on("Say", function(req)
   while true do end
@@ -53,7 +53,7 @@ fn login(c: &mut Client, rid: u32) -> AnyMessage {
     c.send(
         rid,
         &pb::Login {
-            user: "alice".into(),
+            account: "alice".into(),
             password: "pw".into(),
         },
     );
@@ -77,7 +77,10 @@ fn scripts_answer_survive_runaways_and_reload() {
     let mut c = l.connect();
     assert_eq!(
         login(&mut c, 1),
-        AnyMessage::LoginOk(pb::LoginOk { user_id: 1005 })
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 1005,
+            ..Default::default()
+        })
     );
     // A runaway loop: an error frame, the session and the shard go on.
     c.send(
@@ -95,7 +98,10 @@ fn scripts_answer_survive_runaways_and_reload() {
     expect_error(&c.recv(), error_code::INTERNAL);
     assert_eq!(
         login(&mut c, 4),
-        AnyMessage::LoginOk(pb::LoginOk { user_id: 1005 })
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 1005,
+            ..Default::default()
+        })
     );
     assert_eq!(l.metric_total("lattice_lua_errors_total"), 2);
     assert!(l.logs().contains(sandbox_budget()), "{}", l.logs());
@@ -118,7 +124,10 @@ fn scripts_answer_survive_runaways_and_reload() {
     );
     assert_eq!(
         login(&mut c, 5),
-        AnyMessage::LoginOk(pb::LoginOk { user_id: 7 })
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 7,
+            ..Default::default()
+        })
     );
     // Say is no longer scripted: back to the chat component.
     assert_eq!(l.metric_total("lattice_lua_reloads_total"), 1);
@@ -130,7 +139,10 @@ fn scripts_answer_survive_runaways_and_reload() {
     assert!(body.contains("20-broken.lua"), "{body}");
     assert_eq!(
         login(&mut c, 6),
-        AnyMessage::LoginOk(pb::LoginOk { user_id: 7 })
+        AnyMessage::LoginOk(pb::LoginOk {
+            user_id: 7,
+            ..Default::default()
+        })
     );
     drop(l);
     std::fs::remove_dir_all(&d).unwrap();

@@ -36,7 +36,9 @@ USAGE: lattice-load [--option value ...]
   --payload BYTES       payload size (default 100)
   --duration SECS       measured duration (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
-  --scenario S          echo | chat | idle | storm (default echo)
+  --scenario S          echo | chat | idle | storm | login (default echo); login runs four
+                        phases of --duration each over TCP: registrations, password logins, token
+                        reconnects, and plain reconnects (connect + Hello + Ping, the baseline)
   --transport T         tcp | ws | tls | wss (default tcp): frames over TCP, over WebSocket (--addr
                         is the HTTP listener, 7102), over TLS (7104), over WebSocket over TLS (7103)
   --path P              WebSocket path (default /ws)
@@ -78,6 +80,7 @@ enum Scenario {
     Chat,
     Idle,
     Storm,
+    Login,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -128,7 +131,12 @@ fn parse_opts() -> Result<Opts, String> {
                     "chat" => Scenario::Chat,
                     "idle" => Scenario::Idle,
                     "storm" => Scenario::Storm,
-                    _ => return Err(format!("--scenario: echo, chat, idle or storm, got {v:?}")),
+                    "login" => Scenario::Login,
+                    _ => {
+                        return Err(format!(
+                            "--scenario: echo, chat, idle, storm or login, got {v:?}"
+                        ))
+                    }
                 }
             }
             "transport" => transport = v,
@@ -172,6 +180,11 @@ fn parse_opts() -> Result<Opts, String> {
         let ca = tls_ca
             .ok_or("--transport tls and wss need --tls-ca FILE (the server's certificate)")?;
         o.tls = Some(TlsClient::new(&ca, &tls_name, tls_version)?);
+    }
+    if o.scenario == Scenario::Login && transport != "tcp" {
+        return Err(format!(
+            "--scenario login runs over TCP only, got --transport {transport}"
+        ));
     }
     if o.connections == 0 {
         return Err("--connections must be at least 1".into());
@@ -231,7 +244,60 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `--scenario login`: three phases side by side (see `lattice_bench::login`).
+async fn run_login(o: &Opts) -> i32 {
+    let lo = lattice_bench::login::LoginOpts {
+        addr: o.addr,
+        connections: o.connections,
+        duration: o.duration,
+        sources: o.sources,
+        password: "load-test password".into(),
+    };
+    let phases = lattice_bench::login::run(&lo, o.quiet).await;
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
+    let mut json = serde_json::json!({
+        "scenario": "login", "addr": o.addr.to_string(), "connections": o.connections,
+        "duration_s": o.duration.as_secs_f64(), "errors": errors,
+    });
+    println!(
+        "login conns={}: phase, ops/s, p50 µs, p99 µs, busy, errors",
+        o.connections
+    );
+    for p in &phases {
+        json[p.name] = p.json();
+        println!(
+            "  {:<9} {:>10.1} {:>10.1} {:>10.1} {:>6} {:>6}",
+            p.name,
+            p.rate(),
+            p.q_us(0.5),
+            p.q_us(0.99),
+            p.busy,
+            p.errors
+        );
+        if let Some(e) = &p.first_error {
+            eprintln!("{}: first error: {e}", p.name);
+        }
+    }
+    if let Some(path) = &o.report {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
+            eprintln!("lattice-load: cannot write report {path}: {e}");
+        }
+    }
+    if errors > o.max_errors {
+        eprintln!(
+            "lattice-load: {errors} errors > --max-errors {}",
+            o.max_errors
+        );
+        1
+    } else {
+        0
+    }
+}
+
 async fn run(o: Opts) -> i32 {
+    if o.scenario == Scenario::Login {
+        return run_login(&o).await;
+    }
     let stats: Shared = Rc::new(RefCell::new(Stats {
         hist: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
         window: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
@@ -579,7 +645,10 @@ async fn session<S: Transport>(
                 let frame_body = &buf[off + 12..off + h.len];
                 off += h.len;
                 if h.rid == 0 {
-                    s.deliveries += 1;
+                    // The icon manifest pushed once after Welcome is not a chat delivery.
+                    if h.opcode != opcode::ICON_MANIFEST {
+                        s.deliveries += 1;
+                    }
                     continue;
                 }
                 if h.opcode == opcode::ERROR {

@@ -26,14 +26,19 @@
 //!   [`journal`], [`dump`], [`sql`] (statement text), [`migrate`], [`config`] (defaults in
 //!   `storage.toml`), [`metrics`], `error` ([`StorageError`]), `ident` (the identifier rule);
 //! * databases: [`backend`] (the trait, dialect and error classes), [`mysql`], [`sqlite`], and
-//!   [`connect`] (the only module that knows both backends: picks one from the config).
+//!   [`connect`] (the only module that knows both backends: picks one from the config);
+//! * beside the engine, for tools and the center: [`direct`] (a blocking connection that writes at
+//!   once, never journaled), [`lease`] (machine-id lease rows over it) and [`backup`] (backup
+//!   files and their restore).
 //!
 //! Imports go one way, from the engine down to the data modules and the backend trait; no module
 //! imports one that imports it.
 
 pub mod backend;
+pub mod backup;
 pub mod config;
 pub mod connect;
+pub mod direct;
 pub mod dirty;
 pub mod dump;
 mod error;
@@ -41,6 +46,7 @@ mod flusher;
 mod ident;
 pub mod journal;
 mod journal_thread;
+pub mod lease;
 pub mod metrics;
 pub mod migrate;
 pub mod mysql;

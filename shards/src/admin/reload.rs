@@ -54,10 +54,16 @@ fn reload(api: &Api, req: &Request) -> Response {
     let close_matching = matches!(req.query_param("close_matching"), Some("1" | "true"));
     let mut current = api.config.lock().unwrap_or_else(|p| p.into_inner());
     let o = current.origin.clone();
-    let new = match Config::load(o.file.as_deref(), o.env.clone(), o.args.clone()) {
+    let mut new = match Config::load(o.file.as_deref(), o.env.clone(), o.args.clone()) {
         Ok(c) => c,
         Err(e) => return error(400, format!("configuration not reloaded: {e}")),
     };
+    // The running configuration holds the session-token key resolved at start (an empty
+    // account.token_secret means the key file): resolve the new one the same way, so an unchanged
+    // setting does not read as changed.
+    if let Err(e) = crate::logic::account::secret::resolve(&mut new) {
+        return error(400, format!("configuration not reloaded: {e}"));
+    }
     let changed = changed_keys(&current.table, &new.table);
     let (live, restart): (Vec<&String>, Vec<&String>) = changed
         .iter()

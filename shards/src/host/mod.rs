@@ -8,6 +8,8 @@
 //! refusable message (`BUSY` past `runtime.mesh_backlog_limit`). Queued work runs in
 //! [`ServiceHost::run_queued`] within the loop's budget.
 
+#[cfg(test)]
+mod calendar_tests;
 pub mod opcode_metrics;
 #[cfg(test)]
 mod tests;
@@ -19,10 +21,16 @@ use lattice_runtime::ShardCx;
 use lattice_storage::StorageHandle;
 use lattice_wire::{FrameHeader, SessionId};
 
+use crate::center::id_metrics;
+use crate::center::ids::IdGen;
 use crate::metrics::AppMetrics;
+use crate::service::calendar::CalendarDriver;
 use crate::service::registry::{build_service, services, BuildError, ServiceInstance};
 use crate::service::timers::TimerTable;
 use crate::service::{Ctx, Encoder, Req, ShardMsg};
+
+/// The timer table's service index of the calendar's own timer (no service has it).
+const CALENDAR_TIMER: u16 = u16::MAX;
 
 /// What a [`Ctx`] is built from, apart from the services themselves.
 pub(crate) struct Parts {
@@ -31,6 +39,8 @@ pub(crate) struct Parts {
     pub storage: Option<StorageHandle>,
     pub metrics: Arc<Vec<AppMetrics>>,
     pub shard: usize,
+    pub ids: IdGen,
+    pub calendar: Option<CalendarDriver>,
 }
 
 impl Parts {
@@ -41,6 +51,9 @@ impl Parts {
             timers: &mut self.timers,
             storage: self.storage.as_ref(),
             metrics: &self.metrics[self.shard],
+            ids: &mut self.ids,
+            id_metrics: id_metrics(self.shard),
+            calendar: self.calendar.as_ref().map(|c| c.calendar()),
             me,
         }
     }
@@ -52,6 +65,8 @@ pub struct ServiceHost {
     /// Indexed by [`OpcodeInfo::index`]: the (service, component) that handles the message.
     routes: Vec<Option<(u16, u16)>>,
     pub(crate) parts: Parts,
+    /// The calendar's pending timer (its next boundary).
+    pub(crate) calendar_timer: Option<crate::service::TimerId>,
     /// This shard's Lua scripts, if any: they take a request before the components.
     lua: Option<crate::lua::LuaShard>,
 }
@@ -98,6 +113,7 @@ impl ServiceHost {
             services,
             routes,
             parts,
+            calendar_timer: None,
             lua: None,
         })
     }
@@ -318,6 +334,10 @@ impl ServiceHost {
             return;
         };
         AppMetrics::set(&self.m().timers_app_pending, self.parts.timers.len() as u64);
+        if f.service == CALENDAR_TIMER {
+            self.calendar_tick(cx);
+            return;
+        }
         if let Some(c) = self
             .services
             .get_mut(f.service as usize)
@@ -327,7 +347,8 @@ impl ServiceHost {
         }
     }
 
-    /// Runs each component's `init`, then each `start`, service by service, in order.
+    /// Runs each component's `init`, then each `start`, service by service, in order; then the
+    /// calendar's catch-up (events missed while the server was down) and its first timer.
     pub fn start(&mut self, cx: &ShardCx<ShardMsg>) {
         for si in 0..self.services.len() {
             for phase in ["init", "start"] {
@@ -343,9 +364,64 @@ impl ServiceHost {
                 }
             }
         }
+        self.calendar_tick(cx);
     }
 
-    /// Runs each component's `stop`, in reverse order of `start`.
+    /// Delivers the calendar boundaries passed since the last poll to every component, persists
+    /// what fired, and sets the timer for the next boundary.
+    pub(crate) fn calendar_tick(&mut self, cx: &ShardCx<ShardMsg>) {
+        let Some(cal) = self.parts.calendar.as_mut() else {
+            return;
+        };
+        let now = cx.wall_now();
+        let crossed = match cal.poll(now) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(shard = cx.id, error = %e, "calendar poll failed");
+                Vec::new()
+            }
+        };
+        let delay = cal.delay_to_next(now);
+        let row = crate::service::calendar::to_row(cal.last_fired());
+        for c in &crossed {
+            tracing::info!(shard = cx.id, boundary = %c.boundary, count = c.count, "calendar event");
+            let c = *c;
+            self.each(cx, |comp, ctx| comp.on_calendar(ctx, &c));
+        }
+        if !crossed.is_empty() {
+            if let Some(st) = &self.parts.storage {
+                let mark = st
+                    .table(crate::service::calendar::TABLE)
+                    .ok_or(lattice_storage::StorageError::Closed)
+                    .and_then(|t| {
+                        st.insert(t, vec![lattice_storage::Value::Int(cx.id as i64)], row)
+                    });
+                if let Err(e) = mark {
+                    tracing::error!(shard = cx.id, error = %e, "calendar: cannot persist last-fired times; these events may fire again after a restart");
+                }
+            }
+        }
+        if let Some(old) = self.calendar_timer.take() {
+            self.parts.timers.cancel(cx, old);
+        }
+        match delay {
+            Ok(d) => match self.parts.timers.set(cx, d, false, CALENDAR_TIMER, 0, 0) {
+                Ok(id) => self.calendar_timer = Some(id),
+                Err(e) => {
+                    tracing::error!(shard = cx.id, error = %e, "calendar: cannot set the next timer; calendar events stop");
+                }
+            },
+            Err(e) => tracing::error!(shard = cx.id, error = %e, "calendar: no next boundary"),
+        }
+    }
+
+    /// A session of this shard completed its handshake: every component hears it.
+    pub fn session_ready(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId) {
+        self.each(cx, |c, ctx| c.on_session_ready(ctx, session));
+    }
+
+    /// Runs each component's `stop`, in reverse order of `start`; then reports the shard's last id
+    /// timestamp to the center (which records it when it releases the lease).
     pub fn stop(&mut self, cx: &ShardCx<ShardMsg>) {
         for si in (0..self.services.len()).rev() {
             let svc = &mut self.services[si];
@@ -354,6 +430,7 @@ impl ServiceHost {
                 c.stop(&mut self.parts.ctx(cx, Some((si as u16, ci as u16))));
             }
         }
+        self.parts.ids.report_stop(self.parts.shard);
     }
 
     fn each(

@@ -115,6 +115,8 @@ fn parts() -> Parts {
         storage: None,
         metrics: Arc::new(vec![AppMetrics::default()]),
         shard: 0,
+        ids: crate::center::ids::IdGen::none(0),
+        calendar: None,
     }
 }
 

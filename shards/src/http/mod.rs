@@ -8,10 +8,12 @@
 //! | `GET /` | the demo page ([`demo`]) |
 //! | `GET /lattice.js` | the generated TypeScript client, bundled ([`demo`]) |
 //! | `POST /rpc/{MessageName}` | the message handled like a frame, the reply as the body ([`rpc`]) |
+//! | `GET /icons/{id}` | an icon's PNG with an `ETag`; `304` on a matching `If-None-Match` ([`icons`]) |
 //!
 //! A known path with another method gets `405` (with `Allow`), any other path `404`.
 
 pub mod demo;
+pub mod icons;
 pub mod rpc;
 
 use lattice_runtime::ShardCx;
@@ -46,6 +48,7 @@ impl HttpRoutes {
             ("GET", "/healthz") => Response::text(200, "ok\n"),
             ("GET", "/") => demo::page(),
             ("GET", "/lattice.js") => demo::script(),
+            ("GET", p) if p.starts_with("/icons/") => icons::get(&req, &p["/icons/".len()..]),
             ("POST", p) if p.starts_with("/rpc/") => {
                 match self.rpc.start(cx, host, session, &req) {
                     Ok(()) => return,
@@ -53,6 +56,9 @@ impl HttpRoutes {
                 }
             }
             (_, "/healthz" | "/" | "/lattice.js") => {
+                Response::text(405, "method not allowed\n").with_header("Allow", "GET")
+            }
+            (_, p) if p.starts_with("/icons/") => {
                 Response::text(405, "method not allowed\n").with_header("Allow", "GET")
             }
             (_, p) if p.starts_with("/rpc/") => {

@@ -199,6 +199,16 @@ pub fn status_of(code: u32) -> u16 {
         error_code::NOT_ALLOWED => 403,
         error_code::NOT_MEMBER => 409,
         error_code::BUSY => 503,
+        error_code::ACCOUNT_TOO_SHORT..=error_code::NICKNAME_BAD_CHARS => 400,
+        error_code::ACCOUNT_EXISTS | error_code::ALREADY_LOGGED_IN => 409,
+        error_code::WRONG_CREDENTIALS
+        | error_code::TOKEN_INVALID
+        | error_code::TOKEN_EXPIRED
+        | error_code::TOKEN_REVOKED
+        | error_code::NOT_LOGGED_IN => 401,
+        error_code::ACCOUNT_LOCKED | error_code::IP_LOCKED => 429,
+        error_code::IDS_UNAVAILABLE => 503,
+        error_code::ICON_NOT_FOUND => 404,
         _ => 500,
     }
 }
@@ -257,5 +267,13 @@ mod tests {
         assert_eq!(status_of(error_code::NOT_MEMBER), 409);
         assert_eq!(status_of(error_code::INTERNAL), 500);
         assert_eq!(status_of(error_code::BAD_REQUEST), 400);
+        assert_eq!(status_of(error_code::ACCOUNT_TOO_SHORT), 400);
+        assert_eq!(status_of(error_code::NICKNAME_BAD_CHARS), 400);
+        assert_eq!(status_of(error_code::ACCOUNT_EXISTS), 409);
+        assert_eq!(status_of(error_code::WRONG_CREDENTIALS), 401);
+        assert_eq!(status_of(error_code::NOT_LOGGED_IN), 401);
+        assert_eq!(status_of(error_code::IP_LOCKED), 429);
+        assert_eq!(status_of(error_code::ICON_NOT_FOUND), 404);
+        assert_eq!(status_of(error_code::LOGGED_IN_ELSEWHERE), 500);
     }
 }

@@ -1,7 +1,10 @@
-//! The logic service and its demo components: echo (`Ping` → `Pong`) and chat rooms.
+//! The logic service: accounts and player profiles, icons, and the demo components echo
+//! (`Ping` → `Pong`) and chat rooms.
 
+pub mod account;
 pub mod chat;
 pub mod echo;
+pub mod icons;
 
 crate::service!(LOGIC, "logic", include_str!("logic.toml"));
 

@@ -251,21 +251,24 @@ mod tests {
     fn a_handler_by_message_name_replies_with_a_table() {
         let h = host(
             r#"lattice.on("Login", function(req, session)
-                 if req.user == "bad" then error("refused") end
-                 return "LoginOk", { user_id = #req.user * 100 + lattice.shard }
+                 if req.account == "bad" then error("refused") end
+                 return "LoginOk", { user_id = #req.account * 100 + lattice.shard }
                end)"#,
         );
         assert_eq!(h.handled(), vec!["Login"]);
         let login = AnyMessage::Login(pb::Login {
-            user: "alice".into(),
+            account: "alice".into(),
             password: "x".into(),
         });
         assert_eq!(
             h.handle(&login, 7).unwrap(),
-            Some(AnyMessage::LoginOk(pb::LoginOk { user_id: 500 }))
+            Some(AnyMessage::LoginOk(pb::LoginOk {
+                user_id: 500,
+                ..Default::default()
+            }))
         );
         let bad = AnyMessage::Login(pb::Login {
-            user: "bad".into(),
+            account: "bad".into(),
             password: String::new(),
         });
         assert!(h

@@ -14,7 +14,10 @@ use lattice_wire::frame::{self, FLAG_COMPRESSED, HEADER_LEN};
 use lattice_wire::{CloseReason, SessionId};
 
 use super::timers::TimerTable;
+use crate::center::ids::{Id, IdError, IdGen};
+use crate::center::IdMetrics;
 use crate::metrics::AppMetrics;
+use lattice_runtime::time::Calendar;
 
 /// A client request as a handler receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +201,9 @@ pub struct Ctx<'a> {
     pub(crate) timers: &'a mut TimerTable,
     pub(crate) storage: Option<&'a StorageHandle>,
     pub(crate) metrics: &'a AppMetrics,
+    pub(crate) ids: &'a mut IdGen,
+    pub(crate) id_metrics: &'a IdMetrics,
+    pub(crate) calendar: Option<&'a Calendar>,
     /// The component being called: (service, component) indexes.
     pub(crate) me: Option<(u16, u16)>,
 }
@@ -216,6 +222,52 @@ impl<'a> Ctx<'a> {
     /// The runtime's context of this shard (sessions, mesh, clock).
     pub fn shard_cx(&self) -> &ShardCx<ShardMsg> {
         self.cx
+    }
+
+    /// The peer address of `session` when it lives on this shard (requests are handled on the
+    /// session's shard unless their component routes them elsewhere).
+    pub fn peer(&self, session: SessionId) -> Option<std::net::SocketAddr> {
+        self.cx.peer(session)
+    }
+
+    /// Wall-clock now in Unix ms, from the shard's clock (cached per loop pass).
+    pub fn now_ms(&self) -> u64 {
+        self.cx
+            .wall_now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A new unique id from this shard's generator ([`crate::center::ids`]): no lock, no atomic.
+    /// Fails with [`IdError::LeaseUnconfirmed`] while the machine-id lease is unconfirmed (answer
+    /// the client `IDS_UNAVAILABLE`).
+    pub fn next_id(&mut self) -> Result<Id, IdError> {
+        let r = self.ids.next(self.now_ms());
+        // Plain stores of the generator's own counts (no read-modify-write on the way of an id).
+        IdMetrics::set(&self.id_metrics.issued_total, self.ids.issued);
+        if self.ids.borrowed > 0 {
+            IdMetrics::set(&self.id_metrics.borrowed_total, self.ids.borrowed);
+        }
+        if r.is_err() {
+            IdMetrics::set(&self.id_metrics.refused_total, self.ids.refused);
+        }
+        r
+    }
+
+    /// The game calendar (`[calendar]`), when the server has one (always in `lattice run`).
+    pub fn calendar(&self) -> Option<&'a Calendar> {
+        self.calendar
+    }
+
+    /// The game day now: days since 0001-01-01 of the local date whose reset hour last passed.
+    /// Consecutive game days differ by 1. `None` without a calendar.
+    pub fn game_day(&self) -> Option<i64> {
+        use chrono::Datelike;
+        let cal = self.calendar?;
+        let now = chrono::DateTime::<chrono::Utc>::from(self.cx.wall_now());
+        cal.game_date(now)
+            .ok()
+            .map(|d| i64::from(d.num_days_from_ce()))
     }
 
     /// Answers request `request_id` of `session` with `msg`. A reply that would exceed
@@ -290,6 +342,16 @@ impl<'a> Ctx<'a> {
     /// Sends an internal message to service `service`'s components on shard `dst` (never dropped).
     pub fn send_internal(&self, dst: usize, service: u16, payload: Box<dyn Any + Send>) {
         self.cx.send(dst, ShardMsg::Internal { service, payload });
+    }
+
+    /// Sends an internal message to the calling component's own service on shard `dst` (this
+    /// shard included), where its `on_internal` takes it. Never dropped. Logged and ignored when
+    /// called outside a component.
+    pub fn send_peer(&self, dst: usize, payload: Box<dyn Any + Send>) {
+        match self.me {
+            Some((service, _)) => self.send_internal(dst, service, payload),
+            None => tracing::error!("Ctx::send_peer called outside a component; ignored"),
+        }
     }
 
     /// The storage engine, when the server has one (always in `lattice run`): mark rows dirty

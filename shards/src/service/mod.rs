@@ -11,13 +11,17 @@
 //!
 //! Files: `ctx.rs` what a handler sees and can do (and the messages that puts on the mesh);
 //! `registry.rs` the link-time lists and building a service for a shard; `timers.rs` the timer
-//! table behind [`Ctx::timer_after`].
+//! table behind [`Ctx::timer_after`]; `calendar.rs` the game-day events behind
+//! [`Component::on_calendar`].
 
+pub(crate) mod calendar;
 pub mod ctx;
 pub mod registry;
 pub(crate) mod timers;
 
+pub use calendar::CalendarSection;
 pub use ctx::{Ctx, Encoder, Req, Route, ShardMsg, TimerId};
+pub use lattice_runtime::time::{Boundary, Crossed};
 pub use registry::{ComponentDecl, Registrar, ServiceDecl, COMPONENTS, SERVICES};
 
 use lattice_proto::AnyMessage;
@@ -55,6 +59,14 @@ pub trait Component: Sized + 'static {
     fn on_session_closed(&mut self, _ctx: &mut Ctx<'_>, _session: SessionId) {}
     /// A timer set with [`Ctx::timer_after`] or [`Ctx::timer_every`] fired; `token` is the one given.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _token: u64) {}
+    /// A calendar boundary passed (`[calendar]`: time zone, reset hour, first weekday): new game
+    /// day, week, month or year, in that order when several fall together. `event.count` is 1 in
+    /// normal running and N when N boundaries of that kind passed while the server was down: the
+    /// missed event is delivered once, at start, after every component's `start`.
+    fn on_calendar(&mut self, _ctx: &mut Ctx<'_>, _event: &Crossed) {}
+    /// A session on this shard completed its handshake (its first `Hello` was accepted and
+    /// answered with `Welcome`). Called on the session's shard only.
+    fn on_session_ready(&mut self, _ctx: &mut Ctx<'_>, _session: SessionId) {}
     /// An internal (shard-to-shard) message sent with [`Ctx::send_internal`]; give it back when it
     /// is not one of this component's.
     fn on_internal(

@@ -126,6 +126,10 @@ pub trait ErasedComponent {
     fn on_session_closed(&mut self, ctx: &mut Ctx<'_>, session: SessionId);
     /// A timer fired.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64);
+    /// A calendar boundary passed.
+    fn on_calendar(&mut self, ctx: &mut Ctx<'_>, event: &super::Crossed);
+    /// A session of this shard completed its handshake.
+    fn on_session_ready(&mut self, ctx: &mut Ctx<'_>, session: SessionId);
     /// An internal message; returned when the component does not take it.
     fn on_internal(
         &mut self,
@@ -176,6 +180,12 @@ impl<C: Component> ErasedComponent for Holder<C> {
     }
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
         self.comp.on_timer(ctx, token)
+    }
+    fn on_calendar(&mut self, ctx: &mut Ctx<'_>, event: &super::Crossed) {
+        self.comp.on_calendar(ctx, event)
+    }
+    fn on_session_ready(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
+        self.comp.on_session_ready(ctx, session)
     }
     fn on_internal(
         &mut self,

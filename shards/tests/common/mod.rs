@@ -44,6 +44,8 @@ pub struct Lattice {
     pub admin: u16,
     pub log: PathBuf,
     pub data: PathBuf,
+    /// Leave the data directory on drop (restart tests reuse it).
+    pub keep_data: bool,
 }
 
 impl Lattice {
@@ -56,12 +58,30 @@ impl Lattice {
     /// the shell's `ulimit -n`, in the child only).
     pub fn start_in(nofile: Option<u32>, extra: &[&str]) -> Lattice {
         let port = free_port();
+        let data =
+            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
+        Lattice::start_at(nofile, port, data, false, extra)
+    }
+
+    /// Starts on `data` (kept on drop), with the node name `node`, so a restart finds its journal,
+    /// database and machine id again.
+    pub fn start_with_data(data: PathBuf, node: &str, extra: &[&str]) -> Lattice {
+        let mut args = vec!["--center.node", node];
+        args.extend_from_slice(extra);
+        Lattice::start_at(None, free_port(), data, true, &args)
+    }
+
+    fn start_at(
+        nofile: Option<u32>,
+        port: u16,
+        data: PathBuf,
+        keep_data: bool,
+        extra: &[&str],
+    ) -> Lattice {
         let http = free_port();
         let admin = free_port();
         let log =
             std::env::temp_dir().join(format!("lattice-test-{}-{}.log", std::process::id(), port));
-        let data =
-            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--net.listen".into(),
@@ -77,6 +97,17 @@ impl Lattice {
             "--storage.data_dir".into(),
             data.display().to_string(),
         ];
+        if !extra.contains(&"--icons.push_manifest") {
+            // Tests count the frames that follow Welcome (sequence numbers, replays): the icon
+            // manifest push is on only where a test asks for it.
+            args.push("--icons.push_manifest".into());
+            args.push("false".into());
+        }
+        if !extra.contains(&"--center.node") {
+            // Tests sharing one MariaDB database must not take each other's machine-id lease.
+            args.push("--center.node".into());
+            args.push(format!("test-{}-{port}", std::process::id()));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = match nofile {
             None => Command::new(env!("CARGO_BIN_EXE_lattice")),
@@ -103,6 +134,7 @@ impl Lattice {
             admin,
             log,
             data,
+            keep_data,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -195,7 +227,9 @@ impl Drop for Lattice {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
-        let _ = std::fs::remove_dir_all(&self.data);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
 }
 
@@ -243,6 +277,8 @@ pub struct Client {
     pub s: TcpStream,
     buf: Vec<u8>,
     pub session_id: u64,
+    /// The icon manifest pushed after Welcome.
+    pub icons: Option<pb::IconManifest>,
 }
 
 impl Client {
@@ -255,6 +291,7 @@ impl Client {
             s,
             buf: Vec::new(),
             session_id: 0,
+            icons: None,
         }
     }
 
@@ -264,12 +301,26 @@ impl Client {
             s: self.s.try_clone().unwrap(),
             buf: Vec::new(),
             session_id: self.session_id,
+            icons: None,
         }
     }
 
     /// Connects and completes the Hello/Welcome handshake.
     pub fn connect(port: u16) -> Client {
-        let mut c = Client::connect_raw(port);
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client::handshake(s)
+    }
+
+    /// Completes the Hello/Welcome handshake on a connected stream.
+    pub fn handshake(s: TcpStream) -> Client {
+        let mut c = Client {
+            s,
+            buf: Vec::new(),
+            session_id: 0,
+            icons: None,
+        };
         c.send(
             1,
             &pb::Hello {
@@ -280,6 +331,20 @@ impl Client {
         match c.recv().decode() {
             AnyMessage::Welcome(w) => c.session_id = w.session_id,
             other => panic!("expected Welcome, got {other:?}"),
+        }
+        c
+    }
+
+    /// As [`Client::connect`] on a server started with `--icons.push_manifest true`: also reads
+    /// the icon manifest that follows the first Welcome into `icons`.
+    pub fn connect_with_manifest(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut c = Client::handshake(s);
+        match c.recv().decode() {
+            AnyMessage::IconManifest(m) => c.icons = Some(m),
+            other => panic!("expected IconManifest after Welcome, got {other:?}"),
         }
         c
     }

@@ -94,6 +94,7 @@ impl Client {
             s: tcp_from(from, port).unwrap(),
             buf: Vec::new(),
             session_id: 0,
+            icons: None,
         }
     }
 

@@ -164,6 +164,12 @@ impl<M: Send + 'static> ShardCx<M> {
     /// shards are refused (logged), deliveries find no session unless one is added with
     /// [`ShardCx::open_session`].
     pub fn standalone(id: usize, shards: usize, net: NetConfig) -> Self {
+        Self::standalone_with_clock(id, shards, net, Clock::new())
+    }
+
+    /// [`ShardCx::standalone`] on a given clock, e.g. [`Clock::manual`] for tests on simulated
+    /// time (move it, then [`ShardCx::refresh_clock`]).
+    pub fn standalone_with_clock(id: usize, shards: usize, net: NetConfig, clock: Clock) -> Self {
         let shards = shards.max(id + 1);
         ShardCx::new(
             id,
@@ -178,7 +184,7 @@ impl<M: Send + 'static> ShardCx<M> {
             },
             (0..shards).map(|_| None).collect(),
             Arc::new((0..shards).map(|_| ShardSignal::new(1)).collect()),
-            Clock::new(),
+            clock,
         )
     }
 
@@ -349,6 +355,11 @@ impl<M: Send + 'static> ShardCx<M> {
             cell.wake();
         }
         Some(r)
+    }
+
+    /// The peer address of `session` if it lives on this shard and is open. Cost: a table lookup.
+    pub fn peer(&self, session: SessionId) -> Option<std::net::SocketAddr> {
+        self.sessions.borrow().get(session).map(|c| c.peer())
     }
 
     /// Live sessions on this shard.
@@ -616,6 +627,12 @@ impl<M: Send + 'static> ShardCx<M> {
     /// Wall-clock time derived from the shard's clock.
     pub fn wall_now(&self) -> SystemTime {
         self.clock.borrow().wall_now()
+    }
+
+    /// Reads the clock source again (the loop does this every pass; tests and tools driving a
+    /// standalone context call it after moving a manual clock).
+    pub fn refresh_clock(&self) -> MonoTime {
+        self.clock.borrow_mut().refresh()
     }
 
     /// Calls [`super::ShardApp::on_timer`] with `token` once, `delay` from now (1 ms resolution,

@@ -35,18 +35,18 @@ impl Response {
         self
     }
 
-    /// Appends the encoded response to `out`; `close` adds `Connection: close`.
+    /// Appends the encoded response to `out`; `close` adds `Connection: close`. `204` and `304`
+    /// carry no body and no `Content-Length` (RFC 9110 §8.6: in a 304 it would have to be the
+    /// length of the 200's body); a body given to them is not sent.
     ///
     /// Cost: one formatted head (≈ 100 bytes plus the headers) and one copy of the body.
     pub fn encode(&self, close: bool, out: &mut Vec<u8>) {
         let mut head = String::with_capacity(128);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.body.len()
-        );
+        let bodiless = matches!(self.status, 204 | 304);
+        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if !bodiless {
+            let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
+        }
         for (k, v) in &self.headers {
             let _ = write!(head, "{k}: {v}\r\n");
         }
@@ -54,9 +54,10 @@ impl Response {
             head.push_str("Connection: close\r\n");
         }
         head.push_str("\r\n");
-        out.reserve(head.len() + self.body.len());
+        let body: &[u8] = if bodiless { &[] } else { &self.body };
+        out.reserve(head.len() + body.len());
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(body);
     }
 }
 
@@ -103,5 +104,26 @@ mod tests {
             s,
             "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\nX-A: 1\r\nConnection: close\r\n\r\nnot found\n"
         );
+    }
+
+    #[test]
+    fn not_modified_and_no_content_have_no_length_or_body() {
+        for status in [204, 304] {
+            let r = Response {
+                status,
+                headers: vec![("ETag".into(), "\"a\"".into())],
+                body: b"ignored".to_vec(),
+            };
+            let mut out = Vec::new();
+            r.encode(false, &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert_eq!(
+                s,
+                format!(
+                    "HTTP/1.1 {status} {}\r\nETag: \"a\"\r\n\r\n",
+                    reason(status)
+                )
+            );
+        }
     }
 }

@@ -1,0 +1,313 @@
+//! Backups of the configured database and their restore: a file named `<database>-<YYYYmmdd-HHMMSS>`
+//! (UTC), written beside the data or where the operator says.
+//!
+//! - SQLite: SQLite's online backup API (`rusqlite::backup`), page by page, while a server may be
+//!   writing (WAL); the file is itself an SQLite database.
+//! - MySQL / MariaDB: `mariadb-dump` (or `mysqldump`) with `--single-transaction` (a consistent
+//!   snapshot of InnoDB tables without locking them); the file is SQL text (`CREATE TABLE`,
+//!   `INSERT`) without a `CREATE DATABASE`, so it restores into any database name.
+//!
+//! Both write `<name>.partial` and rename it when complete, so a file with the final name is
+//! always whole. Restore: SQLite copies the backup into the database file through the same API
+//! (stop the server first: the file is replaced under it); MySQL feeds the file to the `mariadb`
+//! (or `mysql`) client. The password never appears on a command line: the clients read it from a
+//! private (mode 0600) option file that is deleted afterwards.
+//!
+//! Owns the file naming and the calls to SQLite's backup API and the dump clients. Knows nothing
+//! of the write-behind engine: a restore replaces the database, and marks still in the journal are
+//! written on top of it at the next start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::config::{BackendKind, StorageConfig};
+use super::StorageError;
+
+/// `YYYYmmdd-HHMMSS` of `t` in UTC.
+pub fn stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The backup file name for `config` at `t`: `<database>-<YYYYmmdd-HHMMSS>`.
+pub fn file_name(config: &StorageConfig, t: SystemTime) -> String {
+    format!("{}-{}", config.database_name(), stamp(t))
+}
+
+fn err(msg: impl Into<String>) -> StorageError {
+    StorageError::Config(msg.into())
+}
+
+/// Writes a backup of the configured database into `dir` (created if missing) and returns its
+/// path. Fails when the file already exists (a second backup in the same second), when the
+/// database cannot be read, or when the dump client is missing or fails (its stderr is in the
+/// error). Cost: one pass over the whole database.
+pub fn backup(config: &StorageConfig, dir: &Path, t: SystemTime) -> Result<PathBuf, StorageError> {
+    config.validate()?;
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+    let path = dir.join(file_name(config, t));
+    if path.exists() {
+        return Err(err(format!("{} already exists", path.display())));
+    }
+    let partial = path.with_file_name(format!("{}.partial", file_name(config, t)));
+    let r = match config.backend {
+        BackendKind::Sqlite => sqlite_backup(config, &partial),
+        BackendKind::Mysql => mysql_dump(config, &partial),
+    };
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, &path)
+        .map_err(|e| err(format!("rename {}: {e}", partial.display())))?;
+    Ok(path)
+}
+
+/// Restores a backup written by [`backup`] into the configured database (SQLite: replaces the
+/// file's contents; MySQL: runs the dump's statements in the configured database, creating it if
+/// missing). Stop the server first.
+pub fn restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError> {
+    config.validate()?;
+    if !file.is_file() {
+        return Err(err(format!("{} is not a file", file.display())));
+    }
+    match config.backend {
+        BackendKind::Sqlite => sqlite_restore(config, file),
+        BackendKind::Mysql => mysql_restore(config, file),
+    }
+}
+
+fn sqlite_backup(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
+    let src_path = config.sqlite_path();
+    if !src_path.is_file() {
+        return Err(err(format!(
+            "no SQLite database at {} (nothing to back up)",
+            src_path.display()
+        )));
+    }
+    let src = rusqlite::Connection::open_with_flags(
+        &src_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(|e| err(format!("open {}: {e}", src_path.display())))?;
+    src.busy_timeout(Duration::from_millis(config.op_timeout_ms))
+        .map_err(|e| err(e.to_string()))?;
+    let mut dst = rusqlite::Connection::open(out)
+        .map_err(|e| err(format!("create {}: {e}", out.display())))?;
+    let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| err(e.to_string()))?;
+    // 256 pages per step, short pauses: a running server keeps writing between steps.
+    b.run_to_completion(256, Duration::from_millis(5), None)
+        .map_err(|e| err(format!("backup of {}: {e}", src_path.display())))
+}
+
+fn sqlite_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError> {
+    let dst_path = config.sqlite_path();
+    if let Some(d) = dst_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).map_err(|e| err(format!("create {}: {e}", d.display())))?;
+    }
+    let mut dst = rusqlite::Connection::open(&dst_path)
+        .map_err(|e| err(format!("open {}: {e}", dst_path.display())))?;
+    dst.restore(
+        rusqlite::MAIN_DB,
+        file,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .map_err(|e| {
+        err(format!(
+            "restore {} from {}: {e}",
+            dst_path.display(),
+            file.display()
+        ))
+    })
+}
+
+/// Connection settings of the MySQL URL, for the command-line clients.
+struct MyConn {
+    host: String,
+    port: u16,
+    user: String,
+    pass: String,
+}
+
+fn my_conn(config: &StorageConfig) -> Result<MyConn, StorageError> {
+    let url = config
+        .url
+        .as_deref()
+        .ok_or_else(|| err("mysql backend needs url"))?;
+    let o = mysql_async::Opts::from_url(url).map_err(|e| err(format!("bad mysql url: {e}")))?;
+    Ok(MyConn {
+        host: o.ip_or_hostname().to_string(),
+        port: o.tcp_port(),
+        user: o.user().unwrap_or_default().to_string(),
+        pass: o.pass().unwrap_or_default().to_string(),
+    })
+}
+
+/// A private option file holding the connection settings, removed on drop.
+struct OptionFile(PathBuf);
+
+impl OptionFile {
+    fn new(c: &MyConn) -> Result<OptionFile, StorageError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("lattice-mysql-{}-{nanos}.cnf", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| err(format!("create {}: {e}", path.display())))?;
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        writeln!(
+            f,
+            "[client]\nhost=\"{}\"\nport={}\nuser=\"{}\"\npassword=\"{}\"\nprotocol=TCP",
+            quote(&c.host),
+            c.port,
+            quote(&c.user),
+            quote(&c.pass)
+        )
+        .map_err(|e| err(format!("write {}: {e}", path.display())))?;
+        Ok(OptionFile(path))
+    }
+}
+
+impl Drop for OptionFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The first of `names` found on `PATH` or in the usual directories.
+fn find_tool(names: &[&str]) -> Result<PathBuf, StorageError> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from));
+    for n in names {
+        for d in &dirs {
+            let p = d.join(n);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(err(format!(
+        "none of {} found: install the MariaDB client (Debian: apt-get install mariadb-client)",
+        names.join(", ")
+    )))
+}
+
+fn mysql_dump(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
+    let tool = find_tool(&["mariadb-dump", "mysqldump"])?;
+    let opts = OptionFile::new(&my_conn(config)?)?;
+    let file =
+        std::fs::File::create(out).map_err(|e| err(format!("create {}: {e}", out.display())))?;
+    let o = Command::new(&tool)
+        .arg(format!("--defaults-extra-file={}", opts.0.display()))
+        .args([
+            "--single-transaction",
+            "--skip-lock-tables",
+            "--no-tablespaces",
+            "--routines",
+            "--triggers",
+        ])
+        .arg(config.database_name())
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| err(format!("run {}: {e}", tool.display())))?;
+    if !o.status.success() {
+        return Err(err(format!(
+            "{} failed ({}): {}",
+            tool.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn mysql_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError> {
+    let tool = find_tool(&["mariadb", "mysql"])?;
+    let opts = OptionFile::new(&my_conn(config)?)?;
+    let db = config.database_name();
+    let run = |args: &[String], stdin: Stdio| -> Result<(), StorageError> {
+        let o = Command::new(&tool)
+            .arg(format!("--defaults-extra-file={}", opts.0.display()))
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| err(format!("run {}: {e}", tool.display())))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "{} failed ({}): {}",
+                tool.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )))
+        }
+    };
+    run(
+        &[
+            "-e".into(),
+            format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"),
+        ],
+        Stdio::null(),
+    )?;
+    let input =
+        std::fs::File::open(file).map_err(|e| err(format!("open {}: {e}", file.display())))?;
+    run(&[db], Stdio::from(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(stamp(UNIX_EPOCH), "19700101-000000");
+        // 2024-02-29 23:59:58 UTC (a leap day).
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_198);
+        assert_eq!(stamp(t), "20240229-235958");
+        // 2026-12-31 12:34:56 UTC.
+        let t = UNIX_EPOCH + Duration::from_secs(1_798_720_496);
+        assert_eq!(stamp(t), "20261231-123456");
+        let c = StorageConfig {
+            database: Some("game".into()),
+            ..StorageConfig::default()
+        };
+        assert_eq!(file_name(&c, t), "game-20261231-123456");
+    }
+}

@@ -1,0 +1,88 @@
+//! `lattice tool machine-id show|request|release`: the lease rows of `lattice_machine_lease`.
+
+use lattice_storage::direct::Direct;
+use lattice_storage::lease::{self, Acquire};
+
+use crate::center::ids::MAX_MACHINE;
+use crate::center::now_ms;
+use crate::config::Config;
+
+fn open(cfg: &Config) -> Result<Direct, String> {
+    Direct::open(&cfg.storage).map_err(|e| format!("storage: {e}"))
+}
+
+/// Prints every lease row.
+pub fn show(cfg: &Config) -> Result<(), String> {
+    let db = open(cfg)?;
+    let rows = lease::list(&db).map_err(|e| format!("machine-id show: {e}"))?;
+    let now = now_ms();
+    println!("machine_id  state    owner                 expires_in_ms  last_ts_ms");
+    for r in rows {
+        let state = if r.owner.is_empty() {
+            "free"
+        } else if r.expires_ms <= now {
+            "expired"
+        } else {
+            "held"
+        };
+        let left = r.expires_ms.saturating_sub(now);
+        println!(
+            "{:>10}  {:<7}  {:<20}  {:>13}  {}",
+            r.machine_id,
+            state,
+            if r.owner.is_empty() { "-" } else { &r.owner },
+            left,
+            r.last_ts_ms
+        );
+    }
+    Ok(())
+}
+
+/// Takes a lease for `node` and prints the id.
+pub fn request(
+    cfg: &Config,
+    node: Option<String>,
+    id: Option<u32>,
+    ttl_ms: Option<u64>,
+) -> Result<(), String> {
+    let db = open(cfg)?;
+    let owner = node.unwrap_or_else(|| cfg.center.node_name());
+    // The tool's instance token: the node, started later under this name, takes the lease over.
+    let instance = format!("tool-{}", std::process::id());
+    let row = lease::acquire(
+        &db,
+        &Acquire {
+            machine_id: id,
+            max_id: MAX_MACHINE,
+            owner: &owner,
+            instance: &instance,
+            now_ms: now_ms(),
+            ttl_ms: ttl_ms.unwrap_or(cfg.center.lease_ttl_ms),
+        },
+    )
+    .map_err(|e| format!("machine-id request: {e}"))?;
+    println!("{}", row.machine_id);
+    eprintln!(
+        "machine id {} leased to node {owner:?} until {} (Unix ms)",
+        row.machine_id, row.expires_ms
+    );
+    Ok(())
+}
+
+/// Frees a machine id.
+pub fn release(cfg: &Config, id: u32, force: bool) -> Result<(), String> {
+    let db = open(cfg)?;
+    match lease::force_release(&db, id, now_ms(), force) {
+        Ok(Some(before)) => {
+            eprintln!(
+                "machine id {id} released (was held by {:?}; last id timestamp {} kept)",
+                before.owner, before.last_ts_ms
+            );
+            Ok(())
+        }
+        Ok(None) => Err(format!("machine id {id} was never leased")),
+        Err(e) => Err(format!(
+            "machine-id release: {e} (use --force if its holder is gone)"
+        )),
+    }
+}
