@@ -99,7 +99,8 @@ fn sql_str(s: &str) -> String {
 }
 
 /// The whole schema as one script for `kind`: create the database (MySQL), the version table, then
-/// every migration followed by the row that records it. Statements end with `;` on their own line.
+/// every migration followed by the row that records it (`INSERT IGNORE` / `INSERT OR IGNORE`, so the
+/// script can be applied twice). Statements end with `;` on their own line.
 pub fn print_sql_for(
     kind: BackendKind,
     database: &str,
@@ -125,6 +126,12 @@ pub fn print_sql_for(
         BackendKind::Mysql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
         BackendKind::Sqlite => "CAST(strftime('%s','now') AS INTEGER) * 1000",
     };
+    // The script may run again (an operator re-applying it): a version already recorded keeps its
+    // row, so every statement of the script is idempotent.
+    let insert = match kind {
+        BackendKind::Mysql => "INSERT IGNORE INTO",
+        BackendKind::Sqlite => "INSERT OR IGNORE INTO",
+    };
     for m in ms {
         let _ = writeln!(o, "\n-- version {}: {}", m.version, m.name);
         for s in m.statements(kind) {
@@ -132,7 +139,7 @@ pub fn print_sql_for(
         }
         let _ = writeln!(
             o,
-            "INSERT INTO {VERSION_TABLE} (version, name, applied_at_ms) VALUES ({}, {}, {now});",
+            "{insert} {VERSION_TABLE} (version, name, applied_at_ms) VALUES ({}, {}, {now});",
             m.version,
             sql_str(&m.name)
         );
