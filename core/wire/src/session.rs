@@ -40,10 +40,12 @@
 //! against the nearest expected value ([`expand_seq`]), which is unambiguous because the replay
 //! buffer holds far fewer than 2³¹ frames.
 //!
-//! Resume is offered on binary sessions without TLS only ([`Session::supports_resume`]): a
-//! WebSocket or TLS socket's layer state (WebSocket framing, the TLS connection) is not carried
-//! from the socket that presents a `Resume` to the session it resumes, so the gate refuses such a
-//! `Resume` and does not grant resume in `Welcome` there.
+//! Resume is offered on binary and WebSocket sessions without TLS ([`Session::supports_resume`]).
+//! The socket that presents a `Resume` gives its transport layer to the session it resumes
+//! ([`Session::resume_from`]); the session's queued frames (the replay buffer) are framed for the
+//! transport it was opened on, so only a socket of that transport can resume it. A TLS
+//! connection's state is not carried, so the gate refuses a `Resume` over TLS and grants no resume
+//! in `Welcome` there.
 //!
 //! What it never does: read a clock, touch a socket, decode a protobuf body or log.
 
@@ -721,9 +723,9 @@ impl Session {
 
     // ---- resume ----
 
-    /// True when this session's socket can carry resume: a binary session without TLS. A
-    /// WebSocket or TLS socket's layer state is not carried by a socket handover, so resume is
-    /// neither granted nor accepted there (the module documentation says why).
+    /// True when this session's socket can carry resume: a binary or (non-echo) WebSocket
+    /// session without TLS. A TLS connection's state is not carried by a socket handover, so
+    /// resume is neither granted nor accepted there (the module documentation says why).
     pub fn supports_resume(&self) -> bool {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
@@ -1471,3 +1473,5 @@ fn earliest(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
 mod layer_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ws_resume_tests;
