@@ -251,8 +251,8 @@ impl Gate {
                     })
                     .unwrap_or((false, None, false));
                 // Resume is granted by the first accepted Hello only (a later Hello gets the
-                // token in force), and only where the transport supports it (binary frames
-                // without TLS): elsewhere the Welcome carries no token.
+                // token in force), and only where the transport supports it (binary frames or
+                // WebSocket, without TLS): elsewhere the Welcome carries no token.
                 let new_token = if first && hello.resume && resumable {
                     cx.new_token()
                 } else {

@@ -50,13 +50,13 @@ pub fn on_resume(
         .with_session(socket, |s| s.supports_resume())
         .unwrap_or(false);
     if !supported {
-        // A WebSocket or TLS socket's layer state does not move with a socket handover.
+        // A TLS connection's state does not move with a socket handover.
         return reject(
             cx,
             enc,
             socket,
             request_id,
-            "resume is supported on the binary listener without TLS only",
+            "resume is supported on binary and WebSocket connections without TLS only",
         );
     }
     let owner = req.target.shard();
@@ -95,8 +95,9 @@ pub fn resume_here(
     };
     let now = cx.now();
     let rid = req.request_id;
-    let result = cx.rebind(socket, req.target, |s| {
-        s.resume(
+    let result = cx.rebind(socket, req.target, |s, sock| {
+        s.resume_from(
+            sock,
             now,
             &req.token,
             req.last_received,

@@ -35,8 +35,8 @@ pub use frame::{Decoder, Frame, FrameBuf, FrameError, FrameHeader};
 pub use rate::{Limited, RateLimit, RatePolicy, SessionRates};
 pub use session::{
     expand_seq, Binding, Handshake, Input, ResumeError, ResumeLimits, Resumption, SendError, Sent,
-    Session, SessionLimits, SocketEnd, ACK_OPCODE, HELLO_OPCODE, RESUMED_OPCODE, RESUME_OPCODE,
-    TOKEN_LEN,
+    Session, SessionLimits, SocketEnd, SocketLayer, ACK_OPCODE, HELLO_OPCODE, RESUMED_OPCODE,
+    RESUME_OPCODE, TOKEN_LEN,
 };
 pub use session_id::{CloseReason, SessionId};
 pub use stack::{Event, RpcReply, SessionType, StackConfig, StackKind, Transport, WsSettings};

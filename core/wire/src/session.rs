@@ -40,10 +40,12 @@
 //! against the nearest expected value ([`expand_seq`]), which is unambiguous because the replay
 //! buffer holds far fewer than 2³¹ frames.
 //!
-//! Resume is offered on binary sessions without TLS only ([`Session::supports_resume`]): a
-//! WebSocket or TLS socket's layer state (WebSocket framing, the TLS connection) is not carried
-//! from the socket that presents a `Resume` to the session it resumes, so the gate refuses such a
-//! `Resume` and does not grant resume in `Welcome` there.
+//! Resume is offered on binary and WebSocket sessions without TLS ([`Session::supports_resume`]).
+//! The socket that presents a `Resume` gives its transport layer to the session it resumes
+//! ([`Session::resume_from`]); the session's queued frames (the replay buffer) are framed for the
+//! transport it was opened on, so only a socket of that transport can resume it. A TLS
+//! connection's state is not carried, so the gate refuses a `Resume` over TLS and grants no resume
+//! in `Welcome` there.
 //!
 //! What it never does: read a clock, touch a socket, decode a protobuf body or log.
 
@@ -60,6 +62,7 @@ use crate::rate::{Limited, RateState, SessionRates};
 use crate::session_id::{CloseReason, SessionId};
 use crate::stack::{Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
 use crate::time::MonoTime;
+use crate::ws::conn::WsConn;
 use out::OutQueue;
 
 /// The opcode of `Hello`, the first frame of a new session (fixed by the protocol).
@@ -240,6 +243,15 @@ pub enum ResumeError {
         /// The last one accepted.
         last: u32,
     },
+    /// The socket's transport is not the one the session was opened on (a binary session
+    /// resumed over WebSocket or the other way round), or it runs over TLS.
+    #[error("a {session} session cannot be resumed over a {socket} connection")]
+    Transport {
+        /// The session's transport.
+        session: &'static str,
+        /// The resuming socket's.
+        socket: &'static str,
+    },
 }
 
 /// Expands a 32-bit wire sequence number to the 64-bit counter value congruent to it (mod 2³²)
@@ -267,7 +279,29 @@ struct Resume {
     attempt: u32,
     /// When an `Ack` frame must leave (a frame was received and no outgoing frame carried it).
     ack_due: Option<MonoTime>,
+    /// The session's transport carries frames in WebSocket binary messages: every frame it
+    /// queues (kept for replay too) is written behind its message header, and only a WebSocket
+    /// socket can resume it.
+    ws: bool,
 }
+
+impl Resume {
+    /// The transport this session's frames are framed for (and that a resume must arrive on).
+    fn transport(&self) -> Transport {
+        if self.ws {
+            Transport::WebSocket
+        } else {
+            Transport::Binary
+        }
+    }
+}
+
+/// A socket's transport layer state (its WebSocket framing, or its frame decoder), taken out of
+/// the temporary session that read a `Resume` so that it can travel with the socket to the
+/// session's shard ([`Session::take_socket_layer`], [`Session::with_socket_layer`]). Its size is
+/// one enum (the WebSocket state is boxed); moving it copies nothing it holds.
+#[derive(Debug)]
+pub struct SocketLayer(Layer);
 
 /// One session's protocol state. See the module documentation.
 ///
@@ -292,6 +326,9 @@ pub struct Session {
     /// Boxed: rare, and a binary session should stay small.
     linger: Option<Box<CloseReason>>,
     binding: Binding,
+    /// A sequenced WebSocket session's peer sent a close frame: the runtime ends the socket as
+    /// if the peer had closed it, so the session detaches (see [`Session::peer_ended`]).
+    peer_ended: bool,
     /// Without a socket since (time, why).
     detached: Option<(MonoTime, CloseReason)>,
     resume: Option<Box<Resume>>,
@@ -333,6 +370,7 @@ impl Session {
             closing: None,
             linger: None,
             binding: Binding(0),
+            peer_ended: false,
             detached: None,
             resume: None,
             rate: RateState::default(),
@@ -461,6 +499,7 @@ impl Session {
         }
         let was_http = self.layer.transport() == Transport::Http;
         let step = self.layer.receive(now, input, self.out.raw());
+        self.out.seal_raw();
         if was_http && self.layer.transport() != Transport::Http {
             // The 101 grew the queue past what a WebSocket session's frames need: let the buffer
             // go once it is written, so an idle WebSocket holds none.
@@ -471,6 +510,14 @@ impl Session {
             Step::Event(Event::Request(r)) => Ok(Some(Input::Request(r))),
             Step::Idle => {
                 self.check_queue();
+                Ok(None)
+            }
+            Step::Linger(CloseReason::PeerClosed) if self.resume.is_some() => {
+                // A sequenced WebSocket session whose peer sent a close frame: a browser cannot
+                // cut its socket any other way, so this counts as the socket ending (the
+                // runtime sees `peer_ended` and the session detaches), not as the session's end.
+                *input = &mut [];
+                self.peer_ended = true;
                 Ok(None)
             }
             Step::Linger(reason) => {
@@ -558,6 +605,13 @@ impl Session {
         self.closing.is_none() && self.linger.is_none() && self.layer.has_pending_input()
     }
 
+    /// True when the peer of a sequenced WebSocket session sent a close frame: the runtime must
+    /// end the socket of the current binding as if the peer had closed it
+    /// ([`Session::peer_closed`]), which detaches the session. Cleared by a resume.
+    pub fn peer_ended(&self) -> bool {
+        self.peer_ended
+    }
+
     /// False while an HTTP request waits for its response: the runtime stops reading, so a
     /// pipelining client is held back by TCP instead of by the server's memory.
     pub fn wants_input(&self) -> bool {
@@ -627,6 +681,7 @@ impl Session {
         self.detached = Some((now, reason));
         self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
         self.linger = None;
+        self.peer_ended = false;
         self.out.write_off();
         if let Some(r) = self.resume.as_deref_mut() {
             r.ack_due = None;
@@ -668,15 +723,38 @@ impl Session {
 
     // ---- resume ----
 
-    /// True when this session's socket can carry resume: a binary session without TLS. A
-    /// WebSocket or TLS socket's layer state is not carried by a socket handover, so resume is
-    /// neither granted nor accepted there (the module documentation says why).
+    /// True when this session's socket can carry resume: a binary or (non-echo) WebSocket
+    /// session without TLS. A TLS connection's state is not carried by a socket handover, so
+    /// resume is neither granted nor accepted there (the module documentation says why).
     pub fn supports_resume(&self) -> bool {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             return false;
         }
-        matches!(self.layer, Layer::Binary(_))
+        matches!(
+            self.layer.transport(),
+            Transport::Binary | Transport::WebSocket
+        )
+    }
+
+    /// Takes this session's transport layer (after the `Resume` it read), leaving a fresh frame
+    /// decoder: the layer goes with the socket to the session's shard. Nothing is allocated.
+    pub fn take_socket_layer(&mut self) -> SocketLayer {
+        let fresh = Layer::Binary(Decoder::new(self.limits.max_frame));
+        SocketLayer(std::mem::replace(&mut self.layer, fresh))
+    }
+
+    /// This session (a temporary one holding a handed-over socket) reads and writes through
+    /// `layer`, the layer the socket had on the shard that handed it over.
+    pub fn with_socket_layer(mut self, layer: SocketLayer) -> Session {
+        self.layer = layer.0;
+        self
+    }
+
+    /// Puts `layer` in place of this session's transport layer (see
+    /// [`Session::with_socket_layer`]).
+    pub fn set_socket_layer(&mut self, layer: SocketLayer) {
+        self.layer = layer.0;
     }
 
     /// Turns sequencing and resume on, with `token` as the first resume token. Frames queued
@@ -697,6 +775,7 @@ impl Session {
             received: 0,
             attempt: 0,
             ack_due: None,
+            ws: self.layer.transport() == Transport::WebSocket,
         }));
     }
     /// True once resume is enabled.
@@ -734,6 +813,10 @@ impl Session {
     /// lost with that socket). Refused (nothing changes) when the session is closing, not
     /// resumable, the token is neither (compared in constant time), `last_received` is ahead of
     /// what was sent or `attempt` is not above the last accepted one.
+    ///
+    /// This form is for a binary socket whose frame decoder starts afresh; a session whose
+    /// frames travel over WebSocket is refused ([`ResumeError::Transport`]): use
+    /// [`Session::resume_from`].
     #[allow(clippy::too_many_arguments)]
     pub fn resume(
         &mut self,
@@ -744,13 +827,103 @@ impl Session {
         new_token: [u8; TOKEN_LEN],
         answer: impl FnOnce(&Resumption, &mut Vec<u8>),
     ) -> Result<Resumption, ResumeError> {
-        if self.closing.is_some() {
-            return Err(ResumeError::Closed);
+        let fresh = Layer::Binary(Decoder::new(self.limits.max_frame));
+        self.resume_on(
+            fresh,
+            false,
+            now,
+            token,
+            last_received,
+            attempt,
+            new_token,
+            answer,
+        )
+        .map_err(|(e, _)| e)
+    }
+
+    /// [`Session::resume`] on the socket of `socket` (the temporary session that read the
+    /// `Resume`): on success this session takes `socket`'s transport layer (its WebSocket
+    /// framing and any input it holds; `socket` keeps a fresh frame decoder and ends), so the
+    /// `Resumed` and the replay go out framed for the new socket. The transport must be the one
+    /// the session was opened on (binary, or WebSocket), and without TLS: frames kept for
+    /// replay are already framed for it. Refused otherwise with [`ResumeError::Transport`];
+    /// nothing changes on refusal, in either session.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume_from(
+        &mut self,
+        socket: &mut Session,
+        now: MonoTime,
+        token: &[u8],
+        last_received: u32,
+        attempt: u32,
+        new_token: [u8; TOKEN_LEN],
+        answer: impl FnOnce(&Resumption, &mut Vec<u8>),
+    ) -> Result<Resumption, ResumeError> {
+        let layer = socket.take_socket_layer().0;
+        let tls = socket.tls_unsent_layer();
+        match self.resume_on(
+            layer,
+            tls,
+            now,
+            token,
+            last_received,
+            attempt,
+            new_token,
+            answer,
+        ) {
+            Ok(r) => Ok(r),
+            Err((e, layer)) => {
+                socket.layer = layer;
+                Err(e)
+            }
         }
-        let r = self
-            .resume
-            .as_deref_mut()
-            .ok_or(ResumeError::NotResumable)?;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume_on(
+        &mut self,
+        layer: Layer,
+        tls: bool,
+        now: MonoTime,
+        token: &[u8],
+        last_received: u32,
+        attempt: u32,
+        new_token: [u8; TOKEN_LEN],
+        answer: impl FnOnce(&Resumption, &mut Vec<u8>),
+    ) -> Result<Resumption, (ResumeError, Layer)> {
+        if self.closing.is_some() {
+            return Err((ResumeError::Closed, layer));
+        }
+        let Some(r) = self.resume.as_deref_mut() else {
+            return Err((ResumeError::NotResumable, layer));
+        };
+        let from = layer.transport();
+        if tls || from != r.transport() {
+            return Err((
+                ResumeError::Transport {
+                    session: transport_name(r.transport(), false),
+                    socket: transport_name(from, tls),
+                },
+                layer,
+            ));
+        }
+        // Past here every refusal hands the layer back.
+        match Self::check_resume(r, token, last_received, attempt) {
+            Ok(current) => {
+                Ok(self.resume_accepted(layer, current, now, last_received, new_token, answer))
+            }
+            Err(e) => Err((e, layer)),
+        }
+    }
+
+    /// The checks of a resume that change nothing: returns whether `token` is the current one
+    /// (else it is the fallback).
+    fn check_resume(
+        r: &mut Resume,
+        token: &[u8],
+        last_received: u32,
+        attempt: u32,
+    ) -> Result<bool, ResumeError> {
         // Both compared, always: which one matched must not show in the time taken.
         let current = tokens_equal(token, &r.token);
         let fallback = r.fallback.is_some_and(|f| tokens_equal(token, &f));
@@ -769,6 +942,24 @@ impl Session {
             });
         }
         r.attempt = attempt;
+        Ok(current)
+    }
+
+    /// An accepted resume: fence, rotate, rewind, answer first.
+    fn resume_accepted(
+        &mut self,
+        layer: Layer,
+        current: bool,
+        now: MonoTime,
+        last_received: u32,
+        new_token: [u8; TOKEN_LEN],
+        answer: impl FnOnce(&Resumption, &mut Vec<u8>),
+    ) -> Resumption {
+        let Some(r) = self.resume.as_deref_mut() else {
+            unreachable!("checked by resume_on");
+        };
+        let sent = r.next_seq - 1;
+        let last = expand_seq(last_received, sent);
         let first_kept = self.out.oldest_seq().unwrap_or(sent + 1);
         let resync = last + 1 < first_kept;
         r.acked = r.acked.max(last);
@@ -787,8 +978,9 @@ impl Session {
         self.binding = Binding(self.binding.0.wrapping_add(1));
         self.detached = None;
         self.last_seen = now;
-        self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
+        self.layer = layer;
         self.linger = None;
+        self.peer_ended = false;
         let res = Resumption {
             binding: self.binding,
             resync,
@@ -800,11 +992,16 @@ impl Session {
                 self.out.retained_frames()
             },
         };
-        let mut first = Vec::new();
-        answer(&res, &mut first);
+        let mut plain = Vec::new();
+        answer(&res, &mut plain);
+        // The answer goes out framed for the new socket (a WebSocket message header on a
+        // WebSocket), like every frame.
+        let mut first = Vec::with_capacity(plain.len() + 10);
+        self.layer
+            .write_frame(&mut first, plain.len(), |o| o.extend_from_slice(&plain));
         self.out.rebind(first);
         self.bound_at = self.out.tail();
-        Ok(res)
+        res
     }
 
     // ---- output ----
@@ -865,12 +1062,18 @@ impl Session {
                 Err(SendError::NoChannel)
             };
         };
-        // Resumable: a binary session (`supports_resume`), so the frame goes out as it is.
+        // Resumable: a binary or WebSocket session (`supports_resume`). The framing follows the
+        // session's transport, not the layer (detached, there is none): kept frames are replayed
+        // as they are to a socket of the same transport.
         let seq = r.next_seq;
         r.next_seq += 1;
         r.ack_due = None;
         let ack = r.received as u32;
+        let ws = r.ws;
         self.out.push_with(seq, |v| {
+            if ws {
+                WsConn::binary_header(v, len + EXT_LEN);
+            }
             let at = v.len();
             write(v);
             debug_assert_eq!(v.len() - at, len, "send_with wrote a different length");
@@ -899,7 +1102,9 @@ impl Session {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
         }
-        match self.layer.respond(resp, self.out.raw()) {
+        let written = self.layer.respond(resp, self.out.raw());
+        self.out.seal_raw();
+        match written {
             None => Err(SendError::NoChannel),
             Some(true) => Ok(()),
             Some(false) => {
@@ -981,6 +1186,15 @@ impl Session {
         self.out.unsent() + self.tls_unsent()
     }
 
+    /// True when the session runs over TLS (false without the `tls` feature).
+    fn tls_unsent_layer(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
+    }
+
     fn tls_unsent(&self) -> usize {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_deref() {
@@ -1054,14 +1268,20 @@ impl Session {
                 return;
             }
         }
-        if let Some(reason) = self.layer.handle_timeout(now, self.out.raw()) {
+        let timed_out = self.layer.handle_timeout(now, self.out.raw());
+        self.out.seal_raw();
+        if let Some(reason) = timed_out {
             self.close_after_flush(reason);
         }
         if let Some(r) = self.resume.as_deref_mut() {
             if r.ack_due.is_some_and(|d| now >= d) {
                 r.ack_due = None;
                 let ack = r.received as u32;
+                let ws = r.ws;
                 self.out.push_with(0, |v| {
+                    if ws {
+                        WsConn::binary_header(v, HEADER_LEN + EXT_LEN);
+                    }
                     encode_seq_into(v, ACK_OPCODE, 0, 0, 0, ack, &[]);
                 });
             }
@@ -1078,6 +1298,7 @@ impl Session {
             // Not for a peer that does not read: nothing more is written to it.
             if reason != CloseReason::SendBufferOverflow {
                 self.layer.on_close(&reason, self.out.raw());
+                self.out.seal_raw();
                 // TLS: what is still queued is encrypted now, then close_notify follows it.
                 #[cfg(feature = "tls")]
                 if let Some(tls) = self.tls.as_deref_mut() {
@@ -1216,6 +1437,17 @@ fn add_extension(v: &mut Vec<u8>, at: usize, seq: u32, ack: u32) {
     v[at + 6..at + 8].copy_from_slice(&(flags | FLAG_SEQ).to_le_bytes());
 }
 
+/// How a transport is named in a refused resume.
+fn transport_name(t: Transport, tls: bool) -> &'static str {
+    match (t, tls) {
+        (_, true) => "TLS",
+        (Transport::Binary, _) => "binary",
+        (Transport::WebSocket, _) => "WebSocket",
+        (Transport::WebSocketEcho, _) => "WebSocket echo",
+        (Transport::Http, _) => "HTTP",
+    }
+}
+
 /// Compares two tokens in time independent of where they differ.
 fn tokens_equal(a: &[u8], b: &[u8; TOKEN_LEN]) -> bool {
     if a.len() != TOKEN_LEN {
@@ -1241,3 +1473,5 @@ fn earliest(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
 mod layer_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ws_resume_tests;

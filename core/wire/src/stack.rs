@@ -525,7 +525,8 @@ impl Layer {
                 | CloseReason::SendBufferOverflow
                 | CloseReason::RateLimited => close_code::POLICY,
                 CloseReason::Admin(_) => close_code::GOING_AWAY,
-                // Never on a WebSocket session (resume is offered on binary sessions only).
+                // A resumable WebSocket session expires or hands over detached or on a fresh
+                // binary layer, so no close frame goes out for these in practice.
                 CloseReason::ResumeExpired(_) | CloseReason::HandedOver => close_code::GOING_AWAY,
                 CloseReason::Io(_) => return,
             };

@@ -3,6 +3,7 @@
 
 pub mod operator;
 pub mod seq;
+pub mod seq_ws;
 
 pub mod tls;
 
@@ -564,6 +565,11 @@ impl WsClient {
 
     /// Sends a frame (masked, with `opcode`, final).
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        self.try_send_frame(opcode, payload).unwrap();
+    }
+
+    /// [`WsClient::send_frame`], returning the write's error (a cut socket).
+    pub fn try_send_frame(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
         let mask = [0x12, 0x34, 0x56, 0x78];
         let mut v = vec![0x80 | opcode];
         let n = payload.len();
@@ -578,7 +584,7 @@ impl WsClient {
         }
         v.extend_from_slice(&mask);
         v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&v).unwrap();
+        self.s.write_all(&v)
     }
 
     pub fn send<T: LatticeMessage>(&mut self, rid: u32, msg: &T) {

@@ -271,6 +271,11 @@ impl<H: ConnHost> Future for Conn<H> {
             if this.cell.handover.borrow().is_some() {
                 return Poll::Ready(Ended::HandOver);
             }
+            if this.cell.session.borrow().peer_ended() {
+                // A sequenced WebSocket session's peer sent a close frame: the socket ends as if
+                // the peer had closed it (the session detaches).
+                return Poll::Ready(Ended::PeerClosed);
+            }
             let mut pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
             if !pending.is_empty() {
                 this.host.input(&this.cell, this.binding, &mut pending);

@@ -57,6 +57,8 @@ pub(crate) enum Envelope<M> {
         peer: std::net::SocketAddr,
         /// Bytes it sent after the `Resume`, not yet processed.
         leftover: Vec<u8>,
+        /// Its transport layer (WebSocket framing and what it holds), which goes on serving it.
+        layer: lattice_wire::SocketLayer,
         /// What the application asked to carry.
         msg: M,
     },
@@ -426,7 +428,8 @@ impl<M: Send + 'static> ShardCx<M> {
     }
 
     /// Rebinds session `target` of this shard to the socket of session `temp` (whose first frame
-    /// was a `Resume`): `resume` runs the session's [`Session::resume`]; when it accepts, the old
+    /// was a `Resume`): `resume` gets `target`'s session and `temp`'s and runs
+    /// [`Session::resume_from`] (which moves the socket's transport layer); when it accepts, the old
     /// socket of `target` (if any) is fenced, `temp`'s connection task hands its socket (and any
     /// bytes read after the `Resume`) to `target`, and `temp` ends ([`CloseReason::HandedOver`]).
     /// Refused (nothing changes) when `target` is not a live session here or the session refuses.
@@ -434,7 +437,7 @@ impl<M: Send + 'static> ShardCx<M> {
         &self,
         temp: SessionId,
         target: SessionId,
-        resume: impl FnOnce(&mut Session) -> Result<Resumption, ResumeError>,
+        resume: impl FnOnce(&mut Session, &mut Session) -> Result<Resumption, ResumeError>,
     ) -> Result<Resumption, RebindError> {
         let (tcell, cell) = {
             let table = self.sessions.borrow();
@@ -447,8 +450,9 @@ impl<M: Send + 'static> ShardCx<M> {
         };
         let (was_detached, r) = {
             let mut s = cell.session.borrow_mut();
+            let mut t = tcell.session.borrow_mut();
             let was_detached = !s.is_attached();
-            (was_detached, resume(&mut s))
+            (was_detached, resume(&mut s, &mut t))
         };
         let r = r?;
         *tcell.handover.borrow_mut() = Some(Handover::Local(cell.clone(), r.binding));
@@ -495,12 +499,14 @@ impl<M: Send + 'static> ShardCx<M> {
         stream: std::net::TcpStream,
         peer: std::net::SocketAddr,
         leftover: Vec<u8>,
+        layer: lattice_wire::SocketLayer,
         msg: M,
     ) {
         let env = Envelope::Adopt {
             stream,
             peer,
             leftover,
+            layer,
             msg,
         };
         if self.push(dst, env, true).is_err() {

@@ -255,8 +255,9 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             stream,
             peer,
             leftover,
+            layer,
             msg,
-        } => st.adopt_handed(stream, peer, leftover, msg),
+        } => st.adopt_handed(stream, peer, leftover, layer, msg),
         Envelope::App(msg) => {
             guarded(st, "on_message", |app| app.on_message(&st.cx, msg));
         }

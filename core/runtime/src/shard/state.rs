@@ -285,7 +285,9 @@ impl<A: ShardApp> ShardState<A> {
                 Some((dst, msg)) => match conn::into_std(stream) {
                     Ok(stream) => {
                         ShardMetrics::add(&cx.cm().handovers_sent_total, 1);
-                        cx.hand_off(dst, stream, cell.peer(), leftover, msg);
+                        // The socket's layer (a WebSocket's framing) serves it on `dst` too.
+                        let layer = cell.session.borrow_mut().take_socket_layer();
+                        cx.hand_off(dst, stream, cell.peer(), leftover, layer, msg);
                     }
                     Err(e) => {
                         tracing::warn!(session = %cell.id(), error = %e, "cannot hand the socket over; closed")
@@ -298,13 +300,15 @@ impl<A: ShardApp> ShardState<A> {
         self.closed(cell, Some(CloseReason::HandedOver));
     }
 
-    /// A socket handed over by another shard: adopt it as a temporary session, give it the bytes
-    /// that followed its `Resume`, and let the application resume the session it names.
+    /// A socket handed over by another shard: adopt it as a temporary session with the transport
+    /// layer it had there, give it the bytes that followed its `Resume`, and let the application
+    /// resume the session it names.
     pub(crate) fn adopt_handed(
         self: &Rc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         leftover: Vec<u8>,
+        layer: lattice_wire::SocketLayer,
         msg: A::Msg,
     ) {
         let cx = &self.cx;
@@ -319,12 +323,14 @@ impl<A: ShardApp> ShardState<A> {
             }
         };
         cx.open_counter().fetch_add(1, Ordering::Relaxed);
-        // Resume is offered on binary sessions without TLS only, so a handed-over socket is one.
+        // Resume is offered without TLS only, so a handed-over socket is a plain one; its layer
+        // (binary frames, or a WebSocket after its upgrade) came with it.
         let stack = Arc::new(StackConfig::binary(SessionType::Client));
         let Some(cell) = self.open(peer, &stack, false) else {
             self.not_adopted();
             return;
         };
+        cell.session.borrow_mut().set_socket_layer(layer);
         ShardMetrics::add(&cx.cm().handovers_received_total, 1);
         *cell.pending_input.borrow_mut() = leftover;
         let binding = cell.session.borrow().binding();

@@ -8,7 +8,7 @@ use crate::ws::frame::apply_mask;
 
 const MS: u64 = 1_000_000;
 
-fn http_session(echo: bool) -> Session {
+pub(super) fn http_session(echo: bool) -> Session {
     let cfg = Arc::new(StackConfig {
         kind: StackKind::Http,
         session_type: SessionType::Client,
@@ -30,7 +30,7 @@ fn http_session(echo: bool) -> Session {
     )
 }
 
-fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1, 2, 3, 4];
     let mut v = vec![0x80 | opcode];
     if payload.len() < 126 {
@@ -46,10 +46,10 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: lattice.v1\r\n\r\n";
+pub(super) const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: lattice.v1\r\n\r\n";
 
 /// Events of one read, frames and requests as owned values.
-fn feed(s: &mut Session, now: u64, bytes: &[u8]) -> Result<Vec<String>, CloseReason> {
+pub(super) fn feed(s: &mut Session, now: u64, bytes: &[u8]) -> Result<Vec<String>, CloseReason> {
     let mut owned = bytes.to_vec();
     let mut input: &mut [u8] = &mut owned;
     let mut got = Vec::new();
@@ -69,7 +69,7 @@ fn feed(s: &mut Session, now: u64, bytes: &[u8]) -> Result<Vec<String>, CloseRea
     Ok(got)
 }
 
-fn drain(s: &mut Session) -> Vec<u8> {
+pub(super) fn drain(s: &mut Session) -> Vec<u8> {
     let out = s.transmit(s.binding()).to_vec();
     s.transmitted(s.binding(), out.len());
     out

@@ -111,10 +111,26 @@ impl OutQueue {
     }
 
     /// The byte buffer, for a transport layer to append what it answers by itself (an HTTP
-    /// response, a WebSocket pong or close frame). Such bytes are not frames: only a queue that
-    /// does not track frames (a session without resume) is given to layers that write.
+    /// response, a WebSocket pong or close frame). Such bytes are not frames: on a tracked queue
+    /// the caller marks them with [`OutQueue::seal_raw`] right after.
     pub(crate) fn raw(&mut self) -> &mut Vec<u8> {
         &mut self.bytes
+    }
+
+    /// Marks bytes a layer appended through [`OutQueue::raw`] since the last frame (a WebSocket
+    /// pong, ping or close frame) as one unsequenced frame, so a tracked queue never counts them
+    /// as part of the next sequenced frame: they are dropped once written and never replayed.
+    pub(crate) fn seal_raw(&mut self) {
+        if !self.tracking {
+            return;
+        }
+        let last = self.marks.back().map_or(self.start, |m| m.end);
+        if self.end() > last {
+            self.marks.push_back(Mark {
+                end: self.end(),
+                seq: 0,
+            });
+        }
     }
 
     /// Releases the buffer, whatever its size, the next time it drains.
