@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real clients against a real lattice (docs/PROTOCOL.md "WebSocket"): the demo page in headless
 # Chromium (playwright-core) chatting with a Python `websockets` client, and the generated
-# TypeScript client in Node through a mini-game transport adapter.
+# TypeScript client in Node through a mini-game transport adapter; the operations console
+# (`GET /console` on the admin listener) in headless Chromium.
 #
 # Installs what is missing (idempotent), failing loudly when it cannot: Debian's chromium, Python's
 # websockets (pip), the npm packages of proto/ts-test (`npm ci`). Then builds lattice (release)

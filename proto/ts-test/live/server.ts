@@ -14,6 +14,8 @@ export interface Lattice {
   https?: number;
   /** The development certificate (PEM) the TLS listeners serve, when started with `{ tls: true }`. */
   certFile?: string;
+  /** The admin listener (`admin.listen`), when started with `{ adminToken }`; off otherwise. */
+  admin?: number;
   logFile: string;
   stop(): Promise<void>;
 }
@@ -38,7 +40,7 @@ async function healthy(port: number): Promise<boolean> {
   }
 }
 
-export async function startLattice(extra: string[] = [], opts: { tls?: boolean } = {}): Promise<Lattice> {
+export async function startLattice(extra: string[] = [], opts: { tls?: boolean; adminToken?: string } = {}): Promise<Lattice> {
   const bin = process.env.LATTICE_BIN;
   if (!bin) throw new Error("LATTICE_BIN is not set: run these tests through deploy/ci/clients.sh");
   const [tcp, http] = [await freePort(), await freePort()];
@@ -59,6 +61,13 @@ export async function startLattice(extra: string[] = [], opts: { tls?: boolean }
       "--tls.listen", `127.0.0.1:${await freePort()}`,
     );
   }
+  // The admin listener only when a test asks for it, with the token it gives.
+  let admin: number | undefined;
+  const adminArgs = ["--admin.listen", ""];
+  if (opts.adminToken !== undefined) {
+    admin = await freePort();
+    adminArgs.splice(0, 2, "--admin.listen", `127.0.0.1:${admin}`, "--admin.token", opts.adminToken);
+  }
   const logFile = path.join(dir, "lattice.log");
   const log = fs.openSync(logFile, "w");
   const proc = spawn(
@@ -67,7 +76,7 @@ export async function startLattice(extra: string[] = [], opts: { tls?: boolean }
       "run",
       "--net.listen", `127.0.0.1:${tcp}`,
       "--listeners.http", `127.0.0.1:${http}`,
-      "--admin.listen", "",
+      ...adminArgs,
       "--runtime.shards", "2",
       "--storage.data_dir", path.join(dir, "data"),
       ...tlsArgs,
@@ -87,6 +96,7 @@ export async function startLattice(extra: string[] = [], opts: { tls?: boolean }
     http,
     https,
     certFile,
+    admin,
     logFile,
     stop: () =>
       new Promise<void>((resolve) => {

@@ -1,7 +1,8 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here:
 //! metrics and health below; TLS reload in `tls.rs`; the operator API under `/admin/`
 //! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`); CPU profiles in `pprof.rs` drawn by
-//! `flame.rs`; Lua reload in `crate::lua`. Every `/admin/` route (TLS reload included), `/debug/`
+//! `flame.rs`; Lua reload in `crate::lua`; the operations console page (`GET /console`, which holds
+//! no data: it fetches the guarded routes with the token the operator types) in `console.rs`. Every `/admin/` route (TLS reload included), `/debug/`
 //! and `/lua/` are behind the bearer-token guard of `auth.rs`, registered once per prefix.
 //!
 //! Handlers run on the admin thread. They reach the shards only through control commands
@@ -13,6 +14,7 @@ pub mod tls;
 
 pub mod auth;
 mod close;
+pub mod console;
 mod ip_rules;
 mod json;
 mod reload;
@@ -64,6 +66,7 @@ pub fn routes(cx: AdminCx) -> Routes {
         }),
     )
     .add("GET", "/healthz", Box::new(|_| Response::text(200, "ok\n")));
+    console::register(&mut r);
     pprof::register(&mut r, cx.profile);
     crate::lua::register(&mut r, cx.lua);
     // Before any /admin/ route exists: every one of them, and every unknown /admin/ path, is
