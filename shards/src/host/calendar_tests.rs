@@ -131,6 +131,68 @@ fn catch_up_at_start_then_each_boundary_once() {
     assert_eq!(SEEN.with(|s| s.take()), [(Boundary::Day, 1)]);
 }
 
+#[test]
+fn lua_calendar_hooks_fire_with_the_components() {
+    let dir = std::env::temp_dir().join(format!("lattice-lua-cal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cal.lua"),
+        r#"days = 0
+           months = 0
+           lattice.on_calendar("day", function(ev) days = days + 1 end)
+           lattice.on_calendar("month", function(ev) months = months + 1 end)"#,
+    )
+    .unwrap();
+    let scripts = crate::lua::Scripts::open(
+        &crate::lua::LuaConfig {
+            dir: dir.display().to_string(),
+            memory_limit: 16 << 20,
+            instruction_budget: 1_000_000,
+        },
+        1,
+    )
+    .unwrap()
+    .expect("scripts loaded");
+    // As above: Sunday 1 March, last up on Thursday → one Day (count 3) and one Month event.
+    let start: SystemTime = Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap().into();
+    let thursday = Utc.with_ymd_and_hms(2026, 2, 25, 21, 0, 0).unwrap();
+    let mut last = LastFired::default();
+    for k in Boundary::ALL {
+        last.set(k, thursday);
+    }
+    let (cx, manual) = sim_cx(start);
+    let cal = CalendarDriver::new(shanghai().calendar().unwrap(), last, start).unwrap();
+    let table: toml::Table = "[calendar_test]\nqueue_limit = 8\nbatch = 4\n[listener_test]\n"
+        .parse()
+        .unwrap();
+    let services = vec![build_service(&CAL_SERVICE, &table, 0, 1).unwrap()];
+    let mut host = ServiceHost::with_services(
+        services,
+        parts_with(cal, None, crate::center::ids::IdGen::none(0)),
+    )
+    .unwrap();
+    host.set_lua(crate::lua::LuaShard::new(scripts, 0));
+    SEEN.with(|s| s.borrow_mut().clear());
+    host.start(&cx);
+    let lua = host.lua().unwrap();
+    assert_eq!(
+        (lua.global_i64("days"), lua.global_i64("months")),
+        (Some(1), Some(1))
+    );
+    // Monday's reset: Day and Week; the script hooks only Day.
+    let timer = host.calendar_timer.expect("next boundary scheduled");
+    manual.advance(Duration::from_secs(17 * 3600) + Duration::from_millis(1));
+    cx.refresh_clock();
+    host.timer(&cx, timer.0);
+    let lua = host.lua().unwrap();
+    assert_eq!(
+        (lua.global_i64("days"), lua.global_i64("months")),
+        (Some(2), Some(1))
+    );
+    SEEN.with(|s| s.borrow_mut().clear());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Frames queued for `cell`'s session, decoded.
 fn drain(cell: &lattice_runtime::net::SessionCell) -> Vec<(u32, AnyMessage)> {
     let mut s = cell.session.borrow_mut();

@@ -387,6 +387,13 @@ impl ServiceHost {
             tracing::info!(shard = cx.id, boundary = %c.boundary, count = c.count, "calendar event");
             let c = *c;
             self.each(cx, |comp, ctx| comp.on_calendar(ctx, &c));
+            // Then the scripts' hook of this boundary (`lattice.on_calendar("day", f)`), once per
+            // event as components get it; a failing hook is counted and logged, the shard goes on.
+            if let Some(lua) = self.lua.as_mut() {
+                if let Err(e) = lua.calendar(&c.boundary.to_string()) {
+                    tracing::warn!(shard = cx.id, boundary = %c.boundary, error = %e, "lua: calendar hook failed");
+                }
+            }
         }
         if !crossed.is_empty() {
             if let Some(st) = &self.parts.storage {

@@ -149,6 +149,17 @@ impl LuaHost {
         self.to_message(&name, reply).map(Some)
     }
 
+    /// An integer global, if set (for tests).
+    #[cfg(test)]
+    pub(crate) fn global_i64(&self, name: &str) -> Option<i64> {
+        self.sb
+            .lua
+            .globals()
+            .get::<Option<i64>>(name)
+            .ok()
+            .flatten()
+    }
+
     /// Calls the hook of calendar event `event`, if a script set one. Returns whether one ran.
     pub fn calendar(&self, event: &str) -> Result<bool, ScriptError> {
         let Some(f) = self.reg.borrow().calendar.get(event).cloned() else {

@@ -195,6 +195,12 @@ impl LuaShard {
         self.host.as_ref().filter(|h| h.handles(opcode))
     }
 
+    /// An integer global of this shard's state (tests read what a script recorded).
+    #[cfg(test)]
+    pub(crate) fn global_i64(&self, name: &str) -> Option<i64> {
+        self.host.as_ref().and_then(|h| h.global_i64(name))
+    }
+
     /// Counts one call and its outcome.
     pub fn count(&self, r: &Result<impl Sized, ScriptError>) {
         let m = &self.scripts.metrics[self.shard];
