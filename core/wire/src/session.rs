@@ -498,6 +498,7 @@ impl Session {
             self.last_seen = now;
         }
         let was_http = self.layer.transport() == Transport::Http;
+        let queued_before = self.queued_for_bound();
         let step = self.layer.receive(now, input, self.out.raw());
         self.out.seal_raw();
         if was_http && self.layer.transport() != Transport::Http {
@@ -509,7 +510,7 @@ impl Session {
             Step::Event(Event::Frame(f)) => self.on_frame(now, f),
             Step::Event(Event::Request(r)) => Ok(Some(Input::Request(r))),
             Step::Idle => {
-                self.check_queue();
+                self.check_queue(queued_before);
                 Ok(None)
             }
             Step::Linger(CloseReason::PeerClosed) if self.resume.is_some() => {
@@ -1268,6 +1269,7 @@ impl Session {
                 return;
             }
         }
+        let queued_before = self.queued_for_bound();
         let timed_out = self.layer.handle_timeout(now, self.out.raw());
         self.out.seal_raw();
         if let Some(reason) = timed_out {
@@ -1286,7 +1288,7 @@ impl Session {
                 });
             }
         }
-        self.check_queue();
+        self.check_queue(queued_before);
     }
 
     // ---- close ----
@@ -1328,12 +1330,22 @@ impl Session {
     /// always fits).
     /// Frames replayed to a new socket do not count here either (as in [`Session::send_with`]):
     /// the replay limits bound them.
-    fn check_queue(&mut self) {
+    /// Only output queued since `before` (what [`Session::queued_for_bound`] said before the
+    /// layer ran) can pass the bound here: a frame the application queued into an empty queue was
+    /// accepted whatever its size, and a timer or a read that queues nothing must not close the
+    /// session for it afterwards.
+    fn check_queue(&mut self, before: usize) {
         let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
-        let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
-        if queued > self.limits.send_buffer_limit.max(one) {
+        let queued = self.queued_for_bound();
+        if queued > before && queued > self.limits.send_buffer_limit.max(one) {
             self.close(CloseReason::SendBufferOverflow);
         }
+    }
+
+    /// Bytes the send bound applies to: unsent output of the current binding (not a replay) and
+    /// TLS records not yet written.
+    fn queued_for_bound(&self) -> usize {
+        self.out.unsent_since(self.bound_at) + self.tls_unsent()
     }
 
     /// The reason the session will close with once its queue is written

@@ -118,6 +118,21 @@ fn one_frame_always_fits_an_empty_queue_then_the_limit_holds() {
 }
 
 #[test]
+fn a_frame_accepted_alone_is_not_closed_later_by_a_timer_or_a_read() {
+    // Found by the `session` fuzz target: a frame bigger than both the send limit and max_frame
+    // went into the empty queue; the next timer (before the idle deadline) or a read that queued
+    // nothing closed the session with SendBufferOverflow.
+    let mut s = session();
+    let big = encode(5, 0, 0, &[7u8; 5000]);
+    s.send(&big).expect("an empty queue takes any one frame");
+    s.handle_timeout(MonoTime(1));
+    assert_eq!(s.close_reason(), None);
+    drain(&mut s, 2, &encode(4, 0, 1, b"ping")).unwrap();
+    assert_eq!(s.close_reason(), None);
+    assert_eq!(s.unsent(), big.len());
+}
+
+#[test]
 fn transmit_and_transmitted_drain_the_queue_and_release_big_buffers() {
     let mut s = session();
     let b = s.binding();
