@@ -219,7 +219,9 @@ impl Hasher {
 }
 
 fn worker(rx: &Mutex<Receiver<Queued>>, stats: &HashStats, params: &Params) {
-    let mut mem = vec![Block::new(); params.block_count()];
+    // The Argon2 memory (19 MiB at the default cost) is allocated by the first job and then kept
+    // for the next ones: a server that never hashes never holds it (start-up memory budget).
+    let mut mem: Vec<Block> = Vec::new();
     loop {
         // One worker waits on the receiver at a time; the others wait for the lock (the queue
         // hands out one job per wake-up).
