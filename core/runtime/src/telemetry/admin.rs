@@ -325,12 +325,15 @@ fn serve(
         let spawned = std::thread::Builder::new()
             .name("lattice-admin-req".into())
             .spawn(move || {
-                // The handler may take its time: the write timeout starts after it.
+                // The handler may take its time: the write timeout starts after it. The slot
+                // bounds handlers at work; it is free once the answer exists, so a client that
+                // sends its next request as soon as it read this answer does not find it taken
+                // while this thread still writes and lingers (both bounded by their timeouts).
                 let r = routes.respond(&req);
+                slots.fetch_sub(1, Ordering::SeqCst);
                 if let Err(e) = respond(s, out, r) {
                     tracing::debug!(error = %e, "admin response failed");
                 }
-                slots.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             detached.fetch_sub(1, Ordering::SeqCst);
