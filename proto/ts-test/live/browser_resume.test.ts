@@ -80,6 +80,9 @@ test("the TypeScript client in Chromium closes its WebSocket mid-chat and resume
       await speaker.evaluate((text) => (window as any).client.call((window as any).Lattice.Opcode.Say,
         { room: "lobby", text }, (window as any).Lattice.Opcode.Said), `line ${i}`);
       if (CUTS.includes(i)) {
+        // Each cut hits an established socket: the resume of the cut before has completed (else
+        // the close would land on a socket still resuming, and two cuts would be one reconnect).
+        await listener.waitForFunction((n) => (window as any).resumed.length >= n, cuts, { timeout: 20000 });
         // Mid-chat: the listener's socket goes away while lines keep coming; the listener also
         // says something while it reconnects (kept, sent after the resume).
         await listener.evaluate(async (n) => {
