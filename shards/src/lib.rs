@@ -9,6 +9,7 @@
 //! - [`logic`]: the logic service: accounts and player profiles, icons, and the demo components
 //!   (echo, chat);
 //! - [`center`]: the center role: the machine-id lease and the per-shard unique id generators;
+//! - [`cluster`]: several nodes: the live-node view (discovery writes it, routing reads it);
 //! - [`admin`]: the admin listener's routes;
 //! - [`http`]: the routes of the shards' HTTP listeners (health, demo page, RPC);
 //! - [`config`], [`metrics`], [`server`] (`lattice run`), [`cli`], [`tools`] (`lattice admin`,
@@ -22,6 +23,7 @@ pub mod alerts;
 pub mod app;
 pub mod center;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crash;
 pub mod gate;

@@ -1,0 +1,8 @@
+//! Several nodes (docs/CLUSTER.md): who is alive, and the links between them.
+//!
+//! - [`members`]: the live-node view every part of a node reads ([`members::Members`]): written by
+//!   whatever discovers nodes (etcd membership, or a static list), read by routing and links.
+//!
+//! With no cluster configured a node is alone and every role runs in its process (the default).
+
+pub mod members;
