@@ -7,11 +7,12 @@
 //! the database, the dump file or the read path.
 
 use super::journal::{encode_mark, mark_size, Journal};
+use super::mark_queue::MarkRx;
 use super::shared::{lock, Shared};
 use super::ticket::{AckGuard, MarkAck};
 use super::{Op, StorageError, TableId, Value};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ fn pending_size(shared: &Shared, p: &Pending) -> usize {
 
 /// Body of the journal thread. Returns once the flusher has stopped (after its final checkpoint) or,
 /// on `halt`, at once; marks still queued then complete with `Closed`.
-pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: Receiver<Pending>) {
+pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: MarkRx<Pending>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
     let mut batch: Vec<Pending> = Vec::with_capacity(cfg.journal_batch.min(65_536));

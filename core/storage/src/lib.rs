@@ -47,6 +47,7 @@ mod ident;
 pub mod journal;
 mod journal_thread;
 pub mod lease;
+mod mark_queue;
 pub mod metrics;
 pub mod migrate;
 pub mod mysql;

@@ -23,6 +23,7 @@ use super::config::StorageConfig;
 use super::dirty::DirtyMap;
 use super::journal::{mark_size, Journal, MAX_RECORD};
 use super::journal_thread::{self, Pending};
+use super::mark_queue::{self, MarkTx, TrySendError};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::reads::{self, ReadQueue};
 use super::shared::{lock, Shared};
@@ -30,7 +31,7 @@ use super::ticket::{AckGuard, FlushTicket, LoadTicket, MarkTicket, QueryTicket, 
 use super::{flusher, migrate, Op, Schema, StorageError, TableId, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,7 +45,7 @@ pub use super::ticket::{FlushReport, MarkAck};
 #[derive(Clone)]
 pub struct StorageHandle {
     shared: Arc<Shared>,
-    tx: SyncSender<Pending>,
+    tx: MarkTx<Pending>,
     reads: ReadQueue,
 }
 
@@ -337,7 +338,7 @@ impl Storage {
                 })
             }
         }
-        let (tx, rx) = mpsc::sync_channel(shared.config.queue_capacity);
+        let (tx, rx) = mark_queue::bounded(shared.config.queue_capacity);
         let js = shared.clone();
         let journal = match std::thread::Builder::new()
             .name("lattice-storage-journal".into())
