@@ -4,34 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::seq::{Resumption, SeqClient};
 use common::*;
 use lattice_proto::{pb, AnyMessage};
-
-fn said_text(f: &RawFrame) -> String {
-    match f.decode() {
-        AnyMessage::Said(s) => s.text,
-        other => panic!("expected Said, got {other:?}"),
-    }
-}
-
-fn wait_metric(l: &Lattice, name: &str, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = l.metric_total(name);
-        if v >= at_least {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stayed at {v} (< {at_least})\n{}",
-            l.metrics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Joins `room` with a plain client and a resumable one.
 fn room_pair(l: &Lattice, room: &str) -> (Client, SeqClient) {
@@ -89,11 +64,14 @@ fn cut_mid_stream_and_resume_loses_nothing_on_either_shard() {
         .received
         .iter()
         .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
-        .map(|(_, f)| said_text(f))
+        .map(|(_, f)| f.said_text())
         .collect();
     let want: Vec<String> = (0..next).map(|i| format!("line {i}")).collect();
     assert_eq!(texts, want, "every line exactly once, in order");
-    assert_eq!(wait_metric(&l, "lattice_sessions_resumed_total", 12), 12);
+    assert_eq!(
+        l.wait_metric_total("lattice_sessions_resumed_total", 12),
+        12
+    );
     assert!(
         l.metric_total("lattice_handovers_sent_total") > 0,
         "some resumes crossed shards"
@@ -118,7 +96,7 @@ fn a_resent_request_is_handled_once_and_its_reply_replayed() {
             text: "exactly once".into(),
         },
     );
-    assert_eq!(said_text(&speaker.recv()), "exactly once");
+    assert_eq!(speaker.recv().said_text(), "exactly once");
     c.cut();
     // The client does not know whether the server got it: it resends unless Resumed says so.
     let sent = c.last_sent;
@@ -138,8 +116,8 @@ fn a_resent_request_is_handled_once_and_its_reply_replayed() {
     std::io::Write::write_all(&mut c.c.s, &frame).unwrap();
     let reply = c.recv().expect("the reply, replayed");
     assert_eq!(reply.request_id, 9);
-    assert_eq!(said_text(&reply), "exactly once");
-    wait_metric(&l, "lattice_duplicates_dropped_total", 1);
+    assert_eq!(reply.said_text(), "exactly once");
+    l.wait_metric_total("lattice_duplicates_dropped_total", 1);
     // The room heard it once: a ping round trip proves nothing else is on the way.
     speaker.send(50, &pb::Ping { payload: vec![] });
     let f = speaker.recv();
@@ -188,7 +166,7 @@ fn the_newest_socket_wins_and_the_old_one_is_closed() {
     );
     let f = c.recv().unwrap();
     assert!(matches!(f.decode(), AnyMessage::Pong(p) if p.payload == b"new"));
-    wait_metric(&l, "lattice_stale_sockets_total", 1);
+    l.wait_metric_total("lattice_stale_sockets_total", 1);
     // A resume spends its token once the client sends on the new socket (until then the token
     // still works: the Resumed carrying the next one may have been lost).
     let token = c.token.clone();
@@ -220,7 +198,7 @@ fn a_lost_socket_waits_for_the_resume_window_then_closes_with_its_reason() {
         "the session is gone"
     );
     assert_eq!(
-        wait_metric(&l, "lattice_sessions_closed_resume_expired_total", 1),
+        l.wait_metric_total("lattice_sessions_closed_resume_expired_total", 1),
         1
     );
     assert_eq!(l.metric_total("lattice_sessions_detached"), 0);
@@ -240,7 +218,7 @@ fn idle_socket_detaches_and_a_quick_reconnect_beats_the_window() {
     // Silence past the idle timeout: the server drops the socket but keeps the session.
     assert!(c.c.closed_by_server());
     l.wait_log("reason=idle timeout");
-    assert_eq!(wait_metric(&l, "lattice_sessions_detached", 1), 1);
+    assert_eq!(l.wait_metric_total("lattice_sessions_detached", 1), 1);
     let r = c.resumed();
     assert!(!r.resync);
     c.send(
@@ -277,7 +255,7 @@ fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
     c.last_recv = 0;
     // The session survived all of that.
     assert!(matches!(c.resume_with(good), Resumption::Resumed(_)));
-    assert!(wait_metric(&l, "lattice_resume_rejected_total", 3) >= 3);
+    assert!(l.wait_metric_total("lattice_resume_rejected_total", 3) >= 3);
     // A plain session cannot be resumed; Resume after a handshake is refused in place.
     let plain = l.connect();
     let mut p = SeqClient {
@@ -323,8 +301,8 @@ fn an_evicted_gap_tells_the_client_to_resynchronise() {
         r.server_seq, c.last_recv,
         "the client starts after the server's last frame"
     );
-    assert!(wait_metric(&l, "lattice_replay_evicted_total", 16) >= 16);
-    assert_eq!(wait_metric(&l, "lattice_resyncs_total", 1), 1);
+    assert!(l.wait_metric_total("lattice_replay_evicted_total", 16) >= 16);
+    assert_eq!(l.wait_metric_total("lattice_resyncs_total", 1), 1);
     // The stream goes on from there.
     speaker.send(
         99,
@@ -333,7 +311,7 @@ fn an_evicted_gap_tells_the_client_to_resynchronise() {
             text: "after".into(),
         },
     );
-    assert_eq!(said_text(&c.recv().unwrap()), "after");
+    assert_eq!(c.recv().unwrap().said_text(), "after");
 }
 
 #[test]

@@ -6,34 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::seq_ws::WsSeqClient;
 use common::*;
 use lattice_proto::{opcode, pb, AnyMessage};
-
-fn said_text(f: &RawFrame) -> String {
-    match f.decode() {
-        AnyMessage::Said(s) => s.text,
-        other => panic!("expected Said, got {other:?}"),
-    }
-}
-
-fn wait_metric(l: &Lattice, name: &str, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = l.metric_total(name);
-        if v >= at_least {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stayed at {v} (< {at_least})\n{}",
-            l.metrics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A plain TCP speaker and a resumable WebSocket listener in `room`.
 fn room_pair(l: &Lattice, room: &str) -> (Client, WsSeqClient) {
@@ -92,11 +67,14 @@ fn websocket_cut_mid_stream_resumes_with_nothing_lost_on_either_shard() {
         .received
         .iter()
         .filter(|(_, f)| f.opcode == opcode::SAID)
-        .map(|(_, f)| said_text(f))
+        .map(|(_, f)| f.said_text())
         .collect();
     let want: Vec<String> = (0..next).map(|i| format!("line {i}")).collect();
     assert_eq!(texts, want, "every line exactly once, in order");
-    assert_eq!(wait_metric(&l, "lattice_sessions_resumed_total", 12), 12);
+    assert_eq!(
+        l.wait_metric_total("lattice_sessions_resumed_total", 12),
+        12
+    );
     let handed = l.metric_total("lattice_handovers_sent_total");
     assert!(handed > 0, "some resumes crossed shards");
     assert!(handed < 12, "some resumes stayed on the session's shard");
@@ -147,7 +125,7 @@ fn a_resent_request_over_websocket_is_handled_once() {
         );
         c.cut();
     }
-    assert!(wait_metric(&l, "lattice_duplicates_dropped_total", 2) >= 2);
+    assert!(l.wait_metric_total("lattice_duplicates_dropped_total", 2) >= 2);
     let pongs_once = c
         .received
         .iter()

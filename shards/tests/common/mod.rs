@@ -191,6 +191,23 @@ impl Lattice {
         per_shard(&self.metrics(), name).iter().sum()
     }
 
+    /// Waits (up to 10 s) until the sum of a metric over shards reaches `at_least`; returns it.
+    pub fn wait_metric_total(&self, name: &str, at_least: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric_total(name);
+            if v >= at_least {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed at {v} (< {at_least})\n{}",
+                self.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn connect(&self) -> Client {
         Client::connect(self.port)
     }
@@ -254,6 +271,14 @@ pub struct RawFrame {
 }
 
 impl RawFrame {
+    /// The text of a `Said` frame (panics on any other message).
+    pub fn said_text(&self) -> String {
+        match self.decode() {
+            AnyMessage::Said(s) => s.text,
+            other => panic!("expected Said, got {other:?}"),
+        }
+    }
+
     pub fn decode(&self) -> AnyMessage {
         assert_eq!(self.flags & 1, 0, "compressed frame: inflate first");
         lattice_proto::decode(self.opcode, &self.body).expect("server sent a valid body")
