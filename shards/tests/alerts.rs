@@ -111,32 +111,43 @@ fn wait_metric(l: &Lattice, name: &str, at_least: u64) {
     }
 }
 
-#[test]
-fn a_panic_burst_raises_one_signed_alert() {
-    let stub = Stub::start("s3cret", "panic");
-    let url = stub.url();
-    let l = Lattice::start(&[
+/// A server that alerts to `url` on `panics_per_minute` handler panics (checked every 50 ms), whose
+/// echo component panics on the payload `boom`; `extra` adds options.
+fn panicking_server(url: &str, panics_per_minute: &str, extra: &[&str]) -> Lattice {
+    let mut args = vec![
         "--alerts.webhook",
-        &url,
-        "--alerts.secret",
-        "s3cret",
+        url,
         "--alerts.panics_per_minute",
-        "3",
+        panics_per_minute,
         "--alerts.check_interval_ms",
         "50",
         "--echo.fault_panic_payload",
         "boom",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Lattice::start(&args)
+}
+
+/// Sends `n` pings that make the echo handler panic, each answered (with an error) before the next.
+fn panic_handlers(l: &Lattice, n: u32) {
     let mut c = l.connect();
-    for i in 0..5 {
+    for i in 0..n {
         c.send(
-            i,
+            i + 1,
             &pb::Ping {
                 payload: b"boom".to_vec(),
             },
         );
         c.recv();
     }
+}
+
+#[test]
+fn a_panic_burst_raises_one_signed_alert() {
+    let stub = Stub::start("s3cret", "panic");
+    let url = stub.url();
+    let l = panicking_server(&url, "3", &["--alerts.secret", "s3cret"]);
+    panic_handlers(&l, 5);
     let r = stub.wait_for("handler panics in the last minute");
     assert_eq!(r["sign_ok"], true, "{r}");
     assert_eq!(r["shape_ok"], true, "{r}");
@@ -182,28 +193,12 @@ fn a_stalled_shard_alerts_and_recovers() {
 fn a_wrong_secret_is_refused_and_counted() {
     let stub = Stub::start("right", "secret");
     let url = stub.url();
-    let l = Lattice::start(&[
-        "--alerts.webhook",
+    let l = panicking_server(
         &url,
-        "--alerts.secret",
-        "wrong",
-        "--alerts.retries",
-        "0",
-        "--alerts.panics_per_minute",
         "1",
-        "--alerts.check_interval_ms",
-        "50",
-        "--echo.fault_panic_payload",
-        "boom",
-    ]);
-    let mut c = l.connect();
-    c.send(
-        1,
-        &pb::Ping {
-            payload: b"boom".to_vec(),
-        },
+        &["--alerts.secret", "wrong", "--alerts.retries", "0"],
     );
-    c.recv();
+    panic_handlers(&l, 1);
     wait_metric(&l, "lattice_alerts_failed_total", 1);
     assert_eq!(single(&l, "lattice_alerts_sent_total"), 0);
     let r = stub.wait_for("handler panics");
@@ -358,28 +353,17 @@ fn an_https_webhook_is_verified_against_the_ca_file() {
     let (cert, key) = self_signed(&dir);
     let stub = Stub::start_with("k", "tls", &[&cert, &key]);
     let url = format!("https://127.0.0.1:{}/open-apis/bot/v2/hook/tls", stub.port);
-    let l = Lattice::start(&[
-        "--alerts.webhook",
+    let l = panicking_server(
         &url,
-        "--alerts.secret",
-        "k",
-        "--alerts.ca_file",
-        cert.to_str().unwrap(),
-        "--alerts.panics_per_minute",
         "1",
-        "--alerts.check_interval_ms",
-        "50",
-        "--echo.fault_panic_payload",
-        "boom",
-    ]);
-    let mut c = l.connect();
-    c.send(
-        1,
-        &pb::Ping {
-            payload: b"boom".to_vec(),
-        },
+        &[
+            "--alerts.secret",
+            "k",
+            "--alerts.ca_file",
+            cert.to_str().unwrap(),
+        ],
     );
-    c.recv();
+    panic_handlers(&l, 1);
     let r = stub.wait_for("handler panics");
     assert_eq!(r["sign_ok"], true);
     assert_eq!(r["path"], "/open-apis/bot/v2/hook/tls");
@@ -387,26 +371,8 @@ fn an_https_webhook_is_verified_against_the_ca_file() {
     drop(l);
 
     // The same server with the system's CAs only: its certificate is refused, nothing is sent.
-    let l = Lattice::start(&[
-        "--alerts.webhook",
-        &url,
-        "--alerts.retries",
-        "0",
-        "--alerts.panics_per_minute",
-        "1",
-        "--alerts.check_interval_ms",
-        "50",
-        "--echo.fault_panic_payload",
-        "boom",
-    ]);
-    let mut c = l.connect();
-    c.send(
-        1,
-        &pb::Ping {
-            payload: b"boom".to_vec(),
-        },
-    );
-    c.recv();
+    let l = panicking_server(&url, "1", &["--alerts.retries", "0"]);
+    panic_handlers(&l, 1);
     wait_metric(&l, "lattice_alerts_failed_total", 1);
     assert!(l.logs().contains("webhook TLS"), "{}", l.logs());
     std::fs::remove_dir_all(&dir).unwrap();
