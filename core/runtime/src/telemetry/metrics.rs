@@ -15,7 +15,7 @@ crate::shard_counters! {
     pub struct ShardMetrics("lattice") {
         connections_accepted_total: Counter, "Connections handed to this shard by the acceptor.";
         connections_rejected_total: Counter, "Connections refused because net.max_connections was reached.";
-        sessions_open: Gauge, "Sessions currently open on this shard.";
+        sessions_open: Gauge, "Connections with a session on this shard (binary, WebSocket, and HTTP connections until they close or upgrade), detached resumable sessions included (see lattice_sessions_detached).";
         sessions_closed_peer_total: Counter, "Sessions closed by the peer.";
         sessions_closed_protocol_total: Counter, "Sessions closed for a protocol error (bad length, flags, truncated frame, bad compressed body).";
         sessions_closed_send_overflow_total: Counter, "Sessions closed because their send buffer passed net.send_buffer_limit.";
