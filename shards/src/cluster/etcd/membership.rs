@@ -1,0 +1,448 @@
+//! The discovery thread: this node's registration in etcd and the live set read back from it.
+//!
+//! At [`start`] (blocking, bounded by the request timeouts and one lease TTL): grant a lease of
+//! `etcd.lease_ttl_ms`, create `<prefix>/nodes/<node_id>` bound to it (a txn that creates the key
+//! only if it is missing, so two live processes never share a name), and read the live set once.
+//! Then, on the thread `lattice-etcd`:
+//! - every TTL/3: a keep-alive. A keep-alive answered "no such lease" (it expired while etcd or
+//!   this node was unreachable, or someone revoked it) means the key is gone: grant a new lease
+//!   and register again at once — a node never stays missing after an outage. Keep-alives that
+//!   fail for longer than the TTL mark the node unregistered (`lattice_etcd_registered` 0) until
+//!   one succeeds or a new registration does;
+//! - every `etcd.poll_interval_ms`: read `<prefix>/nodes/` (at most `etcd.max_nodes` keys) and
+//!   publish it with [`Members::set`]. A failed read keeps the last view (counted): during an
+//!   etcd outage routing keeps the nodes it knew rather than dropping everyone. A view without
+//!   this node's key while it believes itself registered (an operator deleted it) registers
+//!   again.
+//!
+//! The live set is polled, not watched: a watch on the JSON gateway is a response that never
+//! ends, which would need a second connection and a reader interleaved with the keep-alives on
+//! this one thread; a poll every 500 ms costs one small range request and bounds how stale the
+//! view is, which is all routing needs (a dead node leaves the view within its TTL plus one poll).
+//!
+//! [`EtcdHandle::stop`] revokes the lease, so a cleanly stopped node leaves every view at once; a
+//! killed one leaves when its lease expires.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::client::{Client, Cmp, Op};
+use super::{node_key, now_ms, ttl_secs, EtcdConfig, EtcdError, EtcdStats};
+use crate::cluster::members::{Members, NodeInfo, Role};
+
+/// The running registration and discovery thread.
+pub struct EtcdHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<EtcdStats>,
+    members: Arc<Members>,
+    me: NodeInfo,
+}
+
+impl EtcdHandle {
+    /// Counters (`lattice_etcd_*`).
+    pub fn stats(&self) -> Arc<EtcdStats> {
+        self.stats.clone()
+    }
+
+    /// The live-node view this handle writes.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.clone()
+    }
+
+    /// This node as registered.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    /// Stops the thread and revokes the lease: the node leaves every view at once. Blocks for at
+    /// most one request timeout.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("etcd: discovery thread panicked; the lease expires after its TTL");
+            }
+        }
+    }
+}
+
+impl Drop for EtcdHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// What a registration needs.
+struct Registrar {
+    key: String,
+    value: Vec<u8>,
+    instance: String,
+    ttl_s: i64,
+}
+
+fn instance_token() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = (u64::from(std::process::id()) << 32 ^ now_ms()).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Registrar {
+    /// Grants a lease and creates the key under it; returns the lease id and its granted TTL.
+    fn register(&self, c: &mut Client) -> Result<(i64, i64), EtcdError> {
+        let (lease, ttl) = c.grant(self.ttl_s)?;
+        let key = self.key.as_bytes();
+        let r = match c.txn(
+            &[Cmp::Missing(key)],
+            &[Op::Put(key, &self.value, lease)],
+            &[Op::Get(key)],
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = c.revoke(lease);
+                return Err(e);
+            }
+        };
+        if r.succeeded {
+            return Ok((lease, ttl));
+        }
+        let Some(kv) = r.kvs.into_iter().next() else {
+            // Deleted between the compare and the read: try again next round.
+            let _ = c.revoke(lease);
+            return Err(EtcdError::Protocol(
+                "node key vanished during registration".into(),
+            ));
+        };
+        let theirs: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        if theirs["instance"].as_str() == Some(self.instance.as_str()) {
+            // Our own earlier registration still stands (its lease outlived our view of it):
+            // move it to the new lease.
+            let moved = c.txn(
+                &[Cmp::ModRevision(key, kv.mod_revision)],
+                &[Op::Put(key, &self.value, lease)],
+                &[],
+            );
+            if let Ok(m) = &moved {
+                if m.succeeded {
+                    if kv.lease != 0 {
+                        let _ = c.revoke(kv.lease);
+                    }
+                    return Ok((lease, ttl));
+                }
+            }
+            let _ = c.revoke(lease);
+            return Err(moved.err().unwrap_or_else(|| {
+                EtcdError::Protocol("node key changed during registration".into())
+            }));
+        }
+        let _ = c.revoke(lease);
+        Err(EtcdError::NodeIdTaken {
+            node_id: theirs["node_id"].as_str().unwrap_or_default().to_string(),
+            started_unix_ms: theirs["started_unix_ms"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+/// Reads the live set: every well-formed node under `<prefix>/nodes/`. Entries that do not parse
+/// are skipped (logged): one bad key must not hide the others.
+fn read_view(c: &mut Client, prefix: &str, max: usize) -> Result<(Vec<NodeInfo>, bool), EtcdError> {
+    let kvs = c.range_prefix(format!("{prefix}/nodes/").as_bytes(), max)?;
+    let full = kvs.len() >= max;
+    let mut nodes = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        match parse_node(&kv.value) {
+            Some(n) => nodes.push(n),
+            None => tracing::warn!(
+                key = %String::from_utf8_lossy(&kv.key),
+                "etcd: a node entry is not valid JSON of a node; skipped"
+            ),
+        }
+    }
+    Ok((nodes, full))
+}
+
+/// Parses a node's value; `None` when it is not `{node_id, roles, internal_addr}`.
+pub fn parse_node(value: &[u8]) -> Option<NodeInfo> {
+    let v: Value = serde_json::from_slice(value).ok()?;
+    let node_id = v["node_id"].as_str().filter(|s| !s.is_empty())?.to_string();
+    let roles = v["roles"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.as_str().and_then(Role::parse))
+        .collect();
+    Some(NodeInfo {
+        node_id,
+        roles,
+        internal_addr: v["internal_addr"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+/// The JSON value a node registers.
+pub fn node_value(me: &NodeInfo, started_unix_ms: u64, instance: &str) -> Vec<u8> {
+    let roles: Vec<&str> = me.roles.iter().map(|r| r.as_str()).collect();
+    serde_json::to_vec(&json!({
+        "node_id": me.node_id,
+        "roles": roles,
+        "internal_addr": me.internal_addr,
+        "started_unix_ms": started_unix_ms,
+        "instance": instance,
+    }))
+    .unwrap_or_default()
+}
+
+/// Registers `me` in etcd, reads the live set into `members` and starts the discovery thread
+/// (see the module docs). Fails when etcd cannot be reached, answers nonsense, or another live
+/// process holds `me.node_id` for longer than one lease TTL (a restart right after a crash waits
+/// for the old registration to expire).
+pub fn start(
+    cfg: &EtcdConfig,
+    me: NodeInfo,
+    members: Arc<Members>,
+) -> Result<EtcdHandle, EtcdError> {
+    let stats = Arc::new(EtcdStats::default());
+    start_with(cfg, me, members, stats)
+}
+
+/// [`start`] with counters of the caller's.
+pub fn start_with(
+    cfg: &EtcdConfig,
+    me: NodeInfo,
+    members: Arc<Members>,
+    stats: Arc<EtcdStats>,
+) -> Result<EtcdHandle, EtcdError> {
+    if let Err((key, problem)) = cfg.validate() {
+        return Err(EtcdError::Config(format!("{key}: {problem}")));
+    }
+    if me.node_id.is_empty() || me.node_id.contains('/') {
+        return Err(EtcdError::Config(format!(
+            "node_id {:?} must be non-empty and contain no /",
+            me.node_id
+        )));
+    }
+    let mut c = cfg.client(stats.clone())?;
+    let instance = instance_token();
+    let reg = Registrar {
+        key: node_key(&cfg.prefix, &me.node_id),
+        value: node_value(&me, now_ms(), &instance),
+        instance,
+        ttl_s: ttl_secs(cfg.lease_ttl_ms),
+    };
+    // A name still held by a process that just died frees itself within one TTL: wait that long
+    // (bounded), then refuse.
+    let give_up = Instant::now() + Duration::from_millis(cfg.lease_ttl_ms + 1000);
+    let (lease, ttl) = loop {
+        match reg.register(&mut c) {
+            Ok(l) => break l,
+            Err(EtcdError::NodeIdTaken { .. }) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stats.registrations.fetch_add(1, Ordering::Relaxed);
+    stats.registered.store(1, Ordering::Relaxed);
+    tracing::info!(node_id = %me.node_id, lease, ttl_s = ttl, key = %reg.key, "etcd: registered");
+    let mut view_ok = false;
+    if let Ok((nodes, _)) = read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
+        stats.members.store(nodes.len() as u64, Ordering::Relaxed);
+        members.set(nodes);
+        view_ok = true;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (stop, members, cfg, stats) =
+            (stop.clone(), members.clone(), cfg.clone(), stats.clone());
+        let st = LoopState {
+            lease: Some(Lease {
+                id: lease,
+                ttl: Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1)),
+                last_ok: Instant::now(),
+            }),
+            view_ok,
+        };
+        std::thread::Builder::new()
+            .name("lattice-etcd".into())
+            .spawn(move || run(c, &reg, &cfg, &members, &stats, &stop, st))
+            .map_err(EtcdError::Thread)?
+    };
+    Ok(EtcdHandle {
+        stop,
+        thread: Some(thread),
+        stats,
+        members,
+        me,
+    })
+}
+
+struct Lease {
+    id: i64,
+    ttl: Duration,
+    last_ok: Instant,
+}
+
+struct LoopState {
+    lease: Option<Lease>,
+    view_ok: bool,
+}
+
+fn run(
+    mut c: Client,
+    reg: &Registrar,
+    cfg: &EtcdConfig,
+    members: &Members,
+    stats: &EtcdStats,
+    stop: &AtomicBool,
+    mut st: LoopState,
+) {
+    let poll = Duration::from_millis(cfg.poll_interval_ms);
+    let cfg_ttl = Duration::from_millis(cfg.lease_ttl_ms);
+    let mut next_ka =
+        Instant::now() + keepalive_every(st.lease.as_ref().map_or(cfg_ttl, |l| l.ttl));
+    let mut next_poll = Instant::now() + poll;
+    let mut next_register = Instant::now();
+    let mut failing_ka = false;
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if st.lease.is_none() && now >= next_register {
+            match reg.register(&mut c) {
+                Ok((id, ttl)) => {
+                    let ttl = Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1));
+                    st.lease = Some(Lease {
+                        id,
+                        ttl,
+                        last_ok: Instant::now(),
+                    });
+                    stats.registrations.fetch_add(1, Ordering::Relaxed);
+                    stats.registered.store(1, Ordering::Relaxed);
+                    next_ka = Instant::now() + keepalive_every(ttl);
+                    // See ourselves in the view at once.
+                    next_poll = Instant::now();
+                    tracing::info!(lease = id, key = %reg.key, "etcd: registered again under a new lease");
+                }
+                Err(e) => {
+                    next_register = Instant::now() + keepalive_every(cfg_ttl);
+                    tracing::warn!(error = %e, "etcd: registration failed; retrying");
+                }
+            }
+        }
+        if let Some(l) = &mut st.lease {
+            if now >= next_ka {
+                next_ka = now + keepalive_every(l.ttl);
+                match c.keepalive(l.id) {
+                    Ok(ttl) if ttl > 0 => {
+                        l.last_ok = Instant::now();
+                        stats.registered.store(1, Ordering::Relaxed);
+                        if failing_ka {
+                            tracing::info!(lease = l.id, "etcd: keep-alive confirmed again");
+                            failing_ka = false;
+                        }
+                    }
+                    Ok(_) => {
+                        // Expired (an outage longer than the TTL) or revoked: the key is gone.
+                        tracing::warn!(
+                            lease = l.id,
+                            "etcd: membership lease lost; registering again"
+                        );
+                        stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                        stats.registered.store(0, Ordering::Relaxed);
+                        st.lease = None;
+                        next_register = Instant::now();
+                        failing_ka = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        if !failing_ka {
+                            tracing::warn!(error = %e, "etcd: keep-alive failed");
+                            failing_ka = true;
+                        }
+                        if l.last_ok.elapsed() > l.ttl {
+                            stats.registered.store(0, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        if now >= next_poll {
+            next_poll = now + poll;
+            match read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
+                Ok((nodes, full)) => {
+                    let mine = nodes.iter().any(|n| n.node_id == reg_node_id(reg));
+                    if !mine && !full {
+                        if let Some(l) = st.lease.take() {
+                            tracing::warn!("etcd: this node's key is missing from the live set; registering again");
+                            stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                            stats.registered.store(0, Ordering::Relaxed);
+                            let _ = c.revoke(l.id);
+                            next_register = Instant::now();
+                        }
+                    }
+                    stats.members.store(nodes.len() as u64, Ordering::Relaxed);
+                    members.set(nodes);
+                    if !st.view_ok {
+                        tracing::info!("etcd: live set read");
+                        st.view_ok = true;
+                    }
+                }
+                Err(e) => {
+                    stats.view_failures.fetch_add(1, Ordering::Relaxed);
+                    if st.view_ok {
+                        tracing::warn!(error = %e, "etcd: cannot read the live set; keeping the last view");
+                        st.view_ok = false;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stats.registered.store(0, Ordering::Relaxed);
+    if let Some(l) = st.lease.take() {
+        match c.revoke(l.id) {
+            Ok(()) => {
+                tracing::info!(key = %reg.key, "etcd: lease revoked; this node left the cluster")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd: lease revoke failed; the node leaves when its lease expires")
+            }
+        }
+    }
+}
+
+fn reg_node_id(reg: &Registrar) -> &str {
+    reg.key.rsplit('/').next().unwrap_or_default()
+}
+
+fn keepalive_every(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_values_round_trip_and_bad_ones_are_refused() {
+        let me = NodeInfo {
+            node_id: "n1".into(),
+            roles: vec![Role::Gate, Role::Center],
+            internal_addr: "10.0.0.1:7200".into(),
+        };
+        let v = node_value(&me, 42, "abcd");
+        assert_eq!(parse_node(&v), Some(me));
+        assert_eq!(parse_node(b"not json"), None);
+        assert_eq!(parse_node(br#"{"roles":[]}"#), None);
+        assert_eq!(parse_node(br#"{"node_id":"x","roles":"gate"}"#), None);
+        let n = parse_node(br#"{"node_id":"x","roles":["gate","wizard"]}"#).unwrap();
+        assert_eq!(n.roles, vec![Role::Gate]);
+        assert_eq!(n.internal_addr, "");
+    }
+}
