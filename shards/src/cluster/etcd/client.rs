@@ -261,11 +261,20 @@ impl Client {
         let resp = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(unreachable("read", &"timed out"));
+                return Err(unreachable(
+                    "read",
+                    &format!("timed out after {} ms", self.timeout.as_millis()),
+                ));
             }
             s.set_read_timeout(Some(left))
                 .map_err(|e| unreachable("socket", &e))?;
-            let n = s.read(&mut buf).map_err(|e| unreachable("read", &e))?;
+            let n = s.read(&mut buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => unreachable(
+                    "read",
+                    &format!("timed out after {} ms", self.timeout.as_millis()),
+                ),
+                _ => unreachable("read", &e),
+            })?;
             if n == 0 {
                 match parser.finish() {
                     Ok(Some(r)) => break r,
@@ -349,6 +358,12 @@ impl Client {
             Err(EtcdError::Rejected { message, .. }) if message.contains("not found") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Seconds lease `id` has left; 0 when it no longer exists.
+    pub fn time_to_live(&mut self, id: i64) -> Result<i64, EtcdError> {
+        let v = self.call("/v3/lease/timetolive", &json!({ "ID": id.to_string() }))?;
+        Ok(int(&v["TTL"])?.max(0))
     }
 
     /// The pairs with keys starting with `prefix`, in key order, at most `limit` (0: no limit).

@@ -140,13 +140,24 @@ impl EtcdLeases {
     }
 
     fn holder_of(&mut self, id: u32) -> String {
+        self.holder_and_expiry(id).0
+    }
+
+    /// The holder of `id` and when its lease expires (Unix ms, from the lease's remaining TTL;
+    /// 0 when unknown).
+    fn holder_and_expiry(&mut self, id: u32) -> (String, u64) {
         let key = self.key(id);
         match self.c.get(key.as_bytes()) {
             Ok(Some(kv)) => {
                 let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-                v["owner"].as_str().unwrap_or_default().to_string()
+                let owner = v["owner"].as_str().unwrap_or_default().to_string();
+                let expires = match self.c.time_to_live(kv.lease) {
+                    Ok(s) if s > 0 => super::now_ms() + u64::try_from(s).unwrap_or(0) * 1000,
+                    _ => 0,
+                };
+                (owner, expires)
             }
-            _ => String::new(),
+            _ => (String::new(), 0),
         }
     }
 }
@@ -221,12 +232,14 @@ impl LeaseStore for EtcdLeases {
         }
         let _ = self.c.revoke(lease);
         match a.machine_id {
-            Some(id) => Err(LeaseError::Held {
-                id,
-                owner: self.holder_of(id),
-                // Unknown to this node: etcd expires the holder's lease when it stops renewing.
-                expires_ms: 0,
-            }),
+            Some(id) => {
+                let (owner, expires_ms) = self.holder_and_expiry(id);
+                Err(LeaseError::Held {
+                    id,
+                    owner,
+                    expires_ms,
+                })
+            }
             None => Err(LeaseError::NoneFree { max: a.max_id }),
         }
     }
