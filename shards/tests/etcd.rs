@@ -701,3 +701,66 @@ fn garbage_cut_responses_and_silence_are_errors_not_panics() {
     assert!(e.to_string().contains("larger than"), "{e}");
     let _ = t.join();
 }
+
+/// The lease id bound to `key`.
+fn lease_of(etcd: &Etcd, key: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD;
+    let v = etcd
+        .call("/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b.encode(key)))
+        .unwrap();
+    v["kvs"][0]["lease"]
+        .as_str()
+        .expect("bound to a lease")
+        .to_string()
+}
+
+#[test]
+fn an_expired_machine_id_lease_is_taken_again_only_if_nobody_held_the_id_meanwhile() {
+    let etcd = Etcd::start();
+    let c = Center::start(&center_cfg("n1", 4), store(&etcd), 1, now_ms).unwrap();
+    // The etcd lease ends behind the holder's back (as after an outage longer than the TTL):
+    // nobody took the id, so the next renewal leases it again and ids go on.
+    let old = lease_of(&etcd, "lattice/machine-ids/4");
+    assert!(etcd
+        .call("/v3/lease/revoke", &format!(r#"{{"ID":"{old}"}}"#))
+        .is_some());
+    wait_for(10, "re-leased under a new etcd lease", || {
+        etcd.keys("lattice/machine-ids/") == ids(&["lattice/machine-ids/4"])
+            && lease_of(&etcd, "lattice/machine-ids/4") != old
+    });
+    let before = c.lease().ceiling_ms();
+    wait_for(10, "renewals go on", || c.lease().ceiling_ms() > before);
+    let mut g = IdGen::new(c.lease(), 0, c.floor_ms());
+    assert!(g.next(now_ms()).is_ok());
+
+    c.stop();
+
+    // This time another node takes the id while the lease is gone, and gives it back: its ids
+    // moved the id's last timestamp, so the old holder must not take the id again. (Stores
+    // driven directly: no renewal thread racing the other node.)
+    let mut s1 = store(&etcd);
+    let t = now_ms();
+    let acquire = |owner: &'static str, instance: &'static str| Acquire {
+        machine_id: Some(4),
+        max_id: 127,
+        owner,
+        instance,
+        now_ms: t,
+        ttl_ms: 5000,
+    };
+    s1.acquire(&acquire("n1", "one")).unwrap();
+    s1.renew(4, "one", t + 5000, t + 1000).unwrap();
+    let old = lease_of(&etcd, "lattice/machine-ids/4");
+    assert!(etcd
+        .call("/v3/lease/revoke", &format!(r#"{{"ID":"{old}"}}"#))
+        .is_some());
+    let mut s2 = store(&etcd);
+    let row = s2.acquire(&acquire("n2", "two")).unwrap();
+    assert!(row.last_ts_ms >= t + 1000, "n2 sees n1's reservation");
+    s2.renew(4, "two", t + 5000, t + 20_000).unwrap();
+    assert!(s2.release(4, "two", Some(t + 15_000)).unwrap());
+    let e = s1.renew(4, "one", t + 5000, t + 2000).unwrap_err();
+    assert!(matches!(e, LeaseError::Lost { id: 4, .. }), "{e}");
+    assert!(etcd.keys("lattice/machine-ids/").is_empty());
+}

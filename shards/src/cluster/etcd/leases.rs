@@ -12,8 +12,10 @@
 //!   last timestamp issued. A restarted node reads it and never stamps an id at or below it.
 //!
 //! A renewal is a keep-alive of the etcd lease, then a txn that writes the reservation only while
-//! the id's key still carries our instance: a keep-alive that finds the lease gone, or a key that
-//! is no longer ours, is [`LeaseError::Lost`] (ids stop at once); etcd unreachable is
+//! the id's key still carries our instance; a key that is no longer ours is [`LeaseError::Lost`]
+//! (ids stop for good). A keep-alive that finds the lease expired (an outage longer than the TTL)
+//! takes the id again under a new lease only when nobody held it meanwhile (the key is missing
+//! and the id's last timestamp is still the one we wrote), else it is lost; etcd unreachable is
 //! [`LeaseError::Backend`] (ids stop when the last reservation passes, before the TTL can let
 //! another node take the id, because `center.reserve_ms < center.lease_ttl_ms`).
 
@@ -39,6 +41,7 @@ struct Held {
     value: Vec<u8>,
     owner: String,
     last_ts_ms: u64,
+    ttl_ms: u64,
 }
 
 /// Machine-id leases in etcd (see the module docs).
@@ -214,6 +217,7 @@ impl LeaseStore for EtcdLeases {
                         value,
                         owner: a.owner.to_string(),
                         last_ts_ms,
+                        ttl_ms: a.ttl_ms,
                     });
                     return Ok(LeaseRow {
                         machine_id: id,
@@ -258,17 +262,59 @@ impl LeaseStore for EtcdLeases {
             });
         };
         let (lease, value, owner) = (h.lease, h.value.clone(), h.owner.clone());
-        let last = h.last_ts_ms.max(reserve_ms);
-        if self.c.keepalive(lease)? == 0 {
-            let owner = self.holder_of(machine_id);
-            return Err(LeaseError::Lost {
-                id: machine_id,
-                owner,
-            });
-        }
+        let (prev_last, ttl_ms) = (h.last_ts_ms, h.ttl_ms);
+        let last = prev_last.max(reserve_ms);
         let key = self.key(machine_id);
         let last_key = self.last_key(machine_id);
         let last_value = Self::last_value(&owner, last);
+        if self.c.keepalive(lease)? == 0 {
+            // The etcd lease expired (an outage longer than the TTL) and took the key with it.
+            // As with the table, where a row still carrying our instance renews however late:
+            // take the id again, but only if nobody held it meanwhile — the id's last timestamp
+            // must still be the one we wrote (another holder would have moved it), so no id
+            // stamped by someone else can collide with ours.
+            let (new_lease, _) = self.c.grant(ttl_secs(ttl_ms))?;
+            let prev_value = Self::last_value(&owner, prev_last);
+            let r = self.c.txn(
+                &[
+                    Cmp::Missing(key.as_bytes()),
+                    Cmp::ValueIs(last_key.as_bytes(), &prev_value),
+                ],
+                &[
+                    Op::Put(key.as_bytes(), &value, new_lease),
+                    Op::Put(last_key.as_bytes(), &last_value, 0),
+                ],
+                &[],
+            );
+            match r {
+                Ok(r) if r.succeeded => {
+                    tracing::warn!(
+                        machine_id,
+                        "center: the machine-id lease had expired in etcd and nobody took the id; leased it again"
+                    );
+                    if let Some(h) = &mut self.held {
+                        h.lease = new_lease;
+                        h.last_ts_ms = last;
+                    }
+                    return Ok(LeaseRow {
+                        machine_id,
+                        owner,
+                        instance: instance.to_string(),
+                        expires_ms,
+                        last_ts_ms: last,
+                    });
+                }
+                other => {
+                    let _ = self.c.revoke(new_lease);
+                    other?;
+                    let owner = self.holder_of(machine_id);
+                    return Err(LeaseError::Lost {
+                        id: machine_id,
+                        owner,
+                    });
+                }
+            }
+        }
         let r = self.c.txn(
             &[Cmp::ValueIs(key.as_bytes(), &value)],
             &[Op::Put(last_key.as_bytes(), &last_value, 0)],
