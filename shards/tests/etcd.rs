@@ -239,6 +239,33 @@ fn refused(extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// `promtool check metrics` accepts `text` (the etcd families included).
+fn promtool_accepts(text: &str) {
+    assert!(text.contains("lattice_etcd_requests_total "), "{text}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool not found: install Debian's `prometheus` package (deploy/test.sh does this)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn two_nodes_see_each_other_a_clean_stop_leaves_at_once_a_kill_after_the_ttl() {
     let etcd = Etcd::start();
@@ -262,7 +289,9 @@ fn two_nodes_see_each_other_a_clean_stop_leaves_at_once_a_kill_after_the_ttl() {
     });
     assert_eq!(a.metric("lattice_etcd_registered"), 1);
     assert_eq!(a.metric("lattice_etcd_registrations_total"), 1);
+    assert_eq!(a.metric("lattice_etcd_members"), 2);
     assert!(a.metric("lattice_etcd_requests_total") > 0);
+    promtool_accepts(&a.metrics());
 
     // A clean stop revokes the lease before the process exits: the key is gone at its exit.
     let mut c = node(&etcd, "c", &[]);
@@ -699,7 +728,8 @@ fn garbage_cut_responses_and_silence_are_errors_not_panics() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("larger than"), "{e}");
-    let _ = t.join();
+    // One connection only: the fake server's thread ends on its own (5 s); not waited for.
+    drop(t);
 }
 
 /// The lease id bound to `key`.
@@ -763,4 +793,21 @@ fn an_expired_machine_id_lease_is_taken_again_only_if_nobody_held_the_id_meanwhi
     let e = s1.renew(4, "one", t + 5000, t + 2000).unwrap_err();
     assert!(matches!(e, LeaseError::Lost { id: 4, .. }), "{e}");
     assert!(etcd.keys("lattice/machine-ids/").is_empty());
+}
+
+#[test]
+fn the_machine_id_tool_refuses_when_ids_live_in_etcd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args([
+            "tool",
+            "machine-id",
+            "show",
+            "--etcd.endpoints",
+            r#"["http://127.0.0.1:9"]"#,
+        ])
+        .output()
+        .expect("run lattice");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("machine ids are leased in etcd"), "{err}");
 }
