@@ -249,6 +249,20 @@ pub fn run(mut cfg: Config) -> i32 {
         Err(code) => return code,
     };
     let etcd_stats = Arc::new(EtcdStats::default());
+    let me = crate::cluster::etcd::node::node_info(&cfg);
+    if etcd_cfg.enabled() {
+        // Before the center touches the ids: a second process under a live node's name must not
+        // take that node's machine id over.
+        if let Err(e) = crate::cluster::etcd::membership::wait_name_free(
+            &etcd_cfg,
+            &me.node_id,
+            etcd_stats.clone(),
+        ) {
+            tracing::error!(error = %e, "etcd: cannot register this node");
+            eprintln!("lattice: etcd: {e}");
+            return exit::FAILURE;
+        }
+    }
     let lease_store: Result<Box<dyn LeaseStore>, crate::center::CenterError> = if etcd_cfg.enabled()
     {
         EtcdLeases::open(&etcd_cfg, etcd_stats.clone())
@@ -348,7 +362,6 @@ pub fn run(mut cfg: Config) -> i32 {
     };
     // Serving: join the cluster (the node appears in other nodes' views from here on).
     let members = Arc::new(Members::new());
-    let me = crate::cluster::etcd::node::node_info(&cfg);
     let mut etcd = None;
     if etcd_cfg.enabled() {
         match crate::cluster::etcd::membership::start_with(

@@ -404,6 +404,31 @@ fn a_taken_fixed_machine_id_or_node_name_refuses_to_start_with_a_clear_error() {
         ids(&["lattice/machine-ids/5"])
     );
     assert_eq!(view(&a), ids(&["a"]));
+
+    // A second process under the running node's name is refused (after waiting one TTL for a
+    // crashed predecessor to expire) before it touches the ids: a keeps its id.
+    let (code, err) = refused(&[
+        "--center.node",
+        "a",
+        "--etcd.endpoints",
+        &endpoints,
+        "--etcd.lease_ttl_ms",
+        "2000",
+        "--etcd.request_timeout_ms",
+        "500",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("node_id \"a\" is registered in etcd by another live process"),
+        "{err}"
+    );
+    assert_eq!(a.metric("lattice_center_lease_lost"), 0);
+    assert_eq!(a.metric("lattice_center_machine_id"), 5);
+    assert_eq!(
+        etcd.keys("lattice/machine-ids/"),
+        ids(&["lattice/machine-ids/5"])
+    );
+    assert_eq!(view(&a), ids(&["a"]));
 }
 
 #[test]

@@ -147,7 +147,7 @@ impl Registrar {
         }
         let _ = c.revoke(lease);
         Err(EtcdError::NodeIdTaken {
-            node_id: theirs["node_id"].as_str().unwrap_or_default().to_string(),
+            node_id: reg_node_id(self).to_string(),
             started_unix_ms: theirs["started_unix_ms"].as_u64().unwrap_or(0),
         })
     }
@@ -198,6 +198,34 @@ pub fn node_value(me: &NodeInfo, started_unix_ms: u64, instance: &str) -> Vec<u8
         "instance": instance,
     }))
     .unwrap_or_default()
+}
+
+/// Waits until no live process is registered as `node_id` (a process of that name that just
+/// crashed frees it within one lease TTL), for at most `etcd.lease_ttl_ms` + 1 s; then
+/// [`EtcdError::NodeIdTaken`]. Called before the center leases a machine id, so a second process
+/// started under a running node's name is refused before it can take over that node's id (a
+/// restart after a crash may: the id passes back to the node of the same name).
+pub fn wait_name_free(
+    cfg: &EtcdConfig,
+    node_id: &str,
+    stats: Arc<EtcdStats>,
+) -> Result<(), EtcdError> {
+    let mut c = cfg.client(stats)?;
+    let key = node_key(&cfg.prefix, node_id);
+    let give_up = Instant::now() + Duration::from_millis(cfg.lease_ttl_ms + 1000);
+    loop {
+        let Some(kv) = c.get(key.as_bytes())? else {
+            return Ok(());
+        };
+        if Instant::now() >= give_up {
+            let theirs: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+            return Err(EtcdError::NodeIdTaken {
+                node_id: node_id.to_string(),
+                started_unix_ms: theirs["started_unix_ms"].as_u64().unwrap_or(0),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Registers `me` in etcd, reads the live set into `members` and starts the discovery thread
@@ -311,6 +339,7 @@ fn run(
     let mut next_poll = Instant::now() + poll;
     let mut next_register = Instant::now();
     let mut failing_ka = false;
+    let mut failing_reg = false;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if st.lease.is_none() && now >= next_register {
@@ -327,11 +356,15 @@ fn run(
                     next_ka = Instant::now() + keepalive_every(ttl);
                     // See ourselves in the view at once.
                     next_poll = Instant::now();
+                    failing_reg = false;
                     tracing::info!(lease = id, key = %reg.key, "etcd: registered again under a new lease");
                 }
                 Err(e) => {
                     next_register = Instant::now() + keepalive_every(cfg_ttl);
-                    tracing::warn!(error = %e, "etcd: registration failed; retrying");
+                    if !failing_reg {
+                        tracing::warn!(error = %e, "etcd: registration failed; retrying every third of the TTL");
+                        failing_reg = true;
+                    }
                 }
             }
         }
