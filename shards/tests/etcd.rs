@@ -187,7 +187,7 @@ fn ids(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// Starts a node named `name` on `etcd` (TTL 3 s, view polled every 200 ms).
+/// Starts a node named `name` on `etcd` (TTL 3 s; the view follows the watch).
 fn node(etcd: &Etcd, name: &str, extra: &[&str]) -> Lattice {
     let endpoints = etcd.endpoints_arg();
     let mut args = vec![
@@ -197,8 +197,10 @@ fn node(etcd: &Etcd, name: &str, extra: &[&str]) -> Lattice {
         &endpoints,
         "--etcd.lease_ttl_ms",
         "3000",
-        "--etcd.poll_interval_ms",
-        "200",
+        // No periodic re-read during a test: every change seen comes from the watch (or from the
+        // re-read after a watch failed).
+        "--etcd.resync_interval_ms",
+        "3600000",
         "--etcd.request_timeout_ms",
         "500",
     ];
@@ -376,6 +378,17 @@ fn a_node_cut_off_longer_than_its_ttl_registers_again_under_a_new_lease() {
     assert_eq!(b.metric("lattice_etcd_registered"), 1);
     wait_for(10, "a sees b again", || view(&a) == ids(&["a", "b"]));
     wait_for(10, "b sees a and itself", || view(&b) == ids(&["a", "b"]));
+
+    // An operator deletes a's key: a sees itself missing from its view and registers again.
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode("lattice/nodes/a");
+    assert!(etcd
+        .call("/v3/kv/deleterange", &format!(r#"{{"key":"{key}"}}"#))
+        .is_some());
+    wait_for(15, "a registers again", || {
+        a.metric("lattice_etcd_registrations_total") == 2
+    });
+    wait_for(10, "b sees a again", || view(&b) == ids(&["a", "b"]));
 }
 
 #[test]

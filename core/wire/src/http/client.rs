@@ -103,6 +103,23 @@ pub fn encode_request(
     }
 }
 
+/// A part of a response read as a stream ([`ResponseParser::poll_stream`]): for a body that
+/// arrives over a long time (etcd's watch: one JSON message per chunk, never ending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// The head: status and header fields.
+    Head {
+        /// Status code.
+        status: u16,
+        /// Header fields as sent.
+        headers: Vec<(String, String)>,
+    },
+    /// Body bytes decoded since the last item (chunk framing removed), at most `max_body`.
+    Data(Vec<u8>),
+    /// The body is complete; the next bytes are the next response.
+    End,
+}
+
 #[derive(Debug)]
 enum Framing {
     Length(usize),
@@ -133,6 +150,7 @@ pub struct ResponseParser {
     buf: Vec<u8>,
     state: State,
     head_request: bool,
+    end_pending: bool,
 }
 
 impl ResponseParser {
@@ -143,6 +161,7 @@ impl ResponseParser {
             buf: Vec::new(),
             state: State::Head,
             head_request: false,
+            end_pending: false,
         }
     }
 
@@ -177,6 +196,53 @@ impl ResponseParser {
                     }
                 }
                 State::Body { .. } => return self.parse_body(),
+            }
+        }
+    }
+
+    /// The next part of a response read as a stream: its head, then body bytes as they are
+    /// decoded, then its end; `Ok(None)` when more bytes are needed. Limits apply as in
+    /// [`ResponseParser::poll`], except that `max_body` bounds each [`StreamItem::Data`] rather
+    /// than the whole body. Do not mix with [`ResponseParser::poll`] within one response.
+    pub fn poll_stream(&mut self) -> Result<Option<StreamItem>, ClientError> {
+        if self.end_pending {
+            self.end_pending = false;
+            return Ok(Some(StreamItem::End));
+        }
+        loop {
+            match &mut self.state {
+                State::Head => {
+                    let Some(head) = self.parse_head()? else {
+                        return Ok(None);
+                    };
+                    if head.is_none() {
+                        continue;
+                    }
+                    if let State::Body {
+                        status, headers, ..
+                    } = &self.state
+                    {
+                        return Ok(Some(StreamItem::Head {
+                            status: *status,
+                            headers: headers.clone(),
+                        }));
+                    }
+                }
+                State::Body { .. } => {
+                    return match self.parse_body()? {
+                        Some(done) if done.body.is_empty() => Ok(Some(StreamItem::End)),
+                        Some(done) => {
+                            self.end_pending = true;
+                            Ok(Some(StreamItem::Data(done.body)))
+                        }
+                        None => match &mut self.state {
+                            State::Body { body, .. } if !body.is_empty() => {
+                                Ok(Some(StreamItem::Data(std::mem::take(body))))
+                            }
+                            _ => Ok(None),
+                        },
+                    };
+                }
             }
         }
     }
@@ -517,6 +583,47 @@ mod tests {
         let mut p = ResponseParser::new(limits);
         p.feed(b"HTTP/1.1 200 OK\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\ne: 1\r\n\r\n");
         assert_eq!(p.poll().unwrap_err(), ClientError::TooManyHeaders(4));
+    }
+
+    #[test]
+    fn a_streamed_chunked_body_comes_out_chunk_by_chunk_within_the_bound() {
+        let limits = ClientLimits {
+            max_body: 16,
+            ..ClientLimits::default()
+        };
+        let mut p = ResponseParser::new(limits);
+        assert_eq!(p.poll_stream().unwrap(), None);
+        p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(
+            p.poll_stream().unwrap(),
+            Some(StreamItem::Head { status: 200, .. })
+        ));
+        assert_eq!(p.poll_stream().unwrap(), None);
+        p.feed(b"8\r\n{\"a\":1");
+        assert_eq!(p.poll_stream().unwrap(), None, "a chunk comes out whole");
+        p.feed(b"}\n\r\n8\r\n{\"b\":2}\n\r\n");
+        // Both chunks decoded by now: one item, no framing.
+        assert_eq!(
+            p.poll_stream().unwrap(),
+            Some(StreamItem::Data(b"{\"a\":1}\n{\"b\":2}\n".to_vec()))
+        );
+        assert_eq!(p.poll_stream().unwrap(), None);
+        // A chunk larger than the bound is an error, not a buffer that grows.
+        p.feed(b"11\r\n");
+        assert_eq!(p.poll_stream().unwrap_err(), ClientError::BodyTooLarge(16));
+
+        let mut p = ResponseParser::new(ClientLimits::default());
+        p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+        assert!(matches!(
+            p.poll_stream().unwrap(),
+            Some(StreamItem::Head { .. })
+        ));
+        assert_eq!(
+            p.poll_stream().unwrap(),
+            Some(StreamItem::Data(b"ok".to_vec()))
+        );
+        assert_eq!(p.poll_stream().unwrap(), Some(StreamItem::End));
+        assert_eq!(p.poll_stream().unwrap(), None);
     }
 
     #[test]

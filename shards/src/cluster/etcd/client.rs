@@ -64,6 +64,8 @@ pub enum Op<'a> {
 pub struct TxnResult {
     /// The comparisons held (the success branch ran).
     pub succeeded: bool,
+    /// The store's revision after the txn.
+    pub revision: i64,
     /// Pairs read by the branch's `Get`s, in order.
     pub kvs: Vec<Kv>,
 }
@@ -110,11 +112,11 @@ pub struct Client {
     current: usize,
 }
 
-fn b64(b: &[u8]) -> String {
+pub(crate) fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn unb64(v: &Value) -> Result<Vec<u8>, EtcdError> {
+pub(crate) fn unb64(v: &Value) -> Result<Vec<u8>, EtcdError> {
     match v {
         Value::Null => Ok(Vec::new()),
         Value::String(s) => base64::engine::general_purpose::STANDARD
@@ -127,7 +129,7 @@ fn unb64(v: &Value) -> Result<Vec<u8>, EtcdError> {
 }
 
 /// etcd's JSON gateway writes 64-bit integers as strings; absent means 0.
-fn int(v: &Value) -> Result<i64, EtcdError> {
+pub(crate) fn int(v: &Value) -> Result<i64, EtcdError> {
     match v {
         Value::Null => Ok(0),
         Value::String(s) => s
@@ -140,7 +142,7 @@ fn int(v: &Value) -> Result<i64, EtcdError> {
     }
 }
 
-fn kvs(v: &Value) -> Result<Vec<Kv>, EtcdError> {
+pub(crate) fn kvs(v: &Value) -> Result<Vec<Kv>, EtcdError> {
     let Some(list) = v.get("kvs") else {
         return Ok(Vec::new());
     };
@@ -228,7 +230,9 @@ impl Client {
         Err(last)
     }
 
-    fn once(&self, idx: usize, path: &str, body: &[u8]) -> Result<Value, EtcdError> {
+    /// Connects to endpoint `idx` and writes the request (connect and write bounded by the
+    /// timeout); the caller reads the answer.
+    fn send(&self, idx: usize, path: &str, body: &[u8]) -> Result<TcpStream, EtcdError> {
         let ep = &self.endpoints[idx];
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
             EtcdError::Unreachable(format!("{} {path}: {what}: {e}", ep.authority))
@@ -241,7 +245,6 @@ impl Client {
             .ok_or_else(|| unreachable("resolve", &"no address"))?;
         let mut s = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| unreachable("connect", &e))?;
-        let deadline = Instant::now() + self.timeout;
         let _ = s.set_nodelay(true);
         s.set_write_timeout(Some(self.timeout))
             .map_err(|e| unreachable("socket", &e))?;
@@ -254,6 +257,53 @@ impl Client {
             &mut out,
         );
         s.write_all(&out).map_err(|e| unreachable("write", &e))?;
+        Ok(s)
+    }
+
+    /// Opens a streaming call (`/v3/watch`): the request is sent on the first endpoint that
+    /// takes it (current first, one attempt each, counted); returns the connection, the endpoint
+    /// and a parser with this client's limits (`max_response_bytes` then bounds each piece).
+    pub fn open_stream(
+        &mut self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(TcpStream, String, ResponseParser), EtcdError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| EtcdError::Protocol(e.to_string()))?;
+        let n = self.endpoints.len();
+        let mut last = EtcdError::Unreachable("no endpoint configured".into());
+        for i in 0..n {
+            let idx = (self.current + i) % n;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            match self.send(idx, path, &bytes) {
+                Ok(s) => {
+                    self.current = idx;
+                    return Ok((
+                        s,
+                        self.endpoints[idx].authority.clone(),
+                        ResponseParser::new(self.limits),
+                    ));
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The response size bound (`etcd.max_response_bytes`).
+    pub fn max_response(&self) -> usize {
+        self.limits.max_body
+    }
+
+    fn once(&self, idx: usize, path: &str, body: &[u8]) -> Result<Value, EtcdError> {
+        let ep = &self.endpoints[idx];
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+            EtcdError::Unreachable(format!("{} {path}: {what}: {e}", ep.authority))
+        };
+        let deadline = Instant::now() + self.timeout;
+        let mut s = self.send(idx, path, body)?;
         let mut parser = ResponseParser::new(self.limits);
         let mut buf = [0u8; 8192];
         // One connection per request: the whole answer must come within the timeout, however
@@ -368,6 +418,15 @@ impl Client {
 
     /// The pairs with keys starting with `prefix`, in key order, at most `limit` (0: no limit).
     pub fn range_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<Kv>, EtcdError> {
+        Ok(self.range_prefix_at(prefix, limit)?.0)
+    }
+
+    /// [`Client::range_prefix`] and the store's revision it was read at.
+    pub fn range_prefix_at(
+        &mut self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Kv>, i64), EtcdError> {
         let v = self.call(
             "/v3/kv/range",
             &json!({
@@ -376,7 +435,7 @@ impl Client {
                 "limit": limit.to_string(),
             }),
         )?;
-        kvs(&v)
+        Ok((kvs(&v)?, int(&v["header"]["revision"])?))
     }
 
     /// The pair at `key`, if any.
@@ -424,6 +483,7 @@ impl Client {
         let succeeded = v["succeeded"].as_bool().unwrap_or(false);
         let mut out = TxnResult {
             succeeded,
+            revision: int(&v["header"]["revision"])?,
             kvs: Vec::new(),
         };
         if let Some(rs) = v["responses"].as_array() {

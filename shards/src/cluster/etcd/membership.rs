@@ -2,23 +2,23 @@
 //!
 //! At [`start`] (blocking, bounded by the request timeouts and one lease TTL): grant a lease of
 //! `etcd.lease_ttl_ms`, create `<prefix>/nodes/<node_id>` bound to it (a txn that creates the key
-//! only if it is missing, so two live processes never share a name), and read the live set once.
-//! Then, on the thread `lattice-etcd`:
+//! only if it is missing, so two live processes never share a name), read the live set once and
+//! open a watch on it. Then, on the thread `lattice-etcd`:
 //! - every TTL/3: a keep-alive. A keep-alive answered "no such lease" (it expired while etcd or
 //!   this node was unreachable, or someone revoked it) means the key is gone: grant a new lease
 //!   and register again at once — a node never stays missing after an outage. Keep-alives that
 //!   fail for longer than the TTL mark the node unregistered (`lattice_etcd_registered` 0) until
 //!   one succeeds or a new registration does;
-//! - every `etcd.poll_interval_ms`: read `<prefix>/nodes/` (at most `etcd.max_nodes` keys) and
-//!   publish it with [`Members::set`]. A failed read keeps the last view (counted): during an
-//!   etcd outage routing keeps the nodes it knew rather than dropping everyone. A view without
-//!   this node's key while it believes itself registered (an operator deleted it) registers
-//!   again.
-//!
-//! The live set is polled, not watched: a watch on the JSON gateway is a response that never
-//! ends, which would need a second connection and a reader interleaved with the keep-alives on
-//! this one thread; a poll every 500 ms costs one small range request and bounds how stale the
-//! view is, which is all routing needs (a dead node leaves the view within its TTL plus one poll).
+//! - the watch on `<prefix>/nodes/` ([`super::watch`]), read between keep-alives with a 20 ms
+//!   read timeout: each change is applied to the view and published with [`Members::set`] as it
+//!   arrives. When the watch fails (etcd gone, compacted, garbage), the whole prefix is read again
+//!   (at most `etcd.max_nodes` keys) and a new watch opened from the revision read, retried every
+//!   third of the TTL while etcd is unreachable. The last view is kept meanwhile (counted): during
+//!   an etcd outage routing keeps the nodes it knew rather than dropping everyone;
+//! - every `etcd.resync_interval_ms`: the whole prefix read again besides the watch (a watch that
+//!   stalls silently cannot leave the view stale for longer than that);
+//! - a view (at or after this node's registration revision) without this node's key while it
+//!   believes itself registered (an operator deleted it) registers again.
 //!
 //! [`EtcdHandle::stop`] revokes the lease, so a cleanly stopped node leaves every view at once; a
 //! killed one leaves when its lease expires.
@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
 use super::client::{Client, Cmp, Op};
+use super::watch::{Change, Watch};
 use super::{node_key, now_ms, ttl_secs, EtcdConfig, EtcdError, EtcdStats};
 use crate::cluster::members::{Members, NodeInfo, Role};
 
@@ -98,8 +101,9 @@ fn instance_token() -> String {
 }
 
 impl Registrar {
-    /// Grants a lease and creates the key under it; returns the lease id and its granted TTL.
-    fn register(&self, c: &mut Client) -> Result<(i64, i64), EtcdError> {
+    /// Grants a lease and creates the key under it; returns the lease id, its granted TTL and
+    /// the revision of the write.
+    fn register(&self, c: &mut Client) -> Result<(i64, i64, i64), EtcdError> {
         let (lease, ttl) = c.grant(self.ttl_s)?;
         let key = self.key.as_bytes();
         let r = match c.txn(
@@ -114,7 +118,7 @@ impl Registrar {
             }
         };
         if r.succeeded {
-            return Ok((lease, ttl));
+            return Ok((lease, ttl, r.revision));
         }
         let Some(kv) = r.kvs.into_iter().next() else {
             // Deleted between the compare and the read: try again next round.
@@ -137,7 +141,7 @@ impl Registrar {
                     if kv.lease != 0 {
                         let _ = c.revoke(kv.lease);
                     }
-                    return Ok((lease, ttl));
+                    return Ok((lease, ttl, m.revision));
                 }
             }
             let _ = c.revoke(lease);
@@ -153,22 +157,84 @@ impl Registrar {
     }
 }
 
+/// The live set as this node knows it: node keys to nodes, and the store revision it reflects.
+struct View {
+    nodes: BTreeMap<Vec<u8>, NodeInfo>,
+    revision: i64,
+    /// The read hit `etcd.max_nodes`: some nodes may be missing.
+    full: bool,
+}
+
+impl View {
+    fn publish(&self, members: &Members, stats: &EtcdStats) {
+        stats
+            .members
+            .store(self.nodes.len() as u64, Ordering::Relaxed);
+        members.set(self.nodes.values().cloned().collect());
+    }
+
+    /// Applies watched changes newer than the view; returns whether the set changed.
+    fn apply(&mut self, changes: Vec<Change>, revision: i64, max: usize) -> bool {
+        let mut changed = false;
+        for ch in changes {
+            match ch {
+                Change::Put(kv) if kv.mod_revision > self.revision => match parse_node(&kv.value) {
+                    Some(n) if self.nodes.len() < max || self.nodes.contains_key(&kv.key) => {
+                        self.nodes.insert(kv.key, n);
+                        changed = true;
+                    }
+                    Some(_) => {
+                        self.full = true;
+                        tracing::warn!(
+                            max,
+                            "etcd: more live nodes than etcd.max_nodes; one left out"
+                        );
+                    }
+                    None => {
+                        tracing::warn!(
+                            key = %String::from_utf8_lossy(&kv.key),
+                            "etcd: a node entry is not valid JSON of a node; skipped"
+                        );
+                        changed |= self.nodes.remove(&kv.key).is_some();
+                    }
+                },
+                Change::Delete { key, mod_revision } if mod_revision > self.revision => {
+                    changed |= self.nodes.remove(&key).is_some();
+                }
+                _ => {}
+            }
+        }
+        self.revision = self.revision.max(revision);
+        changed
+    }
+}
+
 /// Reads the live set: every well-formed node under `<prefix>/nodes/`. Entries that do not parse
 /// are skipped (logged): one bad key must not hide the others.
-fn read_view(c: &mut Client, prefix: &str, max: usize) -> Result<(Vec<NodeInfo>, bool), EtcdError> {
-    let kvs = c.range_prefix(format!("{prefix}/nodes/").as_bytes(), max)?;
+fn read_view(c: &mut Client, prefix: &str, max: usize) -> Result<View, EtcdError> {
+    let (kvs, revision) = c.range_prefix_at(nodes_prefix(prefix).as_bytes(), max)?;
     let full = kvs.len() >= max;
-    let mut nodes = Vec::with_capacity(kvs.len());
+    let mut nodes = BTreeMap::new();
     for kv in kvs {
         match parse_node(&kv.value) {
-            Some(n) => nodes.push(n),
+            Some(n) => {
+                nodes.insert(kv.key, n);
+            }
             None => tracing::warn!(
                 key = %String::from_utf8_lossy(&kv.key),
                 "etcd: a node entry is not valid JSON of a node; skipped"
             ),
         }
     }
-    Ok((nodes, full))
+    Ok(View {
+        nodes,
+        revision,
+        full,
+    })
+}
+
+fn nodes_prefix(prefix: &str) -> String {
+    format!("{prefix}/nodes/")
 }
 
 /// Parses a node's value; `None` when it is not `{node_id, roles, internal_addr}`.
@@ -268,7 +334,7 @@ pub fn start_with(
     // A name still held by a process that just died frees itself within one TTL: wait that long
     // (bounded), then refuse.
     let give_up = Instant::now() + Duration::from_millis(cfg.lease_ttl_ms + 1000);
-    let (lease, ttl) = loop {
+    let (lease, ttl, reg_rev) = loop {
         match reg.register(&mut c) {
             Ok(l) => break l,
             Err(EtcdError::NodeIdTaken { .. }) if Instant::now() < give_up => {
@@ -280,12 +346,25 @@ pub fn start_with(
     stats.registrations.fetch_add(1, Ordering::Relaxed);
     stats.registered.store(1, Ordering::Relaxed);
     tracing::info!(node_id = %me.node_id, lease, ttl_s = ttl, key = %reg.key, "etcd: registered");
-    let mut view_ok = false;
-    if let Ok((nodes, _)) = read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
-        stats.members.store(nodes.len() as u64, Ordering::Relaxed);
-        members.set(nodes);
-        view_ok = true;
-    }
+    let view = match read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
+        Ok(v) => {
+            v.publish(&members, &stats);
+            Some(v)
+        }
+        Err(e) => {
+            stats.view_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "etcd: cannot read the live set; retrying");
+            None
+        }
+    };
+    let watch = view.as_ref().and_then(|v| {
+        Watch::open(&mut c, nodes_prefix(&cfg.prefix).as_bytes(), v.revision + 1)
+            .map_err(|e| {
+                stats.view_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "etcd: cannot watch the live set; retrying");
+            })
+            .ok()
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let (stop, members, cfg, stats) =
@@ -295,8 +374,10 @@ pub fn start_with(
                 id: lease,
                 ttl: Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1)),
                 last_ok: Instant::now(),
+                revision: reg_rev,
             }),
-            view_ok,
+            view,
+            watch,
         };
         std::thread::Builder::new()
             .name("lattice-etcd".into())
@@ -316,11 +397,14 @@ struct Lease {
     id: i64,
     ttl: Duration,
     last_ok: Instant,
+    /// Revision of the registration's write: a view at or past it must contain the node.
+    revision: i64,
 }
 
 struct LoopState {
     lease: Option<Lease>,
-    view_ok: bool,
+    view: Option<View>,
+    watch: Option<Watch>,
 }
 
 fn run(
@@ -332,35 +416,40 @@ fn run(
     stop: &AtomicBool,
     mut st: LoopState,
 ) {
-    let poll = Duration::from_millis(cfg.poll_interval_ms);
+    let resync = Duration::from_millis(cfg.resync_interval_ms);
     let cfg_ttl = Duration::from_millis(cfg.lease_ttl_ms);
+    let retry = keepalive_every(cfg_ttl);
+    let tick = Duration::from_millis(20);
+    let prefix = nodes_prefix(&cfg.prefix);
+    let my_key = reg.key.as_bytes().to_vec();
     let mut next_ka =
         Instant::now() + keepalive_every(st.lease.as_ref().map_or(cfg_ttl, |l| l.ttl));
-    let mut next_poll = Instant::now() + poll;
+    let mut next_resync = Instant::now() + resync;
+    let mut next_watch_try = Instant::now();
     let mut next_register = Instant::now();
     let mut failing_ka = false;
     let mut failing_reg = false;
+    let mut failing_view = false;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if st.lease.is_none() && now >= next_register {
             match reg.register(&mut c) {
-                Ok((id, ttl)) => {
+                Ok((id, ttl, revision)) => {
                     let ttl = Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1));
                     st.lease = Some(Lease {
                         id,
                         ttl,
                         last_ok: Instant::now(),
+                        revision,
                     });
                     stats.registrations.fetch_add(1, Ordering::Relaxed);
                     stats.registered.store(1, Ordering::Relaxed);
                     next_ka = Instant::now() + keepalive_every(ttl);
-                    // See ourselves in the view at once.
-                    next_poll = Instant::now();
                     failing_reg = false;
                     tracing::info!(lease = id, key = %reg.key, "etcd: registered again under a new lease");
                 }
                 Err(e) => {
-                    next_register = Instant::now() + keepalive_every(cfg_ttl);
+                    next_register = Instant::now() + retry;
                     if !failing_reg {
                         tracing::warn!(error = %e, "etcd: registration failed; retrying every third of the TTL");
                         failing_reg = true;
@@ -405,37 +494,71 @@ fn run(
                 }
             }
         }
-        if now >= next_poll {
-            next_poll = now + poll;
+        // A whole read when due, or when the watch is down and a retry is due.
+        if now >= next_resync || (st.watch.is_none() && now >= next_watch_try) {
+            next_resync = now + resync;
             match read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
-                Ok((nodes, full)) => {
-                    let mine = nodes.iter().any(|n| n.node_id == reg_node_id(reg));
-                    if !mine && !full {
-                        if let Some(l) = st.lease.take() {
-                            tracing::warn!("etcd: this node's key is missing from the live set; registering again");
-                            stats.lease_lost.fetch_add(1, Ordering::Relaxed);
-                            stats.registered.store(0, Ordering::Relaxed);
-                            let _ = c.revoke(l.id);
-                            next_register = Instant::now();
+                Ok(v) => {
+                    v.publish(members, stats);
+                    if st.watch.is_none() {
+                        match Watch::open(&mut c, prefix.as_bytes(), v.revision + 1) {
+                            Ok(w) => st.watch = Some(w),
+                            Err(e) => {
+                                stats.view_failures.fetch_add(1, Ordering::Relaxed);
+                                next_watch_try = Instant::now() + retry;
+                                tracing::debug!(error = %e, "etcd: cannot watch the live set");
+                            }
                         }
                     }
-                    stats.members.store(nodes.len() as u64, Ordering::Relaxed);
-                    members.set(nodes);
-                    if !st.view_ok {
-                        tracing::info!("etcd: live set read");
-                        st.view_ok = true;
+                    st.view = Some(v);
+                    if failing_view {
+                        tracing::info!("etcd: live set read again");
+                        failing_view = false;
                     }
                 }
                 Err(e) => {
                     stats.view_failures.fetch_add(1, Ordering::Relaxed);
-                    if st.view_ok {
+                    next_watch_try = Instant::now() + retry;
+                    next_resync = Instant::now() + retry;
+                    if !failing_view {
                         tracing::warn!(error = %e, "etcd: cannot read the live set; keeping the last view");
-                        st.view_ok = false;
+                        failing_view = true;
                     }
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match (&mut st.watch, &mut st.view) {
+            (Some(w), Some(v)) => match w.poll(tick) {
+                Ok((changes, revision)) => {
+                    if v.apply(changes, revision, cfg.max_nodes) {
+                        v.publish(members, stats);
+                    }
+                }
+                Err(e) => {
+                    // Read everything again and watch from there (at once, then every retry).
+                    stats.view_failures.fetch_add(1, Ordering::Relaxed);
+                    st.watch = None;
+                    next_watch_try = Instant::now();
+                    if !failing_view {
+                        tracing::warn!(error = %e, "etcd: the watch on the live set ended; reading it again");
+                    }
+                }
+            },
+            _ => std::thread::sleep(tick),
+        }
+        // Registered, and a view that should show it does not: the key was deleted.
+        if let (Some(l), Some(v)) = (&st.lease, &st.view) {
+            if !v.full && v.revision >= l.revision && !v.nodes.contains_key(&my_key) {
+                tracing::warn!(
+                    "etcd: this node's key is missing from the live set; registering again"
+                );
+                stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                stats.registered.store(0, Ordering::Relaxed);
+                let _ = c.revoke(l.id);
+                st.lease = None;
+                next_register = Instant::now();
+            }
+        }
     }
     stats.registered.store(0, Ordering::Relaxed);
     if let Some(l) = st.lease.take() {
@@ -461,6 +584,74 @@ fn keepalive_every(ttl: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kv(key: &str, value: &[u8], rev: i64) -> super::super::client::Kv {
+        super::super::client::Kv {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn watched_changes_apply_once_in_order_and_within_the_bound() {
+        let n = |id: &str| NodeInfo {
+            node_id: id.into(),
+            roles: vec![Role::Logic],
+            internal_addr: String::new(),
+        };
+        let mut v = View {
+            nodes: BTreeMap::new(),
+            revision: 10,
+            full: false,
+        };
+        // Older than the view (already in it, or since replaced): ignored.
+        assert!(!v.apply(
+            vec![Change::Put(kv("p/a", &node_value(&n("a"), 0, "i"), 9))],
+            10,
+            2
+        ));
+        assert!(v.nodes.is_empty());
+        assert!(v.apply(
+            vec![
+                Change::Put(kv("p/a", &node_value(&n("a"), 0, "i"), 11)),
+                Change::Put(kv("p/b", &node_value(&n("b"), 0, "i"), 12)),
+                // Over etcd.max_nodes (2): left out and flagged.
+                Change::Put(kv("p/c", &node_value(&n("c"), 0, "i"), 13)),
+            ],
+            13,
+            2
+        ));
+        assert_eq!(v.nodes.len(), 2);
+        assert!(v.full);
+        assert_eq!(v.revision, 13);
+        // A node rewritten with garbage leaves the view; a delete removes.
+        assert!(v.apply(
+            vec![
+                Change::Put(kv("p/a", b"garbage", 14)),
+                Change::Delete {
+                    key: b"p/b".to_vec(),
+                    mod_revision: 15
+                },
+            ],
+            15,
+            2
+        ));
+        assert!(v.nodes.is_empty());
+        // A delete older than the view is ignored.
+        v.nodes.insert(b"p/d".to_vec(), n("d"));
+        assert!(!v.apply(
+            vec![Change::Delete {
+                key: b"p/d".to_vec(),
+                mod_revision: 15
+            }],
+            15,
+            2
+        ));
+        assert_eq!(v.nodes.len(), 1);
+    }
 
     #[test]
     fn node_values_round_trip_and_bad_ones_are_refused() {

@@ -7,7 +7,9 @@
 //!   [`Members`](super::members::Members);
 //! - [`leases`]: machine-id leases ([`LeaseStore`](crate::center::lease::LeaseStore)) over etcd
 //!   keys bound to an etcd lease;
-//! - [`node`]: what this node registers, from its configuration.
+//! - [`node`]: what this node registers, from its configuration;
+//! - [`watch`]: a watch on a key prefix (the gateway's never-ending chunked answer), read between
+//!   keep-alives on the discovery thread.
 //!
 //! Why the JSON gateway and not the `etcd-client` crate: the crate brings tokio, tonic and a
 //! `protoc` build step to a 2-core build for six calls; the gateway needs only the HTTP/1.1 codec
@@ -26,6 +28,7 @@ pub mod client;
 pub mod leases;
 pub mod membership;
 pub mod node;
+pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,8 +47,8 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Membership lease TTL, ms (etcd counts whole seconds: rounded up).
     pub lease_ttl_ms: u64,
-    /// How often the live set is read, ms.
-    pub poll_interval_ms: u64,
+    /// How often the whole live set is read again besides the watch, ms.
+    pub resync_interval_ms: u64,
     /// Connect, write and whole-response timeout of one request, ms.
     pub request_timeout_ms: u64,
     /// Largest response body accepted, bytes.
@@ -60,7 +63,7 @@ impl Default for EtcdConfig {
             endpoints: Vec::new(),
             prefix: "lattice".into(),
             lease_ttl_ms: 5000,
-            poll_interval_ms: 500,
+            resync_interval_ms: 10_000,
             request_timeout_ms: 1000,
             max_response_bytes: 4 << 20,
             max_nodes: 1024,
@@ -100,10 +103,10 @@ impl EtcdConfig {
                 "must be at least 1 and at most a third of etcd.lease_ttl_ms (a keep-alive must be able to fail and be retried before the lease runs out)".into(),
             ));
         }
-        if self.poll_interval_ms == 0 || self.poll_interval_ms > self.lease_ttl_ms {
+        if self.resync_interval_ms < 100 {
             return Err((
-                "etcd.poll_interval_ms",
-                "must be 1..=etcd.lease_ttl_ms".into(),
+                "etcd.resync_interval_ms",
+                "must be at least 100 (the watch sees changes as they happen; this is the safety net)".into(),
             ));
         }
         if self.max_response_bytes < 4096 {
@@ -227,7 +230,7 @@ impl EtcdStats {
         w.single(
             "lattice_etcd_view_failures_total",
             Kind::Counter,
-            "Reads of the live set that failed (the last view is kept).",
+            "Reads of the live set that failed and watches on it that ended (the last view is kept).",
             r(&self.view_failures),
         );
     }
@@ -270,7 +273,10 @@ mod tests {
             "etcd.request_timeout_ms"
         );
         assert_eq!(key_of(|c| c.prefix = "a/".into()), "etcd.prefix");
-        assert_eq!(key_of(|c| c.poll_interval_ms = 0), "etcd.poll_interval_ms");
+        assert_eq!(
+            key_of(|c| c.resync_interval_ms = 0),
+            "etcd.resync_interval_ms"
+        );
         assert_eq!(key_of(|c| c.max_nodes = 0), "etcd.max_nodes");
     }
 
