@@ -849,3 +849,55 @@ fn the_machine_id_tool_refuses_when_ids_live_in_etcd() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("machine ids are leased in etcd"), "{err}");
 }
+
+#[test]
+fn views_converge_with_frequent_resyncs_that_reopen_the_watch() {
+    let etcd = Etcd::start();
+    let cfg = EtcdConfig {
+        resync_interval_ms: 100,
+        ..etcd_cfg(&etcd)
+    };
+    let node = |id: &str| NodeInfo {
+        node_id: id.into(),
+        roles: vec![Role::Gate, Role::Logic],
+        internal_addr: format!("10.0.0.1:{}", id.len()),
+    };
+    let (m1, m2) = (Arc::new(Members::new()), Arc::new(Members::new()));
+    let s1 = Arc::new(EtcdStats::default());
+    let h1 = membership::start_with(&cfg, node("x"), m1.clone(), s1.clone()).unwrap();
+    let h2 = membership::start(&cfg, node("yy"), m2.clone()).unwrap();
+    let names = |m: &Members| -> Vec<String> {
+        m.view().1.nodes.iter().map(|n| n.node_id.clone()).collect()
+    };
+    wait_for(10, "both views have both", || {
+        names(&m1) == ids(&["x", "yy"]) && names(&m2) == ids(&["x", "yy"])
+    });
+    assert_eq!(m1.view().1.get("yy"), Some(&node("yy")));
+    // Resyncs keep happening (each a range and a new watch) without disturbing the view.
+    let mut text = String::new();
+    s1.render(&mut lattice_runtime::telemetry::prom::Writer::new(
+        &mut text,
+    ));
+    let requests = |t: &str| -> u64 {
+        t.lines()
+            .find(|l| l.starts_with("lattice_etcd_requests_total "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = requests(&text);
+    let g = m1.generation();
+    wait_for(10, "resyncs go on", || {
+        let mut t = String::new();
+        s1.render(&mut lattice_runtime::telemetry::prom::Writer::new(&mut t));
+        requests(&t) > before + 10
+    });
+    assert_eq!(
+        m1.generation(),
+        g,
+        "an unchanged set is not published again"
+    );
+    h2.stop();
+    wait_for(10, "x sees yy leave", || names(&m1) == ids(&["x"]));
+    h1.stop();
+}

@@ -15,8 +15,8 @@
 //!   (at most `etcd.max_nodes` keys) and a new watch opened from the revision read, retried every
 //!   third of the TTL while etcd is unreachable. The last view is kept meanwhile (counted): during
 //!   an etcd outage routing keeps the nodes it knew rather than dropping everyone;
-//! - every `etcd.resync_interval_ms`: the whole prefix read again besides the watch (a watch that
-//!   stalls silently cannot leave the view stale for longer than that);
+//! - every `etcd.resync_interval_ms`: the whole prefix read again and the watch opened anew from
+//!   there (a watch whose connection died silently cannot leave the view stale for longer);
 //! - a view (at or after this node's registration revision) without this node's key while it
 //!   believes itself registered (an operator deleted it) registers again.
 //!
@@ -500,14 +500,16 @@ fn run(
             match read_view(&mut c, &cfg.prefix, cfg.max_nodes) {
                 Ok(v) => {
                     v.publish(members, stats);
-                    if st.watch.is_none() {
-                        match Watch::open(&mut c, prefix.as_bytes(), v.revision + 1) {
-                            Ok(w) => st.watch = Some(w),
-                            Err(e) => {
-                                stats.view_failures.fetch_add(1, Ordering::Relaxed);
-                                next_watch_try = Instant::now() + retry;
-                                tracing::debug!(error = %e, "etcd: cannot watch the live set");
-                            }
+                    // A new watch from the revision read, also when one is open: a watch whose
+                    // connection died silently (no reset from a partitioned peer) lives at most
+                    // one resync interval.
+                    st.watch = None;
+                    match Watch::open(&mut c, prefix.as_bytes(), v.revision + 1) {
+                        Ok(w) => st.watch = Some(w),
+                        Err(e) => {
+                            stats.view_failures.fetch_add(1, Ordering::Relaxed);
+                            next_watch_try = Instant::now() + retry;
+                            tracing::debug!(error = %e, "etcd: cannot watch the live set");
                         }
                     }
                     st.view = Some(v);
