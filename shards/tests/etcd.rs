@@ -330,6 +330,7 @@ fn an_etcd_outage_longer_than_the_ttl_then_both_nodes_are_back() {
     let b = node(&etcd, "b", &[]);
     wait_for(10, "a sees a and b", || view(&a) == ids(&["a", "b"]));
     wait_for(10, "b sees a and b", || view(&b) == ids(&["a", "b"]));
+    let killed_at = lattice_server::center::now_ms();
     etcd.kill();
     // Keep-alives fail for longer than the TTL: both nodes know they are not registered, and
     // keep the last view meanwhile.
@@ -342,6 +343,25 @@ fn an_etcd_outage_longer_than_the_ttl_then_both_nodes_are_back() {
     assert!(a.metric("lattice_etcd_request_failures_total") > 0);
     assert!(a.metric("lattice_etcd_view_failures_total") > 0);
     assert_eq!(view(&a), ids(&["a", "b"]), "the last view is kept");
+    // Fencing in the process: renewals fail, and the ids' ceiling stays at the last confirmed
+    // reservation, at most center.reserve_ms (2000) past the outage's start: shards stop issuing
+    // ids (IDS_UNAVAILABLE) before the machine-id lease (center.lease_ttl_ms, 30000) could pass
+    // to another node.
+    wait_for(15, "a's renewals fail", || {
+        a.metric("lattice_center_lease_renew_failures_total") > 0
+    });
+    let ceiling_ms = a
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("lattice_center_id_ceiling_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| (s * 1000.0).round() as u64)
+        .expect("the ceiling gauge");
+    assert!(
+        ceiling_ms <= killed_at + 2000 + 1,
+        "ceiling {ceiling_ms} past the outage start {killed_at} + reserve"
+    );
+    assert!(ceiling_ms < killed_at + 30_000);
     etcd.run();
     // Same data dir: both are registered again (under their restored lease or a new one) and
     // see each other.

@@ -292,6 +292,11 @@ impl Client {
         Err(last)
     }
 
+    /// The per-request timeout (`etcd.request_timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The response size bound (`etcd.max_response_bytes`).
     pub fn max_response(&self) -> usize {
         self.limits.max_body

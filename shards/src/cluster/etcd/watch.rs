@@ -9,7 +9,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lattice_wire::http::client::{ResponseParser, StreamItem};
 use serde_json::{json, Value};
@@ -40,12 +40,15 @@ pub struct Watch {
     max_line: usize,
     head_seen: bool,
     created: bool,
+    /// The creation must be confirmed by then (`etcd.request_timeout_ms` after the request).
+    confirm_by: Instant,
 }
 
 impl Watch {
     /// Opens a watch on every key under `prefix` from `start_revision` on, on the client's
     /// current endpoint (then the others). Returns once the request is sent; the creation is
-    /// confirmed by the first message ([`Watch::poll`]).
+    /// confirmed by the first message ([`Watch::poll`]), which must come within the client's
+    /// request timeout.
     pub fn open(c: &mut Client, prefix: &[u8], start_revision: i64) -> Result<Watch, EtcdError> {
         let body = json!({ "create_request": {
             "key": b64(prefix),
@@ -61,6 +64,7 @@ impl Watch {
             max_line: c.max_response(),
             head_seen: false,
             created: false,
+            confirm_by: Instant::now() + c.timeout(),
         })
     }
 
@@ -130,6 +134,12 @@ impl Watch {
             return Err(bad(format!(
                 "a message is longer than {} bytes",
                 self.max_line
+            )));
+        }
+        if !self.created && Instant::now() >= self.confirm_by {
+            return Err(EtcdError::Unreachable(format!(
+                "{} watch: creation not confirmed in time",
+                self.authority
             )));
         }
         Ok((changes, revision))
@@ -214,10 +224,13 @@ mod tests {
                 s.flush().unwrap();
                 std::thread::sleep(Duration::from_millis(5));
             }
+            // Keep the connection open a little: a watch that ends must say why, not see EOF.
+            std::thread::sleep(Duration::from_millis(600));
         });
         let cfg = EtcdConfig {
             endpoints: vec![format!("http://127.0.0.1:{port}")],
             max_response_bytes: 4096,
+            request_timeout_ms: 300,
             ..EtcdConfig::default()
         };
         (cfg.client(Arc::new(EtcdStats::default())).unwrap(), t)
@@ -305,6 +318,8 @@ mod tests {
                 "status 404",
             ),
             (vec![b"SSH-2.0-x\r\n\r\n".to_vec()], "malformed"),
+            // Says nothing (and keeps the connection): the creation is never confirmed.
+            (vec![HEAD.to_vec()], "not confirmed in time"),
         ];
         for (parts, want) in cases {
             let (mut c, t) = serve(parts);
