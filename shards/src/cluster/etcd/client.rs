@@ -110,6 +110,9 @@ pub struct Client {
     stats: Arc<EtcdStats>,
     /// Index of the endpoint that answered last (tried first next time).
     current: usize,
+    /// The connection of the last answer, kept open for the next request (HTTP keep-alive):
+    /// the endpoint's index and the socket.
+    idle: Option<(usize, TcpStream)>,
 }
 
 pub(crate) fn b64(b: &[u8]) -> String {
@@ -194,6 +197,7 @@ impl Client {
             },
             stats,
             current: 0,
+            idle: None,
         }
     }
 
@@ -230,9 +234,8 @@ impl Client {
         Err(last)
     }
 
-    /// Connects to endpoint `idx` and writes the request (connect and write bounded by the
-    /// timeout); the caller reads the answer.
-    fn send(&self, idx: usize, path: &str, body: &[u8]) -> Result<TcpStream, EtcdError> {
+    /// Connects to endpoint `idx` (bounded by the timeout).
+    fn connect(&self, idx: usize, path: &str) -> Result<TcpStream, EtcdError> {
         let ep = &self.endpoints[idx];
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
             EtcdError::Unreachable(format!("{} {path}: {what}: {e}", ep.authority))
@@ -243,20 +246,36 @@ impl Client {
             .map_err(|e| unreachable("resolve", &e))?
             .next()
             .ok_or_else(|| unreachable("resolve", &"no address"))?;
-        let mut s = TcpStream::connect_timeout(&addr, self.timeout)
+        let s = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| unreachable("connect", &e))?;
         let _ = s.set_nodelay(true);
         s.set_write_timeout(Some(self.timeout))
             .map_err(|e| unreachable("socket", &e))?;
+        Ok(s)
+    }
+
+    /// Writes the request on `s` (bounded by the write timeout).
+    fn write(&self, idx: usize, s: &mut TcpStream, path: &str, body: &[u8]) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(128 + body.len());
         encode_request(
             "POST",
-            &ep.authority,
+            &self.endpoints[idx].authority,
             path,
             Some(("application/json", body)),
             &mut out,
         );
-        s.write_all(&out).map_err(|e| unreachable("write", &e))?;
+        s.write_all(&out)
+    }
+
+    /// Connects to endpoint `idx` and writes the request; the caller reads the answer.
+    fn send(&self, idx: usize, path: &str, body: &[u8]) -> Result<TcpStream, EtcdError> {
+        let mut s = self.connect(idx, path)?;
+        self.write(idx, &mut s, path, body).map_err(|e| {
+            EtcdError::Unreachable(format!(
+                "{} {path}: write: {e}",
+                self.endpoints[idx].authority
+            ))
+        })?;
         Ok(s)
     }
 
@@ -302,54 +321,109 @@ impl Client {
         self.limits.max_body
     }
 
-    fn once(&self, idx: usize, path: &str, body: &[u8]) -> Result<Value, EtcdError> {
-        let ep = &self.endpoints[idx];
+    /// One request on endpoint `idx`: on the connection kept from the last answer when it is
+    /// to this endpoint, else on a new one. A kept connection that turns out closed while idle
+    /// (the write fails, or it ends before any byte of the answer) is replaced by a new one once,
+    /// so a request may take up to twice the timeout.
+    fn once(&mut self, idx: usize, path: &str, body: &[u8]) -> Result<Value, EtcdError> {
+        if let Some((kept, s)) = self.idle.take() {
+            if kept == idx {
+                match self.exchange(idx, s, path, body) {
+                    Ok(v) => return Ok(v),
+                    Err((_, true)) => {}
+                    Err((e, false)) => return Err(e),
+                }
+            }
+        }
+        let s = self.connect(idx, path)?;
+        self.exchange(idx, s, path, body).map_err(|(e, _)| e)
+    }
+
+    /// Writes the request on `s` and reads the whole answer within the timeout; keeps `s` for
+    /// the next request when the answer allows it. The error's flag: nothing of the answer was
+    /// received (a kept connection that had died).
+    fn exchange(
+        &mut self,
+        idx: usize,
+        mut s: TcpStream,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Value, (EtcdError, bool)> {
+        let authority = self.endpoints[idx].authority.clone();
+        let ep = &authority;
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            EtcdError::Unreachable(format!("{} {path}: {what}: {e}", ep.authority))
+            EtcdError::Unreachable(format!("{ep} {path}: {what}: {e}"))
         };
         let deadline = Instant::now() + self.timeout;
-        let mut s = self.send(idx, path, body)?;
+        if let Err(e) = self.write(idx, &mut s, path, body) {
+            return Err((unreachable("write", &e), true));
+        }
         let mut parser = ResponseParser::new(self.limits);
         let mut buf = [0u8; 8192];
-        // One connection per request: the whole answer must come within the timeout, however
-        // slowly it trickles in.
+        let mut got_any = false;
+        // The whole answer must come within the timeout, however slowly it trickles in.
         let resp = loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            let timed_out = || {
+                unreachable(
+                    "read",
+                    &format!("timed out after {} ms", self.timeout.as_millis()),
+                )
+            };
             if left.is_zero() {
-                return Err(unreachable(
-                    "read",
-                    &format!("timed out after {} ms", self.timeout.as_millis()),
-                ));
+                return Err((timed_out(), false));
             }
-            s.set_read_timeout(Some(left))
-                .map_err(|e| unreachable("socket", &e))?;
-            let n = s.read(&mut buf).map_err(|e| match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => unreachable(
-                    "read",
-                    &format!("timed out after {} ms", self.timeout.as_millis()),
-                ),
-                _ => unreachable("read", &e),
-            })?;
+            if let Err(e) = s.set_read_timeout(Some(left)) {
+                return Err((unreachable("socket", &e), false));
+            }
+            let n = match s.read(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err((timed_out(), false))
+                }
+                Err(e) => return Err((unreachable("read", &e), !got_any)),
+            };
             if n == 0 {
                 match parser.finish() {
                     Ok(Some(r)) => break r,
                     Ok(None) => {
-                        return Err(unreachable("read", &"connection closed before a response"))
+                        return Err((
+                            unreachable("read", &"connection closed before a response"),
+                            true,
+                        ))
                     }
-                    Err(e) => return Err(EtcdError::Protocol(format!("{}: {e}", ep.authority))),
+                    Err(e) => return Err((EtcdError::Protocol(format!("{ep}: {e}")), false)),
                 }
             }
+            got_any = true;
             parser.feed(&buf[..n]);
             match parser.poll() {
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
-                Err(e) => return Err(EtcdError::Protocol(format!("{}: {e}", ep.authority))),
+                Err(e) => return Err((EtcdError::Protocol(format!("{ep}: {e}")), false)),
             }
         };
+        if resp.keep_alive && parser.buffered() == 0 {
+            self.idle = Some((idx, s));
+        }
+        Self::decode(ep, path, &resp).map_err(|e| (e, false))
+    }
+
+    /// The JSON of a complete answer, or why not.
+    fn decode(
+        ep: &str,
+        path: &str,
+        resp: &lattice_wire::http::client::ClientResponse,
+    ) -> Result<Value, EtcdError> {
         let v: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             EtcdError::Protocol(format!(
-                "{} {path}: answer (status {}) is not JSON: {e}",
-                ep.authority, resp.status
+                "{ep} {path}: answer (status {}) is not JSON: {e}",
+                resp.status
             ))
         })?;
         if resp.status != 200 {
@@ -375,8 +449,7 @@ impl Client {
         }
         if !v.is_object() {
             return Err(EtcdError::Protocol(format!(
-                "{} {path}: answer is not a JSON object",
-                ep.authority
+                "{ep} {path}: answer is not a JSON object"
             )));
         }
         Ok(v.get("result").cloned().unwrap_or(v))
@@ -505,6 +578,70 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake gateway: each accepted connection answers `per_conn` requests with `{}` (kept
+    /// alive), then closes. Returns the port and the count of accepted connections.
+    fn keepalive_server(per_conn: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::BufRead;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acc = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                for _ in 0..per_conn {
+                    // Head, then the Content-Length body.
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                        .unwrap();
+                }
+                // Closed while the client keeps it idle.
+            }
+        });
+        (port, accepted)
+    }
+
+    #[test]
+    fn connections_are_kept_and_a_dead_kept_one_is_replaced_once() {
+        let (port, accepted) = keepalive_server(2);
+        let mut c = Client::new(
+            vec![Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
+            Duration::from_millis(500),
+            4096,
+            Arc::new(EtcdStats::default()),
+        );
+        for _ in 0..2 {
+            c.call("/v3/kv/range", &json!({})).unwrap();
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "two requests, one connection"
+        );
+        // The server closed it after two: the third finds it dead and goes on a new one.
+        std::thread::sleep(Duration::from_millis(50));
+        c.call("/v3/kv/range", &json!({})).unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(c.stats().failures.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn endpoints_parse_or_say_why() {

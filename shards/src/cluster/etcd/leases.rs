@@ -172,7 +172,6 @@ impl LeaseStore for EtcdLeases {
                 return Err(LeaseError::OutOfRange { id, max: a.max_id });
             }
         }
-        let (lease, _ttl) = self.c.grant(ttl_secs(a.ttl_ms))?;
         let value = serde_json::to_vec(&json!({ "owner": a.owner, "instance": a.instance }))
             .unwrap_or_default();
         let candidates: Vec<u32> = match a.machine_id {
@@ -207,6 +206,8 @@ impl LeaseStore for EtcdLeases {
                 c
             }
         };
+        // Granted once the candidates are known (a failed read leaves no lease behind).
+        let (lease, _ttl) = self.c.grant(ttl_secs(a.ttl_ms))?;
         // Bounded: at most every id once; a lost race moves on to the next.
         for id in candidates {
             match self.try_take(id, lease, &value, a.owner) {
