@@ -189,6 +189,11 @@ fn ids(v: &[&str]) -> Vec<String> {
 
 /// Starts a node named `name` on `etcd` (TTL 3 s; the view follows the watch).
 fn node(etcd: &Etcd, name: &str, extra: &[&str]) -> Lattice {
+    node_ttl(etcd, name, "3000", extra)
+}
+
+/// [`node`] with a membership TTL of `ttl_ms`.
+fn node_ttl(etcd: &Etcd, name: &str, ttl_ms: &str, extra: &[&str]) -> Lattice {
     let endpoints = etcd.endpoints_arg();
     let mut args = vec![
         "--center.node",
@@ -196,7 +201,7 @@ fn node(etcd: &Etcd, name: &str, extra: &[&str]) -> Lattice {
         "--etcd.endpoints",
         &endpoints,
         "--etcd.lease_ttl_ms",
-        "3000",
+        ttl_ms,
         // No periodic re-read during a test: every change seen comes from the watch (or from the
         // re-read after a watch failed).
         "--etcd.resync_interval_ms",
@@ -272,7 +277,9 @@ fn promtool_accepts(text: &str) {
 fn two_nodes_see_each_other_a_clean_stop_leaves_at_once_a_kill_after_the_ttl() {
     let etcd = Etcd::start();
     let a = node(&etcd, "a", &[]);
-    let mut b = node(&etcd, "b", &[]);
+    // b's lease is long (8 s: etcd keeps it at least 5 s after its last keep-alive), so that
+    // "still registered right after the kill" holds on a slow machine too.
+    let mut b = node_ttl(&etcd, "b", "8000", &[]);
     wait_for(10, "a sees a and b", || view(&a) == ids(&["a", "b"]));
     wait_for(10, "b sees a and b", || view(&b) == ids(&["a", "b"]));
     // Two nodes, two machine ids, both leased in etcd.
@@ -307,7 +314,7 @@ fn two_nodes_see_each_other_a_clean_stop_leaves_at_once_a_kill_after_the_ttl() {
     );
     wait_for(10, "a no longer sees c", || view(&a) == ids(&["a", "b"]));
 
-    // SIGKILL: nothing is revoked; the key stays until the lease (3 s) expires, then goes.
+    // SIGKILL: nothing is revoked; the key stays until the lease (8 s) expires, then goes.
     unsafe_free_kill(b.child.id(), "KILL");
     let _ = b.child.wait();
     assert!(
@@ -315,7 +322,7 @@ fn two_nodes_see_each_other_a_clean_stop_leaves_at_once_a_kill_after_the_ttl() {
             .contains(&"lattice/nodes/b".to_string()),
         "a killed node stays registered until its lease expires"
     );
-    wait_for(15, "b's lease expires", || {
+    wait_for(20, "b's lease expires", || {
         !etcd
             .keys("lattice/nodes/")
             .contains(&"lattice/nodes/b".to_string())
@@ -330,8 +337,9 @@ fn an_etcd_outage_longer_than_the_ttl_then_both_nodes_are_back() {
     let b = node(&etcd, "b", &[]);
     wait_for(10, "a sees a and b", || view(&a) == ids(&["a", "b"]));
     wait_for(10, "b sees a and b", || view(&b) == ids(&["a", "b"]));
-    let killed_at = lattice_server::center::now_ms();
     etcd.kill();
+    // After the kill returned: every renewal that succeeded started before this.
+    let killed_at = lattice_server::center::now_ms();
     // Keep-alives fail for longer than the TTL: both nodes know they are not registered, and
     // keep the last view meanwhile.
     wait_for(15, "a marks itself unregistered", || {
@@ -613,8 +621,9 @@ fn with_etcd_gone_ids_stop_before_the_lease_ttl_and_a_lost_lease_stops_them_for_
     let c = Center::start(&cfg, store(&etcd), 1, now_ms).unwrap();
     let mut g = IdGen::new(c.lease(), 0, c.floor_ms());
     assert!(g.next(now_ms()).is_ok());
-    let killed_at = now_ms();
     etcd.kill();
+    // After the kill returned: every renewal that succeeded started before this.
+    let killed_at = now_ms();
     // Renewals fail from now on; the ceiling stays at the last confirmed reservation, at most
     // reserve_ms past the kill, so ids stop before the lease (lease_ttl_ms) could pass to
     // another node.

@@ -268,85 +268,85 @@ impl LeaseStore for EtcdLeases {
         let key = self.key(machine_id);
         let last_key = self.last_key(machine_id);
         let last_value = Self::last_value(&owner, last);
-        if self.c.keepalive(lease)? == 0 {
-            // The etcd lease expired (an outage longer than the TTL) and took the key with it.
-            // As with the table, where a row still carrying our instance renews however late:
-            // take the id again, but only if nobody held it meanwhile — the id's last timestamp
-            // must still be the one we wrote (another holder would have moved it), so no id
-            // stamped by someone else can collide with ours.
-            let (new_lease, _) = self.c.grant(ttl_secs(ttl_ms))?;
-            let prev_value = Self::last_value(&owner, prev_last);
+        if self.c.keepalive(lease)? > 0 {
             let r = self.c.txn(
-                &[
-                    Cmp::Missing(key.as_bytes()),
-                    Cmp::ValueIs(last_key.as_bytes(), &prev_value),
-                ],
-                &[
-                    Op::Put(key.as_bytes(), &value, new_lease),
-                    Op::Put(last_key.as_bytes(), &last_value, 0),
-                ],
-                &[],
-            );
-            match r {
-                Ok(r) if r.succeeded => {
-                    tracing::warn!(
-                        machine_id,
-                        "center: the machine-id lease had expired in etcd and nobody took the id; leased it again"
-                    );
-                    if let Some(h) = &mut self.held {
-                        h.lease = new_lease;
-                        h.last_ts_ms = last;
-                    }
-                    return Ok(LeaseRow {
-                        machine_id,
-                        owner,
-                        instance: instance.to_string(),
-                        expires_ms,
-                        last_ts_ms: last,
-                    });
+                &[Cmp::ValueIs(key.as_bytes(), &value)],
+                &[Op::Put(last_key.as_bytes(), &last_value, 0)],
+                &[Op::Get(key.as_bytes())],
+            )?;
+            if r.succeeded {
+                if let Some(h) = &mut self.held {
+                    h.last_ts_ms = last;
                 }
-                other => {
-                    let _ = self.c.revoke(new_lease);
-                    other?;
-                    let owner = self.holder_of(machine_id);
-                    return Err(LeaseError::Lost {
-                        id: machine_id,
-                        owner,
-                    });
+                return Ok(LeaseRow {
+                    machine_id,
+                    owner,
+                    instance: instance.to_string(),
+                    expires_ms,
+                    last_ts_ms: last,
+                });
+            }
+            if let Some(kv) = r.kvs.first() {
+                // Someone else's key now: lost.
+                let now = serde_json::from_slice::<Value>(&kv.value).unwrap_or(Value::Null)
+                    ["owner"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                return Err(LeaseError::Lost {
+                    id: machine_id,
+                    owner: now,
+                });
+            }
+            // The key vanished between the keep-alive and the txn (the lease ended just then):
+            // as below.
+        }
+        // The etcd lease expired (an outage longer than the TTL) or was revoked, and took the key
+        // with it. As with the table, where a row still carrying our instance renews however
+        // late: take the id again, but only if nobody held it meanwhile — the id's last timestamp
+        // must still be the one we wrote (another holder would have moved it), so no id stamped
+        // by someone else can collide with ours.
+        let (new_lease, _) = self.c.grant(ttl_secs(ttl_ms))?;
+        let prev_value = Self::last_value(&owner, prev_last);
+        let r = self.c.txn(
+            &[
+                Cmp::Missing(key.as_bytes()),
+                Cmp::ValueIs(last_key.as_bytes(), &prev_value),
+            ],
+            &[
+                Op::Put(key.as_bytes(), &value, new_lease),
+                Op::Put(last_key.as_bytes(), &last_value, 0),
+            ],
+            &[],
+        );
+        match r {
+            Ok(r) if r.succeeded => {
+                tracing::warn!(
+                    machine_id,
+                    "center: the machine-id lease had ended in etcd and nobody took the id; leased it again"
+                );
+                if let Some(h) = &mut self.held {
+                    h.lease = new_lease;
+                    h.last_ts_ms = last;
                 }
+                Ok(LeaseRow {
+                    machine_id,
+                    owner,
+                    instance: instance.to_string(),
+                    expires_ms,
+                    last_ts_ms: last,
+                })
+            }
+            other => {
+                let _ = self.c.revoke(new_lease);
+                other?;
+                let owner = self.holder_of(machine_id);
+                Err(LeaseError::Lost {
+                    id: machine_id,
+                    owner,
+                })
             }
         }
-        let r = self.c.txn(
-            &[Cmp::ValueIs(key.as_bytes(), &value)],
-            &[Op::Put(last_key.as_bytes(), &last_value, 0)],
-            &[Op::Get(key.as_bytes())],
-        )?;
-        if !r.succeeded {
-            let now = r
-                .kvs
-                .first()
-                .map(|kv| {
-                    serde_json::from_slice::<Value>(&kv.value).unwrap_or(Value::Null)["owner"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string()
-                })
-                .unwrap_or_default();
-            return Err(LeaseError::Lost {
-                id: machine_id,
-                owner: now,
-            });
-        }
-        if let Some(h) = &mut self.held {
-            h.last_ts_ms = last;
-        }
-        Ok(LeaseRow {
-            machine_id,
-            owner,
-            instance: instance.to_string(),
-            expires_ms,
-            last_ts_ms: last,
-        })
     }
 
     fn release(
