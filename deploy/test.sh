@@ -26,6 +26,9 @@ deploy/ci/ops.sh
 # OpenSSL's s_client for the TLS tests (installed from Debian's packages if missing).
 deploy/ci/tls.sh
 
+# etcd 3.4 for the cluster membership and machine-id lease tests (Debian etcd-server if missing).
+deploy/ci/etcd.sh
+
 # MariaDB for the storage tests (installed from Debian's packages if missing).
 eval "$(deploy/ci/mariadb.sh start)"
 trap 'deploy/ci/mariadb.sh stop >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop fault >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop alerts >/dev/null 2>&1 || true; deploy/ci/mariadb.sh stop acctfault >/dev/null 2>&1 || true' EXIT

@@ -212,6 +212,10 @@ impl Config {
         if let Err((key, problem)) = self.center.validate() {
             return Err(bad(key, &problem));
         }
+        let etcd: crate::cluster::etcd::EtcdConfig = typed_section(&self.table, "etcd")?;
+        if let Err((key, problem)) = etcd.validate() {
+            return Err(bad(key, &problem));
+        }
         if let Err(e) = self.calendar.calendar() {
             return Err(bad("calendar", &e.to_string()));
         }
@@ -268,7 +272,7 @@ mod tests {
         let docs = config::key_docs(&schema());
         for section in [
             "runtime", "net", "storage", "logic", "echo", "chat", "session", "limits", "access",
-            "center", "calendar", "account", "icons",
+            "center", "calendar", "account", "icons", "etcd",
         ] {
             assert!(
                 docs.iter()

@@ -14,8 +14,11 @@ use lattice_storage::{Migration, Schema, Storage, StorageHandle, Value};
 use prost::Message;
 
 use crate::app::{App, AppSettings};
-use crate::center::lease::StorageLeases;
+use crate::center::lease::{LeaseStore, StorageLeases};
 use crate::center::Center;
+use crate::cluster::etcd::leases::EtcdLeases;
+use crate::cluster::etcd::{EtcdConfig, EtcdStats};
+use crate::cluster::members::Members;
 use crate::config::Config;
 use crate::metrics::AppMetrics;
 use crate::service::calendar;
@@ -239,10 +242,40 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    // With [etcd], machine ids are leased in etcd and the node registers there (docs/CLUSTER.md);
+    // without, the storage database holds the lease and the node is alone.
+    let etcd_cfg: EtcdConfig = match section(&cfg.table, "etcd") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let etcd_stats = Arc::new(EtcdStats::default());
+    let me = crate::cluster::etcd::node::node_info(&cfg);
+    if etcd_cfg.enabled() {
+        // Before the center touches the ids: a second process under a live node's name must not
+        // take that node's machine id over.
+        if let Err(e) = crate::cluster::etcd::membership::wait_name_free(
+            &etcd_cfg,
+            &me.node_id,
+            etcd_stats.clone(),
+        ) {
+            tracing::error!(error = %e, "etcd: cannot register this node");
+            eprintln!("lattice: etcd: {e}");
+            return exit::FAILURE;
+        }
+    }
+    let lease_store: Result<Box<dyn LeaseStore>, crate::center::CenterError> = if etcd_cfg.enabled()
+    {
+        EtcdLeases::open(&etcd_cfg, etcd_stats.clone())
+            .map(|s| Box::new(s) as Box<dyn LeaseStore>)
+            .map_err(crate::center::CenterError::from)
+    } else {
+        StorageLeases::open(&cfg.storage)
+            .map(|s| Box::new(s) as Box<dyn LeaseStore>)
+            .map_err(crate::center::CenterError::from)
+    };
     // The center leases the machine id before any service starts: no lease, no server.
-    let center = match StorageLeases::open(&cfg.storage)
-        .map_err(crate::center::CenterError::from)
-        .and_then(|store| Center::start(&cfg.center, Box::new(store), n, crate::center::now_ms))
+    let center = match lease_store
+        .and_then(|store| Center::start(&cfg.center, store, n, crate::center::now_ms))
     {
         Ok(c) => c,
         Err(e) => {
@@ -314,6 +347,10 @@ pub fn run(mut cfg: Config) -> i32 {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
             }
+            if etcd_cfg.enabled() {
+                let st = etcd_stats.clone();
+                s.metrics().add_renderer(move |w| st.render(w));
+            }
             s
         }
         Err(e) => {
@@ -323,6 +360,27 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Serving: join the cluster (the node appears in other nodes' views from here on).
+    let members = Arc::new(Members::new());
+    let mut etcd = None;
+    if etcd_cfg.enabled() {
+        match crate::cluster::etcd::membership::start_with(
+            &etcd_cfg,
+            me.clone(),
+            members.clone(),
+            etcd_stats.clone(),
+        ) {
+            Ok(h) => etcd = Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "etcd: cannot register this node");
+                eprintln!("lattice: etcd: {e}");
+                server.shutdown();
+                let _ = server.join();
+                center.stop();
+                return exit::FAILURE;
+            }
+        }
+    }
     let admin = if cfg.admin.listen.is_empty() {
         None
     } else {
@@ -357,6 +415,11 @@ pub fn run(mut cfg: Config) -> i32 {
             wait: Duration::from_millis(cfg.admin.control_wait_ms),
             config: Arc::new(std::sync::Mutex::new(cfg.clone())),
             tls: tls.clone(),
+            cluster: etcd.as_ref().map(|h| crate::admin::cluster::ClusterCx {
+                members: members.clone(),
+                node_id: me.node_id.clone(),
+                etcd: Some(h.stats()),
+            }),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {
             Ok(a) => {
@@ -406,6 +469,10 @@ pub fn run(mut cfg: Config) -> i32 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // Leave the cluster first: other nodes stop routing here before the drain starts.
+    if let Some(h) = etcd.take() {
+        h.stop();
     }
     server.shutdown();
     if let Err(e) = server.join() {

@@ -66,6 +66,9 @@ pub enum LeaseError {
         /// Who holds it now (empty = nobody).
         owner: String,
     },
+    /// A lease store other than the database (etcd) could not be reached or answered nonsense.
+    #[error("lease store: {0}")]
+    Backend(String),
     /// The id is out of range.
     #[error("machine id {id} is outside 0..={max}")]
     OutOfRange {

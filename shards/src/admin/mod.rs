@@ -1,7 +1,7 @@
 //! The admin listener's routes. Each concern registers its own routes from its own file here:
 //! metrics and health below; TLS reload in `tls.rs`; the operator API under `/admin/`
 //! (`sessions.rs`, `close.rs`, `ip_rules.rs`, `reload.rs`); CPU profiles in `pprof.rs` drawn by
-//! `flame.rs`; Lua reload in `crate::lua`; the operations console page (`GET /console`, which holds
+//! `flame.rs`; the live-node view (`GET /admin/cluster`) in `cluster.rs`; Lua reload in `crate::lua`; the operations console page (`GET /console`, which holds
 //! no data: it fetches the guarded routes with the token the operator types) in `console.rs`. Every `/admin/` route (TLS reload included), `/debug/`
 //! and `/lua/` are behind the bearer-token guard of `auth.rs`, registered once per prefix.
 //!
@@ -14,6 +14,7 @@ pub mod tls;
 
 pub mod auth;
 mod close;
+pub mod cluster;
 pub mod console;
 mod ip_rules;
 mod json;
@@ -48,6 +49,8 @@ pub struct AdminCx {
     pub config: Arc<Mutex<Config>>,
     /// The TLS listener's certificate source, when TLS is on.
     pub tls: Option<Arc<TlsSource>>,
+    /// The live-node view for `GET /admin/cluster` (`None`: a single node, no etcd).
+    pub cluster: Option<cluster::ClusterCx>,
 }
 
 /// Every route of the admin listener.
@@ -87,6 +90,7 @@ pub fn routes(cx: AdminCx) -> Routes {
         reload::register(&mut r, &cx);
     }
     tls::add(&mut r, cx.tls);
+    cluster::register(&mut r, cx.cluster);
     r
 }
 

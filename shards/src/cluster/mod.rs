@@ -2,7 +2,10 @@
 //!
 //! - [`members`]: the live-node view every part of a node reads ([`members::Members`]): written by
 //!   whatever discovers nodes (etcd membership, or a static list), read by routing and links.
+//! - [`etcd`]: membership and machine-id leases in etcd (the discovery thread that writes
+//!   [`members::Members`], and the center's lease store when `[etcd]` is configured).
 //!
 //! With no cluster configured a node is alone and every role runs in its process (the default).
 
+pub mod etcd;
 pub mod members;

@@ -8,6 +8,16 @@ use crate::center::now_ms;
 use crate::config::Config;
 
 fn open(cfg: &Config) -> Result<Direct, String> {
+    // With [etcd] the table is not where the ids are: refuse rather than show or change a table
+    // nobody reads.
+    let etcd: crate::cluster::etcd::EtcdConfig =
+        lattice_runtime::config::typed_section(&cfg.table, "etcd").map_err(|e| e.to_string())?;
+    if etcd.enabled() {
+        return Err(format!(
+            "machine ids are leased in etcd here (etcd.endpoints is set), not in the storage table this tool edits; read them with: etcdctl get --prefix {}/machine-ids/ (docs/CLUSTER.md)",
+            etcd.prefix
+        ));
+    }
     Direct::open(&cfg.storage).map_err(|e| format!("storage: {e}"))
 }
 
