@@ -93,6 +93,8 @@ pub struct Config {
     pub center: crate::center::CenterConfig,
     /// `[calendar]`.
     pub calendar: crate::service::CalendarSection,
+    /// `[cluster]`.
+    pub cluster: crate::cluster::config::ClusterConfig,
     /// `[session]`, `[limits]`, `[access]`.
     pub continuity: ContinuityConfig,
     /// `[tls]`.
@@ -140,6 +142,7 @@ impl Config {
             storage: typed_section(&table, "storage")?,
             center: typed_section(&table, "center")?,
             calendar: typed_section(&table, "calendar")?,
+            cluster: typed_section(&table, "cluster")?,
             continuity: ContinuityConfig {
                 session: typed_section::<SessionConfig>(&table, "session")?,
                 limits: typed_section::<LimitsConfig>(&table, "limits")?,
@@ -212,6 +215,9 @@ impl Config {
         if let Err((key, problem)) = self.center.validate() {
             return Err(bad(key, &problem));
         }
+        if let Err((key, problem)) = self.cluster.validate() {
+            return Err(bad(key, &problem));
+        }
         if let Err(e) = self.calendar.calendar() {
             return Err(bad("calendar", &e.to_string()));
         }
@@ -268,7 +274,7 @@ mod tests {
         let docs = config::key_docs(&schema());
         for section in [
             "runtime", "net", "storage", "logic", "echo", "chat", "session", "limits", "access",
-            "center", "calendar", "account", "icons",
+            "center", "calendar", "account", "icons", "cluster",
         ] {
             assert!(
                 docs.iter()

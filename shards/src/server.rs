@@ -152,6 +152,7 @@ pub fn run(mut cfg: Config) -> i32 {
         calendar_last: Arc::new(Vec::new()),
         lua: None,
         rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
+        cluster: None,
     };
     let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
         Ok(s) => s,
@@ -268,6 +269,21 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    // Node links: the static peer list stands for discovery (the view etcd would write).
+    let cluster = match crate::cluster::node::ClusterNode::start(
+        &cfg.cluster,
+        n,
+        Arc::new(crate::cluster::members::Members::new()),
+        true,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lattice: cluster: {e}");
+            center.stop();
+            return exit::CONFIG;
+        }
+    };
+    settings.cluster = Some(cluster.clone());
     // Before the shards start, so no request goes uncounted.
     let opcodes = crate::host::opcode_metrics::init(n);
     let tls_serving = tls.as_ref().map(|source| TlsServing {
@@ -310,6 +326,8 @@ pub fn run(mut cfg: Config) -> i32 {
             }
             s.metrics()
                 .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
+            let c = cluster.clone();
+            s.metrics().add_renderer(move |w| c.render(w));
             if lattice_runtime::allocator_duties() {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
@@ -417,6 +435,7 @@ pub fn run(mut cfg: Config) -> i32 {
         a.stop();
     }
     // Every shard has stopped and reported its last id: release the machine id.
+    cluster.stop();
     center.stop();
     // Flush what is dirty and stop the storage threads.
     match storage.shutdown() {

@@ -67,6 +67,11 @@ pub enum ShardMsg {
         /// What to run.
         f: Continuation,
     },
+    /// A frame for a proxy session of this shard (a client of another node): goes back over its
+    /// link (`cluster::link::serve`). Never dropped.
+    ProxyDeliver(SessionId, Vec<u8>),
+    /// Frames that arrived over node links for client sessions of this shard (a gate node).
+    LinkInbound(Vec<(SessionId, Vec<u8>)>),
 }
 
 /// Where a request is handled.
@@ -97,6 +102,9 @@ pub struct Encoder {
     max_frame: usize,
     body: Vec<u8>,
     packed: Vec<u8>,
+    /// Frames for proxy sessions (clients of another node, `cluster::link::serve`), taken by the
+    /// application after each call into the host and sent back over their link.
+    pub(crate) proxied: Vec<(SessionId, Vec<u8>)>,
 }
 
 impl Encoder {
@@ -108,6 +116,7 @@ impl Encoder {
             max_frame: (max_frame as usize).saturating_sub(frame::EXT_LEN),
             body: Vec::new(),
             packed: Vec::new(),
+            proxied: Vec::new(),
         }
     }
 
@@ -121,6 +130,15 @@ impl Encoder {
         request_id: u32,
         msg: &T,
     ) -> bool {
+        if crate::cluster::link::serve::is_proxy(session) {
+            return match self.frame(request_id, msg) {
+                Some(f) => {
+                    self.proxied.push((session, f));
+                    true
+                }
+                None => false,
+            };
+        }
         let body_len = msg.encoded_len();
         if body_len > self.compressor.config().threshold {
             self.body.clear();
@@ -169,6 +187,11 @@ impl Encoder {
             return false;
         }
         let op = msg.opcode();
+        if crate::cluster::link::serve::is_proxy(session) {
+            self.proxied
+                .push((session, frame::encode(op, flags, request_id, body)));
+            return true;
+        }
         cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
             frame::encode_into(out, op, flags, request_id, body)
         });
@@ -306,7 +329,19 @@ impl<'a> Ctx<'a> {
             return;
         }
         match self.enc.frame(0, msg) {
-            Some(f) => self.cx.deliver_many(sessions, &f),
+            Some(f) => {
+                use crate::cluster::link::serve::is_proxy;
+                if sessions.iter().any(|s| is_proxy(*s)) {
+                    let (proxies, local): (Vec<SessionId>, Vec<SessionId>) =
+                        sessions.iter().partition(|s| is_proxy(**s));
+                    for p in proxies {
+                        self.enc.proxied.push((p, f.clone()));
+                    }
+                    self.cx.deliver_many(&local, &f);
+                } else {
+                    self.cx.deliver_many(sessions, &f);
+                }
+            }
             None => {
                 AppMetrics::add(&self.metrics.reply_too_large_total, 1);
                 tracing::error!(
@@ -336,6 +371,11 @@ impl<'a> Ctx<'a> {
 
     /// Closes `session` (after flushing what is queued for it) with `reason` logged.
     pub fn close(&self, session: SessionId, reason: impl Into<String>) {
+        if crate::cluster::link::serve::is_proxy(session) {
+            // A client of another node: its gate holds the socket. Not closed from here.
+            tracing::debug!(%session, reason = %reason.into(), "close of a proxy session ignored");
+            return;
+        }
         self.cx.close(session, CloseReason::App(reason.into()));
     }
 

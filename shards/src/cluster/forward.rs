@@ -1,0 +1,152 @@
+//! A gate without the logic role: each client request the gate let through goes to the logic node
+//! that owns it, over that node's link; frames coming back are delivered to the client sessions.
+//!
+//! The owner is chosen by rendezvous hashing ([`super::rendezvous`]) of a key over the live logic
+//! nodes: the component's own routing key when it routes by hash (a room, an account's owner key),
+//! the account's owner key for `Login`, else the node the session logged in on, else the session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lattice_proto::{error_code, pb, AnyMessage, OpcodeInfo};
+use lattice_runtime::ShardCx;
+use lattice_wire::{FrameHeader, SessionId};
+
+use super::link::client::Out;
+use super::node::ClusterNode;
+use crate::service::{Encoder, Route, ShardMsg};
+
+/// One gate shard's routing to logic nodes.
+pub struct Forwarder {
+    node: Arc<ClusterNode>,
+    /// The key a session's requests are routed by once it logged in (its account's owner key).
+    sticky: HashMap<SessionId, u64>,
+}
+
+fn session_key(s: SessionId) -> u64 {
+    // Spread session ids (consecutive slots) before hashing them against node names.
+    s.as_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl Forwarder {
+    /// Routing for one shard of `node`.
+    pub fn new(node: Arc<ClusterNode>) -> Forwarder {
+        Forwarder {
+            node,
+            sticky: HashMap::new(),
+        }
+    }
+
+    /// Starts waiting for frames from links (call on the shard, in `on_start`; again after each
+    /// [`ShardMsg::LinkInbound`]).
+    pub fn arm(&self, cx: &ShardCx<ShardMsg>) {
+        if let Some(ib) = self.node.inboxes.get(cx.id) {
+            cx.spawn_then(ib.take(), ShardMsg::LinkInbound);
+        }
+    }
+
+    /// Delivers frames that came over links, and waits for more.
+    pub fn inbound(&self, cx: &ShardCx<ShardMsg>, batch: Vec<(SessionId, Vec<u8>)>) {
+        for (s, f) in batch {
+            cx.deliver(s, f);
+        }
+        self.arm(cx);
+    }
+
+    /// The routing key of a request.
+    fn key(&mut self, session: SessionId, msg: &AnyMessage, route: Option<Route>) -> u64 {
+        match (msg, route) {
+            (AnyMessage::Login(l), _) => {
+                let k = u64::from(crate::logic::account::owner_key(
+                    &l.account.to_ascii_lowercase(),
+                ));
+                self.sticky.insert(session, k);
+                k
+            }
+            (_, Some(Route::Hash(h))) => h,
+            _ => self
+                .sticky
+                .get(&session)
+                .copied()
+                .unwrap_or_else(|| session_key(session)),
+        }
+    }
+
+    /// Sends a request to the logic node that owns it; answers `NODE_UNAVAILABLE` when there is
+    /// none, `BUSY` when its link's queue is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        h: FrameHeader,
+        info: &OpcodeInfo,
+        msg: AnyMessage,
+        route: Option<Route>,
+    ) {
+        let key = self.key(session, &msg, route);
+        let Some(link) = self.node.owner(key) else {
+            error(
+                cx,
+                enc,
+                session,
+                h,
+                error_code::NODE_UNAVAILABLE,
+                "no logic node is live; retry later",
+            );
+            return;
+        };
+        if matches!(msg, AnyMessage::TokenLogin(_) | AnyMessage::Register(_)) {
+            if let Some(Route::Hash(k)) = route {
+                self.sticky.insert(session, k);
+            }
+        }
+        let mut body = Vec::with_capacity(64);
+        msg.encode_body(&mut body);
+        let out = Out::Request {
+            origin: session,
+            request_id: h.request_id,
+            opcode: info.opcode,
+            body,
+        };
+        if link.try_send(out).is_err() {
+            error(
+                cx,
+                enc,
+                session,
+                h,
+                error_code::BUSY,
+                "link to the logic node is full, retry later",
+            );
+        }
+    }
+
+    /// A client session of this shard closed: the logic nodes forget its proxies.
+    pub fn closed(&mut self, session: SessionId) {
+        self.sticky.remove(&session);
+        for l in self.node.links.values() {
+            l.session_closed(session);
+        }
+    }
+}
+
+fn error(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    session: SessionId,
+    h: FrameHeader,
+    code: u32,
+    message: &str,
+) {
+    enc.send(
+        cx,
+        session,
+        h.request_id,
+        &pb::Error {
+            code,
+            message: message.into(),
+            opcode: u32::from(h.opcode),
+        },
+    );
+}

@@ -1,0 +1,462 @@
+//! Node links and routing by role over real `lattice` processes on loopback: a gate without the
+//! logic role routes its clients' requests over links to logic nodes (docs/CLUSTER.md).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::seq::SeqClient;
+use common::*;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+struct Logic {
+    node: Lattice,
+    internal: u16,
+    name: String,
+}
+
+fn logic(name: &str, extra: &[&str]) -> Logic {
+    let internal = free_port();
+    let listeners =
+        format!(r#"[{{ addr = "127.0.0.1:{internal}", stack = "binary", session = "internal" }}]"#);
+    let mut args = vec![
+        "--listeners.extra",
+        &listeners,
+        "--cluster.node_id",
+        name,
+        "--cluster.roles",
+        r#"["logic"]"#,
+    ];
+    args.extend_from_slice(extra);
+    Logic {
+        node: Lattice::start(&args),
+        internal,
+        name: name.into(),
+    }
+}
+
+fn peers(nodes: &[(&str, u16)]) -> String {
+    let list: Vec<String> = nodes
+        .iter()
+        .map(|(n, p)| {
+            format!(r#"{{ node_id = "{n}", roles = ["logic"], internal_addr = "127.0.0.1:{p}" }}"#)
+        })
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+fn gate(name: &str, peers: &str, extra: &[&str]) -> Lattice {
+    let mut args = vec![
+        "--cluster.node_id",
+        name,
+        "--cluster.roles",
+        r#"["gate"]"#,
+        "--cluster.static_peers",
+        peers,
+    ];
+    args.extend_from_slice(extra);
+    Lattice::start(&args)
+}
+
+/// Sends a Ping and waits for its answer (a Pong or an Error).
+fn ping(c: &mut Client, rid: u32, payload: &[u8]) -> AnyMessage {
+    c.send(
+        rid,
+        &pb::Ping {
+            payload: payload.to_vec(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, rid);
+    f.decode()
+}
+
+fn pings_handled(l: &Lattice) -> u64 {
+    l.metrics()
+        .lines()
+        .filter(|x| x.starts_with("lattice_requests_total{") && x.contains("msg=\"Ping\""))
+        .map(|x| x.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn link_metric(g: &Lattice, name: &str, peer: &str) -> u64 {
+    let needle = format!("{name}{{peer=\"{peer}\"}} ");
+    g.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).map(|v| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {needle} in the gate's metrics"))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
+    let l = logic("logic-a", &[]);
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut clients: Vec<Client> = (0..4).map(|_| g.connect()).collect();
+    for round in 0..20u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let p = format!("{i}-{round}").into_bytes();
+            assert_eq!(
+                ping(c, 100 + round, &p),
+                AnyMessage::Pong(pb::Pong { payload: p })
+            );
+        }
+    }
+    assert_eq!(pings_handled(&l.node), 80, "the logic node handled them");
+    assert_eq!(pings_handled(&g), 0, "the gate handled none itself");
+    assert_eq!(link_metric(&g, "lattice_link_sent_total", "logic-a"), 80);
+    assert_eq!(
+        link_metric(&g, "lattice_link_received_total", "logic-a"),
+        80
+    );
+}
+
+#[test]
+fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
+    let l = logic("logic-a", &[]);
+    // From a client session: no_client opcodes are refused by the gate.
+    let mut c = l.node.connect();
+    c.send(
+        3,
+        &pb::LinkHello {
+            node_id: "intruder".into(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(expect_error(&f, error_code::NOT_ALLOWED).opcode, 1001);
+    // On the internal listener without resume: refused (a link must resume).
+    let mut plain = Client::connect(l.internal);
+    plain.send(
+        4,
+        &pb::LinkHello {
+            node_id: "gate-x".into(),
+        },
+    );
+    let e = expect_error(&plain.recv(), error_code::NOT_ALLOWED);
+    assert!(e.message.contains("resume"), "{e:?}");
+    // A request before LinkHello: refused, nothing handled.
+    let mut s = SeqClient::connect(l.internal);
+    s.send(
+        5,
+        &pb::LinkRequest {
+            origin: 1,
+            request_id: 9,
+            opcode: 4,
+            body: vec![],
+        },
+    );
+    let f = s.recv().unwrap();
+    assert_eq!(
+        expect_error(&f, error_code::NOT_ALLOWED).message,
+        "send LinkHello first"
+    );
+    // After LinkHello: a server-internal opcode inside a LinkRequest is refused too.
+    s.send(
+        6,
+        &pb::LinkHello {
+            node_id: "gate-x".into(),
+        },
+    );
+    let w = s.recv().unwrap();
+    assert_eq!(
+        w.decode(),
+        AnyMessage::LinkWelcome(pb::LinkWelcome {
+            node_id: "logic-a".into()
+        })
+    );
+    s.send(
+        7,
+        &pb::LinkRequest {
+            origin: 1,
+            request_id: 9,
+            opcode: 1001,
+            body: vec![],
+        },
+    );
+    let f = s.recv().unwrap();
+    assert_eq!(
+        expect_error(&f, error_code::NOT_ALLOWED).message,
+        "not a client request"
+    );
+    // A malformed inner body: BAD_REQUEST back to the origin, as LinkDeliver.
+    s.send(
+        8,
+        &pb::LinkRequest {
+            origin: 42,
+            request_id: 11,
+            opcode: 4,
+            body: vec![0xff, 0xff, 0xff],
+        },
+    );
+    let f = s.recv().unwrap();
+    let AnyMessage::LinkDeliver(d) = f.decode() else {
+        panic!("{f:?}")
+    };
+    assert_eq!(d.origin, 42);
+    let mut buf = d.frame.clone();
+    let inner = take_frame(&mut buf).unwrap();
+    assert_eq!(inner.request_id, 11);
+    expect_error(&inner, error_code::BAD_REQUEST);
+    assert_eq!(pings_handled(&l.node), 0);
+}
+
+#[test]
+fn chat_rooms_span_gates() {
+    let l = logic("logic-a", &[]);
+    let p = peers(&[("logic-a", l.internal)]);
+    let g1 = gate("gate-1", &p, &[]);
+    let g2 = gate("gate-2", &p, &[]);
+    for g in [&g1, &g2] {
+        wait_until("link up", || {
+            link_metric(g, "lattice_link_up", "logic-a") == 1
+        });
+    }
+    let mut a = g1.connect();
+    let mut b = g2.connect();
+    for (i, c) in [&mut a, &mut b].into_iter().enumerate() {
+        c.send(
+            20 + i as u32,
+            &pb::JoinRoom {
+                room: "lobby".into(),
+            },
+        );
+        let f = c.recv();
+        assert!(matches!(f.decode(), AnyMessage::Joined(_)), "{f:?}");
+    }
+    a.send(
+        30,
+        &pb::Say {
+            room: "lobby".into(),
+            text: "hello from gate 1".into(),
+        },
+    );
+    // Both members get Said: a on gate-1, b on gate-2 (and a's Say its own answer, if any).
+    let said_b = b.recv();
+    let AnyMessage::Said(s) = said_b.decode() else {
+        panic!("{said_b:?}")
+    };
+    assert_eq!(s.text, "hello from gate 1");
+    let mut got_a = false;
+    for _ in 0..2 {
+        let f = a.recv();
+        if let AnyMessage::Said(s) = f.decode() {
+            assert_eq!(s.text, "hello from gate 1");
+            got_a = true;
+            break;
+        }
+    }
+    assert!(got_a, "the sender's gate got the broadcast too");
+    // b leaves (its socket closes): the logic node drops its proxy from the room; a's next Say
+    // still reaches a.
+    drop(b);
+    wait_until("proxy closed on the logic node", || {
+        a.send(
+            31,
+            &pb::Say {
+                room: "lobby".into(),
+                text: "still here".into(),
+            },
+        );
+        loop {
+            let f = a.recv();
+            if matches!(f.decode(), AnyMessage::Said(_)) {
+                return true;
+            }
+        }
+    });
+}
+
+/// A TCP relay the test can cut: every connection through it is severed by `cut()`.
+struct Relay {
+    port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = ln.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, b2, s2) = (conns.clone(), bytes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for inbound in ln.incoming() {
+                if s2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut g = c2.lock().unwrap();
+                g.push(inbound.try_clone().unwrap());
+                g.push(outbound.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    let b = b2.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    b.fetch_add(n as u64, Ordering::Relaxed);
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            conns,
+            bytes,
+            stop,
+        }
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn a_cut_link_resumes_and_loses_nothing() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &["--cluster.link_down_grace_ms", "20000"],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut clients: Vec<Client> = (0..4).map(|_| g.connect()).collect();
+    let total = 400u32;
+    // Requests go out in bursts with a cut in the middle of each: some are in flight, some queued
+    // in the link, some acknowledged; every one must be answered once, in order per client.
+    let mut answered = 0u32;
+    for burst in 0..4u32 {
+        for k in 0..(total / 4 / 4) {
+            for (i, c) in clients.iter_mut().enumerate() {
+                let rid = burst * 1000 + k * 4 + i as u32 + 1;
+                c.send(
+                    rid,
+                    &pb::Ping {
+                        payload: rid.to_be_bytes().to_vec(),
+                    },
+                );
+            }
+            if k == 10 {
+                relay.cut();
+            }
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            for k in 0..(total / 4 / 4) {
+                let rid = burst * 1000 + k * 4 + i as u32 + 1;
+                let f = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.recv())) {
+                    Ok(f) => f,
+                    Err(_) => panic!(
+                        "no answer to {rid}\nGATE:\n{}\nLOGIC:\n{}",
+                        g.logs(),
+                        l.node.logs()
+                    ),
+                };
+                assert_eq!(f.request_id, rid, "answers in order, none lost or doubled");
+                assert_eq!(
+                    f.decode(),
+                    AnyMessage::Pong(pb::Pong {
+                        payload: rid.to_be_bytes().to_vec()
+                    })
+                );
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, total);
+    assert_eq!(
+        pings_handled(&l.node),
+        u64::from(total),
+        "each handled once"
+    );
+    assert!(link_metric(&g, "lattice_link_connects_total", "logic-a") >= 5);
+    assert_eq!(link_metric(&g, "lattice_link_failed_total", "logic-a"), 0);
+    assert!(relay.bytes.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn requests_spread_over_logic_nodes_and_a_dead_node_leaves_routing() {
+    let a = logic("logic-a", &[]);
+    let mut b = logic("logic-b", &[]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", a.internal), ("logic-b", b.internal)]),
+        &["--cluster.link_down_grace_ms", "1000"],
+    );
+    for n in [&a, &b] {
+        wait_until("links up", || {
+            link_metric(&g, "lattice_link_up", &n.name) == 1
+        });
+    }
+    let mut clients: Vec<Client> = (0..16).map(|_| g.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(matches!(ping(c, i as u32 + 1, b"x"), AnyMessage::Pong(_)));
+    }
+    let (ha, hb) = (pings_handled(&a.node), pings_handled(&b.node));
+    assert_eq!(ha + hb, 16);
+    assert!(
+        ha > 0 && hb > 0,
+        "both logic nodes own sessions: a={ha} b={hb}"
+    );
+    // kill -9 of logic-b: its sessions get NODE_UNAVAILABLE (within the grace, once it passed)
+    // or a Pong from logic-a; once the gate took b out, every request is served by a.
+    unsafe_free_kill(b.node.child.id(), "KILL");
+    let _ = b.node.child.wait();
+    wait_until("logic-b out of routing", || {
+        link_metric(&g, "lattice_link_dead", "logic-b") == 1
+    });
+    for (i, c) in clients.iter_mut().enumerate() {
+        let m = ping(c, 100 + i as u32, b"y");
+        assert!(matches!(m, AnyMessage::Pong(_)), "after b left: {m:?}");
+    }
+    assert_eq!(
+        pings_handled(&a.node),
+        ha + 16,
+        "the survivor served them all"
+    );
+}
