@@ -1,6 +1,7 @@
 //! Node links and routing by role over real `lattice` processes on loopback: a gate without the
 //! logic role routes its clients' requests over links to logic nodes (docs/CLUSTER.md).
 
+mod acct;
 mod common;
 
 use std::io::{Read, Write};
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use acct::{ask, code, login, register};
 use common::seq::SeqClient;
 use common::*;
 use lattice_proto::{error_code, pb, AnyMessage};
@@ -157,6 +159,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
             request_id: 9,
             opcode: 4,
             body: vec![],
+            peer: String::new(),
         },
     );
     let f = s.recv().unwrap();
@@ -185,6 +188,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
             request_id: 9,
             opcode: 1001,
             body: vec![],
+            peer: String::new(),
         },
     );
     let f = s.recv().unwrap();
@@ -200,6 +204,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
             request_id: 11,
             opcode: 4,
             body: vec![0xff, 0xff, 0xff],
+            peer: String::new(),
         },
     );
     let f = s.recv().unwrap();
@@ -458,5 +463,86 @@ fn requests_spread_over_logic_nodes_and_a_dead_node_leaves_routing() {
         pings_handled(&a.node),
         ha + 16,
         "the survivor served them all"
+    );
+}
+
+fn metric(l: &Lattice, name: &str) -> u64 {
+    l.metric_total(name)
+}
+
+#[test]
+fn accounts_through_a_gate_live_on_both_logic_nodes() {
+    let a = logic("logic-a", &[]);
+    let b = logic("logic-b", &[]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", a.internal), ("logic-b", b.internal)]),
+        &[],
+    );
+    for n in [&a, &b] {
+        wait_until("links up", || {
+            link_metric(&g, "lattice_link_up", &n.name) == 1
+        });
+    }
+    let mut tokens = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let mut c = g.connect();
+        let name = format!("Player_{i}");
+        assert!(
+            matches!(
+                ask(&mut c, 1, &register(&name, "correct horse", "P")),
+                AnyMessage::RegisterOk(_)
+            ),
+            "register {name}"
+        );
+        // Login is routed by the account (not the session): it finds the rows Register wrote.
+        let ok = match ask(&mut c, 2, &login(&name.to_uppercase(), "correct horse")) {
+            AnyMessage::LoginOk(ok) => ok,
+            other => panic!("login {name}: {other:?}"),
+        };
+        // The session's later requests follow it to the same node.
+        let nick = pb::ChangeNickname {
+            nickname: format!("Nick{i}"),
+        };
+        match ask(&mut c, 3, &nick) {
+            AnyMessage::NicknameChanged(n) => assert_eq!(n.nickname, format!("Nick{i}")),
+            other => panic!("{other:?}"),
+        }
+        tokens.push(ok.session_token);
+        clients.push(c);
+    }
+    let (la, lb) = (
+        metric(&a.node, "lattice_account_logins_total"),
+        metric(&b.node, "lattice_account_logins_total"),
+    );
+    assert_eq!(la + lb, 8);
+    assert!(
+        la > 0 && lb > 0,
+        "logins on both logic nodes: a={la} b={lb}"
+    );
+    // A token login from another connection kicks the first: Kicked, then its gate closes it.
+    let mut again = g.connect();
+    assert!(matches!(
+        ask(
+            &mut again,
+            1,
+            &pb::TokenLogin {
+                session_token: tokens[0].clone()
+            }
+        ),
+        AnyMessage::LoginOk(_)
+    ));
+    let kicked = clients[0].recv();
+    match kicked.decode() {
+        AnyMessage::Kicked(k) => assert_eq!(k.code, error_code::LOGGED_IN_ELSEWHERE),
+        other => panic!("expected Kicked, got {other:?}"),
+    }
+    assert!(clients[0].closed_by_server());
+    // Wrong credentials are answered by the owner node like on one server.
+    let mut c = g.connect();
+    assert_eq!(
+        code(&ask(&mut c, 1, &login("player_1", "wrong horse"))),
+        error_code::WRONG_CREDENTIALS
     );
 }

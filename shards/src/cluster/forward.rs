@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use lattice_proto::{error_code, pb, AnyMessage, OpcodeInfo};
 use lattice_runtime::ShardCx;
-use lattice_wire::{FrameHeader, SessionId};
+use lattice_wire::{CloseReason, FrameHeader, SessionId};
 
 use super::link::client::Out;
+use super::link::inbox::Inbound;
 use super::node::ClusterNode;
 use crate::service::{Encoder, Route, ShardMsg};
 
@@ -46,9 +47,12 @@ impl Forwarder {
     }
 
     /// Delivers frames that came over links, and waits for more.
-    pub fn inbound(&self, cx: &ShardCx<ShardMsg>, batch: Vec<(SessionId, Vec<u8>)>) {
-        for (s, f) in batch {
-            cx.deliver(s, f);
+    pub fn inbound(&self, cx: &ShardCx<ShardMsg>, batch: Vec<Inbound>) {
+        for item in batch {
+            match item {
+                Inbound::Frame(s, f) => cx.deliver(s, f),
+                Inbound::Close(s, why) => cx.close(s, CloseReason::App(why)),
+            }
         }
         self.arm(cx);
     }
@@ -109,6 +113,7 @@ impl Forwarder {
             request_id: h.request_id,
             opcode: info.opcode,
             body,
+            peer: cx.peer(session),
         };
         if link.try_send(out).is_err() {
             error(

@@ -69,9 +69,9 @@ pub enum ShardMsg {
     },
     /// A frame for a proxy session of this shard (a client of another node): goes back over its
     /// link (`cluster::link::serve`). Never dropped.
-    ProxyDeliver(SessionId, Vec<u8>),
-    /// Frames that arrived over node links for client sessions of this shard (a gate node).
-    LinkInbound(Vec<(SessionId, Vec<u8>)>),
+    ProxyDeliver(SessionId, ProxyOut),
+    /// What arrived over node links for client sessions of this shard (a gate node).
+    LinkInbound(Vec<crate::cluster::link::inbox::Inbound>),
 }
 
 /// Where a request is handled.
@@ -104,7 +104,16 @@ pub struct Encoder {
     packed: Vec<u8>,
     /// Frames for proxy sessions (clients of another node, `cluster::link::serve`), taken by the
     /// application after each call into the host and sent back over their link.
-    pub(crate) proxied: Vec<(SessionId, Vec<u8>)>,
+    pub(crate) proxied: Vec<(SessionId, ProxyOut)>,
+}
+
+/// What a component sent to a proxy session (see `Encoder::proxied`).
+#[derive(Debug)]
+pub enum ProxyOut {
+    /// A frame for the client.
+    Frame(Vec<u8>),
+    /// Close the client's session with this reason.
+    Close(String),
 }
 
 impl Encoder {
@@ -133,7 +142,7 @@ impl Encoder {
         if crate::cluster::link::serve::is_proxy(session) {
             return match self.frame(request_id, msg) {
                 Some(f) => {
-                    self.proxied.push((session, f));
+                    self.proxied.push((session, ProxyOut::Frame(f)));
                     true
                 }
                 None => false,
@@ -188,8 +197,10 @@ impl Encoder {
         }
         let op = msg.opcode();
         if crate::cluster::link::serve::is_proxy(session) {
-            self.proxied
-                .push((session, frame::encode(op, flags, request_id, body)));
+            self.proxied.push((
+                session,
+                ProxyOut::Frame(frame::encode(op, flags, request_id, body)),
+            ));
             return true;
         }
         cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
@@ -250,6 +261,10 @@ impl<'a> Ctx<'a> {
     /// The peer address of `session` when it lives on this shard (requests are handled on the
     /// session's shard unless their component routes them elsewhere).
     pub fn peer(&self, session: SessionId) -> Option<std::net::SocketAddr> {
+        if crate::cluster::link::serve::is_proxy(session) {
+            // A client of another node: the address its gate saw, known on the proxy's shard.
+            return crate::cluster::link::serve::proxy_peer(session);
+        }
         self.cx.peer(session)
     }
 
@@ -335,7 +350,7 @@ impl<'a> Ctx<'a> {
                     let (proxies, local): (Vec<SessionId>, Vec<SessionId>) =
                         sessions.iter().partition(|s| is_proxy(**s));
                     for p in proxies {
-                        self.enc.proxied.push((p, f.clone()));
+                        self.enc.proxied.push((p, ProxyOut::Frame(f.clone())));
                     }
                     self.cx.deliver_many(&local, &f);
                 } else {
@@ -370,10 +385,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Closes `session` (after flushing what is queued for it) with `reason` logged.
-    pub fn close(&self, session: SessionId, reason: impl Into<String>) {
+    pub fn close(&mut self, session: SessionId, reason: impl Into<String>) {
         if crate::cluster::link::serve::is_proxy(session) {
-            // A client of another node: its gate holds the socket. Not closed from here.
-            tracing::debug!(%session, reason = %reason.into(), "close of a proxy session ignored");
+            // A client of another node: its gate holds the socket and closes it.
+            self.enc
+                .proxied
+                .push((session, ProxyOut::Close(reason.into())));
             return;
         }
         self.cx.close(session, CloseReason::App(reason.into()));

@@ -17,7 +17,7 @@ use lattice_wire::frame::{self, Decoder, FrameHeader};
 use lattice_wire::SessionId;
 use prost::Message as _;
 
-use super::inbox::Inbox;
+use super::inbox::{Inbound, Inbox};
 use super::seq::{LinkSeq, Resumption};
 use crate::cluster::config::ClusterConfig;
 
@@ -34,6 +34,8 @@ pub enum Out {
         opcode: u16,
         /// Its body, decompressed.
         body: Vec<u8>,
+        /// The client's address, when known.
+        peer: Option<std::net::SocketAddr>,
     },
 }
 
@@ -252,7 +254,10 @@ impl Writer {
     fn answer_unavailable(&self, origin: SessionId, request_id: u32, opcode: u16) {
         self.h.counters.failed_total.fetch_add(1, Ordering::Relaxed);
         if let Some(ib) = self.inboxes.get(origin.shard()) {
-            ib.push(origin, unavailable(request_id, opcode), || self.stopping());
+            ib.push(
+                Inbound::Frame(origin, unavailable(request_id, opcode)),
+                || self.stopping(),
+            );
         }
     }
 
@@ -436,12 +441,14 @@ impl Writer {
                     request_id,
                     opcode,
                     body,
+                    peer,
                 } = o;
                 let m = pb::LinkRequest {
                     origin: origin.as_u64(),
                     request_id,
                     opcode: u32::from(opcode),
                     body,
+                    peer: peer.map(|p| p.to_string()).unwrap_or_default(),
                 };
                 out.extend(lock(&self.seq).frame(pb::LinkRequest::OPCODE, 0, &m.encode_to_vec()));
                 taken += 1;
@@ -529,7 +536,13 @@ impl Reader {
                         .received_total
                         .fetch_add(1, Ordering::Relaxed);
                     if let Some(ib) = self.inboxes.get(origin.shard()) {
-                        ib.push(origin, d.frame, || self.h.stop.load(Ordering::Acquire));
+                        let stop = || self.h.stop.load(Ordering::Acquire);
+                        if !d.frame.is_empty() {
+                            ib.push(Inbound::Frame(origin, d.frame), stop);
+                        }
+                        if !d.close.is_empty() {
+                            ib.push(Inbound::Close(origin, d.close), stop);
+                        }
                     }
                 }
                 Ok(AnyMessage::Error(e)) => {

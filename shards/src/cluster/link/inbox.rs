@@ -12,8 +12,17 @@ use std::time::Duration;
 
 use lattice_wire::SessionId;
 
+/// What a link hands to a shard for one of its client sessions.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A frame to deliver.
+    Frame(SessionId, Vec<u8>),
+    /// Close the session with this reason.
+    Close(SessionId, String),
+}
+
 struct Inner {
-    q: VecDeque<(SessionId, Vec<u8>)>,
+    q: VecDeque<Inbound>,
     waker: Option<Waker>,
 }
 
@@ -47,9 +56,9 @@ impl Inbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame for `session` (link threads). Waits while the inbox is full (counted once
-    /// per wait), returning false if `stop()` turns true meanwhile (the frame is not queued).
-    pub fn push(&self, session: SessionId, frame: Vec<u8>, stop: impl Fn() -> bool) -> bool {
+    /// Queues `item` (link threads). Waits while the inbox is full (counted once per wait),
+    /// returning false if `stop()` turns true meanwhile (the item is not queued).
+    pub fn push(&self, item: Inbound, stop: impl Fn() -> bool) -> bool {
         let mut g = self.lock();
         if g.q.len() >= self.cap {
             self.full_total.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +73,7 @@ impl Inbox {
                     .0;
             }
         }
-        g.q.push_back((session, frame));
+        g.q.push_back(item);
         if let Some(w) = g.waker.take() {
             w.wake();
         }
@@ -91,7 +100,7 @@ impl Inbox {
 pub struct Take(Arc<Inbox>);
 
 impl Future for Take {
-    type Output = Vec<(SessionId, Vec<u8>)>;
+    type Output = Vec<Inbound>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut g = self.0.lock();
         if g.q.is_empty() {

@@ -10,14 +10,16 @@
 //! proxy ends (every shard hears `SessionClosed`) when the gate says its client session closed or
 //! when the link session itself closes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use lattice_proto::{error_code, pb, AnyMessage};
 use lattice_runtime::ShardCx;
 use lattice_wire::{FrameHeader, SessionId};
 
 use crate::host::ServiceHost;
-use crate::service::{Encoder, ShardMsg};
+use crate::service::{Encoder, ProxyOut, ShardMsg};
 
 /// Marks a proxy session id (the slot's top bit: real slots never reach it).
 pub const PROXY_BIT: u32 = 1 << 31;
@@ -25,6 +27,18 @@ pub const PROXY_BIT: u32 = 1 << 31;
 /// True when `s` is a proxy for a client session of another node.
 pub fn is_proxy(s: SessionId) -> bool {
     s.slot() & PROXY_BIT != 0
+}
+
+thread_local! {
+    /// The client addresses of this shard's proxy sessions (each shard is one thread; a proxy's
+    /// own shard is where components ask for its address: `Login` is handled there first).
+    static PEERS: RefCell<HashMap<SessionId, SocketAddr>> = RefCell::new(HashMap::new());
+}
+
+/// The client address of proxy `p`, as its gate saw it; `None` when unknown or when asked on
+/// another shard than the proxy's.
+pub fn proxy_peer(p: SessionId) -> Option<SocketAddr> {
+    PEERS.with(|m| m.borrow().get(&p).copied())
 }
 
 #[derive(Default)]
@@ -112,6 +126,9 @@ impl LinkServe {
                     }
                 };
                 let proxy = self.proxy(cx, session, r.origin);
+                if let Ok(a) = r.peer.parse::<SocketAddr>() {
+                    PEERS.with(|m| m.borrow_mut().insert(proxy, a));
+                }
                 let header = FrameHeader::new(0, opcode, 0, r.request_id);
                 match lattice_proto::decode(opcode, &r.body) {
                     Ok(inner) => host.request(cx, proxy, header, info, inner),
@@ -159,6 +176,7 @@ impl LinkServe {
     }
 
     fn release(&mut self, cx: &ShardCx<ShardMsg>, p: SessionId) {
+        PEERS.with(|m| m.borrow_mut().remove(&p));
         let slot = (p.slot() & !PROXY_BIT) as usize;
         if let Some(e) = self.slots.get_mut(slot) {
             e.used = None;
@@ -170,13 +188,13 @@ impl LinkServe {
         }
     }
 
-    /// A frame a component sent to proxy `p` (of this shard): back over its link.
+    /// What a component sent to proxy `p` (of this shard): back over its link.
     pub fn deliver(
         &mut self,
         cx: &ShardCx<ShardMsg>,
         enc: &mut Encoder,
         p: SessionId,
-        frame: Vec<u8>,
+        out: ProxyOut,
     ) {
         let slot = (p.slot() & !PROXY_BIT) as usize;
         let Some(Slot {
@@ -189,9 +207,17 @@ impl LinkServe {
         if *generation != p.generation() {
             return;
         }
-        let m = pb::LinkDeliver {
-            origin: *origin,
-            frame,
+        let m = match out {
+            ProxyOut::Frame(frame) => pb::LinkDeliver {
+                origin: *origin,
+                frame,
+                close: String::new(),
+            },
+            ProxyOut::Close(why) => pb::LinkDeliver {
+                origin: *origin,
+                frame: Vec::new(),
+                close: if why.is_empty() { "closed".into() } else { why },
+            },
         };
         if !enc.send(cx, *link, 0, &m) {
             tracing::error!(%p, "frame for a proxy session larger than net.max_frame; not sent");
