@@ -60,6 +60,16 @@ fn gate(name: &str, peers: &str, extra: &[&str]) -> Lattice {
         "--cluster.static_peers",
         peers,
     ];
+    if !extra.contains(&"--cluster.link_keepalive_ms") {
+        // The keep-alive is a Ping the logic node counts: tests that count Pings handled keep
+        // it out of their way.
+        args.extend_from_slice(&[
+            "--cluster.link_keepalive_ms",
+            "60000",
+            "--cluster.link_timeout_ms",
+            "120000",
+        ]);
+    }
     args.extend_from_slice(extra);
     Lattice::start(&args)
 }
@@ -291,6 +301,9 @@ struct Relay {
     conns: Arc<Mutex<Vec<TcpStream>>>,
     bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Connections numbered below this swallow what they read (a black hole: nothing closes).
+    frozen_below: Arc<AtomicU64>,
+    opened: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -301,6 +314,9 @@ impl Relay {
         let bytes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c2, b2, s2) = (conns.clone(), bytes.clone(), stop.clone());
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let opened = Arc::new(AtomicU64::new(0));
+        let (f2, o2) = (frozen_below.clone(), opened.clone());
         std::thread::spawn(move || {
             for inbound in ln.incoming() {
                 if s2.load(Ordering::Relaxed) {
@@ -310,6 +326,7 @@ impl Relay {
                 let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
+                let id = o2.fetch_add(1, Ordering::Relaxed);
                 let mut g = c2.lock().unwrap();
                 g.push(inbound.try_clone().unwrap());
                 g.push(outbound.try_clone().unwrap());
@@ -318,11 +335,13 @@ impl Relay {
                     (outbound, inbound),
                 ] {
                     let b = b2.clone();
+                    let frozen = f2.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
                             match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
+                                Ok(_) if id < frozen.load(Ordering::Relaxed) => {}
                                 Ok(n) => {
                                     b.fetch_add(n as u64, Ordering::Relaxed);
                                     if to.write_all(&buf[..n]).is_err() {
@@ -341,7 +360,15 @@ impl Relay {
             conns,
             bytes,
             stop,
+            frozen_below,
+            opened,
         }
+    }
+
+    /// Every connection open now stops carrying bytes, without closing; new ones work.
+    fn freeze(&self) {
+        self.frozen_below
+            .store(self.opened.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     fn cut(&self) {
@@ -544,5 +571,56 @@ fn accounts_through_a_gate_live_on_both_logic_nodes() {
     assert_eq!(
         code(&ask(&mut c, 1, &login("player_1", "wrong horse"))),
         error_code::WRONG_CREDENTIALS
+    );
+}
+
+#[test]
+fn a_silent_peer_is_dropped_and_the_link_resumes_through_a_new_socket() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_keepalive_ms",
+            "100",
+            "--cluster.link_timeout_ms",
+            "500",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    // The socket goes silent both ways (nothing closes it): requests sent now are answered once
+    // the link noticed the silence and resumed on a new socket.
+    relay.freeze();
+    for rid in 2..12u32 {
+        c.send(
+            rid,
+            &pb::Ping {
+                payload: rid.to_be_bytes().to_vec(),
+            },
+        );
+    }
+    for rid in 2..12u32 {
+        let f = c.recv();
+        assert_eq!(f.request_id, rid);
+        assert_eq!(
+            f.decode(),
+            AnyMessage::Pong(pb::Pong {
+                payload: rid.to_be_bytes().to_vec()
+            })
+        );
+    }
+    assert!(link_metric(&g, "lattice_link_connects_total", "logic-a") >= 2);
+    assert_eq!(link_metric(&g, "lattice_link_failed_total", "logic-a"), 0);
+    assert!(
+        g.logs().contains("nothing heard from the peer"),
+        "{}",
+        g.logs()
     );
 }

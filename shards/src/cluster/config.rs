@@ -37,8 +37,10 @@ pub struct ClusterConfig {
     pub link_retry_ms: u64,
     /// Connect and handshake timeout, ms.
     pub link_connect_timeout_ms: u64,
-    /// Keep-alive `Ack` period, ms.
+    /// Keep-alive period, ms.
     pub link_keepalive_ms: u64,
+    /// Silence after which a link drops its socket and reconnects, ms.
+    pub link_timeout_ms: u64,
 }
 
 fn parse_roles(key: &'static str, names: &[String]) -> Result<Vec<Role>, (&'static str, String)> {
@@ -80,10 +82,18 @@ impl ClusterConfig {
                 self.link_connect_timeout_ms,
             ),
             ("cluster.link_keepalive_ms", self.link_keepalive_ms),
+            ("cluster.link_timeout_ms", self.link_timeout_ms),
         ] {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if self.link_timeout_ms <= self.link_keepalive_ms {
+            return Err((
+                "cluster.link_timeout_ms",
+                "must be above cluster.link_keepalive_ms (the peer answers once per keep-alive)"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -136,5 +146,80 @@ impl ClusterConfig {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "localhost".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(args: &[(&str, &str)]) -> Result<Config, String> {
+        Config::load(
+            None,
+            vec![],
+            args.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_one_process_with_every_role() {
+        let c = load(&[]).unwrap().cluster;
+        assert_eq!(c.roles().unwrap().len(), 3);
+        assert!(!c.routes_remotely());
+        assert!(c.peers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn roles_and_peers_are_checked_and_errors_name_the_key() {
+        let c = load(&[
+            ("cluster.roles", r#"["gate"]"#),
+            (
+                "cluster.static_peers",
+                r#"[{ node_id = "l1", roles = ["logic", "logic"], internal_addr = "10.0.0.2:7200" }]"#,
+            ),
+        ])
+        .unwrap()
+        .cluster;
+        assert!(c.routes_remotely());
+        let p = c.peers().unwrap();
+        assert_eq!(p[0].roles, vec![crate::cluster::members::Role::Logic]);
+        for (args, want) in [
+            (
+                vec![("cluster.roles", r#"["gate", "king"]"#)],
+                "`cluster.roles`",
+            ),
+            (vec![("cluster.roles", "[]")], "`cluster.roles`"),
+            (
+                vec![(
+                    "cluster.static_peers",
+                    r#"[{ node_id = "", roles = ["logic"], internal_addr = "a:1" }]"#,
+                )],
+                "`cluster.static_peers`",
+            ),
+            (
+                vec![(
+                    "cluster.static_peers",
+                    r#"[{ node_id = "x", roles = ["logic"], internal_addr = "nowhere" }]"#,
+                )],
+                "`cluster.static_peers`",
+            ),
+            (
+                vec![
+                    ("cluster.link_timeout_ms", "500"),
+                    ("cluster.link_keepalive_ms", "500"),
+                ],
+                "`cluster.link_timeout_ms`",
+            ),
+            (
+                vec![("cluster.link_queue_frames", "0")],
+                "`cluster.link_queue_frames`",
+            ),
+        ] {
+            let e = load(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 }

@@ -380,32 +380,51 @@ impl Writer {
         s.set_read_timeout(None).map_err(|e| e.to_string())?;
         let rs = s.try_clone().map_err(|e| e.to_string())?;
         let ended = Arc::new(AtomicBool::new(false));
+        let base = Instant::now();
+        let heard = Arc::new(AtomicU64::new(0));
         let reader = {
             let r = Reader {
                 h: self.h.clone(),
                 seq: self.seq.clone(),
                 inboxes: self.inboxes.clone(),
                 ended: ended.clone(),
+                base,
+                heard: heard.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("link-{}-rx", self.h.node_id))
                 .spawn(move || r.run(rs, dec, pending))
                 .map_err(|e| e.to_string())?
         };
-        let r = self.serve(&mut s, &ended);
+        let r = self.serve(&mut s, &ended, base, &heard);
         let _ = s.shutdown(Shutdown::Both);
         let _ = reader.join();
         r
     }
 
-    fn serve(&mut self, s: &mut TcpStream, ended: &AtomicBool) -> LinkResult {
+    fn serve(
+        &mut self,
+        s: &mut TcpStream,
+        ended: &AtomicBool,
+        base: Instant,
+        heard: &AtomicU64,
+    ) -> LinkResult {
         let keepalive = Duration::from_millis(self.cfg.link_keepalive_ms);
+        let silence = self.cfg.link_timeout_ms;
         let tick = keepalive.min(Duration::from_millis(50));
         let mut last_write = Instant::now();
+        let mut last_probe = Instant::now();
         let mut out = Vec::new();
         loop {
             if ended.load(Ordering::Acquire) {
                 return Err("socket ended".into());
+            }
+            // A peer that vanished without a word (a cut cable, a partition) leaves the socket
+            // open: silence past the timeout drops it, and the reconnect finds out.
+            let quiet =
+                (base.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Acquire));
+            if quiet > silence {
+                return Err(format!("nothing heard from the peer for {quiet} ms"));
             }
             if self.stopping() {
                 return Ok(());
@@ -456,7 +475,15 @@ impl Writer {
             if !lock(&self.seq).can_send() && out.is_empty() {
                 std::thread::sleep(tick.min(Duration::from_millis(5)));
             }
-            if out.is_empty() && last_write.elapsed() >= keepalive {
+            if last_probe.elapsed() >= keepalive && lock(&self.seq).can_send() {
+                // A Ping the peer answers: traffic both ways at least once per keep-alive, so
+                // the silence above means the peer is gone (the Pong is not for any client).
+                let p = pb::Ping {
+                    payload: Vec::new(),
+                };
+                out.extend(lock(&self.seq).frame(pb::Ping::OPCODE, 0, &p.encode_to_vec()));
+                last_probe = Instant::now();
+            } else if out.is_empty() && last_write.elapsed() >= keepalive {
                 out.extend(lock(&self.seq).ack_frame());
             }
             if !out.is_empty() {
@@ -476,6 +503,9 @@ struct Reader {
     seq: Arc<Mutex<LinkSeq>>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
     ended: Arc<AtomicBool>,
+    /// When the link was connected, and the last time (ms after it) anything was read.
+    base: Instant,
+    heard: Arc<AtomicU64>,
 }
 
 impl Reader {
@@ -498,6 +528,8 @@ impl Reader {
                     break;
                 }
             };
+            self.heard
+                .store(self.base.elapsed().as_millis() as u64, Ordering::Release);
             why = self
                 .process(&mut dec, &buf[..n], &mut z, &mut inflated)
                 .err();
