@@ -624,3 +624,41 @@ fn a_silent_peer_is_dropped_and_the_link_resumes_through_a_new_socket() {
         g.logs()
     );
 }
+
+#[test]
+fn requests_a_dead_node_held_are_answered_node_unavailable() {
+    // Every Ping spins 3 s on the logic node: the one sent is in flight when the node dies.
+    let mut l = logic("logic-a", &["--echo.fault_spin_us", "3000000"]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &["--cluster.link_down_grace_ms", "500"],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    c.send(
+        7,
+        &pb::Ping {
+            payload: b"held".to_vec(),
+        },
+    );
+    wait_until("the Ping reached the logic node", || {
+        link_metric(&g, "lattice_link_sent_total", "logic-a") == 1
+    });
+    unsafe_free_kill(l.node.child.id(), "KILL");
+    let _ = l.node.child.wait();
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    let e = expect_error(&f, error_code::NODE_UNAVAILABLE);
+    assert_eq!(e.opcode, 4);
+    assert_eq!(link_metric(&g, "lattice_link_dead", "logic-a"), 1);
+    // No logic node left: answered at once.
+    let m = ping(&mut c, 8, b"none");
+    assert!(
+        matches!(m, AnyMessage::Error(ref e) if e.code == error_code::NODE_UNAVAILABLE),
+        "{m:?}"
+    );
+    assert!(link_metric(&g, "lattice_link_failed_total", "logic-a") >= 1);
+}

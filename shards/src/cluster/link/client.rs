@@ -18,6 +18,7 @@ use lattice_wire::SessionId;
 use prost::Message as _;
 
 use super::inbox::{Inbound, Inbox};
+use super::pending::Pending;
 use super::seq::{LinkSeq, Resumption};
 use crate::cluster::config::ClusterConfig;
 
@@ -67,6 +68,8 @@ pub struct LinkHandle {
     up: AtomicBool,
     dead: AtomicBool,
     stop: AtomicBool,
+    /// Requests sent and not answered yet.
+    pending: Pending,
     /// Counters.
     pub counters: LinkCounters,
 }
@@ -126,6 +129,7 @@ pub fn start(
         up: AtomicBool::new(false),
         dead: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        pending: Pending::default(),
         counters: LinkCounters::default(),
     });
     let w = Writer {
@@ -227,8 +231,8 @@ impl Writer {
             if since.elapsed() >= grace && !self.h.is_dead() {
                 tracing::warn!(peer = %self.h.node_id, grace_ms = self.cfg.link_down_grace_ms, "link down past the grace: node taken out of routing, its waiting requests answered NODE_UNAVAILABLE");
                 self.h.dead.store(true, Ordering::Release);
-                let lost = lock(&self.seq).forget();
-                self.fail(lost);
+                lock(&self.seq).forget();
+                self.fail_pending();
             }
             if self.h.is_dead() {
                 // Nothing waits for a dead node: what reached the queue meanwhile is answered.
@@ -261,24 +265,11 @@ impl Writer {
         }
     }
 
-    /// Frames the peer never handled: their requests are answered `NODE_UNAVAILABLE`.
-    fn fail(&self, frames: Vec<Vec<u8>>) {
-        for f in frames {
-            let Ok(Some(h)) = frame::parse_header(&f, u32::MAX) else {
-                continue;
-            };
-            if h.opcode != pb::LinkRequest::OPCODE {
-                continue;
-            }
-            if let Ok(AnyMessage::LinkRequest(r)) =
-                lattice_proto::decode(h.opcode, &f[h.header_len()..])
-            {
-                self.answer_unavailable(
-                    SessionId::from_u64(r.origin),
-                    r.request_id,
-                    r.opcode as u16,
-                );
-            }
+    /// The peer will not answer what it was sent: every pending request is answered
+    /// `NODE_UNAVAILABLE`.
+    fn fail_pending(&self) {
+        for (origin, request_id, opcode) in self.h.pending.drain() {
+            self.answer_unavailable(SessionId::from_u64(origin), request_id, opcode);
         }
     }
 
@@ -328,10 +319,8 @@ impl Writer {
                 }
                 other => {
                     tracing::warn!(peer = %self.h.node_id, answer = ?other, "link session lost by the peer (restarted, or resume window passed): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
-                    let lost = lock(&self.seq).resumed(None);
-                    if let Resumption::Lost(f) = lost {
-                        self.fail(f);
-                    }
+                    lock(&self.seq).resumed(None);
+                    self.fail_pending();
                     return Err("resume refused".into());
                 }
             }
@@ -435,6 +424,7 @@ impl Writer {
             {
                 let mut seq = lock(&self.seq);
                 for origin in closes {
+                    self.h.pending.closed(origin);
                     let m = pb::LinkSessionClosed { origin };
                     out.extend(seq.frame(pb::LinkSessionClosed::OPCODE, 0, &m.encode_to_vec()));
                 }
@@ -462,6 +452,7 @@ impl Writer {
                     body,
                     peer,
                 } = o;
+                self.h.pending.sent(origin.as_u64(), request_id, opcode);
                 let m = pb::LinkRequest {
                     origin: origin.as_u64(),
                     request_id,
@@ -570,6 +561,7 @@ impl Reader {
                     if let Some(ib) = self.inboxes.get(origin.shard()) {
                         let stop = || self.h.stop.load(Ordering::Acquire);
                         if !d.frame.is_empty() {
+                            self.h.pending.answered(d.origin, &d.frame);
                             ib.push(Inbound::Frame(origin, d.frame), stop);
                         }
                         if !d.close.is_empty() {
