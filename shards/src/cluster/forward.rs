@@ -17,11 +17,20 @@ use super::link::inbox::Inbound;
 use super::node::ClusterNode;
 use crate::service::{Encoder, Route, ShardMsg};
 
+/// What a gate shard remembers of one of its client sessions.
+#[derive(Default)]
+struct Routed {
+    /// The key its requests are routed by once it logged in (its account's owner key).
+    sticky: Option<u64>,
+    /// The links it sent requests over (bit = index in `ClusterNode::links`; past 64 links,
+    /// all of them hear its close).
+    links: u64,
+}
+
 /// One gate shard's routing to logic nodes.
 pub struct Forwarder {
     node: Arc<ClusterNode>,
-    /// The key a session's requests are routed by once it logged in (its account's owner key).
-    sticky: HashMap<SessionId, u64>,
+    sessions: HashMap<SessionId, Routed>,
 }
 
 fn session_key(s: SessionId) -> u64 {
@@ -34,7 +43,7 @@ impl Forwarder {
     pub fn new(node: Arc<ClusterNode>) -> Forwarder {
         Forwarder {
             node,
-            sticky: HashMap::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -64,14 +73,14 @@ impl Forwarder {
                 let k = u64::from(crate::logic::account::owner_key(
                     &l.account.to_ascii_lowercase(),
                 ));
-                self.sticky.insert(session, k);
+                self.sessions.entry(session).or_default().sticky = Some(k);
                 k
             }
             (_, Some(Route::Hash(h))) => h,
             _ => self
-                .sticky
+                .sessions
                 .get(&session)
-                .copied()
+                .and_then(|r| r.sticky)
                 .unwrap_or_else(|| session_key(session)),
         }
     }
@@ -90,7 +99,7 @@ impl Forwarder {
         route: Option<Route>,
     ) {
         let key = self.key(session, &msg, route);
-        let Some(link) = self.node.owner(key) else {
+        let Some((index, link)) = self.node.owner(key) else {
             error(
                 cx,
                 enc,
@@ -101,9 +110,11 @@ impl Forwarder {
             );
             return;
         };
+        let routed = self.sessions.entry(session).or_default();
+        routed.links |= 1u64.checked_shl(index as u32).unwrap_or(u64::MAX);
         if matches!(msg, AnyMessage::TokenLogin(_) | AnyMessage::Register(_)) {
             if let Some(Route::Hash(k)) = route {
-                self.sticky.insert(session, k);
+                routed.sticky = Some(k);
             }
         }
         let mut body = Vec::with_capacity(64);
@@ -127,11 +138,16 @@ impl Forwarder {
         }
     }
 
-    /// A client session of this shard closed: the logic nodes forget its proxies.
+    /// A client session of this shard closed: the logic nodes it sent requests to forget its
+    /// proxies.
     pub fn closed(&mut self, session: SessionId) {
-        self.sticky.remove(&session);
-        for l in self.node.links.values() {
-            l.session_closed(session);
+        let Some(r) = self.sessions.remove(&session) else {
+            return;
+        };
+        for (i, l) in self.node.links.values().enumerate() {
+            if i >= 64 || r.links & (1 << i) != 0 {
+                l.session_closed(session);
+            }
         }
     }
 }

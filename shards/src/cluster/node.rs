@@ -94,16 +94,21 @@ impl ClusterNode {
         self.roles.contains(&Role::Gate) && !self.roles.contains(&Role::Logic)
     }
 
-    /// The link to the live logic node that owns `key`: rendezvous hashing over the logic nodes
-    /// of the view whose link is not dead. `None` when there is none.
-    pub fn owner(&self, key: u64) -> Option<&Arc<LinkHandle>> {
+    /// The link to the live logic node that owns `key` and its index in [`ClusterNode::links`]:
+    /// rendezvous hashing over the logic nodes of the view whose link is not dead. `None` when
+    /// there is none. Cost: a view read (an `Arc` clone when it changed) and a hash per node.
+    pub fn owner(&self, key: u64) -> Option<(usize, &Arc<LinkHandle>)> {
         let (_, view) = self.members.view();
         let live: Vec<&NodeInfo> = view
             .with_role(Role::Logic)
             .filter(|n| self.links.get(&n.node_id).is_some_and(|l| !l.is_dead()))
             .collect();
         let n = rendezvous::owner(key, live)?;
-        self.links.get(&n.node_id)
+        self.links
+            .iter()
+            .enumerate()
+            .find(|(_, (id, _))| **id == n.node_id)
+            .map(|(i, (_, l))| (i, l))
     }
 
     /// Stops the links' threads.
