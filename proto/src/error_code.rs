@@ -20,9 +20,9 @@ pub const RATE_LIMITED: u32 = 8;
 /// `Resume` refused: unknown or closed session, bad token, or a `last_received_seq` ahead of what
 /// the server sent. The socket closes; start a new session with `Hello`.
 pub const RESUME_REJECTED: u32 = 9;
-/// The logic node that owns the request is unreachable (its link is down past
-/// `cluster.link_down_grace_ms`, or no logic node is live); nothing was handled. Retry; after a
-/// node left, log in again (the request is then routed to a live node).
+/// The logic node that owns the request became unreachable before answering (its link down past
+/// `cluster.link_down_grace_ms`; it may have handled the request), or no logic node is live.
+/// Retry; after a node left, log in again (the request is then routed to a live node).
 pub const NODE_UNAVAILABLE: u32 = 10;
 
 // Account and icon codes use 50 and above (the range of their opcodes), so other features can add
