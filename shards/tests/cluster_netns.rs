@@ -252,7 +252,7 @@ fn three_hosts_gate_and_two_logic_nodes() {
             "--cluster.link_timeout_ms",
             "1000",
             "--cluster.link_down_grace_ms",
-            "6000",
+            "8000",
         ],
     );
     for peer in ["logic-a", "logic-b"] {
