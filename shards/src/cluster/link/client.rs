@@ -371,6 +371,7 @@ impl Writer {
         let ended = Arc::new(AtomicBool::new(false));
         let base = Instant::now();
         let heard = Arc::new(AtomicU64::new(0));
+        let frames_in = Arc::new(AtomicU64::new(0));
         let reader = {
             let r = Reader {
                 h: self.h.clone(),
@@ -379,13 +380,14 @@ impl Writer {
                 ended: ended.clone(),
                 base,
                 heard: heard.clone(),
+                frames_in: frames_in.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("link-{}-rx", self.h.node_id))
                 .spawn(move || r.run(rs, dec, pending))
                 .map_err(|e| e.to_string())?
         };
-        let r = self.serve(&mut s, &ended, base, &heard);
+        let r = self.serve(&mut s, &ended, base, &heard, &frames_in);
         let _ = s.shutdown(Shutdown::Both);
         let _ = reader.join();
         r
@@ -397,12 +399,14 @@ impl Writer {
         ended: &AtomicBool,
         base: Instant,
         heard: &AtomicU64,
+        frames_in: &AtomicU64,
     ) -> LinkResult {
         let keepalive = Duration::from_millis(self.cfg.link_keepalive_ms);
         let silence = self.cfg.link_timeout_ms;
         let tick = keepalive.min(Duration::from_millis(50));
         let mut last_write = Instant::now();
         let mut last_probe = Instant::now();
+        let mut acked_in = 0u64;
         let mut out = Vec::new();
         loop {
             if ended.load(Ordering::Acquire) {
@@ -419,6 +423,8 @@ impl Writer {
                 return Ok(());
             }
             out.clear();
+            // Frames handled so far: whatever is framed below acknowledges at least these.
+            let n_in = frames_in.load(Ordering::Acquire);
             let closes =
                 std::mem::take(&mut *self.h.closes.lock().unwrap_or_else(|p| p.into_inner()));
             {
@@ -474,10 +480,17 @@ impl Writer {
                 };
                 out.extend(lock(&self.seq).frame(pb::Ping::OPCODE, 0, &p.encode_to_vec()));
                 last_probe = Instant::now();
-            } else if out.is_empty() && last_write.elapsed() >= keepalive {
-                out.extend(lock(&self.seq).ack_frame());
+            } else if out.is_empty() {
+                // Acknowledge what came in within a tick (the peer keeps every frame until then,
+                // for a replay), and at least once per keep-alive.
+                if (n_in != acked_in && last_write.elapsed() >= tick)
+                    || last_write.elapsed() >= keepalive
+                {
+                    out.extend(lock(&self.seq).ack_frame());
+                }
             }
             if !out.is_empty() {
+                acked_in = n_in;
                 s.write_all(&out).map_err(|e| format!("write: {e}"))?;
                 self.h
                     .counters
@@ -497,6 +510,8 @@ struct Reader {
     /// When the link was connected, and the last time (ms after it) anything was read.
     base: Instant,
     heard: Arc<AtomicU64>,
+    /// Sequenced frames handled (the writer acknowledges them promptly).
+    frames_in: Arc<AtomicU64>,
 }
 
 impl Reader {
@@ -544,6 +559,7 @@ impl Reader {
             if !lock(&self.seq).received(&fr.header)? {
                 continue;
             }
+            self.frames_in.fetch_add(1, Ordering::Release);
             let body = if fr.header.compressed() {
                 inflated.clear();
                 z.inflate(fr.body, inflated).map_err(|e| e.to_string())?;
