@@ -662,3 +662,66 @@ fn requests_a_dead_node_held_are_answered_node_unavailable() {
     );
     assert!(link_metric(&g, "lattice_link_failed_total", "logic-a") >= 1);
 }
+
+#[test]
+fn a_full_link_answers_busy_and_loses_nothing_it_took() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_queue_frames",
+            "4",
+            "--cluster.link_unacked_frames",
+            "2",
+            "--cluster.link_keepalive_ms",
+            "1000",
+            "--cluster.link_timeout_ms",
+            "3000",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    // The link goes silent: two requests fill its unacknowledged bound, four its queue, the rest
+    // are answered BUSY at once. Once the link drops the silent socket and resumes, every request
+    // it took is answered.
+    relay.freeze();
+    for rid in 10..30u32 {
+        c.send(
+            rid,
+            &pb::Ping {
+                payload: vec![rid as u8],
+            },
+        );
+    }
+    let (mut pongs, mut busy) = (Vec::new(), Vec::new());
+    while pongs.len() + busy.len() < 20 {
+        let f = c.recv();
+        match f.decode() {
+            AnyMessage::Pong(_) => pongs.push(f.request_id),
+            AnyMessage::Error(e) if e.code == error_code::BUSY => busy.push(f.request_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut all: Vec<u32> = pongs.iter().chain(busy.iter()).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (10..30).collect::<Vec<_>>(), "one answer each");
+    assert!(
+        !busy.is_empty() && !pongs.is_empty(),
+        "pongs {pongs:?} busy {busy:?}"
+    );
+    assert!(
+        pongs.windows(2).all(|w| w[0] < w[1]),
+        "taken in order: {pongs:?}"
+    );
+    assert_eq!(
+        link_metric(&g, "lattice_link_queue_full_total", "logic-a"),
+        busy.len() as u64
+    );
+}
