@@ -22,7 +22,10 @@ struct Logic {
 }
 
 fn logic(name: &str, extra: &[&str]) -> Logic {
-    let internal = free_port();
+    logic_on(name, free_port(), extra)
+}
+
+fn logic_on(name: &str, internal: u16, extra: &[&str]) -> Logic {
     let listeners =
         format!(r#"[{{ addr = "127.0.0.1:{internal}", stack = "binary", session = "internal" }}]"#);
     let mut args = vec![
