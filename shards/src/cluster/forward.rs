@@ -14,7 +14,7 @@ use lattice_wire::{CloseReason, FrameHeader, SessionId};
 
 use super::link::client::Out;
 use super::link::inbox::Inbound;
-use super::node::ClusterNode;
+use super::node::{ClusterNode, Links};
 use crate::service::{Encoder, Route, ShardMsg};
 
 /// What a gate shard remembers of one of its client sessions.
@@ -30,6 +30,8 @@ struct Routed {
 /// One gate shard's routing to logic nodes.
 pub struct Forwarder {
     node: Arc<ClusterNode>,
+    /// This shard's snapshot of the node's links and its generation.
+    links: (u64, Links),
     sessions: HashMap<SessionId, Routed>,
 }
 
@@ -42,6 +44,7 @@ impl Forwarder {
     /// Routing for one shard of `node`.
     pub fn new(node: Arc<ClusterNode>) -> Forwarder {
         Forwarder {
+            links: node.links(),
             node,
             sessions: HashMap::new(),
         }
@@ -99,7 +102,10 @@ impl Forwarder {
         route: Option<Route>,
     ) {
         let key = self.key(session, &msg, route);
-        let Some((index, link)) = self.node.owner(key) else {
+        if self.links.0 != self.node.links_generation() {
+            self.links = self.node.links();
+        }
+        let Some((index, link)) = self.node.owner(&self.links.1, key) else {
             error(
                 cx,
                 enc,
@@ -144,7 +150,7 @@ impl Forwarder {
         let Some(r) = self.sessions.remove(&session) else {
             return;
         };
-        for (i, l) in self.node.links.values().enumerate() {
+        for (i, l) in self.links.1.iter().enumerate() {
             if i >= 64 || r.links & (1 << i) != 0 {
                 l.session_closed(session);
             }
