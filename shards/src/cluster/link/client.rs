@@ -8,7 +8,6 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use prost::Message as _;
 
 use super::inbox::{Inbound, Inbox};
 use super::pending::Pending;
+use super::queue::Queue;
 use super::seq::{LinkSeq, Resumption};
 use crate::cluster::config::ClusterConfig;
 
@@ -62,7 +62,7 @@ pub struct LinkHandle {
     /// The peer's node id.
     pub node_id: String,
     addr: String,
-    tx: SyncSender<Out>,
+    queue: Queue<Out>,
     /// Session-closed notices: never dropped (bounded by the sessions that closed).
     closes: Mutex<Vec<u64>>,
     up: AtomicBool,
@@ -87,15 +87,11 @@ impl LinkHandle {
 
     /// Queues a request; gives it back when the link's queue is full (counted).
     pub fn try_send(&self, out: Out) -> Result<(), Out> {
-        match self.tx.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(o)) | Err(TrySendError::Disconnected(o)) => {
-                self.counters
-                    .queue_full_total
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(o)
-            }
-        }
+        self.queue.try_push(out).inspect_err(|_| {
+            self.counters
+                .queue_full_total
+                .fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Tells the peer a client session ended (never dropped).
@@ -120,11 +116,10 @@ pub fn start(
     cfg: &ClusterConfig,
     inboxes: Arc<Vec<Arc<Inbox>>>,
 ) -> Arc<LinkHandle> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(cfg.link_queue_frames);
     let h = Arc::new(LinkHandle {
         node_id,
         addr,
-        tx,
+        queue: Queue::new(cfg.link_queue_frames),
         closes: Mutex::new(Vec::new()),
         up: AtomicBool::new(false),
         dead: AtomicBool::new(false),
@@ -135,7 +130,6 @@ pub fn start(
     let w = Writer {
         me,
         h: h.clone(),
-        rx,
         seq: Arc::new(Mutex::new(LinkSeq::new(cfg.link_unacked_frames))),
         inboxes,
         cfg: cfg.clone(),
@@ -154,7 +148,6 @@ pub fn start(
 struct Writer {
     me: String,
     h: Arc<LinkHandle>,
-    rx: Receiver<Out>,
     seq: Arc<Mutex<LinkSeq>>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
     cfg: ClusterConfig,
@@ -236,7 +229,7 @@ impl Writer {
             }
             if self.h.is_dead() {
                 // Nothing waits for a dead node: what reached the queue meanwhile is answered.
-                while let Ok(o) = self.rx.try_recv() {
+                while let Some(o) = self.h.queue.try_pop() {
                     let Out::Request {
                         origin,
                         request_id,
@@ -440,17 +433,11 @@ impl Writer {
             let mut taken = 0;
             while taken < 256 && lock(&self.seq).can_send() {
                 let o = if taken == 0 && out.is_empty() {
-                    match self.rx.recv_timeout(tick) {
-                        Ok(o) => o,
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                    }
+                    self.h.queue.pop_timeout(tick)
                 } else {
-                    match self.rx.try_recv() {
-                        Ok(o) => o,
-                        Err(_) => break,
-                    }
+                    self.h.queue.try_pop()
                 };
+                let Some(o) = o else { break };
                 let Out::Request {
                     origin,
                     request_id,
