@@ -12,7 +12,7 @@ divided by every response received.
 
     python3 bench/cluster.py [--reps 3] [--duration 10] [--rate 20000] [--connections 50] [--depth 4]
 """
-import argparse, os, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (helpers: free_port, wait_port, cpu_seconds, harness, stop)
@@ -20,12 +20,17 @@ import compare  # noqa: E402  (helpers: free_port, wait_port, cpu_seconds, harne
 BIN = compare.BIN
 
 
+DATA = []  # data directories of the servers of one case, removed when they stop
+
+
 def start(port, cores, args, name):
     log = open(os.path.join(tempfile.gettempdir(), f"links-bench-{name}-{port}.log"), "w")
+    data = tempfile.mkdtemp(prefix=f"links-bench-data-{name}-")
+    DATA.append(data)
     cmd = ["taskset", "-c", cores, f"{BIN}/lattice", "run", "--net.listen", f"127.0.0.1:{port}",
            "--listeners.http", "", "--tls.listen", "", "--tls.http_listen", "", "--admin.listen", "",
            "--log.level", "warn",
-           "--storage.data_dir", os.path.join(tempfile.gettempdir(), f"links-bench-data-{name}-{port}")] + args
+           "--storage.data_dir", data] + args
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     compare.wait_port(port, p)
     return p
@@ -58,6 +63,8 @@ def run(case, a):
     responses = sum(r["responses"] for r in reps)
     for p in reversed(procs):
         compare.stop(p)
+    while DATA:
+        shutil.rmtree(DATA.pop(), ignore_errors=True)
     return {"cpu_us_per_rt": (c1 - c0) * 1e6 / max(responses, 1),
             "rt_per_s": sum(r["rt_per_s"] for r in reps),
             "p99_us": max(r["latency_us"]["p99"] for r in reps)}
