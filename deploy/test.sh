@@ -9,6 +9,7 @@ export CARGO_TERM_COLOR=never
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v ip >/dev/null || need_apt+=(iproute2) # the cluster's network-namespace test (as root)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive

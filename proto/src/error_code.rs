@@ -20,6 +20,10 @@ pub const RATE_LIMITED: u32 = 8;
 /// `Resume` refused: unknown or closed session, bad token, or a `last_received_seq` ahead of what
 /// the server sent. The socket closes; start a new session with `Hello`.
 pub const RESUME_REJECTED: u32 = 9;
+/// The logic node that owns the request became unreachable before answering (its link down past
+/// `cluster.link_down_grace_ms`; it may have handled the request), or no logic node is live.
+/// Retry; after a node left, log in again (the request is then routed to a live node).
+pub const NODE_UNAVAILABLE: u32 = 10;
 
 // Account and icon codes use 50 and above (the range of their opcodes), so other features can add
 // codes below 50 without renumbering.
@@ -71,7 +75,7 @@ pub const IDS_UNAVAILABLE: u32 = 69;
 pub const ICON_NOT_FOUND: u32 = 70;
 
 /// Every code with its name, in code order (used by the TypeScript exporter and docs).
-pub const ALL: [(u32, &str); 30] = [
+pub const ALL: [(u32, &str); 31] = [
     (BAD_REQUEST, "BAD_REQUEST"),
     (UNKNOWN_OPCODE, "UNKNOWN_OPCODE"),
     (BUSY, "BUSY"),
@@ -81,6 +85,7 @@ pub const ALL: [(u32, &str); 30] = [
     (NOT_MEMBER, "NOT_MEMBER"),
     (RATE_LIMITED, "RATE_LIMITED"),
     (RESUME_REJECTED, "RESUME_REJECTED"),
+    (NODE_UNAVAILABLE, "NODE_UNAVAILABLE"),
     (ACCOUNT_TOO_SHORT, "ACCOUNT_TOO_SHORT"),
     (ACCOUNT_TOO_LONG, "ACCOUNT_TOO_LONG"),
     (ACCOUNT_BAD_CHARS, "ACCOUNT_BAD_CHARS"),

@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn opcodes_match_protocol_md() {
-        let expected: [(u16, &str); 29] = [
+        let expected: [(u16, &str); 34] = [
             (1, "Hello"),
             (2, "Welcome"),
             (3, "Error"),
@@ -162,6 +162,11 @@ mod tests {
             (71, "GetIcon"),
             (72, "IconData"),
             (1000, "Relay"),
+            (1001, "LinkHello"),
+            (1002, "LinkWelcome"),
+            (1003, "LinkRequest"),
+            (1004, "LinkDeliver"),
+            (1005, "LinkSessionClosed"),
         ];
         let got: Vec<(u16, &str)> = all().iter().map(|i| (i.opcode, i.name)).collect();
         assert_eq!(got, expected);

@@ -9,6 +9,9 @@ use lattice_wire::http::Request;
 use lattice_wire::{CloseReason, Frame, FrameHeader, Limited, RpcReply, SessionId};
 
 use crate::center::ids::{IdGen, IdLease};
+use crate::cluster::forward::Forwarder;
+use crate::cluster::link::serve::LinkServe;
+use crate::cluster::node::ClusterNode;
 use crate::gate::{Checked, Gate};
 use crate::host::{Parts, ServiceHost};
 use crate::http::HttpRoutes;
@@ -43,6 +46,9 @@ pub struct AppSettings {
     pub lua: Option<Arc<crate::lua::Scripts>>,
     /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
     pub rpc_timeout: std::time::Duration,
+    /// This node in a cluster (`[cluster]`): accepts node links; on a gate without the logic role,
+    /// routes requests over them. `None`: links are refused like any unknown request.
+    pub cluster: Option<Arc<ClusterNode>>,
 }
 
 /// One shard's application.
@@ -50,6 +56,10 @@ pub struct App {
     gate: Gate,
     host: ServiceHost,
     http: HttpRoutes,
+    /// Node links accepted on this shard and their proxy sessions.
+    links: LinkServe,
+    /// On a gate without the logic role: routing to logic nodes.
+    forward: Option<Forwarder>,
 }
 
 impl App {
@@ -85,12 +95,40 @@ impl App {
         if let Some(scripts) = &s.lua {
             host.set_lua(crate::lua::LuaShard::new(scripts.clone(), shard));
         }
+        let me = s.cluster.as_ref().map(|c| c.me.clone()).unwrap_or_default();
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
             host,
             http: HttpRoutes::new(s.rpc_timeout),
+            links: LinkServe::new(me),
+            forward: s
+                .cluster
+                .as_ref()
+                .filter(|c| c.routes_remotely())
+                .map(|c| Forwarder::new(c.clone())),
         })
     }
+
+    /// Sends what components queued for proxy sessions back over their links (the link session
+    /// lives on the proxy's shard).
+    fn drain_proxied(&mut self, cx: &ShardCx<ShardMsg>) {
+        if self.host.encoder().proxied.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.host.encoder().proxied);
+        for (p, f) in out {
+            if p.shard() == cx.id {
+                self.links.deliver(cx, self.host.encoder(), p, f);
+            } else {
+                cx.send(p.shard(), ShardMsg::ProxyDeliver(p, f));
+            }
+        }
+    }
+}
+
+/// Link messages (`LinkHello` … `LinkSessionClosed`) go to the link side, not to components.
+fn is_link_opcode(op: u16) -> bool {
+    (1001..=1005).contains(&op)
 }
 
 impl ShardApp for App {
@@ -98,14 +136,41 @@ impl ShardApp for App {
 
     fn on_start(&mut self, cx: &ShardCx<ShardMsg>) {
         self.host.start(cx);
+        if let Some(f) = &self.forward {
+            f.arm(cx);
+        }
+        self.drain_proxied(cx);
     }
 
     fn on_frame(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, frame: Frame<'_>) {
         match self.gate.check(cx, self.host.encoder(), session, frame) {
-            Checked::Request(info, msg) => self.host.request(cx, session, frame.header, info, msg),
+            Checked::Request(info, msg) if is_link_opcode(info.opcode) => {
+                if !self
+                    .links
+                    .frame(cx, &mut self.host, session, frame.header, &msg)
+                {
+                    self.host.request(cx, session, frame.header, info, msg)
+                }
+            }
+            Checked::Request(info, msg) => match self.forward.as_mut() {
+                Some(fw) => {
+                    let route = self.host.route_of(info, &msg, session);
+                    fw.request(
+                        cx,
+                        self.host.encoder(),
+                        session,
+                        frame.header,
+                        info,
+                        msg,
+                        route,
+                    )
+                }
+                None => self.host.request(cx, session, frame.header, info, msg),
+            },
             Checked::Welcomed => self.host.session_ready(cx, session),
             Checked::Done => {}
         }
+        self.drain_proxied(cx);
     }
 
     fn on_rate_limited(
@@ -140,21 +205,36 @@ impl ShardApp for App {
     }
 
     fn on_message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {
-        self.host.message(cx, msg);
+        match msg {
+            ShardMsg::ProxyDeliver(p, f) => self.links.deliver(cx, self.host.encoder(), p, f),
+            ShardMsg::LinkInbound(batch) => match &self.forward {
+                Some(fw) => fw.inbound(cx, batch),
+                None => tracing::error!("link frames on a node that routes nothing; dropped"),
+            },
+            msg => self.host.message(cx, msg),
+        }
+        self.drain_proxied(cx);
     }
 
     fn run_queued(&mut self, cx: &ShardCx<ShardMsg>, budget: usize) -> bool {
-        self.host.run_queued(cx, budget)
+        let more = self.host.run_queued(cx, budget);
+        self.drain_proxied(cx);
+        more
     }
 
     fn on_timer(&mut self, cx: &ShardCx<ShardMsg>, token: u64) {
         self.host.timer(cx, token);
+        self.drain_proxied(cx);
     }
 
     fn on_close(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId, reason: &CloseReason) {
         if *reason == CloseReason::HandedOver {
             // It only carried a socket to a resumed session: no component ever saw it.
             return;
+        }
+        self.links.closed(cx, session);
+        if let Some(fw) = self.forward.as_mut() {
+            fw.closed(session);
         }
         for shard in 0..cx.shards {
             cx.send(shard, ShardMsg::SessionClosed(session));

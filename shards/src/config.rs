@@ -93,6 +93,8 @@ pub struct Config {
     pub center: crate::center::CenterConfig,
     /// `[calendar]`.
     pub calendar: crate::service::CalendarSection,
+    /// `[cluster]`.
+    pub cluster: crate::cluster::config::ClusterConfig,
     /// `[session]`, `[limits]`, `[access]`.
     pub continuity: ContinuityConfig,
     /// `[tls]`.
@@ -140,6 +142,7 @@ impl Config {
             storage: typed_section(&table, "storage")?,
             center: typed_section(&table, "center")?,
             calendar: typed_section(&table, "calendar")?,
+            cluster: typed_section(&table, "cluster")?,
             continuity: ContinuityConfig {
                 session: typed_section::<SessionConfig>(&table, "session")?,
                 limits: typed_section::<LimitsConfig>(&table, "limits")?,
@@ -216,6 +219,35 @@ impl Config {
         if let Err((key, problem)) = etcd.validate() {
             return Err(bad(key, &problem));
         }
+        if let Err((key, problem)) = self.cluster.validate() {
+            return Err(bad(key, &problem));
+        }
+        if etcd.enabled() {
+            // What etcd publishes is where gates connect: it must name this host.
+            let internal = self
+                .listener_specs
+                .iter()
+                .find(|l| l.stack.session_type == lattice_wire::stack::SessionType::Internal);
+            if let Some(l) = internal {
+                let unspecified = l
+                    .addr
+                    .parse::<std::net::SocketAddr>()
+                    .map(|a| a.ip().is_unspecified())
+                    .unwrap_or(false);
+                if unspecified {
+                    return Err(bad(
+                        "listeners.extra",
+                        &format!("the internal listener {} is registered in etcd as the address peers connect to: bind it on this host's cluster address, not an unspecified one", l.addr),
+                    ));
+                }
+            }
+        }
+        if etcd.enabled() && !self.cluster.static_peers.is_empty() {
+            return Err(bad(
+                "cluster.static_peers",
+                "must be empty when etcd.endpoints is set (etcd is then the discovery)",
+            ));
+        }
         if let Err(e) = self.calendar.calendar() {
             return Err(bad("calendar", &e.to_string()));
         }
@@ -272,7 +304,7 @@ mod tests {
         let docs = config::key_docs(&schema());
         for section in [
             "runtime", "net", "storage", "logic", "echo", "chat", "session", "limits", "access",
-            "center", "calendar", "account", "icons", "etcd",
+            "center", "calendar", "account", "icons", "etcd", "cluster",
         ] {
             assert!(
                 docs.iter()

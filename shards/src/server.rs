@@ -155,6 +155,7 @@ pub fn run(mut cfg: Config) -> i32 {
         calendar_last: Arc::new(Vec::new()),
         lua: None,
         rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
+        cluster: None,
     };
     let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
         Ok(s) => s,
@@ -301,6 +302,24 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    // The live-node view: written by etcd's discovery thread when [etcd] is configured (from the
+    // moment this node serves, below), else published once from `cluster.static_peers`.
+    let members = Arc::new(Members::new());
+    // Node links follow that view.
+    let cluster = match crate::cluster::node::ClusterNode::start(
+        &cfg.cluster,
+        n,
+        members.clone(),
+        !etcd_cfg.enabled(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lattice: cluster: {e}");
+            center.stop();
+            return exit::CONFIG;
+        }
+    };
+    settings.cluster = Some(cluster.clone());
     // Before the shards start, so no request goes uncounted.
     let opcodes = crate::host::opcode_metrics::init(n);
     let tls_serving = tls.as_ref().map(|source| TlsServing {
@@ -343,6 +362,8 @@ pub fn run(mut cfg: Config) -> i32 {
             }
             s.metrics()
                 .add_renderer(move |w| crate::host::opcode_metrics::render(opcodes, w));
+            let c = cluster.clone();
+            s.metrics().add_renderer(move |w| c.render(w));
             if lattice_runtime::allocator_duties() {
                 s.metrics()
                     .add_renderer(lattice_runtime::telemetry::alloc_metrics::render);
@@ -361,7 +382,6 @@ pub fn run(mut cfg: Config) -> i32 {
         }
     };
     // Serving: join the cluster (the node appears in other nodes' views from here on).
-    let members = Arc::new(Members::new());
     let mut etcd = None;
     if etcd_cfg.enabled() {
         match crate::cluster::etcd::membership::start_with(
@@ -484,6 +504,7 @@ pub fn run(mut cfg: Config) -> i32 {
         a.stop();
     }
     // Every shard has stopped and reported its last id: release the machine id.
+    cluster.stop();
     center.stop();
     // Flush what is dirty and stop the storage threads.
     match storage.shutdown() {

@@ -178,6 +178,23 @@ impl ServiceHost {
         &self.parts.metrics[self.parts.shard]
     }
 
+    /// Where the component that handles `msg` would route it (`None`: no component handles it,
+    /// or a script does). A gate node routes by it to a logic node (`cluster::forward`).
+    pub fn route_of(
+        &mut self,
+        info: &OpcodeInfo,
+        msg: &AnyMessage,
+        session: SessionId,
+    ) -> Option<crate::service::Route> {
+        if let Some(lua) = self.lua.as_mut() {
+            if lua.handler_for(info.opcode).is_some() {
+                return None;
+            }
+        }
+        let (si, ci) = self.routes[info.index as usize]?;
+        Some(self.services[si as usize].components[ci as usize].route(msg, session))
+    }
+
     /// Routes a request the gate let through.
     pub fn request(
         &mut self,
@@ -304,6 +321,9 @@ impl ServiceHost {
             }
             ShardMsg::Resume(req) => {
                 tracing::error!(session = %req.target, "Resume request outside a socket handover; dropped")
+            }
+            ShardMsg::ProxyDeliver(..) | ShardMsg::LinkInbound(..) => {
+                tracing::error!("node-link message on a node without links; dropped")
             }
             ShardMsg::SessionClosed(session) => {
                 self.each(cx, |c, ctx| c.on_session_closed(ctx, session))

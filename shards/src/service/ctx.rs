@@ -67,6 +67,11 @@ pub enum ShardMsg {
         /// What to run.
         f: Continuation,
     },
+    /// A frame for a proxy session of this shard (a client of another node): goes back over its
+    /// link (`cluster::link::serve`). Never dropped.
+    ProxyDeliver(SessionId, ProxyOut),
+    /// What arrived over node links for client sessions of this shard (a gate node).
+    LinkInbound(Vec<crate::cluster::link::inbox::Inbound>),
 }
 
 /// Where a request is handled.
@@ -97,6 +102,18 @@ pub struct Encoder {
     max_frame: usize,
     body: Vec<u8>,
     packed: Vec<u8>,
+    /// Frames for proxy sessions (clients of another node, `cluster::link::serve`), taken by the
+    /// application after each call into the host and sent back over their link.
+    pub(crate) proxied: Vec<(SessionId, ProxyOut)>,
+}
+
+/// What a component sent to a proxy session (see `Encoder::proxied`).
+#[derive(Debug)]
+pub enum ProxyOut {
+    /// A frame for the client.
+    Frame(Vec<u8>),
+    /// Close the client's session with this reason.
+    Close(String),
 }
 
 impl Encoder {
@@ -108,6 +125,7 @@ impl Encoder {
             max_frame: (max_frame as usize).saturating_sub(frame::EXT_LEN),
             body: Vec::new(),
             packed: Vec::new(),
+            proxied: Vec::new(),
         }
     }
 
@@ -121,6 +139,15 @@ impl Encoder {
         request_id: u32,
         msg: &T,
     ) -> bool {
+        if crate::cluster::link::serve::is_proxy(session) {
+            return match self.frame(request_id, msg) {
+                Some(f) => {
+                    self.proxied.push((session, ProxyOut::Frame(f)));
+                    true
+                }
+                None => false,
+            };
+        }
         let body_len = msg.encoded_len();
         if body_len > self.compressor.config().threshold {
             self.body.clear();
@@ -169,6 +196,13 @@ impl Encoder {
             return false;
         }
         let op = msg.opcode();
+        if crate::cluster::link::serve::is_proxy(session) {
+            self.proxied.push((
+                session,
+                ProxyOut::Frame(frame::encode(op, flags, request_id, body)),
+            ));
+            return true;
+        }
         cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
             frame::encode_into(out, op, flags, request_id, body)
         });
@@ -227,6 +261,10 @@ impl<'a> Ctx<'a> {
     /// The peer address of `session` when it lives on this shard (requests are handled on the
     /// session's shard unless their component routes them elsewhere).
     pub fn peer(&self, session: SessionId) -> Option<std::net::SocketAddr> {
+        if crate::cluster::link::serve::is_proxy(session) {
+            // A client of another node: the address its gate saw, known on the proxy's shard.
+            return crate::cluster::link::serve::proxy_peer(session);
+        }
         self.cx.peer(session)
     }
 
@@ -306,7 +344,19 @@ impl<'a> Ctx<'a> {
             return;
         }
         match self.enc.frame(0, msg) {
-            Some(f) => self.cx.deliver_many(sessions, &f),
+            Some(f) => {
+                use crate::cluster::link::serve::is_proxy;
+                if sessions.iter().any(|s| is_proxy(*s)) {
+                    let (proxies, local): (Vec<SessionId>, Vec<SessionId>) =
+                        sessions.iter().partition(|s| is_proxy(**s));
+                    for p in proxies {
+                        self.enc.proxied.push((p, ProxyOut::Frame(f.clone())));
+                    }
+                    self.cx.deliver_many(&local, &f);
+                } else {
+                    self.cx.deliver_many(sessions, &f);
+                }
+            }
             None => {
                 AppMetrics::add(&self.metrics.reply_too_large_total, 1);
                 tracing::error!(
@@ -335,7 +385,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// Closes `session` (after flushing what is queued for it) with `reason` logged.
-    pub fn close(&self, session: SessionId, reason: impl Into<String>) {
+    pub fn close(&mut self, session: SessionId, reason: impl Into<String>) {
+        if crate::cluster::link::serve::is_proxy(session) {
+            // A client of another node: its gate holds the socket and closes it.
+            self.enc
+                .proxied
+                .push((session, ProxyOut::Close(reason.into())));
+            return;
+        }
         self.cx.close(session, CloseReason::App(reason.into()));
     }
 

@@ -20,7 +20,7 @@ pub mod registry;
 pub(crate) mod timers;
 
 pub use calendar::CalendarSection;
-pub use ctx::{Ctx, Encoder, Req, Route, ShardMsg, TimerId};
+pub use ctx::{Ctx, Encoder, ProxyOut, Req, Route, ShardMsg, TimerId};
 pub use lattice_runtime::time::{Boundary, Crossed};
 pub use registry::{ComponentDecl, Registrar, ServiceDecl, COMPONENTS, SERVICES};
 

@@ -1,6 +1,7 @@
 //! Test helpers: start a real `lattice` process on free ports and talk to it with a blocking client.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod operator;
 pub mod seq;
 pub mod seq_ws;

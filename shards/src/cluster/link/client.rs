@@ -1,0 +1,586 @@
+//! The opening side of one node link, on its own threads: a writer that owns the connection
+//! (connect, handshake, resend, then frames from the shards) and, per socket, a reader that
+//! applies acknowledgements and hands frames for client sessions to the shards' inboxes.
+//!
+//! Blocking sockets on dedicated threads keep the shards free of a second kind of connection (the
+//! runtime only accepts); a gate has one link per logic node, so two threads per peer.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lattice_proto::{error_code, pb, AnyMessage, LatticeMessage};
+use lattice_wire::frame::{self, Decoder, FrameHeader};
+use lattice_wire::SessionId;
+use prost::Message as _;
+
+use super::inbox::{Inbound, Inbox};
+use super::pending::Pending;
+use super::queue::Queue;
+use super::seq::{LinkSeq, Resumption};
+use crate::cluster::config::ClusterConfig;
+
+/// What the shards hand to a link.
+#[derive(Debug)]
+pub enum Out {
+    /// A client request for the peer's services.
+    Request {
+        /// The client's session on this node.
+        origin: SessionId,
+        /// Its request id.
+        request_id: u32,
+        /// Its opcode.
+        opcode: u16,
+        /// Its body, decompressed.
+        body: Vec<u8>,
+        /// The client's address, when known.
+        peer: Option<std::net::SocketAddr>,
+    },
+}
+
+/// Counters of one link (read by the metrics renderer).
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Requests refused because the link's queue was full (`BUSY` to the client).
+    pub queue_full_total: AtomicU64,
+    /// Frames written (first sends).
+    pub sent_total: AtomicU64,
+    /// Frames written again after a resume.
+    pub resent_total: AtomicU64,
+    /// Frames received for client sessions.
+    pub received_total: AtomicU64,
+    /// Sockets opened (the first included).
+    pub connects_total: AtomicU64,
+    /// Requests answered `NODE_UNAVAILABLE` (the peer lost them or stayed away past the grace).
+    pub failed_total: AtomicU64,
+}
+
+/// The shards' side of a link.
+pub struct LinkHandle {
+    /// The peer's node id.
+    pub node_id: String,
+    addr: String,
+    queue: Queue<Out>,
+    /// Session-closed notices: never dropped (bounded by the sessions that closed).
+    closes: Mutex<Vec<u64>>,
+    up: AtomicBool,
+    dead: AtomicBool,
+    stop: AtomicBool,
+    /// Requests sent and not answered yet.
+    pending: Pending,
+    /// Counters.
+    pub counters: LinkCounters,
+}
+
+impl LinkHandle {
+    /// True while the link is connected and handshaken.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// True when the link has been down past `cluster.link_down_grace_ms`: route elsewhere.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Queues a request; gives it back when the link's queue is full (counted).
+    pub fn try_send(&self, out: Out) -> Result<(), Out> {
+        self.queue.try_push(out).inspect_err(|_| {
+            self.counters
+                .queue_full_total
+                .fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Tells the peer a client session ended (never dropped).
+    pub fn session_closed(&self, origin: SessionId) {
+        self.closes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(origin.as_u64());
+    }
+
+    /// Asks the link's threads to end.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Starts the link to `node_id` at `addr`; frames for client sessions go to `inboxes[shard]`.
+pub fn start(
+    me: String,
+    node_id: String,
+    addr: String,
+    cfg: &ClusterConfig,
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+) -> Arc<LinkHandle> {
+    let h = Arc::new(LinkHandle {
+        node_id,
+        addr,
+        queue: Queue::new(cfg.link_queue_frames),
+        closes: Mutex::new(Vec::new()),
+        up: AtomicBool::new(false),
+        dead: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        pending: Pending::default(),
+        counters: LinkCounters::default(),
+    });
+    let w = Writer {
+        me,
+        h: h.clone(),
+        seq: Arc::new(Mutex::new(LinkSeq::new(cfg.link_unacked_frames))),
+        inboxes,
+        cfg: cfg.clone(),
+        down_since: None,
+    };
+    let name = format!("link-{}", h.node_id);
+    if let Err(e) = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || w.run())
+    {
+        tracing::error!(error = %e, "cannot start a link thread; the node stays unreachable");
+    }
+    h
+}
+
+struct Writer {
+    me: String,
+    h: Arc<LinkHandle>,
+    seq: Arc<Mutex<LinkSeq>>,
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+    cfg: ClusterConfig,
+    down_since: Option<Instant>,
+}
+
+/// Why a socket ended.
+type LinkResult = Result<(), String>;
+
+fn lock(s: &Mutex<LinkSeq>) -> std::sync::MutexGuard<'_, LinkSeq> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads one frame of the handshake within the socket's read timeout. Bytes read past it (the
+/// replay that follows `Resumed`) stay in `pending` for the reader.
+fn read_plain(
+    s: &mut TcpStream,
+    dec: &mut Decoder,
+    pending: &mut Vec<u8>,
+) -> Result<(FrameHeader, Vec<u8>), String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut input: &[u8] = pending;
+        let before = input.len();
+        let got = dec.next(&mut input).map_err(|e| e.to_string())?;
+        let out = got.map(|f| {
+            let fr = f.frame();
+            (fr.header, fr.body.to_vec())
+        });
+        let consumed = before - input.len();
+        pending.drain(..consumed);
+        if let Some(out) = out {
+            return Ok(out);
+        }
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("handshake read: {e}"))?;
+        if n == 0 {
+            return Err("peer closed during the handshake".into());
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An `Error{NODE_UNAVAILABLE}` frame answering a request.
+fn unavailable(request_id: u32, opcode: u16) -> Vec<u8> {
+    let e = pb::Error {
+        code: error_code::NODE_UNAVAILABLE,
+        message: "logic node unavailable; retry (log in again if you were logged in)".into(),
+        opcode: u32::from(opcode),
+    };
+    frame::encode(pb::Error::OPCODE, 0, request_id, &e.encode_to_vec())
+}
+
+impl Writer {
+    fn stopping(&self) -> bool {
+        self.h.stop.load(Ordering::Acquire)
+    }
+
+    fn run(mut self) {
+        let retry = Duration::from_millis(self.cfg.link_retry_ms);
+        let grace = Duration::from_millis(self.cfg.link_down_grace_ms);
+        while !self.stopping() {
+            let r = self.connect_and_serve();
+            let was_up = self.h.up.swap(false, Ordering::AcqRel);
+            if let Err(e) = &r {
+                if was_up {
+                    tracing::warn!(peer = %self.h.node_id, error = %e, "link down; reconnecting");
+                } else {
+                    tracing::debug!(peer = %self.h.node_id, error = %e, "link attempt failed");
+                }
+            }
+            let since = *self.down_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= grace && !self.h.is_dead() {
+                tracing::warn!(peer = %self.h.node_id, grace_ms = self.cfg.link_down_grace_ms, "link down past the grace: node taken out of routing, its waiting requests answered NODE_UNAVAILABLE");
+                self.h.dead.store(true, Ordering::Release);
+                lock(&self.seq).forget();
+                self.fail_pending();
+            }
+            if self.h.is_dead() {
+                // Nothing waits for a dead node: what reached the queue meanwhile is answered.
+                while let Some(o) = self.h.queue.try_pop() {
+                    let Out::Request {
+                        origin,
+                        request_id,
+                        opcode,
+                        ..
+                    } = o;
+                    self.answer_unavailable(origin, request_id, opcode);
+                }
+                self.h
+                    .closes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            std::thread::sleep(retry);
+        }
+    }
+
+    fn answer_unavailable(&self, origin: SessionId, request_id: u32, opcode: u16) {
+        self.h.counters.failed_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(ib) = self.inboxes.get(origin.shard()) {
+            ib.push(
+                Inbound::Frame(origin, unavailable(request_id, opcode)),
+                || self.stopping(),
+            );
+        }
+    }
+
+    /// The peer will not answer what it was sent: every pending request is answered
+    /// `NODE_UNAVAILABLE`.
+    fn fail_pending(&self) {
+        for (origin, request_id, opcode) in self.h.pending.drain() {
+            self.answer_unavailable(SessionId::from_u64(origin), request_id, opcode);
+        }
+    }
+
+    fn connect(&self) -> Result<TcpStream, String> {
+        let timeout = Duration::from_millis(self.cfg.link_connect_timeout_ms);
+        let addr = self
+            .h
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve {}: {e}", self.h.addr))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to nothing", self.h.addr))?;
+        let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_nodelay(true);
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout.max(Duration::from_secs(5))))
+            .map_err(|e| e.to_string())?;
+        self.h
+            .counters
+            .connects_total
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    /// Resumes the session, or starts one (Hello, LinkHello). Returns the frames to resend.
+    fn handshake(
+        &self,
+        s: &mut TcpStream,
+        dec: &mut Decoder,
+        pending: &mut Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let resume = lock(&self.seq).resume();
+        if let Some(r) = resume {
+            s.write_all(&r).map_err(|e| e.to_string())?;
+            let (h, body) = read_plain(s, dec, pending)?;
+            let msg = lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())?;
+            match msg {
+                AnyMessage::Resumed(r) => {
+                    if r.resync {
+                        tracing::warn!(peer = %self.h.node_id, "link resumed with resync: frames of the peer were evicted from its replay buffer");
+                    }
+                    match lock(&self.seq).resumed(Some(&r)) {
+                        Resumption::Resend(f) => return Ok(f),
+                        Resumption::Lost(_) => unreachable!("a kept session resends"),
+                    }
+                }
+                other => {
+                    tracing::warn!(peer = %self.h.node_id, answer = ?other, "link session lost by the peer (restarted, or resume window passed): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
+                    lock(&self.seq).resumed(None);
+                    self.fail_pending();
+                    return Err("resume refused".into());
+                }
+            }
+        }
+        s.write_all(&lock(&self.seq).hello())
+            .map_err(|e| e.to_string())?;
+        let (h, body) = read_plain(s, dec, pending)?;
+        match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
+            AnyMessage::Welcome(w) => lock(&self.seq).welcome(&w).map_err(str::to_string)?,
+            other => return Err(format!("expected Welcome, got {other:?}")),
+        }
+        let lh = pb::LinkHello {
+            node_id: self.me.clone(),
+        };
+        let f = lock(&self.seq).frame(pb::LinkHello::OPCODE, 0, &lh.encode_to_vec());
+        s.write_all(&f).map_err(|e| e.to_string())?;
+        let (h, body) = read_plain(s, dec, pending)?;
+        lock(&self.seq).received(&h)?;
+        match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
+            AnyMessage::LinkWelcome(w) if w.node_id == self.h.node_id => Ok(Vec::new()),
+            AnyMessage::LinkWelcome(w) => Err(format!(
+                "peer at {} is node {:?}, configured as {:?}",
+                self.h.addr, w.node_id, self.h.node_id
+            )),
+            other => Err(format!("expected LinkWelcome, got {other:?}")),
+        }
+    }
+
+    fn connect_and_serve(&mut self) -> LinkResult {
+        let mut s = self.connect()?;
+        let mut dec = Decoder::new(u32::MAX);
+        let mut pending = Vec::new();
+        let resend = self.handshake(&mut s, &mut dec, &mut pending)?;
+        let n = resend.len() as u64;
+        for f in resend {
+            s.write_all(&f).map_err(|e| e.to_string())?;
+        }
+        self.h.counters.resent_total.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(peer = %self.h.node_id, frames = n, "link resumed; unacknowledged frames resent");
+        }
+        self.h.up.store(true, Ordering::Release);
+        self.h.dead.store(false, Ordering::Release);
+        self.down_since = None;
+        tracing::info!(peer = %self.h.node_id, "link up");
+        s.set_read_timeout(None).map_err(|e| e.to_string())?;
+        let rs = s.try_clone().map_err(|e| e.to_string())?;
+        let ended = Arc::new(AtomicBool::new(false));
+        let base = Instant::now();
+        let heard = Arc::new(AtomicU64::new(0));
+        let frames_in = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let r = Reader {
+                h: self.h.clone(),
+                seq: self.seq.clone(),
+                inboxes: self.inboxes.clone(),
+                ended: ended.clone(),
+                base,
+                heard: heard.clone(),
+                frames_in: frames_in.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("link-{}-rx", self.h.node_id))
+                .spawn(move || r.run(rs, dec, pending))
+                .map_err(|e| e.to_string())?
+        };
+        let r = self.serve(&mut s, &ended, base, &heard, &frames_in);
+        let _ = s.shutdown(Shutdown::Both);
+        let _ = reader.join();
+        r
+    }
+
+    fn serve(
+        &mut self,
+        s: &mut TcpStream,
+        ended: &AtomicBool,
+        base: Instant,
+        heard: &AtomicU64,
+        frames_in: &AtomicU64,
+    ) -> LinkResult {
+        let keepalive = Duration::from_millis(self.cfg.link_keepalive_ms);
+        let silence = self.cfg.link_timeout_ms;
+        let tick = keepalive.min(Duration::from_millis(50));
+        let mut last_write = Instant::now();
+        let mut last_probe = Instant::now();
+        let mut acked_in = 0u64;
+        let mut out = Vec::new();
+        loop {
+            if ended.load(Ordering::Acquire) {
+                return Err("socket ended".into());
+            }
+            // A peer that vanished without a word (a cut cable, a partition) leaves the socket
+            // open: silence past the timeout drops it, and the reconnect finds out.
+            let quiet =
+                (base.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Acquire));
+            if quiet > silence {
+                return Err(format!("nothing heard from the peer for {quiet} ms"));
+            }
+            if self.stopping() {
+                return Ok(());
+            }
+            out.clear();
+            // Frames handled so far: whatever is framed below acknowledges at least these.
+            let n_in = frames_in.load(Ordering::Acquire);
+            let closes =
+                std::mem::take(&mut *self.h.closes.lock().unwrap_or_else(|p| p.into_inner()));
+            {
+                let mut seq = lock(&self.seq);
+                for origin in closes {
+                    self.h.pending.closed(origin);
+                    let m = pb::LinkSessionClosed { origin };
+                    out.extend(seq.frame(pb::LinkSessionClosed::OPCODE, 0, &m.encode_to_vec()));
+                }
+            }
+            // Take requests only while the peer's acknowledgements leave room (backpressure:
+            // the queue fills, and the shards answer BUSY).
+            let mut taken = 0;
+            while taken < 256 && lock(&self.seq).can_send() {
+                let o = if taken == 0 && out.is_empty() {
+                    self.h.queue.pop_timeout(tick)
+                } else {
+                    self.h.queue.try_pop()
+                };
+                let Some(o) = o else { break };
+                let Out::Request {
+                    origin,
+                    request_id,
+                    opcode,
+                    body,
+                    peer,
+                } = o;
+                self.h.pending.sent(origin.as_u64(), request_id, opcode);
+                let m = pb::LinkRequest {
+                    origin: origin.as_u64(),
+                    request_id,
+                    opcode: u32::from(opcode),
+                    body,
+                    peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+                };
+                out.extend(lock(&self.seq).frame(pb::LinkRequest::OPCODE, 0, &m.encode_to_vec()));
+                taken += 1;
+            }
+            if !lock(&self.seq).can_send() && out.is_empty() {
+                std::thread::sleep(tick.min(Duration::from_millis(5)));
+            }
+            if last_probe.elapsed() >= keepalive && lock(&self.seq).can_send() {
+                // A Ping the peer answers: traffic both ways at least once per keep-alive, so
+                // the silence above means the peer is gone (the Pong is not for any client).
+                let p = pb::Ping {
+                    payload: Vec::new(),
+                };
+                out.extend(lock(&self.seq).frame(pb::Ping::OPCODE, 0, &p.encode_to_vec()));
+                last_probe = Instant::now();
+            } else if out.is_empty() {
+                // Acknowledge what came in within a tick (the peer keeps every frame until then,
+                // for a replay), and at least once per keep-alive.
+                if (n_in != acked_in && last_write.elapsed() >= tick)
+                    || last_write.elapsed() >= keepalive
+                {
+                    out.extend(lock(&self.seq).ack_frame());
+                }
+            }
+            if !out.is_empty() {
+                acked_in = n_in;
+                s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+                self.h
+                    .counters
+                    .sent_total
+                    .fetch_add(taken as u64, Ordering::Relaxed);
+                last_write = Instant::now();
+            }
+        }
+    }
+}
+
+struct Reader {
+    h: Arc<LinkHandle>,
+    seq: Arc<Mutex<LinkSeq>>,
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+    ended: Arc<AtomicBool>,
+    /// When the link was connected, and the last time (ms after it) anything was read.
+    base: Instant,
+    heard: Arc<AtomicU64>,
+    /// Sequenced frames handled (the writer acknowledges them promptly).
+    frames_in: Arc<AtomicU64>,
+}
+
+impl Reader {
+    fn run(self, mut s: TcpStream, mut dec: Decoder, pending: Vec<u8>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut inflated = Vec::new();
+        let mut z = lattice_wire::compress::BodyCompressor::new(Default::default());
+        let mut why = self
+            .process(&mut dec, &pending, &mut z, &mut inflated)
+            .err();
+        while why.is_none() {
+            let n = match s.read(&mut buf) {
+                Ok(0) => {
+                    why = Some("peer closed".to_string());
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    why = Some(format!("read: {e}"));
+                    break;
+                }
+            };
+            self.heard
+                .store(self.base.elapsed().as_millis() as u64, Ordering::Release);
+            why = self
+                .process(&mut dec, &buf[..n], &mut z, &mut inflated)
+                .err();
+        }
+        tracing::debug!(peer = %self.h.node_id, why = why.unwrap_or_default(), "link reader ends");
+        self.ended.store(true, Ordering::Release);
+        let _ = s.shutdown(Shutdown::Both);
+    }
+
+    /// Handles the frames in `data` (and a partial one kept by `dec`).
+    fn process(
+        &self,
+        dec: &mut Decoder,
+        data: &[u8],
+        z: &mut lattice_wire::compress::BodyCompressor,
+        inflated: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let mut input = data;
+        while let Some(f) = dec.next(&mut input).map_err(|e| e.to_string())? {
+            let fr = f.frame();
+            if !lock(&self.seq).received(&fr.header)? {
+                continue;
+            }
+            self.frames_in.fetch_add(1, Ordering::Release);
+            let body = if fr.header.compressed() {
+                inflated.clear();
+                z.inflate(fr.body, inflated).map_err(|e| e.to_string())?;
+                &inflated[..]
+            } else {
+                fr.body
+            };
+            match lattice_proto::decode(fr.header.opcode, body) {
+                Ok(AnyMessage::LinkDeliver(d)) => {
+                    let origin = SessionId::from_u64(d.origin);
+                    self.h
+                        .counters
+                        .received_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(ib) = self.inboxes.get(origin.shard()) {
+                        let stop = || self.h.stop.load(Ordering::Acquire);
+                        if !d.frame.is_empty() {
+                            self.h.pending.answered(d.origin, &d.frame);
+                            ib.push(Inbound::Frame(origin, d.frame), stop);
+                        }
+                        if !d.close.is_empty() {
+                            ib.push(Inbound::Close(origin, d.close), stop);
+                        }
+                    }
+                }
+                Ok(AnyMessage::Error(e)) => {
+                    tracing::warn!(peer = %self.h.node_id, code = e.code, message = %e.message, "link: the peer refused a frame")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(peer = %self.h.node_id, error = %e, "link: undecodable frame skipped")
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! This node in a cluster: its name and roles, the live-node view, and (on a gate without the
+//! logic role) its links to the logic nodes and the shards' inboxes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lattice_runtime::telemetry::prom::{Kind, Writer};
+
+use super::config::ClusterConfig;
+use super::link::client::{self, LinkHandle};
+use super::link::inbox::Inbox;
+use super::members::{Members, NodeInfo, Role};
+use super::rendezvous;
+
+/// The links a gate has opened, in the order they were opened (append-only: an index names the
+/// same link for the life of the process).
+pub type Links = Arc<Vec<Arc<LinkHandle>>>;
+
+/// What every shard shares about the cluster.
+pub struct ClusterNode {
+    /// This node's name.
+    pub me: String,
+    /// This node's roles.
+    pub roles: Vec<Role>,
+    /// The live-node view (written by discovery: etcd, or `cluster.static_peers`).
+    pub members: Arc<Members>,
+    /// Links to logic nodes (a gate without the logic role; empty otherwise), replaced whole
+    /// when one is added; readers keep a snapshot and compare [`ClusterNode::links_generation`].
+    links: Mutex<Links>,
+    links_generation: AtomicU64,
+    /// Per shard: frames received over links for its client sessions.
+    pub inboxes: Arc<Vec<Arc<Inbox>>>,
+    cfg: ClusterConfig,
+    stop: AtomicBool,
+}
+
+/// Why the cluster part could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A `[cluster]` value is wrong.
+    #[error("`{0}`: {1}")]
+    Config(&'static str, String),
+}
+
+/// How often the link manager looks at the view's generation.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+impl ClusterNode {
+    /// Sets up this node for `shards` shards: publishes `cluster.static_peers` into `members`
+    /// when `publish_static` (no discovery writes it) and, on a routing gate, opens a link to
+    /// every logic node of the view, then watches the view (a thread polling
+    /// [`Members::generation`] every 100 ms) to open links to logic nodes that appear later.
+    /// A node that leaves the view keeps its link (it reconnects if the node comes back); routing
+    /// only ever considers the nodes of the current view.
+    pub fn start(
+        cfg: &ClusterConfig,
+        shards: usize,
+        members: Arc<Members>,
+        publish_static: bool,
+    ) -> Result<Arc<ClusterNode>, ClusterError> {
+        let roles = cfg.roles().map_err(|(k, e)| ClusterError::Config(k, e))?;
+        let me = cfg.node_name();
+        if publish_static {
+            let peers = cfg.peers().map_err(|(k, e)| ClusterError::Config(k, e))?;
+            members.set(peers);
+        }
+        let inboxes: Arc<Vec<Arc<Inbox>>> = Arc::new(
+            (0..shards)
+                .map(|_| Inbox::new(cfg.link_inbox_frames))
+                .collect(),
+        );
+        let node = Arc::new(ClusterNode {
+            me,
+            roles,
+            members,
+            links: Mutex::new(Arc::new(Vec::new())),
+            links_generation: AtomicU64::new(0),
+            inboxes,
+            cfg: cfg.clone(),
+            stop: AtomicBool::new(false),
+        });
+        if node.routes_remotely() {
+            let mut seen = node.members.generation();
+            node.sync_links();
+            if node.links().1.is_empty() {
+                tracing::warn!("gate without logic nodes yet: routed requests get NODE_UNAVAILABLE until one is live");
+            }
+            let n = node.clone();
+            let watcher = std::thread::Builder::new()
+                .name("cluster-links".into())
+                .spawn(move || {
+                    while !n.stop.load(Ordering::Acquire) {
+                        std::thread::sleep(WATCH_EVERY);
+                        let g = n.members.generation();
+                        if g != seen {
+                            seen = g;
+                            n.sync_links();
+                        }
+                    }
+                });
+            if let Err(e) = watcher {
+                tracing::error!(error = %e, "cannot start the link manager: links are opened for the nodes known at start only");
+            }
+        }
+        tracing::info!(node = %node.me, roles = ?node.roles, links = node.links().1.len(), "cluster node");
+        Ok(node)
+    }
+
+    /// Opens a link to each logic node of the view that has none.
+    fn sync_links(&self) {
+        let (_, view) = self.members.view();
+        let mut cur = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<LinkHandle>> = cur.as_ref().clone();
+        for n in view.with_role(Role::Logic) {
+            if n.node_id == self.me || next.iter().any(|l| l.node_id == n.node_id) {
+                continue;
+            }
+            tracing::info!(peer = %n.node_id, addr = %n.internal_addr, "opening a link");
+            next.push(client::start(
+                self.me.clone(),
+                n.node_id.clone(),
+                n.internal_addr.clone(),
+                &self.cfg,
+                self.inboxes.clone(),
+            ));
+        }
+        if next.len() != cur.len() {
+            *cur = Arc::new(next);
+            self.links_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Bumped whenever a link is added.
+    pub fn links_generation(&self) -> u64 {
+        self.links_generation.load(Ordering::Acquire)
+    }
+
+    /// The links opened so far and the generation of that list.
+    pub fn links(&self) -> (u64, Links) {
+        let cur = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        (self.links_generation(), cur.clone())
+    }
+
+    /// True when this node routes its clients' requests over links.
+    pub fn routes_remotely(&self) -> bool {
+        self.roles.contains(&Role::Gate) && !self.roles.contains(&Role::Logic)
+    }
+
+    /// Among `links`, the one to the live logic node that owns `key`, with its index: rendezvous
+    /// hashing over the logic nodes of the view whose link is not given up. `None` when there is
+    /// none. Cost: a view read (a lock and an `Arc` clone) and a hash per node.
+    pub fn owner<'a>(&self, links: &'a Links, key: u64) -> Option<(usize, &'a Arc<LinkHandle>)> {
+        let (_, view) = self.members.view();
+        let link_of = |id: &str| links.iter().position(|l| l.node_id == id);
+        let live: Vec<&NodeInfo> = view
+            .with_role(Role::Logic)
+            .filter(|n| link_of(&n.node_id).is_some_and(|i| !links[i].is_dead()))
+            .collect();
+        let n = rendezvous::owner(key, live)?;
+        let i = link_of(&n.node_id)?;
+        Some((i, &links[i]))
+    }
+
+    /// Stops the link manager and the links' threads.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for l in self.links().1.iter() {
+            l.stop();
+        }
+    }
+
+    /// Prometheus families of the links' counters (one sample per peer).
+    pub fn render(&self, w: &mut Writer<'_>) {
+        let (_, links) = self.links();
+        if links.is_empty() {
+            return;
+        }
+        type Get = fn(&LinkHandle) -> u64;
+        let series: [(&str, Kind, &str, Get); 8] = [
+            (
+                "lattice_link_up",
+                Kind::Gauge,
+                "1 while the link to the node is connected",
+                |l| l.is_up() as u64,
+            ),
+            (
+                "lattice_link_dead",
+                Kind::Gauge,
+                "1 while the node is out of routing (link down past cluster.link_down_grace_ms)",
+                |l| l.is_dead() as u64,
+            ),
+            (
+                "lattice_link_queue_full_total",
+                Kind::Counter,
+                "requests answered BUSY because the link's queue was full",
+                |l| l.counters.queue_full_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_sent_total",
+                Kind::Counter,
+                "requests sent over the link (first sends)",
+                |l| l.counters.sent_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_resent_total",
+                Kind::Counter,
+                "frames resent after a link resumed",
+                |l| l.counters.resent_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_received_total",
+                Kind::Counter,
+                "frames received over the link for client sessions",
+                |l| l.counters.received_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_connects_total",
+                Kind::Counter,
+                "sockets the link opened",
+                |l| l.counters.connects_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_failed_total",
+                Kind::Counter,
+                "requests answered NODE_UNAVAILABLE",
+                |l| l.counters.failed_total.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            w.family(name, kind, help);
+            for l in links.iter() {
+                w.sample(name, &[("peer", &l.node_id)], get(l));
+            }
+        }
+        let full: u64 = self
+            .inboxes
+            .iter()
+            .map(|i| i.full_total.load(Ordering::Relaxed))
+            .sum();
+        w.single(
+            "lattice_link_inbox_full_total",
+            Kind::Counter,
+            "times a link thread waited for a full shard inbox",
+            full,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn cfg(roles: &[&str]) -> ClusterConfig {
+        let mut c = crate::config::Config::load(None, vec![], vec![])
+            .unwrap()
+            .cluster;
+        c.node_id = "gate-1".into();
+        c.roles = roles.iter().map(|r| r.to_string()).collect();
+        c
+    }
+
+    fn logic(id: &str, addr: &str) -> NodeInfo {
+        NodeInfo {
+            node_id: id.into(),
+            roles: vec![Role::Logic],
+            internal_addr: addr.into(),
+        }
+    }
+
+    #[test]
+    fn a_gate_opens_links_to_logic_nodes_that_join_the_view_later() {
+        // Nothing listens on these: the links keep retrying, which is all this test needs.
+        let members = Arc::new(Members::new());
+        members.set(vec![logic("logic-a", "127.0.0.1:9")]);
+        let node = ClusterNode::start(&cfg(&["gate"]), 2, members.clone(), false).unwrap();
+        let (g0, links) = node.links();
+        assert_eq!(links.len(), 1);
+        assert_eq!(node.owner(&links, 7).unwrap().1.node_id, "logic-a");
+        members.set(vec![
+            logic("logic-a", "127.0.0.1:9"),
+            logic("logic-b", "127.0.0.1:9"),
+            NodeInfo {
+                node_id: "gate-2".into(),
+                roles: vec![Role::Gate],
+                internal_addr: "127.0.0.1:9".into(),
+            },
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.links_generation() == g0 {
+            assert!(Instant::now() < deadline, "no link opened to logic-b");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, links) = node.links();
+        let ids: Vec<&str> = links.iter().map(|l| l.node_id.as_str()).collect();
+        assert_eq!(ids, ["logic-a", "logic-b"], "appended, gates not linked");
+        // Both own keys; a node gone from the view owns none.
+        let owners: std::collections::HashSet<usize> = (0..200u64)
+            .filter_map(|k| node.owner(&links, k).map(|o| o.0))
+            .collect();
+        assert_eq!(owners.len(), 2);
+        members.set(vec![logic("logic-b", "127.0.0.1:9")]);
+        assert!((0..200u64).all(|k| node.owner(&links, k).unwrap().1.node_id == "logic-b"));
+        node.stop();
+    }
+
+    #[test]
+    fn nodes_with_the_logic_role_open_no_links() {
+        let members = Arc::new(Members::new());
+        members.set(vec![logic("logic-a", "127.0.0.1:9")]);
+        for roles in [
+            &["gate", "logic", "center"][..],
+            &["logic"],
+            &["gate", "logic"],
+        ] {
+            let node = ClusterNode::start(&cfg(roles), 1, members.clone(), false).unwrap();
+            assert!(!node.routes_remotely());
+            assert!(node.links().1.is_empty(), "{roles:?}");
+        }
+    }
+}

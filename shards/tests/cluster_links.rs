@@ -1,0 +1,640 @@
+//! Node links and routing by role over real `lattice` processes on loopback: a gate without the
+//! logic role routes its clients' requests over links to logic nodes (docs/CLUSTER.md).
+
+mod acct;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use acct::{ask, code, login, register};
+use common::cluster::*;
+use common::seq::SeqClient;
+use common::*;
+use lattice_proto::{error_code, pb, AnyMessage};
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
+    let l = logic("logic-a", &[]);
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut clients: Vec<Client> = (0..4).map(|_| g.connect()).collect();
+    for round in 0..20u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let p = format!("{i}-{round}").into_bytes();
+            assert_eq!(
+                ping(c, 100 + round, &p),
+                AnyMessage::Pong(pb::Pong { payload: p })
+            );
+        }
+    }
+    assert_eq!(pings_handled(&l.node), 80, "the logic node handled them");
+    assert_eq!(pings_handled(&g), 0, "the gate handled none itself");
+    assert_eq!(link_metric(&g, "lattice_link_sent_total", "logic-a"), 80);
+    assert_eq!(
+        link_metric(&g, "lattice_link_received_total", "logic-a"),
+        80
+    );
+}
+
+#[test]
+fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
+    let l = logic("logic-a", &[]);
+    // From a client session: no_client opcodes are refused by the gate.
+    let mut c = l.node.connect();
+    c.send(
+        3,
+        &pb::LinkHello {
+            node_id: "intruder".into(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(expect_error(&f, error_code::NOT_ALLOWED).opcode, 1001);
+    // On the internal listener without resume: refused (a link must resume).
+    let mut plain = Client::connect(l.internal);
+    plain.send(
+        4,
+        &pb::LinkHello {
+            node_id: "gate-x".into(),
+        },
+    );
+    let e = expect_error(&plain.recv(), error_code::NOT_ALLOWED);
+    assert!(e.message.contains("resume"), "{e:?}");
+    // A request before LinkHello: refused, nothing handled.
+    let mut s = SeqClient::connect(l.internal);
+    s.send(
+        5,
+        &pb::LinkRequest {
+            origin: 1,
+            request_id: 9,
+            opcode: 4,
+            body: vec![],
+            peer: String::new(),
+        },
+    );
+    let f = s.recv().unwrap();
+    assert_eq!(
+        expect_error(&f, error_code::NOT_ALLOWED).message,
+        "send LinkHello first"
+    );
+    // After LinkHello: a server-internal opcode inside a LinkRequest is refused too.
+    s.send(
+        6,
+        &pb::LinkHello {
+            node_id: "gate-x".into(),
+        },
+    );
+    let w = s.recv().unwrap();
+    assert_eq!(
+        w.decode(),
+        AnyMessage::LinkWelcome(pb::LinkWelcome {
+            node_id: "logic-a".into()
+        })
+    );
+    s.send(
+        7,
+        &pb::LinkRequest {
+            origin: 1,
+            request_id: 9,
+            opcode: 1001,
+            body: vec![],
+            peer: String::new(),
+        },
+    );
+    let f = s.recv().unwrap();
+    assert_eq!(
+        expect_error(&f, error_code::NOT_ALLOWED).message,
+        "not a client request"
+    );
+    // A malformed inner body: BAD_REQUEST back to the origin, as LinkDeliver.
+    s.send(
+        8,
+        &pb::LinkRequest {
+            origin: 42,
+            request_id: 11,
+            opcode: 4,
+            body: vec![0xff, 0xff, 0xff],
+            peer: String::new(),
+        },
+    );
+    let f = s.recv().unwrap();
+    let AnyMessage::LinkDeliver(d) = f.decode() else {
+        panic!("{f:?}")
+    };
+    assert_eq!(d.origin, 42);
+    let mut buf = d.frame.clone();
+    let inner = take_frame(&mut buf).unwrap();
+    assert_eq!(inner.request_id, 11);
+    expect_error(&inner, error_code::BAD_REQUEST);
+    assert_eq!(pings_handled(&l.node), 0);
+}
+
+#[test]
+fn chat_rooms_span_gates() {
+    let l = logic("logic-a", &[]);
+    let p = peers(&[("logic-a", l.internal)]);
+    let g1 = gate("gate-1", &p, &[]);
+    let g2 = gate("gate-2", &p, &[]);
+    for g in [&g1, &g2] {
+        wait_until("link up", || {
+            link_metric(g, "lattice_link_up", "logic-a") == 1
+        });
+    }
+    let mut a = g1.connect();
+    let mut b = g2.connect();
+    for (i, c) in [&mut a, &mut b].into_iter().enumerate() {
+        c.send(
+            20 + i as u32,
+            &pb::JoinRoom {
+                room: "lobby".into(),
+            },
+        );
+        let f = c.recv();
+        assert!(matches!(f.decode(), AnyMessage::Joined(_)), "{f:?}");
+    }
+    a.send(
+        30,
+        &pb::Say {
+            room: "lobby".into(),
+            text: "hello from gate 1".into(),
+        },
+    );
+    // Both members get Said: a on gate-1, b on gate-2 (and a's Say its own answer, if any).
+    let said_b = b.recv();
+    let AnyMessage::Said(s) = said_b.decode() else {
+        panic!("{said_b:?}")
+    };
+    assert_eq!(s.text, "hello from gate 1");
+    let mut got_a = false;
+    for _ in 0..2 {
+        let f = a.recv();
+        if let AnyMessage::Said(s) = f.decode() {
+            assert_eq!(s.text, "hello from gate 1");
+            got_a = true;
+            break;
+        }
+    }
+    assert!(got_a, "the sender's gate got the broadcast too");
+    // b leaves (its socket closes): the logic node drops its proxy from the room; a's next Say
+    // still reaches a.
+    drop(b);
+    wait_until("proxy closed on the logic node", || {
+        a.send(
+            31,
+            &pb::Say {
+                room: "lobby".into(),
+                text: "still here".into(),
+            },
+        );
+        loop {
+            let f = a.recv();
+            if matches!(f.decode(), AnyMessage::Said(_)) {
+                return true;
+            }
+        }
+    });
+}
+
+/// A TCP relay the test can cut: every connection through it is severed by `cut()`.
+struct Relay {
+    port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    /// Connections numbered below this swallow what they read (a black hole: nothing closes).
+    frozen_below: Arc<AtomicU64>,
+    opened: Arc<AtomicU64>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = ln.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, b2, s2) = (conns.clone(), bytes.clone(), stop.clone());
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let opened = Arc::new(AtomicU64::new(0));
+        let (f2, o2) = (frozen_below.clone(), opened.clone());
+        std::thread::spawn(move || {
+            for inbound in ln.incoming() {
+                if s2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let id = o2.fetch_add(1, Ordering::Relaxed);
+                let mut g = c2.lock().unwrap();
+                g.push(inbound.try_clone().unwrap());
+                g.push(outbound.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    let b = b2.clone();
+                    let frozen = f2.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) if id < frozen.load(Ordering::Relaxed) => {}
+                                Ok(n) => {
+                                    b.fetch_add(n as u64, Ordering::Relaxed);
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            conns,
+            bytes,
+            stop,
+            frozen_below,
+            opened,
+        }
+    }
+
+    /// Every connection open now stops carrying bytes, without closing; new ones work.
+    fn freeze(&self) {
+        self.frozen_below
+            .store(self.opened.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn a_cut_link_resumes_and_loses_nothing() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &["--cluster.link_down_grace_ms", "20000"],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut clients: Vec<Client> = (0..4).map(|_| g.connect()).collect();
+    let total = 400u32;
+    // Requests go out in bursts with a cut in the middle of each: some are in flight, some queued
+    // in the link, some acknowledged; every one must be answered once, in order per client.
+    let mut answered = 0u32;
+    for burst in 0..4u32 {
+        for k in 0..(total / 4 / 4) {
+            for (i, c) in clients.iter_mut().enumerate() {
+                let rid = burst * 1000 + k * 4 + i as u32 + 1;
+                c.send(
+                    rid,
+                    &pb::Ping {
+                        payload: rid.to_be_bytes().to_vec(),
+                    },
+                );
+            }
+            if k == 10 {
+                relay.cut();
+            }
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            for k in 0..(total / 4 / 4) {
+                let rid = burst * 1000 + k * 4 + i as u32 + 1;
+                let f = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.recv())) {
+                    Ok(f) => f,
+                    Err(_) => panic!(
+                        "no answer to {rid}\nGATE:\n{}\nLOGIC:\n{}",
+                        g.logs(),
+                        l.node.logs()
+                    ),
+                };
+                assert_eq!(f.request_id, rid, "answers in order, none lost or doubled");
+                assert_eq!(
+                    f.decode(),
+                    AnyMessage::Pong(pb::Pong {
+                        payload: rid.to_be_bytes().to_vec()
+                    })
+                );
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, total);
+    assert_eq!(
+        pings_handled(&l.node),
+        u64::from(total),
+        "each handled once"
+    );
+    assert!(link_metric(&g, "lattice_link_connects_total", "logic-a") >= 5);
+    assert_eq!(link_metric(&g, "lattice_link_failed_total", "logic-a"), 0);
+    assert!(relay.bytes.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn requests_spread_over_logic_nodes_and_a_dead_node_leaves_routing() {
+    let a = logic("logic-a", &[]);
+    let mut b = logic("logic-b", &[]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", a.internal), ("logic-b", b.internal)]),
+        &["--cluster.link_down_grace_ms", "1000"],
+    );
+    for n in [&a, &b] {
+        wait_until("links up", || {
+            link_metric(&g, "lattice_link_up", &n.name) == 1
+        });
+    }
+    let mut clients: Vec<Client> = (0..16).map(|_| g.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(matches!(ping(c, i as u32 + 1, b"x"), AnyMessage::Pong(_)));
+    }
+    let (ha, hb) = (pings_handled(&a.node), pings_handled(&b.node));
+    assert_eq!(ha + hb, 16);
+    assert!(
+        ha > 0 && hb > 0,
+        "both logic nodes own sessions: a={ha} b={hb}"
+    );
+    // kill -9 of logic-b: its sessions get NODE_UNAVAILABLE (within the grace, once it passed)
+    // or a Pong from logic-a; once the gate took b out, every request is served by a.
+    unsafe_free_kill(b.node.child.id(), "KILL");
+    let _ = b.node.child.wait();
+    wait_until("logic-b out of routing", || {
+        link_metric(&g, "lattice_link_dead", "logic-b") == 1
+    });
+    for (i, c) in clients.iter_mut().enumerate() {
+        let m = ping(c, 100 + i as u32, b"y");
+        assert!(matches!(m, AnyMessage::Pong(_)), "after b left: {m:?}");
+    }
+    assert_eq!(
+        pings_handled(&a.node),
+        ha + 16,
+        "the survivor served them all"
+    );
+}
+
+fn metric(l: &Lattice, name: &str) -> u64 {
+    l.metric_total(name)
+}
+
+#[test]
+fn accounts_through_a_gate_live_on_both_logic_nodes() {
+    let a = logic("logic-a", &[]);
+    let b = logic("logic-b", &[]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", a.internal), ("logic-b", b.internal)]),
+        &[],
+    );
+    for n in [&a, &b] {
+        wait_until("links up", || {
+            link_metric(&g, "lattice_link_up", &n.name) == 1
+        });
+    }
+    let mut tokens = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let mut c = g.connect();
+        let name = format!("Player_{i}");
+        assert!(
+            matches!(
+                ask(&mut c, 1, &register(&name, "correct horse", "P")),
+                AnyMessage::RegisterOk(_)
+            ),
+            "register {name}"
+        );
+        // Login is routed by the account (not the session): it finds the rows Register wrote.
+        let ok = match ask(&mut c, 2, &login(&name.to_uppercase(), "correct horse")) {
+            AnyMessage::LoginOk(ok) => ok,
+            other => panic!("login {name}: {other:?}"),
+        };
+        // The session's later requests follow it to the same node.
+        let nick = pb::ChangeNickname {
+            nickname: format!("Nick{i}"),
+        };
+        match ask(&mut c, 3, &nick) {
+            AnyMessage::NicknameChanged(n) => assert_eq!(n.nickname, format!("Nick{i}")),
+            other => panic!("{other:?}"),
+        }
+        tokens.push(ok.session_token);
+        clients.push(c);
+    }
+    let (la, lb) = (
+        metric(&a.node, "lattice_account_logins_total"),
+        metric(&b.node, "lattice_account_logins_total"),
+    );
+    assert_eq!(la + lb, 8);
+    assert!(
+        la > 0 && lb > 0,
+        "logins on both logic nodes: a={la} b={lb}"
+    );
+    // A token login from another connection kicks the first: Kicked, then its gate closes it.
+    let mut again = g.connect();
+    assert!(matches!(
+        ask(
+            &mut again,
+            1,
+            &pb::TokenLogin {
+                session_token: tokens[0].clone()
+            }
+        ),
+        AnyMessage::LoginOk(_)
+    ));
+    let kicked = clients[0].recv();
+    match kicked.decode() {
+        AnyMessage::Kicked(k) => assert_eq!(k.code, error_code::LOGGED_IN_ELSEWHERE),
+        other => panic!("expected Kicked, got {other:?}"),
+    }
+    assert!(clients[0].closed_by_server());
+    // Wrong credentials are answered by the owner node like on one server.
+    let mut c = g.connect();
+    assert_eq!(
+        code(&ask(&mut c, 1, &login("player_1", "wrong horse"))),
+        error_code::WRONG_CREDENTIALS
+    );
+}
+
+#[test]
+fn a_silent_peer_is_dropped_and_the_link_resumes_through_a_new_socket() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_keepalive_ms",
+            "100",
+            "--cluster.link_timeout_ms",
+            "500",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    // The socket goes silent both ways (nothing closes it): requests sent now are answered once
+    // the link noticed the silence and resumed on a new socket.
+    relay.freeze();
+    for rid in 2..12u32 {
+        c.send(
+            rid,
+            &pb::Ping {
+                payload: rid.to_be_bytes().to_vec(),
+            },
+        );
+    }
+    for rid in 2..12u32 {
+        let f = c.recv();
+        assert_eq!(f.request_id, rid);
+        assert_eq!(
+            f.decode(),
+            AnyMessage::Pong(pb::Pong {
+                payload: rid.to_be_bytes().to_vec()
+            })
+        );
+    }
+    assert!(link_metric(&g, "lattice_link_connects_total", "logic-a") >= 2);
+    assert_eq!(link_metric(&g, "lattice_link_failed_total", "logic-a"), 0);
+    assert!(
+        g.logs().contains("nothing heard from the peer"),
+        "{}",
+        g.logs()
+    );
+}
+
+#[test]
+fn requests_a_dead_node_held_are_answered_node_unavailable() {
+    // Every Ping spins 3 s on the logic node: the one sent is in flight when the node dies.
+    let mut l = logic("logic-a", &["--echo.fault_spin_us", "3000000"]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &["--cluster.link_down_grace_ms", "500"],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    c.send(
+        7,
+        &pb::Ping {
+            payload: b"held".to_vec(),
+        },
+    );
+    wait_until("the Ping reached the logic node", || {
+        link_metric(&g, "lattice_link_sent_total", "logic-a") == 1
+    });
+    unsafe_free_kill(l.node.child.id(), "KILL");
+    let _ = l.node.child.wait();
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    let e = expect_error(&f, error_code::NODE_UNAVAILABLE);
+    assert_eq!(e.opcode, 4);
+    assert_eq!(link_metric(&g, "lattice_link_dead", "logic-a"), 1);
+    // No logic node left: answered at once.
+    let m = ping(&mut c, 8, b"none");
+    assert!(
+        matches!(m, AnyMessage::Error(ref e) if e.code == error_code::NODE_UNAVAILABLE),
+        "{m:?}"
+    );
+    assert!(link_metric(&g, "lattice_link_failed_total", "logic-a") >= 1);
+}
+
+#[test]
+fn a_full_link_answers_busy_and_loses_nothing_it_took() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_queue_frames",
+            "4",
+            "--cluster.link_unacked_frames",
+            "2",
+            "--cluster.link_keepalive_ms",
+            "1000",
+            "--cluster.link_timeout_ms",
+            "3000",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    // The link goes silent: two requests fill its unacknowledged bound, four its queue, the rest
+    // are answered BUSY at once. Once the link drops the silent socket and resumes, every request
+    // it took is answered.
+    relay.freeze();
+    for rid in 10..30u32 {
+        c.send(
+            rid,
+            &pb::Ping {
+                payload: vec![rid as u8],
+            },
+        );
+    }
+    let (mut pongs, mut busy) = (Vec::new(), Vec::new());
+    while pongs.len() + busy.len() < 20 {
+        let f = c.recv();
+        match f.decode() {
+            AnyMessage::Pong(_) => pongs.push(f.request_id),
+            AnyMessage::Error(e) if e.code == error_code::BUSY => busy.push(f.request_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut all: Vec<u32> = pongs.iter().chain(busy.iter()).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (10..30).collect::<Vec<_>>(), "one answer each");
+    assert!(
+        !busy.is_empty() && !pongs.is_empty(),
+        "pongs {pongs:?} busy {busy:?}"
+    );
+    assert!(
+        pongs.windows(2).all(|w| w[0] < w[1]),
+        "taken in order: {pongs:?}"
+    );
+    assert_eq!(
+        link_metric(&g, "lattice_link_queue_full_total", "logic-a"),
+        busy.len() as u64
+    );
+}
