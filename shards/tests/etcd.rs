@@ -496,6 +496,29 @@ fn bad_etcd_config_or_no_etcd_is_a_start_up_error_naming_the_key() {
         assert_eq!(code, 2, "{k} {v}: {err}");
         assert!(err.contains(want), "{k} {v}: {err}");
     }
+    // With etcd as the discovery: no static peers, and no internal listener on an address that
+    // names no host (what is registered is where gates connect).
+    let endpoints = format!("[\"http://127.0.0.1:{}\"]", free_port());
+    let (code, err) = refused(&[
+        "--etcd.endpoints",
+        &endpoints,
+        "--cluster.static_peers",
+        r#"[{ node_id = "l", roles = ["logic"], internal_addr = "127.0.0.1:1" }]"#,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`cluster.static_peers`"), "{err}");
+    let listeners = format!(
+        r#"[{{ addr = "0.0.0.0:{}", stack = "binary", session = "internal" }}]"#,
+        free_port()
+    );
+    let (code, err) = refused(&[
+        "--etcd.endpoints",
+        &endpoints,
+        "--listeners.extra",
+        &listeners,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`listeners.extra`"), "{err}");
     // Nobody listens there: the center cannot lease an id, the node does not start.
     let dead = format!("[\"http://127.0.0.1:{}\"]", free_port());
     let (code, err) = refused(&[
