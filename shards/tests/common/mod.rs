@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod etcd;
 pub mod operator;
 pub mod seq;
 pub mod seq_ws;
