@@ -109,28 +109,7 @@ fn refused(extra: &[&str]) -> (i32, String) {
 /// `promtool check metrics` accepts `text` (the etcd families included).
 fn promtool_accepts(text: &str) {
     assert!(text.contains("lattice_etcd_requests_total "), "{text}");
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool not found: install Debian's `prometheus` package (deploy/test.sh does this)",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_accepts(text);
 }
 
 #[test]
