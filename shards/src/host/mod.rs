@@ -165,7 +165,7 @@ impl ServiceHost {
                 );
             }
         }
-        opcode_metrics::record(cx.id, h.opcode, t0.elapsed());
+        opcode_metrics::record(cx.id, h.opcode, t0);
         true
     }
 
