@@ -434,7 +434,9 @@ fn registry_rs(msgs: &[Msg]) -> String {
         with_op.len()
     )
     .expect("fmt");
-    writeln!(s, "static INFOS: [OpcodeInfo; {}] = [", with_op.len()).expect("fmt");
+    // A `const` (the `static` below is its copy) so lib.rs can build the opcode index from it
+    // at compile time.
+    writeln!(s, "const INFO_TABLE: [OpcodeInfo; {}] = [", with_op.len()).expect("fmt");
     for (index, m) in with_op.iter().enumerate() {
         writeln!(
             s,
@@ -449,6 +451,12 @@ fn registry_rs(msgs: &[Msg]) -> String {
         .expect("fmt");
     }
     s.push_str("];\n\n");
+    writeln!(
+        s,
+        "static INFOS: [OpcodeInfo; {}] = INFO_TABLE;\n",
+        with_op.len()
+    )
+    .expect("fmt");
 
     for m in &with_op {
         writeln!(

@@ -68,12 +68,53 @@ impl OpcodeInfo {
 
 /// Looks up an opcode. `None` for an opcode no message has (the gate answers `UNKNOWN_OPCODE`).
 ///
-/// Cost: a binary search over a static sorted table (no allocation).
+/// Cost: one bounds check and two indexed loads ([`BY_OPCODE`], then the registry); no search,
+/// no allocation. It runs at least twice per request (the gate, the per-opcode metrics), where
+/// the binary search it replaced cost ≈ 33 instructions per call over 29 messages.
 pub fn info(opcode: u16) -> Option<&'static OpcodeInfo> {
-    INFOS
-        .binary_search_by_key(&opcode, |i| i.opcode)
-        .ok()
-        .map(|i| &INFOS[i])
+    match BY_OPCODE.get(usize::from(opcode)) {
+        Some(&i) if i != NO_MESSAGE => Some(&INFOS[usize::from(i)]),
+        _ => None,
+    }
+}
+
+/// The largest registered opcode (the length of [`BY_OPCODE`] minus one).
+const MAX_OPCODE: usize = max_opcode(&INFO_TABLE);
+
+/// [`BY_OPCODE`]'s mark for an opcode no message has.
+const NO_MESSAGE: u16 = u16::MAX;
+
+/// Opcode → position in the registry ([`NO_MESSAGE`] for none), built at compile time. Two bytes
+/// per opcode up to the largest registered one (2 kB with opcodes up to 1000; at most 128 KiB,
+/// since opcodes are `u16`); a lookup touches one cache line of it.
+static BY_OPCODE: [u16; MAX_OPCODE + 1] = opcode_index(&INFO_TABLE);
+
+const fn max_opcode(table: &[OpcodeInfo]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < table.len() {
+        if table[i].opcode as usize > max {
+            max = table[i].opcode as usize;
+        }
+        i += 1;
+    }
+    max
+}
+
+const fn opcode_index(table: &[OpcodeInfo]) -> [u16; MAX_OPCODE + 1] {
+    // The build refuses duplicate opcodes (proto/opcodes.lock), so each slot is set at most once;
+    // a registry that outgrew u16 positions would fail here at compile time.
+    assert!(
+        table.len() < NO_MESSAGE as usize,
+        "too many messages for a u16 index"
+    );
+    let mut by = [NO_MESSAGE; MAX_OPCODE + 1];
+    let mut i = 0;
+    while i < table.len() {
+        by[table[i].opcode as usize] = i as u16;
+        i += 1;
+    }
+    by
 }
 
 /// Every registered opcode, sorted by opcode.
@@ -129,6 +170,20 @@ impl DecodeError {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn info_by_index_agrees_with_the_registry_for_every_opcode() {
+        let mut found = 0;
+        for op in 0..=u16::MAX {
+            let scanned = INFOS.iter().find(|i| i.opcode == op);
+            assert_eq!(info(op), scanned, "opcode {op}");
+            found += usize::from(scanned.is_some());
+        }
+        assert_eq!(found, COUNT, "every registered opcode is found");
+        assert!(info(0).is_none(), "no message has opcode 0");
+        assert!(info(u16::MAX).is_none());
+        assert_eq!(info(opcode::PING).map(|i| i.name), Some("Ping"));
+    }
 
     #[test]
     fn opcodes_match_protocol_md() {

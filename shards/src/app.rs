@@ -90,6 +90,7 @@ impl App {
             shard,
             ids,
             calendar,
+            id_metrics: crate::center::id_metrics(shard),
         };
         let mut host = ServiceHost::new(&s.table, shard, shards, parts)?;
         if let Some(scripts) = &s.lua {

@@ -135,6 +135,7 @@ impl RateState {
     /// Charges one frame of `len` bytes. `Ok(())` when both limits allow it; otherwise which limit
     /// refused it and whether that limit's policy now closes the session. A refused frame charges
     /// neither limit.
+    #[inline] // once per frame received; usually both limits are off or allow it
     pub(crate) fn check(
         &mut self,
         rates: &SessionRates,

@@ -79,6 +79,7 @@ fn parts_with(
         shard: 0,
         ids,
         calendar: Some(cal),
+        id_metrics: crate::center::id_metrics(0),
     }
 }
 

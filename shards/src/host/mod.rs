@@ -21,7 +21,6 @@ use lattice_runtime::ShardCx;
 use lattice_storage::StorageHandle;
 use lattice_wire::{FrameHeader, SessionId};
 
-use crate::center::id_metrics;
 use crate::center::ids::IdGen;
 use crate::metrics::AppMetrics;
 use crate::service::calendar::CalendarDriver;
@@ -41,6 +40,9 @@ pub(crate) struct Parts {
     pub shard: usize,
     pub ids: IdGen,
     pub calendar: Option<CalendarDriver>,
+    /// This shard's id counters (`center::id_metrics(shard)`), looked up once here rather than
+    /// for every `Ctx` (one per request).
+    pub id_metrics: &'static crate::center::IdMetrics,
 }
 
 impl Parts {
@@ -52,7 +54,7 @@ impl Parts {
             storage: self.storage.as_ref(),
             metrics: &self.metrics[self.shard],
             ids: &mut self.ids,
-            id_metrics: id_metrics(self.shard),
+            id_metrics: self.id_metrics,
             calendar: self.calendar.as_ref().map(|c| c.calendar()),
             me,
         }
@@ -165,7 +167,7 @@ impl ServiceHost {
                 );
             }
         }
-        opcode_metrics::record(cx.id, h.opcode, t0.elapsed());
+        opcode_metrics::record(cx.id, h.opcode, t0);
         true
     }
 

@@ -3,13 +3,13 @@
 //!
 //! The hot path ([`record`]) allocates nothing and takes no lock: the shard that runs a handler is
 //! the only writer of its row, so each update is a relaxed load and store on atomics the admin
-//! thread reads when scraped. Cost per request: one opcode lookup (binary search over the static
-//! registry), two TSC reads (`quanta`), a leading-zeros count and three stores. Buckets are powers
-//! of two from 1.024 µs to ≈ 1.07 s (`le` in seconds), plus `+Inf`.
+//! thread reads when scraped. Cost per request: one opcode lookup (an index), two raw TSC reads
+//! (`quanta::Clock::raw`) and one scaling of their difference to nanoseconds, a leading-zeros
+//! count and three stores. Buckets are powers of two from 1.024 µs to ≈ 1.07 s (`le` in
+//! seconds), plus `+Inf`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use lattice_runtime::telemetry::prom::{Kind, Writer};
 
@@ -41,9 +41,19 @@ pub struct ShardOpcodes {
 
 static TABLE: OnceLock<Vec<ShardOpcodes>> = OnceLock::new();
 
+/// The clock of [`now`] and [`record`]. Raw readings are scaled once per request (their
+/// difference), not once per reading as `quanta::Instant::now` does.
+static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+
+fn clock() -> &'static quanta::Clock {
+    // Calibration (up to ≈ 200 ms) happens in `init`, at start-up, not on a first request.
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
 /// Creates the table for `shards` shards (once per process; later calls are ignored) and returns
 /// it for rendering.
 pub fn init(shards: usize) -> &'static [ShardOpcodes] {
+    clock();
     TABLE.get_or_init(|| {
         (0..shards)
             .map(|_| ShardOpcodes {
@@ -62,15 +72,16 @@ pub fn bucket(ns: u64) -> usize {
     (log2_ceil - 10).min(BUCKETS)
 }
 
-/// A monotonic timestamp for [`record`] (TSC-based where the CPU has a stable one).
-pub fn now() -> quanta::Instant {
-    quanta::Instant::now()
+/// A raw monotonic reading for [`record`] (the TSC where the CPU has a stable one, else the
+/// monotonic clock's nanoseconds): a start stamp, meaningful only to [`record`].
+pub fn now() -> u64 {
+    clock().raw()
 }
 
-/// Records one handled request of `opcode` on `shard` that took `elapsed`. Does nothing before
-/// [`init`], or for an opcode or shard outside the table. Only shard `shard` may call it for
-/// `shard` (single writer per row).
-pub fn record(shard: usize, opcode: u16, elapsed: Duration) {
+/// Records one handled request of `opcode` on `shard` that started at `start` (from [`now`]) and
+/// ends now. Does nothing before [`init`], or for an opcode or shard outside the table. Only
+/// shard `shard` may call it for `shard` (single writer per row).
+pub fn record(shard: usize, opcode: u16, start: u64) {
     let Some(t) = TABLE.get() else { return };
     let (Some(s), Some(info)) = (t.get(shard), lattice_proto::info(opcode)) else {
         return;
@@ -78,7 +89,9 @@ pub fn record(shard: usize, opcode: u16, elapsed: Duration) {
     let Some(row) = s.rows.get(info.index as usize) else {
         return;
     };
-    let ns = elapsed.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let c = clock();
+    // 0 when the TSC went backwards (read on two cores that disagree).
+    let ns = c.delta_as_nanos(start, c.raw());
     bump(&row.count, 1);
     bump(&row.sum_ns, ns);
     bump(&row.buckets[bucket(ns)], 1);
@@ -172,6 +185,32 @@ mod tests {
         assert_eq!(bucket(1 << 30), 20);
         assert_eq!(bucket((1 << 30) + 1), BUCKETS);
         assert_eq!(bucket(u64::MAX), BUCKETS);
+    }
+
+    #[test]
+    fn record_counts_the_run_time_from_a_stamp_of_now() {
+        let table = init(1);
+        let ping = lattice_proto::info(lattice_proto::opcode::PING).unwrap();
+        let row = &table[0].rows[ping.index as usize];
+        let (count, sum) = (
+            row.count.load(Ordering::Relaxed),
+            row.sum_ns.load(Ordering::Relaxed),
+        );
+        let start = now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        record(0, lattice_proto::opcode::PING, start);
+        assert_eq!(row.count.load(Ordering::Relaxed), count + 1);
+        let took = row.sum_ns.load(Ordering::Relaxed) - sum;
+        assert!(took >= 1_000_000, "a 2 ms sleep measured as {took} ns");
+        // A stamp from the future (TSCs of two cores that disagree) counts as 0 ns, not as ≈ 584
+        // years.
+        let buckets0 = row.buckets[0].load(Ordering::Relaxed);
+        record(0, lattice_proto::opcode::PING, u64::MAX);
+        assert_eq!(row.buckets[0].load(Ordering::Relaxed), buckets0 + 1);
+        // Unknown opcodes and shards are ignored.
+        record(0, 0, start);
+        record(1_000_000, lattice_proto::opcode::PING, start);
+        assert_eq!(row.count.load(Ordering::Relaxed), count + 2);
     }
 
     #[test]

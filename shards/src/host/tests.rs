@@ -117,6 +117,7 @@ fn parts() -> Parts {
         shard: 0,
         ids: crate::center::ids::IdGen::none(0),
         calendar: None,
+        id_metrics: crate::center::id_metrics(0),
     }
 }
 

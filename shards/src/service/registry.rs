@@ -279,7 +279,7 @@ impl ServiceInstance {
         let comp = &mut self.components[idx as usize];
         let t0 = crate::host::opcode_metrics::now();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| comp.handle(ctx, req)));
-        crate::host::opcode_metrics::record(ctx.cx.id, opcode, t0.elapsed());
+        crate::host::opcode_metrics::record(ctx.cx.id, opcode, t0);
         if let Err(p) = r {
             let msg = lattice_runtime::shard::panic_message(&*p);
             crate::metrics::AppMetrics::add(&ctx.metrics.handler_panics_total, 1);

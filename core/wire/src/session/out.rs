@@ -94,6 +94,8 @@ impl OutQueue {
 
     /// Appends one frame written by `write`, with sequence number `seq` (0 for unsequenced).
     /// Nothing is marked when `write` wrote nothing. Returns the absolute offset where it starts.
+    // Inlined: once per frame sent, and the closure it takes is built for the call.
+    #[inline]
     pub(crate) fn push_with(&mut self, seq: u64, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let at = self.end();
         let before = self.bytes.len();
