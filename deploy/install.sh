@@ -64,6 +64,6 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
   systemctl enable lattice.service
   if [ "$start" = 1 ]; then
     systemctl restart lattice.service
-    systemctl --no-pager status lattice.service | head -5
+    systemctl --no-pager --lines=5 status lattice.service || true
   fi
 fi

@@ -17,7 +17,10 @@ if ! command -v etcd >/dev/null 2>&1; then
     exit 1
   fi
 fi
-version="$(etcd --version 2>/dev/null | head -n1)"
+# The first line of `etcd --version`, without a pipe into `head` (under pipefail, head closing
+# the pipe early kills etcd with SIGPIPE and fails this script: exit 141, seen once in CI).
+all="$(etcd --version 2>/dev/null)" || all=""
+version="${all%%$'\n'*}"
 case "$version" in
   "etcd Version: 3.4"* | "etcd Version: 3.5"*) echo "etcd.sh: $version" ;;
   *) echo "etcd.sh: etcd 3.4 or 3.5 is required (JSON gateway at /v3/), found: $version" >&2; exit 1 ;;
