@@ -18,25 +18,47 @@ use std::time::{Duration, Instant};
 use lattice_proto::{pb, AnyMessage, LatticeMessage};
 
 /// A loopback port that was free a moment ago and that this test process has not handed out
-/// before (the kernel may give the same ephemeral port to two quick binds in a row, and two
-/// listeners of one server must not get the same one).
+/// before. Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), at random:
+/// a port from `bind(:0)` lies inside that range, where any outgoing connection of a parallel
+/// test (links, etcd, clients) may take it as its source port before the server binds it
+/// ("Address already in use", seen in CI).
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if given.insert(port) {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (from, span) = if low > 2048 + 1024 {
+        let from = low.saturating_sub(12_000).max(1024);
+        (from, low - from)
+    } else {
+        (40_000, 20_000)
+    };
+    // xorshift seeded from the process id and the clock: parallel test processes pick apart.
+    let mut x = (u64::from(std::process::id()) << 32)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+        | 1;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (from + (x % u64::from(span)) as u32) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
-    panic!("no fresh loopback port after 1000 binds");
+    panic!("no free loopback port below the ephemeral range after 10,000 tries");
 }
 
 pub struct Lattice {
