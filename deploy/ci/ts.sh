@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# TypeScript client checks (issue 5): installs the npm packages of proto/ts-test with `npm ci`
+# TypeScript client checks: installs the npm packages of proto/ts-test with `npm ci`
 # (committed package-lock.json), type-checks the generated client + example + tests with
 # `tsc --noEmit`, then runs the golden-vector and scripted-transport tests under Node, and the live
 # tests (the client resuming against a real `lattice` built here, over TCP; LATTICE_BIN).
