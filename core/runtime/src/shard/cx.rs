@@ -49,19 +49,24 @@ pub(crate) enum Envelope<M> {
     App(M),
     /// A socket that carried a `Resume` for a session of the receiving shard: adopt it, give it
     /// `leftover` (bytes read after the `Resume`) first, and pass `msg` to
-    /// [`super::ShardApp::on_handover`].
-    Adopt {
-        /// The socket, deregistered from the sending shard.
-        stream: std::net::TcpStream,
-        /// Its peer address.
-        peer: std::net::SocketAddr,
-        /// Bytes it sent after the `Resume`, not yet processed.
-        leftover: Vec<u8>,
-        /// Its transport layer (WebSocket framing and what it holds), which goes on serving it.
-        layer: lattice_wire::SocketLayer,
-        /// What the application asked to carry.
-        msg: M,
-    },
+    /// [`super::ShardApp::on_handover`]. Boxed: it is rare and, inline, more than twice the size
+    /// of every other envelope, and every envelope is copied into and out of a ring slot of the
+    /// largest one's size (232 bytes then, a `memcpy` call each way; 120 now, copied inline).
+    Adopt(Box<Adoption<M>>),
+}
+
+/// A socket handed to the shard that owns its session ([`Envelope::Adopt`]).
+pub(crate) struct Adoption<M> {
+    /// The socket, deregistered from the sending shard.
+    pub stream: std::net::TcpStream,
+    /// Its peer address.
+    pub peer: std::net::SocketAddr,
+    /// Bytes it sent after the `Resume`, not yet processed.
+    pub leftover: Vec<u8>,
+    /// Its transport layer (WebSocket framing and what it holds), which goes on serving it.
+    pub layer: lattice_wire::SocketLayer,
+    /// What the application asked to carry.
+    pub msg: M,
 }
 
 /// Why [`ShardCx::rebind`] refused.
@@ -502,13 +507,13 @@ impl<M: Send + 'static> ShardCx<M> {
         layer: lattice_wire::SocketLayer,
         msg: M,
     ) {
-        let env = Envelope::Adopt {
+        let env = Envelope::Adopt(Box::new(Adoption {
             stream,
             peer,
             leftover,
             layer,
             msg,
-        };
+        }));
         if self.push(dst, env, true).is_err() {
             unreachable!("never-drop sends are not refused");
         }
@@ -777,5 +782,19 @@ impl<M: Send + 'static> ShardCx<M> {
         }
         ShardMetrics::set(&m.mesh_backlog, backlog.len() as u64);
         !backlog.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod envelope_size_tests {
+    /// Every envelope is copied into and out of a ring slot as large as the largest one: the
+    /// rare socket handover stays boxed so a slot stays one request's size (about 120 bytes for
+    /// the server's message type, which is copied inline rather than by a `memcpy` call).
+    #[test]
+    fn a_handover_does_not_set_the_slot_size() {
+        // Deliver, DeliverMany, Close and a boxed Adopt: at most 40 bytes and a tag.
+        assert!(std::mem::size_of::<super::Envelope<()>>() <= 48);
+        // An application message of 112 bytes (the server's `ShardMsg`) and a tag.
+        assert!(std::mem::size_of::<super::Envelope<[u64; 14]>>() <= 120);
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use lattice_wire::CloseReason;
 
 use super::app::ShardApp;
-use super::cx::{CxSettings, Envelope, ShardCx};
+use super::cx::{CxSettings, Envelope, Adoption, ShardCx};
 use super::state::{guarded, AcceptIn, ShardState};
 use crate::mesh::ring::{Consumer, Producer};
 use crate::mesh::{Control, ShardSignal};
@@ -251,13 +251,16 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             }
         }
         Envelope::Close(s, reason) => st.cx.close(s, reason),
-        Envelope::Adopt {
-            stream,
-            peer,
-            leftover,
-            layer,
-            msg,
-        } => st.adopt_handed(stream, peer, leftover, layer, msg),
+        Envelope::Adopt(h) => {
+            let Adoption {
+                stream,
+                peer,
+                leftover,
+                layer,
+                msg,
+            } = *h;
+            st.adopt_handed(stream, peer, leftover, layer, msg)
+        }
         Envelope::App(msg) => {
             guarded(st, "on_message", |app| app.on_message(&st.cx, msg));
         }
