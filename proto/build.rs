@@ -143,6 +143,18 @@ fn main() {
     config
         .compile_fds(compiler.file_descriptor_set())
         .unwrap_or_else(|e| fail(&[format!("prost-build: {e}")]));
+    // `decode` lends prost the frame body (src/body_buf.rs): sound only while no message holds a
+    // `bytes::Bytes` field, which would keep the borrowed bytes past the call.
+    let generated = std::fs::read_to_string(out.join("lattice.rs"))
+        .unwrap_or_else(|e| fail(&[format!("lattice.rs: {e}")]));
+    if generated.contains("::prost::bytes::Bytes") {
+        fail(&[
+            "a message has a `bytes::Bytes` field (prost_build `bytes(..)`): `decode` lends \
+                prost the frame body (proto/src/body_buf.rs), so every `bytes` field must stay \
+                a Vec<u8>"
+                .to_string(),
+        ]);
+    }
 
     write(&out.join("registry.rs"), &registry_rs(&msgs));
     // The descriptors themselves, with their imports (options.proto needs descriptor.proto), for
@@ -546,7 +558,7 @@ fn registry_rs(msgs: &[Msg]) -> String {
     for m in &with_op {
         writeln!(
             s,
-            "        {op} => <pb::{p} as prost::Message>::decode(body).map(AnyMessage::{v}).map_err(|source| DecodeError::Body {{ opcode: {op}, name: {n:?}, source }}),",
+            "        {op} => <pb::{p} as prost::Message>::decode(crate::body_buf::BodyBuf::new(body)).map(AnyMessage::{v}).map_err(|source| DecodeError::Body {{ opcode: {op}, name: {n:?}, source }}),",
             op = m.opcode.expect("filtered"),
             p = m.rust_path,
             v = m.short_name.to_upper_camel_case(),

@@ -16,6 +16,7 @@
 //! fails on a duplicate, a missing or a moved opcode.
 #![warn(missing_docs)]
 
+mod body_buf;
 pub mod error_code;
 pub mod icons;
 #[cfg(test)]
