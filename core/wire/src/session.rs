@@ -60,7 +60,7 @@ use crate::frame::{
 use crate::http::{Request, Response};
 use crate::rate::{Limited, RateState, SessionRates};
 use crate::session_id::{CloseReason, SessionId};
-use crate::stack::{Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
+use crate::stack::{next_frame, Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
 use crate::time::MonoTime;
 use crate::ws::conn::WsConn;
 use out::OutQueue;
@@ -496,6 +496,21 @@ impl Session {
         }
         if !input.is_empty() {
             self.last_seen = now;
+        }
+        // The common case first, without a layer step: the binary layer queues nothing on input,
+        // so there is no raw output to seal, no bound to re-check and no upgrade to notice (what
+        // the general path below does for the other layers).
+        if let Layer::Binary(dec) = &mut self.layer {
+            return match next_frame(dec, input) {
+                Ok(Some(f)) => self.on_frame(now, f),
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    *input = &mut [];
+                    let reason = CloseReason::Protocol(e.to_string());
+                    self.close(reason.clone());
+                    Err(reason)
+                }
+            };
         }
         let was_http = self.layer.transport() == Transport::Http;
         let queued_before = self.queued_for_bound();

@@ -640,7 +640,7 @@ fn min_opt(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
 
 /// The decoder's `next` over a mutable input: a frame wholly at the start of `input` is handed
 /// out borrowed (no copy), as `Decoder::next` does for a shared input.
-fn next_frame<'a>(
+pub(crate) fn next_frame<'a>(
     dec: &mut Decoder,
     input: &mut &'a mut [u8],
 ) -> Result<Option<FrameBuf<'a>>, FrameError> {
