@@ -54,21 +54,25 @@ impl FrameHeader {
     }
 
     /// Bytes before the body: 12, or 20 with the sequence extension.
+    #[inline]
     pub fn header_len(&self) -> usize {
         header_len(self.flags)
     }
 
     /// Body length in bytes.
+    #[inline]
     pub fn body_len(&self) -> usize {
         self.length as usize - self.header_len()
     }
 
     /// True if the sequence extension is present.
+    #[inline]
     pub fn sequenced(&self) -> bool {
         self.flags & FLAG_SEQ != 0
     }
 
     /// True if the body is zlib-compressed.
+    #[inline]
     pub fn compressed(&self) -> bool {
         self.flags & FLAG_COMPRESSED != 0
     }
@@ -113,6 +117,7 @@ pub enum FrameError {
 }
 
 /// Bytes before the body of a frame with these flags: 12, or 20 when [`FLAG_SEQ`] is set.
+#[inline]
 pub fn header_len(flags: u16) -> usize {
     if flags & FLAG_SEQ != 0 {
         HEADER_LEN + EXT_LEN
@@ -243,8 +248,19 @@ pub enum FrameBuf<'a> {
     },
 }
 
+// Inlined: these run once per frame received, mostly from other crates (the runtime's read loop).
 impl FrameBuf<'_> {
+    /// The frame's header (without building the [`Frame`]).
+    #[inline]
+    pub fn header(&self) -> &FrameHeader {
+        match self {
+            FrameBuf::Borrowed(f) => &f.header,
+            FrameBuf::Assembled { header, .. } => header,
+        }
+    }
+
     /// The frame.
+    #[inline]
     pub fn frame(&self) -> Frame<'_> {
         match self {
             FrameBuf::Borrowed(f) => *f,

@@ -550,62 +550,84 @@ impl Session {
     }
 
     /// Rate limits and sequencing of one frame the peer sent.
+    ///
+    /// Inlined into the read paths (once per frame): a session without resume pays the rate
+    /// check and one test; sequencing is out of line in [`Session::sequence`].
+    #[inline(always)]
     fn on_frame<'a>(
         &mut self,
         now: MonoTime,
         frame: FrameBuf<'a>,
     ) -> Result<Option<Input<'a>>, CloseReason> {
-        let h = frame.frame().header;
+        let h = *frame.header();
+        // Charged before sequencing, so acknowledgements and duplicates count too.
         let limited = self.rate.check(&self.limits.rates, now, h.length as usize);
-        if let Some(r) = self.resume.as_deref_mut() {
-            if !h.sequenced() {
-                return Err(self.protocol_error(format!(
-                    "frame (opcode {}) without SEQ on a resumable session",
-                    h.opcode
-                )));
+        if self.resume.is_some() || h.sequenced() {
+            if let Some(done) = self.sequence(now, &h)? {
+                return Ok(Some(done));
             }
-            let sent = r.next_seq - 1;
-            let ack = expand_seq(h.ack, sent);
-            if ack > sent {
-                return Err(self.protocol_error(format!(
-                    "ack {} of a frame never sent (last sent {})",
-                    h.ack, sent as u32
-                )));
-            }
-            if ack > r.acked {
-                r.acked = ack;
-                self.out.trim(ack);
-            }
-            // A frame on this socket: the peer read the `Resumed` and holds the new token.
-            r.fallback = None;
-            if h.opcode == ACK_OPCODE {
-                return Ok(Some(Input::Ack));
-            }
-            let expected = r.received + 1;
-            let seq = expand_seq(h.seq, expected);
-            if seq < expected {
-                return Ok(Some(Input::Duplicate(h)));
-            }
-            if seq > expected {
-                return Err(self.protocol_error(format!(
-                    "sequence gap: got seq {}, expected {}",
-                    h.seq, expected as u32
-                )));
-            }
-            r.received = seq;
-            if r.ack_due.is_none() {
-                r.ack_due = Some(now.saturating_add(self.limits.resume.ack_delay));
-            }
-        } else if h.sequenced() {
-            return Err(self.protocol_error(format!(
-                "SEQ flag on a session without resume (opcode {})",
-                h.opcode
-            )));
         }
         match limited {
             Ok(()) => Ok(Some(Input::Frame(frame))),
             Err((which, close)) => Ok(Some(Input::RateLimited(h, which, close))),
         }
+    }
+
+    /// Sequencing of one frame on a resumable session, and the refusal of a sequenced frame on
+    /// another. `Ok(None)`: a new frame in order (the caller hands it out under the rate
+    /// limits); `Ok(Some(_))`: an `Ack` or a duplicate, handed out as it is; an error closes the
+    /// session.
+    #[inline(never)]
+    fn sequence(
+        &mut self,
+        now: MonoTime,
+        h: &FrameHeader,
+    ) -> Result<Option<Input<'static>>, CloseReason> {
+        let Some(r) = self.resume.as_deref_mut() else {
+            return Err(self.protocol_error(format!(
+                "SEQ flag on a session without resume (opcode {})",
+                h.opcode
+            )));
+        };
+        if !h.sequenced() {
+            return Err(self.protocol_error(format!(
+                "frame (opcode {}) without SEQ on a resumable session",
+                h.opcode
+            )));
+        }
+        let sent = r.next_seq - 1;
+        let ack = expand_seq(h.ack, sent);
+        if ack > sent {
+            return Err(self.protocol_error(format!(
+                "ack {} of a frame never sent (last sent {})",
+                h.ack, sent as u32
+            )));
+        }
+        if ack > r.acked {
+            r.acked = ack;
+            self.out.trim(ack);
+        }
+        // A frame on this socket: the peer read the `Resumed` and holds the new token.
+        r.fallback = None;
+        if h.opcode == ACK_OPCODE {
+            return Ok(Some(Input::Ack));
+        }
+        let expected = r.received + 1;
+        let seq = expand_seq(h.seq, expected);
+        if seq < expected {
+            return Ok(Some(Input::Duplicate(*h)));
+        }
+        if seq > expected {
+            return Err(self.protocol_error(format!(
+                "sequence gap: got seq {}, expected {}",
+                h.seq, expected as u32
+            )));
+        }
+        r.received = seq;
+        if r.ack_due.is_none() {
+            r.ack_due = Some(now.saturating_add(self.limits.resume.ack_delay));
+        }
+        Ok(None)
     }
 
     fn protocol_error(&mut self, why: String) -> CloseReason {

@@ -640,6 +640,10 @@ fn min_opt(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
 
 /// The decoder's `next` over a mutable input: a frame wholly at the start of `input` is handed
 /// out borrowed (no copy), as `Decoder::next` does for a shared input.
+///
+/// Inlined (the read path's per-frame step); what is not a whole frame at the start of `input`
+/// goes out of line to [`next_frame_buffered`].
+#[inline]
 pub(crate) fn next_frame<'a>(
     dec: &mut Decoder,
     input: &mut &'a mut [u8],
@@ -659,8 +663,16 @@ pub(crate) fn next_frame<'a>(
             }
         }
     }
-    // A frame continued from earlier reads, an incomplete one, or an error: the decoder hands
-    // out owned frames only on this path.
+    next_frame_buffered(dec, input)
+}
+
+/// A frame continued from earlier reads, an incomplete one, or an error: the decoder hands out
+/// owned frames only on this path.
+#[inline(never)]
+fn next_frame_buffered<'a>(
+    dec: &mut Decoder,
+    input: &mut &'a mut [u8],
+) -> Result<Option<FrameBuf<'a>>, FrameError> {
     let mut shared: &[u8] = input;
     let r = dec.next(&mut shared).map(|f| f.map(owned_frame));
     let used = input.len() - shared.len();
