@@ -1073,6 +1073,23 @@ impl Session {
         if self.closing.is_some() || self.linger.is_some() {
             return Err(SendError::Closing);
         }
+        if let (Layer::Binary(_), None) = (&self.layer, &self.resume) {
+            // The common case first: a binary session without resume writes the frame as it
+            // is (no framing, no sequence number, nothing kept for replay), and such a session
+            // is never detached (only resumable ones are).
+            debug_assert!(self.detached.is_none(), "only resumable sessions detach");
+            let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
+            if queued > 0 && queued + len > self.limits.send_buffer_limit {
+                self.close(CloseReason::SendBufferOverflow);
+                return Err(SendError::Overflow);
+            }
+            self.out.push_with(0, |out| {
+                let at = out.len();
+                write(out);
+                debug_assert_eq!(out.len() - at, len, "send_with wrote a different length");
+            });
+            return Ok(Sent::default());
+        }
         let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
         let wire_len = self
             .layer

@@ -855,3 +855,29 @@ fn binary_receive_event_matches_receive_for_every_read_split() {
         "a burst of 2 passes, the other 2 frames are limited"
     );
 }
+
+/// The send bound at its edge on a binary session without resume (the send path's shortcut):
+/// queued bytes plus the new frame may reach `send_buffer_limit` (100 here), not pass it; what
+/// the socket took no longer counts.
+#[test]
+fn the_send_bound_holds_to_the_byte() {
+    let mut s = session();
+    let b = s.binding();
+    s.send(&encode(5, 0, 1, &[1; 38])).unwrap(); // 50 bytes
+    s.send(&encode(5, 0, 2, &[2; 38])).unwrap(); // 100: exactly the bound
+    assert_eq!(s.unsent(), 100);
+    s.transmitted(b, 1);
+    s.send(&encode(5, 0, 3, &[]))
+        .expect_err("99 + 12 passes the bound");
+    assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
+
+    let mut s = session();
+    let b = s.binding();
+    s.send(&encode(5, 0, 1, &[1; 38])).unwrap();
+    s.send(&encode(5, 0, 2, &[2; 38])).unwrap();
+    s.transmitted(b, 12);
+    s.send(&encode(5, 0, 3, &[]))
+        .expect("88 + 12 reaches the bound");
+    assert_eq!(s.unsent(), 100);
+    assert_eq!(s.close_reason(), None);
+}
