@@ -302,13 +302,22 @@ impl Decoder {
     }
 
     /// The largest frame accepted.
+    #[inline]
     pub fn max_frame(&self) -> u32 {
         self.max_frame
     }
 
     /// Bytes buffered for an incomplete frame.
+    #[inline]
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// True when the decoder holds no bytes and has not failed: [`Decoder::next`] on an empty
+    /// input would return `Ok(None)` and change nothing.
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.failed.is_none()
     }
 
     /// Takes the next complete frame from `input` (after any bytes kept from earlier calls),
@@ -443,6 +452,32 @@ mod tests {
             out.push((f.header, f.body.to_vec()));
             true
         })
+    }
+
+    /// `is_idle` says exactly when `next` on an empty input is a no-op returning `Ok(None)`
+    /// (the read path skips that call on its strength).
+    #[test]
+    fn idle_means_an_empty_input_gives_nothing() {
+        let mut dec = Decoder::new(64);
+        assert!(dec.is_idle());
+        assert!(matches!(dec.next(&mut &[][..]), Ok(None)));
+        let frame = encode(4, 0, 1, b"abc");
+        assert!(matches!(dec.next(&mut &frame[..5]), Ok(None)));
+        assert!(!dec.is_idle(), "holds a partial frame");
+        let mut rest = &frame[5..];
+        assert!(matches!(
+            dec.next(&mut rest),
+            Ok(Some(FrameBuf::Assembled { .. }))
+        ));
+        assert!(dec.is_idle());
+        let mut bad = encode(4, 0, 1, b"");
+        bad[0] = 3;
+        assert!(dec.next(&mut &bad[..]).is_err());
+        assert!(!dec.is_idle(), "failed");
+        assert!(
+            dec.next(&mut &[][..]).is_err(),
+            "a failed decoder repeats its error"
+        );
     }
 
     #[test]

@@ -649,10 +649,9 @@ pub(crate) fn next_frame<'a>(
     input: &mut &'a mut [u8],
 ) -> Result<Option<FrameBuf<'a>>, FrameError> {
     if dec.pending_len() == 0 {
-        if let Ok(Some(h)) = parse_header(input, dec.max_frame()) {
-            let len = h.length as usize;
-            if input.len() >= len {
-                let (frame, rest) = std::mem::take(input).split_at_mut(len);
+        match parse_header(input, dec.max_frame()) {
+            Ok(Some(h)) if input.len() >= h.length as usize => {
+                let (frame, rest) = std::mem::take(input).split_at_mut(h.length as usize);
                 *input = rest;
                 let frame: &'a [u8] = frame;
                 return Ok(Some(FrameBuf::Borrowed(Frame {
@@ -661,6 +660,10 @@ pub(crate) fn next_frame<'a>(
                     body: &frame[h.header_len()..],
                 })));
             }
+            // The read is used up (the call that ends every read): nothing to keep, nothing
+            // to hand out, unless the decoder failed before (then `next` repeats the error).
+            Ok(None) if input.is_empty() && dec.is_idle() => return Ok(None),
+            _ => {}
         }
     }
     next_frame_buffered(dec, input)
