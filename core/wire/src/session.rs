@@ -380,6 +380,7 @@ impl Session {
     }
 
     /// The session id.
+    #[inline]
     pub fn id(&self) -> SessionId {
         self.id
     }
@@ -400,6 +401,7 @@ impl Session {
     }
 
     /// The layer the session speaks now (an HTTP session becomes WebSocket when it upgrades).
+    #[inline]
     pub fn transport(&self) -> Transport {
         self.layer.transport()
     }
@@ -407,16 +409,19 @@ impl Session {
     // ---- bindings ----
 
     /// The current binding (meaningful while [`Session::is_attached`]).
+    #[inline]
     pub fn binding(&self) -> Binding {
         self.binding
     }
 
     /// True while a socket serves the session.
+    #[inline]
     pub fn is_attached(&self) -> bool {
         self.detached.is_none()
     }
 
     /// True when `b` is the binding of the socket serving the session now.
+    #[inline]
     pub fn is_current(&self, b: Binding) -> bool {
         self.detached.is_none() && b == self.binding
     }
@@ -639,6 +644,7 @@ impl Session {
     /// True when held input can give events without new bytes: call
     /// [`Session::receive_event`] with an empty input (pipelined HTTP requests behind one just
     /// answered).
+    #[inline]
     pub fn has_pending_input(&self) -> bool {
         self.closing.is_none() && self.linger.is_none() && self.layer.has_pending_input()
     }
@@ -646,12 +652,14 @@ impl Session {
     /// True when the peer of a sequenced WebSocket session sent a close frame: the runtime must
     /// end the socket of the current binding as if the peer had closed it
     /// ([`Session::peer_closed`]), which detaches the session. Cleared by a resume.
+    #[inline]
     pub fn peer_ended(&self) -> bool {
         self.peer_ended
     }
 
     /// False while an HTTP request waits for its response: the runtime stops reading, so a
     /// pipelining client is held back by TCP instead of by the server's memory.
+    #[inline]
     pub fn wants_input(&self) -> bool {
         self.layer.wants_input()
     }
@@ -1180,6 +1188,7 @@ impl Session {
 
     /// True when an awaited reply frame arrived: take it with [`Session::take_rpc_reply`] and
     /// answer the request with [`Session::respond`].
+    #[inline]
     pub fn has_rpc_reply(&self) -> bool {
         self.layer.has_reply()
     }
@@ -1192,11 +1201,23 @@ impl Session {
     /// Bytes waiting for the socket of binding `b` (empty for a stale binding). On a TLS session
     /// the queued bytes are encrypted first (all of them, in as few records as rustls cuts), so
     /// this is ciphertext.
+    // Inlined: the runtime calls it after every write and at every turn of a connection's task;
+    // TLS sessions go out of line.
+    #[inline]
     pub fn transmit(&mut self, b: Binding) -> &[u8] {
         if !self.is_current(b) {
             return &[];
         }
         #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.transmit_tls();
+        }
+        self.out.transmit()
+    }
+
+    /// [`Session::transmit`] on a TLS session: seals what is queued.
+    #[cfg(feature = "tls")]
+    fn transmit_tls(&mut self) -> &[u8] {
         if let Some(tls) = self.tls.as_deref_mut() {
             loop {
                 let plain = self.out.transmit();
@@ -1228,7 +1249,8 @@ impl Session {
         }
         #[cfg(not(feature = "tls"))]
         self.out.transmitted(n);
-        if self.unsent() == 0 {
+        // A lingering close is rare: test it before measuring what is left.
+        if self.linger.is_some() && self.unsent() == 0 {
             if let Some(reason) = self.linger.take() {
                 self.close(*reason);
             }
@@ -1409,11 +1431,13 @@ impl Session {
     }
 
     /// Why the session is closing, once it is.
+    #[inline]
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
     }
 
     /// True once the session is closing.
+    #[inline]
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()
     }

@@ -260,6 +260,7 @@ impl Layer {
         }
     }
 
+    #[inline]
     pub(crate) fn transport(&self) -> Transport {
         match self {
             Layer::Binary(_) => Transport::Binary,
@@ -408,6 +409,7 @@ impl Layer {
 
     /// True when held bytes can give events without new input (pipelined HTTP requests behind
     /// an answered one, WebSocket bytes carried over the upgrade).
+    #[inline]
     pub(crate) fn has_pending_input(&self) -> bool {
         match self {
             Layer::Binary(_) | Layer::HttpFresh { .. } => false,
@@ -417,6 +419,7 @@ impl Layer {
     }
 
     /// False while an HTTP request waits for its response.
+    #[inline]
     pub(crate) fn wants_input(&self) -> bool {
         match self {
             Layer::Http(h) => h.conn.wants_input(),
@@ -508,6 +511,7 @@ impl Layer {
         }
     }
 
+    #[inline]
     pub(crate) fn has_reply(&self) -> bool {
         matches!(self, Layer::Http(h) if h.reply.is_some())
     }
