@@ -55,6 +55,7 @@ impl OutQueue {
 
     /// Unsent bytes of frames queued at or after absolute offset `from` (the send limit's
     /// measure: bytes replayed to a new socket are bounded by the replay limits instead).
+    #[inline]
     pub(crate) fn unsent_since(&self, from: u64) -> usize {
         (self.end() - self.written.max(from)) as usize
     }
