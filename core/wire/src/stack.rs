@@ -10,7 +10,9 @@
 //! The session ([`crate::Session`]) owns one [`Layer`] and its outbound queue; everything else a
 //! session is (handshake, bounds, close reason) stays in `session.rs`. A layer that transforms
 //! bytes below these (TLS) sits under this one: it hands plaintext to [`Layer::receive`] and
-//! encrypts what the queue holds.
+//! encrypts what the queue holds. A binary session's frames skip `Layer::receive` (the
+//! session's read path takes them from the decoder with `next_frame`, the per-frame hot path),
+//! and its sends skip `Layer::write_frame`: the binary layer adds nothing either way.
 
 use std::sync::Arc;
 use std::time::Duration;
