@@ -3,9 +3,10 @@
 //! `transmit` / `transmitted` / `handle_timeout` / `close` / `peer_closed` interleaved.
 //!
 //! Besides "no panic", every step is checked against a plain model of what the session documents:
-//! - input: the frames received, in order, are exactly those a one-shot decode of the same bytes
-//!   gives (up to the first framing error, or the first frame with the SEQ extension, which a
-//!   session without resume refuses; either closes the session with `Protocol`); once closing,
+//! - input (read with `receive` or with `receive_event`, chosen per read): the frames received,
+//!   in order, are exactly those a one-shot decode of the same bytes gives (up to the first
+//!   framing error, or the first frame with the SEQ extension, which a session without resume
+//!   refuses; either closes the session with `Protocol`); once closing,
 //!   input is ignored; an incomplete frame held is shorter than `max(max_frame, 20)`;
 //! - output: `transmit` is exactly the accepted bytes not yet written, in order; a frame is always
 //!   accepted into an empty queue, otherwise refused with `Overflow` (and the session closing)
@@ -73,9 +74,24 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 now = next_time(u, now)?;
                 let len = u.int_in_range(0..=2 * max_frame + 16)?;
                 let bytes = u.bytes(len.min(u.len()))?;
+                // Either read path: `receive`, or `receive_event` (the runtime's, with its own
+                // shortcut for binary sessions); the model is the same.
+                let via_event: bool = u.arbitrary()?;
                 let mut input = bytes;
+                let mut copy = bytes.to_vec();
+                let mut input_mut = &mut copy[..];
                 loop {
-                    match s.receive(b, now, &mut input) {
+                    let next = if via_event {
+                        s.receive_event(b, now, &mut input_mut)
+                    } else {
+                        s.receive(b, now, &mut input)
+                    };
+                    let left = if via_event {
+                        input_mut.len()
+                    } else {
+                        input.len()
+                    };
+                    match next {
                         Ok(Some(Input::Frame(f))) => {
                             assert!(!was_closing, "a frame after closing");
                             let f = f.frame();
@@ -83,7 +99,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                         }
                         Ok(Some(other)) => panic!("no resume, no rate limit: {other:?}"),
                         Ok(None) => {
-                            assert!(input.is_empty(), "Ok(None) left input unread");
+                            assert_eq!(left, 0, "Ok(None) left input unread");
                             break;
                         }
                         Err(reason) => {

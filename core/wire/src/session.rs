@@ -60,7 +60,7 @@ use crate::frame::{
 use crate::http::{Request, Response};
 use crate::rate::{Limited, RateState, SessionRates};
 use crate::session_id::{CloseReason, SessionId};
-use crate::stack::{Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
+use crate::stack::{next_frame, Event, Layer, RpcReply, SessionType, StackConfig, Step, Transport};
 use crate::time::MonoTime;
 use crate::ws::conn::WsConn;
 use out::OutQueue;
@@ -380,6 +380,7 @@ impl Session {
     }
 
     /// The session id.
+    #[inline]
     pub fn id(&self) -> SessionId {
         self.id
     }
@@ -400,6 +401,7 @@ impl Session {
     }
 
     /// The layer the session speaks now (an HTTP session becomes WebSocket when it upgrades).
+    #[inline]
     pub fn transport(&self) -> Transport {
         self.layer.transport()
     }
@@ -407,16 +409,19 @@ impl Session {
     // ---- bindings ----
 
     /// The current binding (meaningful while [`Session::is_attached`]).
+    #[inline]
     pub fn binding(&self) -> Binding {
         self.binding
     }
 
     /// True while a socket serves the session.
+    #[inline]
     pub fn is_attached(&self) -> bool {
         self.detached.is_none()
     }
 
     /// True when `b` is the binding of the socket serving the session now.
+    #[inline]
     pub fn is_current(&self, b: Binding) -> bool {
         self.detached.is_none() && b == self.binding
     }
@@ -497,6 +502,21 @@ impl Session {
         if !input.is_empty() {
             self.last_seen = now;
         }
+        // The common case first, without a layer step: the binary layer queues nothing on input,
+        // so there is no raw output to seal, no bound to re-check and no upgrade to notice (what
+        // the general path below does for the other layers).
+        if let Layer::Binary(dec) = &mut self.layer {
+            return match next_frame(dec, input) {
+                Ok(Some(f)) => self.on_frame(now, f),
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    *input = &mut [];
+                    let reason = CloseReason::Protocol(e.to_string());
+                    self.close(reason.clone());
+                    Err(reason)
+                }
+            };
+        }
         let was_http = self.layer.transport() == Transport::Http;
         let queued_before = self.queued_for_bound();
         let step = self.layer.receive(now, input, self.out.raw());
@@ -535,62 +555,84 @@ impl Session {
     }
 
     /// Rate limits and sequencing of one frame the peer sent.
+    ///
+    /// Inlined into the read paths (once per frame): a session without resume pays the rate
+    /// check and one test; sequencing is out of line in [`Session::sequence`].
+    #[inline(always)]
     fn on_frame<'a>(
         &mut self,
         now: MonoTime,
         frame: FrameBuf<'a>,
     ) -> Result<Option<Input<'a>>, CloseReason> {
-        let h = frame.frame().header;
+        let h = *frame.header();
+        // Charged before sequencing, so acknowledgements and duplicates count too.
         let limited = self.rate.check(&self.limits.rates, now, h.length as usize);
-        if let Some(r) = self.resume.as_deref_mut() {
-            if !h.sequenced() {
-                return Err(self.protocol_error(format!(
-                    "frame (opcode {}) without SEQ on a resumable session",
-                    h.opcode
-                )));
+        if self.resume.is_some() || h.sequenced() {
+            if let Some(done) = self.sequence(now, &h)? {
+                return Ok(Some(done));
             }
-            let sent = r.next_seq - 1;
-            let ack = expand_seq(h.ack, sent);
-            if ack > sent {
-                return Err(self.protocol_error(format!(
-                    "ack {} of a frame never sent (last sent {})",
-                    h.ack, sent as u32
-                )));
-            }
-            if ack > r.acked {
-                r.acked = ack;
-                self.out.trim(ack);
-            }
-            // A frame on this socket: the peer read the `Resumed` and holds the new token.
-            r.fallback = None;
-            if h.opcode == ACK_OPCODE {
-                return Ok(Some(Input::Ack));
-            }
-            let expected = r.received + 1;
-            let seq = expand_seq(h.seq, expected);
-            if seq < expected {
-                return Ok(Some(Input::Duplicate(h)));
-            }
-            if seq > expected {
-                return Err(self.protocol_error(format!(
-                    "sequence gap: got seq {}, expected {}",
-                    h.seq, expected as u32
-                )));
-            }
-            r.received = seq;
-            if r.ack_due.is_none() {
-                r.ack_due = Some(now.saturating_add(self.limits.resume.ack_delay));
-            }
-        } else if h.sequenced() {
-            return Err(self.protocol_error(format!(
-                "SEQ flag on a session without resume (opcode {})",
-                h.opcode
-            )));
         }
         match limited {
             Ok(()) => Ok(Some(Input::Frame(frame))),
             Err((which, close)) => Ok(Some(Input::RateLimited(h, which, close))),
         }
+    }
+
+    /// Sequencing of one frame on a resumable session, and the refusal of a sequenced frame on
+    /// another. `Ok(None)`: a new frame in order (the caller hands it out under the rate
+    /// limits); `Ok(Some(_))`: an `Ack` or a duplicate, handed out as it is; an error closes the
+    /// session.
+    #[inline(never)]
+    fn sequence(
+        &mut self,
+        now: MonoTime,
+        h: &FrameHeader,
+    ) -> Result<Option<Input<'static>>, CloseReason> {
+        let Some(r) = self.resume.as_deref_mut() else {
+            return Err(self.protocol_error(format!(
+                "SEQ flag on a session without resume (opcode {})",
+                h.opcode
+            )));
+        };
+        if !h.sequenced() {
+            return Err(self.protocol_error(format!(
+                "frame (opcode {}) without SEQ on a resumable session",
+                h.opcode
+            )));
+        }
+        let sent = r.next_seq - 1;
+        let ack = expand_seq(h.ack, sent);
+        if ack > sent {
+            return Err(self.protocol_error(format!(
+                "ack {} of a frame never sent (last sent {})",
+                h.ack, sent as u32
+            )));
+        }
+        if ack > r.acked {
+            r.acked = ack;
+            self.out.trim(ack);
+        }
+        // A frame on this socket: the peer read the `Resumed` and holds the new token.
+        r.fallback = None;
+        if h.opcode == ACK_OPCODE {
+            return Ok(Some(Input::Ack));
+        }
+        let expected = r.received + 1;
+        let seq = expand_seq(h.seq, expected);
+        if seq < expected {
+            return Ok(Some(Input::Duplicate(*h)));
+        }
+        if seq > expected {
+            return Err(self.protocol_error(format!(
+                "sequence gap: got seq {}, expected {}",
+                h.seq, expected as u32
+            )));
+        }
+        r.received = seq;
+        if r.ack_due.is_none() {
+            r.ack_due = Some(now.saturating_add(self.limits.resume.ack_delay));
+        }
+        Ok(None)
     }
 
     fn protocol_error(&mut self, why: String) -> CloseReason {
@@ -602,6 +644,7 @@ impl Session {
     /// True when held input can give events without new bytes: call
     /// [`Session::receive_event`] with an empty input (pipelined HTTP requests behind one just
     /// answered).
+    #[inline]
     pub fn has_pending_input(&self) -> bool {
         self.closing.is_none() && self.linger.is_none() && self.layer.has_pending_input()
     }
@@ -609,12 +652,14 @@ impl Session {
     /// True when the peer of a sequenced WebSocket session sent a close frame: the runtime must
     /// end the socket of the current binding as if the peer had closed it
     /// ([`Session::peer_closed`]), which detaches the session. Cleared by a resume.
+    #[inline]
     pub fn peer_ended(&self) -> bool {
         self.peer_ended
     }
 
     /// False while an HTTP request waits for its response: the runtime stops reading, so a
     /// pipelining client is held back by TCP instead of by the server's memory.
+    #[inline]
     pub fn wants_input(&self) -> bool {
         self.layer.wants_input()
     }
@@ -1036,6 +1081,23 @@ impl Session {
         if self.closing.is_some() || self.linger.is_some() {
             return Err(SendError::Closing);
         }
+        if let (Layer::Binary(_), None) = (&self.layer, &self.resume) {
+            // The common case first: a binary session without resume writes the frame as it
+            // is (no framing, no sequence number, nothing kept for replay), and such a session
+            // is never detached (only resumable ones are).
+            debug_assert!(self.detached.is_none(), "only resumable sessions detach");
+            let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
+            if queued > 0 && queued + len > self.limits.send_buffer_limit {
+                self.close(CloseReason::SendBufferOverflow);
+                return Err(SendError::Overflow);
+            }
+            self.out.push_with(0, |out| {
+                let at = out.len();
+                write(out);
+                debug_assert_eq!(out.len() - at, len, "send_with wrote a different length");
+            });
+            return Ok(Sent::default());
+        }
         let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
         let wire_len = self
             .layer
@@ -1126,6 +1188,7 @@ impl Session {
 
     /// True when an awaited reply frame arrived: take it with [`Session::take_rpc_reply`] and
     /// answer the request with [`Session::respond`].
+    #[inline]
     pub fn has_rpc_reply(&self) -> bool {
         self.layer.has_reply()
     }
@@ -1138,11 +1201,23 @@ impl Session {
     /// Bytes waiting for the socket of binding `b` (empty for a stale binding). On a TLS session
     /// the queued bytes are encrypted first (all of them, in as few records as rustls cuts), so
     /// this is ciphertext.
+    // Inlined: the runtime calls it after every write and at every turn of a connection's task;
+    // TLS sessions go out of line.
+    #[inline]
     pub fn transmit(&mut self, b: Binding) -> &[u8] {
         if !self.is_current(b) {
             return &[];
         }
         #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.transmit_tls();
+        }
+        self.out.transmit()
+    }
+
+    /// [`Session::transmit`] on a TLS session: seals what is queued.
+    #[cfg(feature = "tls")]
+    fn transmit_tls(&mut self) -> &[u8] {
         if let Some(tls) = self.tls.as_deref_mut() {
             loop {
                 let plain = self.out.transmit();
@@ -1174,7 +1249,8 @@ impl Session {
         }
         #[cfg(not(feature = "tls"))]
         self.out.transmitted(n);
-        if self.unsent() == 0 {
+        // A lingering close is rare: test it before measuring what is left.
+        if self.linger.is_some() && self.unsent() == 0 {
             if let Some(reason) = self.linger.take() {
                 self.close(*reason);
             }
@@ -1355,11 +1431,13 @@ impl Session {
     }
 
     /// Why the session is closing, once it is.
+    #[inline]
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
     }
 
     /// True once the session is closing.
+    #[inline]
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()
     }

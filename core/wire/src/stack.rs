@@ -10,7 +10,9 @@
 //! The session ([`crate::Session`]) owns one [`Layer`] and its outbound queue; everything else a
 //! session is (handshake, bounds, close reason) stays in `session.rs`. A layer that transforms
 //! bytes below these (TLS) sits under this one: it hands plaintext to [`Layer::receive`] and
-//! encrypts what the queue holds.
+//! encrypts what the queue holds. A binary session's frames skip `Layer::receive` (the
+//! session's read path takes them from the decoder with `next_frame`, the per-frame hot path),
+//! and its sends skip `Layer::write_frame`: the binary layer adds nothing either way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,6 +262,7 @@ impl Layer {
         }
     }
 
+    #[inline]
     pub(crate) fn transport(&self) -> Transport {
         match self {
             Layer::Binary(_) => Transport::Binary,
@@ -408,6 +411,7 @@ impl Layer {
 
     /// True when held bytes can give events without new input (pipelined HTTP requests behind
     /// an answered one, WebSocket bytes carried over the upgrade).
+    #[inline]
     pub(crate) fn has_pending_input(&self) -> bool {
         match self {
             Layer::Binary(_) | Layer::HttpFresh { .. } => false,
@@ -417,6 +421,7 @@ impl Layer {
     }
 
     /// False while an HTTP request waits for its response.
+    #[inline]
     pub(crate) fn wants_input(&self) -> bool {
         match self {
             Layer::Http(h) => h.conn.wants_input(),
@@ -508,6 +513,7 @@ impl Layer {
         }
     }
 
+    #[inline]
     pub(crate) fn has_reply(&self) -> bool {
         matches!(self, Layer::Http(h) if h.reply.is_some())
     }
@@ -640,15 +646,18 @@ fn min_opt(a: Option<MonoTime>, b: Option<MonoTime>) -> Option<MonoTime> {
 
 /// The decoder's `next` over a mutable input: a frame wholly at the start of `input` is handed
 /// out borrowed (no copy), as `Decoder::next` does for a shared input.
-fn next_frame<'a>(
+///
+/// Inlined (the read path's per-frame step); what is not a whole frame at the start of `input`
+/// goes out of line to [`next_frame_buffered`].
+#[inline]
+pub(crate) fn next_frame<'a>(
     dec: &mut Decoder,
     input: &mut &'a mut [u8],
 ) -> Result<Option<FrameBuf<'a>>, FrameError> {
     if dec.pending_len() == 0 {
-        if let Ok(Some(h)) = parse_header(input, dec.max_frame()) {
-            let len = h.length as usize;
-            if input.len() >= len {
-                let (frame, rest) = std::mem::take(input).split_at_mut(len);
+        match parse_header(input, dec.max_frame()) {
+            Ok(Some(h)) if input.len() >= h.length as usize => {
+                let (frame, rest) = std::mem::take(input).split_at_mut(h.length as usize);
                 *input = rest;
                 let frame: &'a [u8] = frame;
                 return Ok(Some(FrameBuf::Borrowed(Frame {
@@ -657,10 +666,22 @@ fn next_frame<'a>(
                     body: &frame[h.header_len()..],
                 })));
             }
+            // The read is used up (the call that ends every read): nothing to keep, nothing
+            // to hand out, unless the decoder failed before (then `next` repeats the error).
+            Ok(None) if input.is_empty() && dec.is_idle() => return Ok(None),
+            _ => {}
         }
     }
-    // A frame continued from earlier reads, an incomplete one, or an error: the decoder hands
-    // out owned frames only on this path.
+    next_frame_buffered(dec, input)
+}
+
+/// A frame continued from earlier reads, an incomplete one, or an error: the decoder hands out
+/// owned frames only on this path.
+#[inline(never)]
+fn next_frame_buffered<'a>(
+    dec: &mut Decoder,
+    input: &mut &'a mut [u8],
+) -> Result<Option<FrameBuf<'a>>, FrameError> {
     let mut shared: &[u8] = input;
     let r = dec.next(&mut shared).map(|f| f.map(owned_frame));
     let used = input.len() - shared.len();

@@ -43,6 +43,7 @@ impl OutQueue {
     /// Kept when drained; larger buffers are released so idle sessions stay small.
     const KEEP: usize = 4096;
 
+    #[inline]
     fn end(&self) -> u64 {
         self.phys + self.bytes.len() as u64
     }
@@ -54,6 +55,7 @@ impl OutQueue {
 
     /// Unsent bytes of frames queued at or after absolute offset `from` (the send limit's
     /// measure: bytes replayed to a new socket are bounded by the replay limits instead).
+    #[inline]
     pub(crate) fn unsent_since(&self, from: u64) -> usize {
         (self.end() - self.written.max(from)) as usize
     }
@@ -141,11 +143,14 @@ impl OutQueue {
     }
 
     /// Index in `bytes` of absolute offset `at`.
+    #[inline]
     fn index(&self, at: u64) -> usize {
         (at - self.phys) as usize
     }
 
     /// Bytes waiting for the socket: the prefix first, then the queue from the write cursor.
+    // Inlined into `Session::transmit`, which the runtime inlines.
+    #[inline]
     pub(crate) fn transmit(&self) -> &[u8] {
         if self.prefix_written < self.prefix.len() {
             return &self.prefix[self.prefix_written..];
@@ -155,6 +160,19 @@ impl OutQueue {
 
     /// The socket took `n` bytes of [`OutQueue::transmit`].
     pub(crate) fn transmitted(&mut self, n: usize) {
+        if !self.tracking && self.prefix.is_empty() {
+            // A plain send queue (no resume): drop what is written, release a drained buffer
+            // (what `trim(0)` does on it, without the call).
+            assert!(
+                self.written + n as u64 <= self.end(),
+                "consumed more than queued"
+            );
+            self.written += n as u64;
+            if self.written == self.end() {
+                self.clear_bytes();
+            }
+            return;
+        }
         let mut n = n;
         if self.prefix_written < self.prefix.len() {
             let k = n.min(self.prefix.len() - self.prefix_written);

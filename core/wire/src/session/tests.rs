@@ -746,3 +746,138 @@ fn a_replay_over_the_send_limit_survives_the_read_path_check() {
     ));
     assert!(!s.is_closing(), "{:?}", s.close_reason());
 }
+
+/// Everything a read hands out, as comparable values.
+fn item_key(i: &Input<'_>) -> String {
+    match i {
+        Input::Frame(f) => {
+            let f = f.frame();
+            format!("frame {:?} {:?}", f.header, f.body)
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// A binary session's frames take a shortcut in `receive_event` (no layer step): for every way
+/// the bytes are cut into reads, it must hand out what `receive` does, in the same order, and
+/// end the same way (a framing error, a `SEQ` frame on a session without resume, a rate limit),
+/// using up the input and keeping the idle deadline in step.
+#[test]
+fn binary_receive_event_matches_receive_for_every_read_split() {
+    let mut ok = encode(HELLO_OPCODE, 0, 1, b"v");
+    encode_into(&mut ok, 4, 0, 2, b"ping");
+    encode_into(&mut ok, 4, 0, 3, b"");
+    encode_into(&mut ok, 9, 0, 4, &[7; 40]);
+    let mut bad_len = ok.clone();
+    let mut short = encode(4, 0, 5, b"");
+    short[0] = 3;
+    bad_len.extend_from_slice(&short);
+    bad_len.extend_from_slice(&encode(4, 0, 6, b"after"));
+    let mut seq_on_plain = ok.clone();
+    encode_seq_into(&mut seq_on_plain, 4, 0, 5, 1, 0, b"seq");
+    let mut zero_op = ok.clone();
+    encode_into(&mut zero_op, 0, 0, 5, b"");
+    let rated = || {
+        let mut s = session();
+        s.set_rates(SessionRates {
+            msgs: RateLimit::per_second(1, 2),
+            msgs_policy: RatePolicy::Error,
+            ..SessionRates::UNLIMITED
+        });
+        s
+    };
+    for (name, stream, make) in [
+        ("valid", &ok, session as fn() -> Session),
+        ("bad length", &bad_len, session),
+        ("SEQ without resume", &seq_on_plain, session),
+        ("opcode 0", &zero_op, session),
+        ("rate limited", &ok, rated),
+    ] {
+        for cut in 1..=stream.len() {
+            let (mut a, mut e) = (make(), make());
+            let (ba, be) = (a.binding(), e.binding());
+            let (mut got_a, mut got_e) = (Vec::new(), Vec::new());
+            let (mut end_a, mut end_e) = (None, None);
+            for (i, chunk) in stream.chunks(cut).enumerate() {
+                let now = MonoTime(i as u64 * MS);
+                let mut input = chunk;
+                loop {
+                    match a.receive(ba, now, &mut input) {
+                        Ok(Some(item)) => got_a.push(item_key(&item)),
+                        Ok(None) => break,
+                        Err(r) => {
+                            end_a.get_or_insert(r);
+                            break;
+                        }
+                    }
+                }
+                let mut bytes = chunk.to_vec();
+                let mut input = &mut bytes[..];
+                loop {
+                    match e.receive_event(be, now, &mut input) {
+                        Ok(Some(item)) => got_e.push(item_key(&item)),
+                        Ok(None) => break,
+                        Err(r) => {
+                            end_e.get_or_insert(r);
+                            break;
+                        }
+                    }
+                }
+                assert!(input.is_empty(), "{name}, reads of {cut}: input used up");
+            }
+            assert_eq!(got_a, got_e, "{name}, reads of {cut}");
+            assert_eq!(end_a, end_e, "{name}, reads of {cut}");
+            assert_eq!(a.close_reason(), e.close_reason(), "{name}, reads of {cut}");
+            assert_eq!(a.poll_timeout(), e.poll_timeout(), "{name}, reads of {cut}");
+            assert_eq!(
+                a.buffered_input(),
+                e.buffered_input(),
+                "{name}, reads of {cut}"
+            );
+            assert_eq!(a.unsent(), e.unsent(), "{name}, reads of {cut}");
+        }
+    }
+    // The cases above do end the way they are named.
+    let mut s = session();
+    assert!(drain(&mut s, 1, &seq_on_plain)
+        .is_err_and(|r| matches!(r, CloseReason::Protocol(ref m) if m.contains("SEQ flag"))));
+    let mut s = session();
+    assert!(drain(&mut s, 1, &zero_op)
+        .is_err_and(|r| matches!(r, CloseReason::Protocol(ref m) if m.contains("opcode 0"))));
+    let mut s = rated();
+    let mut input = &ok[..];
+    let mut limited = 0;
+    while let Some(i) = s.receive(s.binding(), MonoTime(0), &mut input).unwrap() {
+        limited += usize::from(matches!(i, Input::RateLimited(..)));
+    }
+    assert_eq!(
+        limited, 2,
+        "a burst of 2 passes, the other 2 frames are limited"
+    );
+}
+
+/// The send bound at its edge on a binary session without resume (the send path's shortcut):
+/// queued bytes plus the new frame may reach `send_buffer_limit` (100 here), not pass it; what
+/// the socket took no longer counts.
+#[test]
+fn the_send_bound_holds_to_the_byte() {
+    let mut s = session();
+    let b = s.binding();
+    s.send(&encode(5, 0, 1, &[1; 38])).unwrap(); // 50 bytes
+    s.send(&encode(5, 0, 2, &[2; 38])).unwrap(); // 100: exactly the bound
+    assert_eq!(s.unsent(), 100);
+    s.transmitted(b, 1);
+    s.send(&encode(5, 0, 3, &[]))
+        .expect_err("99 + 12 passes the bound");
+    assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
+
+    let mut s = session();
+    let b = s.binding();
+    s.send(&encode(5, 0, 1, &[1; 38])).unwrap();
+    s.send(&encode(5, 0, 2, &[2; 38])).unwrap();
+    s.transmitted(b, 12);
+    s.send(&encode(5, 0, 3, &[]))
+        .expect("88 + 12 reaches the bound");
+    assert_eq!(s.unsent(), 100);
+    assert_eq!(s.close_reason(), None);
+}
