@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use lattice_wire::CloseReason;
 
 use super::app::ShardApp;
-use super::cx::{Adoption, CxSettings, Envelope, ShardCx};
+use super::cx::{CxSettings, Envelope, Adoption, ShardCx};
 use super::state::{guarded, AcceptIn, ShardState};
 use crate::mesh::ring::{Consumer, Producer};
 use crate::mesh::{Control, ShardSignal};
