@@ -6,17 +6,22 @@
 # Counts are deterministic for a given binary, unlike times on this shared machine.
 #
 #   bench/timer_callgrind.sh [--bin PATH] [--only insert|cancel|cancel_handle_array|remove|churn|expire]
+#                            [--keep DIR]
+#
+# --keep DIR keeps the callgrind outputs (DIR/cg.<loop>) for line-level costs:
+#   callgrind_annotate --auto=yes DIR/cg.insert
 #
 # Cache model (this machine's per-core caches): D1 48 KiB 12-way, LL = the 2 MiB 16-way L2, 64-byte
 # lines. "LL misses" are therefore reads and writes that leave the core's private caches — the
 # accesses that cost tens of ns at 1 M timers. The shared L3 is not modelled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=""; only=""
+bin=""; only=""; keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
     *) echo "timer_callgrind.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +56,7 @@ for c in "${cases[@]}"; do
     --toggle-collect="*$func*" --callgrind-out-file="$out" \
     "$bin" --bench --reps 1 --only "$scenario" --impl lattice --no-mem >"$work/log.$name" 2>&1 ||
     { cat "$work/log.$name" >&2; exit 1; }
+  if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$out" "$keep/cg.$name"; fi
   python3 - "$out" "$ops" "$name" "$unit" <<'PY'
 import sys
 path, ops, name, unit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]

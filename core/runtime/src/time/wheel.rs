@@ -23,7 +23,7 @@
 //! The wheel knows nothing of clocks, sockets or shards; the caller passes ticks in.
 
 use super::records::{Compaction, RecordList, RecordPool, Run, NIL};
-use super::slab::Slab;
+use super::slab::{Cold, Slab};
 
 /// Number of levels.
 pub const LEVELS: usize = 6;
@@ -280,7 +280,7 @@ impl<T> TimerWheel<T> {
         if now > MAX_TICK {
             return Err(TimerError::OutOfRange(now));
         }
-        let mut slab = Slab::new();
+        let mut slab = Slab::new(cfg.max_timers);
         slab.reserve_total(cfg.preallocate.min(cfg.max_timers) as usize);
         Ok(Self {
             slab,
@@ -392,20 +392,23 @@ impl<T> TimerWheel<T> {
         if !self.pool.has_room_for_new() {
             return Err(self.full());
         }
-        let Some((idx, generation)) = self.slab.alloc(self.cfg.max_timers) else {
+        let deadline = deadline.max(self.elapsed);
+        let cold = Cold {
+            item: Some(item),
+            deadline,
+            period,
+        };
+        let Some((idx, generation)) = self.slab.alloc(cold) else {
             return Err(self.full());
         };
-        let deadline = deadline.max(self.elapsed);
         let loc = self.place(deadline);
         let Some(addr) = self.push_record(loc, idx) else {
-            // Unreachable with the room check above; undo rather than lose anything.
+            // Unreachable with the room check above; undo rather than keep a timer that is
+            // in no list (its item is dropped: the insert failed).
+            drop(self.slab.cold_mut(idx).item.take());
             self.slab.release(idx);
             return Err(self.full());
         };
-        let e = self.slab.cold_mut(idx);
-        e.item = Some(item);
-        e.deadline = deadline;
-        e.period = period;
         self.slab.set_link(idx, addr);
         self.stats.inserted += 1;
         self.compact_on_op();
@@ -652,44 +655,60 @@ impl<T> TimerWheel<T> {
     /// Hands the entry of a taken record to `f`; re-queues it first if it is periodic.
     #[inline]
     fn fire<F: FnMut(Expired<T>)>(&mut self, idx: u32, now: Tick, f: &mut F) {
-        let e = self.slab.cold(idx);
-        let deadline = e.deadline;
-        let period = e.period;
         let handle = TimerHandle {
             index: idx,
             generation: self.slab.hot(idx).generation,
         };
-        let mut skipped = 0;
-        if period != 0 {
-            let mut next = deadline + period;
-            if next <= now {
-                let k = (now - next) / period + 1;
-                skipped = k;
-                next += k * period;
+        // One reach into the cold half for a one-shot timer (each is a bounds-checked index).
+        let e = self.slab.cold_mut(idx);
+        let deadline = e.deadline;
+        let period = e.period;
+        if period == 0 {
+            let item = e.item.take();
+            self.slab.release(idx);
+            if let Some(item) = item {
+                f(Expired {
+                    handle,
+                    item,
+                    deadline,
+                    skipped: 0,
+                    periodic: false,
+                });
+            } else {
+                debug_assert!(false, "queued timer without item");
             }
-            if let (true, Some(clone)) = (next <= MAX_TICK, self.clone_fn) {
-                let loc = self.place(next);
-                // A move never lacks a block (see `records::MAX_BLOCKS_FOR_NEW`); if it did,
-                // the timer would end with this firing below instead of being lost.
-                if let Some(addr) = self.push_record(loc, idx) {
-                    let e = self.slab.cold_mut(idx);
-                    let item = e.item.as_ref().map(clone);
-                    e.deadline = next;
-                    self.slab.set_link(idx, addr);
-                    if let Some(item) = item {
-                        f(Expired {
-                            handle,
-                            item,
-                            deadline,
-                            skipped,
-                            periodic: true,
-                        });
-                    }
-                    return;
-                }
-            }
-            // Past MAX_TICK: the timer ends with this firing.
+            return;
         }
+        // Periodic: re-queued at its next occurrence after `now`.
+        let mut skipped = 0;
+        let mut next = deadline + period;
+        if next <= now {
+            let k = (now - next) / period + 1;
+            skipped = k;
+            next += k * period;
+        }
+        if let (true, Some(clone)) = (next <= MAX_TICK, self.clone_fn) {
+            let loc = self.place(next);
+            // A move never lacks a block (see `records::MAX_BLOCKS_FOR_NEW`); if it did,
+            // the timer would end with this firing below instead of being lost.
+            if let Some(addr) = self.push_record(loc, idx) {
+                let e = self.slab.cold_mut(idx);
+                let item = e.item.as_ref().map(clone);
+                e.deadline = next;
+                self.slab.set_link(idx, addr);
+                if let Some(item) = item {
+                    f(Expired {
+                        handle,
+                        item,
+                        deadline,
+                        skipped,
+                        periodic: true,
+                    });
+                }
+                return;
+            }
+        }
+        // Next occurrence past MAX_TICK (or no block): the timer ends with this firing.
         let item = self.slab.cold_mut(idx).item.take();
         self.slab.release(idx);
         if let Some(item) = item {
