@@ -211,12 +211,23 @@ impl Client {
     /// the endpoint).
     pub fn call(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let bytes = serde_json::to_vec(body).map_err(|e| EtcdError::Protocol(e.to_string()))?;
+        self.on_endpoints(|c, idx| c.once(idx, path, &bytes))
+    }
+
+    /// Runs `attempt` on the current endpoint, then once on each other until one succeeds, which
+    /// becomes the current endpoint. Every attempt is counted in the stats, every failure too. A
+    /// 4xx answer stops the round (the request itself is wrong: another member would say the
+    /// same); the last failure is returned.
+    fn on_endpoints<T>(
+        &mut self,
+        mut attempt: impl FnMut(&mut Self, usize) -> Result<T, EtcdError>,
+    ) -> Result<T, EtcdError> {
         let n = self.endpoints.len();
         let mut last = EtcdError::Unreachable("no endpoint configured".into());
         for i in 0..n {
             let idx = (self.current + i) % n;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match self.once(idx, path, &bytes) {
+            match attempt(self, idx) {
                 Ok(v) => {
                     self.current = idx;
                     return Ok(v);
@@ -288,27 +299,15 @@ impl Client {
         body: &Value,
     ) -> Result<(TcpStream, String, ResponseParser), EtcdError> {
         let bytes = serde_json::to_vec(body).map_err(|e| EtcdError::Protocol(e.to_string()))?;
-        let n = self.endpoints.len();
-        let mut last = EtcdError::Unreachable("no endpoint configured".into());
-        for i in 0..n {
-            let idx = (self.current + i) % n;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match self.send(idx, path, &bytes) {
-                Ok(s) => {
-                    self.current = idx;
-                    return Ok((
-                        s,
-                        self.endpoints[idx].authority.clone(),
-                        ResponseParser::new(self.limits),
-                    ));
-                }
-                Err(e) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        // `send` fails only as `Unreachable` (connect, write): every endpoint gets its try.
+        self.on_endpoints(|c, idx| {
+            let s = c.send(idx, path, &bytes)?;
+            Ok((
+                s,
+                c.endpoints[idx].authority.clone(),
+                ResponseParser::new(c.limits),
+            ))
+        })
     }
 
     /// The per-request timeout (`etcd.request_timeout_ms`).
@@ -641,6 +640,78 @@ mod tests {
         c.call("/v3/kv/range", &json!({})).unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(c.stats().failures.load(Ordering::Relaxed), 0);
+    }
+
+    /// A dead endpoint is tried, counted and passed over; the one that answered becomes the
+    /// first tried; a streaming call goes the same way; a 4xx answer is not retried elsewhere.
+    #[test]
+    fn calls_fail_over_to_the_endpoint_that_answers_and_stay_there() {
+        // A port nothing listens on: bound, then closed.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (port, accepted) = keepalive_server(100);
+        let mut c = Client::new(
+            vec![
+                Endpoint::parse(&format!("http://127.0.0.1:{dead}")).unwrap(),
+                Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            ],
+            Duration::from_millis(500),
+            4096,
+            Arc::new(EtcdStats::default()),
+        );
+        c.call("/v3/kv/range", &json!({})).unwrap();
+        let count = |c: &Client| {
+            (
+                c.stats().requests.load(Ordering::Relaxed),
+                c.stats().failures.load(Ordering::Relaxed),
+            )
+        };
+        assert_eq!(
+            count(&c),
+            (2, 1),
+            "the dead endpoint first, then the live one"
+        );
+        c.call("/v3/kv/range", &json!({})).unwrap();
+        assert_eq!(count(&c), (3, 1), "the live endpoint is now tried first");
+        let (_s, authority, _) = c.open_stream("/v3/watch", &json!({})).unwrap();
+        assert_eq!(authority, format!("127.0.0.1:{port}"));
+        assert_eq!(count(&c), (4, 1));
+        assert!(accepted.load(Ordering::SeqCst) >= 1);
+
+        // A 4xx answer stops the round: the other endpoint is not asked.
+        let rejecting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let rport = rejecting.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in rejecting.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = br#"{"error":"bad","message":"bad request","code":3}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(body);
+            }
+        });
+        let mut c = Client::new(
+            vec![
+                Endpoint::parse(&format!("http://127.0.0.1:{rport}")).unwrap(),
+                Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            ],
+            Duration::from_millis(500),
+            4096,
+            Arc::new(EtcdStats::default()),
+        );
+        let e = c.call("/v3/kv/range", &json!({})).unwrap_err();
+        assert!(
+            matches!(e, EtcdError::Rejected { status: 400, .. }),
+            "{e:?}"
+        );
+        assert_eq!(count(&c), (1, 1), "not retried on the other endpoint");
     }
 
     #[test]
