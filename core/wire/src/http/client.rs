@@ -260,10 +260,7 @@ impl ResponseParser {
                 mut body,
                 ..
             } => {
-                if body.len() + self.buf.len() > self.limits.max_body {
-                    return Err(ClientError::BodyTooLarge(self.limits.max_body));
-                }
-                body.append(&mut self.buf);
+                append_bounded(&mut body, &mut self.buf, self.limits.max_body)?;
                 Ok(Some(ClientResponse {
                     status,
                     headers,
@@ -380,10 +377,7 @@ impl ResponseParser {
         };
         match framing {
             Framing::UntilClose => {
-                if body.len() + self.buf.len() > max_body {
-                    return Err(ClientError::BodyTooLarge(max_body));
-                }
-                body.append(&mut self.buf);
+                append_bounded(body, &mut self.buf, max_body)?;
                 return Ok(None);
             }
             Framing::Length(l) => {
@@ -464,6 +458,20 @@ impl ResponseParser {
             keep_alive,
         }))
     }
+}
+
+/// Moves all of `more` to the end of a body framed by the end of the stream, unless the body
+/// would pass `max_body` (then nothing moves).
+fn append_bounded(
+    body: &mut Vec<u8>,
+    more: &mut Vec<u8>,
+    max_body: usize,
+) -> Result<(), ClientError> {
+    if body.len() + more.len() > max_body {
+        return Err(ClientError::BodyTooLarge(max_body));
+    }
+    body.append(more);
+    Ok(())
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
@@ -577,6 +585,20 @@ mod tests {
         let mut p = ResponseParser::new(limits);
         p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\n");
         assert_eq!(p.poll().unwrap_err(), ClientError::BodyTooLarge(8));
+        // A body framed by the end of the stream: bounded as it arrives, and at the end.
+        let mut p = ResponseParser::new(limits);
+        p.feed(b"HTTP/1.1 200 OK\r\n\r\n123456789");
+        assert_eq!(p.poll().unwrap_err(), ClientError::BodyTooLarge(8));
+        let mut p = ResponseParser::new(limits);
+        p.feed(b"HTTP/1.1 200 OK\r\n\r\n12345");
+        assert_eq!(p.poll().unwrap(), None);
+        p.feed(b"6789");
+        assert_eq!(p.finish().unwrap_err(), ClientError::BodyTooLarge(8));
+        let mut p = ResponseParser::new(limits);
+        p.feed(b"HTTP/1.1 200 OK\r\n\r\n12345");
+        assert_eq!(p.poll().unwrap(), None);
+        p.feed(b"678");
+        assert_eq!(p.finish().unwrap().unwrap().body, b"12345678");
         let mut p = ResponseParser::new(limits);
         p.feed(&[b'x'; 100]);
         assert!(p.poll().is_err());
