@@ -4,32 +4,22 @@
 // once over ws:// from the HTTP listener and once over wss:// from the HTTPS listener.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawn } from "node:child_process";
 import * as readline from "node:readline";
-import { chromium } from "playwright-core";
-import { startLattice } from "./server";
+import { launchChromium, requireChromium, startLattice } from "./server";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 for (const scheme of ["ws", "wss"] as const) test(`the demo page in Chromium chats with a Python websockets client over ${scheme}://`, async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+  requireChromium();
   const tls = scheme === "wss";
   const server = await startLattice([], { tls });
   // Over wss the page comes from the HTTPS listener with the development certificate, which
   // Chromium is told to accept; the Python client trusts exactly that certificate.
   const origin = tls ? `https://127.0.0.1:${server.https}` : `http://127.0.0.1:${server.http}`;
   const wsUrl = tls ? `wss://127.0.0.1:${server.https}/ws` : `ws://127.0.0.1:${server.http}/ws`;
-  // playwright launches with a fresh temporary profile of its own (--user-data-dir).
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: tls });
     const page = await context.newPage();

@@ -7,25 +7,16 @@
 // the other page exactly once.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import * as fs from "node:fs";
-import { chromium } from "playwright-core";
-import { startLattice } from "./server";
+import { launchChromium, requireChromium, startLattice } from "./server";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const LINES = 60;
 const CUTS = [10, 25, 40];
 
 test("the TypeScript client in Chromium closes its WebSocket mid-chat and resumes with nothing lost", async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+  requireChromium();
   const server = await startLattice([]);
   const origin = `http://127.0.0.1:${server.http}`;
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext();
     const listener = await context.newPage();

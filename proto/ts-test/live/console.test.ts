@@ -7,15 +7,13 @@
 // temp dir.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import WebSocket from "ws";
-import { chromium, Page } from "playwright-core";
+import { Page } from "playwright-core";
 import { LatticeClient, Opcode, miniProgramTransport, SocketTaskLike, ConnectSocketOptions } from "../../ts/index";
-import { startLattice } from "./server";
+import { launchChromium, requireChromium, startLattice } from "./server";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TOKEN = "console-live-token-7f3a";
 // Upper bound of every wait for the page (it polls every 500 ms here); never a timing assertion.
 const WAIT = { timeout: 20_000 };
@@ -43,17 +41,11 @@ const points = (page: Page, chart: string, series: string) =>
   page.$eval(`#${chart} path[data-series="${series}"]`, (p) => Number(p.getAttribute("data-points")));
 
 test("the operations console in Chromium shows live numbers, closes a session and edits the IP rules", async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+  requireChromium();
   const server = await startLattice([], { adminToken: TOKEN });
   const url = `ws://127.0.0.1:${server.http}/ws`;
   const clients: LatticeClient[] = [];
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launchChromium();
   try {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {

@@ -5,6 +5,8 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as assert from "node:assert/strict";
+import { chromium, Browser } from "playwright-core";
 
 export interface Lattice {
   proc: ChildProcess;
@@ -18,6 +20,33 @@ export interface Lattice {
   admin?: number;
   logFile: string;
   stop(): Promise<void>;
+}
+
+/** Debian's Chromium (or `CHROMIUM`), the binary the browser tests drive. */
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+/**
+ * Fails, saying what to install, when Chromium is missing. A test calls it first, before it starts
+ * a server: a test that throws between starting a server and its `finally` leaves the server
+ * running and the test runner waiting for it.
+ */
+export function requireChromium(): void {
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+}
+
+/**
+ * Headless Chromium through playwright-core, with a fresh temporary profile of its own
+ * (playwright passes --user-data-dir).
+ */
+export async function launchChromium(): Promise<Browser> {
+  requireChromium();
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
 }
 
 export function freePort(): Promise<number> {
