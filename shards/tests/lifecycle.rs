@@ -90,12 +90,11 @@ fn metrics_pass_promtool() {
 fn the_chosen_driver_is_logged_per_shard() {
     let l = Lattice::start(&[]);
     let logs = l.wait_log("shard started");
+    // Each shard sets its gauge as it starts: the first "shard started" line can come before
+    // the other shard's gauge is set, so wait for both, then check there is no third.
+    l.wait_metric_total("lattice_shard_driver", 2);
     let m = l.metrics();
-    let on: u64 = m
-        .lines()
-        .filter(|x| x.starts_with("lattice_shard_driver{"))
-        .map(|x| x.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let on: u64 = per_shard(&m, "lattice_shard_driver").iter().sum();
     assert_eq!(on, 2, "each shard reports exactly one driver:\n{m}");
     if let Ok(want) = std::env::var("LATTICE_RUNTIME__DRIVER") {
         if want != "auto" {
