@@ -665,18 +665,7 @@ impl<T> TimerWheel<T> {
         let period = e.period;
         if period == 0 {
             let item = e.item.take();
-            self.slab.release(idx);
-            if let Some(item) = item {
-                f(Expired {
-                    handle,
-                    item,
-                    deadline,
-                    skipped: 0,
-                    periodic: false,
-                });
-            } else {
-                debug_assert!(false, "queued timer without item");
-            }
+            self.fire_last(idx, handle, item, deadline, 0, f);
             return;
         }
         // Periodic: re-queued at its next occurrence after `now`.
@@ -710,6 +699,21 @@ impl<T> TimerWheel<T> {
         }
         // Next occurrence past MAX_TICK (or no block): the timer ends with this firing.
         let item = self.slab.cold_mut(idx).item.take();
+        self.fire_last(idx, handle, item, deadline, skipped, f);
+    }
+
+    /// The last firing of a timer: frees its record and hands its entry (`item`, taken from
+    /// the record by the caller) to `f`.
+    #[inline]
+    fn fire_last<F: FnMut(Expired<T>)>(
+        &mut self,
+        idx: u32,
+        handle: TimerHandle,
+        item: Option<T>,
+        deadline: Tick,
+        skipped: u64,
+        f: &mut F,
+    ) {
         self.slab.release(idx);
         if let Some(item) = item {
             f(Expired {
