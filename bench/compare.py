@@ -159,7 +159,9 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
         closed = common[:]
         if a.closed_duration is not None:
             closed[closed.index("--duration") + 1] = str(a.closed_duration)
+        w0, c2 = time.monotonic(), cpu_seconds(p.pid)
         reps2 = harness(port, closed, core=hcore)
+        w1, c3 = time.monotonic(), cpu_seconds(p.pid)
     peak = status_kib(p.pid, "VmHWM")
     stop(p)
     return {
@@ -168,6 +170,12 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
         "open_p99_us": p99,
         "closed_rt_per_s": sum(r["rt_per_s"] for r in reps2) if reps2 else float("nan"),
         "closed_p99_us": max(r["latency_us"]["p99"] for r in reps2) if reps2 else float("nan"),
+        # Whether the server or the harness was the limit in the closed loop: the server's CPU
+        # seconds over the wall seconds of that run (1.0 = its core was busy the whole time;
+        # the wall time includes the harness's start-up and warm-up, so this reads a little low).
+        "closed_cpu_share": (c3 - c2) / (w1 - w0) if reps2 else float("nan"),
+        "closed_cpu_us_per_rt": (c3 - c2) * 1e6 / max(sum(r["responses"] for r in reps2), 1)
+        if reps2 else float("nan"),
         "peak_rss_kib": peak,
     }
 
@@ -240,7 +248,9 @@ def main():
                            ("open_rt_per_s", "round trips/s at the fixed rate"),
                            ("open_p99_us", "p99 µs at the fixed rate"),
                            ("closed_rt_per_s", "round trips/s closed loop"),
-                           ("closed_p99_us", "p99 µs closed loop")]:
+                           ("closed_p99_us", "p99 µs closed loop"),
+                           ("closed_cpu_share", "server CPU share of its core, closed loop"),
+                           ("closed_cpu_us_per_rt", "server CPU µs per round trip, closed loop")]:
             l, b = med(lat, key), med(base, key)
             print(f"| {label} | {l:.3f} | {b:.3f} | {l / b if b else float('nan'):.2f} |")
     if "mesh" in only:
