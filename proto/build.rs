@@ -487,7 +487,7 @@ fn registry_rs(msgs: &[Msg]) -> String {
         writeln!(
             s,
             "impl LatticeMessage for pb::{p} {{\n    const OPCODE: u16 = {op};\n    const NAME: &'static str = {n:?};\n\n    \
-             #[allow(unreachable_patterns)]\n    fn from_any(m: AnyMessage) -> Option<Self> {{\n        match m {{\n            \
+             #[allow(unreachable_patterns)]\n    #[inline]\n    fn from_any(m: AnyMessage) -> Option<Self> {{\n        match m {{\n            \
              AnyMessage::{v}(x) => Some(x),\n            _ => None,\n        }}\n    }}\n}}\n",
             p = m.rust_path,
             op = m.opcode.expect("filtered"),
