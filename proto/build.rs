@@ -420,6 +420,19 @@ fn fields_of(m: &MessageDescriptor) -> Vec<Field> {
         .collect()
 }
 
+/// For a message whose only field is a singular, non-`optional` `bytes` field numbered 1–15:
+/// that field's one-byte protobuf key (number × 8 + 2, length-delimited) and its Rust name.
+fn single_bytes_field(m: &Msg) -> Option<(u8, String)> {
+    let [f] = m.fields.as_slice() else {
+        return None;
+    };
+    let plain = matches!(f.kind, FieldKind::Scalar("bytes")) && !f.repeated && !f.optional;
+    // Field names that prost would escape (`r#type`) or rename are left to prost.
+    let name = f.name.to_snake_case();
+    let simple = name == f.name && !matches!(name.as_str(), "type" | "self" | "super" | "crate");
+    (plain && simple && (1..=15).contains(&f.number)).then_some(((f.number as u8) << 3 | 2, name))
+}
+
 fn registry_rs(msgs: &[Msg]) -> String {
     let mut with_op: Vec<&Msg> = msgs.iter().filter(|m| m.opcode.is_some()).collect();
     with_op.sort_by_key(|m| m.opcode);
@@ -474,7 +487,7 @@ fn registry_rs(msgs: &[Msg]) -> String {
         writeln!(
             s,
             "impl LatticeMessage for pb::{p} {{\n    const OPCODE: u16 = {op};\n    const NAME: &'static str = {n:?};\n\n    \
-             #[allow(unreachable_patterns)]\n    fn from_any(m: AnyMessage) -> Option<Self> {{\n        match m {{\n            \
+             #[allow(unreachable_patterns)]\n    #[inline]\n    fn from_any(m: AnyMessage) -> Option<Self> {{\n        match m {{\n            \
              AnyMessage::{v}(x) => Some(x),\n            _ => None,\n        }}\n    }}\n}}\n",
             p = m.rust_path,
             op = m.opcode.expect("filtered"),
@@ -551,19 +564,30 @@ fn registry_rs(msgs: &[Msg]) -> String {
 
     s.push_str(
         "/// Decodes `body` as the message registered for `opcode`.\n\
-         ///\n/// Cost: one protobuf decode. Fails with [`DecodeError::UnknownOpcode`] when no message has this opcode,\n\
+         ///\n/// Cost: one protobuf decode (for a message that is one `bytes` field, written once: one exact\n/// allocation and copy, `fast_decode.rs`). Fails with [`DecodeError::UnknownOpcode`] when no message has this opcode,\n\
          /// [`DecodeError::Body`] when the bytes are not a valid encoding of it.\n\
          pub fn decode(opcode: u16, body: &[u8]) -> Result<AnyMessage, DecodeError> {\n    match opcode {\n",
     );
     for m in &with_op {
-        writeln!(
-            s,
-            "        {op} => <pb::{p} as prost::Message>::decode(crate::body_buf::BodyBuf::new(body)).map(AnyMessage::{v}).map_err(|source| DecodeError::Body {{ opcode: {op}, name: {n:?}, source }}),",
+        let prost = format!(
+            "<pb::{p} as prost::Message>::decode(crate::body_buf::BodyBuf::new(body)).map(AnyMessage::{v}).map_err(|source| DecodeError::Body {{ opcode: {op}, name: {n:?}, source }})",
             op = m.opcode.expect("filtered"),
             p = m.rust_path,
             v = m.short_name.to_upper_camel_case(),
             n = m.short_name
-        )
+        );
+        // A message whose only field is one `bytes` field takes the shortcut of
+        // src/fast_decode.rs when the body is exactly that field; prost decides every other body.
+        match single_bytes_field(m) {
+            Some((key, field)) => writeln!(
+                s,
+                "        {op} => match crate::fast_decode::single_bytes_field(body, {key:#04x}) {{\n            Some(b) => Ok(AnyMessage::{v}(pb::{p} {{ {field}: b.to_vec() }})),\n            None => {prost},\n        }},",
+                op = m.opcode.expect("filtered"),
+                p = m.rust_path,
+                v = m.short_name.to_upper_camel_case(),
+            ),
+            None => writeln!(s, "        {op} => {prost},", op = m.opcode.expect("filtered")),
+        }
         .expect("fmt");
     }
     s.push_str("        _ => Err(DecodeError::UnknownOpcode(opcode)),\n    }\n}\n");

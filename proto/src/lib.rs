@@ -18,6 +18,7 @@
 
 mod body_buf;
 pub mod error_code;
+mod fast_decode;
 pub mod icons;
 #[cfg(test)]
 mod lockfile;

@@ -173,18 +173,39 @@ impl Gate {
             }
         };
         log_in(session, h.request_id, info, &msg);
+        if h.opcode == opcode::HELLO || h.opcode == opcode::RESUME {
+            return self.greeting(cx, enc, session, h.request_id, ready, info, msg);
+        }
+        // Every other message goes to the host as it was decoded (one move, no second match).
+        Checked::Request(info, msg)
+    }
+
+    /// `Hello` or `Resume`, which the gate answers itself. Out of line: once per session.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn greeting(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        enc: &mut Encoder,
+        session: SessionId,
+        rid: u32,
+        ready: bool,
+        info: &'static OpcodeInfo,
+        msg: AnyMessage,
+    ) -> Checked {
         match msg {
             AnyMessage::Hello(hello) => {
-                if self.hello(cx, enc, session, h.request_id, hello) && !ready {
+                if self.hello(cx, enc, session, rid, hello) && !ready {
                     Checked::Welcomed
                 } else {
                     Checked::Done
                 }
             }
             AnyMessage::Resume(r) => {
-                crate::resume::on_resume(cx, enc, session, h.request_id, r);
+                crate::resume::on_resume(cx, enc, session, rid, r);
                 Checked::Done
             }
+            // Not reached (those opcodes decode to those messages); the request path as before.
             msg => Checked::Request(info, msg),
         }
     }

@@ -344,3 +344,82 @@ fn components_mark_and_load_rows_through_ctx() {
     storage.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Requests that wait: a local request runs at once only when nothing of its service is queued.
+static ORDER: ServiceDecl = ServiceDecl {
+    name: "order_test",
+    defaults: "[order_test]\n# Queue.\nqueue_limit = 8\n# Batch.\nbatch = 4\n",
+};
+
+struct Orderly;
+
+impl Component for Orderly {
+    type Config = Named;
+    const SECTION: &'static str = "orderly_test";
+    const DEFAULTS: &'static str = "[orderly_test]\n# Its name.\nname = \"o\"\n";
+    fn new(_: Named, _: usize, _: usize) -> Self {
+        Orderly
+    }
+    fn register(reg: &mut Registrar<Self>) {
+        reg.on::<pb::Ping>(|_, _, req| {
+            record(format!(
+                "ping {}",
+                String::from_utf8_lossy(&req.msg.payload)
+            ))
+        });
+    }
+}
+crate::component!(ORDERLY_C, service = ORDER, order = 1, ty = Orderly);
+
+fn ping_header(request_id: u32) -> FrameHeader {
+    FrameHeader::new(16, lattice_proto::opcode::PING, 0, request_id)
+}
+
+fn ping(text: &str) -> lattice_proto::AnyMessage {
+    pb::Ping {
+        payload: text.as_bytes().to_vec(),
+    }
+    .into()
+}
+
+#[test]
+fn a_local_request_runs_at_once_unless_its_service_has_requests_queued() {
+    let cfg: toml::Table =
+        "[order_test]\nqueue_limit = 8\nbatch = 4\n[orderly_test]\nname = \"o\"\n"
+            .parse()
+            .unwrap();
+    let svc = build_service(&ORDER, &cfg, 0, 1).unwrap();
+    let mut host = ServiceHost::with_services(vec![svc], parts()).unwrap();
+    let cx = cx();
+    let info = lattice_proto::info(lattice_proto::opcode::PING).unwrap();
+    let session = SessionId::new(0, 1, 1);
+    calls();
+
+    // Nothing queued: handled inside `request`.
+    host.request(&cx, session, ping_header(1), info, ping("first"));
+    assert_eq!(calls(), ["ping first"]);
+
+    // A request queued first (as one from the mesh is): the next local one waits behind it.
+    host.message(
+        &cx,
+        ShardMsg::Request {
+            service: 0,
+            comp: 0,
+            req: Req {
+                session,
+                request_id: 2,
+                opcode: lattice_proto::opcode::PING,
+                msg: ping("queued"),
+            },
+        },
+    );
+    host.request(&cx, session, ping_header(3), info, ping("behind"));
+    assert_eq!(calls(), Vec::<String>::new(), "nothing ran out of order");
+    assert_eq!(host.services[0].queue.len(), 2);
+    assert!(!host.run_queued(&cx, 16), "both ran");
+    assert_eq!(calls(), ["ping queued", "ping behind"]);
+
+    // Queue drained: at once again.
+    host.request(&cx, session, ping_header(4), info, ping("again"));
+    assert_eq!(calls(), ["ping again"]);
+}
