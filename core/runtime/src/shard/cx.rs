@@ -123,6 +123,10 @@ pub struct ShardCx<M> {
     pub(crate) clock: RefCell<Clock>,
     pub(crate) wheel: RefCell<TimerWheel<TimerItem>>,
     local_work: Cell<bool>,
+    /// True while the shard loop runs the synchronous part of a pass (no connection task can run
+    /// meanwhile): the loop is awake and runs the application's queued work before it next
+    /// parks, so a notify needs no wake-up.
+    in_pass: Cell<bool>,
     pub(crate) draining: Cell<bool>,
 }
 
@@ -163,6 +167,7 @@ impl<M: Send + 'static> ShardCx<M> {
             clock: RefCell::new(clock),
             wheel: RefCell::new(wheel),
             local_work: Cell::new(false),
+            in_pass: Cell::new(false),
             draining: Cell::new(false),
         }
     }
@@ -262,7 +267,8 @@ impl<M: Send + 'static> ShardCx<M> {
         monoio::spawn(async move {
             let out = fut.await;
             queue.borrow_mut().push_back(map(out));
-            signals[id].wake();
+            // A task of this shard: its own thread.
+            signals[id].wake_own();
         });
     }
 
@@ -625,7 +631,9 @@ impl<M: Send + 'static> ShardCx<M> {
     /// handler set it while the loop slept): wake the loop so it parks again with the new
     /// timeout. Costs one fence and a load when the loop is not parked.
     fn timer_moved(&self) {
-        self.signals[self.id].wake();
+        if !self.in_pass.get() {
+            self.signals[self.id].wake_own();
+        }
     }
 
     // ---- time ----
@@ -682,10 +690,25 @@ impl<M: Send + 'static> ShardCx<M> {
 
     // ---- loop ----
 
-    /// Tells the shard's loop there is queued work for [`super::ShardApp::run_queued`].
+    /// Tells the shard's loop there is queued work for [`super::ShardApp::run_queued`]. Cost: a
+    /// flag store during a loop pass (the loop is running and looks at the flag before it
+    /// parks); otherwise a load of the park flag, and the loop's wake-up when it parked.
     pub fn notify(&self) {
         self.local_work.set(true);
-        self.signals[self.id].wake();
+        if !self.in_pass.get() {
+            self.signals[self.id].wake_own();
+        }
+    }
+
+    /// True while the shard loop runs a pass: work queued now (messages, `run_queued` work) is
+    /// looked at before the loop next parks, without a wake-up.
+    pub fn in_pass(&self) -> bool {
+        self.in_pass.get()
+    }
+
+    /// The loop starts (true) or ends (false) the synchronous part of a pass.
+    pub(crate) fn set_in_pass(&self, on: bool) {
+        self.in_pass.set(on);
     }
 
     /// True once shutdown has begun.
@@ -733,10 +756,9 @@ impl<M: Send + 'static> ShardCx<M> {
             match ring.push(env) {
                 Ok(()) => {
                     ShardMetrics::add(&m.mesh_sent_total, 1);
-                    if self.signals[dst].is_parked() {
+                    if self.signals[dst].wake() {
                         ShardMetrics::add(&m.mesh_wakeups_total, 1);
                     }
-                    self.signals[dst].wake();
                     return Ok(());
                 }
                 Err(back) => {

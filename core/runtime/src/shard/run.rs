@@ -85,6 +85,8 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let mut worked = false;
+        // Nothing below awaits until the end of the pass: no connection task runs meanwhile.
+        st.cx.set_in_pass(true);
         ShardMetrics::add(&st.cx.m().loop_passes_total, 1);
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
@@ -155,6 +157,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             st.cx.notify();
             worked = true;
         }
+        st.cx.set_in_pass(false);
 
         if let Some(deadline) = drain_deadline {
             if drain_step(&st, worked || backlog_left, deadline) {
