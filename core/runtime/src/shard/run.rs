@@ -56,6 +56,7 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         parts.signals,
         clock,
     );
+    cx.set_batch_limit(parts.mesh_batch);
     let st = Rc::new(ShardState {
         cx,
         app: RefCell::new(make_app()),
@@ -157,6 +158,8 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             st.cx.notify();
             worked = true;
         }
+        // The replies this pass wrote for other shards' sessions: one mesh message per shard.
+        st.cx.flush_batches();
         st.cx.set_in_pass(false);
 
         if let Some(deadline) = drain_deadline {
@@ -247,6 +250,7 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             debug_assert_eq!(s.shard(), st.cx.id, "delivery routed to the wrong shard");
             st.cx.deliver_local(s, &frame)
         }
+        Envelope::DeliverBatch(bytes) => st.cx.deliver_batch(&bytes),
         Envelope::DeliverMany(list, frame) => {
             debug_assert!(list.iter().all(|s| s.shard() == st.cx.id));
             for s in list {
