@@ -139,6 +139,13 @@ pub struct ShardCx<M> {
     batches: RefCell<Vec<FrameBatch>>,
     /// Frames per batch (`runtime.mesh_batch`); 0 sends every reply alone.
     batch_limit: Cell<usize>,
+    /// While set (a loop pass, or a connection task serving one read), a message put on a ring
+    /// leaves the consumer's wake-up check to [`ShardCx::flush_wakes`] at the end of it: one
+    /// fence and check per destination per pass or read instead of one per message.
+    defer_wakes: Cell<bool>,
+    /// Destinations (bit `dst`, shards 0–63) owed a wake-up check; a destination of 64 or more
+    /// is checked at once.
+    owed_wakes: Cell<u64>,
     pub(crate) draining: Cell<bool>,
 }
 
@@ -182,6 +189,8 @@ impl<M: Send + 'static> ShardCx<M> {
             in_pass: Cell::new(false),
             batches: RefCell::new((0..shards).map(|_| FrameBatch::default()).collect()),
             batch_limit: Cell::new(0),
+            defer_wakes: Cell::new(false),
+            owed_wakes: Cell::new(0),
             draining: Cell::new(false),
         }
     }
@@ -344,6 +353,26 @@ impl<M: Send + 'static> ShardCx<M> {
     pub(crate) fn flush_batches(&self) {
         for dst in 0..self.shards {
             self.flush_batch(dst);
+        }
+    }
+
+    /// From now on, leave the wake-up checks of ring pushes to [`ShardCx::flush_wakes`], which
+    /// the caller must call before it next awaits (a consumer not woken would sleep with a
+    /// message queued until something else woke it).
+    pub(crate) fn defer_wakes(&self) {
+        self.defer_wakes.set(true);
+    }
+
+    /// Wakes every destination a deferred push left parked, and ends the deferral.
+    pub(crate) fn flush_wakes(&self) {
+        self.defer_wakes.set(false);
+        let mut owed = self.owed_wakes.replace(0);
+        while owed != 0 {
+            let dst = owed.trailing_zeros() as usize;
+            owed &= owed - 1;
+            if self.signals[dst].wake() {
+                ShardMetrics::add(&self.m().mesh_wakeups_total, 1);
+            }
         }
     }
 
@@ -821,7 +850,9 @@ impl<M: Send + 'static> ShardCx<M> {
             match ring.push(env) {
                 Ok(()) => {
                     ShardMetrics::add(&m.mesh_sent_total, 1);
-                    if self.signals[dst].wake() {
+                    if self.defer_wakes.get() && dst < 64 {
+                        self.owed_wakes.set(self.owed_wakes.get() | 1 << dst);
+                    } else if self.signals[dst].wake() {
                         ShardMetrics::add(&m.mesh_wakeups_total, 1);
                     }
                     return Ok(());
@@ -974,6 +1005,45 @@ mod batch_order_tests {
         assert!(matches!(c.pop(), Some(Envelope::App(7))));
         cx.flush_batches();
         assert!(c.pop().is_none(), "nothing left over");
+    }
+
+    #[test]
+    fn deferred_wake_ups_wake_a_parked_consumer_once_at_the_end() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let woken = |c: &Arc<Count>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakeups = |cx: &ShardCx<u32>| {
+            cx.m()
+                .mesh_wakeups_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let (cx, c) = cx_to_shard_1(64);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        cx.signals[1].prepare_park(&waker);
+        cx.defer_wakes();
+        cx.try_send(1, 1).unwrap();
+        cx.try_send(1, 2).unwrap();
+        assert_eq!(woken(&count), 0, "no wake-up per message");
+        cx.flush_wakes();
+        assert_eq!(woken(&count), 1, "one wake-up for both");
+        assert_eq!(wakeups(&cx), 1);
+        assert!(matches!(c.pop(), Some(Envelope::App(1))));
+        assert!(matches!(c.pop(), Some(Envelope::App(2))));
+        // The deferral ended with the flush: the next message wakes at once.
+        cx.signals[1].prepare_park(&waker);
+        cx.try_send(1, 3).unwrap();
+        assert_eq!(woken(&count), 2);
+        // Nothing owed: a flush wakes nobody.
+        cx.signals[1].prepare_park(&waker);
+        cx.defer_wakes();
+        cx.flush_wakes();
+        assert_eq!(woken(&count), 2);
+        assert_eq!(wakeups(&cx), 2);
     }
 
     #[test]

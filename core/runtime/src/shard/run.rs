@@ -88,6 +88,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         let mut worked = false;
         // Nothing below awaits until the end of the pass: no connection task runs meanwhile.
         st.cx.set_in_pass(true);
+        st.cx.defer_wakes();
         ShardMetrics::add(&st.cx.m().loop_passes_total, 1);
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
@@ -160,6 +161,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
         }
         // The replies this pass wrote for other shards' sessions: one mesh message per shard.
         st.cx.flush_batches();
+        st.cx.flush_wakes();
         st.cx.set_in_pass(false);
 
         if let Some(deadline) = drain_deadline {
