@@ -55,6 +55,11 @@ impl FrameBatch {
         self.frames
     }
 
+    /// True when no frame waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
     /// Takes the gathered bytes (`None` when no frame waits), leaving the batch empty.
     pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
         if self.frames == 0 {
