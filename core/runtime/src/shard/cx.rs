@@ -137,6 +137,9 @@ pub struct ShardCx<M> {
     /// sent at the end of the pass, before any other message to the same shard, or when a batch
     /// holds `batch_limit` frames.
     batches: RefCell<Vec<FrameBatch>>,
+    /// True while some batch holds a frame: a pass that batched nothing (most passes under a
+    /// light load) and a push with nothing batched pay one flag test, not a look at each batch.
+    batched: Cell<bool>,
     /// Frames per batch (`runtime.mesh_batch`); 0 sends every reply alone.
     batch_limit: Cell<usize>,
     /// While set (a loop pass, or a connection task serving one read), a message put on a ring
@@ -188,6 +191,7 @@ impl<M: Send + 'static> ShardCx<M> {
             local_work: Cell::new(false),
             in_pass: Cell::new(false),
             batches: RefCell::new((0..shards).map(|_| FrameBatch::default()).collect()),
+            batched: Cell::new(false),
             batch_limit: Cell::new(0),
             defer_wakes: Cell::new(false),
             owed_wakes: Cell::new(0),
@@ -325,6 +329,7 @@ impl<M: Send + 'static> ShardCx<M> {
         } else if dst < self.shards {
             if self.in_pass.get() && self.batch_limit.get() > 0 && u32::try_from(len).is_ok() {
                 let frames = self.batches.borrow_mut()[dst].push_with(session, len, write);
+                self.batched.set(true);
                 if frames >= self.batch_limit.get() {
                     self.flush_batch(dst);
                 }
@@ -352,6 +357,9 @@ impl<M: Send + 'static> ShardCx<M> {
 
     /// Sends every batch gathered during this pass (the loop calls it at the end of a pass).
     pub(crate) fn flush_batches(&self) {
+        if !self.batched.replace(false) {
+            return;
+        }
         for dst in 0..self.shards {
             self.flush_batch(dst);
         }
@@ -834,11 +842,12 @@ impl<M: Send + 'static> ShardCx<M> {
     /// `push_now` reads it instead of being copied once more on the way.
     #[inline]
     fn push(&self, dst: usize, env: Envelope<M>, never_drop: bool) -> Result<(), Envelope<M>> {
-        if self
-            .batches
-            .borrow()
-            .get(dst)
-            .is_some_and(|b| !b.is_empty())
+        if self.batched.get()
+            && self
+                .batches
+                .borrow()
+                .get(dst)
+                .is_some_and(|b| !b.is_empty())
         {
             self.flush_batch(dst);
         }
