@@ -11,15 +11,16 @@ use lattice_wire::SessionId;
 /// Bytes before each frame: the session id and the length.
 pub(crate) const HEADER: usize = 12;
 
-/// What a new batch buffer reserves first (it grows as frames come): a pass under an 8 × 8 echo
-/// load batches about 20 replies of about 120 bytes.
-const START: usize = 4096;
-
 /// Frames for sessions of one shard, in the order they were written.
 #[derive(Default)]
 pub(crate) struct FrameBatch {
     bytes: Vec<u8>,
     frames: usize,
+    /// Bytes of the last batch sent: what the next one reserves first, so a pass that batches
+    /// one reply allocates one reply's size and a busy pass (about 20 replies of 120 bytes at
+    /// 8 × 8) grows its buffer about once. At most one batch's size (`runtime.mesh_batch`
+    /// frames).
+    last: usize,
 }
 
 impl FrameBatch {
@@ -34,7 +35,7 @@ impl FrameBatch {
         write: impl FnOnce(&mut Vec<u8>),
     ) -> usize {
         if self.bytes.capacity() == 0 {
-            self.bytes.reserve(START.max(HEADER + len));
+            self.bytes.reserve(self.last.max(HEADER + len));
         }
         let head = self.bytes.len();
         self.bytes
@@ -66,6 +67,7 @@ impl FrameBatch {
             return None;
         }
         self.frames = 0;
+        self.last = self.bytes.len();
         Some(std::mem::take(&mut self.bytes))
     }
 }
