@@ -34,7 +34,8 @@ pub struct RuntimeConfig {
     pub pin: bool,
     /// Capacity of each shard-to-shard ring (messages).
     pub ring_capacity: usize,
-    /// Messages taken from one incoming ring per loop pass before moving on.
+    /// Messages taken from one incoming ring per loop pass before moving on; also the most
+    /// replies for another shard's sessions sent as one mesh message (`shard/batch.rs`).
     pub mesh_batch: usize,
     /// io_uring submission queue entries.
     pub uring_entries: u32,

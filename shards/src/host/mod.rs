@@ -311,10 +311,29 @@ impl ServiceHost {
         more
     }
 
+    /// Queues a request that came over the mesh behind the service's queue (`BUSY` past
+    /// `queue_limit`, as [`ServiceHost::accept`]). During a loop pass the shard runs
+    /// [`ServiceHost::run_queued`] later in the same pass, which publishes the queue-depth gauge
+    /// once for all the requests the pass took, so neither the gauge (a sum over the services)
+    /// nor a notify is paid per request; outside a pass (a test driving the host) it is
+    /// [`ServiceHost::accept`].
+    fn queue_remote(&mut self, cx: &ShardCx<ShardMsg>, si: u16, ci: u16, req: Req<AnyMessage>) {
+        if !cx.in_pass() {
+            self.accept(cx, si, ci, req, false);
+            return;
+        }
+        let svc = &mut self.services[si as usize];
+        if svc.queue.len() >= svc.config.queue_limit {
+            self.busy(cx, req, "service busy, retry later");
+            return;
+        }
+        svc.queue.push_back((ci, req));
+    }
+
     /// A message from a shard (this one included).
     pub fn message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Request { service, comp, req } => self.accept(cx, service, comp, req, false),
+            ShardMsg::Request { service, comp, req } => self.queue_remote(cx, service, comp, req),
             ShardMsg::Internal { service, payload } => {
                 let mut payload = Some(payload);
                 if let Some(svc) = self.services.get_mut(service as usize) {

@@ -127,7 +127,9 @@ impl ShardSignal {
     }
 
     /// Called by a producer after publishing a message: wakes the consumer only if it parked.
-    pub fn wake(&self) {
+    /// Returns true when it did (the consumer was parked and this call woke it). Cost: one
+    /// `SeqCst` fence and a load; a lock and the waker's wake-up only when the consumer parked.
+    pub fn wake(&self) -> bool {
         // Store buffering: we store the message (the ring's Release store of `tail`) then load
         // `parked`; the consumer stores `parked` then loads `tail`. Without a SeqCst fence on both
         // sides each may read the other's old value (x86 lets this load pass the earlier store
@@ -139,7 +141,26 @@ impl ShardSignal {
             if let Some(w) = waker {
                 w.wake();
             }
+            return true;
         }
+        false
+    }
+
+    /// [`ShardSignal::wake`] for a caller on the consumer's own thread (the shard waking its own
+    /// loop: queued work, an earlier deadline). No fence: the store that announced the park was
+    /// made by this thread, which sees its own stores in program order, so the store-buffering
+    /// race `wake` guards against (a producer on another core) cannot happen here. A producer on
+    /// another thread that wakes the consumer meanwhile swaps `parked` first; then this call
+    /// finds it false and does nothing. Calling it from another thread is a bug (a lost wake-up).
+    pub fn wake_own(&self) -> bool {
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst) {
+            let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return true;
+        }
+        false
     }
 
     /// Consumer side, step 1 of parking: store the waker and mark the shard parked. The caller must
@@ -249,6 +270,25 @@ mod tests {
         sig.wake();
         sig.wake();
         assert_eq!(flag.0.load(Ordering::SeqCst), 1);
+        assert!(!sig.is_parked());
+    }
+
+    #[test]
+    fn wake_own_wakes_a_parked_loop_once_and_reports_it() {
+        let flag = Arc::new(Flag(AtomicUsize::new(0)));
+        let waker = Waker::from(flag.clone());
+        let sig = ShardSignal::new(4);
+        assert!(!sig.wake_own(), "not parked: nothing to wake");
+        sig.prepare_park(&waker);
+        assert!(sig.wake_own());
+        assert!(!sig.wake_own(), "already woken");
+        assert!(!sig.wake(), "a producer after it finds the loop awake");
+        assert_eq!(flag.0.load(Ordering::SeqCst), 1);
+        // A producer that wakes first: the loop's own call then does nothing.
+        sig.prepare_park(&waker);
+        assert!(sig.wake());
+        assert!(!sig.wake_own());
+        assert_eq!(flag.0.load(Ordering::SeqCst), 2);
         assert!(!sig.is_parked());
     }
 

@@ -62,7 +62,9 @@ pub trait ShardApp: 'static {
     /// A message from another shard (or from this one through [`ShardCx::send`]).
     fn on_message(&mut self, cx: &ShardCx<Self::Msg>, msg: Self::Msg);
 
-    /// Runs queued work, at most `budget` items. Returns true if work remains.
+    /// Runs queued work, at most `budget` items. Returns true if work remains. The loop calls it
+    /// once every pass, after that pass's [`ShardApp::on_message`] calls, so work queued by a
+    /// message during a pass ([`ShardCx::in_pass`]) needs no [`ShardCx::notify`].
     fn run_queued(&mut self, _cx: &ShardCx<Self::Msg>, _budget: usize) -> bool {
         false
     }

@@ -14,6 +14,7 @@ use lattice_wire::{
     SessionRates, StackConfig, TOKEN_LEN,
 };
 
+use super::batch::FrameBatch;
 use crate::mesh::backlog::{Backlog, Queued, Refused};
 use crate::mesh::ring::Producer;
 use crate::mesh::ShardSignal;
@@ -43,6 +44,11 @@ pub(crate) enum Envelope<M> {
     Deliver(SessionId, Vec<u8>),
     /// One encoded frame for several sessions of the receiving shard (broadcast).
     DeliverMany(Vec<SessionId>, Arc<[u8]>),
+    /// Encoded frames for sessions of the receiving shard, written during one loop pass of the
+    /// sender ([`ShardCx::deliver_with`]): each as its session id (8 bytes), its length (4 bytes,
+    /// both little-endian) and the frame. One ring slot, one wake-up check and one buffer for
+    /// up to `runtime.mesh_batch` replies instead of one each.
+    DeliverBatch(Vec<u8>),
     /// Close a session of the receiving shard.
     Close(SessionId, CloseReason),
     /// An application message.
@@ -123,6 +129,26 @@ pub struct ShardCx<M> {
     pub(crate) clock: RefCell<Clock>,
     pub(crate) wheel: RefCell<TimerWheel<TimerItem>>,
     local_work: Cell<bool>,
+    /// True while the shard loop runs the synchronous part of a pass (no connection task can run
+    /// meanwhile): the loop is awake and runs the application's queued work before it next
+    /// parks, so a notify needs no wake-up.
+    in_pass: Cell<bool>,
+    /// Replies for sessions of other shards written during this pass, one batch per destination,
+    /// sent at the end of the pass, before any other message to the same shard, or when a batch
+    /// holds `batch_limit` frames.
+    batches: RefCell<Vec<FrameBatch>>,
+    /// True while some batch holds a frame: a pass that batched nothing (most passes under a
+    /// light load) and a push with nothing batched pay one flag test, not a look at each batch.
+    batched: Cell<bool>,
+    /// Frames per batch (`runtime.mesh_batch`); 0 sends every reply alone.
+    batch_limit: Cell<usize>,
+    /// While set (a loop pass, or a connection task serving one read), a message put on a ring
+    /// leaves the consumer's wake-up check to [`ShardCx::flush_wakes`] at the end of it: one
+    /// fence and check per destination per pass or read instead of one per message.
+    defer_wakes: Cell<bool>,
+    /// Destinations (bit `dst`, shards 0–63) owed a wake-up check; a destination of 64 or more
+    /// is checked at once.
+    owed_wakes: Cell<u64>,
     pub(crate) draining: Cell<bool>,
 }
 
@@ -163,6 +189,12 @@ impl<M: Send + 'static> ShardCx<M> {
             clock: RefCell::new(clock),
             wheel: RefCell::new(wheel),
             local_work: Cell::new(false),
+            in_pass: Cell::new(false),
+            batches: RefCell::new((0..shards).map(|_| FrameBatch::default()).collect()),
+            batched: Cell::new(false),
+            batch_limit: Cell::new(0),
+            defer_wakes: Cell::new(false),
+            owed_wakes: Cell::new(0),
             draining: Cell::new(false),
         }
     }
@@ -262,7 +294,8 @@ impl<M: Send + 'static> ShardCx<M> {
         monoio::spawn(async move {
             let out = fut.await;
             queue.borrow_mut().push_back(map(out));
-            signals[id].wake();
+            // A task of this shard: its own thread.
+            signals[id].wake_own();
         });
     }
 
@@ -278,20 +311,90 @@ impl<M: Send + 'static> ShardCx<M> {
     }
 
     /// Queues a frame of exactly `len` bytes for `session`, written by `write`: straight into the
-    /// session's outbound queue when it lives on this shard (no copy), else into a buffer sent
-    /// through the mesh.
+    /// session's outbound queue when it lives on this shard (no copy). For a session of another
+    /// shard, during a loop pass (a handler run from the loop: a request that came over the
+    /// mesh, a timer, a message), into that shard's batch, sent as one mesh message at the end of
+    /// the pass (or when it holds `runtime.mesh_batch` frames, or before any other message to
+    /// that shard, which keeps order); outside a pass (a handler run by a connection task), into
+    /// a buffer of its own sent at once.
     pub fn deliver_with(&self, session: SessionId, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        if session.shard() == self.id {
+        let dst = session.shard();
+        if dst == self.id {
             let table = self.sessions.borrow();
             let Some(cell) = table.get(session) else {
                 return;
             };
             let r = cell.session.borrow_mut().send_with(len, write);
             self.sent(cell, r);
-        } else if session.shard() < self.shards {
+        } else if dst < self.shards {
+            if self.in_pass.get() && self.batch_limit.get() > 0 && u32::try_from(len).is_ok() {
+                let frames = self.batches.borrow_mut()[dst].push_with(session, len, write);
+                self.batched.set(true);
+                if frames >= self.batch_limit.get() {
+                    self.flush_batch(dst);
+                }
+                return;
+            }
             let mut frame = Vec::with_capacity(len);
             write(&mut frame);
-            let _ = self.push(session.shard(), Envelope::Deliver(session, frame), true);
+            let _ = self.push(dst, Envelope::Deliver(session, frame), true);
+        }
+    }
+
+    /// Sends the batch gathered for `dst`, if any.
+    #[inline(never)]
+    fn flush_batch(&self, dst: usize) {
+        let Some(bytes) = self
+            .batches
+            .borrow_mut()
+            .get_mut(dst)
+            .and_then(FrameBatch::take)
+        else {
+            return;
+        };
+        let _ = self.push_now(dst, Envelope::DeliverBatch(bytes), true);
+    }
+
+    /// Sends every batch gathered during this pass (the loop calls it at the end of a pass).
+    pub(crate) fn flush_batches(&self) {
+        if !self.batched.replace(false) {
+            return;
+        }
+        for dst in 0..self.shards {
+            self.flush_batch(dst);
+        }
+    }
+
+    /// From now on, leave the wake-up checks of ring pushes to [`ShardCx::flush_wakes`], which
+    /// the caller must call before it next awaits (a consumer not woken would sleep with a
+    /// message queued until something else woke it).
+    pub(crate) fn defer_wakes(&self) {
+        self.defer_wakes.set(true);
+    }
+
+    /// Wakes every destination a deferred push left parked, and ends the deferral.
+    pub(crate) fn flush_wakes(&self) {
+        self.defer_wakes.set(false);
+        let mut owed = self.owed_wakes.replace(0);
+        while owed != 0 {
+            let dst = owed.trailing_zeros() as usize;
+            owed &= owed - 1;
+            if self.signals[dst].wake() {
+                ShardMetrics::add(&self.m().mesh_wakeups_total, 1);
+            }
+        }
+    }
+
+    /// Frames per delivery batch (`runtime.mesh_batch`; 0: no batching).
+    pub(crate) fn set_batch_limit(&self, frames: usize) {
+        self.batch_limit.set(frames);
+    }
+
+    /// Delivers every frame of an [`Envelope::DeliverBatch`] to its session of this shard.
+    pub(crate) fn deliver_batch(&self, bytes: &[u8]) {
+        for (id, frame) in super::batch::frames(bytes) {
+            debug_assert_eq!(id.shard(), self.id, "delivery routed to the wrong shard");
+            self.deliver_local(id, frame);
         }
     }
 
@@ -625,7 +728,9 @@ impl<M: Send + 'static> ShardCx<M> {
     /// handler set it while the loop slept): wake the loop so it parks again with the new
     /// timeout. Costs one fence and a load when the loop is not parked.
     fn timer_moved(&self) {
-        self.signals[self.id].wake();
+        if !self.in_pass.get() {
+            self.signals[self.id].wake_own();
+        }
     }
 
     // ---- time ----
@@ -682,10 +787,25 @@ impl<M: Send + 'static> ShardCx<M> {
 
     // ---- loop ----
 
-    /// Tells the shard's loop there is queued work for [`super::ShardApp::run_queued`].
+    /// Tells the shard's loop there is queued work for [`super::ShardApp::run_queued`]. Cost: a
+    /// flag store during a loop pass (the loop is running and looks at the flag before it
+    /// parks); otherwise a load of the park flag, and the loop's wake-up when it parked.
     pub fn notify(&self) {
         self.local_work.set(true);
-        self.signals[self.id].wake();
+        if !self.in_pass.get() {
+            self.signals[self.id].wake_own();
+        }
+    }
+
+    /// True while the shard loop runs a pass: work queued now (messages, `run_queued` work) is
+    /// looked at before the loop next parks, without a wake-up.
+    pub fn in_pass(&self) -> bool {
+        self.in_pass.get()
+    }
+
+    /// The loop starts (true) or ends (false) the synchronous part of a pass.
+    pub(crate) fn set_in_pass(&self, on: bool) {
+        self.in_pass.set(on);
     }
 
     /// True once shutdown has begun.
@@ -717,7 +837,24 @@ impl<M: Send + 'static> ShardCx<M> {
         &self.signals[self.id].open_sessions
     }
 
+    /// Sends `env` to `dst` after the replies batched for `dst` (per-destination order).
+    /// Inlined, with the flush out of line: the envelope (up to 120 bytes) is then built where
+    /// `push_now` reads it instead of being copied once more on the way.
+    #[inline]
     fn push(&self, dst: usize, env: Envelope<M>, never_drop: bool) -> Result<(), Envelope<M>> {
+        if self.batched.get()
+            && self
+                .batches
+                .borrow()
+                .get(dst)
+                .is_some_and(|b| !b.is_empty())
+        {
+            self.flush_batch(dst);
+        }
+        self.push_now(dst, env, never_drop)
+    }
+
+    fn push_now(&self, dst: usize, env: Envelope<M>, never_drop: bool) -> Result<(), Envelope<M>> {
         let Some(ring) = self.outs.get(dst).and_then(Option::as_ref) else {
             tracing::error!(
                 shard = self.id,
@@ -733,10 +870,11 @@ impl<M: Send + 'static> ShardCx<M> {
             match ring.push(env) {
                 Ok(()) => {
                     ShardMetrics::add(&m.mesh_sent_total, 1);
-                    if self.signals[dst].is_parked() {
+                    if self.defer_wakes.get() && dst < 64 {
+                        self.owed_wakes.set(self.owed_wakes.get() | 1 << dst);
+                    } else if self.signals[dst].wake() {
                         ShardMetrics::add(&m.mesh_wakeups_total, 1);
                     }
-                    self.signals[dst].wake();
                     return Ok(());
                 }
                 Err(back) => {
@@ -796,5 +934,148 @@ mod envelope_size_tests {
         assert!(std::mem::size_of::<super::Envelope<()>>() <= 48);
         // An application message of 112 bytes (the server's `ShardMsg`) and a tag.
         assert!(std::mem::size_of::<super::Envelope<[u64; 14]>>() <= 120);
+    }
+}
+
+#[cfg(test)]
+mod batch_order_tests {
+    use super::*;
+    use crate::mesh::ring::{ring, Consumer};
+
+    /// Shard 0 of 2 with a real ring to shard 1; `limit` frames per delivery batch.
+    fn cx_to_shard_1(limit: usize) -> (ShardCx<u32>, Consumer<Envelope<u32>>) {
+        let (p, c) = ring(16);
+        let cx = ShardCx::new(
+            0,
+            2,
+            Arc::new(Metrics::new(2)),
+            CxSettings {
+                net: NetConfig {
+                    listen: "127.0.0.1:0".into(),
+                    balance: crate::net::Balance::RoundRobin,
+                    max_frame: 4096,
+                    send_buffer_limit: 1024,
+                    read_buffer: 4096,
+                    reads_per_poll: 4,
+                    max_connections: 10,
+                    nodelay: true,
+                    idle_timeout_ms: 0,
+                },
+                continuity: ContinuityConfig::default(),
+                continuity_metrics: Arc::new((0..2).map(|_| Default::default()).collect()),
+                backlog_limit: 16,
+                wheel: WheelConfig::default(),
+            },
+            vec![None, Some(p)],
+            Arc::new((0..2).map(|_| ShardSignal::new(1)).collect()),
+            Clock::new(),
+        );
+        cx.set_batch_limit(limit);
+        (cx, c)
+    }
+
+    fn batch(env: Option<Envelope<u32>>) -> Vec<(SessionId, Vec<u8>)> {
+        match env {
+            Some(Envelope::DeliverBatch(b)) => super::super::batch::frames(&b)
+                .map(|(s, f)| (s, f.to_vec()))
+                .collect(),
+            _ => panic!("expected a delivery batch"),
+        }
+    }
+
+    #[test]
+    fn replies_in_a_pass_go_as_one_message_at_its_end() {
+        let (cx, c) = cx_to_shard_1(64);
+        let (a, b) = (SessionId::new(1, 1, 1), SessionId::new(1, 2, 1));
+        cx.set_in_pass(true);
+        cx.deliver_with(a, 2, |v| v.extend_from_slice(b"p1"));
+        cx.deliver_with(b, 2, |v| v.extend_from_slice(b"p2"));
+        assert!(c.pop().is_none(), "held until the end of the pass");
+        cx.flush_batches();
+        cx.set_in_pass(false);
+        assert_eq!(batch(c.pop()), [(a, b"p1".to_vec()), (b, b"p2".to_vec())]);
+        assert!(c.pop().is_none(), "one message for both");
+        assert_eq!(
+            cx.m()
+                .mesh_sent_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once_and_other_messages_keep_their_order() {
+        let (cx, c) = cx_to_shard_1(2);
+        let s = SessionId::new(1, 1, 1);
+        cx.set_in_pass(true);
+        cx.deliver_with(s, 1, |v| v.push(1));
+        cx.deliver_with(s, 1, |v| v.push(2));
+        assert_eq!(
+            batch(c.pop()).len(),
+            2,
+            "sent when it held runtime.mesh_batch frames"
+        );
+        // A reply, then a close and an application message to the same shard: the reply goes
+        // first, or the session would close before it.
+        cx.deliver_with(s, 1, |v| v.push(3));
+        cx.close(s, CloseReason::Shutdown);
+        cx.send(1, 7);
+        assert_eq!(batch(c.pop()), [(s, vec![3])]);
+        assert!(matches!(c.pop(), Some(Envelope::Close(id, _)) if id == s));
+        assert!(matches!(c.pop(), Some(Envelope::App(7))));
+        cx.flush_batches();
+        assert!(c.pop().is_none(), "nothing left over");
+    }
+
+    #[test]
+    fn deferred_wake_ups_wake_a_parked_consumer_once_at_the_end() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let woken = |c: &Arc<Count>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakeups = |cx: &ShardCx<u32>| {
+            cx.m()
+                .mesh_wakeups_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let (cx, c) = cx_to_shard_1(64);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        cx.signals[1].prepare_park(&waker);
+        cx.defer_wakes();
+        cx.try_send(1, 1).unwrap();
+        cx.try_send(1, 2).unwrap();
+        assert_eq!(woken(&count), 0, "no wake-up per message");
+        cx.flush_wakes();
+        assert_eq!(woken(&count), 1, "one wake-up for both");
+        assert_eq!(wakeups(&cx), 1);
+        assert!(matches!(c.pop(), Some(Envelope::App(1))));
+        assert!(matches!(c.pop(), Some(Envelope::App(2))));
+        // The deferral ended with the flush: the next message wakes at once.
+        cx.signals[1].prepare_park(&waker);
+        cx.try_send(1, 3).unwrap();
+        assert_eq!(woken(&count), 2);
+        // Nothing owed: a flush wakes nobody.
+        cx.signals[1].prepare_park(&waker);
+        cx.defer_wakes();
+        cx.flush_wakes();
+        assert_eq!(woken(&count), 2);
+        assert_eq!(wakeups(&cx), 2);
+    }
+
+    #[test]
+    fn outside_a_pass_a_reply_goes_alone_and_at_once() {
+        let (cx, c) = cx_to_shard_1(64);
+        let s = SessionId::new(1, 1, 1);
+        cx.deliver_with(s, 3, |v| v.extend_from_slice(b"abc"));
+        assert!(matches!(c.pop(), Some(Envelope::Deliver(id, f)) if id == s && f == b"abc"));
+        // And with batching off (`set_batch_limit(0)`), also within a pass.
+        cx.set_batch_limit(0);
+        cx.set_in_pass(true);
+        cx.deliver_with(s, 1, |v| v.push(9));
+        assert!(matches!(c.pop(), Some(Envelope::Deliver(_, f)) if f == [9]));
     }
 }

@@ -56,6 +56,7 @@ pub(crate) async fn run<A: ShardApp>(parts: ShardParts<A::Msg>, make_app: impl F
         parts.signals,
         clock,
     );
+    cx.set_batch_limit(parts.mesh_batch);
     let st = Rc::new(ShardState {
         cx,
         app: RefCell::new(make_app()),
@@ -85,6 +86,9 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let mut worked = false;
+        // Nothing below awaits until the end of the pass: no connection task runs meanwhile.
+        st.cx.set_in_pass(true);
+        st.cx.defer_wakes();
         ShardMetrics::add(&st.cx.m().loop_passes_total, 1);
         for cmd in st.cx.signals[id].take_control() {
             match cmd {
@@ -155,6 +159,10 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
             st.cx.notify();
             worked = true;
         }
+        // The replies this pass wrote for other shards' sessions: one mesh message per shard.
+        st.cx.flush_batches();
+        st.cx.flush_wakes();
+        st.cx.set_in_pass(false);
 
         if let Some(deadline) = drain_deadline {
             if drain_step(&st, worked || backlog_left, deadline) {
@@ -244,6 +252,7 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             debug_assert_eq!(s.shard(), st.cx.id, "delivery routed to the wrong shard");
             st.cx.deliver_local(s, &frame)
         }
+        Envelope::DeliverBatch(bytes) => st.cx.deliver_batch(&bytes),
         Envelope::DeliverMany(list, frame) => {
             debug_assert!(list.iter().all(|s| s.shard() == st.cx.id));
             for s in list {

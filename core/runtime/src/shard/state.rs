@@ -532,6 +532,8 @@ impl<A: ShardApp> ShardState<A> {
         let cm = cx.cm();
         let gw = &cx.metrics.gateway[cx.id];
         let mut input = bytes;
+        // Requests this read sends to other shards wake them once, after the last frame.
+        cx.defer_wakes();
         // One catch_unwind per read, not per frame: a panic closes this session only.
         let served = guarded(self, "on_frame", |app| loop {
             // The borrow ends before the application runs: it may queue output to this session.
@@ -594,6 +596,7 @@ impl<A: ShardApp> ShardState<A> {
                 break;
             }
         });
+        cx.flush_wakes();
         if served.is_none() {
             cell.session
                 .borrow_mut()
