@@ -137,13 +137,19 @@ impl ShardSignal {
         // fences, either the consumer's re-check sees our message or we see `parked == true`.
         fence(Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(w) = waker {
-                w.wake();
-            }
+            self.wake_parked();
             return true;
         }
         false
+    }
+
+    /// Wakes the consumer's registered waker; the caller has just swapped `parked` from true to
+    /// false, so exactly one caller does this per park.
+    fn wake_parked(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// [`ShardSignal::wake`] for a caller on the consumer's own thread (the shard waking its own
@@ -154,10 +160,7 @@ impl ShardSignal {
     /// finds it false and does nothing. Calling it from another thread is a bug (a lost wake-up).
     pub fn wake_own(&self) -> bool {
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst) {
-            let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(w) = waker {
-                w.wake();
-            }
+            self.wake_parked();
             return true;
         }
         false
