@@ -42,10 +42,15 @@ def wait_port(port, proc, timeout=15):
     sys.exit(f"server on {port} did not start")
 
 
-def cpu_seconds(pid):
+def cpu_split(pid):
+    """(user, system) CPU seconds of a process, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
+    return int(fields[11]) / HZ, int(fields[12]) / HZ
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
 
 
 def status_kib(pid, key):
@@ -159,9 +164,10 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
         closed = common[:]
         if a.closed_duration is not None:
             closed[closed.index("--duration") + 1] = str(a.closed_duration)
-        w0, c2 = time.monotonic(), cpu_seconds(p.pid)
+        w0, (u2, s2) = time.monotonic(), cpu_split(p.pid)
         reps2 = harness(port, closed, core=hcore)
-        w1, c3 = time.monotonic(), cpu_seconds(p.pid)
+        w1, (u3, s3) = time.monotonic(), cpu_split(p.pid)
+        c2, c3 = u2 + s2, u3 + s3
     peak = status_kib(p.pid, "VmHWM")
     stop(p)
     return {
@@ -175,6 +181,11 @@ def echo_run(kind, a, shards=1, route="local", cores="0", hcore="1", binary=None
         # the wall time includes the harness's start-up and warm-up, so this reads a little low).
         "closed_cpu_share": (c3 - c2) / (w1 - w0) if reps2 else float("nan"),
         "closed_cpu_us_per_rt": (c3 - c2) * 1e6 / max(sum(r["responses"] for r in reps2), 1)
+        if reps2 else float("nan"),
+        # The same split into user space and the kernel (utime, stime).
+        "closed_user_us_per_rt": (u3 - u2) * 1e6 / max(sum(r["responses"] for r in reps2), 1)
+        if reps2 else float("nan"),
+        "closed_sys_us_per_rt": (s3 - s2) * 1e6 / max(sum(r["responses"] for r in reps2), 1)
         if reps2 else float("nan"),
         "peak_rss_kib": peak,
     }
@@ -250,7 +261,9 @@ def main():
                            ("closed_rt_per_s", "round trips/s closed loop"),
                            ("closed_p99_us", "p99 µs closed loop"),
                            ("closed_cpu_share", "server CPU share of its core, closed loop"),
-                           ("closed_cpu_us_per_rt", "server CPU µs per round trip, closed loop")]:
+                           ("closed_cpu_us_per_rt", "server CPU µs per round trip, closed loop"),
+                           ("closed_user_us_per_rt", "of which user space"),
+                           ("closed_sys_us_per_rt", "of which the kernel")]:
             l, b = med(lat, key), med(base, key)
             print(f"| {label} | {l:.3f} | {b:.3f} | {l / b if b else float('nan'):.2f} |")
     if "mesh" in only:
