@@ -331,6 +331,7 @@ impl<M: Send + 'static> ShardCx<M> {
                 let frames = self.batches.borrow_mut()[dst].push_with(session, len, write);
                 self.batched.set(true);
                 if frames >= self.batch_limit.get() {
+                    ShardMetrics::add(&self.m().mesh_batches_full_total, 1);
                     self.flush_batch(dst);
                 }
                 return;
@@ -1015,6 +1016,12 @@ mod batch_order_tests {
             2,
             "sent when it held runtime.mesh_batch frames"
         );
+        let full = || {
+            cx.m()
+                .mesh_batches_full_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(full(), 1, "the bound's hit is counted");
         // A reply, then a close and an application message to the same shard: the reply goes
         // first, or the session would close before it.
         cx.deliver_with(s, 1, |v| v.push(3));
@@ -1025,6 +1032,7 @@ mod batch_order_tests {
         assert!(matches!(c.pop(), Some(Envelope::App(7))));
         cx.flush_batches();
         assert!(c.pop().is_none(), "nothing left over");
+        assert_eq!(full(), 1, "a batch sent early for order is not a full one");
     }
 
     #[test]

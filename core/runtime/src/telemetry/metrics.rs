@@ -35,6 +35,7 @@ crate::shard_counters! {
         mesh_backlog_refused_total: Counter, "Sends refused because the backlog for their destination was at runtime.mesh_backlog_limit (client requests answered BUSY).";
         mesh_backlog_over_limit_total: Counter, "Never-drop messages queued while the backlog for their destination was at its limit.";
         mesh_wakeups_total: Counter, "Times this shard woke a parked shard.";
+        mesh_batches_full_total: Counter, "Reply batches for another shard sent before the end of a loop pass because they held runtime.mesh_batch frames.";
         self_queue_depth: Gauge, "Messages this shard sent to itself, waiting for the next pass.";
         timers_pending: Gauge, "Timers pending in this shard's wheel.";
         timers_fired_total: Counter, "Timers fired by this shard's wheel.";
