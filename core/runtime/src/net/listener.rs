@@ -287,17 +287,7 @@ mod tests {
     use crate::net::tls::TlsConfig;
 
     fn net() -> NetConfig {
-        NetConfig {
-            listen: "127.0.0.1:0".into(),
-            balance: super::super::Balance::RoundRobin,
-            max_frame: 4096,
-            send_buffer_limit: 1024,
-            read_buffer: 4096,
-            reads_per_poll: 4,
-            max_connections: 10,
-            nodelay: true,
-            idle_timeout_ms: 0,
-        }
+        NetConfig::for_tests()
     }
 
     fn http() -> HttpConfig {

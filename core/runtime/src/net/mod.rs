@@ -66,6 +66,23 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Small limits for unit tests: loopback on any port, 4 KiB frames and reads, 1 KiB send
+    /// buffer, 10 connections.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        NetConfig {
+            listen: "127.0.0.1:0".into(),
+            balance: Balance::RoundRobin,
+            max_frame: 4096,
+            send_buffer_limit: 1024,
+            read_buffer: 4096,
+            reads_per_poll: 4,
+            max_connections: 10,
+            nodelay: true,
+            idle_timeout_ms: 0,
+        }
+    }
+
     /// The limits every session of this listener gets.
     pub fn session_limits(&self, cont: &ContinuityConfig) -> SessionLimits {
         SessionLimits {

@@ -951,17 +951,7 @@ mod batch_order_tests {
             2,
             Arc::new(Metrics::new(2)),
             CxSettings {
-                net: NetConfig {
-                    listen: "127.0.0.1:0".into(),
-                    balance: crate::net::Balance::RoundRobin,
-                    max_frame: 4096,
-                    send_buffer_limit: 1024,
-                    read_buffer: 4096,
-                    reads_per_poll: 4,
-                    max_connections: 10,
-                    nodelay: true,
-                    idle_timeout_ms: 0,
-                },
+                net: NetConfig::for_tests(),
                 continuity: ContinuityConfig::default(),
                 continuity_metrics: Arc::new((0..2).map(|_| Default::default()).collect()),
                 backlog_limit: 16,
