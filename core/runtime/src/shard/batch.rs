@@ -11,6 +11,10 @@ use lattice_wire::SessionId;
 /// Bytes before each frame: the session id and the length.
 pub(crate) const HEADER: usize = 12;
 
+/// The most a new batch reserves from the last one's size: one batch of large replies must not
+/// make every later batch to that shard allocate that much for one small reply.
+const RESERVE_MAX: usize = 16 * 1024;
+
 /// Frames for sessions of one shard, in the order they were written.
 #[derive(Default)]
 pub(crate) struct FrameBatch {
@@ -18,8 +22,7 @@ pub(crate) struct FrameBatch {
     frames: usize,
     /// Bytes of the last batch sent: what the next one reserves first, so a pass that batches
     /// one reply allocates one reply's size and a busy pass (about 20 replies of 120 bytes at
-    /// 8 × 8) grows its buffer about once. At most one batch's size (`runtime.mesh_batch`
-    /// frames).
+    /// 8 × 8) grows its buffer about once. Reserved up to [`RESERVE_MAX`].
     last: usize,
 }
 
@@ -35,7 +38,8 @@ impl FrameBatch {
         write: impl FnOnce(&mut Vec<u8>),
     ) -> usize {
         if self.bytes.capacity() == 0 {
-            self.bytes.reserve(self.last.max(HEADER + len));
+            self.bytes
+                .reserve(self.last.min(RESERVE_MAX).max(HEADER + len));
         }
         let head = self.bytes.len();
         self.bytes
@@ -113,6 +117,30 @@ mod tests {
         );
         assert!(b.take().is_none(), "taking empties the batch");
         assert_eq!(b.push_with(s2, 1, |v| v.push(b'x')), 1, "counts restart");
+    }
+
+    #[test]
+    fn a_batch_of_large_frames_does_not_make_the_next_reserve_as_much() {
+        let mut b = FrameBatch::default();
+        let s = SessionId::new(1, 1, 1);
+        let big = 100 * 1024;
+        b.push_with(s, big, |v| v.resize(v.len() + big, 7));
+        assert_eq!(b.take().unwrap().len(), HEADER + big);
+        b.push_with(s, 1, |v| v.push(1));
+        let next = b.take().unwrap();
+        assert_eq!(next.len(), HEADER + 1);
+        assert!(
+            next.capacity() <= RESERVE_MAX + HEADER,
+            "reserved {} after a {big}-byte batch",
+            next.capacity()
+        );
+        // A small batch's size is what the next one reserves.
+        b.push_with(s, 1, |v| v.push(2));
+        assert!(
+            b.bytes.capacity() < 2 * (HEADER + 1),
+            "{}",
+            b.bytes.capacity()
+        );
     }
 
     #[test]
