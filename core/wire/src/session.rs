@@ -312,7 +312,10 @@ pub struct SocketLayer(Layer);
 #[derive(Debug)]
 pub struct Session {
     id: SessionId,
-    limits: SessionLimits,
+    /// Shared by the sessions of a listener (the runtime hands every new session the same one):
+    /// one pointer per session instead of a 136-byte copy. A live change of the rate limits
+    /// gives the changed session its own copy ([`Session::set_rates`]).
+    limits: Arc<SessionLimits>,
     layer: Layer,
     session_type: SessionType,
     out: OutQueue,
@@ -342,7 +345,7 @@ pub struct Session {
 impl Session {
     /// A new binary client session (frames over the byte stream), opened at `now`, served by the
     /// socket of [`Session::binding`].
-    pub fn new(id: SessionId, limits: SessionLimits, now: MonoTime) -> Session {
+    pub fn new(id: SessionId, limits: impl Into<Arc<SessionLimits>>, now: MonoTime) -> Session {
         Session::new_on(
             id,
             limits,
@@ -354,14 +357,16 @@ impl Session {
     /// A new session of a listener with protocol stack `stack`, opened at `now`.
     pub fn new_on(
         id: SessionId,
-        limits: SessionLimits,
+        limits: impl Into<Arc<SessionLimits>>,
         stack: &Arc<StackConfig>,
         now: MonoTime,
     ) -> Session {
+        let limits = limits.into();
+        let layer = Layer::new(stack, limits.max_frame, now);
         Session {
             id,
             limits,
-            layer: Layer::new(stack, limits.max_frame, now),
+            layer,
             session_type: stack.session_type,
             out: OutQueue::default(),
             bound_at: 0,
@@ -387,12 +392,29 @@ impl Session {
 
     /// The limits the session runs with.
     pub fn limits(&self) -> SessionLimits {
-        self.limits
+        *self.limits
     }
 
-    /// Replaces the rate limits (a live reload). The limiter state is kept.
+    /// Replaces the rate limits (a live reload). The limiter state is kept. The session's limits
+    /// become its own copy when they were shared; [`Session::set_shared_limits`] shares again.
     pub fn set_rates(&mut self, rates: SessionRates) {
-        self.limits.rates = rates;
+        if self.limits.rates != rates {
+            Arc::make_mut(&mut self.limits).rates = rates;
+        }
+    }
+
+    /// Takes `limits` (shared with other sessions) when they differ from the session's own in
+    /// the rate limits at most — a live reload of the rate limits given to every session of a
+    /// shard at the cost of one pointer each. Returns false, and changes nothing, when any other
+    /// limit differs (the frame and send bounds a session started with do not change under it).
+    pub fn set_shared_limits(&mut self, limits: &Arc<SessionLimits>) -> bool {
+        let mut same_but_rates = **limits;
+        same_but_rates.rates = self.limits.rates;
+        if same_but_rates != *self.limits {
+            return false;
+        }
+        self.limits = Arc::clone(limits);
+        true
     }
 
     /// What the session is (its listener's session type).

@@ -113,7 +113,7 @@ pub struct ShardCx<M> {
     /// change live: see [`ShardCx::session_rates`]).
     pub continuity: ContinuityConfig,
     continuity_metrics: Arc<Vec<ContinuityMetrics>>,
-    limits: Cell<SessionLimits>,
+    limits: RefCell<Arc<SessionLimits>>,
     tokens: RefCell<TokenSource>,
     /// Sessions that closed while detached (no connection task to end them): removed by the loop.
     reap: RefCell<Vec<Rc<SessionCell>>>,
@@ -172,7 +172,7 @@ impl<M: Send + 'static> ShardCx<M> {
             id,
             shards,
             metrics,
-            limits: Cell::new(settings.net.session_limits(&settings.continuity)),
+            limits: RefCell::new(Arc::new(settings.net.session_limits(&settings.continuity))),
             net: settings.net,
             continuity: settings.continuity,
             continuity_metrics: settings.continuity_metrics,
@@ -509,7 +509,12 @@ impl<M: Send + 'static> ShardCx<M> {
         let now = self.clock.borrow_mut().refresh();
         let mut table = self.sessions.borrow_mut();
         let id = table.next_id(self.id);
-        let session = layers(Session::new_on(id, self.limits.get(), stack, now));
+        let session = layers(Session::new_on(
+            id,
+            Arc::clone(&self.limits.borrow()),
+            stack,
+            now,
+        ));
         let cell = Rc::new(SessionCell::new(session, peer, now));
         table.insert(cell.clone());
         drop(table);
@@ -632,15 +637,21 @@ impl<M: Send + 'static> ShardCx<M> {
 
     /// The rate limits new sessions get (and, after a live change, every session of this shard).
     pub fn session_rates(&self) -> SessionRates {
-        self.limits.get().rates
+        self.limits.borrow().rates
     }
 
     pub(crate) fn set_session_rates(&self, rates: SessionRates) {
-        let mut l = self.limits.get();
+        let mut l = **self.limits.borrow();
         l.rates = rates;
-        self.limits.set(l);
+        let shared = Arc::new(l);
+        *self.limits.borrow_mut() = Arc::clone(&shared);
         for cell in self.sessions.borrow().iter() {
-            cell.session.borrow_mut().set_rates(rates);
+            let mut session = cell.session.borrow_mut();
+            // Sessions keep sharing one copy of the limits; one whose other limits differ (none
+            // today: every session of a shard starts with the shard's) gets its own.
+            if !session.set_shared_limits(&shared) {
+                session.set_rates(rates);
+            }
         }
     }
 

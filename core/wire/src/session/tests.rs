@@ -301,7 +301,7 @@ fn an_ack_frame_leaves_when_nothing_carries_the_acknowledgement() {
         idle_timeout: Some(Duration::from_secs(10)),
         ..s.limits()
     };
-    s.limits = s2;
+    s.limits = s2.into();
     assert_eq!(s.poll_timeout(), Some(MonoTime(210 * MS)));
     s.handle_timeout(MonoTime(210 * MS));
     assert_eq!(written(&mut s, b), [(ACK_OPCODE, FLAG_SEQ, 0, 0, 1)]);
@@ -491,7 +491,7 @@ fn a_newer_socket_fences_the_old_one_while_attached() {
 fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
     let build = || {
         let mut s = resumable();
-        s.limits.resume.max_frames = 3;
+        std::sync::Arc::make_mut(&mut s.limits).resume.max_frames = 3;
         let b = s.binding();
         written(&mut s, b);
         assert_eq!(
@@ -577,7 +577,7 @@ fn idle_resumable_session_detaches_instead_of_closing() {
 #[test]
 fn replayed_bytes_do_not_count_against_the_send_limit() {
     let mut s = resumable();
-    s.limits.send_buffer_limit = 60;
+    std::sync::Arc::make_mut(&mut s.limits).send_buffer_limit = 60;
     let b = s.binding();
     written(&mut s, b);
     for rid in 1..=2 {
@@ -720,8 +720,8 @@ fn receive_event_hands_out_sequenced_bodies_without_the_extension() {
 #[test]
 fn a_replay_over_the_send_limit_survives_the_read_path_check() {
     let mut s = resumable();
-    s.limits.max_frame = 24;
-    s.limits.send_buffer_limit = 30;
+    std::sync::Arc::make_mut(&mut s.limits).max_frame = 24;
+    std::sync::Arc::make_mut(&mut s.limits).send_buffer_limit = 30;
     let b = s.binding();
     written(&mut s, b);
     for rid in 1..=3 {
@@ -880,4 +880,40 @@ fn the_send_bound_holds_to_the_byte() {
         .expect("88 + 12 reaches the bound");
     assert_eq!(s.unsent(), 100);
     assert_eq!(s.close_reason(), None);
+}
+
+/// Sessions share one copy of their limits; a live change of the rate limits keeps them
+/// shared when given as one shared copy, and a change of any other limit is refused.
+#[test]
+fn limits_are_shared_and_a_rate_change_keeps_them_shared() {
+    let shared = Arc::new(limits());
+    let mut a = Session::new(SessionId::new(0, 1, 0), Arc::clone(&shared), MonoTime(0));
+    let mut b = Session::new(SessionId::new(0, 2, 0), Arc::clone(&shared), MonoTime(0));
+    assert_eq!(Arc::strong_count(&shared), 3, "one copy for both sessions");
+
+    let rates = SessionRates {
+        msgs: RateLimit::per_second(10, 2),
+        ..SessionRates::UNLIMITED
+    };
+    // Alone, a rate change gives the session its own copy with the new rates.
+    a.set_rates(rates);
+    assert_eq!(Arc::strong_count(&shared), 2);
+    assert_eq!(a.limits().rates, rates);
+    assert_eq!(b.limits().rates, SessionRates::UNLIMITED);
+
+    // Given as one shared copy, both take it.
+    let mut l = limits();
+    l.rates = rates;
+    let reloaded = Arc::new(l);
+    assert!(a.set_shared_limits(&reloaded));
+    assert!(b.set_shared_limits(&reloaded));
+    assert_eq!(Arc::strong_count(&reloaded), 3);
+    assert_eq!(b.limits().rates, rates);
+
+    // Another frame bound is not a rate change: refused, nothing changes.
+    let mut other = l;
+    other.max_frame = 2048;
+    assert!(!b.set_shared_limits(&Arc::new(other)));
+    assert_eq!(b.limits().max_frame, 1024);
+    assert_eq!(Arc::strong_count(&reloaded), 3);
 }
