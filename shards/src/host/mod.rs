@@ -265,14 +265,23 @@ impl ServiceHost {
             svc.handle(ci, &mut self.parts.ctx(cx, Some((si, ci))), req);
             return;
         }
+        if self.enqueue(cx, si, ci, req) {
+            self.publish_depth();
+            cx.notify();
+        }
+    }
+
+    /// Puts `req` at the back of its service's queue, or answers it `BUSY` (counted) when the
+    /// queue holds `queue_limit` requests. Returns whether it was queued.
+    fn enqueue(&mut self, cx: &ShardCx<ShardMsg>, si: u16, ci: u16, req: Req<AnyMessage>) -> bool {
+        let svc = &mut self.services[si as usize];
         if svc.queue.len() >= svc.config.queue_limit {
             self.busy(cx, req, "service busy, retry later");
-            return;
+            return false;
         }
         svc.queue.push_back((ci, req));
         debug_assert!(svc.queue.len() <= svc.config.queue_limit);
-        self.publish_depth();
-        cx.notify();
+        true
     }
 
     fn busy(&mut self, cx: &ShardCx<ShardMsg>, req: Req<AnyMessage>, why: &str) {
@@ -322,12 +331,7 @@ impl ServiceHost {
             self.accept(cx, si, ci, req, false);
             return;
         }
-        let svc = &mut self.services[si as usize];
-        if svc.queue.len() >= svc.config.queue_limit {
-            self.busy(cx, req, "service busy, retry later");
-            return;
-        }
-        svc.queue.push_back((ci, req));
+        self.enqueue(cx, si, ci, req);
     }
 
     /// A message from a shard (this one included).

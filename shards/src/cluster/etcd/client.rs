@@ -652,15 +652,19 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let (port, accepted) = keepalive_server(100);
-        let mut c = Client::new(
-            vec![
-                Endpoint::parse(&format!("http://127.0.0.1:{dead}")).unwrap(),
-                Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-            ],
-            Duration::from_millis(500),
-            4096,
-            Arc::new(EtcdStats::default()),
-        );
+        // A client of the endpoints on `first`, then `second` (loopback, plain HTTP).
+        let client = |first: u16, second: u16| {
+            Client::new(
+                [first, second]
+                    .iter()
+                    .map(|p| Endpoint::parse(&format!("http://127.0.0.1:{p}")).unwrap())
+                    .collect(),
+                Duration::from_millis(500),
+                4096,
+                Arc::new(EtcdStats::default()),
+            )
+        };
+        let mut c = client(dead, port);
         c.call("/v3/kv/range", &json!({})).unwrap();
         let count = |c: &Client| {
             (
@@ -697,15 +701,7 @@ mod tests {
                 let _ = s.write_all(body);
             }
         });
-        let mut c = Client::new(
-            vec![
-                Endpoint::parse(&format!("http://127.0.0.1:{rport}")).unwrap(),
-                Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-            ],
-            Duration::from_millis(500),
-            4096,
-            Arc::new(EtcdStats::default()),
-        );
+        let mut c = client(rport, port);
         let e = c.call("/v3/kv/range", &json!({})).unwrap_err();
         assert!(
             matches!(e, EtcdError::Rejected { status: 400, .. }),
