@@ -50,6 +50,7 @@ fn runs_on_mariadb() {
 #[test]
 fn unreachable_database_fails_start_with_a_clear_error() {
     let port = free_port();
+    let data = std::env::temp_dir().join(format!("lattice-unreach-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
         .args([
             "run",
@@ -68,14 +69,12 @@ fn unreachable_database_fails_start_with_a_clear_error() {
             "--storage.op_timeout_ms",
             "2000",
             "--storage.data_dir",
-            std::env::temp_dir()
-                .join(format!("lattice-unreach-{}", std::process::id()))
-                .to_str()
-                .unwrap(),
+            data.to_str().unwrap(),
         ])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&data);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lattice: storage:"), "{err}");

@@ -186,6 +186,7 @@ fn db_backup_of_a_missing_database_fails_clearly() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a file"));
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]

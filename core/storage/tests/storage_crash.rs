@@ -51,7 +51,6 @@ fn ops(r: i64) -> impl Iterator<Item = TestOp> {
 
 fn crash_config(db: Db, dir: &std::path::Path, database: &str) -> StorageConfig {
     StorageConfig {
-        data_dir: dir.to_owned(),
         database: Some(database.to_owned()),
         fsync: FsyncPolicy::Interval,
         fsync_interval_ms: 5,
@@ -59,7 +58,7 @@ fn crash_config(db: Db, dir: &std::path::Path, database: &str) -> StorageConfig 
         dirty_bound: 2_000,
         batch_rows: 200,
         queue_capacity: 1024,
-        ..config(db, "crashcfg")
+        ..config_in(db, "crashcfg", dir.to_owned())
     }
 }
 

@@ -332,8 +332,8 @@ pub struct Session {
     /// A sequenced WebSocket session's peer sent a close frame: the runtime ends the socket as
     /// if the peer had closed it, so the session detaches (see [`Session::peer_ended`]).
     peer_ended: bool,
-    /// Without a socket since (time, why).
-    detached: Option<(MonoTime, CloseReason)>,
+    /// Without a socket since (time, why). Boxed: only resumable sessions detach.
+    detached: Option<Box<(MonoTime, CloseReason)>>,
     resume: Option<Box<Resume>>,
     rate: RateState,
     /// The TLS layer under the other layers, when the listener has TLS. Boxed: plain sessions pay
@@ -450,7 +450,7 @@ impl Session {
 
     /// Since when, and why, the session has had no socket.
     pub fn detached(&self) -> Option<&(MonoTime, CloseReason)> {
-        self.detached.as_ref()
+        self.detached.as_deref()
     }
 
     // ---- input ----
@@ -746,7 +746,7 @@ impl Session {
     /// No socket any more: fence the binding, keep everything queued for a replay.
     fn detach(&mut self, now: MonoTime, reason: CloseReason) {
         self.binding = Binding(self.binding.0.wrapping_add(1));
-        self.detached = Some((now, reason));
+        self.detached = Some(Box::new((now, reason)));
         self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
         self.linger = None;
         self.peer_ended = false;
@@ -1312,7 +1312,7 @@ impl Session {
         if self.closing.is_some() {
             return None;
         }
-        if let Some((at, _)) = &self.detached {
+        if let Some((at, _)) = self.detached.as_deref() {
             return Some(at.saturating_add(self.limits.resume.window));
         }
         let ack = self.resume.as_ref().and_then(|r| r.ack_due);
@@ -1344,7 +1344,7 @@ impl Session {
         if self.closing.is_some() {
             return;
         }
-        if let Some((at, why)) = &self.detached {
+        if let Some((at, why)) = self.detached.as_deref() {
             if now >= at.saturating_add(self.limits.resume.window) {
                 let reason = CloseReason::ResumeExpired(why.to_string());
                 self.close(reason);

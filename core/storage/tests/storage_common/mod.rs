@@ -27,24 +27,44 @@ pub fn mysql_url() -> String {
     }
 }
 
-/// A fresh directory for one test.
+/// A fresh directory for one test, under `$TMPDIR/lattice-storage-tests/<pid>/`. Tests run as one
+/// process each and leave their data for a failure to be inspected, so the first call in a process
+/// removes the directories of processes that no longer exist: the leftovers stay bounded by the
+/// tests running at once.
 pub fn temp_dir(name: &str) -> PathBuf {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    let root = std::env::temp_dir().join("lattice-storage-tests");
+    SWEPT.get_or_init(|| sweep_dead(&root));
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!(
-        "lattice-storage-{name}-{}-{nanos}",
-        std::process::id()
-    ));
+    let d = root
+        .join(std::process::id().to_string())
+        .join(format!("{name}-{nanos}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create temp dir");
     d
 }
 
-/// A config for `db` with a private data dir and (MySQL) a private database, tuned for fast tests.
-pub fn config(db: Db, name: &str) -> StorageConfig {
-    let dir = temp_dir(name);
+/// Removes `root/<pid>` for every pid without a `/proc/<pid>`.
+fn sweep_dead(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// A config for `db` with the private data dir `dir` and (MySQL) a private database.
+pub fn config_in(db: Db, name: &str, dir: PathBuf) -> StorageConfig {
     let database: String = format!("lt_{name}_{}", std::process::id())
         .chars()
         .take(64)
@@ -69,6 +89,11 @@ pub fn config(db: Db, name: &str) -> StorageConfig {
         ping_interval_ms: 0,
         ..StorageConfig::default()
     }
+}
+
+/// A config for `db` with a fresh data dir and (MySQL) a private database, tuned for fast tests.
+pub fn config(db: Db, name: &str) -> StorageConfig {
+    config_in(db, name, temp_dir(name))
 }
 
 /// `kv(id, val NOT NULL, note)` and `pair((a, b), c)`.

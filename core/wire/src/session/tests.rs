@@ -917,3 +917,19 @@ fn limits_are_shared_and_a_rate_change_keeps_them_shared() {
     assert_eq!(b.limits().max_frame, 1024);
     assert_eq!(Arc::strong_count(&reloaded), 3);
 }
+
+/// An idle session's bytes are most of what a connection costs: what only resumable sessions use
+/// (the replay marks, the handshake prefix, the detached state) stays behind pointers. The bound
+/// fails when a field makes every session larger; raise it only with the idle-memory figure of
+/// bench/README.md measured again.
+#[test]
+fn session_state_stays_small() {
+    let (session, out) = (
+        std::mem::size_of::<Session>(),
+        std::mem::size_of::<super::out::OutQueue>(),
+    );
+    eprintln!("size_of Session {session} B, OutQueue {out} B");
+    assert!(out <= 72, "OutQueue is {out} B");
+    // 256 with the `tls` feature (one more pointer), as the server builds it.
+    assert!(session <= 256, "Session is {session} B");
+}
