@@ -268,7 +268,7 @@ impl<H: ConnHost> Future for Conn<H> {
                 }
                 return Poll::Ready(Ended::Closing(reason));
             }
-            if this.cell.handover.borrow().is_some() {
+            if this.cell.has_handover() {
                 return Poll::Ready(Ended::HandOver);
             }
             if this.cell.session.borrow().peer_ended() {
@@ -276,7 +276,7 @@ impl<H: ConnHost> Future for Conn<H> {
                 // the peer had closed it (the session detaches).
                 return Poll::Ready(Ended::PeerClosed);
             }
-            let mut pending = std::mem::take(&mut *this.cell.pending_input.borrow_mut());
+            let mut pending = this.cell.take_pending_input();
             if !pending.is_empty() {
                 this.host.input(&this.cell, this.binding, &mut pending);
                 continue;

@@ -569,7 +569,7 @@ impl<M: Send + 'static> ShardCx<M> {
             (was_detached, resume(&mut s, &mut t))
         };
         let r = r?;
-        *tcell.handover.borrow_mut() = Some(Handover::Local(cell.clone(), r.binding));
+        tcell.set_handover(Handover::Local(cell.clone(), r.binding));
         tcell.wake();
         // The old binding's task, if one still runs, finds itself fenced.
         cell.wake();
@@ -599,7 +599,7 @@ impl<M: Send + 'static> ShardCx<M> {
         let Some(tcell) = table.get(temp) else {
             return Err(msg);
         };
-        *tcell.handover.borrow_mut() = Some(Handover::Remote);
+        tcell.set_handover(Handover::Remote);
         tcell.wake();
         self.handovers.borrow_mut().push((temp, dst, msg));
         Ok(())

@@ -242,7 +242,7 @@ impl<A: ShardApp> ShardState<A> {
     /// session it was to serve, already rebound to it, must not wait for a socket that will not
     /// come — it detaches (and waits for another resume); a message for another shard is dropped.
     fn abandon_handover(&self, cell: &Rc<SessionCell>, now: MonoTime) {
-        match cell.handover.borrow_mut().take() {
+        match cell.take_handover() {
             Some(Handover::Local(target, binding)) => {
                 let end = target.session.borrow_mut().socket_failed(
                     binding,
@@ -268,13 +268,13 @@ impl<A: ShardApp> ShardState<A> {
     /// Hands the socket of `cell` (which carried a `Resume`) to where its handover says.
     fn hand_over_socket(self: &Rc<Self>, cell: &Rc<SessionCell>, stream: TcpStreamPoll) {
         let cx = &self.cx;
-        let leftover = std::mem::take(&mut *cell.pending_input.borrow_mut());
-        match cell.handover.borrow_mut().take() {
+        let leftover = cell.take_pending_input();
+        match cell.take_handover() {
             Some(Handover::Local(target, binding)) => {
                 let live = target.session.borrow().is_current(binding);
                 if live {
                     target.set_peer(cell.peer());
-                    *target.pending_input.borrow_mut() = leftover;
+                    target.set_pending_input(leftover);
                     conn::spawn(self, target, binding, stream);
                 } else {
                     // A newer socket won meanwhile (or the session closed): this one is stale.
@@ -332,7 +332,7 @@ impl<A: ShardApp> ShardState<A> {
         };
         cell.session.borrow_mut().set_socket_layer(layer);
         ShardMetrics::add(&cx.cm().handovers_received_total, 1);
-        *cell.pending_input.borrow_mut() = leftover;
+        cell.set_pending_input(leftover);
         let binding = cell.session.borrow().binding();
         let id = cell.id();
         conn::spawn(self, cell, binding, stream);
@@ -590,9 +590,9 @@ impl<A: ShardApp> ShardState<A> {
             if cell.session.borrow().is_closing() {
                 break;
             }
-            if cell.handover.borrow().is_some() {
+            if cell.has_handover() {
                 // The socket goes to another session: what follows is that session's input.
-                cell.pending_input.borrow_mut().extend_from_slice(input);
+                cell.extend_pending_input(input);
                 break;
             }
         });
