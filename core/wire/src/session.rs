@@ -1281,6 +1281,8 @@ impl Session {
 
     /// Bytes queued and not yet written (on a TLS session, plaintext not yet sealed plus
     /// ciphertext not yet taken by the socket).
+    // Inlined: the runtime compares it before and after each send to know whether to wake.
+    #[inline]
     pub fn unsent(&self) -> usize {
         self.out.unsent() + self.tls_unsent()
     }

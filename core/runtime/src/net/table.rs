@@ -85,6 +85,8 @@ impl SessionCell {
     }
 
     /// True while the socket of this cell is to be handed to another session.
+    // Inlined: checked after every frame read.
+    #[inline]
     pub(crate) fn has_handover(&self) -> bool {
         self.transfer
             .borrow()
@@ -109,7 +111,12 @@ impl SessionCell {
     }
 
     /// Takes the bytes read ahead for this session (empty when there are none).
+    // Inlined: once per pass of the connection task; almost always there is nothing.
+    #[inline]
     pub(crate) fn take_pending_input(&self) -> Vec<u8> {
+        if self.transfer.borrow().is_none() {
+            return Vec::new();
+        }
         let mut t = self.transfer.borrow_mut();
         let Some(tr) = t.as_mut() else {
             return Vec::new();

@@ -65,6 +65,7 @@ impl OutQueue {
     }
 
     /// Bytes queued and not yet written (prefix included).
+    #[inline]
     pub(crate) fn unsent(&self) -> usize {
         self.prefix
             .as_ref()
