@@ -68,7 +68,7 @@ impl Gate {
     ) -> Checked {
         let h = frame.header;
         let (ready, may_internal) = cx
-            .with_session(session, |s| {
+            .inspect_session(session, |s| {
                 (s.is_ready(), s.session_type().may_send_internal())
             })
             .unwrap_or((false, false));
@@ -228,7 +228,9 @@ impl Gate {
                 "rate limited: too many bytes per second (limits.session_bytes_per_s)"
             }
         };
-        let ready = cx.with_session(session, |s| s.is_ready()).unwrap_or(false);
+        let ready = cx
+            .inspect_session(session, |s| s.is_ready())
+            .unwrap_or(false);
         if ready {
             error(
                 cx,

@@ -47,7 +47,7 @@ pub fn on_resume(
         request_id,
     };
     let supported = cx
-        .with_session(socket, |s| s.supports_resume())
+        .inspect_session(socket, |s| s.supports_resume())
         .unwrap_or(false);
     if !supported {
         // A TLS connection's state does not move with a socket handover.

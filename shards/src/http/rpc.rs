@@ -98,7 +98,7 @@ impl Rpc {
             return Err(Response::text(404, format!("no message named {name:?}\n")));
         };
         let may_internal = cx
-            .with_session(session, |s| s.session_type().may_send_internal())
+            .inspect_session(session, |s| s.session_type().may_send_internal())
             .unwrap_or(false);
         if info.no_client && !may_internal {
             return Err(Response::text(403, format!("{name} is server-internal\n")));

@@ -445,6 +445,20 @@ impl<M: Send + 'static> ShardCx<M> {
         }
     }
 
+    /// Reads the state machine of `session` if it lives on this shard and is open: `f` cannot
+    /// change it, so nothing is compared or woken afterwards (the gate asks this of every frame).
+    #[inline]
+    pub fn inspect_session<R>(
+        &self,
+        session: SessionId,
+        f: impl FnOnce(&Session) -> R,
+    ) -> Option<R> {
+        let table = self.sessions.borrow();
+        let cell = table.get(session)?;
+        let s = cell.session.borrow();
+        Some(f(&s))
+    }
+
     /// Runs `f` on the state machine of `session` if it lives on this shard and is open. The
     /// connection task is woken when `f` queued output or started a close.
     pub fn with_session<R>(

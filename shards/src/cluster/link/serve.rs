@@ -85,7 +85,7 @@ impl LinkServe {
         match msg {
             AnyMessage::LinkHello(hello) => {
                 let sequenced = cx
-                    .with_session(session, |s| s.is_resumable())
+                    .inspect_session(session, |s| s.is_resumable())
                     .unwrap_or(false);
                 if !sequenced {
                     host.encoder().send(
