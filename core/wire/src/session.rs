@@ -324,7 +324,8 @@ pub struct Session {
     bound_at: u64,
     last_seen: MonoTime,
     handshake: Handshake,
-    closing: Option<CloseReason>,
+    /// Why the session is closing, once it is. Boxed: set once per session, at its end.
+    closing: Option<Box<CloseReason>>,
     /// Close with this reason once the queue is written (a close handshake, `Connection: close`).
     /// Boxed: rare, and a binary session should stay small.
     linger: Option<Box<CloseReason>>,
@@ -724,7 +725,7 @@ impl Session {
     }
 
     fn socket_ended(&mut self, b: Binding, now: MonoTime, reason: CloseReason) -> SocketEnd {
-        if let Some(r) = &self.closing {
+        if let Some(r) = self.closing.as_deref() {
             return if b == self.binding {
                 SocketEnd::Closed(r.clone())
             } else {
@@ -1408,7 +1409,7 @@ impl Session {
                     self.out.transmitted(n);
                 }
             }
-            self.closing = Some(reason);
+            self.closing = Some(Box::new(reason));
         }
     }
 
@@ -1457,7 +1458,7 @@ impl Session {
     /// Why the session is closing, once it is.
     #[inline]
     pub fn close_reason(&self) -> Option<&CloseReason> {
-        self.closing.as_ref()
+        self.closing.as_deref()
     }
 
     /// True once the session is closing.

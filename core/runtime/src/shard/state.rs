@@ -511,12 +511,12 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     fn may_linger(&self, cell: &Rc<SessionCell>) -> bool {
         let cx = &self.cx;
         let now = cx.clock.borrow_mut().refresh();
-        if let Some(until) = cell.linger_until.get() {
+        if let Some(until) = cell.linger_until() {
             return now < until;
         }
         let until =
             now.saturating_add(Duration::from_millis(cx.continuity.session.close_linger_ms));
-        cell.linger_until.set(Some(until));
+        cell.set_linger_until(until);
         cx.arm_timer_at(cell, until);
         true
     }
