@@ -148,8 +148,12 @@ impl Gate {
             Err(e) => {
                 AppMetrics::add(&self.m().bad_request_total, 1);
                 tracing::debug!(%session, opcode = h.opcode, error = %e, "bad request");
-                if !ready {
-                    AppMetrics::add(&self.m().not_hello_total, 1);
+                // A `Hello` that does not decode is refused like any other refused `Hello`:
+                // before the handshake and on a greeted session alike, the session closes.
+                if !ready || h.opcode == opcode::HELLO {
+                    if !ready {
+                        AppMetrics::add(&self.m().not_hello_total, 1);
+                    }
                     return self.refuse(
                         cx,
                         enc,

@@ -127,6 +127,8 @@ fn rpc_runs_the_frame_handlers_with_json_or_protobuf() {
     assert_eq!(json("NoSuchMessage", "{}").0, 404);
     assert_eq!(json("Relay", "{}").0, 403, "server-internal");
     assert_eq!(json("Hello", "{}").0, 400);
+    assert_eq!(json("Resume", "{}").0, 400);
+    assert_eq!(json("Pong", "{}").0, 403, "server-to-client");
     assert_eq!(json("Ping", r#"{"payload":5"#).0, 400);
     assert_eq!(json("Ping", r#"{"nofield":1}"#).0, 400);
     let (status, _, _) = http_exchange(
@@ -134,6 +136,12 @@ fn rpc_runs_the_frame_handlers_with_json_or_protobuf() {
         b"POST /rpc/Ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status, 415);
+    // Content-Length is ASCII digits only.
+    let (status, _, _) = http_exchange(
+        l.http,
+        b"POST /rpc/Ping HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: +2\r\n\r\n{}",
+    );
+    assert_eq!(status, 400, "a signed Content-Length");
 }
 
 #[test]

@@ -95,6 +95,7 @@ fn bad_profile_requests_get_400() {
         assert_eq!(st, 400, "{q}: {body}");
         assert!(body.contains("profile.max_seconds"));
     }
-    let (st, _, _) = get(l.admin, "/debug/pprof/nope");
+    let (st, _, body) = get(l.admin, "/debug/pprof/nope");
     assert_eq!(st, 404);
+    assert_eq!(body, "{\"error\":\"not found\"}\n", "errors are JSON");
 }

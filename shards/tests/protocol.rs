@@ -127,6 +127,26 @@ fn anything_but_an_acceptable_hello_first_closes_the_session() {
         other => panic!("expected Welcome, got {other:?}"),
     }
     ping_ok(&mut c, 8);
+    // A later Hello is checked like the first: one that does not decode is refused and closes
+    // the greeted session too.
+    c.send_raw(&raw(1, 0, 9, &[0x0a, 100, 1]));
+    let f = c.recv();
+    assert_eq!(f.request_id, 9);
+    assert_eq!(expect_error(&f, error_code::BAD_REQUEST).opcode, 1);
+    assert!(
+        c.closed_by_server(),
+        "a refused later Hello left the session open"
+    );
+    // A Resume first frame whose body does not decode: BAD_REQUEST, then close.
+    let mut c = Client::connect_raw(l.port);
+    c.send_raw(&raw(lattice_proto::opcode::RESUME, 0, 4, &[0x0a, 100, 1]));
+    let f = c.recv();
+    assert_eq!(f.request_id, 4);
+    assert_eq!(
+        expect_error(&f, error_code::BAD_REQUEST).opcode,
+        lattice_proto::opcode::RESUME as u32
+    );
+    assert!(c.closed_by_server());
 }
 
 /// One reply larger than net.send_buffer_limit still fits an empty queue: a client that reads

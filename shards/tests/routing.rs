@@ -100,6 +100,22 @@ fn chat_broadcast_reaches_members_on_every_shard() {
         },
     );
     expect_error(&outsider.recv(), lattice_proto::error_code::NOT_MEMBER);
+    // Room names are checked the same for Say as for JoinRoom: 1..=64 bytes, else BAD_REQUEST.
+    for (rid, room) in [(5, String::new()), (6, "r".repeat(65))] {
+        for c in [&mut outsider, &mut cs[0]] {
+            c.send(
+                rid,
+                &pb::Say {
+                    room: room.clone(),
+                    text: "x".into(),
+                },
+            );
+            let f = c.recv();
+            assert_eq!(f.request_id, rid);
+            let e = expect_error(&f, lattice_proto::error_code::BAD_REQUEST);
+            assert_eq!(e.message, "room name empty or too long");
+        }
+    }
     drop(cs.pop());
     std::thread::sleep(std::time::Duration::from_millis(200));
     cs[0].send(

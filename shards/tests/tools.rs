@@ -408,6 +408,9 @@ fn icons_import_then_manifest_after_welcome_and_fetch() {
     assert_eq!(get("/icons/999", "").0, 404);
     assert_eq!(get("/icons/coin", "").0, 404);
     assert_eq!(get("/icons/-1", "").0, 404);
+    let first = m.icons[0].id;
+    assert_eq!(get(&format!("/icons/+{first}"), "").0, 404, "digits only");
+    assert_eq!(get(&format!("/icons/0{first}"), "").0, 200, "leading zeros");
     assert_eq!(l.terminate(), 0);
     let _ = std::fs::remove_dir_all(&data);
 }

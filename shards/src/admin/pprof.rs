@@ -52,7 +52,7 @@ pub fn seconds(req: &Request, max: u64) -> Result<u64, String> {
 fn profile(req: &Request, cfg: ProfileConfig) -> Response {
     let secs = match seconds(req, cfg.max_seconds) {
         Ok(s) => s,
-        Err(e) => return Response::text(400, e),
+        Err(e) => return Response::error(400, e.trim_end()),
     };
     let guard = match pprof::ProfilerGuardBuilder::default()
         .frequency(cfg.frequency)
@@ -61,7 +61,7 @@ fn profile(req: &Request, cfg: ProfileConfig) -> Response {
     {
         Ok(g) => g,
         Err(e) => {
-            return Response::text(409, format!("cannot start profiling: {e}\n"));
+            return Response::error(409, &format!("cannot start profiling: {e}"));
         }
     };
     tracing::info!(
@@ -72,7 +72,7 @@ fn profile(req: &Request, cfg: ProfileConfig) -> Response {
     std::thread::sleep(Duration::from_secs(secs));
     let report = match guard.report().build() {
         Ok(r) => r,
-        Err(e) => return Response::text(500, format!("profile report failed: {e}\n")),
+        Err(e) => return Response::error(500, &format!("profile report failed: {e}")),
     };
     drop(guard);
     let mut samples = 0u64;

@@ -17,7 +17,7 @@ pub fn add(r: &mut Routes, tls: Option<Arc<TlsSource>>) {
         "/admin/tls/reload",
         Box::new(move |req| {
             let Some(source) = tls.as_deref() else {
-                return Response::text(409, "tls is not configured (tls.cert and tls.key)\n");
+                return Response::error(409, "tls is not configured (tls.cert and tls.key)");
             };
             match source.reload() {
                 Ok(l) => {
@@ -37,10 +37,10 @@ pub fn add(r: &mut Routes, tls: Option<Arc<TlsSource>>) {
                 }
                 Err(e) => {
                     tracing::error!(by = %req.peer, key = e.key(), error = %e, "tls: reload failed; the previous certificate stays in use");
-                    Response::text(
+                    Response::error(
                         500,
-                        format!(
-                            "reload failed, the previous certificate stays in use: `{}`: {e}\n",
+                        &format!(
+                            "reload failed, the previous certificate stays in use: `{}`: {e}",
                             e.key()
                         ),
                     )

@@ -153,6 +153,7 @@ impl ServiceHost {
             Ok(Some(reply)) => {
                 if !ctx.enc.send_any(cx, session, h.request_id, &reply) {
                     AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
+                    tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; not sent");
                 }
             }
             Ok(None) => {}

@@ -12,13 +12,14 @@ use crate::logic::icons;
 /// The answer to `GET /icons/{rest}`.
 ///
 /// Cost: a binary search over the icons and one copy of the PNG bytes into the response.
-/// Fails as: `404` for an id that is not a decimal `u32` or not a stored icon, `503` when no icon
+/// Fails as: `404` for an id that is not a decimal `u32` (ASCII digits only) or not a stored icon, `503` when no icon
 /// set was loaded (storage could not be read at start).
 pub fn get(req: &Request, rest: &str) -> Response {
     let Some(set) = icons::preloaded() else {
         return Response::text(503, "icons are not loaded\n");
     };
-    let Some(icon) = rest.parse::<u32>().ok().and_then(|id| set.get(id)) else {
+    let Some(icon) = lattice_wire::http::parse_digits::<u32>(rest).and_then(|id| set.get(id))
+    else {
         return Response::text(404, "no such icon\n");
     };
     let etag = etag(&icon.hash);

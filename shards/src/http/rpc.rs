@@ -103,10 +103,10 @@ impl Rpc {
         if info.no_client && !may_internal {
             return Err(Response::text(403, format!("{name} is server-internal\n")));
         }
-        if info.opcode == opcode::HELLO {
+        if info.opcode == opcode::HELLO || info.opcode == opcode::RESUME {
             return Err(Response::text(
                 400,
-                "Hello opens frame sessions; /rpc needs no handshake\n",
+                format!("{name} opens frame sessions; /rpc needs no handshake\n"),
             ));
         }
         let ct = req.header("content-type").unwrap_or_default();

@@ -76,18 +76,19 @@ impl Component for Chat {
     }
 }
 
+const BAD_ROOM_NAME: &str = "room name empty or too long";
+
 impl Chat {
+    /// Room names are 1..=`chat.max_room_name` bytes, for `JoinRoom` and `Say` alike.
+    fn room_name_ok(&self, room: &str) -> bool {
+        !room.is_empty() && room.len() <= self.cfg.max_room_name
+    }
+
     fn join(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::JoinRoom>) {
         let (s, rid, op) = (req.session, req.request_id, req.opcode);
         let room = req.msg.room;
-        if room.is_empty() || room.len() > self.cfg.max_room_name {
-            return ctx.error(
-                s,
-                rid,
-                op,
-                error_code::BAD_REQUEST,
-                "room name empty or too long",
-            );
+        if !self.room_name_ok(&room) {
+            return ctx.error(s, rid, op, error_code::BAD_REQUEST, BAD_ROOM_NAME);
         }
         if !self.rooms.contains_key(&room) && self.rooms.len() >= self.cfg.max_rooms_per_shard {
             return ctx.error(s, rid, op, error_code::BUSY, "too many rooms");
@@ -109,6 +110,9 @@ impl Chat {
 
     fn say(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::Say>) {
         let (s, rid, op) = (req.session, req.request_id, req.opcode);
+        if !self.room_name_ok(&req.msg.room) {
+            return ctx.error(s, rid, op, error_code::BAD_REQUEST, BAD_ROOM_NAME);
+        }
         if req.msg.text.len() > self.cfg.max_text {
             return ctx.error(s, rid, op, error_code::BAD_REQUEST, "text too long");
         }

@@ -231,7 +231,7 @@ pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
         "POST",
         "/lua/reload",
         Box::new(move |_| match &scripts {
-            None => Response::text(409, "no scripts: lua.dir is empty\n"),
+            None => Response::error(409, "no scripts: lua.dir is empty"),
             Some(s) => match s.reload() {
                 Ok((g, handled)) => Response::json(
                     200,

@@ -93,6 +93,26 @@ impl Response {
     pub fn json(status: u16, body: impl Into<String>) -> Response {
         Response::new(status, "application/json", body.into())
     }
+
+    /// An error answer: `{"error": why}` (JSON) with `status`, the shape of every error the
+    /// admin listener's routes give.
+    pub fn error(status: u16, why: &str) -> Response {
+        let mut body = String::with_capacity(why.len() + 14);
+        body.push_str("{\"error\":\"");
+        for c in why.chars() {
+            match c {
+                '"' => body.push_str("\\\""),
+                '\\' => body.push_str("\\\\"),
+                '\n' => body.push_str("\\n"),
+                '\r' => body.push_str("\\r"),
+                '\t' => body.push_str("\\t"),
+                c if (c as u32) < 0x20 => body.push_str(&format!("\\u{:04x}", c as u32)),
+                c => body.push(c),
+            }
+        }
+        body.push_str("\"}\n");
+        Response::json(status, body)
+    }
 }
 
 /// A route's handler. Runs on the admin thread: it may block briefly (e.g. wait for shards to
@@ -192,9 +212,9 @@ impl Routes {
             }
         }
         if path_known {
-            Response::text(405, "method not allowed\n")
+            Response::error(405, "method not allowed")
         } else {
-            Response::text(404, "not found\n")
+            Response::error(404, "not found")
         }
     }
 }
@@ -319,7 +339,7 @@ fn serve(
     if routes.is_detached(&req) {
         if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
             detached.fetch_sub(1, Ordering::SeqCst);
-            return respond(s, out, Response::text(503, "busy: try again later\n"));
+            return respond(s, out, Response::error(503, "busy: try again later"));
         }
         let (routes, slots) = (routes.clone(), detached.clone());
         let spawned = std::thread::Builder::new()
@@ -414,6 +434,13 @@ mod tests {
         assert_eq!(r.respond(&req("GET", "/healthz")).status, 200);
         assert_eq!(r.respond(&req("POST", "/healthz")).status, 405);
         assert_eq!(r.respond(&req("GET", "/nope")).status, 404);
+        let not_allowed = r.respond(&req("POST", "/healthz"));
+        assert_eq!(not_allowed.content_type, "application/json");
+        assert_eq!(not_allowed.body, b"{\"error\":\"method not allowed\"}\n");
+        assert_eq!(
+            Response::error(409, "a \"quoted\" \\ line\nnext\u{1}").body,
+            b"{\"error\":\"a \\\"quoted\\\" \\\\ line\\nnext\\u0001\"}\n"
+        );
         assert_eq!(r.respond(&req("GET", "/q/a?x=5&y")).body, b"5");
     }
 

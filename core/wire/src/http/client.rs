@@ -307,9 +307,8 @@ impl ResponseParser {
                 .trim()
                 .to_string();
             if h.name.eq_ignore_ascii_case("content-length") {
-                let v: usize = value
-                    .parse()
-                    .map_err(|_| ClientError::Malformed("bad Content-Length"))?;
+                let v: usize = super::parse_digits(&value)
+                    .ok_or(ClientError::Malformed("bad Content-Length"))?;
                 if length.is_some_and(|l| l != v) {
                     return Err(ClientError::Malformed("conflicting Content-Length"));
                 }

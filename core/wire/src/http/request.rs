@@ -164,6 +164,8 @@ pub trait HeadView {
     fn header(&self, name: &str) -> Option<&str>;
     /// True when header `name` lists `token` (comma-separated, case-insensitive).
     fn header_has_token(&self, name: &str, token: &str) -> bool;
+    /// How many header fields are named `name` (lower-case).
+    fn header_count(&self, name: &str) -> usize;
 }
 
 impl HeadView for Request {
@@ -181,6 +183,9 @@ impl HeadView for Request {
     }
     fn header_has_token(&self, name: &str, token: &str) -> bool {
         Request::header_has_token(self, name, token)
+    }
+    fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k == name).count()
     }
 }
 
@@ -245,6 +250,12 @@ impl HeadView for RawHead<'_> {
             .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
+    fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
+    }
 }
 
 /// Parses the request head at the start of `buf`. `Ok(None)`: not complete yet (and not over the
@@ -301,7 +312,7 @@ pub fn with_head<R>(
             .map_err(|_| HttpError::Malformed("header value is not UTF-8"))?
             .trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value.parse().map_err(|_| HttpError::BadContentLength)?;
+            let n: u64 = super::parse_digits(value).ok_or(HttpError::BadContentLength)?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::BadContentLength);
             }

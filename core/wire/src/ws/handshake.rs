@@ -50,8 +50,8 @@ impl Accepted {
 /// without `Origin`, from a non-browser client, is always allowed). On refusal, the response to
 /// send (then close):
 /// - `405` not `GET`; `426` (with `Sec-WebSocket-Version: 13`) no `Upgrade: websocket` or another
-///   version; `400` no `Connection: Upgrade`, HTTP/1.0, a missing or malformed key; `403` an
-///   `Origin` not in the list.
+///   version; `400` no `Connection: Upgrade`, HTTP/1.0, a missing, malformed or repeated key;
+///   `403` an `Origin` not in the list.
 pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted, Response> {
     if req.method() != "GET" {
         return Err(
@@ -81,10 +81,11 @@ pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted
     let key = req.header("sec-websocket-key").unwrap_or_default();
     let mut decoded = [0u8; 18];
     let n = base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded);
-    if !matches!(n, Ok(16)) {
+    // RFC 6455 4.2.1: the key field appears once.
+    if !matches!(n, Ok(16)) || req.header_count("sec-websocket-key") != 1 {
         return Err(Response::text(
             400,
-            "missing or malformed Sec-WebSocket-Key\n",
+            "missing, malformed or repeated Sec-WebSocket-Key\n",
         ));
     }
     if let Some(origin) = req.header("origin") {
@@ -160,6 +161,14 @@ mod tests {
         assert_eq!(
             status(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), &[]),
             400
+        );
+        assert_eq!(
+            status(
+                &format!("{GOOD}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+                &[]
+            ),
+            400,
+            "a repeated key, even the same value"
         );
         let allowed = vec!["https://game.example".to_string()];
         assert_eq!(
