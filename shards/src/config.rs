@@ -17,6 +17,10 @@ use lattice_runtime::net::tls::{TlsConfig, TlsSource};
 use lattice_runtime::net::NetConfig;
 use lattice_runtime::telemetry::log::LogConfig;
 use lattice_runtime::{RuntimeConfig, ShutdownConfig};
+
+/// The smallest `net.max_frame`: the server's own frames (`Welcome`, `Error` with its message)
+/// must fit with room to spare.
+pub const MIN_MAX_FRAME: u32 = 1024;
 use lattice_storage::StorageConfig;
 use lattice_wire::compress::CompressConfig;
 
@@ -185,10 +189,10 @@ impl Config {
             problem: problem.into(),
             origin: "merged configuration".into(),
         };
-        if self.net.max_frame < 12 {
+        if self.net.max_frame < MIN_MAX_FRAME {
             return Err(bad(
                 "net.max_frame",
-                "must be at least 12 (the frame header)",
+                &format!("must be at least {MIN_MAX_FRAME} (the server's own frames, Welcome and Error, must fit)"),
             ));
         }
         if self.net.send_buffer_limit == 0 {
@@ -196,6 +200,9 @@ impl Config {
         }
         if self.runtime.ring_capacity < 2 {
             return Err(bad("runtime.ring_capacity", "must be at least 2"));
+        }
+        if self.runtime.mesh_batch == 0 {
+            return Err(bad("runtime.mesh_batch", "must be at least 1"));
         }
         if self.runtime.shards > 256 {
             return Err(bad("runtime.shards", "at most 256 shards"));
@@ -257,6 +264,10 @@ impl Config {
             let (key, problem) = e.split_once(": ").unwrap_or(("account", &e));
             return Err(bad(key, problem));
         }
+        let chat: crate::logic::chat::ChatConfig = typed_section(&self.table, "chat")?;
+        if chat.max_room_name == 0 {
+            return Err(bad("chat.max_room_name", "must be at least 1"));
+        }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
         }
@@ -277,6 +288,13 @@ impl Config {
                 "session.replay_max_frames",
                 "replay_max_frames and replay_max_bytes must be at least 1",
             ));
+        }
+        if !self.admin.listen.is_empty() {
+            if let Err(problem) =
+                lattice_runtime::net::listener::check_listen_addr(&self.admin.listen)
+            {
+                return Err(bad("admin.listen", &problem));
+            }
         }
         if self.admin.control_wait_ms == 0 {
             return Err(bad("admin.control_wait_ms", "must be at least 1"));
@@ -445,6 +463,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("listeners.extra") && e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_found_before_start_name_their_key() {
+        let key_of = |k: &str, v: &str| {
+            Config::load(None, vec![], vec![(k.into(), v.into())])
+                .err()
+                .map(|e| e.to_string())
+        };
+        for (k, v) in [
+            ("net.listen", "nonsense"),
+            ("net.listen", "127.0.0.1:99999"),
+            ("listeners.http", "nonsense"),
+            ("admin.listen", "127.0.0.1"),
+            ("net.max_frame", "1023"),
+            ("chat.max_room_name", "0"),
+            ("runtime.mesh_batch", "0"),
+        ] {
+            let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
+            assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");
+        }
+        for (k, v) in [
+            ("net.listen", "localhost:0"),
+            ("net.listen", "[::1]:7100"),
+            ("admin.listen", ""),
+            ("net.max_frame", "1024"),
+            ("icons.max_icon_bytes", "2000000"),
+        ] {
+            assert_eq!(key_of(k, v), None, "{k} = {v}");
         }
     }
 

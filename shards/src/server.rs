@@ -89,8 +89,11 @@ fn load_icons(
         .query(crate::logic::icons::SELECT_ALL, Vec::new())
         .and_then(|t| t.wait_timeout(timeout))
         .map_err(|e| e.to_string())?;
-    let set =
-        crate::logic::icons::IconSet::from_rows(rows, icfg.max_icon_bytes, icfg.max_total_bytes);
+    let set = crate::logic::icons::IconSet::from_rows(
+        rows,
+        icfg.served_max(cfg.net.max_frame),
+        icfg.max_total_bytes,
+    );
     tracing::info!(icons = set.manifest().icons.len(), "icons loaded");
     Ok(set)
 }

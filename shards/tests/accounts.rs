@@ -294,6 +294,19 @@ fn lock_outs_per_account_and_per_address() {
         ec::ACCOUNT_LOCKED
     );
     assert_eq!(l.metric_total("lattice_account_account_locks_total"), 1);
+    // A name no account has locks the same way (a lock must not tell whether it exists).
+    let mut g = connect_from(l.port, 6);
+    for rid in 1..4 {
+        assert_eq!(
+            code(&ask(&mut g, rid, &login("ghost", "any password"))),
+            ec::WRONG_CREDENTIALS
+        );
+    }
+    assert_eq!(
+        code(&ask(&mut b, 3, &login("ghost", "any password"))),
+        ec::ACCOUNT_LOCKED
+    );
+    assert_eq!(l.metric_total("lattice_account_account_locks_total"), 2);
     // Address: 5 failures from 127.0.0.4 over several accounts lock that address only.
     let mut x = connect_from(l.port, 4);
     for (i, name) in ["nobody1", "nobody2", "erin", "nobody3", "nobody4"]
@@ -315,7 +328,7 @@ fn lock_outs_per_account_and_per_address() {
         AnyMessage::LoginOk(_)
     ));
     assert_eq!(l.metric_total("lattice_account_ip_locks_total"), 1);
-    assert_eq!(l.metric_total("lattice_account_locked_refusals_total"), 2);
+    assert_eq!(l.metric_total("lattice_account_locked_refusals_total"), 3);
 }
 
 #[test]

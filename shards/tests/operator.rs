@@ -587,6 +587,13 @@ fn the_admin_cli_calls_the_api() {
     // Bad usage: exit 2.
     let out = admin(&["close"]);
     assert_eq!(out.status.code(), Some(2));
+    // An address that is not HOST:PORT is bad usage too: exit 2, naming --addr.
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(["admin", "--addr", "nonsense", "--token", "x", "sessions"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--addr"));
 }
 
 /// A port free on the IPv6 loopback too.

@@ -128,14 +128,25 @@ fn sqlite_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageErro
     if let Some(d) = dst_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(|e| err(format!("create {}: {e}", d.display())))?;
     }
+    // A failed restore into a database that did not exist leaves nothing behind (not an empty
+    // file the server would then start on).
+    let existed = dst_path.exists();
     let mut dst = rusqlite::Connection::open(&dst_path)
         .map_err(|e| err(format!("open {}: {e}", dst_path.display())))?;
-    dst.restore(
+    let r = dst.restore(
         rusqlite::MAIN_DB,
         file,
         None::<fn(rusqlite::backup::Progress)>,
-    )
-    .map_err(|e| {
+    );
+    drop(dst);
+    r.map_err(|e| {
+        if !existed {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = dst_path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
         err(format!(
             "restore {} from {}: {e}",
             dst_path.display(),
@@ -309,5 +320,26 @@ mod tests {
             ..StorageConfig::default()
         };
         assert_eq!(file_name(&c, t), "game-20261231-123456");
+    }
+
+    #[test]
+    fn a_failed_restore_into_no_database_leaves_no_file() {
+        let dir = std::env::temp_dir().join(format!("lattice-restore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("not-a-backup");
+        std::fs::write(&bad, b"this is not an SQLite file, whatever its name says").unwrap();
+        let c = StorageConfig {
+            backend: BackendKind::Sqlite,
+            data_dir: dir.join("data"),
+            ..StorageConfig::default()
+        };
+        let e = restore(&c, &bad).unwrap_err().to_string();
+        assert!(e.contains("restore"), "{e}");
+        assert!(
+            !c.sqlite_path().exists(),
+            "an empty database was left behind"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

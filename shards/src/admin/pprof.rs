@@ -40,8 +40,8 @@ pub fn register(r: &mut Routes, cfg: ProfileConfig) {
 pub fn seconds(req: &Request, max: u64) -> Result<u64, String> {
     match req.query_param("seconds") {
         None => Ok(DEFAULT_SECONDS.min(max)),
-        Some(s) => match s.parse::<u64>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Some(s) => match lattice_wire::http::parse_digits::<u64>(s) {
+            Some(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(format!(
                 "seconds must be a whole number from 1 to {max} (profile.max_seconds), got {s:?}\n"
             )),

@@ -51,7 +51,16 @@ fn changed_keys(old: &toml::Table, new: &toml::Table) -> Vec<String> {
 }
 
 fn reload(api: &Api, req: &Request) -> Response {
-    let close_matching = matches!(req.query_param("close_matching"), Some("1" | "true"));
+    let close_matching = match req.query_param("close_matching") {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => {
+            return error(
+                400,
+                format!("close_matching must be 1, true, 0 or false (got {v:?})"),
+            )
+        }
+    };
     let mut current = api.config.lock().unwrap_or_else(|p| p.into_inner());
     let o = current.origin.clone();
     let mut new = match Config::load(o.file.as_deref(), o.env.clone(), o.args.clone()) {

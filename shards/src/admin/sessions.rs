@@ -32,8 +32,8 @@ pub(super) fn register(r: &mut Routes, api: &Arc<Api>) {
 pub(super) fn shards_of(api: &Api, req: &Request) -> Result<Vec<usize>, Response> {
     match req.query_param("shard") {
         None => Ok((0..api.control.shards()).collect()),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if n < api.control.shards() => Ok(vec![n]),
+        Some(s) => match lattice_wire::http::parse_digits::<usize>(s) {
+            Some(n) if n < api.control.shards() => Ok(vec![n]),
             _ => Err(error(
                 400,
                 format!("shard must be 0..{} (got {s:?})", api.control.shards()),
@@ -67,7 +67,10 @@ fn list(api: &Api, req: &Request) -> Response {
             )
         }
     };
-    let limit = match req.query_param("limit").map(str::parse::<usize>) {
+    let limit = match req
+        .query_param("limit")
+        .map(|v| lattice_wire::http::parse_digits::<usize>(v).ok_or(()))
+    {
         None => DEFAULT_LIMIT,
         Some(Ok(n)) if n <= MAX_LIMIT => n,
         _ => return error(400, format!("limit must be 0..={MAX_LIMIT}")),

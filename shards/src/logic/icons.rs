@@ -57,6 +57,20 @@ pub struct IconsConfig {
     pub load_retries: u32,
 }
 
+impl IconsConfig {
+    /// The largest icon served: `max_icon_bytes`, and never more than one `IconData` frame holds
+    /// under `net.max_frame` (the frame header, sequence extension, id, hash and field lengths
+    /// take up to 72 bytes).
+    pub fn served_max(&self, max_frame: u32) -> usize {
+        self.max_icon_bytes
+            .min((max_frame as usize).saturating_sub(ICON_FRAME_OVERHEAD))
+    }
+}
+
+/// What an `IconData` frame adds to the PNG bytes: header and sequence extension (20), the id
+/// (≤ 6), the hash (34), the PNG field's tag and length (≤ 6), rounded up.
+pub const ICON_FRAME_OVERHEAD: usize = 72;
+
 /// One icon.
 #[derive(Debug)]
 pub struct Icon {
@@ -259,8 +273,8 @@ impl Icons {
     fn loaded(&mut self, ctx: &mut Ctx<'_>, r: Result<Vec<Vec<Value>>, StorageError>) {
         match r {
             Ok(rows) => {
-                let set =
-                    IconSet::from_rows(rows, self.cfg.max_icon_bytes, self.cfg.max_total_bytes);
+                let max = self.cfg.served_max(ctx.cx.net.max_frame);
+                let set = IconSet::from_rows(rows, max, self.cfg.max_total_bytes);
                 tracing::info!(icons = set.icons.len(), "icons loaded");
                 self.publish(ctx, set);
             }

@@ -240,6 +240,10 @@ pub fn run(args: &AdminArgs) -> i32 {
             return 2;
         }
     };
+    if let Err(e) = lattice_runtime::net::listener::check_listen_addr(&addr) {
+        eprintln!("lattice admin: --addr: {e}");
+        return 2;
+    }
     let token = match (&args.token, &args.token_file, &cfg) {
         (Some(t), _, _) => Ok(t.clone()),
         (None, Some(f), _) => auth::read_token(f).map_err(|e| e.to_string()),

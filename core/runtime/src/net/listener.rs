@@ -213,7 +213,33 @@ pub fn listener_specs(
             tls: x.tls,
         });
     }
+    for spec in &out {
+        let key = match spec.name.as_str() {
+            "binary" => "net.listen".to_string(),
+            "http" => "listeners.http".to_string(),
+            "tls" => "tls.listen".to_string(),
+            "https" => "tls.http_listen".to_string(),
+            extra => format!("listeners.extra[{}]", &extra["extra".len()..]),
+        };
+        check_listen_addr(&spec.addr).map_err(|problem| err(&key, problem))?;
+    }
     Ok(out)
+}
+
+/// A listen address must be `HOST:PORT` that resolves (an IP address, or a name such as
+/// `localhost`), so that a bad one is a configuration error before anything starts, not a bind
+/// failure after storage and the shards came up.
+pub fn check_listen_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{addr:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "{addr:?} is not HOST:PORT (e.g. 127.0.0.1:7100, [::]:7100; port 1..=65535 or 0): {e}"
+        )),
+    }
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (std's `bind` uses 128; the kernel caps it at

@@ -48,7 +48,7 @@ pub struct NetConfig {
     pub listen: String,
     /// Connection spreading.
     pub balance: Balance,
-    /// Largest frame accepted or sent, header included.
+    /// Largest frame accepted or sent, header included (at least 1024: the server refuses to start below).
     pub max_frame: u32,
     /// Bytes a session may have queued for its socket before it is closed ("send buffer overflow");
     /// one frame always fits an empty queue.

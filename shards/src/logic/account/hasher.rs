@@ -299,6 +299,26 @@ pub fn hash(password: &str, params: &Params, mem: &mut Vec<Block>) -> Result<Str
     ))
 }
 
+/// A PHC string that no password matches, with `params`: a random salt and a random hash (a
+/// match would take a 256-bit collision). Verifying against it costs what verifying a real
+/// account's password costs, so an unknown account name takes as long to refuse as a wrong
+/// password.
+pub fn decoy_phc(params: &Params) -> String {
+    let mut bytes = [0u8; 48];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No randomness: any fixed value is as unmatchable in practice.
+        bytes = [0x5a; 48];
+    }
+    format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        B64.encode(&bytes[..16]),
+        B64.encode(&bytes[16..])
+    )
+}
+
 /// Largest memory parameter accepted from a stored hash, KiB (4 GiB): a corrupt row cannot make a
 /// worker allocate without bound.
 const MAX_STORED_M_COST: u32 = 4 * 1024 * 1024;

@@ -18,7 +18,7 @@ lattice_runtime::shard_counters! {
         limit_violations_total: Counter, "Requests refused by a length or character rule.";
         hash_busy_total: Counter, "Requests answered BUSY because the hash pool's queue was full (account.hash_queue).";
         online_full_total: Counter, "Logins answered BUSY because account.max_online_per_shard players were online.";
-        account_locks_total: Counter, "Accounts locked after account.account_lock_failures failures.";
+        account_locks_total: Counter, "Account names locked after account.account_lock_failures failures (names without an account included).";
         ip_locks_total: Counter, "IP addresses locked after account.ip_lock_failures failures.";
         locked_refusals_total: Counter, "Logins refused because the account or the address was locked.";
         lock_evictions_total: Counter, "Lock-out entries dropped because a table was full (account.lock_table_max).";

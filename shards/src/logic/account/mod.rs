@@ -696,7 +696,7 @@ impl Account {
                 Some(id) => id as u64,
                 None => return self.err(ctx, r.from, ec::INTERNAL, "malformed account row"),
             },
-            Ok(None) => return self.login_failed(ctx, &r, false),
+            Ok(None) => return self.login_unknown(ctx, r),
             Err(e) => return self.store_err(ctx, r.from, &e),
         };
         if let Some(u) = self.users.get(&uid) {
@@ -726,7 +726,7 @@ impl Account {
                 }
             },
             // A name without its account cannot be written (see store.rs); treat it as unknown.
-            Ok(None) => return self.login_failed(ctx, &r, false),
+            Ok(None) => return self.login_unknown(ctx, r),
             Err(e) => return self.store_err(ctx, r.from, &e),
         };
         let phc = self
@@ -765,7 +765,7 @@ impl Account {
     ) {
         match out {
             Outcome::Verified(true) => {}
-            Outcome::Verified(false) => return self.login_failed(ctx, &r, true),
+            Outcome::Verified(false) => return self.login_failed(ctx, &r),
             other => {
                 tracing::error!(user_id = uid, outcome = ?other, "account: cannot verify the stored hash");
                 return self.err(ctx, r.from, ec::INTERNAL, "cannot check the password");
@@ -777,20 +777,38 @@ impl Account {
         self.fetch_and_login(ctx, r.from, uid, owner, row, None);
     }
 
-    /// A failed password login: counted for the account (when it exists) and the address.
-    fn login_failed(&mut self, ctx: &mut Ctx<'_>, r: &LoginReq, account_exists: bool) {
+    /// A login for an account name that does not exist: refused exactly like a wrong password —
+    /// after the same Argon2 work (against a decoy hash) and counted towards the name's lock-out —
+    /// so that neither the answer, its delay nor a lock tells whether the account exists.
+    fn login_unknown(&mut self, ctx: &mut Ctx<'_>, mut r: LoginReq) {
+        let Some(h) = self.hasher else {
+            return self.err(ctx, r.from, ec::INTERNAL, "password hashing unavailable");
+        };
+        let phc = hasher::decoy_phc(h.params());
+        let password = std::mem::take(&mut r.password);
+        let Some(t) = self.hasher(ctx, r.from, Job::Verify { password, phc }) else {
+            return;
+        };
+        ctx.then(async move { (t.await, r) }, Account::login_unknown_checked);
+    }
+
+    fn login_unknown_checked(&mut self, ctx: &mut Ctx<'_>, (_, r): (Outcome, LoginReq)) {
+        self.login_failed(ctx, &r)
+    }
+
+    /// A failed password login: counted for the account name (whether or not it exists) and the
+    /// address.
+    fn login_failed(&mut self, ctx: &mut Ctx<'_>, r: &LoginReq) {
         AccountMetrics::add(&self.m.login_failures_total, 1);
-        if account_exists {
-            let before = self.account_locks.evicted;
-            if self.account_locks.failure(&r.key, ctx.now_ms()) == Failure::Locked {
-                AccountMetrics::add(&self.m.account_locks_total, 1);
-                tracing::warn!(account = %r.key, "account: locked after repeated failed logins");
-            }
-            AccountMetrics::add(
-                &self.m.lock_evictions_total,
-                self.account_locks.evicted - before,
-            );
+        let before = self.account_locks.evicted;
+        if self.account_locks.failure(&r.key, ctx.now_ms()) == Failure::Locked {
+            AccountMetrics::add(&self.m.account_locks_total, 1);
+            tracing::warn!(account = %r.key, "account: locked after repeated failed logins");
         }
+        AccountMetrics::add(
+            &self.m.lock_evictions_total,
+            self.account_locks.evicted - before,
+        );
         ctx.send_peer(self.ip_shard(&r.ip), Box::new(Msg::IpFailure(r.ip)));
         self.err(
             ctx,
