@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use common::*;
 use lattice_proto::{error_code, pb, AnyMessage};
@@ -147,6 +147,72 @@ fn anything_but_an_acceptable_hello_first_closes_the_session() {
         lattice_proto::opcode::RESUME as u32
     );
     assert!(c.closed_by_server());
+}
+
+/// A session the server closes while its client is still writing (here: a rate limit with
+/// policy `close`): the server half-closes and drains, so the client reads every answer, then a
+/// clean end of stream, and none of its writes fails on a reset meanwhile.
+#[test]
+fn a_client_still_writing_when_closed_reads_every_answer_then_a_clean_end() {
+    let l = Lattice::start(&[
+        "--limits.session_msgs_per_s",
+        "1",
+        "--limits.session_msgs_burst",
+        "3",
+        "--limits.session_msgs_policy",
+        "close",
+        "--limits.session_close_after",
+        "3",
+    ]);
+    let mut c = l.connect();
+    let mut w = c.s.try_clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let ping = pb::Ping {
+            payload: vec![7; 64],
+        };
+        let mut body = Vec::new();
+        prost::Message::encode(&ping, &mut body).unwrap();
+        let mut rid = 100u32;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            rid += 1;
+            if let Err(e) = w.write_all(&raw(lattice_proto::opcode::PING, 0, rid, &body)) {
+                return Some(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        None
+    });
+    let mut answers = Vec::new();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let end = loop {
+        while let Some(f) = take_frame(&mut buf) {
+            answers.push(f.decode());
+        }
+        match c.s.read(&mut tmp) {
+            Ok(0) => break Ok(()),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    // The writer ran on after the end of stream reached us: the server still read its input.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let write_error = writer.join().unwrap();
+    assert!(end.is_ok(), "read ended with {end:?} after {answers:?}");
+    assert!(write_error.is_none(), "a write failed: {write_error:?}");
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, AnyMessage::Error(e) if e.code == error_code::RATE_LIMITED))
+        .count();
+    assert_eq!(refused, 3, "{answers:?}");
+    assert!(
+        matches!(answers.last(), Some(AnyMessage::Error(_))),
+        "the last refusal is the last frame: {answers:?}"
+    );
+    assert!(matches!(answers[0], AnyMessage::Pong(_)), "{answers:?}");
 }
 
 /// One reply larger than net.send_buffer_limit still fits an empty queue: a client that reads

@@ -155,6 +155,7 @@ pub(crate) fn spawn<H: ConnHost>(
         stream: Some(stream),
         cell,
         binding,
+        half_closed: false,
     };
     monoio::spawn(async move {
         let end = (&mut conn).await;
@@ -171,6 +172,9 @@ struct Conn<H: ConnHost> {
     stream: Option<TcpStreamPoll>,
     cell: Rc<SessionCell>,
     binding: Binding,
+    /// The session is closing and its output went out: the socket was shut down for writing
+    /// (FIN after the last byte) and the task drains the peer's input until it closes its side.
+    half_closed: bool,
 }
 
 enum Written {
@@ -203,22 +207,40 @@ impl<H: ConnHost> Conn<H> {
 }
 
 impl<H: ConnHost> Conn<H> {
-    /// Reads and drops what the peer already sent (bounded: `reads_per_poll` reads). Closing a
-    /// socket with unread input makes the kernel send a reset, which can destroy what was just
-    /// written (the answer to a bad request, a close frame) before the peer reads it.
-    fn discard_input(&mut self, cx: &mut Context<'_>) {
+    /// A lingering close, once the closing session's output is out: shuts the socket down for
+    /// writing (the peer reads everything, then end of stream), then reads and drops what the
+    /// peer still sends until it closes its side, for as long as the session may linger
+    /// (`session.close_linger_ms`; not while the server shuts down). Closing a socket with unread
+    /// input makes the kernel send a reset instead, and a peer that is still writing then fails
+    /// its write and may drop what it had not read yet: the answer, the close frame. Returns true
+    /// while the task should wait for more input (its waker is registered).
+    fn drain_before_close(&mut self, cx: &mut Context<'_>) -> bool {
         let host = self.host.clone();
         let Some(stream) = self.stream.as_mut() else {
-            return;
+            return false;
         };
+        if !self.half_closed {
+            self.half_closed = true;
+            if let Poll::Ready(Err(_)) = Pin::new(&mut *stream).poll_shutdown(cx) {
+                return false;
+            }
+        }
         let mut buf = host.read_buf().borrow_mut();
         for _ in 0..host.reads_per_poll() {
             let mut rb = ReadBuf::new(&mut buf[..]);
             match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
-                _ => break,
+                // End of stream or an error: the peer is done.
+                Poll::Ready(_) => return false,
+                Poll::Pending => return !host.draining() && host.may_linger(&self.cell),
             }
         }
+        // Still sending after a pass: come back once other sessions ran, while lingering lasts.
+        if !host.draining() && host.may_linger(&self.cell) {
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        false
     }
 }
 
@@ -263,8 +285,9 @@ impl<H: ConnHost> Future for Conn<H> {
                         }
                     }
                 }
-                if !matches!(reason, CloseReason::Io(_)) {
-                    this.discard_input(cx);
+                if !matches!(reason, CloseReason::Io(_)) && this.drain_before_close(cx) {
+                    this.cell.set_waker(cx.waker().clone());
+                    return Poll::Pending;
                 }
                 return Poll::Ready(Ended::Closing(reason));
             }
