@@ -16,7 +16,7 @@ import {
   inflateBody,
 } from "./frame";
 import { compatibleVersions, parseVersion } from "./version";
-import { Transport, TransportFactory, webSocketTransport } from "./transport";
+import { CloseInfo, Transport, TransportFactory, describeError, webSocketTransport } from "./transport";
 
 // The host's timer functions (browsers, Node, mini-programs all have them), typed here so the
 // client needs neither the DOM nor the Node typings.
@@ -35,7 +35,11 @@ export interface ClientOptions {
   url: string;
   /** How to open the connection. Default: the global `WebSocket`. */
   transport?: TransportFactory;
-  /** Time allowed for each request (and for the Hello/Welcome handshake). Default 10000 ms. */
+  /**
+   * Time allowed for each request, and for the whole handshake: `connect()` rejects with
+   * `RequestTimeoutError` when no `Welcome` came this long after it was called (opening the
+   * transport included). Default 10000 ms.
+   */
   requestTimeoutMs?: number;
   /** Most requests awaiting an answer at once; beyond it `request` rejects. Default 1024. */
   maxPending?: number;
@@ -136,10 +140,10 @@ export class ServerError extends Error {
   }
 }
 
-/** No answer within the timeout. */
+/** No answer within the timeout (for `connect()`: no `Welcome`; `requestId` is then 0 if `Hello` never left). */
 export class RequestTimeoutError extends Error {
-  constructor(readonly opcode: number, readonly requestId: number, ms: number) {
-    super(`request ${requestId} (opcode ${opcode}) got no answer within ${ms} ms`);
+  constructor(readonly opcode: number, readonly requestId: number, ms: number, message?: string) {
+    super(message ?? `request ${requestId} (opcode ${opcode}) got no answer within ${ms} ms`);
     this.name = "RequestTimeoutError";
   }
 }
@@ -173,6 +177,15 @@ interface Pending {
 type Handler = (message: never, frame: never) => void;
 
 const MAX_REQUEST_ID = 0xffffffff;
+
+/**
+ * WebSocket close codes with which the server ends a session for good (docs/PROTOCOL.md, "Close
+ * codes"): protocol errors (1002, 1003, 1007, 1009), an application reason (1008: a failed
+ * handshake, a refused Resume, a rate limit with policy `close`, a `Kicked` session) and an
+ * internal failure (1011). A close with one of them is not resumed. Every other close (no close
+ * frame: 1005/1006 or no code; 1000; 1001 server shutdown / idle / operator) is resumed.
+ */
+const FINAL_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1011];
 
 /**
  * One session with a Lattice server.
@@ -231,6 +244,11 @@ export class LatticeClient {
   private attempt = 0;
   private failures = 0;
   private generation = 0;
+  private connectTimer: unknown = null;
+  // A `Kicked` push arrived: the server is ending the session (the account logged in elsewhere).
+  private kicked: M.Kicked | null = null;
+  // Why the connection was lost when reconnecting started (named in the final reason if it fails).
+  private lostReason: string | null = null;
 
   constructor(options: ClientOptions) {
     this.opts = {
@@ -273,7 +291,10 @@ export class LatticeClient {
   /**
    * Opens the transport, sends `Hello` with the client version and waits for `Welcome`.
    * Rejects with `ServerError` (e.g. `VERSION_MISMATCH`), `ProtocolError` (the server's major
-   * version differs), `RequestTimeoutError` or `ConnectionClosedError`; the connection is closed then.
+   * version differs, or it broke the protocol), `RequestTimeoutError` (no `Welcome` within
+   * `requestTimeoutMs` of this call, opening included) or `ConnectionClosedError` (the transport
+   * closed, reported an error, or could not be created, e.g. no global `WebSocket`); the
+   * connection is closed then.
    */
   connect(): Promise<M.Welcome> {
     if (this.state !== "idle") return Promise.reject(new ProtocolError(`connect called in state ${this.state}`));
@@ -283,6 +304,17 @@ export class LatticeClient {
         this.shutdown(err.message);
         reject(err);
       };
+      // The handshake bound runs from here: a socket that never opens (a stalled upgrade, a
+      // dropped SYN) fails connect() as surely as a missing Welcome.
+      const ms = this.opts.requestTimeoutMs;
+      let opened = false;
+      this.connectTimer = this.opts.timers.setTimeout(() => {
+        this.connectTimer = null;
+        if (this.state !== "handshake") return;
+        this.stats.timeouts++;
+        const what = opened ? "no Welcome" : "the transport did not open";
+        fail(new RequestTimeoutError(Opcode.Hello, 0, ms, `handshake not complete within ${ms} ms (${what})`));
+      }, ms);
       try {
         const hello = { clientVersion: this.opts.clientVersion, resume: this.opts.resume !== null };
         // Every transport gets a generation; events of an older one are ignored (its socket was
@@ -291,6 +323,7 @@ export class LatticeClient {
         this.transport = this.opts.transport(this.opts.url, {
           open: () => {
             if (this.generation !== gen) return;
+            opened = true;
             this.sendRequest(Opcode.Hello, hello).then((reply) => {
               if (reply.opcode !== Opcode.Welcome) {
                 fail(new ProtocolError(`expected Welcome, got opcode ${reply.opcode}`));
@@ -316,28 +349,38 @@ export class LatticeClient {
                 this.token = welcome.resumeToken;
               }
               this.state = "open";
+              if (this.connectTimer !== null) {
+                this.opts.timers.clearTimeout(this.connectTimer);
+                this.connectTimer = null;
+              }
               resolve(welcome);
             }, fail);
           },
           message: (data) => {
             if (this.generation === gen) this.receive(data);
           },
-          close: (reason) => {
+          close: (reason, info) => {
             if (this.generation !== gen) return;
             if (this.state === "handshake") {
               reject(new ConnectionClosedError(reason));
               this.shutdown(reason);
             } else {
-              this.lost(reason);
+              this.lost(reason, info);
             }
           },
           error: (err) => {
             if (this.generation !== gen) return;
-            if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${String(err)}`));
+            if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${describeError(err)}`));
+          },
+          protocolError: (reason) => {
+            if (this.generation !== gen) return;
+            if (this.state === "handshake") fail(new ProtocolError(reason));
+            else this.shutdown(reason);
           },
         });
       } catch (e) {
-        fail(e as Error);
+        // The factory could not even start (e.g. no global WebSocket): a documented error class.
+        fail(new ConnectionClosedError(`cannot open the transport: ${describeError(e)}`));
       }
     });
   }
@@ -519,13 +562,22 @@ export class LatticeClient {
     return true;
   }
 
-  /** The connection was lost (not closed by us): resume when we can, else the session ends. */
-  private lost(reason: string): void {
+  /**
+   * The connection was lost (not closed by us): resume when we can, else the session ends. A
+   * close the server means as final (a close frame with a session-ending code, or any close after
+   * a `Kicked` push) ends the session with the server's reason instead of resuming.
+   */
+  private lost(reason: string, info?: CloseInfo): void {
     if (this.state === "closed") return;
-    if (!this.sequenced || !this.opts.resume) {
+    if (this.kicked) {
+      this.shutdown(`kicked: ${this.kicked.message} (${ErrorCode[this.kicked.code] ?? this.kicked.code}); ${reason}`);
+      return;
+    }
+    if (!this.sequenced || !this.opts.resume || (info?.code !== undefined && FINAL_CLOSE_CODES.indexOf(info.code) >= 0)) {
       this.shutdown(reason);
       return;
     }
+    if (this.lostReason === null) this.lostReason = reason;
     this.state = "reconnecting";
     this.transport = null;
     ++this.generation;
@@ -539,7 +591,8 @@ export class LatticeClient {
   private scheduleReconnect(reason: string): void {
     const r = this.opts.resume!;
     if (this.failures >= r.maxAttempts) {
-      this.shutdown(`connection lost (${reason}); gave up after ${r.maxAttempts} reconnects`);
+      const first = this.lostReason !== null && this.lostReason !== reason ? `${this.lostReason}; last: ` : "";
+      this.shutdown(`connection lost (${first}${reason}); gave up after ${r.maxAttempts} reconnects`);
       return;
     }
     // Full jitter: a crowd of clients cut at once does not come back at once.
@@ -581,15 +634,20 @@ export class LatticeClient {
           if (this.state === "reconnecting") this.resumeAnswer(data);
           else this.receive(data);
         },
-        close: (why) => {
+        close: (why, info) => {
           if (this.generation !== gen) return;
-          if (this.state === "reconnecting") retry(why);
-          else this.lost(why);
+          if (this.state === "reconnecting" && info?.code !== undefined && FINAL_CLOSE_CODES.indexOf(info.code) >= 0) {
+            this.shutdown(`resume failed: ${why}${this.lostReason ? ` (after ${this.lostReason})` : ""}`);
+          } else if (this.state === "reconnecting") retry(why);
+          else this.lost(why, info);
         },
-        error: (err) => retry(`transport error: ${String(err)}`),
+        error: (err) => retry(`transport error: ${describeError(err)}`),
+        protocolError: (why) => {
+          if (this.generation === gen) this.shutdown(why);
+        },
       });
     } catch (e) {
-      retry(String(e));
+      retry(`cannot open the transport: ${describeError(e)}`);
     }
   }
 
@@ -610,7 +668,8 @@ export class LatticeClient {
     if (frame.opcode === Opcode.Error) {
       const err = message as M.Error;
       // The session is gone (closed, expired): nothing to resume; the application starts anew.
-      this.shutdown(`session lost: ${err.message} (${ErrorCode[err.code] ?? err.code})`);
+      const after = this.lostReason ? ` after ${this.lostReason}` : "";
+      this.shutdown(`session lost: ${err.message} (${ErrorCode[err.code] ?? err.code})${after}`);
       return;
     }
     if (frame.opcode !== Opcode.Resumed) {
@@ -627,6 +686,7 @@ export class LatticeClient {
     this.lastAckSent = this.lastRecv;
     this.acked(r.lastReceivedSeq);
     this.state = "open";
+    this.lostReason = null;
     const info: ResumeInfo = { resync: r.resync, attempts: this.failures };
     this.failures = 0;
     this.stats.resumes++;
@@ -644,6 +704,10 @@ export class LatticeClient {
     let opcode: number, requestId: number, body: Uint8Array;
     try {
       const frame = decodeFrame(data, this.opts.maxFrame);
+      if (!this.sequenced && (frame.flags & FLAG_SEQ) !== 0) {
+        // As the server: SEQ belongs to sessions that resume granted, and only after Welcome.
+        throw new FrameError(`protocol error: SEQ flag on a session without resume (opcode ${frame.opcode})`);
+      }
       if (this.sequenced && !this.sequence(frame)) return;
       ({ opcode, requestId, body } = frame);
       if (frame.flags & FLAG_COMPRESSED) {
@@ -674,6 +738,10 @@ export class LatticeClient {
       return;
     }
     const incoming = { opcode, requestId, message } as AnyIncoming;
+    if (opcode === Opcode.Kicked && requestId === 0) {
+      // The server closes right after it: that close ends the session (no resume).
+      this.kicked = message as M.Kicked;
+    }
     if (pending && this.state === "handshake" && opcode === Opcode.Welcome && this.opts.resume) {
       // The frame behind Welcome (a push such as the icon manifest) may be handled before the
       // handshake's promise callback runs: sequencing starts here, with the Welcome itself.
@@ -704,10 +772,10 @@ export class LatticeClient {
     if (this.state === "closed") return;
     this.state = "closed";
     ++this.generation;
-    for (const timer of [this.ackTimer, this.reconnectTimer]) {
+    for (const timer of [this.ackTimer, this.reconnectTimer, this.connectTimer]) {
       if (timer !== null) this.opts.timers.clearTimeout(timer);
     }
-    this.ackTimer = this.reconnectTimer = null;
+    this.ackTimer = this.reconnectTimer = this.connectTimer = null;
     this.unacked = [];
     const t = this.transport;
     this.transport = null;

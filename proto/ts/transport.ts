@@ -2,12 +2,27 @@
 // Transports: anything that carries one binary frame per message. The client never touches a
 // socket API directly, so browsers, Node and mini-program sockets all plug in here.
 
+/** What a transport knows about how it closed. */
+export interface CloseInfo {
+  /**
+   * The close code (WebSocket: the `CloseEvent.code`; 1006 or absent when no close frame came).
+   * The server's own codes are in docs/PROTOCOL.md, "Close codes".
+   */
+  code?: number;
+  /** The close frame's reason text, if any. */
+  reason?: string;
+}
+
 /** What a transport reports to the client. */
 export interface TransportEvents {
   open(): void;
   message(data: Uint8Array): void;
-  close(reason: string): void;
+  /** The connection ended; `info` carries the close code and reason when the socket has them. */
+  close(reason: string, info?: CloseInfo): void;
+  /** A socket error (an error event, a failed send); a `close` usually follows. */
   error(err: unknown): void;
+  /** The peer broke the transport's contract (e.g. a text WebSocket message): the session closes. */
+  protocolError(reason: string): void;
 }
 
 /** An open (or opening) connection. */
@@ -44,10 +59,57 @@ function toBytes(data: unknown): Uint8Array | null {
   return null;
 }
 
+/**
+ * A readable text for whatever a socket API reports as an error: an `Error`, a DOM `Event` or
+ * `ErrorEvent` (`type`, `message`, `error`), a `ws` or Node error (`code`, `errno`, `cause`), a
+ * mini-program `{ errMsg, errCode }`. Never "[object Object]".
+ */
+export function describeError(err: unknown): string {
+  const seen: unknown[] = [];
+  const parts: string[] = [];
+  const add = (p: string) => {
+    if (p && parts.indexOf(p) < 0) parts.push(p);
+  };
+  const walk = (e: unknown, depth: number) => {
+    if (e === null || e === undefined || depth > 3 || seen.indexOf(e) >= 0) return;
+    seen.push(e);
+    if (typeof e !== "object") {
+      add(String(e));
+      return;
+    }
+    const o = e as Record<string, unknown>;
+    const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
+    const num = (k: string) => (typeof o[k] === "number" ? String(o[k]) : undefined);
+    const name = str("name");
+    const message = str("message") ?? str("errMsg") ?? str("reason");
+    if (message) add(name && name !== "Error" && message.indexOf(name) < 0 ? `${name}: ${message}` : message);
+    const code = str("code") ?? num("code") ?? num("errCode") ?? num("errno");
+    if (code) add(`code ${code}`);
+    walk(o["error"], depth + 1);
+    walk(o["cause"], depth + 1);
+    const type = str("type");
+    if (parts.length === 0 && type) add(`${type} event`);
+  };
+  walk(err, 0);
+  if (parts.length > 0) return parts.join(", ");
+  try {
+    const json = JSON.stringify(err);
+    if (json && json !== "{}") return json;
+  } catch {
+    // Cyclic or exotic: fall through.
+  }
+  const s = String(err);
+  return s === "[object Object]" ? "unknown error (no details from the socket API)" : s;
+}
+
 function closeReason(kind: string, ev?: { code?: number; reason?: string } | null): string {
   const code = ev && ev.code !== undefined ? ` code ${ev.code}` : "";
   const reason = ev && ev.reason ? `: ${ev.reason}` : "";
   return `${kind} closed${code}${reason}`;
+}
+
+function closeInfo(ev?: { code?: number; reason?: string } | null): CloseInfo {
+  return { code: ev && typeof ev.code === "number" ? ev.code : undefined, reason: ev && ev.reason ? ev.reason : undefined };
 }
 
 /** Transport over a WHATWG WebSocket (`globalThis.WebSocket` unless a constructor is given). */
@@ -61,9 +123,9 @@ export function webSocketTransport(ctor?: WebSocketConstructor): TransportFactor
     ws.onmessage = (ev) => {
       const bytes = toBytes(ev.data);
       if (bytes) events.message(bytes);
-      else events.error(new Error("text WebSocket message received: Lattice frames are binary"));
+      else events.protocolError("protocol error: text WebSocket message received (Lattice frames travel in binary messages)");
     };
-    ws.onclose = (ev) => events.close(closeReason("websocket", ev));
+    ws.onclose = (ev) => events.close(closeReason("websocket", ev), closeInfo(ev));
     ws.onerror = (ev) => events.error(ev);
     return { send: (frame) => ws.send(frame), close: () => ws.close() };
   };
@@ -96,9 +158,9 @@ export function miniProgramTransport(connectSocket: (opts: ConnectSocketOptions)
     task.onMessage((res) => {
       const bytes = toBytes(res.data);
       if (bytes) events.message(bytes);
-      else events.error(new Error("text socket message received: Lattice frames are binary"));
+      else events.protocolError("protocol error: text socket message received (Lattice frames travel in binary messages)");
     });
-    task.onClose((res) => events.close(closeReason("socket", res)));
+    task.onClose((res) => events.close(closeReason("socket", res), closeInfo(res)));
     task.onError((err) => events.error(err));
     return {
       // SocketTask.send wants a whole ArrayBuffer, not a view.

@@ -14,7 +14,10 @@ import {
   RequestTimeoutError,
   ServerError,
   SocketTaskLike,
+  TransportFactory,
   WebSocketLike,
+  describeError,
+  Kicked,
   codecs,
   encodeFrame,
   miniProgramTransport,
@@ -310,6 +313,132 @@ test("mini-program adapter (wx.connectSocket shape)", async () => {
   assert.ok(closed);
 });
 
+test("mini-program adapter: a text message is a protocol error that closes the session", async () => {
+  const cb: Partial<Record<"open" | "message" | "close" | "error", (x?: unknown) => void>> = {};
+  let closed = false;
+  const sent: ArrayBuffer[] = [];
+  const task: SocketTaskLike = {
+    send: (o) => void sent.push(o.data),
+    close: () => {
+      closed = true;
+    },
+    onOpen: (f) => void (cb.open = f),
+    onMessage: (f) => void (cb.message = f as (x?: unknown) => void),
+    onClose: (f) => void (cb.close = f as (x?: unknown) => void),
+    onError: (f) => void (cb.error = f),
+  };
+  const client = new LatticeClient({ url: "wss://game/ws", transport: miniProgramTransport(() => task), timers: new ManualTimers() });
+  const p = client.connect();
+  cb.open!();
+  const id = new DataView(sent[0]!).getUint32(8, true);
+  const welcome = encodeFrame(Opcode.Welcome, 0, id, codecs[Opcode.Welcome].encode({ serverVersion: PROTOCOL_VERSION }).finish());
+  cb.message!({ data: welcome.buffer.slice(welcome.byteOffset, welcome.byteOffset + welcome.byteLength) });
+  await p;
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  cb.message!({ data: "hello" });
+  assert.match(reasons[0] ?? "", /protocol error: text socket message/);
+  assert.ok(closed);
+  assert.equal(client.connectionState, "closed");
+  // During the handshake it rejects connect() with ProtocolError.
+  const c2 = new LatticeClient({ url: "wss://game/ws", transport: miniProgramTransport(() => task), timers: new ManualTimers() });
+  const p2 = c2.connect();
+  cb.open!();
+  cb.message!({ data: "hello" });
+  await assert.rejects(p2, (e: unknown) => e instanceof ProtocolError && /text socket message/.test(e.message));
+});
+
+test("connect() times out when the transport never opens, and closes it", async () => {
+  const server = new ScriptedServer();
+  const timers = new ManualTimers();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers, requestTimeoutMs: 3000 });
+  const p = client.connect();
+  // The bound starts at connect(), before any open event.
+  assert.deepEqual([...timers.armed.values()].map((t) => t.ms), [3000]);
+  timers.fireAll();
+  await assert.rejects(
+    p,
+    (e: unknown) => e instanceof RequestTimeoutError && e.opcode === Opcode.Hello && /handshake not complete within 3000 ms \(the transport did not open\)/.test(e.message),
+  );
+  assert.ok(server.closed, "the transport is closed");
+  assert.equal(client.connectionState, "closed");
+  assert.equal(client.stats.timeouts, 1);
+  server.open(); // a late open changes nothing
+  assert.equal(server.sent.length, 0);
+
+  // One bound for the whole handshake: the timer armed at connect() also covers the Welcome.
+  const s2 = new ScriptedServer();
+  const t2 = new ManualTimers();
+  const c2 = new LatticeClient({ url: "ws://t", transport: s2.factory, timers: t2, requestTimeoutMs: 3000 });
+  const p2 = c2.connect();
+  s2.open();
+  t2.fireAll();
+  await assert.rejects(p2, (e: unknown) => e instanceof RequestTimeoutError && /\(no Welcome\)/.test(e.message));
+  // A successful handshake leaves no handshake timer behind.
+  const { timers: t3 } = await connected();
+  assert.equal(t3.armed.size, 0, "the handshake bound is cleared once Welcome came");
+});
+
+test("a SEQ frame on a session that is not sequenced closes it", async () => {
+  const { server, client } = await connected();
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const said: string[] = [];
+  client.on(Opcode.Said, (m) => said.push(m.text));
+  const pending = client.request(Opcode.Ping, {});
+  server.push(encodeFrame(Opcode.Said, 0, 0, codecs[Opcode.Said].encode({ room: "r", text: "x" }).finish(), { seq: 1, ack: 0 }));
+  assert.deepEqual(said, [], "not delivered");
+  assert.match(reasons[0] ?? "", /protocol error: SEQ flag on a session without resume/);
+  assert.ok(server.closed);
+  await assert.rejects(pending, ConnectionClosedError);
+});
+
+test("transport errors are described readably, never [object Object]", async () => {
+  assert.equal(describeError({ type: "error" }), "error event");
+  const wsErr = { type: "error", message: "connect ECONNREFUSED 127.0.0.1:9", error: Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" }) };
+  assert.equal(describeError(wsErr), "connect ECONNREFUSED 127.0.0.1:9, code ECONNREFUSED");
+  assert.equal(describeError({ errMsg: "connectSocket:fail timeout", errCode: 5 }), "connectSocket:fail timeout, code 5");
+  assert.equal(describeError(new TypeError("fetch failed")), "TypeError: fetch failed");
+  assert.equal(describeError("boom"), "boom");
+  assert.equal(describeError({}), "unknown error (no details from the socket API)");
+  const server = new ScriptedServer();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers: new ManualTimers() });
+  const p = client.connect();
+  server.ev().error(wsErr);
+  await assert.rejects(p, (e: unknown) => e instanceof ConnectionClosedError && e.message === "connection closed: transport error: connect ECONNREFUSED 127.0.0.1:9, code ECONNREFUSED");
+});
+
+test("without a WebSocket, connect() rejects with ConnectionClosedError", async () => {
+  const g = globalThis as { WebSocket?: unknown };
+  const saved = g.WebSocket;
+  delete g.WebSocket;
+  try {
+    const client = new LatticeClient({ url: "ws://t", timers: new ManualTimers() });
+    await assert.rejects(client.connect(), (e: unknown) => e instanceof ConnectionClosedError && /cannot open the transport: no WebSocket in this environment/.test(e.message));
+    assert.equal(client.connectionState, "closed");
+    // Any factory that throws is reported the same way.
+    const throwing: TransportFactory = () => {
+      throw new TypeError("bad url");
+    };
+    const c2 = new LatticeClient({ url: "ws://t", transport: throwing, timers: new ManualTimers() });
+    await assert.rejects(c2.connect(), (e: unknown) => e instanceof ConnectionClosedError && /TypeError: bad url/.test(e.message));
+  } finally {
+    if (saved !== undefined) g.WebSocket = saved;
+  }
+});
+
+test("Kicked then the close ends an ordinary session with the kick's reason", async () => {
+  const { server, client } = await connected();
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const kicked: Kicked[] = [];
+  client.on(Opcode.Kicked, (k) => kicked.push(k));
+  server.reply(Opcode.Kicked, { code: ErrorCode.LOGGED_IN_ELSEWHERE, message: "logged in on another session" }, 0);
+  assert.equal(kicked.length, 1, "still delivered to on()");
+  server.ev().close("websocket closed code 1008: closed by server: account logged in elsewhere", { code: 1008, reason: "closed by server: account logged in elsewhere" });
+  assert.deepEqual(reasons, ["kicked: logged in on another session (LOGGED_IN_ELSEWHERE); websocket closed code 1008: closed by server: account logged in elsewhere"]);
+});
+
 test("WebSocket adapter (WHATWG shape)", async () => {
   const sockets: FakeWebSocket[] = [];
   class FakeWebSocket implements WebSocketLike {
@@ -339,16 +468,21 @@ test("WebSocket adapter (WHATWG shape)", async () => {
   ws.onmessage!({ data: welcome.buffer });
   await p;
   assert.ok(client.isOpen);
-  // A text message is not a frame: reported as a transport error, the session stays up.
+  // A text message is not a frame: a protocol error that closes the session (the server closes with 1003).
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const pending = client.request(Opcode.Ping, {});
   ws.onmessage!({ data: "text" });
-  assert.ok(client.isOpen);
-  client.close();
   assert.ok(!client.isOpen);
+  assert.match(reasons[0] ?? "", /protocol error: text WebSocket message/);
+  await assert.rejects(pending, (e: unknown) => e instanceof ConnectionClosedError && /text WebSocket message/.test(e.message));
+  client.close();
+  assert.equal(reasons.length, 1);
   const g = globalThis as { WebSocket?: unknown };
   const saved = g.WebSocket;
   delete g.WebSocket;
   try {
-    assert.throws(() => webSocketTransport()("ws://x", { open() {}, message() {}, close() {}, error() {} }), /no WebSocket/);
+    assert.throws(() => webSocketTransport()("ws://x", { open() {}, message() {}, close() {}, error() {}, protocolError() {} }), /no WebSocket/);
   } finally {
     if (saved !== undefined) g.WebSocket = saved;
   }

@@ -13,6 +13,7 @@ import {
   ResumeInfo,
   ResumeOptions,
   codecs,
+  describeError,
   Hello,
   Resume,
 } from "../../ts/index";
@@ -197,4 +198,87 @@ test("unacknowledged frames are bounded", async () => {
   client.send(Opcode.Ping, {});
   assert.throws(() => client.send(Opcode.Ping, {}), ProtocolError);
   assert.equal(client.stats.rejectedUnackedFull, 1);
+});
+
+test("a 1008 close frame from the server ends a resumable session with its reason: no Resume", async () => {
+  const { net, timers, client } = await resumable();
+  const pending = client.request(Opcode.Ping, {});
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const before = net.endpoints.length;
+  net.last().events.close("websocket closed code 1008: rate limited", { code: 1008, reason: "rate limited" });
+  assert.equal(client.connectionState, "closed");
+  assert.deepEqual(reasons, ["websocket closed code 1008: rate limited"]);
+  await assert.rejects(pending, (e: unknown) => e instanceof ConnectionClosedError && /1008: rate limited/.test(e.message));
+  assert.equal(timers.armed.size, 0, "no reconnect scheduled");
+  assert.equal(net.endpoints.length, before);
+  assert.equal(client.stats.reconnects, 0);
+
+  // The other session-ending codes (protocol errors, internal failure) are final as well.
+  for (const code of [1002, 1003, 1007, 1009, 1011]) {
+    const c = await resumable();
+    c.net.last().events.close(`websocket closed code ${code}: x`, { code, reason: "x" });
+    assert.equal(c.client.connectionState, "closed", `code ${code}`);
+  }
+});
+
+test("Kicked ends a resumable session at the close, with or without a close code", async () => {
+  for (const info of [{ code: 1008, reason: "closed by server: account logged in elsewhere" }, undefined]) {
+    const { net, timers, client } = await resumable();
+    const reasons: string[] = [];
+    client.onClose((r) => reasons.push(r));
+    net.last().seq(Opcode.Kicked, { code: ErrorCode.LOGGED_IN_ELSEWHERE, message: "logged in on another session" }, 0, 1, 0);
+    const text = info ? "websocket closed code 1008: closed by server: account logged in elsewhere" : "tcp closed";
+    net.last().events.close(text, info);
+    assert.equal(client.connectionState, "closed");
+    assert.deepEqual(reasons, [`kicked: logged in on another session (LOGGED_IN_ELSEWHERE); ${text}`]);
+    assert.equal(timers.armed.size, 0, "no reconnect scheduled");
+  }
+});
+
+test("1001 (server shutdown, idle, operator) and drops without a close frame are resumed; a failure names the first loss", async () => {
+  const { net, timers, client } = await resumable();
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().events.close("websocket closed code 1001: server shutdown", { code: 1001, reason: "server shutdown" });
+  assert.equal(client.connectionState, "reconnecting");
+  fire(timers, 50);
+  net.last().open();
+  net.last().plain(Opcode.Error, { code: ErrorCode.RESUME_REJECTED, message: "resume rejected: unknown or closed session", opcode: Opcode.Resume });
+  assert.deepEqual(reasons, [
+    "session lost: resume rejected: unknown or closed session (RESUME_REJECTED) after websocket closed code 1001: server shutdown",
+  ]);
+  for (const info of [undefined, { code: 1006 }, { code: 1005 }]) {
+    const c = await resumable();
+    c.net.last().events.close("websocket closed", info);
+    assert.equal(c.client.connectionState, "reconnecting", JSON.stringify(info));
+  }
+});
+
+test("giving up names the first loss and the last transport error readably", async () => {
+  const { net, timers, client } = await resumable({ maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().events.close("websocket closed code 1006", { code: 1006 });
+  fire(timers, 5);
+  net.last().events.error({ type: "error", message: "connect ECONNREFUSED 127.0.0.1:9" });
+  assert.equal(reasons.length, 1);
+  assert.equal(reasons[0], "connection lost (websocket closed code 1006; last: transport error: connect ECONNREFUSED 127.0.0.1:9); gave up after 1 reconnects");
+  assert.doesNotMatch(reasons[0]!, /object Object/);
+  assert.equal(describeError({ type: "error" }), "error event");
+});
+
+test("a SEQ frame before sequencing was granted closes the session", async () => {
+  const net = new ScriptedNet();
+  const client = new LatticeClient({ url: "ws://t", transport: net.factory, timers: new ManualTimers(), resume: true });
+  const p = client.connect();
+  net.last().open();
+  // No token: the session is not sequenced, so a SEQ frame breaks the protocol.
+  net.last().plain(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 1 }, net.last().last().requestId);
+  await p;
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().seq(Opcode.Said, { text: "x" }, 0, 1, 0);
+  assert.match(reasons[0] ?? "", /SEQ flag on a session without resume/);
+  assert.ok(net.last().closed);
 });

@@ -103,7 +103,7 @@ export function tcpTransport(port: number, sockets: net.Socket[] = []): Transpor
       while (buf.length >= 4) {
         const len = buf.readUInt32LE(0);
         if (len < 12) {
-          events.error(new Error(`bad frame length ${len}`));
+          events.protocolError(`bad frame length ${len}`);
           sock.destroy();
           return;
         }
