@@ -21,7 +21,8 @@ pub struct SessionConfig {
     /// How long an acknowledgement waits for an outgoing frame before an `Ack` frame carries it, in
     /// ms.
     pub ack_delay_ms: u64,
-    /// How long a closing session's socket may take to write what was queued for it, in ms.
+    /// How long a closing session's socket may take to write what was queued for it and then to
+    /// see the peer close its side (lingering close), in ms.
     pub close_linger_ms: u64,
 }
 
