@@ -413,7 +413,8 @@ impl Client {
             .expect("connection closed before a frame arrived")
     }
 
-    /// Next frame, or None when the server closed the connection.
+    /// Next frame, or None when the server closed the connection (then this client closes its
+    /// side too, as PROTOCOL.md asks: the server's lingering close ends at once).
     pub fn try_recv(&mut self) -> Option<RawFrame> {
         loop {
             if let Some(f) = take_frame(&mut self.buf) {
@@ -421,7 +422,10 @@ impl Client {
             }
             let mut tmp = [0u8; 65536];
             match self.s.read(&mut tmp) {
-                Ok(0) => return None,
+                Ok(0) => {
+                    let _ = self.s.shutdown(std::net::Shutdown::Write);
+                    return None;
+                }
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
                 Err(e) => panic!("read failed: {e}"),

@@ -285,7 +285,10 @@ impl<H: ConnHost> Future for Conn<H> {
                         }
                     }
                 }
-                if !matches!(reason, CloseReason::Io(_)) && this.drain_before_close(cx) {
+                // A peer closed for not reading its replies would not read an answer either.
+                let linger =
+                    !matches!(reason, CloseReason::Io(_) | CloseReason::SendBufferOverflow);
+                if linger && this.drain_before_close(cx) {
                     this.cell.set_waker(cx.waker().clone());
                     return Poll::Pending;
                 }

@@ -511,12 +511,18 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
     fn may_linger(&self, cell: &Rc<SessionCell>) -> bool {
         let cx = &self.cx;
         let now = cx.clock.borrow_mut().refresh();
-        if let Some(until) = cell.linger_until() {
-            return now < until;
-        }
-        let until =
-            now.saturating_add(Duration::from_millis(cx.continuity.session.close_linger_ms));
-        cell.set_linger_until(until);
+        let until = match cell.linger_until() {
+            Some(until) if now >= until => return false,
+            Some(until) => until,
+            None => {
+                let until = now
+                    .saturating_add(Duration::from_millis(cx.continuity.session.close_linger_ms));
+                cell.set_linger_until(until);
+                until
+            }
+        };
+        // Every time: an earlier deadline of the session (idle, handshake) may have taken the
+        // cell's one timer and fired since; this keeps one armed at the linger's end.
         cx.arm_timer_at(cell, until);
         true
     }
