@@ -72,9 +72,20 @@ fn bad_http_input_gets_its_status_and_the_server_goes_on() {
         (b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(), 408),
     ];
     for (req, status) in cases {
-        let (got, head, _) = http_exchange(l.http, &req);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+        // Far below the 60 s idle timeout: the connection must close after the answer itself.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&req).unwrap();
+        let (got, head, _) = read_response(&mut s).expect("a response");
         assert_eq!(got, status, "{head}");
         assert!(head.contains("Connection: close"), "{head}");
+        let mut rest = [0u8; 64];
+        assert_eq!(
+            s.read(&mut rest).map_err(|e| e.kind()),
+            Ok(0),
+            "after {status} the server closes the connection"
+        );
     }
     assert_eq!(l.metric_total("lattice_http_bad_requests_total"), 7);
     assert_eq!(
@@ -136,6 +147,32 @@ fn rpc_runs_the_frame_handlers_with_json_or_protobuf() {
         b"POST /rpc/Ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status, 415);
+    // Pipelined requests, each answered by a handler: every one gets its answer, in order.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut pipelined = Vec::new();
+    for p in ["MQ==", "Mg==", "Mw=="] {
+        let body = format!(r#"{{"payload":"{p}"}}"#);
+        pipelined.extend_from_slice(
+            format!(
+                "POST /rpc/Ping HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    s.write_all(&pipelined).unwrap();
+    let mut buf = Vec::new();
+    for p in ["MQ==", "Mg==", "Mw=="] {
+        let (status, head, body) =
+            read_response_buffered(&mut s, &mut buf).expect("an answer to each pipelined request");
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(
+            String::from_utf8_lossy(&body).trim_end(),
+            format!(r#"{{"payload":"{p}"}}"#)
+        );
+    }
     // Content-Length is ASCII digits only.
     let (status, _, _) = http_exchange(
         l.http,

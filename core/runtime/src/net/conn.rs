@@ -261,15 +261,12 @@ impl<H: ConnHost> Future for Conn<H> {
                 return Poll::Ready(Ended::Stale);
             }
             // Work the session holds without new bytes: a reply an HTTP request waited for,
-            // requests pipelined behind an answered one.
-            let (reply, pending) = {
-                let s = this.cell.session.borrow();
-                (s.has_rpc_reply(), s.has_pending_input())
-            };
-            if reply {
+            // then requests pipelined behind it (asked after the reply: answering one is what
+            // lets the next be parsed).
+            if this.cell.session.borrow().has_rpc_reply() {
                 this.host.rpc_reply(&this.cell);
             }
-            if pending {
+            if this.cell.session.borrow().has_pending_input() {
                 this.host.input(&this.cell, this.binding, &mut []);
             }
             let closing = this.cell.session.borrow().close_reason().cloned();
@@ -309,6 +306,11 @@ impl<H: ConnHost> Future for Conn<H> {
             }
             if let Err(end) = this.write_out(cx) {
                 return Poll::Ready(end);
+            }
+            if this.cell.session.borrow().is_closing() {
+                // Writing the last of its output closed it (an HTTP 408 or a `Connection:
+                // close` answer): the close above runs now, not at the next deadline.
+                continue;
             }
             if this.host.draining() {
                 break;
