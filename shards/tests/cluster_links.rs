@@ -50,6 +50,20 @@ fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
     );
 }
 
+/// A node answering at a peer's address under another name is refused on every attempt: the
+/// session its first attempt got is not resumed past the name check.
+#[test]
+fn a_link_to_a_node_with_another_name_never_comes_up() {
+    let l = logic("logic-b", &[]);
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    let refusal = r#"is node "logic-b", configured as "logic-a""#;
+    wait_until("three refused attempts", || {
+        g.logs().matches(refusal).count() >= 3
+    });
+    assert!(!g.logs().contains("link up"), "{}", g.logs());
+    assert_eq!(link_metric(&g, "lattice_link_up", "logic-a"), 0);
+}
+
 #[test]
 fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
     let l = logic("logic-a", &[]);

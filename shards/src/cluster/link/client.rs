@@ -332,14 +332,22 @@ impl Writer {
         s.write_all(&f).map_err(|e| e.to_string())?;
         let (h, body) = read_plain(s, dec, pending)?;
         lock(&self.seq).received(&h)?;
-        match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
-            AnyMessage::LinkWelcome(w) if w.node_id == self.h.node_id => Ok(Vec::new()),
-            AnyMessage::LinkWelcome(w) => Err(format!(
-                "peer at {} is node {:?}, configured as {:?}",
-                self.h.addr, w.node_id, self.h.node_id
-            )),
-            other => Err(format!("expected LinkWelcome, got {other:?}")),
-        }
+        let refused = match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
+            AnyMessage::LinkWelcome(w) if w.node_id == self.h.node_id => return Ok(Vec::new()),
+            AnyMessage::LinkWelcome(w) => {
+                let e = format!(
+                    "peer at {} is node {:?}, configured as {:?}",
+                    self.h.addr, w.node_id, self.h.node_id
+                );
+                tracing::warn!(peer = %self.h.node_id, error = %e, "link refused: not the node it was meant to reach");
+                e
+            }
+            other => format!("expected LinkWelcome, got {other:?}"),
+        };
+        // The session the peer granted above must not be resumed by the next attempt: resuming
+        // skips LinkHello, so the node's name would go unchecked.
+        lock(&self.seq).forget();
+        Err(refused)
     }
 
     fn connect_and_serve(&mut self) -> LinkResult {
