@@ -141,7 +141,7 @@ pub fn guard(token: String) -> Guard {
 }
 
 fn unauthorized(why: &str) -> Response {
-    let mut r = Response::json(401, serde_json::json!({ "error": why }).to_string());
+    let mut r = Response::error(401, why);
     r.headers.push((
         "WWW-Authenticate".into(),
         "Bearer realm=\"lattice-admin\"".into(),

@@ -9,12 +9,9 @@ pub fn ok(v: Value) -> Response {
     Response::json(200, format!("{v:#}\n"))
 }
 
-/// An error answer with `{"error": why}`.
+/// An error answer with `{"error": why}` ([`Response::error`], the shape of every admin error).
 pub fn error(status: u16, why: impl std::fmt::Display) -> Response {
-    Response::json(
-        status,
-        format!("{:#}\n", json!({ "error": why.to_string() })),
-    )
+    Response::error(status, &why.to_string())
 }
 
 /// The request body as JSON (an empty body is `{}`); a 400 answer when it is not.

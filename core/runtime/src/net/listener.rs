@@ -143,8 +143,11 @@ pub fn listener_specs(
                 .then(|| Duration::from_millis(http.ws_ping_interval_ms)),
         },
     };
+    // A bad address is a configuration error naming its key, before anything starts.
+    let addr = |key: &str, a: &str| check_listen_addr(a).map_err(|problem| err(key, problem));
     let mut out = Vec::new();
     if !net.listen.is_empty() {
+        addr("net.listen", &net.listen)?;
         out.push(ListenerSpec {
             name: "binary".into(),
             addr: net.listen.clone(),
@@ -153,6 +156,7 @@ pub fn listener_specs(
         });
     }
     if !listeners.http.is_empty() {
+        addr("listeners.http", &listeners.http)?;
         out.push(ListenerSpec {
             name: "http".into(),
             addr: listeners.http.clone(),
@@ -162,6 +166,7 @@ pub fn listener_specs(
     }
     if tls.enabled() {
         if !tls.listen.is_empty() {
+            addr("tls.listen", &tls.listen)?;
             out.push(ListenerSpec {
                 name: "tls".into(),
                 addr: tls.listen.clone(),
@@ -170,6 +175,7 @@ pub fn listener_specs(
             });
         }
         if !tls.http_listen.is_empty() {
+            addr("tls.http_listen", &tls.http_listen)?;
             out.push(ListenerSpec {
                 name: "https".into(),
                 addr: tls.http_listen.clone(),
@@ -202,6 +208,7 @@ pub fn listener_specs(
         if x.addr.is_empty() {
             return Err(err(&key, "addr is empty".into()));
         }
+        addr(&key, &x.addr)?;
         let stack = match x.stack {
             StackKind::Binary => StackConfig::binary(x.session),
             StackKind::Http => http_stack(x.session),
@@ -213,16 +220,6 @@ pub fn listener_specs(
             tls: x.tls,
         });
     }
-    for spec in &out {
-        let key = match spec.name.as_str() {
-            "binary" => "net.listen".to_string(),
-            "http" => "listeners.http".to_string(),
-            "tls" => "tls.listen".to_string(),
-            "https" => "tls.http_listen".to_string(),
-            extra => format!("listeners.extra[{}]", &extra["extra".len()..]),
-        };
-        check_listen_addr(&spec.addr).map_err(|problem| err(&key, problem))?;
-    }
     Ok(out)
 }
 
@@ -230,9 +227,6 @@ pub fn listener_specs(
 /// `localhost`), so that a bad one is a configuration error before anything starts, not a bind
 /// failure after storage and the shards came up.
 pub fn check_listen_addr(addr: &str) -> Result<(), String> {
-    if addr.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
     match addr.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(format!("{addr:?} resolves to no address")),
