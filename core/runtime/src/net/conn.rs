@@ -317,7 +317,12 @@ impl<H: ConnHost> Future for Conn<H> {
             }
             if !this.cell.session.borrow().wants_input() {
                 // An HTTP request waits for its answer: read nothing more until it is sent (TCP
-                // holds a pipelining client back). The answer wakes the task.
+                // holds a pipelining client back). The answer wakes the task, unless it came
+                // while this task ran (a handler on this shard answering a pipelined request
+                // taken above): a wake then finds no waker to take, so look before parking.
+                if this.cell.session.borrow().has_rpc_reply() {
+                    continue;
+                }
                 break;
             }
             if reads >= this.host.reads_per_poll() || short_read {
