@@ -30,8 +30,11 @@ struct Flusher {
     dump: DumpFile,
     /// Rows taken from the dirty map and not yet persisted; reads look here after the dirty map.
     in_flight: InFlight,
-    /// A snapshot could be persisted nowhere: stop advancing the checkpoint (journal keeps all).
-    stuck: bool,
+    /// A snapshot that could be persisted nowhere (neither the database nor the dump file took
+    /// it) and the seq it covers: it stays readable (it is `in_flight`), is written again at each
+    /// flush interval before a new snapshot is taken, and freezes the checkpoint until then (the
+    /// journal keeps everything). The dirty map fills meanwhile up to `dirty_limit`.
+    held: Option<(Rc<DirtyMap>, u64)>,
     last_activity: Instant,
 }
 
@@ -111,14 +114,11 @@ impl Flusher {
             backend: Rc::new(backend),
             dump,
             in_flight: InFlight::default(),
-            stuck: false,
+            held: None,
             last_activity: Instant::now(),
             shared,
         };
-        f.shared
-            .metrics
-            .dump_pending
-            .store(f.dump.records(), Ordering::Relaxed);
+        f.publish_dump();
         if f.dump.records() > 0 {
             let (ok, kept) = f.replay_dump(true).await?;
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
@@ -157,11 +157,14 @@ impl Flusher {
             if s.halt.load(Ordering::Acquire) {
                 continue;
             }
+            // While a snapshot is held, only the interval (or closing) retries it: a full dirty
+            // map or a flush request would otherwise retry it in a tight loop.
             let due = closing
                 || Instant::now() >= next_flush
-                || s.flush_requested.swap(false, Ordering::AcqRel)
-                || lock(&s.dirty).len() >= cfg.dirty_bound
-                || !lock(&s.flush_waiters).is_empty();
+                || (self.held.is_none()
+                    && (s.flush_requested.swap(false, Ordering::AcqRel)
+                        || lock(&s.dirty).len() >= cfg.dirty_bound
+                        || !lock(&s.flush_waiters).is_empty()));
             if due {
                 self.flush_cycle().await;
                 next_flush = Instant::now() + interval;
@@ -171,7 +174,7 @@ impl Flusher {
                 }
             }
             if closing {
-                if self.stuck {
+                if self.held.is_some() {
                     return Err(StorageError::Journal(
                         "some flushes could be written neither to the database nor to the dump file; they stay in the journal for the next start".into(),
                     ));
@@ -193,46 +196,71 @@ impl Flusher {
         }
     }
 
-    /// Takes the dirty map and persists it; completes the flush waiters registered before the take.
+    /// Persists a held snapshot first, if any, then takes the dirty map and persists it; completes
+    /// the flush waiters registered before the take. With nothing to write, replays the network
+    /// records of the dump file, so dumped rows reach the database without waiting for a write.
     async fn flush_cycle(&mut self) {
         let s = self.shared.clone();
         let waiters: Vec<AckGuard<FlushReport>> = std::mem::take(&mut *lock(&s.flush_waiters));
-        let (snap, seq) = {
-            let mut d = lock(&s.dirty);
-            let r = d.take_map();
-            s.metrics.dirty_rows.store(0, Ordering::Relaxed);
-            r
-        };
-        s.space.notify_all();
-        let snap = Rc::new(snap);
         let mut report = FlushReport {
             confirmed_seq: s.confirmed.load(Ordering::Acquire),
             ..FlushReport::default()
         };
-        let mut persisted = true;
-        if !snap.is_empty() {
-            self.last_activity = Instant::now();
-            *self.in_flight.borrow_mut() = Some(snap.clone());
-            let (w, d, ok) = self.write_snapshot(&snap).await;
+        loop {
+            let (snap, seq, retry) = match self.held.take() {
+                Some((snap, seq)) => (snap, seq, true),
+                None => {
+                    let (snap, seq) = {
+                        let mut d = lock(&s.dirty);
+                        let r = d.take_map();
+                        s.metrics.dirty_rows.store(0, Ordering::Relaxed);
+                        r
+                    };
+                    s.space.notify_all();
+                    (Rc::new(snap), seq, false)
+                }
+            };
+            let mut persisted = true;
+            if !snap.is_empty() {
+                self.last_activity = Instant::now();
+                *self.in_flight.borrow_mut() = Some(snap.clone());
+                let (w, d, ok) = self.write_snapshot(&snap).await;
+                s.metrics.flush_size(snap.len() as u64);
+                report.written += w;
+                report.dumped += d;
+                persisted = ok;
+            } else if self.dump.network_pending() > 0 {
+                self.last_activity = Instant::now();
+                if let Err(e) = self.replay_dump(false).await {
+                    tracing::error!(error = %e, "dump replay failed");
+                }
+            }
+            if !persisted {
+                if !retry {
+                    s.metrics.unpersisted.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(rows = snap.len(), "flush could be written neither to the database nor to the dump file; held in memory (still readable) and retried at each flush interval; the journal keeps it, checkpoint frozen");
+                }
+                // Stays `in_flight`: reads still find its rows.
+                self.held = Some((snap, seq));
+                break;
+            }
             *self.in_flight.borrow_mut() = None;
-            s.metrics.flush_size(snap.len() as u64);
-            report.written = w;
-            report.dumped = d;
-            persisted = ok;
-        }
-        if !persisted && !self.stuck {
-            self.stuck = true;
-            s.metrics.unpersisted.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("flush could not be persisted to the database or the dump file; journal keeps it, checkpoint frozen");
-        }
-        if !self.stuck && seq > report.confirmed_seq {
-            s.confirmed.store(seq, Ordering::Release);
-            report.confirmed_seq = seq;
+            if seq > report.confirmed_seq {
+                s.confirmed.store(seq, Ordering::Release);
+                report.confirmed_seq = seq;
+            }
+            if !retry {
+                break;
+            }
+            tracing::info!(
+                rows = snap.len(),
+                "held flush persisted; checkpoint moves again"
+            );
         }
         for w in waiters {
-            if self.stuck {
+            if self.held.is_some() {
                 w.done(Err(StorageError::Journal(
-                    "flush not persisted; kept in the journal".into(),
+                    "flush not persisted; held in memory and kept in the journal".into(),
                 )));
             } else {
                 w.done(Ok(report));
@@ -366,6 +394,17 @@ impl Flusher {
         r.map(|_| ())
     }
 
+    /// Publishes the dump file's record counts: the `dump_pending` gauge, and the network-class
+    /// records the read path checks before it trusts the database.
+    fn publish_dump(&self) {
+        let s = &self.shared;
+        s.metrics
+            .dump_pending
+            .store(self.dump.records(), Ordering::Relaxed);
+        s.dump_network_pending
+            .store(self.dump.network_pending(), Ordering::Release);
+    }
+
     /// Appends one record per row. Returns (records, ok).
     fn dump_rows(
         &mut self,
@@ -401,10 +440,7 @@ impl Flusher {
                     .metrics
                     .dumps
                     .fetch_add(recs.len() as u64, Ordering::Relaxed);
-                self.shared
-                    .metrics
-                    .dump_pending
-                    .store(self.dump.records(), Ordering::Relaxed);
+                self.publish_dump();
                 (recs.len() as u64, true)
             }
             Err(io) => {
@@ -477,7 +513,7 @@ impl Flusher {
                 StorageError::Dump(format!("rewrite {}: {e}", self.dump.path().display()))
             })?;
         }
-        m.dump_pending.store(self.dump.records(), Ordering::Relaxed);
+        self.publish_dump();
         Ok((ok, keep.len() as u64))
     }
 }

@@ -6,7 +6,7 @@
 //! Owns the read queue and the read tasks. Knows nothing of the journal, the dump file or how the
 //! flusher writes.
 
-use super::backend::Backend;
+use super::backend::{Backend, DbError};
 use super::connect::AnyBackend;
 use super::dirty::DirtyMap;
 use super::metrics::StmtKind;
@@ -146,6 +146,15 @@ pub(crate) async fn serve(
                     if let Some(e) = hit {
                         shared.metrics.dirty_reads.fetch_add(1, Ordering::Relaxed);
                         ack.done(Ok((e.op != Op::Delete).then_some(e.values)));
+                        return;
+                    }
+                    if shared.dump_network_pending.load(Ordering::Acquire) > 0 {
+                        // The database may hold an older row than a dumped record: refuse
+                        // rather than answer stale data. Replay empties this within a flush
+                        // interval of the database coming back.
+                        ack.done(Err(StorageError::Db(DbError::network(
+                            "writes dumped during a database outage are not replayed yet; retry later",
+                        ))));
                         return;
                     }
                     let spec = &shared.tables[table.index()];

@@ -26,6 +26,10 @@ pub(crate) struct Shared {
     pub(crate) flush_notify: tokio::sync::Notify,
     pub(crate) flush_requested: AtomicBool,
     pub(crate) flush_waiters: Mutex<Vec<AckGuard<FlushReport>>>,
+    /// Network-class records in the dump file (rows a database outage kept from the database):
+    /// while there are any, a load the dirty map and the snapshot cannot answer fails instead of
+    /// reading what those records will overwrite. Set by the flusher.
+    pub(crate) dump_network_pending: AtomicU64,
     /// Highest seq persisted (database or dump), set by the flusher.
     pub(crate) confirmed: AtomicU64,
     /// No new marks are accepted.

@@ -44,13 +44,17 @@ fn from_ref(v: ValueRef<'_>) -> Value {
     }
 }
 
-/// Sorts a rusqlite error: busy/locked are retried, everything else is a SQL error with the extended
-/// result code.
+/// Sorts a rusqlite error: busy, locked, disk full and I/O errors are retried (and dumped as
+/// network-class, replayed while running, past the budget); everything else is a SQL error with the
+/// extended result code.
 pub fn classify(e: rusqlite::Error) -> DbError {
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => DbError {
             class: match f.code {
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => ErrorClass::Network,
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure => ErrorClass::Network,
                 _ => ErrorClass::Sql,
             },
             code: Some(i64::from(f.extended_code)),

@@ -310,6 +310,7 @@ impl Storage {
             flush_notify: tokio::sync::Notify::new(),
             flush_requested: AtomicBool::new(false),
             flush_waiters: Mutex::new(Vec::new()),
+            dump_network_pending: AtomicU64::new(0),
             confirmed: AtomicU64::new(rec.confirmed),
             closing: AtomicBool::new(false),
             journal_drained: AtomicBool::new(false),

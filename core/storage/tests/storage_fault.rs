@@ -192,6 +192,24 @@ fn outage_past_retry_budget() {
         .expect("ack");
     assert_eq!(h.flush_and_wait(T).expect("flush").dumped, 1);
     ctl("start");
+    // The database is back but still holds the older row: a load refuses rather than read it.
+    let err = h
+        .load(kvt, vec![Value::Int(1)])
+        .expect("load")
+        .wait()
+        .expect_err("stale row refused while its dumped write waits");
+    assert!(err.to_string().contains("not replayed yet"), "{err}");
+    // A flush with nothing to write replays the dump; the load then reads the dumped write.
+    let rep = h.flush_and_wait(T).expect("flush");
+    assert_eq!((rep.written, rep.dumped), (0, 0));
+    assert_eq!(h.metrics().dump_pending, 0);
+    assert_eq!(
+        h.load(kvt, vec![Value::Int(1)])
+            .expect("load")
+            .wait()
+            .expect("read"),
+        Some(kv(7001, None))
+    );
     h.update(kvt, vec![Value::Int(1)], kv(7002, None))
         .expect("mark")
         .wait()

@@ -652,6 +652,71 @@ fn await_on_monoio(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A flush that neither the database nor the dump file takes (a SQL error while the dump file
+/// cannot be written, as on a full disk) is held: its rows stay readable, the flush answers an
+/// error, newer writes are still acknowledged (journal) and readable, and the held rows are written
+/// again at the next interval once the dump file can be written; the checkpoint then moves on.
+fn unpersisted_flush_stays_readable_and_is_retried(db: Db) {
+    let mut cfg = config(db, "held");
+    cfg.flush_interval_ms = 200;
+    let blocker = cfg.data_dir.join("blocked");
+    cfg.dump_path = Some(blocker.join("held.dump.jsonl"));
+    let s = open(&cfg);
+    // The dump file's directory becomes a regular file: every append fails, even as root.
+    std::fs::write(&blocker, b"not a directory").expect("blocker");
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    h.insert(kvt, vec![Value::Int(1)], kv(10, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    // NULL into a NOT NULL column: a SQL error, then the dump append fails.
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    let err = h.flush_and_wait(T).expect_err("nothing took the flush");
+    assert!(err.to_string().contains("held"), "{err}");
+    let m = h.metrics();
+    assert_eq!((m.unpersisted, m.dumps), (1, 0));
+    let load = |k: i64| {
+        h.load(kvt, vec![Value::Int(k)])
+            .expect("load")
+            .wait()
+            .expect("read")
+    };
+    assert_eq!(
+        load(5),
+        Some(vec![Value::Null, Value::Null]),
+        "held rows stay readable"
+    );
+    assert_eq!(load(1), Some(kv(10, None)));
+    // Newer writes are acknowledged and readable while the flush is held.
+    h.insert(kvt, vec![Value::Int(2)], kv(20, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(load(2), Some(kv(20, None)));
+    // The next interval retries the held flush and fails again: counted once.
+    let err = h.flush_and_wait(T).expect_err("still held");
+    assert!(err.to_string().contains("held"), "{err}");
+    assert_eq!(h.metrics().unpersisted, 1);
+    // Room for the dump file: the held rows are written (the bad one dumped), then the newer ones.
+    std::fs::remove_file(&blocker).expect("unblock");
+    let rep = h.flush_and_wait(T).expect("held flush persisted");
+    assert_eq!(rep.dumped, 1, "{rep:?}");
+    assert!(
+        rep.confirmed_seq >= 3,
+        "checkpoint moved past every mark: {rep:?}"
+    );
+    let rows: Vec<i64> = kv_rows(&h).into_iter().map(|r| r.0).collect();
+    assert_eq!(rows, vec![1, 2]);
+    assert_eq!(h.metrics().dumps, 1);
+    drop_database(&h);
+    s.shutdown()
+        .expect("shutdown after the held flush was persisted");
+}
+
 macro_rules! suite {
     ($name:ident, $db:expr) => {
         mod $name {
@@ -703,6 +768,10 @@ macro_rules! suite {
             #[test]
             fn idle_ping() {
                 super::idle_ping($db)
+            }
+            #[test]
+            fn unpersisted_flush_stays_readable_and_is_retried() {
+                super::unpersisted_flush_stays_readable_and_is_retried($db)
             }
             #[test]
             fn metrics_snapshot_counts() {
