@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use lattice_proto::pb;
@@ -51,8 +52,9 @@ fn profile_under_load_is_a_flame_graph_of_the_shards() {
         .collect();
     let admin = l.admin;
     let profile = std::thread::spawn(move || get(admin, "/debug/pprof/profile?seconds=3"));
-    // The profiler reads every module's unwind tables before sampling: wait until it samples.
-    l.wait_log("CPU profile started");
+    // The profiler reads every module's unwind tables before sampling: wait until it samples
+    // (over 10 s for this binary on a loaded 2-core machine).
+    l.wait_log_for("CPU profile started", Duration::from_secs(90));
     // During the profile: metrics still answer, and a second profile is refused.
     let (st, _, m) = get(l.admin, "/metrics");
     assert_eq!(st, 200);

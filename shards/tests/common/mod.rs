@@ -185,9 +185,14 @@ impl Lattice {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits (bounded) until the log contains `needle`.
+    /// Waits (bounded: 10 s) until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_log_for(needle, Duration::from_secs(10))
+    }
+
+    /// Waits at most `bound` until the log contains `needle`.
+    pub fn wait_log_for(&self, needle: &str, bound: Duration) -> String {
+        let deadline = Instant::now() + bound;
         loop {
             let l = self.logs();
             if l.contains(needle) {
