@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -439,6 +440,33 @@ fn new_connections_per_address_are_limited() {
     wait_until("the refusal counted", || {
         l.metric("lattice_connections_ip_limited_total") == 1
     });
+    // A refused client that already sent its Hello (as every client does at once) still gets the
+    // frame and a clean end of stream: the server reads and drops what it sent before closing,
+    // so no reset can destroy the answer.
+    for _ in 0..3 {
+        let mut s = tcp_from("127.0.0.2", l.port).unwrap();
+        s.write_all(&encode(
+            1,
+            &pb::Hello {
+                client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut got = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let end = loop {
+            match s.read(&mut tmp) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&tmp[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(end.is_ok(), "reset instead of a clean close: {end:?}");
+        let f = take_frame(&mut got).expect("the refusal frame");
+        expect_error(&f, error_code::RATE_LIMITED);
+    }
     assert!(l.metric("lattice_ip_table_entries") >= 2);
     drop(l);
 

@@ -352,6 +352,7 @@ impl Server {
                     access: control.access.clone(),
                     limits: control.limits.clone(),
                     refusals: ops.refusals.clone(),
+                    linger: Duration::from_millis(ops.continuity.session.close_linger_ms),
                 },
                 binary,
                 counters: c,

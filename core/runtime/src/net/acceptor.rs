@@ -13,9 +13,10 @@
 //! `net.max_connections` are counted and their warnings rate-limited (a summary tells how many
 //! were not logged, at the next refusal after the window).
 
-use std::io::Write;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,6 +44,71 @@ pub(crate) struct Gates {
     pub access: Arc<Switch<AccessRules>>,
     pub limits: Arc<Switch<LimitsConfig>>,
     pub refusals: RefusalFrames,
+    /// `session.close_linger_ms`: how long an answered refusal waits for the client to close.
+    pub linger: Duration,
+}
+
+/// Refused connections waiting for their lingering close, per listener (beyond it a refused
+/// connection is closed at once).
+const LINGER_QUEUE: usize = 256;
+
+/// The lingering close of connections refused with a frame, on a helper thread of the listener
+/// (started at the first such refusal): the write side is shut (the frame, then a FIN), then
+/// whatever the client still sends is read and dropped until it closes its side or the linger
+/// bound passes, and only then is the socket closed. Closing at once with the client's `Hello`
+/// unread would send a reset, which can destroy the frame before the client reads it.
+struct Linger {
+    name: String,
+    bound: Duration,
+    tx: Option<SyncSender<(TcpStream, Instant)>>,
+}
+
+impl Linger {
+    fn hand(&mut self, stream: TcpStream) {
+        let _ = stream.shutdown(Shutdown::Write);
+        if self.tx.is_none() {
+            let (tx, rx) = sync_channel::<(TcpStream, Instant)>(LINGER_QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name(format!("lattice-linger-{}", self.name))
+                .spawn(move || {
+                    for (s, deadline) in rx {
+                        drain_until(s, deadline);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(listener = %self.name, error = %e, "cannot start the refusal linger thread; refused connections close at once");
+                return;
+            }
+            self.tx = Some(tx);
+        }
+        if let Some(tx) = &self.tx {
+            match tx.try_send((stream, Instant::now() + self.bound)) {
+                Ok(()) => {}
+                // Full: closed at once (a flood of refusals must not hold descriptors).
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}
+
+/// Reads and drops until the peer closes, an error, or `deadline`; then the socket closes.
+fn drain_until(mut s: TcpStream, deadline: Instant) {
+    if s.set_nonblocking(false).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The acceptor's admission state: cached rules and limits, the per-address table, its clock.
@@ -55,10 +121,11 @@ struct Admission {
     refusals: RefusalFrames,
     /// The listener speaks binary frames without TLS (a refusal may be answered with a frame).
     binary: bool,
+    linger: Linger,
 }
 
 impl Admission {
-    fn new(g: &Gates, binary: bool) -> Admission {
+    fn new(g: &Gates, binary: bool, name: &str) -> Admission {
         let limits = g.limits.current();
         Admission {
             access: g.access.cache(),
@@ -68,12 +135,17 @@ impl Admission {
             metrics: g.accept_metrics.clone(),
             refusals: g.refusals.clone(),
             binary,
+            linger: Linger {
+                name: name.to_owned(),
+                bound: g.linger,
+                tx: None,
+            },
         }
     }
 
-    /// True when a connection from `ip` may go on; otherwise it was answered (or not) and counted,
-    /// and the caller drops it.
-    fn admit(&mut self, ip: IpAddr, stream: &mut TcpStream) -> bool {
+    /// The connection when one from `ip` may go on; otherwise `None`: it was answered (then it
+    /// lingers, see [`Linger`]) or closed, and counted.
+    fn admit(&mut self, ip: IpAddr, stream: TcpStream) -> Option<TcpStream> {
         let (rules, _) = self.access.get();
         let verdict = if rules.is_open() {
             Verdict::Admitted
@@ -84,7 +156,7 @@ impl Admission {
             self.metrics.denied_total.fetch_add(1, Ordering::Relaxed);
             // Debug level: a refused address must not be able to flood the log.
             tracing::debug!(%ip, reason = %why, "connection refused");
-            return false;
+            return None;
         }
         let (limits, changed) = self.limits.get();
         let policy = limits.ip_policy;
@@ -93,7 +165,7 @@ impl Admission {
                 .reconfigure(limits.ip_limit(), limits.ip_table_size);
         }
         if matches!(verdict, Verdict::Allowed(_)) {
-            return true;
+            return Some(stream);
         }
         let now = MonoTime(self.origin.elapsed().as_nanos() as u64);
         let check = self.table.allow(ip, now);
@@ -103,16 +175,19 @@ impl Admission {
         m.ip_table_entries
             .store(self.table.len() as u64, Ordering::Relaxed);
         if check.allowed {
-            return true;
+            return Some(stream);
         }
         m.ip_limited_total.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%ip, "connection refused: limits.ip_conns_per_s");
         if policy == PolicyName::Error && self.binary && !self.refusals.rate_limited.is_empty() {
             // Best effort on a fresh socket: its send buffer takes a small frame at once.
+            let mut stream = stream;
             let _ = stream.set_nonblocking(true);
-            let _ = stream.write(&self.refusals.rate_limited);
+            if stream.write(&self.refusals.rate_limited).is_ok() {
+                self.linger.hand(stream);
+            }
         }
-        false
+        None
     }
 }
 
@@ -179,7 +254,7 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
             } = p;
             let signals = gates.signals.clone();
             let metrics = gates.metrics.clone();
-            let mut admission = Admission::new(&gates, binary);
+            let mut admission = Admission::new(&gates, binary, &name);
             let next = AtomicUsize::new(0);
             let mut open = vec![0usize; rings.len()];
             // Failures are logged at most once per second (with how many were not logged).
@@ -194,7 +269,7 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let (mut stream, peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         let c = if out_of_resources(&e) {
@@ -214,9 +289,9 @@ pub(crate) fn spawn(p: AcceptorParts) -> std::io::Result<JoinHandle<()>> {
                         continue;
                     }
                 };
-                if !admission.admit(peer.ip(), &mut stream) {
+                let Some(stream) = admission.admit(peer.ip(), stream) else {
                     continue;
-                }
+                };
                 for (i, s) in signals.iter().enumerate() {
                     open[i] = s.open_sessions.load(Ordering::Relaxed);
                 }
