@@ -51,7 +51,7 @@ impl Accepted {
 /// send (then close):
 /// - `405` not `GET`; `426` (with `Sec-WebSocket-Version: 13`) no `Upgrade: websocket` or another
 ///   version; `400` no `Connection: Upgrade`, HTTP/1.0, a missing, malformed or repeated key;
-///   `403` an `Origin` not in the list.
+///   `403` an `Origin` not in the list, or (with a list) a repeated `Origin`.
 pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted, Response> {
     if req.method() != "GET" {
         return Err(
@@ -89,6 +89,11 @@ pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted
         ));
     }
     if let Some(origin) = req.header("origin") {
+        // RFC 6454 7.3: one Origin field. With a list, a repeated one is refused, whatever the
+        // first says.
+        if !origins.is_empty() && req.header_count("origin") != 1 {
+            return Err(Response::text(403, "repeated Origin\n"));
+        }
         if !origins.is_empty() && !origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
             return Err(Response::text(
                 403,
@@ -180,6 +185,18 @@ mod tests {
             &allowed
         )
         .is_ok());
+        assert_eq!(
+            status(
+                &format!("{GOOD}Origin: https://game.example\r\nOrigin: https://evil.example\r\n"),
+                &allowed
+            ),
+            403,
+            "a repeated Origin, the allowed one first"
+        );
+        assert!(
+            check_upgrade(&req(&format!("{GOOD}Origin: a\r\nOrigin: b\r\n")), &[]).is_ok(),
+            "without a list Origin is not looked at"
+        );
         assert!(
             check_upgrade(&req(GOOD), &allowed).is_ok(),
             "no Origin: not a browser"
