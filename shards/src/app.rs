@@ -174,7 +174,16 @@ impl ShardApp for App {
                 }
                 None => self.host.request(cx, session, frame.header, info, msg),
             },
-            Checked::Welcomed => self.host.session_ready(cx, session),
+            // Components greet game clients (the icon manifest); a node link is not one: a push
+            // before its `LinkWelcome` would break the link's handshake.
+            Checked::Welcomed => {
+                let link = cx
+                    .inspect_session(session, |s| s.session_type().may_send_internal())
+                    .unwrap_or(false);
+                if !link {
+                    self.host.session_ready(cx, session)
+                }
+            }
             Checked::Done => {}
         }
         self.drain_proxied(cx);

@@ -26,7 +26,9 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
-    let l = logic("logic-a", &[]);
+    // The default icon manifest push (the test harness turns it off): a link is not a client and
+    // hears nothing before its LinkWelcome.
+    let l = logic("logic-a", &["--icons.push_manifest", "true"]);
     let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
     wait_until("link up", || {
         link_metric(&g, "lattice_link_up", "logic-a") == 1

@@ -64,8 +64,9 @@ pub trait Component: Sized + 'static {
     /// normal running and N when N boundaries of that kind passed while the server was down: the
     /// missed event is delivered once, at start, after every component's `start`.
     fn on_calendar(&mut self, _ctx: &mut Ctx<'_>, _event: &Crossed) {}
-    /// A session on this shard completed its handshake (its first `Hello` was accepted and
-    /// answered with `Welcome`). Called on the session's shard only.
+    /// A client session on this shard completed its handshake (its first `Hello` was accepted and
+    /// answered with `Welcome`). Called on the session's shard only; not for node links (session
+    /// type `internal`), which must hear nothing before their `LinkWelcome`.
     fn on_session_ready(&mut self, _ctx: &mut Ctx<'_>, _session: SessionId) {}
     /// An internal (shard-to-shard) message sent with [`Ctx::send_internal`]; give it back when it
     /// is not one of this component's.
