@@ -119,6 +119,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// This node's one name, for everything that names it (its etcd key, its links, its
+    /// machine-id lease): `cluster.node_id`, else `center.node`, else the host name.
+    pub fn node_name(&self) -> String {
+        let id = self.cluster.node_id.trim();
+        if id.is_empty() {
+            self.center.node_name()
+        } else {
+            id.to_string()
+        }
+    }
+
     /// Loads defaults < `file` < `LATTICE_*` environment < `args`, then checks every value.
     pub fn load(
         file: Option<&Path>,

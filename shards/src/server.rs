@@ -136,6 +136,11 @@ pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(mut cfg: Config) -> i32 {
     let n = cfg.runtime.shard_count();
+    // One name for the node everywhere: two processes with distinct `cluster.node_id`s on one
+    // host must not both lease their machine id as the host name (the second took the first's).
+    let name = cfg.node_name();
+    cfg.cluster.node_id = name.clone();
+    cfg.center.node = name;
     if let Err(e) = crate::logic::account::secret::resolve(&mut cfg) {
         eprintln!("lattice: {e}");
         return exit::FAILURE;
@@ -387,11 +392,12 @@ pub fn run(mut cfg: Config) -> i32 {
     // Serving: join the cluster (the node appears in other nodes' views from here on).
     let mut etcd = None;
     if etcd_cfg.enabled() {
-        match crate::cluster::etcd::membership::start_with(
+        match crate::cluster::etcd::membership::start_as(
             &etcd_cfg,
             me.clone(),
             members.clone(),
             etcd_stats.clone(),
+            center.instance().to_string(),
         ) {
             Ok(h) => etcd = Some(h),
             Err(e) => {

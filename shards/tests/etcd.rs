@@ -674,6 +674,47 @@ fn lease_of(etcd: &Etcd, key: &str) -> String {
         .to_string()
 }
 
+/// A key's JSON value.
+fn value_of(etcd: &Etcd, key: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD;
+    let v = etcd
+        .call("/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b.encode(key)))
+        .unwrap();
+    let raw = b
+        .decode(v["kvs"][0]["value"].as_str().expect("the key exists"))
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// Two nodes on one host (one host name: here one `center.node`) with their own
+/// `cluster.node_id`s lease their machine ids under those names: neither takes the other's id,
+/// and each process's `nodes/` and `machine-ids/` keys carry one instance token.
+#[test]
+fn nodes_of_one_host_named_by_node_id_keep_their_own_machine_ids() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "host", &["--cluster.node_id", "logic-a"]);
+    let b = node(&etcd, "host", &["--cluster.node_id", "logic-b"]);
+    wait_for(10, "a sees both", || {
+        view(&a) == ids(&["logic-a", "logic-b"])
+    });
+    let (ma, mb) = (
+        a.metric("lattice_center_machine_id"),
+        b.metric("lattice_center_machine_id"),
+    );
+    assert_ne!(ma, mb);
+    // Past a few renewals (center.renew_interval_ms), both still hold their ids.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(a.metric("lattice_center_lease_lost"), 0, "{}", a.logs());
+    assert_eq!(b.metric("lattice_center_lease_lost"), 0, "{}", b.logs());
+    for (name, id) in [("logic-a", ma), ("logic-b", mb)] {
+        let node = value_of(&etcd, &format!("lattice/nodes/{name}"));
+        let lease = value_of(&etcd, &format!("lattice/machine-ids/{id}"));
+        assert_eq!(lease["owner"], name, "{lease}");
+        assert_eq!(node["instance"], lease["instance"], "{node} {lease}");
+    }
+}
+
 #[test]
 fn an_expired_machine_id_lease_is_taken_again_only_if_nobody_held_the_id_meanwhile() {
     let etcd = Etcd::start();

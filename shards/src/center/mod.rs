@@ -212,6 +212,11 @@ pub struct Center {
 }
 
 impl Center {
+    /// This process's instance token (in its lease row or key; etcd membership uses it too).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Takes the lease from `store`, checks the clock against the id's last timestamp, confirms a
     /// first reservation and starts renewing. Blocks for at most the store's timeouts plus
     /// `clock_wait_max_ms`. `now` reads the wall clock in Unix ms (tests pass a fake one).

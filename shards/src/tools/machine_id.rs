@@ -56,7 +56,7 @@ pub fn request(
     ttl_ms: Option<u64>,
 ) -> Result<(), String> {
     let db = open(cfg)?;
-    let owner = node.unwrap_or_else(|| cfg.center.node_name());
+    let owner = node.unwrap_or_else(|| cfg.node_name());
     // The tool's instance token: the node, started later under this name, takes the lease over.
     let instance = format!("tool-{}", std::process::id());
     let row = lease::acquire(

@@ -314,6 +314,18 @@ pub fn start_with(
     members: Arc<Members>,
     stats: Arc<EtcdStats>,
 ) -> Result<EtcdHandle, EtcdError> {
+    start_as(cfg, me, members, stats, instance_token())
+}
+
+/// [`start_with`] registering under `instance`, the process's token (the server passes its
+/// center's, so a process's `nodes/` and `machine-ids/` keys carry the same one).
+pub fn start_as(
+    cfg: &EtcdConfig,
+    me: NodeInfo,
+    members: Arc<Members>,
+    stats: Arc<EtcdStats>,
+    instance: String,
+) -> Result<EtcdHandle, EtcdError> {
     if let Err((key, problem)) = cfg.validate() {
         return Err(EtcdError::Config(format!("{key}: {problem}")));
     }
@@ -324,7 +336,6 @@ pub fn start_with(
         )));
     }
     let mut c = cfg.client(stats.clone())?;
-    let instance = instance_token();
     let reg = Registrar {
         key: node_key(&cfg.prefix, &me.node_id),
         value: node_value(&me, now_ms(), &instance),

@@ -17,11 +17,7 @@ pub fn node_info(cfg: &Config) -> NodeInfo {
         .find(|l| l.stack.session_type == SessionType::Internal)
         .map(|l| l.addr.clone())
         .unwrap_or_default();
-    let node_id = if cfg.cluster.node_id.trim().is_empty() {
-        cfg.center.node_name()
-    } else {
-        cfg.cluster.node_id.trim().to_string()
-    };
+    let node_id = cfg.node_name();
     // Validated at load; the default set if not.
     let roles = cfg
         .cluster
