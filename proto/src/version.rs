@@ -72,6 +72,10 @@ pub const PROTOCOL: Version = Version {
 /// Largest revision (10 bits).
 pub const MAX_REVISION: u16 = 1023;
 
+/// The longest `Hello.client_version` looked at (the longest valid one, `65535.65535.1023-preview`,
+/// has 24 bytes); a longer one is malformed and only its first 64 bytes are quoted back.
+pub const MAX_VERSION_TEXT: usize = 64;
+
 /// Why a version was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
@@ -99,6 +103,14 @@ pub enum VersionError {
         value: u64,
         /// The largest allowed.
         max: u64,
+    },
+    /// Longer than any version can be ([`MAX_VERSION_TEXT`] bytes); not quoted back whole.
+    #[error("version of {len} bytes is longer than any version ({max} bytes at most)")]
+    TooLong {
+        /// The input's length in bytes.
+        len: usize,
+        /// [`MAX_VERSION_TEXT`].
+        max: usize,
     },
     /// The stage is not `alpha`, `beta`, `preview` or `release`.
     #[error("version {text:?}: unknown stage {stage:?} (alpha, beta, preview or release)")]
@@ -302,6 +314,21 @@ impl HelloRejection {
 /// the same major. On `Err`, answer `Error{code: rejection.error_code(), message: rejection.to_string()}`
 /// with the Hello's request id, then close. Cost: one parse, no allocation on success.
 pub fn check_hello(client_version: &str, server: Version) -> Result<Version, HelloRejection> {
+    if client_version.len() > MAX_VERSION_TEXT {
+        // Quoted back (and logged) by its first bytes only: the answer must not grow with it.
+        let mut cut = MAX_VERSION_TEXT;
+        while !client_version.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        return Err(HelloRejection::Malformed {
+            text: format!("{}…", &client_version[..cut]),
+            source: VersionError::TooLong {
+                len: client_version.len(),
+                max: MAX_VERSION_TEXT,
+            },
+            server,
+        });
+    }
     let client: Version = client_version
         .parse()
         .map_err(|source| HelloRejection::Malformed {
@@ -373,6 +400,20 @@ mod tests {
                 assert_eq!(a.to_bytes().cmp(&b.to_bytes()), i.cmp(&j));
             }
         }
+    }
+
+    #[test]
+    fn an_overlong_client_version_is_quoted_by_its_first_bytes_only() {
+        let server = v("1.1.0-alpha");
+        let long = format!("1.1.0-alpha{}", "é".repeat(500_000));
+        let e = check_hello(&long, server).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+        assert!(msg.contains("1000011 bytes"), "{msg}");
+        assert_eq!(e.error_code(), crate::error_code::VERSION_MISMATCH);
+        // The longest valid version is well inside the bound.
+        assert!(check_hello("1.65535.1023-preview", server).is_ok());
+        assert!("65535.65535.1023-preview".len() <= MAX_VERSION_TEXT);
     }
 
     #[test]
