@@ -52,6 +52,39 @@ fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
     );
 }
 
+/// Per-session rate limits on a logic node leave its links alone: a link carries many clients'
+/// frames, and a frame refused there would have no client to answer.
+#[test]
+fn session_rate_limits_do_not_apply_to_links() {
+    let l = logic(
+        "logic-a",
+        &[
+            "--limits.session_msgs_per_s",
+            "5",
+            "--limits.session_msgs_burst",
+            "5",
+        ],
+    );
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    for rid in 1..=20u32 {
+        c.send(rid, &pb::Ping { payload: vec![1] });
+    }
+    for rid in 1..=20u32 {
+        let f = c.recv();
+        assert_eq!(f.request_id, rid);
+        assert!(
+            matches!(f.decode(), AnyMessage::Pong(_)),
+            "{:?}",
+            f.decode()
+        );
+    }
+    assert_eq!(l.node.metric_total("lattice_rate_limited_msgs_total"), 0);
+}
+
 /// A node answering at a peer's address under another name is refused on every attempt: the
 /// session its first attempt got is not resumed past the name check.
 #[test]

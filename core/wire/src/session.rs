@@ -588,8 +588,14 @@ impl Session {
         frame: FrameBuf<'a>,
     ) -> Result<Option<Input<'a>>, CloseReason> {
         let h = *frame.header();
-        // Charged before sequencing, so acknowledgements and duplicates count too.
-        let limited = self.rate.check(&self.limits.rates, now, h.length as usize);
+        // Charged before sequencing, so acknowledgements and duplicates count too. Node links
+        // (`internal` sessions) are not limited: they carry many clients' frames, each already
+        // limited on its own session at the gate, and a refusal there has no client to answer.
+        let limited = if self.session_type == SessionType::Internal {
+            Ok(())
+        } else {
+            self.rate.check(&self.limits.rates, now, h.length as usize)
+        };
         if self.resume.is_some() || h.sequenced() {
             if let Some(done) = self.sequence(now, &h)? {
                 return Ok(Some(done));
