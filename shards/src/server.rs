@@ -259,6 +259,12 @@ pub fn run(mut cfg: Config) -> i32 {
     };
     let etcd_stats = Arc::new(EtcdStats::default());
     let me = crate::cluster::etcd::node::node_info(&cfg);
+    if etcd_cfg.enabled()
+        && me.roles.contains(&crate::cluster::members::Role::Logic)
+        && me.internal_addr.is_empty()
+    {
+        tracing::warn!(node = %me.node_id, "registered in etcd as a logic node without an internal listener (listeners.extra with session = \"internal\"): gates cannot link to it and do not route to it");
+    }
     if etcd_cfg.enabled() {
         // Before the center touches the ids: a second process under a live node's name must not
         // take that node's machine id over.

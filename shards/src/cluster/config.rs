@@ -118,6 +118,30 @@ impl ClusterConfig {
             if p.node_id.is_empty() {
                 return Err(("cluster.static_peers", "a peer without node_id".into()));
             }
+            if out.iter().any(|n: &NodeInfo| n.node_id == p.node_id) {
+                return Err((
+                    "cluster.static_peers",
+                    format!("peer {} is listed twice", p.node_id),
+                ));
+            }
+            if !self.node_id.trim().is_empty() && p.node_id == self.node_id.trim() {
+                return Err((
+                    "cluster.static_peers",
+                    format!("peer {} is this node (cluster.node_id)", p.node_id),
+                ));
+            }
+            if p.internal_addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified())
+            {
+                return Err((
+                    "cluster.static_peers",
+                    format!(
+                        "peer {}: internal_addr {} is an unspecified address; give the address this node connects to",
+                        p.node_id, p.internal_addr
+                    ),
+                ));
+            }
             if p.internal_addr.parse::<std::net::SocketAddr>().is_err()
                 && !p.internal_addr.contains(':')
             {
@@ -205,6 +229,30 @@ mod tests {
                     r#"[{ node_id = "x", roles = ["logic"], internal_addr = "nowhere" }]"#,
                 )],
                 "`cluster.static_peers`",
+            ),
+            (
+                vec![(
+                    "cluster.static_peers",
+                    r#"[{ node_id = "x", roles = ["logic"], internal_addr = "a:1" }, { node_id = "x", roles = ["logic"], internal_addr = "b:1" }]"#,
+                )],
+                "listed twice",
+            ),
+            (
+                vec![
+                    ("cluster.node_id", "x"),
+                    (
+                        "cluster.static_peers",
+                        r#"[{ node_id = "x", roles = ["logic"], internal_addr = "a:1" }]"#,
+                    ),
+                ],
+                "is this node",
+            ),
+            (
+                vec![(
+                    "cluster.static_peers",
+                    r#"[{ node_id = "x", roles = ["logic"], internal_addr = "0.0.0.0:7200" }]"#,
+                )],
+                "unspecified",
             ),
             (
                 vec![

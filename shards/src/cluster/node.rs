@@ -116,6 +116,11 @@ impl ClusterNode {
             if n.node_id == self.me || next.iter().any(|l| l.node_id == n.node_id) {
                 continue;
             }
+            if n.internal_addr.is_empty() {
+                // Registered without an internal listener: nothing to link to, so never routed to.
+                tracing::warn!(peer = %n.node_id, "a logic node without an internal listener: no link, not routed to");
+                continue;
+            }
             tracing::info!(peer = %n.node_id, addr = %n.internal_addr, "opening a link");
             next.push(client::start(
                 self.me.clone(),
