@@ -93,8 +93,10 @@ fn a_link_to_a_node_with_another_name_never_comes_up() {
     let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
     let refusal = r#"is node "logic-b", configured as "logic-a""#;
     wait_until("three refused attempts", || {
-        g.logs().matches(refusal).count() >= 3
+        link_metric(&g, "lattice_link_attempt_failures_total", "logic-a") >= 3
     });
+    // Logged at WARN with its reason, once per 10 s however often it is retried.
+    assert_eq!(g.logs().matches(refusal).count(), 1, "{}", g.logs());
     assert!(!g.logs().contains("link up"), "{}", g.logs());
     assert_eq!(link_metric(&g, "lattice_link_up", "logic-a"), 0);
 }
@@ -623,6 +625,48 @@ fn requests_a_dead_node_held_are_answered_node_unavailable() {
         "{m:?}"
     );
     assert!(link_metric(&g, "lattice_link_failed_total", "logic-a") >= 1);
+}
+
+/// A frozen logic node (SIGSTOP) still accepts connections but never answers: the gate's
+/// reconnect attempts are cut to what is left of the grace, so a request waits for the link
+/// timeout plus the grace, not for a whole `link_connect_timeout_ms` (60 s here) beyond it.
+#[test]
+fn a_frozen_node_is_given_up_within_the_grace_not_a_connect_timeout_later() {
+    let mut l = logic("logic-a", &[]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &[
+            "--cluster.link_keepalive_ms",
+            "200",
+            "--cluster.link_timeout_ms",
+            "600",
+            "--cluster.link_down_grace_ms",
+            "1000",
+            "--cluster.link_connect_timeout_ms",
+            "60000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"up"), AnyMessage::Pong(_)));
+    unsafe_free_kill(l.node.child.id(), "STOP");
+    c.send(
+        2,
+        &pb::Ping {
+            payload: b"frozen".to_vec(),
+        },
+    );
+    // The client's read timeout (10 s) is far below the connect timeout: without the cut, the
+    // answer would come only after an attempt of 60 s.
+    let f = c.recv();
+    assert_eq!(f.request_id, 2);
+    expect_error(&f, error_code::NODE_UNAVAILABLE);
+    assert_eq!(link_metric(&g, "lattice_link_dead", "logic-a"), 1);
+    unsafe_free_kill(l.node.child.id(), "CONT");
+    let _ = &mut l;
 }
 
 #[test]

@@ -182,7 +182,7 @@ impl ClusterNode {
             return;
         }
         type Get = fn(&LinkHandle) -> u64;
-        let series: [(&str, Kind, &str, Get); 8] = [
+        let series: [(&str, Kind, &str, Get); 9] = [
             (
                 "lattice_link_up",
                 Kind::Gauge,
@@ -230,6 +230,12 @@ impl ClusterNode {
                 Kind::Counter,
                 "requests answered NODE_UNAVAILABLE",
                 |l| l.counters.failed_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_attempt_failures_total",
+                Kind::Counter,
+                "attempts to bring the link up that failed (connect, handshake, name check)",
+                |l| l.counters.attempt_failures_total.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, get) in series {

@@ -55,7 +55,13 @@ pub struct LinkCounters {
     pub connects_total: AtomicU64,
     /// Requests answered `NODE_UNAVAILABLE` (the peer lost them or stayed away past the grace).
     pub failed_total: AtomicU64,
+    /// Attempts to bring the link up that failed (connect, handshake or name check).
+    pub attempt_failures_total: AtomicU64,
 }
+
+/// Failed link attempts are logged at `WARN` at most once per this interval per link (with how
+/// many were not logged); the others at `DEBUG`.
+const ATTEMPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The shards' side of a link.
 pub struct LinkHandle {
@@ -134,6 +140,8 @@ pub fn start(
         inboxes,
         cfg: cfg.clone(),
         down_since: None,
+        last_attempt_warn: None,
+        unlogged_attempts: 0,
     };
     let name = format!("link-{}", h.node_id);
     if let Err(e) = std::thread::Builder::new()
@@ -152,6 +160,9 @@ struct Writer {
     inboxes: Arc<Vec<Arc<Inbox>>>,
     cfg: ClusterConfig,
     down_since: Option<Instant>,
+    /// When a failed attempt was last logged at `WARN`, and how many were not since.
+    last_attempt_warn: Option<Instant>,
+    unlogged_attempts: u64,
 }
 
 /// Why a socket ended.
@@ -217,7 +228,21 @@ impl Writer {
                 if was_up {
                     tracing::warn!(peer = %self.h.node_id, error = %e, "link down; reconnecting");
                 } else {
-                    tracing::debug!(peer = %self.h.node_id, error = %e, "link attempt failed");
+                    self.h
+                        .counters
+                        .attempt_failures_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self
+                        .last_attempt_warn
+                        .is_none_or(|t| t.elapsed() >= ATTEMPT_WARN_EVERY)
+                    {
+                        tracing::warn!(peer = %self.h.node_id, addr = %self.h.addr, error = %e, unlogged = self.unlogged_attempts, "link attempt failed; retrying every cluster.link_retry_ms (further failures logged at most every 10 s)");
+                        self.last_attempt_warn = Some(Instant::now());
+                        self.unlogged_attempts = 0;
+                    } else {
+                        self.unlogged_attempts += 1;
+                        tracing::debug!(peer = %self.h.node_id, error = %e, "link attempt failed");
+                    }
                 }
             }
             let since = *self.down_since.get_or_insert_with(Instant::now);
@@ -266,8 +291,23 @@ impl Writer {
         }
     }
 
+    /// How long one attempt's connect and handshake may block: `cluster.link_connect_timeout_ms`,
+    /// cut to what is left of the grace while the link is down and not yet given up, so a peer
+    /// that accepts connections but never answers (frozen) is given up on time.
+    fn attempt_timeout(&self) -> Duration {
+        let full = Duration::from_millis(self.cfg.link_connect_timeout_ms);
+        match self.down_since {
+            Some(since) if !self.h.is_dead() => {
+                let grace = Duration::from_millis(self.cfg.link_down_grace_ms);
+                full.min(grace.saturating_sub(since.elapsed()))
+                    .max(Duration::from_millis(1))
+            }
+            _ => full,
+        }
+    }
+
     fn connect(&self) -> Result<TcpStream, String> {
-        let timeout = Duration::from_millis(self.cfg.link_connect_timeout_ms);
+        let timeout = self.attempt_timeout();
         let addr = self
             .h
             .addr
@@ -339,8 +379,8 @@ impl Writer {
                     "peer at {} is node {:?}, configured as {:?}",
                     self.h.addr, w.node_id, self.h.node_id
                 );
-                tracing::warn!(peer = %self.h.node_id, error = %e, "link refused: not the node it was meant to reach");
-                e
+                // Logged by the caller with every failed attempt (rate-limited).
+                format!("link refused: not the node it was meant to reach: {e}")
             }
             other => format!("expected LinkWelcome, got {other:?}"),
         };
