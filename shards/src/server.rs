@@ -450,10 +450,11 @@ pub fn run(mut cfg: Config) -> i32 {
             wait: Duration::from_millis(cfg.admin.control_wait_ms),
             config: Arc::new(std::sync::Mutex::new(cfg.clone())),
             tls: tls.clone(),
-            cluster: etcd.as_ref().map(|h| crate::admin::cluster::ClusterCx {
+            // The view this node routes by: etcd's, else the static peers published at start.
+            cluster: Some(crate::admin::cluster::ClusterCx {
                 members: members.clone(),
                 node_id: me.node_id.clone(),
-                etcd: Some(h.stats()),
+                etcd: etcd.as_ref().map(|h| h.stats()),
             }),
         });
         match AdminServer::start(&cfg.admin.listen, routes) {

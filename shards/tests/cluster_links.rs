@@ -44,6 +44,12 @@ fn gate_routes_requests_to_the_logic_node_and_replies_come_back() {
         }
     }
     assert_eq!(pings_handled(&l.node), 80, "the logic node handled them");
+    // Without etcd the admin view is the static peers this gate routes by.
+    let v = g.admin_ok("GET", "/admin/cluster", "");
+    assert_eq!(v["etcd"], false, "{v}");
+    assert_eq!(v["node_id"], "gate-1", "{v}");
+    assert_eq!(v["generation"], 1, "{v}");
+    assert_eq!(v["nodes"][0]["node_id"], "logic-a", "{v}");
     assert_eq!(pings_handled(&g), 0, "the gate handled none itself");
     assert_eq!(link_metric(&g, "lattice_link_sent_total", "logic-a"), 80);
     assert_eq!(

@@ -49,7 +49,7 @@ pub struct AdminCx {
     pub config: Arc<Mutex<Config>>,
     /// The TLS listener's certificate source, when TLS is on.
     pub tls: Option<Arc<TlsSource>>,
-    /// The live-node view for `GET /admin/cluster` (`None`: a single node, no etcd).
+    /// The live-node view for `GET /admin/cluster` (`None`: none, as in tests of the admin alone).
     pub cluster: Option<cluster::ClusterCx>,
 }
 
