@@ -2,8 +2,8 @@
 //! `/proc/*/exe`, with pid, role, listening ports, uptime and resident memory.
 //!
 //! A process is a lattice process when its executable's file name is `lattice` (a binary replaced
-//! on disk shows as `lattice (deleted)` and still counts). Its role is its subcommand: `run`
-//! starts every role in one process today (gate, logic, center, admin), so it reads `all`. Ports
+//! on disk shows as `lattice (deleted)` and still counts). Its role is its subcommand, and for
+//! `run` the node's roles ([`run_roles`]: `all`, or e.g. `gate`, `logic+center`). Ports
 //! are its listening TCP sockets, matched by inode between `/proc/PID/fd` and `/proc/net/tcp{,6}`.
 //! Processes that vanish or cannot be read while scanning are skipped (another user's process
 //! without root shows no ports).
@@ -17,7 +17,8 @@ use std::path::Path;
 pub struct Proc {
     /// Process id.
     pub pid: u32,
-    /// `all` for `lattice run`, else the subcommand (`tool`, `config`, …).
+    /// For `lattice run` its roles (`all`, `gate`, `logic+center`, …), else the subcommand
+    /// (`tool`, `config`, …).
     pub role: String,
     /// Listening TCP ports, ascending.
     pub ports: Vec<u16>,
@@ -27,6 +28,50 @@ pub struct Proc {
     pub rss_kib: u64,
     /// The command line.
     pub cmdline: String,
+}
+
+/// The roles of a `lattice run` command line: `--cluster.roles` (also `--cluster.roles=…`), else
+/// `roles` under `[cluster]` of its `--config` file (relative to the process's working directory
+/// `cwd`), else every role. Every role reads `all`; others are joined with `+` (`gate`,
+/// `logic+center`). A value that does not parse reads `?`. (Roles set through the environment
+/// are not seen.)
+pub fn run_roles(args: &[String], cwd: &Path) -> String {
+    let flag = |name: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let roles: Option<Vec<String>> = match flag("--cluster.roles") {
+        Some(v) => toml::from_str::<toml::Table>(&format!("r = {v}"))
+            .ok()
+            .and_then(|t| t.get("r").cloned())
+            .and_then(|r| r.try_into::<Vec<String>>().ok())
+            .or(Some(vec!["?".into()])),
+        None => flag("--config").and_then(|f| {
+            let text = fs::read_to_string(cwd.join(f)).ok()?;
+            let t: toml::Table = toml::from_str(&text).ok()?;
+            t.get("cluster")?
+                .get("roles")?
+                .clone()
+                .try_into::<Vec<String>>()
+                .ok()
+        }),
+    };
+    let Some(mut roles) = roles else {
+        return "all".into();
+    };
+    roles.sort();
+    roles.dedup();
+    if roles.len() == 3
+        && ["center", "gate", "logic"]
+            .iter()
+            .all(|r| roles.iter().any(|x| x == r))
+    {
+        return "all".into();
+    }
+    roles.join("+")
 }
 
 /// Scans `/proc` (rooted at `proc_root`, for tests) for lattice processes.
@@ -59,7 +104,7 @@ pub fn scan(proc_root: &Path) -> Vec<Proc> {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let role = match args.get(1).map(String::as_str) {
-            Some("run") => "all".to_string(),
+            Some("run") => run_roles(&args, &fs::read_link(base.join("cwd")).unwrap_or_default()),
             Some(sub) => sub.to_string(),
             None => "-".to_string(),
         };
@@ -213,6 +258,54 @@ mod tests {
         let est = listen.replace(" 0A ", " 01 ");
         assert_eq!(parse_tcp_line(&est), None);
         assert_eq!(parse_tcp_line("garbage"), None);
+    }
+
+    #[test]
+    fn run_roles_come_from_the_flag_then_the_config_file() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cwd = std::env::temp_dir();
+        assert_eq!(run_roles(&args(&["lattice", "run"]), &cwd), "all");
+        assert_eq!(
+            run_roles(
+                &args(&["lattice", "run", "--cluster.roles", r#"["gate"]"#]),
+                &cwd
+            ),
+            "gate"
+        );
+        assert_eq!(
+            run_roles(
+                &args(&["lattice", "run", r#"--cluster.roles=["logic","center"]"#]),
+                &cwd
+            ),
+            "center+logic"
+        );
+        assert_eq!(
+            run_roles(
+                &args(&[
+                    "lattice",
+                    "run",
+                    "--cluster.roles",
+                    r#"["gate","logic","center"]"#
+                ]),
+                &cwd
+            ),
+            "all"
+        );
+        assert_eq!(
+            run_roles(
+                &args(&["lattice", "run", "--cluster.roles", "nonsense"]),
+                &cwd
+            ),
+            "?"
+        );
+        let dir = cwd.join(format!("lattice-ps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("n.toml"), "[cluster]\nroles = [\"logic\"]\n").unwrap();
+        assert_eq!(
+            run_roles(&args(&["lattice", "run", "--config", "n.toml"]), &dir),
+            "logic"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
