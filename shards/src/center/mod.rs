@@ -387,7 +387,12 @@ fn renew_loop(
                 lease.revoke();
                 lost = true;
                 stats.lost.store(1, Ordering::Relaxed);
-                tracing::error!(machine_id = id, now_held_by = %owner, "center: machine-id lease lost; no more ids are issued on this node");
+                let holder = if owner.is_empty() {
+                    "nobody (the lease is gone, e.g. the lease store lost its data)"
+                } else {
+                    owner.as_str()
+                };
+                tracing::error!(machine_id = id, now_held_by = %holder, "center: machine-id lease lost; no more ids are issued on this node");
             }
             Err(e) => {
                 stats.renew_failures.fetch_add(1, Ordering::Relaxed);
