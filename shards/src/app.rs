@@ -257,7 +257,15 @@ impl ShardApp for App {
         }
     }
 
-    fn on_shutdown(&mut self, cx: &ShardCx<ShardMsg>) {
+    /// Components stop once the drain is over, not when it starts: requests still being worked
+    /// on when shutdown began (a password hash, a storage write) are answered first, and the ids
+    /// they issue are in the last timestamp reported to the center.
+    fn on_stopped(&mut self, cx: &ShardCx<ShardMsg>) {
         self.host.stop(cx);
+    }
+
+    /// Requests this gate sent to logic nodes and not yet answered keep the drain waiting.
+    fn has_pending_work(&self, _cx: &ShardCx<ShardMsg>) -> bool {
+        self.forward.as_ref().is_some_and(|f| f.awaiting_replies())
     }
 }

@@ -675,6 +675,38 @@ fn a_frozen_node_is_given_up_within_the_grace_not_a_connect_timeout_later() {
     let _ = &mut l;
 }
 
+/// A gate stopping (SIGTERM) waits for the answers of requests it sent to a logic node before
+/// it closes its clients' sessions.
+#[test]
+fn a_stopping_gate_waits_for_the_replies_it_is_owed() {
+    // Each Ping spins 100 ms on the logic node: six take 0.6 s.
+    let l = logic("logic-a", &["--echo.fault_spin_us", "100000"]);
+    let mut g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    for rid in 1..=6u32 {
+        c.send(rid, &pb::Ping { payload: vec![3] });
+    }
+    wait_until("the Pings went over the link", || {
+        link_metric(&g, "lattice_link_sent_total", "logic-a") == 6
+    });
+    unsafe_free_kill(g.child.id(), "TERM");
+    let mut ids = Vec::new();
+    while let Some(f) = c.try_recv() {
+        assert!(
+            matches!(f.decode(), AnyMessage::Pong(_)),
+            "{:?}",
+            f.decode()
+        );
+        ids.push(f.request_id);
+    }
+    assert_eq!(ids, (1..=6).collect::<Vec<_>>(), "{}", g.logs());
+    assert_eq!(g.terminate(), 0, "{}", g.logs());
+    assert!(!g.logs().contains("drain timeout"), "{}", g.logs());
+}
+
 #[test]
 fn a_full_link_answers_busy_and_loses_nothing_it_took() {
     let l = logic("logic-a", &[]);

@@ -250,6 +250,47 @@ fn sigterm_flushes_in_flight_replies_then_exits_0() {
     );
 }
 
+/// Requests still being worked on when SIGTERM lands (password hashing on the worker pool, then
+/// the journal) are answered before the sessions close: the drain waits for them.
+#[test]
+fn sigterm_answers_requests_still_being_worked_on() {
+    let mut l = Lattice::start(&["--account.hash_workers", "1"]);
+    let mut c = l.connect();
+    let mut burst = Vec::new();
+    for i in 0..8u32 {
+        burst.extend(encode(
+            i + 1,
+            &pb::Register {
+                account: format!("drainer{i}"),
+                password: "password1".into(),
+                nickname: format!("Drainer{i}"),
+            },
+        ));
+    }
+    c.send_raw(&burst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while l.metric_total("lattice_frames_in_total") < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not read the burst"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe_free_kill(l.child.id(), "TERM");
+    let mut ids = Vec::new();
+    while let Some(f) = c.try_recv() {
+        assert!(
+            matches!(f.decode(), AnyMessage::RegisterOk(_)),
+            "{:?}",
+            f.decode()
+        );
+        ids.push(f.request_id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=8).collect::<Vec<_>>(), "every Register answered");
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+}
+
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let l = Lattice::start(&["--log.format", "json"]);

@@ -41,6 +41,11 @@ fn session_key(s: SessionId) -> u64 {
 }
 
 impl Forwarder {
+    /// True while a link of this node has requests sent and not answered (or given up).
+    pub fn awaiting_replies(&self) -> bool {
+        self.node.links().1.iter().any(|l| l.awaiting_replies())
+    }
+
     /// Routing for one shard of `node`.
     pub fn new(node: Arc<ClusterNode>) -> Forwarder {
         Forwarder {
@@ -54,7 +59,7 @@ impl Forwarder {
     /// [`ShardMsg::LinkInbound`]).
     pub fn arm(&self, cx: &ShardCx<ShardMsg>) {
         if let Some(ib) = self.node.inboxes.get(cx.id) {
-            cx.spawn_then(ib.take(), ShardMsg::LinkInbound);
+            cx.spawn_watch(ib.take(), ShardMsg::LinkInbound);
         }
     }
 

@@ -77,4 +77,14 @@ pub trait ShardApp: 'static {
 
     /// Shutdown began (called once per shard before draining).
     fn on_shutdown(&mut self, _cx: &ShardCx<Self::Msg>) {}
+
+    /// The drain is over: every session of the shard is closed and the loop ends after this.
+    fn on_stopped(&mut self, _cx: &ShardCx<Self::Msg>) {}
+
+    /// True while the application waits for answers from outside the shards (a peer node, a
+    /// worker pool it does not reach through [`ShardCx::spawn_then`]): the drain waits for it,
+    /// bounded by `shutdown.drain_timeout_ms`.
+    fn has_pending_work(&self, _cx: &ShardCx<Self::Msg>) -> bool {
+        false
+    }
 }

@@ -123,6 +123,8 @@ pub struct ShardCx<M> {
     outs: Vec<Option<Producer<Envelope<M>>>>,
     backlog: RefCell<Backlog<Envelope<M>>>,
     self_queue: Rc<RefCell<VecDeque<M>>>,
+    /// Futures of [`ShardCx::spawn_then`] not finished yet: the drain waits for them.
+    spawned: Rc<Cell<usize>>,
     backlog_limit: usize,
     pub(crate) signals: Arc<Vec<ShardSignal>>,
     pub(crate) sessions: RefCell<SessionTable>,
@@ -183,6 +185,7 @@ impl<M: Send + 'static> ShardCx<M> {
             outs,
             backlog: RefCell::new(Backlog::new(shards, settings.backlog_limit)),
             self_queue: Rc::new(RefCell::new(VecDeque::new())),
+            spawned: Rc::new(Cell::new(0)),
             backlog_limit: settings.backlog_limit,
             signals,
             sessions: RefCell::new(SessionTable::default()),
@@ -282,17 +285,43 @@ impl<M: Send + 'static> ShardCx<M> {
     /// Runs `fut` on this shard (a local task) and, when it completes, queues `map(output)` for
     /// this shard's [`super::ShardApp::on_message`]. This is how a handler waits for work done off
     /// the shard (a storage read, a password hash) without blocking. Must be called on the shard's
-    /// own thread inside its runtime.
+    /// own thread inside its runtime. The drain at shutdown waits for it (bounded).
     pub fn spawn_then<T: 'static>(
         &self,
         fut: impl Future<Output = T> + 'static,
         map: impl FnOnce(T) -> M + 'static,
     ) {
+        self.spawn_counted(fut, map, true);
+    }
+
+    /// As [`ShardCx::spawn_then`] for a future that waits for input from outside indefinitely
+    /// (frames from node links): the drain does not wait for it.
+    pub fn spawn_watch<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+        map: impl FnOnce(T) -> M + 'static,
+    ) {
+        self.spawn_counted(fut, map, false);
+    }
+
+    fn spawn_counted<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+        map: impl FnOnce(T) -> M + 'static,
+        counted: bool,
+    ) {
         let queue = self.self_queue.clone();
         let signals = self.signals.clone();
         let id = self.id;
+        let spawned = counted.then(|| self.spawned.clone());
+        if let Some(n) = &spawned {
+            n.set(n.get() + 1);
+        }
         monoio::spawn(async move {
             let out = fut.await;
+            if let Some(n) = &spawned {
+                n.set(n.get() - 1);
+            }
             queue.borrow_mut().push_back(map(out));
             // A task of this shard: its own thread.
             signals[id].wake_own();
@@ -832,6 +861,11 @@ impl<M: Send + 'static> ShardCx<M> {
     /// The loop starts (true) or ends (false) the synchronous part of a pass.
     pub(crate) fn set_in_pass(&self, on: bool) {
         self.in_pass.set(on);
+    }
+
+    /// Futures of [`ShardCx::spawn_then`] still running (their results not queued yet).
+    pub fn spawned_pending(&self) -> usize {
+        self.spawned.get()
     }
 
     /// True once shutdown has begun.

@@ -166,6 +166,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
 
         if let Some(deadline) = drain_deadline {
             if drain_step(&st, worked || backlog_left, deadline) {
+                guarded(&st, "on_stopped", |app| app.on_stopped(&st.cx));
                 return;
             }
             monoio::time::sleep(Duration::from_millis(2)).await;
@@ -208,7 +209,13 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
         .iter()
         .map(|s| s.session.borrow().unsent())
         .sum();
-    let locally_quiet = !busy && unsent == 0 && !st.has_input();
+    // Work in flight (a component's awaited call, a request sent to a peer node) will produce
+    // replies: wait for it as for unsent output.
+    let spawned = st.cx.spawned_pending();
+    let app_pending =
+        guarded(st, "has_pending_work", |app| app.has_pending_work(&st.cx)).unwrap_or(false);
+    let in_flight = spawned > 0 || app_pending;
+    let locally_quiet = !busy && unsent == 0 && !in_flight && !st.has_input();
     st.quiet[id].store(locally_quiet, Ordering::SeqCst);
     let all_quiet =
         locally_quiet && st.quiet.iter().all(|q| q.load(Ordering::SeqCst)) && !st.has_input();
@@ -224,7 +231,9 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
                 shard = id,
                 sessions = table.len(),
                 unsent,
-                "shutdown: drain timeout, closing sessions with unsent output"
+                awaited_calls = spawned,
+                awaited_peers = app_pending,
+                "shutdown: drain timeout, closing sessions with unsent output or work in flight"
             );
         }
         let cells: Vec<_> = table.iter().cloned().collect();

@@ -81,6 +81,12 @@ pub struct LinkHandle {
 }
 
 impl LinkHandle {
+    /// True while requests sent over this link wait for their answers (not after the link was
+    /// given up: those were answered `NODE_UNAVAILABLE`), or wait in its queue.
+    pub fn awaiting_replies(&self) -> bool {
+        !self.is_dead() && (!self.pending.is_empty() || !self.queue.is_empty())
+    }
+
     /// True while the link is connected and handshaken.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
