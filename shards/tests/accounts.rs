@@ -102,6 +102,28 @@ fn register_login_profile_token_login_kick_and_logout() {
     assert!(l.metric_total("lattice_ids_issued_total") >= 1);
 }
 
+/// A `Login` pipelined behind the `Register` of its account waits for that registration instead
+/// of failing (and counting towards the lock-outs).
+#[test]
+fn a_login_pipelined_behind_its_register_waits_for_it() {
+    let l = Lattice::start(&[]);
+    for i in 0..4 {
+        let mut c = l.connect();
+        let name = format!("pipelined{i}");
+        let mut burst = encode(10, &register(&name, "password1", "Pip"));
+        burst.extend(encode(11, &login(&name, "password1")));
+        c.send_raw(&burst);
+        let mut got = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let f = c.recv();
+            got.insert(f.request_id, f.decode());
+        }
+        assert!(matches!(got[&10], AnyMessage::RegisterOk(_)), "{got:?}");
+        assert!(matches!(got[&11], AnyMessage::LoginOk(_)), "{got:?}");
+    }
+    assert_eq!(l.metric_total("lattice_account_login_failures_total"), 0);
+}
+
 #[test]
 fn every_limit_has_its_own_error_code() {
     let l = Lattice::start(&[]);

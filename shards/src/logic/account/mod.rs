@@ -52,6 +52,10 @@ use metrics::AccountMetrics;
 use store::{AccountRow, ProfileRow};
 use token::{Claims, TokenKey};
 
+/// Password logins of one account name that may wait for its registration in flight; more are
+/// answered `BUSY`.
+const MAX_DEFERRED_LOGINS: usize = 8;
+
 /// Stable 32-bit key of a canonical account name (FNV-1a 64, folded): which shard owns the
 /// account, for any shard count. Never change it: tokens carry it.
 pub fn owner_key(canonical: &str) -> u32 {
@@ -110,6 +114,9 @@ struct LoginReq {
     ip: IpAddr,
     key: String,
     password: String,
+    /// Looked at the name again once after it was not found (a `Register` of it may have been
+    /// queued behind this login).
+    rechecked: bool,
 }
 
 /// Messages between this component's instances on different shards.
@@ -161,6 +168,9 @@ pub struct Account {
     sessions: HashMap<SessionId, u64>,
     /// Names whose registration is in flight.
     reserving: HashSet<String>,
+    /// Password logins of names in `reserving`, run when that registration ends (a `Login`
+    /// pipelined behind the `Register` of its account); at most [`MAX_DEFERRED_LOGINS`] per name.
+    deferred_logins: HashMap<String, Vec<LoginReq>>,
     account_locks: Lockouts<String>,
     ip_locks: Lockouts<IpAddr>,
     /// Online users whose streak the new game day still has to count.
@@ -223,6 +233,7 @@ impl Component for Account {
             names: HashMap::new(),
             sessions: HashMap::new(),
             reserving: HashSet::new(),
+            deferred_logins: HashMap::new(),
             sweep: VecDeque::new(),
             sweep_armed: false,
         }
@@ -467,11 +478,11 @@ impl Account {
         match found {
             Ok(None) => {}
             Ok(Some(_)) => {
-                self.reserving.remove(&p.key);
+                self.unreserve(ctx, &p.key);
                 return self.err(ctx, p.f, ec::ACCOUNT_EXISTS, "account name is taken");
             }
             Err(e) => {
-                self.reserving.remove(&p.key);
+                self.unreserve(ctx, &p.key);
                 return self.store_err(ctx, p.f, &e);
             }
         }
@@ -482,7 +493,7 @@ impl Account {
                 password: p.password.clone(),
             },
         ) else {
-            self.reserving.remove(&p.key);
+            self.unreserve(ctx, &p.key);
             return;
         };
         ctx.then(async move { (t.await, p) }, Account::register_hashed);
@@ -492,7 +503,7 @@ impl Account {
         let phc = match out {
             Outcome::Hashed(h) => h,
             other => {
-                self.reserving.remove(&p.key);
+                self.unreserve(ctx, &p.key);
                 tracing::error!(outcome = ?other, "account: hashing failed");
                 return self.err(ctx, p.f, ec::INTERNAL, "password hashing failed");
             }
@@ -500,7 +511,7 @@ impl Account {
         let id = match ctx.next_id() {
             Ok(id) => id.as_u64(),
             Err(e) => {
-                self.reserving.remove(&p.key);
+                self.unreserve(ctx, &p.key);
                 AccountMetrics::add(&self.m.ids_unavailable_total, 1);
                 tracing::warn!(error = %e, "account: no id for a registration");
                 return self.err(
@@ -545,7 +556,7 @@ impl Account {
         let (a, b, c) = match marks {
             Ok(t) => t,
             Err(e) => {
-                self.reserving.remove(&p.key);
+                self.unreserve(ctx, &p.key);
                 return self.store_err(ctx, p.f, &e);
             }
         };
@@ -578,7 +589,6 @@ impl Account {
         ctx: &mut Ctx<'_>,
         (r, p, id): (Result<(), StorageError>, PendingRegister, u64),
     ) {
-        self.reserving.remove(&p.key);
         if let Some(u) = self.users.get_mut(&id) {
             u.pending -= 1;
         }
@@ -596,6 +606,8 @@ impl Account {
                 self.store_err(ctx, p.f, &e);
             }
         }
+        // Last: logins that waited see the outcome (the account, or no such name).
+        self.unreserve(ctx, &p.key);
     }
 
     // ---- Login: session shard → IP shard → owner shard ----
@@ -632,6 +644,7 @@ impl Account {
             ip: peer.ip().to_canonical(),
             key,
             password: req.msg.password,
+            rechecked: false,
         };
         ctx.send_peer(self.ip_shard(&r.ip), Box::new(Msg::AtIp(r)));
     }
@@ -662,6 +675,16 @@ impl Account {
         AccountMetrics::add(&self.m.lock_evictions_total, self.ip_locks.evicted - before);
     }
 
+    /// The registration of `key` ended (created or not): logins that waited for it run now.
+    fn unreserve(&mut self, ctx: &mut Ctx<'_>, key: &str) {
+        self.reserving.remove(key);
+        if let Some(waiting) = self.deferred_logins.remove(key) {
+            for r in waiting {
+                self.login_at_owner(ctx, r);
+            }
+        }
+    }
+
     fn login_at_owner(&mut self, ctx: &mut Ctx<'_>, r: LoginReq) {
         let f = r.from;
         if let Some(left) = self.account_locks.locked(&r.key, ctx.now_ms()) {
@@ -675,6 +698,15 @@ impl Account {
                     left.div_ceil(1000)
                 ),
             );
+        }
+        if self.reserving.contains(&r.key) {
+            // Its registration is in flight: the login runs once that ends (not a failure).
+            let q = self.deferred_logins.entry(r.key.clone()).or_default();
+            if q.len() >= MAX_DEFERRED_LOGINS {
+                return self.err(ctx, f, ec::BUSY, "account being registered, retry later");
+            }
+            q.push(r);
+            return;
         }
         if let Some(&uid) = self.names.get(&r.key) {
             let phc = self.users[&uid].account.pw_hash.clone();
@@ -785,14 +817,24 @@ impl Account {
             return self.err(ctx, r.from, ec::INTERNAL, "password hashing unavailable");
         };
         let phc = hasher::decoy_phc(h.params());
-        let password = std::mem::take(&mut r.password);
+        let password = if r.rechecked {
+            std::mem::take(&mut r.password)
+        } else {
+            r.password.clone()
+        };
         let Some(t) = self.hasher(ctx, r.from, Job::Verify { password, phc }) else {
             return;
         };
         ctx.then(async move { (t.await, r) }, Account::login_unknown_checked);
     }
 
-    fn login_unknown_checked(&mut self, ctx: &mut Ctx<'_>, (_, r): (Outcome, LoginReq)) {
+    fn login_unknown_checked(&mut self, ctx: &mut Ctx<'_>, (_, mut r): (Outcome, LoginReq)) {
+        // A `Register` of this name pipelined before the login may have reached this shard after
+        // it (requests and the login's hops travel different queues): look once more.
+        if !r.rechecked && (self.reserving.contains(&r.key) || self.names.contains_key(&r.key)) {
+            r.rechecked = true;
+            return self.login_at_owner(ctx, r);
+        }
         self.login_failed(ctx, &r)
     }
 
