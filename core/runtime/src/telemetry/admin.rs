@@ -3,9 +3,10 @@
 //!
 //! It runs off the shards on purpose: it must answer when every shard is saturated, and it talks to
 //! shards only through their control lanes and shared counters. It serves one request per
-//! connection and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`], 2 s socket
-//! timeouts, one connection at a time (except detached routes, [`Routes::add_detached`], which answer
-//! on a thread of their own, at most [`MAX_DETACHED`] at once). Requests are parsed and responses encoded by the same
+//! connection, each connection on a thread of its own, at most [`MAX_CONNS`] at once (the next is
+//! answered 503 and closed), and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`],
+//! the whole request within [`READ_WITHIN`] (else 408), 2 s write timeout. Detached routes
+//! ([`Routes::add_detached`], handlers that take seconds) run at most [`MAX_DETACHED`] at once. Requests are parsed and responses encoded by the same
 //! sans-IO HTTP/1.1 code as the shards' HTTP listeners (`lattice_wire::http`), so a bad request
 //! gets the same status codes here as there.
 
@@ -14,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lattice_wire::http::{HttpConn, HttpLimits, Next, Response as WireResponse};
 use lattice_wire::MonoTime;
@@ -135,6 +136,13 @@ pub struct Routes {
 /// Requests of detached routes served at once; more are answered 503.
 pub const MAX_DETACHED: usize = 2;
 
+/// Connections served at once (one thread each); the next is answered 503 and closed, so slow or
+/// stalled clients cannot keep `/healthz` and `/metrics` from answering.
+pub const MAX_CONNS: usize = 16;
+
+/// A request must arrive whole within this from its connection's accept; else 408.
+pub const READ_WITHIN: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy)]
 enum Match {
     Exact(&'static str),
@@ -235,6 +243,7 @@ impl AdminServer {
         let stop2 = stop.clone();
         let routes = Arc::new(routes);
         let detached = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("lattice-admin".into())
             .spawn(move || {
@@ -244,8 +253,24 @@ impl AdminServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if let Err(e) = serve(s, &routes, &detached) {
-                                tracing::debug!(error = %e, "admin request failed");
+                            if conns.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
+                                conns.fetch_sub(1, Ordering::SeqCst);
+                                refuse_busy(s);
+                                continue;
+                            }
+                            let (routes, detached, conns2) =
+                                (routes.clone(), detached.clone(), conns.clone());
+                            let spawned = std::thread::Builder::new()
+                                .name("lattice-admin-conn".into())
+                                .spawn(move || {
+                                    if let Err(e) = serve(s, &routes, &detached) {
+                                        tracing::debug!(error = %e, "admin request failed");
+                                    }
+                                    conns2.fetch_sub(1, Ordering::SeqCst);
+                                });
+                            if let Err(e) = spawned {
+                                conns.fetch_sub(1, Ordering::SeqCst);
+                                tracing::warn!(error = %e, "admin: cannot spawn a connection thread");
                             }
                         }
                         // A profiling signal (SIGPROF) interrupted accept: not an error.
@@ -306,10 +331,10 @@ fn serve(
     routes: &Arc<Routes>,
     detached: &Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let peer = s.peer_addr()?;
-    // Time is not read here: the socket timeouts bound a slow sender.
+    // The whole request within READ_WITHIN: each read waits at most for what is left of it.
+    let deadline = Instant::now() + READ_WITHIN;
     let mut conn = HttpConn::new(limits(), MonoTime(0));
     let mut chunk = [0u8; 4096];
     let mut out = Vec::new();
@@ -322,7 +347,28 @@ fn serve(
             }
             Next::Wait => {}
         }
-        let n = read_retrying(&mut s, &mut chunk)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let late = || {
+            Response::error(
+                408,
+                &format!("request not complete within {} ms", READ_WITHIN.as_millis()),
+            )
+        };
+        if left.is_zero() {
+            return respond(s, Vec::new(), late());
+        }
+        s.set_read_timeout(Some(left))?;
+        let n = match read_retrying(&mut s, &mut chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return respond(s, Vec::new(), late());
+            }
+            r => r?,
+        };
         if n == 0 {
             return Ok(());
         }
@@ -365,11 +411,27 @@ fn serve(
     respond(s, out, r)
 }
 
+/// Answers a connection over [`MAX_CONNS`] with 503 without blocking the accept thread (a fresh
+/// socket's send buffer takes the short answer at once), then closes it.
+fn refuse_busy(mut s: TcpStream) {
+    let _ = s.set_nonblocking(true);
+    let mut out = Vec::new();
+    let r = Response::error(
+        503,
+        "busy: too many admin connections at once, try again later",
+    );
+    let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
+    wire.headers.extend(r.headers);
+    wire.encode(true, &mut out);
+    let _ = s.write_all(&out);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+}
+
 /// Encodes `r` into `out` (empty or holding nothing yet) and writes it, then lingers.
 fn respond(mut s: TcpStream, mut out: Vec<u8>, r: Response) -> std::io::Result<()> {
     let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
     wire.headers.extend(r.headers);
-    // One request per connection: the listener serves one connection at a time.
+    // One request per connection.
     wire.encode(true, &mut out);
     s.write_all(&out)?;
     linger(s)
@@ -377,9 +439,10 @@ fn respond(mut s: TcpStream, mut out: Vec<u8>, r: Response) -> std::io::Result<(
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
 /// response at the peer before it is read. So: stop writing, then read and drop what the peer
-/// still sends until it closes (bounded: 64 KiB, and the 2 s socket timeout).
+/// still sends until it closes (bounded: 64 KiB, and a 2 s socket timeout).
 fn linger(mut s: TcpStream) -> std::io::Result<()> {
     s.shutdown(std::net::Shutdown::Write)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         match read_retrying(&mut s, &mut sink) {
@@ -515,6 +578,37 @@ mod tests {
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
         resp
+    }
+
+    #[test]
+    fn stalled_connections_do_not_hold_up_the_others_and_get_408() {
+        let srv = AdminServer::start("127.0.0.1:0", routes()).unwrap();
+        let addr = srv.local_addr();
+        // Ten clients that send half a head and stop.
+        let stalled: Vec<TcpStream> = (0..10)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(b"GET /healthz HTTP/1.1\r\nX: y").unwrap();
+                c
+            })
+            .collect();
+        // Served while they stall (one connection at a time would wait 2 s for each).
+        assert!(get(addr, "/healthz").ends_with("ok\n"));
+        for mut c in stalled {
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut resp = String::new();
+            c.read_to_string(&mut resp).unwrap();
+            assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+        }
+        // Past MAX_CONNS open connections, the next is answered 503 at once.
+        let held: Vec<TcpStream> = (0..MAX_CONNS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let r = get(addr, "/healthz");
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        drop(held);
+        srv.stop();
     }
 
     #[test]
