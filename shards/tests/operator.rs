@@ -197,6 +197,14 @@ fn close_by_ids_by_shard_by_cidr_and_all() {
     );
     let on_one = cs[2..].iter().filter(|c| shard_of(c) == 1).count();
     assert_eq!(v["closed"], on_one as u64);
+    l.wait_log("scope=shard 1");
+    // A reason is logged: no control characters (a line break would forge a log line).
+    let (status, _) = l.admin(
+        "POST",
+        "/admin/close",
+        r#"{"shard": 1, "reason": "x\n2026-12-01T00:00:00Z INFO forged"}"#,
+    );
+    assert_eq!(status, 400);
     for c in cs[2..].iter_mut() {
         if shard_of(c) == 1 {
             assert!(c.closed_by_server());
@@ -296,6 +304,10 @@ fn ip_rules_from_config_and_live_with_v4_and_v6_peers() {
     assert_eq!(status, 400);
     let (status, _) = l.admin("PUT", "/admin/ip-rules", r#"{"denny": []}"#);
     assert_eq!(status, 400, "unknown fields are refused");
+    for not_an_object in ["", "  ", "[1]", "null", "\"hello\""] {
+        let (status, _) = l.admin("PUT", "/admin/ip-rules", not_an_object);
+        assert_eq!(status, 400, "{not_an_object:?} must not clear the rules");
+    }
     assert_eq!(l.admin_ok("GET", "/admin/ip-rules", "")["allow_only"], true);
 }
 

@@ -35,11 +35,17 @@ fn close(api: &Api, req: &Request) -> Response {
     };
     let reason = match b.get("reason") {
         None => "admin request".to_string(),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_REASON => s.clone(),
+        Some(Value::String(s))
+            if !s.is_empty() && s.len() <= MAX_REASON && !s.chars().any(char::is_control) =>
+        {
+            s.clone()
+        }
         Some(_) => {
             return error(
                 400,
-                format!("reason must be a string of 1..={MAX_REASON} bytes"),
+                format!(
+                    "reason must be a string of 1..={MAX_REASON} bytes without control characters (it is logged)"
+                ),
             )
         }
     };
@@ -91,7 +97,11 @@ fn close(api: &Api, req: &Request) -> Response {
         }
         _ => return error(400, "\"all\" must be true"),
     };
-    tracing::info!(?which, %reason, "admin: close sessions");
+    let scope = match given[0] {
+        "shard" => format!("shard {}", shards[0]),
+        other => other.to_string(),
+    };
+    tracing::info!(%scope, ?which, %reason, "admin: close sessions");
     let answers = api.control.ask(&shards, api.wait, |done| Control::Close {
         which: which.clone(),
         reason: reason.clone(),

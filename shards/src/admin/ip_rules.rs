@@ -12,7 +12,7 @@ use lattice_runtime::net::access::{AccessConfig, AccessRules};
 use lattice_runtime::telemetry::admin::{Request, Response, Routes};
 use serde_json::{json, Value};
 
-use super::json::{body, error, ok, shard_error};
+use super::json::{body_required, error, ok, shard_error};
 use super::Api;
 
 pub(super) fn register(r: &mut Routes, api: &Arc<Api>) {
@@ -55,7 +55,7 @@ fn flag(v: Option<&Value>, key: &str) -> Result<bool, Response> {
 }
 
 fn replace(api: &Api, req: &Request) -> Response {
-    let b = match body(req) {
+    let b = match body_required(req) {
         Ok(b) => b,
         Err(r) => return r,
     };

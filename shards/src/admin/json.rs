@@ -19,7 +19,24 @@ pub fn body(req: &Request) -> Result<Value, Response> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&req.body).map_err(|e| error(400, format!("body is not JSON: {e}")))
+    let v: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| error(400, format!("body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(error(400, "body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// As [`body`] for routes that replace state: an empty body is refused too (send `{}` to mean
+/// every field at its default).
+pub fn body_required(req: &Request) -> Result<Value, Response> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(error(
+            400,
+            "empty body: send a JSON object (`{}` for every field at its default)",
+        ));
+    }
+    body(req)
 }
 
 /// A shard that gave no answer, for the `errors` list of an answer.
