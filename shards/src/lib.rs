@@ -26,6 +26,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod crash;
+pub mod datadir;
 pub mod gate;
 pub mod host;
 pub mod http;

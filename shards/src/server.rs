@@ -141,6 +141,29 @@ pub fn run(mut cfg: Config) -> i32 {
     let name = cfg.node_name();
     cfg.cluster.node_id = name.clone();
     cfg.center.node = name;
+    // One server per data directory: a second one would append to the same journal and take the
+    // first one's machine id. Held until the process ends.
+    let _dir_lock = match crate::datadir::lock(&cfg.storage.data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("lattice: {e}");
+            return exit::FAILURE;
+        }
+    };
+    // The admin token before any listener opens: an unreadable or malformed token file is a
+    // configuration error (exit 2), not a failure after the server began serving.
+    let mut admin_token = if cfg.admin.listen.is_empty() {
+        None
+    } else {
+        match crate::admin::auth::resolve(&cfg.admin.token, &cfg.storage.data_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("lattice: {e}");
+                return exit::CONFIG;
+            }
+        }
+    };
     if let Err(e) = crate::logic::account::secret::resolve(&mut cfg) {
         eprintln!("lattice: {e}");
         return exit::FAILURE;
@@ -419,8 +442,8 @@ pub fn run(mut cfg: Config) -> i32 {
     let admin = if cfg.admin.listen.is_empty() {
         None
     } else {
-        let token = match crate::admin::auth::resolve(&cfg.admin.token, &cfg.storage.data_dir) {
-            Ok((token, source)) => {
+        let token = match admin_token.take() {
+            Some((token, source)) => {
                 match source {
                     crate::admin::auth::TokenSource::Config => {
                         tracing::info!("admin token: from admin.token")
@@ -434,12 +457,8 @@ pub fn run(mut cfg: Config) -> i32 {
                 }
                 token
             }
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                server.shutdown();
-                let _ = server.join();
-                return exit::FAILURE;
-            }
+            // Resolved before anything started (below the data directory's lock).
+            None => unreachable!("the admin token is resolved at the start of run"),
         };
         let routes = crate::admin::routes(crate::admin::AdminCx {
             metrics: server.metrics(),

@@ -291,6 +291,47 @@ fn sigterm_answers_requests_still_being_worked_on() {
     assert_eq!(l.terminate(), 0, "{}", l.logs());
 }
 
+/// One server per data directory: a second `lattice run` on it, and a `db-restore` into it, are
+/// refused while the first runs, naming it; both work once it stopped.
+#[test]
+fn a_data_directory_in_use_refuses_a_second_server_and_a_restore() {
+    let mut l = Lattice::start(&[]);
+    let d = l.data.to_str().unwrap().to_string();
+    let second = lattice(&[
+        "run",
+        "--net.listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--listeners.http",
+        "",
+        "--admin.listen",
+        "",
+        "--tls.listen",
+        "",
+        "--tls.http_listen",
+        "",
+        "--storage.data_dir",
+        &d,
+    ]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("is in use by another lattice process"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pid {}", l.child.id())), "{err}");
+    // A real backup, then a restore while the server runs: refused, nothing restored.
+    let backup = lattice(&["tool", "db-backup", "--storage.data_dir", &d]);
+    assert!(backup.status.success(), "{backup:?}");
+    let file = String::from_utf8_lossy(&backup.stdout).trim().to_string();
+    let restore = lattice(&["tool", "db-restore", &file, "--storage.data_dir", &d]);
+    assert_eq!(restore.status.code(), Some(1), "{restore:?}");
+    let err = String::from_utf8_lossy(&restore.stderr);
+    assert!(err.contains("stop the server first"), "{err}");
+    assert_eq!(l.terminate(), 0);
+    let restore = lattice(&["tool", "db-restore", &file, "--storage.data_dir", &d]);
+    assert!(restore.status.success(), "{restore:?}");
+}
+
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let l = Lattice::start(&["--log.format", "json"]);

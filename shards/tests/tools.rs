@@ -238,7 +238,14 @@ fn machine_ids_request_show_release_and_the_server_takes_them() {
     // node-a's server takes back the id requested for it; another node gets the freed one.
     let mut la = Lattice::start_with_data(data.clone(), "node-a", &[]);
     la.wait_log("machine_id=0");
-    let mut lc = Lattice::start_with_data(data.clone(), "node-c", &[]);
+    // Another node has its own data directory (one server per directory) and shares the
+    // database, as nodes share one MariaDB.
+    let shared = data.join("logic0.sqlite3");
+    let mut lc = Lattice::start_with_data(
+        data.join("node-c"),
+        "node-c",
+        &["--storage.url", shared.to_str().unwrap()],
+    );
     lc.wait_log("machine_id=1");
     assert_eq!(lc.terminate(), 0);
     assert_eq!(la.terminate(), 0);

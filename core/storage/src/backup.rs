@@ -95,9 +95,61 @@ pub fn restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError> 
         return Err(err(format!("{} is not a file", file.display())));
     }
     match config.backend {
-        BackendKind::Sqlite => sqlite_restore(config, file),
-        BackendKind::Mysql => mysql_restore(config, file),
+        BackendKind::Sqlite => {
+            sqlite_is_backup(file)?;
+            sqlite_restore(config, file)
+        }
+        BackendKind::Mysql => {
+            sql_dump_is_backup(file)?;
+            mysql_restore(config, file)
+        }
     }
+}
+
+fn not_a_backup(file: &Path, why: &str) -> StorageError {
+    err(format!(
+        "{} is not a Lattice backup ({why}); nothing was restored",
+        file.display()
+    ))
+}
+
+/// A restore replaces the whole database: the file must be an SQLite database holding the
+/// migration table every Lattice database has (an empty file opens as an empty database and
+/// would restore as one).
+fn sqlite_is_backup(file: &Path) -> Result<(), StorageError> {
+    let c = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| not_a_backup(file, &e.to_string()))?;
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [super::migrate::VERSION_TABLE],
+            |r| r.get(0),
+        )
+        .map_err(|e| not_a_backup(file, &e.to_string()))?;
+    if n == 0 {
+        return Err(not_a_backup(
+            file,
+            &format!("no {} table", super::migrate::VERSION_TABLE),
+        ));
+    }
+    Ok(())
+}
+
+/// The SQL dump must create the migration table (`mariadb-dump` of a Lattice database does).
+fn sql_dump_is_backup(file: &Path) -> Result<(), StorageError> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(file).map_err(|e| err(format!("open {}: {e}", file.display())))?;
+    let needle = format!("CREATE TABLE `{}`", super::migrate::VERSION_TABLE);
+    for line in std::io::BufReader::new(f).split(b'\n') {
+        let line = line.map_err(|e| err(format!("read {}: {e}", file.display())))?;
+        if String::from_utf8_lossy(&line).contains(&needle) {
+            return Ok(());
+        }
+    }
+    Err(not_a_backup(
+        file,
+        &format!("it never creates {}", super::migrate::VERSION_TABLE),
+    ))
 }
 
 fn sqlite_backup(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
@@ -335,7 +387,19 @@ mod tests {
             ..StorageConfig::default()
         };
         let e = restore(&c, &bad).unwrap_err().to_string();
-        assert!(e.contains("restore"), "{e}");
+        assert!(e.contains("not a Lattice backup"), "{e}");
+        // An empty file (it opens as an empty SQLite database) or a database of something else.
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let e = restore(&c, &empty).unwrap_err().to_string();
+        assert!(e.contains("not a Lattice backup"), "{e}");
+        let other = dir.join("other.sqlite3");
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let e = restore(&c, &other).unwrap_err().to_string();
+        assert!(e.contains("no lattice_schema_migrations table"), "{e}");
         assert!(
             !c.sqlite_path().exists(),
             "an empty database was left behind"

@@ -16,6 +16,9 @@ pub fn backup(cfg: &Config, out: Option<PathBuf>) -> Result<(), String> {
 
 /// Restores `file` into the configured database.
 pub fn restore(cfg: &Config, file: &Path) -> Result<(), String> {
+    // A running server holds the data directory's lock: restoring under it breaks it.
+    let _lock = crate::datadir::lock(&cfg.storage.data_dir)
+        .map_err(|e| format!("db-restore: stop the server first: {e}"))?;
     lattice_storage::backup::restore(&cfg.storage, file).map_err(|e| format!("db-restore: {e}"))?;
     eprintln!(
         "restored {} into database {}",
