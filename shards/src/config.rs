@@ -224,6 +224,21 @@ impl Config {
         if self.runtime.queued_budget == 0 {
             return Err(bad("runtime.queued_budget", "must be at least 1"));
         }
+        if self.runtime.control_capacity == 0 {
+            return Err(bad(
+                "runtime.control_capacity",
+                "must be at least 1 (shutdown itself is a control command)",
+            ));
+        }
+        if self.runtime.timer_max_timers < 1024 {
+            return Err(bad(
+                "runtime.timer_max_timers",
+                "must be at least 1024 (every session's idle deadline is a timer)",
+            ));
+        }
+        if self.runtime.timer_max_fire_per_pass == 0 {
+            return Err(bad("runtime.timer_max_fire_per_pass", "must be at least 1"));
+        }
         if self.compress.level > 9 {
             return Err(bad("compress.level", "must be 0..=9"));
         }
@@ -492,6 +507,9 @@ mod tests {
             ("net.max_frame", "1023"),
             ("chat.max_room_name", "0"),
             ("runtime.mesh_batch", "0"),
+            ("runtime.control_capacity", "0"),
+            ("runtime.timer_max_timers", "1023"),
+            ("runtime.timer_max_fire_per_pass", "0"),
         ] {
             let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
             assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");

@@ -550,7 +550,8 @@ pub fn run(mut cfg: Config) -> i32 {
         }
     }
     if lattice_runtime::allocator_duties() {
-        tracing::info!(report = %lattice_runtime::alloc::leak_report(), "allocator: still live at shutdown");
+        // Multi-line: for allocator work, at DEBUG (`log.level = "debug"`).
+        tracing::debug!(report = %lattice_runtime::alloc::leak_report(), "allocator: still live at shutdown");
     }
     if let Some(a) = alerts {
         a.stop();

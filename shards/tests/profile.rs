@@ -61,6 +61,7 @@ fn profile_under_load_is_a_flame_graph_of_the_shards() {
     assert!(m.contains("lattice_requests_total"));
     let (st, _, body) = get(l.admin, "/debug/pprof/profile?seconds=1");
     assert_eq!(st, 409, "{body}");
+    assert!(body.contains("already running"), "{body}");
     let (st, head, svg) = profile.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let pings: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();

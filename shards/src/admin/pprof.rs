@@ -60,6 +60,14 @@ fn profile(req: &Request, cfg: ProfileConfig) -> Response {
         .build()
     {
         Ok(g) => g,
+        // The profiler is process-wide: the one error a valid request meets is a profile
+        // already running.
+        Err(e) if e.to_string().contains("start running cpu profiler error") => {
+            return Response::error(
+                409,
+                "a CPU profile is already running: try again when it ends",
+            );
+        }
         Err(e) => {
             return Response::error(409, &format!("cannot start profiling: {e}"));
         }

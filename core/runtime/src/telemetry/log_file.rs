@@ -61,21 +61,51 @@ impl RotatingFile {
         self.file.as_raw_fd()
     }
 
-    /// Appends `bytes`, rotating first when the day changed or the size limit would be passed.
-    /// Returns true when it rotated.
+    /// Appends `bytes` (whole lines), rotating first when the day changed, and between lines
+    /// whenever the next line would pass the size limit (a single line longer than the limit
+    /// gets a file of its own). Returns true when it rotated.
     pub fn write(&mut self, bytes: &[u8], today: NaiveDate) -> std::io::Result<bool> {
-        let by_day = self.rotation.daily && today != self.day && self.size > 0;
-        let by_size = self.rotation.max_bytes > 0
-            && self.size > 0
-            && self.size + bytes.len() as u64 > self.rotation.max_bytes;
-        let rotated = by_day || by_size;
-        if rotated {
+        let mut rotated = false;
+        if self.rotation.daily && today != self.day && self.size > 0 {
             self.rotate(today)?;
+            rotated = true;
         }
-        self.file.write_all(bytes)?;
-        self.size += bytes.len() as u64;
-        if self.size == bytes.len() as u64 {
-            self.day = today;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let cut = if self.rotation.max_bytes == 0 {
+                rest.len()
+            } else {
+                // The whole lines that still fit.
+                let room = self.rotation.max_bytes.saturating_sub(self.size) as usize;
+                let mut cut = 0;
+                for (i, b) in rest.iter().enumerate().take(room) {
+                    if *b == b'\n' {
+                        cut = i + 1;
+                    }
+                }
+                if rest.len() <= room {
+                    cut = rest.len();
+                }
+                if cut == 0 && self.size > 0 {
+                    self.rotate(today)?;
+                    rotated = true;
+                    continue;
+                }
+                if cut == 0 {
+                    // A line longer than the limit, in an empty file: written whole.
+                    rest.iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |i| i + 1)
+                } else {
+                    cut
+                }
+            };
+            self.file.write_all(&rest[..cut])?;
+            if self.size == 0 {
+                self.day = today;
+            }
+            self.size += cut as u64;
+            rest = &rest[cut..];
         }
         Ok(rotated)
     }
@@ -189,6 +219,36 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 4\n");
         assert_eq!(std::fs::read_to_string(&kept[1].2).unwrap(), "line 3\n");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_batch_of_lines_is_split_at_the_size_limit() {
+        let d = dir("batch");
+        let path = d.join("lattice.log");
+        let rot = Rotation {
+            max_bytes: 15,
+            daily: false,
+            keep: 10,
+        };
+        let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
+        // One write of five 7-byte lines: two fit per file.
+        let batch: String = (0..5).map(|i| format!("line {i}\n")).collect();
+        assert!(f.write(batch.as_bytes(), day(1)).unwrap());
+        let kept = f.rotated().unwrap();
+        let files: Vec<String> = kept
+            .iter()
+            .map(|k| std::fs::read_to_string(&k.2).unwrap())
+            .chain(std::iter::once(std::fs::read_to_string(&path).unwrap()))
+            .collect();
+        assert_eq!(
+            files,
+            vec!["line 0\nline 1\n", "line 2\nline 3\n", "line 4\n"]
+        );
+        // A line longer than the limit gets a file of its own, whole.
+        let long = format!("{}\n", "x".repeat(40));
+        f.write(long.as_bytes(), day(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), long);
         std::fs::remove_dir_all(d).unwrap();
     }
 
