@@ -297,6 +297,36 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level", "must not be empty"));
         }
+        if let Err(e) = lattice_runtime::telemetry::log::check_level(&self.log.level) {
+            return Err(bad("log.level", &e));
+        }
+        // What `lattice run` would refuse at start is refused here too, so `lattice config` and
+        // an operator's reload catch it before a restart does.
+        let alerts: crate::alerts::AlertsConfig = typed_section(&self.table, "alerts")?;
+        if alerts.stall_ms != 0 && alerts.stall_ms < 1500 {
+            return Err(bad(
+                "alerts.stall_ms",
+                &format!(
+                    "must be 0 (off) or at least 1500 (an idle shard passes every 500 ms), got {}",
+                    alerts.stall_ms
+                ),
+            ));
+        }
+        if !alerts.webhook.is_empty() {
+            match crate::alerts::feishu::parse_url(&alerts.webhook) {
+                Err(e) => return Err(bad("alerts.webhook", &e.to_string())),
+                Ok(u) if u.tls => {
+                    if let Err(e) = crate::alerts::feishu::tls_config(&alerts.ca_file) {
+                        return Err(bad("alerts.ca_file", &e.to_string()));
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        let lua: crate::lua::LuaConfig = typed_section(&self.table, "lua")?;
+        if !lua.dir.is_empty() && !std::path::Path::new(&lua.dir).is_dir() {
+            return Err(bad("lua.dir", &format!("{} is not a directory", lua.dir)));
+        }
         let c = &self.continuity;
         if let Err((key, problem)) = c.limits.validate(self.net.max_frame) {
             return Err(bad(key, &problem));

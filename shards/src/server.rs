@@ -196,25 +196,7 @@ pub fn run(mut cfg: Config) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if alerts_cfg.stall_ms != 0 && alerts_cfg.stall_ms < 1500 {
-        eprintln!("lattice: alerts.stall_ms: must be 0 (off) or at least 1500 (an idle shard passes every 500 ms), got {}", alerts_cfg.stall_ms);
-        return exit::CONFIG;
-    }
-    if !alerts_cfg.webhook.is_empty() {
-        match crate::alerts::feishu::parse_url(&alerts_cfg.webhook) {
-            Err(e) => {
-                eprintln!("lattice: {e}");
-                return exit::CONFIG;
-            }
-            Ok(u) if u.tls => {
-                if let Err(e) = crate::alerts::feishu::tls_config(&alerts_cfg.ca_file) {
-                    eprintln!("lattice: {e}");
-                    return exit::CONFIG;
-                }
-            }
-            Ok(_) => {}
-        }
-    }
+    // alerts.stall_ms, alerts.webhook and alerts.ca_file were checked with the configuration.
     let lua_cfg: crate::lua::LuaConfig = match section(&cfg.table, "lua") {
         Ok(s) => s,
         Err(code) => return code,

@@ -22,6 +22,18 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         (vec!["run", "--net.nope", "1"], "net.nope"),
         (vec!["run", "--runtime.driver", "kqueue"], "runtime.driver"),
         (vec!["run", "--log.level", "[[["], "log.level"),
+        (vec!["run", "--alerts.stall_ms", "1000"], "alerts.stall_ms"),
+        (vec!["run", "--alerts.webhook", "ftp://x"], "alerts.webhook"),
+        (
+            vec!["run", "--lua.dir", "/nonexistent-lattice-dir"],
+            "lua.dir",
+        ),
+        // `lattice config` checks what `run` checks.
+        (vec!["config", "--log.level", "nonsense==="], "log.level"),
+        (
+            vec!["config", "--alerts.stall_ms", "1000"],
+            "alerts.stall_ms",
+        ),
     ] {
         let out = lattice(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -49,12 +49,19 @@ pub struct LogConfig {
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LogInitError {
-    /// A bad filter directive.
-    #[error("log.level: {0}")]
+    /// A bad filter directive (the message names where it came from).
+    #[error("{0}")]
     Filter(String),
     /// The writer (file or thread) could not start.
     #[error(transparent)]
     Writer(#[from] log_writer::WriterError),
+}
+
+/// Checks a `log.level` value (the filter syntax of `RUST_LOG`) without installing anything.
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Installs the global subscriber and starts the writer thread. Fails on a bad filter directive
@@ -62,10 +69,14 @@ pub enum LogInitError {
 /// writer ([`log_writer::WriterError::Running`]).
 pub fn init(cfg: &LogConfig) -> Result<(), LogInitError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
-        _ => EnvFilter::try_new(&cfg.level),
-    }
-    .map_err(|e| LogInitError::Filter(e.to_string()))?;
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| {
+            LogInitError::Filter(format!(
+                "environment RUST_LOG {v:?} (it overrides log.level): {e}"
+            ))
+        }),
+        _ => EnvFilter::try_new(&cfg.level)
+            .map_err(|e| LogInitError::Filter(format!("config key `log.level`: {e}"))),
+    }?;
     let file = (!cfg.file.is_empty()).then(|| {
         (
             PathBuf::from(&cfg.file),
