@@ -58,7 +58,7 @@ pub fn file_name(config: &StorageConfig, t: SystemTime) -> String {
 }
 
 fn err(msg: impl Into<String>) -> StorageError {
-    StorageError::Config(msg.into())
+    StorageError::Backup(msg.into())
 }
 
 /// Writes a backup of the configured database into `dir` (created if missing) and returns its
@@ -68,11 +68,25 @@ fn err(msg: impl Into<String>) -> StorageError {
 pub fn backup(config: &StorageConfig, dir: &Path, t: SystemTime) -> Result<PathBuf, StorageError> {
     config.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
-    let path = dir.join(file_name(config, t));
-    if path.exists() {
-        return Err(err(format!("{} already exists", path.display())));
-    }
-    let partial = path.with_file_name(format!("{}.partial", file_name(config, t)));
+    // A second backup within the same second gets `-2`, `-3`, … (never overwrites one).
+    let base = file_name(config, t);
+    let name = (1..=1000u32)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|n| !dir.join(n).exists() && !dir.join(format!("{n}.partial")).exists())
+        .ok_or_else(|| {
+            err(format!(
+                "{} and 999 more already exist",
+                dir.join(&base).display()
+            ))
+        })?;
+    let path = dir.join(&name);
+    let partial = path.with_file_name(format!("{name}.partial"));
     let r = match config.backend {
         BackendKind::Sqlite => sqlite_backup(config, &partial),
         BackendKind::Mysql => mysql_dump(config, &partial),

@@ -51,6 +51,9 @@ pub enum StorageError {
     /// A migration failed or the migration list is inconsistent.
     #[error("migration: {0}")]
     Migration(String),
+    /// A backup or restore failed (nothing was restored or no backup file was left).
+    #[error("{0}")]
+    Backup(String),
     /// A wait ran out of time; the operation may still complete later.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
