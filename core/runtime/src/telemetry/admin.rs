@@ -600,12 +600,24 @@ mod tests {
             c.read_to_string(&mut resp).unwrap();
             assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
         }
-        // Past MAX_CONNS open connections, the next is answered 503 at once.
+        srv.stop();
+        // Past MAX_CONNS open connections, the next is answered 503 at once. (A fresh listener:
+        // the stalled connections above may still hold slots while they linger.)
+        let srv = AdminServer::start("127.0.0.1:0", routes()).unwrap();
+        let addr = srv.local_addr();
         let held: Vec<TcpStream> = (0..MAX_CONNS)
             .map(|_| TcpStream::connect(addr).unwrap())
             .collect();
-        std::thread::sleep(Duration::from_millis(200));
-        let r = get(addr, "/healthz");
+        // Each held socket takes its slot once accepted (in the accept thread's order, which may
+        // lag the clients' connects): the next request finds them all taken.
+        let mut r = String::new();
+        for _ in 0..50 {
+            r = get(addr, "/healthz");
+            if r.starts_with("HTTP/1.1 503") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
         drop(held);
         srv.stop();
