@@ -79,6 +79,13 @@ pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
             })?;
         for (section, v) in file {
             let Value::Table(keys) = v else {
+                if table.get(&section).is_some_and(Value::is_table) {
+                    return Err(ConfigError::BadValue {
+                        problem: format!("is a section: write `[{section}]` and its keys under it"),
+                        key: section,
+                        origin: shown,
+                    });
+                }
                 return Err(ConfigError::UnknownKey {
                     key: section,
                     origin: shown,
@@ -306,6 +313,13 @@ ratio = 0.5
         l.file = Some(&good);
         let c: Cfg = typed(&load(&l).unwrap()).unwrap();
         assert_eq!(c.net.max_frame, 100);
+        // A section's name given a plain value: said so, not called unknown.
+        let flat = dir.join("flat.toml");
+        std::fs::write(&flat, "net = 5\n").unwrap();
+        let mut l2 = layers();
+        l2.file = Some(&flat);
+        let e = load(&l2).unwrap_err().to_string();
+        assert!(e.contains("config key `net`: is a section"), "{e}");
 
         let typo = dir.join("typo.toml");
         std::fs::write(&typo, "[net]\nmax_frmae = 100\n").unwrap();
