@@ -185,10 +185,14 @@ fn set(table: &mut Table, path: &str, raw: Raw<'_>, origin: &str) -> Result<(), 
                     .parse()
                     .map_err(|_| bad(format!("expected a number, got {s:?}")))?,
             ),
-            Value::Boolean(_) => Value::Boolean(match s.trim() {
+            Value::Boolean(_) => Value::Boolean(match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => true,
                 "false" | "0" | "no" | "off" => false,
-                _ => return Err(bad(format!("expected true or false, got {s:?}"))),
+                _ => {
+                    return Err(bad(format!(
+                        "expected true or false (also 1/0, yes/no, on/off, any case), got {s:?}"
+                    )))
+                }
             }),
             _ => {
                 let t: Table = format!("v = {s}")
