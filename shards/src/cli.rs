@@ -148,11 +148,11 @@ pub enum MachineIdCmd {
     },
     /// Take a lease for a node (it keeps it when it starts under that name), and print the id.
     Request {
-        /// Node name (default: center.node, else the host name).
+        /// Node name (default: cluster.node_id, else center.node, else the host name).
         #[arg(long)]
         node: Option<String>,
-        /// This id (default: the node's previous id, else the lowest free one).
-        #[arg(long)]
+        /// This id, 0-127 (default: the node's previous id, else the lowest free one).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=127))]
         id: Option<u32>,
         /// Lease duration in ms (default: center.lease_ttl_ms).
         #[arg(long)]
@@ -163,8 +163,8 @@ pub enum MachineIdCmd {
     },
     /// Free a machine id (its last id timestamp is kept). Refuses a live lease without --force.
     Release {
-        /// The machine id.
-        #[arg(long)]
+        /// The machine id, 0-127.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=127))]
         id: u32,
         /// Free it even though its lease has not expired (only when its holder is gone).
         #[arg(long)]

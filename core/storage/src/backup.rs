@@ -67,6 +67,13 @@ fn err(msg: impl Into<String>) -> StorageError {
 /// error). Cost: one pass over the whole database.
 pub fn backup(config: &StorageConfig, dir: &Path, t: SystemTime) -> Result<PathBuf, StorageError> {
     config.validate()?;
+    // Nothing to back up is said before anything is created.
+    if config.backend == BackendKind::Sqlite && !config.sqlite_path().is_file() {
+        return Err(err(format!(
+            "no SQLite database at {} (nothing to back up)",
+            config.sqlite_path().display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
     // A second backup within the same second gets `-2`, `-3`, … (never overwrites one).
     let base = file_name(config, t);
