@@ -243,7 +243,12 @@ impl Config {
             return Err(bad("compress.level", "must be 0..=9"));
         }
         if let Err(e) = self.storage.validate() {
-            return Err(bad("storage", &e.to_string()));
+            let key = if e.to_string().contains("url") {
+                "storage.url"
+            } else {
+                "storage"
+            };
+            return Err(bad(key, &e.to_string()));
         }
         if let Err((key, problem)) = self.center.validate() {
             return Err(bad(key, &problem));

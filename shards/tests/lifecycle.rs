@@ -23,6 +23,16 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         (vec!["run", "--runtime.driver", "kqueue"], "runtime.driver"),
         (vec!["run", "--log.level", "[[["], "log.level"),
         (vec!["run", "--alerts.stall_ms", "1000"], "alerts.stall_ms"),
+        (
+            vec![
+                "run",
+                "--storage.backend",
+                "mysql",
+                "--storage.url",
+                "http://x:y@h:1",
+            ],
+            "storage.url",
+        ),
         (vec!["run", "--alerts.webhook", "ftp://x"], "alerts.webhook"),
         (
             vec!["run", "--lua.dir", "/nonexistent-lattice-dir"],
@@ -335,6 +345,11 @@ fn a_data_directory_in_use_refuses_a_second_server_and_a_restore() {
     let backup = lattice(&["tool", "db-backup", "--storage.data_dir", &d]);
     assert!(backup.status.success(), "{backup:?}");
     let file = String::from_utf8_lossy(&backup.stdout).trim().to_string();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a backup holds every password hash");
+    }
     let restore = lattice(&["tool", "db-restore", &file, "--storage.data_dir", &d]);
     assert_eq!(restore.status.code(), Some(1), "{restore:?}");
     let err = String::from_utf8_lossy(&restore.stderr);

@@ -94,6 +94,16 @@ pub fn backup(config: &StorageConfig, dir: &Path, t: SystemTime) -> Result<PathB
         })?;
     let path = dir.join(&name);
     let partial = path.with_file_name(format!("{name}.partial"));
+    // Every account row and password hash is in it: readable by its owner only, from the start.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| err(format!("create {}: {e}", partial.display())))?;
+    }
     let r = match config.backend {
         BackendKind::Sqlite => sqlite_backup(config, &partial),
         BackendKind::Mysql => mysql_dump(config, &partial),
@@ -127,6 +137,19 @@ pub fn restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError> 
     }
 }
 
+/// The last 600 bytes of a tool's error output (a failing statement can be megabytes long).
+fn tail_of(text: &str) -> String {
+    let t = text.trim();
+    if t.len() <= 600 {
+        return t.to_string();
+    }
+    let mut cut = t.len() - 600;
+    while !t.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &t[cut..])
+}
+
 fn not_a_backup(file: &Path, why: &str) -> StorageError {
     err(format!(
         "{} is not a Lattice backup ({why}); nothing was restored",
@@ -156,21 +179,35 @@ fn sqlite_is_backup(file: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// The SQL dump must create the migration table (`mariadb-dump` of a Lattice database does).
+/// The SQL dump must create the migration table (`mariadb-dump` of a Lattice database does) and
+/// be whole: its last line is the dump tool's `-- Dump completed` trailer (a file cut short would
+/// drop tables and restore only part of them).
 fn sql_dump_is_backup(file: &Path) -> Result<(), StorageError> {
     use std::io::BufRead;
     let f = std::fs::File::open(file).map_err(|e| err(format!("open {}: {e}", file.display())))?;
     let needle = format!("CREATE TABLE `{}`", super::migrate::VERSION_TABLE);
+    let (mut creates, mut last) = (false, String::new());
     for line in std::io::BufReader::new(f).split(b'\n') {
         let line = line.map_err(|e| err(format!("read {}: {e}", file.display())))?;
-        if String::from_utf8_lossy(&line).contains(&needle) {
-            return Ok(());
+        let text = String::from_utf8_lossy(&line);
+        creates |= text.contains(&needle);
+        if !text.trim().is_empty() {
+            last = text.into_owned();
         }
     }
-    Err(not_a_backup(
-        file,
-        &format!("it never creates {}", super::migrate::VERSION_TABLE),
-    ))
+    if !creates {
+        return Err(not_a_backup(
+            file,
+            &format!("it never creates {}", super::migrate::VERSION_TABLE),
+        ));
+    }
+    if !last.starts_with("-- Dump completed") {
+        return Err(not_a_backup(
+            file,
+            "it does not end with the dump tool's `-- Dump completed` line: cut short?",
+        ));
+    }
+    Ok(())
 }
 
 fn sqlite_backup(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
@@ -311,8 +348,11 @@ fn find_tool(names: &[&str]) -> Result<PathBuf, StorageError> {
 fn mysql_dump(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
     let tool = find_tool(&["mariadb-dump", "mysqldump"])?;
     let opts = OptionFile::new(&my_conn(config)?)?;
-    let file =
-        std::fs::File::create(out).map_err(|e| err(format!("create {}: {e}", out.display())))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(out)
+        .map_err(|e| err(format!("open {}: {e}", out.display())))?;
     let o = Command::new(&tool)
         .arg(format!("--defaults-extra-file={}", opts.0.display()))
         .args([
@@ -333,7 +373,7 @@ fn mysql_dump(config: &StorageConfig, out: &Path) -> Result<(), StorageError> {
             "{} failed ({}): {}",
             tool.display(),
             o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
+            tail_of(&String::from_utf8_lossy(&o.stderr))
         )));
     }
     Ok(())
@@ -359,7 +399,7 @@ fn mysql_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError
                 "{} failed ({}): {}",
                 tool.display(),
                 o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
+                tail_of(&String::from_utf8_lossy(&o.stderr))
             )))
         }
     };

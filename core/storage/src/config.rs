@@ -192,6 +192,15 @@ impl StorageConfig {
         if self.backend == BackendKind::Mysql && self.url.is_none() {
             return bad("backend = \"mysql\" needs url = \"mysql://user:pass@host:port\"");
         }
+        if self.backend == BackendKind::Mysql {
+            if let Some(u) = &self.url {
+                if let Err(e) = mysql_async::Opts::from_url(u) {
+                    return Err(StorageError::Config(format!(
+                        "url is not a MySQL URL (mysql://user:pass@host:port): {e}"
+                    )));
+                }
+            }
+        }
         if self.queue_capacity == 0 || self.journal_batch == 0 || self.batch_rows == 0 {
             return bad("queue_capacity, journal_batch and batch_rows must be > 0");
         }

@@ -68,6 +68,26 @@ pub struct DumpRecord {
     pub error: DumpError,
     /// Tries made before dumping (1 + retries).
     pub attempts: u32,
+    /// The row's primary key (records written before this field existed have none). A SQL-class
+    /// record is dropped once a newer write of the same row reaches the database: replaying it
+    /// later would put the older state back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<Value>,
+}
+
+impl DumpRecord {
+    /// The row it writes, as a map key: its table and primary key (`None` without a key).
+    pub fn row_id(&self) -> Option<String> {
+        (!self.key.is_empty()).then(|| row_id(&self.table, &self.key))
+    }
+}
+
+/// A row's identity across the flusher and the dump file: table and primary key.
+pub fn row_id(table: &str, key: &[Value]) -> String {
+    format!(
+        "{table}\u{0}{}",
+        serde_json::to_string(key).unwrap_or_default()
+    )
 }
 
 impl DumpRecord {
@@ -243,6 +263,7 @@ mod tests {
                 message: "m".into(),
             }),
             attempts: 3,
+            key: vec![],
         }
     }
 

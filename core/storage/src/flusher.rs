@@ -11,7 +11,7 @@ use super::backend::{Backend, DbError, ErrorClass};
 use super::config::BackendKind;
 use super::connect::{connect, AnyBackend};
 use super::dirty::{DirtyMap, RowRef};
-use super::dump::{now_ms, DumpError, DumpFile, DumpLine, DumpRecord};
+use super::dump::{now_ms, row_id, DumpError, DumpFile, DumpLine, DumpRecord};
 use super::metrics::StmtKind;
 use super::reads::{self, InFlight, ReadReq};
 use super::shared::{lock, Shared};
@@ -35,6 +35,9 @@ struct Flusher {
     /// flush interval before a new snapshot is taken, and freezes the checkpoint until then (the
     /// journal keeps everything). The dirty map fills meanwhile up to `dirty_limit`.
     held: Option<(Rc<DirtyMap>, u64)>,
+    /// Rows with a SQL-class record in the dump file, and the newest such record's seq: a newer
+    /// write of the row that reaches the database makes those records obsolete (dropped).
+    sql_dumped: std::collections::HashMap<String, u64>,
     last_activity: Instant,
 }
 
@@ -115,6 +118,7 @@ impl Flusher {
             dump,
             in_flight: InFlight::default(),
             held: None,
+            sql_dumped: std::collections::HashMap::new(),
             last_activity: Instant::now(),
             shared,
         };
@@ -123,6 +127,20 @@ impl Flusher {
             let (ok, kept) = f.replay_dump(true).await?;
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
         }
+        f.sql_dumped = f
+            .dump
+            .load()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| match l {
+                DumpLine::Record(r) if !r.error.is_network() => r.row_id().map(|id| (id, r.seq)),
+                _ => None,
+            })
+            .fold(std::collections::HashMap::new(), |mut m, (id, seq)| {
+                let e = m.entry(id).or_insert(seq);
+                *e = (*e).max(seq);
+                m
+            });
         // Marks recovered from the journal are in the dirty map: write them before serving.
         f.flush_cycle().await;
         Ok(f)
@@ -238,7 +256,7 @@ impl Flusher {
             if !persisted {
                 if !retry {
                     s.metrics.unpersisted.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(rows = snap.len(), "flush could be written neither to the database nor to the dump file; held in memory (still readable) and retried at each flush interval; the journal keeps it, checkpoint frozen");
+                    tracing::error!(rows = snap.len(), "flush not persisted (its commit failed, or neither the database nor the dump file took its rows); held in memory (still readable) and retried at each flush interval; the journal keeps it, checkpoint frozen");
                 }
                 // Stays `in_flight`: reads still find its rows.
                 self.held = Some((snap, seq));
@@ -278,11 +296,13 @@ impl Flusher {
         let mut dumped = 0u64;
         let mut down: Option<(DbError, u32)> = None;
         let mut persisted = true;
-        let began = match self.backend.flush_begin().await {
+        // Rows whose SQL-class dump records a write of this flush supersedes.
+        let mut superseded: Vec<String> = Vec::new();
+        let began = match self.begin_retry().await {
             Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "flush could not begin; dumping its rows");
-                down = Some((e, 1));
+            Err((e, attempts)) => {
+                tracing::error!(error = %e, attempts, "flush could not begin past the retry budget; dumping its rows");
+                down = Some((e, attempts));
                 false
             }
         };
@@ -296,7 +316,10 @@ impl Flusher {
             }
             let stmt = sql::batch_stmt(d, spec, b);
             match self.exec_retry(&stmt).await {
-                Ok(()) => written += b.rows.len() as u64,
+                Ok(()) => {
+                    written += b.rows.len() as u64;
+                    self.note_written(spec, &b.rows, &mut superseded);
+                }
                 Err((e, attempts)) if e.class != ErrorClass::Sql || b.rows.len() == 1 => {
                     if e.class == ErrorClass::Sql {
                         log_sql_error(spec, &stmt, &e);
@@ -320,7 +343,10 @@ impl Flusher {
                         }
                         let st = row_stmt(d, spec, r);
                         match self.exec_retry(&st).await {
-                            Ok(()) => written += 1,
+                            Ok(()) => {
+                                written += 1;
+                                self.note_written(spec, one, &mut superseded);
+                            }
                             Err((e, attempts)) => {
                                 if e.class == ErrorClass::Sql {
                                     log_sql_error(spec, &st, &e);
@@ -338,14 +364,38 @@ impl Flusher {
         }
         if began {
             if let Err(e) = self.backend.flush_end().await {
-                // SQLite commit failed: this flush's rows are not in the database. The journal
-                // keeps them (checkpoint frozen) for the next start.
-                tracing::error!(error = %e, "flush commit failed");
+                // SQLite commit failed: this flush's rows are not in the database. The snapshot
+                // is held (retried at the next interval, readable meanwhile) and the journal keeps
+                // it (checkpoint frozen).
+                tracing::error!(error = %e, "flush commit failed; its rows are held and written again at the next interval");
                 let _ = self.backend.exec_script(&["ROLLBACK".to_owned()]).await;
                 persisted = false;
+                superseded.clear();
             }
         }
+        if !superseded.is_empty() {
+            self.drop_superseded(&superseded);
+        }
         (written, dumped, persisted)
+    }
+
+    /// Begins a flush (SQLite: the transaction), retrying network-class errors (busy, locked,
+    /// disk full) like a statement: `retry_max` times with backoff.
+    async fn begin_retry(&mut self) -> Result<(), (DbError, u32)> {
+        let cfg = self.shared.config.clone();
+        let mut attempt: u32 = 0;
+        loop {
+            match self.backend.flush_begin().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < cfg.retry_max => {
+                    attempt += 1;
+                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, attempt, "flush could not begin; retrying");
+                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                }
+                Err(e) => return Err((e, attempt + 1)),
+            }
+        }
     }
 
     /// Executes with retries on network errors; replays pending network dump records first so older
@@ -405,6 +455,52 @@ impl Flusher {
             .store(self.dump.network_pending(), Ordering::Release);
     }
 
+    /// Notes rows written to the database that have older SQL-class dump records.
+    fn note_written(&mut self, spec: &TableSpec, rows: &[RowRef<'_>], out: &mut Vec<String>) {
+        if self.sql_dumped.is_empty() {
+            return;
+        }
+        for r in rows {
+            let id = row_id(&spec.name, r.key);
+            if self
+                .sql_dumped
+                .get(&id)
+                .is_some_and(|&seq| seq < r.entry.seq)
+            {
+                self.sql_dumped.remove(&id);
+                out.push(id);
+            }
+        }
+    }
+
+    /// Removes the SQL-class dump records of `rows` (a newer write of each is in the database:
+    /// replaying them would put an older state back), logging each.
+    fn drop_superseded(&mut self, rows: &[String]) {
+        let lines = match self.dump.load() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "dump file unreadable; superseded records kept");
+                return;
+            }
+        };
+        let gone: std::collections::HashSet<&String> = rows.iter().collect();
+        let mut keep = Vec::with_capacity(lines.len());
+        for l in lines {
+            match &l {
+                DumpLine::Record(r)
+                    if !r.error.is_network() && r.row_id().is_some_and(|id| gone.contains(&id)) =>
+                {
+                    tracing::warn!(table = %r.table, seq = r.seq, code = ?r.error.code, "dump record dropped: a newer write of its row reached the database");
+                }
+                _ => keep.push(l),
+            }
+        }
+        if let Err(e) = self.dump.rewrite(&keep) {
+            tracing::error!(error = %e, path = %self.dump.path().display(), "dump file rewrite failed; superseded records kept");
+        }
+        self.publish_dump();
+    }
+
     /// Appends one record per row. Returns (records, ok).
     fn dump_rows(
         &mut self,
@@ -431,11 +527,20 @@ impl Flusher {
                     params,
                     error: DumpError::from(e),
                     attempts,
+                    key: r.key.to_vec(),
                 })
             })
             .collect();
         match self.dump.append(&recs) {
             Ok(()) => {
+                if e.class == ErrorClass::Sql {
+                    for r in &recs {
+                        if let Some(id) = r.row_id() {
+                            let seq = self.sql_dumped.entry(id).or_insert(r.seq);
+                            *seq = (*seq).max(r.seq);
+                        }
+                    }
+                }
                 self.shared
                     .metrics
                     .dumps

@@ -353,6 +353,50 @@ fn sql_error_goes_to_dump_with_code(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A row whose write failed with a SQL error (dumped) and was written again later, successfully:
+/// the dump record is dropped, so no later start replays the older state over the newer one.
+fn a_newer_write_supersedes_a_sql_class_dump_record(db: Db) {
+    let cfg = config(db, "supersede");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    // NULL into a NOT NULL column: dumped with a SQL error.
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    h.insert(kvt, vec![Value::Int(6)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").dumped, 2);
+    assert_eq!(h.metrics().dump_pending, 2);
+    // A newer, good write of row 5 reaches the database: its old record goes.
+    h.insert(kvt, vec![Value::Int(5)], kv(55, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").written, 1);
+    assert_eq!(h.metrics().dump_pending, 1, "row 6's record stays");
+    let lines = DumpFile::open(&cfg.dump_path())
+        .expect("dump")
+        .load()
+        .expect("load");
+    match &lines[..] {
+        [lattice_storage::dump::DumpLine::Record(r)] => {
+            assert_eq!(r.key, vec![Value::Int(6)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    s.shutdown().expect("shutdown");
+    // The next start replays nothing over row 5.
+    let s = open(&cfg);
+    let h = s.handle();
+    assert_eq!(kv_rows(&h), vec![(5, 55, None)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 fn dump_records_replay_at_start(db: Db) {
     let cfg = config(db, "dumpreplay");
     // First open creates the schema; then a dump record is written by hand, as an operator or an
@@ -391,6 +435,7 @@ fn dump_records_replay_at_start(db: Db) {
             message: "lost connection".into(),
         },
         attempts: 9,
+        key: vec![],
     };
     let mut dump = DumpFile::open(&cfg.dump_path()).expect("dump");
     dump.append(&[rec]).expect("append");
@@ -744,6 +789,10 @@ macro_rules! suite {
             #[test]
             fn sql_error_goes_to_dump_with_code() {
                 super::sql_error_goes_to_dump_with_code($db)
+            }
+            #[test]
+            fn a_newer_write_supersedes_a_sql_class_dump_record() {
+                super::a_newer_write_supersedes_a_sql_class_dump_record($db)
             }
             #[test]
             fn dump_records_replay_at_start() {
