@@ -382,26 +382,41 @@ impl Flusher {
     /// Begins a flush (SQLite: the transaction), retrying network-class errors (busy, locked,
     /// disk full) like a statement: `retry_max` times with backoff.
     async fn begin_retry(&mut self) -> Result<(), (DbError, u32)> {
-        let cfg = self.shared.config.clone();
         let mut attempt: u32 = 0;
         loop {
             match self.backend.flush_begin().await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < cfg.retry_max => {
-                    attempt += 1;
-                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, "flush could not begin; retrying");
-                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                Err(e) => {
+                    if let Some(gave_up) = self.retry_or_give_up(e, &mut attempt, "begin").await {
+                        return Err(gave_up);
+                    }
                 }
-                Err(e) => return Err((e, attempt + 1)),
             }
         }
+    }
+
+    /// After a failed try of `what`: when `e` is retryable and the budget (`retry_max`) allows,
+    /// counts the retry, sleeps its backoff and returns `None`; else the error and the tries made.
+    async fn retry_or_give_up(
+        &self,
+        e: DbError,
+        attempt: &mut u32,
+        what: &'static str,
+    ) -> Option<(DbError, u32)> {
+        let cfg = &self.shared.config;
+        if !e.is_retryable() || *attempt >= cfg.retry_max {
+            return Some((e, *attempt + 1));
+        }
+        *attempt += 1;
+        self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, attempt = *attempt, what, "storage call failed; retrying");
+        tokio::time::sleep(cfg.backoff(*attempt)).await;
+        None
     }
 
     /// Executes with retries on network errors; replays pending network dump records first so older
     /// data lands before newer. Returns the last error and the attempts made.
     async fn exec_retry(&mut self, stmt: &Stmt) -> Result<(), (DbError, u32)> {
-        let cfg = self.shared.config.clone();
         let mut attempt: u32 = 0;
         loop {
             let r = if self.dump.network_pending() > 0 {
@@ -417,13 +432,12 @@ impl Flusher {
             };
             match r {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < cfg.retry_max => {
-                    attempt += 1;
-                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, "statement failed; retrying");
-                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                Err(e) => {
+                    if let Some(gave_up) = self.retry_or_give_up(e, &mut attempt, "statement").await
+                    {
+                        return Err(gave_up);
+                    }
                 }
-                Err(e) => return Err((e, attempt + 1)),
             }
         }
     }
