@@ -126,9 +126,6 @@ impl SessionCell {
     // Inlined: once per pass of the connection task; almost always there is nothing.
     #[inline]
     pub(crate) fn take_pending_input(&self) -> Vec<u8> {
-        if self.transfer.borrow().is_none() {
-            return Vec::new();
-        }
         let mut t = self.transfer.borrow_mut();
         let Some(tr) = t.as_mut() else {
             return Vec::new();
