@@ -223,6 +223,7 @@ impl ShardApp for App {
     fn on_message(&mut self, cx: &ShardCx<ShardMsg>, msg: ShardMsg) {
         match msg {
             ShardMsg::ProxyDeliver(p, f) => self.links.deliver(cx, self.host.encoder(), p, f),
+            ShardMsg::LinkReplaced(node, newer) => self.links.replaced(cx, &node, newer),
             ShardMsg::LinkInbound(batch) => match &self.forward {
                 Some(fw) => fw.inbound(cx, batch),
                 None => tracing::error!("link frames on a node that routes nothing; dropped"),

@@ -707,6 +707,56 @@ fn a_stopping_gate_waits_for_the_replies_it_is_owed() {
     assert!(!g.logs().contains("drain timeout"), "{}", g.logs());
 }
 
+fn join_members(c: &mut Client, rid: u32, room: &str) -> u32 {
+    c.send(rid, &pb::JoinRoom { room: room.into() });
+    let f = c.recv();
+    match f.decode() {
+        AnyMessage::Joined(j) => j.members,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A gate that stops (SIGTERM) ends its clients' proxies on the logic node at once (their rooms
+/// lose them), and a gate that comes back with a new link session ends the old one's proxies:
+/// neither waits for the logic node's resume window (2 minutes here).
+#[test]
+fn proxies_of_a_stopped_or_replaced_link_leave_their_rooms_at_once() {
+    let l = logic("logic-a", &["--session.resume_window_ms", "120000"]);
+    let p = peers(&[("logic-a", l.internal)]);
+    let mut g1 = gate("gate-1", &p, &[]);
+    let g2 = gate("gate-2", &p, &[]);
+    for g in [&g1, &g2] {
+        wait_until("link up", || {
+            link_metric(g, "lattice_link_up", "logic-a") == 1
+        });
+    }
+    let mut a = g1.connect();
+    assert_eq!(join_members(&mut a, 1, "stay"), 1);
+    assert_eq!(g1.terminate(), 0, "{}", g1.logs());
+    wait_until("the stopped gate's client left the room", || {
+        let mut b = g2.connect();
+        join_members(&mut b, 2, "stay") == 1
+    });
+    // gate-2's link is cut for good (its process killed); a new gate-2 opens a new session.
+    let mut c = g2.connect();
+    assert_eq!(join_members(&mut c, 3, "kept"), 1);
+    let mut g2 = g2;
+    unsafe_free_kill(g2.child.id(), "KILL");
+    let _ = g2.child.wait();
+    let g2b = gate("gate-2", &p, &[]);
+    wait_until("new link up", || {
+        link_metric(&g2b, "lattice_link_up", "logic-a") == 1
+    });
+    wait_until("the old link's client left the room", || {
+        let mut d = g2b.connect();
+        join_members(&mut d, 4, "kept") == 1
+    });
+    assert!(l
+        .node
+        .logs()
+        .contains("link session replaced by a newer one of the same node"));
+}
+
 #[test]
 fn a_full_link_answers_busy_and_loses_nothing_it_took() {
     let l = logic("logic-a", &[]);

@@ -355,7 +355,7 @@ impl ServiceHost {
             ShardMsg::Resume(req) => {
                 tracing::error!(session = %req.target, "Resume request outside a socket handover; dropped")
             }
-            ShardMsg::ProxyDeliver(..) | ShardMsg::LinkInbound(..) => {
+            ShardMsg::ProxyDeliver(..) | ShardMsg::LinkInbound(..) | ShardMsg::LinkReplaced(..) => {
                 tracing::error!("node-link message on a node without links; dropped")
             }
             ShardMsg::SessionClosed(session) => {

@@ -72,6 +72,9 @@ pub enum ShardMsg {
     ProxyDeliver(SessionId, ProxyOut),
     /// What arrived over node links for client sessions of this shard (a gate node).
     LinkInbound(Vec<crate::cluster::link::inbox::Inbound>),
+    /// Node `.0` opened a new link session (`.1`): its older link sessions on every shard end,
+    /// with their proxies (a logic node).
+    LinkReplaced(String, SessionId),
 }
 
 /// Where a request is handled.

@@ -347,15 +347,19 @@ impl Writer {
             let (h, body) = read_plain(s, dec, pending)?;
             let msg = lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())?;
             match msg {
-                AnyMessage::Resumed(r) => {
-                    if r.resync {
-                        tracing::warn!(peer = %self.h.node_id, "link resumed with resync: frames of the peer were evicted from its replay buffer");
-                    }
-                    match lock(&self.seq).resumed(Some(&r)) {
-                        Resumption::Resend(f) => return Ok(f),
-                        Resumption::Lost(_) => unreachable!("a kept session resends"),
-                    }
+                AnyMessage::Resumed(r) if r.resync => {
+                    // Frames the peer wrote (replies, pushes) were evicted from its replay buffer
+                    // and cannot come: go on as if the session were lost, so every waiting
+                    // request is answered (NODE_UNAVAILABLE) instead of never.
+                    tracing::warn!(peer = %self.h.node_id, "link resumed with resync (frames of the peer were evicted from its replay buffer): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
+                    lock(&self.seq).resumed(None);
+                    self.fail_pending();
+                    return Err("resumed with frames lost (resync)".into());
                 }
+                AnyMessage::Resumed(r) => match lock(&self.seq).resumed(Some(&r)) {
+                    Resumption::Resend(f) => return Ok(f),
+                    Resumption::Lost(_) => unreachable!("a kept session resends"),
+                },
                 other => {
                     tracing::warn!(peer = %self.h.node_id, answer = ?other, "link session lost by the peer (restarted, or resume window passed): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
                     lock(&self.seq).resumed(None);
@@ -466,9 +470,7 @@ impl Writer {
             if quiet > silence {
                 return Err(format!("nothing heard from the peer for {quiet} ms"));
             }
-            if self.stopping() {
-                return Ok(());
-            }
+            let stopping = self.stopping();
             out.clear();
             // Frames handled so far: whatever is framed below acknowledges at least these.
             let n_in = frames_in.load(Ordering::Acquire);
@@ -481,6 +483,14 @@ impl Writer {
                     let m = pb::LinkSessionClosed { origin };
                     out.extend(seq.frame(pb::LinkSessionClosed::OPCODE, 0, &m.encode_to_vec()));
                 }
+            }
+            if stopping {
+                // Last words: the client sessions the drain closed end their proxies on the peer
+                // now (they leave rooms), not when the peer's resume window passes.
+                if !out.is_empty() {
+                    let _ = s.write_all(&out);
+                }
+                return Ok(());
             }
             // Take requests only while the peer's acknowledgements leave room (backpressure:
             // the queue fills, and the shards answer BUSY).

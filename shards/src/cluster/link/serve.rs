@@ -67,6 +67,23 @@ impl LinkServe {
         }
     }
 
+    /// Ends this shard's link sessions of `node` other than `newer` (with their proxies).
+    pub fn replaced(&mut self, cx: &ShardCx<ShardMsg>, node: &str, newer: SessionId) {
+        let old: Vec<SessionId> = self
+            .links
+            .iter()
+            .filter(|(s, n)| n.as_str() == node && **s != newer)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in old {
+            tracing::info!(session = %s, peer = %node, "link session replaced by a newer one of the same node: it ends with its proxies");
+            cx.close(
+                s,
+                lattice_wire::CloseReason::App("replaced by a newer link of the same node".into()),
+            );
+        }
+    }
+
     /// Proxy sessions alive on this shard.
     pub fn proxies(&self) -> usize {
         self.by_origin.len()
@@ -102,6 +119,14 @@ impl LinkServe {
                 }
                 tracing::info!(%session, peer = %hello.node_id, "link accepted");
                 self.links.insert(session, hello.node_id.clone());
+                // A node has one link session: an older one (its gate gave it up, or resumed it
+                // with frames lost) would keep its proxies in rooms until its resume window.
+                for shard in 0..cx.shards {
+                    cx.send(
+                        shard,
+                        ShardMsg::LinkReplaced(hello.node_id.clone(), session),
+                    );
+                }
                 host.encoder().send(
                     cx,
                     session,
