@@ -260,6 +260,9 @@ impl Config {
         if let Err((key, problem)) = self.cluster.validate() {
             return Err(bad(key, &problem));
         }
+        if let Err(e) = crate::cluster::config::check_node_name(self.center.node.trim()) {
+            return Err(bad("center.node", &e));
+        }
         if etcd.enabled() {
             // What etcd publishes is where gates connect: it must name this host.
             let internal = self

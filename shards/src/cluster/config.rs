@@ -64,10 +64,28 @@ fn parse_roles(key: &'static str, names: &[String]) -> Result<Vec<Role>, (&'stat
     Ok(roles)
 }
 
+/// A node name (empty = derived later): no `/` (it is a key in etcd), no whitespace or control
+/// characters, at most 128 bytes.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.len() > 128
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{name:?} must have at most 128 bytes and no '/', spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
 impl ClusterConfig {
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.roles()?;
+        if let Err(e) = check_node_name(&self.node_id) {
+            return Err(("cluster.node_id", e));
+        }
         self.peers()?;
         for (key, v) in [
             ("cluster.link_queue_frames", self.link_queue_frames as u64),
@@ -142,9 +160,16 @@ impl ClusterConfig {
                     ),
                 ));
             }
-            if p.internal_addr.parse::<std::net::SocketAddr>().is_err()
-                && !p.internal_addr.contains(':')
-            {
+            let port_ok = p
+                .internal_addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0)
+                });
+            if let Err(e) = check_node_name(&p.node_id) {
+                return Err(("cluster.static_peers", format!("peer node_id {e}")));
+            }
+            if p.internal_addr.parse::<std::net::SocketAddr>().is_err() && !port_ok {
                 return Err((
                     "cluster.static_peers",
                     format!(
@@ -254,6 +279,15 @@ mod tests {
                 )],
                 "unspecified",
             ),
+            (
+                vec![(
+                    "cluster.static_peers",
+                    r#"[{ node_id = "x", roles = ["logic"], internal_addr = "nohost:99999" }]"#,
+                )],
+                "`cluster.static_peers`",
+            ),
+            (vec![("cluster.node_id", "x/y")], "`cluster.node_id`"),
+            (vec![("cluster.node_id", "x y")], "`cluster.node_id`"),
             (
                 vec![
                     ("cluster.link_timeout_ms", "500"),
