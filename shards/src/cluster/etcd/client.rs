@@ -377,6 +377,8 @@ impl Client {
             }
             let n = match s.read(&mut buf) {
                 Ok(n) => n,
+                // Interrupted by a signal: read again (the deadline still bounds it).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -191,10 +191,7 @@ impl View {
                         );
                     }
                     None => {
-                        tracing::warn!(
-                            key = %String::from_utf8_lossy(&kv.key),
-                            "etcd: a node entry is not valid JSON of a node; skipped"
-                        );
+                        bad_entry(&kv.key);
                         changed |= self.nodes.remove(&kv.key).is_some();
                     }
                 },
@@ -211,19 +208,40 @@ impl View {
 
 /// Reads the live set: every well-formed node under `<prefix>/nodes/`. Entries that do not parse
 /// are skipped (logged): one bad key must not hide the others.
+/// Logs a node entry that is not a node: at `WARN` the first time for its key (up to 1,024 keys
+/// remembered), at `DEBUG` at every later read, so a stray key does not fill the log.
+fn bad_entry(key: &[u8]) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<Vec<u8>>>> =
+        std::sync::Mutex::new(None);
+    let first = {
+        let mut g = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let set = g.get_or_insert_with(Default::default);
+        set.len() < 1024 && set.insert(key.to_vec())
+    };
+    let key = String::from_utf8_lossy(key);
+    if first {
+        tracing::warn!(%key, "etcd: a node entry is not valid JSON of a node; skipped (logged once)");
+    } else {
+        tracing::debug!(%key, "etcd: a node entry is not valid JSON of a node; skipped");
+    }
+}
+
 fn read_view(c: &mut Client, prefix: &str, max: usize) -> Result<View, EtcdError> {
     let (kvs, revision) = c.range_prefix_at(nodes_prefix(prefix).as_bytes(), max)?;
     let full = kvs.len() >= max;
+    if full {
+        tracing::warn!(
+            max,
+            "etcd: the live set has at least etcd.max_nodes entries; nodes beyond them are not seen (raise etcd.max_nodes)"
+        );
+    }
     let mut nodes = BTreeMap::new();
     for kv in kvs {
         match parse_node(&kv.value) {
             Some(n) => {
                 nodes.insert(kv.key, n);
             }
-            None => tracing::warn!(
-                key = %String::from_utf8_lossy(&kv.key),
-                "etcd: a node entry is not valid JSON of a node; skipped"
-            ),
+            None => bad_entry(&kv.key),
         }
     }
     Ok(View {

@@ -86,10 +86,14 @@ impl Watch {
                 )))
             }
             Ok(n) => self.parser.feed(&buf[..n]),
+            // A signal (SIGSTOP/SIGCONT, a profiler's SIGPROF) interrupting the wait is not the
+            // watch ending: poll again next time.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
                 return Err(EtcdError::Unreachable(format!(

@@ -189,7 +189,9 @@ fn read_plain(
     loop {
         let mut input: &[u8] = pending;
         let before = input.len();
-        let got = dec.next(&mut input).map_err(|e| e.to_string())?;
+        let got = dec.next(&mut input).map_err(|e| {
+            format!("the peer does not speak Lattice's binary frames ({e}): is the address its internal listener?")
+        })?;
         let out = got.map(|f| {
             let fr = f.frame();
             (fr.header, fr.body.to_vec())
@@ -199,14 +201,36 @@ fn read_plain(
         if let Some(out) = out {
             return Ok(out);
         }
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("handshake read: {e}"))?;
+        let n = s.read(&mut buf).map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                "timed out waiting for the peer's handshake answer (cluster.link_connect_timeout_ms)"
+                    .to_string()
+            } else {
+                format!("handshake read: {e}")
+            }
+        })?;
         if n == 0 {
             return Err("peer closed during the handshake".into());
         }
         pending.extend_from_slice(&buf[..n]);
     }
+}
+
+/// A message for a log line: its debug form, cut at 200 bytes.
+fn short_debug(m: &AnyMessage) -> String {
+    let mut t = format!("{m:?}");
+    if t.len() > 200 {
+        let mut cut = 200;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t.push('…');
+    }
+    t
 }
 
 /// An `Error{NODE_UNAVAILABLE}` frame answering a request.
@@ -373,7 +397,12 @@ impl Writer {
         let (h, body) = read_plain(s, dec, pending)?;
         match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
             AnyMessage::Welcome(w) => lock(&self.seq).welcome(&w).map_err(str::to_string)?,
-            other => return Err(format!("expected Welcome, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "expected Welcome, got {}: is the address the peer's internal listener?",
+                    short_debug(&other)
+                ))
+            }
         }
         let lh = pb::LinkHello {
             node_id: self.me.clone(),
@@ -392,7 +421,10 @@ impl Writer {
                 // Logged by the caller with every failed attempt (rate-limited).
                 format!("link refused: not the node it was meant to reach: {e}")
             }
-            other => format!("expected LinkWelcome, got {other:?}"),
+            other => format!(
+                "expected LinkWelcome, got {}: is the address the peer's internal listener?",
+                short_debug(&other)
+            ),
         };
         // The session the peer granted above must not be resumed by the next attempt: resuming
         // skips LinkHello, so the node's name would go unchecked.

@@ -151,9 +151,30 @@ impl LinkServe {
                     }
                 };
                 let proxy = self.proxy(cx, session, r.origin);
-                if let Ok(a) = r.peer.parse::<SocketAddr>() {
-                    PEERS.with(|m| m.borrow_mut().insert(proxy, a));
-                }
+                // The client's address as its gate saw it. A peer that is not `ip:port` is
+                // refused (a request that needs it, `Login`, would otherwise go unanswered);
+                // none given counts as the unspecified address.
+                let peer = if r.peer.is_empty() {
+                    SocketAddr::from(([0, 0, 0, 0], 0))
+                } else {
+                    match r.peer.parse::<SocketAddr>() {
+                        Ok(a) => a,
+                        Err(_) => {
+                            host.encoder().send(
+                                cx,
+                                proxy,
+                                r.request_id,
+                                &pb::Error {
+                                    code: error_code::BAD_REQUEST,
+                                    message: "LinkRequest.peer is not ip:port".into(),
+                                    opcode: r.opcode,
+                                },
+                            );
+                            return true;
+                        }
+                    }
+                };
+                PEERS.with(|m| m.borrow_mut().insert(proxy, peer));
                 let header = FrameHeader::new(0, opcode, 0, r.request_id);
                 match lattice_proto::decode(opcode, &r.body) {
                     Ok(inner) => host.request(cx, proxy, header, info, inner),
