@@ -331,6 +331,10 @@ impl Config {
                 Ok(_) => {}
             }
         }
+        // Every service's and component's section, typed as building them reads it, and the
+        // sections `lattice run` reads itself.
+        crate::service::registry::check_sections(&self.table)?;
+        let _: crate::admin::pprof::ProfileConfig = typed_section(&self.table, "profile")?;
         let lua: crate::lua::LuaConfig = typed_section(&self.table, "lua")?;
         if !lua.dir.is_empty() && !std::path::Path::new(&lua.dir).is_dir() {
             return Err(bad("lua.dir", &format!("{} is not a directory", lua.dir)));

@@ -41,6 +41,15 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         // `lattice config` checks what `run` checks.
         (vec!["config", "--log.level", "nonsense==="], "log.level"),
         (
+            vec!["config", "--logic.queue_limit", "-1"],
+            "logic.queue_limit",
+        ),
+        (vec!["config", "--echo.route", "foo"], "echo.route"),
+        (
+            vec!["config", "--profile.max_seconds", "-1"],
+            "profile.max_seconds",
+        ),
+        (
             vec!["config", "--alerts.stall_ms", "1000"],
             "alerts.stall_ms",
         ),

@@ -107,6 +107,7 @@ macro_rules! component {
             name: stringify!($ty),
             order: $order,
             build: $crate::service::registry::build_erased::<$ty>,
+            check: $crate::service::registry::check_section::<$ty>,
             section: <$ty as $crate::service::Component>::SECTION,
             defaults: <$ty as $crate::service::Component>::DEFAULTS,
         };

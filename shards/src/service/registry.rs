@@ -57,6 +57,9 @@ pub struct ComponentDecl {
     pub order: i32,
     /// Builds an instance from the merged config.
     pub build: Builder,
+    /// Reads the component's config section without building anything (configuration checks:
+    /// `lattice config`, `/admin/reload`).
+    pub check: fn(&toml::Table) -> Result<(), ConfigError>,
     /// Config section injected.
     pub section: &'static str,
     /// The section's documented defaults.
@@ -197,6 +200,23 @@ impl<C: Component> ErasedComponent for Holder<C> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         &mut self.comp
     }
+}
+
+/// Reads `C`'s config section (as [`build_erased`] would) and drops it.
+pub fn check_section<C: Component>(cfg: &toml::Table) -> Result<(), ConfigError> {
+    typed_section::<C::Config>(cfg, C::SECTION).map(|_| ())
+}
+
+/// Checks every service's and component's config section in `cfg` (what building them reads),
+/// without building any component.
+pub fn check_sections(cfg: &toml::Table) -> Result<(), ConfigError> {
+    for svc in services() {
+        typed_section::<ServiceConfig>(cfg, svc.name)?;
+    }
+    for c in COMPONENTS.iter() {
+        (c.check)(cfg)?;
+    }
+    Ok(())
 }
 
 /// Builds component `C` from the merged config (used by [`crate::component!`]).
