@@ -63,12 +63,12 @@ impl RotatingFile {
 
     /// Appends `bytes` (whole lines), rotating first when the day changed, and between lines
     /// whenever the next line would pass the size limit (a single line longer than the limit
-    /// gets a file of its own). Returns true when it rotated.
-    pub fn write(&mut self, bytes: &[u8], today: NaiveDate) -> std::io::Result<bool> {
-        let mut rotated = false;
+    /// gets a file of its own). Returns how many times it rotated.
+    pub fn write(&mut self, bytes: &[u8], today: NaiveDate) -> std::io::Result<u32> {
+        let mut rotated = 0;
         if self.rotation.daily && today != self.day && self.size > 0 {
             self.rotate(today)?;
-            rotated = true;
+            rotated += 1;
         }
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -88,7 +88,7 @@ impl RotatingFile {
                 }
                 if cut == 0 && self.size > 0 {
                     self.rotate(today)?;
-                    rotated = true;
+                    rotated += 1;
                     continue;
                 }
                 if cut == 0 {
@@ -205,9 +205,7 @@ mod tests {
         let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
         let mut rotations = 0;
         for i in 0..5 {
-            if f.write(format!("line {i}\n").as_bytes(), day(1)).unwrap() {
-                rotations += 1;
-            }
+            rotations += f.write(format!("line {i}\n").as_bytes(), day(1)).unwrap();
         }
         // 7 bytes a line, 10 allowed: every line after the first rotates.
         assert_eq!(rotations, 4);
@@ -234,7 +232,11 @@ mod tests {
         let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
         // One write of five 7-byte lines: two fit per file.
         let batch: String = (0..5).map(|i| format!("line {i}\n")).collect();
-        assert!(f.write(batch.as_bytes(), day(1)).unwrap());
+        assert_eq!(
+            f.write(batch.as_bytes(), day(1)).unwrap(),
+            2,
+            "two rotations in one write"
+        );
         let kept = f.rotated().unwrap();
         let files: Vec<String> = kept
             .iter()
@@ -263,10 +265,10 @@ mod tests {
         };
         let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
         f.day = day(1);
-        assert!(!f.write(b"a\n", day(1)).unwrap());
-        assert!(!f.write(b"b\n", day(1)).unwrap());
-        assert!(f.write(b"c\n", day(2)).unwrap());
-        assert!(!f.write(b"d\n", day(2)).unwrap());
+        assert_eq!(f.write(b"a\n", day(1)).unwrap(), 0);
+        assert_eq!(f.write(b"b\n", day(1)).unwrap(), 0);
+        assert_eq!(f.write(b"c\n", day(2)).unwrap(), 1);
+        assert_eq!(f.write(b"d\n", day(2)).unwrap(), 0);
         let kept = f.rotated().unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].0, day(1));

@@ -150,8 +150,9 @@ fn writer(rx: Receiver<Msg>, console: bool, mut file: Option<RotatingFile>) {
                 let today = today_utc();
                 match f.write(&batch, today) {
                     Ok(rotated) => {
-                        if rotated {
-                            st.rotations.fetch_add(1, Ordering::Relaxed);
+                        if rotated > 0 {
+                            st.rotations
+                                .fetch_add(u64::from(rotated), Ordering::Relaxed);
                             FILE_FD.store(f.raw_fd(), Ordering::SeqCst);
                         }
                     }
