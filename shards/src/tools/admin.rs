@@ -141,10 +141,19 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                 q.push(format!("shard={s}"));
             }
             if let Some(p) = peer {
-                q.push(format!(
-                    "peer={}",
-                    p.replace('%', "%25").replace('/', "%2F")
-                ));
+                // Percent-encoded whole: anything but unreserved characters (a space, `&`, `=`)
+                // must not leak into the query.
+                let enc: String = p
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect();
+                q.push(format!("peer={enc}"));
             }
             if *detached {
                 q.push("state=detached".into());
@@ -314,7 +323,16 @@ pub fn request(
     let mut answer = Vec::new();
     s.take(MAX_ANSWER as u64 + 1)
         .read_to_end(&mut answer)
-        .map_err(|e| format!("cannot read the answer: {e}"))?;
+        .map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                format!("no answer within {} s (--timeout)", timeout.as_secs_f64())
+            } else {
+                format!("cannot read the answer: {e}")
+            }
+        })?;
     if answer.len() > MAX_ANSWER {
         return Err(format!("answer larger than {MAX_ANSWER} bytes"));
     }
