@@ -167,6 +167,8 @@ fn sessions_are_counted_per_shard_and_listed_with_filters() {
         "state=sleepy",
         "limit=99999999",
         "peer=%zz",
+        "limt=5",
+        "bogus=1",
     ] {
         let (status, v) = l.admin("GET", &format!("/admin/sessions?{bad}"), "");
         assert_eq!(status, 400, "{bad}: {v}");
@@ -198,6 +200,25 @@ fn close_by_ids_by_shard_by_cidr_and_all() {
     let on_one = cs[2..].iter().filter(|c| shard_of(c) == 1).count();
     assert_eq!(v["closed"], on_one as u64);
     l.wait_log("scope=shard 1");
+    // Unknown fields and an empty id list are refused, not ignored.
+    for bad in [r#"{"shard": 1, "bogus": 1}"#, r#"{"sessions": []}"#] {
+        let (status, v) = l.admin("POST", "/admin/close", bad);
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    // Two Authorization headers, the right token first: refused.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", l.admin)).unwrap();
+        write!(
+            s,
+            "GET /admin/ip-rules HTTP/1.1\r\nAuthorization: Bearer {}\r\nAuthorization: Bearer nope\r\n\r\n",
+            l.token()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    }
     // A reason is logged: no control characters (a line break would forge a log line).
     let (status, _) = l.admin(
         "POST",

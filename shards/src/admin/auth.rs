@@ -123,6 +123,15 @@ pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
 /// The guard: 401 unless the request carries `Authorization: Bearer <token>`.
 pub fn guard(token: String) -> Guard {
     Box::new(move |req: &Request| {
+        if req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .count()
+            > 1
+        {
+            return Some(unauthorized("more than one Authorization header"));
+        }
         let given = req
             .header("authorization")
             .and_then(|v| {

@@ -33,6 +33,12 @@ fn close(api: &Api, req: &Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some(k) = b.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !["all", "shard", "sessions", "cidr", "reason"].contains(&k.as_str()))
+    }) {
+        return error(400, format!("unknown field {k:?}"));
+    }
     let reason = match b.get("reason") {
         None => "admin request".to_string(),
         Some(Value::String(s))
@@ -60,43 +66,42 @@ fn close(api: &Api, req: &Request) -> Response {
         );
     }
     let n = api.control.shards();
-    let (shards, which) = match given[0] {
-        "all" if b["all"] == json!(true) => ((0..n).collect::<Vec<_>>(), CloseSelector::All),
-        "shard" => match b["shard"].as_u64() {
-            Some(s) if (s as usize) < n => (vec![s as usize], CloseSelector::All),
-            _ => return error(400, format!("shard must be 0..{n}")),
-        },
-        "sessions" => match ids(&b["sessions"]) {
-            Some(ids) => {
-                let mut shards: Vec<usize> =
-                    ids.iter().map(|i| i.shard()).filter(|s| *s < n).collect();
-                shards.sort_unstable();
-                shards.dedup();
-                (shards, CloseSelector::Ids(ids))
-            }
-            None => {
-                return error(
-                    400,
-                    "sessions must be a list of session ids (decimal strings or numbers)",
-                )
-            }
-        },
-        "cidr" => {
-            let blocks: Option<Result<Vec<Cidr>, _>> = b["cidr"].as_array().map(|a| {
-                a.iter()
-                    .map(|v| v.as_str().unwrap_or("").parse::<Cidr>())
-                    .collect()
-            });
-            match blocks {
-                Some(Ok(blocks)) if !blocks.is_empty() => {
-                    ((0..n).collect(), CloseSelector::Cidrs(blocks))
+    let (shards, which) =
+        match given[0] {
+            "all" if b["all"] == json!(true) => ((0..n).collect::<Vec<_>>(), CloseSelector::All),
+            "shard" => match b["shard"].as_u64() {
+                Some(s) if (s as usize) < n => (vec![s as usize], CloseSelector::All),
+                _ => return error(400, format!("shard must be 0..{n}")),
+            },
+            "sessions" => match ids(&b["sessions"]) {
+                Some(ids) if !ids.is_empty() => {
+                    let mut shards: Vec<usize> =
+                        ids.iter().map(|i| i.shard()).filter(|s| *s < n).collect();
+                    shards.sort_unstable();
+                    shards.dedup();
+                    (shards, CloseSelector::Ids(ids))
                 }
-                Some(Err(e)) => return error(400, e),
-                _ => return error(400, "cidr must be a non-empty list of CIDR blocks"),
+                _ => return error(
+                    400,
+                    "sessions must be a non-empty list of session ids (decimal strings or numbers)",
+                ),
+            },
+            "cidr" => {
+                let blocks: Option<Result<Vec<Cidr>, _>> = b["cidr"].as_array().map(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().unwrap_or("").parse::<Cidr>())
+                        .collect()
+                });
+                match blocks {
+                    Some(Ok(blocks)) if !blocks.is_empty() => {
+                        ((0..n).collect(), CloseSelector::Cidrs(blocks))
+                    }
+                    Some(Err(e)) => return error(400, e),
+                    _ => return error(400, "cidr must be a non-empty list of CIDR blocks"),
+                }
             }
-        }
-        _ => return error(400, "\"all\" must be true"),
-    };
+            _ => return error(400, "\"all\" must be true"),
+        };
     let scope = match given[0] {
         "shard" => format!("shard {}", shards[0]),
         other => other.to_string(),
