@@ -290,7 +290,14 @@ impl Config {
             ));
         }
         if let Err(e) = self.calendar.calendar() {
-            return Err(bad("calendar", &e.to_string()));
+            use lattice_runtime::time::CalendarError as E;
+            let key = match e {
+                E::UnknownTimeZone(_) => "calendar.time_zone",
+                E::InvalidResetHour(_) => "calendar.reset_hour",
+                E::UnknownWeekday(_) => "calendar.first_weekday",
+                _ => "calendar",
+            };
+            return Err(bad(key, &e.to_string()));
         }
         let account: crate::logic::account::config::AccountConfig =
             typed_section(&self.table, "account")?;

@@ -46,6 +46,10 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         ),
         (vec!["config", "--echo.route", "foo"], "echo.route"),
         (
+            vec!["config", "--calendar.time_zone", "Mars/Base"],
+            "calendar.time_zone",
+        ),
+        (
             vec!["config", "--profile.max_seconds", "-1"],
             "profile.max_seconds",
         ),
