@@ -209,12 +209,18 @@ pub fn check_section<C: Component>(cfg: &toml::Table) -> Result<(), ConfigError>
 
 /// Checks every service's and component's config section in `cfg` (what building them reads),
 /// without building any component.
+/// A section the configuration does not have at all (a declaration without defaults, as tests
+/// register) is left to the build, which reports it.
 pub fn check_sections(cfg: &toml::Table) -> Result<(), ConfigError> {
     for svc in services() {
-        typed_section::<ServiceConfig>(cfg, svc.name)?;
+        if cfg.contains_key(svc.name) {
+            typed_section::<ServiceConfig>(cfg, svc.name)?;
+        }
     }
     for c in COMPONENTS.iter() {
-        (c.check)(cfg)?;
+        if cfg.contains_key(c.section) {
+            (c.check)(cfg)?;
+        }
     }
     Ok(())
 }
