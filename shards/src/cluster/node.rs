@@ -170,8 +170,15 @@ impl ClusterNode {
     /// Stops the link manager and the links' threads.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        for l in self.links().1.iter() {
+        let (_, links) = self.links();
+        for l in links.iter() {
             l.stop();
+        }
+        // Their last words (the session-closed notices of the drained clients) are written
+        // before the process ends: wait for the writers, at most 3 s.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while links.iter().any(|l| !l.finished()) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

@@ -74,6 +74,8 @@ pub struct LinkHandle {
     up: AtomicBool,
     dead: AtomicBool,
     stop: AtomicBool,
+    /// The writer thread ended (after `stop`: its last words are written).
+    finished: AtomicBool,
     /// Requests sent and not answered yet.
     pending: Pending,
     /// Counters.
@@ -118,6 +120,11 @@ impl LinkHandle {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
     }
+
+    /// True once the writer thread ended.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
 }
 
 /// Starts the link to `node_id` at `addr`; frames for client sessions go to `inboxes[shard]`.
@@ -136,6 +143,7 @@ pub fn start(
         up: AtomicBool::new(false),
         dead: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
         pending: Pending::default(),
         counters: LinkCounters::default(),
     });
@@ -150,10 +158,11 @@ pub fn start(
         unlogged_attempts: 0,
     };
     let name = format!("link-{}", h.node_id);
-    if let Err(e) = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || w.run())
-    {
+    if let Err(e) = std::thread::Builder::new().name(name).spawn(move || {
+        let h = w.h.clone();
+        w.run();
+        h.finished.store(true, Ordering::Release);
+    }) {
         tracing::error!(error = %e, "cannot start a link thread; the node stays unreachable");
     }
     h
@@ -518,9 +527,24 @@ impl Writer {
             }
             if stopping {
                 // Last words: the client sessions the drain closed end their proxies on the peer
-                // now (they leave rooms), not when the peer's resume window passes.
+                // now (they leave rooms), not when the peer's resume window passes. Wait (at most
+                // a second, the reader thread still reading) until the peer acknowledged them:
+                // closing earlier could reset the connection before it read them.
                 if !out.is_empty() {
-                    let _ = s.write_all(&out);
+                    // A Ping behind them: its Pong acknowledges them at once (no ack delay).
+                    let p = pb::Ping {
+                        payload: Vec::new(),
+                    };
+                    out.extend(lock(&self.seq).frame(pb::Ping::OPCODE, 0, &p.encode_to_vec()));
+                    if s.write_all(&out).is_ok() {
+                        let until = Instant::now() + Duration::from_secs(1);
+                        while lock(&self.seq).unacked() > 0
+                            && Instant::now() < until
+                            && !ended.load(Ordering::Acquire)
+                        {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
                 }
                 return Ok(());
             }
