@@ -49,6 +49,6 @@ deploy/ci/mesh.sh
 deploy/ci/ts.sh
 # Real clients over WebSocket (Chromium + Python websockets, Node mini-game adapter) and the
 # Autobahn conformance suite (sections 1-7, 10, 12-13).
-deploy/ci/clients.sh
-deploy/ci/autobahn.sh check
+tests/clients.sh
+tests/autobahn.sh check
 echo "test.sh: all tests passed"

@@ -1,7 +1,7 @@
 //! The operations console (`GET /console` on the admin listener) against a real `lattice`
 //! process: the page is served to anyone (it holds no data and no secret), and every `/admin/`
 //! route its script fetches answers 401 without the token, or with a wrong one, and 200 with it.
-//! The page in Chromium is tested by proto/ts-test/live/console.test.ts (deploy/ci/clients.sh).
+//! The page in Chromium is tested by proto/ts-test/live/console.test.ts (tests/clients.sh).
 
 mod common;
 

@@ -1,6 +1,6 @@
 // The demo page in headless Chromium (Debian's chromium, driven by playwright-core): the page
 // loads the bundled generated client from the server, says Hello, joins a room and exchanges
-// `Said` with a Python client written on the `websockets` package (deploy/ci/ws_client.py);
+// `Said` with a Python client written on the `websockets` package (tests/ws_client.py);
 // once over ws:// from the HTTP listener and once over wss:// from the HTTPS listener.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
@@ -31,7 +31,7 @@ for (const scheme of ["ws", "wss"] as const) test(`the demo page in Chromium cha
     assert.match(session, /^\d+$/);
     assert.equal(await page.evaluate(() => (window as any).demo.join("lobby")), 1);
 
-    const script = path.resolve(__dirname, "../../../../../deploy/ci/ws_client.py");
+    const script = path.resolve(__dirname, "../../../../../tests/ws_client.py");
     const py = spawn("python3", [script, wsUrl, "lobby", "--expect", "hello from chromium",
       "--say", "hello from python", ...(tls ? ["--ca", server.certFile!] : [])], { stdio: ["ignore", "pipe", "pipe"] });
     let stderr = "";

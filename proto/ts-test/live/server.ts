@@ -1,5 +1,5 @@
 // Starts a real `lattice` (LATTICE_BIN) on free loopback ports for the live client tests and
-// stops it afterwards. deploy/ci/clients.sh builds the binary and runs these tests.
+// stops it afterwards. tests/clients.sh builds the binary and runs these tests.
 import { spawn, spawnSync, ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -31,7 +31,7 @@ export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
  * running and the test runner waiting for it.
  */
 export function requireChromium(): void {
-  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (deploy/ci/clients.sh does)`);
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (tests/clients.sh does)`);
 }
 
 /**
@@ -71,7 +71,7 @@ async function healthy(port: number): Promise<boolean> {
 
 export async function startLattice(extra: string[] = [], opts: { tls?: boolean; adminToken?: string } = {}): Promise<Lattice> {
   const bin = process.env.LATTICE_BIN;
-  if (!bin) throw new Error("LATTICE_BIN is not set: run these tests through deploy/ci/clients.sh");
+  if (!bin) throw new Error("LATTICE_BIN is not set: run these tests through tests/clients.sh");
   const [tcp, http] = [await freePort(), await freePort()];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lattice-live-"));
   let https: number | undefined;

@@ -8,7 +8,7 @@
 # websockets (pip), the npm packages of proto/ts-test (`npm ci`). Then builds lattice (release)
 # and runs proto/ts-test/live/*.test.ts under `node --test`.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Where cargo puts binaries (CARGO_TARGET_DIR, a target-dir in cargo's config, or ./target).
 target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 

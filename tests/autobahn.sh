@@ -3,7 +3,7 @@
 # lattice's WebSocket echo endpoint (http.ws_echo_path: the same WebSocket code as /ws, echoing
 # messages instead of carrying frames), then every case's result parsed from the JSON reports.
 #
-#   deploy/ci/autobahn.sh [check|bench]
+#   tests/autobahn.sh [check|bench]
 #     check (CI, the default): sections 1-7 and 10 must all be OK, NON-STRICT or INFORMATIONAL
 #       (behavior and behaviorClose), none FAILED; sections 12-13 (permessage-deflate, declined)
 #       must be UNIMPLEMENTED.
@@ -16,7 +16,7 @@
 # module in that Python). Idempotent: an existing install is reused. Fails loudly when Python 2.7
 # is missing.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mode="${1:-check}"
 # Where cargo puts binaries (CARGO_TARGET_DIR, a target-dir in cargo's config, or ./target).
 target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
