@@ -327,6 +327,10 @@ pub fn run(mut cfg: Config) -> i32 {
     // Node links follow that view.
     let cluster = match crate::cluster::node::ClusterNode::start(
         &cfg.cluster,
+        crate::cluster::link::client::LinkWire {
+            max_frame: cfg.net.max_frame,
+            compress: cfg.compress,
+        },
         n,
         members.clone(),
         !etcd_cfg.enabled(),

@@ -819,3 +819,82 @@ fn a_full_link_answers_busy_and_loses_nothing_it_took() {
         busy.len() as u64
     );
 }
+
+/// What a gate reads from a node it links to is bounded like a client's frames: a frame header
+/// past `net.max_frame` ends the attempt at once (nothing is buffered for it), and a peer that
+/// trickles its handshake answer byte by byte is given up after `cluster.link_connect_timeout_ms`
+/// for the whole handshake, not per read. A fake "logic node" answers the gate's link.
+#[test]
+fn a_link_bounds_what_the_peer_sends_and_how_long_its_handshake_takes() {
+    let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = ln.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let fake = {
+        let (stop, accepted) = (stop.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            ln.set_nonblocking(true).unwrap();
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let Ok((mut s, _)) = ln.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let n = accepted.fetch_add(1, Ordering::AcqRel);
+                let mut hello = [0u8; 64];
+                let _ = s.read(&mut hello);
+                if n == 0 {
+                    // A Welcome header claiming 1 GiB, then its first bytes.
+                    let mut h = Vec::new();
+                    h.extend_from_slice(&(1u32 << 30).to_le_bytes());
+                    h.extend_from_slice(&2u16.to_le_bytes());
+                    h.extend_from_slice(&0u16.to_le_bytes());
+                    h.extend_from_slice(&0u32.to_le_bytes());
+                    let _ = s.write_all(&h);
+                    let _ = s.write_all(&[0u8; 4096]);
+                    held.push(s);
+                    // (held open: only the frame bound ends this attempt before its timeout)
+                } else {
+                    // A Welcome header of 1 000 bytes, then one byte every 100 ms.
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut h = Vec::new();
+                        h.extend_from_slice(&1000u32.to_le_bytes());
+                        h.extend_from_slice(&2u16.to_le_bytes());
+                        h.extend_from_slice(&0u16.to_le_bytes());
+                        h.extend_from_slice(&0u32.to_le_bytes());
+                        if s.write_all(&h).is_err() {
+                            return;
+                        }
+                        while !stop.load(Ordering::Acquire) && s.write_all(&[0]).is_ok() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    });
+                }
+            }
+        })
+    };
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", port)]),
+        &[
+            "--cluster.link_connect_timeout_ms",
+            "600",
+            "--cluster.link_retry_ms",
+            "100",
+        ],
+    );
+    // The first attempt fails on the 1 GiB header; each later one 600 ms into its trickle.
+    // Without a bound on the handshake as a whole, the second attempt would last the 100 s the
+    // trickle takes to finish its frame.
+    wait_until("three failed attempts", || {
+        link_metric(&g, "lattice_link_attempt_failures_total", "logic-a") >= 3
+    });
+    assert!(accepted.load(Ordering::Acquire) >= 3);
+    assert_eq!(link_metric(&g, "lattice_link_up", "logic-a"), 0);
+    // The 1 GiB header was refused as a frame, not waited for.
+    g.wait_log("frame length 1073741824 out of range");
+    stop.store(true, Ordering::Release);
+    fake.join().unwrap();
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lattice_runtime::telemetry::prom::{Kind, Writer};
 
 use super::config::ClusterConfig;
-use super::link::client::{self, LinkHandle};
+use super::link::client::{self, LinkHandle, LinkWire};
 use super::link::inbox::Inbox;
 use super::members::{Members, NodeInfo, Role};
 use super::rendezvous;
@@ -32,6 +32,7 @@ pub struct ClusterNode {
     /// Per shard: frames received over links for its client sessions.
     pub inboxes: Arc<Vec<Arc<Inbox>>>,
     cfg: ClusterConfig,
+    wire: LinkWire,
     stop: AtomicBool,
 }
 
@@ -55,6 +56,7 @@ impl ClusterNode {
     /// only ever considers the nodes of the current view.
     pub fn start(
         cfg: &ClusterConfig,
+        wire: LinkWire,
         shards: usize,
         members: Arc<Members>,
         publish_static: bool,
@@ -78,6 +80,7 @@ impl ClusterNode {
             links_generation: AtomicU64::new(0),
             inboxes,
             cfg: cfg.clone(),
+            wire,
             stop: AtomicBool::new(false),
         });
         if node.routes_remotely() {
@@ -127,6 +130,7 @@ impl ClusterNode {
                 n.node_id.clone(),
                 n.internal_addr.clone(),
                 &self.cfg,
+                self.wire,
                 self.inboxes.clone(),
             ));
         }
@@ -279,6 +283,13 @@ mod tests {
         c
     }
 
+    fn wire() -> LinkWire {
+        LinkWire {
+            max_frame: 1 << 20,
+            compress: Default::default(),
+        }
+    }
+
     fn logic(id: &str, addr: &str) -> NodeInfo {
         NodeInfo {
             node_id: id.into(),
@@ -292,7 +303,7 @@ mod tests {
         // Nothing listens on these: the links keep retrying, which is all this test needs.
         let members = Arc::new(Members::new());
         members.set(vec![logic("logic-a", "127.0.0.1:9")]);
-        let node = ClusterNode::start(&cfg(&["gate"]), 2, members.clone(), false).unwrap();
+        let node = ClusterNode::start(&cfg(&["gate"]), wire(), 2, members.clone(), false).unwrap();
         let (g0, links) = node.links();
         assert_eq!(links.len(), 1);
         assert_eq!(node.owner(&links, 7).unwrap().1.node_id, "logic-a");
@@ -332,7 +343,7 @@ mod tests {
             &["logic"],
             &["gate", "logic"],
         ] {
-            let node = ClusterNode::start(&cfg(roles), 1, members.clone(), false).unwrap();
+            let node = ClusterNode::start(&cfg(roles), wire(), 1, members.clone(), false).unwrap();
             assert!(!node.routes_remotely());
             assert!(node.links().1.is_empty(), "{roles:?}");
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_proto::{error_code, pb, AnyMessage, LatticeMessage};
+use lattice_wire::compress::CompressConfig;
 use lattice_wire::frame::{self, Decoder, FrameHeader};
 use lattice_wire::SessionId;
 use prost::Message as _;
@@ -127,12 +128,23 @@ impl LinkHandle {
     }
 }
 
+/// What a link accepts from its peer: the largest frame (`net.max_frame`: a logic node never sends
+/// more) and the inflation cap of compressed bodies (`[compress]`), as for client sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkWire {
+    /// Largest frame body read from the peer, bytes.
+    pub max_frame: u32,
+    /// `[compress]`: `max_inflated` bounds a compressed body once inflated.
+    pub compress: CompressConfig,
+}
+
 /// Starts the link to `node_id` at `addr`; frames for client sessions go to `inboxes[shard]`.
 pub fn start(
     me: String,
     node_id: String,
     addr: String,
     cfg: &ClusterConfig,
+    wire: LinkWire,
     inboxes: Arc<Vec<Arc<Inbox>>>,
 ) -> Arc<LinkHandle> {
     let h = Arc::new(LinkHandle {
@@ -153,6 +165,7 @@ pub fn start(
         seq: Arc::new(Mutex::new(LinkSeq::new(cfg.link_unacked_frames))),
         inboxes,
         cfg: cfg.clone(),
+        wire,
         down_since: None,
         last_attempt_warn: None,
         unlogged_attempts: 0,
@@ -174,6 +187,7 @@ struct Writer {
     seq: Arc<Mutex<LinkSeq>>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
     cfg: ClusterConfig,
+    wire: LinkWire,
     down_since: Option<Instant>,
     /// When a failed attempt was last logged at `WARN`, and how many were not since.
     last_attempt_warn: Option<Instant>,
@@ -187,13 +201,17 @@ fn lock(s: &Mutex<LinkSeq>) -> std::sync::MutexGuard<'_, LinkSeq> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reads one frame of the handshake within the socket's read timeout. Bytes read past it (the
-/// replay that follows `Resumed`) stay in `pending` for the reader.
+/// Reads one frame of the handshake before `deadline` (the whole handshake's: a peer that trickles
+/// bytes cannot stretch it). Bytes read past it (the replay that follows `Resumed`) stay in
+/// `pending` for the reader.
 fn read_plain(
     s: &mut TcpStream,
     dec: &mut Decoder,
     pending: &mut Vec<u8>,
+    deadline: Instant,
 ) -> Result<(FrameHeader, Vec<u8>), String> {
+    const TIMED_OUT: &str =
+        "timed out waiting for the peer's handshake answer (cluster.link_connect_timeout_ms)";
     let mut buf = [0u8; 4096];
     loop {
         let mut input: &[u8] = pending;
@@ -210,13 +228,17 @@ fn read_plain(
         if let Some(out) = out {
             return Ok(out);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TIMED_OUT.into());
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
         let n = s.read(&mut buf).map_err(|e| {
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) {
-                "timed out waiting for the peer's handshake answer (cluster.link_connect_timeout_ms)"
-                    .to_string()
+                TIMED_OUT.to_string()
             } else {
                 format!("handshake read: {e}")
             }
@@ -374,10 +396,11 @@ impl Writer {
         dec: &mut Decoder,
         pending: &mut Vec<u8>,
     ) -> Result<Vec<Vec<u8>>, String> {
+        let deadline = Instant::now() + self.attempt_timeout();
         let resume = lock(&self.seq).resume();
         if let Some(r) = resume {
             s.write_all(&r).map_err(|e| e.to_string())?;
-            let (h, body) = read_plain(s, dec, pending)?;
+            let (h, body) = read_plain(s, dec, pending, deadline)?;
             let msg = lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())?;
             match msg {
                 AnyMessage::Resumed(r) if r.resync => {
@@ -403,7 +426,7 @@ impl Writer {
         }
         s.write_all(&lock(&self.seq).hello())
             .map_err(|e| e.to_string())?;
-        let (h, body) = read_plain(s, dec, pending)?;
+        let (h, body) = read_plain(s, dec, pending, deadline)?;
         match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
             AnyMessage::Welcome(w) => lock(&self.seq).welcome(&w).map_err(str::to_string)?,
             other => {
@@ -418,7 +441,7 @@ impl Writer {
         };
         let f = lock(&self.seq).frame(pb::LinkHello::OPCODE, 0, &lh.encode_to_vec());
         s.write_all(&f).map_err(|e| e.to_string())?;
-        let (h, body) = read_plain(s, dec, pending)?;
+        let (h, body) = read_plain(s, dec, pending, deadline)?;
         lock(&self.seq).received(&h)?;
         let refused = match lattice_proto::decode(h.opcode, &body).map_err(|e| e.to_string())? {
             AnyMessage::LinkWelcome(w) if w.node_id == self.h.node_id => return Ok(Vec::new()),
@@ -443,7 +466,7 @@ impl Writer {
 
     fn connect_and_serve(&mut self) -> LinkResult {
         let mut s = self.connect()?;
-        let mut dec = Decoder::new(u32::MAX);
+        let mut dec = Decoder::new(self.wire.max_frame);
         let mut pending = Vec::new();
         let resend = self.handshake(&mut s, &mut dec, &mut pending)?;
         let n = resend.len() as u64;
@@ -469,6 +492,7 @@ impl Writer {
                 h: self.h.clone(),
                 seq: self.seq.clone(),
                 inboxes: self.inboxes.clone(),
+                compress: self.wire.compress,
                 ended: ended.clone(),
                 base,
                 heard: heard.clone(),
@@ -613,6 +637,7 @@ struct Reader {
     h: Arc<LinkHandle>,
     seq: Arc<Mutex<LinkSeq>>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
+    compress: CompressConfig,
     ended: Arc<AtomicBool>,
     /// When the link was connected, and the last time (ms after it) anything was read.
     base: Instant,
@@ -625,7 +650,7 @@ impl Reader {
     fn run(self, mut s: TcpStream, mut dec: Decoder, pending: Vec<u8>) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut inflated = Vec::new();
-        let mut z = lattice_wire::compress::BodyCompressor::new(Default::default());
+        let mut z = lattice_wire::compress::BodyCompressor::new(self.compress);
         let mut why = self
             .process(&mut dec, &pending, &mut z, &mut inflated)
             .err();
