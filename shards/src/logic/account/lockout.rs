@@ -3,9 +3,10 @@
 //! within `window_ms`; it stays locked for `lock_ms`.
 //!
 //! Memory is bounded: at most `max` keys, each holding at most `failures` timestamps. When the
-//! table is full an entry that is not locked is dropped to make room (counted); locked entries are
-//! only dropped when every entry is locked. [`Lockouts::purge`] removes entries with nothing left
-//! to remember; call it periodically (cost O(entries)).
+//! table is full an entry that is not locked is dropped to make room (counted); a locked entry is
+//! never dropped before its lock ends (that would lift the lock), so when every entry is locked a
+//! failure of a new key is not remembered (counted too). [`Lockouts::purge`] removes entries with
+//! nothing left to remember; call it periodically (cost O(entries)).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -44,8 +45,11 @@ pub enum Failure {
 pub struct Lockouts<K> {
     rule: LockRule,
     entries: HashMap<K, Entry>,
-    /// Entries dropped because the table was full.
-    pub evicted: u64,
+    /// Entries dropped because the table was full, since [`Lockouts::take_counts`].
+    evicted: u64,
+    /// Failures of new keys not remembered because every entry was locked, since
+    /// [`Lockouts::take_counts`].
+    untracked: u64,
 }
 
 impl<K: Hash + Eq + Clone> Lockouts<K> {
@@ -55,6 +59,7 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
             rule,
             entries: HashMap::new(),
             evicted: 0,
+            untracked: 0,
         }
     }
 
@@ -70,6 +75,10 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
     pub fn failure(&mut self, key: &K, now: u64) -> Failure {
         if !self.entries.contains_key(key) && self.entries.len() >= self.rule.max {
             self.make_room(now);
+            if self.entries.len() >= self.rule.max {
+                self.untracked += 1;
+                return Failure::Counted;
+            }
         }
         let rule = self.rule;
         let e = self.entries.entry(key.clone()).or_default();
@@ -104,6 +113,15 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
             .retain(|_, e| e.locked_until > now || e.recent.back().is_some_and(|&t| t + w > now));
     }
 
+    /// Entries dropped for room and failures not remembered since the last call: `(evicted,
+    /// untracked)`.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.evicted),
+            std::mem::take(&mut self.untracked),
+        )
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -123,7 +141,6 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
             .entries
             .iter()
             .find(|(_, e)| e.locked_until <= now)
-            .or_else(|| self.entries.iter().next())
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
             self.entries.remove(&k);
@@ -195,8 +212,35 @@ mod tests {
             l.locked(&0, 11).is_some(),
             "the locked key survived the flood"
         );
-        assert!(l.evicted >= 95);
+        assert_eq!(l.take_counts(), (96, 0));
         l.purge(1_000_000);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_table_full_of_locks_lifts_none_and_counts_the_new_keys_it_cannot_remember() {
+        let mut l = Lockouts::new(rule());
+        for k in 0..4u32 {
+            for i in 0..5 {
+                l.failure(&k, i);
+            }
+        }
+        for k in 4..50u32 {
+            for i in 0..5 {
+                assert_eq!(l.failure(&k, 10 + i), Failure::Counted);
+            }
+        }
+        for k in 0..4u32 {
+            assert!(
+                l.locked(&k, 20).is_some(),
+                "lock of {k} lifted by the flood"
+            );
+        }
+        assert_eq!(l.take_counts(), (0, 46 * 5));
+        assert_eq!(l.take_counts(), (0, 0), "counts are taken once");
+        // Once the locks end, new keys are remembered again.
+        assert_eq!(l.failure(&99, 70_000), Failure::Counted);
+        assert!(l.len() <= 4);
+        assert_eq!(l.take_counts(), (0, 0));
     }
 }

@@ -22,6 +22,7 @@ lattice_runtime::shard_counters! {
         ip_locks_total: Counter, "IP addresses locked after account.ip_lock_failures failures.";
         locked_refusals_total: Counter, "Logins refused because the account or the address was locked.";
         lock_evictions_total: Counter, "Lock-out entries dropped because a table was full (account.lock_table_max).";
+        lock_table_full_total: Counter, "Failed logins of a new account name or address not remembered because its lock-out table (account.lock_table_max) held only locked entries.";
         kicked_total: Counter, "Sessions closed because their account logged in on another session.";
         password_changes_total: Counter, "Passwords changed (older tokens revoked).";
         nickname_changes_total: Counter, "Nicknames changed (journaled and acknowledged).";

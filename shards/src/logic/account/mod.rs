@@ -667,12 +667,10 @@ impl Account {
     }
 
     fn ip_failure(&mut self, ctx: &mut Ctx<'_>, ip: IpAddr) {
-        let before = self.ip_locks.evicted;
-        if self.ip_locks.failure(&ip, ctx.now_ms()) == Failure::Locked {
+        if lock_failure(&mut self.ip_locks, self.m, &ip, ctx.now_ms()) == Failure::Locked {
             AccountMetrics::add(&self.m.ip_locks_total, 1);
             tracing::warn!(%ip, "account: address locked after repeated failed logins");
         }
-        AccountMetrics::add(&self.m.lock_evictions_total, self.ip_locks.evicted - before);
     }
 
     /// The registration of `key` ended (created or not): logins that waited for it run now.
@@ -842,15 +840,10 @@ impl Account {
     /// address.
     fn login_failed(&mut self, ctx: &mut Ctx<'_>, r: &LoginReq) {
         AccountMetrics::add(&self.m.login_failures_total, 1);
-        let before = self.account_locks.evicted;
-        if self.account_locks.failure(&r.key, ctx.now_ms()) == Failure::Locked {
+        if lock_failure(&mut self.account_locks, self.m, &r.key, ctx.now_ms()) == Failure::Locked {
             AccountMetrics::add(&self.m.account_locks_total, 1);
             tracing::warn!(account = %r.key, "account: locked after repeated failed logins");
         }
-        AccountMetrics::add(
-            &self.m.lock_evictions_total,
-            self.account_locks.evicted - before,
-        );
         ctx.send_peer(self.ip_shard(&r.ip), Box::new(Msg::IpFailure(r.ip)));
         self.err(
             ctx,
@@ -1234,7 +1227,9 @@ impl Account {
             Outcome::Changed(Some(phc)) => phc,
             Outcome::Changed(None) => {
                 let key = u.key.clone();
-                if self.account_locks.failure(&key, ctx.now_ms()) == Failure::Locked {
+                if lock_failure(&mut self.account_locks, self.m, &key, ctx.now_ms())
+                    == Failure::Locked
+                {
                     AccountMetrics::add(&self.m.account_locks_total, 1);
                 }
                 self.maybe_evict(uid);
@@ -1380,4 +1375,18 @@ struct PendingRegister {
     name: String,
     password: String,
     nickname: String,
+}
+
+/// Records a failure in a lock-out table and counts what making room for it did.
+fn lock_failure<K: std::hash::Hash + Eq + Clone>(
+    table: &mut Lockouts<K>,
+    m: &AccountMetrics,
+    key: &K,
+    now: u64,
+) -> Failure {
+    let f = table.failure(key, now);
+    let (evicted, untracked) = table.take_counts();
+    AccountMetrics::add(&m.lock_evictions_total, evicted);
+    AccountMetrics::add(&m.lock_table_full_total, untracked);
+    f
 }
