@@ -15,6 +15,9 @@ lattice_runtime::shard_counters! {
         dropped_busy_total: Counter, "Client requests refused with BUSY (service queue or mesh backlog full).";
         handler_panics_total: Counter, "Handler panics caught (answered with an error; the shard went on).";
         reply_too_large_total: Counter, "Replies or broadcasts that would have exceeded net.max_frame (not sent).";
+        chat_rooms_full_total: Counter, "JoinRoom answered BUSY: this shard held chat.max_rooms_per_shard rooms.";
+        chat_room_full_total: Counter, "JoinRoom answered BUSY: the room held chat.max_members members.";
+        chat_session_rooms_full_total: Counter, "JoinRoom answered BUSY: the session was in chat.max_rooms_per_session rooms of this shard.";
         service_queue_depth: Gauge, "Requests waiting in this shard's service inbound queues.";
         timers_app_pending: Gauge, "Component timers pending on this shard.";
     }

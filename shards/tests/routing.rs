@@ -166,3 +166,56 @@ fn thousand_connects_round_robin_within_5_percent() {
 fn thousand_connects_least_conns_within_5_percent() {
     balance("least_conns");
 }
+
+/// The chat's bounds answer `BUSY` with their reason and are counted: rooms one session is in per
+/// shard, members per room, rooms per shard; a session already in a room joins it again.
+#[test]
+fn chat_bounds_answer_busy_and_are_counted() {
+    let l = Lattice::start(&[
+        "--runtime.shards",
+        "1",
+        "--chat.max_rooms_per_session",
+        "3",
+        "--chat.max_members",
+        "2",
+        "--chat.max_rooms_per_shard",
+        "5",
+    ]);
+    let join = |c: &mut Client, rid: u32, room: &str| -> Result<u32, String> {
+        c.send(rid, &pb::JoinRoom { room: room.into() });
+        let f = c.recv();
+        assert_eq!(f.request_id, rid);
+        match f.decode() {
+            AnyMessage::Joined(j) => Ok(j.members),
+            AnyMessage::Error(e) => {
+                assert_eq!(e.code, lattice_proto::error_code::BUSY);
+                Err(e.message)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut a = l.connect();
+    for (i, r) in ["r1", "r2", "r3"].iter().enumerate() {
+        assert_eq!(join(&mut a, i as u32 + 1, r), Ok(1));
+    }
+    assert_eq!(join(&mut a, 4, "r4"), Err("in too many rooms".into()));
+    assert_eq!(join(&mut a, 5, "r1"), Ok(1), "a member joins again");
+    let mut b = l.connect();
+    assert_eq!(join(&mut b, 1, "r1"), Ok(2));
+    let mut c = l.connect();
+    assert_eq!(join(&mut c, 1, "r1"), Err("room full".into()));
+    assert_eq!(join(&mut c, 2, "r4"), Ok(1));
+    assert_eq!(join(&mut c, 3, "r5"), Ok(1));
+    assert_eq!(join(&mut c, 4, "r6"), Err("too many rooms".into()));
+    for (name, want) in [
+        ("lattice_chat_session_rooms_full_total", 1),
+        ("lattice_chat_room_full_total", 1),
+        ("lattice_chat_rooms_full_total", 1),
+    ] {
+        assert_eq!(l.metric_total(name), want, "{name}");
+    }
+    // A closed session's rooms are left: its room count no longer holds the others back.
+    drop(a);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(join(&mut c, 5, "r1"), Ok(2));
+}

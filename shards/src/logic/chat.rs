@@ -9,6 +9,7 @@ use lattice_wire::SessionId;
 use super::route_hash;
 use super::LOGIC;
 use crate::component;
+use crate::metrics::AppMetrics;
 use crate::service::{Component, Ctx, Registrar, Req, Route};
 
 /// `[chat]` section.
@@ -19,6 +20,8 @@ pub struct ChatConfig {
     pub max_rooms_per_shard: usize,
     /// Members one room holds.
     pub max_members: usize,
+    /// Rooms of this shard one session may be in.
+    pub max_rooms_per_session: usize,
     /// Longest room name in bytes.
     pub max_room_name: usize,
     /// Longest `Say.text` in bytes.
@@ -90,17 +93,30 @@ impl Chat {
         if !self.room_name_ok(&room) {
             return ctx.error(s, rid, op, error_code::BAD_REQUEST, BAD_ROOM_NAME);
         }
-        if !self.rooms.contains_key(&room) && self.rooms.len() >= self.cfg.max_rooms_per_shard {
-            return ctx.error(s, rid, op, error_code::BUSY, "too many rooms");
-        }
-        let members = self.rooms.entry(room.clone()).or_default();
-        if !members.contains(&s) {
-            if members.len() >= self.cfg.max_members {
-                return ctx.error(s, rid, op, error_code::BUSY, "room full");
+        let is_member = self.rooms.get(&room).is_some_and(|m| m.contains(&s));
+        if !is_member {
+            let full = if !self.rooms.contains_key(&room)
+                && self.rooms.len() >= self.cfg.max_rooms_per_shard
+            {
+                Some((&ctx.metrics.chat_rooms_full_total, "too many rooms"))
+            } else if self.rooms.get(&room).map_or(0, Vec::len) >= self.cfg.max_members {
+                Some((&ctx.metrics.chat_room_full_total, "room full"))
+            } else if self.joined.get(&s).map_or(0, Vec::len) >= self.cfg.max_rooms_per_session {
+                Some((
+                    &ctx.metrics.chat_session_rooms_full_total,
+                    "in too many rooms",
+                ))
+            } else {
+                None
+            };
+            if let Some((counter, why)) = full {
+                AppMetrics::add(counter, 1);
+                return ctx.error(s, rid, op, error_code::BUSY, why);
             }
-            members.push(s);
+            self.rooms.entry(room.clone()).or_default().push(s);
             self.joined.entry(s).or_default().push(room.clone());
         }
+        let members = &self.rooms[&room];
         let joined = pb::Joined {
             members: members.len() as u32,
             room,
