@@ -122,6 +122,33 @@ fn a_login_pipelined_behind_its_register_waits_for_it() {
         assert!(matches!(got[&11], AnyMessage::LoginOk(_)), "{got:?}");
     }
     assert_eq!(l.metric_total("lattice_account_login_failures_total"), 0);
+    // Past account.max_deferred_logins waiting logins of one name, the rest are answered BUSY
+    // (counted, not failures).
+    let l = Lattice::start(&["--account.max_deferred_logins", "1"]);
+    let mut c = l.connect();
+    let mut burst = encode(10, &register("pipelinedx", "password1", "Pip"));
+    for rid in 11..14 {
+        burst.extend(encode(rid, &login("pipelinedx", "password1")));
+    }
+    c.send_raw(&burst);
+    let mut got = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let f = c.recv();
+        got.insert(f.request_id, f.decode());
+    }
+    assert!(matches!(got[&10], AnyMessage::RegisterOk(_)), "{got:?}");
+    assert!(matches!(got[&11], AnyMessage::LoginOk(_)), "{got:?}");
+    for rid in [12, 13] {
+        match &got[&rid] {
+            AnyMessage::Error(e) => {
+                assert_eq!(e.code, ec::BUSY);
+                assert_eq!(e.message, "account being registered, retry later");
+            }
+            other => panic!("{rid}: {other:?}"),
+        }
+    }
+    assert_eq!(l.metric_total("lattice_account_deferred_busy_total"), 2);
+    assert_eq!(l.metric_total("lattice_account_login_failures_total"), 0);
 }
 
 #[test]

@@ -501,6 +501,16 @@ fn new_connections_per_address_are_limited() {
         expect_error(&f, error_code::RATE_LIMITED);
     }
     assert!(l.metric("lattice_ip_table_entries") >= 2);
+    // At most 256 refused connections linger per listener; past that they close at once, counted.
+    assert_eq!(l.metric("lattice_connections_linger_full_total"), 0);
+    let held: Vec<_> = (0..300)
+        .filter_map(|_| tcp_from("127.0.0.4", l.port).ok())
+        .collect();
+    assert_eq!(held.len(), 300);
+    wait_until("the full linger queue counted", || {
+        l.metric("lattice_connections_linger_full_total") >= 1
+    });
+    drop(held);
     drop(l);
 
     // Policy close: no frame at all.

@@ -61,6 +61,7 @@ struct Linger {
     name: String,
     bound: Duration,
     tx: Option<SyncSender<(TcpStream, Instant)>>,
+    metrics: Arc<AcceptMetrics>,
 }
 
 impl Linger {
@@ -85,7 +86,11 @@ impl Linger {
             match tx.try_send((stream, Instant::now() + self.bound)) {
                 Ok(()) => {}
                 // Full: closed at once (a flood of refusals must not hold descriptors).
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.metrics
+                        .linger_full_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -139,6 +144,7 @@ impl Admission {
                 name: name.to_owned(),
                 bound: g.linger,
                 tx: None,
+                metrics: g.accept_metrics.clone(),
             },
         }
     }

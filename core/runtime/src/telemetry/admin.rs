@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -385,6 +385,7 @@ fn serve(
     if routes.is_detached(&req) {
         if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
             detached.fetch_sub(1, Ordering::SeqCst);
+            REFUSED_TOTAL.fetch_add(1, Ordering::Relaxed);
             return respond(s, out, Response::error(503, "busy: try again later"));
         }
         let (routes, slots) = (routes.clone(), detached.clone());
@@ -413,7 +414,12 @@ fn serve(
 
 /// Answers a connection over [`MAX_CONNS`] with 503 without blocking the accept thread (a fresh
 /// socket's send buffer takes the short answer at once), then closes it.
+/// Admin requests answered 503 at the listener's bounds (`MAX_CONNS`, `MAX_DETACHED`), process-wide
+/// (`lattice_admin_refused_total`).
+pub(crate) static REFUSED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
 fn refuse_busy(mut s: TcpStream) {
+    REFUSED_TOTAL.fetch_add(1, Ordering::Relaxed);
     let _ = s.set_nonblocking(true);
     let mut out = Vec::new();
     let r = Response::error(
@@ -611,6 +617,7 @@ mod tests {
         // Each held socket takes its slot once accepted (in the accept thread's order, which may
         // lag the clients' connects): the next request finds them all taken.
         let mut r = String::new();
+        let refused = REFUSED_TOTAL.load(Ordering::Relaxed);
         for _ in 0..50 {
             r = get(addr, "/healthz");
             if r.starts_with("HTTP/1.1 503") {
@@ -619,6 +626,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(
+            REFUSED_TOTAL.load(Ordering::Relaxed) > refused,
+            "503 counted"
+        );
         drop(held);
         srv.stop();
     }
@@ -652,8 +663,10 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Both slots are taken: the next one is refused.
+        // Both slots are taken: the next one is refused, and counted.
+        let refused = REFUSED_TOTAL.load(Ordering::Relaxed);
         assert!(get(addr, "/slow").starts_with("HTTP/1.1 503"));
+        assert!(REFUSED_TOTAL.load(Ordering::Relaxed) > refused);
         // Meanwhile the listener answers.
         assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
         for _ in 0..MAX_DETACHED {

@@ -40,6 +40,8 @@ pub struct AcceptMetrics {
     pub ip_table_evicted_total: AtomicU64,
     /// Addresses in the per-address table.
     pub ip_table_entries: AtomicU64,
+    /// Refused connections closed at once because the listener's linger queue was full.
+    pub linger_full_total: AtomicU64,
 }
 
 impl AcceptMetrics {
@@ -51,6 +53,18 @@ impl AcceptMetrics {
             Kind::Counter,
             "Connections refused at accept by the IP rules ([access], PUT /admin/ip-rules).",
             v(&self.denied_total),
+        );
+        w.single(
+            "lattice_connections_linger_full_total",
+            Kind::Counter,
+            "Refused connections closed at once, without waiting for the client to read the refusal, because 256 refused connections of that listener were already lingering.",
+            v(&self.linger_full_total),
+        );
+        w.single(
+            "lattice_admin_refused_total",
+            Kind::Counter,
+            "Admin requests answered 503: 16 admin connections at once, or 2 slow operator commands already running.",
+            v(&super::admin::REFUSED_TOTAL),
         );
         w.single(
             "lattice_connections_ip_limited_total",

@@ -50,6 +50,8 @@ pub struct AccountConfig {
     pub token_secret: String,
     /// Online players per owner shard.
     pub max_online_per_shard: usize,
+    /// Password logins of one account name that may wait for its registration in flight.
+    pub max_deferred_logins: usize,
 }
 
 /// Longest account name or nickname a column holds, characters.
@@ -123,6 +125,9 @@ impl AccountConfig {
         }
         if self.lock_table_max == 0 || self.max_online_per_shard == 0 {
             return bad("lock_table_max", "table bounds must be at least 1");
+        }
+        if self.max_deferred_logins == 0 {
+            return bad("max_deferred_logins", "must be at least 1");
         }
         if self.token_ttl_ms == 0 {
             return bad("token_ttl_ms", "must be at least 1");

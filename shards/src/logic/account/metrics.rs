@@ -17,6 +17,7 @@ lattice_runtime::shard_counters! {
         token_failures_total: Counter, "Token logins refused: invalid, expired or revoked token.";
         limit_violations_total: Counter, "Requests refused by a length or character rule.";
         hash_busy_total: Counter, "Requests answered BUSY because the hash pool's queue was full (account.hash_queue).";
+        deferred_busy_total: Counter, "Logins answered BUSY because account.max_deferred_logins logins already waited for the registration of that account name.";
         online_full_total: Counter, "Logins answered BUSY because account.max_online_per_shard players were online.";
         account_locks_total: Counter, "Account names locked after account.account_lock_failures failures (names without an account included).";
         ip_locks_total: Counter, "IP addresses locked after account.ip_lock_failures failures.";

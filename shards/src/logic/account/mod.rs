@@ -52,10 +52,6 @@ use metrics::AccountMetrics;
 use store::{AccountRow, ProfileRow};
 use token::{Claims, TokenKey};
 
-/// Password logins of one account name that may wait for its registration in flight; more are
-/// answered `BUSY`.
-const MAX_DEFERRED_LOGINS: usize = 8;
-
 /// Stable 32-bit key of a canonical account name (FNV-1a 64, folded): which shard owns the
 /// account, for any shard count. Never change it: tokens carry it.
 pub fn owner_key(canonical: &str) -> u32 {
@@ -169,7 +165,7 @@ pub struct Account {
     /// Names whose registration is in flight.
     reserving: HashSet<String>,
     /// Password logins of names in `reserving`, run when that registration ends (a `Login`
-    /// pipelined behind the `Register` of its account); at most [`MAX_DEFERRED_LOGINS`] per name.
+    /// pipelined behind the `Register` of its account); at most `account.max_deferred_logins` per name.
     deferred_logins: HashMap<String, Vec<LoginReq>>,
     account_locks: Lockouts<String>,
     ip_locks: Lockouts<IpAddr>,
@@ -700,7 +696,8 @@ impl Account {
         if self.reserving.contains(&r.key) {
             // Its registration is in flight: the login runs once that ends (not a failure).
             let q = self.deferred_logins.entry(r.key.clone()).or_default();
-            if q.len() >= MAX_DEFERRED_LOGINS {
+            if q.len() >= self.cfg.max_deferred_logins {
+                AccountMetrics::add(&self.m.deferred_busy_total, 1);
                 return self.err(ctx, f, ec::BUSY, "account being registered, retry later");
             }
             q.push(r);
