@@ -898,3 +898,55 @@ fn a_link_bounds_what_the_peer_sends_and_how_long_its_handshake_takes() {
     stop.store(true, Ordering::Release);
     fake.join().unwrap();
 }
+
+/// A reply as large as a client may receive comes back through a gate: the link's frame that
+/// carries it is a little longer than `net.max_frame`, which the link allows for (it was dropped,
+/// and the client never got its answer).
+#[test]
+fn a_reply_of_the_largest_size_comes_back_through_a_gate() {
+    let max = "4096";
+    let l = logic("logic-a", &["--net.max_frame", max]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &["--net.max_frame", max],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    // Incompressible: the largest Pong a plain session can be sent (4 096 − 8, the room a
+    // resumable session's extension needs, − 12 header − 3 field key and length).
+    let mut x: u32 = 0x9e37_79b9;
+    let noise: Vec<u8> = (0..4081)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let payload = noise[..4073].to_vec();
+    assert_eq!(
+        ping(&mut c, 7, &payload),
+        AnyMessage::Pong(pb::Pong { payload })
+    );
+    // The largest request a client may send (a 4 096-byte frame) reaches the logic node too:
+    // its LinkRequest is longer than net.max_frame, which the logic node's link session reads.
+    // (Its Pong would be too large: answered as on one node.) It closed the link, and every
+    // request behind it came back NODE_UNAVAILABLE.
+    match ping(&mut c, 8, &noise) {
+        AnyMessage::Error(e) => {
+            assert_eq!(e.code, lattice_proto::error_code::INTERNAL, "{e:?}");
+            assert_eq!(e.message, "reply too large");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ping(&mut c, 9, b"still up"),
+        AnyMessage::Pong(pb::Pong {
+            payload: b"still up".to_vec()
+        })
+    );
+    assert_eq!(link_metric(&g, "lattice_link_connects_total", "logic-a"), 1);
+}

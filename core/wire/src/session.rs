@@ -343,6 +343,19 @@ pub struct Session {
     tls: Option<Box<crate::tls::TlsLayer>>,
 }
 
+/// How much longer than `max_frame` a frame read on an internal session (a node link) may be: a
+/// link frame wraps a whole client frame (at most `max_frame`) with the client's session id,
+/// request id, opcode and address, their keys and lengths, and the sequence extension.
+pub const INTERNAL_FRAME_SLACK: u32 = 256;
+
+/// The largest frame a session of `session_type` reads.
+fn read_max_frame(limits: &SessionLimits, session_type: SessionType) -> u32 {
+    match session_type {
+        SessionType::Internal => limits.max_frame.saturating_add(INTERNAL_FRAME_SLACK),
+        _ => limits.max_frame,
+    }
+}
+
 impl Session {
     /// A new binary client session (frames over the byte stream), opened at `now`, served by the
     /// socket of [`Session::binding`].
@@ -363,7 +376,7 @@ impl Session {
         now: MonoTime,
     ) -> Session {
         let limits = limits.into();
-        let layer = Layer::new(stack, limits.max_frame, now);
+        let layer = Layer::new(stack, read_max_frame(&limits, stack.session_type), now);
         Session {
             id,
             limits,
@@ -754,7 +767,10 @@ impl Session {
     fn detach(&mut self, now: MonoTime, reason: CloseReason) {
         self.binding = Binding(self.binding.0.wrapping_add(1));
         self.detached = Some(Box::new((now, reason)));
-        self.layer = Layer::Binary(Decoder::new(self.limits.max_frame));
+        self.layer = Layer::Binary(Decoder::new(read_max_frame(
+            &self.limits,
+            self.session_type,
+        )));
         self.linger = None;
         self.peer_ended = false;
         self.out.write_off();
@@ -815,7 +831,10 @@ impl Session {
     /// Takes this session's transport layer (after the `Resume` it read), leaving a fresh frame
     /// decoder: the layer goes with the socket to the session's shard. Nothing is allocated.
     pub fn take_socket_layer(&mut self) -> SocketLayer {
-        let fresh = Layer::Binary(Decoder::new(self.limits.max_frame));
+        let fresh = Layer::Binary(Decoder::new(read_max_frame(
+            &self.limits,
+            self.session_type,
+        )));
         SocketLayer(std::mem::replace(&mut self.layer, fresh))
     }
 
@@ -902,7 +921,10 @@ impl Session {
         new_token: [u8; TOKEN_LEN],
         answer: impl FnOnce(&Resumption, &mut Vec<u8>),
     ) -> Result<Resumption, ResumeError> {
-        let fresh = Layer::Binary(Decoder::new(self.limits.max_frame));
+        let fresh = Layer::Binary(Decoder::new(read_max_frame(
+            &self.limits,
+            self.session_type,
+        )));
         self.resume_on(
             fresh,
             false,

@@ -130,6 +130,17 @@ impl Forwarder {
         }
         let mut body = Vec::with_capacity(64);
         msg.encode_body(&mut body);
+        if body.len() > self.node.max_forward_body() {
+            error(
+                cx,
+                enc,
+                session,
+                h,
+                error_code::BAD_REQUEST,
+                "request too large to forward to a logic node (net.max_frame)",
+            );
+            return;
+        }
         let out = Out::Request {
             origin: session,
             request_id: h.request_id,

@@ -140,6 +140,14 @@ impl ClusterNode {
         }
     }
 
+    /// The largest request body a gate forwards: its `LinkRequest` (the body, the client's
+    /// session id, request id, opcode and address, ≤ 96 bytes more with the frame's header) must
+    /// fit what the logic node reads on a link. Only a compressed client frame that inflates past
+    /// `net.max_frame` can be larger.
+    pub fn max_forward_body(&self) -> usize {
+        self.wire.max_frame as usize + crate::service::ctx::LINK_FRAME_OVERHEAD - 96
+    }
+
     /// Bumped whenever a link is added.
     pub fn links_generation(&self) -> u64 {
         self.links_generation.load(Ordering::Acquire)
@@ -193,7 +201,7 @@ impl ClusterNode {
             return;
         }
         type Get = fn(&LinkHandle) -> u64;
-        let series: [(&str, Kind, &str, Get); 9] = [
+        let series: [(&str, Kind, &str, Get); 11] = [
             (
                 "lattice_link_up",
                 Kind::Gauge,
@@ -247,6 +255,18 @@ impl ClusterNode {
                 Kind::Counter,
                 "attempts to bring the link up that failed (connect, handshake, name check)",
                 |l| l.counters.attempt_failures_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_peer_errors_total",
+                Kind::Counter,
+                "Error frames the peer sent about this link's own frames",
+                |l| l.counters.peer_errors_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_undecodable_total",
+                Kind::Counter,
+                "frames from the peer that did not decode (skipped)",
+                |l| l.counters.undecodable_total.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, get) in series {

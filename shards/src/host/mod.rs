@@ -71,6 +71,9 @@ pub struct ServiceHost {
     pub(crate) calendar_timer: Option<crate::service::TimerId>,
     /// This shard's Lua scripts, if any: they take a request before the components.
     lua: Option<crate::lua::LuaShard>,
+    /// Script failures a client can cause once per request: logged at most `log.warn_burst` per
+    /// window (they are counted in `lattice_lua_errors_total` and `lattice_reply_too_large_total`).
+    warns: lattice_runtime::telemetry::warn_limit::WarnLimiter,
 }
 
 impl ServiceHost {
@@ -117,6 +120,7 @@ impl ServiceHost {
             parts,
             calendar_timer: None,
             lua: None,
+            warns: lattice_runtime::telemetry::warn_limit::WarnLimiter::from_defaults(),
         })
     }
 
@@ -153,12 +157,18 @@ impl ServiceHost {
             Ok(Some(reply)) => {
                 if !ctx.enc.send_any(cx, session, h.request_id, &reply) {
                     AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
-                    tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; not sent");
+                    let now = ctx.now_ms();
+                    self.warns.warn("lua_reply_too_large", now, || {
+                        tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; not sent");
+                    });
                 }
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(%session, opcode = h.opcode, error = %e, "lua: script failed; answered INTERNAL");
+                let now = ctx.now_ms();
+                self.warns.warn("lua_script_failed", now, || {
+                    tracing::warn!(%session, opcode = h.opcode, error = %e, "lua: script failed; answered INTERNAL");
+                });
                 ctx.error(
                     session,
                     h.request_id,

@@ -119,6 +119,12 @@ pub enum ProxyOut {
     Close(String),
 }
 
+/// How much longer than `net.max_frame` a node link's frame may be (lattice-wire's
+/// `INTERNAL_FRAME_SLACK`, what the logic node's internal sessions read): a `LinkDeliver` wraps a
+/// client frame (≤ `net.max_frame`) with the client's session id and the field keys and lengths
+/// (≤ 17 bytes), in a frame with the sequence extension (20 bytes of header).
+pub const LINK_FRAME_OVERHEAD: usize = lattice_wire::session::INTERNAL_FRAME_SLACK as usize;
+
 impl Encoder {
     /// An encoder using `compressor` that never produces a frame above `max_frame` bytes, the
     /// sequence extension a resumable session adds included (so its frames stop 8 bytes short).
@@ -142,6 +148,29 @@ impl Encoder {
         request_id: u32,
         msg: &T,
     ) -> bool {
+        self.send_within(cx, session, request_id, msg, self.max_frame)
+    }
+
+    /// [`Encoder::send`] for a node link's own frames: a `LinkDeliver` carries a whole client
+    /// frame (at most `net.max_frame`), so it may be up to [`LINK_FRAME_OVERHEAD`] bytes longer.
+    pub fn send_link<T: LatticeMessage, M: Send + 'static>(
+        &mut self,
+        cx: &ShardCx<M>,
+        session: SessionId,
+        msg: &T,
+    ) -> bool {
+        self.send_within(cx, session, 0, msg, self.max_frame + LINK_FRAME_OVERHEAD)
+    }
+
+    #[inline(always)]
+    fn send_within<T: LatticeMessage, M: Send + 'static>(
+        &mut self,
+        cx: &ShardCx<M>,
+        session: SessionId,
+        request_id: u32,
+        msg: &T,
+        max_frame: usize,
+    ) -> bool {
         if crate::cluster::link::serve::is_proxy(session) {
             return match self.frame(request_id, msg) {
                 Some(f) => {
@@ -161,7 +190,7 @@ impl Encoder {
             } else {
                 (0, &self.body)
             };
-            if HEADER_LEN + body.len() > self.max_frame {
+            if HEADER_LEN + body.len() > max_frame {
                 return false;
             }
             cx.deliver_with(session, HEADER_LEN + body.len(), |out| {
@@ -169,7 +198,7 @@ impl Encoder {
             });
             return true;
         }
-        if HEADER_LEN + body_len > self.max_frame {
+        if HEADER_LEN + body_len > max_frame {
             return false;
         }
         cx.deliver_with(session, HEADER_LEN + body_len, |out| {

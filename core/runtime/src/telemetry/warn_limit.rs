@@ -80,6 +80,23 @@ impl WarnLimiter {
         )
     }
 
+    /// Runs `log` (which writes the warning) unless `reason` is over its burst in this window; a
+    /// summary of the window that just ended, if any, is logged first (`WARN`, naming `reason`).
+    pub fn warn(&mut self, reason: &'static str, now_ms: u64, log: impl FnOnce()) {
+        let (verdict, summary) = self.check(reason, now_ms);
+        if let Some(s) = summary {
+            tracing::warn!(
+                reason = s.reason,
+                suppressed = s.suppressed,
+                window_ms = s.window_ms,
+                "further warnings of this reason suppressed in the last window"
+            );
+        }
+        if verdict == Verdict::Log {
+            log();
+        }
+    }
+
     /// Decides about one warning of `reason` at `now_ms`; a summary of the window that just ended,
     /// if any, comes back with it (log it before the warning).
     pub fn check(&mut self, reason: &'static str, now_ms: u64) -> (Verdict, Option<Summary>) {
@@ -170,6 +187,20 @@ impl WarnLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warn_runs_the_log_only_within_the_burst() {
+        let mut l = WarnLimiter::new(2, 1000);
+        let mut logged = 0;
+        for t in 0..10 {
+            l.warn("x", t, || logged += 1);
+        }
+        assert_eq!(logged, 2);
+        l.warn("y", 10, || logged += 1);
+        assert_eq!(logged, 3, "another reason has its own burst");
+        l.warn("x", 2000, || logged += 1);
+        assert_eq!(logged, 4, "a new window");
+    }
 
     #[test]
     fn a_storm_logs_burst_lines_then_one_summary() {

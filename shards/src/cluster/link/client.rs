@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_proto::{error_code, pb, AnyMessage, LatticeMessage};
+use lattice_runtime::telemetry::warn_limit::WarnLimiter;
 use lattice_wire::compress::CompressConfig;
 use lattice_wire::frame::{self, Decoder, FrameHeader};
 use lattice_wire::SessionId;
@@ -58,6 +59,10 @@ pub struct LinkCounters {
     pub failed_total: AtomicU64,
     /// Attempts to bring the link up that failed (connect, handshake or name check).
     pub attempt_failures_total: AtomicU64,
+    /// `Error` frames the peer sent about frames of this link (not for a client).
+    pub peer_errors_total: AtomicU64,
+    /// Frames from the peer that did not decode (skipped).
+    pub undecodable_total: AtomicU64,
 }
 
 /// Failed link attempts are logged at `WARN` at most once per this interval per link (with how
@@ -466,7 +471,12 @@ impl Writer {
 
     fn connect_and_serve(&mut self) -> LinkResult {
         let mut s = self.connect()?;
-        let mut dec = Decoder::new(self.wire.max_frame);
+        // A LinkDeliver carries a whole client frame: a little longer than the largest one.
+        let mut dec = Decoder::new(
+            self.wire
+                .max_frame
+                .saturating_add(crate::service::ctx::LINK_FRAME_OVERHEAD as u32),
+        );
         let mut pending = Vec::new();
         let resend = self.handshake(&mut s, &mut dec, &mut pending)?;
         let n = resend.len() as u64;
@@ -493,6 +503,7 @@ impl Writer {
                 seq: self.seq.clone(),
                 inboxes: self.inboxes.clone(),
                 compress: self.wire.compress,
+                warns: std::cell::RefCell::new(WarnLimiter::from_defaults()),
                 ended: ended.clone(),
                 base,
                 heard: heard.clone(),
@@ -638,6 +649,8 @@ struct Reader {
     seq: Arc<Mutex<LinkSeq>>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
     compress: CompressConfig,
+    /// The peer's errors and undecodable frames are logged at most `log.warn_burst` per window.
+    warns: std::cell::RefCell<WarnLimiter>,
     ended: Arc<AtomicBool>,
     /// When the link was connected, and the last time (ms after it) anything was read.
     base: Instant,
@@ -675,6 +688,11 @@ impl Reader {
         tracing::debug!(peer = %self.h.node_id, why = why.unwrap_or_default(), "link reader ends");
         self.ended.store(true, Ordering::Release);
         let _ = s.shutdown(Shutdown::Both);
+    }
+
+    /// Milliseconds since the link connected (the warning limiter's clock).
+    fn ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     /// Handles the frames in `data` (and a partial one kept by `dec`).
@@ -718,11 +736,19 @@ impl Reader {
                     }
                 }
                 Ok(AnyMessage::Error(e)) => {
-                    tracing::warn!(peer = %self.h.node_id, code = e.code, message = %e.message, "link: the peer refused a frame")
+                    let c = &self.h.counters;
+                    c.peer_errors_total.fetch_add(1, Ordering::Relaxed);
+                    self.warns.borrow_mut().warn("link_peer_error", self.ms(), || {
+                        tracing::warn!(peer = %self.h.node_id, code = e.code, message = %e.message, "link: the peer refused a frame")
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(peer = %self.h.node_id, error = %e, "link: undecodable frame skipped")
+                    let c = &self.h.counters;
+                    c.undecodable_total.fetch_add(1, Ordering::Relaxed);
+                    self.warns.borrow_mut().warn("link_undecodable", self.ms(), || {
+                        tracing::warn!(peer = %self.h.node_id, error = %e, "link: undecodable frame skipped")
+                    });
                 }
             }
         }

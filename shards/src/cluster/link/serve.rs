@@ -265,7 +265,7 @@ impl LinkServe {
                 close: if why.is_empty() { "closed".into() } else { why },
             },
         };
-        if !enc.send(cx, *link, 0, &m) {
+        if !enc.send_link(cx, *link, &m) {
             tracing::error!(%p, "frame for a proxy session larger than net.max_frame; not sent");
         }
     }

@@ -169,6 +169,7 @@ pub struct Account {
     deferred_logins: HashMap<String, Vec<LoginReq>>,
     account_locks: Lockouts<String>,
     ip_locks: Lockouts<IpAddr>,
+    warns: std::cell::RefCell<lattice_runtime::telemetry::warn_limit::WarnLimiter>,
     /// Online users whose streak the new game day still has to count.
     sweep: VecDeque<u64>,
     sweep_armed: bool,
@@ -219,6 +220,9 @@ impl Component for Account {
                 cfg.ip_lock_window_ms,
                 cfg.ip_lock_ms,
             )),
+            warns: std::cell::RefCell::new(
+                lattice_runtime::telemetry::warn_limit::WarnLimiter::from_defaults(),
+            ),
             cfg,
             shards: shards.max(1),
             hasher,
@@ -353,7 +357,13 @@ impl Account {
 
     fn store_err(&self, ctx: &mut Ctx<'_>, f: Origin, e: &StorageError) {
         AccountMetrics::add(&self.m.store_errors_total, 1);
-        tracing::warn!(session = %f.session, opcode = f.op, error = %e, "account: storage call failed");
+        // Once per request while storage refuses (an outage): counted, logged at most
+        // `log.warn_burst` per window.
+        self.warns
+            .borrow_mut()
+            .warn("account_storage_failed", ctx.now_ms(), || {
+                tracing::warn!(session = %f.session, opcode = f.op, error = %e, "account: storage call failed");
+            });
         let (code, msg) = store_code(e);
         self.err(ctx, f, code, msg);
     }
