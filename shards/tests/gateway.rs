@@ -407,3 +407,38 @@ fn accept_survives_running_out_of_descriptors() {
     assert!(matches!(stuck.recv().decode(), AnyMessage::Welcome(_)));
     assert!(l.metric_total("lattice_listener_accept_errors_resources_total") > 0);
 }
+
+/// A WebSocket that never says `Hello` is closed `net.hello_timeout_ms` after its accept even
+/// though its pongs keep it from the idle timeout; so is a TCP connection that trickles a header.
+#[test]
+fn a_connection_without_hello_is_closed_at_the_hello_deadline() {
+    let l = Lattice::start(&[
+        "--net.hello_timeout_ms",
+        "600",
+        "--http.ws_ping_interval_ms",
+        "100",
+        "--net.idle_timeout_ms",
+        "400",
+    ]);
+    let mut c = WsClient::open(l.http, "/ws", "").unwrap();
+    let (code, reason) = c.expect_close();
+    assert_eq!(code, Some(1002), "{reason}");
+    assert!(c.pings >= 2, "pongs answered pings meanwhile: {}", c.pings);
+    let mut s = TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    // A frame header, a byte every 150 ms: more often than the idle timeout, never a frame.
+    for b in [16u8, 0, 0, 0, 4, 0, 0, 0] {
+        std::thread::sleep(Duration::from_millis(150));
+        if s.write_all(&[b]).is_err() {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed without a frame: {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    l.wait_log("no Hello within 600 ms");
+    drop(s);
+    l.wait_metric_total("lattice_sessions_closed_protocol_total", 2);
+}

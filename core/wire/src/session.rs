@@ -102,6 +102,10 @@ pub struct SessionLimits {
     /// Close (or, resumable, detach) the session when the peer sends nothing for this long;
     /// `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Close a session whose peer has not had a `Hello` (or `Resume`) accepted this long after the
+    /// session opened (frames and WebSocket sessions; not HTTP requests, not the WebSocket echo
+    /// endpoint); `None` = never. Unlike the idle timeout, nothing the peer sends extends it.
+    pub hello_timeout: Option<Duration>,
     /// Resume bounds; used once resume is enabled.
     pub resume: ResumeLimits,
     /// Rate limits on what the peer sends.
@@ -120,6 +124,7 @@ impl SessionLimits {
             max_frame,
             send_buffer_limit,
             idle_timeout,
+            hello_timeout: None,
             resume: ResumeLimits {
                 window: Duration::from_secs(30),
                 max_frames: 1024,
@@ -323,6 +328,8 @@ pub struct Session {
     /// bytes after it (what is replayed before it is bounded by the replay limits).
     bound_at: u64,
     last_seen: MonoTime,
+    /// When the session opened (the `Hello` deadline counts from it).
+    opened: MonoTime,
     handshake: Handshake,
     /// Why the session is closing, once it is. Boxed: set once per session, at its end.
     closing: Option<Box<CloseReason>>,
@@ -385,6 +392,7 @@ impl Session {
             out: OutQueue::default(),
             bound_at: 0,
             last_seen: now,
+            opened: now,
             handshake: Handshake::AwaitingHello,
             closing: None,
             linger: None,
@@ -1348,7 +1356,7 @@ impl Session {
         }
         let ack = self.resume.as_ref().and_then(|r| r.ack_due);
         let t = earliest(
-            earliest(self.idle_deadline(), ack),
+            earliest(earliest(self.idle_deadline(), self.hello_deadline()), ack),
             self.layer.poll_timeout(),
         );
         #[cfg(feature = "tls")]
@@ -1356,6 +1364,19 @@ impl Session {
             return earliest(t, tls.poll_timeout());
         }
         t
+    }
+
+    /// While no `Hello` was accepted on a frame or WebSocket session: when it must have been.
+    fn hello_deadline(&self) -> Option<MonoTime> {
+        if self.handshake == Handshake::Ready {
+            return None;
+        }
+        let t = self.limits.hello_timeout?;
+        match &self.layer {
+            Layer::Binary(_) => Some(self.opened.saturating_add(t)),
+            Layer::Ws(w) if !w.is_echo() => Some(self.opened.saturating_add(t)),
+            _ => None,
+        }
     }
 
     fn idle_deadline(&self) -> Option<MonoTime> {
@@ -1387,6 +1408,15 @@ impl Session {
         if let Some(Err(reason)) = self.tls.as_deref_mut().map(|t| t.handle_timeout(now)) {
             self.close(reason);
             return;
+        }
+        if let Some(deadline) = self.hello_deadline() {
+            if now >= deadline {
+                let ms = self.limits.hello_timeout.map_or(0, |t| t.as_millis());
+                self.close(CloseReason::Protocol(format!(
+                    "no Hello within {ms} ms of the connection (net.hello_timeout_ms)"
+                )));
+                return;
+            }
         }
         if let Some(deadline) = self.idle_deadline() {
             if now >= deadline {

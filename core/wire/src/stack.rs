@@ -189,6 +189,13 @@ pub(crate) struct WsLayer {
 }
 
 impl WsLayer {
+    /// The conformance endpoint: it echoes messages and never carries a session's frames.
+    pub(crate) fn is_echo(&self) -> bool {
+        self.echo
+    }
+}
+
+impl WsLayer {
     fn next_ping(&self) -> Option<MonoTime> {
         (self.ping_ms > 0).then_some(self.next_ping)
     }

@@ -207,6 +207,7 @@ impl Sim {
             max_frame,
             send_buffer_limit: 1 << 20,
             idle_timeout: Some(Duration::from_millis(20 + rng.below(60))),
+            hello_timeout: None,
             resume: ResumeLimits {
                 window: Duration::from_millis(30 + rng.below(300)),
                 max_frames: 1 + rng.below(40) as usize,

@@ -63,6 +63,9 @@ pub struct NetConfig {
     pub nodelay: bool,
     /// A session that sends nothing for this long is closed ("idle timeout"); 0 = never.
     pub idle_timeout_ms: u64,
+    /// A frame or WebSocket session without an accepted `Hello` (or `Resume`) this long after
+    /// its connection was accepted is closed, whatever it sends; 0 = never.
+    pub hello_timeout_ms: u64,
 }
 
 impl NetConfig {
@@ -80,6 +83,7 @@ impl NetConfig {
             max_connections: 10,
             nodelay: true,
             idle_timeout_ms: 0,
+            hello_timeout_ms: 0,
         }
     }
 
@@ -90,6 +94,8 @@ impl NetConfig {
             send_buffer_limit: self.send_buffer_limit,
             idle_timeout: (self.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.idle_timeout_ms)),
+            hello_timeout: (self.hello_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.hello_timeout_ms)),
             resume: cont.session.resume_limits(),
             rates: cont.limits.session_rates(),
         }

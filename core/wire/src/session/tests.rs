@@ -178,6 +178,37 @@ fn idle_deadline_moves_with_input_and_fires_once_due() {
 }
 
 #[test]
+fn a_session_without_hello_closes_at_the_hello_deadline_whatever_it_sends() {
+    let l = SessionLimits {
+        hello_timeout: Some(Duration::from_millis(100)),
+        ..limits()
+    };
+    let mut s = Session::new(SessionId::new(0, 1, 0), l.clone(), MonoTime(0));
+    assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)), "idle first");
+    // A header trickled a byte at a time keeps the idle deadline away, not the Hello deadline.
+    let frame = encode(4, 0, 1, b"");
+    for (i, t) in [30u64, 60, 90].iter().enumerate() {
+        drain(&mut s, t * MS, &frame[i..i + 1]).unwrap();
+    }
+    assert_eq!(s.poll_timeout(), Some(MonoTime(100 * MS)));
+    s.handle_timeout(MonoTime(99 * MS));
+    assert!(!s.is_closing());
+    s.handle_timeout(MonoTime(100 * MS));
+    match s.close_reason() {
+        Some(CloseReason::Protocol(m)) => assert!(m.contains("no Hello within 100 ms"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Once the Hello is accepted, the deadline is gone.
+    let mut s = Session::new(SessionId::new(0, 1, 0), l, MonoTime(0));
+    s.hello_accepted();
+    assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)));
+    drain(&mut s, 60 * MS, &frame).unwrap();
+    assert_eq!(s.poll_timeout(), Some(MonoTime(110 * MS)));
+    s.handle_timeout(MonoTime(100 * MS));
+    assert!(!s.is_closing());
+}
+
+#[test]
 fn handle_timeout_fires_exactly_at_the_polled_deadline() {
     // The two edges where measuring `now - last_seen` disagreed with `poll_timeout`: the first
     // found by the `session` fuzz target, the second (saturation) by review of the same line.
