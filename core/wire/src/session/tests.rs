@@ -183,7 +183,7 @@ fn a_session_without_hello_closes_at_the_hello_deadline_whatever_it_sends() {
         hello_timeout: Some(Duration::from_millis(100)),
         ..limits()
     };
-    let mut s = Session::new(SessionId::new(0, 1, 0), l.clone(), MonoTime(0));
+    let mut s = Session::new(SessionId::new(0, 1, 0), l, MonoTime(0));
     assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)), "idle first");
     // A header trickled a byte at a time keeps the idle deadline away, not the Hello deadline.
     let frame = encode(4, 0, 1, b"");
