@@ -168,6 +168,18 @@ impl RateState {
         };
         Err((which, close))
     }
+
+    /// Takes back what [`RateState::check`] counted toward `close_after` for a frame refused by
+    /// `which` (a frame that must not count: an `Ack`, a duplicate).
+    pub(crate) fn forgive(&mut self, rates: &SessionRates, which: Limited) {
+        let policy = match which {
+            Limited::Messages => rates.msgs_policy,
+            Limited::Bytes => rates.bytes_policy,
+        };
+        if policy == RatePolicy::Close {
+            self.close_violations = self.close_violations.saturating_sub(1);
+        }
+    }
 }
 
 #[cfg(test)]

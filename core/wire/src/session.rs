@@ -191,10 +191,12 @@ pub enum Input<'a> {
     /// (its request id and opcode are in the header). When the third field is true the limit's
     /// policy closes the session: answer, then close it with [`CloseReason::RateLimited`].
     RateLimited(FrameHeader, Limited, bool),
-    /// A sequenced frame received before (a resend after a resume): dropped.
-    Duplicate(FrameHeader),
-    /// An `Ack` frame: its acknowledgement was applied.
-    Ack,
+    /// A sequenced frame received before (a resend after a resume): dropped. The limit it passed,
+    /// if it was over one (count it; nothing is answered).
+    Duplicate(FrameHeader, Option<Limited>),
+    /// An `Ack` frame: its acknowledgement was applied. The limit it passed, if it was over one
+    /// (count it; nothing is answered).
+    Ack(Option<Limited>),
 }
 
 /// What became of a session when its socket ended ([`Session::peer_closed`],
@@ -619,7 +621,18 @@ impl Session {
         };
         if self.resume.is_some() || h.sequenced() {
             if let Some(done) = self.sequence(now, &h)? {
-                return Ok(Some(done));
+                // An `Ack` or a duplicate over a limit is dropped unanswered (it is counted), and
+                // does not count toward `close_after`: a client acknowledging what the server
+                // pushed is not closed for it.
+                let over = limited.err().map(|(which, _)| {
+                    self.rate.forgive(&self.limits.rates, which);
+                    which
+                });
+                return Ok(Some(match done {
+                    Input::Ack(_) => Input::Ack(over),
+                    Input::Duplicate(h, _) => Input::Duplicate(h, over),
+                    other => other,
+                }));
             }
         }
         match limited {
@@ -665,12 +678,12 @@ impl Session {
         // A frame on this socket: the peer read the `Resumed` and holds the new token.
         r.fallback = None;
         if h.opcode == ACK_OPCODE {
-            return Ok(Some(Input::Ack));
+            return Ok(Some(Input::Ack(None)));
         }
         let expected = r.received + 1;
         let seq = expand_seq(h.seq, expected);
         if seq < expected {
-            return Ok(Some(Input::Duplicate(*h)));
+            return Ok(Some(Input::Duplicate(*h, None)));
         }
         if seq > expected {
             return Err(self.protocol_error(format!(

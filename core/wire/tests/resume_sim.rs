@@ -427,8 +427,8 @@ impl Sim {
                     let rid = f.header.request_id;
                     self.app_send(REPLY, req, rid);
                 }
-                Ok(Some(Input::Duplicate(_))) => self.stats.duplicates += 1,
-                Ok(Some(Input::Ack)) => {}
+                Ok(Some(Input::Duplicate(..))) => self.stats.duplicates += 1,
+                Ok(Some(Input::Ack(_))) => {}
                 Ok(Some(Input::RateLimited(..))) => panic!("no rate limit in the simulation"),
                 Ok(Some(Input::Request(_))) => panic!("a binary session gives no HTTP request"),
                 Ok(None) => break,

@@ -576,11 +576,15 @@ impl<A: ShardApp> ShardState<A> {
                         cell.session.borrow_mut().close(CloseReason::RateLimited);
                     }
                 }
-                Ok(Some(Input::Duplicate(_))) => {
+                Ok(Some(Input::Duplicate(_, over))) => {
                     ShardMetrics::add(&m.frames_in_total, 1);
                     ShardMetrics::add(&cm.duplicates_dropped_total, 1);
+                    count_over(cm, over);
                 }
-                Ok(Some(Input::Ack)) => ShardMetrics::add(&m.frames_in_total, 1),
+                Ok(Some(Input::Ack(over))) => {
+                    ShardMetrics::add(&m.frames_in_total, 1);
+                    count_over(cm, over);
+                }
                 Ok(None) => break,
                 Err(reason) => {
                     if matches!(
@@ -701,5 +705,15 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".into()
+    }
+}
+
+/// Counts a frame that was over a rate limit but is answered with nothing (an `Ack`, a duplicate).
+fn count_over(cm: &crate::telemetry::continuity::ContinuityMetrics, over: Option<Limited>) {
+    use crate::telemetry::continuity::ContinuityMetrics;
+    match over {
+        Some(Limited::Messages) => ContinuityMetrics::add(&cm.rate_limited_msgs_total, 1),
+        Some(Limited::Bytes) => ContinuityMetrics::add(&cm.rate_limited_bytes_total, 1),
+        None => {}
     }
 }

@@ -311,7 +311,7 @@ fn sequenced_frames_carry_seq_and_the_piggybacked_ack() {
     let mut input = &ack[..];
     assert!(matches!(
         s.receive(b, MonoTime(2 * MS), &mut input),
-        Ok(Some(Input::Ack))
+        Ok(Some(Input::Ack(None)))
     ));
     assert_eq!(s.replay_held(), (0, 0));
 }
@@ -352,7 +352,7 @@ fn duplicates_are_dropped_and_gaps_or_plain_frames_close() {
         Ok(Some(Input::Frame(_)))
     ));
     assert!(
-        matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Duplicate(h))) if h.request_id == 10)
+        matches!(s.receive(b, MonoTime(1), &mut input), Ok(Some(Input::Duplicate(h, None))) if h.request_id == 10)
     );
     let mut gap = Vec::new();
     encode_seq_into(&mut gap, 4, 0, 12, 3, 0, b"");
@@ -670,6 +670,48 @@ fn rate_limited_frames_are_reported_and_the_close_policy_closes() {
         ]
     );
     assert_eq!(s.close_reason(), Some(&CloseReason::RateLimited));
+}
+
+#[test]
+fn acks_over_a_limit_are_reported_but_never_close_the_session() {
+    let mut s = resumable();
+    s.set_rates(SessionRates {
+        msgs: RateLimit::per_second(10, 2),
+        msgs_policy: RatePolicy::Close,
+        bytes: None,
+        bytes_policy: RatePolicy::Error,
+        close_after: 2,
+    });
+    let b = s.binding();
+    let mut bytes = Vec::new();
+    for _ in 0..6 {
+        encode_seq_into(&mut bytes, ACK_OPCODE, 0, 0, 0, 0, b"");
+    }
+    let mut input = &bytes[..];
+    let mut seen = Vec::new();
+    while let Ok(Some(i)) = s.receive(b, MonoTime(MS), &mut input) {
+        seen.push(format!("{i:?}"));
+    }
+    assert_eq!(
+        seen,
+        [
+            "Ack(None)",
+            "Ack(None)",
+            "Ack(Some(Messages))",
+            "Ack(Some(Messages))",
+            "Ack(Some(Messages))",
+            "Ack(Some(Messages))"
+        ]
+    );
+    assert!(!s.is_closing());
+    // A request over the limit still counts from zero toward close_after: the first is answered.
+    let mut req = Vec::new();
+    encode_seq_into(&mut req, 4, 0, 7, 1, 0, b"");
+    let mut input = &req[..];
+    assert!(matches!(
+        s.receive(b, MonoTime(MS), &mut input),
+        Ok(Some(Input::RateLimited(_, Limited::Messages, false)))
+    ));
 }
 
 #[test]
