@@ -213,7 +213,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             }
             // The gate accepts the Hello.
             _ => {
-                s.hello_accepted();
+                s.hello_accepted(now);
                 assert!(s.is_ready());
             }
         }

@@ -273,7 +273,7 @@ impl Gate {
                 let (first, token, resumable) = cx
                     .with_session(session, |s| {
                         let first = !s.is_ready();
-                        s.hello_accepted();
+                        s.hello_accepted(cx.now());
                         (first, s.token().copied(), s.supports_resume())
                     })
                     .unwrap_or((false, None, false));

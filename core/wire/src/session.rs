@@ -329,9 +329,10 @@ pub struct Session {
     /// Absolute queue offset where the current socket was bound: the send limit counts unsent
     /// bytes after it (what is replayed before it is bounded by the replay limits).
     bound_at: u64,
+    /// When the peer last sent something (the idle deadline counts from it); while a `Hello`
+    /// deadline runs, when the session opened (or a WebSocket upgrade was asked for): input does
+    /// not move it then.
     last_seen: MonoTime,
-    /// When the session opened (the `Hello` deadline counts from it).
-    opened: MonoTime,
     handshake: Handshake,
     /// Why the session is closing, once it is. Boxed: set once per session, at its end.
     closing: Option<Box<CloseReason>>,
@@ -394,7 +395,6 @@ impl Session {
             out: OutQueue::default(),
             bound_at: 0,
             last_seen: now,
-            opened: now,
             handshake: Handshake::AwaitingHello,
             closing: None,
             linger: None,
@@ -506,13 +506,13 @@ impl Session {
             *input = &[];
             return Ok(None);
         }
+        if !input.is_empty() && !self.hello_bounded() {
+            self.last_seen = now;
+        }
         let Layer::Binary(decoder) = &mut self.layer else {
             *input = &[];
             return Err(self.protocol_error("receive() on a non-binary session".into()));
         };
-        if !input.is_empty() {
-            self.last_seen = now;
-        }
         let frame = match decoder.next(input) {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(None),
@@ -545,7 +545,7 @@ impl Session {
             *input = &mut [];
             return Ok(None);
         }
-        if !input.is_empty() {
+        if !input.is_empty() && !self.hello_bounded() {
             self.last_seen = now;
         }
         // The common case first, without a layer step: the binary layer queues nothing on input,
@@ -828,9 +828,10 @@ impl Session {
         self.handshake == Handshake::Ready
     }
 
-    /// The gate accepted the peer's `Hello`.
-    pub fn hello_accepted(&mut self) {
+    /// The gate accepted the peer's `Hello`, read at `now` (the idle deadline counts from it).
+    pub fn hello_accepted(&mut self, now: MonoTime) {
         self.handshake = Handshake::Ready;
+        self.last_seen = self.last_seen.max(now);
     }
 
     // ---- resume ----
@@ -1379,17 +1380,31 @@ impl Session {
         t
     }
 
-    /// While no `Hello` was accepted on a frame or WebSocket session: when it must have been.
+    /// True while a `Hello` deadline runs: no `Hello` accepted yet on a frame or WebSocket session
+    /// (not HTTP requests, not the echo endpoint) with `hello_timeout` set.
+    #[inline]
+    fn hello_bounded(&self) -> bool {
+        self.handshake != Handshake::Ready && self.hello_bounded_slow()
+    }
+
+    #[inline(never)]
+    fn hello_bounded_slow(&self) -> bool {
+        self.limits.hello_timeout.is_some()
+            && match &self.layer {
+                Layer::Binary(_) => true,
+                Layer::Ws(w) => !w.is_echo(),
+                _ => false,
+            }
+    }
+
+    /// While a `Hello` deadline runs: when it is (`last_seen` holds the session's start then).
     fn hello_deadline(&self) -> Option<MonoTime> {
-        if self.handshake == Handshake::Ready {
+        if !self.hello_bounded() {
             return None;
         }
-        let t = self.limits.hello_timeout?;
-        match &self.layer {
-            Layer::Binary(_) => Some(self.opened.saturating_add(t)),
-            Layer::Ws(w) if !w.is_echo() => Some(self.opened.saturating_add(t)),
-            _ => None,
-        }
+        self.limits
+            .hello_timeout
+            .map(|t| self.last_seen.saturating_add(t))
     }
 
     fn idle_deadline(&self) -> Option<MonoTime> {
@@ -1585,13 +1600,13 @@ impl Session {
         if self.closing.is_some() {
             return Ok(crate::tls::TlsRead::default());
         }
+        if self.tls.is_some() && !input.is_empty() && !self.hello_bounded() {
+            self.last_seen = now;
+        }
         let Some(tls) = self.tls.as_deref_mut() else {
             plain.extend_from_slice(input);
             return Ok(crate::tls::TlsRead::default());
         };
-        if !input.is_empty() {
-            self.last_seen = now;
-        }
         tls.read(now, input, plain).inspect_err(|reason| {
             self.close(reason.clone());
         })

@@ -264,7 +264,7 @@ impl Sim {
         let token = self.rng.token();
         let id = SessionId::new(0, inc, 0);
         let mut s = Session::new(id, self.server.limits, MonoTime(self.now));
-        s.hello_accepted();
+        s.hello_accepted(MonoTime(self.now));
         s.enable_resume(token);
         let old = std::mem::replace(&mut self.server.session, s);
         if inc > 1 {

@@ -180,32 +180,40 @@ fn idle_deadline_moves_with_input_and_fires_once_due() {
 #[test]
 fn a_session_without_hello_closes_at_the_hello_deadline_whatever_it_sends() {
     let l = SessionLimits {
-        hello_timeout: Some(Duration::from_millis(100)),
+        hello_timeout: Some(Duration::from_millis(30)),
         ..limits()
     };
     let mut s = Session::new(SessionId::new(0, 1, 0), l, MonoTime(0));
-    assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)), "idle first");
-    // A header trickled a byte at a time keeps the idle deadline away, not the Hello deadline.
+    assert_eq!(
+        s.poll_timeout(),
+        Some(MonoTime(30 * MS)),
+        "before the idle deadline"
+    );
+    // A header trickled a byte at a time moves neither deadline.
     let frame = encode(4, 0, 1, b"");
-    for (i, t) in [30u64, 60, 90].iter().enumerate() {
+    for (i, t) in [10u64, 20, 25].iter().enumerate() {
         drain(&mut s, t * MS, &frame[i..i + 1]).unwrap();
     }
-    assert_eq!(s.poll_timeout(), Some(MonoTime(100 * MS)));
-    s.handle_timeout(MonoTime(99 * MS));
+    assert_eq!(s.poll_timeout(), Some(MonoTime(30 * MS)));
+    s.handle_timeout(MonoTime(29 * MS));
     assert!(!s.is_closing());
-    s.handle_timeout(MonoTime(100 * MS));
+    s.handle_timeout(MonoTime(30 * MS));
     match s.close_reason() {
-        Some(CloseReason::Protocol(m)) => assert!(m.contains("no Hello within 100 ms"), "{m}"),
+        Some(CloseReason::Protocol(m)) => assert!(m.contains("no Hello within 30 ms"), "{m}"),
         other => panic!("{other:?}"),
     }
-    // Once the Hello is accepted, the deadline is gone.
+    // Once the Hello is accepted (at 25 ms), the idle deadline counts from it and moves with input.
     let mut s = Session::new(SessionId::new(0, 1, 0), l, MonoTime(0));
-    s.hello_accepted();
-    assert_eq!(s.poll_timeout(), Some(MonoTime(50 * MS)));
+    s.hello_accepted(MonoTime(25 * MS));
+    assert_eq!(s.poll_timeout(), Some(MonoTime(75 * MS)));
     drain(&mut s, 60 * MS, &frame).unwrap();
     assert_eq!(s.poll_timeout(), Some(MonoTime(110 * MS)));
     s.handle_timeout(MonoTime(100 * MS));
     assert!(!s.is_closing());
+    // Without a Hello deadline, input before the Hello moves the idle deadline as before.
+    let mut s = session();
+    drain(&mut s, 40 * MS, &frame[..3]).unwrap();
+    assert_eq!(s.poll_timeout(), Some(MonoTime(90 * MS)));
 }
 
 #[test]
@@ -253,7 +261,7 @@ fn no_idle_timeout_means_no_deadline() {
 fn first_close_reason_wins_and_handshake_moves_once() {
     let mut s = session();
     assert_eq!(s.handshake(), Handshake::AwaitingHello);
-    s.hello_accepted();
+    s.hello_accepted(MonoTime(0));
     assert!(s.is_ready());
     s.close(CloseReason::Shutdown);
     s.close(CloseReason::IdleTimeout);
@@ -280,7 +288,7 @@ fn resumable() -> Session {
         },
         MonoTime(0),
     );
-    s.hello_accepted();
+    s.hello_accepted(MonoTime(0));
     s.send(&encode(2, 0, 1, b"welcome")).unwrap();
     s.enable_resume(TOKEN);
     s
