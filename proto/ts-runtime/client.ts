@@ -57,6 +57,12 @@ export interface ClientOptions {
    * the defaults. Off by default.
    */
   resume?: boolean | ResumeOptions;
+  /**
+   * Called when one of the application's callbacks (an `on()` push handler, an `onClose` or
+   * `onResumed` handler) throws; the client goes on (the other handlers run, frames keep being
+   * processed). `where` names the callback, e.g. `push handler of opcode 13 (Said)`. Default: `console.error`.
+   */
+  onHandlerError?: (error: unknown, where: string) => void;
 }
 
 /** Settings of resume and automatic reconnection. Every bound has a default. */
@@ -85,6 +91,9 @@ export interface ResumeInfo {
   /** Reconnects it took (1 when the first one worked). */
   attempts: number;
 }
+
+// The host's console (browsers, Node and mini-programs have one; typed here for the same reason).
+declare const console: { error(...args: unknown[]): void };
 
 // The host's random source (every JavaScript environment has `Math`).
 declare const Math: { random(): number; min(a: number, b: number): number; pow(a: number, b: number): number };
@@ -227,7 +236,8 @@ export class LatticeClient {
   private readonly handlers = new Map<number, Set<Handler>>();
   private readonly closeHandlers = new Set<(reason: string) => void>();
   private readonly resumedHandlers = new Set<(info: ResumeInfo) => void>();
-  private readonly opts: Required<Omit<ClientOptions, "compression" | "resume">> & {
+  private readonly opts: Required<Omit<ClientOptions, "compression" | "resume" | "onHandlerError">> & {
+    onHandlerError: (error: unknown, where: string) => void;
     compression: CompressionOptions;
     resume: Required<ResumeOptions> | null;
   };
@@ -244,6 +254,8 @@ export class LatticeClient {
   private failures = 0;
   private generation = 0;
   private connectTimer: unknown = null;
+  // Rejects the pending `connect()` (set while the handshake runs).
+  private handshakeFailed: ((err: Error) => void) | null = null;
   // A `Kicked` push arrived: the server is ending the session (the account logged in elsewhere).
   private kicked: M.Kicked | null = null;
   // Why the connection was lost when reconnecting started (named in the final reason if it fails).
@@ -263,6 +275,7 @@ export class LatticeClient {
         clearTimeout: (h) => clearTimeout(h),
       },
       resume: resumeOptions(options.resume),
+      onHandlerError: options.onHandlerError ?? ((e, where) => console.error(`lattice: ${where} threw`, e)),
     };
     parseVersion(this.opts.clientVersion); // fail early on a malformed version
   }
@@ -299,10 +312,10 @@ export class LatticeClient {
     if (this.state !== "idle") return Promise.reject(new ProtocolError(`connect called in state ${this.state}`));
     this.state = "handshake";
     return new Promise<M.Welcome>((resolve, reject) => {
-      const fail = (err: Error) => {
-        this.shutdown(err.message);
-        reject(err);
-      };
+      // Every way the handshake ends without Welcome (close() included) goes through shutdown(),
+      // which rejects connect() with `err`, or with ConnectionClosedError(reason) without one.
+      this.handshakeFailed = reject;
+      const fail = (err: Error) => this.shutdown(err instanceof ConnectionClosedError ? err.reason : err.message, err);
       // The handshake bound runs from here: a socket that never opens (a stalled upgrade, a
       // dropped SYN) fails connect() as surely as a missing Welcome.
       const ms = this.opts.requestTimeoutMs;
@@ -348,6 +361,7 @@ export class LatticeClient {
                 this.token = welcome.resumeToken;
               }
               this.state = "open";
+              this.handshakeFailed = null;
               if (this.connectTimer !== null) {
                 this.opts.timers.clearTimeout(this.connectTimer);
                 this.connectTimer = null;
@@ -360,21 +374,15 @@ export class LatticeClient {
           },
           close: (reason, info) => {
             if (this.generation !== gen) return;
-            if (this.state === "handshake") {
-              reject(new ConnectionClosedError(reason));
-              this.shutdown(reason);
-            } else {
-              this.lost(reason, info);
-            }
+            if (this.state === "handshake") this.shutdown(reason);
+            else this.lost(reason, info);
           },
           error: (err) => {
             if (this.generation !== gen) return;
             if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${describeError(err)}`));
           },
           protocolError: (reason) => {
-            if (this.generation !== gen) return;
-            if (this.state === "handshake") fail(new ProtocolError(reason));
-            else this.shutdown(reason);
+            if (this.generation === gen) this.broken(reason);
           },
         });
       } catch (e) {
@@ -546,14 +554,14 @@ export class LatticeClient {
   /** Sequencing checks of a frame of a sequenced session. Returns false when it is consumed. */
   private sequence(frame: Frame): boolean {
     if ((frame.flags & FLAG_SEQ) === 0) {
-      this.shutdown(`protocol error: frame (opcode ${frame.opcode}) without SEQ on a resumable session`);
+      this.broken(`protocol error: frame (opcode ${frame.opcode}) without SEQ on a resumable session`);
       return false;
     }
     this.acked(frame.ack);
     if (frame.opcode === Opcode.Ack) return false;
     const expected = (this.lastRecv + 1) >>> 0;
     if (frame.seq !== expected) {
-      this.shutdown(`protocol error: got seq ${frame.seq}, expected ${expected}`);
+      this.broken(`protocol error: got seq ${frame.seq}, expected ${expected}`);
       return false;
     }
     this.lastRecv = frame.seq;
@@ -694,7 +702,7 @@ export class LatticeClient {
       this.transport!.send(u.frame);
       this.stats.framesResent++;
     }
-    for (const h of [...this.resumedHandlers]) h(info);
+    for (const h of [...this.resumedHandlers]) this.guard("onResumed handler", () => h(info));
   }
 
   private receive(data: Uint8Array): void {
@@ -715,7 +723,7 @@ export class LatticeClient {
       }
     } catch (e) {
       // A broken frame means the stream can no longer be trusted: close, like the server does.
-      this.shutdown(e instanceof FrameError ? e.message : String(e));
+      this.broken(e instanceof FrameError ? e.message : String(e));
       return;
     }
     const pending = requestId !== 0 ? this.pending.get(requestId) : undefined;
@@ -764,12 +772,22 @@ export class LatticeClient {
       this.stats.unhandled++;
       return;
     }
-    for (const h of [...set]) (h as (m: unknown, f: unknown) => void)(message, incoming);
+    for (const h of [...set]) {
+      this.guard(`push handler of opcode ${opcode} (${Opcode[opcode]})`, () => (h as (m: unknown, f: unknown) => void)(message, incoming));
+    }
   }
 
-  private shutdown(reason: string): void {
+  /** The peer broke the protocol: the session closes (a pending `connect()` rejects with `ProtocolError`). */
+  private broken(reason: string): void {
+    this.shutdown(reason, new ProtocolError(reason));
+  }
+
+  /** Ends the session; a pending `connect()` rejects with `err`, or `ConnectionClosedError(reason)`. */
+  private shutdown(reason: string, err?: Error): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    const handshakeFailed = this.handshakeFailed;
+    this.handshakeFailed = null;
     ++this.generation;
     for (const timer of [this.ackTimer, this.reconnectTimer, this.connectTimer]) {
       if (timer !== null) this.opts.timers.clearTimeout(timer);
@@ -785,13 +803,30 @@ export class LatticeClient {
         // Closing an already broken transport may throw; the session is over either way.
       }
     }
+    handshakeFailed?.(err ?? new ConnectionClosedError(reason));
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
       this.opts.timers.clearTimeout(p.timer);
       p.reject(new ConnectionClosedError(reason));
     }
-    for (const h of [...this.closeHandlers]) h(reason);
+    for (const h of [...this.closeHandlers]) this.guard("onClose handler", () => h(reason));
+  }
+
+  /**
+   * Runs an application callback: what it throws is reported to `onHandlerError`, never to the
+   * socket's event dispatch (with the `ws` package that would crash Node or stop frame processing).
+   */
+  private guard(where: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      try {
+        this.opts.onHandlerError(e, where);
+      } catch {
+        // A failing reporter must not stop frame processing either.
+      }
+    }
   }
 }
 

@@ -487,3 +487,91 @@ test("WebSocket adapter (WHATWG shape)", async () => {
     if (saved !== undefined) g.WebSocket = saved;
   }
 });
+
+test("close() during the handshake rejects connect() with ConnectionClosedError, opened or not", async () => {
+  for (const openFirst of [false, true]) {
+    const server = new ScriptedServer();
+    const timers = new ManualTimers();
+    const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers });
+    const reasons: string[] = [];
+    client.onClose((r) => reasons.push(r));
+    const p = client.connect();
+    if (openFirst) server.open();
+    client.close("user cancel");
+    await assert.rejects(p, (e: unknown) => e instanceof ConnectionClosedError && e.reason === "user cancel");
+    assert.deepEqual(reasons, ["user cancel"]);
+    assert.equal(timers.armed.size, 0, "no timer left behind");
+    assert.ok(server.closed);
+  }
+});
+
+test("a protocol break during the handshake rejects connect() with ProtocolError; onClose gets the bare reason", async () => {
+  const server = new ScriptedServer();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers: new ManualTimers() });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const p = client.connect();
+  server.open();
+  server.push(encodeFrame(Opcode.Welcome, 0x0004, server.last().requestId, new Uint8Array(0)));
+  await assert.rejects(p, (e: unknown) => e instanceof ProtocolError && /reserved flag bits/.test(e.message));
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0]!, /^reserved flag bits/);
+
+  // A transport error or close during the handshake: onClose gets the reason without the
+  // "connection closed: " prefix of the error's message.
+  const s2 = new ScriptedServer();
+  const c2 = new LatticeClient({ url: "ws://t", transport: s2.factory, timers: new ManualTimers() });
+  const r2: string[] = [];
+  c2.onClose((r) => r2.push(r));
+  const p2 = c2.connect();
+  s2.ev().error(new Error("connect ECONNREFUSED"));
+  await assert.rejects(p2, (e: unknown) => e instanceof ConnectionClosedError && e.reason === "transport error: connect ECONNREFUSED");
+  assert.deepEqual(r2, ["transport error: connect ECONNREFUSED"]);
+});
+
+test("a throwing push, onClose or onResumed handler is reported and processing goes on", async () => {
+  const errors: string[] = [];
+  const { server, client } = await connected({ onHandlerError: (e, where) => errors.push(`${where}: ${(e as Error).message}`) });
+  const got: string[] = [];
+  client.on(Opcode.Said, (m) => {
+    got.push(`a:${m.text}`);
+    if (m.text === "1") throw new Error("handler bug");
+  });
+  client.on(Opcode.Said, (m) => got.push(`b:${m.text}`));
+  // Delivered the way a socket's event emitter would: a throw escaping here would reach it.
+  assert.doesNotThrow(() => server.reply(Opcode.Said, { room: "r", text: "1" }, 0));
+  server.reply(Opcode.Said, { room: "r", text: "2" }, 0);
+  assert.deepEqual(got, ["a:1", "b:1", "a:2", "b:2"]);
+  assert.deepEqual(errors, [`push handler of opcode ${Opcode.Said} (Said): handler bug`]);
+  assert.ok(client.isOpen);
+  const ping = client.call(Opcode.Ping, {}, Opcode.Pong);
+  server.reply(Opcode.Pong, {}, server.last().requestId);
+  await ping;
+  const closed: string[] = [];
+  client.onClose(() => {
+    throw new Error("close bug");
+  });
+  client.onClose((r) => closed.push(r));
+  assert.doesNotThrow(() => server.ev().close("websocket closed code 1006"));
+  assert.deepEqual(closed, ["websocket closed code 1006"]);
+  assert.equal(errors[1], "onClose handler: close bug");
+});
+
+test("without onHandlerError a throwing handler goes to console.error", async () => {
+  const { server, client } = await connected();
+  const logged: unknown[][] = [];
+  const saved = console.error;
+  console.error = (...args: unknown[]) => void logged.push(args);
+  try {
+    client.on(Opcode.Said, () => {
+      throw new Error("oops");
+    });
+    server.reply(Opcode.Said, { room: "r", text: "x" }, 0);
+  } finally {
+    console.error = saved;
+  }
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]![0], `lattice: push handler of opcode ${Opcode.Said} (Said) threw`);
+  assert.equal((logged[0]![1] as Error).message, "oops");
+  assert.ok(client.isOpen);
+});
