@@ -262,13 +262,18 @@ export class LatticeClient {
   private lostReason: string | null = null;
 
   constructor(options: ClientOptions) {
+    const compression = { ...DEFAULT_COMPRESSION, ...options.compression };
     this.opts = {
       url: options.url,
       transport: options.transport ?? webSocketTransport(),
-      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-      maxPending: options.maxPending ?? 1024,
-      maxFrame: options.maxFrame ?? DEFAULT_MAX_FRAME,
-      compression: { ...DEFAULT_COMPRESSION, ...options.compression },
+      requestTimeoutMs: duration("requestTimeoutMs", options.requestTimeoutMs, 10_000, 1),
+      maxPending: count("maxPending", options.maxPending, 1024, 1),
+      maxFrame: count("maxFrame", options.maxFrame, DEFAULT_MAX_FRAME, 20),
+      compression: {
+        ...compression,
+        threshold: size("compression.threshold", compression.threshold),
+        maxInflated: size("compression.maxInflated", compression.maxInflated),
+      },
       clientVersion: options.clientVersion ?? PROTOCOL_VERSION,
       timers: options.timers ?? {
         setTimeout: (fn, ms) => setTimeout(fn, ms),
@@ -463,6 +468,12 @@ export class LatticeClient {
   }
 
   private sendRequest<O extends Opcode>(opcode: O, message: InitOf[O], opts?: { timeoutMs?: number }): Promise<AnyIncoming> {
+    let ms: number;
+    try {
+      ms = duration("timeoutMs", opts?.timeoutMs, this.opts.requestTimeoutMs, 1);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (this.pending.size >= this.opts.maxPending) {
       this.stats.rejectedPendingFull++;
       return Promise.reject(new ProtocolError(`too many pending requests (${this.opts.maxPending})`));
@@ -475,7 +486,6 @@ export class LatticeClient {
         reject(e as Error);
         return;
       }
-      const ms = opts?.timeoutMs ?? this.opts.requestTimeoutMs;
       const timer = this.opts.timers.setTimeout(() => {
         if (this.pending.delete(id)) {
           this.stats.timeouts++;
@@ -499,6 +509,10 @@ export class LatticeClient {
     if (!this.transport && !this.sequenced) throw new ConnectionClosedError("not connected");
     const codec = codecs[opcode] as unknown as MessageCodec<unknown, unknown>;
     const raw = codec.encode(message).finish();
+    // The server inflates a compressed body only up to its compress.max_inflated and closes the
+    // session beyond it (1002); refuse such bodies here, compressible or not.
+    const cap = this.opts.compression.maxInflated;
+    if (raw.length > cap) throw new ProtocolError(`body of ${raw.length} bytes exceeds compression.maxInflated ${cap}`);
     const { body, compressed } = compressBody(raw, this.opts.compression);
     const flags = compressed ? FLAG_COMPRESSED : 0;
     const seq = this.sequenced ? { seq: (this.lastSent + 1) >>> 0, ack: this.lastRecv } : undefined;
@@ -836,15 +850,41 @@ function seqAfter(a: number, b: number): boolean {
   return d !== 0 && d < 0x80000000;
 }
 
+/** The largest delay timers take (2^31 − 1 ms, about 24.8 days); larger ones fire at once. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/**
+ * A duration option in ms: `def` when absent; a number ≥ `min` (`Infinity` included) is clamped to
+ * `MAX_TIMER_MS`; anything else (NaN, below `min`, not a number) throws a `RangeError`.
+ */
+function duration(name: string, v: number | undefined, def: number, min: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== "number" || !(v >= min)) throw new RangeError(`${name} must be a number of ms >= ${min}, got ${String(v)}`);
+  return Math.min(v, MAX_TIMER_MS);
+}
+
+/** A count option: `def` when absent, else an integer ≥ `min` (or a `RangeError`). */
+function count(name: string, v: number | undefined, def: number, min: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${String(v)}`);
+  return v;
+}
+
+/** A byte size that may be `Infinity`: a number ≥ 0, else a `RangeError`. */
+function size(name: string, v: number): number {
+  if (typeof v !== "number" || !(v >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${String(v)}`);
+  return v;
+}
+
 function resumeOptions(o: boolean | ResumeOptions | undefined): Required<ResumeOptions> | null {
   if (!o) return null;
   const r = o === true ? {} : o;
   return {
-    maxAttempts: r.maxAttempts ?? 20,
-    baseDelayMs: r.baseDelayMs ?? 100,
-    maxDelayMs: r.maxDelayMs ?? 5000,
-    ackDelayMs: r.ackDelayMs ?? 200,
-    maxUnacked: r.maxUnacked ?? 1024,
+    maxAttempts: count("resume.maxAttempts", r.maxAttempts, 20, 0),
+    baseDelayMs: duration("resume.baseDelayMs", r.baseDelayMs, 100, 0),
+    maxDelayMs: duration("resume.maxDelayMs", r.maxDelayMs, 5000, 0),
+    ackDelayMs: duration("resume.ackDelayMs", r.ackDelayMs, 200, 0),
+    maxUnacked: count("resume.maxUnacked", r.maxUnacked, 1024, 1),
     random: r.random ?? (() => Math.random()),
   };
 }

@@ -575,3 +575,54 @@ test("without onHandlerError a throwing handler goes to console.error", async ()
   assert.equal((logged[0]![1] as Error).message, "oops");
   assert.ok(client.isOpen);
 });
+
+test("a body larger than compression.maxInflated is refused locally, compressible or not", async () => {
+  const { server, client } = await connected({ compression: { maxInflated: 1000 } });
+  const before = server.sent.length;
+  // Compresses to a few bytes, far below maxFrame: the server would still refuse to inflate it.
+  await assert.rejects(
+    client.request(Opcode.Ping, { payload: new Uint8Array(1001).fill(65) }),
+    (e: unknown) => e instanceof ProtocolError && /body of 1004 bytes exceeds compression.maxInflated 1000/.test(e.message),
+  );
+  assert.throws(() => client.send(Opcode.Ping, { payload: new Uint8Array(2000) }), ProtocolError);
+  assert.equal(server.sent.length, before, "nothing sent");
+  assert.equal(client.pendingCount, 0);
+  client.send(Opcode.Ping, { payload: new Uint8Array(997).fill(65) }); // a 1000-byte body goes
+  assert.equal(server.sent.length, before + 1);
+  assert.ok(client.isOpen);
+  // The default is the server's default compress.max_inflated (1 MiB), below the default maxFrame's reach
+  // only once compressed: a 1.1 MB compressible body is refused before it is compressed.
+  const d = await connected();
+  await assert.rejects(d.client.request(Opcode.Ping, { payload: new Uint8Array(1_100_000).fill(65) }), /exceeds compression.maxInflated 1048576/);
+});
+
+test("options are validated: bad durations and counts throw RangeError, huge durations are clamped", async () => {
+  const server = new ScriptedServer();
+  const make = (o: Partial<ClientOptions>) => new LatticeClient({ url: "ws://t", transport: server.factory, timers: new ManualTimers(), ...o });
+  for (const v of [0, -1, NaN, "5" as unknown as number]) {
+    assert.throws(() => make({ requestTimeoutMs: v }), (e: unknown) => e instanceof RangeError && /requestTimeoutMs must be a number of ms >= 1/.test(e.message));
+  }
+  assert.throws(() => make({ maxPending: 0 }), /maxPending must be an integer >= 1/);
+  assert.throws(() => make({ maxPending: NaN }), RangeError);
+  assert.throws(() => make({ maxFrame: 1.5 }), RangeError);
+  assert.throws(() => make({ compression: { maxInflated: NaN } }), /compression.maxInflated/);
+  assert.throws(() => make({ resume: { baseDelayMs: -5 } }), /resume.baseDelayMs/);
+  assert.throws(() => make({ resume: { maxUnacked: 0 } }), /resume.maxUnacked/);
+  make({ compression: { threshold: Infinity }, resume: { baseDelayMs: 0, ackDelayMs: 0, maxAttempts: 0 } });
+
+  // Above 2^31 − 1 ms (Infinity included) a host timer would fire at once: clamped.
+  for (const v of [Infinity, 3e9, 2 ** 31]) {
+    const { server: s, timers, client } = await connected({ requestTimeoutMs: v });
+    const ms = [...timers.armed.values()].map((t) => t.ms);
+    void client.request(Opcode.Ping, {}).catch(() => {});
+    const armed = [...timers.armed.values()].map((t) => t.ms).filter((m, i) => i >= ms.length || m !== ms[i]);
+    assert.ok(armed.includes(2 ** 31 - 1), `clamped to 2^31 - 1 (armed ${armed})`);
+    assert.equal(s.sent.length, 2);
+  }
+  const { timers, client } = await connected();
+  void client.request(Opcode.Ping, {}, { timeoutMs: Infinity }).catch(() => {});
+  assert.ok([...timers.armed.values()].some((t) => t.ms === 2 ** 31 - 1));
+  await assert.rejects(client.request(Opcode.Ping, {}, { timeoutMs: 0 }), /timeoutMs must be a number of ms >= 1, got 0/);
+  await assert.rejects(client.request(Opcode.Ping, {}, { timeoutMs: NaN }), RangeError);
+  assert.equal(client.pendingCount, 1);
+});
