@@ -51,6 +51,19 @@ export interface ClientOptions {
   /** Default: the global `setTimeout` / `clearTimeout`. */
   timers?: Timers;
   /**
+   * Liveness check while open: every `heartbeatMs` the client sends a `Ping` (request id 0, empty
+   * payload) when nothing was received, or nothing sent, since the previous check. This also keeps
+   * the server's idle timeout (`net.idle_timeout_ms`, 60 s) from closing an idle client. Default
+   * 15000; 0 turns the check off.
+   */
+  heartbeatMs?: number;
+  /**
+   * After a check that found nothing received, the connection counts as lost (like a socket closed
+   * without a close frame: resumed, or the session closes) when nothing arrives within this.
+   * Default 2 × `heartbeatMs`.
+   */
+  deadAfterMs?: number;
+  /**
    * Resume: ask the server for sequencing in `Hello`; when it grants it, a lost connection is
    * reopened automatically (exponential backoff with full jitter) and the session resumed with
    * nothing lost: unacknowledged requests are resent, missed server frames replayed. `true` takes
@@ -124,6 +137,10 @@ export interface ClientStats {
   acksSent: number;
   /** Sends refused because `maxUnacked` frames waited for an acknowledgement. */
   rejectedUnackedFull: number;
+  /** `Ping` frames sent by the liveness check (`heartbeatMs`). */
+  heartbeatsSent: number;
+  /** Connections given up as lost because nothing arrived within `deadAfterMs`. */
+  heartbeatLosses: number;
 }
 
 /** A decoded incoming frame. */
@@ -223,6 +240,8 @@ export class LatticeClient {
     framesResent: 0,
     acksSent: 0,
     rejectedUnackedFull: 0,
+    heartbeatsSent: 0,
+    heartbeatLosses: 0,
   };
   /** Session id from `Welcome` (a `Long` when the `long` package is present). */
   sessionId: M.Int64 | null = null;
@@ -260,6 +279,11 @@ export class LatticeClient {
   private kicked: M.Kicked | null = null;
   // Why the connection was lost when reconnecting started (named in the final reason if it fails).
   private lostReason: string | null = null;
+  // Liveness check (heartbeatMs): received / sent anything since the last check.
+  private beatTimer: unknown = null;
+  private deadTimer: unknown = null;
+  private heard = false;
+  private spoke = false;
 
   constructor(options: ClientOptions) {
     const compression = { ...DEFAULT_COMPRESSION, ...options.compression };
@@ -279,9 +303,12 @@ export class LatticeClient {
         setTimeout: (fn, ms) => setTimeout(fn, ms),
         clearTimeout: (h) => clearTimeout(h),
       },
+      heartbeatMs: duration("heartbeatMs", options.heartbeatMs, 15_000, 0),
+      deadAfterMs: 0,
       resume: resumeOptions(options.resume),
       onHandlerError: options.onHandlerError ?? ((e, where) => console.error(`lattice: ${where} threw`, e)),
     };
+    this.opts.deadAfterMs = duration("deadAfterMs", options.deadAfterMs, Math.min(2 * this.opts.heartbeatMs, MAX_TIMER_MS) || 1, 1);
     parseVersion(this.opts.clientVersion); // fail early on a malformed version
   }
 
@@ -367,6 +394,7 @@ export class LatticeClient {
               }
               this.state = "open";
               this.handshakeFailed = null;
+              this.beat();
               if (this.connectTimer !== null) {
                 this.opts.timers.clearTimeout(this.connectTimer);
                 this.connectTimer = null;
@@ -532,6 +560,7 @@ export class LatticeClient {
     }
     // While reconnecting the frame waits in `unacked` and goes out after the resume.
     if (this.state !== "reconnecting" && this.transport) this.transport.send(frame);
+    this.spoke = true;
     this.stats.framesSent++;
     if (compressed) this.stats.compressedSent++;
   }
@@ -554,6 +583,7 @@ export class LatticeClient {
       const frame = encodeFrame(Opcode.Ack, 0, 0, new Uint8Array(0), { seq: 0, ack: this.lastRecv });
       this.transport.send(frame);
       this.ackSent();
+      this.spoke = true;
       this.stats.acksSent++;
     }, this.opts.resume!.ackDelayMs);
   }
@@ -606,6 +636,7 @@ export class LatticeClient {
       this.opts.timers.clearTimeout(this.ackTimer);
       this.ackTimer = null;
     }
+    this.stopBeat();
     this.scheduleReconnect(reason);
   }
 
@@ -708,6 +739,7 @@ export class LatticeClient {
     this.acked(r.lastReceivedSeq);
     this.state = "open";
     this.lostReason = null;
+    this.beat();
     const info: ResumeInfo = { resync: r.resync, attempts: this.failures };
     this.failures = 0;
     this.stats.resumes++;
@@ -722,6 +754,11 @@ export class LatticeClient {
   private receive(data: Uint8Array): void {
     if (this.state === "closed") return;
     this.stats.framesReceived++;
+    this.heard = true;
+    if (this.deadTimer !== null) {
+      this.opts.timers.clearTimeout(this.deadTimer);
+      this.deadTimer = null;
+    }
     let opcode: number, requestId: number, body: Uint8Array;
     try {
       const frame = decodeFrame(data, this.opts.maxFrame);
@@ -783,12 +820,63 @@ export class LatticeClient {
     }
     const set = this.handlers.get(opcode);
     if (!set || set.size === 0) {
-      this.stats.unhandled++;
+      // A Pong with request id 0 answers a heartbeat Ping: expected, not "unhandled".
+      if (opcode !== Opcode.Pong || requestId !== 0) this.stats.unhandled++;
       return;
     }
     for (const h of [...set]) {
       this.guard(`push handler of opcode ${opcode} (${Opcode[opcode]})`, () => (h as (m: unknown, f: unknown) => void)(message, incoming));
     }
+  }
+
+  /** Starts (or restarts) the liveness check; the connection just became open. */
+  private beat(): void {
+    this.stopBeat();
+    if (this.opts.heartbeatMs === 0) return;
+    this.heard = this.spoke = false;
+    this.beatTimer = this.opts.timers.setTimeout(() => this.check(), this.opts.heartbeatMs);
+  }
+
+  private stopBeat(): void {
+    if (this.beatTimer !== null) this.opts.timers.clearTimeout(this.beatTimer);
+    if (this.deadTimer !== null) this.opts.timers.clearTimeout(this.deadTimer);
+    this.beatTimer = this.deadTimer = null;
+  }
+
+  /** One liveness check: Ping when quiet either way; silence after it means the socket is dead. */
+  private check(): void {
+    this.beatTimer = null;
+    if (this.state !== "open") return;
+    const heard = this.heard;
+    if (!heard || !this.spoke) {
+      try {
+        // Request id 0: no pending entry, no timer (the answer is a Pong push, not counted as unhandled).
+        this.writeFrame(Opcode.Ping, {}, 0);
+        this.stats.heartbeatsSent++;
+      } catch {
+        // maxUnacked is full: the frame stays unsent; silence still decides below.
+      }
+    }
+    if (!heard && this.deadTimer === null) {
+      const ms = this.opts.deadAfterMs;
+      this.deadTimer = this.opts.timers.setTimeout(() => {
+        this.deadTimer = null;
+        if (this.state !== "open") return;
+        this.stats.heartbeatLosses++;
+        // Lost exactly like a socket closed without a close frame; the dead socket is closed here.
+        const t = this.transport;
+        this.transport = null;
+        ++this.generation;
+        try {
+          t?.close();
+        } catch {
+          // Already broken: nothing to close.
+        }
+        this.lost(`connection lost: nothing received for ${ms} ms after a heartbeat Ping`);
+      }, ms);
+    }
+    this.heard = this.spoke = false;
+    this.beatTimer = this.opts.timers.setTimeout(() => this.check(), this.opts.heartbeatMs);
   }
 
   /** The peer broke the protocol: the session closes (a pending `connect()` rejects with `ProtocolError`). */
@@ -807,6 +895,7 @@ export class LatticeClient {
       if (timer !== null) this.opts.timers.clearTimeout(timer);
     }
     this.ackTimer = this.reconnectTimer = this.connectTimer = null;
+    this.stopBeat();
     this.unacked = [];
     const t = this.transport;
     this.transport = null;
