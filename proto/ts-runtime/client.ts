@@ -181,6 +181,18 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/**
+ * A resume came with `resync`: the server had received this request before the connection was
+ * lost, and its answer may be among the frames it could no longer replay. The outcome is unknown
+ * (the request may have been handled); an answer that still arrives goes to the `on()` handlers.
+ */
+export class ResyncError extends Error {
+  constructor(readonly opcode: number, readonly requestId: number) {
+    super(`request ${requestId} (opcode ${opcode}): its answer may have been lost in a resync; outcome unknown`);
+    this.name = "ResyncError";
+  }
+}
+
 /** The peer broke the protocol, or a local bound was hit. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -194,6 +206,8 @@ export type ConnectionState = "idle" | "handshake" | "open" | "reconnecting" | "
 
 interface Pending {
   opcode: number;
+  /** `seq` of the request's frame on a sequenced session (else 0). */
+  seq: number;
   timer: unknown;
   resolve(frame: AnyIncoming): void;
   reject(err: Error): void;
@@ -428,7 +442,8 @@ export class LatticeClient {
   /**
    * Sends a request and resolves with whatever frame answers it (same request id), or rejects
    * with `ServerError` when the answer is an `Error` frame, `RequestTimeoutError`,
-   * `ConnectionClosedError`, or `ProtocolError` (too many pending requests, frame too large).
+   * `ConnectionClosedError`, `ResyncError` (resume), `RangeError` (an invalid `timeoutMs`), or
+   * `ProtocolError` (too many pending or unacknowledged requests, body or frame too large).
    */
   request<O extends Opcode>(opcode: O, message: InitOf[O], opts?: { timeoutMs?: number }): Promise<AnyIncoming> {
     if (!this.canSend()) {
@@ -520,7 +535,7 @@ export class LatticeClient {
           reject(new RequestTimeoutError(opcode, id, ms));
         }
       }, ms);
-      this.pending.set(id, { opcode, timer, resolve, reject });
+      this.pending.set(id, { opcode, seq: this.sequenced ? this.lastSent : 0, timer, resolve, reject });
     });
   }
 
@@ -747,6 +762,16 @@ export class LatticeClient {
     for (const u of this.unacked) {
       this.transport!.send(u.frame);
       this.stats.framesResent++;
+    }
+    if (r.resync) {
+      // Requests the server had received may have lost their answers with the evicted frames:
+      // reject them now rather than at their timeouts. Those it had not received were just resent.
+      for (const [id, p] of [...this.pending]) {
+        if (seqAfter(p.seq, r.lastReceivedSeq)) continue;
+        this.pending.delete(id);
+        this.opts.timers.clearTimeout(p.timer);
+        p.reject(new ResyncError(p.opcode, id));
+      }
     }
     for (const h of [...this.resumedHandlers]) this.guard("onResumed handler", () => h(info));
   }
