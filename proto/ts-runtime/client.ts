@@ -383,6 +383,8 @@ export class LatticeClient {
             if (this.generation !== gen) return;
             opened = true;
             this.sendRequest(Opcode.Hello, hello).then((reply) => {
+              // close() (or a broken frame) may have ended the session after the Welcome came.
+              if (this.state !== "handshake") return;
               if (reply.opcode !== Opcode.Welcome) {
                 fail(new ProtocolError(`expected Welcome, got opcode ${reply.opcode}`));
                 return;
@@ -873,13 +875,14 @@ export class LatticeClient {
     this.beatTimer = null;
     if (this.state !== "open") return;
     const heard = this.heard;
-    if (!heard || !this.spoke) {
+    const full = this.sequenced && this.unacked.length >= this.opts.resume!.maxUnacked;
+    if ((!heard || !this.spoke) && !full) {
       try {
         // Request id 0: no pending entry, no timer (the answer is a Pong push, not counted as unhandled).
         this.writeFrame(Opcode.Ping, {}, 0);
         this.stats.heartbeatsSent++;
       } catch {
-        // maxUnacked is full: the frame stays unsent; silence still decides below.
+        // Defensive: a failing send must not stop the check; silence decides below either way.
       }
     }
     if (!heard && this.deadTimer === null) {
@@ -897,7 +900,7 @@ export class LatticeClient {
         } catch {
           // Already broken: nothing to close.
         }
-        this.lost(`connection lost: nothing received for ${ms} ms after a heartbeat Ping`);
+        this.lost(`heartbeat: nothing received for ${ms} ms after a Ping`);
       }, ms);
     }
     this.heard = this.spoke = false;

@@ -503,6 +503,20 @@ test("close() during the handshake rejects connect() with ConnectionClosedError,
     assert.equal(timers.armed.size, 0, "no timer left behind");
     assert.ok(server.closed);
   }
+  // Welcome arrived but connect() has not resolved yet (its callback is a microtask away): close() wins.
+  const server = new ScriptedServer();
+  const timers = new ManualTimers();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const p = client.connect();
+  server.open();
+  server.reply(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 1 }, server.last().requestId);
+  client.close("user cancel");
+  await assert.rejects(p, ConnectionClosedError);
+  assert.equal(client.connectionState, "closed");
+  assert.equal(timers.armed.size, 0, "no heartbeat on a closed client");
+  assert.deepEqual(reasons, ["user cancel"]);
 });
 
 test("a protocol break during the handshake rejects connect() with ProtocolError; onClose gets the bare reason", async () => {

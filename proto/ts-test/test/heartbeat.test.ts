@@ -45,7 +45,7 @@ test("a silent connection is noticed: Ping after heartbeatMs of silence, closed 
   assert.equal(client.stats.heartbeatsSent, 2);
   fire(timers, 2000);
   assert.equal(client.connectionState, "closed");
-  assert.deepEqual(reasons, ["connection lost: nothing received for 2000 ms after a heartbeat Ping"]);
+  assert.deepEqual(reasons, ["heartbeat: nothing received for 2000 ms after a Ping"]);
   await assert.rejects(pending, ConnectionClosedError);
   assert.ok(ep.closed, "the dead socket is closed");
   assert.equal(client.stats.heartbeatLosses, 1);
