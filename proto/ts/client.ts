@@ -52,12 +52,31 @@ export interface ClientOptions {
   /** Default: the global `setTimeout` / `clearTimeout`. */
   timers?: Timers;
   /**
+   * Liveness check while open: every `heartbeatMs` the client sends a `Ping` (request id 0, empty
+   * payload) when nothing was received, or nothing sent, since the previous check. This also keeps
+   * the server's idle timeout (`net.idle_timeout_ms`, 60 s) from closing an idle client. Default
+   * 15000; 0 turns the check off.
+   */
+  heartbeatMs?: number;
+  /**
+   * After a check that found nothing received, the connection counts as lost (like a socket closed
+   * without a close frame: resumed, or the session closes) when nothing arrives within this.
+   * Default 2 × `heartbeatMs`.
+   */
+  deadAfterMs?: number;
+  /**
    * Resume: ask the server for sequencing in `Hello`; when it grants it, a lost connection is
    * reopened automatically (exponential backoff with full jitter) and the session resumed with
    * nothing lost: unacknowledged requests are resent, missed server frames replayed. `true` takes
    * the defaults. Off by default.
    */
   resume?: boolean | ResumeOptions;
+  /**
+   * Called when one of the application's callbacks (an `on()` push handler, an `onClose` or
+   * `onResumed` handler) throws; the client goes on (the other handlers run, frames keep being
+   * processed). `where` names the callback, e.g. `push handler of opcode 13 (Said)`. Default: `console.error`.
+   */
+  onHandlerError?: (error: unknown, where: string) => void;
 }
 
 /** Settings of resume and automatic reconnection. Every bound has a default. */
@@ -86,6 +105,9 @@ export interface ResumeInfo {
   /** Reconnects it took (1 when the first one worked). */
   attempts: number;
 }
+
+// The host's console (browsers, Node and mini-programs have one; typed here for the same reason).
+declare const console: { error(...args: unknown[]): void };
 
 // The host's random source (every JavaScript environment has `Math`).
 declare const Math: { random(): number; min(a: number, b: number): number; pow(a: number, b: number): number };
@@ -116,6 +138,10 @@ export interface ClientStats {
   acksSent: number;
   /** Sends refused because `maxUnacked` frames waited for an acknowledgement. */
   rejectedUnackedFull: number;
+  /** `Ping` frames sent by the liveness check (`heartbeatMs`). */
+  heartbeatsSent: number;
+  /** Connections given up as lost because nothing arrived within `deadAfterMs`. */
+  heartbeatLosses: number;
 }
 
 /** A decoded incoming frame. */
@@ -156,6 +182,18 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/**
+ * A resume came with `resync`: the server had received this request before the connection was
+ * lost, and its answer may be among the frames it could no longer replay. The outcome is unknown
+ * (the request may have been handled); an answer that still arrives goes to the `on()` handlers.
+ */
+export class ResyncError extends Error {
+  constructor(readonly opcode: number, readonly requestId: number) {
+    super(`request ${requestId} (opcode ${opcode}): its answer may have been lost in a resync; outcome unknown`);
+    this.name = "ResyncError";
+  }
+}
+
 /** The peer broke the protocol, or a local bound was hit. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -169,6 +207,8 @@ export type ConnectionState = "idle" | "handshake" | "open" | "reconnecting" | "
 
 interface Pending {
   opcode: number;
+  /** `seq` of the request's frame on a sequenced session (else 0). */
+  seq: number;
   timer: unknown;
   resolve(frame: AnyIncoming): void;
   reject(err: Error): void;
@@ -215,6 +255,8 @@ export class LatticeClient {
     framesResent: 0,
     acksSent: 0,
     rejectedUnackedFull: 0,
+    heartbeatsSent: 0,
+    heartbeatLosses: 0,
   };
   /** Session id from `Welcome` (a `Long` when the `long` package is present). */
   sessionId: M.Int64 | null = null;
@@ -228,7 +270,8 @@ export class LatticeClient {
   private readonly handlers = new Map<number, Set<Handler>>();
   private readonly closeHandlers = new Set<(reason: string) => void>();
   private readonly resumedHandlers = new Set<(info: ResumeInfo) => void>();
-  private readonly opts: Required<Omit<ClientOptions, "compression" | "resume">> & {
+  private readonly opts: Required<Omit<ClientOptions, "compression" | "resume" | "onHandlerError">> & {
+    onHandlerError: (error: unknown, where: string) => void;
     compression: CompressionOptions;
     resume: Required<ResumeOptions> | null;
   };
@@ -245,26 +288,42 @@ export class LatticeClient {
   private failures = 0;
   private generation = 0;
   private connectTimer: unknown = null;
+  // Rejects the pending `connect()` (set while the handshake runs).
+  private handshakeFailed: ((err: Error) => void) | null = null;
   // A `Kicked` push arrived: the server is ending the session (the account logged in elsewhere).
   private kicked: M.Kicked | null = null;
   // Why the connection was lost when reconnecting started (named in the final reason if it fails).
   private lostReason: string | null = null;
+  // Liveness check (heartbeatMs): received / sent anything since the last check.
+  private beatTimer: unknown = null;
+  private deadTimer: unknown = null;
+  private heard = false;
+  private spoke = false;
 
   constructor(options: ClientOptions) {
+    const compression = { ...DEFAULT_COMPRESSION, ...options.compression };
     this.opts = {
       url: options.url,
       transport: options.transport ?? webSocketTransport(),
-      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-      maxPending: options.maxPending ?? 1024,
-      maxFrame: options.maxFrame ?? DEFAULT_MAX_FRAME,
-      compression: { ...DEFAULT_COMPRESSION, ...options.compression },
+      requestTimeoutMs: duration("requestTimeoutMs", options.requestTimeoutMs, 10_000, 1),
+      maxPending: count("maxPending", options.maxPending, 1024, 1),
+      maxFrame: count("maxFrame", options.maxFrame, DEFAULT_MAX_FRAME, 20),
+      compression: {
+        ...compression,
+        threshold: size("compression.threshold", compression.threshold),
+        maxInflated: size("compression.maxInflated", compression.maxInflated),
+      },
       clientVersion: options.clientVersion ?? PROTOCOL_VERSION,
       timers: options.timers ?? {
         setTimeout: (fn, ms) => setTimeout(fn, ms),
         clearTimeout: (h) => clearTimeout(h),
       },
+      heartbeatMs: duration("heartbeatMs", options.heartbeatMs, 15_000, 0),
+      deadAfterMs: 0,
       resume: resumeOptions(options.resume),
+      onHandlerError: options.onHandlerError ?? ((e, where) => console.error(`lattice: ${where} threw`, e)),
     };
+    this.opts.deadAfterMs = duration("deadAfterMs", options.deadAfterMs, Math.min(2 * this.opts.heartbeatMs, MAX_TIMER_MS) || 1, 1);
     parseVersion(this.opts.clientVersion); // fail early on a malformed version
   }
 
@@ -300,10 +359,10 @@ export class LatticeClient {
     if (this.state !== "idle") return Promise.reject(new ProtocolError(`connect called in state ${this.state}`));
     this.state = "handshake";
     return new Promise<M.Welcome>((resolve, reject) => {
-      const fail = (err: Error) => {
-        this.shutdown(err.message);
-        reject(err);
-      };
+      // Every way the handshake ends without Welcome (close() included) goes through shutdown(),
+      // which rejects connect() with `err`, or with ConnectionClosedError(reason) without one.
+      this.handshakeFailed = reject;
+      const fail = (err: Error) => this.shutdown(err instanceof ConnectionClosedError ? err.reason : err.message, err);
       // The handshake bound runs from here: a socket that never opens (a stalled upgrade, a
       // dropped SYN) fails connect() as surely as a missing Welcome.
       const ms = this.opts.requestTimeoutMs;
@@ -325,6 +384,8 @@ export class LatticeClient {
             if (this.generation !== gen) return;
             opened = true;
             this.sendRequest(Opcode.Hello, hello).then((reply) => {
+              // close() (or a broken frame) may have ended the session after the Welcome came.
+              if (this.state !== "handshake") return;
               if (reply.opcode !== Opcode.Welcome) {
                 fail(new ProtocolError(`expected Welcome, got opcode ${reply.opcode}`));
                 return;
@@ -349,6 +410,8 @@ export class LatticeClient {
                 this.token = welcome.resumeToken;
               }
               this.state = "open";
+              this.handshakeFailed = null;
+              this.beat();
               if (this.connectTimer !== null) {
                 this.opts.timers.clearTimeout(this.connectTimer);
                 this.connectTimer = null;
@@ -361,21 +424,15 @@ export class LatticeClient {
           },
           close: (reason, info) => {
             if (this.generation !== gen) return;
-            if (this.state === "handshake") {
-              reject(new ConnectionClosedError(reason));
-              this.shutdown(reason);
-            } else {
-              this.lost(reason, info);
-            }
+            if (this.state === "handshake") this.shutdown(reason);
+            else this.lost(reason, info);
           },
           error: (err) => {
             if (this.generation !== gen) return;
             if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${describeError(err)}`));
           },
           protocolError: (reason) => {
-            if (this.generation !== gen) return;
-            if (this.state === "handshake") fail(new ProtocolError(reason));
-            else this.shutdown(reason);
+            if (this.generation === gen) this.broken(reason);
           },
         });
       } catch (e) {
@@ -388,7 +445,8 @@ export class LatticeClient {
   /**
    * Sends a request and resolves with whatever frame answers it (same request id), or rejects
    * with `ServerError` when the answer is an `Error` frame, `RequestTimeoutError`,
-   * `ConnectionClosedError`, or `ProtocolError` (too many pending requests, frame too large).
+   * `ConnectionClosedError`, `ResyncError` (resume), `RangeError` (an invalid `timeoutMs`), or
+   * `ProtocolError` (too many pending or unacknowledged requests, body or frame too large).
    */
   request<O extends Opcode>(opcode: O, message: InitOf[O], opts?: { timeoutMs?: number }): Promise<AnyIncoming> {
     if (!this.canSend()) {
@@ -456,6 +514,12 @@ export class LatticeClient {
   }
 
   private sendRequest<O extends Opcode>(opcode: O, message: InitOf[O], opts?: { timeoutMs?: number }): Promise<AnyIncoming> {
+    let ms: number;
+    try {
+      ms = duration("timeoutMs", opts?.timeoutMs, this.opts.requestTimeoutMs, 1);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (this.pending.size >= this.opts.maxPending) {
       this.stats.rejectedPendingFull++;
       return Promise.reject(new ProtocolError(`too many pending requests (${this.opts.maxPending})`));
@@ -468,14 +532,13 @@ export class LatticeClient {
         reject(e as Error);
         return;
       }
-      const ms = opts?.timeoutMs ?? this.opts.requestTimeoutMs;
       const timer = this.opts.timers.setTimeout(() => {
         if (this.pending.delete(id)) {
           this.stats.timeouts++;
           reject(new RequestTimeoutError(opcode, id, ms));
         }
       }, ms);
-      this.pending.set(id, { opcode, timer, resolve, reject });
+      this.pending.set(id, { opcode, seq: this.sequenced ? this.lastSent : 0, timer, resolve, reject });
     });
   }
 
@@ -492,6 +555,10 @@ export class LatticeClient {
     if (!this.transport && !this.sequenced) throw new ConnectionClosedError("not connected");
     const codec = codecs[opcode] as unknown as MessageCodec<unknown, unknown>;
     const raw = codec.encode(message).finish();
+    // The server inflates a compressed body only up to its compress.max_inflated and closes the
+    // session beyond it (1002); refuse such bodies here, compressible or not.
+    const cap = this.opts.compression.maxInflated;
+    if (raw.length > cap) throw new ProtocolError(`body of ${raw.length} bytes exceeds compression.maxInflated ${cap}`);
     const { body, compressed } = compressBody(raw, this.opts.compression);
     const flags = compressed ? FLAG_COMPRESSED : 0;
     const seq = this.sequenced ? { seq: (this.lastSent + 1) >>> 0, ack: this.lastRecv } : undefined;
@@ -511,6 +578,7 @@ export class LatticeClient {
     }
     // While reconnecting the frame waits in `unacked` and goes out after the resume.
     if (this.state !== "reconnecting" && this.transport) this.transport.send(frame);
+    this.spoke = true;
     this.stats.framesSent++;
     if (compressed) this.stats.compressedSent++;
   }
@@ -533,6 +601,7 @@ export class LatticeClient {
       const frame = encodeFrame(Opcode.Ack, 0, 0, new Uint8Array(0), { seq: 0, ack: this.lastRecv });
       this.transport.send(frame);
       this.ackSent();
+      this.spoke = true;
       this.stats.acksSent++;
     }, this.opts.resume!.ackDelayMs);
   }
@@ -547,14 +616,14 @@ export class LatticeClient {
   /** Sequencing checks of a frame of a sequenced session. Returns false when it is consumed. */
   private sequence(frame: Frame): boolean {
     if ((frame.flags & FLAG_SEQ) === 0) {
-      this.shutdown(`protocol error: frame (opcode ${frame.opcode}) without SEQ on a resumable session`);
+      this.broken(`protocol error: frame (opcode ${frame.opcode}) without SEQ on a resumable session`);
       return false;
     }
     this.acked(frame.ack);
     if (frame.opcode === Opcode.Ack) return false;
     const expected = (this.lastRecv + 1) >>> 0;
     if (frame.seq !== expected) {
-      this.shutdown(`protocol error: got seq ${frame.seq}, expected ${expected}`);
+      this.broken(`protocol error: got seq ${frame.seq}, expected ${expected}`);
       return false;
     }
     this.lastRecv = frame.seq;
@@ -585,6 +654,7 @@ export class LatticeClient {
       this.opts.timers.clearTimeout(this.ackTimer);
       this.ackTimer = null;
     }
+    this.stopBeat();
     this.scheduleReconnect(reason);
   }
 
@@ -687,6 +757,7 @@ export class LatticeClient {
     this.acked(r.lastReceivedSeq);
     this.state = "open";
     this.lostReason = null;
+    this.beat();
     const info: ResumeInfo = { resync: r.resync, attempts: this.failures };
     this.failures = 0;
     this.stats.resumes++;
@@ -695,12 +766,27 @@ export class LatticeClient {
       this.transport!.send(u.frame);
       this.stats.framesResent++;
     }
-    for (const h of [...this.resumedHandlers]) h(info);
+    if (r.resync) {
+      // Requests the server had received may have lost their answers with the evicted frames:
+      // reject them now rather than at their timeouts. Those it had not received were just resent.
+      for (const [id, p] of [...this.pending]) {
+        if (seqAfter(p.seq, r.lastReceivedSeq)) continue;
+        this.pending.delete(id);
+        this.opts.timers.clearTimeout(p.timer);
+        p.reject(new ResyncError(p.opcode, id));
+      }
+    }
+    for (const h of [...this.resumedHandlers]) this.guard("onResumed handler", () => h(info));
   }
 
   private receive(data: Uint8Array): void {
     if (this.state === "closed") return;
     this.stats.framesReceived++;
+    this.heard = true;
+    if (this.deadTimer !== null) {
+      this.opts.timers.clearTimeout(this.deadTimer);
+      this.deadTimer = null;
+    }
     let opcode: number, requestId: number, body: Uint8Array;
     try {
       const frame = decodeFrame(data, this.opts.maxFrame);
@@ -716,7 +802,7 @@ export class LatticeClient {
       }
     } catch (e) {
       // A broken frame means the stream can no longer be trusted: close, like the server does.
-      this.shutdown(e instanceof FrameError ? e.message : String(e));
+      this.broken(e instanceof FrameError ? e.message : String(e));
       return;
     }
     const pending = requestId !== 0 ? this.pending.get(requestId) : undefined;
@@ -762,20 +848,83 @@ export class LatticeClient {
     }
     const set = this.handlers.get(opcode);
     if (!set || set.size === 0) {
-      this.stats.unhandled++;
+      // A Pong with request id 0 answers a heartbeat Ping: expected, not "unhandled".
+      if (opcode !== Opcode.Pong || requestId !== 0) this.stats.unhandled++;
       return;
     }
-    for (const h of [...set]) (h as (m: unknown, f: unknown) => void)(message, incoming);
+    for (const h of [...set]) {
+      this.guard(`push handler of opcode ${opcode} (${Opcode[opcode]})`, () => (h as (m: unknown, f: unknown) => void)(message, incoming));
+    }
   }
 
-  private shutdown(reason: string): void {
+  /** Starts (or restarts) the liveness check; the connection just became open. */
+  private beat(): void {
+    this.stopBeat();
+    if (this.opts.heartbeatMs === 0) return;
+    this.heard = this.spoke = false;
+    this.beatTimer = this.opts.timers.setTimeout(() => this.check(), this.opts.heartbeatMs);
+  }
+
+  private stopBeat(): void {
+    if (this.beatTimer !== null) this.opts.timers.clearTimeout(this.beatTimer);
+    if (this.deadTimer !== null) this.opts.timers.clearTimeout(this.deadTimer);
+    this.beatTimer = this.deadTimer = null;
+  }
+
+  /** One liveness check: Ping when quiet either way; silence after it means the socket is dead. */
+  private check(): void {
+    this.beatTimer = null;
+    if (this.state !== "open") return;
+    const heard = this.heard;
+    const full = this.sequenced && this.unacked.length >= this.opts.resume!.maxUnacked;
+    if ((!heard || !this.spoke) && !full) {
+      try {
+        // Request id 0: no pending entry, no timer (the answer is a Pong push, not counted as unhandled).
+        this.writeFrame(Opcode.Ping, {}, 0);
+        this.stats.heartbeatsSent++;
+      } catch {
+        // Defensive: a failing send must not stop the check; silence decides below either way.
+      }
+    }
+    if (!heard && this.deadTimer === null) {
+      const ms = this.opts.deadAfterMs;
+      this.deadTimer = this.opts.timers.setTimeout(() => {
+        this.deadTimer = null;
+        if (this.state !== "open") return;
+        this.stats.heartbeatLosses++;
+        // Lost exactly like a socket closed without a close frame; the dead socket is closed here.
+        const t = this.transport;
+        this.transport = null;
+        ++this.generation;
+        try {
+          t?.close();
+        } catch {
+          // Already broken: nothing to close.
+        }
+        this.lost(`heartbeat: nothing received for ${ms} ms after a Ping`);
+      }, ms);
+    }
+    this.heard = this.spoke = false;
+    this.beatTimer = this.opts.timers.setTimeout(() => this.check(), this.opts.heartbeatMs);
+  }
+
+  /** The peer broke the protocol: the session closes (a pending `connect()` rejects with `ProtocolError`). */
+  private broken(reason: string): void {
+    this.shutdown(reason, new ProtocolError(reason));
+  }
+
+  /** Ends the session; a pending `connect()` rejects with `err`, or `ConnectionClosedError(reason)`. */
+  private shutdown(reason: string, err?: Error): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    const handshakeFailed = this.handshakeFailed;
+    this.handshakeFailed = null;
     ++this.generation;
     for (const timer of [this.ackTimer, this.reconnectTimer, this.connectTimer]) {
       if (timer !== null) this.opts.timers.clearTimeout(timer);
     }
     this.ackTimer = this.reconnectTimer = this.connectTimer = null;
+    this.stopBeat();
     this.unacked = [];
     const t = this.transport;
     this.transport = null;
@@ -786,13 +935,30 @@ export class LatticeClient {
         // Closing an already broken transport may throw; the session is over either way.
       }
     }
+    handshakeFailed?.(err ?? new ConnectionClosedError(reason));
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
       this.opts.timers.clearTimeout(p.timer);
       p.reject(new ConnectionClosedError(reason));
     }
-    for (const h of [...this.closeHandlers]) h(reason);
+    for (const h of [...this.closeHandlers]) this.guard("onClose handler", () => h(reason));
+  }
+
+  /**
+   * Runs an application callback: what it throws is reported to `onHandlerError`, never to the
+   * socket's event dispatch (with the `ws` package that would crash Node or stop frame processing).
+   */
+  private guard(where: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      try {
+        this.opts.onHandlerError(e, where);
+      } catch {
+        // A failing reporter must not stop frame processing either.
+      }
+    }
   }
 }
 
@@ -802,15 +968,41 @@ function seqAfter(a: number, b: number): boolean {
   return d !== 0 && d < 0x80000000;
 }
 
+/** The largest delay timers take (2^31 − 1 ms, about 24.8 days); larger ones fire at once. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/**
+ * A duration option in ms: `def` when absent; a number ≥ `min` (`Infinity` included) is clamped to
+ * `MAX_TIMER_MS`; anything else (NaN, below `min`, not a number) throws a `RangeError`.
+ */
+function duration(name: string, v: number | undefined, def: number, min: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== "number" || !(v >= min)) throw new RangeError(`${name} must be a number of ms >= ${min}, got ${String(v)}`);
+  return Math.min(v, MAX_TIMER_MS);
+}
+
+/** A count option: `def` when absent, else an integer ≥ `min` (or a `RangeError`). */
+function count(name: string, v: number | undefined, def: number, min: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${String(v)}`);
+  return v;
+}
+
+/** A byte size that may be `Infinity`: a number ≥ 0, else a `RangeError`. */
+function size(name: string, v: number): number {
+  if (typeof v !== "number" || !(v >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${String(v)}`);
+  return v;
+}
+
 function resumeOptions(o: boolean | ResumeOptions | undefined): Required<ResumeOptions> | null {
   if (!o) return null;
   const r = o === true ? {} : o;
   return {
-    maxAttempts: r.maxAttempts ?? 20,
-    baseDelayMs: r.baseDelayMs ?? 100,
-    maxDelayMs: r.maxDelayMs ?? 5000,
-    ackDelayMs: r.ackDelayMs ?? 200,
-    maxUnacked: r.maxUnacked ?? 1024,
+    maxAttempts: count("resume.maxAttempts", r.maxAttempts, 20, 0),
+    baseDelayMs: duration("resume.baseDelayMs", r.baseDelayMs, 100, 0),
+    maxDelayMs: duration("resume.maxDelayMs", r.maxDelayMs, 5000, 0),
+    ackDelayMs: duration("resume.ackDelayMs", r.ackDelayMs, 200, 0),
+    maxUnacked: count("resume.maxUnacked", r.maxUnacked, 1024, 1),
     random: r.random ?? (() => Math.random()),
   };
 }

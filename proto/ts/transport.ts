@@ -8,9 +8,9 @@ export interface CloseInfo {
    * The close code (WebSocket: the `CloseEvent.code`; 1006 or absent when no close frame came).
    * The server's own codes are in docs/PROTOCOL.md, "Close codes".
    */
-  code?: number;
+  code?: number | undefined;
   /** The close frame's reason text, if any. */
-  reason?: string;
+  reason?: string | undefined;
 }
 
 /** What a transport reports to the client. */

@@ -132,7 +132,7 @@ test("an Error reply rejects the request with its code; a wrong reply type is a 
 });
 
 test("timeouts reject, are counted, and a late reply goes to push handlers", async () => {
-  const { server, timers, client } = await connected({ requestTimeoutMs: 5000 });
+  const { server, timers, client } = await connected({ requestTimeoutMs: 5000, heartbeatMs: 0 });
   const join = client.request(Opcode.JoinRoom, { room: "slow" });
   const id = server.last().requestId;
   assert.equal([...timers.armed.values()][0]?.ms, 5000);
@@ -376,7 +376,7 @@ test("connect() times out when the transport never opens, and closes it", async 
   await assert.rejects(p2, (e: unknown) => e instanceof RequestTimeoutError && /\(no Welcome\)/.test(e.message));
   // A successful handshake leaves no handshake timer behind.
   const { timers: t3 } = await connected();
-  assert.equal(t3.armed.size, 0, "the handshake bound is cleared once Welcome came");
+  assert.deepEqual([...t3.armed.values()].map((t) => t.ms), [15000], "the handshake bound is cleared once Welcome came (the heartbeat remains)");
 });
 
 test("a SEQ frame on a session that is not sequenced closes it", async () => {
@@ -486,4 +486,157 @@ test("WebSocket adapter (WHATWG shape)", async () => {
   } finally {
     if (saved !== undefined) g.WebSocket = saved;
   }
+});
+
+test("close() during the handshake rejects connect() with ConnectionClosedError, opened or not", async () => {
+  for (const openFirst of [false, true]) {
+    const server = new ScriptedServer();
+    const timers = new ManualTimers();
+    const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers });
+    const reasons: string[] = [];
+    client.onClose((r) => reasons.push(r));
+    const p = client.connect();
+    if (openFirst) server.open();
+    client.close("user cancel");
+    await assert.rejects(p, (e: unknown) => e instanceof ConnectionClosedError && e.reason === "user cancel");
+    assert.deepEqual(reasons, ["user cancel"]);
+    assert.equal(timers.armed.size, 0, "no timer left behind");
+    assert.ok(server.closed);
+  }
+  // Welcome arrived but connect() has not resolved yet (its callback is a microtask away): close() wins.
+  const server = new ScriptedServer();
+  const timers = new ManualTimers();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const p = client.connect();
+  server.open();
+  server.reply(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 1 }, server.last().requestId);
+  client.close("user cancel");
+  await assert.rejects(p, ConnectionClosedError);
+  assert.equal(client.connectionState, "closed");
+  assert.equal(timers.armed.size, 0, "no heartbeat on a closed client");
+  assert.deepEqual(reasons, ["user cancel"]);
+});
+
+test("a protocol break during the handshake rejects connect() with ProtocolError; onClose gets the bare reason", async () => {
+  const server = new ScriptedServer();
+  const client = new LatticeClient({ url: "ws://t", transport: server.factory, timers: new ManualTimers() });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const p = client.connect();
+  server.open();
+  server.push(encodeFrame(Opcode.Welcome, 0x0004, server.last().requestId, new Uint8Array(0)));
+  await assert.rejects(p, (e: unknown) => e instanceof ProtocolError && /reserved flag bits/.test(e.message));
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0]!, /^reserved flag bits/);
+
+  // A transport error or close during the handshake: onClose gets the reason without the
+  // "connection closed: " prefix of the error's message.
+  const s2 = new ScriptedServer();
+  const c2 = new LatticeClient({ url: "ws://t", transport: s2.factory, timers: new ManualTimers() });
+  const r2: string[] = [];
+  c2.onClose((r) => r2.push(r));
+  const p2 = c2.connect();
+  s2.ev().error(new Error("connect ECONNREFUSED"));
+  await assert.rejects(p2, (e: unknown) => e instanceof ConnectionClosedError && e.reason === "transport error: connect ECONNREFUSED");
+  assert.deepEqual(r2, ["transport error: connect ECONNREFUSED"]);
+});
+
+test("a throwing push, onClose or onResumed handler is reported and processing goes on", async () => {
+  const errors: string[] = [];
+  const { server, client } = await connected({ onHandlerError: (e, where) => errors.push(`${where}: ${(e as Error).message}`) });
+  const got: string[] = [];
+  client.on(Opcode.Said, (m) => {
+    got.push(`a:${m.text}`);
+    if (m.text === "1") throw new Error("handler bug");
+  });
+  client.on(Opcode.Said, (m) => got.push(`b:${m.text}`));
+  // Delivered the way a socket's event emitter would: a throw escaping here would reach it.
+  assert.doesNotThrow(() => server.reply(Opcode.Said, { room: "r", text: "1" }, 0));
+  server.reply(Opcode.Said, { room: "r", text: "2" }, 0);
+  assert.deepEqual(got, ["a:1", "b:1", "a:2", "b:2"]);
+  assert.deepEqual(errors, [`push handler of opcode ${Opcode.Said} (Said): handler bug`]);
+  assert.ok(client.isOpen);
+  const ping = client.call(Opcode.Ping, {}, Opcode.Pong);
+  server.reply(Opcode.Pong, {}, server.last().requestId);
+  await ping;
+  const closed: string[] = [];
+  client.onClose(() => {
+    throw new Error("close bug");
+  });
+  client.onClose((r) => closed.push(r));
+  assert.doesNotThrow(() => server.ev().close("websocket closed code 1006"));
+  assert.deepEqual(closed, ["websocket closed code 1006"]);
+  assert.equal(errors[1], "onClose handler: close bug");
+});
+
+test("without onHandlerError a throwing handler goes to console.error", async () => {
+  const { server, client } = await connected();
+  const logged: unknown[][] = [];
+  const saved = console.error;
+  console.error = (...args: unknown[]) => void logged.push(args);
+  try {
+    client.on(Opcode.Said, () => {
+      throw new Error("oops");
+    });
+    server.reply(Opcode.Said, { room: "r", text: "x" }, 0);
+  } finally {
+    console.error = saved;
+  }
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]![0], `lattice: push handler of opcode ${Opcode.Said} (Said) threw`);
+  assert.equal((logged[0]![1] as Error).message, "oops");
+  assert.ok(client.isOpen);
+});
+
+test("a body larger than compression.maxInflated is refused locally, compressible or not", async () => {
+  const { server, client } = await connected({ compression: { maxInflated: 1000 } });
+  const before = server.sent.length;
+  // Compresses to a few bytes, far below maxFrame: the server would still refuse to inflate it.
+  await assert.rejects(
+    client.request(Opcode.Ping, { payload: new Uint8Array(1001).fill(65) }),
+    (e: unknown) => e instanceof ProtocolError && /body of 1004 bytes exceeds compression.maxInflated 1000/.test(e.message),
+  );
+  assert.throws(() => client.send(Opcode.Ping, { payload: new Uint8Array(2000) }), ProtocolError);
+  assert.equal(server.sent.length, before, "nothing sent");
+  assert.equal(client.pendingCount, 0);
+  client.send(Opcode.Ping, { payload: new Uint8Array(997).fill(65) }); // a 1000-byte body goes
+  assert.equal(server.sent.length, before + 1);
+  assert.ok(client.isOpen);
+  // The default is the server's default compress.max_inflated (1 MiB), below the default maxFrame's reach
+  // only once compressed: a 1.1 MB compressible body is refused before it is compressed.
+  const d = await connected();
+  await assert.rejects(d.client.request(Opcode.Ping, { payload: new Uint8Array(1_100_000).fill(65) }), /exceeds compression.maxInflated 1048576/);
+});
+
+test("options are validated: bad durations and counts throw RangeError, huge durations are clamped", async () => {
+  const server = new ScriptedServer();
+  const make = (o: Partial<ClientOptions>) => new LatticeClient({ url: "ws://t", transport: server.factory, timers: new ManualTimers(), ...o });
+  for (const v of [0, -1, NaN, "5" as unknown as number]) {
+    assert.throws(() => make({ requestTimeoutMs: v }), (e: unknown) => e instanceof RangeError && /requestTimeoutMs must be a number of ms >= 1/.test(e.message));
+  }
+  assert.throws(() => make({ maxPending: 0 }), /maxPending must be an integer >= 1/);
+  assert.throws(() => make({ maxPending: NaN }), RangeError);
+  assert.throws(() => make({ maxFrame: 1.5 }), RangeError);
+  assert.throws(() => make({ compression: { maxInflated: NaN } }), /compression.maxInflated/);
+  assert.throws(() => make({ resume: { baseDelayMs: -5 } }), /resume.baseDelayMs/);
+  assert.throws(() => make({ resume: { maxUnacked: 0 } }), /resume.maxUnacked/);
+  make({ compression: { threshold: Infinity }, resume: { baseDelayMs: 0, ackDelayMs: 0, maxAttempts: 0 } });
+
+  // Above 2^31 − 1 ms (Infinity included) a host timer would fire at once: clamped.
+  for (const v of [Infinity, 3e9, 2 ** 31]) {
+    const { server: s, timers, client } = await connected({ requestTimeoutMs: v });
+    const ms = [...timers.armed.values()].map((t) => t.ms);
+    void client.request(Opcode.Ping, {}).catch(() => {});
+    const armed = [...timers.armed.values()].map((t) => t.ms).filter((m, i) => i >= ms.length || m !== ms[i]);
+    assert.ok(armed.includes(2 ** 31 - 1), `clamped to 2^31 - 1 (armed ${armed})`);
+    assert.equal(s.sent.length, 2);
+  }
+  const { timers, client } = await connected();
+  void client.request(Opcode.Ping, {}, { timeoutMs: Infinity }).catch(() => {});
+  assert.ok([...timers.armed.values()].some((t) => t.ms === 2 ** 31 - 1));
+  await assert.rejects(client.request(Opcode.Ping, {}, { timeoutMs: 0 }), /timeoutMs must be a number of ms >= 1, got 0/);
+  await assert.rejects(client.request(Opcode.Ping, {}, { timeoutMs: NaN }), RangeError);
+  assert.equal(client.pendingCount, 1);
 });

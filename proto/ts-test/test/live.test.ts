@@ -77,3 +77,31 @@ test("a chat survives sockets cut mid-stream: nothing lost, nothing twice, in or
     await l.stop();
   }
 });
+
+test("the heartbeat keeps an idle client alive against the server's idle timeout", async () => {
+  const l = await startLattice(["--net.idle_timeout_ms", "600"]);
+  try {
+    const open = (heartbeatMs: number) => {
+      const c = new LatticeClient({ url: `tcp://127.0.0.1:${l.port}`, transport: tcpTransport(l.port, []), heartbeatMs });
+      const closed: string[] = [];
+      c.onClose((r) => closed.push(r));
+      c.on(Opcode.IconManifest, () => {}); // the push after Welcome: only the Pongs may be left
+      return { c, closed };
+    };
+    const beating = open(150);
+    const silent = open(0);
+    await beating.c.connect();
+    await silent.c.connect();
+    await sleep(1800);
+    assert.ok(silent.closed.length > 0, "without a heartbeat the server's idle timeout closes the session");
+    assert.deepEqual(beating.closed, [], "the heartbeat kept it open");
+    assert.ok(beating.c.isOpen);
+    assert.ok(beating.c.stats.heartbeatsSent >= 3);
+    assert.equal(beating.c.stats.heartbeatLosses, 0, "every Ping was answered");
+    assert.equal(beating.c.stats.unhandled, 0, "Pongs with request id 0 are not unhandled");
+    await beating.c.call(Opcode.Ping, {}, Opcode.Pong);
+    beating.c.close();
+  } finally {
+    await l.stop();
+  }
+});

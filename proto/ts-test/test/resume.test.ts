@@ -12,6 +12,7 @@ import {
   ProtocolError,
   ResumeInfo,
   ResumeOptions,
+  ResyncError,
   codecs,
   describeError,
   Hello,
@@ -281,4 +282,47 @@ test("a SEQ frame before sequencing was granted closes the session", async () =>
   net.last().seq(Opcode.Said, { text: "x" }, 0, 1, 0);
   assert.match(reasons[0] ?? "", /SEQ flag on a session without resume/);
   assert.ok(net.last().closed);
+});
+
+test("a resync rejects the requests the server had received with ResyncError; the others stay pending", async () => {
+  const errors: string[] = [];
+  const net = new ScriptedNet();
+  const timers = new ManualTimers();
+  const client = new LatticeClient({
+    url: "ws://t",
+    transport: net.factory,
+    timers,
+    resume: { random: () => 0.5 },
+    onHandlerError: (e, where) => errors.push(`${where}: ${(e as Error).message}`),
+  });
+  const p = client.connect();
+  net.last().open();
+  net.last().plain(Opcode.Welcome, { serverVersion: PROTOCOL_VERSION, sessionId: 42, resumeToken: TOKEN }, net.last().last().requestId);
+  await p;
+  const first = net.last();
+  const a = client.call(Opcode.JoinRoom, { room: "a" }, Opcode.Joined); // seq 1: the server gets it
+  const b = client.call(Opcode.JoinRoom, { room: "b" }, Opcode.Joined); // seq 2: lost with the socket
+  first.events.close("lost");
+  const c = client.call(Opcode.JoinRoom, { room: "c" }, Opcode.Joined); // seq 3: made while reconnecting
+  fire(timers, 50);
+  const second = net.last();
+  second.open();
+  client.onResumed(() => {
+    throw new Error("resumed bug");
+  });
+  const late: string[] = [];
+  client.on(Opcode.Joined, (j) => late.push(j.room));
+  second.plain(Opcode.Resumed, { resumeToken: TOKEN, lastReceivedSeq: 1, serverSeq: 40, resync: true });
+  await assert.rejects(a, (e: unknown) => e instanceof ResyncError && e.opcode === Opcode.JoinRoom && e.requestId === first.sent[1]!.requestId);
+  assert.equal(client.pendingCount, 2, "b and c were resent and wait for their answers");
+  assert.deepEqual(second.sent.slice(1).map((f) => f.seq), [2, 3]);
+  second.seq(Opcode.Joined, { room: "b", members: 1 }, first.sent[2]!.requestId, 41, 3);
+  second.seq(Opcode.Joined, { room: "c", members: 1 }, second.sent[2]!.requestId, 42, 3);
+  assert.equal((await b).room, "b");
+  assert.equal((await c).room, "c");
+  // The rejected request's answer, if it still comes, is a late reply: pushed to on() handlers.
+  second.seq(Opcode.Joined, { room: "a", members: 1 }, first.sent[1]!.requestId, 43, 3);
+  assert.deepEqual(late, ["a"]);
+  assert.deepEqual(errors, ["onResumed handler: resumed bug"]);
+  assert.ok(client.isOpen);
 });
