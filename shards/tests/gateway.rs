@@ -440,3 +440,32 @@ fn a_connection_without_hello_is_closed_at_the_hello_deadline() {
     drop(s);
     l.wait_metric_total("lattice_sessions_closed_protocol_total", 2);
 }
+
+/// A WebSocket upgrade must be the first request of its connection: what the connection did as
+/// HTTP (an `/rpc` login, a reply that came after its `504`) must not end up in the WebSocket
+/// session.
+#[test]
+fn an_upgrade_after_another_request_on_the_connection_is_refused() {
+    let l = Lattice::start(&[]);
+    let mut s = TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains(" 101 "), "{text}");
+    assert!(text.contains("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("a WebSocket upgrade must be the first request of its connection"),
+        "{text}"
+    );
+    // The first request of a connection still upgrades.
+    let mut c = WsClient::connect(l.http);
+    c.send(1, &pb::Ping::default());
+    assert_eq!(c.recv().request_id, 1);
+}

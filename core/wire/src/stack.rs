@@ -172,6 +172,9 @@ pub(crate) struct HttpLayer {
     max_frame: u32,
     rpc: Option<Rpc>,
     reply: Option<RpcReply>,
+    /// A request was handed out: the connection may no longer become a WebSocket (what it did
+    /// as HTTP, such as an `/rpc` login or a late reply, must not end up in a WebSocket session).
+    served: bool,
 }
 
 /// Kept small: one per open WebSocket (the idle memory budget is 1 KiB per connection).
@@ -264,6 +267,7 @@ impl Layer {
                 cfg: cfg.clone(),
                 max_frame: *max_frame,
                 rpc: None,
+                served: false,
                 reply: None,
             }));
         }
@@ -349,9 +353,18 @@ impl Layer {
                 let ws = &h.cfg.ws;
                 let echo = !ws.echo_path.is_empty() && req.path == ws.echo_path;
                 if req.path != ws.path && !echo {
+                    h.served = true;
                     return Step::Event(Event::Request(req));
                 }
-                match check_upgrade(&req, &ws.origins) {
+                let checked = if h.served {
+                    Err(Response::text(
+                        400,
+                        "a WebSocket upgrade must be the first request of its connection\n",
+                    ))
+                } else {
+                    check_upgrade(&req, &ws.origins)
+                };
+                match checked {
                     Err(resp) => {
                         h.conn.respond(&resp, out);
                         Step::Linger(CloseReason::Protocol(format!(
