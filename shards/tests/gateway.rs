@@ -88,6 +88,17 @@ fn bad_http_input_gets_its_status_and_the_server_goes_on() {
         );
     }
     assert_eq!(l.metric_total("lattice_http_bad_requests_total"), 7);
+    // A client that goes on sending through the lingering close of its refusal is one bad
+    // request, not two (a deadline during the linger counted it again).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+    s.write_all(b"BAD\r\n\r\n").unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    while std::time::Instant::now() < until && s.write_all(b"x").is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(s);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(l.metric_total("lattice_http_bad_requests_total"), 8);
     assert_eq!(
         http_exchange(l.http, b"GET /healthz HTTP/1.1\r\n\r\n").0,
         200

@@ -107,12 +107,14 @@ impl<A: ShardApp> ShardState<A> {
             let was_attached = s.is_attached();
             let before = s.unsent();
             let http = s.transport() == lattice_wire::Transport::Http;
+            // A deadline during the lingering close of a refused request is not a second one.
+            let ending = s.close_reason().or(s.closing_after_flush()).is_some();
             s.handle_timeout(now);
             if let Some(tls) = &self.tls {
                 tls.count(&s.take_tls_events());
             }
             let why = s.close_reason().or(s.closing_after_flush());
-            if http && matches!(why, Some(CloseReason::Protocol(_))) {
+            if http && !ending && matches!(why, Some(CloseReason::Protocol(_))) {
                 // The head deadline passed (answered 408).
                 GatewayMetrics::add(
                     &self.cx.metrics.gateway[self.cx.id].http_bad_requests_total,
