@@ -209,6 +209,23 @@ impl Config {
         if self.net.send_buffer_limit == 0 {
             return Err(bad("net.send_buffer_limit", "must be greater than 0"));
         }
+        if self.http.ws_echo_path == self.http.ws_path {
+            return Err(bad(
+                "http.ws_echo_path",
+                "must differ from http.ws_path (the echo endpoint would take the game's WebSocket)",
+            ));
+        }
+        for (key, path) in [
+            ("http.ws_path", &self.http.ws_path),
+            ("http.ws_echo_path", &self.http.ws_echo_path),
+        ] {
+            if crate::http::is_route(path) {
+                return Err(bad(
+                    key,
+                    &format!("{path} is a route of the HTTP listener (/, /healthz, /lattice.js, /rpc/…, /icons/…)"),
+                ));
+            }
+        }
         if self.runtime.ring_capacity < 2 {
             return Err(bad("runtime.ring_capacity", "must be at least 2"));
         }

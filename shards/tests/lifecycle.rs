@@ -57,6 +57,15 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
             vec!["config", "--alerts.stall_ms", "1000"],
             "alerts.stall_ms",
         ),
+        (
+            vec!["config", "--http.ws_echo_path", "/ws"],
+            "http.ws_echo_path",
+        ),
+        (vec!["config", "--http.ws_path", "/healthz"], "http.ws_path"),
+        (
+            vec!["config", "--http.ws_echo_path", "/rpc/Ping"],
+            "http.ws_echo_path",
+        ),
     ] {
         let out = lattice(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -28,6 +28,13 @@ pub struct HttpRoutes {
     rpc: rpc::Rpc,
 }
 
+/// True for a path the HTTP listener serves itself (a WebSocket path there would hide it).
+pub fn is_route(path: &str) -> bool {
+    matches!(path, "/" | "/healthz" | "/lattice.js")
+        || path.starts_with("/rpc/")
+        || path.starts_with("/icons/")
+}
+
 impl HttpRoutes {
     /// Routes whose RPCs wait `rpc_timeout` for a reply.
     pub fn new(rpc_timeout: std::time::Duration) -> HttpRoutes {
