@@ -126,18 +126,43 @@ pub fn resume_here(
             server_sent = r.sent,
             "session resumed on a new socket"
         ),
+        // The session is left as it was: it still resumes over its own transport.
+        Err(
+            e @ lattice_runtime::shard::RebindError::Resume(lattice_wire::ResumeError::Transport {
+                ..
+            }),
+        ) => reject_with(
+            cx,
+            enc,
+            socket,
+            rid,
+            &e.to_string(),
+            "resume it over the transport it was opened on",
+        ),
         Err(e) => reject(cx, enc, socket, rid, &e.to_string()),
     }
 }
 
 /// Answers `Error{RESUME_REJECTED}` on the socket and closes it.
 fn reject(cx: &ShardCx<ShardMsg>, enc: &mut Encoder, socket: SessionId, rid: u32, why: &str) {
+    reject_with(cx, enc, socket, rid, why, "start a new session with Hello");
+}
+
+/// [`reject`] with what the client should do instead.
+fn reject_with(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    socket: SessionId,
+    rid: u32,
+    why: &str,
+    instead: &str,
+) {
     ShardMetrics::add(&cx.cm().resume_rejected_total, 1);
     // Debug level: a stream of bad tokens must not flood the log (the counter shows it).
     tracing::debug!(%socket, reason = why, "resume rejected");
     let e = pb::Error {
         code: error_code::RESUME_REJECTED,
-        message: format!("resume rejected: {why}; start a new session with Hello"),
+        message: format!("resume rejected: {why}; {instead}"),
         opcode: u32::from(opcode::RESUME),
     };
     enc.send(cx, socket, rid, &e);

@@ -64,7 +64,7 @@ fn resume_does_not_cross_between_tcp_and_websocket() {
         ws.send(7, &resume_msg(&s));
         expect_rejected(
             &ws.recv(),
-            "a binary session cannot be resumed over a WebSocket connection",
+            "a binary session cannot be resumed over a WebSocket connection; resume it over the transport it was opened on",
         );
         match ws.next() {
             None | Some(WsMsg::Close(..)) => {}
@@ -99,7 +99,7 @@ fn resume_does_not_cross_between_tcp_and_websocket() {
         );
         expect_rejected(
             &c.recv(),
-            "a WebSocket session cannot be resumed over a binary connection",
+            "a WebSocket session cannot be resumed over a binary connection; resume it over the transport it was opened on",
         );
         assert!(
             c.try_recv().is_none(),

@@ -379,3 +379,23 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod mapped_tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_block_matches_the_ipv4_client_it_names() {
+        let r = AccessRules::new(&AccessConfig {
+            deny: vec!["::ffff:127.0.0.9/128".into(), "fe80::/10".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        assert!(
+            matches!(r.check(ip), Verdict::Denied(_)),
+            "{:?}",
+            r.check(ip)
+        );
+    }
+}
