@@ -101,7 +101,10 @@ impl App {
             gate: Gate::new(s.metrics.clone(), shard),
             host,
             http: HttpRoutes::new(s.rpc_timeout),
-            links: LinkServe::new(me),
+            links: LinkServe::new(
+                me,
+                s.cluster.as_ref().map_or(usize::MAX, |c| c.max_proxies()),
+            ),
             forward: s
                 .cluster
                 .as_ref()
@@ -158,6 +161,7 @@ impl ShardApp for App {
                 {
                     self.host.request(cx, session, frame.header, info, msg)
                 }
+                AppMetrics::set(&self.host.m().link_proxies, self.links.proxies() as u64);
             }
             Checked::Request(info, msg) => match self.forward.as_mut() {
                 Some(fw) => {
@@ -250,6 +254,7 @@ impl ShardApp for App {
             return;
         }
         self.links.closed(cx, session);
+        AppMetrics::set(&self.host.m().link_proxies, self.links.proxies() as u64);
         if let Some(fw) = self.forward.as_mut() {
             fw.closed(session);
         }

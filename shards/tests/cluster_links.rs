@@ -950,3 +950,35 @@ fn a_reply_of_the_largest_size_comes_back_through_a_gate() {
     );
     assert_eq!(link_metric(&g, "lattice_link_connects_total", "logic-a"), 1);
 }
+
+/// A logic node's shard holds at most `cluster.link_max_proxies` proxy sessions: a gate's client
+/// past it is answered `BUSY` (counted), and a proxy freed by its client's close makes room.
+#[test]
+fn proxies_past_the_bound_are_answered_busy_and_counted() {
+    let l = logic(
+        "logic-a",
+        &["--runtime.shards", "1", "--cluster.link_max_proxies", "2"],
+    );
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut cs: Vec<Client> = (0..3).map(|_| g.connect()).collect();
+    for (i, c) in cs.iter_mut().take(2).enumerate() {
+        assert!(matches!(ping(c, i as u32 + 1, b"in"), AnyMessage::Pong(_)));
+    }
+    match ping(&mut cs[2], 3, b"one too many") {
+        AnyMessage::Error(e) => {
+            assert_eq!(e.code, error_code::BUSY, "{e:?}");
+            assert!(e.message.contains("cluster.link_max_proxies"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.node.metric_total("lattice_link_proxies_refused_total"), 1);
+    assert_eq!(l.node.metric_total("lattice_link_proxies"), 2);
+    drop(cs.remove(0));
+    wait_until("the closed client's proxy released", || {
+        l.node.metric_total("lattice_link_proxies") == 1
+    });
+    assert!(matches!(ping(&mut cs[1], 4, b"now"), AnyMessage::Pong(_)));
+}

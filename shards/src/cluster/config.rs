@@ -41,6 +41,8 @@ pub struct ClusterConfig {
     pub link_keepalive_ms: u64,
     /// Silence after which a link drops its socket and reconnects, ms.
     pub link_timeout_ms: u64,
+    /// Proxy sessions (gates' clients) one shard of a logic node holds over all its links.
+    pub link_max_proxies: usize,
 }
 
 fn parse_roles(key: &'static str, names: &[String]) -> Result<Vec<Role>, (&'static str, String)> {
@@ -101,6 +103,7 @@ impl ClusterConfig {
             ),
             ("cluster.link_keepalive_ms", self.link_keepalive_ms),
             ("cluster.link_timeout_ms", self.link_timeout_ms),
+            ("cluster.link_max_proxies", self.link_max_proxies as u64),
         ] {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));

@@ -148,6 +148,11 @@ impl ClusterNode {
         self.wire.max_frame as usize + crate::service::ctx::LINK_FRAME_OVERHEAD - 96
     }
 
+    /// `cluster.link_max_proxies`.
+    pub fn max_proxies(&self) -> usize {
+        self.cfg.link_max_proxies
+    }
+
     /// Bumped whenever a link is added.
     pub fn links_generation(&self) -> u64 {
         self.links_generation.load(Ordering::Acquire)

@@ -187,7 +187,8 @@ impl ServiceHost {
         &mut self.parts.enc
     }
 
-    fn m(&self) -> &AppMetrics {
+    /// This shard's application counters.
+    pub(crate) fn m(&self) -> &AppMetrics {
         &self.parts.metrics[self.parts.shard]
     }
 

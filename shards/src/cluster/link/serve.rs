@@ -19,7 +19,10 @@ use lattice_runtime::ShardCx;
 use lattice_wire::{FrameHeader, SessionId};
 
 use crate::host::ServiceHost;
+use crate::metrics::AppMetrics;
 use crate::service::{Encoder, ProxyOut, ShardMsg};
+use lattice_proto::LatticeMessage as _;
+use prost::Message as _;
 
 /// Marks a proxy session id (the slot's top bit: real slots never reach it).
 pub const PROXY_BIT: u32 = 1 << 31;
@@ -56,13 +59,16 @@ pub struct LinkServe {
     by_origin: HashMap<(SessionId, u64), SessionId>,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// `cluster.link_max_proxies`.
+    max_proxies: usize,
 }
 
 impl LinkServe {
-    /// The accepting side for node `me`.
-    pub fn new(me: String) -> LinkServe {
+    /// The accepting side for node `me`, holding at most `max_proxies` proxy sessions.
+    pub fn new(me: String, max_proxies: usize) -> LinkServe {
         LinkServe {
             me,
+            max_proxies,
             ..LinkServe::default()
         }
     }
@@ -150,7 +156,27 @@ impl LinkServe {
                         return true;
                     }
                 };
-                let proxy = self.proxy(cx, session, r.origin);
+                let Some(proxy) = self.proxy(cx, session, r.origin) else {
+                    AppMetrics::add(&host.m().link_proxies_refused_total, 1);
+                    let f = lattice_wire::frame::encode(
+                        pb::Error::OPCODE,
+                        0,
+                        r.request_id,
+                        &pb::Error {
+                            code: error_code::BUSY,
+                            message: "too many clients on this logic node (cluster.link_max_proxies); retry later".into(),
+                            opcode: r.opcode,
+                        }
+                        .encode_to_vec(),
+                    );
+                    let m = pb::LinkDeliver {
+                        origin: r.origin,
+                        frame: f,
+                        close: String::new(),
+                    };
+                    host.encoder().send_link(cx, session, &m);
+                    return true;
+                };
                 // The client's address as its gate saw it. A peer that is not `ip:port` is
                 // refused (a request that needs it, `Login`, would otherwise go unanswered);
                 // none given counts as the unspecified address.
@@ -203,9 +229,13 @@ impl LinkServe {
         }
     }
 
-    fn proxy(&mut self, cx: &ShardCx<ShardMsg>, link: SessionId, origin: u64) -> SessionId {
+    /// The proxy session of `origin` on `link`, made when new; `None` at `cluster.link_max_proxies`.
+    fn proxy(&mut self, cx: &ShardCx<ShardMsg>, link: SessionId, origin: u64) -> Option<SessionId> {
         if let Some(p) = self.by_origin.get(&(link, origin)) {
-            return *p;
+            return Some(*p);
+        }
+        if self.by_origin.len() >= self.max_proxies {
+            return None;
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -218,7 +248,7 @@ impl LinkServe {
         e.used = Some((link, origin));
         let p = SessionId::new(cx.id, slot | PROXY_BIT, e.generation);
         self.by_origin.insert((link, origin), p);
-        p
+        Some(p)
     }
 
     fn release(&mut self, cx: &ShardCx<ShardMsg>, p: SessionId) {
