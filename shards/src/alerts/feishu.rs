@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -127,8 +127,38 @@ pub fn tls_config(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, SendError>
     Ok(Arc::new(cfg))
 }
 
-/// POSTs `json` to `url`, waiting at most `timeout` per step (connect, write, read); `tls` is
-/// required for an `https://` URL.
+/// Reads `r` to its end into `out` (at most `MAX_ANSWER` bytes kept) before `deadline`, setting
+/// each read's timeout to what is left with `set_timeout`.
+fn read_within<R: Read>(
+    r: &mut R,
+    set_timeout: impl Fn(&R, Duration) -> std::io::Result<()>,
+    deadline: Instant,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no whole answer within alerts.timeout_ms",
+            ));
+        }
+        set_timeout(r, left)?;
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.extend_from_slice(&buf[..n.min(MAX_ANSWER - out.len())]);
+        if out.len() >= MAX_ANSWER {
+            return Ok(());
+        }
+    }
+}
+
+/// POSTs `json` to `url`, waiting at most `timeout` per step (connect, write) and for the whole
+/// answer (a server that trickles it cannot hold the sender longer); `tls` is required for an
+/// `https://` URL.
 pub fn post(
     url: &Url,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -142,6 +172,7 @@ pub fn post(
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let answer_by = |from: Instant| from + timeout;
     let req = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: lattice-alerts\r\n\r\n{json}",
         url.path,
@@ -158,15 +189,22 @@ pub fn post(
             .map_err(|e| SendError::Tls(e.to_string()))?;
         let mut t = rustls::StreamOwned::new(conn, s);
         t.write_all(req.as_bytes()).map_err(tls_io)?;
+        let by = answer_by(Instant::now());
         // A server that closes without close_notify after the body is common: keep what came.
-        match (&mut t).take(MAX_ANSWER as u64).read_to_end(&mut answer) {
+        match read_within(
+            &mut t,
+            |t, d| t.sock.set_read_timeout(Some(d)),
+            by,
+            &mut answer,
+        ) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
             Err(e) => return Err(tls_io(e)),
         }
     } else {
         s.write_all(req.as_bytes())?;
-        s.take(MAX_ANSWER as u64).read_to_end(&mut answer)?;
+        let by = answer_by(Instant::now());
+        read_within(&mut s, |s, d| s.set_read_timeout(Some(d)), by, &mut answer)?;
     }
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -222,6 +260,30 @@ mod tests {
         assert_eq!(v["sign"], sign(5, "s"));
         let v: serde_json::Value = serde_json::from_str(&body("hi", 5, "")).unwrap();
         assert!(v.get("sign").is_none() && v.get("timestamp").is_none());
+    }
+
+    #[test]
+    fn a_trickled_answer_is_given_up_at_the_deadline() {
+        let ln = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = ln.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = ln.accept().unwrap();
+            for _ in 0..60 {
+                if c.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut s = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let by = start + Duration::from_millis(300);
+        let e = read_within(&mut s, |s, d| s.set_read_timeout(Some(d)), by, &mut out).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(!out.is_empty(), "it was reading");
+        drop(s);
+        server.join().unwrap();
     }
 
     #[test]
