@@ -116,7 +116,14 @@ impl ClusterNode {
         let mut cur = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<Arc<LinkHandle>> = cur.as_ref().clone();
         for n in view.with_role(Role::Logic) {
-            if n.node_id == self.me || next.iter().any(|l| l.node_id == n.node_id) {
+            if n.node_id == self.me {
+                continue;
+            }
+            if let Some(l) = next.iter().find(|l| l.node_id == n.node_id) {
+                // The node came back elsewhere (a restarted pod with a new address).
+                if !n.internal_addr.is_empty() && l.set_addr(&n.internal_addr) {
+                    tracing::info!(peer = %n.node_id, addr = %n.internal_addr, "a linked node has a new address: the link reconnects there");
+                }
                 continue;
             }
             if n.internal_addr.is_empty() {
@@ -356,6 +363,21 @@ mod tests {
         assert_eq!(owners.len(), 2);
         members.set(vec![logic("logic-b", "127.0.0.1:9")]);
         assert!((0..200u64).all(|k| node.owner(&links, k).unwrap().1.node_id == "logic-b"));
+        // A node back at another address (a restarted pod): its link goes there, at the same
+        // index (the links' order is what sessions remember).
+        members.set(vec![
+            logic("logic-a", "127.0.0.2:9"),
+            logic("logic-b", "127.0.0.1:9"),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while links[0].addr() != "127.0.0.2:9" {
+            assert!(
+                Instant::now() < deadline,
+                "logic-a's link kept its old address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(node.links().1.len(), 2);
         node.stop();
     }
 

@@ -73,7 +73,9 @@ const ATTEMPT_WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct LinkHandle {
     /// The peer's node id.
     pub node_id: String,
-    addr: String,
+    /// Where the peer listens: what the live-node view says now (a node back at a new address
+    /// is reached there at the next attempt).
+    addr: Mutex<String>,
     queue: Queue<Out>,
     /// Session-closed notices: never dropped (bounded by the sessions that closed).
     closes: Mutex<Vec<u64>>,
@@ -122,6 +124,21 @@ impl LinkHandle {
             .push(origin.as_u64());
     }
 
+    /// The peer's address.
+    pub fn addr(&self) -> String {
+        self.addr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The peer is at `addr` now; returns true when that changed (the next attempt goes there).
+    pub fn set_addr(&self, addr: &str) -> bool {
+        let mut a = self.addr.lock().unwrap_or_else(|p| p.into_inner());
+        if *a == addr {
+            return false;
+        }
+        *a = addr.to_owned();
+        true
+    }
+
     /// Asks the link's threads to end.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -154,7 +171,7 @@ pub fn start(
 ) -> Arc<LinkHandle> {
     let h = Arc::new(LinkHandle {
         node_id,
-        addr,
+        addr: Mutex::new(addr),
         queue: Queue::new(cfg.link_queue_frames),
         closes: Mutex::new(Vec::new()),
         up: AtomicBool::new(false),
@@ -302,7 +319,7 @@ impl Writer {
                         .last_attempt_warn
                         .is_none_or(|t| t.elapsed() >= ATTEMPT_WARN_EVERY)
                     {
-                        tracing::warn!(peer = %self.h.node_id, addr = %self.h.addr, error = %e, unlogged = self.unlogged_attempts, "link attempt failed; retrying every cluster.link_retry_ms (further failures logged at most every 10 s)");
+                        tracing::warn!(peer = %self.h.node_id, addr = %self.h.addr(), error = %e, unlogged = self.unlogged_attempts, "link attempt failed; retrying every cluster.link_retry_ms (further failures logged at most every 10 s)");
                         self.last_attempt_warn = Some(Instant::now());
                         self.unlogged_attempts = 0;
                     } else {
@@ -374,13 +391,12 @@ impl Writer {
 
     fn connect(&self) -> Result<TcpStream, String> {
         let timeout = self.attempt_timeout();
-        let addr = self
-            .h
-            .addr
+        let at = self.h.addr();
+        let addr = at
             .to_socket_addrs()
-            .map_err(|e| format!("resolve {}: {e}", self.h.addr))?
+            .map_err(|e| format!("resolve {at}: {e}"))?
             .next()
-            .ok_or_else(|| format!("{} resolves to nothing", self.h.addr))?;
+            .ok_or_else(|| format!("{at} resolves to nothing"))?;
         let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
         let _ = s.set_nodelay(true);
         s.set_read_timeout(Some(timeout))
@@ -453,7 +469,9 @@ impl Writer {
             AnyMessage::LinkWelcome(w) => {
                 let e = format!(
                     "peer at {} is node {:?}, configured as {:?}",
-                    self.h.addr, w.node_id, self.h.node_id
+                    self.h.addr(),
+                    w.node_id,
+                    self.h.node_id
                 );
                 // Logged by the caller with every failed attempt (rate-limited).
                 format!("link refused: not the node it was meant to reach: {e}")
