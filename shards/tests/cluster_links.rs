@@ -197,6 +197,18 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
     assert_eq!(inner.request_id, 11);
     expect_error(&inner, error_code::BAD_REQUEST);
     assert_eq!(pings_handled(&l.node), 0);
+    // A second LinkHello on the session is refused.
+    s.send(
+        9,
+        &pb::LinkHello {
+            node_id: "gate-x".into(),
+        },
+    );
+    let f = s.recv().unwrap();
+    assert_eq!(
+        expect_error(&f, error_code::NOT_ALLOWED).message,
+        "LinkHello was sent on this session already"
+    );
 }
 
 #[test]

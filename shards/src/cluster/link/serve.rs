@@ -107,6 +107,17 @@ impl LinkServe {
     ) -> bool {
         match msg {
             AnyMessage::LinkHello(hello) => {
+                if self.links.contains_key(&session) {
+                    // Each would tell every shard again that this node's older links are gone.
+                    refuse(
+                        cx,
+                        host,
+                        session,
+                        h,
+                        "LinkHello was sent on this session already",
+                    );
+                    return true;
+                }
                 let sequenced = cx
                     .inspect_session(session, |s| s.is_resumable())
                     .unwrap_or(false);
