@@ -994,3 +994,39 @@ fn proxies_past_the_bound_are_answered_busy_and_counted() {
     });
     assert!(matches!(ping(&mut cs[1], 4, b"now"), AnyMessage::Pong(_)));
 }
+
+/// A broadcast to many clients of one gate crosses the link as one frame per client: the link
+/// session's queue (`net.internal_send_buffer_limit`) holds a full `Say` to a hundred of them
+/// (with `net.send_buffer_limit` it closed, and every client of the gate left every room).
+#[test]
+fn a_broadcast_to_a_hundred_clients_of_a_gate_keeps_the_link() {
+    // Uncompressed, so the frames keep their size (and the test reads them as they are).
+    let l = logic(
+        "logic-a",
+        &["--runtime.shards", "1", "--compress.threshold", "10000000"],
+    );
+    let g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut cs: Vec<Client> = (0..100).map(|_| g.connect()).collect();
+    for (i, c) in cs.iter_mut().enumerate() {
+        assert_eq!(join_members(c, i as u32 + 1, "big"), i as u32 + 1);
+    }
+    let text = "x".repeat(4096);
+    cs[0].send(
+        500,
+        &pb::Say {
+            room: "big".into(),
+            text: text.clone(),
+        },
+    );
+    for c in cs.iter_mut() {
+        let f = c.recv();
+        match f.decode() {
+            AnyMessage::Said(s) => assert_eq!(s.text.len(), 4096),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(link_metric(&g, "lattice_link_connects_total", "logic-a"), 1);
+}

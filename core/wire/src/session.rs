@@ -99,6 +99,9 @@ pub struct SessionLimits {
     /// always accepted into an empty queue, so one frame of up to `max_frame` bytes always fits.
     /// Frames replayed to a new socket do not count (the replay limits bound them).
     pub send_buffer_limit: usize,
+    /// `send_buffer_limit` of internal sessions (node links: one carries the traffic of a whole
+    /// gate, a room's broadcast to its clients included).
+    pub internal_send_buffer_limit: usize,
     /// Close (or, resumable, detach) the session when the peer sends nothing for this long;
     /// `None` = never.
     pub idle_timeout: Option<Duration>,
@@ -123,6 +126,7 @@ impl SessionLimits {
         SessionLimits {
             max_frame,
             send_buffer_limit,
+            internal_send_buffer_limit: send_buffer_limit,
             idle_timeout,
             hello_timeout: None,
             resume: ResumeLimits {
@@ -357,6 +361,17 @@ pub struct Session {
 /// link frame wraps a whole client frame (at most `max_frame`) with the client's session id,
 /// request id, opcode and address, their keys and lengths, and the sequence extension.
 pub const INTERNAL_FRAME_SLACK: u32 = 256;
+
+impl Session {
+    /// The bytes this session may have waiting for its socket.
+    #[inline]
+    fn send_limit(&self) -> usize {
+        match self.session_type {
+            SessionType::Internal => self.limits.internal_send_buffer_limit,
+            _ => self.limits.send_buffer_limit,
+        }
+    }
+}
 
 /// The largest frame a session of `session_type` reads.
 fn read_max_frame(limits: &SessionLimits, session_type: SessionType) -> u32 {
@@ -1160,7 +1175,7 @@ impl Session {
             // is never detached (only resumable ones are).
             debug_assert!(self.detached.is_none(), "only resumable sessions detach");
             let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
-            if queued > 0 && queued + len > self.limits.send_buffer_limit {
+            if queued > 0 && queued + len > self.send_limit() {
                 self.close(CloseReason::SendBufferOverflow);
                 return Err(SendError::Overflow);
             }
@@ -1175,10 +1190,7 @@ impl Session {
         let wire_len = self
             .layer
             .framed_len(len + if self.resume.is_some() { EXT_LEN } else { 0 });
-        if self.detached.is_none()
-            && queued > 0
-            && queued + wire_len > self.limits.send_buffer_limit
-        {
+        if self.detached.is_none() && queued > 0 && queued + wire_len > self.send_limit() {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
         }
@@ -1234,7 +1246,7 @@ impl Session {
             return Err(SendError::Closing);
         }
         let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
-        if queued > 0 && queued + resp.body.len() > self.limits.send_buffer_limit {
+        if queued > 0 && queued + resp.body.len() > self.send_limit() {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
         }
@@ -1524,7 +1536,7 @@ impl Session {
     fn check_queue(&mut self, before: usize) {
         let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
         let queued = self.queued_for_bound();
-        if queued > before && queued > self.limits.send_buffer_limit.max(one) {
+        if queued > before && queued > self.send_limit().max(one) {
             self.close(CloseReason::SendBufferOverflow);
         }
     }

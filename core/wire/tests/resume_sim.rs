@@ -206,6 +206,7 @@ impl Sim {
         let limits = SessionLimits {
             max_frame,
             send_buffer_limit: 1 << 20,
+            internal_send_buffer_limit: 1 << 20,
             idle_timeout: Some(Duration::from_millis(20 + rng.below(60))),
             hello_timeout: None,
             resume: ResumeLimits {

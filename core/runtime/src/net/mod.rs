@@ -53,6 +53,8 @@ pub struct NetConfig {
     /// Bytes a session may have queued for its socket before it is closed ("send buffer overflow");
     /// one frame always fits an empty queue.
     pub send_buffer_limit: usize,
+    /// `send_buffer_limit` of internal sessions (node links, which carry whole gates' traffic).
+    pub internal_send_buffer_limit: usize,
     /// Size of the per-shard read buffer every session reads into.
     pub read_buffer: usize,
     /// Reads one session may do before yielding to others.
@@ -78,6 +80,7 @@ impl NetConfig {
             balance: Balance::RoundRobin,
             max_frame: 4096,
             send_buffer_limit: 1024,
+            internal_send_buffer_limit: 1024,
             read_buffer: 4096,
             reads_per_poll: 4,
             max_connections: 10,
@@ -92,6 +95,7 @@ impl NetConfig {
         SessionLimits {
             max_frame: self.max_frame,
             send_buffer_limit: self.send_buffer_limit,
+            internal_send_buffer_limit: self.internal_send_buffer_limit,
             idle_timeout: (self.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.idle_timeout_ms)),
             hello_timeout: (self.hello_timeout_ms > 0)
