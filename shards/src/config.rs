@@ -209,6 +209,12 @@ impl Config {
         if self.net.send_buffer_limit == 0 {
             return Err(bad("net.send_buffer_limit", "must be greater than 0"));
         }
+        if self.net.internal_send_buffer_limit == 0 {
+            return Err(bad(
+                "net.internal_send_buffer_limit",
+                "must be greater than 0",
+            ));
+        }
         if self.http.ws_echo_path == self.http.ws_path {
             return Err(bad(
                 "http.ws_echo_path",
