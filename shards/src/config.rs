@@ -381,6 +381,12 @@ impl Config {
             };
             return Err(bad(key, &e.to_string()));
         }
+        if c.session.resume_window_ms == 0 {
+            return Err(bad(
+                "session.resume_window_ms",
+                "must be at least 1 (a session that cannot wait for its Resume cannot resume)",
+            ));
+        }
         if c.session.replay_max_frames == 0 || c.session.replay_max_bytes == 0 {
             return Err(bad(
                 "session.replay_max_frames",

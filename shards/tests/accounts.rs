@@ -464,3 +464,73 @@ fn passwords_and_tokens_never_reach_the_log() {
     assert!(!logs.contains(&format!("{t:?}")), "token leaked");
     assert!(!logs.contains(&run), "token bytes leaked");
 }
+
+/// A client that quits during its login (the `Login` sent, the socket closed before the answer)
+/// leaves no account online: the close may pass the login on its way to the account's shard,
+/// and the account stayed online, its slot taken and its next login "kicking" the dead session.
+#[test]
+fn a_login_whose_session_closed_on_the_way_leaves_nothing_online() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    for i in 0..6u32 {
+        let name = format!("quitter{i}");
+        assert!(matches!(
+            ask(&mut c, 10 + i, &register(&name, "password1", "Q")),
+            AnyMessage::RegisterOk(_)
+        ));
+    }
+    drop(c);
+    for i in 0..6u32 {
+        let mut q = l.connect();
+        q.send(1, &login(&format!("quitter{i}"), "password1"));
+        drop(q);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while l.metric_total("lattice_account_online") != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} accounts online with no session open",
+            l.metric_total("lattice_account_online")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut c = l.connect();
+    assert!(matches!(
+        ask(&mut c, 1, &login("quitter0", "password1")),
+        AnyMessage::LoginOk(_)
+    ));
+    assert_eq!(l.metric_total("lattice_account_kicked_total"), 0);
+}
+
+/// Two logins of two accounts pipelined on one session: the first that completes holds the
+/// session, the other is refused `ALREADY_LOGGED_IN` (both were accepted, and the session acted
+/// as either account). One shard, so both accounts have the same owner shard.
+#[test]
+fn a_second_account_pipelined_on_a_logged_in_session_is_refused() {
+    let l = Lattice::start(&["--runtime.shards", "1"]);
+    let mut c = l.connect();
+    for (i, n) in ["pipa", "pipb"].iter().enumerate() {
+        assert!(matches!(
+            ask(&mut c, 10 + i as u32, &register(n, "password1", "P")),
+            AnyMessage::RegisterOk(_)
+        ));
+    }
+    let mut burst = encode(20, &login("pipa", "password1"));
+    burst.extend(encode(21, &login("pipb", "password1")));
+    c.send_raw(&burst);
+    let mut got = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let f = c.recv();
+        got.insert(f.request_id, f.decode());
+    }
+    let oks = got
+        .values()
+        .filter(|m| matches!(m, AnyMessage::LoginOk(_)))
+        .count();
+    assert_eq!(oks, 1, "{got:?}");
+    assert!(
+        got.values().any(|m| code(m) == ec::ALREADY_LOGGED_IN),
+        "{got:?}"
+    );
+    assert_eq!(l.metric_total("lattice_account_online"), 1);
+}

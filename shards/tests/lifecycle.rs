@@ -63,6 +63,14 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         ),
         (vec!["config", "--http.ws_path", "/healthz"], "http.ws_path"),
         (
+            vec!["config", "--session.resume_window_ms", "0"],
+            "session.resume_window_ms",
+        ),
+        (
+            vec!["config", "--account.max_online_per_shard", "0"],
+            "account.max_online_per_shard",
+        ),
+        (
             vec!["config", "--http.ws_echo_path", "/rpc/Ping"],
             "http.ws_echo_path",
         ),

@@ -123,8 +123,11 @@ impl AccountConfig {
                 "lock-out thresholds must be at least 1",
             );
         }
-        if self.lock_table_max == 0 || self.max_online_per_shard == 0 {
-            return bad("lock_table_max", "table bounds must be at least 1");
+        if self.lock_table_max == 0 {
+            return bad("lock_table_max", "must be at least 1");
+        }
+        if self.max_online_per_shard == 0 {
+            return bad("max_online_per_shard", "must be at least 1");
         }
         if self.max_deferred_logins == 0 {
             return bad("max_deferred_logins", "must be at least 1");

@@ -127,6 +127,9 @@ enum Msg {
     Bind { session: SessionId, owner_key: u32 },
     /// Owner → session shard: the session logged out.
     Unbind(SessionId),
+    /// Session shard → owner: a `Bind` found the session closed (it closed while its login was
+    /// on the way): the owner lets the account go.
+    Gone(SessionId),
 }
 
 /// A logged-in session, kept on the session's shard.
@@ -329,11 +332,17 @@ impl Component for Account {
             Msg::AtOwner(r) => self.login_at_owner(ctx, r),
             Msg::IpFailure(ip) => self.ip_failure(ctx, ip),
             Msg::Bind { session, owner_key } => {
-                // The session may have closed on the way: only bind live sessions of this shard.
+                // The session may have closed on the way: only bind live sessions of this shard,
+                // and tell the owner of a closed one (its close notice may have passed the login:
+                // the account would stay online, its slot taken, until it logs in again).
                 if ctx.peer(session).is_some() {
                     self.bound.insert(session, Binding { owner_key });
+                } else {
+                    let owner = self.owner_shard(owner_key);
+                    ctx.send_peer(owner, Box::new(Msg::Gone(session)));
                 }
             }
+            Msg::Gone(session) => self.on_session_closed(ctx, session),
             Msg::Unbind(session) => {
                 self.bound.remove(&session);
             }
@@ -1027,6 +1036,27 @@ impl Account {
             }
             AccountMetrics::add(&self.m.token_logins_total, 1);
         }
+        // A session of this shard that closed while its login was on the way replaces nobody.
+        if f.session.shard() == ctx.shard() && ctx.peer(f.session).is_none() {
+            self.maybe_evict(uid);
+            return;
+        }
+        // A session logged in as another account of this shard (a second login pipelined behind
+        // the first) stays with the first.
+        if self
+            .sessions
+            .get(&f.session)
+            .is_some_and(|&other| other != uid)
+        {
+            self.maybe_evict(uid);
+            return self.err(
+                ctx,
+                f,
+                ec::ALREADY_LOGGED_IN,
+                "already logged in; Logout first",
+            );
+        }
+        let u = self.users.get_mut(&uid).expect("present");
         // The newest login wins: an older session of this account is told why and closed.
         if let Some(old) = u.session.filter(|s| *s != f.session) {
             AccountMetrics::add(&self.m.kicked_total, 1);
@@ -1112,6 +1142,10 @@ impl Account {
         // Bind on the session's shard before the answer: both travel on the same ring, so the
         // client's next request finds the session logged in.
         if f.session.shard() == ctx.shard() {
+            if ctx.peer(f.session).is_none() {
+                // Closed while its login was on the way.
+                return self.on_session_closed(ctx, f.session);
+            }
             self.bound.insert(f.session, Binding { owner_key: owner });
         } else {
             ctx.send_peer(
