@@ -161,7 +161,9 @@ impl Lattice {
             data,
             keep_data,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: on a loaded machine (CI beside other work) opening SQLite and its journal with
+        // fsync has taken over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             // The client listener is bound before the admin listener starts, so probing the admin
             // port does not open (and count) a client connection.
@@ -267,6 +269,29 @@ pub fn unsafe_free_kill(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(st.success());
+    if sig == "STOP" {
+        // The stop reaches each thread on its way back to user space, after `kill` returned: on a
+        // loaded machine a thread can still handle what arrives meanwhile. Wait until every
+        // thread is stopped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                            st.rsplit_once(") ")
+                                .is_some_and(|(_, rest)| rest.starts_with('T'))
+                        })
+                    })
+                })
+                .unwrap_or(false);
+            if all_stopped {
+                break;
+            }
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Lattice {
