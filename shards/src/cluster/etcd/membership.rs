@@ -170,6 +170,9 @@ impl View {
         stats
             .members
             .store(self.nodes.len() as u64, Ordering::Relaxed);
+        stats
+            .view_full
+            .store(u64::from(self.full), Ordering::Relaxed);
         members.set(self.nodes.values().cloned().collect());
     }
 

@@ -185,6 +185,7 @@ pub struct EtcdStats {
     pub(crate) members: AtomicU64,
     pub(crate) registered: AtomicU64,
     pub(crate) view_failures: AtomicU64,
+    pub(crate) view_full: AtomicU64,
 }
 
 impl EtcdStats {
@@ -226,6 +227,12 @@ impl EtcdStats {
             Kind::Gauge,
             "Live nodes in the last view read from etcd (this one included).",
             r(&self.members),
+        );
+        w.single(
+            "lattice_etcd_view_full",
+            Kind::Gauge,
+            "1 while the last view read from etcd hit etcd.max_nodes: live nodes beyond it are not seen (raise etcd.max_nodes).",
+            r(&self.view_full),
         );
         w.single(
             "lattice_etcd_view_failures_total",
