@@ -214,6 +214,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             // The gate accepts the Hello.
             _ => {
                 s.hello_accepted(now);
+                // The idle deadline counts from the Hello (time only moves forward here).
+                last_seen = last_seen.max(now);
                 assert!(s.is_ready());
             }
         }
