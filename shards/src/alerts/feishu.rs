@@ -136,16 +136,31 @@ fn read_within<R: Read>(
     out: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let mut buf = [0u8; 4096];
+    let late = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no whole answer within alerts.timeout_ms",
+        )
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no whole answer within alerts.timeout_ms",
-            ));
+            return Err(late());
         }
         set_timeout(r, left)?;
-        let n = r.read(&mut buf)?;
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            // The read waited out what was left (Linux reports it as `WouldBlock`).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late())
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
