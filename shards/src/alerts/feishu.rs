@@ -291,13 +291,12 @@ mod tests {
             }
         });
         let mut s = TcpStream::connect(addr).unwrap();
-        let start = Instant::now();
         let mut out = Vec::new();
-        let by = start + Duration::from_millis(300);
+        let by = Instant::now() + Duration::from_millis(300);
         let e = read_within(&mut s, |s, d| s.set_read_timeout(Some(d)), by, &mut out).unwrap_err();
+        // The answer (60 bytes, 50 ms apart) was not over: the deadline ended the read.
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
-        // 60 bytes 50 ms apart would take 3 s: the deadline, not the end of the answer, ended it.
-        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(out.len() < 60);
         drop(s);
         server.join().unwrap();
     }
