@@ -362,17 +362,6 @@ pub struct Session {
 /// request id, opcode and address, their keys and lengths, and the sequence extension.
 pub const INTERNAL_FRAME_SLACK: u32 = 256;
 
-impl Session {
-    /// The bytes this session may have waiting for its socket.
-    #[inline]
-    fn send_limit(&self) -> usize {
-        match self.session_type {
-            SessionType::Internal => self.limits.internal_send_buffer_limit,
-            _ => self.limits.send_buffer_limit,
-        }
-    }
-}
-
 /// The largest frame a session of `session_type` reads.
 fn read_max_frame(limits: &SessionLimits, session_type: SessionType) -> u32 {
     match session_type {
@@ -400,7 +389,17 @@ impl Session {
         stack: &Arc<StackConfig>,
         now: MonoTime,
     ) -> Session {
-        let limits = limits.into();
+        let mut limits = limits.into();
+        // A node link has its own send bound: a copy of the limits with it (links are few, and
+        // the send path stays one comparison).
+        if stack.session_type == SessionType::Internal
+            && limits.internal_send_buffer_limit != limits.send_buffer_limit
+        {
+            limits = Arc::new(SessionLimits {
+                send_buffer_limit: limits.internal_send_buffer_limit,
+                ..*limits
+            });
+        }
         let layer = Layer::new(stack, read_max_frame(&limits, stack.session_type), now);
         Session {
             id,
@@ -1175,7 +1174,7 @@ impl Session {
             // is never detached (only resumable ones are).
             debug_assert!(self.detached.is_none(), "only resumable sessions detach");
             let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
-            if queued > 0 && queued + len > self.send_limit() {
+            if queued > 0 && queued + len > self.limits.send_buffer_limit {
                 self.close(CloseReason::SendBufferOverflow);
                 return Err(SendError::Overflow);
             }
@@ -1190,7 +1189,10 @@ impl Session {
         let wire_len = self
             .layer
             .framed_len(len + if self.resume.is_some() { EXT_LEN } else { 0 });
-        if self.detached.is_none() && queued > 0 && queued + wire_len > self.send_limit() {
+        if self.detached.is_none()
+            && queued > 0
+            && queued + wire_len > self.limits.send_buffer_limit
+        {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
         }
@@ -1246,7 +1248,7 @@ impl Session {
             return Err(SendError::Closing);
         }
         let queued = self.out.unsent_since(self.bound_at) + self.tls_unsent();
-        if queued > 0 && queued + resp.body.len() > self.send_limit() {
+        if queued > 0 && queued + resp.body.len() > self.limits.send_buffer_limit {
             self.close(CloseReason::SendBufferOverflow);
             return Err(SendError::Overflow);
         }
@@ -1536,7 +1538,7 @@ impl Session {
     fn check_queue(&mut self, before: usize) {
         let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
         let queued = self.queued_for_bound();
-        if queued > before && queued > self.send_limit().max(one) {
+        if queued > before && queued > self.limits.send_buffer_limit.max(one) {
             self.close(CloseReason::SendBufferOverflow);
         }
     }

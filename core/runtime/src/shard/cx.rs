@@ -690,8 +690,8 @@ impl<M: Send + 'static> ShardCx<M> {
         *self.limits.borrow_mut() = Arc::clone(&shared);
         for cell in self.sessions.borrow().iter() {
             let mut session = cell.session.borrow_mut();
-            // Sessions keep sharing one copy of the limits; one whose other limits differ (none
-            // today: every session of a shard starts with the shard's) gets its own.
+            // Sessions keep sharing one copy of the limits; one whose other limits differ (a
+            // node link, with its own send bound) gets its own.
             if !session.set_shared_limits(&shared) {
                 session.set_rates(rates);
             }
