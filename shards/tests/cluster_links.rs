@@ -832,6 +832,77 @@ fn a_full_link_answers_busy_and_loses_nothing_it_took() {
     );
 }
 
+/// A gate bounds the requests one link carries that wait for their answers
+/// (`cluster.link_max_unanswered`, queued or sent): past it a request is answered `BUSY` naming
+/// the key, counted, and never queued; the ones taken are all answered once the peer answers.
+#[test]
+fn a_link_bounds_its_unanswered_requests() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_max_unanswered",
+            "3",
+            "--cluster.link_keepalive_ms",
+            "1000",
+            "--cluster.link_timeout_ms",
+            "3000",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    relay.freeze();
+    for rid in 10..20u32 {
+        c.send(
+            rid,
+            &pb::Ping {
+                payload: vec![rid as u8],
+            },
+        );
+    }
+    // Refusals come at once; the three taken wait for the relay.
+    let mut busy = Vec::new();
+    while busy.len() < 7 {
+        let f = c.recv();
+        match f.decode() {
+            AnyMessage::Error(e) if e.code == error_code::BUSY => {
+                assert!(e.message.contains("cluster.link_max_unanswered"), "{e:?}");
+                busy.push(f.request_id);
+            }
+            other => panic!("before the link resumed: {other:?}"),
+        }
+    }
+    assert_eq!(busy, (13..20).collect::<Vec<_>>());
+    // The link hears nothing past cluster.link_timeout_ms, reconnects (a new relay connection
+    // carries bytes) and resends the three.
+    let mut pongs = Vec::new();
+    while pongs.len() < 3 {
+        let f = c.recv();
+        match f.decode() {
+            AnyMessage::Pong(_) => pongs.push(f.request_id),
+            other => panic!("after the link resumed: {other:?}"),
+        }
+    }
+    assert_eq!(pongs, vec![10, 11, 12]);
+    assert_eq!(
+        link_metric(&g, "lattice_link_unanswered_full_total", "logic-a"),
+        7
+    );
+    assert_eq!(
+        link_metric(&g, "lattice_link_queue_full_total", "logic-a"),
+        0
+    );
+    // Answered requests no longer count: the link takes requests again.
+    assert!(matches!(ping(&mut c, 30, b"after"), AnyMessage::Pong(_)));
+}
+
 /// What a gate reads from a node it links to is bounded like a client's frames: a frame header
 /// past `net.max_frame` ends the attempt at once (nothing is buffered for it), and a peer that
 /// trickles its handshake answer byte by byte is given up after `cluster.link_connect_timeout_ms`

@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub static_peers: Vec<StaticPeer>,
     /// Bound of one link's outgoing queue.
     pub link_queue_frames: usize,
+    /// Bound of one link's requests sent and not answered yet.
+    pub link_max_unanswered: usize,
     /// Bound of one link's unacknowledged frames.
     pub link_unacked_frames: usize,
     /// Bound of one shard's inbox of frames received from links.
@@ -91,6 +93,10 @@ impl ClusterConfig {
         self.peers()?;
         for (key, v) in [
             ("cluster.link_queue_frames", self.link_queue_frames as u64),
+            (
+                "cluster.link_max_unanswered",
+                self.link_max_unanswered as u64,
+            ),
             (
                 "cluster.link_unacked_frames",
                 self.link_unacked_frames as u64,

@@ -12,7 +12,7 @@ use lattice_proto::{error_code, pb, AnyMessage, OpcodeInfo};
 use lattice_runtime::ShardCx;
 use lattice_wire::{CloseReason, FrameHeader, SessionId};
 
-use super::link::client::Out;
+use super::link::client::{Out, Refused};
 use super::link::inbox::Inbound;
 use super::node::{ClusterNode, Links};
 use crate::service::{Encoder, Route, ShardMsg};
@@ -148,15 +148,14 @@ impl Forwarder {
             body,
             peer: cx.peer(session),
         };
-        if link.try_send(out).is_err() {
-            error(
-                cx,
-                enc,
-                session,
-                h,
-                error_code::BUSY,
-                "link to the logic node is full, retry later",
-            );
+        if let Err((_, why)) = link.try_send(out) {
+            let message = match why {
+                Refused::QueueFull => "link to the logic node is full, retry later",
+                Refused::Unanswered => {
+                    "too many requests unanswered by the logic node (cluster.link_max_unanswered), retry later"
+                }
+            };
+            error(cx, enc, session, h, error_code::BUSY, message);
         }
     }
 

@@ -213,7 +213,7 @@ impl ClusterNode {
             return;
         }
         type Get = fn(&LinkHandle) -> u64;
-        let series: [(&str, Kind, &str, Get); 11] = [
+        let series: [(&str, Kind, &str, Get); 12] = [
             (
                 "lattice_link_up",
                 Kind::Gauge,
@@ -231,6 +231,12 @@ impl ClusterNode {
                 Kind::Counter,
                 "requests answered BUSY because the link's queue was full",
                 |l| l.counters.queue_full_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lattice_link_unanswered_full_total",
+                Kind::Counter,
+                "requests answered BUSY because cluster.link_max_unanswered requests sent over the link waited for answers",
+                |l| l.counters.unanswered_full_total.load(Ordering::Relaxed),
             ),
             (
                 "lattice_link_sent_total",

@@ -42,11 +42,23 @@ pub enum Out {
     },
 }
 
+/// Why a link refused a request (the client is answered `BUSY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `cluster.link_queue_frames` requests wait in the link's queue.
+    QueueFull,
+    /// `cluster.link_max_unanswered` requests wait for their answers.
+    Unanswered,
+}
+
 /// Counters of one link (read by the metrics renderer).
 #[derive(Debug, Default)]
 pub struct LinkCounters {
     /// Requests refused because the link's queue was full (`BUSY` to the client).
     pub queue_full_total: AtomicU64,
+    /// Requests refused because `cluster.link_max_unanswered` requests sent over the link wait
+    /// for their answers (`BUSY` to the client).
+    pub unanswered_full_total: AtomicU64,
     /// Frames written (first sends).
     pub sent_total: AtomicU64,
     /// Frames written again after a resume.
@@ -86,6 +98,8 @@ pub struct LinkHandle {
     finished: AtomicBool,
     /// Requests sent and not answered yet.
     pending: Pending,
+    /// `cluster.link_max_unanswered`: the bound of `pending`.
+    max_unanswered: usize,
     /// Counters.
     pub counters: LinkCounters,
 }
@@ -107,13 +121,24 @@ impl LinkHandle {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Queues a request; gives it back when the link's queue is full (counted).
-    pub fn try_send(&self, out: Out) -> Result<(), Out> {
-        self.queue.try_push(out).inspect_err(|_| {
-            self.counters
-                .queue_full_total
-                .fetch_add(1, Ordering::Relaxed);
-        })
+    /// Queues a request; gives it back, with the bound that refused it (counted), when the
+    /// link's queue is full or `cluster.link_max_unanswered` requests wait for their answers
+    /// (queued, or sent and not answered yet).
+    pub fn try_send(&self, out: Out) -> Result<(), (Out, Refused)> {
+        // Read under the queue's lock, where the writer moves a request from one count to the other.
+        self.queue
+            .try_push_within(out, |queued| {
+                queued + self.pending.len() < self.max_unanswered
+            })
+            .map_err(|(out, full)| {
+                let (counter, why) = if full {
+                    (&self.counters.queue_full_total, Refused::QueueFull)
+                } else {
+                    (&self.counters.unanswered_full_total, Refused::Unanswered)
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                (out, why)
+            })
     }
 
     /// Tells the peer a client session ended (never dropped).
@@ -179,6 +204,7 @@ pub fn start(
         stop: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         pending: Pending::default(),
+        max_unanswered: cfg.link_max_unanswered,
         counters: LinkCounters::default(),
     });
     let w = Writer {
@@ -337,7 +363,7 @@ impl Writer {
             }
             if self.h.is_dead() {
                 // Nothing waits for a dead node: what reached the queue meanwhile is answered.
-                while let Some(o) = self.h.queue.try_pop() {
+                while let Some(o) = self.h.queue.try_pop(|_| {}) {
                     let Out::Request {
                         origin,
                         request_id,
@@ -605,10 +631,21 @@ impl Writer {
             // the queue fills, and the shards answer BUSY).
             let mut taken = 0;
             while taken < 256 && lock(&self.seq).can_send() {
+                // Counted unanswered from the moment it leaves the queue (under its lock): the
+                // shards' bound sees it in one of the two.
+                let track = |o: &Out| {
+                    let Out::Request {
+                        origin,
+                        request_id,
+                        opcode,
+                        ..
+                    } = o;
+                    self.h.pending.sent(origin.as_u64(), *request_id, *opcode);
+                };
                 let o = if taken == 0 && out.is_empty() {
-                    self.h.queue.pop_timeout(tick)
+                    self.h.queue.pop_timeout(tick, track)
                 } else {
-                    self.h.queue.try_pop()
+                    self.h.queue.try_pop(track)
                 };
                 let Some(o) = o else { break };
                 let Out::Request {
@@ -618,7 +655,6 @@ impl Writer {
                     body,
                     peer,
                 } = o;
-                self.h.pending.sent(origin.as_u64(), request_id, opcode);
                 let m = pb::LinkRequest {
                     origin: origin.as_u64(),
                     request_id,

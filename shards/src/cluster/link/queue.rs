@@ -27,11 +27,20 @@ impl<T> Queue<T> {
         self.q.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `item`, or gives it back when the queue is full. Never waits.
-    pub fn try_push(&self, item: T) -> Result<(), T> {
+    /// Queues `item` when the queue has room and `room(items waiting)` agrees (a second bound
+    /// the caller keeps), or gives it back with `true` when the queue was full, `false` when
+    /// `room` refused. Never waits.
+    pub fn try_push_within(
+        &self,
+        item: T,
+        room: impl FnOnce(usize) -> bool,
+    ) -> Result<(), (T, bool)> {
         let mut g = self.lock();
         if g.len() >= self.cap {
-            return Err(item);
+            return Err((item, true));
+        }
+        if !room(g.len()) {
+            return Err((item, false));
         }
         g.push_back(item);
         drop(g);
@@ -39,8 +48,9 @@ impl<T> Queue<T> {
         Ok(())
     }
 
-    /// The next item, waiting at most `timeout` for one.
-    pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
+    /// The next item, waiting at most `timeout` for one; `taken` sees it before the queue's lock
+    /// is let go (so a count kept beside the queue never misses it in between).
+    pub fn pop_timeout(&self, timeout: Duration, taken: impl FnOnce(&T)) -> Option<T> {
         let mut g = self.lock();
         if g.is_empty() {
             g = self
@@ -49,12 +59,17 @@ impl<T> Queue<T> {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        g.pop_front()
+        let item = g.pop_front();
+        item.as_ref().map(taken);
+        item
     }
 
-    /// The next item, if any.
-    pub fn try_pop(&self) -> Option<T> {
-        self.lock().pop_front()
+    /// The next item, if any; `taken` as for [`Queue::pop_timeout`].
+    pub fn try_pop(&self, taken: impl FnOnce(&T)) -> Option<T> {
+        let mut g = self.lock();
+        let item = g.pop_front();
+        item.as_ref().map(taken);
+        item
     }
 
     /// Items waiting.
@@ -75,19 +90,28 @@ mod tests {
     #[test]
     fn bounded_fifo_that_refuses_when_full() {
         let q = Queue::new(2);
-        assert!(q.try_push(1).is_ok());
-        assert!(q.try_push(2).is_ok());
-        assert_eq!(q.try_push(3), Err(3));
+        let any = |_: usize| true;
+        assert!(q.try_push_within(1, any).is_ok());
+        assert!(q.try_push_within(2, any).is_ok());
+        assert_eq!(q.try_push_within(3, any), Err((3, true)), "full");
         assert_eq!(q.len(), 2);
-        assert_eq!(q.pop_timeout(Duration::from_millis(1)), Some(1));
-        assert_eq!(q.try_pop(), Some(2));
-        assert_eq!(q.pop_timeout(Duration::from_millis(1)), None);
+        assert_eq!(q.try_pop(|_| {}), Some(1));
+        // The caller's own bound is asked with the number waiting, after the queue's.
+        assert_eq!(q.try_push_within(4, |n| n < 1), Err((4, false)));
+        assert!(q.try_push_within(5, |n| n < 2).is_ok());
+        assert_eq!(q.try_pop(|_| {}), Some(2));
+        assert_eq!(q.try_pop(|_| {}), Some(5));
+        q.try_push_within(1, any).unwrap();
+        q.try_push_within(2, any).unwrap();
+        assert_eq!(q.pop_timeout(Duration::from_millis(1), |_| {}), Some(1));
+        assert_eq!(q.try_pop(|_| {}), Some(2));
+        assert_eq!(q.pop_timeout(Duration::from_millis(1), |_| {}), None);
         assert!(q.is_empty());
         let q = std::sync::Arc::new(Queue::new(1));
         let q2 = q.clone();
-        let t = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(10)));
+        let t = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(10), |_| {}));
         std::thread::sleep(Duration::from_millis(20));
-        q.try_push(7).unwrap();
+        q.try_push_within(7, |_| true).unwrap();
         assert_eq!(t.join().unwrap(), Some(7));
     }
 }
