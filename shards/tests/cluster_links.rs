@@ -903,6 +903,57 @@ fn a_link_bounds_its_unanswered_requests() {
     assert!(matches!(ping(&mut c, 30, b"after"), AnyMessage::Pong(_)));
 }
 
+/// A client that closes while its requests still wait in the gate's queue to a logic node leaves
+/// nothing behind on the logic node: its queued requests are not sent after the close notice
+/// (they would make the logic node a proxy session that nothing ends).
+#[test]
+fn requests_queued_behind_a_closed_session_are_not_sent() {
+    let l = logic("logic-a", &[]);
+    let relay = Relay::start(l.internal);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", relay.port)]),
+        &[
+            "--cluster.link_unacked_frames",
+            "1",
+            "--cluster.link_keepalive_ms",
+            "1000",
+            "--cluster.link_timeout_ms",
+            "3000",
+            "--cluster.link_down_grace_ms",
+            "20000",
+        ],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
+    assert_eq!(l.node.metric_total("lattice_link_proxies"), 1);
+    // The link goes silent with one frame unacknowledged at most: the rest wait in the queue.
+    relay.freeze();
+    for rid in 10..15u32 {
+        c.send(rid, &pb::Ping { payload: vec![1] });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c);
+    // The link drops the silent socket, reconnects and resends what was unacknowledged (the close
+    // notice among it); the logic node ends the client's proxy and makes no other.
+    wait_until("the link resumed", || {
+        link_metric(&g, "lattice_link_connects_total", "logic-a") >= 2
+            && link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    wait_until("the proxy ended", || {
+        l.node.metric_total("lattice_link_proxies") == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        l.node.metric_total("lattice_link_proxies"),
+        0,
+        "none made after the close"
+    );
+}
+
 /// What a gate reads from a node it links to is bounded like a client's frames: a frame header
 /// past `net.max_frame` ends the attempt at once (nothing is buffered for it), and a peer that
 /// trickles its handshake answer byte by byte is given up after `cluster.link_connect_timeout_ms`

@@ -596,6 +596,15 @@ impl Writer {
             let n_in = frames_in.load(Ordering::Acquire);
             let closes =
                 std::mem::take(&mut *self.h.closes.lock().unwrap_or_else(|p| p.into_inner()));
+            if !closes.is_empty() {
+                // Requests of these sessions still in the queue go nowhere: sent after the close,
+                // they would make the peer a proxy session that nothing ends (and answer a
+                // client that is gone).
+                let gone: std::collections::HashSet<u64> = closes.iter().copied().collect();
+                self.h
+                    .queue
+                    .retain(|Out::Request { origin, .. }| !gone.contains(&origin.as_u64()));
+            }
             {
                 let mut seq = lock(&self.seq);
                 for origin in closes {

@@ -72,6 +72,14 @@ impl<T> Queue<T> {
         item
     }
 
+    /// Keeps only the waiting items `keep` accepts; returns how many it dropped.
+    pub fn retain(&self, mut keep: impl FnMut(&T) -> bool) -> usize {
+        let mut g = self.lock();
+        let before = g.len();
+        g.retain(|t| keep(t));
+        before - g.len()
+    }
+
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -113,5 +121,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         q.try_push_within(7, |_| true).unwrap();
         assert_eq!(t.join().unwrap(), Some(7));
+        for i in 0..5 {
+            q.try_push_within(i, |_| true).ok();
+        }
+        assert_eq!(q.len(), 1, "cap 1");
+        assert_eq!(q.retain(|&i| i != 0), 1);
+        assert!(q.is_empty());
     }
 }
