@@ -193,6 +193,15 @@ fn db_backup_of_a_missing_database_fails_clearly() {
 fn machine_ids_request_show_release_and_the_server_takes_them() {
     let data = temp("mid");
     let d = data.to_str().unwrap();
+    // Showing a data directory that does not exist says so and creates nothing.
+    let _ = std::fs::remove_dir_all(&data);
+    let o = tool(&["machine-id", "show", "--storage.data_dir", d]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no SQLite database"),
+        "{o:?}"
+    );
+    assert!(!data.exists(), "show created the data directory");
     let a = ok(&tool(&[
         "machine-id",
         "request",

@@ -165,6 +165,11 @@ impl Forwarder {
         let Some(r) = self.sessions.remove(&session) else {
             return;
         };
+        if self.links.0 != self.node.links_generation() {
+            // A closed link's place may hold a new node's link now: the notice goes there and
+            // is ignored; the closed link (its thread ended) is let go.
+            self.links = self.node.links();
+        }
         for (i, l) in self.links.1.iter().enumerate() {
             if i >= 64 || r.links & (1 << i) != 0 {
                 l.session_closed(session);

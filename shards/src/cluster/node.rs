@@ -93,12 +93,13 @@ impl ClusterNode {
             let watcher = std::thread::Builder::new()
                 .name("cluster-links".into())
                 .spawn(move || {
+                    let mut again = false;
                     while !n.stop.load(Ordering::Acquire) {
                         std::thread::sleep(WATCH_EVERY);
                         let g = n.members.generation();
-                        if g != seen {
+                        if g != seen || again {
                             seen = g;
-                            n.sync_links();
+                            again = n.sync_links();
                         }
                     }
                 });
@@ -110,16 +111,39 @@ impl ClusterNode {
         Ok(node)
     }
 
-    /// Opens a link to each logic node of the view that has none.
-    fn sync_links(&self) {
+    /// Opens a link to each logic node of the view that has none, and closes the link of a node
+    /// that left the view once that link is given up (down past `cluster.link_down_grace_ms`): its
+    /// thread ends and its place in the list is taken by the next new node's link (sessions
+    /// remember links by their place, so the list never shrinks; it holds at most as many links
+    /// as there were logic nodes at once). Returns true while a node that left the view still has
+    /// a link not given up: the caller looks again later.
+    fn sync_links(&self) -> bool {
         let (_, view) = self.members.view();
         let mut cur = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<Arc<LinkHandle>> = cur.as_ref().clone();
+        let mut changed = false;
+        let mut again = false;
+        let in_view = |id: &str| view.with_role(Role::Logic).any(|n| n.node_id == id);
+        for l in next
+            .iter()
+            .filter(|l| !l.is_stopped() && !in_view(&l.node_id))
+        {
+            if l.is_dead() {
+                tracing::info!(peer = %l.node_id, "a logic node left the view and its link is given up: link closed");
+                l.stop();
+                changed = true;
+            } else {
+                again = true;
+            }
+        }
         for n in view.with_role(Role::Logic) {
             if n.node_id == self.me {
                 continue;
             }
-            if let Some(l) = next.iter().find(|l| l.node_id == n.node_id) {
+            if let Some(l) = next
+                .iter()
+                .find(|l| l.node_id == n.node_id && !l.is_stopped())
+            {
                 // The node came back elsewhere (a restarted pod with a new address).
                 if !n.internal_addr.is_empty() && l.set_addr(&n.internal_addr) {
                     tracing::info!(peer = %n.node_id, addr = %n.internal_addr, "a linked node has a new address: the link reconnects there");
@@ -132,19 +156,25 @@ impl ClusterNode {
                 continue;
             }
             tracing::info!(peer = %n.node_id, addr = %n.internal_addr, "opening a link");
-            next.push(client::start(
+            let link = client::start(
                 self.me.clone(),
                 n.node_id.clone(),
                 n.internal_addr.clone(),
                 &self.cfg,
                 self.wire,
                 self.inboxes.clone(),
-            ));
+            );
+            match next.iter().position(|l| l.is_stopped()) {
+                Some(i) => next[i] = link,
+                None => next.push(link),
+            }
+            changed = true;
         }
-        if next.len() != cur.len() {
+        if changed {
             *cur = Arc::new(next);
             self.links_generation.fetch_add(1, Ordering::Release);
         }
+        again
     }
 
     /// The largest request body a gate forwards: its `LinkRequest` (the body, the client's
@@ -160,7 +190,7 @@ impl ClusterNode {
         self.cfg.link_max_proxies
     }
 
-    /// Bumped whenever a link is added.
+    /// Bumped whenever a link is added or closed.
     pub fn links_generation(&self) -> u64 {
         self.links_generation.load(Ordering::Acquire)
     }
@@ -181,7 +211,11 @@ impl ClusterNode {
     /// none. Cost: a view read (a lock and an `Arc` clone) and a hash per node.
     pub fn owner<'a>(&self, links: &'a Links, key: u64) -> Option<(usize, &'a Arc<LinkHandle>)> {
         let (_, view) = self.members.view();
-        let link_of = |id: &str| links.iter().position(|l| l.node_id == id);
+        let link_of = |id: &str| {
+            links
+                .iter()
+                .position(|l| l.node_id == id && !l.is_stopped())
+        };
         let live: Vec<&NodeInfo> = view
             .with_role(Role::Logic)
             .filter(|n| link_of(&n.node_id).is_some_and(|i| !links[i].is_dead()))
@@ -289,7 +323,7 @@ impl ClusterNode {
         ];
         for (name, kind, help, get) in series {
             w.family(name, kind, help);
-            for l in links.iter() {
+            for l in links.iter().filter(|l| !l.is_stopped()) {
                 w.sample(name, &[("peer", &l.node_id)], get(l));
             }
         }
@@ -384,6 +418,68 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(node.links().1.len(), 2);
+        node.stop();
+    }
+
+    #[test]
+    fn the_link_of_a_node_that_left_is_closed_once_given_up_and_its_place_reused() {
+        // Nothing listens on these: the links stay down and are given up after the grace.
+        let members = Arc::new(Members::new());
+        members.set(vec![
+            logic("logic-a", "127.0.0.1:9"),
+            logic("logic-b", "127.0.0.1:9"),
+        ]);
+        let mut c = cfg(&["gate"]);
+        c.link_down_grace_ms = 200;
+        c.link_retry_ms = 20;
+        let node = ClusterNode::start(&c, wire(), 1, members.clone(), false).unwrap();
+        let (g0, links) = node.links();
+        let a = links[0].clone();
+        members.set(vec![logic("logic-b", "127.0.0.1:9")]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.links_generation() == g0 {
+            assert!(Instant::now() < deadline, "logic-a's link never closed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(a.is_stopped() && a.is_dead());
+        while !a.finished() {
+            assert!(
+                Instant::now() < deadline,
+                "logic-a's link thread still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!links[1].is_stopped(), "logic-b is in the view: kept");
+        let mut text = String::new();
+        node.render(&mut Writer::new(&mut text));
+        assert!(!text.contains("peer=\"logic-a\""), "{text}");
+        assert!(text.contains("peer=\"logic-b\""), "{text}");
+        // A new node takes the closed link's place; a node that comes back gets a new link.
+        let g1 = node.links_generation();
+        members.set(vec![
+            logic("logic-b", "127.0.0.1:9"),
+            logic("logic-c", "127.0.0.1:9"),
+        ]);
+        while node.links_generation() == g1 {
+            assert!(Instant::now() < deadline, "no link to logic-c");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ids: Vec<String> = node.links().1.iter().map(|l| l.node_id.clone()).collect();
+        assert_eq!(ids, ["logic-c", "logic-b"]);
+        let g2 = node.links_generation();
+        members.set(vec![
+            logic("logic-a", "127.0.0.1:9"),
+            logic("logic-b", "127.0.0.1:9"),
+            logic("logic-c", "127.0.0.1:9"),
+        ]);
+        while node.links_generation() == g2 {
+            assert!(Instant::now() < deadline, "no link to logic-a again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, links) = node.links();
+        let ids: Vec<&str> = links.iter().map(|l| l.node_id.as_str()).collect();
+        assert_eq!(ids, ["logic-c", "logic-b", "logic-a"]);
+        assert!(links.iter().all(|l| !l.is_stopped()));
         node.stop();
     }
 

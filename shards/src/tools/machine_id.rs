@@ -23,6 +23,15 @@ fn open(cfg: &Config) -> Result<Direct, String> {
 
 /// Prints every lease row.
 pub fn show(cfg: &Config) -> Result<(), String> {
+    // Showing creates nothing: no SQLite database yet means no lease was ever taken here.
+    if cfg.storage.backend == lattice_storage::config::BackendKind::Sqlite
+        && !cfg.storage.sqlite_path().is_file()
+    {
+        return Err(format!(
+            "no SQLite database at {} (no machine id was leased here yet: the server creates it at its first start)",
+            cfg.storage.sqlite_path().display()
+        ));
+    }
     let db = open(cfg)?;
     let rows = lease::list(&db).map_err(|e| format!("machine-id show: {e}"))?;
     let now = now_ms();

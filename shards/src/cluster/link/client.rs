@@ -169,6 +169,12 @@ impl LinkHandle {
         self.stop.store(true, Ordering::Release);
     }
 
+    /// True once [`LinkHandle::stop`] was called (the node stops, or the link was closed for a
+    /// node that left the view).
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
     /// True once the writer thread ended.
     pub fn finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
@@ -362,16 +368,7 @@ impl Writer {
                 self.fail_pending();
             }
             if self.h.is_dead() {
-                // Nothing waits for a dead node: what reached the queue meanwhile is answered.
-                while let Some(o) = self.h.queue.try_pop(|_| {}) {
-                    let Out::Request {
-                        origin,
-                        request_id,
-                        opcode,
-                        ..
-                    } = o;
-                    self.answer_unavailable(origin, request_id, opcode);
-                }
+                self.answer_queued();
                 self.h
                     .closes
                     .lock()
@@ -379,6 +376,24 @@ impl Writer {
                     .clear();
             }
             std::thread::sleep(retry);
+        }
+        if self.h.is_dead() {
+            // Closed for a node that left the view: a request a shard queued just before it saw
+            // the link given up is answered too.
+            self.answer_queued();
+        }
+    }
+
+    /// Nothing waits for a dead node: what reached the queue meanwhile is answered.
+    fn answer_queued(&self) {
+        while let Some(o) = self.h.queue.try_pop(|_| {}) {
+            let Out::Request {
+                origin,
+                request_id,
+                opcode,
+                ..
+            } = o;
+            self.answer_unavailable(origin, request_id, opcode);
         }
     }
 
