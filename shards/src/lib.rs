@@ -36,4 +36,5 @@ pub mod metrics;
 pub mod resume;
 pub mod server;
 pub mod service;
+pub mod strict_json;
 pub mod tools;

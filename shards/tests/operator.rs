@@ -200,11 +200,20 @@ fn close_by_ids_by_shard_by_cidr_and_all() {
     let on_one = cs[2..].iter().filter(|c| shard_of(c) == 1).count();
     assert_eq!(v["closed"], on_one as u64);
     l.wait_log("scope=shard 1");
-    // Unknown fields and an empty id list are refused, not ignored.
-    for bad in [r#"{"shard": 1, "bogus": 1}"#, r#"{"sessions": []}"#] {
+    // Unknown fields, an empty id list and a field twice are refused, not ignored.
+    for bad in [
+        r#"{"shard": 1, "bogus": 1}"#,
+        r#"{"sessions": []}"#,
+        r#"{"shard": 0, "reason": "x", "reason": "y"}"#,
+    ] {
         let (status, v) = l.admin("POST", "/admin/close", bad);
         assert_eq!(status, 400, "{bad}: {v}");
     }
+    let (_, v) = l.admin("POST", "/admin/close", r#"{"all": false, "all": true}"#);
+    assert!(
+        v["error"].as_str().unwrap().contains("duplicate key \"all\""),
+        "{v}"
+    );
     // Two Authorization headers, the right token first: refused.
     {
         use std::io::{Read, Write};

@@ -19,6 +19,8 @@ pub fn body(req: &Request) -> Result<Value, Response> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
+    crate::strict_json::no_duplicate_keys(&req.body)
+        .map_err(|e| error(400, format!("body is not JSON: {e}")))?;
     let v: Value = serde_json::from_slice(&req.body)
         .map_err(|e| error(400, format!("body is not JSON: {e}")))?;
     if !v.is_object() {

@@ -215,6 +215,7 @@ pub fn status_of(code: u32) -> u16 {
 
 fn json_to_protobuf(full_name: &str, json: &[u8]) -> Result<Vec<u8>, String> {
     let desc = descriptor(full_name).ok_or_else(|| format!("no descriptor for {full_name}"))?;
+    crate::strict_json::no_duplicate_keys(json)?;
     let mut de = serde_json::Deserializer::from_slice(json);
     let msg = DynamicMessage::deserialize(desc, &mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
@@ -259,6 +260,8 @@ mod tests {
         assert!(json_to_protobuf("lattice.Ping", br#"{"nope":1}"#).is_err());
         assert!(json_to_protobuf("lattice.Ping", b"{} trailing").is_err());
         assert!(json_to_protobuf("lattice.Ping", b"[").is_err());
+        let dup = json_to_protobuf("lattice.Ping", br#"{"payload":"aGk=","payload":"aGk="}"#);
+        assert!(dup.is_err(), "{dup:?}");
     }
 
     #[test]
