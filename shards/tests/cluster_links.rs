@@ -1051,15 +1051,7 @@ fn a_reply_of_the_largest_size_comes_back_through_a_gate() {
     let mut c = g.connect();
     // Incompressible: the largest Pong a plain session can be sent (4 096 − 8, the room a
     // resumable session's extension needs, − 12 header − 3 field key and length).
-    let mut x: u32 = 0x9e37_79b9;
-    let noise: Vec<u8> = (0..4081)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let noise = common::noise(4081, 0x9e37_79b9);
     let payload = noise[..4073].to_vec();
     assert_eq!(
         ping(&mut c, 7, &payload),

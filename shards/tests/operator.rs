@@ -211,7 +211,10 @@ fn close_by_ids_by_shard_by_cidr_and_all() {
     }
     let (_, v) = l.admin("POST", "/admin/close", r#"{"all": false, "all": true}"#);
     assert!(
-        v["error"].as_str().unwrap().contains("duplicate key \"all\""),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key \"all\""),
         "{v}"
     );
     // Two Authorization headers, the right token first: refused.

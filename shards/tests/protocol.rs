@@ -221,15 +221,7 @@ fn a_client_still_writing_when_closed_reads_every_answer_then_a_clean_end() {
 fn one_reply_above_the_send_buffer_limit_is_delivered() {
     let l = Lattice::start(&["--net.send_buffer_limit", "4096"]);
     let mut c = l.connect();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let payload: Vec<u8> = (0..100_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let payload = common::noise(100_000, 0x9e37_79b9_7f4a_7c15);
     c.send(
         3,
         &pb::Ping {
@@ -379,15 +371,7 @@ fn slow_reader_is_closed_for_send_buffer_overflow() {
     let mut c = l.connect();
     // Never read; the kernel buffers fill, then the session's buffer passes its limit.
     // Incompressible payload, so the Pongs stay large (bodies above compress.threshold are zlib'd).
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let payload: Vec<u8> = (0..60_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let payload = common::noise(60_000, 0x2545_f491_4f6c_dd1d);
     let big = encode(1, &pb::Ping { payload });
     let mut closed = false;
     for _ in 0..2000 {

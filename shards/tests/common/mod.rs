@@ -17,6 +17,20 @@ use std::time::{Duration, Instant};
 
 use lattice_proto::{pb, AnyMessage, LatticeMessage};
 
+/// `len` bytes of xorshift noise from `seed` (not 0): incompressible, so payloads made of it stay
+/// their size through `[compress]`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A loopback port that was free a moment ago and that this test process has not handed out
 /// before. Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), at random:
 /// a port from `bind(:0)` lies inside that range, where any outgoing connection of a parallel
