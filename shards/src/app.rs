@@ -104,6 +104,10 @@ impl App {
             links: LinkServe::new(
                 me,
                 s.cluster.as_ref().map_or(usize::MAX, |c| c.max_proxies()),
+                s.cluster
+                    .as_ref()
+                    .map(|c| c.link_secret().to_owned())
+                    .unwrap_or_default(),
             ),
             forward: s
                 .cluster

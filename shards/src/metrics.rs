@@ -17,6 +17,7 @@ lattice_runtime::shard_counters! {
         reply_too_large_total: Counter, "Replies or broadcasts that would have exceeded net.max_frame (not sent).";
         link_proxies: Gauge, "Proxy sessions on this shard: clients of gates that sent requests to this logic node over links.";
         link_proxies_refused_total: Counter, "Link requests answered BUSY because this shard held cluster.link_max_proxies proxy sessions.";
+        link_secret_refused_total: Counter, "Links refused because their LinkHello did not bring this node's cluster.link_secret.";
         chat_rooms_full_total: Counter, "JoinRoom answered BUSY: this shard held chat.max_rooms_per_shard rooms.";
         chat_room_full_total: Counter, "JoinRoom answered BUSY: the room held chat.max_members members.";
         chat_session_rooms_full_total: Counter, "JoinRoom answered BUSY: the session was in chat.max_rooms_per_session rooms of this shard.";

@@ -107,6 +107,74 @@ fn a_link_to_a_node_with_another_name_never_comes_up() {
     assert_eq!(link_metric(&g, "lattice_link_up", "logic-a"), 0);
 }
 
+/// With `cluster.link_secret` set, a logic node takes only links that bring the same secret: a
+/// `LinkHello` without it or with another is refused and its connection closed (counted), so a
+/// peer that reaches the internal listener cannot take a gate's name; a gate with the secret
+/// links as before, and one with another secret never comes up.
+#[test]
+fn a_logic_node_with_a_link_secret_refuses_links_without_it() {
+    let secret = "0123456789abcdef-shared";
+    let l = logic("logic-a", &["--cluster.link_secret", secret]);
+    let g = gate(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &["--cluster.link_secret", secret],
+    );
+    wait_until("link up", || {
+        link_metric(&g, "lattice_link_up", "logic-a") == 1
+    });
+    let mut c = g.connect();
+    assert!(matches!(ping(&mut c, 1, b"through"), AnyMessage::Pong(_)));
+    for (i, bad) in ["", "0123456789abcdef-sharee", "0123456789abcdef-shared-"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = SeqClient::connect(l.internal);
+        s.send(
+            6,
+            &pb::LinkHello {
+                node_id: "gate-1".into(),
+                secret: bad.into(),
+            },
+        );
+        let f = s.recv().expect("an answer before the close");
+        assert_eq!(
+            expect_error(&f, error_code::NOT_ALLOWED).message,
+            "wrong cluster.link_secret"
+        );
+        assert!(s.recv().is_none(), "closed after the refusal");
+        assert_eq!(
+            l.node.metric_total("lattice_link_secret_refused_total"),
+            i as u64 + 1
+        );
+    }
+    // The real gate's link was not replaced by the refused ones.
+    assert!(matches!(ping(&mut c, 2, b"still"), AnyMessage::Pong(_)));
+    assert!(
+        !l.node.logs().contains("link session replaced"),
+        "{}",
+        l.node.logs()
+    );
+    assert!(l
+        .node
+        .logs()
+        .contains("link refused: wrong cluster.link_secret"));
+    let g2 = gate(
+        "gate-2",
+        &peers(&[("logic-a", l.internal)]),
+        &["--cluster.link_secret", "another-secret-0123"],
+    );
+    wait_until("refused attempts", || {
+        link_metric(&g2, "lattice_link_attempt_failures_total", "logic-a") >= 2
+    });
+    assert_eq!(link_metric(&g2, "lattice_link_up", "logic-a"), 0);
+    assert!(
+        g2.logs().contains("wrong cluster.link_secret"),
+        "{}",
+        g2.logs()
+    );
+}
+
 #[test]
 fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
     let l = logic("logic-a", &[]);
@@ -116,6 +184,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
         3,
         &pb::LinkHello {
             node_id: "intruder".into(),
+            ..Default::default()
         },
     );
     let f = c.recv();
@@ -126,6 +195,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
         4,
         &pb::LinkHello {
             node_id: "gate-x".into(),
+            ..Default::default()
         },
     );
     let e = expect_error(&plain.recv(), error_code::NOT_ALLOWED);
@@ -152,6 +222,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
         6,
         &pb::LinkHello {
             node_id: "gate-x".into(),
+            ..Default::default()
         },
     );
     let w = s.recv().unwrap();
@@ -202,6 +273,7 @@ fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
         9,
         &pb::LinkHello {
             node_id: "gate-x".into(),
+            ..Default::default()
         },
     );
     let f = s.recv().unwrap();

@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     pub link_timeout_ms: u64,
     /// Proxy sessions (gates' clients) one shard of a logic node holds over all its links.
     pub link_max_proxies: usize,
+    /// Shared secret a link's opening side sends and its accepting side checks; empty = none.
+    pub link_secret: String,
 }
 
 fn parse_roles(key: &'static str, names: &[String]) -> Result<Vec<Role>, (&'static str, String)> {
@@ -114,6 +116,16 @@ impl ClusterConfig {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if !self.link_secret.is_empty()
+            && (self.link_secret.len() < 16
+                || self.link_secret.len() > 256
+                || self.link_secret.chars().any(|c| c.is_control()))
+        {
+            return Err((
+                "cluster.link_secret",
+                "must be 16 to 256 bytes without control characters (or empty: no secret)".into(),
+            ));
         }
         if self.link_timeout_ms <= self.link_keepalive_ms {
             return Err((
@@ -307,6 +319,18 @@ mod tests {
             (
                 vec![("cluster.link_queue_frames", "0")],
                 "`cluster.link_queue_frames`",
+            ),
+            (
+                vec![("cluster.link_max_unanswered", "0")],
+                "`cluster.link_max_unanswered`",
+            ),
+            (
+                vec![("cluster.link_secret", "too-short")],
+                "`cluster.link_secret`",
+            ),
+            (
+                vec![("cluster.link_secret", "sixteen-bytes-and\u{7}bell")],
+                "`cluster.link_secret`",
             ),
         ] {
             let e = load(&args).unwrap_err();

@@ -190,6 +190,11 @@ impl ClusterNode {
         self.cfg.link_max_proxies
     }
 
+    /// `cluster.link_secret` (empty: none).
+    pub fn link_secret(&self) -> &str {
+        &self.cfg.link_secret
+    }
+
     /// Bumped whenever a link is added or closed.
     pub fn links_generation(&self) -> u64 {
         self.links_generation.load(Ordering::Acquire)

@@ -500,6 +500,7 @@ impl Writer {
         }
         let lh = pb::LinkHello {
             node_id: self.me.clone(),
+            secret: self.cfg.link_secret.clone(),
         };
         let f = lock(&self.seq).frame(pb::LinkHello::OPCODE, 0, &lh.encode_to_vec());
         s.write_all(&f).map_err(|e| e.to_string())?;

@@ -13,8 +13,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use lattice_proto::{error_code, pb, AnyMessage};
+use lattice_runtime::telemetry::warn_limit::WarnLimiter;
 use lattice_runtime::ShardCx;
 use lattice_wire::{FrameHeader, SessionId};
 
@@ -51,7 +53,6 @@ struct Slot {
 }
 
 /// One shard's links and proxy sessions.
-#[derive(Default)]
 pub struct LinkServe {
     me: String,
     /// Link sessions of this shard and the node at the other end.
@@ -61,15 +62,27 @@ pub struct LinkServe {
     free: Vec<u32>,
     /// `cluster.link_max_proxies`.
     max_proxies: usize,
+    /// `cluster.link_secret`: a `LinkHello` must bring it (empty: not checked).
+    secret: String,
+    /// Refused links are logged at most `log.warn_burst` per window.
+    warns: WarnLimiter,
+    born: Instant,
 }
 
 impl LinkServe {
-    /// The accepting side for node `me`, holding at most `max_proxies` proxy sessions.
-    pub fn new(me: String, max_proxies: usize) -> LinkServe {
+    /// The accepting side for node `me`, holding at most `max_proxies` proxy sessions, taking
+    /// links that bring `secret` (any when empty).
+    pub fn new(me: String, max_proxies: usize, secret: String) -> LinkServe {
         LinkServe {
             me,
+            links: HashMap::new(),
+            by_origin: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             max_proxies,
-            ..LinkServe::default()
+            secret,
+            warns: WarnLimiter::from_defaults(),
+            born: Instant::now(),
         }
     }
 
@@ -131,6 +144,19 @@ impl LinkServe {
                             message: "a link needs resume (Hello with resume = true)".into(),
                             opcode: u32::from(h.opcode),
                         },
+                    );
+                    return true;
+                }
+                if !self.secret.is_empty() && !same_secret(&hello.secret, &self.secret) {
+                    AppMetrics::add(&host.m().link_secret_refused_total, 1);
+                    let now_ms = self.born.elapsed().as_millis() as u64;
+                    self.warns.warn("link_secret", now_ms, || {
+                        tracing::warn!(%session, peer = %hello.node_id, addr = ?cx.peer(session), "link refused: wrong cluster.link_secret");
+                    });
+                    refuse(cx, host, session, h, "wrong cluster.link_secret");
+                    cx.close(
+                        session,
+                        lattice_wire::CloseReason::App("wrong cluster.link_secret".into()),
                     );
                     return true;
                 }
@@ -328,6 +354,12 @@ impl LinkServe {
             self.release(cx, p);
         }
     }
+}
+
+/// Compares in time that depends on the lengths only, not on where the bytes differ.
+fn same_secret(given: &str, want: &str) -> bool {
+    let (a, b) = (given.as_bytes(), want.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn refuse(
