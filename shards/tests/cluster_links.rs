@@ -175,6 +175,20 @@ fn a_logic_node_with_a_link_secret_refuses_links_without_it() {
     );
 }
 
+/// Two gates under one name (static peers: nothing checks names) keep replacing each other's
+/// link on the logic node; the node says so at `WARN` naming the key.
+#[test]
+fn two_gates_under_one_name_are_reported() {
+    let l = logic("logic-a", &[]);
+    let g1 = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    wait_until("first link up", || {
+        link_metric(&g1, "lattice_link_up", "logic-a") == 1
+    });
+    let _g2 = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    l.node
+        .wait_log("link session replaced while still connected: two nodes may share the name cluster.node_id = gate-1");
+}
+
 #[test]
 fn link_messages_are_refused_from_client_sessions_and_before_link_hello() {
     let l = logic("logic-a", &[]);

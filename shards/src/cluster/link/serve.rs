@@ -95,6 +95,14 @@ impl LinkServe {
             .map(|(s, _)| *s)
             .collect();
         for s in old {
+            // A restarted node's old socket is usually gone by now; one still connected is most
+            // likely a second process under the same name (nothing checks names without etcd).
+            if cx.inspect_session(s, |x| x.is_attached()).unwrap_or(false) {
+                let now_ms = self.born.elapsed().as_millis() as u64;
+                self.warns.warn("link_replaced_live", now_ms, || {
+                    tracing::warn!(session = %s, peer = %node, older = ?cx.peer(s), newer = ?cx.peer(newer), "link session replaced while still connected: two nodes may share the name cluster.node_id = {node}");
+                });
+            }
             tracing::info!(session = %s, peer = %node, "link session replaced by a newer one of the same node: it ends with its proxies");
             cx.close(
                 s,
