@@ -435,6 +435,12 @@ impl Config {
                 return Err(bad("admin.listen", &problem));
             }
         }
+        if !self.admin.token.is_empty() && !crate::admin::auth::usable_token(&self.admin.token) {
+            return Err(bad(
+                "admin.token",
+                "must be visible ASCII (! to ~) with no spaces or control characters: no request could carry it",
+            ));
+        }
         if self.admin.control_wait_ms == 0 {
             return Err(bad("admin.control_wait_ms", "must be at least 1"));
         }
@@ -635,6 +641,9 @@ mod tests {
             ("profile.frequency", "0"),
             ("profile.frequency", "-1"),
             ("profile.frequency", "1001"),
+            ("admin.token", " "),
+            ("admin.token", "a b"),
+            ("admin.token", "ab\u{1}c"),
         ] {
             let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
             assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");
