@@ -52,6 +52,32 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first query parameter not among `allowed`, or named twice, as the 400 answer's text:
+    /// a misspelt parameter (`limt=5`) or a repeated one (`shard=0&shard=1`, of which one would be
+    /// used) is an error, not a default or a guess.
+    pub fn check_query(&self, allowed: &[&str]) -> Result<(), String> {
+        let names: Vec<&str> = self
+            .query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+            .collect();
+        for (i, k) in names.iter().enumerate() {
+            if !allowed.contains(k) {
+                let known = if allowed.is_empty() {
+                    "this route takes none".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                return Err(format!("unknown query parameter {k:?} ({known})"));
+            }
+            if names[..i].contains(k) {
+                return Err(format!("query parameter {k:?} given more than once"));
+            }
+        }
+        Ok(())
+    }
+
     /// The value of query parameter `name` (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
@@ -567,6 +593,11 @@ mod tests {
             b"{\"error\":\"a \\\"quoted\\\" \\\\ line\\nnext\\u0001\"}\n"
         );
         assert_eq!(r.respond(&req("GET", "/q/a?x=5&y")).body, b"5");
+        assert_eq!(req("GET", "/q?x=1&y=").check_query(&["x", "y"]), Ok(()));
+        for bad in ["/q?z=1", "/q?x=1&x=2", "/q?y&y", "/q?x=1&X=1"] {
+            assert!(req("GET", bad).check_query(&["x", "y"]).is_err(), "{bad}");
+        }
+        assert!(req("GET", "/q?a").check_query(&[]).is_err());
     }
 
     /// Sends `bytes`, returns the whole response.
