@@ -582,6 +582,32 @@ fn unknown_or_repeated_query_parameters_and_invisible_reason_characters_are_400(
 }
 
 #[test]
+fn a_large_ip_rules_change_is_logged_as_counts_and_a_few_blocks() {
+    let l = Lattice::start(&[]);
+    let deny: Vec<String> = (0..2000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let v = l.admin_ok(
+        "PUT",
+        "/admin/ip-rules",
+        &json!({ "deny": deny }).to_string(),
+    );
+    assert_eq!(v["rules"]["deny"].as_array().unwrap().len(), 2000);
+    let logs = l.wait_log("admin: IP rules replaced");
+    let line = logs
+        .lines()
+        .find(|x| x.contains("admin: IP rules replaced"))
+        .unwrap();
+    assert!(line.len() < 1000, "{} bytes: {line}", line.len());
+    assert!(
+        line.contains("deny_count=2000")
+            && line.contains("10.0.0.0/24, 10.0.1.0/24")
+            && line.contains("1992 more"),
+        "{line}"
+    );
+}
+
+#[test]
 fn reload_applies_limits_and_access_live_and_names_what_needs_a_restart() {
     let dir = std::env::temp_dir().join(format!("lattice-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
