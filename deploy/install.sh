@@ -21,12 +21,16 @@ root=/
 binary="${CARGO_TARGET_DIR:-$repo/target}/release/lattice"
 config="$here/lattice.prod.toml"
 start=1
-die() { echo "install.sh: $*" >&2; exit "${2:-1}"; }
+# die MESSAGE [EXIT_CODE]: the message alone on stderr, exit 1 unless a code is given (2: bad usage
+# or configuration).
+die() { echo "install.sh: $1" >&2; exit "${2:-1}"; }
+# value OPTION WHAT ARG...: the argument after OPTION, which must be there and not be empty.
+value() { [ $# -ge 3 ] && [ -n "$3" ] || die "$1 needs $2 (see --help)" 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --root) root="${2:?--root needs a directory}"; shift 2 ;;
-    --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
-    --config) config="${2:?--config needs a file}"; shift 2 ;;
+    --root) value "$1" "a directory" "${@:2}"; root="$2"; shift 2 ;;
+    --binary) value "$1" "a path" "${@:2}"; binary="$2"; shift 2 ;;
+    --config) value "$1" "a file" "${@:2}"; config="$2"; shift 2 ;;
     --no-start) start=0; shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" 2 ;;

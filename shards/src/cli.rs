@@ -229,6 +229,13 @@ impl ConfigArgs {
                     "unexpected argument `{a}` (options look like --section.key value)"
                 ));
             };
+            // The name first: `--bogus` alone is an unknown option, not one missing its value.
+            let name = key.split_once('=').map_or(key, |(k, _)| k);
+            if name != "config" && !name.contains('.') {
+                return Err(format!(
+                    "unknown option --{name} (config keys look like --section.key)"
+                ));
+            }
             let (key, value) = match key.split_once('=') {
                 Some((k, v)) => (k.to_string(), v.to_string()),
                 None => {
@@ -240,15 +247,23 @@ impl ConfigArgs {
             };
             if key == "config" {
                 out.file = Some(PathBuf::from(value));
-            } else if key.contains('.') {
-                out.overrides.push((key, value));
             } else {
-                return Err(format!(
-                    "unknown option --{key} (config keys look like --section.key)"
-                ));
+                out.overrides.push((key, value));
             }
         }
         Ok(out)
+    }
+
+    /// `lattice config --defaults` prints the embedded defaults whatever the sources say: a
+    /// `--config` or an override with it would be silently ignored, so it is refused.
+    pub fn check_defaults_alone(&self) -> Result<(), String> {
+        if self.config.is_some() || !self.overrides.is_empty() {
+            return Err(
+                "config --defaults prints the documented defaults and takes no --config or --section.key override (without --defaults it prints the merged configuration)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -341,6 +356,32 @@ mod tests {
             panic!()
         };
         assert!(a.sources().unwrap_err().contains("needs a value"));
+        let Some(Command::Run(a)) = try_parse(&["run", "--bogus-option"]).unwrap().command else {
+            panic!()
+        };
+        assert!(
+            a.sources()
+                .unwrap_err()
+                .contains("unknown option --bogus-option"),
+            "an unknown option alone is named as unknown"
+        );
+        for args in [
+            &["config", "--defaults", "--net.max_frame", "5"][..],
+            &["config", "--defaults", "--config", "/nonexistent"],
+        ] {
+            let Some(Command::Config {
+                defaults: true,
+                args: a,
+            }) = try_parse(args).unwrap().command
+            else {
+                panic!("{args:?}")
+            };
+            assert!(a.check_defaults_alone().is_err(), "{args:?}");
+        }
+        assert!(
+            try_parse(&["admin", "--timeout", "0", "reload"]).is_err(),
+            "--timeout 0"
+        );
         let Some(Command::Run(a)) = try_parse(&["run", "stray"]).unwrap().command else {
             panic!()
         };

@@ -21,6 +21,12 @@ use lattice_runtime::{RuntimeConfig, ShutdownConfig};
 /// The smallest `net.max_frame`: the server's own frames (`Welcome`, `Error` with its message)
 /// must fit with room to spare.
 pub const MIN_MAX_FRAME: u32 = 1024;
+/// The smallest `net.read_buffer` (the shards never read into less).
+pub const MIN_READ_BUFFER: usize = 4096;
+/// The largest `runtime.uring_entries` (the kernel's `IORING_MAX_ENTRIES`).
+pub const MAX_URING_ENTRIES: u32 = 32768;
+/// The smallest `log.queue_lines`: a normal start logs a few dozen lines before the writer runs.
+pub const MIN_LOG_QUEUE_LINES: usize = 256;
 use lattice_storage::StorageConfig;
 use lattice_wire::compress::CompressConfig;
 
@@ -206,6 +212,32 @@ impl Config {
                 &format!("must be at least {MIN_MAX_FRAME} (the server's own frames, Welcome and Error, must fit)"),
             ));
         }
+        if self.net.read_buffer < MIN_READ_BUFFER {
+            return Err(bad(
+                "net.read_buffer",
+                &format!("must be at least {MIN_READ_BUFFER}"),
+            ));
+        }
+        if self.net.max_connections == 0 {
+            return Err(bad(
+                "net.max_connections",
+                "must be at least 1 (0 would refuse every connection)",
+            ));
+        }
+        if !(1..=MAX_URING_ENTRIES).contains(&self.runtime.uring_entries) {
+            return Err(bad(
+                "runtime.uring_entries",
+                &format!("must be 1..={MAX_URING_ENTRIES} (the kernel's limit)"),
+            ));
+        }
+        if self.log.queue_lines < MIN_LOG_QUEUE_LINES {
+            return Err(bad(
+                "log.queue_lines",
+                &format!(
+                    "must be at least {MIN_LOG_QUEUE_LINES} (a smaller queue drops lines of a normal start)"
+                ),
+            ));
+        }
         if self.net.send_buffer_limit == 0 {
             return Err(bad("net.send_buffer_limit", "must be greater than 0"));
         }
@@ -364,7 +396,10 @@ impl Config {
         // Every service's and component's section, typed as building them reads it, and the
         // sections `lattice run` reads itself.
         crate::service::registry::check_sections(&self.table)?;
-        let _: crate::admin::pprof::ProfileConfig = typed_section(&self.table, "profile")?;
+        let profile: crate::admin::pprof::ProfileConfig = typed_section(&self.table, "profile")?;
+        if let Err((key, problem)) = profile.validate() {
+            return Err(bad(key, &problem));
+        }
         let lua: crate::lua::LuaConfig = typed_section(&self.table, "lua")?;
         if !lua.dir.is_empty() && !std::path::Path::new(&lua.dir).is_dir() {
             return Err(bad("lua.dir", &format!("{} is not a directory", lua.dir)));
@@ -399,6 +434,12 @@ impl Config {
             {
                 return Err(bad("admin.listen", &problem));
             }
+        }
+        if !self.admin.token.is_empty() && !crate::admin::auth::usable_token(&self.admin.token) {
+            return Err(bad(
+                "admin.token",
+                "must be visible ASCII (! to ~) with no spaces or control characters: no request could carry it",
+            ));
         }
         if self.admin.control_wait_ms == 0 {
             return Err(bad("admin.control_wait_ms", "must be at least 1"));
@@ -588,6 +629,21 @@ mod tests {
             ("runtime.control_capacity", "0"),
             ("runtime.timer_max_timers", "1023"),
             ("runtime.timer_max_fire_per_pass", "0"),
+            ("net.read_buffer", "0"),
+            ("net.read_buffer", "4095"),
+            ("net.max_connections", "0"),
+            ("runtime.uring_entries", "0"),
+            ("runtime.uring_entries", "32769"),
+            ("log.queue_lines", "0"),
+            ("log.queue_lines", "255"),
+            ("profile.max_seconds", "0"),
+            ("profile.max_seconds", "3601"),
+            ("profile.frequency", "0"),
+            ("profile.frequency", "-1"),
+            ("profile.frequency", "1001"),
+            ("admin.token", " "),
+            ("admin.token", "a b"),
+            ("admin.token", "ab\u{1}c"),
         ] {
             let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
             assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");
@@ -598,6 +654,13 @@ mod tests {
             ("admin.listen", ""),
             ("net.max_frame", "1024"),
             ("icons.max_icon_bytes", "2000000"),
+            ("net.read_buffer", "4096"),
+            ("runtime.uring_entries", "3"),
+            ("log.queue_lines", "256"),
+            ("log.keep", "0"),
+            ("log.warn_burst", "0"),
+            ("profile.max_seconds", "3600"),
+            ("profile.frequency", "1000"),
         ] {
             assert_eq!(key_of(k, v), None, "{k} = {v}");
         }

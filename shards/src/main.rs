@@ -43,10 +43,16 @@ fn main() {
         std::process::exit(exit::CONFIG);
     };
     let code = match command {
-        Command::Config { defaults: true, .. } => {
-            print!("{}", lattice_server::config::schema());
-            exit::OK
-        }
+        Command::Config {
+            defaults: true,
+            args,
+        } => match args.check_defaults_alone() {
+            Ok(()) => {
+                print!("{}", lattice_server::config::schema());
+                exit::OK
+            }
+            Err(e) => fail(exit::CONFIG, e),
+        },
         Command::Config { args, .. } => {
             let c = load_or_exit(&args);
             print!("{}", toml::to_string(&c.table).unwrap_or_default());

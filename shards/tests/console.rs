@@ -95,3 +95,54 @@ fn console_page_is_served_and_its_data_routes_need_the_token() {
     // The console is read-only as a route.
     assert_eq!(l.admin_raw("POST", "/console", None, "").0, 405);
 }
+
+/// The page's address parameters (`?list=`, `?every=`, `?points=`) as its script reads them, run
+/// by Node (deploy/test.sh installs it) on the script's own `param` function.
+#[test]
+fn console_address_parameters_are_rounded_and_clamped() {
+    let page = lattice_server::admin::console::CONSOLE_HTML;
+    let start = page.find("const param = ").expect("the page defines param");
+    let end = start
+        + page[start..]
+            .find("const EVERY")
+            .expect("param is followed by EVERY");
+    let param = &page[start..end];
+    // (query, lo, hi, default) -> what the page uses.
+    let cases = [
+        ("?list=1.5", 1, 10000, 200, 2),
+        ("?list=0", 1, 10000, 200, 1),
+        ("?list=-3", 1, 10000, 200, 1),
+        ("?list=99999", 1, 10000, 200, 10000),
+        ("?list=", 1, 10000, 200, 200),
+        ("?list=abc", 1, 10000, 200, 200),
+        ("", 1, 10000, 200, 200),
+        ("?list=7", 1, 10000, 200, 7),
+        ("?every=750.5", 500, 60000, 2000, 751),
+        ("?every=1", 500, 60000, 2000, 500),
+    ];
+    let mut script = String::from("const location = { search: '' };\n");
+    script.push_str(&param.replace("const param", "let param"));
+    script.push_str("\nconst out = [];\n");
+    for (q, lo, hi, dflt, _) in cases {
+        script.push_str(&format!(
+            "location.search = {q:?}; out.push(param({:?}, {lo}, {hi}, {dflt}));\n",
+            q.trim_start_matches('?')
+                .split('=')
+                .next()
+                .unwrap_or("list")
+        ));
+    }
+    script.push_str("console.log(JSON.stringify(out));\n");
+    let out = std::process::Command::new("node")
+        .args(["-e", &script])
+        .output()
+        .expect("node is required (deploy/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<i64> = cases.iter().map(|c| c.4).collect();
+    assert_eq!(got, want, "{cases:?}");
+}

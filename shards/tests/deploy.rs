@@ -118,7 +118,52 @@ fn a_bad_config_installs_nothing() {
         "{err}"
     );
     assert!(!root.join("r").exists(), "nothing may be created");
+    assert_eq!(
+        err.lines().last().map(str::trim_end),
+        Some(
+            format!(
+                "install.sh: configuration {} is invalid; nothing installed",
+                bad.display()
+            )
+            .as_str()
+        ),
+        "the message is not followed by the exit code: {err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_usage_is_one_message_and_exit_2() {
+    for (args, want) in [
+        (
+            &["--bogus"][..],
+            "install.sh: unknown argument --bogus (see --help)",
+        ),
+        (
+            &["--root"],
+            "install.sh: --root needs a directory (see --help)",
+        ),
+        (
+            &["--binary"],
+            "install.sh: --binary needs a path (see --help)",
+        ),
+        (
+            &["--config", ""],
+            "install.sh: --config needs a file (see --help)",
+        ),
+    ] {
+        let out = Command::new("bash")
+            .arg(repo().join("deploy/install.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("{want}\n"),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

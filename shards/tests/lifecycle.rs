@@ -74,6 +74,19 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
             vec!["config", "--http.ws_echo_path", "/rpc/Ping"],
             "http.ws_echo_path",
         ),
+        // --defaults ignores every source: naming one with it is refused.
+        (
+            vec!["config", "--defaults", "--net.max_frame", "5"],
+            "--defaults",
+        ),
+        (
+            vec!["config", "--defaults", "--config", "/nonexistent"],
+            "--defaults",
+        ),
+        (
+            vec!["run", "--bogus-option"],
+            "unknown option --bogus-option",
+        ),
     ] {
         let out = lattice(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -341,6 +354,45 @@ fn sigterm_answers_requests_still_being_worked_on() {
     ids.sort_unstable();
     assert_eq!(ids, (1..=8).collect::<Vec<_>>(), "every Register answered");
     assert_eq!(l.terminate(), 0, "{}", l.logs());
+}
+
+/// A listen address already in use is exit 1 with a line naming its key.
+#[test]
+fn a_listen_address_in_use_names_its_key_and_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let free = || format!("127.0.0.1:{}", free_port());
+    for key in ["net.listen", "listeners.http"] {
+        let data = std::env::temp_dir().join(format!(
+            "lattice-inuse-{}-{}",
+            std::process::id(),
+            key.replace('.', "-")
+        ));
+        let _ = std::fs::remove_dir_all(&data);
+        let (net, http) = if key == "net.listen" {
+            (busy.clone(), free())
+        } else {
+            (free(), busy.clone())
+        };
+        let out = lattice(&[
+            "run",
+            "--net.listen",
+            &net,
+            "--listeners.http",
+            &http,
+            "--admin.listen",
+            "",
+            "--storage.data_dir",
+            data.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {key} {busy}")),
+            "{key}: {err}"
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
 }
 
 /// One server per data directory: a second `lattice run` on it, and a `db-restore` into it, are

@@ -103,6 +103,23 @@ fn each_fatal_signal_flushes_the_log_and_dumps_core() {
             last.contains(&format!("fatal signal {name} ({sig})")),
             "{fault}: last line is {last:?}\n{log}"
         );
+        // The documented shape: `unix=SECONDS.MMM FATAL lattice: fatal signal …`.
+        let (stamp, rest) = last.split_once(' ').unwrap_or_default();
+        let (secs, ms) = stamp
+            .strip_prefix("unix=")
+            .and_then(|t| t.split_once('.'))
+            .unwrap_or_else(|| panic!("{fault}: {last:?}"));
+        assert!(
+            secs.bytes().all(|b| b.is_ascii_digit())
+                && ms.len() == 3
+                && ms.bytes().all(|b| b.is_ascii_digit()),
+            "{fault}: {last:?}"
+        );
+        assert!(
+            rest.starts_with("FATAL lattice: fatal signal ")
+                && rest.ends_with("; log flushed; dumping core"),
+            "{fault}: {last:?}"
+        );
         let inj = lines
             .iter()
             .position(|l| l.contains("fault injection: crashing on purpose"))
@@ -129,6 +146,29 @@ fn each_fatal_signal_flushes_the_log_and_dumps_core() {
         pattern_before,
         "core_pattern must never change"
     );
+}
+
+#[test]
+fn an_unknown_fault_is_logged_with_every_known_one_and_ignored() {
+    let dir = tmp("fault-bogus");
+    let mut child = spawn(&dir, &[("LATTICE_FAULT", "bogus")], &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let log = std::fs::read_to_string(dir.join("lattice.log")).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains("unknown fault")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no unknown-fault line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        line.contains(r#"known=["segv", "bus", "abrt", "fpe", "ill", "panic"]"#),
+        "{line}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server goes on");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

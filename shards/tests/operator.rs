@@ -540,6 +540,74 @@ fn new_connections_per_address_are_limited() {
 }
 
 #[test]
+fn unknown_or_repeated_query_parameters_and_invisible_reason_characters_are_400() {
+    let l = Lattice::start(&[]);
+    for (method, path) in [
+        ("GET", "/admin/sessions?shard=0&shard=1"),
+        ("GET", "/admin/sessions?limt=5"),
+        ("POST", "/admin/reload?foo=1"),
+        ("POST", "/admin/reload?close_matching=1&close_matching=0"),
+        ("GET", "/debug/pprof/profile?foo=1"),
+        ("GET", "/debug/pprof/profile?seconds=1&seconds=2"),
+        ("GET", "/admin/ip-rules?x=1"),
+        ("GET", "/admin/cluster?x"),
+    ] {
+        let (status, v) = l.admin(method, path, "");
+        assert_eq!(status, 400, "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("query parameter"),
+            "{v}"
+        );
+    }
+    assert_eq!(l.admin("GET", "/admin/sessions?state=", "").0, 400);
+    assert_eq!(l.admin("GET", "/admin/nosuch?x=1", "").0, 404);
+    assert_eq!(
+        l.admin("GET", "/admin/sessions?shard=0&state=all", "").0,
+        200
+    );
+    // JSON escapes: the body carries the characters themselves once parsed.
+    for reason in [r"a\u2028b", r"a\u2029", r"\u200b", r"a\u202eb", r"\ufeffa"] {
+        let body = format!(r#"{{"all": true, "reason": "{reason}"}}"#);
+        let (status, v) = l.admin("POST", "/admin/close", &body);
+        assert_eq!(status, 400, "{body}: {v}");
+    }
+    assert_eq!(
+        l.admin_ok(
+            "POST",
+            "/admin/close",
+            r#"{"all": true, "reason": "maintenance, é ✓"}"#
+        )["closed"],
+        0
+    );
+}
+
+#[test]
+fn a_large_ip_rules_change_is_logged_as_counts_and_a_few_blocks() {
+    let l = Lattice::start(&[]);
+    let deny: Vec<String> = (0..2000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let v = l.admin_ok(
+        "PUT",
+        "/admin/ip-rules",
+        &json!({ "deny": deny }).to_string(),
+    );
+    assert_eq!(v["rules"]["deny"].as_array().unwrap().len(), 2000);
+    let logs = l.wait_log("admin: IP rules replaced");
+    let line = logs
+        .lines()
+        .find(|x| x.contains("admin: IP rules replaced"))
+        .unwrap();
+    assert!(line.len() < 1000, "{} bytes: {line}", line.len());
+    assert!(
+        line.contains("deny_count=2000")
+            && line.contains("10.0.0.0/24, 10.0.1.0/24")
+            && line.contains("1992 more"),
+        "{line}"
+    );
+}
+
+#[test]
 fn reload_applies_limits_and_access_live_and_names_what_needs_a_restart() {
     let dir = std::env::temp_dir().join(format!("lattice-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -87,8 +87,10 @@ pub struct Server {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {key} {addr}: {source}")]
     Listen {
+        /// The configuration key that names the address (`net.listen`, `listeners.http`, …).
+        key: String,
         /// The listener's address.
         addr: String,
         /// OS error.
@@ -179,6 +181,7 @@ impl Server {
         let rules = cont.rules()?;
         if let Some(spec) = listeners.iter().find(|l| l.tls && tls.is_none()) {
             return Err(StartError::Listen {
+                key: spec.config_key(),
                 addr: spec.addr.clone(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
@@ -189,10 +192,12 @@ impl Server {
         let mut bound = Vec::with_capacity(listeners.len());
         for spec in listeners {
             let l = listener::bind(&spec.addr, backlog).map_err(|source| StartError::Listen {
+                key: spec.config_key(),
                 addr: spec.addr.clone(),
                 source,
             })?;
             let addr = l.local_addr().map_err(|source| StartError::Listen {
+                key: spec.config_key(),
                 addr: spec.addr.clone(),
                 source,
             })?;

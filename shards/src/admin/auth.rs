@@ -101,10 +101,17 @@ pub fn read_token(path: &Path) -> Result<String, TokenError> {
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     let t = text.trim();
-    if t.is_empty() || t.contains(char::is_whitespace) || !t.is_ascii() {
+    if !usable_token(t) {
         return Err(TokenError::Bad(path.to_path_buf()));
     }
     Ok(t.to_string())
+}
+
+/// A token a request can carry: not empty, visible ASCII only (`!` to `~`). A space would be
+/// trimmed from the header or stand between words; a control character makes the header invalid
+/// (the request is a 400 before any guard), so such a token could never be given.
+pub fn usable_token(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Compares in time that depends only on the lengths (the length of a token is no secret worth
@@ -191,6 +198,30 @@ mod tests {
             resolve("", &d),
             Err(TokenError::Exposed { mode: 0o644, .. })
         ));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_visible_ascii_tokens_are_usable() {
+        assert!(usable_token("abc-DEF_0.9~!"));
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "ab\u{1}c",
+            "a\tb",
+            "ab\u{7f}",
+            "é",
+            "a\u{2028}b",
+        ] {
+            assert!(!usable_token(bad), "{bad:?}");
+        }
+        let d = dir("ctrl");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = token_path(&d);
+        std::fs::write(&p, "ab\u{1}c\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(resolve("", &d), Err(TokenError::Bad(_))));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -28,6 +28,23 @@ pub(super) fn register(r: &mut Routes, api: &Arc<Api>) {
     );
 }
 
+/// Characters a logged reason must not hold: control characters, and those that break or hide
+/// text in a log viewer (Unicode line and paragraph separators, zero-width and bidirectional
+/// formatting characters, the byte-order mark).
+fn non_printing(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 fn close(api: &Api, req: &Request) -> Response {
     let b = match body(req) {
         Ok(b) => b,
@@ -42,7 +59,7 @@ fn close(api: &Api, req: &Request) -> Response {
     let reason = match b.get("reason") {
         None => "admin request".to_string(),
         Some(Value::String(s))
-            if !s.is_empty() && s.len() <= MAX_REASON && !s.chars().any(char::is_control) =>
+            if !s.is_empty() && s.len() <= MAX_REASON && !s.chars().any(non_printing) =>
         {
             s.clone()
         }
@@ -50,7 +67,7 @@ fn close(api: &Api, req: &Request) -> Response {
             return error(
                 400,
                 format!(
-                    "reason must be a string of 1..={MAX_REASON} bytes without control characters (it is logged)"
+                    "reason must be a string of 1..={MAX_REASON} bytes without control, line-separator or invisible format characters (it is logged)"
                 ),
             )
         }

@@ -83,6 +83,21 @@ fn replace(api: &Api, req: &Request) -> Response {
     }
 }
 
+/// Blocks of each list named in the log line of a change (the counts are always there; the whole
+/// rules are one `GET /admin/ip-rules` away).
+const LOGGED_BLOCKS: usize = 8;
+
+/// The first [`LOGGED_BLOCKS`] of `blocks`, then how many more: one log line stays short
+/// whatever the list (20,000 blocks made one line of about 470 KB).
+fn logged_blocks(blocks: &[String]) -> String {
+    let mut s = format!("[{}", blocks[..blocks.len().min(LOGGED_BLOCKS)].join(", "));
+    if blocks.len() > LOGGED_BLOCKS {
+        s.push_str(&format!(", … {} more", blocks.len() - LOGGED_BLOCKS));
+    }
+    s.push(']');
+    s
+}
+
 /// Publishes `cfg` to the acceptor and, with `close_matching`, closes what it refuses. Shared with
 /// `POST /admin/reload`.
 pub(super) fn apply(
@@ -94,7 +109,15 @@ pub(super) fn apply(
     let shown = rules.config();
     let rules = Arc::new(rules);
     api.control.set_access((*rules).clone());
-    tracing::info!(allow = ?shown.allow, deny = ?shown.deny, allow_only = shown.allow_only, close_matching, "admin: IP rules replaced");
+    tracing::info!(
+        allow_count = shown.allow.len(),
+        allow = %logged_blocks(&shown.allow),
+        deny_count = shown.deny.len(),
+        deny = %logged_blocks(&shown.deny),
+        allow_only = shown.allow_only,
+        close_matching,
+        "admin: IP rules replaced"
+    );
     let (mut closed, mut errors) = (0, Vec::new());
     if close_matching {
         let shards: Vec<usize> = (0..api.control.shards()).collect();

@@ -78,6 +78,18 @@ pub fn routes(cx: AdminCx) -> Routes {
     // Profiling (CPU cost, a detached thread) and script reload are operator actions too.
     r.guard_prefix("/debug/", auth::guard(cx.token.clone()));
     r.guard_prefix("/lua/", auth::guard(cx.token.clone()));
+    // After the token: the parameters each operator route takes.
+    for prefix in ["/admin/", "/debug/"] {
+        r.guard_prefix(
+            prefix,
+            Box::new(|req| {
+                let (_, allowed) = QUERY_PARAMS.iter().find(|(p, _)| *p == req.path)?;
+                req.check_query(allowed)
+                    .err()
+                    .map(|e| Response::error(400, &e))
+            }),
+        );
+    }
     if let Some(control) = &cx.control {
         let cx = Arc::new(Api {
             control: control.clone(),
@@ -93,6 +105,18 @@ pub fn routes(cx: AdminCx) -> Routes {
     cluster::register(&mut r, cx.cluster);
     r
 }
+
+/// The query parameters of each `/admin/` and `/debug/` route: any other, or one given twice, is
+/// a 400. (An unknown path is left to its 404.)
+const QUERY_PARAMS: &[(&str, &[&str])] = &[
+    ("/admin/sessions", &["shard", "peer", "state", "limit"]),
+    ("/admin/close", &[]),
+    ("/admin/ip-rules", &[]),
+    ("/admin/reload", &["close_matching"]),
+    ("/admin/cluster", &[]),
+    ("/admin/tls/reload", &[]),
+    ("/debug/pprof/profile", &["seconds"]),
+];
 
 /// What the operator API's handlers share.
 pub(crate) struct Api {

@@ -26,6 +26,28 @@ pub struct ProfileConfig {
 
 /// Default length of a profile when `seconds` is not given.
 pub const DEFAULT_SECONDS: u64 = 10;
+/// The largest `profile.max_seconds`: an hour (the request's thread sleeps that long).
+pub const MAX_SECONDS: u64 = 3600;
+/// The largest `profile.frequency`: the highest CONFIG_HZ (the kernel delivers no more), and the
+/// sampling interval (1e6 / frequency µs) stays at least 1 ms.
+pub const MAX_FREQUENCY: i32 = 1000;
+
+impl ProfileConfig {
+    /// Bounds checked at load: `(key, problem)`. A frequency of 0 would divide by zero in the
+    /// profiler, which then stays marked as running for the rest of the process.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=MAX_SECONDS).contains(&self.max_seconds) {
+            return Err(("profile.max_seconds", format!("must be 1..={MAX_SECONDS}")));
+        }
+        if !(1..=MAX_FREQUENCY).contains(&self.frequency) {
+            return Err((
+                "profile.frequency",
+                format!("must be 1..={MAX_FREQUENCY} samples per second"),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Registers the route.
 pub fn register(r: &mut Routes, cfg: ProfileConfig) {

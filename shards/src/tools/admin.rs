@@ -35,8 +35,8 @@ pub struct AdminArgs {
     /// Configuration file the server runs with (for the defaults above).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to wait for the answer (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// What to do.
     #[command(subcommand)]
@@ -276,7 +276,7 @@ pub fn run(args: &AdminArgs) -> i32 {
             return 2;
         }
     };
-    match request(&addr, &token, &c, Duration::from_secs(args.timeout.max(1))) {
+    match request(&addr, &token, &c, Duration::from_secs(args.timeout)) {
         Ok((status, body)) if (200..300).contains(&status) => {
             print!("{body}");
             0

@@ -79,6 +79,22 @@ pub struct ListenerSpec {
     pub tls: bool,
 }
 
+impl ListenerSpec {
+    /// The configuration key its address comes from, for messages about it.
+    pub fn config_key(&self) -> String {
+        match self.name.as_str() {
+            "binary" => "net.listen".into(),
+            "http" => "listeners.http".into(),
+            "tls" => "tls.listen".into(),
+            "https" => "tls.http_listen".into(),
+            other => match other.strip_prefix("extra") {
+                Some(i) => format!("listeners.extra[{i}]"),
+                None => other.into(),
+            },
+        }
+    }
+}
+
 /// A configuration problem: the key and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {

@@ -4,7 +4,8 @@
 //! It runs off the shards on purpose: it must answer when every shard is saturated, and it talks to
 //! shards only through their control lanes and shared counters. It serves one request per
 //! connection, each connection on a thread of its own, at most [`MAX_CONNS`] at once (the next is
-//! answered 503 and closed), and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`],
+//! answered 503 and closed; an answered connection waiting for its client to close counts among at
+//! most [`MAX_CONNS`] lingering ones instead), and bounds what it reads: request head ≤ 8 KiB, body ≤ [`MAX_BODY`],
 //! the whole request within [`READ_WITHIN`] (else 408), 2 s write timeout. Detached routes
 //! ([`Routes::add_detached`], handlers that take seconds) run at most [`MAX_DETACHED`] at once. Requests are parsed and responses encoded by the same
 //! sans-IO HTTP/1.1 code as the shards' HTTP listeners (`lattice_wire::http`), so a bad request
@@ -49,6 +50,32 @@ impl Request {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter not among `allowed`, or named twice, as the 400 answer's text:
+    /// a misspelt parameter (`limt=5`) or a repeated one (`shard=0&shard=1`, of which one would be
+    /// used) is an error, not a default or a guess.
+    pub fn check_query(&self, allowed: &[&str]) -> Result<(), String> {
+        let names: Vec<&str> = self
+            .query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+            .collect();
+        for (i, k) in names.iter().enumerate() {
+            if !allowed.contains(k) {
+                let known = if allowed.is_empty() {
+                    "this route takes none".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                return Err(format!("unknown query parameter {k:?} ({known})"));
+            }
+            if names[..i].contains(k) {
+                return Err(format!("query parameter {k:?} given more than once"));
+            }
+        }
+        Ok(())
     }
 
     /// The value of query parameter `name` (not percent-decoded).
@@ -242,8 +269,7 @@ impl AdminServer {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let routes = Arc::new(routes);
-        let detached = Arc::new(AtomicUsize::new(0));
-        let conns = Arc::new(AtomicUsize::new(0));
+        let places = Places::default();
         let thread = std::thread::Builder::new()
             .name("lattice-admin".into())
             .spawn(move || {
@@ -253,23 +279,20 @@ impl AdminServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if conns.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
-                                conns.fetch_sub(1, Ordering::SeqCst);
+                            let Some(place) = Place::take(&places.conns, MAX_CONNS) else {
                                 refuse_busy(s);
                                 continue;
-                            }
-                            let (routes, detached, conns2) =
-                                (routes.clone(), detached.clone(), conns.clone());
+                            };
+                            let (routes, places) = (routes.clone(), places.clone());
+                            // A failed spawn drops the closure, and the place with it.
                             let spawned = std::thread::Builder::new()
                                 .name("lattice-admin-conn".into())
                                 .spawn(move || {
-                                    if let Err(e) = serve(s, &routes, &detached) {
+                                    if let Err(e) = serve(s, &routes, &places, place) {
                                         tracing::debug!(error = %e, "admin request failed");
                                     }
-                                    conns2.fetch_sub(1, Ordering::SeqCst);
                                 });
                             if let Err(e) = spawned {
-                                conns.fetch_sub(1, Ordering::SeqCst);
                                 tracing::warn!(error = %e, "admin: cannot spawn a connection thread");
                             }
                         }
@@ -326,10 +349,50 @@ fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// One taken place of a bounded count, given back when dropped: also when a handler panics and
+/// unwinds its thread, which would otherwise keep the place taken for the rest of the process.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    /// A place of `count` when fewer than `max` are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Place> {
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Place(count.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The listener's bounded counts.
+#[derive(Clone, Default)]
+struct Places {
+    /// Connections read or served ([`MAX_CONNS`]).
+    conns: Arc<AtomicUsize>,
+    /// Answered connections waiting for their client to close ([`MAX_CONNS`] too).
+    lingering: Arc<AtomicUsize>,
+    /// Detached requests at work ([`MAX_DETACHED`]).
+    detached: Arc<AtomicUsize>,
+}
+
+/// `routes.respond(req)`, a panic answered 500 (the panic hook has logged it) instead of a
+/// connection closed with no answer.
+fn respond_caught(routes: &Routes, req: &Request) -> Response {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes.respond(req)))
+        .unwrap_or_else(|_| Response::error(500, "internal error: the handler panicked"))
+}
+
 fn serve(
     mut s: TcpStream,
     routes: &Arc<Routes>,
-    detached: &Arc<AtomicUsize>,
+    places: &Places,
+    place: Place,
 ) -> std::io::Result<()> {
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let peer = s.peer_addr()?;
@@ -343,7 +406,7 @@ fn serve(
             Next::Request(r) => break r,
             Next::Failed(_) => {
                 s.write_all(&out)?;
-                return linger(s);
+                return linger(s, places, Some(place));
             }
             Next::Wait => {}
         }
@@ -355,7 +418,7 @@ fn serve(
             )
         };
         if left.is_zero() {
-            return respond(s, Vec::new(), late());
+            return respond(s, Vec::new(), late(), places, Some(place));
         }
         s.set_read_timeout(Some(left))?;
         let n = match read_retrying(&mut s, &mut chunk) {
@@ -365,7 +428,7 @@ fn serve(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return respond(s, Vec::new(), late());
+                return respond(s, Vec::new(), late(), places, Some(place));
             }
             r => r?,
         };
@@ -383,12 +446,14 @@ fn serve(
         peer,
     };
     if routes.is_detached(&req) {
-        if detached.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED {
-            detached.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = Place::take(&places.detached, MAX_DETACHED) else {
             REFUSED_TOTAL.fetch_add(1, Ordering::Relaxed);
-            return respond(s, out, Response::error(503, "busy: try again later"));
-        }
-        let (routes, slots) = (routes.clone(), detached.clone());
+            let busy = Response::error(503, "busy: try again later");
+            return respond(s, out, busy, places, Some(place));
+        };
+        // The connection's place is given back when this thread returns: the detached request
+        // is bounded by its own count.
+        let (routes, places) = (routes.clone(), places.clone());
         let spawned = std::thread::Builder::new()
             .name("lattice-admin-req".into())
             .spawn(move || {
@@ -396,20 +461,19 @@ fn serve(
                 // bounds handlers at work; it is free once the answer exists, so a client that
                 // sends its next request as soon as it read this answer does not find it taken
                 // while this thread still writes and lingers (both bounded by their timeouts).
-                let r = routes.respond(&req);
-                slots.fetch_sub(1, Ordering::SeqCst);
-                if let Err(e) = respond(s, out, r) {
+                let r = respond_caught(&routes, &req);
+                drop(slot);
+                if let Err(e) = respond(s, out, r, &places, None) {
                     tracing::debug!(error = %e, "admin response failed");
                 }
             });
         if let Err(e) = spawned {
-            detached.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "admin: cannot spawn a request thread");
         }
         return Ok(());
     }
-    let r = routes.respond(&req);
-    respond(s, out, r)
+    let r = respond_caught(routes, &req);
+    respond(s, out, r, places, Some(place))
 }
 
 /// Answers a connection over [`MAX_CONNS`] with 503 without blocking the accept thread (a fresh
@@ -434,19 +498,37 @@ fn refuse_busy(mut s: TcpStream) {
 }
 
 /// Encodes `r` into `out` (empty or holding nothing yet) and writes it, then lingers.
-fn respond(mut s: TcpStream, mut out: Vec<u8>, r: Response) -> std::io::Result<()> {
+fn respond(
+    mut s: TcpStream,
+    mut out: Vec<u8>,
+    r: Response,
+    places: &Places,
+    place: Option<Place>,
+) -> std::io::Result<()> {
     let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
     wire.headers.extend(r.headers);
     // One request per connection.
     wire.encode(true, &mut out);
     s.write_all(&out)?;
-    linger(s)
+    linger(s, places, place)
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
 /// response at the peer before it is read. So: stop writing, then read and drop what the peer
 /// still sends until it closes (bounded: 64 KiB, and a 2 s socket timeout).
-fn linger(mut s: TcpStream) -> std::io::Result<()> {
+///
+/// An answered connection gives back its place (`place`) before it lingers, taking one of at
+/// most [`MAX_CONNS`] lingering places instead: a client that got its answer (an idle one its
+/// 408) and keeps its socket open does not keep the next requests out. When every lingering place
+/// is taken, it keeps its connection place while it lingers.
+fn linger(mut s: TcpStream, places: &Places, place: Option<Place>) -> std::io::Result<()> {
+    let _place = match Place::take(&places.lingering, MAX_CONNS) {
+        Some(lingering) => {
+            drop(place);
+            Some(lingering)
+        }
+        None => place,
+    };
     s.shutdown(std::net::Shutdown::Write)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut sink = [0u8; 4096];
@@ -511,6 +593,11 @@ mod tests {
             b"{\"error\":\"a \\\"quoted\\\" \\\\ line\\nnext\\u0001\"}\n"
         );
         assert_eq!(r.respond(&req("GET", "/q/a?x=5&y")).body, b"5");
+        assert_eq!(req("GET", "/q?x=1&y=").check_query(&["x", "y"]), Ok(()));
+        for bad in ["/q?z=1", "/q?x=1&x=2", "/q?y&y", "/q?x=1&X=1"] {
+            assert!(req("GET", bad).check_query(&["x", "y"]).is_err(), "{bad}");
+        }
+        assert!(req("GET", "/q?a").check_query(&[]).is_err());
     }
 
     /// Sends `bytes`, returns the whole response.
@@ -675,6 +762,42 @@ mod tests {
         for t in slow {
             assert!(t.join().unwrap().ends_with("slow done\n"));
         }
+        srv.stop();
+    }
+
+    #[test]
+    fn answered_connections_that_stay_open_do_not_hold_the_places() {
+        let srv = AdminServer::start("127.0.0.1:0", routes()).unwrap();
+        let addr = srv.local_addr();
+        // MAX_CONNS clients that send nothing, read their 408 to the server's end of writing,
+        // and keep their sockets open.
+        let idle: Vec<TcpStream> = (0..MAX_CONNS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        for c in &idle {
+            let mut resp = String::new();
+            (&*c).read_to_string(&mut resp).unwrap();
+            assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+        }
+        assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+        drop(idle);
+        srv.stop();
+    }
+
+    #[test]
+    fn a_panicking_handler_is_answered_500_and_gives_its_places_back() {
+        let mut r = routes();
+        r.add("GET", "/boom", Box::new(|_| panic!("boom")));
+        r.add_detached("GET", "/slow-boom", Box::new(|_| panic!("boom")));
+        let srv = AdminServer::start("127.0.0.1:0", r).unwrap();
+        let addr = srv.local_addr();
+        for _ in 0..MAX_DETACHED + 1 {
+            assert!(get(addr, "/slow-boom").starts_with("HTTP/1.1 500"));
+        }
+        for _ in 0..MAX_CONNS + 1 {
+            assert!(get(addr, "/boom").starts_with("HTTP/1.1 500"));
+        }
+        assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
         srv.stop();
     }
 
