@@ -219,3 +219,46 @@ fn chat_bounds_answer_busy_and_are_counted() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(join(&mut c, 5, "r1"), Ok(2));
 }
+
+/// A session that closes right behind its `JoinRoom` (sent in one write with its `Hello`) is not
+/// left in the room: the room's shard queues the join behind its service queue, and the close
+/// notice, which arrives after it, takes effect after it.
+#[test]
+fn a_session_that_closes_behind_its_join_does_not_stay_in_the_room() {
+    use std::io::Write;
+    let l = Lattice::start(&["--chat.max_members", "1000"]);
+    for i in 0..200u32 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+        let mut w = encode(
+            1,
+            &pb::Hello {
+                client_version: lattice_proto::version::PROTOCOL.to_string(),
+                ..Default::default()
+            },
+        );
+        let room = format!("lobby{}", i % 4);
+        w.extend_from_slice(&encode(2, &pb::JoinRoom { room }));
+        s.write_all(&w).unwrap();
+        drop(s);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while l.metric_total("lattice_sessions_open") > 0 {
+        assert!(std::time::Instant::now() < deadline, "sessions still open");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // What is still queued anywhere has run once a request round-trips through each room.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut c = l.connect();
+    for i in 0..4u32 {
+        c.send(
+            10 + i,
+            &pb::JoinRoom {
+                room: format!("lobby{i}"),
+            },
+        );
+        match c.recv().decode() {
+            AnyMessage::Joined(j) => assert_eq!(j.members, 1, "lobby{i} kept closed sessions"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod opcode_metrics;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use lattice_proto::{error_code, AnyMessage, OpcodeInfo};
@@ -74,6 +75,11 @@ pub struct ServiceHost {
     /// Script failures a client can cause once per request: logged at most `log.warn_burst` per
     /// window (they are counted in `lattice_lua_errors_total` and `lattice_reply_too_large_total`).
     warns: lattice_runtime::telemetry::warn_limit::WarnLimiter,
+    /// Session closes that wait for the requests queued before them (each service's
+    /// `queued_total` when the close came): a `JoinRoom` queued here and then its session's close
+    /// must take effect in that order, or the session would stay in the room. Bounded by the
+    /// sessions that close while requests wait; emptied as the queues drain.
+    closes: VecDeque<(SessionId, Vec<u64>)>,
 }
 
 impl ServiceHost {
@@ -121,6 +127,7 @@ impl ServiceHost {
             calendar_timer: None,
             lua: None,
             warns: lattice_runtime::telemetry::warn_limit::WarnLimiter::from_defaults(),
+            closes: VecDeque::new(),
         })
     }
 
@@ -292,6 +299,7 @@ impl ServiceHost {
             return false;
         }
         svc.queue.push_back((ci, req));
+        svc.queued_total += 1;
         debug_assert!(svc.queue.len() <= svc.config.queue_limit);
         true
     }
@@ -329,7 +337,36 @@ impl ServiceHost {
             more |= !svc.queue.is_empty();
         }
         self.publish_depth();
+        self.run_closes(cx);
         more
+    }
+
+    /// A session closed: components hear it once every request queued on this shard before the
+    /// close was handled (at once when nothing waits).
+    fn session_closed(&mut self, cx: &ShardCx<ShardMsg>, session: SessionId) {
+        if self.closes.is_empty() && self.services.iter().all(|s| s.queue.is_empty()) {
+            self.each(cx, |c, ctx| c.on_session_closed(ctx, session));
+            return;
+        }
+        let marks = self.services.iter().map(|s| s.queued_total).collect();
+        self.closes.push_back((session, marks));
+    }
+
+    /// Delivers the waiting closes whose requests ahead of them were all handled, in order.
+    fn run_closes(&mut self, cx: &ShardCx<ShardMsg>) {
+        while let Some((session, marks)) = self.closes.front() {
+            let ahead_done = self
+                .services
+                .iter()
+                .zip(marks)
+                .all(|(s, m)| s.queued_total - s.queue.len() as u64 >= *m);
+            if !ahead_done {
+                return;
+            }
+            let session = *session;
+            self.closes.pop_front();
+            self.each(cx, |c, ctx| c.on_session_closed(ctx, session));
+        }
     }
 
     /// Queues a request that came over the mesh behind the service's queue (`BUSY` past
@@ -369,9 +406,7 @@ impl ServiceHost {
             ShardMsg::ProxyDeliver(..) | ShardMsg::LinkInbound(..) | ShardMsg::LinkReplaced(..) => {
                 tracing::error!("node-link message on a node without links; dropped")
             }
-            ShardMsg::SessionClosed(session) => {
-                self.each(cx, |c, ctx| c.on_session_closed(ctx, session))
-            }
+            ShardMsg::SessionClosed(session) => self.session_closed(cx, session),
             ShardMsg::Continue { service, comp, f } => {
                 let Some(c) = self
                     .services

@@ -252,6 +252,8 @@ pub struct ServiceInstance {
     pub components: Vec<Box<dyn ErasedComponent>>,
     /// Requests waiting: (component index, request). Never longer than `config.queue_limit`.
     pub queue: VecDeque<(u16, Req<AnyMessage>)>,
+    /// Requests ever put in `queue` (those taken out: this minus its length).
+    pub queued_total: u64,
 }
 
 /// Why a service could not be built.
@@ -294,6 +296,7 @@ pub fn build_service(
         config,
         components,
         queue: VecDeque::new(),
+        queued_total: 0,
     })
 }
 
