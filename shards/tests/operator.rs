@@ -464,11 +464,14 @@ fn session_rate_limits_answer_rate_limited_or_close_and_count() {
 
 #[test]
 fn new_connections_per_address_are_limited() {
+    // A linger long enough that no refused connection below is let go before the last arrives.
     let l = Lattice::start(&[
         "--limits.ip_conns_per_s",
         "1",
         "--limits.ip_conns_burst",
         "3",
+        "--session.close_linger_ms",
+        "60000",
     ]);
     for _ in 0..3 {
         let mut c = Client::raw_from("127.0.0.2", l.port);
@@ -480,7 +483,8 @@ fn new_connections_per_address_are_limited() {
     let e = expect_error(&f, error_code::RATE_LIMITED);
     assert!(e.message.contains("ip_conns_per_s"), "{e:?}");
     assert!(c.closed_by_server());
-    // Another address has its own bucket.
+    drop(c); // (its lingering close ends: the linger queue below starts empty)
+             // Another address has its own bucket.
     assert!(Client::raw_from("127.0.0.3", l.port).hello());
     wait_until("the refusal counted", || {
         l.metric("lattice_connections_ip_limited_total") == 1
@@ -520,8 +524,14 @@ fn new_connections_per_address_are_limited() {
         .collect();
     assert_eq!(held.len(), 300);
     wait_until("the full linger queue counted", || {
-        l.metric("lattice_connections_linger_full_total") >= 1
+        l.metric("lattice_connections_linger_full_total") >= 41
     });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        l.metric("lattice_connections_linger_full_total"),
+        41,
+        "3 admitted (the burst), 256 of the 297 refused linger (the one being drained included)"
+    );
     drop(held);
     drop(l);
 

@@ -68,7 +68,8 @@ impl Linger {
     fn hand(&mut self, stream: TcpStream) {
         let _ = stream.shutdown(Shutdown::Write);
         if self.tx.is_none() {
-            let (tx, rx) = sync_channel::<(TcpStream, Instant)>(LINGER_QUEUE);
+            // The thread holds the one it drains: the channel holds the rest of the bound.
+            let (tx, rx) = sync_channel::<(TcpStream, Instant)>(LINGER_QUEUE - 1);
             let spawned = std::thread::Builder::new()
                 .name(format!("lattice-linger-{}", self.name))
                 .spawn(move || {
