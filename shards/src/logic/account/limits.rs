@@ -18,6 +18,15 @@ fn v(code: u32, message: String) -> Violation {
     Violation { code, message }
 }
 
+/// "character" or "characters" after a count.
+fn characters(n: usize) -> &'static str {
+    if n == 1 {
+        "character"
+    } else {
+        "characters"
+    }
+}
+
 /// Checks an account name; returns its canonical form (ASCII lowercase), the key names are
 /// unique by.
 pub fn account(cfg: &AccountConfig, name: &str) -> Result<String, Violation> {
@@ -26,8 +35,9 @@ pub fn account(cfg: &AccountConfig, name: &str) -> Result<String, Violation> {
         return Err(v(
             ec::ACCOUNT_TOO_SHORT,
             format!(
-                "account name needs at least {} characters",
-                cfg.account_min_len
+                "account name needs at least {} {}",
+                cfg.account_min_len,
+                characters(cfg.account_min_len)
             ),
         ));
     }
@@ -35,8 +45,9 @@ pub fn account(cfg: &AccountConfig, name: &str) -> Result<String, Violation> {
         return Err(v(
             ec::ACCOUNT_TOO_LONG,
             format!(
-                "account name takes at most {} characters",
-                cfg.account_max_len
+                "account name takes at most {} {}",
+                cfg.account_max_len,
+                characters(cfg.account_max_len)
             ),
         ));
     }
@@ -65,8 +76,9 @@ pub fn password(cfg: &AccountConfig, pw: &str) -> Result<(), Violation> {
         return Err(v(
             ec::PASSWORD_TOO_SHORT,
             format!(
-                "password needs at least {} characters",
-                cfg.password_min_len
+                "password needs at least {} {}",
+                cfg.password_min_len,
+                characters(cfg.password_min_len)
             ),
         ));
     }
@@ -111,15 +123,20 @@ pub fn nickname(cfg: &AccountConfig, nick: &str) -> Result<(), Violation> {
         return Err(v(
             ec::NICKNAME_TOO_SHORT,
             format!(
-                "nickname needs at least {} characters",
-                cfg.nickname_min_len
+                "nickname needs at least {} {}",
+                cfg.nickname_min_len,
+                characters(cfg.nickname_min_len)
             ),
         ));
     }
     if n > cfg.nickname_max_len {
         return Err(v(
             ec::NICKNAME_TOO_LONG,
-            format!("nickname takes at most {} characters", cfg.nickname_max_len),
+            format!(
+                "nickname takes at most {} {}",
+                cfg.nickname_max_len,
+                characters(cfg.nickname_max_len)
+            ),
         ));
     }
     let ends_blank = nick.starts_with(char::is_whitespace) || nick.ends_with(char::is_whitespace);
@@ -202,6 +219,14 @@ mod tests {
         let c = cfg();
         assert!(nickname(&c, "冒险者 Ann").is_ok());
         assert_eq!(nickname(&c, "").unwrap_err().code, ec::NICKNAME_TOO_SHORT);
+        assert_eq!(
+            nickname(&c, "").unwrap_err().message,
+            "nickname needs at least 1 character"
+        );
+        assert_eq!(
+            nickname(&c, &"名".repeat(25)).unwrap_err().message,
+            "nickname takes at most 24 characters"
+        );
         assert_eq!(
             nickname(&c, &"名".repeat(25)).unwrap_err().code,
             ec::NICKNAME_TOO_LONG
