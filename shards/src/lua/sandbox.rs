@@ -17,6 +17,11 @@
 //! handler after the unwinding (under `pcall`, with the hook on), `setmetatable` refuses a
 //! metatable with a `__gc` or `__close` field (no to-be-closed variables), and the string metatable
 //! is hidden (`getmetatable("")` is `false`) so no script can give strings such a field.
+//!
+//! Lua counts the hook's instructions per thread: a coroutine that ends before its first check
+//! runs up to [`HOOK_EVERY`] - 1 instructions no check sees. So `coroutine.create` and
+//! `coroutine.wrap` take [`HOOK_EVERY`] instructions off the budget: fresh coroutines cannot add up
+//! to more than it.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -59,10 +64,12 @@ pub const BUDGET_EXCEEDED: &str = "instruction budget exceeded";
 
 /// Replaces the catching functions and `setmetatable`, and hides the string metatable (see the
 /// module docs). Gets `spent`, a function that raises the budget error once the budget is spent
-/// and else returns its arguments.
+/// and else returns its arguments, and `charge`, which takes [`HOOK_EVERY`] instructions off it.
 const GUARD: &str = r#"
-local spent = ...
-local pcall, resume = pcall, coroutine.resume
+local spent, charge = ...
+local pcall, resume, create, wrap = pcall, coroutine.resume, coroutine.create, coroutine.wrap
+coroutine.create = function(f) charge() return create(f) end
+coroutine.wrap = function(f) charge() return wrap(f) end
 local setmetatable, rawget, type, error = setmetatable, rawget, type, error
 _G.pcall = function(...) return spent(pcall(...)) end
 local function first(_, v) return v end
@@ -116,7 +123,19 @@ impl Sandbox {
                 Ok(rets)
             }
         })?;
-        lua.load(GUARD).set_name("=sandbox").call::<()>(spent)?;
+        let l4 = left.clone();
+        let charge = lua.create_function(move |_, ()| {
+            let now = l4.get().saturating_sub(u64::from(HOOK_EVERY));
+            l4.set(now);
+            if now == 0 {
+                Err(mlua::Error::runtime(BUDGET_EXCEEDED))
+            } else {
+                Ok(())
+            }
+        })?;
+        lua.load(GUARD)
+            .set_name("=sandbox")
+            .call::<()>((spent, charge))?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Sandbox { lua, left, limits })
     }
@@ -243,6 +262,16 @@ mod tests {
             (
                 "xpcall of a loop, looping handler",
                 "xpcall(function() while true do end end, function(e) while true do end end)",
+            ),
+            (
+                "many short coroutines",
+                "local function short() for i = 1, 300 do end end
+                 local function nest(d)
+                   for i = 1, 20 do
+                     if d > 0 then coroutine.wrap(nest)(d - 1) else coroutine.wrap(short)() end
+                   end
+                 end
+                 while true do coroutine.wrap(nest)(6) end",
             ),
             (
                 "gsub",
