@@ -218,6 +218,43 @@ lattice.on("Ping", function(req) return "Pong", { payload = req.payload } end)
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A handler that returns nothing: a request with a request id is answered INTERNAL "script
+/// returned no reply" (counted); one with request id 0 gets nothing.
+#[test]
+fn no_reply_to_a_request_id_is_an_error() {
+    let d = dir("noreply");
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"lattice.on("Ping", function(req)
+             if #req.payload == 0 then return end
+             return "Pong", { payload = req.payload }
+           end)"#,
+    )
+    .unwrap();
+    let l = Lattice::start(&["--lua.dir", d.to_str().unwrap()]);
+    let mut c = l.connect();
+    c.send(0, &pb::Ping { payload: vec![] });
+    c.send(7, &pb::Ping { payload: vec![1] });
+    // Nothing for request id 0: the next frame is the answer to 7.
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    assert_eq!(f.decode(), AnyMessage::Pong(pb::Pong { payload: vec![1] }));
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 0);
+    c.send(8, &pb::Ping { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 8);
+    let e = expect_error(&f, error_code::INTERNAL);
+    assert_eq!(e.message, "script returned no reply");
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 1);
+    assert!(
+        l.logs().contains("script returned no reply"),
+        "{}",
+        l.logs()
+    );
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 fn sandbox_budget() -> &'static str {
     "instruction budget exceeded"
 }

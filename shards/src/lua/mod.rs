@@ -37,7 +37,7 @@ lattice_runtime::shard_counters! {
     /// Script counters of one shard.
     pub struct LuaMetrics("lattice_lua") {
         calls_total: Counter, "Calls into this shard's scripts (requests and calendar hooks).";
-        errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply); requests were answered INTERNAL.";
+        errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply, no reply to a request id); requests were answered INTERNAL.";
         reloads_total: Counter, "Times this shard reloaded its scripts.";
         generation: Gauge, "Script generation this shard runs (POST /lua/reload increments it).";
         memory_bytes: Gauge, "Bytes this shard's Lua state uses.";
