@@ -404,6 +404,22 @@ impl Config {
         if !lua.dir.is_empty() && !std::path::Path::new(&lua.dir).is_dir() {
             return Err(bad("lua.dir", &format!("{} is not a directory", lua.dir)));
         }
+        // 0 would turn the memory bound off (mlua reads it as "no limit"): there is no unlimited.
+        if lua.memory_limit == 0 {
+            return Err(bad(
+                "lua.memory_limit",
+                "must be at least 1 (there is no unlimited)",
+            ));
+        }
+        let every = u64::from(crate::lua::sandbox::HOOK_EVERY);
+        if lua.instruction_budget < every {
+            return Err(bad(
+                "lua.instruction_budget",
+                &format!(
+                    "must be at least {every} (the budget is checked every {every} instructions)"
+                ),
+            ));
+        }
         let c = &self.continuity;
         if let Err((key, problem)) = c.limits.validate(self.net.max_frame) {
             return Err(bad(key, &problem));
@@ -644,6 +660,9 @@ mod tests {
             ("admin.token", " "),
             ("admin.token", "a b"),
             ("admin.token", "ab\u{1}c"),
+            ("lua.memory_limit", "0"),
+            ("lua.instruction_budget", "0"),
+            ("lua.instruction_budget", "999"),
         ] {
             let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
             assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");
@@ -661,6 +680,8 @@ mod tests {
             ("log.warn_burst", "0"),
             ("profile.max_seconds", "3600"),
             ("profile.frequency", "1000"),
+            ("lua.memory_limit", "1"),
+            ("lua.instruction_budget", "1000"),
         ] {
             assert_eq!(key_of(k, v), None, "{k} = {v}");
         }

@@ -135,6 +135,20 @@ pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
 
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(mut cfg: Config) -> i32 {
+    // First of all: a SIGTERM/SIGINT during start-up (the waits for the machine-id lease can take
+    // seconds) stops the start with exit 0 instead of killing the process mid-way.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
+            eprintln!("lattice: cannot install signal handler: {e}");
+            return exit::FAILURE;
+        }
+    }
     let n = cfg.runtime.shard_count();
     // One name for the node everywhere: two processes with distinct `cluster.node_id`s on one
     // host must not both lease their machine id as the host name (the second took the first's).
@@ -222,6 +236,10 @@ pub fn run(mut cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         return exit::CONFIG;
     }
+    if stopped_in_start_up(&stop) {
+        tracing::info!(code = exit::OK, "stopped");
+        return exit::OK;
+    }
     // Read and checked when the configuration was loaded (a bad file is a config error).
     let tls = cfg.tls_source.clone();
     // Storage first: its journal and dump file are replayed before any client is accepted.
@@ -256,6 +274,9 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     }
+    if stopped_in_start_up(&stop) {
+        return close_early(storage);
+    }
     // With [etcd], machine ids are leased in etcd and the node registers there (docs/CLUSTER.md);
     // without, the storage database holds the lease and the node is alone.
     let etcd_cfg: EtcdConfig = match section(&cfg.table, "etcd") {
@@ -282,6 +303,9 @@ pub fn run(mut cfg: Config) -> i32 {
             eprintln!("lattice: etcd: {e}");
             return exit::FAILURE;
         }
+        if stopped_in_start_up(&stop) {
+            return close_early(storage);
+        }
     }
     let lease_store: Result<Box<dyn LeaseStore>, crate::center::CenterError> = if etcd_cfg.enabled()
     {
@@ -295,9 +319,13 @@ pub fn run(mut cfg: Config) -> i32 {
     };
     // The center leases the machine id before any service starts: no lease, no server.
     let center = match lease_store
-        .and_then(|store| Center::start(&cfg.center, store, n, crate::center::now_ms))
+        .and_then(|store| Center::start_unless(&cfg.center, store, n, crate::center::now_ms, &stop))
     {
         Ok(c) => c,
+        Err(crate::center::CenterError::Stopped) => {
+            stopped_in_start_up(&stop);
+            return close_early(storage);
+        }
         Err(e) => {
             tracing::error!(error = %e, "center: cannot lease a machine id");
             eprintln!("lattice: center: {e}");
@@ -307,20 +335,12 @@ pub fn run(mut cfg: Config) -> i32 {
     settings.ids = Some((center.lease(), center.floor_ms()));
     let center_stats = center.stats();
     let center_lease = center.lease();
+    if stopped_in_start_up(&stop) {
+        center.stop();
+        return close_early(storage);
+    }
     let app_metrics = settings.metrics.clone();
     let watch_metrics = settings.metrics.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGTERM, &stop),
-        (signal_hook::consts::SIGINT, &stop),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
-            eprintln!("lattice: cannot install signal handler: {e}");
-            return exit::FAILURE;
-        }
-    }
     // The live-node view: written by etcd's discovery thread when [etcd] is configured (from the
     // moment this node serves, below), else published once from `cluster.static_peers`.
     let members = Arc::new(Members::new());
@@ -545,6 +565,29 @@ pub fn run(mut cfg: Config) -> i32 {
     if code == exit::OK {
         crate::alerts::clean_exit(&cfg.storage.data_dir);
     }
+    tracing::info!(code, "stopped");
+    code
+}
+
+/// True (and logged) when a SIGTERM/SIGINT arrived before the server began serving.
+fn stopped_in_start_up(stop: &AtomicBool) -> bool {
+    let stopped = stop.load(Ordering::SeqCst);
+    if stopped {
+        tracing::info!("shutdown requested during start-up; stopping before serving");
+    }
+    stopped
+}
+
+/// Ends a start stopped by a signal once storage is open (and the machine id released, if it was
+/// leased): flushes and closes storage; exit 0, or 1 when that fails.
+fn close_early(storage: Storage) -> i32 {
+    let code = match storage.shutdown() {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "storage shutdown failed; unflushed marks stay in the journal for the next start");
+            exit::FAILURE
+        }
+    };
     tracing::info!(code, "stopped");
     code
 }

@@ -315,6 +315,82 @@ fn sigterm_flushes_in_flight_replies_then_exits_0() {
     );
 }
 
+/// A SIGTERM while a restart waits for the clock to pass its machine id's last reservation (the
+/// server before it was killed, so that reservation is still ahead) stops the start: logged, exit 0.
+#[test]
+fn sigterm_during_start_up_is_logged_and_exits_0() {
+    let data = std::env::temp_dir().join(format!("lattice-test-startstop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    // A long reservation: the restart waits about 20 s before it leases its id and serves.
+    let center = [
+        "--center.reserve_ms",
+        "20000",
+        "--center.lease_ttl_ms",
+        "40000",
+        "--center.clock_wait_max_ms",
+        "60000",
+    ];
+    let mut first = Lattice::start_with_data(data.clone(), "startstop", &center);
+    unsafe_free_kill(first.child.id(), "KILL");
+    let _ = first.child.wait();
+    let log =
+        std::env::temp_dir().join(format!("lattice-test-startstop-{}.log", std::process::id()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data_dir = data.display().to_string();
+    let mut args = vec![
+        "run",
+        "--net.listen",
+        &listen,
+        "--admin.listen",
+        "",
+        "--listeners.http",
+        "",
+        "--tls.listen",
+        "",
+        "--tls.http_listen",
+        "",
+        "--storage.data_dir",
+        &data_dir,
+        "--center.node",
+        "startstop",
+    ];
+    args.extend_from_slice(&center);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The last line before the machine-id lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !logs().contains("icons loaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe_free_kill(second.id(), "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let text = logs();
+    assert_eq!(status.code(), Some(0), "{status}: {text}");
+    assert!(
+        text.contains("shutdown requested during start-up"),
+        "{text}"
+    );
+    assert!(!text.contains("machine id leased"), "{text}");
+    assert!(text.contains("stopped code=0"), "{text}");
+    drop(first);
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// Requests still being worked on when SIGTERM lands (password hashing on the worker pool, then
 /// the journal) are answered before the sessions close: the drain waits for them.
 #[test]

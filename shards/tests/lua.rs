@@ -148,6 +148,113 @@ fn scripts_answer_survive_runaways_and_reload() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A script that catches the budget error (`pcall`, a coroutine) still fails its call, and a
+/// top-level loop of caught errors fails the reload check instead of running on.
+#[test]
+fn a_caught_budget_error_still_fails_the_call() {
+    let d = dir("caught");
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"
+lattice.on("Login", function(req)
+  for i = 1, 500000 do pcall(function() while true do end end) end
+  return "LoginOk", { user_id = 1 }
+end)
+lattice.on("Say", function(req)
+  while true do coroutine.resume(coroutine.create(function() while true do end end)) end
+end)
+lattice.on("Ping", function(req) return "Pong", { payload = req.payload } end)
+"#,
+    )
+    .unwrap();
+    let l = Lattice::start(&[
+        "--lua.dir",
+        d.to_str().unwrap(),
+        "--lua.instruction_budget",
+        "2000000",
+        "--admin.token",
+        TOKEN,
+    ]);
+    let mut c = l.connect();
+    c.send(
+        1,
+        &pb::Login {
+            account: "a".into(),
+            password: "b".into(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, 1);
+    expect_error(&f, error_code::INTERNAL);
+    c.send(
+        2,
+        &pb::Say {
+            room: String::new(),
+            text: "hi".into(),
+        },
+    );
+    let f = c.recv();
+    assert_eq!(f.request_id, 2);
+    expect_error(&f, error_code::INTERNAL);
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 2);
+    c.send(3, &pb::Ping { payload: vec![9] });
+    assert_eq!(
+        c.recv().decode(),
+        AnyMessage::Pong(pb::Pong { payload: vec![9] })
+    );
+
+    std::fs::write(
+        d.join("20-top.lua"),
+        "for i = 1, 100000 do pcall(function() while true do end end) end",
+    )
+    .unwrap();
+    let (st, body) = post(l.admin, "/lua/reload");
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body.contains("20-top.lua") && body.contains(sandbox_budget()),
+        "{body}"
+    );
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A handler that returns nothing: a request with a request id is answered INTERNAL "script
+/// returned no reply" (counted); one with request id 0 gets nothing.
+#[test]
+fn no_reply_to_a_request_id_is_an_error() {
+    let d = dir("noreply");
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"lattice.on("Ping", function(req)
+             if #req.payload == 0 then return end
+             return "Pong", { payload = req.payload }
+           end)"#,
+    )
+    .unwrap();
+    let l = Lattice::start(&["--lua.dir", d.to_str().unwrap()]);
+    let mut c = l.connect();
+    c.send(0, &pb::Ping { payload: vec![] });
+    c.send(7, &pb::Ping { payload: vec![1] });
+    // Nothing for request id 0: the next frame is the answer to 7.
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    assert_eq!(f.decode(), AnyMessage::Pong(pb::Pong { payload: vec![1] }));
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 0);
+    c.send(8, &pb::Ping { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 8);
+    let e = expect_error(&f, error_code::INTERNAL);
+    assert_eq!(e.message, "script returned no reply");
+    assert_eq!(l.metric_total("lattice_lua_errors_total"), 1);
+    assert!(
+        l.logs().contains("script returned no reply"),
+        "{}",
+        l.logs()
+    );
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 fn sandbox_budget() -> &'static str {
     "instruction budget exceeded"
 }

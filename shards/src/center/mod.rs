@@ -108,6 +108,9 @@ pub enum CenterError {
         /// How long we waited.
         waited_ms: u64,
     },
+    /// A stop was asked for (SIGTERM/SIGINT) while waiting for the clock; the lease was released.
+    #[error("stopped while waiting for the clock")]
+    Stopped,
     /// The renewal thread could not be started.
     #[error("cannot start the lease renewal thread: {0}")]
     Thread(std::io::Error),
@@ -222,9 +225,21 @@ impl Center {
     /// `clock_wait_max_ms`. `now` reads the wall clock in Unix ms (tests pass a fake one).
     pub fn start(
         cfg: &CenterConfig,
+        store: Box<dyn LeaseStore>,
+        shards: usize,
+        now: fn() -> u64,
+    ) -> Result<Center, CenterError> {
+        Center::start_unless(cfg, store, shards, now, &AtomicBool::new(false))
+    }
+
+    /// [`Center::start`], except that the wait for the clock ends with [`CenterError::Stopped`]
+    /// (and the lease released) once `stop` is set: a SIGTERM during that wait stops the start.
+    pub fn start_unless(
+        cfg: &CenterConfig,
         mut store: Box<dyn LeaseStore>,
         shards: usize,
         now: fn() -> u64,
+        stop: &AtomicBool,
     ) -> Result<Center, CenterError> {
         let owner = cfg.node_name();
         let instance = instance_token();
@@ -244,6 +259,10 @@ impl Center {
         let started = std::time::Instant::now();
         let mut t = now();
         while t <= row.last_ts_ms {
+            if stop.load(Ordering::SeqCst) {
+                let _ = store.release(id, &instance, None);
+                return Err(CenterError::Stopped);
+            }
             let waited = started.elapsed().as_millis() as u64;
             if waited >= cfg.clock_wait_max_ms {
                 let _ = store.release(id, &instance, None);

@@ -23,6 +23,7 @@ use lattice_storage::StorageHandle;
 use lattice_wire::{FrameHeader, SessionId};
 
 use crate::center::ids::IdGen;
+use crate::lua::host::ScriptError;
 use crate::metrics::AppMetrics;
 use crate::service::calendar::CalendarDriver;
 use crate::service::registry::{build_service, services, BuildError, ServiceInstance};
@@ -141,8 +142,9 @@ impl ServiceHost {
         self.lua.as_mut()
     }
 
-    /// A script handles the request: reply with what it returns, or `INTERNAL` when it fails.
-    /// Returns false when no script handles this opcode.
+    /// A script handles the request: reply with what it returns, or `INTERNAL` when it fails or
+    /// returns nothing to a request with a request id. Returns false when no script handles this
+    /// opcode.
     fn scripted(
         &mut self,
         cx: &ShardCx<ShardMsg>,
@@ -157,7 +159,11 @@ impl ServiceHost {
             return false;
         };
         let t0 = opcode_metrics::now();
-        let r = host.handle(msg, session.as_u64());
+        let mut r = host.handle(msg, session.as_u64());
+        if h.request_id != 0 && matches!(r, Ok(None)) {
+            // Its client waits on the request id: an answer it can settle, and a failure counted.
+            r = Err(ScriptError::NoReply);
+        }
         lua.count(&r);
         let mut ctx = self.parts.ctx(cx, None);
         match r {
@@ -176,13 +182,11 @@ impl ServiceHost {
                 self.warns.warn("lua_script_failed", now, || {
                     tracing::warn!(%session, opcode = h.opcode, error = %e, "lua: script failed; answered INTERNAL");
                 });
-                ctx.error(
-                    session,
-                    h.request_id,
-                    h.opcode,
-                    error_code::INTERNAL,
-                    "script error",
-                );
+                let text = match e {
+                    ScriptError::NoReply => "script returned no reply",
+                    _ => "script error",
+                };
+                ctx.error(session, h.request_id, h.opcode, error_code::INTERNAL, text);
             }
         }
         opcode_metrics::record(cx.id, h.opcode, t0);

@@ -4,8 +4,9 @@
 //! Script API (globals):
 //! - `lattice.on(name, fn)`: handle client requests of message `name` (e.g. `"Login"`); `fn(req,
 //!   session)` gets the message as a table (bytes fields are arrays of integers) and the session id,
-//!   and returns nothing, or a reply as `name, table` (fields not given keep their defaults; a
-//!   field the message does not have is an error);
+//!   and returns a reply as `name, table` (fields not given keep their defaults; a field the
+//!   message does not have is an error), or nothing: no reply, which is an error (`NoReply`) when
+//!   the request has a request id;
 //! - `lattice.on_calendar(event, fn)`: called with the event's name when a calendar event fires;
 //! - `lattice.log(text)`: one info line; `lattice.shard`, `lattice.shards`: where it runs;
 //! - a global function `check_args(args, config)` (optional): called once at start-up with the
@@ -30,6 +31,9 @@ pub enum ScriptError {
     /// A script named a message that is not a client message.
     #[error("no client message is called {0:?}")]
     UnknownMessage(String),
+    /// A handler returned no reply to a request that has a request id (its client waits for one).
+    #[error("script returned no reply")]
+    NoReply,
     /// A reply table had a field its message does not have.
     #[error("{msg} has no field {field:?}")]
     UnknownField {

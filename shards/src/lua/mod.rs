@@ -3,9 +3,9 @@
 //!
 //! Scripts handle client requests by message name, hook calendar events and check the start-up
 //! arguments (the API is in `host.rs`). Each call runs under `lua.instruction_budget` and the state
-//! under `lua.memory_limit`; a script error, a runaway loop or a memory hog answers the request
-//! with an `INTERNAL` error frame, is counted (`lattice_lua_errors_total`) and logged, and the
-//! shard goes on. `POST /lua/reload` on the admin listener re-reads the directory, checks the new
+//! under `lua.memory_limit` (a script cannot catch its way past either: `sandbox.rs`); a script
+//! error, a runaway loop or a memory hog answers the request with an `INTERNAL` error frame, is
+//! counted (`lattice_lua_errors_total`) and logged, and the shard goes on. `POST /lua/reload` on the admin listener re-reads the directory, checks the new
 //! scripts in a scratch state (a broken script changes nothing and answers 422), then bumps a
 //! generation every shard compares at its next script call, reloading its own state there.
 
@@ -37,7 +37,7 @@ lattice_runtime::shard_counters! {
     /// Script counters of one shard.
     pub struct LuaMetrics("lattice_lua") {
         calls_total: Counter, "Calls into this shard's scripts (requests and calendar hooks).";
-        errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply); requests were answered INTERNAL.";
+        errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply, no reply to a request id); requests were answered INTERNAL.";
         reloads_total: Counter, "Times this shard reloaded its scripts.";
         generation: Gauge, "Script generation this shard runs (POST /lua/reload increments it).";
         memory_bytes: Gauge, "Bytes this shard's Lua state uses.";

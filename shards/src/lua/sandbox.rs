@@ -7,6 +7,21 @@
 //! every coroutine (a global hook); past the budget the call fails with a Lua error, which unwinds
 //! the script and leaves the state usable. Past the memory limit an allocation fails with a Lua
 //! "not enough memory" error, with the same outcome.
+//!
+//! A spent budget stays spent until the next call: every later hook check fails again, and the
+//! functions that catch errors (`pcall`, `xpcall`, `coroutine.resume`) re-raise the budget error
+//! once it is spent, whatever they caught, so no script can catch it and go on (`coroutine.wrap`
+//! re-raises by itself). Lua runs some script code with hooks off, where no budget is counted:
+//! `__gc` metamethods; an `xpcall` message handler called for an error the hook raised; the
+//! `__close` metamethods of a coroutine the hook stopped, when it is closed. So `xpcall` runs its
+//! handler after the unwinding (under `pcall`, with the hook on), `setmetatable` refuses a
+//! metatable with a `__gc` or `__close` field (no to-be-closed variables), and the string metatable
+//! is hidden (`getmetatable("")` is `false`) so no script can give strings such a field.
+//!
+//! Lua counts the hook's instructions per thread: a coroutine that ends before its first check
+//! runs up to [`HOOK_EVERY`] - 1 instructions no check sees. So `coroutine.create` and
+//! `coroutine.wrap` take [`HOOK_EVERY`] instructions off the budget: fresh coroutines cannot add up
+//! to more than it.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -47,6 +62,32 @@ pub struct Sandbox {
 /// The error text of an exhausted budget.
 pub const BUDGET_EXCEEDED: &str = "instruction budget exceeded";
 
+/// Replaces the catching functions and `setmetatable`, and hides the string metatable (see the
+/// module docs). Gets `spent`, a function that raises the budget error once the budget is spent
+/// and else returns its arguments, and `charge`, which takes [`HOOK_EVERY`] instructions off it.
+const GUARD: &str = r#"
+local spent, charge = ...
+local pcall, resume, create, wrap = pcall, coroutine.resume, coroutine.create, coroutine.wrap
+coroutine.create = function(f) charge() return create(f) end
+coroutine.wrap = function(f) charge() return wrap(f) end
+local setmetatable, rawget, type, error = setmetatable, rawget, type, error
+_G.pcall = function(...) return spent(pcall(...)) end
+local function first(_, v) return v end
+local function handled(h, ok, ...)
+  if ok then return true, ... end
+  return false, first(pcall(h, (...)))
+end
+_G.xpcall = function(f, h, ...) return spent(handled(h, pcall(f, ...))) end
+coroutine.resume = function(...) return spent(resume(...)) end
+_G.setmetatable = function(t, mt)
+  if type(mt) == "table" and (rawget(mt, "__gc") ~= nil or rawget(mt, "__close") ~= nil) then
+    error("__gc and __close metamethods are not allowed (Lua can run them with the instruction budget unchecked)", 2)
+  end
+  return setmetatable(t, mt)
+end
+getmetatable("").__metatable = false
+"#;
+
 impl Sandbox {
     /// A new state with `limits`.
     pub fn new(limits: Limits) -> mlua::Result<Sandbox> {
@@ -74,6 +115,27 @@ impl Sandbox {
                 }
             },
         )?;
+        let l3 = left.clone();
+        let spent = lua.create_function(move |_, rets: mlua::MultiValue| {
+            if l3.get() == 0 {
+                Err(mlua::Error::runtime(BUDGET_EXCEEDED))
+            } else {
+                Ok(rets)
+            }
+        })?;
+        let l4 = left.clone();
+        let charge = lua.create_function(move |_, ()| {
+            let now = l4.get().saturating_sub(u64::from(HOOK_EVERY));
+            l4.set(now);
+            if now == 0 {
+                Err(mlua::Error::runtime(BUDGET_EXCEEDED))
+            } else {
+                Ok(())
+            }
+        })?;
+        lua.load(GUARD)
+            .set_name("=sandbox")
+            .call::<()>((spent, charge))?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Sandbox { lua, left, limits })
     }
@@ -167,6 +229,107 @@ mod tests {
         assert!(e.to_string().contains(BUDGET_EXCEEDED), "{e}");
         let v: i64 = s.call(|l| l.load("return 1 + 2").eval()).unwrap();
         assert_eq!(v, 3, "the state still works");
+    }
+
+    #[test]
+    fn nothing_catches_a_spent_budget() {
+        let s = sb();
+        for (name, src) in [
+            (
+                "pcall",
+                "for i = 1, 1e7 do pcall(function() while true do end end) end",
+            ),
+            (
+                "pcall loop",
+                "while true do pcall(function() while true do end end) end",
+            ),
+            (
+                "xpcall",
+                "while true do xpcall(function() while true do end end, function(e) return e end) end",
+            ),
+            (
+                "xpcall handler",
+                "while true do xpcall(error, function(e) while true do end end) end",
+            ),
+            (
+                "resume",
+                "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+            ),
+            (
+                "wrap",
+                "while true do pcall(coroutine.wrap(function() while true do end end)) end",
+            ),
+            (
+                "xpcall of a loop, looping handler",
+                "xpcall(function() while true do end end, function(e) while true do end end)",
+            ),
+            (
+                "many short coroutines",
+                "local function short() for i = 1, 300 do end end
+                 local function nest(d)
+                   for i = 1, 20 do
+                     if d > 0 then coroutine.wrap(nest)(d - 1) else coroutine.wrap(short)() end
+                   end
+                 end
+                 while true do coroutine.wrap(nest)(6) end",
+            ),
+            (
+                "gsub",
+                "while true do pcall(string.gsub, 'aaaa', 'a', function() while true do end end) end",
+            ),
+            (
+                "sort",
+                "while true do pcall(table.sort, {3, 2, 1}, function(a, b) while true do end end) end",
+            ),
+        ] {
+            let e = s.exec(name, src).unwrap_err();
+            assert!(e.to_string().contains(BUDGET_EXCEEDED), "{name}: {e}");
+            let v: i64 = s.call(|l| l.load("return 1 + 2").eval()).unwrap();
+            assert_eq!(v, 3, "{name}: the state still works");
+        }
+        // Lua can run these with hooks off: no script may set one.
+        for (name, src) in [
+            (
+                "gc",
+                "setmetatable({}, { __gc = function() while true do end end })",
+            ),
+            (
+                "close",
+                "local x <close> = setmetatable({}, { __close = function() while true do end end })",
+            ),
+            (
+                "string close",
+                "getmetatable('').__close = function() while true do end end",
+            ),
+        ] {
+            let e = s.exec(name, src).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("__gc") || e.contains("index a boolean"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_guarded_functions_still_work() {
+        let s = sb();
+        let ok: bool = s
+            .call(|l| {
+                l.load(
+                    r##"local ok, e = pcall(error, "x")
+                       local n = select("#", pcall(function() return 1, nil, 3 end))
+                       local ok2, v = xpcall(function() error("y") end, function(e) return "h" end)
+                       local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+                       local _, y1 = coroutine.resume(co, 1)
+                       local _, y2 = coroutine.resume(co, 5)
+                       local w = coroutine.wrap(function() pcall(coroutine.yield, 7) return 8 end)
+                       local t = setmetatable({}, { __index = function() return 9 end })
+                       return not ok and e == "x" and n == 4 and not ok2 and v == "h"
+                         and y1 == 2 and y2 == 10 and w() == 7 and w() == 8 and t.z == 9
+                         and coroutine.close(coroutine.create(function() end))"##,
+                )
+                .eval()
+            })
+            .unwrap();
+        assert!(ok);
     }
 
     #[test]
