@@ -8,6 +8,11 @@ use crate::center::now_ms;
 use crate::config::Config;
 
 fn open(cfg: &Config) -> Result<Direct, String> {
+    not_in_etcd(cfg)?;
+    Direct::open(&cfg.storage).map_err(|e| format!("storage: {e}"))
+}
+
+fn not_in_etcd(cfg: &Config) -> Result<(), String> {
     // With [etcd] the table is not where the ids are: refuse rather than show or change a table
     // nobody reads.
     let etcd: crate::cluster::etcd::EtcdConfig =
@@ -18,11 +23,12 @@ fn open(cfg: &Config) -> Result<Direct, String> {
             etcd.prefix
         ));
     }
-    Direct::open(&cfg.storage).map_err(|e| format!("storage: {e}"))
+    Ok(())
 }
 
 /// Prints every lease row.
 pub fn show(cfg: &Config) -> Result<(), String> {
+    not_in_etcd(cfg)?;
     // Showing creates nothing: no SQLite database yet means no lease was ever taken here.
     if cfg.storage.backend == lattice_storage::config::BackendKind::Sqlite
         && !cfg.storage.sqlite_path().is_file()
