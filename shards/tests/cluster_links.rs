@@ -855,29 +855,36 @@ fn proxies_of_a_stopped_or_replaced_link_leave_their_rooms_at_once() {
         .contains("link session replaced by a newer one of the same node"));
 }
 
-#[test]
-fn a_full_link_answers_busy_and_loses_nothing_it_took() {
+/// logic-a behind a [`Relay`], and gate-1 linked to it through the relay with `bounds` and link
+/// timings short enough for a frozen relay to be noticed (keep-alive 1 s, timeout 3 s) but a
+/// grace long enough (20 s) that the link resumes rather than being given up; the link is up.
+fn relayed_gate(bounds: &[&str]) -> (Logic, Relay, Lattice) {
     let l = logic("logic-a", &[]);
     let relay = Relay::start(l.internal);
-    let g = gate(
-        "gate-1",
-        &peers(&[("logic-a", relay.port)]),
-        &[
-            "--cluster.link_queue_frames",
-            "4",
-            "--cluster.link_unacked_frames",
-            "2",
-            "--cluster.link_keepalive_ms",
-            "1000",
-            "--cluster.link_timeout_ms",
-            "3000",
-            "--cluster.link_down_grace_ms",
-            "20000",
-        ],
-    );
+    let mut args = bounds.to_vec();
+    args.extend_from_slice(&[
+        "--cluster.link_keepalive_ms",
+        "1000",
+        "--cluster.link_timeout_ms",
+        "3000",
+        "--cluster.link_down_grace_ms",
+        "20000",
+    ]);
+    let g = gate("gate-1", &peers(&[("logic-a", relay.port)]), &args);
     wait_until("link up", || {
         link_metric(&g, "lattice_link_up", "logic-a") == 1
     });
+    (l, relay, g)
+}
+
+#[test]
+fn a_full_link_answers_busy_and_loses_nothing_it_took() {
+    let (_l, relay, g) = relayed_gate(&[
+        "--cluster.link_queue_frames",
+        "4",
+        "--cluster.link_unacked_frames",
+        "2",
+    ]);
     let mut c = g.connect();
     assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
     // The link goes silent: two requests fill its unacknowledged bound, four its queue, the rest
@@ -923,25 +930,7 @@ fn a_full_link_answers_busy_and_loses_nothing_it_took() {
 /// the key, counted, and never queued; the ones taken are all answered once the peer answers.
 #[test]
 fn a_link_bounds_its_unanswered_requests() {
-    let l = logic("logic-a", &[]);
-    let relay = Relay::start(l.internal);
-    let g = gate(
-        "gate-1",
-        &peers(&[("logic-a", relay.port)]),
-        &[
-            "--cluster.link_max_unanswered",
-            "3",
-            "--cluster.link_keepalive_ms",
-            "1000",
-            "--cluster.link_timeout_ms",
-            "3000",
-            "--cluster.link_down_grace_ms",
-            "20000",
-        ],
-    );
-    wait_until("link up", || {
-        link_metric(&g, "lattice_link_up", "logic-a") == 1
-    });
+    let (_l, relay, g) = relayed_gate(&["--cluster.link_max_unanswered", "3"]);
     let mut c = g.connect();
     assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
     relay.freeze();
@@ -994,25 +983,7 @@ fn a_link_bounds_its_unanswered_requests() {
 /// (they would make the logic node a proxy session that nothing ends).
 #[test]
 fn requests_queued_behind_a_closed_session_are_not_sent() {
-    let l = logic("logic-a", &[]);
-    let relay = Relay::start(l.internal);
-    let g = gate(
-        "gate-1",
-        &peers(&[("logic-a", relay.port)]),
-        &[
-            "--cluster.link_unacked_frames",
-            "1",
-            "--cluster.link_keepalive_ms",
-            "1000",
-            "--cluster.link_timeout_ms",
-            "3000",
-            "--cluster.link_down_grace_ms",
-            "20000",
-        ],
-    );
-    wait_until("link up", || {
-        link_metric(&g, "lattice_link_up", "logic-a") == 1
-    });
+    let (l, relay, g) = relayed_gate(&["--cluster.link_unacked_frames", "1"]);
     let mut c = g.connect();
     assert!(matches!(ping(&mut c, 1, b"before"), AnyMessage::Pong(_)));
     assert_eq!(l.node.metric_total("lattice_link_proxies"), 1);
