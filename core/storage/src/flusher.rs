@@ -13,7 +13,7 @@ use super::connect::{connect, AnyBackend};
 use super::dirty::{DirtyMap, RowRef};
 use super::dump::{now_ms, row_id, DumpError, DumpFile, DumpLine, DumpRecord};
 use super::metrics::StmtKind;
-use super::reads::{self, InFlight, ReadReq};
+use super::reads::{self, InFlight, ReadReq, SqlDumped};
 use super::shared::{lock, Shared};
 use super::sql::{self, Stmt};
 use super::ticket::{AckGuard, FlushReport};
@@ -36,8 +36,10 @@ struct Flusher {
     /// journal keeps everything). The dirty map fills meanwhile up to `dirty_limit`.
     held: Option<(Rc<DirtyMap>, u64)>,
     /// Rows with a SQL-class record in the dump file, and the newest such record's seq: a newer
-    /// write of the row that reaches the database makes those records obsolete (dropped).
-    sql_dumped: std::collections::HashMap<String, u64>,
+    /// write of the row that reaches the database makes those records obsolete (dropped). Loads of
+    /// these rows fail (shared with the read tasks), so such a newer write cannot have been built
+    /// from the older state the database still holds.
+    sql_dumped: SqlDumped,
     last_activity: Instant,
 }
 
@@ -73,6 +75,7 @@ pub(crate) fn run(
             shared.clone(),
             f.backend.clone(),
             f.in_flight.clone(),
+            f.sql_dumped.clone(),
             read_rx,
         ));
         let r = f.run().await;
@@ -118,7 +121,7 @@ impl Flusher {
             dump,
             in_flight: InFlight::default(),
             held: None,
-            sql_dumped: std::collections::HashMap::new(),
+            sql_dumped: SqlDumped::default(),
             last_activity: Instant::now(),
             shared,
         };
@@ -127,7 +130,7 @@ impl Flusher {
             let (ok, kept) = f.replay_dump(true).await?;
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
         }
-        f.sql_dumped = f
+        *f.sql_dumped.borrow_mut() = f
             .dump
             .load()
             .unwrap_or_default()
@@ -469,19 +472,16 @@ impl Flusher {
             .store(self.dump.network_pending(), Ordering::Release);
     }
 
-    /// Notes rows written to the database that have older SQL-class dump records.
+    /// Notes rows written to the database that have older SQL-class dump records (they are
+    /// dropped once the flush is committed).
     fn note_written(&mut self, spec: &TableSpec, rows: &[RowRef<'_>], out: &mut Vec<String>) {
-        if self.sql_dumped.is_empty() {
+        let dumped = self.sql_dumped.borrow();
+        if dumped.is_empty() {
             return;
         }
         for r in rows {
             let id = row_id(&spec.name, r.key);
-            if self
-                .sql_dumped
-                .get(&id)
-                .is_some_and(|&seq| seq < r.entry.seq)
-            {
-                self.sql_dumped.remove(&id);
+            if dumped.get(&id).is_some_and(|&seq| seq < r.entry.seq) {
                 out.push(id);
             }
         }
@@ -490,6 +490,12 @@ impl Flusher {
     /// Removes the SQL-class dump records of `rows` (a newer write of each is in the database:
     /// replaying them would put an older state back), logging each.
     fn drop_superseded(&mut self, rows: &[String]) {
+        {
+            let mut dumped = self.sql_dumped.borrow_mut();
+            for id in rows {
+                dumped.remove(id);
+            }
+        }
         let lines = match self.dump.load() {
             Ok(l) => l,
             Err(e) => {
@@ -548,9 +554,10 @@ impl Flusher {
         match self.dump.append(&recs) {
             Ok(()) => {
                 if e.class == ErrorClass::Sql {
+                    let mut dumped = self.sql_dumped.borrow_mut();
                     for r in &recs {
                         if let Some(id) = r.row_id() {
-                            let seq = self.sql_dumped.entry(id).or_insert(r.seq);
+                            let seq = dumped.entry(id).or_insert(r.seq);
                             *seq = (*seq).max(r.seq);
                         }
                     }

@@ -397,6 +397,51 @@ fn a_newer_write_supersedes_a_sql_class_dump_record(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A row whose acknowledged write the database refused (SQL error, dumped) is not read from the
+/// database, which still holds the older state: a caller that read it and wrote the row again would
+/// reach the database and drop the record, losing the acknowledged write. Once a newer write of
+/// the row reaches the database (one not built from that older state), the row reads again.
+fn a_row_with_a_sql_class_dump_record_is_not_read_from_the_database(db: Db) {
+    let cfg = config(db, "sqlstale");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let load = |k: i64| h.load(kvt, vec![Value::Int(k)]).expect("load").wait();
+    for i in [5, 6] {
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
+    }
+    assert_eq!(h.flush_and_wait(T).expect("flush").written, 2);
+    // An acknowledged write of row 5 that the database refuses: dumped, the database keeps 5.
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").dumped, 1);
+    let err = load(5).expect_err("the database's row 5 is older than the acknowledged write");
+    assert!(err.to_string().contains("dump file"), "{err}");
+    assert_eq!(load(6).expect("other rows read"), Some(kv(6, None)));
+    s.shutdown().expect("shutdown");
+    // The record is tried at the next start, fails again, and still guards the row.
+    let s = open(&cfg);
+    let h = s.handle();
+    let load = |k: i64| h.load(kvt, vec![Value::Int(k)]).expect("load").wait();
+    assert_eq!(h.metrics().dump_pending, 1);
+    assert!(load(5).is_err(), "still guarded after a restart");
+    // A newer write of row 5 reaches the database: the record is dropped, the row reads again.
+    h.insert(kvt, vec![Value::Int(5)], kv(55, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").written, 1);
+    assert_eq!(h.metrics().dump_pending, 0);
+    assert_eq!(load(5).expect("reads again"), Some(kv(55, None)));
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 fn dump_records_replay_at_start(db: Db) {
     let cfg = config(db, "dumpreplay");
     // First open creates the schema; then a dump record is written by hand, as an operator or an
@@ -793,6 +838,10 @@ macro_rules! suite {
             #[test]
             fn a_newer_write_supersedes_a_sql_class_dump_record() {
                 super::a_newer_write_supersedes_a_sql_class_dump_record($db)
+            }
+            #[test]
+            fn a_row_with_a_sql_class_dump_record_is_not_read_from_the_database() {
+                super::a_row_with_a_sql_class_dump_record_is_not_read_from_the_database($db)
             }
             #[test]
             fn dump_records_replay_at_start() {
