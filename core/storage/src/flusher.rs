@@ -127,7 +127,18 @@ impl Flusher {
         };
         f.publish_dump();
         if f.dump.records() > 0 {
-            let (ok, kept) = f.replay_dump(true).await?;
+            // Every record is tried at start, `dump_replay_max` per pass (the file is rewritten
+            // after each, so a crash keeps the progress). Records that fail stay in place and are
+            // skipped by the next pass; a network failure ends the replay.
+            let (mut ok, mut skip) = (0, 0);
+            let kept = loop {
+                let r = f.replay_dump(true, skip).await?;
+                ok += r.ok;
+                skip += r.tried - r.ok as usize;
+                if r.stopped || r.tried < f.shared.config.dump_replay_max {
+                    break r.kept;
+                }
+            };
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
         }
         *f.sql_dumped.borrow_mut() = f
@@ -252,7 +263,7 @@ impl Flusher {
                 persisted = ok;
             } else if self.dump.network_pending() > 0 {
                 self.last_activity = Instant::now();
-                if let Err(e) = self.replay_dump(false).await {
+                if let Err(e) = self.replay_dump(false, 0).await {
                     tracing::error!(error = %e, "dump replay failed");
                 }
             }
@@ -423,7 +434,7 @@ impl Flusher {
         let mut attempt: u32 = 0;
         loop {
             let r = if self.dump.network_pending() > 0 {
-                match self.replay_dump(false).await {
+                match self.replay_dump(false, 0).await {
                     Ok(_) if self.dump.network_pending() == 0 => self.exec_stmt(stmt).await,
                     Ok(_) => Err(DbError::network(
                         "older dumped writes are still waiting for the database",
@@ -576,10 +587,11 @@ impl Flusher {
         }
     }
 
-    /// Replays the dump file in order. At start every record is tried; while running only
-    /// network-class ones (SQL-class ones would fail the same way). Stops at the first network
-    /// failure, keeping it and everything after. Returns (replayed, kept).
-    async fn replay_dump(&mut self, at_start: bool) -> Result<(u64, u64), StorageError> {
+    /// Replays the dump file in order, at most `dump_replay_max` records, after passing over the
+    /// first `skip` that qualify (tried by an earlier pass at start). At start every record
+    /// qualifies; while running only network-class ones (SQL-class ones would fail the same way).
+    /// Stops at the first network failure, keeping it and everything after.
+    async fn replay_dump(&mut self, at_start: bool, skip: usize) -> Result<Replay, StorageError> {
         let lines = self
             .dump
             .load()
@@ -589,6 +601,7 @@ impl Flusher {
         let mut keep: Vec<DumpLine> = Vec::new();
         let mut stop = false;
         let mut tried = 0usize;
+        let mut skipped = 0usize;
         let mut ok = 0u64;
         let mut changed = false;
         for line in lines {
@@ -599,6 +612,11 @@ impl Flusher {
                         && (at_start || r.error.is_network())
                         && r.backend == self.kind.as_str() =>
                 {
+                    if skipped < skip {
+                        skipped += 1;
+                        keep.push(DumpLine::Record(r));
+                        continue;
+                    }
                     r
                 }
                 other => {
@@ -640,8 +658,25 @@ impl Flusher {
             })?;
         }
         self.publish_dump();
-        Ok((ok, keep.len() as u64))
+        Ok(Replay {
+            ok,
+            kept: keep.len() as u64,
+            tried,
+            stopped: stop,
+        })
     }
+}
+
+/// What one replay pass did.
+struct Replay {
+    /// Records replayed (removed from the file).
+    ok: u64,
+    /// Lines left in the file.
+    kept: u64,
+    /// Records tried (replayed or failed).
+    tried: usize,
+    /// A network failure ended the pass.
+    stopped: bool,
 }
 
 fn row_stmt(d: sql::Dialect, spec: &TableSpec, r: &RowRef<'_>) -> Stmt {

@@ -504,6 +504,78 @@ fn dump_records_replay_at_start(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A dump record of an upsert of `kv` row `k`, failed with an error of `class`.
+fn kv_record(cfg: &StorageConfig, db: Db, k: i64, values: Vec<Value>, class: &str) -> DumpRecord {
+    let dialect = match db {
+        Db::Mysql => Dialect::Mysql,
+        Db::Sqlite => Dialect::Sqlite,
+    };
+    let key = vec![Value::Int(k)];
+    let entry = lattice_storage::dirty::DirtyEntry {
+        op: lattice_storage::Op::Insert,
+        values,
+        seq: 1,
+    };
+    let row = lattice_storage::dirty::RowRef {
+        table: lattice_storage::TableId::first(),
+        key: &key,
+        entry: &entry,
+    };
+    let st = sql::upsert(dialect, &schema().tables()[0], &[row]);
+    DumpRecord {
+        v: 1,
+        at_ms: 0,
+        backend: cfg.backend.as_str().into(),
+        database: cfg.database_name(),
+        table: "kv".into(),
+        seq: 1,
+        sql: st.sql,
+        params: st.params[0].clone(),
+        error: DumpError {
+            class: class.into(),
+            code: None,
+            message: "test".into(),
+        },
+        attempts: 1,
+        key,
+    }
+}
+
+/// At start every dump record is tried, however many passes of `dump_replay_max` that takes; a
+/// record that fails again stays and does not stop the records after it.
+fn every_dump_record_replays_at_start_past_dump_replay_max(db: Db) {
+    let mut cfg = config(db, "replaymax");
+    cfg.dump_replay_max = 2;
+    let s = open(&cfg);
+    s.shutdown().expect("shutdown");
+    let mut recs = vec![kv_record(
+        &cfg,
+        db,
+        9,
+        vec![Value::Null, Value::Null],
+        "sql",
+    )];
+    for k in 1..=5 {
+        recs.push(kv_record(&cfg, db, k, kv(k * 10, None), "network"));
+    }
+    DumpFile::open(&cfg.dump_path())
+        .expect("dump")
+        .append(&recs)
+        .expect("append");
+    let s = open(&cfg);
+    let h = s.handle();
+    let m = h.metrics();
+    assert_eq!(
+        (m.replays, m.replay_failures, m.dump_pending),
+        (5, 1, 1),
+        "every good record replayed at start, the bad one kept"
+    );
+    let rows: Vec<(i64, i64)> = kv_rows(&h).into_iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(rows, vec![(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 fn migrations_apply_once_and_verify(db: Db) {
     let cfg = config(db, "migrate");
     let s = open(&cfg);
@@ -846,6 +918,10 @@ macro_rules! suite {
             #[test]
             fn dump_records_replay_at_start() {
                 super::dump_records_replay_at_start($db)
+            }
+            #[test]
+            fn every_dump_record_replays_at_start_past_dump_replay_max() {
+                super::every_dump_record_replays_at_start_past_dump_replay_max($db)
             }
             #[test]
             fn migrations_apply_once_and_verify() {
