@@ -377,7 +377,14 @@ impl Flusher {
             }
         }
         if began {
+            let t0 = Instant::now();
             if let Err(e) = self.backend.flush_end().await {
+                // Counted as a failed statement (kind `ddl`: statements that are not row
+                // writes), so a flush that keeps failing to commit shows, and alerts, like one
+                // whose statements fail.
+                self.shared
+                    .metrics
+                    .statement(StmtKind::Ddl, 0, t0.elapsed(), false);
                 // SQLite commit failed: this flush's rows are not in the database. The snapshot
                 // is held (retried at the next interval, readable meanwhile) and the journal keeps
                 // it (checkpoint frozen).

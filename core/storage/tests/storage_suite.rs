@@ -958,6 +958,40 @@ macro_rules! suite {
 suite!(sqlite, Db::Sqlite);
 suite!(mysql, Db::Mysql);
 
+/// A SQLite flush whose COMMIT fails (here a deferred foreign key a trigger breaks; on a full disk
+/// the same) counts one failed statement, so the `storage_outage` alert sees it; the snapshot is
+/// held and written once the commit can succeed.
+#[test]
+fn sqlite_failed_commit_counts_a_statement_error() {
+    let mut cfg = config(Db::Sqlite, "commitfail");
+    cfg.flush_interval_ms = 200;
+    let s = open(&cfg);
+    let h = s.handle();
+    let q = |sql: &str| h.query(sql, vec![]).expect("query").wait().expect(sql);
+    q("PRAGMA foreign_keys = ON");
+    q("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
+    q("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)");
+    q("CREATE TRIGGER kv_child AFTER INSERT ON kv BEGIN INSERT INTO child VALUES (NEW.id); END");
+    let errors = |h: &lattice_storage::StorageHandle| -> u64 {
+        h.metrics().kinds.iter().map(|k| k.errors).sum()
+    };
+    assert_eq!(errors(&h), 0);
+    let kvt = h.table("kv").expect("kv");
+    h.insert(kvt, vec![Value::Int(1)], kv(10, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    let err = h.flush_and_wait(T).expect_err("the commit fails");
+    assert!(err.to_string().contains("held"), "{err}");
+    assert_eq!(h.metrics().unpersisted, 1);
+    assert_eq!(errors(&h), 1, "the failed commit is a failed statement");
+    q("DROP TRIGGER kv_child");
+    h.flush_and_wait(T).expect("held flush persisted");
+    assert_eq!(kv_rows(&h), vec![(1, 10, None)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 #[test]
 fn backend_kind_names() {
     assert_eq!(BackendKind::Mysql.as_str(), "mysql");
