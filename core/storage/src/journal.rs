@@ -239,7 +239,9 @@ impl Journal {
         let count = names.len();
         for (i, (_, path)) in names.into_iter().enumerate() {
             let mut buf = Vec::new();
-            File::open(&path)?.read_to_end(&mut buf)?;
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let (records, valid) = parse(&buf);
             if valid < buf.len() {
                 rec.truncated_bytes += (buf.len() - valid) as u64;
@@ -576,6 +578,17 @@ mod tests {
         assert!(rec.entries.is_empty());
         assert_eq!(rec.last_seq, 400);
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_named() {
+        let d = tmp("dirseg");
+        fs::create_dir_all(d.join(segment_name(7))).expect("mkdir");
+        let Err(e) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20) else {
+            panic!("a directory named like a segment opened");
+        };
+        assert!(e.to_string().contains(&segment_name(7)), "{e}");
+        fs::remove_dir_all(&d).ok();
     }
 
     #[test]

@@ -625,6 +625,16 @@ fn migrations_apply_once_and_verify(db: Db) {
     let sql = migrate::print_sql(&strict, schema().migrations()).expect("prints");
     assert!(sql.contains("CREATE TABLE IF NOT EXISTS kv"));
     assert_eq!(sql.contains("CREATE DATABASE"), db == Db::Mysql);
+    // A database newer than the binary (versions it does not know): a WARN, with or without
+    // auto_migrate, and the start goes on.
+    capture_logs();
+    let s = Storage::open(strict, schema()).expect("opens a newer database");
+    s.shutdown().expect("shutdown");
+    assert!(
+        captured_logs().contains("database schema is newer than this binary's migrations"),
+        "{}",
+        captured_logs()
+    );
     let s = Storage::open(cfg, schema3).expect("reopen");
     drop_database(&s.handle());
     s.shutdown().expect("shutdown");
