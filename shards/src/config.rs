@@ -297,13 +297,8 @@ impl Config {
         if self.compress.level > 9 {
             return Err(bad("compress.level", "must be 0..=9"));
         }
-        if let Err(e) = self.storage.validate() {
-            let key = if e.to_string().contains("url") {
-                "storage.url"
-            } else {
-                "storage"
-            };
-            return Err(bad(key, &e.to_string()));
+        if let Err((key, problem)) = self.storage.check() {
+            return Err(bad(key, &problem));
         }
         if let Err((key, problem)) = self.center.validate() {
             return Err(bad(key, &problem));

@@ -1,7 +1,9 @@
 //! The data directory's lock: one `lattice run` per data directory, and no `db-restore` under a
 //! running server. `<data_dir>/lattice.lock` holds an exclusive `flock` for the process's life
 //! (the kernel drops it when the process ends, however it ends) and the holder's pid, for the
-//! message the next one gets.
+//! message the next one gets. The journal directory and the SQLite file can be set apart from the
+//! data directory (`storage.journal_dir`, `storage.url`), so they carry locks of their own:
+//! `<journal_dir>/journal.lock` and `<sqlite file>.lock`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// The lock file's name in the data directory.
 pub const LOCK_FILE: &str = "lattice.lock";
+
+/// The lock file's name in the journal directory.
+pub const JOURNAL_LOCK_FILE: &str = "journal.lock";
 
 /// A held lock; released when dropped (or when the process ends).
 #[derive(Debug)]
@@ -33,13 +38,51 @@ pub fn lock(data_dir: &Path) -> Result<DirLock, String> {
             data_dir.display()
         )
     })?;
-    let path = data_dir.join(LOCK_FILE);
+    lock_file(
+        &data_dir.join(LOCK_FILE),
+        &format!("the data directory {}", data_dir.display()),
+        "storage.data_dir",
+    )
+}
+
+/// Takes the lock of the journal directory `dir` (creating it), or says which process holds it.
+pub fn lock_journal(dir: &Path) -> Result<DirLock, String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create the journal directory {} (storage.journal_dir): {e}",
+            dir.display()
+        )
+    })?;
+    lock_file(
+        &dir.join(JOURNAL_LOCK_FILE),
+        &format!("the journal directory {}", dir.display()),
+        "storage.journal_dir",
+    )
+}
+
+/// Takes the lock of the SQLite database `file` (`<file>.lock` beside it: a lock on the database
+/// file itself would be dropped with SQLite's own locks when this process closed it), or says which
+/// process holds it.
+pub fn lock_sqlite(file: &Path) -> Result<DirLock, String> {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".lock");
+    lock_file(
+        &PathBuf::from(name),
+        &format!("the SQLite database {}", file.display()),
+        "storage.url",
+    )
+}
+
+/// Takes an exclusive `flock` of `path` (creating the file) and writes this process's pid in it,
+/// or says which process holds it: `what` names the thing it guards, `key` the setting that gives
+/// this process one of its own.
+fn lock_file(path: &Path, what: &str, key: &str) -> Result<DirLock, String> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
+        .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -48,8 +91,7 @@ pub fn lock(data_dir: &Path) -> Result<DirLock, String> {
         let _ = f.read_to_string(&mut pid);
         let pid = pid.trim();
         return Err(format!(
-            "the data directory {} is in use by another lattice process{} (it holds {}); stop it, or give this one its own storage.data_dir",
-            data_dir.display(),
+            "{what} is in use by another lattice process{} (it holds {}); stop it, or give this one its own {key}",
             if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
             path.display()
         ));
@@ -57,7 +99,10 @@ pub fn lock(data_dir: &Path) -> Result<DirLock, String> {
     let _ = f.set_len(0);
     let _ = f.seek(SeekFrom::Start(0));
     let _ = writeln!(f, "{}", std::process::id());
-    Ok(DirLock { _file: f, path })
+    Ok(DirLock {
+        _file: f,
+        path: path.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -76,6 +121,24 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(first);
         assert!(lock(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_journal_directory_and_the_sqlite_file_are_locked_on_their_own() {
+        let dir = std::env::temp_dir().join(format!("lattice-jlock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let j = lock_journal(&dir.join("j")).unwrap();
+        let e = lock_journal(&dir.join("j")).unwrap_err();
+        assert!(e.contains("journal directory"), "{e}");
+        assert!(e.contains("storage.journal_dir"), "{e}");
+        let db = dir.join("x.sqlite3");
+        let l = lock_sqlite(&db).unwrap();
+        let e = lock_sqlite(&db).unwrap_err();
+        assert!(e.contains("storage.url"), "{e}");
+        // A journal directory that is the data directory: two lock files, no conflict.
+        let _d = lock(&dir.join("j")).unwrap();
+        drop((j, l));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

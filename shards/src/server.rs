@@ -165,6 +165,28 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     };
+    // The journal directory and the SQLite file may lie outside the data directory: two servers
+    // sharing either would lose each other's acknowledged writes.
+    let _journal_lock = match crate::datadir::lock_journal(&cfg.storage.journal_dir()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("lattice: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let _sqlite_lock = if cfg.storage.backend == lattice_storage::BackendKind::Sqlite {
+        match crate::datadir::lock_sqlite(&cfg.storage.sqlite_path()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("lattice: {e}");
+                return exit::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     // The admin token before any listener opens: an unreadable or malformed token file is a
     // configuration error (exit 2), not a failure after the server began serving.
     let mut admin_token = if cfg.admin.listen.is_empty() {

@@ -517,6 +517,60 @@ fn a_data_directory_in_use_refuses_a_second_server_and_a_restore() {
     assert!(restore.status.success(), "{restore:?}");
 }
 
+/// The journal directory and the SQLite file can lie outside the data directory
+/// (`storage.journal_dir`, `storage.url`): a second server with its own data directory that names
+/// the first one's journal directory or SQLite file is refused too, naming it, the holder and the
+/// key.
+#[test]
+fn a_journal_directory_or_sqlite_file_in_use_refuses_a_second_server() {
+    let mut l = Lattice::start(&[]);
+    let entry = |suffix: &str| {
+        std::fs::read_dir(&l.data)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no *{suffix} in {}", l.data.display()))
+            .display()
+            .to_string()
+    };
+    let (journal, sqlite) = (entry(".journal"), entry(".sqlite3"));
+    let own = std::env::temp_dir().join(format!("lattice-test-jlock-{}", std::process::id()));
+    let second = |extra: &[&str]| {
+        let port = format!("127.0.0.1:{}", free_port());
+        let own = own.display().to_string();
+        let mut args = vec![
+            "run",
+            "--net.listen",
+            &port,
+            "--listeners.http",
+            "",
+            "--admin.listen",
+            "",
+            "--tls.listen",
+            "",
+            "--tls.http_listen",
+            "",
+            "--storage.data_dir",
+            &own,
+        ];
+        args.extend_from_slice(extra);
+        lattice(&args)
+    };
+    let out = second(&["--storage.journal_dir", &journal]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the journal directory"), "{err}");
+    assert!(err.contains("storage.journal_dir"), "{err}");
+    assert!(err.contains(&format!("pid {}", l.child.id())), "{err}");
+    let out = second(&["--storage.url", &sqlite]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the SQLite database"), "{err}");
+    assert!(err.contains("storage.url"), "{err}");
+    assert_eq!(l.terminate(), 0);
+    let _ = std::fs::remove_dir_all(&own);
+}
+
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let l = Lattice::start(&["--log.format", "json"]);

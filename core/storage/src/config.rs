@@ -180,47 +180,95 @@ impl StorageConfig {
         Duration::from_millis(self.flush_interval_ms)
     }
 
-    /// Checks bounds and names; fails with [`StorageError::Config`].
+    /// Checks bounds and names; fails with [`StorageError::Config`] naming the key.
     pub fn validate(&self) -> Result<(), StorageError> {
-        let bad = |m: &str| Err(StorageError::Config(m.to_owned()));
-        super::ident::check_ident(&self.database_name()).map_err(|_| {
-            StorageError::Config(format!(
-                "database name {:?} is not [A-Za-z0-9_]{{1,64}}",
-                self.database_name()
-            ))
-        })?;
-        if self.backend == BackendKind::Mysql && self.url.is_none() {
-            return bad("backend = \"mysql\" needs url = \"mysql://user:pass@host:port\"");
+        self.check()
+            .map_err(|(key, m)| StorageError::Config(format!("{key}: {m}")))
+    }
+
+    /// Checks bounds and names; on failure, the key at fault (`storage.<key>`) and the problem.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = |key: &'static str, m: &str| Err((key, m.to_owned()));
+        if super::ident::check_ident(&self.database_name()).is_err() {
+            let key = if self.database.is_some() {
+                "storage.database"
+            } else {
+                "storage.role"
+            };
+            return Err((
+                key,
+                format!(
+                    "database name {:?} is not [A-Za-z0-9_]{{1,64}}",
+                    self.database_name()
+                ),
+            ));
         }
-        if self.backend == BackendKind::Mysql {
-            if let Some(u) = &self.url {
+        if self.data_dir.as_os_str().is_empty() {
+            return bad(
+                "storage.data_dir",
+                "must not be empty (\".\" for the working directory)",
+            );
+        }
+        if self.backend == BackendKind::Mysql && self.url.is_none() {
+            return bad(
+                "storage.url",
+                "backend = \"mysql\" needs url = \"mysql://user:pass@host:port\"",
+            );
+        }
+        if let Some(u) = &self.url {
+            if self.backend == BackendKind::Mysql {
                 if let Err(e) = mysql_async::Opts::from_url(u) {
-                    return Err(StorageError::Config(format!(
-                        "url is not a MySQL URL (mysql://user:pass@host:port): {e}"
-                    )));
+                    return Err((
+                        "storage.url",
+                        format!("url is not a MySQL URL (mysql://user:pass@host:port): {e}"),
+                    ));
                 }
+            } else if u.starts_with("mysql://") {
+                // Taken as an SQLite file path it would silently make a file named like the URL.
+                return bad(
+                    "storage.url",
+                    "is a mysql:// URL but storage.backend is \"sqlite\" (the url is then a file path): set storage.backend = \"mysql\"",
+                );
             }
         }
-        if self.queue_capacity == 0 || self.journal_batch == 0 || self.batch_rows == 0 {
-            return bad("queue_capacity, journal_batch and batch_rows must be > 0");
+        let positive: [(&'static str, u64); 8] = [
+            ("storage.queue_capacity", self.queue_capacity as u64),
+            ("storage.journal_batch", self.journal_batch as u64),
+            ("storage.batch_rows", self.batch_rows as u64),
+            ("storage.dirty_limit", self.dirty_limit as u64),
+            ("storage.flush_interval_ms", self.flush_interval_ms),
+            ("storage.op_timeout_ms", self.op_timeout_ms),
+            ("storage.read_queue", self.read_queue as u64),
+            ("storage.dump_replay_max", self.dump_replay_max as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return bad(key, "must be > 0");
+            }
         }
-        if self.dirty_limit == 0 || self.dirty_bound == 0 || self.dirty_bound > self.dirty_limit {
-            return bad("need 0 < dirty_bound <= dirty_limit");
-        }
-        if self.flush_interval_ms == 0 || self.op_timeout_ms == 0 {
-            return bad("flush_interval_ms and op_timeout_ms must be > 0");
+        if self.dirty_bound == 0 || self.dirty_bound > self.dirty_limit {
+            return bad("storage.dirty_bound", "need 0 < dirty_bound <= dirty_limit");
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval_ms == 0 {
-            return bad("fsync = \"interval\" needs fsync_interval_ms > 0");
+            return bad(
+                "storage.fsync_interval_ms",
+                "fsync = \"interval\" needs fsync_interval_ms > 0",
+            );
         }
-        if self.pool_max == 0 || self.pool_min > self.pool_max {
-            return bad("need pool_min <= pool_max and pool_max > 0");
+        if self.pool_max == 0 {
+            return bad("storage.pool_max", "must be > 0");
+        }
+        if self.pool_min > self.pool_max {
+            return bad("storage.pool_min", "need pool_min <= pool_max");
         }
         if self.journal_segment_bytes < 4096 {
-            return bad("journal_segment_bytes must be >= 4096");
+            return bad("storage.journal_segment_bytes", "must be >= 4096");
         }
-        if self.read_queue == 0 || self.dump_replay_max == 0 {
-            return bad("read_queue and dump_replay_max must be > 0");
+        if self.retry_backoff_ms > self.retry_backoff_max_ms {
+            return bad(
+                "storage.retry_backoff_ms",
+                "need retry_backoff_ms <= retry_backoff_max_ms",
+            );
         }
         Ok(())
     }
@@ -249,6 +297,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let key = |toml: &str| {
+            StorageConfig::from_toml(toml)
+                .expect("parses")
+                .check()
+                .expect_err(toml)
+                .0
+        };
+        assert_eq!(key("dirty_limit = 5"), "storage.dirty_bound");
+        assert_eq!(key("dirty_limit = 0"), "storage.dirty_limit");
+        assert_eq!(key("batch_rows = 0"), "storage.batch_rows");
+        assert_eq!(key("role = \"bad-role\""), "storage.role");
+        assert_eq!(key("pool_min = 9"), "storage.pool_min");
+        assert_eq!(
+            key("retry_backoff_ms = 10000\nretry_backoff_max_ms = 5000"),
+            "storage.retry_backoff_ms"
+        );
+        assert_eq!(key("url = \"mysql://u:p@127.0.0.1:3306\""), "storage.url");
+        assert_eq!(key("data_dir = \"\""), "storage.data_dir");
+    }
 
     #[test]
     fn defaults_and_toml() {

@@ -13,7 +13,7 @@ use super::connect::{connect, AnyBackend};
 use super::dirty::{DirtyMap, RowRef};
 use super::dump::{now_ms, row_id, DumpError, DumpFile, DumpLine, DumpRecord};
 use super::metrics::StmtKind;
-use super::reads::{self, InFlight, ReadReq};
+use super::reads::{self, InFlight, ReadReq, SqlDumped};
 use super::shared::{lock, Shared};
 use super::sql::{self, Stmt};
 use super::ticket::{AckGuard, FlushReport};
@@ -36,8 +36,10 @@ struct Flusher {
     /// journal keeps everything). The dirty map fills meanwhile up to `dirty_limit`.
     held: Option<(Rc<DirtyMap>, u64)>,
     /// Rows with a SQL-class record in the dump file, and the newest such record's seq: a newer
-    /// write of the row that reaches the database makes those records obsolete (dropped).
-    sql_dumped: std::collections::HashMap<String, u64>,
+    /// write of the row that reaches the database makes those records obsolete (dropped). Loads of
+    /// these rows fail (shared with the read tasks), so such a newer write cannot have been built
+    /// from the older state the database still holds.
+    sql_dumped: SqlDumped,
     last_activity: Instant,
 }
 
@@ -73,6 +75,7 @@ pub(crate) fn run(
             shared.clone(),
             f.backend.clone(),
             f.in_flight.clone(),
+            f.sql_dumped.clone(),
             read_rx,
         ));
         let r = f.run().await;
@@ -118,16 +121,27 @@ impl Flusher {
             dump,
             in_flight: InFlight::default(),
             held: None,
-            sql_dumped: std::collections::HashMap::new(),
+            sql_dumped: SqlDumped::default(),
             last_activity: Instant::now(),
             shared,
         };
         f.publish_dump();
         if f.dump.records() > 0 {
-            let (ok, kept) = f.replay_dump(true).await?;
+            // Every record is tried at start, `dump_replay_max` per pass (the file is rewritten
+            // after each, so a crash keeps the progress). Records that fail stay in place and are
+            // skipped by the next pass; a network failure ends the replay.
+            let (mut ok, mut skip) = (0, 0);
+            let kept = loop {
+                let r = f.replay_dump(true, skip).await?;
+                ok += r.ok;
+                skip += r.tried - r.ok as usize;
+                if r.stopped || r.tried < f.shared.config.dump_replay_max {
+                    break r.kept;
+                }
+            };
             tracing::info!(replayed = ok, kept, "dump file replayed at start");
         }
-        f.sql_dumped = f
+        *f.sql_dumped.borrow_mut() = f
             .dump
             .load()
             .unwrap_or_default()
@@ -249,7 +263,7 @@ impl Flusher {
                 persisted = ok;
             } else if self.dump.network_pending() > 0 {
                 self.last_activity = Instant::now();
-                if let Err(e) = self.replay_dump(false).await {
+                if let Err(e) = self.replay_dump(false, 0).await {
                     tracing::error!(error = %e, "dump replay failed");
                 }
             }
@@ -363,7 +377,14 @@ impl Flusher {
             }
         }
         if began {
+            let t0 = Instant::now();
             if let Err(e) = self.backend.flush_end().await {
+                // Counted as a failed statement (kind `ddl`: statements that are not row
+                // writes), so a flush that keeps failing to commit shows, and alerts, like one
+                // whose statements fail.
+                self.shared
+                    .metrics
+                    .statement(StmtKind::Ddl, 0, t0.elapsed(), false);
                 // SQLite commit failed: this flush's rows are not in the database. The snapshot
                 // is held (retried at the next interval, readable meanwhile) and the journal keeps
                 // it (checkpoint frozen).
@@ -420,7 +441,7 @@ impl Flusher {
         let mut attempt: u32 = 0;
         loop {
             let r = if self.dump.network_pending() > 0 {
-                match self.replay_dump(false).await {
+                match self.replay_dump(false, 0).await {
                     Ok(_) if self.dump.network_pending() == 0 => self.exec_stmt(stmt).await,
                     Ok(_) => Err(DbError::network(
                         "older dumped writes are still waiting for the database",
@@ -469,19 +490,16 @@ impl Flusher {
             .store(self.dump.network_pending(), Ordering::Release);
     }
 
-    /// Notes rows written to the database that have older SQL-class dump records.
+    /// Notes rows written to the database that have older SQL-class dump records (they are
+    /// dropped once the flush is committed).
     fn note_written(&mut self, spec: &TableSpec, rows: &[RowRef<'_>], out: &mut Vec<String>) {
-        if self.sql_dumped.is_empty() {
+        let dumped = self.sql_dumped.borrow();
+        if dumped.is_empty() {
             return;
         }
         for r in rows {
             let id = row_id(&spec.name, r.key);
-            if self
-                .sql_dumped
-                .get(&id)
-                .is_some_and(|&seq| seq < r.entry.seq)
-            {
-                self.sql_dumped.remove(&id);
+            if dumped.get(&id).is_some_and(|&seq| seq < r.entry.seq) {
                 out.push(id);
             }
         }
@@ -490,6 +508,12 @@ impl Flusher {
     /// Removes the SQL-class dump records of `rows` (a newer write of each is in the database:
     /// replaying them would put an older state back), logging each.
     fn drop_superseded(&mut self, rows: &[String]) {
+        {
+            let mut dumped = self.sql_dumped.borrow_mut();
+            for id in rows {
+                dumped.remove(id);
+            }
+        }
         let lines = match self.dump.load() {
             Ok(l) => l,
             Err(e) => {
@@ -548,9 +572,10 @@ impl Flusher {
         match self.dump.append(&recs) {
             Ok(()) => {
                 if e.class == ErrorClass::Sql {
+                    let mut dumped = self.sql_dumped.borrow_mut();
                     for r in &recs {
                         if let Some(id) = r.row_id() {
-                            let seq = self.sql_dumped.entry(id).or_insert(r.seq);
+                            let seq = dumped.entry(id).or_insert(r.seq);
                             *seq = (*seq).max(r.seq);
                         }
                     }
@@ -569,10 +594,11 @@ impl Flusher {
         }
     }
 
-    /// Replays the dump file in order. At start every record is tried; while running only
-    /// network-class ones (SQL-class ones would fail the same way). Stops at the first network
-    /// failure, keeping it and everything after. Returns (replayed, kept).
-    async fn replay_dump(&mut self, at_start: bool) -> Result<(u64, u64), StorageError> {
+    /// Replays the dump file in order, at most `dump_replay_max` records, after passing over the
+    /// first `skip` that qualify (tried by an earlier pass at start). At start every record
+    /// qualifies; while running only network-class ones (SQL-class ones would fail the same way).
+    /// Stops at the first network failure, keeping it and everything after.
+    async fn replay_dump(&mut self, at_start: bool, skip: usize) -> Result<Replay, StorageError> {
         let lines = self
             .dump
             .load()
@@ -582,6 +608,7 @@ impl Flusher {
         let mut keep: Vec<DumpLine> = Vec::new();
         let mut stop = false;
         let mut tried = 0usize;
+        let mut skipped = 0usize;
         let mut ok = 0u64;
         let mut changed = false;
         for line in lines {
@@ -592,6 +619,11 @@ impl Flusher {
                         && (at_start || r.error.is_network())
                         && r.backend == self.kind.as_str() =>
                 {
+                    if skipped < skip {
+                        skipped += 1;
+                        keep.push(DumpLine::Record(r));
+                        continue;
+                    }
                     r
                 }
                 other => {
@@ -633,8 +665,25 @@ impl Flusher {
             })?;
         }
         self.publish_dump();
-        Ok((ok, keep.len() as u64))
+        Ok(Replay {
+            ok,
+            kept: keep.len() as u64,
+            tried,
+            stopped: stop,
+        })
     }
+}
+
+/// What one replay pass did.
+struct Replay {
+    /// Records replayed (removed from the file).
+    ok: u64,
+    /// Lines left in the file.
+    kept: u64,
+    /// Records tried (replayed or failed).
+    tried: usize,
+    /// A network failure ended the pass.
+    stopped: bool,
 }
 
 fn row_stmt(d: sql::Dialect, spec: &TableSpec, r: &RowRef<'_>) -> Stmt {

@@ -79,6 +79,9 @@ pub struct Journal {
     confirmed: u64,
     last_seq: u64,
     buf: Vec<u8>,
+    /// Test hook: the next write puts half its bytes down and fails, as on a full disk.
+    #[cfg(test)]
+    fail_next_write: bool,
 }
 
 /// Encodes one mark record (header included) onto `out`; returns the record's size.
@@ -236,7 +239,9 @@ impl Journal {
         let count = names.len();
         for (i, (_, path)) in names.into_iter().enumerate() {
             let mut buf = Vec::new();
-            File::open(&path)?.read_to_end(&mut buf)?;
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let (records, valid) = parse(&buf);
             if valid < buf.len() {
                 rec.truncated_bytes += (buf.len() - valid) as u64;
@@ -298,6 +303,8 @@ impl Journal {
             confirmed: rec.confirmed,
             last_seq: rec.last_seq,
             buf: Vec::new(),
+            #[cfg(test)]
+            fail_next_write: false,
         };
         let mut cp = Vec::new();
         encode_checkpoint(&mut cp, j.confirmed);
@@ -335,15 +342,33 @@ impl Journal {
 
     /// Writes a group of already encoded mark records whose highest seq is `max_seq`, then syncs if
     /// the policy is [`FsyncPolicy::Always`]. When this returns `Ok`, the marks survive `kill -9`.
+    /// When the write or that sync fails, the segment is cut back to its length before the write
+    /// (a torn record would hide every later one), so the next append goes to the same segment;
+    /// only if the cut fails does the journal move on to a new segment.
     pub fn append(&mut self, buf: Vec<u8>, max_seq: u64) -> io::Result<()> {
-        let r = self.write_raw(&buf);
+        let good = self.current.bytes;
+        let mut r = self.write_raw(&buf);
+        if r.is_ok() && self.policy == FsyncPolicy::Always {
+            r = self.sync();
+        }
         self.buf = buf;
-        r?;
+        if let Err(e) = r {
+            // Seqs up to `max_seq` are never reused, whatever happens next.
+            self.last_seq = self.last_seq.max(max_seq);
+            self.current.bytes = good;
+            self.unsynced = true;
+            if let Err(cut) = self.file.set_len(good) {
+                if let Err(new) = self.rotate() {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{e}; cutting the segment back failed ({cut}) and so did starting a new one ({new})"),
+                    ));
+                }
+            }
+            return Err(e);
+        }
         self.current.max_seq = self.current.max_seq.max(max_seq);
         self.last_seq = self.last_seq.max(max_seq);
-        if self.policy == FsyncPolicy::Always {
-            self.sync()?;
-        }
         if self.current.bytes >= self.segment_limit {
             self.rotate()?;
         }
@@ -351,6 +376,14 @@ impl Journal {
     }
 
     fn write_raw(&mut self, b: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_write) {
+            self.file.write_all(&b[..b.len() / 2])?;
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "test: disk full",
+            ));
+        }
         self.file.write_all(b)?;
         self.current.bytes += b.len() as u64;
         self.unsynced = true;
@@ -410,13 +443,6 @@ impl Journal {
             self.closed.pop_front();
         }
         Ok(())
-    }
-
-    /// After a failed append (the segment may end in a torn record), moves on to a new segment so
-    /// later records stay readable; seqs up to `seq` are never reused.
-    pub fn restart_segment(&mut self, seq: u64) -> io::Result<()> {
-        self.last_seq = self.last_seq.max(seq);
-        self.rotate()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -508,6 +534,32 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_append_is_cut_back_and_makes_no_new_segment() {
+        let d = tmp("failed");
+        let (mut j, _) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("open");
+        put(&mut j, 1, 1);
+        for s in 2..=100 {
+            j.fail_next_write = true;
+            let mut b = j.take_buf();
+            encode_mark(&mut b, s, Op::Insert, "t", &[Value::Int(0)], &[]);
+            assert!(j.append(b, s).is_err());
+        }
+        put(&mut j, 101, 101);
+        assert_eq!(j.segments(), 1, "refused appends make no segments");
+        drop(j);
+        let (_j, rec) =
+            Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen");
+        let seqs: Vec<u64> = rec.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![1, 101],
+            "the marks after the failures are readable"
+        );
+        assert_eq!(rec.truncated_bytes, 0, "no torn bytes left behind");
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
     fn rotates_and_deletes_confirmed_segments() {
         let d = tmp("rotate");
         let (mut j, _) =
@@ -526,6 +578,17 @@ mod tests {
         assert!(rec.entries.is_empty());
         assert_eq!(rec.last_seq, 400);
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_named() {
+        let d = tmp("dirseg");
+        fs::create_dir_all(d.join(segment_name(7))).expect("mkdir");
+        let Err(e) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20) else {
+            panic!("a directory named like a segment opened");
+        };
+        assert!(e.to_string().contains(&segment_name(7)), "{e}");
+        fs::remove_dir_all(&d).ok();
     }
 
     #[test]

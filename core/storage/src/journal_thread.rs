@@ -39,6 +39,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: MarkRx<Pending>
     let m = &shared.metrics;
     let mut batch: Vec<Pending> = Vec::with_capacity(cfg.journal_batch.min(65_536));
     let mut seq = journal.last_seq();
+    // Appends refused in a row (logged once, at the first).
+    let mut refused_run: u64 = 0;
     let mut checkpointed = journal.confirmed();
     let mut acks: Vec<(AckGuard<MarkAck>, u64)> = Vec::with_capacity(batch.capacity());
     // A failed checkpoint is retried with the storage retry backoff (it only delays deleting
@@ -154,6 +156,13 @@ pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: MarkRx<Pending>
         let bytes = buf.len() as u64;
         match journal.append(buf, seq) {
             Ok(()) => {
+                if refused_run > 0 {
+                    tracing::warn!(
+                        refused_appends = refused_run,
+                        "journal appends succeed again"
+                    );
+                    refused_run = 0;
+                }
                 m.journal_appends.fetch_add(1, Ordering::Relaxed);
                 m.journal_bytes_written.fetch_add(bytes, Ordering::Relaxed);
                 m.journal_bytes.store(journal.bytes(), Ordering::Relaxed);
@@ -182,13 +191,14 @@ pub(crate) fn run(shared: Arc<Shared>, mut journal: Journal, rx: MarkRx<Pending>
             }
             Err(e) => {
                 m.journal_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, marks = batch.len(), "journal append failed; marks refused");
+                // One line per run of failures (a full disk refuses every append until space
+                // comes back); `journal_errors_total` counts each, the recovery line sums them.
+                if refused_run == 0 {
+                    tracing::error!(error = %e, marks = batch.len(), "journal append failed; marks refused (further failures until an append succeeds are only counted, in journal_errors_total)");
+                }
+                refused_run += 1;
                 for p in batch.drain(..) {
                     p.ack.done(Err(StorageError::Journal(e.to_string())));
-                }
-                // Records after a torn one would be unreadable: continue in a fresh segment.
-                if let Err(e) = journal.restart_segment(seq) {
-                    tracing::error!(error = %e, "journal: could not start a new segment after a failed append");
                 }
             }
         }

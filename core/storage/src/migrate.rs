@@ -177,14 +177,7 @@ pub async fn apply<B: Backend>(
 ) -> Result<Vec<u32>, StorageError> {
     let ms = check(migrations)?;
     let done = applied(b, kind).await?;
-    let known_max = ms.last().map_or(0, |m| m.version);
-    if let Some(&newer) = done.iter().find(|&&v| v > known_max) {
-        tracing::warn!(
-            version = newer,
-            known_max,
-            "database schema is newer than this binary's migrations"
-        );
-    }
+    warn_if_newer(done.iter().map(|&v| i64::from(v)), &ms);
     let mut now_applied = Vec::new();
     for m in ms.into_iter().filter(|m| !done.contains(&m.version)) {
         let t0 = Instant::now();
@@ -206,6 +199,19 @@ pub async fn apply<B: Backend>(
     Ok(now_applied)
 }
 
+/// Logs a `WARN` when the database records a version above every migration this binary knows (a
+/// newer binary ran on it, e.g. before a rollback): the server still starts.
+fn warn_if_newer(done: impl Iterator<Item = i64>, ms: &[&Migration]) {
+    let known_max = ms.last().map_or(0, |m| m.version);
+    if let Some(newer) = done.filter(|&v| v > i64::from(known_max)).max() {
+        tracing::warn!(
+            version = newer,
+            known_max,
+            "database schema is newer than this binary's migrations"
+        );
+    }
+}
+
 /// Fails unless every migration is recorded (used when `auto_migrate` is off).
 pub async fn verify<B: Backend>(b: &B, migrations: &[Migration]) -> Result<(), StorageError> {
     let ms = check(migrations)?;
@@ -221,6 +227,7 @@ pub async fn verify<B: Backend>(b: &B, migrations: &[Migration]) -> Result<(), S
         .iter()
         .filter_map(|r| r.first().and_then(Value::as_i64))
         .collect();
+    warn_if_newer(done.iter().copied(), &ms);
     let missing: Vec<u32> = ms
         .iter()
         .map(|m| m.version)

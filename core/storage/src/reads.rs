@@ -1,20 +1,23 @@
 //! The read path: `load` and `query` requests travel through a bounded queue to the flusher thread,
 //! where each runs as a local task (at most `pool_max` at once). A load answers from the dirty map,
 //! then from the snapshot the flusher is writing, and only then with a `SELECT`, so a read never sees
-//! older data than a write acknowledged before it.
+//! older data than a write acknowledged before it. A row with an acknowledged write the database
+//! refused (a SQL-class dump record) is not read from the database at all.
 //!
-//! Owns the read queue and the read tasks. Knows nothing of the journal, the dump file or how the
-//! flusher writes.
+//! Owns the read queue and the read tasks. Knows nothing of the journal, the dump file's format or
+//! how the flusher writes.
 
-use super::backend::{Backend, DbError};
+use super::backend::{Backend, DbError, ErrorClass};
 use super::connect::AnyBackend;
 use super::dirty::DirtyMap;
+use super::dump::row_id;
 use super::metrics::StmtKind;
 use super::shared::{lock, Shared};
 use super::sql;
 use super::ticket::{AckGuard, LoadTicket, QueryTicket, Slot};
 use super::{Op, StorageError, TableId, Value};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +27,13 @@ use tokio::sync::mpsc::error::TrySendError;
 /// The snapshot the flusher has taken from the dirty map and not yet persisted (`None` between
 /// flushes). Lives on the flusher thread only.
 pub(crate) type InFlight = Rc<RefCell<Option<Rc<DirtyMap>>>>;
+
+/// Rows (`dump::row_id`) with a SQL-class record in the dump file, and the newest such record's
+/// seq. The flusher keeps it; a load of such a row fails, because the database holds an older
+/// state than the acknowledged one in the record, and a write built from that older state would
+/// reach the database and drop the record (a newer write supersedes it). Lives on the flusher
+/// thread only.
+pub(crate) type SqlDumped = Rc<RefCell<HashMap<String, u64>>>;
 
 pub(crate) enum ReadReq {
     Load {
@@ -120,6 +130,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     backend: Rc<AnyBackend>,
     in_flight: InFlight,
+    sql_dumped: SqlDumped,
     mut rx: tokio::sync::mpsc::Receiver<ReadReq>,
 ) {
     // At most `pool_max` reads run at once; the rest wait in the bounded queue.
@@ -128,7 +139,12 @@ pub(crate) async fn serve(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (shared, backend, in_flight) = (shared.clone(), backend.clone(), in_flight.clone());
+        let (shared, backend, in_flight, sql_dumped) = (
+            shared.clone(),
+            backend.clone(),
+            in_flight.clone(),
+            sql_dumped.clone(),
+        );
         tokio::task::spawn_local(async move {
             let _permit = permit;
             match req {
@@ -158,6 +174,20 @@ pub(crate) async fn serve(
                         return;
                     }
                     let spec = &shared.tables[table.index()];
+                    if sql_dumped.borrow().contains_key(&row_id(&spec.name, &key)) {
+                        // The acknowledged state of this row is in the dump file, not in the
+                        // database: refuse until it is replayed (at a start, once the database
+                        // takes it) or an operator removes it.
+                        ack.done(Err(StorageError::Db(DbError {
+                            class: ErrorClass::Sql,
+                            code: None,
+                            message: format!(
+                                "a write of this {} row failed with a SQL error and waits in the dump file; it cannot be read until that record is replayed or removed",
+                                spec.name
+                            ),
+                        })));
+                        return;
+                    }
                     let st = sql::select_one(backend.dialect(), spec, &key);
                     let t0 = Instant::now();
                     let r = backend.query_row(&st.sql, &key).await;

@@ -397,6 +397,51 @@ fn a_newer_write_supersedes_a_sql_class_dump_record(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A row whose acknowledged write the database refused (SQL error, dumped) is not read from the
+/// database, which still holds the older state: a caller that read it and wrote the row again would
+/// reach the database and drop the record, losing the acknowledged write. Once a newer write of
+/// the row reaches the database (one not built from that older state), the row reads again.
+fn a_row_with_a_sql_class_dump_record_is_not_read_from_the_database(db: Db) {
+    let cfg = config(db, "sqlstale");
+    let s = open(&cfg);
+    let h = s.handle();
+    let kvt = h.table("kv").expect("kv");
+    let load = |k: i64| h.load(kvt, vec![Value::Int(k)]).expect("load").wait();
+    for i in [5, 6] {
+        h.insert(kvt, vec![Value::Int(i)], kv(i, None))
+            .expect("mark")
+            .wait()
+            .expect("ack");
+    }
+    assert_eq!(h.flush_and_wait(T).expect("flush").written, 2);
+    // An acknowledged write of row 5 that the database refuses: dumped, the database keeps 5.
+    h.insert(kvt, vec![Value::Int(5)], vec![Value::Null, Value::Null])
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").dumped, 1);
+    let err = load(5).expect_err("the database's row 5 is older than the acknowledged write");
+    assert!(err.to_string().contains("dump file"), "{err}");
+    assert_eq!(load(6).expect("other rows read"), Some(kv(6, None)));
+    s.shutdown().expect("shutdown");
+    // The record is tried at the next start, fails again, and still guards the row.
+    let s = open(&cfg);
+    let h = s.handle();
+    let load = |k: i64| h.load(kvt, vec![Value::Int(k)]).expect("load").wait();
+    assert_eq!(h.metrics().dump_pending, 1);
+    assert!(load(5).is_err(), "still guarded after a restart");
+    // A newer write of row 5 reaches the database: the record is dropped, the row reads again.
+    h.insert(kvt, vec![Value::Int(5)], kv(55, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    assert_eq!(h.flush_and_wait(T).expect("flush").written, 1);
+    assert_eq!(h.metrics().dump_pending, 0);
+    assert_eq!(load(5).expect("reads again"), Some(kv(55, None)));
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 fn dump_records_replay_at_start(db: Db) {
     let cfg = config(db, "dumpreplay");
     // First open creates the schema; then a dump record is written by hand, as an operator or an
@@ -459,6 +504,78 @@ fn dump_records_replay_at_start(db: Db) {
     s.shutdown().expect("shutdown");
 }
 
+/// A dump record of an upsert of `kv` row `k`, failed with an error of `class`.
+fn kv_record(cfg: &StorageConfig, db: Db, k: i64, values: Vec<Value>, class: &str) -> DumpRecord {
+    let dialect = match db {
+        Db::Mysql => Dialect::Mysql,
+        Db::Sqlite => Dialect::Sqlite,
+    };
+    let key = vec![Value::Int(k)];
+    let entry = lattice_storage::dirty::DirtyEntry {
+        op: lattice_storage::Op::Insert,
+        values,
+        seq: 1,
+    };
+    let row = lattice_storage::dirty::RowRef {
+        table: lattice_storage::TableId::first(),
+        key: &key,
+        entry: &entry,
+    };
+    let st = sql::upsert(dialect, &schema().tables()[0], &[row]);
+    DumpRecord {
+        v: 1,
+        at_ms: 0,
+        backend: cfg.backend.as_str().into(),
+        database: cfg.database_name(),
+        table: "kv".into(),
+        seq: 1,
+        sql: st.sql,
+        params: st.params[0].clone(),
+        error: DumpError {
+            class: class.into(),
+            code: None,
+            message: "test".into(),
+        },
+        attempts: 1,
+        key,
+    }
+}
+
+/// At start every dump record is tried, however many passes of `dump_replay_max` that takes; a
+/// record that fails again stays and does not stop the records after it.
+fn every_dump_record_replays_at_start_past_dump_replay_max(db: Db) {
+    let mut cfg = config(db, "replaymax");
+    cfg.dump_replay_max = 2;
+    let s = open(&cfg);
+    s.shutdown().expect("shutdown");
+    let mut recs = vec![kv_record(
+        &cfg,
+        db,
+        9,
+        vec![Value::Null, Value::Null],
+        "sql",
+    )];
+    for k in 1..=5 {
+        recs.push(kv_record(&cfg, db, k, kv(k * 10, None), "network"));
+    }
+    DumpFile::open(&cfg.dump_path())
+        .expect("dump")
+        .append(&recs)
+        .expect("append");
+    let s = open(&cfg);
+    let h = s.handle();
+    let m = h.metrics();
+    assert_eq!(
+        (m.replays, m.replay_failures, m.dump_pending),
+        (5, 1, 1),
+        "every good record replayed at start, the bad one kept"
+    );
+    let rows: Vec<(i64, i64)> = kv_rows(&h).into_iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(rows, vec![(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
+
 fn migrations_apply_once_and_verify(db: Db) {
     let cfg = config(db, "migrate");
     let s = open(&cfg);
@@ -508,6 +625,16 @@ fn migrations_apply_once_and_verify(db: Db) {
     let sql = migrate::print_sql(&strict, schema().migrations()).expect("prints");
     assert!(sql.contains("CREATE TABLE IF NOT EXISTS kv"));
     assert_eq!(sql.contains("CREATE DATABASE"), db == Db::Mysql);
+    // A database newer than the binary (versions it does not know): a WARN, with or without
+    // auto_migrate, and the start goes on.
+    capture_logs();
+    let s = Storage::open(strict, schema()).expect("opens a newer database");
+    s.shutdown().expect("shutdown");
+    assert!(
+        captured_logs().contains("database schema is newer than this binary's migrations"),
+        "{}",
+        captured_logs()
+    );
     let s = Storage::open(cfg, schema3).expect("reopen");
     drop_database(&s.handle());
     s.shutdown().expect("shutdown");
@@ -795,8 +922,16 @@ macro_rules! suite {
                 super::a_newer_write_supersedes_a_sql_class_dump_record($db)
             }
             #[test]
+            fn a_row_with_a_sql_class_dump_record_is_not_read_from_the_database() {
+                super::a_row_with_a_sql_class_dump_record_is_not_read_from_the_database($db)
+            }
+            #[test]
             fn dump_records_replay_at_start() {
                 super::dump_records_replay_at_start($db)
+            }
+            #[test]
+            fn every_dump_record_replays_at_start_past_dump_replay_max() {
+                super::every_dump_record_replays_at_start_past_dump_replay_max($db)
             }
             #[test]
             fn migrations_apply_once_and_verify() {
@@ -832,6 +967,40 @@ macro_rules! suite {
 
 suite!(sqlite, Db::Sqlite);
 suite!(mysql, Db::Mysql);
+
+/// A SQLite flush whose COMMIT fails (here a deferred foreign key a trigger breaks; on a full disk
+/// the same) counts one failed statement, so the `storage_outage` alert sees it; the snapshot is
+/// held and written once the commit can succeed.
+#[test]
+fn sqlite_failed_commit_counts_a_statement_error() {
+    let mut cfg = config(Db::Sqlite, "commitfail");
+    cfg.flush_interval_ms = 200;
+    let s = open(&cfg);
+    let h = s.handle();
+    let q = |sql: &str| h.query(sql, vec![]).expect("query").wait().expect(sql);
+    q("PRAGMA foreign_keys = ON");
+    q("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
+    q("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)");
+    q("CREATE TRIGGER kv_child AFTER INSERT ON kv BEGIN INSERT INTO child VALUES (NEW.id); END");
+    let errors = |h: &lattice_storage::StorageHandle| -> u64 {
+        h.metrics().kinds.iter().map(|k| k.errors).sum()
+    };
+    assert_eq!(errors(&h), 0);
+    let kvt = h.table("kv").expect("kv");
+    h.insert(kvt, vec![Value::Int(1)], kv(10, None))
+        .expect("mark")
+        .wait()
+        .expect("ack");
+    let err = h.flush_and_wait(T).expect_err("the commit fails");
+    assert!(err.to_string().contains("held"), "{err}");
+    assert_eq!(h.metrics().unpersisted, 1);
+    assert_eq!(errors(&h), 1, "the failed commit is a failed statement");
+    q("DROP TRIGGER kv_child");
+    h.flush_and_wait(T).expect("held flush persisted");
+    assert_eq!(kv_rows(&h), vec![(1, 10, None)]);
+    drop_database(&h);
+    s.shutdown().expect("shutdown");
+}
 
 #[test]
 fn backend_kind_names() {

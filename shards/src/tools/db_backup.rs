@@ -19,6 +19,15 @@ pub fn restore(cfg: &Config, file: &Path) -> Result<(), String> {
     // A running server holds the data directory's lock: restoring under it breaks it.
     let _lock = crate::datadir::lock(&cfg.storage.data_dir)
         .map_err(|e| format!("db-restore: stop the server first: {e}"))?;
+    // A server may use this SQLite file from another data directory (`storage.url`).
+    let _db_lock = if cfg.storage.backend == lattice_storage::BackendKind::Sqlite {
+        Some(
+            crate::datadir::lock_sqlite(&cfg.storage.sqlite_path())
+                .map_err(|e| format!("db-restore: stop the server first: {e}"))?,
+        )
+    } else {
+        None
+    };
     lattice_storage::backup::restore(&cfg.storage, file).map_err(|e| format!("db-restore: {e}"))?;
     eprintln!(
         "restored {} into database {}",
