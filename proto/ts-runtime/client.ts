@@ -323,7 +323,11 @@ export class LatticeClient {
       onHandlerError: options.onHandlerError ?? ((e, where) => console.error(`lattice: ${where} threw`, e)),
     };
     this.opts.deadAfterMs = duration("deadAfterMs", options.deadAfterMs, Math.min(2 * this.opts.heartbeatMs, MAX_TIMER_MS) || 1, 1);
-    parseVersion(this.opts.clientVersion); // fail early on a malformed version
+    try {
+      parseVersion(this.opts.clientVersion); // fail early on a malformed version
+    } catch (e) {
+      throw new RangeError(`clientVersion ${e instanceof Error ? e.message : String(e)}`);
+    }
   }
 
   /** `true` between a successful `connect` and the close, except while reconnecting. */

@@ -3,7 +3,9 @@
 //! (the kernel drops it when the process ends, however it ends) and the holder's pid, for the
 //! message the next one gets. The journal directory and the SQLite file can be set apart from the
 //! data directory (`storage.journal_dir`, `storage.url`), so they carry locks of their own:
-//! `<journal_dir>/journal.lock` and `<sqlite file>.lock`.
+//! `<journal_dir>/journal.lock` (one server per journal) and `<sqlite file>.lock`, which servers
+//! hold shared (nodes may share one SQLite file as they share one MariaDB: each writes its own
+//! rows through its own journal) and `db-restore` exclusive (no restore under any of them).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -61,16 +63,37 @@ pub fn lock_journal(dir: &Path) -> Result<DirLock, String> {
 }
 
 /// Takes the lock of the SQLite database `file` (`<file>.lock` beside it: a lock on the database
-/// file itself would be dropped with SQLite's own locks when this process closed it), or says which
-/// process holds it.
-pub fn lock_sqlite(file: &Path) -> Result<DirLock, String> {
+/// file itself would be dropped with SQLite's own locks when this process closed it): `shared` for
+/// a server using it (never refused by another server), exclusive for a restore (refused while a
+/// server uses it, saying which).
+pub fn lock_sqlite(file: &Path, shared: bool) -> Result<DirLock, String> {
     let mut name = file.as_os_str().to_owned();
     name.push(".lock");
-    lock_file(
-        &PathBuf::from(name),
-        &format!("the SQLite database {}", file.display()),
-        "storage.url",
-    )
+    let path = PathBuf::from(name);
+    if !shared {
+        return lock_file(
+            &path,
+            &format!("the SQLite database {}", file.display()),
+            "storage.url",
+        );
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(format!(
+            "the SQLite database {} is being restored (a process holds {} exclusively)",
+            file.display(),
+            path.display()
+        ));
+    }
+    Ok(DirLock { _file: f, path })
 }
 
 /// Takes an exclusive `flock` of `path` (creating the file) and writes this process's pid in it,
@@ -133,9 +156,16 @@ mod tests {
         assert!(e.contains("journal directory"), "{e}");
         assert!(e.contains("storage.journal_dir"), "{e}");
         let db = dir.join("x.sqlite3");
-        let l = lock_sqlite(&db).unwrap();
-        let e = lock_sqlite(&db).unwrap_err();
+        // Servers share an SQLite file; a restore is refused while any uses it, and a server
+        // while a restore runs.
+        let s1 = lock_sqlite(&db, true).unwrap();
+        let s2 = lock_sqlite(&db, true).unwrap();
+        let e = lock_sqlite(&db, false).unwrap_err();
         assert!(e.contains("storage.url"), "{e}");
+        drop((s1, s2));
+        let l = lock_sqlite(&db, false).unwrap();
+        let e = lock_sqlite(&db, true).unwrap_err();
+        assert!(e.contains("being restored"), "{e}");
         // A journal directory that is the data directory: two lock files, no conflict.
         let _d = lock(&dir.join("j")).unwrap();
         drop((j, l));

@@ -104,13 +104,15 @@ fn main() {
         }
         Command::Tool(tool) => lattice_server::tools::run(tool, &load_or_exit),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut cli::command(),
-                "lattice",
-                &mut std::io::stdout(),
-            );
-            exit::OK
+            // Written in one go: a reader that stops early (`| head`) ends the output, not the
+            // process with a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli::command(), "lattice", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => exit::OK,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                Err(e) => fail(exit::FAILURE, format!("stdout: {e}")),
+            }
         }
         Command::Run(args) => {
             let c = load_or_exit(&args);

@@ -165,8 +165,9 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::FAILURE;
         }
     };
-    // The journal directory and the SQLite file may lie outside the data directory: two servers
-    // sharing either would lose each other's acknowledged writes.
+    // The journal directory may lie outside the data directory: two servers sharing it would lose
+    // each other's acknowledged writes. An SQLite file may be shared (as a MariaDB is), but not
+    // restored under a server that uses it.
     let _journal_lock = match crate::datadir::lock_journal(&cfg.storage.journal_dir()) {
         Ok(l) => l,
         Err(e) => {
@@ -176,7 +177,7 @@ pub fn run(mut cfg: Config) -> i32 {
         }
     };
     let _sqlite_lock = if cfg.storage.backend == lattice_storage::BackendKind::Sqlite {
-        match crate::datadir::lock_sqlite(&cfg.storage.sqlite_path()) {
+        match crate::datadir::lock_sqlite(&cfg.storage.sqlite_path(), true) {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

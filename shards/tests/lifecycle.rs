@@ -519,10 +519,11 @@ fn a_data_directory_in_use_refuses_a_second_server_and_a_restore() {
 
 /// The journal directory and the SQLite file can lie outside the data directory
 /// (`storage.journal_dir`, `storage.url`): a second server with its own data directory that names
-/// the first one's journal directory or SQLite file is refused too, naming it, the holder and the
-/// key.
+/// the first one's journal directory is refused, naming it, the holder and the key; one that names
+/// its SQLite file shares it (as nodes share a MariaDB), and a restore into that file from another
+/// data directory is refused while a server uses it.
 #[test]
-fn a_journal_directory_or_sqlite_file_in_use_refuses_a_second_server() {
+fn a_journal_directory_in_use_refuses_a_second_server_and_a_used_sqlite_file_a_restore() {
     let mut l = Lattice::start(&[]);
     let entry = |suffix: &str| {
         std::fs::read_dir(&l.data)
@@ -562,11 +563,28 @@ fn a_journal_directory_or_sqlite_file_in_use_refuses_a_second_server() {
     assert!(err.contains("the journal directory"), "{err}");
     assert!(err.contains("storage.journal_dir"), "{err}");
     assert!(err.contains(&format!("pid {}", l.child.id())), "{err}");
-    let out = second(&["--storage.url", &sqlite]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let backup = lattice(&[
+        "tool",
+        "db-backup",
+        "--storage.data_dir",
+        &l.data.display().to_string(),
+    ]);
+    assert!(backup.status.success(), "{backup:?}");
+    let file = String::from_utf8_lossy(&backup.stdout).trim().to_string();
+    let own_dir = own.display().to_string();
+    let restore = lattice(&[
+        "tool",
+        "db-restore",
+        &file,
+        "--storage.data_dir",
+        &own_dir,
+        "--storage.url",
+        &sqlite,
+    ]);
+    assert_eq!(restore.status.code(), Some(1), "{restore:?}");
+    let err = String::from_utf8_lossy(&restore.stderr);
     assert!(err.contains("the SQLite database"), "{err}");
-    assert!(err.contains("storage.url"), "{err}");
+    assert!(err.contains("stop the server first"), "{err}");
     assert_eq!(l.terminate(), 0);
     let _ = std::fs::remove_dir_all(&own);
 }

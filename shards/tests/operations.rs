@@ -434,6 +434,26 @@ fn every_subcommand_has_help_and_completions_cover_them() {
     for word in ["ps", "version", "migrate", "completions", "config"] {
         assert!(script.contains(word), "bash completion lacks {word}");
     }
+    // A reader that stops early (`lattice completions bash | head`) ends the output quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let h = String::from_utf8(run(&["run", "--help"]).stdout).unwrap();
     assert!(
         h.contains("--log.file") && h.contains("--log.rotate_bytes"),

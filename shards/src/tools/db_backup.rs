@@ -22,7 +22,7 @@ pub fn restore(cfg: &Config, file: &Path) -> Result<(), String> {
     // A server may use this SQLite file from another data directory (`storage.url`).
     let _db_lock = if cfg.storage.backend == lattice_storage::BackendKind::Sqlite {
         Some(
-            crate::datadir::lock_sqlite(&cfg.storage.sqlite_path())
+            crate::datadir::lock_sqlite(&cfg.storage.sqlite_path(), false)
                 .map_err(|e| format!("db-restore: stop the server first: {e}"))?,
         )
     } else {

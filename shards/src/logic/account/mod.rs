@@ -1263,10 +1263,12 @@ impl Account {
         let Some(u) = self.users.get_mut(&uid) else {
             return;
         };
-        u.changing_password = false;
+        // In progress until answered: a second change read before the answer gets BUSY, not a
+        // check against the new password.
         let phc = match out {
             Outcome::Changed(Some(phc)) => phc,
             Outcome::Changed(None) => {
+                u.changing_password = false;
                 let key = u.key.clone();
                 if lock_failure(&mut self.account_locks, self.m, &key, ctx.now_ms())
                     == Failure::Locked
@@ -1277,6 +1279,7 @@ impl Account {
                 return self.err(ctx, f, ec::WRONG_CREDENTIALS, "wrong current password");
             }
             other => {
+                u.changing_password = false;
                 tracing::error!(user_id = uid, outcome = ?other, "account: password change failed");
                 self.maybe_evict(uid);
                 return self.err(ctx, f, ec::INTERNAL, "password change failed");
@@ -1296,6 +1299,7 @@ impl Account {
                     |me: &mut Account, ctx, (r, f, uid, owner, generation)| {
                         if let Some(u) = me.users.get_mut(&uid) {
                             u.pending -= 1;
+                            u.changing_password = false;
                         }
                         match r {
                             Ok(_) => {
@@ -1323,6 +1327,7 @@ impl Account {
                 );
             }
             Err(e) => {
+                u.changing_password = false;
                 self.maybe_evict(uid);
                 self.store_err(ctx, f, &e);
             }
