@@ -91,7 +91,7 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
     /// The length field is below the header size or above the configured maximum.
-    #[error("frame length {length} out of range ({min}..={max})")]
+    #[error("frame length {length} out of range ({min}..={max}){}", not_a_header(.length))]
     LengthOutOfRange {
         /// Length field as received.
         length: u32,
@@ -177,6 +177,21 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
 /// Which error a header that failed [`parse_header`]'s test gets, in the documented order: the
 /// length first (as before the extension existed; its minimum counts the extension when the
 /// flags are valid and announce it), then reserved flags, then opcode 0.
+/// What a length field that is really the start of something else looks like, for the close
+/// reason: text (an HTTP request line, JSON) or a TLS handshake sent where frames are expected.
+fn not_a_header(length: &u32) -> &'static str {
+    let b = length.to_le_bytes();
+    if b[0] == 0x16 && b[1] == 0x03 {
+        " (these bytes start a TLS handshake, not a Lattice frame header)"
+    } else if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ')
+        && (b[0].is_ascii_uppercase() || b[0] == b'{' || b[0] == b'[')
+    {
+        " (these bytes are text, e.g. HTTP or JSON, not a Lattice frame header)"
+    } else {
+        ""
+    }
+}
+
 #[cold]
 fn header_error(length: u32, opcode: u16, flags: u16, max_frame: u32) -> FrameError {
     let min = if flags & !KNOWN_FLAGS == 0 {
@@ -539,6 +554,30 @@ mod tests {
         assert!(
             collect(&mut dec, b"more", &mut Vec::new()).is_err(),
             "dead after error"
+        );
+    }
+
+    #[test]
+    fn a_length_that_is_text_or_tls_says_so() {
+        let reason = |first: &[u8]| {
+            let mut bytes = first.to_vec();
+            bytes.resize(HEADER_LEN, 0);
+            collect(&mut Decoder::new(1 << 20), &bytes, &mut Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let http = reason(b"GET /ws HTTP/1.1");
+        assert!(
+            http.starts_with(
+                "frame length 542393671 out of range (12..=1048576) (these bytes are text"
+            ),
+            "{http}"
+        );
+        assert!(reason(b"{\"op\":1}").contains("text, e.g. HTTP or JSON"));
+        assert!(reason(&[0x16, 0x03, 0x01, 0x02, 0x00]).contains("TLS handshake"));
+        assert_eq!(
+            reason(&[0xff, 0xff, 0xff, 0x7f, 4, 0]),
+            "frame length 2147483647 out of range (12..=1048576)"
         );
     }
 
