@@ -295,6 +295,11 @@ pub fn with_head<R>(
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders(max_headers)),
+        // A request line that does not even start with a letter is something else (a frame
+        // header, a TLS handshake): say where it belongs.
+        Err(httparse::Error::Token) if window.first().is_some_and(|b| !b.is_ascii_alphabetic()) => {
+            return Err(HttpError::Malformed(NOT_HTTP))
+        }
         Err(e) => return Err(HttpError::Malformed(parse_error_text(e))),
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -338,6 +343,9 @@ pub fn with_head<R>(
     Ok(Some((f(&raw), head_len, body_len as usize)))
 }
 
+/// The reason for bytes that are not an HTTP request at all.
+pub const NOT_HTTP: &str = "not an HTTP request: Lattice frames go to the binary listener (net.listen), or one per binary message over the WebSocket path; TLS goes to tls.http_listen";
+
 fn parse_error_text(e: httparse::Error) -> &'static str {
     match e {
         httparse::Error::HeaderName => "invalid header name",
@@ -376,6 +384,23 @@ mod tests {
         assert!(h.request.keep_alive());
         assert_eq!(h.body_len, 3);
         assert_eq!(&buf[h.head_len..h.head_len + 3], b"abc");
+    }
+
+    #[test]
+    fn bytes_that_are_no_request_line_say_where_they_belong() {
+        // A Lattice frame (length, opcode, flags, request id) and a TLS ClientHello's first bytes.
+        let frame = [30u8, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0x0a, 0x0b];
+        let tls = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03];
+        for bytes in [&frame[..], &tls[..]] {
+            let e = parse_head(bytes, &limits()).unwrap_err();
+            assert_eq!(e, HttpError::Malformed(NOT_HTTP));
+            assert_eq!(e.status(), 400);
+        }
+        // A request line that is only wrong keeps the parser's reason.
+        assert_eq!(
+            parse_head(b"GE(T / HTTP/1.1\r\n\r\n", &limits()),
+            Err(HttpError::Malformed("invalid token in the request line"))
+        );
     }
 
     #[test]
