@@ -34,32 +34,31 @@ impl DirLock {
 
 /// Takes the lock of `data_dir` (creating the directory), or says which process holds it.
 pub fn lock(data_dir: &Path) -> Result<DirLock, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        )
-    })?;
-    lock_file(
-        &data_dir.join(LOCK_FILE),
-        &format!("the data directory {}", data_dir.display()),
+    lock_dir(
+        data_dir,
+        LOCK_FILE,
+        "the data directory",
         "storage.data_dir",
     )
 }
 
 /// Takes the lock of the journal directory `dir` (creating it), or says which process holds it.
 pub fn lock_journal(dir: &Path) -> Result<DirLock, String> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "cannot create the journal directory {} (storage.journal_dir): {e}",
-            dir.display()
-        )
-    })?;
-    lock_file(
-        &dir.join(JOURNAL_LOCK_FILE),
-        &format!("the journal directory {}", dir.display()),
+    lock_dir(
+        dir,
+        JOURNAL_LOCK_FILE,
+        "the journal directory",
         "storage.journal_dir",
     )
+}
+
+/// Creates `dir` and takes the exclusive lock of `dir/file`: `what` names the directory in
+/// messages, `key` the setting that gives a process one of its own.
+fn lock_dir(dir: &Path, file: &str, what: &str, key: &str) -> Result<DirLock, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {what} {} ({key}): {e}", dir.display()))?;
+    let what = format!("{what} {}", dir.display());
+    lock_file(&dir.join(file), &what, key, false)
 }
 
 /// Takes the lock of the SQLite database `file` (`<file>.lock` beside it: a lock on the database
@@ -69,37 +68,15 @@ pub fn lock_journal(dir: &Path) -> Result<DirLock, String> {
 pub fn lock_sqlite(file: &Path, shared: bool) -> Result<DirLock, String> {
     let mut name = file.as_os_str().to_owned();
     name.push(".lock");
-    let path = PathBuf::from(name);
-    if !shared {
-        return lock_file(
-            &path,
-            &format!("the SQLite database {}", file.display()),
-            "storage.url",
-        );
-    }
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    if r != 0 {
-        return Err(format!(
-            "the SQLite database {} is being restored (a process holds {} exclusively)",
-            file.display(),
-            path.display()
-        ));
-    }
-    Ok(DirLock { _file: f, path })
+    let what = format!("the SQLite database {}", file.display());
+    lock_file(&PathBuf::from(name), &what, "storage.url", shared)
 }
 
-/// Takes an exclusive `flock` of `path` (creating the file) and writes this process's pid in it,
-/// or says which process holds it: `what` names the thing it guards, `key` the setting that gives
-/// this process one of its own.
-fn lock_file(path: &Path, what: &str, key: &str) -> Result<DirLock, String> {
+/// Takes a `flock` of `path` (creating the file), or says why not: `what` names the thing it
+/// guards, `key` the setting that gives this process one of its own. An exclusive lock writes
+/// this process's pid in the file, for the message the next one gets; a shared one (several
+/// holders) is refused only while someone holds it exclusively.
+fn lock_file(path: &Path, what: &str, key: &str, shared: bool) -> Result<DirLock, String> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -107,9 +84,16 @@ fn lock_file(path: &Path, what: &str, key: &str) -> Result<DirLock, String> {
         .truncate(false)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mode = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let r = unsafe { libc::flock(f.as_raw_fd(), mode | libc::LOCK_NB) };
     if r != 0 {
+        if shared {
+            return Err(format!(
+                "{what} is being restored (a process holds {} exclusively)",
+                path.display()
+            ));
+        }
         let mut pid = String::new();
         let _ = f.read_to_string(&mut pid);
         let pid = pid.trim();
@@ -119,9 +103,11 @@ fn lock_file(path: &Path, what: &str, key: &str) -> Result<DirLock, String> {
             path.display()
         ));
     }
-    let _ = f.set_len(0);
-    let _ = f.seek(SeekFrom::Start(0));
-    let _ = writeln!(f, "{}", std::process::id());
+    if !shared {
+        let _ = f.set_len(0);
+        let _ = f.seek(SeekFrom::Start(0));
+        let _ = writeln!(f, "{}", std::process::id());
+    }
     Ok(DirLock {
         _file: f,
         path: path.to_owned(),

@@ -15,6 +15,29 @@ fn lattice(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `lattice run` on data directory `data`, a free binary port and no other listener, with `extra`,
+/// to its end (for servers expected to refuse to start).
+fn run_on(data: &str, extra: &[&str]) -> std::process::Output {
+    let port = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "run",
+        "--net.listen",
+        &port,
+        "--listeners.http",
+        "",
+        "--admin.listen",
+        "",
+        "--tls.listen",
+        "",
+        "--tls.http_listen",
+        "",
+        "--storage.data_dir",
+        data,
+    ];
+    args.extend_from_slice(extra);
+    lattice(&args)
+}
+
 #[test]
 fn bad_config_is_one_line_naming_the_key_and_exit_2() {
     for (args, key) in [
@@ -477,21 +500,7 @@ fn a_listen_address_in_use_names_its_key_and_exits_1() {
 fn a_data_directory_in_use_refuses_a_second_server_and_a_restore() {
     let mut l = Lattice::start(&[]);
     let d = l.data.to_str().unwrap().to_string();
-    let second = lattice(&[
-        "run",
-        "--net.listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--listeners.http",
-        "",
-        "--admin.listen",
-        "",
-        "--tls.listen",
-        "",
-        "--tls.http_listen",
-        "",
-        "--storage.data_dir",
-        &d,
-    ]);
+    let second = run_on(&d, &[]);
     assert_eq!(second.status.code(), Some(1));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -536,28 +545,10 @@ fn a_journal_directory_in_use_refuses_a_second_server_and_a_used_sqlite_file_a_r
     };
     let (journal, sqlite) = (entry(".journal"), entry(".sqlite3"));
     let own = std::env::temp_dir().join(format!("lattice-test-jlock-{}", std::process::id()));
-    let second = |extra: &[&str]| {
-        let port = format!("127.0.0.1:{}", free_port());
-        let own = own.display().to_string();
-        let mut args = vec![
-            "run",
-            "--net.listen",
-            &port,
-            "--listeners.http",
-            "",
-            "--admin.listen",
-            "",
-            "--tls.listen",
-            "",
-            "--tls.http_listen",
-            "",
-            "--storage.data_dir",
-            &own,
-        ];
-        args.extend_from_slice(extra);
-        lattice(&args)
-    };
-    let out = second(&["--storage.journal_dir", &journal]);
+    let out = run_on(
+        &own.display().to_string(),
+        &["--storage.journal_dir", &journal],
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the journal directory"), "{err}");
