@@ -381,6 +381,42 @@ fn lock_outs_per_account_and_per_address() {
 }
 
 #[test]
+fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
+    // One hash worker, so the checks come back in order: the 3rd failure locks the name, and
+    // every login checked after it answers ACCOUNT_LOCKED, the right password's included.
+    let l = Lattice::start(&[
+        "--account.account_lock_failures",
+        "3",
+        "--account.hash_workers",
+        "1",
+    ]);
+    let mut setup = connect_from(l.port, 9);
+    assert!(matches!(
+        ask(&mut setup, 1, &register("henry", "right password", "x")),
+        AnyMessage::RegisterOk(_)
+    ));
+    let mut c = connect_from(l.port, 2);
+    let mut burst = Vec::new();
+    for rid in 1..=8u32 {
+        let pw = if rid == 7 { "right password" } else { "wrong password" };
+        burst.extend(encode(rid, &login("henry", pw)));
+    }
+    c.send_raw(&burst);
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 8 {
+        let f = c.recv();
+        let rid = f.request_id;
+        answers.insert(rid, code(&f.decode()));
+    }
+    let wrong = answers.values().filter(|&&c| c == ec::WRONG_CREDENTIALS).count();
+    let locked = answers.values().filter(|&&c| c == ec::ACCOUNT_LOCKED).count();
+    assert_eq!((wrong, locked), (3, 5), "{answers:?}");
+    assert_eq!(answers[&7], ec::ACCOUNT_LOCKED, "{answers:?}");
+    assert_eq!(l.metric_total("lattice_account_locked_refusals_total"), 5);
+    assert_eq!(l.metric_total("lattice_account_logins_total"), 0);
+}
+
+#[test]
 fn a_full_hash_pool_answers_busy_and_counts_it() {
     // One worker, a queue of one, and an expensive hash: a burst of registrations overflows it.
     let l = Lattice::start(&[

@@ -64,7 +64,11 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
     }
 
     /// Milliseconds left of `key`'s lock at `now`, if it is locked.
-    pub fn locked(&self, key: &K, now: u64) -> Option<u64> {
+    pub fn locked<Q>(&self, key: &Q, now: u64) -> Option<u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries
             .get(key)
             .filter(|e| e.locked_until > now)

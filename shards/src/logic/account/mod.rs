@@ -698,19 +698,31 @@ impl Account {
         }
     }
 
+    /// Answers `ACCOUNT_LOCKED` if `key` is locked now. Checked when a login arrives and again
+    /// when its password check comes back: logins pipelined or sent side by side wait in the
+    /// hash pool together, and those that come back after the lock engaged are refused whatever
+    /// their password, so a burst learns no more than the failures that locked the name.
+    fn refused_as_locked(&mut self, ctx: &mut Ctx<'_>, f: Origin, key: &str) -> bool {
+        let Some(left) = self.account_locks.locked(key, ctx.now_ms()) else {
+            return false;
+        };
+        AccountMetrics::add(&self.m.locked_refusals_total, 1);
+        self.err(
+            ctx,
+            f,
+            ec::ACCOUNT_LOCKED,
+            &format!(
+                "too many failed logins for this account; retry in {} s",
+                left.div_ceil(1000)
+            ),
+        );
+        true
+    }
+
     fn login_at_owner(&mut self, ctx: &mut Ctx<'_>, r: LoginReq) {
         let f = r.from;
-        if let Some(left) = self.account_locks.locked(&r.key, ctx.now_ms()) {
-            AccountMetrics::add(&self.m.locked_refusals_total, 1);
-            return self.err(
-                ctx,
-                f,
-                ec::ACCOUNT_LOCKED,
-                &format!(
-                    "too many failed logins for this account; retry in {} s",
-                    left.div_ceil(1000)
-                ),
-            );
+        if self.refused_as_locked(ctx, f, &r.key) {
+            return;
         }
         if self.reserving.contains(&r.key) {
             // Its registration is in flight: the login runs once that ends (not a failure).
@@ -810,7 +822,11 @@ impl Account {
         (out, r, uid, row): (Outcome, LoginReq, u64, Option<AccountRow>),
     ) {
         match out {
-            Outcome::Verified(true) => {}
+            Outcome::Verified(true) => {
+                if self.refused_as_locked(ctx, r.from, &r.key) {
+                    return;
+                }
+            }
             Outcome::Verified(false) => return self.login_failed(ctx, &r),
             other => {
                 tracing::error!(user_id = uid, outcome = ?other, "account: cannot verify the stored hash");
@@ -856,6 +872,13 @@ impl Account {
     /// address.
     fn login_failed(&mut self, ctx: &mut Ctx<'_>, r: &LoginReq) {
         AccountMetrics::add(&self.m.login_failures_total, 1);
+        // The address still counts this failure; the name, locked while this check waited,
+        // answers as locked (no further failure is recorded against it).
+        if self.account_locks.locked(&r.key, ctx.now_ms()).is_some() {
+            ctx.send_peer(self.ip_shard(&r.ip), Box::new(Msg::IpFailure(r.ip)));
+            self.refused_as_locked(ctx, r.from, &r.key);
+            return;
+        }
         if lock_failure(&mut self.account_locks, self.m, &r.key, ctx.now_ms()) == Failure::Locked {
             AccountMetrics::add(&self.m.account_locks_total, 1);
             tracing::warn!(account = %r.key, "account: locked after repeated failed logins");
