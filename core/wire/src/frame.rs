@@ -106,6 +106,11 @@ pub enum FrameError {
     /// Opcode 0 is never valid.
     #[error("opcode 0 is invalid")]
     ZeroOpcode,
+    /// The first bytes of a connection are a TLS record carrying a ClientHello (`16 03 0x` then
+    /// handshake type 1) whose length, read as a frame length, is in range (a ClientHello
+    /// shorter than 256 bytes): refused at once instead of waiting for that many bytes.
+    #[error("the first bytes are a TLS ClientHello, not a Lattice frame header (TLS goes to tls.listen)")]
+    TlsClientHello,
     /// The peer closed the stream in the middle of a frame.
     #[error("truncated frame at close ({have} of {need} bytes)")]
     Truncated {
@@ -172,6 +177,14 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
         seq,
         ack,
     }))
+}
+
+/// True when `bytes`, the first a connection sent, are a TLS record with a ClientHello: content
+/// type 22, major version 3, a minor version 0–4, and handshake type 1 after the 5-byte record
+/// header. Read as a frame header that is an opcode of 256 or more, never the `Hello` or `Resume`
+/// a connection must start with, so no valid first frame looks like this.
+pub fn starts_tls_client_hello(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x16, 0x03, 0..=4, _, _, 0x01, ..])
 }
 
 /// Which error a header that failed [`parse_header`]'s test gets, in the documented order: the
@@ -575,6 +588,10 @@ mod tests {
         );
         assert!(reason(b"{\"op\":1}").contains("text, e.g. HTTP or JSON"));
         assert!(reason(&[0x16, 0x03, 0x01, 0x02, 0x00]).contains("TLS handshake"));
+        // A short ClientHello (length in range as a frame length) and a frame that is not one.
+        assert!(starts_tls_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x6c, 0x01, 0x00]));
+        assert!(!starts_tls_client_hello(&encode(1, 0, 1, b"v")));
+        assert!(!starts_tls_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x6c]));
         assert_eq!(
             reason(&[0xff, 0xff, 0xff, 0x7f, 4, 0]),
             "frame length 2147483647 out of range (12..=1048576)"

@@ -55,7 +55,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frame::{
-    encode_seq_into, Decoder, FrameBuf, FrameHeader, EXT_LEN, FLAG_SEQ, HEADER_LEN,
+    encode_seq_into, starts_tls_client_hello, Decoder, FrameBuf, FrameError, FrameHeader, EXT_LEN,
+    FLAG_SEQ, HEADER_LEN,
 };
 use crate::http::{Request, Response};
 use crate::rate::{Limited, RateState, SessionRates};
@@ -523,6 +524,10 @@ impl Session {
         if !input.is_empty() && !self.hello_bounded() {
             self.last_seen = now;
         }
+        if self.handshake == Handshake::AwaitingHello && self.tls_instead_of_frames(input) {
+            *input = &[];
+            return Err(self.protocol_error(FrameError::TlsClientHello.to_string()));
+        }
         let Layer::Binary(decoder) = &mut self.layer else {
             *input = &[];
             return Err(self.protocol_error("receive() on a non-binary session".into()));
@@ -565,6 +570,12 @@ impl Session {
         // The common case first, without a layer step: the binary layer queues nothing on input,
         // so there is no raw output to seal, no bound to re-check and no upgrade to notice (what
         // the general path below does for the other layers).
+        if self.handshake == Handshake::AwaitingHello && self.tls_instead_of_frames(input) {
+            *input = &mut [];
+            let reason = CloseReason::Protocol(FrameError::TlsClientHello.to_string());
+            self.close(reason.clone());
+            return Err(reason);
+        }
         if let Layer::Binary(dec) = &mut self.layer {
             return match next_frame(dec, input) {
                 Ok(Some(f)) => self.on_frame(now, f),
@@ -1392,6 +1403,16 @@ impl Session {
             return earliest(t, tls.poll_timeout());
         }
         t
+    }
+
+    /// Before the `Hello`: true when a binary session's first bytes are a TLS ClientHello (see
+    /// [`starts_tls_client_hello`]), which a short ClientHello would otherwise make the session
+    /// wait on as a frame of up to 66 KB.
+    #[cold]
+    #[inline(never)]
+    fn tls_instead_of_frames(&self, input: &[u8]) -> bool {
+        matches!(&self.layer, Layer::Binary(d) if d.pending_len() == 0 && d.is_idle())
+            && starts_tls_client_hello(input)
     }
 
     /// True while a `Hello` deadline runs: no `Hello` accepted yet on a frame or WebSocket session
