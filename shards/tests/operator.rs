@@ -561,6 +561,7 @@ fn unknown_or_repeated_query_parameters_and_invisible_reason_characters_are_400(
         ("GET", "/debug/pprof/profile?seconds=1&seconds=2"),
         ("GET", "/admin/ip-rules?x=1"),
         ("GET", "/admin/cluster?x"),
+        ("POST", "/lua/reload?x=1"),
     ] {
         let (status, v) = l.admin(method, path, "");
         assert_eq!(status, 400, "{method} {path}: {v}");
@@ -570,13 +571,36 @@ fn unknown_or_repeated_query_parameters_and_invisible_reason_characters_are_400(
         );
     }
     assert_eq!(l.admin("GET", "/admin/sessions?state=", "").0, 400);
+    let shards = l.admin_ok("GET", "/admin/sessions", "")["shards"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let (status, v) = l.admin("GET", &format!("/admin/sessions?shard={shards}"), "");
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("shard must be 0..={}", shards - 1)),
+        "{v}"
+    );
     assert_eq!(l.admin("GET", "/admin/nosuch?x=1", "").0, 404);
     assert_eq!(
         l.admin("GET", "/admin/sessions?shard=0&state=all", "").0,
         200
     );
     // JSON escapes: the body carries the characters themselves once parsed.
-    for reason in [r"a\u2028b", r"a\u2029", r"\u200b", r"a\u202eb", r"\ufeffa"] {
+    // Format characters (a bidirectional mark, a tag character) and fillers shown as nothing.
+    for reason in [
+        r"a\u2028b",
+        r"a\u2029",
+        r"\u200b",
+        r"a\u202eb",
+        r"\ufeffa",
+        r"a\u061cb",
+        r"a\udb40\udc41b",
+        r"a\u3164b",
+        r"a\ufe0f",
+    ] {
         let body = format!(r#"{{"all": true, "reason": "{reason}"}}"#);
         let (status, v) = l.admin("POST", "/admin/close", &body);
         assert_eq!(status, 400, "{body}: {v}");
@@ -615,6 +639,20 @@ fn a_large_ip_rules_change_is_logged_as_counts_and_a_few_blocks() {
             && line.contains("1992 more"),
         "{line}"
     );
+    // A close by many ids is logged the same way.
+    let ids: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    l.admin_ok(
+        "POST",
+        "/admin/close",
+        &json!({ "sessions": ids }).to_string(),
+    );
+    let logs = l.wait_log("admin: close sessions");
+    let line = logs
+        .lines()
+        .find(|x| x.contains("admin: close sessions"))
+        .unwrap();
+    assert!(line.len() < 1000, "{} bytes: {line}", line.len());
+    assert!(line.contains("4992 more"), "{line}");
 }
 
 #[test]

@@ -29,19 +29,49 @@ pub(super) fn register(r: &mut Routes, api: &Arc<Api>) {
 }
 
 /// Characters a logged reason must not hold: control characters, and those that break or hide
-/// text in a log viewer (Unicode line and paragraph separators, zero-width and bidirectional
-/// formatting characters, the byte-order mark).
+/// text in a log viewer: Unicode line and paragraph separators, every format character (general
+/// category Cf, Unicode 16: soft hyphen, zero-width and bidirectional controls, the byte-order
+/// mark, the tag block), and the characters that display as nothing (combining grapheme joiner,
+/// Hangul fillers, Khmer inherent vowels, variation selectors, the blank Braille pattern).
 fn non_printing(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
+            // Cf
             '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
+                | '\u{202A}'..='\u{202E}'
                 | '\u{2060}'..='\u{2064}'
                 | '\u{2066}'..='\u{206F}'
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+                // Zl, Zp
+                | '\u{2028}'..='\u{2029}'
+                // shown as nothing
+                | '\u{034F}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180D}'
+                | '\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -88,7 +118,12 @@ fn close(api: &Api, req: &Request) -> Response {
             "all" if b["all"] == json!(true) => ((0..n).collect::<Vec<_>>(), CloseSelector::All),
             "shard" => match b["shard"].as_u64() {
                 Some(s) if (s as usize) < n => (vec![s as usize], CloseSelector::All),
-                _ => return error(400, format!("shard must be 0..{n}")),
+                _ => {
+                    return error(
+                        400,
+                        format!("shard must be a number 0..={}", n.saturating_sub(1)),
+                    )
+                }
             },
             "sessions" => match ids(&b["sessions"]) {
                 Some(ids) if !ids.is_empty() => {
@@ -123,7 +158,13 @@ fn close(api: &Api, req: &Request) -> Response {
         "shard" => format!("shard {}", shards[0]),
         other => other.to_string(),
     };
-    tracing::info!(%scope, ?which, %reason, "admin: close sessions");
+    // Bounded like the IP-rules line: the first 8 ids or blocks, then how many more.
+    let listed = match &which {
+        CloseSelector::Ids(ids) => super::ip_rules::logged_blocks(ids),
+        CloseSelector::Cidrs(blocks) => super::ip_rules::logged_blocks(blocks),
+        _ => String::new(),
+    };
+    tracing::info!(%scope, %listed, %reason, "admin: close sessions");
     let answers = api.control.ask(&shards, api.wait, |done| Control::Close {
         which: which.clone(),
         reason: reason.clone(),

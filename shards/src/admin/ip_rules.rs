@@ -89,8 +89,13 @@ const LOGGED_BLOCKS: usize = 8;
 
 /// The first [`LOGGED_BLOCKS`] of `blocks`, then how many more: one log line stays short
 /// whatever the list (20,000 blocks made one line of about 470 KB).
-fn logged_blocks(blocks: &[String]) -> String {
-    let mut s = format!("[{}", blocks[..blocks.len().min(LOGGED_BLOCKS)].join(", "));
+/// Also the form of `POST /admin/close`'s session ids and blocks.
+pub(super) fn logged_blocks<T: std::fmt::Display>(blocks: &[T]) -> String {
+    let first: Vec<String> = blocks[..blocks.len().min(LOGGED_BLOCKS)]
+        .iter()
+        .map(T::to_string)
+        .collect();
+    let mut s = format!("[{}", first.join(", "));
     if blocks.len() > LOGGED_BLOCKS {
         s.push_str(&format!(", … {} more", blocks.len() - LOGGED_BLOCKS));
     }

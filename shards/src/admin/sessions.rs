@@ -36,7 +36,10 @@ pub(super) fn shards_of(api: &Api, req: &Request) -> Result<Vec<usize>, Response
             Some(n) if n < api.control.shards() => Ok(vec![n]),
             _ => Err(error(
                 400,
-                format!("shard must be 0..{} (got {s:?})", api.control.shards()),
+                format!(
+                    "shard must be 0..={} (got {s:?})",
+                    api.control.shards().saturating_sub(1)
+                ),
             )),
         },
     }

@@ -230,7 +230,11 @@ pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
     r.add(
         "POST",
         "/lua/reload",
-        Box::new(move |_| match &scripts {
+        Box::new(move |req| match &scripts {
+            // Like every admin route: an unknown parameter is a 400, whatever the state.
+            _ if req.check_query(&[]).is_err() => {
+                Response::error(400, &req.check_query(&[]).unwrap_err())
+            }
             None => Response::error(409, "no scripts: lua.dir is empty"),
             Some(s) => match s.reload() {
                 Ok((g, handled)) => Response::json(
