@@ -793,6 +793,20 @@ fn the_admin_cli_calls_the_api() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--addr"));
+    // A token no request could carry (CR LF would start a header line of its own, a space
+    // splits it) is bad usage, refused before anything is sent.
+    for bad in ["abc\r\nX-Injected: yes", "a b", ""] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
+            .args(["admin", "--addr", &addr, "--token", bad, "sessions"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--token must be visible ASCII"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A port free on the IPv6 loopback too.

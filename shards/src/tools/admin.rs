@@ -254,6 +254,12 @@ pub fn run(args: &AdminArgs) -> i32 {
         return 2;
     }
     let token = match (&args.token, &args.token_file, &cfg) {
+        // Checked like admin.token: a space or a control character (CR LF would start another
+        // header line) could never match, so it is a usage error here, not a 401 there.
+        (Some(t), _, _) if !auth::usable_token(t) => Err(
+            "--token must be visible ASCII (! to ~) with no spaces or control characters"
+                .to_string(),
+        ),
         (Some(t), _, _) => Ok(t.clone()),
         (None, Some(f), _) => auth::read_token(f).map_err(|e| e.to_string()),
         (None, None, Some(c)) if !c.admin.token.is_empty() => Ok(c.admin.token.clone()),
@@ -265,7 +271,11 @@ pub fn run(args: &AdminArgs) -> i32 {
     let token = match token {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("lattice admin: {e} (give --token or --token-file)");
+            if args.token.is_some() {
+                eprintln!("lattice admin: {e}");
+            } else {
+                eprintln!("lattice admin: {e} (give --token or --token-file)");
+            }
             return 2;
         }
     };
