@@ -46,6 +46,8 @@ pub struct AppSettings {
     pub lua: Option<Arc<crate::lua::Scripts>>,
     /// `POST /rpc/...`: how long to wait for a handler's reply (`http.rpc_timeout_ms`).
     pub rpc_timeout: std::time::Duration,
+    /// `http.ws_path`, for the demo page.
+    pub ws_path: String,
     /// This node in a cluster (`[cluster]`): accepts node links; on a gate without the logic role,
     /// routes requests over them. `None`: links are refused like any unknown request.
     pub cluster: Option<Arc<ClusterNode>>,
@@ -100,7 +102,7 @@ impl App {
         Ok(App {
             gate: Gate::new(s.metrics.clone(), shard),
             host,
-            http: HttpRoutes::new(s.rpc_timeout),
+            http: HttpRoutes::new(s.rpc_timeout, &s.ws_path),
             links: LinkServe::new(
                 me,
                 s.cluster.as_ref().map_or(usize::MAX, |c| c.max_proxies()),

@@ -223,6 +223,7 @@ pub fn run(mut cfg: Config) -> i32 {
         calendar_last: Arc::new(Vec::new()),
         lua: None,
         rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
+        ws_path: cfg.http.ws_path.clone(),
         cluster: None,
     };
     let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {

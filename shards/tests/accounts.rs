@@ -398,7 +398,11 @@ fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
     let mut c = connect_from(l.port, 2);
     let mut burst = Vec::new();
     for rid in 1..=8u32 {
-        let pw = if rid == 7 { "right password" } else { "wrong password" };
+        let pw = if rid == 7 {
+            "right password"
+        } else {
+            "wrong password"
+        };
         burst.extend(encode(rid, &login("henry", pw)));
     }
     c.send_raw(&burst);
@@ -408,8 +412,14 @@ fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
         let rid = f.request_id;
         answers.insert(rid, code(&f.decode()));
     }
-    let wrong = answers.values().filter(|&&c| c == ec::WRONG_CREDENTIALS).count();
-    let locked = answers.values().filter(|&&c| c == ec::ACCOUNT_LOCKED).count();
+    let wrong = answers
+        .values()
+        .filter(|&&c| c == ec::WRONG_CREDENTIALS)
+        .count();
+    let locked = answers
+        .values()
+        .filter(|&&c| c == ec::ACCOUNT_LOCKED)
+        .count();
     assert_eq!((wrong, locked), (3, 5), "{answers:?}");
     assert_eq!(answers[&7], ec::ACCOUNT_LOCKED, "{answers:?}");
     assert_eq!(l.metric_total("lattice_account_locked_refusals_total"), 5);

@@ -43,6 +43,26 @@ fn http_routes_keep_alive_and_pipelining() {
         "closed after Connection: close"
     );
     assert!(l.metric_total("lattice_http_requests_total") >= 8);
+
+    // Pipelined responses that together pass net.send_buffer_limit (here 128 KiB; the bundle is
+    // about 90 KB): each is written before the next request is read, so all of them arrive.
+    let l = Lattice::start(&["--net.send_buffer_limit", "131072"]);
+    let mut s = TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reqs = b"GET /lattice.js HTTP/1.1\r\n\r\n".repeat(4);
+    reqs.extend_from_slice(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    s.write_all(&reqs).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..4 {
+        let (status, _, body) = read_response_buffered(&mut s, &mut buf).expect("a response");
+        assert_eq!(status, 200, "response {i}");
+        assert!(body.len() > 65536, "response {i}: {} bytes", body.len());
+    }
+    assert_eq!(read_response_buffered(&mut s, &mut buf).unwrap().0, 200);
+    assert_eq!(
+        l.metric_total("lattice_sessions_closed_send_overflow_total"),
+        0
+    );
 }
 
 #[test]

@@ -589,7 +589,9 @@ mod tests {
         assert!(reason(b"{\"op\":1}").contains("text, e.g. HTTP or JSON"));
         assert!(reason(&[0x16, 0x03, 0x01, 0x02, 0x00]).contains("TLS handshake"));
         // A short ClientHello (length in range as a frame length) and a frame that is not one.
-        assert!(starts_tls_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x6c, 0x01, 0x00]));
+        assert!(starts_tls_client_hello(&[
+            0x16, 0x03, 0x01, 0x00, 0x6c, 0x01, 0x00
+        ]));
         assert!(!starts_tls_client_hello(&encode(1, 0, 1, b"v")));
         assert!(!starts_tls_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x6c]));
         assert_eq!(

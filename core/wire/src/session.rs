@@ -588,6 +588,15 @@ impl Session {
                 }
             };
         }
+        if self.http_response_unsent() {
+            // Requests pipelined behind a response still being written are kept, not parsed:
+            // `has_pending_input` hands them out once it is written.
+            if let Layer::Http(h) = &mut self.layer {
+                h.conn.feed(now, input);
+            }
+            *input = &mut [];
+            return Ok(None);
+        }
         let was_http = self.layer.transport() == Transport::Http;
         let queued_before = self.queued_for_bound();
         let step = self.layer.receive(now, input, self.out.raw());
@@ -734,7 +743,18 @@ impl Session {
     /// answered).
     #[inline]
     pub fn has_pending_input(&self) -> bool {
-        self.closing.is_none() && self.linger.is_none() && self.layer.has_pending_input()
+        self.closing.is_none()
+            && self.linger.is_none()
+            && self.layer.has_pending_input()
+            && !self.http_response_unsent()
+    }
+
+    /// An HTTP response is still being written: the next pipelined request waits for it (read
+    /// and parsed only once it is out), so pipelined responses never pile up in the send queue
+    /// past `send_buffer_limit`, and a client that does not read is held back by TCP.
+    #[inline]
+    fn http_response_unsent(&self) -> bool {
+        matches!(self.layer, Layer::Http(_)) && self.out.unsent() > 0
     }
 
     /// True when the peer of a sequenced WebSocket session sent a close frame: the runtime must
@@ -745,11 +765,12 @@ impl Session {
         self.peer_ended
     }
 
-    /// False while an HTTP request waits for its response: the runtime stops reading, so a
-    /// pipelining client is held back by TCP instead of by the server's memory.
+    /// False while an HTTP request waits for its response, and until that response is written:
+    /// the runtime stops reading, so a pipelining client is held back by TCP instead of by the
+    /// server's memory.
     #[inline]
     pub fn wants_input(&self) -> bool {
-        self.layer.wants_input()
+        self.layer.wants_input() && !self.http_response_unsent()
     }
 
     /// The peer closed the socket of binding `b`: a clean end, or one in the middle of a frame.

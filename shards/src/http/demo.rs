@@ -14,9 +14,35 @@ pub const INDEX_HTML: &str = include_str!("demo/index.html");
 /// The bundled client.
 pub const LATTICE_JS: &str = include_str!("demo/lattice.js");
 
-/// `GET /`.
-pub fn page() -> Response {
-    Response::new(200, "text/html; charset=utf-8", INDEX_HTML)
+/// The page for a server whose WebSocket path is `ws_path` (`http.ws_path`): made once per
+/// shard. The path goes into the script as a JSON string (`<` escaped, so it cannot end the
+/// script) and into the text HTML-escaped.
+pub fn page_for(ws_path: &str) -> String {
+    let js = serde_json::to_string(ws_path)
+        .expect("a string")
+        .replace('<', "\\u003c");
+    let text: String = ws_path
+        .chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    INDEX_HTML
+        .replacen(
+            "const WS_PATH = \"/ws\";",
+            &format!("const WS_PATH = {js};"),
+            1,
+        )
+        .replacen("WS_PATH_TEXT", &text, 1)
+}
+
+/// `GET /`: `html` from [`page_for`].
+pub fn page(html: &str) -> Response {
+    Response::new(200, "text/html; charset=utf-8", html.to_owned())
         .with_header("Cache-Control", "no-cache")
 }
 
@@ -43,6 +69,20 @@ mod tests {
             LATTICE_JS.contains(&lattice_proto::version::PROTOCOL.to_string()),
             "built from the current protocol version"
         );
-        assert_eq!(page().status, 200);
+        assert_eq!(page(&page_for("/ws")).status, 200);
+    }
+
+    #[test]
+    fn the_page_connects_to_the_configured_path() {
+        let html = page_for("/game");
+        assert!(html.contains(r#"const WS_PATH = "/game";"#), "{html}");
+        assert!(html.contains("<code>/game</code>"));
+        assert!(!html.contains("WS_PATH_TEXT"));
+        let odd = page_for("/a</script>\"`");
+        assert!(!odd.contains("/a</script>"), "{odd}");
+        assert!(
+            odd.contains(r#"const WS_PATH = "/a\u003c/script>\"`";"#),
+            "{odd}"
+        );
     }
 }

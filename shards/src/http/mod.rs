@@ -26,6 +26,8 @@ use crate::service::{Encoder, ShardMsg};
 /// The HTTP routes of one shard.
 pub struct HttpRoutes {
     rpc: rpc::Rpc,
+    /// The demo page, naming `http.ws_path`.
+    page: String,
 }
 
 /// True for a path the HTTP listener serves itself (a WebSocket path there would hide it).
@@ -36,10 +38,12 @@ pub fn is_route(path: &str) -> bool {
 }
 
 impl HttpRoutes {
-    /// Routes whose RPCs wait `rpc_timeout` for a reply.
-    pub fn new(rpc_timeout: std::time::Duration) -> HttpRoutes {
+    /// Routes whose RPCs wait `rpc_timeout` for a reply, with a demo page that connects to
+    /// `ws_path`.
+    pub fn new(rpc_timeout: std::time::Duration, ws_path: &str) -> HttpRoutes {
         HttpRoutes {
             rpc: rpc::Rpc::new(rpc_timeout),
+            page: demo::page_for(ws_path),
         }
     }
 
@@ -53,7 +57,7 @@ impl HttpRoutes {
     ) {
         let resp = match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/healthz") => Response::text(200, "ok\n"),
-            ("GET", "/") => demo::page(),
+            ("GET", "/") => demo::page(&self.page),
             ("GET", "/lattice.js") => demo::script(),
             ("GET", p) if p.starts_with("/icons/") => icons::get(&req, &p["/icons/".len()..]),
             ("POST", p) if p.starts_with("/rpc/") => {

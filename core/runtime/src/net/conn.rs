@@ -312,6 +312,10 @@ impl<H: ConnHost> Future for Conn<H> {
                 // close` answer): the close above runs now, not at the next deadline.
                 continue;
             }
+            if this.cell.session.borrow().has_pending_input() {
+                // The response before them is written now: pipelined HTTP requests go on.
+                continue;
+            }
             if this.host.draining() {
                 break;
             }

@@ -44,6 +44,9 @@ pub struct HttpConn {
     limits: HttpLimits,
     buf: Vec<u8>,
     state: State,
+    /// `buf` holds bytes that [`HttpConn::next_request`] has not looked at since the last
+    /// response (requests pipelined behind it).
+    unlooked: bool,
 }
 
 impl HttpConn {
@@ -53,6 +56,7 @@ impl HttpConn {
             limits,
             buf: Vec::new(),
             state: State::Head { since: Some(now) },
+            unlooked: false,
         }
     }
 
@@ -71,6 +75,7 @@ impl HttpConn {
             self.state = State::Head { since: Some(now) };
         }
         self.buf.extend_from_slice(input);
+        self.unlooked = true;
     }
 
     /// False while a request waits for its response, or after the last response.
@@ -91,7 +96,7 @@ impl HttpConn {
     /// True when bytes are held that [`HttpConn::next_request`] has not looked at since the last
     /// response (pipelined requests), so the runtime should call it without new input.
     pub fn has_pending_input(&self) -> bool {
-        matches!(self.state, State::Head { .. }) && !self.buf.is_empty()
+        self.unlooked && matches!(self.state, State::Head { .. }) && !self.buf.is_empty()
     }
 
     /// The next complete request, if any. On bad input the error response is appended to `out`
@@ -100,6 +105,7 @@ impl HttpConn {
     /// Cost: one head parse per call while a head is incomplete (a slow sender re-parses the
     /// prefix; the head is at most `max_head` bytes).
     pub fn next_request(&mut self, out: &mut Vec<u8>) -> Next {
+        self.unlooked = false;
         if !matches!(self.state, State::Head { .. }) || self.buf.is_empty() {
             return Next::Wait;
         }
@@ -136,6 +142,7 @@ impl HttpConn {
             return false;
         };
         resp.encode(!keep_alive, out);
+        self.unlooked = keep_alive && !self.buf.is_empty();
         self.state = if keep_alive {
             State::Head { since: None }
         } else {

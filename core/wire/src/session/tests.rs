@@ -99,7 +99,9 @@ fn bad_framing_closes_with_the_frame_error() {
 fn a_short_tls_client_hello_is_refused_at_once_not_waited_on() {
     // `openssl s_client -tls1_2 -cipher AES128-SHA -no_ticket`: a 108-byte record whose first
     // four bytes read as a frame length of 66 326, in range.
-    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0x67, 0x01, 0x00, 0x00, 0x63, 0x03, 0x03];
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0x67, 0x01, 0x00, 0x00, 0x63, 0x03, 0x03,
+    ];
     hello.resize(108, 0);
     let mut s = session();
     let err = drain(&mut s, 1, &hello).unwrap_err();
@@ -110,7 +112,12 @@ fn a_short_tls_client_hello_is_refused_at_once_not_waited_on() {
     // After a Hello the same bytes are read as a frame header like any other (here over this
     // session's 1 024-byte maximum).
     let mut s = session();
-    assert_eq!(drain(&mut s, 1, &encode(HELLO_OPCODE, 0, 1, b"v")).unwrap().len(), 1);
+    assert_eq!(
+        drain(&mut s, 1, &encode(HELLO_OPCODE, 0, 1, b"v"))
+            .unwrap()
+            .len(),
+        1
+    );
     s.hello_accepted(MonoTime(1));
     let err = drain(&mut s, 2, &hello).unwrap_err();
     assert!(
