@@ -283,6 +283,8 @@ export class LatticeClient {
   private unacked: { seq: number; frame: Uint8Array }[] = [];
   private ackTimer: unknown = null;
   private reconnectTimer: unknown = null;
+  // Bounds one reconnect attempt: a socket that never opens, or a Resume never answered.
+  private attemptTimer: unknown = null;
   private attempt = 0;
   private failures = 0;
   private generation = 0;
@@ -685,10 +687,27 @@ export class LatticeClient {
     const gen = ++this.generation;
     const retry = (why: string) => {
       if (this.generation !== gen || this.state !== "reconnecting") return;
+      this.clearAttemptTimer();
+      const t = this.transport;
       this.transport = null;
       ++this.generation;
+      if (t) {
+        try {
+          t.close();
+        } catch {
+          // Already closed: nothing to release.
+        }
+      }
       this.scheduleReconnect(why);
     };
+    // Each attempt is bounded like the first handshake: a socket that never opens or a Resume
+    // never answered counts as a failed reconnect (towards maxAttempts), not a wait forever.
+    const ms = this.opts.requestTimeoutMs;
+    this.clearAttemptTimer();
+    this.attemptTimer = this.opts.timers.setTimeout(() => {
+      this.attemptTimer = null;
+      retry(`reconnect attempt not answered within ${ms} ms`);
+    }, ms);
     try {
       this.transport = this.opts.transport(this.opts.url, {
         open: () => {
@@ -724,8 +743,16 @@ export class LatticeClient {
     }
   }
 
+  private clearAttemptTimer(): void {
+    if (this.attemptTimer !== null) {
+      this.opts.timers.clearTimeout(this.attemptTimer);
+      this.attemptTimer = null;
+    }
+  }
+
   /** The first frame on a reconnected transport: `Resumed`, or the refusal. */
   private resumeAnswer(data: Uint8Array): void {
+    this.clearAttemptTimer();
     let frame: Frame;
     let message: unknown;
     try {
@@ -923,10 +950,10 @@ export class LatticeClient {
     const handshakeFailed = this.handshakeFailed;
     this.handshakeFailed = null;
     ++this.generation;
-    for (const timer of [this.ackTimer, this.reconnectTimer, this.connectTimer]) {
+    for (const timer of [this.ackTimer, this.reconnectTimer, this.connectTimer, this.attemptTimer]) {
       if (timer !== null) this.opts.timers.clearTimeout(timer);
     }
-    this.ackTimer = this.reconnectTimer = this.connectTimer = null;
+    this.ackTimer = this.reconnectTimer = this.connectTimer = this.attemptTimer = null;
     this.stopBeat();
     this.unacked = [];
     const t = this.transport;

@@ -193,6 +193,27 @@ test("a rejected resume ends the session; so does running out of attempts", asyn
   assert.equal(two.client.connectionState, "closed");
 });
 
+test("a reconnect attempt that never opens or is never answered times out and counts", async () => {
+  const { net, timers, client } = await resumable({ maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 10 });
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  net.last().events.close("lost");
+  fire(timers, 5);
+  const first = net.last();
+  // The socket never opens: the attempt ends at requestTimeoutMs, its transport is closed.
+  fire(timers, 10000);
+  assert.ok(first.closed, "the stalled transport is closed");
+  assert.equal(client.connectionState, "reconnecting");
+  fire(timers, 5);
+  const second = net.last();
+  assert.notEqual(second, first);
+  second.open(); // opens and sends Resume; the answer never comes
+  fire(timers, 10000);
+  assert.equal(client.connectionState, "closed");
+  assert.match(reasons[0] ?? "", /reconnect attempt not answered within 10000 ms\); gave up after 2 reconnects/);
+  assert.equal([...timers.armed.values()].length, 0, "no timer left running");
+});
+
 test("unacknowledged frames are bounded", async () => {
   const { client } = await resumable({ maxUnacked: 2 });
   client.send(Opcode.Ping, {});
