@@ -560,7 +560,9 @@ pub fn run(mut cfg: Config) -> i32 {
         h.stop();
     }
     server.shutdown();
-    if let Err(e) = server.join() {
+    let stop_bound = (cfg.shutdown.stop_timeout_ms > 0)
+        .then(|| Duration::from_millis(cfg.shutdown.stop_timeout_ms));
+    if let Err(e) = server.join_within(stop_bound) {
         tracing::error!(error = %e, "shard failure");
         eprintln!("lattice: {e}");
         code = exit::FAILURE;

@@ -311,3 +311,41 @@ fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
     assert!(err.contains("NoSuchMessage"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A handler that never returns (a backtracking pattern, which no budget interrupts) holds its
+/// shard: SIGTERM then waits `shutdown.stop_timeout_ms`, logs the shard, still flushes storage
+/// and exits 1 instead of hanging until a SIGKILL.
+#[test]
+fn a_shard_stuck_in_a_handler_does_not_hold_the_shutdown() {
+    let d = dir("stuck");
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"lattice.on("Ping", function(req)
+             string.find(string.rep("a", 3000), "a-a-a-a-b")
+             return "Pong", { payload = req.payload }
+           end)"#,
+    )
+    .unwrap();
+    let mut l = Lattice::start(&[
+        "--lua.dir",
+        d.to_str().unwrap(),
+        "--runtime.shards",
+        "1",
+        "--shutdown.stop_timeout_ms",
+        "1500",
+        "--shutdown.drain_timeout_ms",
+        "300",
+    ]);
+    let mut c = l.connect();
+    c.send(1, &pb::Ping { payload: vec![1] });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(l.terminate(), 1, "{}", l.logs());
+    let logs = l.logs();
+    assert!(
+        logs.contains("shards did not stop within 1500 ms") && logs.contains("shards=[0]"),
+        "{logs}"
+    );
+    assert!(logs.contains("storage flushed and closed"), "{logs}");
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}

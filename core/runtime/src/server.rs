@@ -70,6 +70,10 @@ impl RuntimeConfig {
 pub struct ShutdownConfig {
     /// How long shards wait for in-flight replies to flush before closing sessions anyway.
     pub drain_timeout_ms: u64,
+    /// How long the process waits for every shard to stop once asked (a shard stuck in a
+    /// handler never does); past it the process goes on without that shard (storage is still
+    /// flushed) and exits 1. 0 waits for ever.
+    pub stop_timeout_ms: u64,
 }
 
 /// A running set of shards.
@@ -448,7 +452,51 @@ impl Server {
     }
 
     /// Waits for every shard to stop. Fails if a shard could not start or panicked.
-    pub fn join(mut self) -> Result<(), String> {
+    pub fn join(self) -> Result<(), String> {
+        self.join_within(None)
+    }
+
+    /// [`Server::join`], waiting at most `bound` for the shards to finish: every 5 s it logs the
+    /// shards still running, and past `bound` it returns an error naming them and leaves their
+    /// threads behind (a shard stuck in a handler cannot be stopped from outside).
+    pub fn join_within(mut self, bound: Option<Duration>) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        let mut logged = start;
+        loop {
+            let running: Vec<usize> = (0..self.shards.len())
+                .filter(|&i| !self.shards[i].is_finished())
+                .collect();
+            if running.is_empty() {
+                break;
+            }
+            let waited = start.elapsed();
+            if bound.is_some_and(|b| waited >= b) {
+                let ms = bound.map_or(0, |b| b.as_millis());
+                tracing::error!(
+                    shards = ?running,
+                    "shutdown: shards did not stop within {ms} ms (shutdown.stop_timeout_ms; stuck in a handler?); going on without them"
+                );
+                for i in running.iter().rev() {
+                    drop(self.shards.remove(*i));
+                }
+                let mut errors = vec![format!(
+                    "shards {running:?} did not stop within {ms} ms (shutdown.stop_timeout_ms)"
+                )];
+                if let Err(e) = self.join_within(None) {
+                    errors.push(e);
+                }
+                return Err(errors.join("; "));
+            }
+            if logged.elapsed() >= Duration::from_secs(5) {
+                logged = std::time::Instant::now();
+                tracing::warn!(
+                    shards = ?running,
+                    waited_s = waited.as_secs(),
+                    "shutdown: waiting for shards to stop"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut errors = Vec::new();
         for (i, h) in std::mem::take(&mut self.shards).into_iter().enumerate() {
             match h.join() {
