@@ -435,6 +435,7 @@ export class LatticeClient {
           error: (err) => {
             if (this.generation !== gen) return;
             if (this.state === "handshake") fail(new ConnectionClosedError(`transport error: ${describeError(err)}`));
+            else this.transportFailed(err);
           },
           protocolError: (reason) => {
             if (this.generation === gen) this.broken(reason);
@@ -733,13 +734,36 @@ export class LatticeClient {
           } else if (this.state === "reconnecting") retry(why);
           else this.lost(why, info);
         },
-        error: (err) => retry(`transport error: ${describeError(err)}`),
+        error: (err) => {
+          if (this.generation !== gen) return;
+          if (this.state === "reconnecting") retry(`transport error: ${describeError(err)}`);
+          else this.transportFailed(err);
+        },
         protocolError: (why) => {
           if (this.generation === gen) this.shutdown(why);
         },
       });
     } catch (e) {
       retry(`cannot open the transport: ${describeError(e)}`);
+    }
+  }
+
+  /**
+   * A transport error on an open connection (a failed send, e.g. a mini-game `SocketTask.send`
+   * fail callback): the connection is treated as lost at once (closed, then resumed or ended as
+   * `lost` decides), so a frame that never left does not leave its request waiting out its
+   * timeout or, on a sequenced session, open a gap the server would close the session for.
+   */
+  private transportFailed(err: unknown): void {
+    if (this.state !== "open") return;
+    const t = this.transport;
+    this.lost(`transport error: ${describeError(err)}`);
+    if (t) {
+      try {
+        t.close();
+      } catch {
+        // Already closed.
+      }
     }
   }
 

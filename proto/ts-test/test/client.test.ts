@@ -408,6 +408,18 @@ test("transport errors are described readably, never [object Object]", async () 
   await assert.rejects(p, (e: unknown) => e instanceof ConnectionClosedError && e.message === "connection closed: transport error: connect ECONNREFUSED 127.0.0.1:9, code ECONNREFUSED");
 });
 
+test("a transport error on an open connection ends it at once (a send that failed loses no wait)", async () => {
+  const { server, client } = await connected();
+  const reasons: string[] = [];
+  client.onClose((r) => reasons.push(r));
+  const pending = client.request(Opcode.Ping, {});
+  server.ev().error({ errMsg: "sendSocketMessage:fail", errCode: 1 });
+  await assert.rejects(pending, ConnectionClosedError);
+  assert.equal(client.connectionState, "closed");
+  assert.ok(server.closed, "the transport is closed");
+  assert.deepEqual(reasons, ["transport error: sendSocketMessage:fail, code 1"]);
+});
+
 test("without a WebSocket, connect() rejects with ConnectionClosedError", async () => {
   const g = globalThis as { WebSocket?: unknown };
   const saved = g.WebSocket;

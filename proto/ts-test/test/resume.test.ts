@@ -214,6 +214,16 @@ test("a reconnect attempt that never opens or is never answered times out and co
   assert.equal([...timers.armed.values()].length, 0, "no timer left running");
 });
 
+test("a transport error on a resumable open connection starts the reconnect", async () => {
+  const { net, timers, client } = await resumable({ baseDelayMs: 10, maxDelayMs: 10 });
+  const first = net.last();
+  first.events.error(new Error("send failed"));
+  assert.equal(client.connectionState, "reconnecting");
+  assert.ok(first.closed, "the failed transport is closed");
+  fire(timers, 5);
+  assert.notEqual(net.last(), first, "a new transport for the resume");
+});
+
 test("unacknowledged frames are bounded", async () => {
   const { client } = await resumable({ maxUnacked: 2 });
   client.send(Opcode.Ping, {});
