@@ -384,6 +384,10 @@ fn lock_outs_per_account_and_per_address() {
 fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
     // One hash worker, so the checks come back in order: the 3rd failure locks the name, and
     // every login checked after it answers ACCOUNT_LOCKED, the right password's included.
+    // henry stays logged in on `setup`, so his account stays resident and every login of the
+    // burst goes straight to the hash pool: an evicted account is loaded from storage first,
+    // and those loads may finish out of order, letting the right password be checked before
+    // the 3rd failure (a race of the test, not of the lock).
     let l = Lattice::start(&[
         "--account.account_lock_failures",
         "3",
@@ -391,10 +395,7 @@ fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
         "1",
     ]);
     let mut setup = connect_from(l.port, 9);
-    assert!(matches!(
-        ask(&mut setup, 1, &register("henry", "right password", "x")),
-        AnyMessage::RegisterOk(_)
-    ));
+    register_and_login(&mut setup, "henry", "right password", "x");
     let mut c = connect_from(l.port, 2);
     let mut burst = Vec::new();
     for rid in 1..=8u32 {
@@ -423,7 +424,8 @@ fn pipelined_logins_learn_no_more_than_the_failures_that_lock() {
     assert_eq!((wrong, locked), (3, 5), "{answers:?}");
     assert_eq!(answers[&7], ec::ACCOUNT_LOCKED, "{answers:?}");
     assert_eq!(l.metric_total("lattice_account_locked_refusals_total"), 5);
-    assert_eq!(l.metric_total("lattice_account_logins_total"), 0);
+    // The setup login only.
+    assert_eq!(l.metric_total("lattice_account_logins_total"), 1);
 }
 
 #[test]
