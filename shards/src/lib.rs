@@ -37,4 +37,5 @@ pub mod resume;
 pub mod server;
 pub mod service;
 pub mod strict_json;
+pub mod text;
 pub mod tools;

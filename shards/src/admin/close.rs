@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::json::{body, error, ok, shard_error};
 use super::Api;
+use crate::text::invisible;
 
 /// Longest reason accepted (it is logged once per closed session).
 const MAX_REASON: usize = 200;
@@ -28,51 +29,10 @@ pub(super) fn register(r: &mut Routes, api: &Arc<Api>) {
     );
 }
 
-/// Characters a logged reason must not hold: control characters, and those that break or hide
-/// text in a log viewer: Unicode line and paragraph separators, every format character (general
-/// category Cf, Unicode 16: soft hyphen, zero-width and bidirectional controls, the byte-order
-/// mark, the tag block), and the characters that display as nothing (combining grapheme joiner,
-/// Hangul fillers, Khmer inherent vowels, variation selectors, the blank Braille pattern).
+/// Characters a logged reason must not hold: control characters, the Unicode line and paragraph
+/// separators (they break a log line), and those that hide text ([`invisible`]).
 fn non_printing(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            // Cf
-            '\u{00AD}'
-                | '\u{0600}'..='\u{0605}'
-                | '\u{061C}'
-                | '\u{06DD}'
-                | '\u{070F}'
-                | '\u{0890}'..='\u{0891}'
-                | '\u{08E2}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-                | '\u{110BD}'
-                | '\u{110CD}'
-                | '\u{13430}'..='\u{1343F}'
-                | '\u{1BCA0}'..='\u{1BCA3}'
-                | '\u{1D173}'..='\u{1D17A}'
-                | '\u{E0001}'
-                | '\u{E0020}'..='\u{E007F}'
-                // Zl, Zp
-                | '\u{2028}'..='\u{2029}'
-                // shown as nothing
-                | '\u{034F}'
-                | '\u{115F}'..='\u{1160}'
-                | '\u{17B4}'..='\u{17B5}'
-                | '\u{180B}'..='\u{180D}'
-                | '\u{180F}'
-                | '\u{2800}'
-                | '\u{3164}'
-                | '\u{FE00}'..='\u{FE0F}'
-                | '\u{FFA0}'
-                | '\u{E0100}'..='\u{E01EF}'
-        )
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || invisible(c)
 }
 
 fn close(api: &Api, req: &Request) -> Response {

@@ -4,6 +4,7 @@
 use lattice_proto::error_code as ec;
 
 use super::config::AccountConfig;
+use crate::text::invisible;
 
 /// A rule a value broke: the `Error.code` and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +105,6 @@ pub fn password(cfg: &AccountConfig, pw: &str) -> Result<(), Violation> {
         ));
     }
     Ok(())
-}
-
-/// Invisible formatting characters (Unicode general category Cf) and other invisible marks that
-/// would let two nicknames look identical.
-fn invisible(c: char) -> bool {
-    matches!(c as u32,
-        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180E | 0x3164 | 0xFEFF | 0xFFA0
-        | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2 | 0x180B..=0x180D | 0x200B..=0x200F
-        | 0x202A..=0x202E | 0x2060..=0x206F | 0xFE00..=0xFE0F | 0xFFF0..=0xFFFB
-        | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }
 
 /// Checks a nickname.
