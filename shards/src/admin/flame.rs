@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::text::html_escape;
+
 /// Width of the graph in pixels.
 pub const WIDTH_PX: f64 = 1200.0;
 /// Height of one frame in pixels.
@@ -56,7 +58,7 @@ pub fn svg(title: &str, stacks: impl IntoIterator<Item = (Vec<String>, u64)>) ->
 "##,
         w = WIDTH_PX,
         cx = WIDTH_PX / 2.0,
-        title = escape(title),
+        title = html_escape(title),
         sy = height - 6.0,
         total = root.samples,
     );
@@ -101,7 +103,7 @@ fn draw(
     let _ = writeln!(
         out,
         "<g><title>{} ({} samples, {pct:.2}%)</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"rgb({r},{g},{b})\" rx=\"2\"/>{}</g>",
-        escape(name),
+        html_escape(name),
         node.samples,
         label(name, w, x, y),
         h = FRAME_PX - 1.0,
@@ -140,7 +142,7 @@ fn label(name: &str, w: f64, x: f64, y: f64) -> String {
         "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
         x + 3.0,
         y + FRAME_PX - 4.0,
-        escape(&shown)
+        html_escape(&shown)
     )
 }
 
@@ -154,21 +156,6 @@ fn color(name: &str) -> (u8, u8, u8) {
         (h >> 8) as u8 % 180 + 40,
         (h >> 16) as u8 % 55,
     )
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            c if c.is_control() => o.push(' '),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 
 use lattice_wire::http::Response;
 
+use crate::text::html_escape;
+
 /// The page.
 pub const INDEX_HTML: &str = include_str!("demo/index.html");
 /// The bundled client.
@@ -21,16 +23,7 @@ pub fn page_for(ws_path: &str) -> String {
     let js = serde_json::to_string(ws_path)
         .expect("a string")
         .replace('<', "\\u003c");
-    let text: String = ws_path
-        .chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            c => c.to_string(),
-        })
-        .collect();
+    let text = html_escape(ws_path);
     INDEX_HTML
         .replacen(
             "const WS_PATH = \"/ws\";",
