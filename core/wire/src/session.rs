@@ -521,12 +521,13 @@ impl Session {
             *input = &[];
             return Ok(None);
         }
-        if !input.is_empty() && !self.hello_bounded() {
-            self.last_seen = now;
-        }
-        if self.handshake == Handshake::AwaitingHello && self.tls_instead_of_frames(input) {
+        if self.handshake == Handshake::Ready {
+            if !input.is_empty() {
+                self.last_seen = now;
+            }
+        } else if let Err(reason) = self.before_hello(now, input) {
             *input = &[];
-            return Err(self.protocol_error(FrameError::TlsClientHello.to_string()));
+            return Err(reason);
         }
         let Layer::Binary(decoder) = &mut self.layer else {
             *input = &[];
@@ -564,18 +565,17 @@ impl Session {
             *input = &mut [];
             return Ok(None);
         }
-        if !input.is_empty() && !self.hello_bounded() {
-            self.last_seen = now;
+        if self.handshake == Handshake::Ready {
+            if !input.is_empty() {
+                self.last_seen = now;
+            }
+        } else if let Err(reason) = self.before_hello(now, input) {
+            *input = &mut [];
+            return Err(reason);
         }
         // The common case first, without a layer step: the binary layer queues nothing on input,
         // so there is no raw output to seal, no bound to re-check and no upgrade to notice (what
         // the general path below does for the other layers).
-        if self.handshake == Handshake::AwaitingHello && self.tls_instead_of_frames(input) {
-            *input = &mut [];
-            let reason = CloseReason::Protocol(FrameError::TlsClientHello.to_string());
-            self.close(reason.clone());
-            return Err(reason);
-        }
         if let Layer::Binary(dec) = &mut self.layer {
             return match next_frame(dec, input) {
                 Ok(Some(f)) => self.on_frame(now, f),
@@ -1426,11 +1426,24 @@ impl Session {
         t
     }
 
+    /// Input before an accepted `Hello` (both read paths, out of their line): it refreshes
+    /// `last_seen` unless a `Hello` deadline runs (`last_seen` then holds the session's start),
+    /// and a TLS ClientHello sent to the plain frame port closes the session at once.
+    #[cold]
+    #[inline(never)]
+    fn before_hello(&mut self, now: MonoTime, input: &[u8]) -> Result<(), CloseReason> {
+        if !input.is_empty() && !self.hello_bounded_slow() {
+            self.last_seen = now;
+        }
+        if self.tls_instead_of_frames(input) {
+            return Err(self.protocol_error(FrameError::TlsClientHello.to_string()));
+        }
+        Ok(())
+    }
+
     /// Before the `Hello`: true when a binary session's first bytes are a TLS ClientHello (see
     /// [`starts_tls_client_hello`]), which a short ClientHello would otherwise make the session
     /// wait on as a frame of up to 66 KB.
-    #[cold]
-    #[inline(never)]
     fn tls_instead_of_frames(&self, input: &[u8]) -> bool {
         matches!(&self.layer, Layer::Binary(d) if d.pending_len() == 0 && d.is_idle())
             && starts_tls_client_hello(input)
