@@ -230,13 +230,15 @@ pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
     r.add(
         "POST",
         "/lua/reload",
-        Box::new(move |req| match &scripts {
+        Box::new(move |req| {
             // Like every admin route: an unknown parameter is a 400, whatever the state.
-            _ if req.check_query(&[]).is_err() => {
-                Response::error(400, &req.check_query(&[]).unwrap_err())
+            if let Err(e) = req.check_query(&[]) {
+                return Response::error(400, &e);
             }
-            None => Response::error(409, "no scripts: lua.dir is empty"),
-            Some(s) => match s.reload() {
+            let Some(s) = &scripts else {
+                return Response::error(409, "no scripts: lua.dir is empty");
+            };
+            match s.reload() {
                 Ok((g, handled)) => Response::json(
                     200,
                     serde_json::json!({
@@ -250,7 +252,7 @@ pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
                     422,
                     serde_json::json!({ "error": e, "note": "nothing changed" }).to_string(),
                 ),
-            },
+            }
         }),
     );
 }
