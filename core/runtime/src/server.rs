@@ -476,15 +476,16 @@ impl Server {
                     shards = ?running,
                     "shutdown: shards did not stop within {ms} ms (shutdown.stop_timeout_ms; stuck in a handler?); going on without them"
                 );
-                for i in running.iter().rev() {
-                    drop(self.shards.remove(*i));
-                }
                 let mut errors = vec![format!(
                     "shards {running:?} did not stop within {ms} ms (shutdown.stop_timeout_ms)"
                 )];
-                if let Err(e) = self.join_within(None) {
-                    errors.push(e);
-                }
+                // The stuck handles are dropped (their threads left behind); the others have
+                // finished and keep their shard numbers.
+                let finished = std::mem::take(&mut self.shards)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !running.contains(i));
+                errors.extend(join_finished(finished));
                 return Err(errors.join("; "));
             }
             if logged.elapsed() >= Duration::from_secs(5) {
@@ -497,14 +498,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut errors = Vec::new();
-        for (i, h) in std::mem::take(&mut self.shards).into_iter().enumerate() {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(format!("shard {i} panicked")),
-            }
-        }
+        let errors = join_finished(std::mem::take(&mut self.shards).into_iter().enumerate());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -524,6 +518,22 @@ impl Server {
     pub fn any_shard_finished(&self) -> bool {
         self.shards.iter().any(|h| h.is_finished())
     }
+}
+
+/// Joins shard threads given with their shard numbers; returns the errors of those that failed
+/// or panicked.
+fn join_finished(
+    handles: impl Iterator<Item = (usize, JoinHandle<Result<(), String>>)>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, h) in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push(format!("shard {i} panicked")),
+        }
+    }
+    errors
 }
 
 /// Progress of every shard, readable from any thread. Even an idle shard makes a loop pass at
