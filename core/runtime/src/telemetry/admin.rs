@@ -233,7 +233,7 @@ impl Routes {
                 }
             }
         }
-        let mut path_known = false;
+        let mut allowed: Vec<&str> = Vec::new();
         for (method, m, h) in &self.routes {
             let hit = match m {
                 Match::Exact(p) => req.path == *p,
@@ -243,11 +243,15 @@ impl Routes {
                 if *method == req.method {
                     return h(req);
                 }
-                path_known = true;
+                if !allowed.contains(method) {
+                    allowed.push(method);
+                }
             }
         }
-        if path_known {
-            Response::error(405, "method not allowed")
+        if !allowed.is_empty() {
+            let mut r = Response::error(405, "method not allowed");
+            r.headers.push(("Allow".into(), allowed.join(", ")));
+            r
         } else {
             Response::error(404, "not found")
         }
@@ -583,7 +587,12 @@ mod tests {
     fn routes_by_method_and_path() {
         let r = routes();
         assert_eq!(r.respond(&req("GET", "/healthz")).status, 200);
-        assert_eq!(r.respond(&req("POST", "/healthz")).status, 405);
+        let refused = r.respond(&req("POST", "/healthz"));
+        assert_eq!(refused.status, 405);
+        assert_eq!(
+            refused.headers,
+            vec![("Allow".to_string(), "GET".to_string())]
+        );
         assert_eq!(r.respond(&req("GET", "/nope")).status, 404);
         let not_allowed = r.respond(&req("POST", "/healthz"));
         assert_eq!(not_allowed.content_type, "application/json");
