@@ -445,6 +445,19 @@ impl Config {
             {
                 return Err(bad("admin.listen", &problem));
             }
+            if let Some(l) = self
+                .listener_specs
+                .iter()
+                .find(|l| lattice_runtime::net::listener::binds_same(&self.admin.listen, &l.addr))
+            {
+                return Err(bad(
+                    "admin.listen",
+                    &format!(
+                        "{} is also the {} listener ({}): two listeners cannot bind one port",
+                        self.admin.listen, l.name, l.addr
+                    ),
+                ));
+            }
         }
         if !self.admin.token.is_empty() && !crate::admin::auth::usable_token(&self.admin.token) {
             return Err(bad(
@@ -619,6 +632,46 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("listeners.extra") && e.contains(needle), "{e}");
+        }
+        // Two listeners on one port: a configuration error naming both, not a bind failure later.
+        for (k, v, needle) in [
+            (
+                "listeners.http",
+                "127.0.0.1:7100",
+                "is also net.listen (0.0.0.0:7100)",
+            ),
+            (
+                "admin.listen",
+                "127.0.0.1:7102",
+                "is also the http listener (0.0.0.0:7102)",
+            ),
+            ("admin.listen", "[::]:7100", "is also the binary listener"),
+        ] {
+            let e = Config::load(None, vec![], vec![(k.into(), v.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k) && e.contains(needle), "{e}");
+        }
+        let e = Config::load(
+            None,
+            vec![],
+            vec![(
+                "listeners.extra".into(),
+                r#"[{ addr = "127.0.0.1:7200", stack = "binary", session = "internal" }, { addr = "127.0.0.1:7200", stack = "http", session = "client" }]"#.into(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("listeners.extra[1]") && e.contains("is also listeners.extra[0]"),
+            "{e}"
+        );
+        // Distinct ports, port 0, and an IPv6 loopback beside 0.0.0.0 are fine.
+        for (k, v) in [
+            ("listeners.http", "127.0.0.1:0"),
+            ("admin.listen", "[::1]:7100"),
+        ] {
+            Config::load(None, vec![], vec![(k.into(), v.into())]).unwrap();
         }
     }
 

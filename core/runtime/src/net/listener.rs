@@ -162,8 +162,10 @@ pub fn listener_specs(
     // A bad address is a configuration error naming its key, before anything starts.
     let addr = |key: &str, a: &str| check_listen_addr(a).map_err(|problem| err(key, problem));
     let mut out = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     if !net.listen.is_empty() {
         addr("net.listen", &net.listen)?;
+        keys.push("net.listen".into());
         out.push(ListenerSpec {
             name: "binary".into(),
             addr: net.listen.clone(),
@@ -173,6 +175,7 @@ pub fn listener_specs(
     }
     if !listeners.http.is_empty() {
         addr("listeners.http", &listeners.http)?;
+        keys.push("listeners.http".into());
         out.push(ListenerSpec {
             name: "http".into(),
             addr: listeners.http.clone(),
@@ -183,6 +186,7 @@ pub fn listener_specs(
     if tls.enabled() {
         if !tls.listen.is_empty() {
             addr("tls.listen", &tls.listen)?;
+            keys.push("tls.listen".into());
             out.push(ListenerSpec {
                 name: "tls".into(),
                 addr: tls.listen.clone(),
@@ -192,6 +196,7 @@ pub fn listener_specs(
         }
         if !tls.http_listen.is_empty() {
             addr("tls.http_listen", &tls.http_listen)?;
+            keys.push("tls.http_listen".into());
             out.push(ListenerSpec {
                 name: "https".into(),
                 addr: tls.http_listen.clone(),
@@ -229,6 +234,7 @@ pub fn listener_specs(
             StackKind::Binary => StackConfig::binary(x.session),
             StackKind::Http => http_stack(x.session),
         };
+        keys.push(key);
         out.push(ListenerSpec {
             name: format!("extra{i}"),
             addr: x.addr.clone(),
@@ -236,7 +242,38 @@ pub fn listener_specs(
             tls: x.tls,
         });
     }
+    if let Some((a, b)) = same_socket(&out) {
+        return Err(err(
+            &keys[b],
+            format!(
+                "{} is also {} ({}): two listeners cannot bind one port",
+                out[b].addr, keys[a], out[a].addr
+            ),
+        ));
+    }
     Ok(out)
+}
+
+/// The first two listeners (indexes) that would bind the same socket ([`binds_same`]).
+fn same_socket(specs: &[ListenerSpec]) -> Option<(usize, usize)> {
+    (1..specs.len()).find_map(|b| {
+        (0..b)
+            .find(|&a| binds_same(&specs[a].addr, &specs[b].addr))
+            .map(|a| (a, b))
+    })
+}
+
+/// True when listening on `a` and on `b` would collide: the same port (not 0) on the same
+/// address, or where one is the unspecified address of its family (`0.0.0.0` takes every IPv4
+/// address; `[::]` every address, IPv4 included).
+pub fn binds_same(a: &str, b: &str) -> bool {
+    let one = |x: &str| x.to_socket_addrs().ok().and_then(|mut it| it.next());
+    let (Some(a), Some(b)) = (one(a), one(b)) else {
+        return false;
+    };
+    let covers =
+        |u: SocketAddr, o: SocketAddr| u.ip().is_unspecified() && (u.is_ipv6() || o.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 /// A listen address must be `HOST:PORT` that resolves (an IP address, or a name such as
