@@ -106,6 +106,18 @@ pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
             continue;
         };
         let Some((section, key)) = rest.split_once("__") else {
+            if let Some(path) = single_underscore_key(&table, rest) {
+                let (section, key) = path.split_once('.').unwrap_or_default();
+                return Err(ConfigError::BadValue {
+                    problem: format!(
+                        "is not read: the environment form of {path} is LATTICE_{}__{} (two underscores between section and key)",
+                        section.to_uppercase(),
+                        key.to_uppercase()
+                    ),
+                    key: path,
+                    origin: format!("environment {name}"),
+                });
+            }
             continue;
         };
         let path = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
@@ -120,6 +132,21 @@ pub fn load(layers: &Layers<'_>) -> Result<Table, ConfigError> {
         set(&mut table, path, Raw::Text(value), &format!("--{path}"))?;
     }
     Ok(table)
+}
+
+/// The key `SECTION_KEY` (after `LATTICE_`, one underscore where two belong) names, if any: a
+/// near miss of the environment form, which would otherwise be ignored like the process's other
+/// `LATTICE_*` variables.
+fn single_underscore_key(table: &Table, rest: &str) -> Option<String> {
+    let lower = rest.to_lowercase();
+    lower.match_indices('_').find_map(|(i, _)| {
+        let (section, key) = (&lower[..i], &lower[i + 1..]);
+        table
+            .get(section)
+            .and_then(Value::as_table)
+            .is_some_and(|t| t.contains_key(key))
+            .then(|| format!("{section}.{key}"))
+    })
 }
 
 /// Deserialises the merged table into `T`, naming the failing key.
@@ -305,6 +332,26 @@ ratio = 0.5
         assert!(!c.net.nodelay);
         assert_eq!(c.net.listen, "0.0.0.0:7000");
         assert_eq!(c.net.ratio, 0.5);
+    }
+
+    #[test]
+    fn one_underscore_where_two_belong_is_an_error_other_variables_are_ignored() {
+        let mut l = layers();
+        l.env = vec![("LATTICE_NET_MAX_FRAME".into(), "2048".into())];
+        let e = load(&l).unwrap_err().to_string();
+        assert!(
+            e.contains("`net.max_frame`")
+                && e.contains("LATTICE_NET__MAX_FRAME")
+                && e.contains("environment LATTICE_NET_MAX_FRAME"),
+            "{e}"
+        );
+        // Not a key under any split: the process's own variables (test hooks, tools) stay quiet.
+        l.env = vec![
+            ("LATTICE_TEST_MYSQL_URL".into(), "mysql://x".into()),
+            ("LATTICE_NET_NOPE".into(), "1".into()),
+            ("LATTICE_FAULT".into(), "1".into()),
+        ];
+        load(&l).unwrap();
     }
 
     #[test]
