@@ -453,8 +453,10 @@ impl Config {
                 return Err(bad(
                     "admin.listen",
                     &format!(
-                        "{} is also the {} listener ({}): two listeners cannot bind one port",
-                        self.admin.listen, l.name, l.addr
+                        "{} is also {} ({}): two listeners cannot bind one port",
+                        self.admin.listen,
+                        l.config_key(),
+                        l.addr
                     ),
                 ));
             }
@@ -643,9 +645,9 @@ mod tests {
             (
                 "admin.listen",
                 "127.0.0.1:7102",
-                "is also the http listener (0.0.0.0:7102)",
+                "is also listeners.http (0.0.0.0:7102)",
             ),
-            ("admin.listen", "[::]:7100", "is also the binary listener"),
+            ("admin.listen", "[::]:7100", "is also net.listen"),
         ] {
             let e = Config::load(None, vec![], vec![(k.into(), v.into())])
                 .unwrap_err()
@@ -711,6 +713,9 @@ mod tests {
             ("lua.memory_limit", "0"),
             ("lua.instruction_budget", "0"),
             ("lua.instruction_budget", "999"),
+            ("http.rpc_timeout_ms", "0"),
+            ("account.account_lock_failures", "0"),
+            ("account.ip_lock_failures", "0"),
         ] {
             let e = key_of(k, v).unwrap_or_else(|| panic!("{k} = {v} was accepted"));
             assert!(e.contains(&format!("`{k}`")), "{k} = {v}: {e}");

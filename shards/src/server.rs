@@ -512,10 +512,9 @@ pub fn run(mut cfg: Config) -> i32 {
                 Some(a)
             }
             Err(e) => {
-                eprintln!(
-                    "lattice: cannot listen on admin.listen {}: {e}",
-                    cfg.admin.listen
-                );
+                let e = format!("cannot listen on admin.listen {}: {e}", cfg.admin.listen);
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("lattice: {e}");
                 server.shutdown();
                 let _ = server.join();
                 center.stop();

@@ -455,23 +455,23 @@ fn sigterm_answers_requests_still_being_worked_on() {
     assert_eq!(l.terminate(), 0, "{}", l.logs());
 }
 
-/// A listen address already in use is exit 1 with a line naming its key.
+/// A listen address already in use is exit 1 with a line naming its key, and an ERROR log line.
 #[test]
 fn a_listen_address_in_use_names_its_key_and_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
     let free = || format!("127.0.0.1:{}", free_port());
-    for key in ["net.listen", "listeners.http"] {
+    for key in ["net.listen", "listeners.http", "admin.listen"] {
         let data = std::env::temp_dir().join(format!(
             "lattice-inuse-{}-{}",
             std::process::id(),
             key.replace('.', "-")
         ));
         let _ = std::fs::remove_dir_all(&data);
-        let (net, http) = if key == "net.listen" {
-            (busy.clone(), free())
-        } else {
-            (free(), busy.clone())
+        let (net, http, admin) = match key {
+            "net.listen" => (busy.clone(), free(), String::new()),
+            "listeners.http" => (free(), busy.clone(), String::new()),
+            _ => (free(), free(), busy.clone()),
         };
         let out = lattice(&[
             "run",
@@ -480,14 +480,21 @@ fn a_listen_address_in_use_names_its_key_and_exits_1() {
             "--listeners.http",
             &http,
             "--admin.listen",
-            "",
+            &admin,
             "--storage.data_dir",
             data.to_str().unwrap(),
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{key}: {err}");
         assert!(
-            err.contains(&format!("cannot listen on {key} {busy}")),
+            err.contains(&format!("lattice: cannot listen on {key} {busy}")),
+            "{key}: {err}"
+        );
+        // The log says it too (the console here; a log file in production).
+        assert!(
+            err.lines().any(|l| l.contains("ERROR")
+                && l.contains("cannot start")
+                && l.contains(&format!("cannot listen on {key} {busy}"))),
             "{key}: {err}"
         );
         let _ = std::fs::remove_dir_all(&data);

@@ -127,6 +127,12 @@ pub fn listener_specs(
             ),
         ));
     }
+    if http.rpc_timeout_ms == 0 {
+        return Err(err(
+            "http.rpc_timeout_ms",
+            "must be at least 1 (every /rpc whose reply is not immediate would be a 504)".into(),
+        ));
+    }
     if http.max_head < 64 {
         return Err(err("http.max_head", "must be at least 64 bytes".into()));
     }

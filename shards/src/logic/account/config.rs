@@ -117,11 +117,11 @@ impl AccountConfig {
         if self.hash_memory_kib < 8 || self.hash_passes == 0 {
             return bad("hash_memory_kib", "Argon2 needs at least 8 KiB and 1 pass");
         }
-        if self.account_lock_failures == 0 || self.ip_lock_failures == 0 {
-            return bad(
-                "account_lock_failures",
-                "lock-out thresholds must be at least 1",
-            );
+        if self.account_lock_failures == 0 {
+            return bad("account_lock_failures", "must be at least 1");
+        }
+        if self.ip_lock_failures == 0 {
+            return bad("ip_lock_failures", "must be at least 1");
         }
         if self.lock_table_max == 0 {
             return bad("lock_table_max", "must be at least 1");
