@@ -141,10 +141,7 @@ pub fn guard(token: String) -> Guard {
         }
         let given = req
             .header("authorization")
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(bearer_credentials)
             .map(str::trim);
         match given {
             Some(t) if same_token(t.as_bytes(), token.as_bytes()) => None,
@@ -154,6 +151,13 @@ pub fn guard(token: String) -> Guard {
             )),
         }
     })
+}
+
+/// The credentials of an `Authorization` value with the `Bearer` scheme, in any case (RFC 9110
+/// 11.1: schemes are case-insensitive).
+fn bearer_credentials(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
 }
 
 fn unauthorized(why: &str) -> Response {
@@ -231,5 +235,15 @@ mod tests {
         assert!(!same_token(b"abd", b"abc"));
         assert!(!same_token(b"ab", b"abc"));
         assert!(!same_token(b"", b"abc"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for v in ["Bearer t", "bearer t", "BEARER t", "BeArEr t"] {
+            assert_eq!(bearer_credentials(v), Some("t"), "{v}");
+        }
+        for v in ["Bearerx t", "Basic t", "Bearer", ""] {
+            assert_eq!(bearer_credentials(v), None, "{v}");
+        }
     }
 }

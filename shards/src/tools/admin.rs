@@ -112,6 +112,9 @@ pub enum IpRulesCommand {
         /// Also close the existing sessions the new rules refuse.
         #[arg(long)]
         close_matching: bool,
+        /// Remove every rule (needed to set no rule at all, so that a bare `set` wipes nothing).
+        #[arg(long, conflicts_with_all = ["allow", "deny", "allow_only"])]
+        clear: bool,
     },
 }
 
@@ -204,7 +207,20 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
             allow,
             deny,
             allow_only,
+            clear,
+            ..
+        }) if allow.is_empty() && deny.is_empty() && !allow_only && !clear => {
+            return Err(
+                "ip-rules set replaces every rule: give --allow, --deny or --allow-only, or --clear to remove them all"
+                    .into(),
+            )
+        }
+        AdminCommand::IpRules(IpRulesCommand::Set {
+            allow,
+            deny,
+            allow_only,
             close_matching,
+            ..
         }) => Call {
             method: "PUT",
             target: "/admin/ip-rules".into(),
@@ -400,5 +416,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.target, "/admin/reload?close_matching=1");
+        // A bare `ip-rules set` would wipe every rule: refused; --clear says so on purpose.
+        let set = |deny: Vec<String>, clear: bool| {
+            call(&AdminCommand::IpRules(IpRulesCommand::Set {
+                allow: vec![],
+                deny,
+                allow_only: false,
+                close_matching: false,
+                clear,
+            }))
+        };
+        assert!(set(vec![], false).unwrap_err().contains("--clear"));
+        assert_eq!(
+            set(vec![], true).unwrap().body.unwrap(),
+            json!({"allow": [], "deny": [], "allow_only": false, "close_matching": false})
+        );
+        assert_eq!(
+            set(vec!["10.0.0.0/8".into()], false).unwrap().body.unwrap()["deny"],
+            json!(["10.0.0.0/8"])
+        );
     }
 }
