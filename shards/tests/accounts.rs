@@ -583,3 +583,37 @@ fn a_second_account_pipelined_on_a_logged_in_session_is_refused() {
     );
     assert_eq!(l.metric_total("lattice_account_online"), 1);
 }
+
+/// The files that hold password hashes are the owner's only: the SQLite database and its WAL, and
+/// the journal's segments (the server creates them 0600 whatever the umask; backups are 0600 too).
+#[test]
+fn the_files_that_hold_password_hashes_are_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut l = Lattice::start(&[]);
+    let mut c = l.connect();
+    register_and_login(&mut c, "ivy", "ivys password", "Ivy");
+    drop(c);
+    assert_eq!(l.terminate(), 0);
+    let mut checked = Vec::new();
+    let mut dirs = vec![l.data.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if name.contains(".sqlite3") && !name.ends_with(".lock")
+                || name.starts_with("seg-")
+            {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", p.display());
+                checked.push(name);
+            }
+        }
+    }
+    assert!(
+        checked.iter().any(|n| n.ends_with(".sqlite3"))
+            && checked.iter().any(|n| n.starts_with("seg-")),
+        "the database and a journal segment: {checked:?}"
+    );
+}

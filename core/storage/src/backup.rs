@@ -241,6 +241,8 @@ fn sqlite_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageErro
     // A failed restore into a database that did not exist leaves nothing behind (not an empty
     // file the server would then start on).
     let existed = dst_path.exists();
+    crate::sqlite::create_private(&dst_path)
+        .map_err(|e| err(format!("create {}: {e}", dst_path.display())))?;
     let mut dst = rusqlite::Connection::open(&dst_path)
         .map_err(|e| err(format!("open {}: {e}", dst_path.display())))?;
     let r = dst.restore(

@@ -15,6 +15,7 @@ use super::Value;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Error stored with a record.
@@ -198,6 +199,7 @@ impl DumpFile {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600) // it holds rows, password hashes among them
             .open(&self.path)?;
         f.write_all(text.as_bytes())?;
         f.sync_data()?;

@@ -20,8 +20,12 @@ use super::{Op, Value};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Mode of a new segment: it holds rows (password hashes among them), readable by the owner only.
+const PRIVATE: u32 = 0o600;
 
 /// Largest payload of one record; a bigger mark is refused before it is queued.
 pub const MAX_RECORD: usize = 16 << 20;
@@ -283,7 +287,11 @@ impl Journal {
         // A crash right after the previous open may have left this very file (empty or with a
         // checkpoint only): keep using it.
         closed.retain(|s| s.path != path);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(PRIVATE)
+            .open(&path)?;
         let bytes = file.metadata()?.len();
         sync_dir(dir)?;
         let mut j = Journal {
@@ -451,7 +459,11 @@ impl Journal {
         if path == self.current.path {
             return Ok(());
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(PRIVATE)
+            .open(&path)?;
         let old = std::mem::replace(
             &mut self.current,
             Segment {

@@ -10,6 +10,7 @@ use super::Value;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql};
 use std::cell::RefCell;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 /// One connection to the database file.
@@ -68,6 +69,22 @@ pub fn classify(e: rusqlite::Error) -> DbError {
     }
 }
 
+/// Creates the database file at `path` with mode 0600 if it does not exist: it holds password
+/// hashes, and SQLite gives its WAL and shared-memory files the database file's mode. An existing
+/// file keeps its mode; an empty file is an empty database to SQLite.
+pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteBackend {
     /// Opens (creating) the file at [`StorageConfig::sqlite_path`], creating its directory.
     pub fn open(config: &StorageConfig) -> Result<SqliteBackend, DbError> {
@@ -76,6 +93,8 @@ impl SqliteBackend {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DbError::config(format!("create {}: {e}", dir.display())))?;
         }
+        create_private(&path)
+            .map_err(|e| DbError::config(format!("create {}: {e}", path.display())))?;
         let conn = Connection::open(&path).map_err(classify)?;
         conn.busy_timeout(Duration::from_millis(config.op_timeout_ms))
             .map_err(classify)?;
