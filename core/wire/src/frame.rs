@@ -179,6 +179,31 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
     }))
 }
 
+/// A header cut short (fewer than 12 bytes, or 20 with the extension) whose length is already
+/// out of range: `LengthOutOfRange` as [`parse_header`] would give once the header is whole, so a
+/// short bad input closes at once instead of waiting for bytes that cannot make it valid. The
+/// minimum counts the extension only once the flags are known and valid.
+#[cold]
+fn partial_header_error(bytes: &[u8], max_frame: u32) -> Option<FrameError> {
+    let length = u32::from_le_bytes(*bytes.first_chunk::<4>()?);
+    let min = match bytes.get(6..8) {
+        Some(f) => {
+            let flags = u16::from_le_bytes([f[0], f[1]]);
+            if flags & !KNOWN_FLAGS == 0 {
+                header_len(flags)
+            } else {
+                HEADER_LEN
+            }
+        }
+        None => HEADER_LEN,
+    };
+    ((length as usize) < min || length > max_frame).then_some(FrameError::LengthOutOfRange {
+        length,
+        min: min as u32,
+        max: max_frame,
+    })
+}
+
 /// True when `bytes`, the first a connection sent, are a TLS record with a ClientHello: content
 /// type 22, major version 3, a minor version 0–4, and handshake type 1 after the 5-byte record
 /// header. Read as a frame header that is an opcode of 256 or more, never the `Hello` or `Resume`
@@ -392,6 +417,9 @@ impl Decoder {
                 Ok(Some(h)) => h,
                 Ok(None) => {
                     debug_assert!(input.is_empty());
+                    if let Some(e) = partial_header_error(&self.pending, self.max_frame) {
+                        return self.fail(e);
+                    }
                     return Ok(None);
                 }
                 Err(e) => return self.fail(e),
@@ -418,7 +446,12 @@ impl Decoder {
             }
             // Incomplete: keep it. Memory grows with the bytes received, never with the length the
             // peer claims (a 12-byte header must not reserve a megabyte).
-            Ok(Some(_)) | Ok(None) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Some(e) = partial_header_error(input, self.max_frame) {
+                    return self.fail(e);
+                }
+            }
             Err(e) => return self.fail(e),
         }
         self.pending.extend_from_slice(input);
@@ -548,6 +581,55 @@ mod tests {
         assert!(out[1].0.compressed());
         assert_eq!(dec.pending_len(), 0);
         assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn a_length_out_of_range_fails_once_its_four_bytes_arrive() {
+        // Shorter than a header, in one read or byte by byte: JSON, an HTTP request line, a
+        // too-large and a too-small length.
+        for bad in [&b"{\"a\":1}"[..], b"GET /", &[0xff; 4], &[5, 0, 0, 0]] {
+            let mut dec = Decoder::new(1024);
+            assert!(collect(&mut dec, bad, &mut Vec::new()).is_err(), "{bad:?}");
+            let mut dec = Decoder::new(1024);
+            let mut res = Ok(0);
+            for (i, b) in bad.iter().enumerate() {
+                res = collect(&mut dec, std::slice::from_ref(b), &mut Vec::new());
+                if i < 3 {
+                    assert_eq!(res, Ok(0), "{bad:?}: undecided before 4 bytes");
+                }
+            }
+            assert!(
+                matches!(
+                    res,
+                    Err(FrameError::LengthOutOfRange {
+                        min: 12,
+                        max: 1024,
+                        ..
+                    })
+                ),
+                "{bad:?}: {res:?}"
+            );
+        }
+        // A length of 12..20 waits for the flags: valid unless they announce the extension.
+        let mut dec = Decoder::new(1024);
+        assert_eq!(collect(&mut dec, &[16, 0, 0, 0, 4], &mut Vec::new()), Ok(0));
+        assert_eq!(
+            collect(
+                &mut dec,
+                &[0, FLAG_SEQ as u8, (FLAG_SEQ >> 8) as u8],
+                &mut Vec::new()
+            ),
+            Err(FrameError::LengthOutOfRange {
+                length: 16,
+                min: 20,
+                max: 1024
+            })
+        );
+        // A valid header cut short stays undecided.
+        let frame = encode(4, 0, 1, b"abc");
+        let mut dec = Decoder::new(1024);
+        assert_eq!(collect(&mut dec, &frame[..7], &mut Vec::new()), Ok(0));
+        assert_eq!(collect(&mut dec, &frame[7..], &mut Vec::new()), Ok(1));
     }
 
     #[test]
