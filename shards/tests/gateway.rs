@@ -325,6 +325,9 @@ fn websocket_handshake_refusals_pings_and_origins() {
     let (status, head, _) = http_exchange(l.http, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 426);
     assert!(head.contains("Sec-WebSocket-Version: 13"), "{head}");
+    // One Connection field that names both the upgrade and the close.
+    assert_eq!(head.matches("Connection:").count(), 1, "{head}");
+    assert!(head.contains("Connection: Upgrade, close"), "{head}");
     // Server pings on the interval while idle; the client's pongs keep it open.
     let mut c = WsClient::connect(l.http);
     c.s.set_read_timeout(Some(Duration::from_millis(50)))
@@ -495,6 +498,9 @@ fn an_upgrade_after_another_request_on_the_connection_is_refused() {
         text.contains("a WebSocket upgrade must be the first request of its connection"),
         "{text}"
     );
+    // The connection ends after the 400, and the 400 says so.
+    let refusal = &text[text.find("HTTP/1.1 400").unwrap()..];
+    assert!(refusal.contains("\r\nConnection: close\r\n"), "{refusal}");
     // The first request of a connection still upgrades.
     let mut c = WsClient::connect(l.http);
     c.send(1, &pb::Ping::default());

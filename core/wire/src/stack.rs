@@ -366,7 +366,7 @@ impl Layer {
                 };
                 match checked {
                     Err(resp) => {
-                        h.conn.respond(&resp, out);
+                        h.conn.respond_and_close(&resp, out);
                         Step::Linger(CloseReason::Protocol(format!(
                             "websocket handshake refused ({})",
                             resp.status

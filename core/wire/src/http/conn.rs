@@ -152,6 +152,16 @@ impl HttpConn {
         keep_alive
     }
 
+    /// Answers the current request with `resp` and `Connection: close`, whatever the request
+    /// asked: the connection ends after it (a refused WebSocket upgrade).
+    pub fn respond_and_close(&mut self, resp: &Response, out: &mut Vec<u8>) {
+        debug_assert!(matches!(self.state, State::Responding { .. }));
+        resp.encode(true, out);
+        self.unlooked = false;
+        self.buf = Vec::new();
+        self.state = State::Done;
+    }
+
     /// Takes the connection out of HTTP (a WebSocket upgrade was answered): returns the bytes the
     /// peer sent after the upgrade request.
     pub fn take_rest(&mut self) -> Vec<u8> {

@@ -164,6 +164,9 @@ pub trait HeadView {
     fn header(&self, name: &str) -> Option<&str>;
     /// True when header `name` lists `token` (comma-separated, case-insensitive).
     fn header_has_token(&self, name: &str, token: &str) -> bool;
+    /// True when header `name` lists `token` exactly (comma-separated, case-sensitive: a
+    /// WebSocket subprotocol, which a browser compares byte for byte with what it offered).
+    fn header_lists_exactly(&self, name: &str, token: &str) -> bool;
     /// How many header fields are named `name` (lower-case).
     fn header_count(&self, name: &str) -> usize;
 }
@@ -183,6 +186,13 @@ impl HeadView for Request {
     }
     fn header_has_token(&self, name: &str, token: &str) -> bool {
         Request::header_has_token(self, name, token)
+    }
+    fn header_lists_exactly(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim() == token)
     }
     fn header_count(&self, name: &str) -> usize {
         self.headers.iter().filter(|(k, _)| k == name).count()
@@ -249,6 +259,13 @@ impl HeadView for RawHead<'_> {
             .filter(|h| h.name.eq_ignore_ascii_case(name))
             .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+    fn header_lists_exactly(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
+            .any(|t| t.trim() == token)
     }
     fn header_count(&self, name: &str) -> usize {
         self.headers

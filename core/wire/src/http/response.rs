@@ -35,7 +35,8 @@ impl Response {
         self
     }
 
-    /// Appends the encoded response to `out`; `close` adds `Connection: close`. `204` and `304`
+    /// Appends the encoded response to `out`; `close` adds `Connection: close` (or `, close` to a
+    /// `Connection` field the response has). `204` and `304`
     /// carry no body and no `Content-Length` (RFC 9110 §8.6: in a 304 it would have to be the
     /// length of the 200's body); a body given to them is not sent.
     ///
@@ -47,8 +48,15 @@ impl Response {
         if !bodiless {
             let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
         }
+        let mut close = close;
         for (k, v) in &self.headers {
-            let _ = write!(head, "{k}: {v}\r\n");
+            if close && k.eq_ignore_ascii_case("connection") {
+                // One Connection field naming both (`Upgrade, close` on a 426), not two.
+                let _ = write!(head, "{k}: {v}, close\r\n");
+                close = false;
+            } else {
+                let _ = write!(head, "{k}: {v}\r\n");
+            }
         }
         if close {
             head.push_str("Connection: close\r\n");
@@ -104,6 +112,21 @@ mod tests {
             s,
             "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\nX-A: 1\r\nConnection: close\r\n\r\nnot found\n"
         );
+    }
+
+    #[test]
+    fn a_closing_response_with_its_own_connection_field_has_one() {
+        let r = Response::text(426, "x\n").with_header("Connection", "Upgrade");
+        let mut out = Vec::new();
+        r.encode(true, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s.matches("Connection:").count(), 1, "{s}");
+        assert!(s.contains("\r\nConnection: Upgrade, close\r\n"), "{s}");
+        let mut out = Vec::new();
+        r.encode(false, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nConnection: Upgrade\r\n"));
     }
 
     #[test]
