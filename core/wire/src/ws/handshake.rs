@@ -102,7 +102,7 @@ pub fn check_upgrade(req: &impl HeadView, origins: &[String]) -> Result<Accepted
         }
     }
     let protocol = req
-        .header_has_token("sec-websocket-protocol", SUBPROTOCOL)
+        .header_lists_exactly("sec-websocket-protocol", SUBPROTOCOL)
         .then_some(SUBPROTOCOL);
     Ok(Accepted {
         accept: accept_key(key),
@@ -150,6 +150,25 @@ mod tests {
         assert!(s.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(s.contains("Sec-WebSocket-Protocol: lattice.v1\r\n"));
         assert!(!s.contains("Extensions"), "deflate is declined");
+        // Matched byte for byte, owned or borrowed from the read: a browser fails a connection
+        // whose server selects a value it did not offer, `lattice.v1` for `LATTICE.V1` included.
+        for (offer, picked) in [
+            ("lattice.v1", Some(SUBPROTOCOL)),
+            ("LATTICE.V1", None),
+            ("Lattice.v1, x", None),
+        ] {
+            let extra = format!("{GOOD}Sec-WebSocket-Protocol: {offer}\r\n");
+            assert_eq!(
+                check_upgrade(&req(&extra), &[]).unwrap().protocol,
+                picked,
+                "{offer}"
+            );
+            let text = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+            let borrowed = crate::http::with_head(text.as_bytes(), &HttpLimits::default(), |raw| {
+                check_upgrade(raw, &[]).unwrap().protocol
+            });
+            assert_eq!(borrowed.unwrap().unwrap().0, picked, "{offer} (borrowed)");
+        }
     }
 
     #[test]
