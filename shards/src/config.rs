@@ -81,6 +81,57 @@ pub struct Origin {
     pub args: Vec<(String, String)>,
 }
 
+impl Origin {
+    /// `e` with the layer its key was set in (`--key`, `environment NAME`, the file) where it
+    /// only says "merged configuration": checks made after merging (ranges, pairs of keys) know
+    /// the key, not where its value came from. A key no layer set keeps that wording (its
+    /// default conflicts with another key).
+    fn locate(&self, e: ConfigError) -> ConfigError {
+        match e {
+            ConfigError::BadValue {
+                key,
+                problem,
+                origin,
+            } if origin == "merged configuration" => {
+                let origin = self.layer_of(&key).unwrap_or(origin);
+                ConfigError::BadValue {
+                    key,
+                    problem,
+                    origin,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Where `key` (`section.key`, perhaps followed by `[i]` or `.field`) was last set.
+    fn layer_of(&self, key: &str) -> Option<String> {
+        let (section, rest) = key.split_once('.')?;
+        let name = rest.split(['.', '[']).next()?;
+        let path = format!("{section}.{name}");
+        if self.args.iter().any(|(k, _)| *k == path) {
+            return Some(format!("--{path}"));
+        }
+        let env_form = format!("LATTICE_{section}__{name}");
+        if let Some((n, _)) = self
+            .env
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&env_form))
+        {
+            return Some(format!("environment {n}"));
+        }
+        let file = self.file.as_ref()?;
+        let text = std::fs::read_to_string(file).ok()?;
+        let table: toml::Table = text.parse().ok()?;
+        table
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key(name))
+            .then(|| file.display().to_string())
+    }
+}
+
 /// Everything `lattice run` reads itself; services and components read their own sections from
 /// [`Config::table`] when they are built.
 #[derive(Debug, Clone)]
@@ -142,11 +193,21 @@ impl Config {
         env: Vec<(String, String)>,
         args: Vec<(String, String)>,
     ) -> Result<Config, ConfigError> {
-        let schema = schema();
         let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("LATTICE_"))
             .collect();
+        let origin = Origin {
+            file: file.map(Path::to_path_buf),
+            env,
+            args,
+        };
+        Self::load_merged(origin.clone()).map_err(|e| origin.locate(e))
+    }
+
+    fn load_merged(origin: Origin) -> Result<Config, ConfigError> {
+        let schema = schema();
+        let (file, env, args) = (origin.file.as_deref(), &origin.env, &origin.args);
         let table = config::load(&Layers {
             defaults: &schema,
             file,
@@ -175,11 +236,7 @@ impl Config {
             http: typed_section(&table, "http")?,
             listener_specs: Vec::new(),
             table,
-            origin: Origin {
-                file: file.map(Path::to_path_buf),
-                env,
-                args,
-            },
+            origin,
         };
         let mut cfg = cfg;
         cfg.listener_specs = listener_specs(&cfg.net, &cfg.listeners, &cfg.http, &cfg.tls)
@@ -675,6 +732,44 @@ mod tests {
         ] {
             Config::load(None, vec![], vec![(k.into(), v.into())]).unwrap();
         }
+    }
+
+    #[test]
+    fn a_value_refused_after_merging_names_the_layer_it_came_from() {
+        let e = |env: Vec<(&str, &str)>, args: Vec<(&str, &str)>, file: Option<&Path>| {
+            Config::load(
+                file,
+                env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+                args.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let m = e(vec![], vec![("net.max_frame", "11")], None);
+        assert!(m.ends_with("(from --net.max_frame)"), "{m}");
+        let m = e(vec![], vec![("account.ip_lock_failures", "0")], None);
+        assert!(
+            m.contains("`account.ip_lock_failures`")
+                && m.ends_with("(from --account.ip_lock_failures)"),
+            "{m}"
+        );
+        let m = e(vec![("LATTICE_NET__MAX_FRAME", "11")], vec![], None);
+        assert!(
+            m.ends_with("(from environment LATTICE_NET__MAX_FRAME)"),
+            "{m}"
+        );
+        let dir = std::env::temp_dir().join(format!("lattice-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("l.toml");
+        std::fs::write(&f, "[net]\nmax_frame = 11\n").unwrap();
+        let m = e(vec![], vec![], Some(&f));
+        assert!(m.ends_with(&format!("(from {})", f.display())), "{m}");
+        // A pair check on a key left at its default keeps the neutral wording.
+        let m = e(vec![], vec![("account.password_max_len", "7")], None);
+        assert!(m.ends_with("(from merged configuration)"), "{m}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
