@@ -222,9 +222,16 @@ fn set(table: &mut Table, path: &str, raw: Raw<'_>, origin: &str) -> Result<(), 
                 }
             }),
             _ => {
-                let t: Table = format!("v = {s}")
-                    .parse()
-                    .map_err(|e: toml::de::Error| bad(one_line(&e.to_string())))?;
+                let t: Table = format!("v = {s}").parse().map_err(|e: toml::de::Error| {
+                    // The parser's position is in the wrapped line: give its reason only.
+                    let why = e.message().trim_end_matches('.').to_string();
+                    let example = if slot.is_array() {
+                        "a TOML array, strings quoted: [\"a\", \"b\"]"
+                    } else {
+                        "a TOML inline table: { key = \"value\" }"
+                    };
+                    bad(format!("expected {example}, got {s:?} ({why})"))
+                })?;
                 t.get("v")
                     .cloned()
                     .ok_or_else(|| bad("empty value".into()))?
@@ -352,6 +359,22 @@ ratio = 0.5
             ("LATTICE_FAULT".into(), "1".into()),
         ];
         load(&l).unwrap();
+    }
+
+    #[test]
+    fn a_list_that_is_not_toml_says_what_is_expected() {
+        let l = Layers {
+            defaults: "[access]\ndeny = []\n",
+            args: vec![("access.deny".into(), "[10.0.0.0/8]".into())],
+            ..Default::default()
+        };
+        let e = load(&l).unwrap_err().to_string();
+        assert!(
+            e.contains("expected a TOML array, strings quoted")
+                && e.contains("got \"[10.0.0.0/8]\"")
+                && !e.contains("v = "),
+            "{e}"
+        );
     }
 
     #[test]
