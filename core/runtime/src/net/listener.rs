@@ -168,10 +168,8 @@ pub fn listener_specs(
     // A bad address is a configuration error naming its key, before anything starts.
     let addr = |key: &str, a: &str| check_listen_addr(a).map_err(|problem| err(key, problem));
     let mut out = Vec::new();
-    let mut keys: Vec<String> = Vec::new();
     if !net.listen.is_empty() {
         addr("net.listen", &net.listen)?;
-        keys.push("net.listen".into());
         out.push(ListenerSpec {
             name: "binary".into(),
             addr: net.listen.clone(),
@@ -181,7 +179,6 @@ pub fn listener_specs(
     }
     if !listeners.http.is_empty() {
         addr("listeners.http", &listeners.http)?;
-        keys.push("listeners.http".into());
         out.push(ListenerSpec {
             name: "http".into(),
             addr: listeners.http.clone(),
@@ -192,7 +189,6 @@ pub fn listener_specs(
     if tls.enabled() {
         if !tls.listen.is_empty() {
             addr("tls.listen", &tls.listen)?;
-            keys.push("tls.listen".into());
             out.push(ListenerSpec {
                 name: "tls".into(),
                 addr: tls.listen.clone(),
@@ -202,7 +198,6 @@ pub fn listener_specs(
         }
         if !tls.http_listen.is_empty() {
             addr("tls.http_listen", &tls.http_listen)?;
-            keys.push("tls.http_listen".into());
             out.push(ListenerSpec {
                 name: "https".into(),
                 addr: tls.http_listen.clone(),
@@ -240,7 +235,6 @@ pub fn listener_specs(
             StackKind::Binary => StackConfig::binary(x.session),
             StackKind::Http => http_stack(x.session),
         };
-        keys.push(key);
         out.push(ListenerSpec {
             name: format!("extra{i}"),
             addr: x.addr.clone(),
@@ -250,10 +244,12 @@ pub fn listener_specs(
     }
     if let Some((a, b)) = same_socket(&out) {
         return Err(err(
-            &keys[b],
+            &out[b].config_key(),
             format!(
                 "{} is also {} ({}): two listeners cannot bind one port",
-                out[b].addr, keys[a], out[a].addr
+                out[b].addr,
+                out[a].config_key(),
+                out[a].addr
             ),
         ));
     }
