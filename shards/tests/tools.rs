@@ -112,6 +112,25 @@ fn backup_and_restore(name: &str, storage: &[&str]) {
         ),
         AnyMessage::NicknameChanged(_)
     ));
+    if name == "mariadb" {
+        // Another data directory naming the same database (a second node): refused while this
+        // server is connected to it, and nothing restored.
+        let other = temp("mariadb-other");
+        let mut oargs = vec![
+            "db-restore",
+            &path,
+            "--storage.data_dir",
+            other.to_str().unwrap(),
+        ];
+        oargs.extend_from_slice(storage);
+        let o = tool(&oargs);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("stop every server that uses it first"),
+            "{o:?}"
+        );
+        let _ = std::fs::remove_dir_all(&other);
+    }
     drop(c);
     assert_eq!(l.terminate(), 0);
     // Restore (server stopped) and start again: the nickname of the backup.

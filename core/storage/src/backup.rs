@@ -385,17 +385,17 @@ fn mysql_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError
     let tool = find_tool(&["mariadb", "mysql"])?;
     let opts = OptionFile::new(&my_conn(config)?)?;
     let db = config.database_name();
-    let run = |args: &[String], stdin: Stdio| -> Result<(), StorageError> {
+    let run = |args: &[String], stdin: Stdio| -> Result<String, StorageError> {
         let o = Command::new(&tool)
             .arg(format!("--defaults-extra-file={}", opts.0.display()))
             .args(args)
             .stdin(stdin)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
             .map_err(|e| err(format!("run {}: {e}", tool.display())))?;
         if o.status.success() {
-            Ok(())
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
         } else {
             Err(err(format!(
                 "{} failed ({}): {}",
@@ -405,6 +405,31 @@ fn mysql_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError
             )))
         }
     };
+    // Servers of other data directories and hosts share the database: none may be connected to
+    // it (the data directory's lock covers only this host's server). Counted in the process list,
+    // which shows every connection with the PROCESS privilege, else those of this user.
+    let others = run(
+        &[
+            "-N".into(),
+            "-B".into(),
+            "-e".into(),
+            format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND ID <> CONNECTION_ID()"
+            ),
+        ],
+        Stdio::null(),
+    )?;
+    let others: u64 = others.trim().parse().map_err(|_| {
+        err(format!(
+            "cannot count the connections to database {db}: {:?}",
+            others.trim()
+        ))
+    })?;
+    if others > 0 {
+        return Err(err(format!(
+            "{others} other connection(s) use database {db} (a server on this or another host): stop every server that uses it first; nothing was restored"
+        )));
+    }
     run(
         &[
             "-e".into(),
@@ -414,7 +439,7 @@ fn mysql_restore(config: &StorageConfig, file: &Path) -> Result<(), StorageError
     )?;
     let input =
         std::fs::File::open(file).map_err(|e| err(format!("open {}: {e}", file.display())))?;
-    run(&[db], Stdio::from(input))
+    run(&[db], Stdio::from(input)).map(|_| ())
 }
 
 #[cfg(test)]
