@@ -572,9 +572,21 @@ pub fn run(mut cfg: Config) -> i32 {
     // Every shard has stopped and reported its last id: release the machine id.
     cluster.stop();
     center.stop();
-    // Flush what is dirty and stop the storage threads.
+    // Flush what is dirty and stop the storage threads. Records the final flush appended to the
+    // dump file (rows the database refused) are named: nothing is lost (they replay at the next
+    // start), but the database does not hold them yet.
+    let handle = storage.handle();
+    let dumps_before = handle.metrics().dumps;
     match storage.shutdown() {
-        Ok(()) => tracing::info!("storage flushed and closed"),
+        Ok(()) => match handle.metrics().dumps - dumps_before {
+            0 => tracing::info!("storage flushed and closed"),
+            n => tracing::warn!(
+                dumped = n,
+                pending = handle.metrics().dump_pending,
+                path = %cfg.storage.dump_path().display(),
+                "storage closed; the final flush sent {n} record(s) to the dump file (replayed at the next start, not in the database yet)"
+            ),
+        },
         Err(e) => {
             tracing::error!(error = %e, "storage shutdown failed; unflushed marks stay in the journal for the next start");
             code = exit::FAILURE;
