@@ -617,3 +617,54 @@ fn the_files_that_hold_password_hashes_are_created_0600() {
         "the database and a journal segment: {checked:?}"
     );
 }
+
+/// A resumable session whose socket is lost, then whose account logs in elsewhere, keeps its
+/// `Kicked` for the resume: the resume delivers it, then the session ends with the kick's reason
+/// (it was closed at once, and its resume rejected as "unknown or closed session": a client
+/// could not tell a kick from an expiry and logged in again, kicking the other device).
+#[test]
+fn a_session_kicked_while_detached_gets_its_kicked_by_the_resume_then_ends() {
+    use common::seq::{Resumption, SeqClient};
+    let l = Lattice::start(&[]);
+    let mut setup = l.connect();
+    assert!(matches!(
+        ask(&mut setup, 1, &register("kim", "kims password", "Kim")),
+        AnyMessage::RegisterOk(_)
+    ));
+    let mut a = SeqClient::connect(l.port);
+    a.send(2, &login("kim", "kims password"));
+    loop {
+        let f = a.recv().expect("open");
+        if f.request_id == 2 {
+            assert!(matches!(f.decode(), AnyMessage::LoginOk(_)), "{f:?}");
+            break;
+        }
+    }
+    a.cut();
+    l.wait_log("session detached; resumable");
+    let mut b = l.connect();
+    assert!(matches!(
+        ask(&mut b, 3, &login("kim", "kims password")),
+        AnyMessage::LoginOk(_)
+    ));
+    l.wait_log("logged in elsewhere; closing the older session");
+    match a.resume() {
+        Resumption::Resumed(r) => assert!(!r.resync, "{r:?}"),
+        Resumption::Rejected(e) => panic!("the kicked session must resume once: {e:?}"),
+    }
+    let mut kicked = false;
+    while let Some(f) = a.recv() {
+        if let AnyMessage::Kicked(k) = f.decode() {
+            assert_eq!(k.code, ec::LOGGED_IN_ELSEWHERE);
+            kicked = true;
+        }
+    }
+    assert!(kicked, "the Kicked is replayed before the session ends");
+    let logs = l.wait_log("reason=closed by server: account logged in elsewhere");
+    assert!(logs.contains("session closed"), "{logs}");
+    // The other device is still logged in.
+    assert!(matches!(
+        ask(&mut b, 4, &pb::Ping { payload: vec![] }),
+        AnyMessage::Pong(_)
+    ));
+}

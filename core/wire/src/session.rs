@@ -1144,7 +1144,8 @@ impl Session {
         self.detached = None;
         self.last_seen = now;
         self.layer = layer;
-        self.linger = None;
+        // `linger` stays: detaching cleared it, so one set now came from a close while detached,
+        // and the session ends once the replay (what it kept for this resume) is written.
         self.peer_ended = false;
         let res = Resumption {
             binding: self.binding,
@@ -1495,7 +1496,11 @@ impl Session {
         }
         if let Some((at, why)) = self.detached.as_deref() {
             if now >= at.saturating_add(self.limits.resume.window) {
-                let reason = CloseReason::ResumeExpired(why.to_string());
+                // Closed while detached (`close_after_flush`), it ends with that reason.
+                let reason = match self.linger.take() {
+                    Some(r) => *r,
+                    None => CloseReason::ResumeExpired(why.to_string()),
+                };
                 self.close(reason);
             }
             return;
@@ -1578,6 +1583,23 @@ impl Session {
             self.close(reason);
         } else if self.linger.is_none() {
             self.linger = Some(Box::new(reason));
+        }
+    }
+
+    /// Closes with `reason` ([`Session::close`]), except a detached session that holds frames
+    /// for a replay (a `Kicked` pushed just before): it keeps them for one resume, which writes
+    /// them and then closes the session with `reason`; the end of the resume window closes it
+    /// with `reason` too. Meanwhile nothing more is sent and input is ignored.
+    pub fn close_keeping_replay(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        if self.detached.is_some() && self.replay_held().0 > 0 {
+            if self.linger.is_none() {
+                self.linger = Some(Box::new(reason));
+            }
+        } else {
+            self.close(reason);
         }
     }
 

@@ -452,18 +452,26 @@ impl<M: Send + 'static> ShardCx<M> {
     }
 
     /// Closes `session` (wherever it lives) with `reason`; queued output is flushed first when the
-    /// socket takes it.
+    /// socket takes it. The application's close ([`CloseReason::App`]) of a detached (resumable)
+    /// session holding frames for a replay (the `Kicked` pushed just before) keeps them for one
+    /// resume: it closes once a resume has delivered them, or at the end of its resume window,
+    /// with `reason` either way.
     pub fn close(&self, session: SessionId, reason: CloseReason) {
         if session.shard() == self.id {
             if let Some(cell) = self.sessions.borrow().get(session) {
-                let attached = {
+                let (attached, closing) = {
                     let mut s = cell.session.borrow_mut();
-                    s.close(reason);
-                    s.is_attached()
+                    if matches!(reason, CloseReason::App(_)) {
+                        s.close_keeping_replay(reason);
+                    } else {
+                        // An operator's close (or a shutdown) ends it now, detached or not.
+                        s.close(reason);
+                    }
+                    (s.is_attached(), s.is_closing())
                 };
                 if attached {
                     cell.wake();
-                } else {
+                } else if closing {
                     // No socket task will end it: the loop removes it.
                     self.reap.borrow_mut().push(cell.clone());
                     self.notify();

@@ -628,6 +628,58 @@ fn evicted_gap_means_resync_and_the_window_closes_with_the_reason() {
     );
 }
 
+/// A session closed while detached (an account logged in elsewhere: `Kicked`, then the close)
+/// keeps the frames it was sent for one resume, which delivers them and then closes it with the
+/// close's reason; without a resume the window's end closes it with that reason too.
+#[test]
+fn a_close_while_detached_is_delivered_by_the_resume_then_ends_the_session() {
+    let kicked = || {
+        let mut s = resumable();
+        let b = s.binding();
+        written(&mut s, b);
+        assert_eq!(s.peer_closed(b, MonoTime(MS)), SocketEnd::Detached);
+        s.send(&encode(68, 0, 0, b"kicked")).unwrap();
+        s.close_keeping_replay(CloseReason::App("account logged in elsewhere".into()));
+        assert!(!s.is_closing(), "kept for a resume");
+        s
+    };
+    let mut s = kicked();
+    let r = s
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            0,
+            next_attempt(),
+            [3; 16],
+            |_, out| encode_into(out, RESUMED_OPCODE, 0, 0, b""),
+        )
+        .unwrap();
+    assert!(!r.resync);
+    assert!(!s.is_closing(), "not before the replay is written");
+    assert!(
+        s.send(&encode(5, 0, 9, b"late")).is_err(),
+        "nothing new after the close"
+    );
+    let out = written(&mut s, r.binding);
+    assert_eq!(
+        out.iter().map(|f| f.0).collect::<Vec<_>>(),
+        [RESUMED_OPCODE, 68],
+        "Resumed, then the Kicked"
+    );
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::App("account logged in elsewhere".into()))
+    );
+
+    let mut s = kicked();
+    s.handle_timeout(MonoTime(MS + 30_000 * MS));
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::App("account logged in elsewhere".into())),
+        "the window's end keeps the close's reason"
+    );
+}
+
 #[test]
 fn idle_resumable_session_detaches_instead_of_closing() {
     let mut s = resumable();
