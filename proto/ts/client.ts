@@ -314,6 +314,7 @@ export class LatticeClient {
         ...compression,
         threshold: size("compression.threshold", compression.threshold),
         maxInflated: size("compression.maxInflated", compression.maxInflated),
+        level: zlibLevel(compression.level),
       },
       clientVersion: options.clientVersion ?? PROTOCOL_VERSION,
       timers: options.timers ?? {
@@ -359,7 +360,8 @@ export class LatticeClient {
    * version differs, or it broke the protocol), `RequestTimeoutError` (no `Welcome` within
    * `requestTimeoutMs` of this call, opening included) or `ConnectionClosedError` (the transport
    * closed, reported an error, or could not be created, e.g. no global `WebSocket`); the
-   * connection is closed then.
+   * connection is closed then. Called once per client: in any other state than before the first
+   * call it rejects with `ProtocolError` and changes nothing (make a new client to connect again).
    */
   connect(): Promise<M.Welcome> {
     if (this.state !== "idle") return Promise.reject(new ProtocolError(`connect called in state ${this.state}`));
@@ -1047,6 +1049,12 @@ function count(name: string, v: number | undefined, def: number, min: number): n
 function size(name: string, v: number): number {
   if (typeof v !== "number" || !(v >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${String(v)}`);
   return v;
+}
+
+/** `compression.level`: an integer 0..9, else a `RangeError` (NaN would turn compression off). */
+function zlibLevel(v: number): CompressionOptions["level"] {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 9) throw new RangeError(`compression.level must be an integer 0..9, got ${String(v)}`);
+  return v as CompressionOptions["level"];
 }
 
 function resumeOptions(o: boolean | ResumeOptions | undefined): Required<ResumeOptions> | null {

@@ -632,6 +632,11 @@ test("options are validated: bad durations and counts throw RangeError, huge dur
   assert.throws(() => make({ maxPending: NaN }), RangeError);
   assert.throws(() => make({ maxFrame: 1.5 }), RangeError);
   assert.throws(() => make({ compression: { maxInflated: NaN } }), /compression.maxInflated/);
+  for (const level of [42, -3, NaN, 1.5, "x"]) {
+    assert.throws(() => make({ compression: { level: level as unknown as 1 } }), (e: unknown) => e instanceof RangeError && /compression.level must be an integer 0..9/.test(e.message));
+  }
+  make({ compression: { level: 0 } });
+  make({ compression: { level: 9 } });
   assert.throws(() => make({ resume: { baseDelayMs: -5 } }), /resume.baseDelayMs/);
   assert.throws(() => make({ resume: { maxUnacked: 0 } }), /resume.maxUnacked/);
   make({ compression: { threshold: Infinity }, resume: { baseDelayMs: 0, ackDelayMs: 0, maxAttempts: 0 } });
