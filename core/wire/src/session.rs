@@ -838,7 +838,13 @@ impl Session {
             &self.limits,
             self.session_type,
         )));
-        self.linger = None;
+        // A layer's lingering close (a WebSocket close handshake) ends with its socket; the
+        // application's close of a detached session ([`Session::close_keeping_replay`]) waits for
+        // the next resume or the window's end, also when the socket of a resume is lost before the
+        // replay was written.
+        if !matches!(self.linger.as_deref(), Some(CloseReason::App(_))) {
+            self.linger = None;
+        }
         self.peer_ended = false;
         self.out.write_off();
         if let Some(r) = self.resume.as_deref_mut() {
@@ -1144,8 +1150,8 @@ impl Session {
         self.detached = None;
         self.last_seen = now;
         self.layer = layer;
-        // `linger` stays: detaching cleared it, so one set now came from a close while detached,
-        // and the session ends once the replay (what it kept for this resume) is written.
+        // `linger` stays: detaching kept only the application's close, made while detached, and
+        // the session ends once the replay (what it kept for this resume) is written.
         self.peer_ended = false;
         let res = Resumption {
             binding: self.binding,
@@ -1496,7 +1502,7 @@ impl Session {
         }
         if let Some((at, why)) = self.detached.as_deref() {
             if now >= at.saturating_add(self.limits.resume.window) {
-                // Closed while detached (`close_after_flush`), it ends with that reason.
+                // Closed while detached (`close_keeping_replay`), it ends with that reason.
                 let reason = match self.linger.take() {
                     Some(r) => *r,
                     None => CloseReason::ResumeExpired(why.to_string()),

@@ -671,6 +671,29 @@ fn a_close_while_detached_is_delivered_by_the_resume_then_ends_the_session() {
         Some(&CloseReason::App("account logged in elsewhere".into()))
     );
 
+    // The resume's socket is lost before the replay is written: still closing, on the next
+    // resume or at the window's end.
+    let mut s = kicked();
+    let r = s
+        .resume(
+            MonoTime(2 * MS),
+            &TOKEN,
+            0,
+            next_attempt(),
+            [3; 16],
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(
+        s.peer_closed(r.binding, MonoTime(3 * MS)),
+        SocketEnd::Detached
+    );
+    s.handle_timeout(MonoTime(3 * MS + 30_000 * MS));
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::App("account logged in elsewhere".into()))
+    );
+
     let mut s = kicked();
     s.handle_timeout(MonoTime(MS + 30_000 * MS));
     assert_eq!(
