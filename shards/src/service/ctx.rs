@@ -428,6 +428,20 @@ impl<'a> Ctx<'a> {
         self.cx.close(session, CloseReason::App(reason.into()));
     }
 
+    /// [`Ctx::close`], except that a resumable session whose socket is lost keeps what it was
+    /// sent (the `Kicked` pushed just before) for one resume, which delivers it and then ends the
+    /// session; without a resume it ends at its resume window's end (`ShardCx::close_keeping_replay`).
+    pub fn close_keeping_replay(&mut self, session: SessionId, reason: impl Into<String>) {
+        if crate::cluster::link::serve::is_proxy(session) {
+            self.enc
+                .proxied
+                .push((session, ProxyOut::Close(reason.into())));
+            return;
+        }
+        self.cx
+            .close_keeping_replay(session, CloseReason::App(reason.into()));
+    }
+
     /// Sends an internal message to service `service`'s components on shard `dst` (never dropped).
     pub fn send_internal(&self, dst: usize, service: u16, payload: Box<dyn Any + Send>) {
         self.cx.send(dst, ShardMsg::Internal { service, payload });

@@ -51,6 +51,9 @@ pub(crate) enum Envelope<M> {
     DeliverBatch(Vec<u8>),
     /// Close a session of the receiving shard.
     Close(SessionId, CloseReason),
+    /// Close a session of the receiving shard, keeping a detached one's replay for one resume
+    /// ([`ShardCx::close_keeping_replay`]).
+    CloseKeepingReplay(SessionId, CloseReason),
     /// An application message.
     App(M),
     /// A socket that carried a `Resume` for a session of the receiving shard: adopt it, give it
@@ -452,19 +455,27 @@ impl<M: Send + 'static> ShardCx<M> {
     }
 
     /// Closes `session` (wherever it lives) with `reason`; queued output is flushed first when the
-    /// socket takes it. The application's close ([`CloseReason::App`]) of a detached (resumable)
-    /// session holding frames for a replay (the `Kicked` pushed just before) keeps them for one
-    /// resume: it closes once a resume has delivered them, or at the end of its resume window,
-    /// with `reason` either way.
+    /// socket takes it. A detached session closes at once.
     pub fn close(&self, session: SessionId, reason: CloseReason) {
+        self.close_with(session, reason, false);
+    }
+
+    /// [`ShardCx::close`], except that a detached (resumable) session holding frames for a
+    /// replay (the `Kicked` pushed just before) keeps them for one resume: it closes once a
+    /// resume has delivered them, or at the end of its resume window, with `reason` either way
+    /// ([`Session::close_keeping_replay`]).
+    pub fn close_keeping_replay(&self, session: SessionId, reason: CloseReason) {
+        self.close_with(session, reason, true);
+    }
+
+    fn close_with(&self, session: SessionId, reason: CloseReason, keep_replay: bool) {
         if session.shard() == self.id {
             if let Some(cell) = self.sessions.borrow().get(session) {
                 let (attached, closing) = {
                     let mut s = cell.session.borrow_mut();
-                    if matches!(reason, CloseReason::App(_)) {
+                    if keep_replay {
                         s.close_keeping_replay(reason);
                     } else {
-                        // An operator's close (or a shutdown) ends it now, detached or not.
                         s.close(reason);
                     }
                     (s.is_attached(), s.is_closing())
@@ -478,7 +489,12 @@ impl<M: Send + 'static> ShardCx<M> {
                 }
             }
         } else if session.shard() < self.shards {
-            let _ = self.push(session.shard(), Envelope::Close(session, reason), true);
+            let envelope = if keep_replay {
+                Envelope::CloseKeepingReplay(session, reason)
+            } else {
+                Envelope::Close(session, reason)
+            };
+            let _ = self.push(session.shard(), envelope, true);
         }
     }
 

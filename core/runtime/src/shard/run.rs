@@ -269,6 +269,7 @@ fn dispatch<A: ShardApp>(st: &Rc<ShardState<A>>, env: Envelope<A::Msg>) {
             }
         }
         Envelope::Close(s, reason) => st.cx.close(s, reason),
+        Envelope::CloseKeepingReplay(s, reason) => st.cx.close_keeping_replay(s, reason),
         Envelope::Adopt(h) => {
             let Adoption {
                 stream,

@@ -1091,7 +1091,7 @@ impl Account {
                     message: "logged in on another session".into(),
                 },
             );
-            ctx.close(old, "account logged in elsewhere");
+            ctx.close_keeping_replay(old, "account logged in elsewhere");
             self.sessions.remove(&old);
             if old.shard() != ctx.shard() {
                 ctx.send_peer(old.shard(), Box::new(Msg::Unbind(old)));
