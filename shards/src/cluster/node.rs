@@ -87,7 +87,8 @@ impl ClusterNode {
             let mut seen = node.members.generation();
             node.sync_links();
             if node.links().1.is_empty() {
-                tracing::warn!("gate without logic nodes yet: routed requests get NODE_UNAVAILABLE until one is live");
+                // At start the view from etcd is usually still loading: not a warning.
+                tracing::info!("gate without logic nodes so far (the live view may still be loading): routed requests get NODE_UNAVAILABLE until one is live");
             }
             let n = node.clone();
             let watcher = std::thread::Builder::new()

@@ -82,10 +82,12 @@ impl EtcdConfig {
         for e in &self.endpoints {
             client::Endpoint::parse(e).map_err(|p| ("etcd.endpoints", p))?;
         }
-        if self.prefix.is_empty() || self.prefix.ends_with('/') || self.prefix.starts_with('/') {
+        // One segment: with a `/` inside, the keys of prefix `a/nodes` would lie under those of
+        // prefix `a`, and the two clusters would see each other's nodes.
+        if self.prefix.is_empty() || self.prefix.contains('/') {
             return Err((
                 "etcd.prefix",
-                "must be non-empty, without a leading or trailing /".into(),
+                "must be one non-empty key segment, without / (clusters sharing an etcd need prefixes that are not the start of each other's keys)".into(),
             ));
         }
         if self.lease_ttl_ms < 1000 {
@@ -280,6 +282,8 @@ mod tests {
             "etcd.request_timeout_ms"
         );
         assert_eq!(key_of(|c| c.prefix = "a/".into()), "etcd.prefix");
+        assert_eq!(key_of(|c| c.prefix = "a/nodes".into()), "etcd.prefix");
+        assert_eq!(key_of(|c| c.prefix = "/a".into()), "etcd.prefix");
         assert_eq!(
             key_of(|c| c.resync_interval_ms = 0),
             "etcd.resync_interval_ms"
