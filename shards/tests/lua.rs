@@ -255,6 +255,39 @@ fn no_reply_to_a_request_id_is_an_error() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A script reply over `net.max_frame` answers the waiting request `INTERNAL` "reply too large"
+/// (it was logged and never answered); a handler for a server-to-client message is never called:
+/// the client gets `NOT_ALLOWED` "not a request message" as without the script.
+#[test]
+fn a_reply_too_large_is_answered_and_a_server_message_stays_refused() {
+    let d = dir("toolarge");
+    std::fs::write(
+        d.join("10-game.lua"),
+        r#"lattice.on("Ping", function(req)
+             local p, x = {}, 12345
+             for i = 1, 4000 do x = (x * 1103515245 + 12345) % 2147483648; p[i] = (x // 65536) % 256 end
+             return "Pong", { payload = p }
+           end)
+           lattice.on("Pong", function(req) return "Pong", {} end)"#,
+    )
+    .unwrap();
+    let l = Lattice::start(&["--lua.dir", d.to_str().unwrap(), "--net.max_frame", "2048"]);
+    let mut c = l.connect();
+    c.send(7, &pb::Ping { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 7);
+    let e = expect_error(&f, error_code::INTERNAL);
+    assert_eq!(e.message, "reply too large");
+    assert_eq!(l.metric_total("lattice_reply_too_large_total"), 1);
+    c.send(8, &pb::Pong { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 8);
+    let e = expect_error(&f, error_code::NOT_ALLOWED);
+    assert_eq!(e.message, "not a request message");
+    drop(l);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 fn sandbox_budget() -> &'static str {
     "instruction budget exceeded"
 }

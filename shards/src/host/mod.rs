@@ -17,7 +17,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use lattice_proto::{error_code, AnyMessage, OpcodeInfo};
+use lattice_proto::{error_code, pb, AnyMessage, OpcodeInfo};
 use lattice_runtime::ShardCx;
 use lattice_storage::StorageHandle;
 use lattice_wire::{FrameHeader, SessionId};
@@ -155,6 +155,12 @@ impl ServiceHost {
         let Some(lua) = self.lua.as_mut() else {
             return false;
         };
+        // Scripts take requests only: a handler for a message no component takes as one (a
+        // server-to-client message such as `Pong`) is never called, and the client gets the
+        // usual `NOT_ALLOWED` "not a request message".
+        if !lattice_proto::info(h.opcode).is_some_and(|i| self.routes[i.index as usize].is_some()) {
+            return false;
+        }
         let Some(host) = lua.handler_for(h.opcode) else {
             return false;
         };
@@ -172,8 +178,17 @@ impl ServiceHost {
                     AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
                     let now = ctx.now_ms();
                     self.warns.warn("lua_reply_too_large", now, || {
-                        tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; not sent");
+                        tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; answered INTERNAL instead");
                     });
+                    // As a component's reply too large: the client waiting on the id is answered.
+                    if h.request_id != 0 {
+                        let e = pb::Error {
+                            code: error_code::INTERNAL,
+                            message: "reply too large".into(),
+                            opcode: 0,
+                        };
+                        ctx.enc.send(cx, session, h.request_id, &e);
+                    }
                 }
             }
             Ok(None) => {}

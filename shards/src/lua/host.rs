@@ -64,6 +64,27 @@ pub fn client_opcode(name: &str) -> Option<u16> {
         .map(|i| i.opcode)
 }
 
+/// Longest `lattice.log` text logged, in bytes; the rest is cut (marked `…`).
+pub const MAX_LOG_TEXT: usize = 4096;
+
+/// `lattice.log`'s text for one log line: control characters (line breaks included, which could
+/// forge log lines) shown as `\u{…}` escapes, cut to [`MAX_LOG_TEXT`] bytes.
+fn log_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_LOG_TEXT) + 3);
+    for c in text.chars() {
+        if out.len() >= MAX_LOG_TEXT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl LuaHost {
     /// Loads `scripts` (name, source), in order, into a new sandbox for shard `shard` of `shards`.
     pub fn load(
@@ -85,6 +106,11 @@ impl LuaHost {
                         "lattice.on: no client message is called {name:?}"
                     ))
                 })?;
+                if matches!(name.as_str(), "Hello" | "Resume") {
+                    return Err(mlua::Error::runtime(format!(
+                        "lattice.on: {name} is the handshake, which the gate answers: no script takes it"
+                    )));
+                }
                 r.borrow_mut().handlers.insert(op, f);
                 Ok(())
             })?,
@@ -93,6 +119,11 @@ impl LuaHost {
         api.set(
             "on_calendar",
             lua.create_function(move |_, (event, f): (String, Function)| {
+                if !matches!(event.as_str(), "day" | "week" | "month" | "year") {
+                    return Err(mlua::Error::runtime(format!(
+                        "lattice.on_calendar: no calendar event is called {event:?} (day, week, month or year)"
+                    )));
+                }
                 r.borrow_mut().calendar.insert(event, f);
                 Ok(())
             })?,
@@ -100,7 +131,7 @@ impl LuaHost {
         api.set(
             "log",
             lua.create_function(move |_, text: String| {
-                tracing::info!(target: "lua", shard, "{text}");
+                tracing::info!(target: "lua", shard, "{}", log_text(&text));
                 Ok(())
             })?,
         )?;
@@ -326,18 +357,41 @@ mod tests {
     }
 
     #[test]
+    fn handshake_messages_unknown_calendar_events_are_load_errors_and_logs_stay_one_line() {
+        for src in [
+            r#"lattice.on("Hello", function() end)"#,
+            r#"lattice.on("Resume", function() end)"#,
+            r#"lattice.on_calendar("fortnight", function() end)"#,
+        ] {
+            let e = LuaHost::load(&[("t.lua".into(), src.into())], limits(), 0, 1)
+                .err()
+                .unwrap_or_else(|| panic!("{src} loaded"));
+            assert!(
+                e.to_string().contains("handshake") || e.to_string().contains("fortnight"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            log_text("a\nINFO forged\r\u{1b}[31m"),
+            "a\\u{a}INFO forged\\u{d}\\u{1b}[31m"
+        );
+        let long = log_text(&"x".repeat(10 * MAX_LOG_TEXT));
+        assert!(long.len() <= MAX_LOG_TEXT + 3 && long.ends_with('…'));
+    }
+
+    #[test]
     fn calendar_hooks_and_check_args() {
         let h = host(
             r#"fired = 0
-               lattice.on_calendar("daily_reset", function(ev) fired = fired + 1 end)
+               lattice.on_calendar("day", function(ev) fired = fired + 1 end)
                function check_args(args, config)
                  if config.net.max_frame < 4096 then return false, "net.max_frame too small for our game" end
                  for _, a in ipairs(args) do if a == "--forbidden" then return "no --forbidden" end end
                  return true
                end"#,
         );
-        assert!(h.calendar("daily_reset").unwrap());
-        assert!(!h.calendar("other").unwrap());
+        assert!(h.calendar("day").unwrap());
+        assert!(!h.calendar("week").unwrap());
         let fired: i64 = h.sb.lua.globals().get("fired").unwrap();
         assert_eq!(fired, 1);
         let cfg: toml::Table = toml::from_str("[net]\nmax_frame = 1024\n").unwrap();
