@@ -425,6 +425,21 @@ impl Config {
         // What `lattice run` would refuse at start is refused here too, so `lattice config` and
         // an operator's reload catch it before a restart does.
         let alerts: crate::alerts::AlertsConfig = typed_section(&self.table, "alerts")?;
+        for (key, v) in [
+            ("alerts.queue", alerts.queue as u64),
+            ("alerts.per_minute", alerts.per_minute as u64),
+            ("alerts.timeout_ms", alerts.timeout_ms),
+            ("alerts.check_interval_ms", alerts.check_interval_ms),
+        ] {
+            if v == 0 {
+                // 0 would drop every alert (queue, per_minute) or never wait (timeout, interval)
+                // while the log says alerts are on.
+                return Err(bad(
+                    key,
+                    "must be at least 1 (empty alerts.webhook turns alerts off)",
+                ));
+            }
+        }
         if alerts.stall_ms != 0 && alerts.stall_ms < 1500 {
             return Err(bad(
                 "alerts.stall_ms",
@@ -809,6 +824,10 @@ mod tests {
             ("lua.instruction_budget", "0"),
             ("lua.instruction_budget", "999"),
             ("http.rpc_timeout_ms", "0"),
+            ("alerts.per_minute", "0"),
+            ("alerts.timeout_ms", "0"),
+            ("alerts.queue", "0"),
+            ("alerts.check_interval_ms", "0"),
             ("account.account_lock_failures", "0"),
             ("account.ip_lock_failures", "0"),
         ] {

@@ -320,6 +320,9 @@ fn send_loop(
             }
             limit::Decision::RateLimited => {
                 st.rate_limited.fetch_add(1, Ordering::Relaxed);
+                // Logged, so an alert that is not sent still leaves a trace: repeats were folded
+                // above, and the queue (`alerts.queue`) bounds what arrives.
+                tracing::warn!(key = %alert.key, text = %alert.text, "alert not sent: over alerts.per_minute");
                 continue;
             }
         };
