@@ -158,7 +158,7 @@ impl ServiceHost {
         // Scripts take requests only: a handler for a message no component takes as one (a
         // server-to-client message such as `Pong`) is never called, and the client gets the
         // usual `NOT_ALLOWED` "not a request message".
-        if !lattice_proto::info(h.opcode).is_some_and(|i| self.routes[i.index as usize].is_some()) {
+        if lattice_proto::info(h.opcode).is_none_or(|i| self.routes[i.index as usize].is_none()) {
             return false;
         }
         let Some(host) = lua.handler_for(h.opcode) else {
