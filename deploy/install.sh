@@ -11,7 +11,8 @@
 #   etc/systemd/system/lattice.service        the unit (deploy/lattice.service)
 #   usr/local/share/doc/lattice/              OPERATIONS.md, the schema scripts
 #   var/lib/lattice, var/log/lattice          state and logs, owned by the `lattice` user when it exists
-# The configuration is checked with the new binary first; a bad one installs nothing (exit 2).
+# The configuration is checked with the new binary first (and an existing one it keeps); a bad one
+# installs nothing (exit 2).
 # With DIR = / (a real install) and systemd running, it reloads systemd, enables the unit and
 # (re)starts it unless --no-start. With another DIR nothing outside DIR is touched (used by tests).
 set -euo pipefail
@@ -41,6 +42,13 @@ done
 "$binary" config --config "$config" >/dev/null || die "configuration $config is invalid; nothing installed" 2
 root="${root%/}"
 dest() { echo "$root$1"; }
+# An existing, different configuration is kept (below): the new binary must accept it too, or the
+# restarted service would exit 2, which systemd does not restart.
+existing="$(dest /etc/lattice/lattice.toml)"
+if [ -e "$existing" ] && ! cmp -s "$config" "$existing"; then
+  "$binary" config --config "$existing" >/dev/null ||
+    die "the existing $existing (kept over $config) is invalid for the new binary; fix or replace it; nothing installed" 2
+fi
 
 install -d -m 0755 "$(dest /usr/local/bin)" "$(dest /etc/lattice)" "$(dest /etc/systemd/system)" \
   "$(dest /usr/local/share/doc/lattice/schema)"

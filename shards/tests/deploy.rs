@@ -105,6 +105,33 @@ fn install_into_a_scratch_root() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// An existing configuration the install keeps is checked with the new binary too: one it refuses
+/// (the restarted service would exit 2) installs nothing.
+#[test]
+fn a_kept_config_the_new_binary_refuses_installs_nothing() {
+    let root = scratch("keptbad");
+    let r = root.join("r");
+    std::fs::create_dir_all(r.join("etc/lattice")).unwrap();
+    let kept = r.join("etc/lattice/lattice.toml");
+    std::fs::write(&kept, "[net]\nmax_frame = 11\n").unwrap();
+    let out = install(&r, &repo().join("deploy/lattice.prod.toml"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("net.max_frame") && err.contains("is invalid for the new binary"),
+        "{err}"
+    );
+    assert!(
+        !r.join("usr/local/bin/lattice").exists(),
+        "nothing installed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "[net]\nmax_frame = 11\n"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn a_bad_config_installs_nothing() {
     let root = scratch("bad");
