@@ -422,6 +422,23 @@ impl Config {
         if let Err(e) = lattice_runtime::telemetry::log::check_level(&self.log.level) {
             return Err(bad("log.level", &e));
         }
+        // The log file's directory is created at start: a path through a regular file can never
+        // be (it failed at start with a bare "File exists").
+        if !self.log.file.is_empty() {
+            let mut p = Path::new(&self.log.file).parent();
+            while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+                if dir.exists() {
+                    if !dir.is_dir() {
+                        return Err(bad(
+                            "log.file",
+                            &format!("{} is not a directory", dir.display()),
+                        ));
+                    }
+                    break;
+                }
+                p = dir.parent();
+            }
+        }
         // What `lattice run` would refuse at start is refused here too, so `lattice config` and
         // an operator's reload catch it before a restart does.
         let alerts: crate::alerts::AlertsConfig = typed_section(&self.table, "alerts")?;
@@ -824,6 +841,7 @@ mod tests {
             ("lua.instruction_budget", "0"),
             ("lua.instruction_budget", "999"),
             ("http.rpc_timeout_ms", "0"),
+            ("log.file", "/proc/self/status/lattice.log"),
             ("alerts.per_minute", "0"),
             ("alerts.timeout_ms", "0"),
             ("alerts.queue", "0"),
