@@ -186,22 +186,22 @@ pub fn parse_header(buf: &[u8], max_frame: u32) -> Result<Option<FrameHeader>, F
 #[cold]
 fn partial_header_error(bytes: &[u8], max_frame: u32) -> Option<FrameError> {
     let length = u32::from_le_bytes(*bytes.first_chunk::<4>()?);
-    let min = match bytes.get(6..8) {
-        Some(f) => {
-            let flags = u16::from_le_bytes([f[0], f[1]]);
-            if flags & !KNOWN_FLAGS == 0 {
-                header_len(flags)
-            } else {
-                HEADER_LEN
-            }
-        }
-        None => HEADER_LEN,
-    };
+    let flags = bytes.get(6..8).map(|f| u16::from_le_bytes([f[0], f[1]]));
+    let min = min_length(flags);
     ((length as usize) < min || length > max_frame).then_some(FrameError::LengthOutOfRange {
         length,
         min: min as u32,
         max: max_frame,
     })
+}
+
+/// The smallest legal length for a header with these flags (`None`: not received yet): the
+/// extension counts only when the flags are known and valid and announce it.
+fn min_length(flags: Option<u16>) -> usize {
+    match flags {
+        Some(f) if f & !KNOWN_FLAGS == 0 => header_len(f),
+        _ => HEADER_LEN,
+    }
 }
 
 /// True when `bytes`, the first a connection sent, are a TLS record with a ClientHello: content
@@ -232,11 +232,7 @@ fn not_a_header(length: &u32) -> &'static str {
 
 #[cold]
 fn header_error(length: u32, opcode: u16, flags: u16, max_frame: u32) -> FrameError {
-    let min = if flags & !KNOWN_FLAGS == 0 {
-        header_len(flags)
-    } else {
-        HEADER_LEN
-    };
+    let min = min_length(Some(flags));
     if (length as usize) < min || length > max_frame {
         return FrameError::LengthOutOfRange {
             length,

@@ -418,28 +418,26 @@ impl<'a> Ctx<'a> {
 
     /// Closes `session` (after flushing what is queued for it) with `reason` logged.
     pub fn close(&mut self, session: SessionId, reason: impl Into<String>) {
-        if crate::cluster::link::serve::is_proxy(session) {
-            // A client of another node: its gate holds the socket and closes it.
-            self.enc
-                .proxied
-                .push((session, ProxyOut::Close(reason.into())));
-            return;
-        }
-        self.cx.close(session, CloseReason::App(reason.into()));
+        self.close_with(session, reason.into(), false);
     }
 
     /// [`Ctx::close`], except that a resumable session whose socket is lost keeps what it was
     /// sent (the `Kicked` pushed just before) for one resume, which delivers it and then ends the
     /// session; without a resume it ends at its resume window's end (`ShardCx::close_keeping_replay`).
     pub fn close_keeping_replay(&mut self, session: SessionId, reason: impl Into<String>) {
+        self.close_with(session, reason.into(), true);
+    }
+
+    fn close_with(&mut self, session: SessionId, reason: String, keep_replay: bool) {
         if crate::cluster::link::serve::is_proxy(session) {
-            self.enc
-                .proxied
-                .push((session, ProxyOut::Close(reason.into())));
-            return;
+            // A client of another node: its gate holds the socket and closes it (at once).
+            self.enc.proxied.push((session, ProxyOut::Close(reason)));
+        } else if keep_replay {
+            self.cx
+                .close_keeping_replay(session, CloseReason::App(reason));
+        } else {
+            self.cx.close(session, CloseReason::App(reason));
         }
-        self.cx
-            .close_keeping_replay(session, CloseReason::App(reason.into()));
     }
 
     /// Sends an internal message to service `service`'s components on shard `dst` (never dropped).

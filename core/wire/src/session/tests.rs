@@ -643,9 +643,10 @@ fn a_close_while_detached_is_delivered_by_the_resume_then_ends_the_session() {
         assert!(!s.is_closing(), "kept for a resume");
         s
     };
-    let mut s = kicked();
-    let r = s
-        .resume(
+    let kick_reason = || Some(CloseReason::App("account logged in elsewhere".into()));
+    // The peer got nothing sequenced before the cut.
+    let resume = |s: &mut Session| {
+        s.resume(
             MonoTime(2 * MS),
             &TOKEN,
             0,
@@ -653,7 +654,10 @@ fn a_close_while_detached_is_delivered_by_the_resume_then_ends_the_session() {
             [3; 16],
             |_, out| encode_into(out, RESUMED_OPCODE, 0, 0, b""),
         )
-        .unwrap();
+        .unwrap()
+    };
+    let mut s = kicked();
+    let r = resume(&mut s);
     assert!(!r.resync);
     assert!(!s.is_closing(), "not before the replay is written");
     assert!(
@@ -666,39 +670,24 @@ fn a_close_while_detached_is_delivered_by_the_resume_then_ends_the_session() {
         [RESUMED_OPCODE, 68],
         "Resumed, then the Kicked"
     );
-    assert_eq!(
-        s.close_reason(),
-        Some(&CloseReason::App("account logged in elsewhere".into()))
-    );
+    assert_eq!(s.close_reason().cloned(), kick_reason());
 
     // The resume's socket is lost before the replay is written: still closing, on the next
     // resume or at the window's end.
     let mut s = kicked();
-    let r = s
-        .resume(
-            MonoTime(2 * MS),
-            &TOKEN,
-            0,
-            next_attempt(),
-            [3; 16],
-            |_, _| {},
-        )
-        .unwrap();
+    let r = resume(&mut s);
     assert_eq!(
         s.peer_closed(r.binding, MonoTime(3 * MS)),
         SocketEnd::Detached
     );
     s.handle_timeout(MonoTime(3 * MS + 30_000 * MS));
-    assert_eq!(
-        s.close_reason(),
-        Some(&CloseReason::App("account logged in elsewhere".into()))
-    );
+    assert_eq!(s.close_reason().cloned(), kick_reason());
 
     let mut s = kicked();
     s.handle_timeout(MonoTime(MS + 30_000 * MS));
     assert_eq!(
-        s.close_reason(),
-        Some(&CloseReason::App("account logged in elsewhere".into())),
+        s.close_reason().cloned(),
+        kick_reason(),
         "the window's end keeps the close's reason"
     );
 }
