@@ -277,7 +277,9 @@ impl ShardApp for App {
     }
 
     /// Requests this gate sent to logic nodes and not yet answered keep the drain waiting.
-    fn has_pending_work(&self, _cx: &ShardCx<ShardMsg>) -> bool {
-        self.forward.as_ref().is_some_and(|f| f.awaiting_replies())
+    fn has_pending_work(&self, cx: &ShardCx<ShardMsg>) -> bool {
+        self.forward
+            .as_ref()
+            .is_some_and(|f| f.awaiting_replies(cx.id))
     }
 }

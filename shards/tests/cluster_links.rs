@@ -774,12 +774,20 @@ fn a_frozen_node_is_given_up_within_the_grace_not_a_connect_timeout_later() {
 }
 
 /// A gate stopping (SIGTERM) waits for the answers of requests it sent to a logic node before
-/// it closes its clients' sessions.
+/// it closes its clients' sessions, the last one included: the link holds each answer 50 ms
+/// between handing it to the shard and forgetting its request (a fault hook), and the shard still
+/// sees it in one place or the other. A CI run lost five Pongs when the request was forgotten
+/// first and the shard's inbox was not looked at.
 #[test]
 fn a_stopping_gate_waits_for_the_replies_it_is_owed() {
     // Each Ping spins 100 ms on the logic node: six take 0.6 s.
     let l = logic("logic-a", &["--echo.fault_spin_us", "100000"]);
-    let mut g = gate("gate-1", &peers(&[("logic-a", l.internal)]), &[]);
+    let mut g = gate_env(
+        "gate-1",
+        &peers(&[("logic-a", l.internal)]),
+        &[("LATTICE_FAULT_LINK_ANSWER_DELAY_MS", "50")],
+        &[],
+    );
     wait_until("link up", || {
         link_metric(&g, "lattice_link_up", "logic-a") == 1
     });

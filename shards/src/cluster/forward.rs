@@ -41,9 +41,16 @@ fn session_key(s: SessionId) -> u64 {
 }
 
 impl Forwarder {
-    /// True while a link of this node has requests sent and not answered (or given up).
-    pub fn awaiting_replies(&self) -> bool {
+    /// True while a link of this node has requests sent and not answered (or given up), or
+    /// answers wait in this shard's inbox. In that order: a link forgets a request only once its
+    /// answer is in the inbox (link/pending.rs), so an answer is always seen in one place.
+    pub fn awaiting_replies(&self, shard: usize) -> bool {
         self.node.links().1.iter().any(|l| l.awaiting_replies())
+            || self
+                .node
+                .inboxes
+                .get(shard)
+                .is_some_and(|ib| !ib.is_empty())
     }
 
     /// Routing for one shard of `node`.

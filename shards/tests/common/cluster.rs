@@ -44,6 +44,11 @@ pub fn peers(nodes: &[(&str, u16)]) -> String {
 }
 
 pub fn gate(name: &str, peers: &str, extra: &[&str]) -> Lattice {
+    gate_env(name, peers, &[], extra)
+}
+
+/// As [`gate`], with environment variables `env` set for the server (fault hooks).
+pub fn gate_env(name: &str, peers: &str, env: &[(&str, &str)], extra: &[&str]) -> Lattice {
     let mut args = vec![
         "--cluster.node_id",
         name,
@@ -63,7 +68,7 @@ pub fn gate(name: &str, peers: &str, extra: &[&str]) -> Lattice {
         ]);
     }
     args.extend_from_slice(extra);
-    Lattice::start(&args)
+    Lattice::start_env(env, &args)
 }
 
 /// Sends a Ping and waits for its answer (a Pong or an Error).

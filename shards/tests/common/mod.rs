@@ -99,7 +99,15 @@ impl Lattice {
         let port = free_port();
         let data =
             std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
-        Lattice::start_at(nofile, port, data, false, extra)
+        Lattice::start_at(nofile, port, data, false, &[], extra)
+    }
+
+    /// As [`Lattice::start`], with environment variables `env` set for the server (fault hooks).
+    pub fn start_env(env: &[(&str, &str)], extra: &[&str]) -> Lattice {
+        let port = free_port();
+        let data =
+            std::env::temp_dir().join(format!("lattice-test-data-{}-{port}", std::process::id()));
+        Lattice::start_at(None, port, data, false, env, extra)
     }
 
     /// Starts on `data` (kept on drop), with the node name `node`, so a restart finds its journal,
@@ -107,7 +115,7 @@ impl Lattice {
     pub fn start_with_data(data: PathBuf, node: &str, extra: &[&str]) -> Lattice {
         let mut args = vec!["--center.node", node];
         args.extend_from_slice(extra);
-        Lattice::start_at(None, free_port(), data, true, &args)
+        Lattice::start_at(None, free_port(), data, true, &[], &args)
     }
 
     fn start_at(
@@ -115,6 +123,7 @@ impl Lattice {
         port: u16,
         data: PathBuf,
         keep_data: bool,
+        env: &[(&str, &str)],
         extra: &[&str],
     ) -> Lattice {
         let http = free_port();
@@ -161,6 +170,7 @@ impl Lattice {
         let child = cmd
             .args(&args)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -106,9 +106,12 @@ pub struct LinkHandle {
 
 impl LinkHandle {
     /// True while requests sent over this link wait for their answers (not after the link was
-    /// given up: those were answered `NODE_UNAVAILABLE`), or wait in its queue.
+    /// given up: those were answered `NODE_UNAVAILABLE`), or wait in its queue. The queue is read
+    /// first: the writer moves a request from it to `pending` under its lock, so one moving
+    /// meanwhile is seen in one or the other. An answer leaves `pending` only once it is in a
+    /// shard's inbox, which the shard checks next ([`Forwarder::awaiting_replies`](crate::cluster::forward::Forwarder::awaiting_replies)).
     pub fn awaiting_replies(&self) -> bool {
-        !self.is_dead() && (!self.pending.is_empty() || !self.queue.is_empty())
+        !self.is_dead() && (!self.queue.is_empty() || !self.pending.is_empty())
     }
 
     /// True while the link is connected and handshaken.
@@ -363,9 +366,11 @@ impl Writer {
             let since = *self.down_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= grace && !self.h.is_dead() {
                 tracing::warn!(peer = %self.h.node_id, grace_ms = self.cfg.link_down_grace_ms, "link down past the grace: node taken out of routing, its waiting requests answered NODE_UNAVAILABLE");
-                self.h.dead.store(true, Ordering::Release);
                 lock(&self.seq).forget();
+                // Answered before the link counts as dead: a dead link awaits nothing, and a
+                // stopping gate would close sessions whose answers were still to be queued.
                 self.fail_pending();
+                self.h.dead.store(true, Ordering::Release);
             }
             if self.h.is_dead() {
                 self.answer_queued();
@@ -410,9 +415,9 @@ impl Writer {
     /// The peer will not answer what it was sent: every pending request is answered
     /// `NODE_UNAVAILABLE`.
     fn fail_pending(&self) {
-        for (origin, request_id, opcode) in self.h.pending.drain() {
-            self.answer_unavailable(SessionId::from_u64(origin), request_id, opcode);
-        }
+        self.h.pending.drain_with(|origin, request_id, opcode| {
+            self.answer_unavailable(SessionId::from_u64(origin), request_id, opcode)
+        });
     }
 
     /// How long one attempt's connect and handshake may block: `cluster.link_connect_timeout_ms`,
@@ -568,6 +573,10 @@ impl Writer {
                 base,
                 heard: heard.clone(),
                 frames_in: frames_in.clone(),
+                answer_delay: std::env::var(ANSWER_DELAY_ENV)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis),
             };
             std::thread::Builder::new()
                 .name(format!("link-{}-rx", self.h.node_id))
@@ -736,7 +745,14 @@ struct Reader {
     heard: Arc<AtomicU64>,
     /// Sequenced frames handled (the writer acknowledges them promptly).
     frames_in: Arc<AtomicU64>,
+    /// `LATTICE_FAULT_LINK_ANSWER_DELAY_MS` (tests): a pause between queueing an answer for a
+    /// shard and forgetting its request, which widens the window a stopping gate must not lose
+    /// answers in.
+    answer_delay: Option<Duration>,
 }
+
+/// The fault hook of [`Reader::answer_delay`] (docs/OPERATIONS.md, fault injection).
+pub const ANSWER_DELAY_ENV: &str = "LATTICE_FAULT_LINK_ANSWER_DELAY_MS";
 
 impl Reader {
     fn run(self, mut s: TcpStream, mut dec: Decoder, pending: Vec<u8>) {
@@ -806,8 +822,13 @@ impl Reader {
                     if let Some(ib) = self.inboxes.get(origin.shard()) {
                         let stop = || self.h.stop.load(Ordering::Acquire);
                         if !d.frame.is_empty() {
-                            self.h.pending.answered(d.origin, &d.frame);
+                            // Pending until its answer is in the inbox (pending.rs).
+                            let rid = Pending::request_id(&d.frame);
                             ib.push(Inbound::Frame(origin, d.frame), stop);
+                            if let Some(d) = self.answer_delay {
+                                std::thread::sleep(d);
+                            }
+                            self.h.pending.answered(d.origin, rid);
                         }
                         if !d.close.is_empty() {
                             ib.push(Inbound::Close(origin, d.close), stop);

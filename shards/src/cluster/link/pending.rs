@@ -7,6 +7,14 @@
 //! request, and answer `BUSY` past the bound; the writer moves a request from the queue to here
 //! under that lock. So a peer that takes requests and never answers some cannot grow this map
 //! without limit. A client session that closes drops its entries.
+//!
+//! A stopping gate's shards wait while anything is pending ([`LinkHandle::awaiting_replies`]),
+//! then while their inbox holds answers. So an entry leaves only after its answer is in the
+//! inbox: the reader removes it after queueing the reply, [`Pending::drain_with`] after its
+//! callback queued the error. Removed first, the last answers were in neither place for a
+//! moment, and the drain could close their sessions without them (a CI run lost five Pongs so).
+//!
+//! [`LinkHandle::awaiting_replies`]: super::client::LinkHandle::awaiting_replies
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,23 +42,29 @@ impl Pending {
                 .insert(request_id, opcode)
                 .is_none()
             {
-                self.count.fetch_add(1, Ordering::Relaxed);
+                self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
 
-    /// A frame for `origin` arrived: when it answers a request (its request id, bytes 8..12 of
-    /// the header), that request is no longer pending.
-    pub fn answered(&self, origin: u64, frame: &[u8]) {
-        let Some(rid) = frame.get(8..12) else { return };
-        let rid = u32::from_le_bytes([rid[0], rid[1], rid[2], rid[3]]);
+    /// The request id of a frame for a client (bytes 8..12 of its header; 0 for a push or a
+    /// frame too short to have one).
+    pub fn request_id(frame: &[u8]) -> u32 {
+        frame
+            .get(8..12)
+            .map_or(0, |r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+    }
+
+    /// The answer to `origin`'s request `rid` (from [`Pending::request_id`]) is in the shard's
+    /// inbox: that request is no longer pending. Request id 0 is not tracked.
+    pub fn answered(&self, origin: u64, rid: u32) {
         if rid == 0 {
             return;
         }
         let mut g = self.lock();
         if let Some(m) = g.get_mut(&origin) {
             if m.remove(&rid).is_some() {
-                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.count.fetch_sub(1, Ordering::AcqRel);
             }
             if m.is_empty() {
                 g.remove(&origin);
@@ -61,24 +75,26 @@ impl Pending {
     /// The client session closed: nothing to answer any more.
     pub fn closed(&self, origin: u64) {
         if let Some(m) = self.lock().remove(&origin) {
-            self.count.fetch_sub(m.len(), Ordering::Relaxed);
+            self.count.fetch_sub(m.len(), Ordering::AcqRel);
         }
     }
 
-    /// Takes every pending request: (origin, request id, opcode).
-    pub fn drain(&self) -> Vec<(u64, u32, u16)> {
+    /// Hands every pending request to `answer` (origin, request id, opcode), then forgets them
+    /// all: they count as pending until `answer` has queued each one's answer.
+    pub fn drain_with(&self, mut answer: impl FnMut(u64, u32, u16)) {
         let mut g = self.lock();
-        let mut out = Vec::new();
-        for (origin, m) in g.drain() {
-            out.extend(m.into_iter().map(|(rid, op)| (origin, rid, op)));
+        for (origin, m) in g.iter() {
+            for (rid, op) in m {
+                answer(*origin, *rid, *op);
+            }
         }
-        self.count.store(0, Ordering::Relaxed);
-        out
+        g.clear();
+        self.count.store(0, Ordering::Release);
     }
 
     /// Requests pending.
     pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.count.load(Ordering::Acquire)
     }
 
     /// True when none is pending.
@@ -101,18 +117,23 @@ mod tests {
         p.sent(1, 11, 4); // the same request id again: one entry
         assert_eq!(p.len(), 3);
         let reply = lattice_wire::frame::encode(5, 0, 10, b"");
-        p.answered(1, &reply);
-        p.answered(1, b"short");
+        assert_eq!(Pending::request_id(&reply), 10);
+        assert_eq!(Pending::request_id(b"short"), 0);
+        p.answered(1, Pending::request_id(&reply));
+        p.answered(1, Pending::request_id(b"short"));
         let push = lattice_wire::frame::encode(13, 0, 0, b"");
-        p.answered(2, &push);
+        p.answered(2, Pending::request_id(&push));
         assert_eq!(p.len(), 2);
-        p.answered(1, &reply); // answered twice: counted once
+        p.answered(1, 10); // answered twice: counted once
         p.closed(2);
         p.closed(7); // never sent anything
         assert_eq!(p.len(), 1);
-        let mut left = p.drain();
+        p.sent(4, 1, 4);
+        let mut left = Vec::new();
+        // Each still counts while its answer is being queued.
+        p.drain_with(|o, r, op| left.push((o, r, op, p.len())));
         left.sort_unstable();
-        assert_eq!(left, vec![(1, 11, 4)]);
+        assert_eq!(left, vec![(1, 11, 4, 2), (4, 1, 4, 2)]);
         assert!(p.is_empty());
     }
 }
