@@ -55,8 +55,12 @@ fn main() {
         },
         Command::Config { args, .. } => {
             let c = load_or_exit(&args);
-            print!("{}", toml::to_string(&c.table).unwrap_or_default());
-            exit::OK
+            if let Err(e) = lattice_server::server::check(&c) {
+                fail(exit::CONFIG, e)
+            } else {
+                print!("{}", toml::to_string(&c.table).unwrap_or_default());
+                exit::OK
+            }
         }
         Command::Tool(Tool::Migrate { args, .. }) => {
             let c = load_or_exit(&args);

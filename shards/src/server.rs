@@ -133,6 +133,63 @@ pub fn reload_tls(tls: Option<&TlsSource>, why: &str) {
     }
 }
 
+/// The application's settings from the configuration alone (storage, ids, Lua scripts and the
+/// cluster are added by [`run`] as they come up). Errors are configuration errors.
+fn app_settings(cfg: &Config, n: usize) -> Result<AppSettings, String> {
+    let calendar = cfg
+        .calendar
+        .calendar()
+        .map_err(|e| format!("calendar: {e}"))?;
+    Ok(AppSettings {
+        table: cfg.table.clone(),
+        compress: cfg.compress,
+        max_frame: cfg.net.max_frame,
+        storage: None,
+        metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
+        ids: None,
+        calendar: Some(calendar),
+        calendar_last: Arc::new(Vec::new()),
+        lua: None,
+        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
+        ws_path: cfg.http.ws_path.clone(),
+        cluster: None,
+    })
+}
+
+/// The Lua scripts of `lua.dir`, loaded in a scratch state and asked `check_args` with this
+/// process's command line and the merged configuration (`None` without `lua.dir`).
+fn open_scripts(
+    lua: &crate::lua::LuaConfig,
+    cfg: &Config,
+    n: usize,
+) -> Result<Option<Arc<crate::lua::Scripts>>, String> {
+    let scripts = crate::lua::Scripts::open(lua, n)?;
+    if let Some(s) = &scripts {
+        let args: Vec<String> = std::env::args().collect();
+        s.check_args(&args, &cfg.table)?;
+    }
+    Ok(scripts)
+}
+
+/// What `lattice run` checks before it touches anything (no file written, no port bound, no
+/// database opened): the sections the server reads itself, the calendar, the Lua scripts with
+/// their `check_args`, and every component's section. `lattice config` runs it, so a
+/// configuration it prints is one `lattice run` does not refuse with exit code 2 for these.
+pub fn check(cfg: &Config) -> Result<(), String> {
+    let n = cfg.runtime.shard_count();
+    let _: crate::admin::pprof::ProfileConfig =
+        lattice_runtime::config::typed_section(&cfg.table, "profile").map_err(|e| e.to_string())?;
+    let _: crate::alerts::AlertsConfig =
+        lattice_runtime::config::typed_section(&cfg.table, "alerts").map_err(|e| e.to_string())?;
+    let lua: crate::lua::LuaConfig =
+        lattice_runtime::config::typed_section(&cfg.table, "lua").map_err(|e| e.to_string())?;
+    let mut settings = app_settings(cfg, n)?;
+    settings.lua = open_scripts(&lua, cfg, n)?;
+    App::new(&settings, 0, n)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
 pub fn run(mut cfg: Config) -> i32 {
     // First of all: a SIGTERM/SIGINT during start-up (the waits for the machine-id lease can take
@@ -205,26 +262,12 @@ pub fn run(mut cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         return exit::FAILURE;
     }
-    let calendar = match cfg.calendar.calendar() {
-        Ok(c) => c,
+    let mut settings = match app_settings(&cfg, n) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("lattice: calendar: {e}");
+            eprintln!("lattice: {e}");
             return exit::CONFIG;
         }
-    };
-    let mut settings = AppSettings {
-        table: cfg.table.clone(),
-        compress: cfg.compress,
-        max_frame: cfg.net.max_frame,
-        storage: None,
-        metrics: Arc::new((0..n).map(|_| AppMetrics::default()).collect()),
-        ids: None,
-        calendar: Some(calendar),
-        calendar_last: Arc::new(Vec::new()),
-        lua: None,
-        rpc_timeout: Duration::from_millis(cfg.http.rpc_timeout_ms),
-        ws_path: cfg.http.ws_path.clone(),
-        cluster: None,
     };
     let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
         Ok(s) => s,
@@ -239,19 +282,14 @@ pub fn run(mut cfg: Config) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let scripts = match crate::lua::Scripts::open(&lua_cfg, n) {
+    let scripts = match open_scripts(&lua_cfg, &cfg, n) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lattice: {e}");
             return exit::CONFIG;
         }
     };
-    if let Some(s) = &scripts {
-        let args: Vec<String> = std::env::args().collect();
-        if let Err(e) = s.check_args(&args, &cfg.table) {
-            eprintln!("lattice: {e}");
-            return exit::CONFIG;
-        }
+    if scripts.is_some() {
         tracing::info!(dir = %lua_cfg.dir, "lua scripts loaded and checked");
     }
     settings.lua = scripts.clone();

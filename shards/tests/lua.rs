@@ -326,22 +326,43 @@ fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
             .output()
             .unwrap()
     };
-    let out = run(&["--net.max_frame", "4096"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("this game needs net.max_frame >= 65536"),
-        "{err}"
-    );
+    // `lattice config` runs the same checks (it printed such a configuration and exited 0, and
+    // the service then refused to start with exit code 2).
+    let config = |extra: &[&str]| {
+        let mut a = vec![
+            "config".to_string(),
+            "--lua.dir".into(),
+            d.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_lattice"))
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(config(&[]).status.code(), Some(0));
+    for out in [
+        run(&["--net.max_frame", "4096"]),
+        config(&["--net.max_frame", "4096"]),
+    ] {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("this game needs net.max_frame >= 65536"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
     std::fs::write(
         d.join("bad.lua"),
         "lattice.on('NoSuchMessage', function() end)",
     )
     .unwrap();
-    let out = run(&[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("NoSuchMessage"), "{err}");
+    for out in [run(&[]), config(&[])] {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("NoSuchMessage"), "{err}");
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }
 
