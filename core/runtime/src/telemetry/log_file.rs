@@ -33,13 +33,25 @@ pub struct RotatingFile {
     day: NaiveDate,
 }
 
+/// Opens `path` for appending, creating it mode 0640 (whatever the umask allows less of): log
+/// lines carry client addresses and account names, which other users of the host need not read.
+/// A file that exists keeps its mode.
+fn create(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
 impl RotatingFile {
     /// Opens (appends to) `path`, creating its directory. `today` is the current UTC day.
     pub fn open(path: &Path, rotation: Rotation, today: NaiveDate) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = create(path)?;
         let meta = file.metadata()?;
         // A file left by an earlier run keeps the day it was last written.
         let day = meta
@@ -123,10 +135,7 @@ impl RotatingFile {
             + 1;
         let target = self.suffixed(&format!("{day}.{n}"));
         std::fs::rename(&self.path, &target)?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = create(&self.path)?;
         self.size = 0;
         self.day = today;
         self.prune()
@@ -217,6 +226,12 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 4\n");
         assert_eq!(std::fs::read_to_string(&kept[1].2).unwrap(), "line 3\n");
+        // Created (and re-created after each rotation) without read access for others.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [&path, &kept[0].2, &kept[1].2] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o007, 0, "{}: {mode:o}", p.display());
+        }
         std::fs::remove_dir_all(d).unwrap();
     }
 
