@@ -162,7 +162,8 @@ fn hostname() -> String {
 }
 
 /// Starts the alert threads when `alerts.webhook` is set (`Ok(None)` when off). Checks the run
-/// marker in `data_dir` first: a marker left by a process that is gone raises the crash alert.
+/// marker in `data_dir` first: a marker left by an earlier run raises the crash alert. Call with
+/// the data directory's lock held (`datadir::lock`): that is what says the earlier run ended.
 /// Fails on a webhook URL it cannot use.
 pub fn start(
     cfg: &AlertsConfig,
@@ -187,17 +188,17 @@ pub fn start(
     };
     let (tx, rx) = sync_channel(cfg.queue.max(1));
     let _ = QUEUE.set(tx.clone());
+    // The caller holds the data directory's lock, so the run that left the marker has ended,
+    // whatever now runs under its pid (pids are reused: in a container the server often gets
+    // the same pid at every start, and a liveness check missed every crash there).
     if let Some(pid) = previous {
         let pid = pid.trim();
-        let alive = !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists();
-        if !alive {
-            raise(
-                "previous_crash",
-                &format!(
-                    "the previous lattice run (pid {pid}) ended without a clean shutdown: crash or kill; its log's last line and a core file in the working directory say why"
-                ),
-            );
-        }
+        raise(
+            "previous_crash",
+            &format!(
+                "the previous lattice run (pid {pid}) ended without a clean shutdown: crash or kill; its log's last line and a core file in the working directory say why"
+            ),
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
