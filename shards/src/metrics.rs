@@ -102,7 +102,7 @@ pub fn render_storage(s: &MetricsSnapshot, w: &mut Writer<'_>) {
         .sample(&name, &[("quantile", "0.99")], b.p99)
         .sample(&format!("{name}_sum"), &[], s.flushed_rows)
         .sample(&format!("{name}_count"), &[], s.flushes);
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "dirty_marks_total",
             "Marks journaled and acknowledged.",
@@ -142,6 +142,11 @@ pub fn render_storage(s: &MetricsSnapshot, w: &mut Writer<'_>) {
             "journal_replayed_total",
             "Marks replayed from the journal at start.",
             s.journal_replayed,
+        ),
+        (
+            "journal_missing_total",
+            "Unconfirmed journal seqs no segment held at start: a segment deleted or moved by hand (the ERROR line names them).",
+            s.journal_missing,
         ),
         (
             "retries_total",

@@ -61,6 +61,29 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Segments read.
     pub segments: usize,
+    /// Seqs that were handed out, not confirmed and are in no segment (inclusive ranges): a
+    /// segment holding unconfirmed marks is gone (deleted or moved by hand). See [`missing`].
+    pub missing: Vec<(u64, u64)>,
+}
+
+/// The unconfirmed seqs no segment holds, from the segments found (in name order: each one's
+/// first seq from its name, and its highest mark) and the highest checkpoint. A segment is named
+/// after the seq that follows the last one handed out when it was started, and the journal
+/// deletes only its oldest segments, once every mark in them is confirmed. So whatever lies
+/// before the oldest segment left is confirmed, and consecutive segments leave no seq between
+/// them, unless a segment with unconfirmed marks was taken away.
+pub fn missing(segments: &[(u64, u64)], confirmed: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    // The first seq not accounted for by the segments before; seqs up to `confirmed` need none.
+    let mut next: Option<u64> = None;
+    for &(first, max_seq) in segments {
+        let from = next.unwrap_or(1).max(confirmed + 1);
+        if first > from {
+            out.push((from, first - 1));
+        }
+        next = Some(next.unwrap_or(0).max(first).max(max_seq + 1));
+    }
+    out
 }
 
 struct Segment {
@@ -240,8 +263,9 @@ impl Journal {
         let mut rec = Recovery::default();
         let mut marks = Vec::new();
         let mut closed = VecDeque::new();
+        let mut spans = Vec::new();
         let count = names.len();
-        for (i, (_, path)) in names.into_iter().enumerate() {
+        for (i, (first, path)) in names.into_iter().enumerate() {
             let mut buf = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut buf))
@@ -272,6 +296,7 @@ impl Journal {
             }
             rec.last_seq = rec.last_seq.max(max_seq);
             rec.segments += 1;
+            spans.push((first, max_seq));
             closed.push_back(Segment {
                 path,
                 max_seq,
@@ -279,6 +304,15 @@ impl Journal {
             });
         }
         rec.last_seq = rec.last_seq.max(rec.confirmed);
+        rec.missing = missing(&spans, rec.confirmed);
+        for (from, to) in &rec.missing {
+            tracing::error!(
+                dir = %dir.display(),
+                from,
+                to,
+                "journal: marks {from}..={to} were never confirmed and no segment holds them: a segment was deleted or moved by hand, and the writes it held since the last flush are lost unless it is put back (stop the server, restore seg-*.wal from a backup into the journal directory, start again)"
+            );
+        }
         marks.retain(|m| m.seq > rec.confirmed);
         marks.sort_by_key(|m| m.seq);
         rec.entries = marks;
@@ -541,6 +575,7 @@ mod tests {
         let (_j, rec) =
             Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("reopen 2");
         assert!(rec.entries.is_empty());
+        assert!(rec.missing.is_empty(), "{:?}", rec.missing);
         assert_eq!(rec.last_seq, 6);
         let _ = fs::remove_dir_all(&d);
     }
@@ -589,7 +624,71 @@ mod tests {
         let (_j, rec) = Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 4096).expect("reopen");
         assert!(rec.entries.is_empty());
         assert_eq!(rec.last_seq, 400);
+        assert!(rec.missing.is_empty(), "{:?}", rec.missing);
         let _ = fs::remove_dir_all(&d);
+    }
+
+    /// The first seq of each segment file, oldest first.
+    fn firsts(d: &Path) -> Vec<u64> {
+        let mut v: Vec<u64> = fs::read_dir(d)
+            .expect("read dir")
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_prefix("seg-")?.strip_suffix(".wal")?.parse().ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_segment_taken_away_with_unconfirmed_marks_is_reported() {
+        let d = tmp("missing");
+        let open = || Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 4096).expect("open");
+        let (mut j, _) = open();
+        for s in 1..=400 {
+            put(&mut j, s, s as i64);
+        }
+        j.checkpoint(100).expect("cp");
+        drop(j);
+        // Segments the journal deleted itself (confirmed) and restarts leave no gap.
+        let (j, rec) = open();
+        assert!(rec.missing.is_empty(), "{:?}", rec.missing);
+        assert_eq!(rec.entries.len(), 300);
+        drop(j);
+        let segs = firsts(&d);
+        assert!(segs.len() >= 4, "{segs:?}");
+        assert!(segs[0] <= 101, "the oldest left holds mark 101: {segs:?}");
+        // A segment in the middle, all of its marks unconfirmed, deleted by hand.
+        fs::remove_file(d.join(segment_name(segs[2]))).expect("rm");
+        let (j, rec) = open();
+        assert_eq!(rec.missing, vec![(segs[2], segs[3] - 1)]);
+        drop(j);
+        // The oldest too: the marks from 101 on up to the next segment are gone as well.
+        fs::remove_file(d.join(segment_name(segs[0]))).expect("rm");
+        let (_j, rec) = open();
+        assert_eq!(
+            rec.missing,
+            vec![(101, segs[1] - 1), (segs[2], segs[3] - 1)]
+        );
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn missing_ranges() {
+        // (first seq from the name, highest mark; 0 for none)
+        assert!(missing(&[], 0).is_empty());
+        assert!(missing(&[(1, 10), (11, 20), (21, 0)], 0).is_empty());
+        // What lies before the oldest segment is fine when confirmed, lost when not.
+        assert!(missing(&[(51, 60), (61, 0)], 50).is_empty());
+        assert!(missing(&[(51, 60), (61, 0)], 70).is_empty());
+        assert_eq!(missing(&[(51, 60), (61, 0)], 40), vec![(41, 50)]);
+        // A hole between two segments, partly confirmed.
+        assert_eq!(missing(&[(1, 10), (31, 40)], 0), vec![(11, 30)]);
+        assert_eq!(missing(&[(1, 10), (31, 40)], 20), vec![(21, 30)]);
+        assert!(missing(&[(1, 10), (31, 40)], 30).is_empty());
+        // A segment without marks (a restart with nothing written) covers nothing.
+        assert!(missing(&[(11, 0), (11, 15)], 10).is_empty());
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct Metrics {
     pub journal_errors: AtomicU64,
     /// Marks replayed from the journal at start.
     pub journal_replayed: AtomicU64,
+    /// Unconfirmed seqs no journal segment held at start (a segment taken away by hand).
+    pub journal_missing: AtomicU64,
     /// Flush cycles that wrote something.
     pub flushes: AtomicU64,
     /// Rows written by flushes (after coalescing).
@@ -163,6 +165,7 @@ impl Default for Metrics {
             journal_appends: AtomicU64::new(0),
             journal_errors: AtomicU64::new(0),
             journal_replayed: AtomicU64::new(0),
+            journal_missing: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flushed_rows: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -245,6 +248,7 @@ impl Metrics {
             journal_appends: l(&self.journal_appends),
             journal_errors: l(&self.journal_errors),
             journal_replayed: l(&self.journal_replayed),
+            journal_missing: l(&self.journal_missing),
             flushes: l(&self.flushes),
             flushed_rows: l(&self.flushed_rows),
             flush_batch_rows: self
@@ -341,6 +345,8 @@ pub struct MetricsSnapshot {
     pub journal_errors: u64,
     /// Marks replayed from the journal at start.
     pub journal_replayed: u64,
+    /// Unconfirmed seqs no journal segment held at start.
+    pub journal_missing: u64,
     /// Flushes that wrote something.
     pub flushes: u64,
     /// Rows written or dumped by flushes.

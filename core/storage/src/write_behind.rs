@@ -295,6 +295,10 @@ impl Storage {
         metrics
             .journal_replayed
             .store(replayed as u64, Ordering::Relaxed);
+        metrics.journal_missing.store(
+            rec.missing.iter().map(|(a, b)| b - a + 1).sum(),
+            Ordering::Relaxed,
+        );
         metrics
             .dirty_rows
             .store(dirty.len() as u64, Ordering::Relaxed);
