@@ -100,7 +100,7 @@ impl App {
         }
         let me = s.cluster.as_ref().map(|c| c.me.clone()).unwrap_or_default();
         Ok(App {
-            gate: Gate::new(s.metrics.clone(), shard),
+            gate: Gate::new(s.metrics.clone(), shard, host.requests()),
             host,
             http: HttpRoutes::new(s.rpc_timeout, &s.ws_path),
             links: LinkServe::new(

@@ -29,6 +29,8 @@ pub struct Gate {
     /// Rate limit of the gate's protocol-violation warnings (`log.warn_burst`).
     warns: WarnLimiter,
     born: std::time::Instant,
+    /// Messages a component takes as requests, by [`OpcodeInfo::index`] (`ServiceHost::requests`).
+    requests: Vec<bool>,
 }
 
 /// What the gate made of a frame.
@@ -44,13 +46,14 @@ pub enum Checked {
 
 impl Gate {
     /// The gate of shard `shard`, counting into `metrics[shard]`.
-    pub fn new(metrics: Arc<Vec<AppMetrics>>, shard: usize) -> Gate {
+    pub fn new(metrics: Arc<Vec<AppMetrics>>, shard: usize, requests: Vec<bool>) -> Gate {
         Gate {
             inflated: Vec::new(),
             metrics,
             shard,
             warns: WarnLimiter::from_defaults(),
             born: std::time::Instant::now(),
+            requests,
         }
     }
 
@@ -130,6 +133,29 @@ impl Gate {
                 h.opcode,
                 error_code::NOT_ALLOWED,
                 "server-internal message",
+            );
+            return Checked::Done;
+        }
+        if ready
+            && !info.no_client
+            && h.opcode != opcode::HELLO
+            && h.opcode != opcode::RESUME
+            && !self
+                .requests
+                .get(info.index as usize)
+                .copied()
+                .unwrap_or(false)
+        {
+            // A server-to-client message (Pong, Said, ...): refused before its body is looked at,
+            // so a wrong opcode on a request says what happened, not how the body misdecodes.
+            error(
+                cx,
+                enc,
+                session,
+                h.request_id,
+                h.opcode,
+                error_code::NOT_ALLOWED,
+                "not a request message",
             );
             return Checked::Done;
         }

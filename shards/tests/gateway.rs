@@ -171,6 +171,11 @@ fn rpc_runs_the_frame_handlers_with_json_or_protobuf() {
     assert_eq!(json("Hello", "{}").0, 400);
     assert_eq!(json("Resume", "{}").0, 400);
     assert_eq!(json("Pong", "{}").0, 403, "server-to-client");
+    // Whatever its body: the direction is checked before the body is decoded.
+    let (status, _, body) = json("Said", r#"{"room":"h","from":"zz"}"#);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["message"], "not a request message");
     assert_eq!(json("Ping", r#"{"payload":5"#).0, 400);
     assert_eq!(json("Ping", r#"{"nofield":1}"#).0, 400);
     let (status, _, _) = http_exchange(

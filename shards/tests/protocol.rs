@@ -42,6 +42,33 @@ fn undecodable_body_is_bad_request_and_session_survives() {
     assert_eq!(l.metric_total("lattice_bad_request_total"), 1);
 }
 
+/// A server-to-client message is `NOT_ALLOWED` "not a request message" whatever its body: a body
+/// that does not decode as that message is not a `BAD_REQUEST` (a `Say` sent under `Said`'s
+/// opcode was told how `Said.from` misdecodes).
+#[test]
+fn a_server_to_client_message_is_not_a_request_whatever_its_body() {
+    let l = Lattice::start(&[]);
+    let mut c = l.connect();
+    let say = prost::Message::encode_to_vec(&pb::Say {
+        room: "r".into(),
+        text: "x".into(),
+    });
+    for (rid, op, body) in [
+        (3, lattice_proto::opcode::SAID, &say[..]),
+        (4, lattice_proto::opcode::SAID, &[][..]),
+        (5, lattice_proto::opcode::PONG, &[0x0a, 9, b'a'][..]),
+        (6, lattice_proto::opcode::WELCOME, &[0xff][..]),
+    ] {
+        c.send_raw(&raw(op, 0, rid, body));
+        let f = c.recv();
+        assert_eq!(f.request_id, rid);
+        let e = expect_error(&f, error_code::NOT_ALLOWED);
+        assert_eq!(e.message, "not a request message", "opcode {op}");
+    }
+    ping_ok(&mut c, 10);
+    assert_eq!(l.metric_total("lattice_bad_request_total"), 0);
+}
+
 #[test]
 fn server_internal_opcode_is_rejected_and_counted() {
     let l = Lattice::start(&[]);

@@ -218,6 +218,18 @@ impl ServiceHost {
         &self.parts.metrics[self.parts.shard]
     }
 
+    /// True when a component takes `info`'s message as a request (scripts take only those). Every
+    /// other message a client may send is server-to-client: answered `NOT_ALLOWED` "not a request
+    /// message" whatever its body.
+    pub fn takes(&self, info: &OpcodeInfo) -> bool {
+        self.routes[info.index as usize].is_some()
+    }
+
+    /// Which messages components take as requests, by [`OpcodeInfo::index`] (for the gate).
+    pub fn requests(&self) -> Vec<bool> {
+        self.routes.iter().map(Option::is_some).collect()
+    }
+
     /// Where the component that handles `msg` would route it (`None`: no component handles it,
     /// or a script does). A gate node routes by it to a logic node (`cluster::forward`).
     pub fn route_of(

@@ -20,7 +20,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use lattice_proto::{error_code, opcode, AnyMessage};
+use lattice_proto::{error_code, opcode, AnyMessage, OpcodeInfo};
 use lattice_runtime::ShardCx;
 use lattice_wire::frame::{parse_header, FrameHeader, HEADER_LEN};
 use lattice_wire::http::{Request, Response};
@@ -123,6 +123,14 @@ impl Rpc {
                 ))
             }
         };
+        if !info.no_client && !host.takes(info) {
+            // A server-to-client message: the host answers NOT_ALLOWED (403) whatever the body,
+            // so it is not decoded (an empty body is its default).
+            let body = Vec::new();
+            let msg = lattice_proto::decode(info.opcode, &body)
+                .map_err(|e| Response::text(400, format!("{e}\n")))?;
+            return self.hand_over(cx, host, session, info, format, body, msg);
+        }
         let body = match format {
             Format::Protobuf => req.body.clone(),
             Format::Json => json_to_protobuf(info.full_name, &req.body)
@@ -130,6 +138,21 @@ impl Rpc {
         };
         let msg = lattice_proto::decode(info.opcode, &body)
             .map_err(|e| Response::text(400, format!("{e}\n")))?;
+        self.hand_over(cx, host, session, info, format, body, msg)
+    }
+
+    /// Hands the decoded request to the host under a fresh request id the reply will carry.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_over(
+        &mut self,
+        cx: &ShardCx<ShardMsg>,
+        host: &mut ServiceHost,
+        session: SessionId,
+        info: &'static OpcodeInfo,
+        format: Format,
+        body: Vec<u8>,
+        msg: AnyMessage,
+    ) -> Result<(), Response> {
         self.next_rid = self.next_rid.wrapping_add(1).max(1);
         let rid = self.next_rid;
         let deadline = cx.now().saturating_add(self.timeout);
