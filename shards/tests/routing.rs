@@ -100,8 +100,19 @@ fn chat_broadcast_reaches_members_on_every_shard() {
         },
     );
     expect_error(&outsider.recv(), lattice_proto::error_code::NOT_MEMBER);
-    // Room names are checked the same for Say as for JoinRoom: 1..=64 bytes, else BAD_REQUEST.
-    for (rid, room) in [(5, String::new()), (6, "r".repeat(65))] {
+    // Room names are checked the same for Say as for JoinRoom: 1..=64 bytes without control or
+    // invisible characters, else BAD_REQUEST.
+    let long = "room name empty or too long";
+    let chars = "room name has a control or invisible character";
+    for (rid, room, why) in [
+        (5, String::new(), long),
+        (6, "r".repeat(65), long),
+        (7, "a\u{0}b".into(), chars),
+        (8, "\u{1b}[2J".into(), chars),
+        (9, "x\u{200b}".into(), chars),
+        (10, "\u{202e}gnp.exe".into(), chars),
+        (11, "\u{85}".into(), chars),
+    ] {
         for c in [&mut outsider, &mut cs[0]] {
             c.send(
                 rid,
@@ -113,7 +124,12 @@ fn chat_broadcast_reaches_members_on_every_shard() {
             let f = c.recv();
             assert_eq!(f.request_id, rid);
             let e = expect_error(&f, lattice_proto::error_code::BAD_REQUEST);
-            assert_eq!(e.message, "room name empty or too long");
+            assert_eq!(e.message, why);
+            c.send(rid, &pb::JoinRoom { room: room.clone() });
+            let f = c.recv();
+            assert_eq!(f.request_id, rid);
+            let e = expect_error(&f, lattice_proto::error_code::BAD_REQUEST);
+            assert_eq!(e.message, why);
         }
     }
     drop(cs.pop());

@@ -79,19 +79,28 @@ impl Component for Chat {
     }
 }
 
-const BAD_ROOM_NAME: &str = "room name empty or too long";
-
 impl Chat {
-    /// Room names are 1..=`chat.max_room_name` bytes, for `JoinRoom` and `Say` alike.
-    fn room_name_ok(&self, room: &str) -> bool {
-        !room.is_empty() && room.len() <= self.cfg.max_room_name
+    /// Room names are 1..=`chat.max_room_name` bytes without control or invisible characters
+    /// (they come back to every member in `Joined` and `Said`), for `JoinRoom` and `Say` alike.
+    /// The reason when not.
+    fn room_name_error(&self, room: &str) -> Option<&'static str> {
+        if room.is_empty() || room.len() > self.cfg.max_room_name {
+            return Some("room name empty or too long");
+        }
+        if room
+            .chars()
+            .any(|c| c.is_control() || crate::text::invisible(c))
+        {
+            return Some("room name has a control or invisible character");
+        }
+        None
     }
 
     fn join(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::JoinRoom>) {
         let (s, rid, op) = (req.session, req.request_id, req.opcode);
         let room = req.msg.room;
-        if !self.room_name_ok(&room) {
-            return ctx.error(s, rid, op, error_code::BAD_REQUEST, BAD_ROOM_NAME);
+        if let Some(why) = self.room_name_error(&room) {
+            return ctx.error(s, rid, op, error_code::BAD_REQUEST, why);
         }
         let is_member = self.rooms.get(&room).is_some_and(|m| m.contains(&s));
         if !is_member {
@@ -126,8 +135,8 @@ impl Chat {
 
     fn say(&mut self, ctx: &mut Ctx<'_>, req: Req<pb::Say>) {
         let (s, rid, op) = (req.session, req.request_id, req.opcode);
-        if !self.room_name_ok(&req.msg.room) {
-            return ctx.error(s, rid, op, error_code::BAD_REQUEST, BAD_ROOM_NAME);
+        if let Some(why) = self.room_name_error(&req.msg.room) {
+            return ctx.error(s, rid, op, error_code::BAD_REQUEST, why);
         }
         if req.msg.text.len() > self.cfg.max_text {
             return ctx.error(s, rid, op, error_code::BAD_REQUEST, "text too long");
