@@ -178,7 +178,7 @@ impl ServiceHost {
                     AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
                     let now = ctx.now_ms();
                     self.warns.warn("lua_reply_too_large", now, || {
-                        tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame; answered INTERNAL instead");
+                        tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame - 8 bytes (the 8 a sequenced session's extension takes); answered INTERNAL instead");
                     });
                     // As a component's reply too large: the client waiting on the id is answered.
                     if h.request_id != 0 {

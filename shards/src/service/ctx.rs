@@ -351,7 +351,7 @@ impl<'a> Ctx<'a> {
         log_out::<T>(session, request_id, msg);
         if !self.enc.send(self.cx, session, request_id, msg) {
             AppMetrics::add(&self.metrics.reply_too_large_total, 1);
-            tracing::error!(%session, opcode = T::OPCODE, max = self.cx.net.max_frame, "reply larger than net.max_frame; answered INTERNAL instead");
+            tracing::error!(%session, opcode = T::OPCODE, limit = self.cx.net.max_frame.saturating_sub(8), "reply larger than net.max_frame - 8 bytes (the 8 a sequenced session's extension takes); answered INTERNAL instead");
             let e = pb::Error {
                 code: error_code::INTERNAL,
                 message: "reply too large".into(),
@@ -393,7 +393,8 @@ impl<'a> Ctx<'a> {
                 AppMetrics::add(&self.metrics.reply_too_large_total, 1);
                 tracing::error!(
                     opcode = T::OPCODE,
-                    "broadcast larger than net.max_frame; not sent"
+                    limit = self.cx.net.max_frame.saturating_sub(8),
+                    "broadcast larger than net.max_frame - 8 bytes (the 8 a sequenced session's extension takes); not sent"
                 );
             }
         }
