@@ -279,6 +279,71 @@ fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
     expect_error(&greeted.recv(), lattice_proto::error_code::NOT_ALLOWED);
 }
 
+/// A resumable client that stops reading is not closed when its queue passes
+/// `net.send_buffer_limit`: its socket ends and the session detaches, so it resumes and gets
+/// every line once, in order (it was closed for good, and its `Resume` refused as unknown).
+#[test]
+fn a_resumable_client_that_does_not_read_detaches_instead_of_closing() {
+    let l = Lattice::start(&[
+        "--net.send_buffer_limit",
+        "16384",
+        "--session.replay_max_frames",
+        "100000",
+        "--session.replay_max_bytes",
+        "67108864",
+        // Plain frames the test reads as they are.
+        "--compress.threshold",
+        "1048576",
+    ]);
+    let (mut speaker, mut listener) = room_pair(&l, "flood");
+    let text = "x".repeat(4000);
+    let mut said = 0u32;
+    // The kernel's socket buffers fill first: say lines until the listener's queue passed the
+    // bound (bounded: 64 MB of lines).
+    while l.metric_total("lattice_send_overflow_detached_total") == 0 {
+        assert!(said < 16_000, "no overflow after {said} lines");
+        for _ in 0..100 {
+            speaker.send(
+                1000 + said,
+                &pb::Say {
+                    room: "flood".into(),
+                    text: format!("{said} {text}"),
+                },
+            );
+            assert!(matches!(speaker.recv().decode(), AnyMessage::Said(_)));
+            said += 1;
+        }
+    }
+    assert_eq!(
+        l.metric_total("lattice_sessions_closed_send_overflow_total"),
+        0
+    );
+    l.wait_log("reason=send buffer overflow");
+    // Whatever the cut socket still delivers, then the resume replays the rest.
+    while listener.recv().is_some() {}
+    let r = listener.resumed();
+    assert!(!r.resync, "nothing was evicted");
+    let have = listener
+        .received
+        .iter()
+        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
+        .count() as u32;
+    for _ in have..said {
+        listener.recv().expect("replayed frame");
+    }
+    let lines: Vec<u32> = listener
+        .received
+        .iter()
+        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
+        .map(|(_, f)| f.said_text().split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        (0..said).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+}
+
 #[test]
 fn an_evicted_gap_tells_the_client_to_resynchronise() {
     let l = Lattice::start(&["--session.replay_max_frames", "4"]);

@@ -348,6 +348,10 @@ pub struct Session {
     /// A sequenced WebSocket session's peer sent a close frame: the runtime ends the socket as
     /// if the peer had closed it, so the session detaches (see [`Session::peer_ended`]).
     peer_ended: bool,
+    /// A resumable session's queue passed `send_buffer_limit` (its client does not read): the
+    /// runtime ends the socket and the session detaches with [`CloseReason::SendBufferOverflow`]
+    /// (see [`Session::send_overflowed`]), its frames kept for a replay like any lost socket's.
+    overflowed: bool,
     /// Without a socket since (time, why). Boxed: only resumable sessions detach.
     detached: Option<Box<(MonoTime, CloseReason)>>,
     resume: Option<Box<Resume>>,
@@ -415,6 +419,7 @@ impl Session {
             linger: None,
             binding: Binding(0),
             peer_ended: false,
+            overflowed: false,
             detached: None,
             resume: None,
             rate: RateState::default(),
@@ -774,6 +779,21 @@ impl Session {
     }
 
     /// The peer closed the socket of binding `b`: a clean end, or one in the middle of a frame.
+    /// True when a resumable session's queue passed `send_buffer_limit` while attached: the
+    /// runtime must end the socket of the current binding ([`Session::socket_overflowed`]), which
+    /// detaches the session. Cleared by the detach.
+    #[inline]
+    pub fn send_overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// The socket of binding `b` is ended for [`Session::send_overflowed`]: the session detaches
+    /// with [`CloseReason::SendBufferOverflow`] (a client that read too slowly resumes, told to
+    /// resynchronise if the replay bounds evicted what it missed).
+    pub fn socket_overflowed(&mut self, b: Binding, now: MonoTime) -> SocketEnd {
+        self.socket_ended(b, now, CloseReason::SendBufferOverflow)
+    }
+
     /// A resumable session detaches (both are how a network cut looks); another closes with
     /// [`CloseReason::PeerClosed`] or, mid-frame (or TLS without `close_notify`),
     /// [`CloseReason::Protocol`].
@@ -846,6 +866,7 @@ impl Session {
             self.linger = None;
         }
         self.peer_ended = false;
+        self.overflowed = false;
         self.out.write_off();
         if let Some(r) = self.resume.as_deref_mut() {
             r.ack_due = None;
@@ -1232,8 +1253,13 @@ impl Session {
             && queued > 0
             && queued + wire_len > self.limits.send_buffer_limit
         {
-            self.close(CloseReason::SendBufferOverflow);
-            return Err(SendError::Overflow);
+            if self.resume.is_none() {
+                self.close(CloseReason::SendBufferOverflow);
+                return Err(SendError::Overflow);
+            }
+            // Resumable: the frame is sequenced and kept below like any other, and the socket
+            // ends (the session detaches) instead of the session.
+            self.overflowed = true;
         }
         let Some(r) = self.resume.as_deref_mut() else {
             let layer = &mut self.layer;
@@ -1622,7 +1648,11 @@ impl Session {
         let one = self.limits.max_frame as usize + crate::ws::frame::MAX_HEADER_LEN;
         let queued = self.queued_for_bound();
         if queued > before && queued > self.limits.send_buffer_limit.max(one) {
-            self.close(CloseReason::SendBufferOverflow);
+            if self.resume.is_some() && self.detached.is_none() {
+                self.overflowed = true;
+            } else {
+                self.close(CloseReason::SendBufferOverflow);
+            }
         }
     }
 

@@ -39,6 +39,8 @@ pub(crate) enum Ended {
     PeerClosed,
     /// A socket error.
     Failed(String),
+    /// A resumable session's client does not read ([`lattice_wire::Session::send_overflowed`]).
+    Overflowed,
     /// The task's binding is not the session's any more: the session was not touched.
     Stale,
     /// The session's socket goes to another session (it carried a `Resume`).
@@ -293,6 +295,11 @@ impl<H: ConnHost> Future for Conn<H> {
             }
             if this.cell.has_handover() {
                 return Poll::Ready(Ended::HandOver);
+            }
+            if this.cell.session.borrow().send_overflowed() {
+                // A resumable session's client does not read: the socket ends, the session
+                // detaches and keeps its frames for a resume.
+                return Poll::Ready(Ended::Overflowed);
             }
             if this.cell.session.borrow().peer_ended() {
                 // A sequenced WebSocket session's peer sent a close frame: the socket ends as if

@@ -168,6 +168,9 @@ impl<A: ShardApp> ShardState<A> {
     fn detached(&self, cell: &Rc<SessionCell>, why: &CloseReason) {
         let cx = &self.cx;
         ShardMetrics::add(&cx.cm().sessions_detached_total, 1);
+        if *why == CloseReason::SendBufferOverflow {
+            ShardMetrics::add(&cx.cm().send_overflow_detached_total, 1);
+        }
         cx.detached_changed(1);
         tracing::info!(session = %cell.id(), peer = %cell.peer(), reason = %why, window_ms = cx.continuity.session.resume_window_ms, "session detached; resumable");
         cx.arm_session_timer(cell);
@@ -469,6 +472,7 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
             Ended::Stale => SocketEnd::Stale,
             Ended::Closing(reason) => SocketEnd::Closed(reason),
             Ended::PeerClosed => cell.session.borrow_mut().peer_closed(binding, now),
+            Ended::Overflowed => cell.session.borrow_mut().socket_overflowed(binding, now),
             Ended::Failed(e) => cell.session.borrow_mut().socket_failed(binding, now, e),
         };
         drop(stream);

@@ -9,7 +9,8 @@ crate::shard_counters! {
     /// Resume, replay, rate-limit and operator counters of one shard.
     pub struct ContinuityMetrics("lattice") {
         sessions_detached: Gauge, "Resumable sessions on this shard without a socket, waiting for a Resume.";
-        sessions_detached_total: Counter, "Times a resumable session lost its socket (peer closed, socket error, idle timeout) and detached instead of closing.";
+        sessions_detached_total: Counter, "Times a resumable session lost its socket (peer closed, socket error, idle timeout, send buffer overflow) and detached instead of closing.";
+        send_overflow_detached_total: Counter, "Resumable sessions whose socket was ended because their queue passed net.send_buffer_limit (the client did not read); they detached, counted in sessions_detached_total too.";
         sessions_resumed_total: Counter, "Resume requests accepted: the session was rebound to a new socket.";
         resume_rejected_total: Counter, "Resume requests refused (unknown or closed session, bad token, seq ahead of what was sent, not resumable).";
         resyncs_total: Counter, "Accepted resumes whose missing frames had been evicted: the client was told to resynchronise.";

@@ -728,9 +728,28 @@ fn replayed_bytes_do_not_count_against_the_send_limit() {
         "48 replayed + 24 new is under the limit for new bytes"
     );
     reply(&mut s, 4);
-    assert_eq!(s.send(&encode(5, 0, 5, b"pong")), Err(SendError::Overflow));
-    assert_eq!(s.close_reason(), Some(&CloseReason::SendBufferOverflow));
-    let _ = r;
+    // Past the bound a resumable session is not closed: the frame is kept for a replay and the
+    // socket is to end, detaching the session.
+    assert!(!s.send_overflowed());
+    s.send(&encode(5, 0, 5, b"pong"))
+        .expect("kept for a replay");
+    assert!(s.send_overflowed());
+    assert!(!s.is_closing());
+    let held = s.replay_held().0;
+    assert_eq!(
+        s.socket_overflowed(r.binding, MonoTime(2 * MS)),
+        SocketEnd::Detached
+    );
+    assert_eq!(
+        s.detached().map(|d| d.1.clone()),
+        Some(CloseReason::SendBufferOverflow)
+    );
+    assert!(!s.send_overflowed());
+    assert_eq!(
+        s.replay_held().0,
+        held,
+        "every frame is kept for the resume"
+    );
 }
 
 #[test]
