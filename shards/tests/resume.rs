@@ -399,6 +399,17 @@ fn old_clients_without_resume_work_as_before() {
     c.send_raw(&common::seq::seq_frame(4, 6, 1, 0, &[]));
     assert!(c.closed_by_server());
     l.wait_log("SEQ flag on a session without resume");
+    // A Resume with the flag: the flag is the mistake, not the session's kind.
+    let mut c = Client::connect_raw(l.port);
+    c.send_raw(&common::seq::seq_frame(
+        lattice_proto::opcode::RESUME,
+        7,
+        1,
+        0,
+        &[],
+    ));
+    assert!(c.closed_by_server());
+    l.wait_log("SEQ flag on a Resume (opcode 30): Hello and Resume are sent without it");
 }
 
 #[test]

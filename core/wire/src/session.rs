@@ -248,7 +248,7 @@ pub enum ResumeError {
     #[error("last_received_seq is ahead of what was sent")]
     BadSeq,
     /// A newer attempt was accepted already: this one arrived late.
-    #[error("attempt {got} is not above the last accepted ({last})")]
+    #[error("attempt {got} is not above the last accepted ({}){}", last, if *last == 0 { ": attempts start at 1" } else { "" })]
     StaleAttempt {
         /// The attempt number given.
         got: u32,
@@ -691,6 +691,18 @@ impl Session {
         h: &FrameHeader,
     ) -> Result<Option<Input<'static>>, CloseReason> {
         let Some(r) = self.resume.as_deref_mut() else {
+            if h.opcode == HELLO_OPCODE || h.opcode == RESUME_OPCODE {
+                // It starts a socket, sequenced session or not: the flag is the mistake.
+                return Err(self.protocol_error(format!(
+                    "SEQ flag on a {} (opcode {}): Hello and Resume are sent without it",
+                    if h.opcode == HELLO_OPCODE {
+                        "Hello"
+                    } else {
+                        "Resume"
+                    },
+                    h.opcode
+                )));
+            }
             return Err(self.protocol_error(format!(
                 "SEQ flag on a session without resume (opcode {})",
                 h.opcode

@@ -860,6 +860,13 @@ fn tokens_compare_whole() {
 #[test]
 fn a_late_older_attempt_cannot_take_the_session_back() {
     let mut s = resumable();
+    let zero = s
+        .resume(MonoTime(MS), &TOKEN, 0, 0, [1; 16], |_, _| {})
+        .unwrap_err();
+    assert_eq!(
+        zero.to_string(),
+        "attempt 0 is not above the last accepted (0): attempts start at 1"
+    );
     let b = s
         .resume(MonoTime(MS), &TOKEN, 0, 5, [1; 16], |_, _| {})
         .unwrap();
