@@ -27,7 +27,42 @@ fn http_routes_keep_alive_and_pipelining() {
     assert_eq!(http_exchange(l.http, b"GET /nope HTTP/1.1\r\n\r\n").0, 404);
     let (status, head, _) = http_exchange(l.http, b"DELETE /healthz HTTP/1.1\r\n\r\n");
     assert_eq!(status, 405);
-    assert!(head.contains("Allow: GET"), "{head}");
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    // HEAD is answered as GET without the body, on both listeners (the client listener keeps the
+    // connection: a GET pipelined behind the HEAD is read right after its head; the admin
+    // listener serves one request per connection).
+    let exchange = |port: u16, request: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        String::from_utf8(all).unwrap()
+    };
+    let length = |r: &str| {
+        r.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(str::to_string)
+    };
+    let text = exchange(
+        l.http,
+        b"HEAD /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 2, "{text}");
+    assert!(responses[0].starts_with("200 OK\r\n"), "{text}");
+    assert!(
+        responses[0].ends_with("\r\n\r\n"),
+        "no body after the head: {text}"
+    );
+    assert_eq!(length(responses[0]), length(responses[1]), "{text}");
+    assert!(responses[1].ends_with("ok\n"), "{text}");
+    let head = exchange(l.admin, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    let get = exchange(l.admin, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body after the head: {head}");
+    assert_eq!(length(&head), length(&get), "{head}{get}");
+    assert!(get.len() > head.len(), "{get}");
 
     // Three pipelined requests in one write: three responses, in order, on one connection.
     let mut s = TcpStream::connect(("127.0.0.1", l.http)).unwrap();
@@ -183,6 +218,13 @@ fn rpc_runs_the_frame_handlers_with_json_or_protobuf() {
         b"POST /rpc/Ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status, 415);
+    // Two Content-Type fields are refused, as two Content-Length fields are (the first one won).
+    let (status, _, body) = http_exchange(
+        l.http,
+        b"POST /rpc/Ping HTTP/1.1\r\nContent-Type: application/json\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body, b"Content-Type given more than once\n");
     // Pipelined requests, each answered by a handler: every one gets its answer, in order.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", l.http)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))

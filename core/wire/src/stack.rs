@@ -315,9 +315,16 @@ impl Layer {
                 let limits = Layer::http_limits(cfg, *max_frame);
                 let upgrade = with_head(input, &limits, |raw| {
                     let echo = !ws.echo_path.is_empty() && raw.path() == ws.echo_path;
-                    (raw.path() == ws.path || echo).then(|| (echo, check_upgrade(raw, &ws.origins)))
+                    (raw.path() == ws.path || echo).then(|| {
+                        (
+                            echo,
+                            raw.method() == "HEAD",
+                            check_upgrade(raw, &ws.origins),
+                        )
+                    })
                 });
-                if let Ok(Some((Some((echo, checked)), head_len, body_len))) = upgrade {
+                if let Ok(Some((Some((echo, head_request, checked)), head_len, body_len))) = upgrade
+                {
                     if input.len() >= head_len + body_len {
                         let rest = input[head_len + body_len..].to_vec();
                         *input = &mut [];
@@ -328,7 +335,7 @@ impl Layer {
                                 self.upgrade(&cfg, max_frame, now, echo, rest, out)
                             }
                             Err(resp) => {
-                                resp.encode(true, out);
+                                resp.encode_for(true, head_request, out);
                                 Step::Linger(CloseReason::Protocol(format!(
                                     "websocket handshake refused ({})",
                                     resp.status

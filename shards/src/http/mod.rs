@@ -56,10 +56,13 @@ impl HttpRoutes {
         req: Request,
     ) {
         let resp = match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/healthz") => Response::text(200, "ok\n"),
-            ("GET", "/") => demo::page(&self.page),
-            ("GET", "/lattice.js") => demo::script(),
-            ("GET", p) if p.starts_with("/icons/") => icons::get(&req, &p["/icons/".len()..]),
+            // HEAD is answered as GET, without the body (the connection leaves it out).
+            ("GET" | "HEAD", "/healthz") => Response::text(200, "ok\n"),
+            ("GET" | "HEAD", "/") => demo::page(&self.page),
+            ("GET" | "HEAD", "/lattice.js") => demo::script(),
+            ("GET" | "HEAD", p) if p.starts_with("/icons/") => {
+                icons::get(&req, &p["/icons/".len()..])
+            }
             ("POST", p) if p.starts_with("/rpc/") => {
                 match self.rpc.start(cx, host, session, &req) {
                     Ok(()) => return,
@@ -67,10 +70,10 @@ impl HttpRoutes {
                 }
             }
             (_, "/healthz" | "/" | "/lattice.js") => {
-                Response::text(405, "method not allowed\n").with_header("Allow", "GET")
+                Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
             }
             (_, p) if p.starts_with("/icons/") => {
-                Response::text(405, "method not allowed\n").with_header("Allow", "GET")
+                Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
             }
             (_, p) if p.starts_with("/rpc/") => {
                 Response::text(405, "method not allowed\n").with_header("Allow", "POST")

@@ -109,7 +109,11 @@ impl Rpc {
                 format!("{name} opens frame sessions; /rpc needs no handshake\n"),
             ));
         }
-        let ct = req.header("content-type").unwrap_or_default();
+        let mut types = req.headers.iter().filter(|(k, _)| k == "content-type");
+        let ct = types.next().map_or("", |(_, v)| v.as_str());
+        if types.next().is_some() {
+            return Err(Response::text(400, "Content-Type given more than once\n"));
+        }
         let media = ct.split(';').next().unwrap_or_default().trim();
         let format = match media.to_ascii_lowercase().as_str() {
             "application/json" => Format::Json,

@@ -200,7 +200,7 @@ impl Routes {
     fn is_detached(&self, req: &Request) -> bool {
         self.detached.iter().any(|&i| {
             let (method, m, _) = &self.routes[i];
-            *method == req.method && matches!(m, Match::Exact(p) if req.path == *p)
+            serves(method, &req.method) && matches!(m, Match::Exact(p) if req.path == *p)
         })
     }
 
@@ -224,7 +224,8 @@ impl Routes {
     }
 
     /// The response to `req`: a guard's answer, else its route's, 405 when the path exists for
-    /// another method, 404 else.
+    /// another method, 404 else. A `GET` route serves `HEAD` too (the connection sends the
+    /// response without its body).
     pub fn respond(&self, req: &Request) -> Response {
         for (prefix, guard) in &self.guards {
             if req.path.starts_with(prefix) {
@@ -240,11 +241,14 @@ impl Routes {
                 Match::Prefix(p) => req.path.starts_with(p),
             };
             if hit {
-                if *method == req.method {
+                if serves(method, &req.method) {
                     return h(req);
                 }
                 if !allowed.contains(method) {
                     allowed.push(method);
+                    if *method == "GET" {
+                        allowed.push("HEAD");
+                    }
                 }
             }
         }
@@ -422,7 +426,7 @@ fn serve(
             )
         };
         if left.is_zero() {
-            return respond(s, Vec::new(), late(), places, Some(place));
+            return respond(s, Vec::new(), late(), places, Some(place), false);
         }
         s.set_read_timeout(Some(left))?;
         let n = match read_retrying(&mut s, &mut chunk) {
@@ -432,7 +436,7 @@ fn serve(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return respond(s, Vec::new(), late(), places, Some(place));
+                return respond(s, Vec::new(), late(), places, Some(place), false);
             }
             r => r?,
         };
@@ -441,6 +445,8 @@ fn serve(
         }
         conn.feed(MonoTime(0), &chunk[..n]);
     };
+    // A HEAD request is served by GET routes; its response goes without the body.
+    let head = req.method == "HEAD";
     let req = Request {
         method: req.method,
         path: req.path,
@@ -453,7 +459,7 @@ fn serve(
         let Some(slot) = Place::take(&places.detached, MAX_DETACHED) else {
             REFUSED_TOTAL.fetch_add(1, Ordering::Relaxed);
             let busy = Response::error(503, "busy: try again later");
-            return respond(s, out, busy, places, Some(place));
+            return respond(s, out, busy, places, Some(place), head);
         };
         // The connection's place is given back when this thread returns: the detached request
         // is bounded by its own count.
@@ -467,7 +473,7 @@ fn serve(
                 // while this thread still writes and lingers (both bounded by their timeouts).
                 let r = respond_caught(&routes, &req);
                 drop(slot);
-                if let Err(e) = respond(s, out, r, &places, None) {
+                if let Err(e) = respond(s, out, r, &places, None, head) {
                     tracing::debug!(error = %e, "admin response failed");
                 }
             });
@@ -477,7 +483,7 @@ fn serve(
         return Ok(());
     }
     let r = respond_caught(routes, &req);
-    respond(s, out, r, places, Some(place))
+    respond(s, out, r, places, Some(place), head)
 }
 
 /// Answers a connection over [`MAX_CONNS`] with 503 without blocking the accept thread (a fresh
@@ -508,11 +514,12 @@ fn respond(
     r: Response,
     places: &Places,
     place: Option<Place>,
+    head: bool,
 ) -> std::io::Result<()> {
     let mut wire = WireResponse::new(r.status, &r.content_type, r.body);
     wire.headers.extend(r.headers);
     // One request per connection.
-    wire.encode(true, &mut out);
+    wire.encode_for(true, head, &mut out);
     s.write_all(&out)?;
     linger(s, places, place)
 }
@@ -543,6 +550,12 @@ fn linger(mut s: TcpStream, places: &Places, place: Option<Place>) -> std::io::R
         }
     }
     Ok(())
+}
+
+/// True when a route for `route` serves a request with method `request`: its own method, and
+/// `HEAD` for a `GET` route (RFC 9110 §9.3.2).
+fn serves(route: &str, request: &str) -> bool {
+    route == request || (route == "GET" && request == "HEAD")
 }
 
 #[cfg(test)]
@@ -591,8 +604,10 @@ mod tests {
         assert_eq!(refused.status, 405);
         assert_eq!(
             refused.headers,
-            vec![("Allow".to_string(), "GET".to_string())]
+            vec![("Allow".to_string(), "GET, HEAD".to_string())]
         );
+        // HEAD is served by the GET route (the connection leaves the body out).
+        assert_eq!(r.respond(&req("HEAD", "/healthz")).status, 200);
         assert_eq!(r.respond(&req("GET", "/nope")).status, 404);
         let not_allowed = r.respond(&req("POST", "/healthz"));
         assert_eq!(not_allowed.content_type, "application/json");

@@ -20,8 +20,9 @@ use super::response::Response;
 enum State {
     /// Reading a head; `since` is when its deadline started (the first byte, or the open).
     Head { since: Option<MonoTime> },
-    /// A request was handed out; waiting for its response. `keep_alive` of that request.
-    Responding { keep_alive: bool },
+    /// A request was handed out; waiting for its response. `keep_alive` of that request;
+    /// `head`: it was a `HEAD` (its response goes without the body).
+    Responding { keep_alive: bool, head: bool },
     /// A response said `Connection: close` or an error was answered: nothing more is read.
     Done,
 }
@@ -129,6 +130,7 @@ impl HttpConn {
         }
         self.state = State::Responding {
             keep_alive: request.keep_alive(),
+            head: request.method == "HEAD",
         };
         Next::Request(request)
     }
@@ -137,11 +139,11 @@ impl HttpConn {
     /// stays open (keep-alive), false when it must close once `out` is written. A response with
     /// no request waiting (a bug in the caller) is refused and returns false.
     pub fn respond(&mut self, resp: &Response, out: &mut Vec<u8>) -> bool {
-        let State::Responding { keep_alive } = self.state else {
+        let State::Responding { keep_alive, head } = self.state else {
             debug_assert!(false, "respond without a request");
             return false;
         };
-        resp.encode(!keep_alive, out);
+        resp.encode_for(!keep_alive, head, out);
         self.unlooked = keep_alive && !self.buf.is_empty();
         self.state = if keep_alive {
             State::Head { since: None }
@@ -155,8 +157,9 @@ impl HttpConn {
     /// Answers the current request with `resp` and `Connection: close`, whatever the request
     /// asked: the connection ends after it (a refused WebSocket upgrade).
     pub fn respond_and_close(&mut self, resp: &Response, out: &mut Vec<u8>) {
+        let head = matches!(self.state, State::Responding { head: true, .. });
         debug_assert!(matches!(self.state, State::Responding { .. }));
-        resp.encode(true, out);
+        resp.encode_for(true, head, out);
         self.unlooked = false;
         self.buf = Vec::new();
         self.state = State::Done;

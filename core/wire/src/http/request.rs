@@ -55,9 +55,9 @@ pub enum HttpError {
     #[error("bad Content-Length")]
     BadContentLength,
     /// The body is larger than `max_body` (413).
-    #[error("request body of {len} bytes is larger than {max}")]
+    #[error("request body of {} bytes is larger than {max}", if *len == u64::MAX { "2^64 or more".to_string() } else { len.to_string() })]
     BodyTooLarge {
-        /// `Content-Length` as sent.
+        /// `Content-Length` as sent (`u64::MAX` for 2^64 − 1 or more).
         len: u64,
         /// The limit.
         max: usize,
@@ -334,7 +334,13 @@ pub fn with_head<R>(
             .map_err(|_| HttpError::Malformed("header value is not UTF-8"))?
             .trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = super::parse_digits(value).ok_or(HttpError::BadContentLength)?;
+            // Digits past 64 bits are a length all the same: too large (413), not malformed.
+            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+            let n: u64 = match super::parse_digits(value) {
+                Some(n) => n,
+                None if digits => u64::MAX,
+                None => return Err(HttpError::BadContentLength),
+            };
             if content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::BadContentLength);
             }
@@ -445,6 +451,16 @@ mod tests {
                 400,
             ),
             (b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413),
+            // Digits past 64 bits: a length too large, not a malformed one.
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
+                413,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                413,
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 411,
@@ -465,6 +481,11 @@ mod tests {
             );
         }
         assert_eq!(HttpError::HeadTimeout(Duration::ZERO).status(), 408);
+        let huge = b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(
+            parse_head(huge, &limits()).unwrap_err().to_string(),
+            "request body of 2^64 or more bytes is larger than 100"
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ impl Response {
     ///
     /// Cost: one formatted head (≈ 100 bytes plus the headers) and one copy of the body.
     pub fn encode(&self, close: bool, out: &mut Vec<u8>) {
+        self.encode_for(close, false, out)
+    }
+
+    /// [`Response::encode`], for a `HEAD` request when `head`: the same head (its
+    /// `Content-Length` that of the body a `GET` gets), without the body (RFC 9110 §9.3.2).
+    pub fn encode_for(&self, close: bool, head_request: bool, out: &mut Vec<u8>) {
         let mut head = String::with_capacity(128);
         let bodiless = matches!(self.status, 204 | 304);
         let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
@@ -62,7 +68,11 @@ impl Response {
             head.push_str("Connection: close\r\n");
         }
         head.push_str("\r\n");
-        let body: &[u8] = if bodiless { &[] } else { &self.body };
+        let body: &[u8] = if bodiless || head_request {
+            &[]
+        } else {
+            &self.body
+        };
         out.reserve(head.len() + body.len());
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(body);
