@@ -77,16 +77,14 @@ impl Gate {
             .unwrap_or((false, false));
         if ready && h.opcode == opcode::RESUME {
             tracing::debug!(%session, "Resume on a greeted session");
-            error(
+            return answered(
                 cx,
                 enc,
                 session,
-                h.request_id,
-                h.opcode,
+                &h,
                 error_code::NOT_ALLOWED,
                 "Resume must be the first frame of a socket",
             );
-            return Checked::Done;
         }
         if !ready && h.opcode != opcode::HELLO && h.opcode != opcode::RESUME {
             AppMetrics::add(&self.m().not_hello_total, 1);
@@ -104,16 +102,14 @@ impl Gate {
         let Some(info) = lattice_proto::info(h.opcode) else {
             AppMetrics::add(&self.m().unknown_opcode_total, 1);
             tracing::debug!(%session, opcode = h.opcode, "unknown opcode; frame skipped");
-            error(
+            return answered(
                 cx,
                 enc,
                 session,
-                h.request_id,
-                h.opcode,
+                &h,
                 error_code::UNKNOWN_OPCODE,
                 "unknown opcode",
             );
-            return Checked::Done;
         };
         if info.no_client && !may_internal {
             AppMetrics::add(&self.m().rejected_internal_total, 1);
@@ -125,16 +121,14 @@ impl Gate {
             if verdict == Verdict::Log {
                 tracing::warn!(%session, opcode = h.opcode, msg = info.name, "client sent a server-internal message; rejected");
             }
-            error(
+            return answered(
                 cx,
                 enc,
                 session,
-                h.request_id,
-                h.opcode,
+                &h,
                 error_code::NOT_ALLOWED,
                 "server-internal message",
             );
-            return Checked::Done;
         }
         if ready
             && !info.no_client
@@ -148,16 +142,14 @@ impl Gate {
         {
             // A server-to-client message (Pong, Said, ...): refused before its body is looked at,
             // so a wrong opcode on a request says what happened, not how the body misdecodes.
-            error(
+            return answered(
                 cx,
                 enc,
                 session,
-                h.request_id,
-                h.opcode,
+                &h,
                 error_code::NOT_ALLOWED,
                 "not a request message",
             );
-            return Checked::Done;
         }
         let body: &[u8] = if h.compressed() {
             self.inflated.clear();
@@ -352,6 +344,19 @@ impl Gate {
         );
         Checked::Done
     }
+}
+
+/// Answers the frame with `Error{code, message}`; the gate is done with it.
+fn answered(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    session: SessionId,
+    h: &FrameHeader,
+    code: u32,
+    message: &str,
+) -> Checked {
+    error(cx, enc, session, h.request_id, h.opcode, code, message);
+    Checked::Done
 }
 
 fn error(

@@ -47,11 +47,7 @@ fn cut_mid_stream_and_resume_loses_nothing_on_either_shard() {
         assert!(!r.resync, "nothing was evicted");
         assert_eq!(r.resume_token.len(), 16);
         // Everything the speaker said so far reaches the listener, once, in order.
-        let have = listener
-            .received
-            .iter()
-            .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
-            .count() as u32;
+        let have = listener.said_texts().len() as u32;
         for _ in have..next {
             listener.recv().expect("replayed or live frame");
         }
@@ -60,12 +56,7 @@ fn cut_mid_stream_and_resume_loses_nothing_on_either_shard() {
             assert!(matches!(speaker.recv().decode(), AnyMessage::Said(_)));
         }
     }
-    let texts: Vec<String> = listener
-        .received
-        .iter()
-        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
-        .map(|(_, f)| f.said_text())
-        .collect();
+    let texts: Vec<String> = listener.said_texts();
     let want: Vec<String> = (0..next).map(|i| format!("line {i}")).collect();
     assert_eq!(texts, want, "every line exactly once, in order");
     assert_eq!(
@@ -323,19 +314,14 @@ fn a_resumable_client_that_does_not_read_detaches_instead_of_closing() {
     while listener.recv().is_some() {}
     let r = listener.resumed();
     assert!(!r.resync, "nothing was evicted");
-    let have = listener
-        .received
-        .iter()
-        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
-        .count() as u32;
+    let have = listener.said_texts().len() as u32;
     for _ in have..said {
         listener.recv().expect("replayed frame");
     }
     let lines: Vec<u32> = listener
-        .received
+        .said_texts()
         .iter()
-        .filter(|(_, f)| f.opcode == lattice_proto::opcode::SAID)
-        .map(|(_, f)| f.said_text().split(' ').next().unwrap().parse().unwrap())
+        .map(|t| t.split(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(
         lines,

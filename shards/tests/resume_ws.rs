@@ -8,7 +8,7 @@ mod common;
 
 use common::seq_ws::WsSeqClient;
 use common::*;
-use lattice_proto::{opcode, pb, AnyMessage};
+use lattice_proto::{pb, AnyMessage};
 
 /// A plain TCP speaker and a resumable WebSocket listener in `room`.
 fn room_pair(l: &Lattice, room: &str) -> (Client, WsSeqClient) {
@@ -51,11 +51,7 @@ fn websocket_cut_mid_stream_resumes_with_nothing_lost_on_either_shard() {
         let r = listener.resumed();
         assert!(!r.resync, "nothing was evicted");
         assert_eq!(r.resume_token.len(), 16);
-        let have = listener
-            .received
-            .iter()
-            .filter(|(_, f)| f.opcode == opcode::SAID)
-            .count() as u32;
+        let have = listener.said_texts().len() as u32;
         for _ in have..next {
             listener.recv().expect("replayed or live frame");
         }
@@ -63,12 +59,7 @@ fn websocket_cut_mid_stream_resumes_with_nothing_lost_on_either_shard() {
             assert!(matches!(speaker.recv().decode(), AnyMessage::Said(_)));
         }
     }
-    let texts: Vec<String> = listener
-        .received
-        .iter()
-        .filter(|(_, f)| f.opcode == opcode::SAID)
-        .map(|(_, f)| f.said_text())
-        .collect();
+    let texts: Vec<String> = listener.said_texts();
     let want: Vec<String> = (0..next).map(|i| format!("line {i}")).collect();
     assert_eq!(texts, want, "every line exactly once, in order");
     assert_eq!(

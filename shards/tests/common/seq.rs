@@ -218,6 +218,15 @@ impl<L: Link> SeqSession<L> {
         }
     }
 
+    /// The texts of the `Said` frames received so far, in order.
+    pub fn said_texts(&self) -> Vec<String> {
+        self.received
+            .iter()
+            .filter(|(_, f)| f.opcode == opcode::SAID)
+            .map(|(_, f)| f.said_text())
+            .collect()
+    }
+
     /// Cuts the socket as a network failure would (both directions, no goodbye).
     pub fn cut(&mut self) {
         self.c.cut();
