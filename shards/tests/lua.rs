@@ -132,6 +132,17 @@ fn scripts_answer_survive_runaways_and_reload() {
     // Say is no longer scripted: back to the chat component.
     assert_eq!(l.metric_total("lattice_lua_reloads_total"), 1);
 
+    // Scripts whose check_args refuses the running server: 422, nothing changes (they would
+    // have stopped the next start with exit code 2).
+    std::fs::write(
+        d.join("15-args.lua"),
+        r#"function check_args(args, config) return false, "not on this server" end"#,
+    )
+    .unwrap();
+    let (st, body) = post(l.admin, "/lua/reload");
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("not on this server"), "{body}");
+    std::fs::remove_file(d.join("15-args.lua")).unwrap();
     // A broken script: 422, nothing changes.
     std::fs::write(d.join("20-broken.lua"), "this is not lua (").unwrap();
     let (st, body) = post(l.admin, "/lua/reload");

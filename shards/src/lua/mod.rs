@@ -50,6 +50,9 @@ pub struct Scripts {
     limits: Limits,
     sources: Mutex<Arc<Vec<(String, String)>>>,
     generation: AtomicU64,
+    /// The command line and merged configuration `check_args` accepted at start: a reload's
+    /// scripts are asked about them too.
+    started_with: Mutex<Option<(Vec<String>, toml::Table)>>,
     /// Per-shard counters.
     pub metrics: Vec<LuaMetrics>,
 }
@@ -96,6 +99,7 @@ impl Scripts {
             limits,
             sources: Mutex::new(Arc::new(sources)),
             generation: AtomicU64::new(1),
+            started_with: Mutex::new(None),
             metrics: (0..shards).map(|_| LuaMetrics::default()).collect(),
         })))
     }
@@ -107,7 +111,11 @@ impl Scripts {
         let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
             .map_err(|e| format!("lua: {e}"))?;
         match h.check_args(args, config) {
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                *self.started_with.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((args.to_vec(), config.clone()));
+                Ok(())
+            }
             Ok(Some(why)) => Err(format!("lua check_args refused to start: {why}")),
             Err(e) => Err(format!("lua check_args failed: {e}")),
         }
@@ -126,6 +134,23 @@ impl Scripts {
         let sources = read_dir(&self.dir)?;
         let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
             .map_err(|e| format!("lua: {e}"))?;
+        // Scripts the running server could not have started with are not taken either.
+        let started = self
+            .started_with
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((args, config)) = started {
+            match h.check_args(&args, &config) {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    return Err(format!(
+                        "lua check_args refuses the running server's command line and configuration: {why}"
+                    ))
+                }
+                Err(e) => return Err(format!("lua check_args failed: {e}")),
+            }
+        }
         *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         Ok((g, h.handled()))
