@@ -113,11 +113,7 @@ impl Request {
     /// True when header `name` lists `token` (comma-separated, case-insensitive), as
     /// `Connection: keep-alive, Upgrade` lists `upgrade`.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        HeadView::header_has_token(self, name, token)
     }
 
     /// The value of query parameter `name` (not percent-decoded).
@@ -162,13 +158,29 @@ pub trait HeadView {
     fn minor_version(&self) -> u8;
     /// The first header field named `name` (lower-case), trimmed.
     fn header(&self, name: &str) -> Option<&str>;
+    /// Calls `f` on the value of each header field named `name` (lower-case), in order, until it
+    /// returns true; true when it did.
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool;
     /// True when header `name` lists `token` (comma-separated, case-insensitive).
-    fn header_has_token(&self, name: &str, token: &str) -> bool;
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.any_value(name, &mut |v| {
+            v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    }
     /// True when header `name` lists `token` exactly (comma-separated, case-sensitive: a
     /// WebSocket subprotocol, which a browser compares byte for byte with what it offered).
-    fn header_lists_exactly(&self, name: &str, token: &str) -> bool;
+    fn header_lists_exactly(&self, name: &str, token: &str) -> bool {
+        self.any_value(name, &mut |v| v.split(',').any(|t| t.trim() == token))
+    }
     /// How many header fields are named `name` (lower-case).
-    fn header_count(&self, name: &str) -> usize;
+    fn header_count(&self, name: &str) -> usize {
+        let mut n = 0;
+        self.any_value(name, &mut |_| {
+            n += 1;
+            false
+        });
+        n
+    }
 }
 
 impl HeadView for Request {
@@ -184,18 +196,11 @@ impl HeadView for Request {
     fn header(&self, name: &str) -> Option<&str> {
         Request::header(self, name)
     }
-    fn header_has_token(&self, name: &str, token: &str) -> bool {
-        Request::header_has_token(self, name, token)
-    }
-    fn header_lists_exactly(&self, name: &str, token: &str) -> bool {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
         self.headers
             .iter()
             .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim() == token)
-    }
-    fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(k, _)| k == name).count()
+            .any(|(_, v)| f(v))
     }
 }
 
@@ -253,25 +258,12 @@ impl HeadView for RawHead<'_> {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| std::str::from_utf8(h.value).unwrap_or_default().trim())
     }
-    fn header_has_token(&self, name: &str, token: &str) -> bool {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        // Values were checked to be UTF-8 when the head was parsed.
         self.headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-    fn header_lists_exactly(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or_default().split(','))
-            .any(|t| t.trim() == token)
-    }
-    fn header_count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .count()
+            .any(|h| f(std::str::from_utf8(h.value).unwrap_or_default()))
     }
 }
 
