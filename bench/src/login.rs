@@ -14,14 +14,14 @@
 //! pool's bound) are counted apart from errors, since they are the server protecting itself.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lattice_proto::{error_code, pb, AnyMessage, LatticeMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::wire::{put_frame, whole_frame};
 
@@ -108,14 +108,7 @@ struct Conn {
 
 impl Conn {
     async fn open(o: &LoginOpts, i: usize) -> Result<Conn, String> {
-        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % o.sources as usize) as u8));
-        let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        sock.bind(SocketAddr::new(src, 0))
-            .map_err(|e| format!("bind {src}: {e}"))?;
-        let s = sock
-            .connect(o.addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let s = crate::transport::connect(o.addr, i, o.sources).await?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut c = Conn {
             s,

@@ -97,3 +97,35 @@ impl TlsClient {
             .map_err(|e| format!("tls handshake: {e}"))
     }
 }
+
+/// Connects connection `i` to `addr`. To an IPv4 loopback address the connections are spread over
+/// the source addresses 127.0.0.1..127.0.0.`sources` (one source address runs out of ports past
+/// about 28,000 connections); to any other address the kernel picks the source.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    i: usize,
+    sources: u8,
+) -> Result<tokio::net::TcpStream, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| e.to_string())?;
+    if let IpAddr::V4(ip) = addr.ip() {
+        if ip.is_loopback() {
+            let src = IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % sources.max(1) as usize) as u8,
+            ));
+            sock.bind(SocketAddr::new(src, 0))
+                .map_err(|e| format!("bind {src}: {e}"))?;
+        }
+    }
+    sock.connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))
+}

@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -23,18 +23,21 @@ use lattice_bench::wire::{parse_flags, put_frame, whole_frame};
 use lattice_proto::{opcode, pb, AnyMessage};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 const HELP: &str = "lattice-load — load generator for Lattice
 
 USAGE: lattice-load [--option value ...]
 
-  --addr HOST:PORT      server address (default 127.0.0.1:7100)
-  --connections N       connections (default 50)
-  --depth D             requests in flight per connection, closed loop (default 16)
+  --addr HOST:PORT      server address: an IP address or a host name, and a port
+                        (default 127.0.0.1:7100; IPv6 as [::1]:7100)
+  --connections N       connections, 1..=1000000 (default 50)
+  --depth D             requests in flight per connection, closed loop, 1..=65536 (default 16);
+                        D replies must fit the server's net.send_buffer_limit (256 KiB) at once
+                        or it closes the connection
   --rate R              total requests/s for open loop; 0 = closed loop (default 0)
-  --payload BYTES       payload size (default 100)
-  --duration SECS       measured duration (default 10)
+  --payload BYTES       payload size, at most 16777216 (default 100); the server closes a
+                        connection whose frame passes its net.max_frame (1 MiB)
+  --duration SECS       measured duration, above 0 (default 10)
   --warmup SECS         unmeasured warm-up before it (default 1)
   --scenario S          echo | chat | idle | storm | login (default echo); login runs four
                         phases of --duration each over TCP: registrations, password logins, token
@@ -45,10 +48,11 @@ USAGE: lattice-load [--option value ...]
   --tls-ca FILE         tls, wss: trust this PEM certificate (e.g. from `lattice tool gen-cert`)
   --tls-name NAME       tls, wss: the server name to verify and send as SNI (default localhost)
   --tls-version V       tls, wss: 1.3 | 1.2 | any (default any: 1.3 is negotiated)
-  --rooms N             chat rooms (default connections/10, at least 1)
-  --sources K           spread connections over 127.0.0.1..127.0.0.K (default 4)
+  --rooms N             chat rooms, at least 1 (default connections/10, at least 1)
+  --sources K           to a 127.x address: spread connections over source addresses
+                        127.0.0.1..127.0.0.K, 1..=254 (default 4)
   --max-errors N        exit 1 when errors exceed N (default 0)
-  --report FILE         write a JSON report
+  --report FILE         write a JSON report (exit 1 when it cannot be written)
   --quiet               no progress line
   --help                this text
 ";
@@ -109,6 +113,13 @@ fn parse_opts() -> Result<Opts, String> {
             .filter(|x| x.is_finite() && *x >= 0.0)
             .ok_or_else(|| format!("--{k}: expected a non-negative number, got {v:?}"))
     };
+    let int = |k: &str, v: &str, lo: u64, hi: u64| -> Result<u64, String> {
+        v.parse::<u64>()
+            .ok()
+            .filter(|x| (lo..=hi).contains(x))
+            .ok_or_else(|| format!("--{k}: expected a whole number {lo}..={hi}, got {v:?}"))
+    };
+    let mut rooms_given = false;
     let (mut tls_ca, mut tls_name, mut tls_version) =
         (None, "localhost".to_string(), TlsVersions::Any);
     let mut transport = String::from("tcp");
@@ -118,12 +129,24 @@ fn parse_opts() -> Result<Opts, String> {
                 print!("{HELP}");
                 std::process::exit(0);
             }
-            "addr" => o.addr = v.parse().map_err(|e| format!("--addr {v}: {e}"))?,
-            "connections" => o.connections = num(&k, &v)? as usize,
-            "depth" => o.depth = (num(&k, &v)? as usize).max(1),
+            "addr" => {
+                o.addr = v
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--addr {v}: {e} (expected HOST:PORT)"))?
+                    .next()
+                    .ok_or_else(|| format!("--addr {v}: the name has no address"))?
+            }
+            "connections" => o.connections = int(&k, &v, 1, 1_000_000)? as usize,
+            "depth" => o.depth = int(&k, &v, 1, 65_536)? as usize,
             "rate" => o.rate = num(&k, &v)?,
-            "payload" => o.payload = num(&k, &v)? as usize,
-            "duration" => o.duration = Duration::from_secs_f64(num(&k, &v)?),
+            "payload" => o.payload = int(&k, &v, 0, 16 << 20)? as usize,
+            "duration" => {
+                let secs = num(&k, &v)?;
+                if secs == 0.0 {
+                    return Err("--duration must be above 0".into());
+                }
+                o.duration = Duration::from_secs_f64(secs)
+            }
             "warmup" => o.warmup = Duration::from_secs_f64(num(&k, &v)?),
             "scenario" => {
                 o.scenario = match v.as_str() {
@@ -151,9 +174,12 @@ fn parse_opts() -> Result<Opts, String> {
                 }
             }
             "path" => o.path = v,
-            "rooms" => o.rooms = num(&k, &v)? as usize,
-            "sources" => o.sources = (num(&k, &v)? as u8).max(1),
-            "max-errors" => o.max_errors = num(&k, &v)? as u64,
+            "rooms" => {
+                o.rooms = int(&k, &v, 1, 1_000_000)? as usize;
+                rooms_given = true;
+            }
+            "sources" => o.sources = int(&k, &v, 1, 254)? as u8,
+            "max-errors" => o.max_errors = int(&k, &v, 0, u64::MAX)?,
             "report" => o.report = Some(v),
             "quiet" => o.quiet = true,
             _ => return Err(format!("unknown option --{k} (see --help)")),
@@ -186,10 +212,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--scenario login runs over TCP only, got --transport {transport}"
         ));
     }
-    if o.connections == 0 {
-        return Err("--connections must be at least 1".into());
-    }
-    if o.rooms == 0 {
+    if !rooms_given {
         o.rooms = (o.connections / 10).max(1);
     }
     Ok(o)
@@ -278,20 +301,8 @@ async fn run_login(o: &Opts) -> i32 {
             eprintln!("{}: first error: {e}", p.name);
         }
     }
-    if let Some(path) = &o.report {
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
-            eprintln!("lattice-load: cannot write report {path}: {e}");
-        }
-    }
-    if errors > o.max_errors {
-        eprintln!(
-            "lattice-load: {errors} errors > --max-errors {}",
-            o.max_errors
-        );
-        1
-    } else {
-        0
-    }
+    let report_ok = write_report(o, &json);
+    exit_code(o, errors, report_ok)
 }
 
 async fn run(o: Opts) -> i32 {
@@ -392,15 +403,8 @@ fn fmt_ns(ns: u64) -> String {
 }
 
 async fn connection(i: usize, o: &Opts, st: &Shared, ck: &Clock) -> Result<(), String> {
-    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % o.sources as usize) as u8));
-    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(src, 0))
-        .map_err(|e| format!("bind {src}: {e}"))?;
     let t_connect = Instant::now();
-    let s = sock
-        .connect(o.addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let s = lattice_bench::transport::connect(o.addr, i, o.sources).await?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     match &o.tls {
         None => session(s, i, o, st, ck, t_connect).await,
@@ -713,7 +717,13 @@ fn report(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
         return report_storm(o, s, ck, overflows);
     }
     let h = s.hist.as_ref().unwrap();
-    let secs = o.duration.as_secs_f64().max(1e-9);
+    // The time round trips were measured in: --duration, or less when every connection ended
+    // before it (a server that stopped).
+    let secs = Instant::now()
+        .min(ck.stop_at)
+        .saturating_duration_since(ck.measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1e3;
     let json = serde_json::json!({
         "scenario": format!("{:?}", o.scenario).to_lowercase(),
@@ -724,7 +734,8 @@ fn report(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
         "depth": o.depth,
         "rate": o.rate,
         "payload": o.payload,
-        "duration_s": secs,
+        "duration_s": o.duration.as_secs_f64(),
+        "measured_s": secs,
         "sent": s.sent,
         "responses": s.responses,
         "measured": s.measured,
@@ -738,11 +749,7 @@ fn report(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
         },
         "wall_s": ck.start.elapsed().as_secs_f64(),
     });
-    if let Some(path) = &o.report {
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
-            eprintln!("lattice-load: cannot write report {path}: {e}");
-        }
-    }
+    let report_ok = write_report(o, &json);
     println!(
         "{} conns={} depth={} rate={} payload={}B: {:.0} rt/s, p50 {:.1}µs p90 {:.1}µs p99 {:.1}µs p99.9 {:.1}µs max {:.1}µs, errors {}, deliveries {}",
         json["scenario"].as_str().unwrap(),
@@ -762,11 +769,44 @@ fn report(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 {
     if let Some(e) = &s.first_error {
         eprintln!("first error: {e}");
     }
-    if s.errors > o.max_errors {
+    if secs + 0.001 < o.duration.as_secs_f64() {
         eprintln!(
-            "lattice-load: {} errors > --max-errors {}",
-            s.errors, o.max_errors
+            "lattice-load: every connection ended {:.1} s into the {:.1} s measured: rt/s is over the {:.1} s measured",
+            secs,
+            o.duration.as_secs_f64(),
+            secs
         );
+    }
+    if s.measured == 0 && o.scenario != Scenario::Idle {
+        eprintln!("lattice-load: no round trip was measured");
+        return 1;
+    }
+    exit_code(o, s.errors, report_ok)
+}
+
+/// Writes the JSON report when `--report` asks for one; false (said on stderr) when it cannot.
+fn write_report(o: &Opts, json: &serde_json::Value) -> bool {
+    let Some(path) = &o.report else {
+        return true;
+    };
+    match std::fs::write(path, serde_json::to_string_pretty(json).unwrap()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("lattice-load: cannot write report {path}: {e}");
+            false
+        }
+    }
+}
+
+/// 1 when errors passed `--max-errors` or the report could not be written, else 0.
+fn exit_code(o: &Opts, errors: u64, report_ok: bool) -> i32 {
+    if errors > o.max_errors {
+        eprintln!(
+            "lattice-load: {errors} errors > --max-errors {}",
+            o.max_errors
+        );
+        1
+    } else if !report_ok {
         1
     } else {
         0
@@ -794,11 +834,7 @@ fn report_storm(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 
         },
         "wall_s": ck.start.elapsed().as_secs_f64(),
     });
-    if let Some(path) = &o.report {
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()) {
-            eprintln!("lattice-load: cannot write report {path}: {e}");
-        }
-    }
+    let report_ok = write_report(o, &json);
     println!(
         "storm {} connections over {}: connected {}, failures {}, listen overflows {}, connect p50 {:.0}µs p90 {:.0}µs p99 {:.0}µs max {:.0}µs",
         o.connections,
@@ -814,15 +850,7 @@ fn report_storm(o: &Opts, s: &Stats, ck: &Clock, overflows: Option<u64>) -> i32 
     if let Some(e) = &s.first_error {
         eprintln!("first error: {e}");
     }
-    if s.errors > o.max_errors {
-        eprintln!(
-            "lattice-load: {} errors > --max-errors {}",
-            s.errors, o.max_errors
-        );
-        1
-    } else {
-        0
-    }
+    exit_code(o, s.errors, report_ok)
 }
 
 /// `tcp`, `ws`, `tls` or `wss`, as given to `--transport`.
