@@ -224,6 +224,12 @@ pub fn listener_specs(
                 ),
             ));
         }
+        if x.tls && x.session == SessionType::Internal {
+            return Err(err(
+                &key,
+                "session \"internal\" cannot use tls = true: node links connect over plain TCP (docs/CLUSTER.md)".into(),
+            ));
+        }
         if x.tls && !tls.enabled() {
             return Err(err(&key, "tls = true needs tls.cert and tls.key".into()));
         }
@@ -457,6 +463,14 @@ mod tests {
             assert_eq!(e.key, "listeners.extra[0]");
             assert!(e.problem.contains(needle), "{e:?}");
         }
+        // Node links do not speak TLS: an internal listener cannot ask for it, certificate or not.
+        let l = extra(StackKind::Binary, SessionType::Internal, true);
+        let e = listener_specs(&net(), &l, &http(), &with_tls()).unwrap_err();
+        assert_eq!(e.key, "listeners.extra[0]");
+        assert!(
+            e.problem.contains("node links connect over plain TCP"),
+            "{e:?}"
+        );
         let mut h = http();
         h.max_headers = 0;
         assert_eq!(

@@ -109,6 +109,10 @@ pub struct TlsLayer {
     next_key_update: Option<MonoTime>,
     /// Our last key update is still in `out` (not yet taken by the socket).
     key_update_unsent: bool,
+    /// The peer sent application data since our last key update (or none was sent yet). Each
+    /// key update asks for the peer's, and rustls on either side refuses more than 32 of those
+    /// in a row without application data between them: a peer that stays silent gets one.
+    peer_data_since_update: bool,
     /// Ciphertext bytes received (0 = the peer never spoke).
     bytes_in: u64,
     peer_closed: bool,
@@ -149,6 +153,7 @@ impl TlsLayer {
             handshake_deadline: settings.handshake_timeout.map(|t| now.saturating_add(t)),
             next_key_update: None,
             key_update_unsent: false,
+            peer_data_since_update: true,
             bytes_in: 0,
             peer_closed: false,
             close_sent: false,
@@ -199,6 +204,7 @@ impl TlsLayer {
             };
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
+                self.peer_data_since_update = true;
                 let start = plain.len();
                 plain.resize(start + n, 0);
                 if let Err(e) = self.conn.reader().read_exact(&mut plain[start..]) {
@@ -340,12 +346,13 @@ impl TlsLayer {
                 if now < due || self.close_sent {
                     return Ok(());
                 }
-                if self.key_update_unsent {
+                if self.key_update_unsent || !self.peer_data_since_update {
                     self.events.key_updates_skipped += 1;
                 } else {
                     match self.conn.refresh_traffic_keys() {
                         Ok(()) => {
                             self.events.key_updates += 1;
+                            self.peer_data_since_update = false;
                             self.pull();
                             self.key_update_unsent = self.unsent() > 0;
                         }

@@ -227,6 +227,32 @@ fn interval_key_updates_go_out_on_an_idle_session_and_the_client_follows() {
     }
 }
 
+/// A client that sends nothing is asked for one key update, not one per interval: rustls (the
+/// server's and many clients') ends the connection past 32 `KeyUpdate`s in a row without
+/// application data between them, and a silent client's answers were exactly that (an idle
+/// session was closed "TooManyKeyUpdateRequests" after 33 intervals).
+#[test]
+fn a_silent_client_is_asked_for_one_key_update_until_it_sends_data() {
+    let mut p = Pair::new(TlsVersion::Tls13, settings());
+    p.s.take_tls_events();
+    for _ in 0..40 {
+        let due = p.s.poll_timeout().unwrap();
+        p.now = due.0;
+        p.s.handle_timeout(due);
+        assert!(!p.s.is_closing());
+        p.server_to_client();
+        p.client_to_server(1 << 20).unwrap();
+        assert!(!p.s.is_closing());
+    }
+    let ev = p.s.take_tls_events();
+    assert_eq!((ev.key_updates, ev.key_updates_skipped), (1, 39));
+    // Data from the client: the next interval sends one again.
+    p.round_trip(1, 5);
+    let due = p.s.poll_timeout().unwrap();
+    p.s.handle_timeout(due);
+    assert_eq!(p.s.take_tls_events().key_updates, 1);
+}
+
 #[test]
 fn a_key_update_still_unsent_is_not_stacked() {
     let mut p = Pair::new(TlsVersion::Tls13, settings());
@@ -240,6 +266,8 @@ fn a_key_update_still_unsent_is_not_stacked() {
     assert_eq!((ev.key_updates, ev.key_updates_skipped), (1, 1));
     assert_eq!(p.s.unsent(), queued, "nothing more was queued");
     p.server_to_client();
+    p.client_to_server(1 << 20).unwrap();
+    p.round_trip(1, 5);
     let next = p.s.poll_timeout().unwrap();
     p.s.handle_timeout(next);
     assert_eq!(
