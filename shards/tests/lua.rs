@@ -373,6 +373,11 @@ fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("NoSuchMessage"), "{err}");
+        // One line, naming the script and its line (the traceback went to stderr too; `run`
+        // also logs its start there).
+        let ours: Vec<&str> = err.lines().filter(|l| !l.contains(" INFO ")).collect();
+        assert_eq!(ours.len(), 1, "{err}");
+        assert!(ours[0].contains("bad.lua:1"), "{err}");
     }
     std::fs::remove_dir_all(&d).unwrap();
 }

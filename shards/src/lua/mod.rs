@@ -57,6 +57,22 @@ pub struct Scripts {
     pub metrics: Vec<LuaMetrics>,
 }
 
+/// A Lua error as one line: its message, then where in a script it was raised when the message
+/// does not say (the first `file.lua:N` of the traceback); the traceback's other lines go.
+/// Configuration errors are one line each (README).
+fn one_line(e: &str) -> String {
+    let mut lines = e.lines();
+    let first = lines.next().unwrap_or_default().trim().to_string();
+    let at = lines
+        .map(str::trim)
+        .find(|l| l.contains(".lua:"))
+        .and_then(|l| l.split(": in ").next());
+    match at {
+        Some(at) if !first.contains(at) => format!("{first} (at {at})"),
+        _ => first,
+    }
+}
+
 /// Reads every `*.lua` file of `dir`, in name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -93,7 +109,8 @@ impl Scripts {
             instructions: cfg.instruction_budget,
         };
         let sources = read_dir(Path::new(&cfg.dir))?;
-        LuaHost::load(&sources, limits, 0, shards).map_err(|e| format!("lua: {e}"))?;
+        LuaHost::load(&sources, limits, 0, shards)
+            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
         Ok(Some(Arc::new(Scripts {
             dir: PathBuf::from(&cfg.dir),
             limits,
@@ -109,7 +126,7 @@ impl Scripts {
     pub fn check_args(&self, args: &[String], config: &toml::Table) -> Result<(), String> {
         let sources = self.current();
         let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
-            .map_err(|e| format!("lua: {e}"))?;
+            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
         match h.check_args(args, config) {
             Ok(None) => {
                 *self.started_with.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -117,7 +134,10 @@ impl Scripts {
                 Ok(())
             }
             Ok(Some(why)) => Err(format!("lua check_args refused to start: {why}")),
-            Err(e) => Err(format!("lua check_args failed: {e}")),
+            Err(e) => Err(format!(
+                "lua check_args failed: {}",
+                one_line(&e.to_string())
+            )),
         }
     }
 
@@ -133,7 +153,7 @@ impl Scripts {
     pub fn reload(&self) -> Result<(u64, Vec<&'static str>), String> {
         let sources = read_dir(&self.dir)?;
         let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
-            .map_err(|e| format!("lua: {e}"))?;
+            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
         // Scripts the running server could not have started with are not taken either.
         let started = self
             .started_with
@@ -148,7 +168,7 @@ impl Scripts {
                         "lua check_args refuses the running server's command line and configuration: {why}"
                     ))
                 }
-                Err(e) => return Err(format!("lua check_args failed: {e}")),
+                Err(e) => return Err(format!("lua check_args failed: {}", one_line(&e.to_string()))),
             }
         }
         *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
@@ -280,4 +300,25 @@ pub fn register(r: &mut Routes, scripts: Option<Arc<Scripts>>) {
             }
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn lua_errors_are_one_line_with_their_place() {
+        let e = "runtime error: lattice.on: no client message is called \"Nope\"\nstack traceback:\n\t[C]: in field 'on'\n\tb.lua:1: in main chunk\n";
+        assert_eq!(
+            one_line(e),
+            "runtime error: lattice.on: no client message is called \"Nope\" (at b.lua:1)"
+        );
+        // A message that names its place keeps it once.
+        let e = "syntax error: [string \"a.lua\"]:3: unexpected symbol\nstack traceback:\n\ta.lua:3: in main chunk";
+        assert_eq!(
+            one_line(e),
+            "syntax error: [string \"a.lua\"]:3: unexpected symbol (at a.lua:3)"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
 }
