@@ -166,7 +166,8 @@ pub enum MachineIdCmd {
         /// The machine id, 0-127.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=127))]
         id: u32,
-        /// Free it even though its lease has not expired (only when its holder is gone).
+        /// Free it even though its lease has not expired (only when its holder is gone; refused
+        /// when the holder is this node and its server runs on this data directory).
         #[arg(long)]
         force: bool,
         /// Configuration sources.

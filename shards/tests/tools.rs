@@ -275,6 +275,24 @@ fn machine_ids_request_show_release_and_the_server_takes_them() {
         &["--storage.url", shared.to_str().unwrap()],
     );
     lc.wait_log("machine_id=1");
+    // --force is for a holder that is gone: node-a's server runs on this data directory, and
+    // freeing its id under it would stop its ids for good.
+    let o = tool(&[
+        "machine-id",
+        "release",
+        "--id",
+        "0",
+        "--force",
+        "--storage.data_dir",
+        d,
+        "--center.node",
+        "node-a",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("whose server is running"),
+        "{o:?}"
+    );
     assert_eq!(lc.terminate(), 0);
     assert_eq!(la.terminate(), 0);
     // Both released at the clean stop.

@@ -97,6 +97,22 @@ pub fn request(
 /// Frees a machine id.
 pub fn release(cfg: &Config, id: u32, force: bool) -> Result<(), String> {
     let db = open(cfg)?;
+    if force {
+        // --force is for a holder that is gone. A server of this node whose data directory is
+        // locked is running: freeing its id under it stops its ids for good.
+        let row = lease::get(&db, id).map_err(|e| format!("machine-id release: {e}"))?;
+        let dir = std::path::Path::new(&cfg.storage.data_dir);
+        if let Some(row) = row.filter(|r| !r.owner.is_empty() && r.owner == cfg.node_name()) {
+            if dir.is_dir() {
+                if let Err(held) = crate::datadir::lock(dir) {
+                    return Err(format!(
+                        "machine id {id} is held by node {:?}, whose server is running ({held}): --force is for a holder that is gone; stop that server (it releases the id as it stops)",
+                        row.owner
+                    ));
+                }
+            }
+        }
+    }
     match lease::force_release(&db, id, now_ms(), force) {
         Ok(Some(before)) => {
             eprintln!(

@@ -529,11 +529,19 @@ impl Account {
                 self.unreserve(ctx, &p.key);
                 AccountMetrics::add(&self.m.ids_unavailable_total, 1);
                 tracing::warn!(error = %e, "account: no id for a registration");
+                let lost = matches!(
+                    e,
+                    crate::center::ids::IdError::LeaseUnconfirmed { ceiling_ms: 0, .. }
+                );
                 return self.err(
                     ctx,
                     p.f,
                     ec::IDS_UNAVAILABLE,
-                    "no unique id available now, retry later",
+                    if lost {
+                        "no unique id available on this node: its machine-id lease is lost until it restarts; try another node or later"
+                    } else {
+                        "no unique id available now, retry later"
+                    },
                 );
             }
         };
