@@ -265,8 +265,10 @@ pub fn run(args: &AdminArgs) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = lattice_runtime::net::listener::check_listen_addr(&addr) {
-        eprintln!("lattice admin: --addr: {e}");
+    if addr.to_socket_addrs().map(|mut a| a.next()).ok().flatten().is_none() {
+        eprintln!(
+            "lattice admin: --addr {addr:?}: not HOST:PORT of the admin listener (e.g. 127.0.0.1:7101, [::1]:7101, localhost:7101)"
+        );
         return 2;
     }
     let token = match (&args.token, &args.token_file, &cfg) {
