@@ -121,8 +121,20 @@ pub enum VersionError {
         stage: String,
     },
     /// A packed version has a stage code above 3 or bits above 48.
-    #[error("packed version {0:#014x} is invalid")]
+    #[error("packed version {0:#014x} is invalid: {why}", why = bad_packed_why(*.0))]
     BadPacked(u64),
+}
+
+/// What is wrong with a packed version [`Version::from_packed`] refused.
+fn bad_packed_why(packed: u64) -> String {
+    if packed >> 48 != 0 {
+        "bits above its 6 bytes are set".into()
+    } else {
+        format!(
+            "its stage code (the low 6 bits) is {}, not 0..=3",
+            packed & 0x3f
+        )
+    }
 }
 
 impl Version {
@@ -500,8 +512,14 @@ mod tests {
             Err(VersionError::UnknownStage { .. })
         ));
         assert!(Version::new(1, 0, 1024, Stage::Beta).is_err());
-        assert!(Version::from_packed(4).is_err());
-        assert!(Version::from_packed(1 << 48).is_err());
+        assert_eq!(
+            Version::from_packed(17).unwrap_err().to_string(),
+            "packed version 0x000000000011 is invalid: its stage code (the low 6 bits) is 17, not 0..=3"
+        );
+        assert_eq!(
+            Version::from_packed(1 << 48).unwrap_err().to_string(),
+            "packed version 0x1000000000000 is invalid: bits above its 6 bytes are set"
+        );
         assert!(Version::from_bytes([0, 1, 0, 0, 0, 0x3f]).is_err());
     }
 }

@@ -265,7 +265,13 @@ pub fn run(args: &AdminArgs) -> i32 {
             return 2;
         }
     };
-    if addr.to_socket_addrs().map(|mut a| a.next()).ok().flatten().is_none() {
+    if addr
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+        .ok()
+        .flatten()
+        .is_none()
+    {
         eprintln!(
             "lattice admin: --addr {addr:?}: not HOST:PORT of the admin listener (e.g. 127.0.0.1:7101, [::1]:7101, localhost:7101)"
         );
