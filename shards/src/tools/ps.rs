@@ -208,22 +208,29 @@ fn parse_tcp_line(line: &str) -> Option<(u64, u16)> {
 
 /// The table `lattice tool ps` prints.
 pub fn render(procs: &[Proc]) -> String {
+    let ports: Vec<String> = procs
+        .iter()
+        .map(|p| {
+            if p.ports.is_empty() {
+                "-".to_string()
+            } else {
+                p.ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        })
+        .collect();
+    // The ports column is as wide as its longest entry: the columns after it stay aligned.
+    let w = ports.iter().map(String::len).max().unwrap_or(0).max(20);
     let mut s = format!(
-        "{:>8}  {:<6}  {:<20}  {:>10}  {:>10}  COMMAND\n",
+        "{:>8}  {:<6}  {:<w$}  {:>10}  {:>10}  COMMAND\n",
         "PID", "ROLE", "PORTS", "UPTIME", "RSS"
     );
-    for p in procs {
-        let ports = if p.ports.is_empty() {
-            "-".to_string()
-        } else {
-            p.ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+    for (p, ports) in procs.iter().zip(&ports) {
         s.push_str(&format!(
-            "{:>8}  {:<6}  {:<20}  {:>10}  {:>10}  {}\n",
+            "{:>8}  {:<6}  {:<w$}  {:>10}  {:>10}  {}\n",
             p.pid,
             p.role,
             ports,
@@ -322,5 +329,26 @@ mod tests {
         assert!(t.contains("1h02m"), "{t}");
         assert!(t.contains("14.0 MiB"), "{t}");
         assert!(render(&[]).contains("no lattice process"));
+        // Many ports widen the column for every row: UPTIME starts at one place in all lines.
+        let row = |pid, ports: Vec<u16>| Proc {
+            pid,
+            role: "all".into(),
+            ports,
+            uptime_s: 5,
+            rss_kib: 1024,
+            cmdline: "lattice run".into(),
+        };
+        let t = render(&[
+            row(1, vec![7100]),
+            row(2, vec![17100, 17101, 17102, 17103, 17104]),
+        ]);
+        let at: Vec<usize> = t
+            .lines()
+            .map(|l| match l.find("UPTIME") {
+                Some(i) => i + "UPTIME".len(),
+                None => l.find("5s").unwrap() + "5s".len(),
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] == w[1]), "{t}");
     }
 }
