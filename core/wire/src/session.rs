@@ -790,7 +790,6 @@ impl Session {
         self.layer.wants_input() && !self.http_response_unsent()
     }
 
-    /// The peer closed the socket of binding `b`: a clean end, or one in the middle of a frame.
     /// True when a resumable session's queue passed `send_buffer_limit` while attached: the
     /// runtime must end the socket of the current binding ([`Session::socket_overflowed`]), which
     /// detaches the session. Cleared by the detach.
@@ -806,6 +805,7 @@ impl Session {
         self.socket_ended(b, now, CloseReason::SendBufferOverflow)
     }
 
+    /// The peer closed the socket of binding `b`: a clean end, or one in the middle of a frame.
     /// A resumable session detaches (both are how a network cut looks); another closes with
     /// [`CloseReason::PeerClosed`] or, mid-frame (or TLS without `close_notify`),
     /// [`CloseReason::Protocol`].
@@ -1215,7 +1215,8 @@ impl Session {
     ///
     /// Refused when the session is closing, or when the queue is not empty and would pass
     /// `send_buffer_limit` (the session is then closing with
-    /// [`CloseReason::SendBufferOverflow`]). A frame is always accepted into an empty queue. On a
+    /// [`CloseReason::SendBufferOverflow`]; a resumable session takes the frame instead and is to
+    /// detach, [`Session::send_overflowed`]). A frame is always accepted into an empty queue. On a
     /// resumable session the frame gets the next sequence number and the extension (8 bytes; the
     /// caller keeps frames `EXT_LEN` below `max_frame`), and is kept for replay; while detached it
     /// goes straight to the replay buffer.
