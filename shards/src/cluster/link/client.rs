@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,8 @@ pub struct LinkHandle {
     finished: AtomicBool,
     /// Requests sent and not answered yet.
     pending: Pending,
+    /// Answers the reader has taken out of `pending` and not yet put in a shard's inbox (0 or 1).
+    delivering: AtomicUsize,
     /// `cluster.link_max_unanswered`: the bound of `pending`.
     max_unanswered: usize,
     /// Counters.
@@ -106,12 +108,18 @@ pub struct LinkHandle {
 
 impl LinkHandle {
     /// True while requests sent over this link wait for their answers (not after the link was
-    /// given up: those were answered `NODE_UNAVAILABLE`), or wait in its queue. The queue is read
-    /// first: the writer moves a request from it to `pending` under its lock, so one moving
-    /// meanwhile is seen in one or the other. An answer leaves `pending` only once it is in a
-    /// shard's inbox, which the shard checks next ([`Forwarder::awaiting_replies`](crate::cluster::forward::Forwarder::awaiting_replies)).
+    /// given up: those were answered `NODE_UNAVAILABLE`), or wait in its queue, or an answer is
+    /// on its way to a shard's inbox. Read in the order things move: the writer moves a request
+    /// from the queue to `pending` under the queue's lock; the reader counts an answer in
+    /// `delivering` before it takes the request out of `pending` and until the answer is in the
+    /// inbox, which the shard checks next
+    /// ([`Forwarder::awaiting_replies`](crate::cluster::forward::Forwarder::awaiting_replies)). So
+    /// an answer is always seen in one place.
     pub fn awaiting_replies(&self) -> bool {
-        !self.is_dead() && (!self.queue.is_empty() || !self.pending.is_empty())
+        !self.is_dead()
+            && (!self.queue.is_empty()
+                || !self.pending.is_empty()
+                || self.delivering.load(Ordering::SeqCst) > 0)
     }
 
     /// True while the link is connected and handshaken.
@@ -213,6 +221,7 @@ pub fn start(
         stop: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         pending: Pending::default(),
+        delivering: AtomicUsize::new(0),
         max_unanswered: cfg.link_max_unanswered,
         counters: LinkCounters::default(),
     });
@@ -745,9 +754,9 @@ struct Reader {
     heard: Arc<AtomicU64>,
     /// Sequenced frames handled (the writer acknowledges them promptly).
     frames_in: Arc<AtomicU64>,
-    /// `LATTICE_FAULT_LINK_ANSWER_DELAY_MS` (tests): a pause between queueing an answer for a
-    /// shard and forgetting its request, which widens the window a stopping gate must not lose
-    /// answers in.
+    /// `LATTICE_FAULT_LINK_ANSWER_DELAY_MS` (tests): a pause between forgetting an answered
+    /// request and queueing its answer for the shard, which widens the window a stopping gate
+    /// must not lose answers in.
     answer_delay: Option<Duration>,
 }
 
@@ -822,13 +831,19 @@ impl Reader {
                     if let Some(ib) = self.inboxes.get(origin.shard()) {
                         let stop = || self.h.stop.load(Ordering::Acquire);
                         if !d.frame.is_empty() {
-                            // Pending until its answer is in the inbox (pending.rs).
-                            let rid = Pending::request_id(&d.frame);
-                            ib.push(Inbound::Frame(origin, d.frame), stop);
+                            // Counted as delivering from before it leaves `pending` until it is
+                            // in the inbox (`LinkHandle::awaiting_replies`). Taken out of
+                            // `pending` first: its client may send the next request under the
+                            // same id as soon as it has this answer.
+                            self.h.delivering.fetch_add(1, Ordering::SeqCst);
+                            self.h
+                                .pending
+                                .answered(d.origin, Pending::request_id(&d.frame));
                             if let Some(d) = self.answer_delay {
                                 std::thread::sleep(d);
                             }
-                            self.h.pending.answered(d.origin, rid);
+                            ib.push(Inbound::Frame(origin, d.frame), stop);
+                            self.h.delivering.fetch_sub(1, Ordering::SeqCst);
                         }
                         if !d.close.is_empty() {
                             ib.push(Inbound::Close(origin, d.close), stop);

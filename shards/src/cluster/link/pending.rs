@@ -8,11 +8,12 @@
 //! under that lock. So a peer that takes requests and never answers some cannot grow this map
 //! without limit. A client session that closes drops its entries.
 //!
-//! A stopping gate's shards wait while anything is pending ([`LinkHandle::awaiting_replies`]),
-//! then while their inbox holds answers. So an entry leaves only after its answer is in the
-//! inbox: the reader removes it after queueing the reply, [`Pending::drain_with`] after its
-//! callback queued the error. Removed first, the last answers were in neither place for a
-//! moment, and the drain could close their sessions without them (a CI run lost five Pongs so).
+//! A stopping gate's shards wait while anything is pending, on its way to an inbox or in it
+//! ([`LinkHandle::awaiting_replies`]). So an answer is always counted somewhere: the reader counts
+//! it as delivering before it removes its entry and until it is queued, and
+//! [`Pending::drain_with`] removes the entries only after its callback queued their errors.
+//! Without that, the last answers were in no counted place for a moment and the drain could
+//! close their sessions without them (a CI run lost five Pongs so).
 //!
 //! [`LinkHandle::awaiting_replies`]: super::client::LinkHandle::awaiting_replies
 
@@ -55,8 +56,8 @@ impl Pending {
             .map_or(0, |r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
     }
 
-    /// The answer to `origin`'s request `rid` (from [`Pending::request_id`]) is in the shard's
-    /// inbox: that request is no longer pending. Request id 0 is not tracked.
+    /// The answer to `origin`'s request `rid` (from [`Pending::request_id`]) came: that request
+    /// is no longer pending. Request id 0 is not tracked.
     pub fn answered(&self, origin: u64, rid: u32) {
         if rid == 0 {
             return;
