@@ -163,12 +163,8 @@ fn open_scripts(
     cfg: &Config,
     n: usize,
 ) -> Result<Option<Arc<crate::lua::Scripts>>, String> {
-    let scripts = crate::lua::Scripts::open(lua, n)?;
-    if let Some(s) = &scripts {
-        let args: Vec<String> = std::env::args().collect();
-        s.check_args(&args, &cfg.table)?;
-    }
-    Ok(scripts)
+    let args: Vec<String> = std::env::args().collect();
+    crate::lua::Scripts::open(lua, n, &args, &cfg.table)
 }
 
 /// What `lattice run` checks before it touches anything (no file written, no port bound, no
@@ -177,17 +173,33 @@ fn open_scripts(
 /// configuration it prints is one `lattice run` does not refuse with exit code 2 for these.
 pub fn check(cfg: &Config) -> Result<(), String> {
     let n = cfg.runtime.shard_count();
-    let _: crate::admin::pprof::ProfileConfig =
-        lattice_runtime::config::typed_section(&cfg.table, "profile").map_err(|e| e.to_string())?;
-    let _: crate::alerts::AlertsConfig =
-        lattice_runtime::config::typed_section(&cfg.table, "alerts").map_err(|e| e.to_string())?;
-    let lua: crate::lua::LuaConfig =
-        lattice_runtime::config::typed_section(&cfg.table, "lua").map_err(|e| e.to_string())?;
+    let (_, _, lua) = own_sections(cfg)?;
     let mut settings = app_settings(cfg, n)?;
     settings.lua = open_scripts(&lua, cfg, n)?;
     App::new(&settings, 0, n)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// The sections the server reads itself: `[profile]`, `[alerts]` and `[lua]`.
+fn own_sections(
+    cfg: &Config,
+) -> Result<
+    (
+        crate::admin::pprof::ProfileConfig,
+        crate::alerts::AlertsConfig,
+        crate::lua::LuaConfig,
+    ),
+    String,
+> {
+    fn typed<T: serde::de::DeserializeOwned>(cfg: &Config, name: &str) -> Result<T, String> {
+        lattice_runtime::config::typed_section(&cfg.table, name).map_err(|e| e.to_string())
+    }
+    Ok((
+        typed(cfg, "profile")?,
+        typed(cfg, "alerts")?,
+        typed(cfg, "lua")?,
+    ))
 }
 
 /// Runs the server until a signal asks it to stop. Returns the process exit code.
@@ -269,18 +281,13 @@ pub fn run(mut cfg: Config) -> i32 {
             return exit::CONFIG;
         }
     };
-    let profile: crate::admin::pprof::ProfileConfig = match section(&cfg.table, "profile") {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let alerts_cfg: crate::alerts::AlertsConfig = match section(&cfg.table, "alerts") {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     // alerts.stall_ms, alerts.webhook and alerts.ca_file were checked with the configuration.
-    let lua_cfg: crate::lua::LuaConfig = match section(&cfg.table, "lua") {
+    let (profile, alerts_cfg, lua_cfg) = match own_sections(&cfg) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("lattice: {e}");
+            return exit::CONFIG;
+        }
     };
     let scripts = match open_scripts(&lua_cfg, &cfg, n) {
         Ok(s) => s,

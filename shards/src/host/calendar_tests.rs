@@ -151,6 +151,8 @@ fn lua_calendar_hooks_fire_with_the_components() {
             instruction_budget: 1_000_000,
         },
         1,
+        &[],
+        &toml::Table::new(),
     )
     .unwrap()
     .expect("scripts loaded");

@@ -52,7 +52,7 @@ pub struct Scripts {
     generation: AtomicU64,
     /// The command line and merged configuration `check_args` accepted at start: a reload's
     /// scripts are asked about them too.
-    started_with: Mutex<Option<(Vec<String>, toml::Table)>>,
+    started_with: (Vec<String>, toml::Table),
     /// Per-shard counters.
     pub metrics: Vec<LuaMetrics>,
 }
@@ -96,11 +96,35 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// Loads `sources` into a scratch state: a syntax or top-level error is one line.
+fn load(sources: &[(String, String)], limits: Limits, shards: usize) -> Result<LuaHost, String> {
+    LuaHost::load(sources, limits, 0, shards)
+        .map_err(|e| format!("lua: {}", one_line(&e.to_string())))
+}
+
+/// Asks the scripts' `check_args(args, config)`: a refusal is `refused` with its reason.
+fn ask(h: &LuaHost, args: &[String], config: &toml::Table, refused: &str) -> Result<(), String> {
+    match h.check_args(args, config) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(format!("{refused}: {why}")),
+        Err(e) => Err(format!(
+            "lua check_args failed: {}",
+            one_line(&e.to_string())
+        )),
+    }
+}
+
 impl Scripts {
-    /// Reads and checks the scripts of `cfg.dir` for `shards` shards. `Ok(None)` when `dir` is
-    /// empty. The check loads them into a scratch state: a syntax or top-level error is reported
-    /// here, before any shard starts.
-    pub fn open(cfg: &LuaConfig, shards: usize) -> Result<Option<Arc<Scripts>>, String> {
+    /// Reads the scripts of `cfg.dir` for `shards` shards, loads them into a scratch state (a
+    /// syntax or top-level error is reported here, before any shard starts) and asks their
+    /// `check_args` with `args` (the command line) and `config` (the merged configuration).
+    /// `Ok(None)` when `dir` is empty.
+    pub fn open(
+        cfg: &LuaConfig,
+        shards: usize,
+        args: &[String],
+        config: &toml::Table,
+    ) -> Result<Option<Arc<Scripts>>, String> {
         if cfg.dir.is_empty() {
             return Ok(None);
         }
@@ -109,36 +133,16 @@ impl Scripts {
             instructions: cfg.instruction_budget,
         };
         let sources = read_dir(Path::new(&cfg.dir))?;
-        LuaHost::load(&sources, limits, 0, shards)
-            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
+        let h = load(&sources, limits, shards)?;
+        ask(&h, args, config, "lua check_args refused to start")?;
         Ok(Some(Arc::new(Scripts {
             dir: PathBuf::from(&cfg.dir),
             limits,
             sources: Mutex::new(Arc::new(sources)),
             generation: AtomicU64::new(1),
-            started_with: Mutex::new(None),
+            started_with: (args.to_vec(), config.clone()),
             metrics: (0..shards).map(|_| LuaMetrics::default()).collect(),
         })))
-    }
-
-    /// Calls `check_args(args, config)` in a scratch state: `Err` with the reason when a script
-    /// refuses to start.
-    pub fn check_args(&self, args: &[String], config: &toml::Table) -> Result<(), String> {
-        let sources = self.current();
-        let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
-            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
-        match h.check_args(args, config) {
-            Ok(None) => {
-                *self.started_with.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((args.to_vec(), config.clone()));
-                Ok(())
-            }
-            Ok(Some(why)) => Err(format!("lua check_args refused to start: {why}")),
-            Err(e) => Err(format!(
-                "lua check_args failed: {}",
-                one_line(&e.to_string())
-            )),
-        }
     }
 
     fn current(&self) -> Arc<Vec<(String, String)>> {
@@ -148,29 +152,19 @@ impl Scripts {
             .clone()
     }
 
-    /// Re-reads the directory and checks it; on success the shards reload at their next call.
-    /// Returns the new generation and the handled messages.
+    /// Re-reads the directory and checks it (loading, then `check_args` with what the server
+    /// started with: scripts it could not have started with are not taken either); on success the
+    /// shards reload at their next call. Returns the new generation and the handled messages.
     pub fn reload(&self) -> Result<(u64, Vec<&'static str>), String> {
         let sources = read_dir(&self.dir)?;
-        let h = LuaHost::load(&sources, self.limits, 0, self.metrics.len())
-            .map_err(|e| format!("lua: {}", one_line(&e.to_string())))?;
-        // Scripts the running server could not have started with are not taken either.
-        let started = self
-            .started_with
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((args, config)) = started {
-            match h.check_args(&args, &config) {
-                Ok(None) => {}
-                Ok(Some(why)) => {
-                    return Err(format!(
-                        "lua check_args refuses the running server's command line and configuration: {why}"
-                    ))
-                }
-                Err(e) => return Err(format!("lua check_args failed: {}", one_line(&e.to_string()))),
-            }
-        }
+        let h = load(&sources, self.limits, self.metrics.len())?;
+        let (args, config) = &self.started_with;
+        ask(
+            &h,
+            args,
+            config,
+            "lua check_args refuses the running server's command line and configuration",
+        )?;
         *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         Ok((g, h.handled()))

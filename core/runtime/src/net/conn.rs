@@ -296,14 +296,18 @@ impl<H: ConnHost> Future for Conn<H> {
             if this.cell.has_handover() {
                 return Poll::Ready(Ended::HandOver);
             }
-            if this.cell.session.borrow().send_overflowed() {
-                // A resumable session's client does not read: the socket ends, the session
-                // detaches and keeps its frames for a resume.
+            // The two ways a sequenced session's socket ends while the session goes on (it
+            // detaches and keeps its frames for a resume), read under one borrow: its client
+            // does not read (its queue passed the bound), or (WebSocket) its peer sent a close
+            // frame, which ends the socket as if the peer had closed it.
+            let (overflowed, peer_ended) = {
+                let s = this.cell.session.borrow();
+                (s.send_overflowed(), s.peer_ended())
+            };
+            if overflowed {
                 return Poll::Ready(Ended::Overflowed);
             }
-            if this.cell.session.borrow().peer_ended() {
-                // A sequenced WebSocket session's peer sent a close frame: the socket ends as if
-                // the peer had closed it (the session detaches).
+            if peer_ended {
                 return Poll::Ready(Ended::PeerClosed);
             }
             let mut pending = this.cell.take_pending_input();
