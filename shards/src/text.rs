@@ -16,6 +16,58 @@ pub fn invisible(c: char) -> bool {
         | 0xE0000..=0xE0FFF)
 }
 
+/// Whether `s` has a control character or an [`invisible`] one outside an emoji sequence. The
+/// joiners and selectors emoji are built from are accepted where they build an emoji (what a
+/// phone's emoji keyboard sends), nowhere else: a variation selector U+FE0E or U+FE0F right after
+/// a [`pictographic`] character or a keycap base (`0`–`9`, `#`, `*`); a zero-width joiner U+200D
+/// between two pictographic characters (a skin tone or a variation selector may come between the
+/// first and the joiner); and tag characters U+E0020–U+E007E after U+1F3F4 (waving black flag),
+/// ended by U+E007F (a subdivision flag such as Scotland's).
+pub fn hides_text(s: &str) -> bool {
+    let cs: Vec<char> = s.chars().collect();
+    // The pictographic character the current emoji sequence is built on, if any.
+    let mut base: Option<char> = None;
+    let mut tags = false;
+    for (i, &c) in cs.iter().enumerate() {
+        let ok = match c as u32 {
+            0xFE0E | 0xFE0F => {
+                base.is_some() || (i > 0 && matches!(cs[i - 1], '0'..='9' | '#' | '*'))
+            }
+            0x200D => base.is_some() && cs.get(i + 1).is_some_and(|&n| pictographic(n)),
+            0xE0020..=0xE007E => tags,
+            0xE007F => std::mem::take(&mut tags),
+            _ => !(c.is_control() || invisible(c)),
+        };
+        if !ok {
+            return true;
+        }
+        match c as u32 {
+            0xFE0E | 0xFE0F | 0x1F3FB..=0x1F3FF | 0x200D => {}
+            0xE0020..=0xE007F => base = None,
+            _ if pictographic(c) => {
+                tags = c == '\u{1F3F4}';
+                base = Some(c);
+            }
+            _ => {
+                base = None;
+                tags = false;
+            }
+        }
+    }
+    tags
+}
+
+/// Characters emoji are drawn from (an approximation of Unicode's Extended_Pictographic: the
+/// symbol blocks that hold emoji, whole): U+00A9, U+00AE, U+203C, U+2049, U+2122, U+2139,
+/// U+2194–U+21AA, U+231A–U+23FF, U+24C2, U+25AA–U+25FE, U+2600–U+27BF, U+2934–U+2935,
+/// U+2B05–U+2B55, U+3030, U+303D, U+3297, U+3299, U+1F000–U+1FAFF.
+pub fn pictographic(c: char) -> bool {
+    matches!(c as u32,
+        0x00A9 | 0x00AE | 0x203C | 0x2049 | 0x2122 | 0x2139 | 0x2194..=0x21AA | 0x231A..=0x23FF
+        | 0x24C2 | 0x25AA..=0x25FE | 0x2600..=0x27BF | 0x2934..=0x2935 | 0x2B05..=0x2B55
+        | 0x3030 | 0x303D | 0x3297 | 0x3299 | 0x1F000..=0x1FAFF)
+}
+
 /// `s` for HTML text or a double-quoted attribute: `&`, `<`, `>` and `"` escaped, control
 /// characters shown as spaces.
 pub fn html_escape(s: &str) -> String {
@@ -63,6 +115,39 @@ mod tests {
             '\u{1F600}',
         ] {
             assert!(!invisible(c), "{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn emoji_sequences_pass_and_their_joiners_alone_do_not() {
+        for ok in [
+            "Ann\u{2764}\u{FE0F}",                         // red heart as keyboards send it
+            "1\u{FE0F}\u{20E3}",                           // keycap one
+            "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",          // rainbow flag
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}", // family
+            "\u{1F469}\u{1F3FD}\u{200D}\u{1F4BB}",         // technologist, skin tone
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", // Scotland
+            "\u{1F1EF}\u{1F1F5}x",                         // regional-indicator flag
+            "plain name",
+        ] {
+            assert!(!hides_text(ok), "{ok:?} refused");
+        }
+        for bad in [
+            "a\u{FE0F}",                    // selector after a letter
+            "\u{FE0F}",                     // alone
+            "adm\u{200D}in",                // joiner between letters
+            "\u{1F468}\u{200D}",            // joiner at the end
+            "\u{1F468}\u{200D}a",           // joiner before a letter
+            "a\u{200D}\u{1F468}",           // joiner after a letter
+            "x\u{E0067}\u{E007F}",          // tags without the black flag
+            "\u{1F3F4}\u{E0067}\u{E0062}",  // tag sequence not ended
+            "\u{1F600}\u{E007F}",           // cancel tag alone
+            "\u{1F3F4}\u{E0067}a\u{E007F}", // a letter inside a tag sequence
+            "a\u{200B}b",                   // other invisible characters stay refused
+            "a\u{7}",                       // control
+            "\u{1F600}\u{FE00}",            // other selectors stay refused
+        ] {
+            assert!(hides_text(bad), "{bad:?} accepted");
         }
     }
 

@@ -186,6 +186,15 @@ fn every_limit_has_its_own_error_code() {
             register("good1", "password1", "zero\u{200b}width"),
             ec::NICKNAME_BAD_CHARS,
         ),
+        // The emoji joiner and selector between letters hide text like any other.
+        (
+            register("good1", "password1", "adm\u{200d}in"),
+            ec::NICKNAME_BAD_CHARS,
+        ),
+        (
+            register("good1", "password1", "Ann\u{FE0F}"),
+            ec::NICKNAME_BAD_CHARS,
+        ),
     ];
     for (i, (msg, want)) in cases.iter().enumerate() {
         assert_eq!(code(&ask(&mut c, 10 + i as u32, msg)), *want, "{i}");
@@ -194,6 +203,17 @@ fn every_limit_has_its_own_error_code() {
         l.metric_total("lattice_account_limit_violations_total"),
         cases.len() as u64
     );
+    // Emoji as a phone's keyboard sends them: a heart with its selector, a ZWJ sequence.
+    let got = ask(
+        &mut c,
+        40,
+        &register(
+            "emoji1",
+            "password1",
+            "Ann\u{2764}\u{FE0F}\u{1F469}\u{200D}\u{1F4BB}",
+        ),
+    );
+    assert!(matches!(got, AnyMessage::RegisterOk(_)), "{got:?}");
     // Configurable: a stricter server refuses what the default accepts.
     let strict = Lattice::start(&[
         "--account.password_min_len",

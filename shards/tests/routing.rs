@@ -112,6 +112,7 @@ fn chat_broadcast_reaches_members_on_every_shard() {
         (9, "x\u{200b}".into(), chars),
         (10, "\u{202e}gnp.exe".into(), chars),
         (11, "\u{85}".into(), chars),
+        (12, "a\u{200d}b".into(), chars),
     ] {
         for c in [&mut outsider, &mut cs[0]] {
             c.send(

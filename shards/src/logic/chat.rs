@@ -87,10 +87,7 @@ impl Chat {
         if room.is_empty() || room.len() > self.cfg.max_room_name {
             return Some("room name empty or too long");
         }
-        if room
-            .chars()
-            .any(|c| c.is_control() || crate::text::invisible(c))
-        {
+        if crate::text::hides_text(room) {
             return Some("room name has a control or invisible character");
         }
         None

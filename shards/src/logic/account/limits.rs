@@ -4,7 +4,7 @@
 use lattice_proto::error_code as ec;
 
 use super::config::AccountConfig;
-use crate::text::invisible;
+use crate::text::hides_text;
 
 /// A rule a value broke: the `Error.code` and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn nickname(cfg: &AccountConfig, nick: &str) -> Result<(), Violation> {
         ));
     }
     let ends_blank = nick.starts_with(char::is_whitespace) || nick.ends_with(char::is_whitespace);
-    let bad_char = nick.chars().any(|c| c.is_control() || invisible(c));
+    let bad_char = hides_text(nick);
     let space = !cfg.nickname_spaces && nick.chars().any(char::is_whitespace);
     if ends_blank || bad_char || space {
         return Err(v(
