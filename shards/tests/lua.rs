@@ -290,6 +290,13 @@ fn a_reply_too_large_is_answered_and_a_server_message_stays_refused() {
     let e = expect_error(&f, error_code::INTERNAL);
     assert_eq!(e.message, "reply too large");
     assert_eq!(l.metric_total("lattice_reply_too_large_total"), 1);
+    // Request id 0 gets the error under id 0, as a component's reply too large does.
+    c.send(0, &pb::Ping { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 0);
+    let e = expect_error(&f, error_code::INTERNAL);
+    assert_eq!(e.message, "reply too large");
+    assert_eq!(l.metric_total("lattice_reply_too_large_total"), 2);
     c.send(8, &pb::Pong { payload: vec![] });
     let f = c.recv();
     assert_eq!(f.request_id, 8);
@@ -379,7 +386,58 @@ fn check_args_can_refuse_to_start_and_bad_scripts_are_config_errors() {
         assert_eq!(ours.len(), 1, "{err}");
         assert!(ours[0].contains("bad.lua:1"), "{err}");
     }
+    // A script that loads as shard 0 but not as shard 1 stops the start too (it ran shard 1
+    // without scripts, each shard answering its own way).
+    std::fs::remove_file(d.join("bad.lua")).unwrap();
+    std::fs::write(
+        d.join("shard.lua"),
+        "if lattice.shard == 1 then error('not on shard 1') end",
+    )
+    .unwrap();
+    // `config` first: without the check `run` would start and serve (see `exits_within`).
+    let out = config(&["--runtime.shards", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        exits_within(&d, &["--runtime.shards", "2"]),
+        "lattice run started"
+    );
+    assert!(
+        err.contains("loaded as shard 1") && err.contains("not on shard 1"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Whether `lattice run` with the scripts of `d` and `extra` exits with code 2 within 30 s
+/// (killed and `false` when it is still running then, i.e. it started).
+fn exits_within(d: &std::path::Path, extra: &[&str]) -> bool {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(["run", "--lua.dir", &d.display().to_string(), "--net.listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args([
+            "--admin.listen",
+            "",
+            "--listeners.http",
+            "",
+            "--storage.data_dir",
+        ])
+        .arg(d.join("data-exits"))
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(30) {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.code() == Some(2);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
 }
 
 /// A handler that never returns (a backtracking pattern, which no budget interrupts) holds its

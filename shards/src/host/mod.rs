@@ -180,15 +180,14 @@ impl ServiceHost {
                     self.warns.warn("lua_reply_too_large", now, || {
                         tracing::error!(%session, opcode = h.opcode, "lua: script reply larger than net.max_frame - 8 bytes (the 8 a sequenced session's extension takes); answered INTERNAL instead");
                     });
-                    // As a component's reply too large: the client waiting on the id is answered.
-                    if h.request_id != 0 {
-                        let e = pb::Error {
-                            code: error_code::INTERNAL,
-                            message: "reply too large".into(),
-                            opcode: 0,
-                        };
-                        ctx.enc.send(cx, session, h.request_id, &e);
-                    }
+                    // As a component's reply too large: the session gets the error under the
+                    // request's id (0 included, as for a push).
+                    let e = pb::Error {
+                        code: error_code::INTERNAL,
+                        message: "reply too large".into(),
+                        opcode: 0,
+                    };
+                    ctx.enc.send(cx, session, h.request_id, &e);
                 }
             }
             Ok(None) => {}

@@ -31,6 +31,9 @@ pub enum ScriptError {
     /// A script named a message that is not a client message.
     #[error("no client message is called {0:?}")]
     UnknownMessage(String),
+    /// A script replied with a handshake message or a push ([`NOT_A_REPLY`]).
+    #[error("{0} is not a reply a script may send (the handshake and the server's pushes are the server's)")]
+    NotAReply(String),
     /// A handler returned no reply to a request that has a request id (its client waits for one).
     #[error("script returned no reply")]
     NoReply,
@@ -56,6 +59,20 @@ pub struct LuaHost {
     reg: Rc<RefCell<Registered>>,
 }
 
+/// Client messages a script may not reply with: the handshake's (the gate sends `Welcome` and
+/// `Resumed`), and the pushes the server sends on its own (`Kicked` comes right before the server
+/// closes the connection; `ProfileChanged`, `IconManifest`). Server-internal messages are not
+/// client messages at all.
+pub const NOT_A_REPLY: [&str; 7] = [
+    "Hello",
+    "Resume",
+    "Welcome",
+    "Resumed",
+    "Kicked",
+    "ProfileChanged",
+    "IconManifest",
+];
+
 /// The opcode of client message `name`, if there is one.
 pub fn client_opcode(name: &str) -> Option<u16> {
     lattice_proto::all()
@@ -67,8 +84,8 @@ pub fn client_opcode(name: &str) -> Option<u16> {
 /// Longest `lattice.log` text logged, in bytes; the rest is cut (marked `…`).
 pub const MAX_LOG_TEXT: usize = 4096;
 
-/// `lattice.log`'s text for one log line: control characters (line breaks included, which could
-/// forge log lines) shown as `\u{…}` escapes, cut to [`MAX_LOG_TEXT`] bytes.
+/// `lattice.log`'s text for one log line: control characters and the Unicode line and paragraph
+/// separators (line breaks, which could forge log lines) shown as `\u{…}` escapes, cut to [`MAX_LOG_TEXT`] bytes.
 fn log_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_LOG_TEXT) + 3);
     for c in text.chars() {
@@ -76,7 +93,7 @@ fn log_text(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);
@@ -226,11 +243,11 @@ impl LuaHost {
 
     /// A message `name` built from `fields` over its defaults.
     fn to_message(&self, name: &str, fields: Value) -> Result<AnyMessage, ScriptError> {
-        let op = lattice_proto::all()
-            .iter()
-            .find(|i| i.name == name)
-            .map(|i| i.opcode)
-            .ok_or_else(|| ScriptError::UnknownMessage(name.to_string()))?;
+        if NOT_A_REPLY.contains(&name) {
+            return Err(ScriptError::NotAReply(name.to_string()));
+        }
+        let op =
+            client_opcode(name).ok_or_else(|| ScriptError::UnknownMessage(name.to_string()))?;
         let lua = &self.sb.lua;
         let base = lattice_proto::default_of(op).expect("registered opcode");
         let Value::Table(merged) = lua.to_value(&base)? else {
@@ -354,6 +371,26 @@ mod tests {
             h.handle(&ping, 1),
             Err(ScriptError::UnknownMessage(_))
         ));
+        // Server-internal messages are no client message; the handshake and pushes are no reply.
+        let h = host(r#"lattice.on("Ping", function() return "Relay", {} end)"#);
+        assert!(matches!(
+            h.handle(&ping, 1),
+            Err(ScriptError::UnknownMessage(_))
+        ));
+        for name in NOT_A_REPLY {
+            let h = host(&format!(
+                r#"lattice.on("Ping", function() return "{name}", {{}} end)"#
+            ));
+            assert!(
+                matches!(h.handle(&ping, 1), Err(ScriptError::NotAReply(_))),
+                "{name}"
+            );
+        }
+        // An error answer with a code of the script's choosing is a reply.
+        let h = host(
+            r#"lattice.on("Ping", function() return "Error", { code = 9, message = "busy" } end)"#,
+        );
+        assert!(matches!(h.handle(&ping, 1), Ok(Some(AnyMessage::Error(_)))));
     }
 
     #[test]
@@ -372,8 +409,8 @@ mod tests {
             );
         }
         assert_eq!(
-            log_text("a\nINFO forged\r\u{1b}[31m"),
-            "a\\u{a}INFO forged\\u{d}\\u{1b}[31m"
+            log_text("a\nINFO forged\r\u{1b}[31m\u{2028}\u{2029}"),
+            "a\\u{a}INFO forged\\u{d}\\u{1b}[31m\\u{2028}\\u{2029}"
         );
         let long = log_text(&"x".repeat(10 * MAX_LOG_TEXT));
         assert!(long.len() <= MAX_LOG_TEXT + 3 && long.ends_with('…'));

@@ -39,7 +39,7 @@ lattice_runtime::shard_counters! {
         calls_total: Counter, "Calls into this shard's scripts (requests and calendar hooks).";
         errors_total: Counter, "Script calls that failed (Lua error, instruction budget, memory limit, bad reply, no reply to a request id); requests were answered INTERNAL.";
         reloads_total: Counter, "Times this shard reloaded its scripts.";
-        generation: Gauge, "Script generation this shard runs (POST /lua/reload increments it).";
+        generation: Gauge, "Script generation this shard runs (POST /lua/reload increments it; a shard whose load failed keeps the one before, 0 = none).";
         memory_bytes: Gauge, "Bytes this shard's Lua state uses.";
     }
 }
@@ -96,10 +96,23 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// Loads `sources` into a scratch state: a syntax or top-level error is one line.
+/// Loads `sources` into a scratch state as each of the `shards` shards would (a script may read
+/// `lattice.shard`), one after the other, and returns shard 0's: a syntax or top-level error of
+/// any of them is one line, naming the shard when there are several.
 fn load(sources: &[(String, String)], limits: Limits, shards: usize) -> Result<LuaHost, String> {
-    LuaHost::load(sources, limits, 0, shards)
-        .map_err(|e| format!("lua: {}", one_line(&e.to_string())))
+    let mut first = None;
+    for shard in 0..shards.max(1) {
+        let h = LuaHost::load(sources, limits, shard, shards).map_err(|e| {
+            let e = one_line(&e.to_string());
+            if shards > 1 {
+                format!("lua (loaded as shard {shard}): {e}")
+            } else {
+                format!("lua: {e}")
+            }
+        })?;
+        first.get_or_insert(h);
+    }
+    Ok(first.expect("at least one shard"))
 }
 
 /// Asks the scripts' `check_args(args, config)`: a refusal is `refused` with its reason.
@@ -218,14 +231,16 @@ impl LuaShard {
                 }
                 LuaMetrics::set(&m.memory_bytes, h.used_memory() as u64);
                 self.host = Some(h);
+                // The generation this shard runs: a failed load leaves the one before (0: none).
+                LuaMetrics::set(&m.generation, g);
             }
             Err(e) => {
                 LuaMetrics::add(&m.errors_total, 1);
                 tracing::error!(shard = self.shard, error = %e, "lua: reload failed; keeping the previous scripts");
             }
         }
+        // Not tried again until the next reload (a failing load is not repeated on every call).
         self.generation = g;
-        LuaMetrics::set(&m.generation, g);
     }
 
     /// The state, refreshed, if it handles `opcode`.

@@ -15,8 +15,13 @@
 //! `__gc` metamethods; an `xpcall` message handler called for an error the hook raised; the
 //! `__close` metamethods of a coroutine the hook stopped, when it is closed. So `xpcall` runs its
 //! handler after the unwinding (under `pcall`, with the hook on), `setmetatable` refuses a
-//! metatable with a `__gc` or `__close` field (no to-be-closed variables), and the string metatable
-//! is hidden (`getmetatable("")` is `false`) so no script can give strings such a field.
+//! metatable with a `__gc` or `__close` field, the string metatable is hidden (`getmetatable("")`
+//! is `false`) so no script can give strings such a field, and a chunk that declares a
+//! to-be-closed variable is refused before it runs ([`declares_to_be_closed`] reads its
+//! bytecode): a metatable can get its `__close` after `setmetatable` accepted it, and Lua runs
+//! the `__close` of a variable closed while the budget error unwinds without counting. (A `__gc`
+//! given later does not matter: Lua 5.4 finalizes only tables whose metatable had `__gc` when it
+//! was set.)
 //!
 //! Lua counts the hook's instructions per thread: a coroutine that ends before its first check
 //! runs up to [`HOOK_EVERY`] - 1 instructions no check sees. So `coroutine.create` and
@@ -146,15 +151,133 @@ impl Sandbox {
         f(&self.lua)
     }
 
-    /// Runs a chunk of source named `name` with a fresh budget.
+    /// Runs a chunk of source named `name` with a fresh budget. A chunk that declares a
+    /// to-be-closed variable anywhere (`local x <close>`) is refused before it runs: a script
+    /// can give a table's metatable a `__close` field after `setmetatable` accepted it, and Lua
+    /// runs the `__close` of a variable closed while the budget error unwinds with no check.
     pub fn exec(&self, name: &str, source: &str) -> mlua::Result<()> {
-        self.call(|lua| lua.load(source).set_name(format!("@{name}")).exec())
+        self.call(|lua| {
+            let f = lua.load(source).set_name(format!("@{name}")).into_function()?;
+            match declares_to_be_closed(&f.dump(true)) {
+                Ok(false) => f.call(()),
+                Ok(true) => Err(mlua::Error::runtime(format!(
+                    "{name}: to-be-closed variables (local x <close>) are not allowed: Lua can run their __close with the instruction budget unchecked"
+                ))),
+                Err(e) => Err(mlua::Error::runtime(format!(
+                    "{name}: compiled chunk not understood ({e}); refused"
+                ))),
+            }
+        })
     }
 
     /// Bytes the state uses now.
     pub fn used_memory(&self) -> usize {
         self.lua.used_memory()
     }
+}
+
+/// `OP_TBC` of Lua 5.4 (`lopcodes.h`): the instruction that marks a variable to be closed.
+const OP_TBC: u32 = 55;
+
+/// Whether the Lua 5.4 binary chunk `b` (`string.dump` format, debug information stripped or
+/// not) has an `OP_TBC` instruction in its main function or in any function nested in it.
+/// Errors when `b` is not such a chunk (another Lua version, truncated).
+pub fn declares_to_be_closed(b: &[u8]) -> Result<bool, String> {
+    struct R<'a>(&'a [u8], usize);
+    impl R<'_> {
+        fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
+            let end = self.1.checked_add(n).filter(|&e| e <= self.0.len());
+            let end = end.ok_or_else(|| format!("truncated at byte {}", self.1))?;
+            let s = &self.0[self.1..end];
+            self.1 = end;
+            Ok(s)
+        }
+        fn byte(&mut self) -> Result<u8, String> {
+            Ok(self.bytes(1)?[0])
+        }
+        // lundump.c's loadUnsigned: 7-bit groups, most significant first, the last one marked.
+        fn size(&mut self) -> Result<usize, String> {
+            let mut x: usize = 0;
+            loop {
+                let b = self.byte()?;
+                if x > usize::MAX >> 7 {
+                    return Err("size overflow".into());
+                }
+                x = (x << 7) | usize::from(b & 0x7f);
+                if b & 0x80 != 0 {
+                    return Ok(x);
+                }
+            }
+        }
+        fn string(&mut self) -> Result<(), String> {
+            let n = self.size()?;
+            if n > 0 {
+                self.bytes(n - 1)?;
+            }
+            Ok(())
+        }
+        fn function(&mut self, depth: u32) -> Result<bool, String> {
+            if depth > 256 {
+                return Err("functions nested too deep".into());
+            }
+            self.string()?; // source
+            self.size()?; // linedefined
+            self.size()?; // lastlinedefined
+            self.bytes(3)?; // numparams, is_vararg, maxstacksize
+            let code = self.size()?;
+            let mut tbc = false;
+            for w in self
+                .bytes(code.checked_mul(4).ok_or("code size overflow")?)?
+                .chunks(4)
+            {
+                let i = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                tbc |= i & 0x7f == OP_TBC;
+            }
+            for _ in 0..self.size()? {
+                match self.byte()? {
+                    0 | 1 | 17 => {} // nil, false, true
+                    3 | 19 => {
+                        self.bytes(8)?; // integer, float
+                    }
+                    4 | 20 => self.string()?, // short and long strings
+                    t => return Err(format!("unknown constant type {t}")),
+                }
+            }
+            let up = self.size()?;
+            self.bytes(up.checked_mul(3).ok_or("upvalue count overflow")?)?;
+            for _ in 0..self.size()? {
+                tbc |= self.function(depth + 1)?;
+            }
+            let lines = self.size()?;
+            self.bytes(lines)?;
+            for _ in 0..self.size()? {
+                self.size()?;
+                self.size()?;
+            }
+            for _ in 0..self.size()? {
+                self.string()?;
+                self.size()?;
+                self.size()?;
+            }
+            for _ in 0..self.size()? {
+                self.string()?;
+            }
+            Ok(tbc)
+        }
+    }
+    let mut r = R(b, 0);
+    // Signature, version 5.4, format 0, LUAC_DATA, the three sizes, LUAC_INT, LUAC_NUM.
+    let head = r.bytes(31)?;
+    if &head[..4] != b"\x1bLua"
+        || head[4] != 0x54
+        || head[12] != 4
+        || head[13] != 8
+        || head[14] != 8
+    {
+        return Err("not a Lua 5.4 chunk with 4-byte instructions and 8-byte integers".into());
+    }
+    r.byte()?; // upvalues of the main function
+    r.function(0)
 }
 
 #[cfg(test)]
@@ -295,7 +418,7 @@ mod tests {
             ),
             (
                 "close",
-                "local x <close> = setmetatable({}, { __close = function() while true do end end })",
+                "local x = setmetatable({}, { __close = function() while true do end end })",
             ),
             (
                 "string close",
@@ -304,8 +427,46 @@ mod tests {
         ] {
             let e = s.exec(name, src).unwrap_err();
             let e = e.to_string();
-            assert!(e.contains("__gc") || e.contains("index a boolean"), "{name}: {e}");
+            assert!(
+                e.contains("__gc") || e.contains("index a boolean"),
+                "{name}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn to_be_closed_variables_are_refused_before_the_chunk_runs() {
+        let s = sb();
+        // The metatable gets its __close after setmetatable accepted it; the loop then runs past
+        // the budget, and Lua would run the looping __close unchecked while that error unwinds.
+        let late = "local mt = {} local o = setmetatable({}, mt)
+                    mt.__close = function() while true do end end
+                    do local v <close> = o; while true do end end";
+        let nested = "ran = true
+                      function f() local g = function() local v <close> = nil end end";
+        for (name, src) in [("late.lua", late), ("nested.lua", nested)] {
+            let e = s.exec(name, src).unwrap_err().to_string();
+            assert!(e.contains("to-be-closed variables"), "{name}: {e}");
+        }
+        let ran: Option<bool> = s.call(|l| l.globals().get("ran")).unwrap();
+        assert_eq!(ran, None, "a refused chunk does not run at all");
+        // What the check reads past: every constant type, upvalues, nested functions, debug
+        // information, <const> (which is not to-be-closed).
+        s.exec(
+            "ok.lua",
+            "local k <const> = 7
+             local t = { 1, 2.5, 'short', string.rep('x', 100), true, false, nil, 1 << 62 }
+             local function outer(a) return function(b) return a + b + k end end
+             ok = outer(1)(2) + #t",
+        )
+        .unwrap();
+        let ok: i64 = s.call(|l| l.globals().get("ok")).unwrap();
+        assert_eq!(ok, 10 + 8);
+        assert!(declares_to_be_closed(b"\x1bLua\x54").is_err());
+        assert!(
+            declares_to_be_closed(b"garbage that is long enough to be a header, but is not")
+                .is_err()
+        );
     }
 
     #[test]
