@@ -473,7 +473,7 @@ impl Server {
             if bound.is_some_and(|b| waited >= b) {
                 let ms = bound.map_or(0, |b| b.as_millis());
                 tracing::error!(
-                    shards = ?running,
+                    shards = %crate::telemetry::log::list(&running),
                     "shutdown: shards did not stop within {ms} ms (shutdown.stop_timeout_ms; stuck in a handler?); going on without them"
                 );
                 let mut errors = vec![format!(
@@ -491,7 +491,7 @@ impl Server {
             if logged.elapsed() >= Duration::from_secs(5) {
                 logged = std::time::Instant::now();
                 tracing::warn!(
-                    shards = ?running,
+                    shards = %crate::telemetry::log::list(&running),
                     waited_s = waited.as_secs(),
                     "shutdown: waiting for shards to stop"
                 );
