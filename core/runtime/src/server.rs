@@ -330,6 +330,10 @@ impl Server {
                             if let Some(why) = fallback {
                                 tracing::warn!(shard = id, "{why}");
                             }
+                            // The thread's last act (after `on_stopped` and the runtime's
+                            // teardown), so `join_within`'s "waiting for shards" names a shard
+                            // only before its line, not after.
+                            tracing::info!(shard = id, "shutdown: shard stopped");
                             Ok(())
                         }
                         Err(e) => {

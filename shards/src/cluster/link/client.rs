@@ -363,6 +363,13 @@ impl Writer {
         while !self.stopping() {
             let r = self.connect_and_serve();
             let was_up = self.h.up.swap(false, Ordering::AcqRel);
+            if self.stopping() {
+                // The node stops: no reconnect, so no "reconnecting" line either.
+                if let Err(e) = &r {
+                    tracing::debug!(peer = %self.h.node_id, error = %e, "link ended while the node stops");
+                }
+                break;
+            }
             if let Err(e) = &r {
                 if was_up {
                     tracing::warn!(peer = %self.h.node_id, error = %e, "link down; reconnecting");
@@ -631,12 +638,12 @@ impl Writer {
             }
             // A peer that vanished without a word (a cut cable, a partition) leaves the socket
             // open: silence past the timeout drops it, and the reconnect finds out.
+            let stopping = self.stopping();
             let quiet =
                 (base.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Acquire));
-            if quiet > silence {
+            if quiet > silence && !stopping {
                 return Err(format!("nothing heard from the peer for {quiet} ms"));
             }
-            let stopping = self.stopping();
             out.clear();
             // Frames handled so far: whatever is framed below acknowledges at least these.
             let n_in = frames_in.load(Ordering::Acquire);
