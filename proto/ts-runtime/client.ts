@@ -226,6 +226,11 @@ const MAX_REQUEST_ID = 0xffffffff;
  */
 const FINAL_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1011];
 
+/** The close code the client sends when the server broke the protocol with a frame (a bad frame, `SEQ`). */
+const PROTOCOL_ERROR = 1002;
+/** The close code the client sends for a message the transport cannot take (a text message). */
+const UNSUPPORTED_DATA = 1003;
+
 /**
  * One session with a Lattice server.
  *
@@ -440,7 +445,7 @@ export class LatticeClient {
             else this.transportFailed(err);
           },
           protocolError: (reason) => {
-            if (this.generation === gen) this.broken(reason);
+            if (this.generation === gen) this.broken(reason, UNSUPPORTED_DATA);
           },
         });
       } catch (e) {
@@ -742,7 +747,7 @@ export class LatticeClient {
           else this.transportFailed(err);
         },
         protocolError: (why) => {
-          if (this.generation === gen) this.shutdown(why);
+          if (this.generation === gen) this.shutdown(why, undefined, UNSUPPORTED_DATA);
         },
       });
     } catch (e) {
@@ -964,13 +969,20 @@ export class LatticeClient {
     this.beatTimer = this.opts.timers.setTimeout(() => this.check(), this.opts.heartbeatMs);
   }
 
-  /** The peer broke the protocol: the session closes (a pending `connect()` rejects with `ProtocolError`). */
-  private broken(reason: string): void {
-    this.shutdown(reason, new ProtocolError(reason));
+  /**
+   * The peer broke the protocol: the session closes with `code` (1002 for a broken frame, 1003 for
+   * what the transport reports, a text message) and a pending `connect()` rejects with
+   * `ProtocolError`.
+   */
+  private broken(reason: string, code: number = PROTOCOL_ERROR): void {
+    this.shutdown(reason, new ProtocolError(reason), code);
   }
 
-  /** Ends the session; a pending `connect()` rejects with `err`, or `ConnectionClosedError(reason)`. */
-  private shutdown(reason: string, err?: Error): void {
+  /**
+   * Ends the session; a pending `connect()` rejects with `err`, or `ConnectionClosedError(reason)`.
+   * `closeCode`: the transport is closed with it (a protocol error), else without a code.
+   */
+  private shutdown(reason: string, err?: Error, closeCode?: number): void {
     if (this.state === "closed") return;
     this.state = "closed";
     const handshakeFailed = this.handshakeFailed;
@@ -986,7 +998,8 @@ export class LatticeClient {
     this.transport = null;
     if (t) {
       try {
-        t.close();
+        if (closeCode === undefined) t.close();
+        else t.close(closeCode, closeCode === UNSUPPORTED_DATA ? "text message received" : "protocol error");
       } catch {
         // Closing an already broken transport may throw; the session is over either way.
       }

@@ -20,7 +20,10 @@ export interface TransportEvents {
   close(reason: string, info?: CloseInfo): void;
   /** A socket error (an error event, a failed send); a `close` usually follows. */
   error(err: unknown): void;
-  /** The peer broke the transport's contract (e.g. a text WebSocket message): the session closes. */
+  /**
+   * The peer broke the transport's contract (e.g. a text WebSocket message): the session closes,
+   * the client calling `close(1003, …)`.
+   */
   protocolError(reason: string): void;
 }
 
@@ -28,8 +31,12 @@ export interface TransportEvents {
 export interface Transport {
   /** Sends one frame as one binary message. */
   send(frame: Uint8Array): void;
-  /** Closes the connection; `events.close` may still be called afterwards. */
-  close(): void;
+  /**
+   * Closes the connection; `events.close` may still be called afterwards. Without a code, a plain
+   * close; with one (the client gives 1002 or 1003 after a protocol error), a close frame with
+   * that code and the short ASCII `reason` where the socket can send one.
+   */
+  close(code?: number, reason?: string): void;
 }
 
 /** Opens a transport to `url`, reporting through `events`. */
@@ -126,7 +133,19 @@ export function webSocketTransport(ctor?: WebSocketConstructor): TransportFactor
     };
     ws.onclose = (ev) => events.close(closeReason("websocket", ev), closeInfo(ev));
     ws.onerror = (ev) => events.error(ev);
-    return { send: (frame) => ws.send(frame), close: () => ws.close() };
+    return {
+      send: (frame) => ws.send(frame),
+      close: (code, reason) => {
+        if (code === undefined) return ws.close();
+        try {
+          ws.close(code, reason);
+        } catch {
+          // The WHATWG WebSocket (browsers, Node 22+) lets a script send 1000 and 3000-4999 only:
+          // a plain close then. The `ws` package sends the code.
+          ws.close();
+        }
+      },
+    };
   };
 }
 
@@ -168,7 +187,14 @@ export function miniProgramTransport(connectSocket: (opts: ConnectSocketOptions)
           data: frame.buffer.slice(frame.byteOffset, frame.byteOffset + frame.byteLength) as ArrayBuffer,
           fail: (err) => events.error(err),
         }),
-      close: () => task.close({}),
+      close: (code, reason) => {
+        if (code === undefined) return task.close({});
+        try {
+          task.close({ code, reason: reason ?? "" });
+        } catch {
+          task.close({});
+        }
+      },
     };
   };
 }

@@ -247,6 +247,10 @@ impl ConfigArgs {
                 }
             };
             if key == "config" {
+                // Without an override before it, clap refuses a second `--config`: so does this.
+                if out.file.is_some() {
+                    return Err("option --config given twice (one configuration file; override single keys with --section.key)".into());
+                }
                 out.file = Some(PathBuf::from(value));
             } else {
                 out.overrides.push((key, value));
@@ -298,6 +302,7 @@ pub fn keys_help() -> String {
 Every key below can be set in the TOML file given by --config, as --section.key VALUE (or\n\
 --section.key=VALUE) after the subcommand, or as the environment variable LATTICE_SECTION__KEY.\n\
 Precedence: command line > environment > config file > defaults (`lattice config --defaults`).\n\
+A --section.key given twice is not an error: the last one wins. --config may be given once.\n\
 Bad configuration prints one line naming the key and exits with code 2.\n",
     );
     let mut section = String::new();
@@ -348,6 +353,44 @@ mod tests {
             panic!()
         };
         assert_eq!(args.sources().unwrap().file, Some("y.toml".into()));
+        // A key given twice is kept twice, in order: the later one is merged last and wins.
+        let cli = try_parse(&["run", "--cluster.node_id", "a", "--cluster.node_id=b"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!()
+        };
+        let c =
+            crate::config::Config::load(None, vec![], args.sources().unwrap().overrides).unwrap();
+        assert_eq!(c.cluster.node_id, "b");
+        // One --config only, wherever the second one stands.
+        assert!(try_parse(&["run", "--config", "x.toml", "--config", "y.toml"]).is_err());
+        for args in [
+            &[
+                "run",
+                "--config",
+                "x.toml",
+                "--net.listen",
+                "a:1",
+                "--config",
+                "y.toml",
+            ][..],
+            &[
+                "run",
+                "--net.listen",
+                "a:1",
+                "--config",
+                "x.toml",
+                "--config",
+                "y.toml",
+            ],
+        ] {
+            let Some(Command::Run(a)) = try_parse(args).unwrap().command else {
+                panic!("{args:?}")
+            };
+            assert!(
+                a.sources().unwrap_err().contains("--config given twice"),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn resume_here(
     match result {
         Ok(r) => tracing::info!(
             session = %req.target,
-            peer = ?cx.session_peer(socket),
+            peer = %lattice_runtime::telemetry::log::or_none(cx.session_peer(socket)),
             replayed = r.replayed,
             resync = r.resync,
             client_sent = r.received,

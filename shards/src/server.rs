@@ -611,11 +611,13 @@ pub fn run(mut cfg: Config) -> i32 {
         eprintln!("lattice: {e}");
         code = exit::FAILURE;
     }
+    // The shards are gone: nothing waits on the links any more (their last words go now), so
+    // they stop before anything else can hold the exit up.
+    cluster.stop();
     if let Some(a) = admin {
         a.stop();
     }
     // Every shard has stopped and reported its last id: release the machine id.
-    cluster.stop();
     center.stop();
     // Flush what is dirty and stop the storage threads. Records the final flush appended to the
     // dump file (rows the database refused) are named: nothing is lost (they replay at the next

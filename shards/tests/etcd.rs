@@ -302,6 +302,16 @@ fn a_taken_fixed_machine_id_or_node_name_refuses_to_start_with_a_clear_error() {
         err.contains("node_id \"a\" is registered in etcd by another live process"),
         "{err}"
     );
+    // The wait was not silent: one INFO line when it began, saying how long it lasts at most.
+    let waits: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("etcd: this node_id is still registered"))
+        .collect();
+    assert_eq!(waits.len(), 1, "{err}");
+    assert!(
+        waits[0].contains("INFO") && waits[0].contains("wait_ms_at_most=3000"),
+        "{err}"
+    );
     assert_eq!(a.metric("lattice_center_lease_lost"), 0);
     assert_eq!(a.metric("lattice_center_machine_id"), 5);
     assert_eq!(

@@ -453,6 +453,18 @@ fn sigterm_answers_requests_still_being_worked_on() {
     ids.sort_unstable();
     assert_eq!(ids, (1..=8).collect::<Vec<_>>(), "every Register answered");
     assert_eq!(l.terminate(), 0, "{}", l.logs());
+    // The release line gives the last timestamp as a plain number (not `Some(…)`).
+    let logs = l.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("center: machine id released"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let ts = line
+        .split("last_ts_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(ts.parse::<u64>().is_ok_and(|t| t > 0), "{line}");
 }
 
 /// A listen address already in use is exit 1 with a line naming its key, and an ERROR log line.

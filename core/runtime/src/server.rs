@@ -330,6 +330,10 @@ impl Server {
                             if let Some(why) = fallback {
                                 tracing::warn!(shard = id, "{why}");
                             }
+                            // The thread's last act (after `on_stopped` and the runtime's
+                            // teardown), so `join_within`'s "waiting for shards" names a shard
+                            // only before its line, not after.
+                            tracing::info!(shard = id, "shutdown: shard stopped");
                             Ok(())
                         }
                         Err(e) => {
@@ -473,7 +477,7 @@ impl Server {
             if bound.is_some_and(|b| waited >= b) {
                 let ms = bound.map_or(0, |b| b.as_millis());
                 tracing::error!(
-                    shards = ?running,
+                    shards = %crate::telemetry::log::list(&running),
                     "shutdown: shards did not stop within {ms} ms (shutdown.stop_timeout_ms; stuck in a handler?); going on without them"
                 );
                 let mut errors = vec![format!(
@@ -491,7 +495,7 @@ impl Server {
             if logged.elapsed() >= Duration::from_secs(5) {
                 logged = std::time::Instant::now();
                 tracing::warn!(
-                    shards = ?running,
+                    shards = %crate::telemetry::log::list(&running),
                     waited_s = waited.as_secs(),
                     "shutdown: waiting for shards to stop"
                 );

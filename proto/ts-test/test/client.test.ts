@@ -127,7 +127,7 @@ test("an Error reply rejects the request with its code; a wrong reply type is a 
   await assert.rejects(say, (e: unknown) => e instanceof ServerError && e.code === ErrorCode.NOT_MEMBER && e.serverMessage === "join first");
   const ping = client.call(Opcode.Ping, {}, Opcode.Pong);
   server.reply(Opcode.Joined, { room: "x" }, server.last().requestId);
-  await assert.rejects(ping, ProtocolError);
+  await assert.rejects(ping, (e: unknown) => e instanceof ProtocolError && e.message === `expected opcode ${Opcode.Pong} (Pong), got ${Opcode.Joined} (Joined)`);
   assert.ok(client.isOpen, "a failed request leaves the session open");
 });
 
@@ -316,11 +316,13 @@ test("mini-program adapter (wx.connectSocket shape)", async () => {
 test("mini-program adapter: a text message is a protocol error that closes the session", async () => {
   const cb: Partial<Record<"open" | "message" | "close" | "error", (x?: unknown) => void>> = {};
   let closed = false;
+  const closedWith: ({ code?: number; reason?: string } | undefined)[] = [];
   const sent: ArrayBuffer[] = [];
   const task: SocketTaskLike = {
     send: (o) => void sent.push(o.data),
-    close: () => {
+    close: (o) => {
       closed = true;
+      closedWith.push(o);
     },
     onOpen: (f) => void (cb.open = f),
     onMessage: (f) => void (cb.message = f as (x?: unknown) => void),
@@ -339,6 +341,7 @@ test("mini-program adapter: a text message is a protocol error that closes the s
   cb.message!({ data: "hello" });
   assert.match(reasons[0] ?? "", /protocol error: text socket message/);
   assert.ok(closed);
+  assert.deepEqual(closedWith, [{ code: 1003, reason: "text message received" }]);
   assert.equal(client.connectionState, "closed");
   // During the handshake it rejects connect() with ProtocolError.
   const c2 = new LatticeClient({ url: "wss://game/ws", transport: miniProgramTransport(() => task), timers: new ManualTimers() });
@@ -456,6 +459,7 @@ test("WebSocket adapter (WHATWG shape)", async () => {
   class FakeWebSocket implements WebSocketLike {
     binaryType = "blob";
     sent: Uint8Array[] = [];
+    closedWith: { code?: number; reason?: string }[] = [];
     onopen: ((ev: unknown) => unknown) | null = null;
     onmessage: ((ev: { data: unknown }) => unknown) | null = null;
     onclose: ((ev: { code?: number; reason?: string }) => unknown) | null = null;
@@ -466,8 +470,9 @@ test("WebSocket adapter (WHATWG shape)", async () => {
     send(data: ArrayBuffer | ArrayBufferView): void {
       this.sent.push(new Uint8Array(data as ArrayBuffer));
     }
-    close(): void {
-      this.onclose?.({ code: 1000 });
+    close(code?: number, reason?: string): void {
+      this.closedWith.push({ code, reason });
+      this.onclose?.({ code: code ?? 1005 });
     }
   }
   const client = new LatticeClient({ url: "ws://x", transport: webSocketTransport(FakeWebSocket), timers: new ManualTimers() });
@@ -487,9 +492,33 @@ test("WebSocket adapter (WHATWG shape)", async () => {
   ws.onmessage!({ data: "text" });
   assert.ok(!client.isOpen);
   assert.match(reasons[0] ?? "", /protocol error: text WebSocket message/);
+  // The client closes as the server would: code 1003 (unsupported data).
+  assert.deepEqual(ws.closedWith, [{ code: 1003, reason: "text message received" }]);
   await assert.rejects(pending, (e: unknown) => e instanceof ConnectionClosedError && /text WebSocket message/.test(e.message));
   client.close();
   assert.equal(reasons.length, 1);
+  // A WHATWG WebSocket that refuses the code (browsers allow 1000 and 3000-4999 only): a plain close.
+  class StrictWebSocket extends FakeWebSocket {
+    override close(code?: number, reason?: string): void {
+      if (code !== undefined && code !== 1000 && (code < 3000 || code > 4999)) throw new Error("InvalidAccessError");
+      super.close(code, reason);
+    }
+  }
+  const strict = new LatticeClient({ url: "ws://x", transport: webSocketTransport(StrictWebSocket), timers: new ManualTimers() });
+  const p2 = strict.connect();
+  const ws2 = sockets[1]!;
+  ws2.onopen!({});
+  ws2.onmessage!({ data: "text" });
+  await assert.rejects(p2, (e: unknown) => e instanceof ProtocolError && /text WebSocket message/.test(e.message));
+  assert.deepEqual(ws2.closedWith, [{ code: undefined, reason: undefined }]);
+  // A broken frame closes with 1002 (protocol error).
+  const c3 = new LatticeClient({ url: "ws://x", transport: webSocketTransport(FakeWebSocket), timers: new ManualTimers() });
+  const p3 = c3.connect();
+  const ws3 = sockets[2]!;
+  ws3.onopen!({});
+  ws3.onmessage!({ data: new Uint8Array(5).buffer });
+  await assert.rejects(p3, (e: unknown) => e instanceof ProtocolError);
+  assert.deepEqual(ws3.closedWith, [{ code: 1002, reason: "protocol error" }]);
   const g = globalThis as { WebSocket?: unknown };
   const saved = g.WebSocket;
   delete g.WebSocket;

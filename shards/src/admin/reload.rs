@@ -86,11 +86,11 @@ fn reload(api: &Api, req: &Request) -> Response {
     }
     if live.iter().any(|k| k.starts_with("limits.")) {
         let missed = api.control.set_limits(new.continuity.limits.clone());
-        tracing::info!(limits = ?new.continuity.limits, "admin: rate limits reloaded");
+        tracing::info!(limits = %serde_json::to_string(&new.continuity.limits).unwrap_or_default(), "admin: rate limits reloaded");
         result["limits_lane_full_shards"] = json!(missed);
     }
     if !restart.is_empty() {
-        tracing::warn!(keys = ?restart, "admin: reload left keys that need a restart");
+        tracing::warn!(keys = %lattice_runtime::telemetry::log::list(&restart), "admin: reload left keys that need a restart");
     }
     // What is in force now: the live sections of the new load, the rest as at start.
     let mut kept = current.clone();

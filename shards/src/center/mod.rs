@@ -352,7 +352,7 @@ impl Center {
         match store.release(self.row.machine_id, &self.instance, issued) {
             Ok(true) => tracing::info!(
                 machine_id = self.row.machine_id,
-                last_ts_ms = ?issued,
+                last_ts_ms = %lattice_runtime::telemetry::log::or_none(issued),
                 "center: machine id released"
             ),
             Ok(false) => tracing::warn!(

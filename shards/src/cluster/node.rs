@@ -108,7 +108,7 @@ impl ClusterNode {
                 tracing::error!(error = %e, "cannot start the link manager: links are opened for the nodes known at start only");
             }
         }
-        tracing::info!(node = %node.me, roles = ?node.roles, links = node.links().1.len(), "cluster node");
+        tracing::info!(node = %node.me, roles = %node.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","), links = node.links().1.len(), "cluster node");
         Ok(node)
     }
 

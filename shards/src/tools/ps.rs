@@ -222,15 +222,22 @@ pub fn render(procs: &[Proc]) -> String {
             }
         })
         .collect();
-    // The ports column is as wide as its longest entry: the columns after it stay aligned.
+    // The role and ports columns are as wide as their longest entry (`center+logic`, many ports):
+    // the columns after them stay aligned.
     let w = ports.iter().map(String::len).max().unwrap_or(0).max(20);
+    let r = procs
+        .iter()
+        .map(|p| p.role.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     let mut s = format!(
-        "{:>8}  {:<6}  {:<w$}  {:>10}  {:>10}  COMMAND\n",
+        "{:>8}  {:<r$}  {:<w$}  {:>10}  {:>10}  COMMAND\n",
         "PID", "ROLE", "PORTS", "UPTIME", "RSS"
     );
     for (p, ports) in procs.iter().zip(&ports) {
         s.push_str(&format!(
-            "{:>8}  {:<6}  {:<w$}  {:>10}  {:>10}  {}\n",
+            "{:>8}  {:<r$}  {:<w$}  {:>10}  {:>10}  {}\n",
             p.pid,
             p.role,
             ports,
@@ -329,19 +336,27 @@ mod tests {
         assert!(t.contains("1h02m"), "{t}");
         assert!(t.contains("14.0 MiB"), "{t}");
         assert!(render(&[]).contains("no lattice process"));
-        // Many ports widen the column for every row: UPTIME starts at one place in all lines.
-        let row = |pid, ports: Vec<u16>| Proc {
+        // Many ports or a long role widen the column for every row: PORTS and UPTIME start at
+        // one place in all lines.
+        let row = |pid, role: &str, ports: Vec<u16>| Proc {
             pid,
-            role: "all".into(),
+            role: role.into(),
             ports,
             uptime_s: 5,
             rss_kib: 1024,
             cmdline: "lattice run".into(),
         };
         let t = render(&[
-            row(1, vec![7100]),
-            row(2, vec![17100, 17101, 17102, 17103, 17104]),
+            row(1, "all", vec![7100]),
+            row(2, "all", vec![17100, 17101, 17102, 17103, 17104]),
+            row(3, "center+logic", vec![7350, 7351]),
         ]);
+        let ports_at: Vec<usize> = t
+            .lines()
+            .zip(["PORTS", "7100", "17100", "7350"])
+            .map(|(l, first)| l.find(first).unwrap())
+            .collect();
+        assert!(ports_at.windows(2).all(|w| w[0] == w[1]), "{t}");
         let at: Vec<usize> = t
             .lines()
             .map(|l| match l.find("UPTIME") {

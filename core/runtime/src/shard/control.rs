@@ -32,7 +32,7 @@ impl<A: ShardApp> ShardState<A> {
             }
             Control::SetRates(rates) => {
                 self.cx.set_session_rates(rates);
-                tracing::info!(shard = self.cx.id, ?rates, "session rate limits changed");
+                tracing::info!(shard = self.cx.id, "session rate limits changed");
             }
         }
     }

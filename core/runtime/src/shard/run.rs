@@ -223,7 +223,8 @@ fn drain_step<A: ShardApp>(st: &ShardState<A>, busy: bool, deadline: Instant) ->
     if all_quiet || timed_out {
         let table = st.cx.sessions.borrow();
         if table.is_empty() {
-            tracing::info!(shard = id, "shutdown: shard stopped");
+            // "shutdown: shard stopped" is logged when the thread ends (`Server::start`), after
+            // `on_stopped` and the runtime's teardown: until then the shard is still waited for.
             return true;
         }
         if timed_out {

@@ -46,6 +46,33 @@ pub struct LogConfig {
     pub warn_window_ms: u64,
 }
 
+/// An optional value for a log field: the value itself, or `none` (not Rust's `Some(…)`/`None`):
+/// `addr = %or_none(peer)`.
+pub fn or_none<T: std::fmt::Display>(v: Option<T>) -> OrNone<T> {
+    OrNone(v)
+}
+
+/// See [`or_none`].
+pub struct OrNone<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrNone<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// A list for a log field: its items separated by commas (`1,3`), not Rust's `[1, 3]`.
+pub fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LogInitError {

@@ -287,6 +287,17 @@ pub fn node_value(me: &NodeInfo, started_unix_ms: u64, instance: &str) -> Vec<u8
     .unwrap_or_default()
 }
 
+/// The one line logged when a start finds its name registered: a restart right after a crash
+/// (or `kill -9`) waits here for the old process's lease to expire, silent otherwise.
+fn log_name_wait(node_id: &str, key: &str, most_ms: u64) {
+    tracing::info!(
+        node_id,
+        key,
+        wait_ms_at_most = most_ms,
+        "etcd: this node_id is still registered, by a process that just died (its lease expires within etcd.lease_ttl_ms) or by another live one; waiting for the registration to go, refusing to start if it is still there after wait_ms_at_most"
+    );
+}
+
 /// Waits until no live process is registered as `node_id` (a process of that name that just
 /// crashed frees it within one lease TTL), for at most `etcd.lease_ttl_ms` + 1 s; then
 /// [`EtcdError::NodeIdTaken`]. Called before the center leases a machine id, so a second process
@@ -299,11 +310,17 @@ pub fn wait_name_free(
 ) -> Result<(), EtcdError> {
     let mut c = cfg.client(stats)?;
     let key = node_key(&cfg.prefix, node_id);
-    let give_up = Instant::now() + Duration::from_millis(cfg.lease_ttl_ms + 1000);
+    let most_ms = cfg.lease_ttl_ms + 1000;
+    let give_up = Instant::now() + Duration::from_millis(most_ms);
+    let mut logged = false;
     loop {
         let Some(kv) = c.get(key.as_bytes())? else {
             return Ok(());
         };
+        if !logged {
+            logged = true;
+            log_name_wait(node_id, &key, most_ms);
+        }
         if Instant::now() >= give_up {
             let theirs: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
             return Err(EtcdError::NodeIdTaken {
@@ -365,11 +382,17 @@ pub fn start_as(
     };
     // A name still held by a process that just died frees itself within one TTL: wait that long
     // (bounded), then refuse.
-    let give_up = Instant::now() + Duration::from_millis(cfg.lease_ttl_ms + 1000);
+    let most_ms = cfg.lease_ttl_ms + 1000;
+    let give_up = Instant::now() + Duration::from_millis(most_ms);
+    let mut logged = false;
     let (lease, ttl, reg_rev) = loop {
         match reg.register(&mut c) {
             Ok(l) => break l,
             Err(EtcdError::NodeIdTaken { .. }) if Instant::now() < give_up => {
+                if !logged {
+                    logged = true;
+                    log_name_wait(&me.node_id, &reg.key, most_ms);
+                }
                 std::thread::sleep(Duration::from_millis(250));
             }
             Err(e) => return Err(e),

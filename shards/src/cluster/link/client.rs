@@ -316,9 +316,21 @@ fn read_plain(
     }
 }
 
-/// A message for a log line: its debug form, cut at 200 bytes.
-fn short_debug(m: &AnyMessage) -> String {
-    let mut t = format!("{m:?}");
+/// A message for a log line, cut at 200 bytes: an `Error` as its code's name and its message
+/// (`Error NOT_ALLOWED: wrong cluster.link_secret`), any other message as its name.
+fn describe(opcode: u16, m: &AnyMessage) -> String {
+    let mut t = match m {
+        AnyMessage::Error(e) => format!(
+            "Error {}: {}",
+            lattice_proto::error_code::ALL
+                .iter()
+                .find(|(c, _)| *c == e.code)
+                .map_or_else(|| e.code.to_string(), |(_, n)| (*n).to_string()),
+            e.message
+        ),
+        _ => lattice_proto::info(opcode)
+            .map_or_else(|| format!("opcode {opcode}"), |i| i.name.to_string()),
+    };
     if t.len() > 200 {
         let mut cut = 200;
         while !t.is_char_boundary(cut) {
@@ -351,6 +363,13 @@ impl Writer {
         while !self.stopping() {
             let r = self.connect_and_serve();
             let was_up = self.h.up.swap(false, Ordering::AcqRel);
+            if self.stopping() {
+                // The node stops: no reconnect, so no "reconnecting" line either.
+                if let Err(e) = &r {
+                    tracing::debug!(peer = %self.h.node_id, error = %e, "link ended while the node stops");
+                }
+                break;
+            }
             if let Err(e) = &r {
                 if was_up {
                     tracing::warn!(peer = %self.h.node_id, error = %e, "link down; reconnecting");
@@ -493,7 +512,7 @@ impl Writer {
                     Resumption::Lost(_) => unreachable!("a kept session resends"),
                 },
                 other => {
-                    tracing::warn!(peer = %self.h.node_id, answer = ?other, "link session lost by the peer (restarted, or resume window passed): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
+                    tracing::warn!(peer = %self.h.node_id, answer = %describe(h.opcode, &other), "link session lost by the peer (restarted, or resume window passed): its unacknowledged requests are answered NODE_UNAVAILABLE; a new session starts");
                     lock(&self.seq).resumed(None);
                     self.fail_pending();
                     return Err("resume refused".into());
@@ -508,7 +527,7 @@ impl Writer {
             other => {
                 return Err(format!(
                     "expected Welcome, got {}: is the address the peer's internal listener?",
-                    short_debug(&other)
+                    describe(h.opcode, &other)
                 ))
             }
         }
@@ -534,7 +553,7 @@ impl Writer {
             }
             other => format!(
                 "expected LinkWelcome, got {}: is the address the peer's internal listener?",
-                short_debug(&other)
+                describe(h.opcode, &other)
             ),
         };
         // The session the peer granted above must not be resumed by the next attempt: resuming
@@ -619,12 +638,12 @@ impl Writer {
             }
             // A peer that vanished without a word (a cut cable, a partition) leaves the socket
             // open: silence past the timeout drops it, and the reconnect finds out.
+            let stopping = self.stopping();
             let quiet =
                 (base.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Acquire));
-            if quiet > silence {
+            if quiet > silence && !stopping {
                 return Err(format!("nothing heard from the peer for {quiet} ms"));
             }
-            let stopping = self.stopping();
             out.clear();
             // Frames handled so far: whatever is framed below acknowledges at least these.
             let n_in = frames_in.load(Ordering::Acquire);

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use lattice_proto::{error_code, pb, AnyMessage};
+use lattice_runtime::telemetry::log::or_none;
 use lattice_runtime::telemetry::warn_limit::WarnLimiter;
 use lattice_runtime::ShardCx;
 use lattice_wire::{FrameHeader, SessionId};
@@ -100,7 +101,7 @@ impl LinkServe {
             if cx.inspect_session(s, |x| x.is_attached()).unwrap_or(false) {
                 let now_ms = self.born.elapsed().as_millis() as u64;
                 self.warns.warn("link_replaced_live", now_ms, || {
-                    tracing::warn!(session = %s, peer = %node, older = ?cx.peer(s), newer = ?cx.peer(newer), "link session replaced while still connected: two nodes may share the name cluster.node_id = {node}");
+                    tracing::warn!(session = %s, peer = %node, older = %or_none(cx.peer(s)), newer = %or_none(cx.peer(newer)), "link session replaced while still connected: two nodes may share the name cluster.node_id = {node}");
                 });
             }
             tracing::info!(session = %s, peer = %node, "link session replaced by a newer one of the same node: it ends with its proxies");
@@ -159,7 +160,7 @@ impl LinkServe {
                     AppMetrics::add(&host.m().link_secret_refused_total, 1);
                     let now_ms = self.born.elapsed().as_millis() as u64;
                     self.warns.warn("link_secret", now_ms, || {
-                        tracing::warn!(%session, peer = %hello.node_id, addr = ?cx.peer(session), "link refused: wrong cluster.link_secret");
+                        tracing::warn!(%session, peer = %hello.node_id, addr = %or_none(cx.peer(session)), "link refused: wrong cluster.link_secret");
                     });
                     refuse(cx, host, session, h, "wrong cluster.link_secret");
                     cx.close(
