@@ -325,7 +325,25 @@ fn truncated_then_closed_is_logged() {
     c.s.write_all(&f[..50]).unwrap();
     c.s.shutdown(std::net::Shutdown::Both).unwrap();
     l.wait_log("truncated frame at close (50 of 114 bytes)");
-    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 1);
+    // A cut inside the header, after the length field: the frame's length is named (16), not the
+    // header's size.
+    let ping = encode(
+        3,
+        &pb::Ping {
+            payload: b"hi".to_vec(),
+        },
+    );
+    assert_eq!(ping.len(), 16);
+    let mut c = l.connect();
+    c.s.write_all(&ping[..7]).unwrap();
+    c.s.shutdown(std::net::Shutdown::Both).unwrap();
+    l.wait_log("truncated frame at close (7 of 16 bytes)");
+    // A cut inside the length field: only the least a frame takes is known.
+    let mut c = l.connect();
+    c.s.write_all(&ping[..2]).unwrap();
+    c.s.shutdown(std::net::Shutdown::Both).unwrap();
+    l.wait_log("truncated frame at close (2 of at least 12 bytes)");
+    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 3);
 }
 
 #[test]
