@@ -325,7 +325,25 @@ fn truncated_then_closed_is_logged() {
     c.s.write_all(&f[..50]).unwrap();
     c.s.shutdown(std::net::Shutdown::Both).unwrap();
     l.wait_log("truncated frame at close (50 of 114 bytes)");
-    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 1);
+    // A cut inside the header, after the length field: the frame's length is named (16), not the
+    // header's size.
+    let ping = encode(
+        3,
+        &pb::Ping {
+            payload: b"hi".to_vec(),
+        },
+    );
+    assert_eq!(ping.len(), 16);
+    let mut c = l.connect();
+    c.s.write_all(&ping[..7]).unwrap();
+    c.s.shutdown(std::net::Shutdown::Both).unwrap();
+    l.wait_log("truncated frame at close (7 of 16 bytes)");
+    // A cut inside the length field: only the least a frame takes is known.
+    let mut c = l.connect();
+    c.s.write_all(&ping[..2]).unwrap();
+    c.s.shutdown(std::net::Shutdown::Both).unwrap();
+    l.wait_log("truncated frame at close (2 of at least 12 bytes)");
+    assert_eq!(l.metric_total("lattice_sessions_closed_protocol_total"), 3);
 }
 
 #[test]
@@ -400,18 +418,13 @@ fn slow_reader_is_closed_for_send_buffer_overflow() {
     // Incompressible payload, so the Pongs stay large (bodies above compress.threshold are zlib'd).
     let payload = common::noise(60_000, 0x2545_f491_4f6c_dd1d);
     let big = encode(1, &pb::Ping { payload });
-    let mut closed = false;
+    // The close lingers (the server reads and drops what is still sent, for up to
+    // session.close_linger_ms) and is logged once the socket is gone.
     for _ in 0..2000 {
-        if c.s.write_all(&big).is_err() {
-            closed = true;
-            break;
-        }
-        if l.logs().contains("send buffer overflow") {
-            closed = true;
+        if c.s.write_all(&big).is_err() || l.logs().contains("send buffer overflow") {
             break;
         }
     }
-    assert!(closed, "server never closed the slow reader: {}", l.logs());
     l.wait_log("reason=send buffer overflow");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while l.metric_total("lattice_sessions_closed_send_overflow_total") != 1 {
@@ -420,4 +433,129 @@ fn slow_reader_is_closed_for_send_buffer_overflow() {
     }
     let mut other = l.connect();
     ping_ok(&mut other, 2);
+}
+
+/// Reads `s` to its end: the bytes, and how the stream ended (`Ok` for a clean end of stream).
+fn read_until_end(s: &mut std::net::TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+    let mut all = Vec::new();
+    let mut tmp = [0u8; 65536];
+    loop {
+        match s.read(&mut tmp) {
+            Ok(0) => return (all, Ok(())),
+            Ok(n) => all.extend_from_slice(&tmp[..n]),
+            Err(e) => return (all, Err(e)),
+        }
+    }
+}
+
+/// A client that writes many large requests in one go and reads nothing (a small receive
+/// buffer): the server closes its session for `send buffer overflow` while requests are still
+/// unread in its socket. That close lingers like every other: the client, reading afterwards,
+/// gets the replies already written to the socket (the ones still queued are not written), then
+/// a clean end of stream, not a reset that would destroy them. `frame` wraps one Lattice frame
+/// for the transport; `unwrap` takes the Lattice frames back out of what the client read.
+fn an_overflow_close_lingers(
+    mut s: std::net::TcpStream,
+    l: &Lattice,
+    frame: fn(Vec<u8>) -> Vec<u8>,
+    unwrap: fn(Vec<u8>) -> Vec<u8>,
+) {
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(65536)
+        .unwrap();
+    // Incompressible: the Pongs stay as large as the Pings. 200 of 60 KB pass what the kernel
+    // buffers and the 64 KiB queue hold between them.
+    let payload = common::noise(60_000, 0x9e37_79b9_7f4a_7c15);
+    let requests: Vec<u8> = (0..200u32)
+        .flat_map(|i| {
+            frame(encode(
+                2 + i,
+                &pb::Ping {
+                    payload: payload.clone(),
+                },
+            ))
+        })
+        .collect();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&requests));
+    l.wait_log("reason=send buffer overflow");
+    // The server reads and drops the rest of the requests while it lingers.
+    let written = writer.join().unwrap();
+    // Read now with a normal buffer (4 KiB windows would make it crawl).
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let (bytes, end) = read_until_end(&mut s);
+    assert!(
+        end.is_ok(),
+        "read {} bytes, then {end:?} instead of a clean end of stream",
+        bytes.len()
+    );
+    assert!(written.is_ok(), "a write failed on a reset: {written:?}");
+    let mut frames = unwrap(bytes);
+    let mut rids = Vec::new();
+    while let Some(f) = take_frame(&mut frames) {
+        if f.opcode == lattice_proto::opcode::PONG {
+            rids.push(f.request_id);
+        }
+    }
+    assert!(
+        !rids.is_empty(),
+        "no reply arrived before the end of stream"
+    );
+    let expected: Vec<u32> = (2..2 + rids.len() as u32).collect();
+    assert_eq!(rids, expected, "the replies written, in order");
+    assert_eq!(
+        l.metric_total("lattice_sessions_closed_send_overflow_total"),
+        1
+    );
+}
+
+#[test]
+fn a_send_buffer_overflow_close_lingers_over_tcp() {
+    let l = Lattice::start(&["--net.send_buffer_limit", "65536"]);
+    let c = l.connect();
+    an_overflow_close_lingers(c.s, &l, |f| f, |b| b);
+}
+
+#[test]
+fn a_send_buffer_overflow_close_lingers_over_websocket() {
+    let l = Lattice::start(&["--net.send_buffer_limit", "65536"]);
+    let c = WsClient::connect(l.http);
+    // Client frames are masked (with a zero mask: the payload goes as it is); server frames are
+    // not, and carry one Lattice frame each.
+    let frame = |payload: Vec<u8>| {
+        let mut v = vec![0x82, 0x80 | 127];
+        v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend(payload);
+        v
+    };
+    let unwrap = |bytes: Vec<u8>| {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 2 <= bytes.len() {
+            let (len, head) = match bytes[at + 1] & 0x7f {
+                126 if at + 4 <= bytes.len() => (
+                    u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize,
+                    4,
+                ),
+                127 if at + 10 <= bytes.len() => (
+                    u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if at + head + len > bytes.len() {
+                break;
+            }
+            if bytes[at] & 0x0f == 2 {
+                frames.extend_from_slice(&bytes[at + head..at + head + len]);
+            }
+            at += head + len;
+        }
+        frames
+    };
+    an_overflow_close_lingers(c.s, &l, frame, unwrap);
 }

@@ -111,13 +111,20 @@ pub enum FrameError {
     /// shorter than 256 bytes): refused at once instead of waiting for that many bytes.
     #[error("the first bytes are a TLS ClientHello, not a Lattice frame header (TLS goes to tls.listen)")]
     TlsClientHello,
-    /// The peer closed the stream in the middle of a frame.
+    /// The peer closed the stream in the middle of a frame whose length field had arrived.
     #[error("truncated frame at close ({have} of {need} bytes)")]
     Truncated {
         /// Bytes of the partial frame received.
         have: usize,
-        /// Bytes the frame needed (or the header size if the length was not yet known).
+        /// The frame's length (its `length` field).
         need: usize,
+    },
+    /// The peer closed the stream inside the length field of a frame (1 to 3 bytes of it): the
+    /// frame needed at least a header.
+    #[error("truncated frame at close ({have} of at least {HEADER_LEN} bytes)")]
+    TruncatedLength {
+        /// Bytes of the partial frame received.
+        have: usize,
     },
 }
 
@@ -480,23 +487,16 @@ impl Decoder {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let need = parse_header(&self.pending, self.max_frame)
-            .ok()
-            .flatten()
-            .map_or_else(
-                || {
-                    if self.pending.len() >= HEADER_LEN {
-                        header_len(u16::from_le_bytes([self.pending[6], self.pending[7]]))
-                    } else {
-                        HEADER_LEN
-                    }
-                },
-                |h| h.length as usize,
-            );
-        Err(FrameError::Truncated {
-            have: self.pending.len(),
-            need,
-        })
+        let have = self.pending.len();
+        // The length field was checked when its four bytes arrived: it is the frame's size,
+        // whether the rest of the header came or not.
+        match self.pending.first_chunk::<4>() {
+            Some(length) => Err(FrameError::Truncated {
+                have,
+                need: u32::from_le_bytes(*length) as usize,
+            }),
+            None => Err(FrameError::TruncatedLength { have }),
+        }
     }
 
     /// Moves bytes from `input` into `pending` until it holds `n` (or `input` is empty).
@@ -731,8 +731,8 @@ mod tests {
         collect(&mut dec, &bytes[..15], &mut Vec::new()).unwrap();
         assert_eq!(
             dec.finish(),
-            Err(FrameError::Truncated { have: 15, need: 20 }),
-            "a cut inside the extension names the extended header"
+            Err(FrameError::Truncated { have: 15, need: 24 }),
+            "a cut inside the extension names the frame's length"
         );
     }
 
@@ -749,12 +749,22 @@ mod tests {
     #[test]
     fn truncated_then_closed_is_reported() {
         let bytes = encode(4, 0, 1, b"hello");
+        // Inside the length field: the frame's size is not known yet.
+        let mut dec = Decoder::new(1024);
+        collect(&mut dec, &bytes[..3], &mut Vec::new()).unwrap();
+        let e = dec.finish().unwrap_err();
+        assert_eq!(e, FrameError::TruncatedLength { have: 3 });
+        assert_eq!(
+            e.to_string(),
+            "truncated frame at close (3 of at least 12 bytes)"
+        );
+        // The length arrived, the rest of the header did not: the frame's length is named, not
+        // the header's.
         let mut dec = Decoder::new(1024);
         collect(&mut dec, &bytes[..5], &mut Vec::new()).unwrap();
-        assert_eq!(
-            dec.finish(),
-            Err(FrameError::Truncated { have: 5, need: 12 })
-        );
+        let e = dec.finish().unwrap_err();
+        assert_eq!(e, FrameError::Truncated { have: 5, need: 17 });
+        assert_eq!(e.to_string(), "truncated frame at close (5 of 17 bytes)");
         collect(&mut dec, &bytes[5..14], &mut Vec::new()).unwrap();
         assert_eq!(
             dec.finish(),

@@ -284,9 +284,10 @@ impl<H: ConnHost> Future for Conn<H> {
                         }
                     }
                 }
-                // A peer closed for not reading its replies would not read an answer either.
-                let linger =
-                    !matches!(reason, CloseReason::Io(_) | CloseReason::SendBufferOverflow);
+                // Linger on every close but a failed socket: a session closed for not reading
+                // (`send buffer overflow`) still has requests unread in the socket, and closing
+                // on them would reset the connection and destroy the replies already written.
+                let linger = !matches!(reason, CloseReason::Io(_));
                 if linger && this.drain_before_close(cx) {
                     this.cell.set_waker(cx.waker().clone());
                     return Poll::Pending;
