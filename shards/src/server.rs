@@ -312,8 +312,15 @@ pub fn run(mut cfg: Config) -> i32 {
     // Read and checked when the configuration was loaded (a bad file is a config error).
     let tls = cfg.tls_source.clone();
     // Storage first: its journal and dump file are replayed before any client is accepted.
-    let storage = match Storage::open(cfg.storage.clone(), schema()) {
+    let storage = match Storage::open_until(cfg.storage.clone(), schema(), stop.clone()) {
         Ok(s) => s,
+        // A signal while opening (connection retries to a database that is down): the stop the
+        // operator asked for, not a failure; the journal and dump file stay for the next start.
+        Err(e) if stopped_in_start_up(&stop) => {
+            tracing::warn!(error = %e, "storage not opened");
+            tracing::info!(code = exit::OK, "stopped");
+            return exit::OK;
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot open storage");
             eprintln!("lattice: storage: {e}");

@@ -416,6 +416,74 @@ fn sigterm_during_start_up_is_logged_and_exits_0() {
 
 /// Requests still being worked on when SIGTERM lands (password hashing on the worker pool, then
 /// the journal) are answered before the sessions close: the drain waits for them.
+/// A SIGTERM while the start retries a database that does not answer ends the retries: the
+/// stop the operator asked for, logged as such, exit 0 (it waited out every retry, then exited 1).
+#[test]
+fn sigterm_while_storage_retries_its_connection_exits_0() {
+    let data = std::env::temp_dir().join(format!("lattice-test-openstop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let log =
+        std::env::temp_dir().join(format!("lattice-test-openstop-{}.log", std::process::id()));
+    let url = format!(
+        "mysql://lattice:lattice@127.0.0.1:{}/nothing_listens",
+        free_port()
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data_dir = data.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args([
+            "run",
+            "--net.listen",
+            &listen,
+            "--admin.listen",
+            "",
+            "--listeners.http",
+            "",
+            "--storage.data_dir",
+            &data_dir,
+            "--storage.backend",
+            "mysql",
+            "--storage.url",
+            &url,
+            // Without the stop, hours of retries.
+            "--storage.retry_max",
+            "10000",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !logs().contains("storage connect failed; retrying") {
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe_free_kill(child.id(), "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still retrying a minute after SIGTERM: {}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let text = logs();
+    assert_eq!(status.code(), Some(0), "{status}: {text}");
+    assert!(
+        text.contains("shutdown requested during start-up"),
+        "{text}"
+    );
+    assert!(text.contains("stop requested; no more retries"), "{text}");
+    assert!(text.contains("stopped code=0"), "{text}");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 #[test]
 fn sigterm_answers_requests_still_being_worked_on() {
     let mut l = Lattice::start(&["--account.hash_workers", "1"]);

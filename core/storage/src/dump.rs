@@ -135,6 +135,20 @@ impl DumpFile {
             network: 0,
         };
         let lines = d.load()?;
+        for (i, l) in lines.iter().enumerate() {
+            if let DumpLine::Raw(text) = l {
+                let why = serde_json::from_str::<DumpRecord>(text)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    file = %path.display(),
+                    record = i + 1,
+                    error = %why,
+                    "dump file: a line that is not a dump record is kept as it is and never replayed"
+                );
+            }
+        }
         d.recount(&lines);
         Ok(d)
     }

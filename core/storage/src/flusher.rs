@@ -103,7 +103,19 @@ impl Flusher {
                     attempt += 1;
                     shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, attempt, "storage connect failed; retrying");
-                    tokio::time::sleep(cfg.backoff(attempt)).await;
+                    // The backoff in slices, so that a stop asked meanwhile ends it.
+                    let until = tokio::time::Instant::now() + cfg.backoff(attempt);
+                    while !shared.open_stop.load(Ordering::Relaxed) {
+                        let now = tokio::time::Instant::now();
+                        if now >= until {
+                            break;
+                        }
+                        tokio::time::sleep((until - now).min(Duration::from_millis(50))).await;
+                    }
+                    if shared.open_stop.load(Ordering::Relaxed) {
+                        tracing::warn!(error = %e, attempt, "storage connect: stop requested; no more retries");
+                        return Err(e.into());
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -665,6 +677,14 @@ impl Flusher {
             })?;
         }
         self.publish_dump();
+        if !at_start && ok > 0 {
+            // While running, the records are writes an outage held: say when they went through.
+            tracing::info!(
+                replayed = ok,
+                still_waiting = self.dump.network_pending(),
+                "dump file: writes held during a database outage replayed"
+            );
+        }
         Ok(Replay {
             ok,
             kept: keep.len() as u64,

@@ -271,6 +271,19 @@ impl Journal {
                 .and_then(|mut f| f.read_to_end(&mut buf))
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let (records, valid) = parse(&buf);
+            if valid == 0 && !buf.is_empty() {
+                // Bytes but not one valid record: a segment torn at its first record, or a stray
+                // file named like one. Nothing to keep, and its name is no evidence of seqs
+                // handed out (see `missing`): removed.
+                rec.truncated_bytes += buf.len() as u64;
+                tracing::warn!(
+                    segment = %path.display(),
+                    cut = buf.len(),
+                    "journal: removing a segment file that holds no valid record"
+                );
+                fs::remove_file(&path)?;
+                continue;
+            }
             if valid < buf.len() {
                 rec.truncated_bytes += (buf.len() - valid) as u64;
                 tracing::warn!(
@@ -671,6 +684,30 @@ mod tests {
             rec.missing,
             vec![(101, segs[1] - 1), (segs[2], segs[3] - 1)]
         );
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_stray_file_named_like_a_later_segment_reports_nothing_missing() {
+        let d = tmp("stray");
+        let open = || Journal::open(&d, FsyncPolicy::Os, Duration::ZERO, 1 << 20).expect("open");
+        let (mut j, _) = open();
+        for s in 1..=20 {
+            put(&mut j, s, s as i64);
+        }
+        drop(j);
+        // Bytes that hold no record, under the name of a segment far ahead.
+        fs::write(d.join(segment_name(9000)), [0x5au8; 300]).expect("write");
+        let (j, rec) = open();
+        assert!(rec.missing.is_empty(), "{:?}", rec.missing);
+        assert_eq!(rec.entries.len(), 20);
+        assert_eq!(rec.truncated_bytes, 300);
+        assert!(!d.join(segment_name(9000)).exists(), "removed");
+        drop(j);
+        // And the next start has nothing to say either.
+        let (_j, rec) = open();
+        assert!(rec.missing.is_empty(), "{:?}", rec.missing);
+        assert_eq!(rec.entries.len(), 20);
         fs::remove_dir_all(&d).ok();
     }
 

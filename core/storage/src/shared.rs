@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) flusher_done: AtomicBool,
     /// Stop without a final flush (crash simulation for tests).
     pub(crate) halt: AtomicBool,
+    /// Set by the opener (a signal during start-up): the connection retries of the open give up
+    /// at once instead of running out their budget.
+    pub(crate) open_stop: std::sync::Arc<AtomicBool>,
 }
 
 /// Locks `m`, ignoring poisoning: a panic elsewhere while holding one of these locks leaves plain

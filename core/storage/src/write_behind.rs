@@ -244,6 +244,17 @@ impl Storage {
     /// then starts the threads. Fails with a typed error if any step cannot complete; nothing in the
     /// journal or dump file is lost by a failed open.
     pub fn open(config: StorageConfig, schema: Schema) -> Result<Storage, StorageError> {
+        Self::open_until(config, schema, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Storage::open`], giving up the connection retries as soon as `stop` is set (a signal
+    /// during start-up): the open then fails with the last connection error, and nothing in the
+    /// journal or dump file is lost.
+    pub fn open_until(
+        config: StorageConfig,
+        schema: Schema,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Storage, StorageError> {
         config.validate()?;
         migrate::check(&schema.migrations)?;
         let jdir = config.journal_dir();
@@ -320,6 +331,7 @@ impl Storage {
             journal_drained: AtomicBool::new(false),
             flusher_done: AtomicBool::new(false),
             halt: AtomicBool::new(false),
+            open_stop: stop,
             config,
         });
         let (ready_tx, ready_rx) = mpsc::channel();
