@@ -340,6 +340,44 @@ fn sigterm_flushes_in_flight_replies_then_exits_0() {
 
 /// A SIGTERM while a restart waits for the clock to pass its machine id's last reservation (the
 /// server before it was killed, so that reservation is still ahead) stops the start: logged, exit 0.
+/// `lattice run ARGS` with its log in `log` (stderr, no colours).
+fn spawn_logged(args: &[&str], log: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `log` holds `line`, then sends SIGTERM and waits for the exit (a panic with the log
+/// when either takes more than a minute: a hang, not a timing).
+fn term_after(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    line: &str,
+) -> std::process::ExitStatus {
+    let logs = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !logs().contains(line) {
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe_free_kill(child.id(), "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running a minute after SIGTERM: {}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn sigterm_during_start_up_is_logged_and_exits_0() {
     let data = std::env::temp_dir().join(format!("lattice-test-startstop-{}", std::process::id()));
@@ -378,29 +416,10 @@ fn sigterm_during_start_up_is_logged_and_exits_0() {
         "startstop",
     ];
     args.extend_from_slice(&center);
-    let mut second = Command::new(env!("CARGO_BIN_EXE_lattice"))
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut second = spawn_logged(&args, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    // The last line before the machine-id lease.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !logs().contains("icons loaded") {
-        assert!(std::time::Instant::now() < deadline, "{}", logs());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    unsafe_free_kill(second.id(), "TERM");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = second.try_wait().unwrap() {
-            break st;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", logs());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    // "icons loaded" is the last line before the machine-id lease.
+    let status = term_after(&mut second, &log, "icons loaded");
     let text = logs();
     assert_eq!(status.code(), Some(0), "{status}: {text}");
     assert!(
@@ -430,8 +449,8 @@ fn sigterm_while_storage_retries_its_connection_exits_0() {
     );
     let listen = format!("127.0.0.1:{}", free_port());
     let data_dir = data.display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lattice"))
-        .args([
+    let mut child = spawn_logged(
+        &[
             "run",
             "--net.listen",
             &listen,
@@ -448,30 +467,11 @@ fn sigterm_while_storage_retries_its_connection_exits_0() {
             // Without the stop, hours of retries.
             "--storage.retry_max",
             "10000",
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        ],
+        &log,
+    );
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !logs().contains("storage connect failed; retrying") {
-        assert!(std::time::Instant::now() < deadline, "{}", logs());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    unsafe_free_kill(child.id(), "TERM");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still retrying a minute after SIGTERM: {}", logs());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = term_after(&mut child, &log, "storage connect failed; retrying");
     let text = logs();
     assert_eq!(status.code(), Some(0), "{status}: {text}");
     assert!(
