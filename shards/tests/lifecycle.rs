@@ -667,6 +667,77 @@ fn a_journal_directory_in_use_refuses_a_second_server_and_a_used_sqlite_file_a_r
     let _ = std::fs::remove_dir_all(&own);
 }
 
+/// A second server on the first one's SQLite file under the first one's node name watches the
+/// lease of that name, sees it renewed and refuses to start (it took the first one's machine id,
+/// which then issued no more ids until it restarted); the first goes on issuing ids.
+#[test]
+fn a_second_server_under_a_running_servers_name_refuses_to_start() {
+    let l = Lattice::start(&[]);
+    let sqlite = std::fs::read_dir(&l.data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".sqlite3"))
+        .expect("the SQLite file")
+        .display()
+        .to_string();
+    let node = format!("test-{}-{}", std::process::id(), l.port);
+    let own = std::env::temp_dir().join(format!("lattice-test-samename-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&own);
+    let log = own.with_extension("log");
+    let (listen, own_dir) = (
+        format!("127.0.0.1:{}", free_port()),
+        own.display().to_string(),
+    );
+    let mut second = spawn_logged(
+        &[
+            "run",
+            "--net.listen",
+            &listen,
+            "--admin.listen",
+            "",
+            "--listeners.http",
+            "",
+            "--storage.data_dir",
+            &own_dir,
+            "--storage.url",
+            &sqlite,
+            "--center.node",
+            &node,
+        ],
+        &log,
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second server started: {}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let text = logs();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("held by a running process named"), "{text}");
+    assert!(text.contains("center.node"), "{text}");
+    // The first still holds its id: a registration gets a user id.
+    let mut c = l.connect();
+    c.send(
+        1,
+        &pb::Register {
+            account: "samename1".into(),
+            password: "password1".into(),
+            nickname: "n".into(),
+        },
+    );
+    let got: AnyMessage = c.recv().decode();
+    assert!(matches!(got, AnyMessage::RegisterOk(_)), "{got:?}");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&own);
+}
+
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let l = Lattice::start(&["--log.format", "json"]);

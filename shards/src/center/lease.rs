@@ -28,6 +28,13 @@ pub trait LeaseStore: Send {
         instance: &str,
         issued_ms: Option<u64>,
     ) -> Result<bool, LeaseError>;
+    /// The leases held under node name `owner` that have not expired at `now_ms`, as (machine
+    /// id, expiry): a process of this name that crashed moments ago, or one still running. A
+    /// store that cannot tell (or whose membership already refuses a live name, as etcd's does)
+    /// answers none.
+    fn live_under(&mut self, _owner: &str, _now_ms: u64) -> Result<Vec<(u32, u64)>, LeaseError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Leases in the storage database, over a [`Direct`] connection of their own (the write-behind
@@ -75,5 +82,13 @@ impl LeaseStore for StorageLeases {
             Some(ms) => Ok(lease::release_at(&self.db, machine_id, instance, ms)?),
             None => Ok(lease::release(&self.db, machine_id, instance, 0)?),
         }
+    }
+
+    fn live_under(&mut self, owner: &str, now_ms: u64) -> Result<Vec<(u32, u64)>, LeaseError> {
+        Ok(lease::list(&self.db)?
+            .into_iter()
+            .filter(|r| r.owner == owner && !r.is_free(now_ms))
+            .map(|r| (r.machine_id, r.expires_ms))
+            .collect())
     }
 }

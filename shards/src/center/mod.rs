@@ -108,9 +108,19 @@ pub enum CenterError {
         /// How long we waited.
         waited_ms: u64,
     },
-    /// A stop was asked for (SIGTERM/SIGINT) while waiting for the clock; the lease was released.
-    #[error("stopped while waiting for the clock")]
+    /// A stop was asked for (SIGTERM/SIGINT) while waiting for the clock (the lease was
+    /// released) or for the holder of this name's lease to show itself.
+    #[error("stopped while waiting")]
     Stopped,
+    /// A running process under this node's name holds a machine-id lease (it renewed it while
+    /// this one watched): two running nodes must not share a name.
+    #[error("machine id {machine_id} is held by a running process named {owner:?} (it renewed its lease while this start waited): two running servers must not share a node name; give this one its own center.node (or cluster.node_id)")]
+    NameInUse {
+        /// The machine id it holds.
+        machine_id: u32,
+        /// The shared name.
+        owner: String,
+    },
     /// The renewal thread could not be started.
     #[error("cannot start the lease renewal thread: {0}")]
     Thread(std::io::Error),
@@ -243,6 +253,37 @@ impl Center {
     ) -> Result<Center, CenterError> {
         let owner = cfg.node_name();
         let instance = instance_token();
+        // A lease of this name that has not expired: its holder crashed moments ago (the
+        // restart takes it back), or it is a running server under the same name, on another
+        // data directory sharing this database, which would lose its id to us. A running holder
+        // renews every `renew_interval_ms`: watch for three of them.
+        let held = store.live_under(&owner, now())?;
+        if !held.is_empty() {
+            let wait = cfg
+                .renew_interval_ms
+                .saturating_mul(3)
+                .min(cfg.lease_ttl_ms);
+            tracing::info!(
+                machine_id = held[0].0,
+                node = %owner,
+                wait_ms = wait,
+                "center: this node's name still holds an unexpired machine-id lease (a crash moments ago, or another running server under the same name); waiting to see whether its holder renews it"
+            );
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_millis(wait) {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(CenterError::Stopped);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let now_held = store.live_under(&owner, now())?;
+            if let Some(&(machine_id, _)) = now_held
+                .iter()
+                .find(|(id, exp)| held.iter().any(|(b, bexp)| b == id && exp > bexp))
+            {
+                return Err(CenterError::NameInUse { machine_id, owner });
+            }
+        }
         let row = store.acquire(&Acquire {
             machine_id: u32::try_from(cfg.machine_id).ok(),
             max_id: MAX_MACHINE,
