@@ -8,7 +8,9 @@
 //!
 //! Semantics, in order: an address in an **allow** block is admitted; else an address in a
 //! **deny** block is refused; else, in **allow-only** mode, the address is refused; else admitted.
-//! IPv4 addresses and IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match IPv4 blocks alike.
+//! IPv4 addresses and IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match IPv4 blocks alike, and
+//! IPv6 blocks written inside `::ffff:0:0/96`; a wider IPv6 block (`::/0`, `::/1`) matches IPv6
+//! addresses only, so denying `::/0` turns IPv6 clients away, not IPv4 ones.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -87,10 +89,30 @@ impl Cidr {
 
     /// True when `ip` lies in the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        self.spans()
+            .into_iter()
+            .flatten()
+            .any(|(lo, hi)| (lo..=hi).contains(&as_v6(ip)))
+    }
+
+    /// The ranges of addresses the block matches: its range, less the IPv4-mapped range when it
+    /// is an IPv6 block wider than that range (IPv4 clients match IPv4 blocks, and IPv6 blocks
+    /// written inside `::ffff:0:0/96`).
+    fn spans(&self) -> [Option<(u128, u128)>; 2] {
         let (lo, hi) = self.range();
-        (lo..=hi).contains(&as_v6(ip))
+        let wider = self.addr.is_ipv6() && lo <= MAPPED.0 && hi >= MAPPED.1 && (lo, hi) != MAPPED;
+        if !wider {
+            return [Some((lo, hi)), None];
+        }
+        [
+            (lo < MAPPED.0).then(|| (lo, MAPPED.0 - 1)),
+            (hi > MAPPED.1).then(|| (MAPPED.1 + 1, hi)),
+        ]
     }
 }
+
+/// The IPv4-mapped IPv6 range, `::ffff:0:0/96`, as 128-bit values.
+const MAPPED: (u128, u128) = (0xffff_0000_0000, 0xffff_ffff_ffff);
 
 /// An address as a 128-bit value; IPv4 as IPv4-mapped IPv6.
 fn as_v6(ip: IpAddr) -> u128 {
@@ -115,9 +137,11 @@ impl Ranges {
         let mut ranges: Vec<(u128, u128, usize)> = blocks
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                let (lo, hi) = b.range();
-                (lo, hi, i)
+            .flat_map(|(i, b)| {
+                b.spans()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(lo, hi)| (lo, hi, i))
             })
             .collect();
         ranges.sort_unstable();
@@ -397,5 +421,43 @@ mod mapped_tests {
             "{:?}",
             r.check(ip)
         );
+    }
+
+    #[test]
+    fn a_wide_ipv6_block_matches_ipv6_clients_only() {
+        let v4: IpAddr = "127.0.0.9".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.9".parse().unwrap();
+        for wide in ["::/0", "::/1", "::/64"] {
+            let r = AccessRules::new(&AccessConfig {
+                deny: vec![wide.into()],
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(r.check(v4), Verdict::Admitted, "{wide}");
+            assert_eq!(r.check(mapped), Verdict::Admitted, "{wide}");
+            let c: Cidr = wide.parse().unwrap();
+            assert!(!c.contains(v4), "{wide}");
+            assert!(c.contains("::1".parse().unwrap()), "{wide}");
+            assert!(c.contains("::fffe:0:1".parse().unwrap()), "{wide}");
+        }
+        let r = AccessRules::new(&AccessConfig {
+            deny: vec!["::/0".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(r.check("2001:db8::1".parse().unwrap()).refused());
+        assert!(r.check("::1".parse().unwrap()).refused());
+        assert!(
+            r.check("::1:0:0:1".parse().unwrap()).refused(),
+            "above the mapped range"
+        );
+        // The mapped range itself names every IPv4 client.
+        let all_v4 = AccessRules::new(&AccessConfig {
+            deny: vec!["::ffff:0:0/96".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(all_v4.check(v4).refused());
+        assert!(!all_v4.check("::1".parse().unwrap()).refused());
     }
 }
