@@ -56,15 +56,21 @@ pub fn parse(text: &str) -> Result<Vec<IconDecl>, IconParseError> {
             line: i + 1,
             reason,
         };
-        let mut parts = line.splitn(3, char::is_whitespace);
-        let id_text = parts.next().unwrap_or_default();
+        // Fields are separated by any run of spaces or tabs.
+        let word = |s: &str| -> (String, String) {
+            let s = s.trim_start();
+            let end = s.find(char::is_whitespace).unwrap_or(s.len());
+            (s[..end].to_string(), s[end..].to_string())
+        };
+        let (id_text, rest) = word(line);
+        let (name, rest) = word(&rest);
+        let name = name.as_str();
         let id: u32 = id_text
             .parse()
             .map_err(|_| err(format!("id {id_text:?} is not a number")))?;
         if id == 0 || id > MAX_ICON_ID {
             return Err(err(format!("id {id} is outside 1..={MAX_ICON_ID}")));
         }
-        let name = parts.next().unwrap_or_default().trim();
         let mut chars = name.chars();
         let good = chars.next().is_some_and(|c| c.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -82,7 +88,7 @@ pub fn parse(text: &str) -> Result<Vec<IconDecl>, IconParseError> {
         out.push(IconDecl {
             id,
             name: name.to_string(),
-            description: parts.next().unwrap_or_default().trim().to_string(),
+            description: rest.trim().to_string(),
         });
     }
     Ok(out)
@@ -111,6 +117,10 @@ mod tests {
             ]
         );
         assert_eq!(v[1].file_name(), "big_gem.png");
+        // Any run of spaces or tabs separates the fields; the description keeps its inner spaces.
+        let v = parse("3  gem \t Blue  gem.\n").unwrap();
+        assert_eq!((v[0].id, v[0].name.as_str()), (3, "gem"));
+        assert_eq!(v[0].description, "Blue  gem.");
     }
 
     #[test]

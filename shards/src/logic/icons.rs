@@ -125,7 +125,9 @@ impl IconSet {
                 tracing::error!(
                     id,
                     size = png.len(),
-                    "icons: icon past icons.max_icon_bytes or icons.max_total_bytes; left out"
+                    max_icon,
+                    total_so_far = total,
+                    "icons: icon past its size bound (icons.max_icon_bytes, and net.max_frame - 72 for the frame that carries it: max_icon here) or past icons.max_total_bytes; left out"
                 );
                 continue;
             }
