@@ -365,6 +365,16 @@ fn term_after(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     unsafe_free_kill(child.id(), "TERM");
+    exit_within_a_minute(child, log, "still running a minute after SIGTERM")
+}
+
+/// Waits for `child` to exit; past a minute (a hang, not a timing) kills it and panics with `what`
+/// and the log.
+fn exit_within_a_minute(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    what: &str,
+) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -372,7 +382,10 @@ fn term_after(
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("still running a minute after SIGTERM: {}", logs());
+            panic!(
+                "{what}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -706,19 +719,8 @@ fn a_second_server_under_a_running_servers_name_refuses_to_start() {
         ],
         &log,
     );
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = second.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("the second server started: {}", logs());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let text = logs();
+    let status = exit_within_a_minute(&mut second, &log, "the second server started");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("held by a running process named"), "{text}");
     assert!(text.contains("center.node"), "{text}");
