@@ -801,3 +801,39 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A SIGTERM while a restart waits for the clock to pass its machine id's last reservation (the
+/// server before it was killed, so that reservation is still ahead) stops the start: logged, exit 0.
+/// `lattice run ARGS` with its log in `log` (stderr, no colours).
+pub fn spawn_logged(args: &[&str], log: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit; past a minute (a hang, not a timing) kills it and panics with `what`
+/// and the log.
+pub fn exit_within_a_minute(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{what}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
