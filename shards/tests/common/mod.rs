@@ -75,6 +75,11 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port below the ephemeral range after 10,000 tries");
 }
 
+/// How many times [`Lattice::start_at`] starts a server whose port was taken under it.
+const START_ATTEMPTS: u32 = 3;
+/// What the server's log says when a listener's address is taken (`EADDRINUSE`).
+const PORT_TAKEN: &str = "Address already in use";
+
 pub struct Lattice {
     pub child: Child,
     pub port: u16,
@@ -118,6 +123,10 @@ impl Lattice {
         Lattice::start_at(None, free_port(), data, true, &[], &args)
     }
 
+    /// Starts the server; if it exits because a port it was given was taken after [`free_port`]
+    /// checked it (another test process bound it in between: a start can spend a second opening
+    /// storage and waiting on its machine-id lease before it binds), tries again on new ports, at
+    /// most [`START_ATTEMPTS`] times in all. Any other early exit fails the test at once.
     fn start_at(
         nofile: Option<u32>,
         port: u16,
@@ -126,6 +135,32 @@ impl Lattice {
         env: &[(&str, &str)],
         extra: &[&str],
     ) -> Lattice {
+        let mut port = port;
+        for attempt in 1..=START_ATTEMPTS {
+            match Lattice::try_start(nofile, port, data.clone(), keep_data, env, extra) {
+                Ok(l) => return l,
+                Err(logs) if attempt < START_ATTEMPTS && logs.contains(PORT_TAKEN) => {
+                    eprintln!(
+                        "start attempt {attempt}: a port was taken between free_port() and the \
+                         server's bind; starting again on new ports"
+                    );
+                    port = free_port();
+                }
+                Err(logs) => panic!("lattice exited early: {logs}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// One start: `Err(log)` if the process exits before its admin port answers.
+    fn try_start(
+        nofile: Option<u32>,
+        port: u16,
+        data: PathBuf,
+        keep_data: bool,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Result<Lattice, String> {
         let http = free_port();
         let admin = free_port();
         let log =
@@ -195,7 +230,9 @@ impl Lattice {
                 break;
             }
             if let Ok(Some(status)) = l.child.try_wait() {
-                panic!("lattice exited early with {status}: {}", l.logs());
+                // The data directory stays for the next attempt (or for the test that owns it).
+                l.keep_data = true;
+                return Err(format!("{status}: {}", l.logs()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -204,7 +241,7 @@ impl Lattice {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        l
+        Ok(l)
     }
 
     pub fn logs(&self) -> String {
