@@ -742,3 +742,57 @@ fn idle_sessions_time_out_and_busy_ones_survive() {
     busy.send(rid, &pb::Ping { payload: vec![] });
     assert!(matches!(busy.recv().decode(), AnyMessage::Pong(_)));
 }
+
+/// Connections the acceptor handed to a shard that was busy when SIGTERM came (still in the
+/// shard's accept ring when it began to drain) become sessions that close with the others: an
+/// end of stream, not a reset, and a `server shutdown` line each. They were dropped unlogged and
+/// reset (their unread Hello made the kernel answer the close with RST).
+#[test]
+fn connections_waiting_for_a_busy_shard_at_sigterm_close_with_the_others() {
+    use std::io::{Read, Write};
+    // One shard, each Ping holds it 100 ms: 30 Pings keep it busy for about 3 s.
+    let mut l = Lattice::start(&["--runtime.shards", "1", "--echo.fault_spin_us", "100000"]);
+    let mut busy = l.connect();
+    let mut burst = Vec::new();
+    for i in 0..30u32 {
+        burst.extend(encode(
+            i + 1,
+            &pb::Ping {
+                payload: vec![1; 8],
+            },
+        ));
+    }
+    busy.send_raw(&burst);
+    l.wait_metric_total("lattice_frames_in_total", 2);
+    let hello = encode(
+        1,
+        &pb::Hello {
+            client_version: lattice_proto::version::PROTOCOL.to_string(),
+            ..Default::default()
+        },
+    );
+    let mut waiting: Vec<std::net::TcpStream> = (0..7)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+            s.write_all(&hello).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            s
+        })
+        .collect();
+    // 1 + 7 accepted by the listener (the shard, spinning, has taken only the first).
+    l.wait_metric_total("lattice_listener_accepted_total", 8);
+    unsafe_free_kill(l.child.id(), "TERM");
+    for (i, s) in waiting.iter_mut().enumerate() {
+        // Whatever was answered before the drain (if the shard got to it), then an end of stream.
+        let mut all = Vec::new();
+        match s.read_to_end(&mut all) {
+            Ok(_) => {}
+            Err(e) => panic!("connection {i}: {e} (want an end of stream)\n{}", l.logs()),
+        }
+    }
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+    let logs = l.logs();
+    let closes = logs.matches("reason=server shutdown").count();
+    assert_eq!(closes, 8, "one close line per connection:\n{logs}");
+}

@@ -72,6 +72,12 @@ fn cut_mid_stream_and_resume_loses_nothing_on_either_shard() {
         "some resumes stayed on the session's shard"
     );
     assert_eq!(l.metric_total("lattice_resume_rejected_total"), 0);
+    // A socket handed to the session's shard is not accepted a second time there.
+    assert_eq!(
+        l.metric_total("lattice_connections_accepted_total"),
+        l.metric_total("lattice_listener_accepted_total"),
+        "shards count each connection the listener accepted once"
+    );
     l.wait_log("session resumed on a new socket");
 }
 

@@ -96,6 +96,27 @@ pub(crate) fn register(stream: TcpStream) -> Result<TcpStreamPoll, String> {
         .and_then(|s| s.into_poll_io().map_err(|e| e.to_string()))
 }
 
+/// How many reads of the shard's read buffer [`discard_unread`] does at most.
+const DISCARD_READS: usize = 4;
+
+/// Reads and drops input that arrived and was never read (at most [`DISCARD_READS`] reads of
+/// `buf`, without waiting) so that closing the socket right after ends the stream with a FIN:
+/// Linux answers the close of a socket with unread input with a reset, which can destroy the
+/// server's last frames before the client reads them (a `Hello` sent during the shutdown drain,
+/// when sessions read nothing, was answered with a reset instead of an end of stream).
+pub(crate) fn discard_unread(stream: &TcpStreamPoll, buf: &mut [u8]) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    for _ in 0..DISCARD_READS {
+        // SAFETY: `fd` is the open socket `stream` owns (borrowed for this call) and `buf` is
+        // writable memory of `buf.len()` bytes; MSG_DONTWAIT makes the call return at once.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 || (n as usize) < buf.len() {
+            break;
+        }
+    }
+}
+
 /// Takes a socket back from this shard's driver (deregistered, not closed) so another shard can
 /// adopt it.
 pub(crate) fn into_std(stream: TcpStreamPoll) -> Result<TcpStream, String> {

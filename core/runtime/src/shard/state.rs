@@ -317,9 +317,6 @@ impl<A: ShardApp> ShardState<A> {
         msg: A::Msg,
     ) {
         let cx = &self.cx;
-        if cx.is_draining() {
-            return;
-        }
         let stream = match conn::register(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -331,7 +328,7 @@ impl<A: ShardApp> ShardState<A> {
         // Resume is offered without TLS only, so a handed-over socket is a plain one; its layer
         // (binary frames, or a WebSocket after its upgrade) came with it.
         let stack = Arc::new(StackConfig::binary(SessionType::Client));
-        let Some(cell) = self.open(peer, &stack, false) else {
+        let Some(cell) = self.open_session(peer, &stack, false) else {
             self.not_adopted();
             return;
         };
@@ -341,6 +338,11 @@ impl<A: ShardApp> ShardState<A> {
         let binding = cell.session.borrow().binding();
         let id = cell.id();
         conn::spawn(self, cell, binding, stream);
+        if cx.is_draining() {
+            // A Resume is not answered during the drain: the socket closes with the other
+            // sessions when it ends (and is logged like them).
+            return;
+        }
         guarded(self, "on_handover", |app| app.on_handover(cx, id, msg));
     }
 
@@ -392,17 +394,18 @@ impl<A: ShardApp> ShardState<A> {
     }
 }
 
-impl<A: ShardApp> ConnHost for ShardState<A> {
-    fn open(
+impl<A: ShardApp> ShardState<A> {
+    /// Opens a session for a socket, accepted here or handed over by another shard.
+    pub(crate) fn open_session(
         &self,
         peer: SocketAddr,
         stack: &Arc<StackConfig>,
         tls: bool,
     ) -> Option<Rc<SessionCell>> {
         let cx = &self.cx;
-        if cx.is_draining() {
-            return None;
-        }
+        // During the drain too: a socket the acceptor handed over before it stopped becomes a
+        // session that is closed (and logged) with the others when the drain ends; it reads
+        // nothing meanwhile, so a Hello on it is not answered.
         let cell = match (tls, &self.tls) {
             (false, _) => cx.open_session_on(peer, stack, |s| s),
             (true, Some(t)) => {
@@ -423,11 +426,24 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
             }
         };
         let id = cell.id();
-        let m = cx.m();
-        ShardMetrics::add(&m.connections_accepted_total, 1);
-        ShardMetrics::set(&m.sessions_open, cx.session_count() as u64);
+        ShardMetrics::set(&cx.m().sessions_open, cx.session_count() as u64);
         tracing::debug!(session = %id, %peer, "session opened");
         guarded(self, "on_open", |app| app.on_open(cx, id));
+        Some(cell)
+    }
+}
+
+impl<A: ShardApp> ConnHost for ShardState<A> {
+    /// A connection from this shard's acceptor (counted in `connections_accepted_total`; a socket
+    /// handed over by another shard opens through [`ShardState::open_session`] and is not).
+    fn open(
+        &self,
+        peer: SocketAddr,
+        stack: &Arc<StackConfig>,
+        tls: bool,
+    ) -> Option<Rc<SessionCell>> {
+        let cell = self.open_session(peer, stack, tls)?;
+        ShardMetrics::add(&self.cx.m().connections_accepted_total, 1);
         Some(cell)
     }
 
@@ -475,6 +491,9 @@ impl<A: ShardApp> ConnHost for ShardState<A> {
             Ended::Overflowed => cell.session.borrow_mut().socket_overflowed(binding, now),
             Ended::Failed(e) => cell.session.borrow_mut().socket_failed(binding, now, e),
         };
+        if let Ok(mut buf) = self.read_buf.try_borrow_mut() {
+            conn::discard_unread(&stream, &mut buf);
+        }
         drop(stream);
         match outcome {
             SocketEnd::Stale => {
