@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -340,8 +340,6 @@ pub fn request(
         .ok_or("address resolves to nothing")?;
     let mut s =
         TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("cannot connect: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let body = c.body.as_ref().map(Value::to_string).unwrap_or_default();
@@ -354,35 +352,138 @@ pub fn request(
     s.write_all(head.as_bytes())
         .and_then(|_| s.write_all(body.as_bytes()))
         .map_err(|e| format!("cannot send: {e}"))?;
+    // --timeout bounds the whole answer, not each read: a server that sends a byte now and then
+    // must not hold the command past it.
+    let deadline = Instant::now() + timeout;
+    let timed_out = || format!("no answer within {} s (--timeout)", timeout.as_secs_f64());
     let mut answer = Vec::new();
-    s.take(MAX_ANSWER as u64 + 1)
-        .read_to_end(&mut answer)
-        .map_err(|e| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                format!("no answer within {} s (--timeout)", timeout.as_secs_f64())
-            } else {
-                format!("cannot read the answer: {e}")
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&chunk[..n]);
+                if answer.len() > MAX_ANSWER {
+                    return Err(format!("answer larger than {MAX_ANSWER} bytes"));
+                }
             }
-        })?;
-    if answer.len() > MAX_ANSWER {
-        return Err(format!("answer larger than {MAX_ANSWER} bytes"));
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            Err(e) => return Err(format!("cannot read the answer: {e}")),
+        }
     }
-    let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
+    parse_answer(&answer)
+}
+
+/// The status and body of a whole HTTP answer (read to the end of the stream). A body shorter
+/// than its `Content-Length` is an error: the connection broke in the middle of the answer.
+fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed HTTP answer")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let mut body = &answer[split + 4..];
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("malformed HTTP status line")?;
-    Ok((status, body.to_string()))
+    let length = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>())
+    });
+    match length {
+        Some(Ok(n)) if body.len() < n => {
+            return Err(format!(
+                "answer cut short: {} of {n} body bytes came before the connection closed",
+                body.len()
+            ))
+        }
+        Some(Ok(n)) => body = &body[..n],
+        Some(Err(_)) => return Err("malformed Content-Length in the answer".into()),
+        None => {}
+    }
+    Ok((status, String::from_utf8_lossy(body).into_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves one connection on a loopback port with `answer`, `gap` apart per byte if given.
+    fn fake_server(answer: &'static [u8], gap: Option<Duration>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head);
+            match gap {
+                None => {
+                    let _ = s.write_all(answer);
+                }
+                Some(g) => {
+                    for b in answer {
+                        if s.write_all(&[*b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(g);
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn sessions() -> Call {
+        call(&AdminCommand::Sessions {
+            shard: None,
+            peer: None,
+            detached: false,
+            attached: false,
+            limit: 5,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_an_error() {
+        let addr = fake_server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":",
+            None,
+        );
+        let e = request(&addr, "t", &sessions(), Duration::from_secs(10)).unwrap_err();
+        assert!(e.contains("cut short: 5 of 100"), "{e}");
+        let addr = fake_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", None);
+        let (status, body) = request(&addr, "t", &sessions(), Duration::from_secs(10)).unwrap();
+        assert_eq!((status, body.as_str()), (200, "{}"));
+    }
+
+    #[test]
+    fn the_timeout_bounds_the_whole_answer() {
+        // 45 bytes, one every 200 ms: 9 s in all, against a 1 s bound (each read is quicker).
+        let addr = fake_server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}          ",
+            Some(Duration::from_millis(200)),
+        );
+        let e = request(&addr, "t", &sessions(), Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("no answer within 1 s"), "{e}");
+    }
 
     #[test]
     fn commands_make_their_requests() {
