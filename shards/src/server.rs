@@ -173,6 +173,14 @@ fn open_scripts(
 /// configuration it prints is one `lattice run` does not refuse with exit code 2 for these.
 pub fn check(cfg: &Config) -> Result<(), String> {
     let n = cfg.runtime.shard_count();
+    // The data directory's admin token file, read as the start reads it (one that is not there
+    // is made at start: nothing is written here).
+    if !cfg.admin.listen.is_empty() && cfg.admin.token.is_empty() {
+        let path = crate::admin::auth::token_path(&cfg.storage.data_dir);
+        if path.exists() {
+            crate::admin::auth::read_token(&path).map_err(|e| e.to_string())?;
+        }
+    }
     let (_, _, lua) = own_sections(cfg)?;
     let mut settings = app_settings(cfg, n)?;
     settings.lua = open_scripts(&lua, cfg, n)?;

@@ -117,6 +117,37 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains(key), "{err}");
     }
+    // The data directory's admin token file is read by `config` as `run` reads it (an empty one
+    // passed `config` and stopped `run` with exit 2).
+    let data = std::env::temp_dir().join(format!("lattice-cfg-token-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let token = data.join("admin.token");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&token)
+            .unwrap();
+    }
+    let out = lattice(&["config", "--storage.data_dir", data.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("admin.token") && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let out = lattice(&["config", "--storage.data_dir", data.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&data);
     let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
         .args(["run"])
         .env("LATTICE_NET__MAX_CONNECTIONS", "-5")
