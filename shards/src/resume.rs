@@ -64,7 +64,14 @@ pub fn on_resume(
         return resume_here(cx, enc, socket, req);
     }
     if owner >= cx.shards {
-        return reject(cx, enc, socket, request_id, "unknown session");
+        return reject_hiding(
+            cx,
+            enc,
+            socket,
+            request_id,
+            "unknown session (no such shard)",
+            Some(UNKNOWN_OR_WRONG_TOKEN),
+        );
     }
     if let Err(ShardMsg::Resume(req)) = cx.hand_over(socket, owner, ShardMsg::Resume(req)) {
         reject(
@@ -139,13 +146,59 @@ pub fn resume_here(
             &e.to_string(),
             "resume it over the transport it was opened on",
         ),
-        Err(e) => reject(cx, enc, socket, rid, &e.to_string()),
+        Err(e) => reject_hiding(cx, enc, socket, rid, &e.to_string(), told(&e)),
     }
 }
 
+/// What the client is told of a refusal. Whether a session id is live, resumable or closing is
+/// not told to a client that does not hold its token: those refusals read alike (the log at
+/// debug level keeps the difference).
+fn told(e: &lattice_runtime::shard::RebindError) -> Option<&'static str> {
+    use lattice_runtime::shard::RebindError;
+    use lattice_wire::ResumeError;
+    match e {
+        RebindError::UnknownSession
+        | RebindError::Resume(
+            ResumeError::Closed | ResumeError::NotResumable | ResumeError::BadToken,
+        ) => Some(UNKNOWN_OR_WRONG_TOKEN),
+        _ => None,
+    }
+}
+
+/// The one refusal a client without the session's token gets.
+const UNKNOWN_OR_WRONG_TOKEN: &str = "unknown or closed session, or wrong token";
+
 /// Answers `Error{RESUME_REJECTED}` on the socket and closes it.
 fn reject(cx: &ShardCx<ShardMsg>, enc: &mut Encoder, socket: SessionId, rid: u32, why: &str) {
-    reject_with(cx, enc, socket, rid, why, "start a new session with Hello");
+    reject_told(
+        cx,
+        enc,
+        socket,
+        rid,
+        why,
+        why,
+        "start a new session with Hello",
+    );
+}
+
+/// [`reject`], telling the client `told` in place of `why` when given.
+fn reject_hiding(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    socket: SessionId,
+    rid: u32,
+    why: &str,
+    told: Option<&str>,
+) {
+    reject_told(
+        cx,
+        enc,
+        socket,
+        rid,
+        why,
+        told.unwrap_or(why),
+        "start a new session with Hello",
+    );
 }
 
 /// [`reject`] with what the client should do instead.
@@ -157,12 +210,25 @@ fn reject_with(
     why: &str,
     instead: &str,
 ) {
+    reject_told(cx, enc, socket, rid, why, why, instead);
+}
+
+/// Counts and logs the refusal (`why`), answers it (`told`, then `instead`) and closes the socket.
+fn reject_told(
+    cx: &ShardCx<ShardMsg>,
+    enc: &mut Encoder,
+    socket: SessionId,
+    rid: u32,
+    why: &str,
+    told: &str,
+    instead: &str,
+) {
     ShardMetrics::add(&cx.cm().resume_rejected_total, 1);
     // Debug level: a stream of bad tokens must not flood the log (the counter shows it).
     tracing::debug!(%socket, reason = why, "resume rejected");
     let e = pb::Error {
         code: error_code::RESUME_REJECTED,
-        message: format!("resume rejected: {why}; {instead}"),
+        message: format!("resume rejected: {told}; {instead}"),
         opcode: u32::from(opcode::RESUME),
     };
     enc.send(cx, socket, rid, &e);

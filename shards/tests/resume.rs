@@ -177,7 +177,7 @@ fn the_newest_socket_wins_and_the_old_one_is_closed() {
     c.send(3, &pb::Ping { payload: vec![] });
     c.recv().unwrap();
     match c.resume_with(token) {
-        Resumption::Rejected(e) => assert!(e.message.contains("bad resume token"), "{e:?}"),
+        Resumption::Rejected(e) => assert!(e.message.contains("or wrong token"), "{e:?}"),
         Resumption::Resumed(_) => panic!("a spent token must not resume"),
     }
 }
@@ -233,14 +233,17 @@ fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
     let l = Lattice::start(&[]);
     let mut c = SeqClient::connect(l.port);
     let good = c.token.clone();
+    // A wrong token, an unknown id and (below) a live session that is not resumable read alike:
+    // a client without the token does not learn whether an id is live.
+    const HIDDEN: &str = "resume rejected: unknown or closed session, or wrong token; start a new session with Hello";
     match c.resume_with(vec![0; 16]) {
-        Resumption::Rejected(e) => assert!(e.message.contains("bad resume token"), "{e:?}"),
+        Resumption::Rejected(e) => assert_eq!(e.message, HIDDEN),
         other => panic!("{other:?}"),
     }
     assert!(c.c.closed_by_server());
     c.session_id ^= 1 << 40;
     match c.resume_with(good.clone()) {
-        Resumption::Rejected(e) => assert!(e.message.contains("unknown"), "{e:?}"),
+        Resumption::Rejected(e) => assert_eq!(e.message, HIDDEN),
         other => panic!("{other:?}"),
     }
     c.session_id ^= 1 << 40;
@@ -259,10 +262,10 @@ fn bad_tokens_and_unknown_sessions_are_rejected_and_the_socket_closed() {
         session_id: plain.session_id,
         ..SeqClient::connect(l.port)
     };
-    assert!(matches!(
-        p.resume_with(vec![1; 16]),
-        Resumption::Rejected(_)
-    ));
+    match p.resume_with(vec![1; 16]) {
+        Resumption::Rejected(e) => assert_eq!(e.message, HIDDEN),
+        other => panic!("{other:?}"),
+    }
     let mut greeted = l.connect();
     greeted.send(
         3,

@@ -106,6 +106,21 @@ fn resume_does_not_cross_between_tcp_and_websocket() {
             "the socket closes after the refusal"
         );
     }
+    // Without its token a client does not learn the session's transport either.
+    let mut c = Client::connect_raw(l.port);
+    c.send(
+        7,
+        &pb::Resume {
+            session_id: w.session_id,
+            token: vec![0; 16],
+            last_received_seq: w.last_recv,
+            attempt: 1,
+        },
+    );
+    expect_rejected(
+        &c.recv(),
+        "resume rejected: unknown or closed session, or wrong token; start a new session with Hello",
+    );
     let r = w.resumed();
     assert!(!r.resync);
     w.send(3, &pb::Ping { payload: vec![4] });

@@ -1101,6 +1101,11 @@ impl Session {
         let Some(r) = self.resume.as_deref_mut() else {
             return Err((ResumeError::NotResumable, layer));
         };
+        // The token before the transport: without it a client must not learn which transport a
+        // live session runs over (nor anything else about it).
+        if !token_matches(r, token) {
+            return Err((ResumeError::BadToken, layer));
+        }
         let from = layer.transport();
         if tls || from != r.transport() {
             return Err((
@@ -1128,12 +1133,10 @@ impl Session {
         last_received: u32,
         attempt: u32,
     ) -> Result<bool, ResumeError> {
-        // Both compared, always: which one matched must not show in the time taken.
-        let current = tokens_equal(token, &r.token);
-        let fallback = r.fallback.is_some_and(|f| tokens_equal(token, &f));
-        if !current && !fallback {
+        if !token_matches(r, token) {
             return Err(ResumeError::BadToken);
         }
+        let current = tokens_equal(token, &r.token);
         let sent = r.next_seq - 1;
         let last = expand_seq(last_received, sent);
         if last > sent {
@@ -1787,6 +1790,14 @@ fn transport_name(t: Transport, tls: bool) -> &'static str {
         (Transport::WebSocketEcho, _) => "WebSocket echo",
         (Transport::Http, _) => "HTTP",
     }
+}
+
+/// Whether `token` is the session's current resume token or its fallback (both compared, always:
+/// which one matched must not show in the time taken).
+fn token_matches(r: &Resume, token: &[u8]) -> bool {
+    let current = tokens_equal(token, &r.token);
+    let fallback = r.fallback.is_some_and(|f| tokens_equal(token, &f));
+    current | fallback
 }
 
 /// Compares two tokens in time independent of where they differ.
