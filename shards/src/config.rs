@@ -522,11 +522,13 @@ impl Config {
                 "must be at least 1 (a session that cannot wait for its Resume cannot resume)",
             ));
         }
-        if c.session.replay_max_frames == 0 || c.session.replay_max_bytes == 0 {
-            return Err(bad(
-                "session.replay_max_frames",
-                "replay_max_frames and replay_max_bytes must be at least 1",
-            ));
+        for (key, v) in [
+            ("session.replay_max_frames", c.session.replay_max_frames as u64),
+            ("session.replay_max_bytes", c.session.replay_max_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
         }
         if !self.admin.listen.is_empty() {
             if let Err(problem) =

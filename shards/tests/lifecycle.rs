@@ -90,6 +90,10 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
             "session.resume_window_ms",
         ),
         (
+            vec!["config", "--session.replay_max_bytes", "0"],
+            "`session.replay_max_bytes`: must be at least 1 (from --session.replay_max_bytes)",
+        ),
+        (
             vec!["config", "--account.max_online_per_shard", "0"],
             "account.max_online_per_shard",
         ),
