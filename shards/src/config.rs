@@ -523,8 +523,14 @@ impl Config {
             ));
         }
         for (key, v) in [
-            ("session.replay_max_frames", c.session.replay_max_frames as u64),
-            ("session.replay_max_bytes", c.session.replay_max_bytes as u64),
+            (
+                "session.replay_max_frames",
+                c.session.replay_max_frames as u64,
+            ),
+            (
+                "session.replay_max_bytes",
+                c.session.replay_max_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));

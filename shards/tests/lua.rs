@@ -473,3 +473,54 @@ fn a_shard_stuck_in_a_handler_does_not_hold_the_shutdown() {
     drop(l);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A script's `error()` carrying the client's text stays on one log line (its line breaks were
+/// written raw: a nickname forged an INFO line), and an `Error` a script returns without an
+/// opcode names the request's (it carried 0).
+#[test]
+fn script_errors_stay_on_one_log_line_and_errors_name_the_request() {
+    let d = dir("errors");
+    std::fs::write(
+        d.join("10-errors.lua"),
+        r#"
+lattice.on("ChangeNickname", function(req)
+  error("bad nickname: " .. req.nickname)
+end)
+lattice.on("Ping", function(req)
+  return "Error", { code = 7, message = "not your turn" }
+end)
+"#,
+    )
+    .unwrap();
+    let l = Lattice::start(&["--lua.dir", d.to_str().unwrap()]);
+    let mut c = l.connect();
+    c.send(
+        2,
+        &pb::ChangeNickname {
+            nickname: "x\n2026-12-02T00:00:00.000000Z  INFO forged line".into(),
+        },
+    );
+    let e = expect_error(&c.recv(), error_code::INTERNAL);
+    assert_eq!(e.message, "script error");
+    let logs = l.wait_log("lua: script failed");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("lua: script failed"))
+        .unwrap();
+    assert!(line.contains("bad nickname: x\\u{a}2026-12-02"), "{line}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-12-02T00:00:00")),
+        "{logs}"
+    );
+    // The traceback stays on the same line.
+    assert!(
+        !logs.lines().any(|l| l.starts_with("stack traceback")),
+        "{logs}"
+    );
+    c.send(3, &pb::Ping { payload: vec![] });
+    let f = c.recv();
+    assert_eq!(f.request_id, 3);
+    let e = expect_error(&f, 7);
+    assert_eq!(e.message, "not your turn");
+    assert_eq!(e.opcode, u32::from(lattice_proto::opcode::PING));
+}

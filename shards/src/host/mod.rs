@@ -173,7 +173,14 @@ impl ServiceHost {
         lua.count(&r);
         let mut ctx = self.parts.ctx(cx, None);
         match r {
-            Ok(Some(reply)) => {
+            Ok(Some(mut reply)) => {
+                // An `Error` names the request's opcode (PROTOCOL.md): filled in when the script
+                // leaves it 0.
+                if let AnyMessage::Error(e) = &mut reply {
+                    if e.opcode == 0 {
+                        e.opcode = u32::from(h.opcode);
+                    }
+                }
                 if !ctx.enc.send_any(cx, session, h.request_id, &reply) {
                     AppMetrics::add(&ctx.metrics.reply_too_large_total, 1);
                     let now = ctx.now_ms();
@@ -194,7 +201,11 @@ impl ServiceHost {
             Err(e) => {
                 let now = ctx.now_ms();
                 self.warns.warn("lua_script_failed", now, || {
-                    tracing::warn!(%session, opcode = h.opcode, error = %e, "lua: script failed; answered INTERNAL");
+                    // Escaped as `lattice.log` text is: a script's error() often carries the
+                    // client's own text, whose line breaks would forge log lines (the traceback's
+                    // lines stay on this one too).
+                    let error = crate::lua::host::log_text(&e.to_string());
+                    tracing::warn!(%session, opcode = h.opcode, %error, "lua: script failed; answered INTERNAL");
                 });
                 let text = match e {
                     ScriptError::NoReply => "script returned no reply",

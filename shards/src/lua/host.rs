@@ -86,7 +86,7 @@ pub const MAX_LOG_TEXT: usize = 4096;
 
 /// `lattice.log`'s text for one log line: control characters and the Unicode line and paragraph
 /// separators (line breaks, which could forge log lines) shown as `\u{…}` escapes, cut to [`MAX_LOG_TEXT`] bytes.
-fn log_text(text: &str) -> String {
+pub(crate) fn log_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_LOG_TEXT) + 3);
     for c in text.chars() {
         if out.len() >= MAX_LOG_TEXT {
@@ -278,11 +278,81 @@ impl LuaHost {
                 ))))
             }
         }
+        // Arrays (bytes and repeated fields) end at their first `nil`, as OPERATIONS.md says:
+        // Lua's length of a table with a hole may reach past it, and the hole failed the decode.
+        let merged = if has_hole(&merged, 0)? {
+            cut_at_holes(lua, &merged, 0)?
+        } else {
+            merged
+        };
         let de = mlua::serde::Deserializer::new(Value::Table(merged));
         let msg = lattice_proto::deserialize_as(op, de)?
             .ok_or_else(|| ScriptError::UnknownMessage(name.to_string()))?;
         Ok(msg)
     }
+}
+
+/// How deep [`has_hole`] and [`cut_at_holes`] follow tables inside tables (a reply nested deeper,
+/// or a table that holds itself, is an error).
+const MAX_REPLY_DEPTH: usize = 32;
+
+fn too_deep() -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "the reply nests tables more than {MAX_REPLY_DEPTH} deep (or holds itself)"
+    ))
+}
+
+/// Whether a table of the reply, at any depth, has a `nil` inside its length (a hole).
+fn has_hole(t: &mlua::Table, depth: usize) -> mlua::Result<bool> {
+    if depth > MAX_REPLY_DEPTH {
+        return Err(too_deep());
+    }
+    let len = t.raw_len();
+    for pair in t.pairs::<Value, Value>() {
+        let (_, v) = pair?;
+        if let Value::Table(inner) = v {
+            if has_hole(&inner, depth + 1)? {
+                return Ok(true);
+            }
+        }
+    }
+    for i in 1..=len {
+        if t.raw_get::<Value>(i)?.is_nil() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A copy of a reply table whose arrays end at their first `nil`, at every depth (the script's own
+/// tables are not changed).
+fn cut_at_holes(lua: &mlua::Lua, t: &mlua::Table, depth: usize) -> mlua::Result<mlua::Table> {
+    if depth > MAX_REPLY_DEPTH {
+        return Err(too_deep());
+    }
+    let copy = |v: Value| -> mlua::Result<Value> {
+        Ok(match v {
+            Value::Table(inner) => Value::Table(cut_at_holes(lua, &inner, depth + 1)?),
+            v => v,
+        })
+    };
+    let out = lua.create_table()?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        if !matches!(k, Value::Integer(_)) {
+            out.raw_set(k, copy(v)?)?;
+        }
+    }
+    let mut i: i64 = 1;
+    loop {
+        let v: Value = t.raw_get(i)?;
+        if v.is_nil() {
+            break;
+        }
+        out.raw_set(i, copy(v)?)?;
+        i += 1;
+    }
+    Ok(out)
 }
 
 /// Reads the table of handlers, for tests.
@@ -339,6 +409,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("refused"));
+    }
+
+    #[test]
+    fn a_bytes_table_ends_at_its_first_nil() {
+        let h = host(
+            r#"local kept = { 65, 66, nil, 68 }
+               lattice.on("Ping", function(req)
+                 local n = #req.payload
+                 if n == 1 then return "Pong", { payload = kept } end
+                 if n == 2 then return "Pong", { payload = { a = 1 } } end
+                 if n == 3 then return "Pong", { payload = { nil, 66 } } end
+                 -- the script's own table is left as it was
+                 return "Pong", { payload = { #kept, kept[4] } }
+               end)"#,
+        );
+        let ping = |n: usize| {
+            AnyMessage::Ping(pb::Ping {
+                payload: vec![0; n],
+            })
+        };
+        let pong = |p: &[u8]| {
+            Some(AnyMessage::Pong(pb::Pong {
+                payload: p.to_vec(),
+            }))
+        };
+        assert_eq!(h.handle(&ping(1), 1).unwrap(), pong(b"AB"));
+        assert_eq!(h.handle(&ping(2), 1).unwrap(), pong(b""));
+        assert_eq!(h.handle(&ping(3), 1).unwrap(), pong(b""));
+        assert_eq!(h.handle(&ping(4), 1).unwrap(), pong(&[4, 68]));
     }
 
     #[test]
