@@ -197,7 +197,8 @@ pub struct ConfigArgs {
     /// A TOML file whose keys override the defaults.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Overrides: `--section.key VALUE` or `--section.key=VALUE` (every key is listed below).
+    /// Overrides: `--section.key VALUE` or `--section.key=VALUE` (every key: `lattice run --help`
+    /// or `lattice config --defaults`).
     #[arg(
         value_name = "--section.key VALUE",
         trailing_var_arg = true,

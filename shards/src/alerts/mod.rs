@@ -288,8 +288,12 @@ fn watch_loop(
     }
 }
 
-/// How long the sender keeps trying after stop.
+/// How long the sender keeps trying after stop (a POST under way at its end still gets its
+/// `alerts.timeout_ms`).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The pause between two tries of one alert.
+const RETRY_GAP: Duration = Duration::from_secs(1);
 
 fn send_loop(
     rx: Receiver<Alert>,
@@ -333,6 +337,11 @@ fn send_loop(
         }
         let mut ok = false;
         for attempt in 0..=cfg.retries {
+            // The stop bounds an alert whose retries are under way too (they went on for every
+            // retry of it, and then of the next queued one, past the stop's own budget).
+            if stop.load(Ordering::SeqCst) && stop_deadline.is_none() {
+                stop_deadline = Some(Instant::now() + STOP_GRACE);
+            }
             if stop_deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -350,7 +359,7 @@ fn send_loop(
                 Err(e) => {
                     tracing::warn!(key = %alert.key, attempt, error = %e, "alert not delivered");
                     if attempt < cfg.retries {
-                        std::thread::sleep(Duration::from_secs(1));
+                        std::thread::sleep(RETRY_GAP);
                     }
                 }
             }

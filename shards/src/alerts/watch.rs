@@ -58,6 +58,9 @@ pub struct Watch {
     t: Thresholds,
     /// (ms, panics total) over the last minute.
     panics: VecDeque<(u64, u64)>,
+    /// The panics total at the last look: the alert is raised only when it grew (a burst that
+    /// stays inside the rolling minute is not raised again at every check).
+    panics_seen: u64,
     /// Per shard: (passes, since ms, alerted).
     stall: Vec<(u64, u64, bool)>,
     storage: Option<StorageObs>,
@@ -69,6 +72,7 @@ impl Watch {
         Watch {
             t,
             panics: VecDeque::new(),
+            panics_seen: 0,
             stall: Vec::new(),
             storage: None,
         }
@@ -93,7 +97,9 @@ impl Watch {
             }
             let base = self.panics.front().map(|p| p.1).unwrap_or(o.handler_panics);
             let n = o.handler_panics.saturating_sub(base);
-            if n >= self.t.panics_per_minute {
+            let new = o.handler_panics > self.panics_seen;
+            self.panics_seen = o.handler_panics;
+            if new && n >= self.t.panics_per_minute {
                 out.push(Alert {
                     key: "handler_panics".into(),
                     text: format!(
@@ -183,6 +189,12 @@ mod tests {
         let a = w.observe(2000, &obs(3, &[]));
         assert_eq!(a[0].key, "handler_panics");
         assert!(a[0].text.starts_with("3 handler panics"));
+        // No new panic: not raised again while the burst stays in the minute (it was raised at
+        // every check, and counted as a repeat each time).
+        assert!(w.observe(3000, &obs(3, &[])).is_empty());
+        assert!(w.observe(4000, &obs(3, &[])).is_empty());
+        let a = w.observe(5000, &obs(4, &[]));
+        assert!(a[0].text.starts_with("4 handler panics"), "{a:?}");
         // A minute later the burst has left the window.
         assert!(w.observe(70_000, &obs(3, &[])).is_empty());
         // Panics before the watcher's first look (the process had just started) count.

@@ -68,6 +68,11 @@ impl RotatingFile {
         })
     }
 
+    /// The live file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The live file's descriptor (for the crash path, which writes with `write(2)`).
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
@@ -76,15 +81,24 @@ impl RotatingFile {
     /// Appends `bytes` (whole lines), rotating first when the day changed, and between lines
     /// whenever the next line would pass the size limit (a single line longer than the limit
     /// gets a file of its own). Returns how many times it rotated.
+    ///
+    /// A rotation that fails (the directory became read-only, say) does not lose the lines: they
+    /// go on into the live file, past its bound, and the error is returned after them (the next
+    /// write tries the rotation again). A write that fails (a full disk) cuts the file back to
+    /// its last whole line, so the lines written after the disk has room again start on a line
+    /// of their own (a torn record joined the next one, which broke JSON lines).
     pub fn write(&mut self, bytes: &[u8], today: NaiveDate) -> std::io::Result<u32> {
         let mut rotated = 0;
+        let mut failed: Option<std::io::Error> = None;
         if self.rotation.daily && today != self.day && self.size > 0 {
-            self.rotate(today)?;
-            rotated += 1;
+            match self.rotate(today) {
+                Ok(()) => rotated += 1,
+                Err(e) => failed = Some(e),
+            }
         }
         let mut rest = bytes;
         while !rest.is_empty() {
-            let cut = if self.rotation.max_bytes == 0 {
+            let cut = if self.rotation.max_bytes == 0 || failed.is_some() {
                 rest.len()
             } else {
                 // The whole lines that still fit.
@@ -99,8 +113,10 @@ impl RotatingFile {
                     cut = rest.len();
                 }
                 if cut == 0 && self.size > 0 {
-                    self.rotate(today)?;
-                    rotated += 1;
+                    match self.rotate(today) {
+                        Ok(()) => rotated += 1,
+                        Err(e) => failed = Some(e),
+                    }
                     continue;
                 }
                 if cut == 0 {
@@ -112,14 +128,20 @@ impl RotatingFile {
                     cut
                 }
             };
-            self.file.write_all(&rest[..cut])?;
+            if let Err(e) = self.file.write_all(&rest[..cut]) {
+                let _ = self.file.set_len(self.size);
+                return Err(e);
+            }
             if self.size == 0 {
                 self.day = today;
             }
             self.size += cut as u64;
             rest = &rest[cut..];
         }
-        Ok(rotated)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rotated),
+        }
     }
 
     fn rotate(&mut self, today: NaiveDate) -> std::io::Result<()> {
@@ -232,6 +254,31 @@ mod tests {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode & 0o007, 0, "{}: {mode:o}", p.display());
         }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_that_fails_loses_no_line() {
+        let d = dir("rotfail");
+        std::fs::create_dir_all(&d).unwrap();
+        // A name of 250 bytes is a file; with the rotation's suffix (`.2026-11-01.1`) it passes
+        // NAME_MAX (255), so the rename fails, as in a directory that became read-only (which
+        // does not stop root, who runs CI).
+        let path = d.join("l".repeat(250));
+        let rot = Rotation {
+            max_bytes: 10,
+            daily: false,
+            keep: 5,
+        };
+        let mut f = RotatingFile::open(&path, rot, day(1)).unwrap();
+        f.write(b"line 0\n", day(1)).unwrap();
+        assert!(f.write(b"line 1\nline 2\n", day(1)).is_err());
+        assert!(f.write(b"line 3\n", day(1)).is_err(), "tried again");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "line 0\nline 1\nline 2\nline 3\n",
+            "the lines go on into the live file"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

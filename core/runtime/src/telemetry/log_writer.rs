@@ -113,6 +113,9 @@ pub fn start(sinks: Sinks, queue_lines: usize) -> Result<LogQueue, WriterError> 
     Ok(q)
 }
 
+/// At most one line on stderr per this long about the log file failing.
+const FILE_ERROR_REPORT: Duration = Duration::from_secs(60);
+
 /// Largest batch the writer gathers before one write (bounds its buffer).
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -122,6 +125,10 @@ fn writer(rx: Receiver<Msg>, console: bool, mut file: Option<RotatingFile>) {
     let st = stats();
     let mut batch = Vec::with_capacity(16 * 1024);
     let mut waiters: Vec<SyncSender<()>> = Vec::new();
+    // When the log file last failed in a line on stderr (at most one a minute: the log file
+    // cannot tell of its own failures, and the console may be off).
+    let mut told: Option<std::time::Instant> = None;
+    let mut untold = 0u64;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(m) => m,
@@ -156,8 +163,19 @@ fn writer(rx: Receiver<Msg>, console: bool, mut file: Option<RotatingFile>) {
                             FILE_FD.store(f.raw_fd(), Ordering::SeqCst);
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         st.file_errors.fetch_add(1, Ordering::Relaxed);
+                        if told.is_none_or(|t| t.elapsed() >= FILE_ERROR_REPORT) {
+                            let _ = writeln!(
+                                std::io::stderr().lock(),
+                                "lattice: log file {}: {e} ({untold} more failures since the last such line; all counted in lattice_log_file_errors_total)",
+                                f.path().display()
+                            );
+                            told = Some(std::time::Instant::now());
+                            untold = 0;
+                        } else {
+                            untold += 1;
+                        }
                     }
                 }
             }
