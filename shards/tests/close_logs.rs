@@ -140,3 +140,31 @@ fn gateway_violations_are_rate_limited_per_layer_and_handshake_timeouts_are_info
         .sum();
     assert_eq!(warns, counted, "{logs}");
 }
+
+/// A stop before the window ends still writes the summary: the warnings suppressed in it were in
+/// no log line at all (100 closes, 20 logged, the other 80 only in a counter).
+#[test]
+fn a_stop_writes_the_summary_of_a_window_that_has_not_ended() {
+    let mut l = common::Lattice::start(&[
+        "--log.warn_burst",
+        "2",
+        "--log.warn_window_ms",
+        "3600000",
+        "--runtime.shards",
+        "1",
+    ]);
+    for _ in 0..STORM {
+        let mut s = TcpStream::connect(("127.0.0.1", l.http)).unwrap();
+        s.write_all(b"GARBAGE\r\n\r\n").unwrap();
+        drain(&mut s);
+    }
+    l.wait_metric_total("lattice_sessions_closed_protocol_total", STORM);
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+    let logs = l.logs();
+    assert_eq!(warned(&logs, "http: "), 2, "{logs}");
+    assert_eq!(
+        suppressed(&logs, "reason=\"http_error\""),
+        STORM - 2,
+        "{logs}"
+    );
+}

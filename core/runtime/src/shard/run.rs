@@ -166,6 +166,7 @@ async fn mesh_loop<A: ShardApp>(st: Rc<ShardState<A>>) {
 
         if let Some(deadline) = drain_deadline {
             if drain_step(&st, worked || backlog_left, deadline) {
+                st.flush_suppressed();
                 guarded(&st, "on_stopped", |app| app.on_stopped(&st.cx));
                 return;
             }

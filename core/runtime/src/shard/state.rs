@@ -97,6 +97,14 @@ impl<A: ShardApp> ShardState<A> {
         !fired.is_empty()
     }
 
+    /// Logs the summaries of every window with suppressed warnings, ended or not: at the stop,
+    /// the window would otherwise never end and its closes would be in no log line.
+    pub(crate) fn flush_suppressed(&self) {
+        self.warns
+            .borrow_mut()
+            .poll(u64::MAX, |s| log_suppressed(self.cx.id, s));
+    }
+
     fn session_deadline(&self, id: SessionId, now: MonoTime) {
         let Some(cell) = self.cx.sessions.borrow().get(id).cloned() else {
             return;
