@@ -64,13 +64,14 @@ pub fn on_resume(
         return resume_here(cx, enc, socket, req);
     }
     if owner >= cx.shards {
-        return reject_hiding(
+        return reject_told(
             cx,
             enc,
             socket,
             request_id,
             "unknown session (no such shard)",
-            Some(UNKNOWN_OR_WRONG_TOKEN),
+            UNKNOWN_OR_WRONG_TOKEN,
+            NEW_SESSION,
         );
     }
     if let Err(ShardMsg::Resume(req)) = cx.hand_over(socket, owner, ShardMsg::Resume(req)) {
@@ -138,15 +139,23 @@ pub fn resume_here(
             e @ lattice_runtime::shard::RebindError::Resume(lattice_wire::ResumeError::Transport {
                 ..
             }),
-        ) => reject_with(
-            cx,
-            enc,
-            socket,
-            rid,
-            &e.to_string(),
-            "resume it over the transport it was opened on",
-        ),
-        Err(e) => reject_hiding(cx, enc, socket, rid, &e.to_string(), told(&e)),
+        ) => {
+            let why = e.to_string();
+            reject_told(
+                cx,
+                enc,
+                socket,
+                rid,
+                &why,
+                &why,
+                "resume it over the transport it was opened on",
+            )
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let told = told(&e).unwrap_or(&why);
+            reject_told(cx, enc, socket, rid, &why, told, NEW_SESSION)
+        }
     }
 }
 
@@ -165,52 +174,15 @@ fn told(e: &lattice_runtime::shard::RebindError) -> Option<&'static str> {
     }
 }
 
+/// What a refused client should do instead, unless said otherwise.
+const NEW_SESSION: &str = "start a new session with Hello";
+
 /// The one refusal a client without the session's token gets.
 const UNKNOWN_OR_WRONG_TOKEN: &str = "unknown or closed session, or wrong token";
 
 /// Answers `Error{RESUME_REJECTED}` on the socket and closes it.
 fn reject(cx: &ShardCx<ShardMsg>, enc: &mut Encoder, socket: SessionId, rid: u32, why: &str) {
-    reject_told(
-        cx,
-        enc,
-        socket,
-        rid,
-        why,
-        why,
-        "start a new session with Hello",
-    );
-}
-
-/// [`reject`], telling the client `told` in place of `why` when given.
-fn reject_hiding(
-    cx: &ShardCx<ShardMsg>,
-    enc: &mut Encoder,
-    socket: SessionId,
-    rid: u32,
-    why: &str,
-    told: Option<&str>,
-) {
-    reject_told(
-        cx,
-        enc,
-        socket,
-        rid,
-        why,
-        told.unwrap_or(why),
-        "start a new session with Hello",
-    );
-}
-
-/// [`reject`] with what the client should do instead.
-fn reject_with(
-    cx: &ShardCx<ShardMsg>,
-    enc: &mut Encoder,
-    socket: SessionId,
-    rid: u32,
-    why: &str,
-    instead: &str,
-) {
-    reject_told(cx, enc, socket, rid, why, why, instead);
+    reject_told(cx, enc, socket, rid, why, why, NEW_SESSION);
 }
 
 /// Counts and logs the refusal (`why`), answers it (`told`, then `instead`) and closes the socket.
