@@ -43,7 +43,7 @@ fn register_login_profile_token_login_kick_and_logout() {
         other => panic!("{other:?}"),
     };
     assert_eq!(ok.user_id, id);
-    assert_eq!(ok.session_token.len(), 57);
+    assert_eq!(ok.session_token.len(), 65);
     let p = ok.profile.clone().unwrap();
     assert_eq!((p.nickname.as_str(), p.login_streak), ("Ann", 1));
     assert!(p.last_login_ms >= p.created_ms && p.created_ms > 0);

@@ -1,13 +1,16 @@
 //! Session tokens: what `LoginOk` hands out and `TokenLogin` takes back, so a reconnect costs an
 //! HMAC (microseconds), not a password hash (tens of milliseconds).
 //!
-//! 57 bytes, opaque to clients:
+//! 65 bytes, opaque to clients:
 //!
 //! ```text
-//! version u8 = 1 | user_id u64 | owner_key u32 | expires_ms u64 | generation u32 | HMAC-SHA256 (32)
+//! version u8 = 2 | user_id u64 | owner_key u32 | expires_ms u64 | generation u32 | nonce u64 | HMAC-SHA256 (32)
 //! ```
 //!
-//! little-endian; the MAC covers the first 25 bytes under the server's key (`account.token_secret`).
+//! little-endian; the MAC covers the first 33 bytes under the server's key (`account.token_secret`).
+//! The nonce makes every token distinct (two logins of one account in the same millisecond got
+//! the same bytes under version 1, which had no nonce: 57 bytes, MAC over the first 25; those
+//! are still accepted until they expire).
 //! `owner_key` says which shard owns the account (it is derived from the account name, so it is
 //! the same for every shard count); `generation` is the account's token generation, raised by every
 //! password change, so older tokens stop working.
@@ -16,9 +19,26 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Encoded length.
-pub const TOKEN_LEN: usize = 57;
-const BODY_LEN: usize = 25;
-const VERSION: u8 = 1;
+pub const TOKEN_LEN: usize = 65;
+const BODY_LEN: usize = 33;
+const VERSION: u8 = 2;
+/// Version 1 (no nonce): encoded length and signed part.
+const V1_LEN: usize = 57;
+const V1_BODY_LEN: usize = 25;
+
+/// A nonce no other token of this process had: a counter from a random start.
+fn nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without OS randomness the counter still makes this process's tokens distinct.
+        let _ = getrandom::fill(&mut b);
+        AtomicU64::new(u64::from_le_bytes(b))
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
 
 /// The fields of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +104,8 @@ impl TokenKey {
         <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
     }
 
-    /// Encodes and signs `c`. Cost: one HMAC-SHA256 over 25 bytes (about a microsecond).
+    /// Encodes and signs `c` with a fresh nonce. Cost: one HMAC-SHA256 over 33 bytes (about a
+    /// microsecond).
     pub fn sign(&self, c: &Claims) -> Vec<u8> {
         let mut out = Vec::with_capacity(TOKEN_LEN);
         out.push(VERSION);
@@ -92,6 +113,7 @@ impl TokenKey {
         out.extend_from_slice(&c.owner_key.to_le_bytes());
         out.extend_from_slice(&c.expires_ms.to_le_bytes());
         out.extend_from_slice(&c.generation.to_le_bytes());
+        out.extend_from_slice(&nonce().to_le_bytes());
         let mut m = self.mac();
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
@@ -102,9 +124,14 @@ impl TokenKey {
     /// Checks the MAC (in constant time) and the expiry against `now_ms`.
     pub fn verify(&self, token: &[u8], now_ms: u64) -> Result<Claims, TokenError> {
         let c = peek(token).ok_or(TokenError::Invalid)?;
+        let body = if token[0] == VERSION {
+            BODY_LEN
+        } else {
+            V1_BODY_LEN
+        };
         let mut m = self.mac();
-        m.update(&token[..BODY_LEN]);
-        m.verify_slice(&token[BODY_LEN..])
+        m.update(&token[..body]);
+        m.verify_slice(&token[body..])
             .map_err(|_| TokenError::Invalid)?;
         if now_ms >= c.expires_ms {
             return Err(TokenError::Expired);
@@ -116,8 +143,9 @@ impl TokenKey {
 /// The claims of a well-formed token *without* checking its MAC: for routing only (the owner
 /// shard verifies it).
 pub fn peek(token: &[u8]) -> Option<Claims> {
-    if token.len() != TOKEN_LEN || token[0] != VERSION {
-        return None;
+    match (token.len(), token.first()) {
+        (TOKEN_LEN, Some(&VERSION)) | (V1_LEN, Some(1)) => {}
+        _ => return None,
     }
     let u64_at = |i: usize| u64::from_le_bytes(token[i..i + 8].try_into().expect("8 bytes"));
     let u32_at = |i: usize| u32::from_le_bytes(token[i..i + 4].try_into().expect("4 bytes"));
@@ -155,7 +183,7 @@ mod tests {
             bad[i] ^= 0x10;
             assert_eq!(k.verify(&bad, 0), Err(TokenError::Invalid), "byte {i}");
         }
-        assert_eq!(k.verify(&t[..56], 0), Err(TokenError::Invalid));
+        assert_eq!(k.verify(&t[..TOKEN_LEN - 1], 0), Err(TokenError::Invalid));
         assert_eq!(k.verify(&[], 0), Err(TokenError::Invalid));
         // Another key does not verify it.
         let other = TokenKey::random().unwrap();
@@ -164,10 +192,40 @@ mod tests {
     }
 
     #[test]
+    fn every_token_is_distinct_and_version_1_still_verifies() {
+        let k = TokenKey::random().unwrap();
+        // The same claims (one account, one millisecond) twice: two tokens.
+        let (a, b) = (k.sign(&claims()), k.sign(&claims()));
+        assert_ne!(a, b);
+        assert_eq!(k.verify(&a, 0), Ok(claims()));
+        assert_eq!(k.verify(&b, 0), Ok(claims()));
+        // A version 1 token (57 bytes, MAC over 25) issued before the nonce.
+        let mut v1 = a[..V1_BODY_LEN].to_vec();
+        v1[0] = 1;
+        let mut m = k.mac();
+        m.update(&v1);
+        v1.extend_from_slice(&m.finalize().into_bytes());
+        assert_eq!(v1.len(), V1_LEN);
+        assert_eq!(k.verify(&v1, 1_999), Ok(claims()));
+        assert_eq!(k.verify(&v1, 2_000), Err(TokenError::Expired));
+        let mut bad = v1.clone();
+        bad[5] ^= 1;
+        assert_eq!(k.verify(&bad, 0), Err(TokenError::Invalid));
+        // A version 1 header on a version 2 length, and the other way round: refused.
+        let mut mixed = a.clone();
+        mixed[0] = 1;
+        assert_eq!(k.verify(&mixed, 0), Err(TokenError::Invalid));
+        let mut mixed = v1.clone();
+        mixed[0] = VERSION;
+        assert_eq!(k.verify(&mixed, 0), Err(TokenError::Invalid));
+    }
+
+    #[test]
     fn hex_keys() {
         let k = TokenKey::random().unwrap();
         let again = TokenKey::from_hex(&k.to_hex()).unwrap();
-        assert_eq!(k.sign(&claims()), again.sign(&claims()));
+        let t = k.sign(&claims());
+        assert_eq!(again.verify(&t, 0), Ok(claims()));
         assert!(TokenKey::from_hex("abc").is_none());
         assert!(TokenKey::from_hex(&"zz".repeat(32)).is_none());
         assert_eq!(format!("{k:?}"), "TokenKey(..)");
