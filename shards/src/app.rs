@@ -274,6 +274,7 @@ impl ShardApp for App {
     /// they issue are in the last timestamp reported to the center.
     fn on_stopped(&mut self, cx: &ShardCx<ShardMsg>) {
         self.host.stop(cx);
+        self.gate.flush_warnings();
     }
 
     /// Requests this gate sent to logic nodes and not yet answered keep the drain waiting.

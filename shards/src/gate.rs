@@ -45,6 +45,11 @@ pub enum Checked {
 }
 
 impl Gate {
+    /// Logs what the warning limit still holds back (at the stop).
+    pub fn flush_warnings(&mut self) {
+        self.warns.flush();
+    }
+
     /// The gate of shard `shard`, counting into `metrics[shard]`.
     pub fn new(metrics: Arc<Vec<AppMetrics>>, shard: usize, requests: Vec<bool>) -> Gate {
         Gate {

@@ -524,3 +524,38 @@ end)
     assert_eq!(e.message, "not your turn");
     assert_eq!(e.opcode, u32::from(lattice_proto::opcode::PING));
 }
+
+/// Script failures a warning window still held back at the stop are summarised (they were in no
+/// log line: the summary waited for the next failure).
+#[test]
+fn script_failures_held_back_at_the_stop_are_summarised() {
+    let d = dir("held");
+    std::fs::write(
+        d.join("10-fail.lua"),
+        "lattice.on(\"Ping\", function() error(\"no\") end)\n",
+    )
+    .unwrap();
+    let mut l = Lattice::start(&[
+        "--lua.dir",
+        d.to_str().unwrap(),
+        "--runtime.shards",
+        "1",
+        "--log.warn_burst",
+        "1",
+        "--log.warn_window_ms",
+        "3600000",
+    ]);
+    let mut c = l.connect();
+    for i in 0..5u32 {
+        c.send(i + 1, &pb::Ping { payload: vec![] });
+        expect_error(&c.recv(), error_code::INTERNAL);
+    }
+    assert_eq!(l.terminate(), 0, "{}", l.logs());
+    let logs = l.logs();
+    assert_eq!(logs.matches("lua: script failed").count(), 1, "{logs}");
+    assert!(
+        logs.lines()
+            .any(|x| x.contains("reason=\"lua_script_failed\"") && x.contains("suppressed=4")),
+        "{logs}"
+    );
+}

@@ -578,6 +578,8 @@ impl ServiceHost {
             }
         }
         self.parts.ids.report_stop(self.parts.shard);
+        // The script failures a window still held back are summarised before the shard ends.
+        self.warns.flush();
     }
 
     fn each(

@@ -97,6 +97,20 @@ impl WarnLimiter {
         }
     }
 
+    /// Logs the summary of every window with suppressed warnings, ended or not, as [`Self::warn`]
+    /// logs one (at a stop: such a window would never end, and what it suppressed would be in no
+    /// log line).
+    pub fn flush(&mut self) {
+        self.poll(u64::MAX, |s| {
+            tracing::warn!(
+                reason = s.reason,
+                suppressed = s.suppressed,
+                window_ms = s.window_ms,
+                "further warnings of this reason suppressed in the last window"
+            );
+        });
+    }
+
     /// Decides about one warning of `reason` at `now_ms`; a summary of the window that just ended,
     /// if any, comes back with it (log it before the warning).
     pub fn check(&mut self, reason: &'static str, now_ms: u64) -> (Verdict, Option<Summary>) {

@@ -277,6 +277,11 @@ impl Component for Account {
         }
     }
 
+    fn stop(&mut self, _ctx: &mut Ctx<'_>) {
+        // Storage failures a warning window still held back are summarised before the shard ends.
+        self.warns.borrow_mut().flush();
+    }
+
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
         match token {
             PURGE_TIMER => {
